@@ -1,0 +1,515 @@
+//! The event bus: how one service hears of another's state changes.
+//!
+//! Two implementations behind [`EventBus`]:
+//! - [`InProcessBus`] for the embedded mode (`cwsm serve`): an in-memory log per topic with a
+//!   cursor per consumer group. It lives as long as the process; the outbox (on disk) is what
+//!   survives a restart.
+//! - [`RedisBus`] for production: one Redis Stream per topic, `XREADGROUP` with a consumer group
+//!   so that replicas of a service share the work, `XACK` only after the consumer's own
+//!   transaction committed.
+//!
+//! Delivery is at least once in both. Consumers are idempotent (each records the event ids it has
+//! applied in the same transaction as the effect), so a redelivery changes nothing.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, anyhow};
+use async_trait::async_trait;
+use redis::AsyncCommands;
+use redis::streams::{StreamId, StreamReadOptions, StreamReadReply};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+/// One event as it travels: the payload is the protobuf encoding of the event message named by
+/// `kind` (see `proto/cwsm/events/v1`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Envelope {
+    /// Unique per event, chosen when the event is written to the outbox; consumers dedupe on it.
+    pub event_id: String,
+    /// The stream it goes on, e.g. `projects.milestones`.
+    pub topic: String,
+    /// The event type, e.g. `cwsm.events.v1.ProjectMilestone`.
+    pub kind: String,
+    pub payload: Vec<u8>,
+    /// When the state change happened (ms since the epoch).
+    pub occurred_at_ms: i64,
+    /// W3C `traceparent` of the span that wrote the event, empty when none.
+    pub trace_parent: String,
+}
+
+/// An event handed to a consumer; ack it once its effect has committed.
+#[derive(Clone, Debug)]
+pub struct Delivery {
+    pub envelope: Envelope,
+    /// The bus's own id for this message (the Redis stream entry id; a sequence in-process).
+    pub message_id: String,
+}
+
+#[async_trait]
+pub trait EventBus: Send + Sync + 'static {
+    /// Appends an event to its topic.
+    async fn publish(&self, event: &Envelope) -> anyhow::Result<()>;
+
+    /// Joins consumer `group` of `topic` as `consumer`. A group that does not exist yet is
+    /// created at the start of the topic, so it sees events published before it joined.
+    async fn subscribe(
+        &self,
+        topic: &str,
+        group: &str,
+        consumer: &str,
+    ) -> anyhow::Result<Box<dyn Subscription>>;
+
+    /// A name for logs and the start-up banner.
+    fn describe(&self) -> String;
+}
+
+#[async_trait]
+pub trait Subscription: Send {
+    /// Waits for the next event of the group that this consumer should handle: first its own
+    /// unacknowledged ones (from before a restart), then new ones.
+    async fn next(&mut self) -> anyhow::Result<Delivery>;
+    /// Marks a delivery done for the group.
+    async fn ack(&mut self, delivery: &Delivery) -> anyhow::Result<()>;
+}
+
+/// What a consumer does with one event. Returning `Ok` acknowledges it.
+#[async_trait]
+pub trait EventHandler: Send + Sync + 'static {
+    async fn handle(&self, event: &Envelope) -> anyhow::Result<()>;
+}
+
+/// Runs `handler` on every delivery of `subscription` until `shutdown`. A failing event is
+/// retried with back-off and never skipped silently: it stays unacknowledged.
+pub async fn consume(
+    mut subscription: Box<dyn Subscription>,
+    handler: Arc<dyn EventHandler>,
+    shutdown: CancellationToken,
+    name: &str,
+) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let delivery = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            d = subscription.next() => d,
+        };
+        let delivery = match delivery {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(consumer = name, error = %format!("{e:#}"), "reading events failed; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        // Retry this one event until it is handled: later events must not overtake a failing
+        // one without anybody noticing.
+        loop {
+            match handler.handle(&delivery.envelope).await {
+                Ok(()) => {
+                    if let Err(e) = subscription.ack(&delivery).await {
+                        tracing::warn!(consumer = name, event_id = %delivery.envelope.event_id, error = %format!("{e:#}"), "ack failed; the event will be redelivered and deduplicated");
+                    }
+                    backoff = Duration::from_millis(100);
+                    break;
+                }
+                Err(e) => {
+                    tracing::error!(consumer = name, event_id = %delivery.envelope.event_id, kind = %delivery.envelope.kind, error = %format!("{e:#}"), "handling event failed; retrying");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// In-process
+
+/// The embedded bus: a log per topic, trimmed once every group has acknowledged an entry.
+#[derive(Clone, Default)]
+pub struct InProcessBus {
+    inner: Arc<InProcessInner>,
+}
+
+#[derive(Default)]
+struct InProcessInner {
+    topics: Mutex<HashMap<String, TopicLog>>,
+    published: Notify,
+}
+
+#[derive(Default)]
+struct TopicLog {
+    /// Sequence number of `entries[0]`.
+    base: u64,
+    entries: VecDeque<Envelope>,
+    /// Next sequence each group will read.
+    groups: HashMap<String, u64>,
+}
+
+impl TopicLog {
+    fn trim(&mut self) {
+        if let Some(&lowest) = self.groups.values().min() {
+            while self.base < lowest && self.entries.pop_front().is_some() {
+                self.base += 1;
+            }
+        }
+    }
+}
+
+impl InProcessBus {
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+#[async_trait]
+impl EventBus for InProcessBus {
+    async fn publish(&self, event: &Envelope) -> anyhow::Result<()> {
+        {
+            let mut topics = self
+                .inner
+                .topics
+                .lock()
+                .map_err(|_| anyhow!("bus lock poisoned"))?;
+            topics
+                .entry(event.topic.clone())
+                .or_default()
+                .entries
+                .push_back(event.clone());
+        }
+        self.inner.published.notify_waiters();
+        Ok(())
+    }
+
+    async fn subscribe(
+        &self,
+        topic: &str,
+        group: &str,
+        _consumer: &str,
+    ) -> anyhow::Result<Box<dyn Subscription>> {
+        let mut topics = self
+            .inner
+            .topics
+            .lock()
+            .map_err(|_| anyhow!("bus lock poisoned"))?;
+        let log = topics.entry(topic.to_string()).or_default();
+        let base = log.base;
+        log.groups.entry(group.to_string()).or_insert(base);
+        Ok(Box::new(InProcessSubscription {
+            inner: self.inner.clone(),
+            topic: topic.to_string(),
+            group: group.to_string(),
+        }))
+    }
+
+    fn describe(&self) -> String {
+        "in-process".to_string()
+    }
+}
+
+struct InProcessSubscription {
+    inner: Arc<InProcessInner>,
+    topic: String,
+    group: String,
+}
+
+impl InProcessSubscription {
+    fn peek(&self) -> anyhow::Result<Option<Delivery>> {
+        let topics = self
+            .inner
+            .topics
+            .lock()
+            .map_err(|_| anyhow!("bus lock poisoned"))?;
+        let Some(log) = topics.get(&self.topic) else {
+            return Ok(None);
+        };
+        let cursor = log.groups.get(&self.group).copied().unwrap_or(log.base);
+        let index = usize::try_from(cursor.saturating_sub(log.base))?;
+        Ok(log.entries.get(index).map(|e| Delivery {
+            envelope: e.clone(),
+            message_id: cursor.to_string(),
+        }))
+    }
+}
+
+#[async_trait]
+impl Subscription for InProcessSubscription {
+    async fn next(&mut self) -> anyhow::Result<Delivery> {
+        loop {
+            // Register interest before looking, so a publish between the look and the wait is
+            // not missed.
+            let published = self.inner.published.notified();
+            if let Some(d) = self.peek()? {
+                return Ok(d);
+            }
+            published.await;
+        }
+    }
+
+    async fn ack(&mut self, delivery: &Delivery) -> anyhow::Result<()> {
+        let seq: u64 = delivery.message_id.parse()?;
+        let mut topics = self
+            .inner
+            .topics
+            .lock()
+            .map_err(|_| anyhow!("bus lock poisoned"))?;
+        if let Some(log) = topics.get_mut(&self.topic) {
+            if let Some(cursor) = log.groups.get_mut(&self.group) {
+                // Acks come in order for one consumer; never move a cursor backwards.
+                *cursor = (*cursor).max(seq + 1);
+            }
+            log.trim();
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Redis Streams
+
+/// Production bus on Redis Streams. Stream key `cwsm:{topic}`, one entry per event with fields
+/// `event_id`, `kind`, `payload`, `occurred_at_ms`, `trace_parent`.
+#[derive(Clone)]
+pub struct RedisBus {
+    client: redis::Client,
+    publisher: redis::aio::ConnectionManager,
+    url: String,
+    /// How long one `XREADGROUP` blocks waiting for new entries.
+    block: Duration,
+}
+
+/// Entries kept per stream (approximately): Redis only carries, the outbox is the record.
+const STREAM_MAX_LEN: usize = 1_000_000;
+
+impl RedisBus {
+    pub async fn connect(url: &str) -> anyhow::Result<Self> {
+        let client =
+            redis::Client::open(url).with_context(|| format!("parsing Redis URL {url}"))?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(5)))
+            .set_response_timeout(Some(Duration::from_secs(5)));
+        let publisher = client
+            .get_connection_manager_with_config(config)
+            .await
+            .with_context(|| format!("connecting to Redis at {url}"))?;
+        Ok(Self {
+            client,
+            publisher,
+            url: url.to_string(),
+            block: Duration::from_secs(2),
+        })
+    }
+
+    pub fn stream_key(topic: &str) -> String {
+        format!("cwsm:{topic}")
+    }
+}
+
+#[async_trait]
+impl EventBus for RedisBus {
+    async fn publish(&self, event: &Envelope) -> anyhow::Result<()> {
+        let mut conn = self.publisher.clone();
+        let options = redis::streams::StreamAddOptions::default().trim(
+            redis::streams::StreamTrimStrategy::maxlen(
+                redis::streams::StreamTrimmingMode::Approx,
+                STREAM_MAX_LEN,
+            ),
+        );
+        let _: Option<String> = conn
+            .xadd_options(
+                Self::stream_key(&event.topic),
+                "*",
+                &[
+                    ("event_id", event.event_id.as_bytes()),
+                    ("kind", event.kind.as_bytes()),
+                    ("payload", event.payload.as_slice()),
+                    ("occurred_at_ms", event.occurred_at_ms.to_string().as_bytes()),
+                    ("trace_parent", event.trace_parent.as_bytes()),
+                ],
+                &options,
+            )
+            .await
+            .context("XADD")?;
+        Ok(())
+    }
+
+    async fn subscribe(
+        &self,
+        topic: &str,
+        group: &str,
+        consumer: &str,
+    ) -> anyhow::Result<Box<dyn Subscription>> {
+        // A blocking read needs its own connection whose response timeout outlasts the block
+        // (redis 1.x cancels any reply slower than 500 ms by default).
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(5)))
+            .set_response_timeout(Some(self.block + Duration::from_secs(5)));
+        let conn = self
+            .client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+            .with_context(|| format!("connecting to Redis at {}", self.url))?;
+        let mut sub = RedisSubscription {
+            client: self.client.clone(),
+            config,
+            conn,
+            key: Self::stream_key(topic),
+            topic: topic.to_string(),
+            group: group.to_string(),
+            consumer: consumer.to_string(),
+            block: self.block,
+            buffer: VecDeque::new(),
+            reading_backlog: true,
+        };
+        sub.ensure_group().await?;
+        Ok(Box::new(sub))
+    }
+
+    fn describe(&self) -> String {
+        format!("redis streams at {}", crate::db::redact(&self.url))
+    }
+}
+
+struct RedisSubscription {
+    client: redis::Client,
+    config: redis::AsyncConnectionConfig,
+    conn: redis::aio::MultiplexedConnection,
+    key: String,
+    topic: String,
+    group: String,
+    consumer: String,
+    block: Duration,
+    buffer: VecDeque<Delivery>,
+    /// True until this consumer's own pending entries (delivered before a crash, never acked)
+    /// have been read again.
+    reading_backlog: bool,
+}
+
+impl RedisSubscription {
+    async fn ensure_group(&mut self) -> anyhow::Result<()> {
+        let created: redis::RedisResult<()> = self
+            .conn
+            .xgroup_create_mkstream(&self.key, &self.group, "0")
+            .await;
+        match created {
+            Ok(()) => Ok(()),
+            Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
+            Err(e) => Err(e).context("XGROUP CREATE"),
+        }
+    }
+
+    fn to_delivery(&self, entry: StreamId) -> anyhow::Result<Delivery> {
+        let text = |field: &str| -> anyhow::Result<String> {
+            let bytes = field_bytes(&entry, field)?;
+            String::from_utf8(bytes).with_context(|| format!("field {field} is not UTF-8"))
+        };
+        Ok(Delivery {
+            envelope: Envelope {
+                event_id: text("event_id")?,
+                topic: self.topic.clone(),
+                kind: text("kind")?,
+                payload: field_bytes(&entry, "payload")?,
+                occurred_at_ms: text("occurred_at_ms")?.parse().unwrap_or_default(),
+                trace_parent: text("trace_parent").unwrap_or_default(),
+            },
+            message_id: entry.id,
+        })
+    }
+
+    async fn read(&mut self) -> anyhow::Result<()> {
+        let start = if self.reading_backlog { "0" } else { ">" };
+        let mut options = StreamReadOptions::default()
+            .group(&self.group, &self.consumer)
+            .count(64);
+        if !self.reading_backlog {
+            options = options.block(usize::try_from(self.block.as_millis())?);
+        }
+        let reply: redis::RedisResult<Option<StreamReadReply>> = self
+            .conn
+            .xread_options(&[&self.key], &[start], &options)
+            .await;
+        let reply = match reply {
+            Ok(r) => r,
+            // Redis without persistence forgets streams and groups on restart: make the group
+            // again rather than stop consuming.
+            Err(e) if e.code() == Some("NOGROUP") => {
+                tracing::warn!(stream = %self.key, group = %self.group, "consumer group vanished (Redis restarted?); recreating it");
+                self.ensure_group().await?;
+                return Ok(());
+            }
+            Err(e) if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() => {
+                self.conn = self
+                    .client
+                    .get_multiplexed_async_connection_with_config(&self.config)
+                    .await
+                    .context("reconnecting to Redis")?;
+                return Err(e).context("XREADGROUP");
+            }
+            Err(e) => return Err(e).context("XREADGROUP"),
+        };
+        let entries: Vec<StreamId> = reply
+            .map(|r| r.keys.into_iter().flat_map(|k| k.ids).collect())
+            .unwrap_or_default();
+        if self.reading_backlog && entries.is_empty() {
+            self.reading_backlog = false;
+        }
+        let mut malformed = Vec::new();
+        for entry in entries {
+            let id = entry.id.clone();
+            match self.to_delivery(entry) {
+                Ok(d) => self.buffer.push_back(d),
+                Err(e) => {
+                    tracing::error!(stream = %self.key, entry = %id, error = %format!("{e:#}"), "dropping malformed stream entry");
+                    malformed.push(id);
+                }
+            }
+        }
+        // A malformed entry is nobody's event: ack it so that it does not come back forever.
+        if !malformed.is_empty() {
+            let _: i64 = self
+                .conn
+                .xack(&self.key, &self.group, &malformed)
+                .await
+                .context("XACK")?;
+        }
+        Ok(())
+    }
+}
+
+fn field_bytes(entry: &StreamId, field: &str) -> anyhow::Result<Vec<u8>> {
+    match entry.map.get(field) {
+        Some(redis::Value::BulkString(bytes)) => Ok(bytes.clone()),
+        Some(redis::Value::SimpleString(s)) => Ok(s.clone().into_bytes()),
+        Some(other) => Err(anyhow!("field {field} has unexpected type {other:?}")),
+        None => Err(anyhow!("entry {} has no field {field}", entry.id)),
+    }
+}
+
+#[async_trait]
+impl Subscription for RedisSubscription {
+    async fn next(&mut self) -> anyhow::Result<Delivery> {
+        loop {
+            if let Some(d) = self.buffer.pop_front() {
+                return Ok(d);
+            }
+            self.read().await?;
+        }
+    }
+
+    async fn ack(&mut self, delivery: &Delivery) -> anyhow::Result<()> {
+        let _: i64 = self
+            .conn
+            .xack(&self.key, &self.group, &[&delivery.message_id])
+            .await
+            .context("XACK")?;
+        Ok(())
+    }
+}

@@ -1,0 +1,134 @@
+//! Settings of `cwsm serve`, layered (later wins):
+//! built-in defaults < TOML file (`--config FILE` or `CWSM_CONFIG`) < `CWSM_*` environment
+//! variables < command-line flags.
+//!
+//! | key            | env                 | default                 | meaning |
+//! |----------------|---------------------|-------------------------|---------|
+//! | `listen`       | `CWSM_LISTEN`       | `127.0.0.1:50051`       | gRPC address |
+//! | `data_dir`     | `CWSM_DATA_DIR`     | `./cwsm-data`           | SQLite files and the embedded signing key |
+//! | `database_url` | `CWSM_DATABASE_URL` | SQLite in `data_dir`    | `sqlite://…` or `postgres://…` |
+//! | `redis_url`    | `CWSM_REDIS_URL`    | none: in-process bus    | `redis://…` for Redis Streams |
+//! | `jwt_secret`   | `CWSM_JWT_SECRET`   | key file in `data_dir`  | HS256 secret, at least 32 bytes |
+//! | `log`          | `CWSM_LOG`          | `info`                  | tracing filter (`RUST_LOG` syntax) |
+//! | `log_format`   | `CWSM_LOG_FORMAT`   | `human`                 | `human` or `json` |
+//! | `outbox_poll_ms` | `CWSM_OUTBOX_POLL_MS` | `500`              | relay poll when not woken |
+//!
+//! OpenTelemetry export is configured by the standard `OTEL_EXPORTER_OTLP_ENDPOINT` variables.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Lines for people.
+    #[default]
+    Human,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    pub listen: String,
+    pub data_dir: PathBuf,
+    pub database_url: Option<String>,
+    pub redis_url: Option<String>,
+    pub jwt_secret: Option<String>,
+    pub log: String,
+    pub log_format: LogFormat,
+    pub outbox_poll_ms: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:50051".to_string(),
+            data_dir: PathBuf::from("cwsm-data"),
+            database_url: None,
+            redis_url: None,
+            jwt_secret: None,
+            log: "info".to_string(),
+            log_format: LogFormat::Human,
+            outbox_poll_ms: 500,
+        }
+    }
+}
+
+impl Settings {
+    /// Layers the sources. `flags` holds only what was given on the command line (serialize its
+    /// absent options as nothing, e.g. with `skip_serializing_if = "Option::is_none"`).
+    pub fn load(file: Option<&Path>, flags: impl Serialize) -> anyhow::Result<Settings> {
+        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+        let file = file
+            .map(Path::to_path_buf)
+            .or_else(|| std::env::var_os("CWSM_CONFIG").map(PathBuf::from));
+        if let Some(path) = file {
+            if !path.exists() {
+                anyhow::bail!("config file {} does not exist", path.display());
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        figment
+            .merge(Env::prefixed("CWSM_").ignore(&["config"]))
+            .merge(Serialized::defaults(flags))
+            .extract()
+            .context("reading settings")
+    }
+
+    /// The database of `service`: the configured URL, or its own SQLite file in the data folder.
+    pub fn database_url_for(&self, service: &str) -> String {
+        match &self.database_url {
+            Some(url) => url.clone(),
+            None => format!("sqlite://{}", self.data_dir.join(format!("{service}.db")).display()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Serialize)]
+    struct Flags {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        listen: Option<String>,
+    }
+
+    #[test]
+    fn flags_override_the_file_which_overrides_defaults() {
+        let dir = std::env::temp_dir().join(format!("cwsm-config-{}", crate::new_id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let file = dir.join("cwsm.toml");
+        std::fs::write(&file, "listen = \"0.0.0.0:6000\"\nlog = \"debug\"\n").expect("write");
+        let from_file = Settings::load(Some(&file), Flags { listen: None }).expect("load");
+        assert_eq!(from_file.listen, "0.0.0.0:6000");
+        assert_eq!(from_file.log, "debug");
+        assert_eq!(from_file.outbox_poll_ms, 500);
+        let flagged = Settings::load(
+            Some(&file),
+            Flags {
+                listen: Some("127.0.0.1:7000".into()),
+            },
+        )
+        .expect("load");
+        assert_eq!(flagged.listen, "127.0.0.1:7000");
+        std::fs::write(&file, "lisen = \"typo\"\n").expect("write");
+        assert!(Settings::load(Some(&file), Flags { listen: None }).is_err());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn embedded_databases_are_one_file_per_service() {
+        let s = Settings::default();
+        assert_eq!(
+            s.database_url_for("matching"),
+            format!("sqlite://{}", Path::new("cwsm-data").join("matching.db").display())
+        );
+    }
+}

@@ -1,0 +1,191 @@
+//! A service's database, chosen by URL scheme.
+//!
+//! Each service owns its tables. On SQLite that is one file per service; on PostgreSQL one
+//! schema per service (set as the connection's `search_path`), so the services can share a server
+//! or even a database and still never see each other's tables.
+//!
+//! Repositories write their SQL once for both engines (numbered `$1` parameters, integer
+//! timestamps, TEXT ids) and run it through [`with_db!`](crate::with_db); where PostgreSQL has a
+//! better tool (`FOR UPDATE SKIP LOCKED`, `COPY`), the code branches on [`Db`].
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{AssertSqlSafe, PgPool, SqlitePool, Transaction};
+
+/// A connection pool to one service's database.
+#[derive(Clone, Debug)]
+pub enum Db {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// A service's migrations, one set per engine (their types differ; their intent is the same).
+pub struct Migrations {
+    pub sqlite: &'static Migrator,
+    pub postgres: &'static Migrator,
+}
+
+/// Runs `$body` with `$pool` bound to the concrete pool type (SQLite or PostgreSQL), so one block
+/// of sqlx code serves both engines.
+#[macro_export]
+macro_rules! with_db {
+    ($db:expr, $pool:ident => $body:expr) => {
+        match $db {
+            $crate::db::Db::Sqlite($pool) => $body,
+            $crate::db::Db::Postgres($pool) => $body,
+        }
+    };
+}
+
+impl Db {
+    /// Connects to `url` and applies the service's migrations. `schema` names the service's own
+    /// PostgreSQL schema (ignored on SQLite, where the file is the service's own).
+    pub async fn connect(url: &str, schema: &str, migrations: &Migrations) -> anyhow::Result<Db> {
+        if !schema.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
+            bail!("schema name {schema:?} must be lower-case letters and underscores");
+        }
+        if url.starts_with("sqlite:") {
+            let options = SqliteConnectOptions::from_str(url)
+                .with_context(|| format!("parsing database URL {url}"))?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(Duration::from_secs(10))
+                .foreign_keys(true);
+            let pool = SqlitePoolOptions::new()
+                .max_connections(4)
+                .connect_with(options)
+                .await
+                .with_context(|| format!("opening {url}"))?;
+            migrations
+                .sqlite
+                .run(&pool)
+                .await
+                .with_context(|| format!("migrating {url}"))?;
+            Ok(Db::Sqlite(pool))
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            let options = PgConnectOptions::from_str(url)
+                .with_context(|| format!("parsing database URL {}", redact(url)))?;
+            let setup = PgPoolOptions::new()
+                .max_connections(1)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_with(options.clone())
+                .await
+                .with_context(|| format!("connecting to {}", redact(url)))?;
+            // Two replicas starting at once may race to create the schema: the loser's error is
+            // harmless when the schema is there afterwards.
+            let create = format!("CREATE SCHEMA IF NOT EXISTS {schema}");
+            if let Err(e) = sqlx::query(AssertSqlSafe(create)).execute(&setup).await {
+                let exists: Option<String> = sqlx::query_scalar(
+                    "SELECT schema_name::text FROM information_schema.schemata WHERE schema_name = $1",
+                )
+                .bind(schema)
+                .fetch_optional(&setup)
+                .await?;
+                if exists.is_none() {
+                    return Err(e).context("creating schema");
+                }
+            }
+            setup.close().await;
+            let pool = PgPoolOptions::new()
+                .max_connections(16)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_with(options.options([("search_path", schema)]))
+                .await?;
+            migrations
+                .postgres
+                .run(&pool)
+                .await
+                .with_context(|| format!("migrating schema {schema}"))?;
+            Ok(Db::Postgres(pool))
+        } else {
+            bail!(
+                "unsupported database URL {}: expected sqlite://PATH or postgres://…",
+                redact(url)
+            )
+        }
+    }
+
+    /// The engine's name, for logs and the start-up banner.
+    pub fn engine(&self) -> &'static str {
+        match self {
+            Db::Sqlite(_) => "sqlite",
+            Db::Postgres(_) => "postgres",
+        }
+    }
+
+    pub async fn close(&self) {
+        with_db!(self, pool => pool.close().await)
+    }
+}
+
+/// Begins a transaction meant to write. On SQLite it takes the write lock at once (`BEGIN
+/// IMMEDIATE`), so concurrent writers wait on the busy timeout instead of failing when a read
+/// transaction tries to upgrade.
+pub trait BeginWrite {
+    type Database: sqlx::Database;
+    fn begin_write(
+        &self,
+    ) -> impl Future<Output = Result<Transaction<'static, Self::Database>, sqlx::Error>> + Send;
+}
+
+impl BeginWrite for SqlitePool {
+    type Database = sqlx::Sqlite;
+    async fn begin_write(&self) -> Result<Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
+        self.begin_with("BEGIN IMMEDIATE").await
+    }
+}
+
+impl BeginWrite for PgPool {
+    type Database = sqlx::Postgres;
+    async fn begin_write(&self) -> Result<Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+        self.begin().await
+    }
+}
+
+/// Whether `e` is a unique-constraint violation (a duplicate natural key), on either engine.
+pub fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
+
+/// The URL with any password replaced, for messages.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            match userinfo.find(':') {
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme_end + 3],
+                    &userinfo[..colon],
+                    &url[at..]
+                ),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn redact_hides_only_the_password() {
+        assert_eq!(
+            redact("postgres://app:s3cret@db:5432/cwsm"),
+            "postgres://app:***@db:5432/cwsm"
+        );
+        assert_eq!(
+            redact("postgres://postgres@127.0.0.1/x"),
+            "postgres://postgres@127.0.0.1/x"
+        );
+        assert_eq!(redact("sqlite://cwsm-data/m.db"), "sqlite://cwsm-data/m.db");
+    }
+}

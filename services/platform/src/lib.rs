@@ -1,0 +1,40 @@
+//! What every cwsm service runs on, and nothing that belongs to one service.
+//!
+//! - [`config`]: settings from defaults, an optional TOML file, `CWSM_*` environment variables
+//!   and command-line flags, in that order of precedence.
+//! - [`telemetry`]: `tracing` set-up: human logs by default, JSON on request, OTLP traces when
+//!   `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
+//! - [`db`]: a service's database chosen by URL scheme (`sqlite://` or `postgres://`), its own
+//!   migrations applied at connect.
+//! - [`bus`]: the event bus behind one trait: in-process, or Redis Streams with consumer groups.
+//! - [`outbox`]: the transactional outbox (events written in the same transaction as the state
+//!   change) and the relay that publishes them to the bus.
+//! - [`auth`]: bearer-token (JWT) principals and the interceptor that requires them.
+//! - [`error`] and [`grpc`]: the error vocabulary of every domain, its mapping to gRPC status
+//!   codes, page tokens.
+//! - [`server`]: the gRPC server with health and reflection, and graceful shutdown.
+//!
+//! `platform` knows no service: services plug into it, never the other way round.
+
+pub mod auth;
+pub mod bus;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod grpc;
+pub mod outbox;
+pub mod server;
+pub mod telemetry;
+
+pub use error::{Error, Result};
+
+/// Milliseconds since the Unix epoch: how every instant is stored (an integer, same on SQLite and
+/// PostgreSQL).
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// A new identifier: a UUIDv7, so identifiers sort by creation time (pagination orders by id).
+pub fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
