@@ -25,6 +25,7 @@ pub mod grpc;
 pub mod outbox;
 pub mod server;
 pub mod telemetry;
+pub mod vocab;
 
 pub use error::{Error, Result};
 

@@ -1,0 +1,594 @@
+//! The marketplace in plain Rust: service companies (节水服务企业) and their offerings, water users
+//! (用水单位) and their project requests, proposals between them, and the checks each must pass.
+
+use cwsm_platform::vocab::{
+    CertificationGrade, ContractModel, IndicatorTag, MvOption, Sector, Technology,
+};
+use cwsm_platform::{Error, Result};
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Contact {
+    pub name: String,
+    pub phone: String,
+    pub email: String,
+}
+
+/// Verified history kept by matching from project events.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TrackRecord {
+    pub projects_completed: i64,
+    pub verified_savings_litres: i64,
+    pub promised_savings_litres: i64,
+}
+
+/// What a company says of itself; the rest of [`Company`] is kept by the system.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CompanyProfile {
+    pub credit_code: String,
+    pub name: String,
+    pub description: String,
+    pub contact: Contact,
+    pub towns: Vec<String>,
+    pub sectors: Vec<Sector>,
+    pub certification: CertificationGrade,
+    pub financing_capacity_fen: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Company {
+    pub id: String,
+    pub profile: CompanyProfile,
+    pub track_record: TrackRecord,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+    pub version: i64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OfferingStatus {
+    Draft,
+    Published,
+    Withdrawn,
+}
+
+impl OfferingStatus {
+    pub fn code(self) -> &'static str {
+        match self {
+            OfferingStatus::Draft => "draft",
+            OfferingStatus::Published => "published",
+            OfferingStatus::Withdrawn => "withdrawn",
+        }
+    }
+    pub fn from_code(s: &str) -> Option<Self> {
+        Some(match s {
+            "draft" => OfferingStatus::Draft,
+            "published" => OfferingStatus::Published,
+            "withdrawn" => OfferingStatus::Withdrawn,
+            _ => return None,
+        })
+    }
+}
+
+/// What a company sells.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OfferingDraft {
+    pub company_id: String,
+    pub title: String,
+    pub description: String,
+    pub technologies: Vec<Technology>,
+    pub contract_models: Vec<ContractModel>,
+    pub sectors: Vec<Sector>,
+    pub towns: Vec<String>,
+    pub min_investment_fen: i64,
+    pub max_investment_fen: i64,
+    pub typical_savings_bp: i32,
+    pub typical_term_months: i32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Offering {
+    pub id: String,
+    pub draft: OfferingDraft,
+    pub status: OfferingStatus,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+    pub version: i64,
+}
+
+/// Units using at least this much a year (6,000 m³) are under planned-use supervision.
+pub const PLANNED_USE_THRESHOLD_LITRES: i64 = 6_000_000;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WaterUserProfile {
+    pub credit_code: String,
+    pub name: String,
+    pub sector: Sector,
+    pub unit_type: String,
+    pub town: String,
+    pub annual_use_litres: i64,
+    pub annual_quota_litres: i64,
+    pub contact: Contact,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WaterUser {
+    pub id: String,
+    pub profile: WaterUserProfile,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+    pub version: i64,
+}
+
+impl WaterUser {
+    pub fn planned_use_supervised(&self) -> bool {
+        self.profile.annual_use_litres >= PLANNED_USE_THRESHOLD_LITRES
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Visibility {
+    Public,
+    Invited,
+}
+
+impl Visibility {
+    pub fn code(self) -> &'static str {
+        match self {
+            Visibility::Public => "public",
+            Visibility::Invited => "invited",
+        }
+    }
+    pub fn from_code(s: &str) -> Option<Self> {
+        match s {
+            "public" => Some(Visibility::Public),
+            "invited" => Some(Visibility::Invited),
+            _ => None,
+        }
+    }
+}
+
+/// Lifecycle of a project request: draft → open → closed | awarded | cancelled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RequestStatus {
+    Draft,
+    Open,
+    Closed,
+    Awarded,
+    Cancelled,
+}
+
+impl RequestStatus {
+    pub fn code(self) -> &'static str {
+        match self {
+            RequestStatus::Draft => "draft",
+            RequestStatus::Open => "open",
+            RequestStatus::Closed => "closed",
+            RequestStatus::Awarded => "awarded",
+            RequestStatus::Cancelled => "cancelled",
+        }
+    }
+    pub fn from_code(s: &str) -> Option<Self> {
+        Some(match s {
+            "draft" => RequestStatus::Draft,
+            "open" => RequestStatus::Open,
+            "closed" => RequestStatus::Closed,
+            "awarded" => RequestStatus::Awarded,
+            "cancelled" => RequestStatus::Cancelled,
+            _ => return None,
+        })
+    }
+}
+
+/// What a water user asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestDraft {
+    pub water_user_id: String,
+    pub title: String,
+    pub problem: String,
+    pub scope: String,
+    pub baseline_use_litres: i64,
+    pub expected_savings_bp: i32,
+    pub price_fen_per_m3: i64,
+    pub preferred_contract_models: Vec<ContractModel>,
+    pub wanted_technologies: Vec<Technology>,
+    pub investment_wanted_fen: i64,
+    /// ISO date `YYYY-MM-DD`, empty for none.
+    pub proposal_deadline: String,
+    pub visibility: Visibility,
+    pub invited_company_ids: Vec<String>,
+    pub indicator_tags: Vec<IndicatorTag>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProjectRequest {
+    pub id: String,
+    pub draft: RequestDraft,
+    pub status: RequestStatus,
+    pub status_reason: String,
+    pub awarded_proposal_id: String,
+    pub proposal_count: i64,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+    pub version: i64,
+}
+
+/// Money terms of a contract (see `cwsm.type.v1.ContractTerms`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ContractTerms {
+    pub share_ratio_bp: i32,
+    pub sharing_period_months: i32,
+    pub guaranteed_savings_litres: i64,
+    pub shortfall_price_fen_per_m3: i64,
+    pub bonus_share_bp: i32,
+    pub hosting_fee_fen: i64,
+    pub water_rights_share_bp: i32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProposalStatus {
+    Submitted,
+    Accepted,
+    Declined,
+    Withdrawn,
+}
+
+impl ProposalStatus {
+    pub fn code(self) -> &'static str {
+        match self {
+            ProposalStatus::Submitted => "submitted",
+            ProposalStatus::Accepted => "accepted",
+            ProposalStatus::Declined => "declined",
+            ProposalStatus::Withdrawn => "withdrawn",
+        }
+    }
+    pub fn from_code(s: &str) -> Option<Self> {
+        Some(match s {
+            "submitted" => ProposalStatus::Submitted,
+            "accepted" => ProposalStatus::Accepted,
+            "declined" => ProposalStatus::Declined,
+            "withdrawn" => ProposalStatus::Withdrawn,
+            _ => return None,
+        })
+    }
+}
+
+/// What a company proposes on a request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProposalDraft {
+    pub project_request_id: String,
+    pub company_id: String,
+    pub offering_id: String,
+    pub measures: String,
+    pub investment_fen: i64,
+    pub promised_savings_litres: i64,
+    pub promised_savings_bp: i32,
+    pub contract_model: ContractModel,
+    pub terms: ContractTerms,
+    pub contract_term_months: i32,
+    pub mv_option: MvOption,
+    pub drivers: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Proposal {
+    pub id: String,
+    pub draft: ProposalDraft,
+    pub status: ProposalStatus,
+    pub decline_reason: String,
+    pub withdraw_reason: String,
+    pub project_id: String,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+    pub version: i64,
+}
+
+impl Proposal {
+    /// Investment per m³ of yearly saving, fen: lower is better value.
+    pub fn cost_per_m3_saved_fen(&self) -> i64 {
+        let m3 = self.draft.promised_savings_litres / 1000;
+        if m3 <= 0 {
+            0
+        } else {
+            self.draft.investment_fen / m3
+        }
+    }
+
+    /// Months until the yearly savings value repays the investment, at `price_fen_per_m3`;
+    /// 0 when it cannot be told.
+    pub fn payback_months(&self, price_fen_per_m3: i64) -> i32 {
+        let yearly_value_fen =
+            i128::from(self.draft.promised_savings_litres) * i128::from(price_fen_per_m3) / 1000;
+        if yearly_value_fen <= 0 {
+            return 0;
+        }
+        let months = i128::from(self.draft.investment_fen) * 12 / yearly_value_fen;
+        i32::try_from(months).unwrap_or(i32::MAX)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Validation: each check names the field as the API spells it.
+
+const MAX_NAME: usize = 200;
+const MAX_TEXT: usize = 10_000;
+
+fn required(field: &str, value: &str, max: usize) -> Result<()> {
+    if value.trim().is_empty() {
+        return Err(Error::invalid(field, "required"));
+    }
+    if value.chars().count() > max {
+        return Err(Error::invalid(field, format!("at most {max} characters")));
+    }
+    Ok(())
+}
+
+fn bounded(field: &str, value: &str, max: usize) -> Result<()> {
+    if value.chars().count() > max {
+        return Err(Error::invalid(field, format!("at most {max} characters")));
+    }
+    Ok(())
+}
+
+fn not_negative(field: &str, value: i64) -> Result<()> {
+    if value < 0 {
+        return Err(Error::invalid(field, "must not be negative"));
+    }
+    Ok(())
+}
+
+fn basis_points(field: &str, value: i32) -> Result<()> {
+    if !(0..=10_000).contains(&value) {
+        return Err(Error::invalid(
+            field,
+            "basis points between 0 and 10000 (100%)",
+        ));
+    }
+    Ok(())
+}
+
+/// Checks an ISO calendar date (`YYYY-MM-DD`); empty is allowed where the field is optional.
+pub fn optional_date(field: &str, value: &str) -> Result<()> {
+    if value.is_empty() {
+        return Ok(());
+    }
+    chrono::NaiveDate::parse_from_str(value, "%Y-%m-%d")
+        .map(|_| ())
+        .map_err(|_| Error::invalid(field, "a date written YYYY-MM-DD"))
+}
+
+/// Unified social credit code (统一社会信用代码, GB 32100-2015): 18 characters from a 31-letter
+/// alphabet, the last a check character over the first 17.
+pub fn check_credit_code(field: &str, code: &str) -> Result<()> {
+    const ALPHABET: &str = "0123456789ABCDEFGHJKLMNPQRTUWXY";
+    const WEIGHTS: [u32; 17] = [1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28];
+    let chars: Vec<char> = code.chars().collect();
+    if chars.len() != 18 {
+        return Err(Error::invalid(
+            field,
+            format!(
+                "a unified social credit code has 18 characters, not {}",
+                chars.len()
+            ),
+        ));
+    }
+    let mut values = Vec::with_capacity(18);
+    for (i, c) in chars.iter().enumerate() {
+        let v = ALPHABET.find(*c).ok_or_else(|| {
+            Error::invalid(
+                field,
+                format!(
+                    "character {} ({c:?}) is not allowed (digits and capitals except I, O, S, V, Z)",
+                    i + 1
+                ),
+            )
+        })?;
+        values.push(v as u32);
+    }
+    let sum: u32 = values[..17].iter().zip(WEIGHTS).map(|(v, w)| v * w).sum();
+    let check = (31 - sum % 31) % 31;
+    if values[17] != check {
+        let expected = ALPHABET.chars().nth(check as usize).unwrap_or('?');
+        return Err(Error::invalid(
+            field,
+            format!("check character is wrong (expected {expected} for the first 17 characters)"),
+        ));
+    }
+    Ok(())
+}
+
+impl CompanyProfile {
+    pub fn validate(&self, prefix: &str) -> Result<()> {
+        check_credit_code(&format!("{prefix}.credit_code"), &self.credit_code)?;
+        required(&format!("{prefix}.name"), &self.name, MAX_NAME)?;
+        bounded(&format!("{prefix}.description"), &self.description, MAX_TEXT)?;
+        not_negative(
+            &format!("{prefix}.financing_capacity_fen"),
+            self.financing_capacity_fen,
+        )?;
+        Ok(())
+    }
+}
+
+impl OfferingDraft {
+    pub fn validate(&self, prefix: &str) -> Result<()> {
+        required(&format!("{prefix}.company_id"), &self.company_id, MAX_NAME)?;
+        required(&format!("{prefix}.title"), &self.title, MAX_NAME)?;
+        bounded(&format!("{prefix}.description"), &self.description, MAX_TEXT)?;
+        if self.technologies.is_empty() {
+            return Err(Error::invalid(
+                format!("{prefix}.technologies"),
+                "name at least one technology",
+            ));
+        }
+        if self.contract_models.is_empty() {
+            return Err(Error::invalid(
+                format!("{prefix}.contract_models"),
+                "name at least one contract model",
+            ));
+        }
+        not_negative(&format!("{prefix}.min_investment_fen"), self.min_investment_fen)?;
+        not_negative(&format!("{prefix}.max_investment_fen"), self.max_investment_fen)?;
+        if self.max_investment_fen > 0 && self.max_investment_fen < self.min_investment_fen {
+            return Err(Error::invalid(
+                format!("{prefix}.max_investment_fen"),
+                "must not be below min_investment_fen",
+            ));
+        }
+        basis_points(&format!("{prefix}.typical_savings_bp"), self.typical_savings_bp)?;
+        if self.typical_term_months < 0 {
+            return Err(Error::invalid(
+                format!("{prefix}.typical_term_months"),
+                "must not be negative",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl WaterUserProfile {
+    pub fn validate(&self, prefix: &str) -> Result<()> {
+        check_credit_code(&format!("{prefix}.credit_code"), &self.credit_code)?;
+        required(&format!("{prefix}.name"), &self.name, MAX_NAME)?;
+        required(&format!("{prefix}.town"), &self.town, MAX_NAME)?;
+        bounded(&format!("{prefix}.unit_type"), &self.unit_type, MAX_NAME)?;
+        not_negative(&format!("{prefix}.annual_use_litres"), self.annual_use_litres)?;
+        not_negative(&format!("{prefix}.annual_quota_litres"), self.annual_quota_litres)?;
+        Ok(())
+    }
+}
+
+impl RequestDraft {
+    pub fn validate(&self, prefix: &str) -> Result<()> {
+        required(&format!("{prefix}.water_user_id"), &self.water_user_id, MAX_NAME)?;
+        required(&format!("{prefix}.title"), &self.title, MAX_NAME)?;
+        bounded(&format!("{prefix}.problem"), &self.problem, MAX_TEXT)?;
+        bounded(&format!("{prefix}.scope"), &self.scope, MAX_TEXT)?;
+        not_negative(&format!("{prefix}.baseline_use_litres"), self.baseline_use_litres)?;
+        basis_points(&format!("{prefix}.expected_savings_bp"), self.expected_savings_bp)?;
+        not_negative(&format!("{prefix}.price_fen_per_m3"), self.price_fen_per_m3)?;
+        not_negative(
+            &format!("{prefix}.investment_wanted_fen"),
+            self.investment_wanted_fen,
+        )?;
+        optional_date(&format!("{prefix}.proposal_deadline"), &self.proposal_deadline)?;
+        if self.visibility == Visibility::Invited && self.invited_company_ids.is_empty() {
+            return Err(Error::invalid(
+                format!("{prefix}.invited_company_ids"),
+                "an invited-only request must invite at least one company",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl ProposalDraft {
+    pub fn validate(&self, prefix: &str) -> Result<()> {
+        required(
+            &format!("{prefix}.project_request_id"),
+            &self.project_request_id,
+            MAX_NAME,
+        )?;
+        required(&format!("{prefix}.company_id"), &self.company_id, MAX_NAME)?;
+        required(&format!("{prefix}.measures"), &self.measures, MAX_TEXT)?;
+        not_negative(&format!("{prefix}.investment_fen"), self.investment_fen)?;
+        if self.promised_savings_litres <= 0 {
+            return Err(Error::invalid(
+                format!("{prefix}.promised_savings_litres"),
+                "must be positive: what is promised is what is measured",
+            ));
+        }
+        basis_points(&format!("{prefix}.promised_savings_bp"), self.promised_savings_bp)?;
+        if self.contract_term_months <= 0 {
+            return Err(Error::invalid(
+                format!("{prefix}.contract_term_months"),
+                "must be positive",
+            ));
+        }
+        let t = &self.terms;
+        basis_points(&format!("{prefix}.terms.share_ratio_bp"), t.share_ratio_bp)?;
+        basis_points(&format!("{prefix}.terms.bonus_share_bp"), t.bonus_share_bp)?;
+        basis_points(
+            &format!("{prefix}.terms.water_rights_share_bp"),
+            t.water_rights_share_bp,
+        )?;
+        match self.contract_model {
+            ContractModel::SharedSavings | ContractModel::GuaranteePlusSharing
+                if t.share_ratio_bp == 0 =>
+            {
+                Err(Error::invalid(
+                    format!("{prefix}.terms.share_ratio_bp"),
+                    "a shared-savings contract needs the company's share",
+                ))
+            }
+            ContractModel::GuaranteedSavings
+            | ContractModel::HostingPlusGuarantee
+            | ContractModel::GuaranteePlusSharing
+                if t.guaranteed_savings_litres <= 0 =>
+            {
+                Err(Error::invalid(
+                    format!("{prefix}.terms.guaranteed_savings_litres"),
+                    "a guaranteed-savings contract needs the guaranteed saving",
+                ))
+            }
+            ContractModel::WaterCostHosting | ContractModel::HostingPlusGuarantee
+                if t.hosting_fee_fen <= 0 =>
+            {
+                Err(Error::invalid(
+                    format!("{prefix}.terms.hosting_fee_fen"),
+                    "a hosting contract needs the hosting fee",
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credit_codes_are_checked_by_gb_32100() {
+        // A code published as a worked example of the standard.
+        assert!(check_credit_code("c", "91350100M000100Y43").is_ok());
+        let wrong_check = check_credit_code("c", "91350100M000100Y44");
+        assert!(
+            matches!(&wrong_check, Err(Error::InvalidArgument { field, reason }) if field == "c" && reason.contains("expected 3"))
+        );
+        assert!(check_credit_code("c", "91350100M000100Y4").is_err());
+        assert!(check_credit_code("c", "91350100M000100I43").is_err());
+    }
+
+    #[test]
+    fn proposals_compare_by_cost_and_payback() {
+        let p = Proposal {
+            id: "p".into(),
+            draft: ProposalDraft {
+                project_request_id: "r".into(),
+                company_id: "c".into(),
+                offering_id: String::new(),
+                measures: "pipes".into(),
+                investment_fen: 120_000_000, // 1.2 million yuan
+                promised_savings_litres: 400_000_000, // 400,000 m³ a year
+                promised_savings_bp: 2000,
+                contract_model: ContractModel::SharedSavings,
+                terms: ContractTerms::default(),
+                contract_term_months: 96,
+                mv_option: MvOption::C,
+                drivers: vec![],
+            },
+            status: ProposalStatus::Submitted,
+            decline_reason: String::new(),
+            withdraw_reason: String::new(),
+            project_id: String::new(),
+            created_at_ms: 0,
+            updated_at_ms: 0,
+            version: 1,
+        };
+        assert_eq!(p.cost_per_m3_saved_fen(), 300); // 3 yuan per m³ of yearly saving
+        // 400,000 m³ × 4.10 yuan = 1.64 million a year: 1.2 million repays in 8 months.
+        assert_eq!(p.payback_months(410), 8);
+    }
+}

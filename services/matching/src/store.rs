@@ -1,0 +1,966 @@
+//! Matching's tables, on SQLite or PostgreSQL: one body of SQL for both engines (see
+//! `cwsm_platform::db`). Each create or transition runs in one transaction with its idempotency
+//! key and, where others must hear of it, its outbox event.
+
+use cwsm_platform::bus::Envelope;
+use cwsm_platform::db::{BeginWrite, Db};
+use cwsm_platform::grpc::Page;
+use cwsm_platform::outbox::OutboxWrite;
+use cwsm_platform::vocab::{
+    CertificationGrade, ContractModel, IndicatorTag, MvOption, Sector, Technology,
+};
+use cwsm_platform::{Error, Result, new_id, now_ms, with_db};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::domain::*;
+
+pub static MIGRATIONS: cwsm_platform::db::Migrations = cwsm_platform::db::Migrations {
+    sqlite: &sqlx::migrate!("migrations/sqlite"),
+    postgres: &sqlx::migrate!("migrations/postgres"),
+};
+
+#[derive(Clone, Debug)]
+pub struct Store {
+    pub db: Db,
+}
+
+fn to_json<T: Serialize>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "[]".into())
+}
+
+fn from_json<T: DeserializeOwned + Default>(s: &str) -> T {
+    serde_json::from_str(s).unwrap_or_default()
+}
+
+fn codes<T: Copy>(values: &[T], code: fn(T) -> &'static str) -> String {
+    to_json(&values.iter().map(|v| code(*v)).collect::<Vec<_>>())
+}
+
+fn parse_codes<T>(s: &str, parse: fn(&str) -> Option<T>) -> Vec<T> {
+    from_json::<Vec<String>>(s)
+        .iter()
+        .filter_map(|c| parse(c))
+        .collect()
+}
+
+/// A JSON-array column contains `code` (as the quoted string `"code"`).
+fn json_member(code: &str) -> String {
+    if code.is_empty() {
+        String::new()
+    } else {
+        format!("%\"{code}\"%")
+    }
+}
+
+fn like(query: &str) -> String {
+    if query.is_empty() {
+        String::new()
+    } else {
+        format!("%{}%", query.to_lowercase())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rows
+
+#[derive(sqlx::FromRow)]
+struct CompanyRow {
+    id: String,
+    credit_code: String,
+    name: String,
+    description: String,
+    contact_name: String,
+    contact_phone: String,
+    contact_email: String,
+    towns: String,
+    sectors: String,
+    certification: String,
+    financing_capacity_fen: i64,
+    projects_completed: i64,
+    verified_savings_litres: i64,
+    promised_savings_litres: i64,
+    created_at_ms: i64,
+    updated_at_ms: i64,
+    version: i64,
+}
+
+impl From<CompanyRow> for Company {
+    fn from(r: CompanyRow) -> Self {
+        Company {
+            id: r.id,
+            profile: CompanyProfile {
+                credit_code: r.credit_code,
+                name: r.name,
+                description: r.description,
+                contact: Contact {
+                    name: r.contact_name,
+                    phone: r.contact_phone,
+                    email: r.contact_email,
+                },
+                towns: from_json(&r.towns),
+                sectors: parse_codes(&r.sectors, Sector::from_code),
+                certification: CertificationGrade::from_code(&r.certification)
+                    .unwrap_or(CertificationGrade::None),
+                financing_capacity_fen: r.financing_capacity_fen,
+            },
+            track_record: TrackRecord {
+                projects_completed: r.projects_completed,
+                verified_savings_litres: r.verified_savings_litres,
+                promised_savings_litres: r.promised_savings_litres,
+            },
+            created_at_ms: r.created_at_ms,
+            updated_at_ms: r.updated_at_ms,
+            version: r.version,
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct OfferingRow {
+    id: String,
+    company_id: String,
+    title: String,
+    description: String,
+    technologies: String,
+    contract_models: String,
+    sectors: String,
+    towns: String,
+    min_investment_fen: i64,
+    max_investment_fen: i64,
+    typical_savings_bp: i32,
+    typical_term_months: i32,
+    status: String,
+    created_at_ms: i64,
+    updated_at_ms: i64,
+    version: i64,
+}
+
+impl From<OfferingRow> for Offering {
+    fn from(r: OfferingRow) -> Self {
+        Offering {
+            id: r.id,
+            draft: OfferingDraft {
+                company_id: r.company_id,
+                title: r.title,
+                description: r.description,
+                technologies: parse_codes(&r.technologies, Technology::from_code),
+                contract_models: parse_codes(&r.contract_models, ContractModel::from_code),
+                sectors: parse_codes(&r.sectors, Sector::from_code),
+                towns: from_json(&r.towns),
+                min_investment_fen: r.min_investment_fen,
+                max_investment_fen: r.max_investment_fen,
+                typical_savings_bp: r.typical_savings_bp,
+                typical_term_months: r.typical_term_months,
+            },
+            status: OfferingStatus::from_code(&r.status).unwrap_or(OfferingStatus::Draft),
+            created_at_ms: r.created_at_ms,
+            updated_at_ms: r.updated_at_ms,
+            version: r.version,
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct WaterUserRow {
+    id: String,
+    credit_code: String,
+    name: String,
+    sector: String,
+    unit_type: String,
+    town: String,
+    annual_use_litres: i64,
+    annual_quota_litres: i64,
+    contact_name: String,
+    contact_phone: String,
+    contact_email: String,
+    created_at_ms: i64,
+    updated_at_ms: i64,
+    version: i64,
+}
+
+impl From<WaterUserRow> for WaterUser {
+    fn from(r: WaterUserRow) -> Self {
+        WaterUser {
+            id: r.id,
+            profile: WaterUserProfile {
+                credit_code: r.credit_code,
+                name: r.name,
+                sector: Sector::from_code(&r.sector).unwrap_or(Sector::PublicInstitution),
+                unit_type: r.unit_type,
+                town: r.town,
+                annual_use_litres: r.annual_use_litres,
+                annual_quota_litres: r.annual_quota_litres,
+                contact: Contact {
+                    name: r.contact_name,
+                    phone: r.contact_phone,
+                    email: r.contact_email,
+                },
+            },
+            created_at_ms: r.created_at_ms,
+            updated_at_ms: r.updated_at_ms,
+            version: r.version,
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct RequestRow {
+    id: String,
+    water_user_id: String,
+    title: String,
+    problem: String,
+    scope: String,
+    baseline_use_litres: i64,
+    expected_savings_bp: i32,
+    contract_models: String,
+    technologies: String,
+    investment_wanted_fen: i64,
+    price_fen_per_m3: i64,
+    proposal_deadline: String,
+    visibility: String,
+    invited_company_ids: String,
+    indicator_tags: String,
+    status: String,
+    status_reason: String,
+    awarded_proposal_id: String,
+    proposal_count: i64,
+    created_at_ms: i64,
+    updated_at_ms: i64,
+    version: i64,
+}
+
+impl From<RequestRow> for ProjectRequest {
+    fn from(r: RequestRow) -> Self {
+        ProjectRequest {
+            id: r.id,
+            draft: RequestDraft {
+                water_user_id: r.water_user_id,
+                title: r.title,
+                problem: r.problem,
+                scope: r.scope,
+                baseline_use_litres: r.baseline_use_litres,
+                expected_savings_bp: r.expected_savings_bp,
+                price_fen_per_m3: r.price_fen_per_m3,
+                preferred_contract_models: parse_codes(
+                    &r.contract_models,
+                    ContractModel::from_code,
+                ),
+                wanted_technologies: parse_codes(&r.technologies, Technology::from_code),
+                investment_wanted_fen: r.investment_wanted_fen,
+                proposal_deadline: r.proposal_deadline,
+                visibility: Visibility::from_code(&r.visibility).unwrap_or(Visibility::Public),
+                invited_company_ids: from_json(&r.invited_company_ids),
+                indicator_tags: parse_codes(&r.indicator_tags, IndicatorTag::from_code),
+            },
+            status: RequestStatus::from_code(&r.status).unwrap_or(RequestStatus::Draft),
+            status_reason: r.status_reason,
+            awarded_proposal_id: r.awarded_proposal_id,
+            proposal_count: r.proposal_count,
+            created_at_ms: r.created_at_ms,
+            updated_at_ms: r.updated_at_ms,
+            version: r.version,
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct ProposalRow {
+    id: String,
+    project_request_id: String,
+    company_id: String,
+    offering_id: String,
+    measures: String,
+    investment_fen: i64,
+    promised_savings_litres: i64,
+    promised_savings_bp: i32,
+    contract_model: String,
+    terms: String,
+    contract_term_months: i32,
+    mv_option: String,
+    drivers: String,
+    status: String,
+    decline_reason: String,
+    withdraw_reason: String,
+    project_id: String,
+    created_at_ms: i64,
+    updated_at_ms: i64,
+    version: i64,
+}
+
+impl From<ProposalRow> for Proposal {
+    fn from(r: ProposalRow) -> Self {
+        Proposal {
+            id: r.id,
+            draft: ProposalDraft {
+                project_request_id: r.project_request_id,
+                company_id: r.company_id,
+                offering_id: r.offering_id,
+                measures: r.measures,
+                investment_fen: r.investment_fen,
+                promised_savings_litres: r.promised_savings_litres,
+                promised_savings_bp: r.promised_savings_bp,
+                contract_model: ContractModel::from_code(&r.contract_model)
+                    .unwrap_or(ContractModel::SharedSavings),
+                terms: from_json(&r.terms),
+                contract_term_months: r.contract_term_months,
+                mv_option: MvOption::from_code(&r.mv_option).unwrap_or(MvOption::C),
+                drivers: from_json(&r.drivers),
+            },
+            status: ProposalStatus::from_code(&r.status).unwrap_or(ProposalStatus::Submitted),
+            decline_reason: r.decline_reason,
+            withdraw_reason: r.withdraw_reason,
+            project_id: r.project_id,
+            created_at_ms: r.created_at_ms,
+            updated_at_ms: r.updated_at_ms,
+            version: r.version,
+        }
+    }
+}
+
+const COMPANY_COLUMNS: &str = "id, credit_code, name, description, contact_name, contact_phone, contact_email, towns, sectors, certification, financing_capacity_fen, projects_completed, verified_savings_litres, promised_savings_litres, created_at_ms, updated_at_ms, version";
+
+const REQUEST_SELECT: &str = "SELECT r.id, r.water_user_id, r.title, r.problem, r.scope, r.baseline_use_litres, r.expected_savings_bp, r.contract_models, r.technologies, r.investment_wanted_fen, r.price_fen_per_m3, r.proposal_deadline, r.visibility, r.invited_company_ids, r.indicator_tags, r.status, r.status_reason, r.awarded_proposal_id, (SELECT COUNT(*) FROM proposals p WHERE p.project_request_id = r.id) AS proposal_count, r.created_at_ms, r.updated_at_ms, r.version FROM project_requests r";
+
+/// Filters of the list calls; empty strings mean "any".
+#[derive(Clone, Debug, Default)]
+pub struct ListFilter {
+    pub sector: String,
+    pub town: String,
+    pub technology: String,
+    pub contract_model: String,
+    pub status: String,
+    pub owner_id: String,
+    pub query: String,
+}
+
+/// What an idempotent write found: the first result of an earlier call with the same key, or
+/// nothing (go ahead).
+macro_rules! replay {
+    ($tx:expr, $scope:expr, $request_id:expr) => {{
+        let found: Option<String> = sqlx::query_scalar(
+            "SELECT resource_id FROM idempotency WHERE scope = $1 AND request_id = $2",
+        )
+        .bind($scope)
+        .bind($request_id)
+        .fetch_optional(&mut *$tx)
+        .await?;
+        found
+    }};
+}
+
+macro_rules! remember {
+    ($tx:expr, $scope:expr, $request_id:expr, $resource_id:expr) => {
+        sqlx::query(
+            "INSERT INTO idempotency (scope, request_id, resource_id, created_at_ms) VALUES ($1, $2, $3, $4)",
+        )
+        .bind($scope)
+        .bind($request_id)
+        .bind($resource_id)
+        .bind(now_ms())
+        .execute(&mut *$tx)
+        .await?
+    };
+}
+
+/// Maps a failed optimistic update to ABORTED (stale version) or NOT_FOUND.
+fn stale(kind: &'static str, id: &str, expected: i64) -> Error {
+    Error::Aborted(format!(
+        "{kind} {id} changed since version {expected}; read it again and retry"
+    ))
+}
+
+impl Store {
+    pub async fn connect(url: &str) -> anyhow::Result<Store> {
+        Ok(Store {
+            db: Db::connect(url, "matching", &MIGRATIONS).await?,
+        })
+    }
+
+    // -- companies ----------------------------------------------------------------------------
+
+    pub async fn create_company(
+        &self,
+        scope: &str,
+        request_id: &str,
+        p: &CompanyProfile,
+    ) -> Result<Company> {
+        let id = with_db!(&self.db, pool => {
+            let mut tx = pool.begin_write().await?;
+            if let Some(id) = replay!(tx, scope, request_id) {
+                tx.commit().await?;
+                id
+            } else {
+                let exists: Option<String> = sqlx::query_scalar("SELECT id FROM companies WHERE credit_code = $1")
+                    .bind(&p.credit_code).fetch_optional(&mut *tx).await?;
+                if let Some(existing) = exists {
+                    return Err(Error::AlreadyExists(format!(
+                        "company with credit code {} exists already as {existing}", p.credit_code)));
+                }
+                let id = new_id();
+                let now = now_ms();
+                sqlx::query("INSERT INTO companies (id, credit_code, name, description, contact_name, contact_phone, contact_email, towns, sectors, certification, financing_capacity_fen, created_at_ms, updated_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12)")
+                    .bind(&id).bind(&p.credit_code).bind(&p.name).bind(&p.description)
+                    .bind(&p.contact.name).bind(&p.contact.phone).bind(&p.contact.email)
+                    .bind(to_json(&p.towns)).bind(codes(&p.sectors, Sector::code))
+                    .bind(p.certification.code()).bind(p.financing_capacity_fen).bind(now)
+                    .execute(&mut *tx).await?;
+                remember!(tx, scope, request_id, &id);
+                tx.commit().await?;
+                id
+            }
+        });
+        self.company(&id).await
+    }
+
+    pub async fn company(&self, id: &str) -> Result<Company> {
+        let sql = format!("SELECT {COMPANY_COLUMNS} FROM companies WHERE id = $1");
+        let row: Option<CompanyRow> = with_db!(&self.db, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(pool).await?);
+        row.map(Company::from)
+            .ok_or_else(|| Error::not_found("company", id))
+    }
+
+    pub async fn company_by_credit_code(&self, code: &str) -> Result<Company> {
+        let sql = format!("SELECT {COMPANY_COLUMNS} FROM companies WHERE credit_code = $1");
+        let row: Option<CompanyRow> = with_db!(&self.db, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(code).fetch_optional(pool).await?);
+        row.map(Company::from)
+            .ok_or_else(|| Error::not_found("company with credit code", code))
+    }
+
+    pub async fn list_companies(
+        &self,
+        f: &ListFilter,
+        page: &Page,
+    ) -> Result<(Vec<Company>, String)> {
+        let sql = format!(
+            "SELECT {COMPANY_COLUMNS} FROM companies WHERE ($1 = '' OR sectors LIKE $1) AND ($2 = '' OR towns LIKE $2) \
+             AND ($3 = '' OR lower(name) LIKE $3 OR credit_code LIKE $3) AND ($4 = '' OR id > $4) \
+             AND ($5 = '' OR id IN (SELECT company_id FROM offerings WHERE status = 'published' AND ($6 = '' OR technologies LIKE $6) AND ($7 = '' OR contract_models LIKE $7))) \
+             ORDER BY id LIMIT $8"
+        );
+        let offering_filter = if f.technology.is_empty() && f.contract_model.is_empty() {
+            ""
+        } else {
+            "yes"
+        };
+        let mut rows: Vec<Company> = with_db!(&self.db, pool => sqlx::query_as::<_, CompanyRow>(sqlx::AssertSqlSafe(sql))
+            .bind(json_member(&f.sector)).bind(json_member(&f.town)).bind(like(&f.query))
+            .bind(page.after.clone().unwrap_or_default()).bind(offering_filter)
+            .bind(json_member(&f.technology)).bind(json_member(&f.contract_model))
+            .bind(page.fetch_limit()).fetch_all(pool).await?)
+        .into_iter()
+        .map(Company::from)
+        .collect();
+        let next = page.finish(&mut rows, |c| c.id.clone());
+        Ok((rows, next))
+    }
+
+    pub async fn update_company(
+        &self,
+        id: &str,
+        expected_version: i64,
+        p: &CompanyProfile,
+    ) -> Result<Company> {
+        let done = with_db!(&self.db, pool => sqlx::query("UPDATE companies SET name = $1, description = $2, contact_name = $3, contact_phone = $4, contact_email = $5, towns = $6, sectors = $7, certification = $8, financing_capacity_fen = $9, updated_at_ms = $10, version = version + 1 WHERE id = $11 AND ($12 = 0 OR version = $12)")
+            .bind(&p.name).bind(&p.description).bind(&p.contact.name).bind(&p.contact.phone).bind(&p.contact.email)
+            .bind(to_json(&p.towns)).bind(codes(&p.sectors, Sector::code)).bind(p.certification.code())
+            .bind(p.financing_capacity_fen).bind(now_ms()).bind(id).bind(expected_version)
+            .execute(pool).await?.rows_affected());
+        if done == 0 {
+            self.company(id).await?;
+            return Err(stale("company", id, expected_version));
+        }
+        self.company(id).await
+    }
+
+    /// Adds a completed project to a company's verified track record, once per event.
+    pub async fn record_completion(
+        &self,
+        event_id: &str,
+        company_id: &str,
+        verified_savings_litres: i64,
+        promised_savings_litres: i64,
+    ) -> Result<bool> {
+        with_db!(&self.db, pool => {
+            let mut tx = pool.begin_write().await?;
+            let fresh = sqlx::query("INSERT INTO processed_events (event_id, processed_at_ms) VALUES ($1, $2) ON CONFLICT (event_id) DO NOTHING")
+                .bind(event_id).bind(now_ms()).execute(&mut *tx).await?.rows_affected() == 1;
+            if fresh {
+                sqlx::query("UPDATE companies SET projects_completed = projects_completed + 1, verified_savings_litres = verified_savings_litres + $1, promised_savings_litres = promised_savings_litres + $2 WHERE id = $3")
+                    .bind(verified_savings_litres).bind(promised_savings_litres).bind(company_id)
+                    .execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            Ok(fresh)
+        })
+    }
+
+    // -- offerings ----------------------------------------------------------------------------
+
+    pub async fn create_offering(
+        &self,
+        scope: &str,
+        request_id: &str,
+        d: &OfferingDraft,
+    ) -> Result<Offering> {
+        let id = with_db!(&self.db, pool => {
+            let mut tx = pool.begin_write().await?;
+            if let Some(id) = replay!(tx, scope, request_id) {
+                tx.commit().await?;
+                id
+            } else {
+                let id = new_id();
+                sqlx::query("INSERT INTO offerings (id, company_id, title, description, technologies, contract_models, sectors, towns, min_investment_fen, max_investment_fen, typical_savings_bp, typical_term_months, status, created_at_ms, updated_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'draft', $13, $13)")
+                    .bind(&id).bind(&d.company_id).bind(&d.title).bind(&d.description)
+                    .bind(codes(&d.technologies, Technology::code)).bind(codes(&d.contract_models, ContractModel::code))
+                    .bind(codes(&d.sectors, Sector::code)).bind(to_json(&d.towns))
+                    .bind(d.min_investment_fen).bind(d.max_investment_fen).bind(d.typical_savings_bp).bind(d.typical_term_months)
+                    .bind(now_ms()).execute(&mut *tx).await?;
+                remember!(tx, scope, request_id, &id);
+                tx.commit().await?;
+                id
+            }
+        });
+        self.offering(&id).await
+    }
+
+    pub async fn offering(&self, id: &str) -> Result<Offering> {
+        let row: Option<OfferingRow> = with_db!(&self.db, pool => sqlx::query_as("SELECT * FROM offerings WHERE id = $1").bind(id).fetch_optional(pool).await?);
+        row.map(Offering::from)
+            .ok_or_else(|| Error::not_found("offering", id))
+    }
+
+    pub async fn list_offerings(
+        &self,
+        f: &ListFilter,
+        page: &Page,
+    ) -> Result<(Vec<Offering>, String)> {
+        let mut rows: Vec<Offering> = with_db!(&self.db, pool => sqlx::query_as::<_, OfferingRow>(
+            "SELECT * FROM offerings WHERE ($1 = '' OR company_id = $1) AND ($2 = '' OR sectors LIKE $2 OR sectors = '[]') \
+             AND ($3 = '' OR towns LIKE $3 OR towns = '[]') AND ($4 = '' OR technologies LIKE $4) AND ($5 = '' OR contract_models LIKE $5) \
+             AND ($6 = '' OR status = $6) AND ($7 = '' OR lower(title) LIKE $7) AND ($8 = '' OR id > $8) ORDER BY id LIMIT $9")
+            .bind(&f.owner_id).bind(json_member(&f.sector)).bind(json_member(&f.town))
+            .bind(json_member(&f.technology)).bind(json_member(&f.contract_model)).bind(&f.status)
+            .bind(like(&f.query)).bind(page.after.clone().unwrap_or_default()).bind(page.fetch_limit())
+            .fetch_all(pool).await?)
+        .into_iter()
+        .map(Offering::from)
+        .collect();
+        let next = page.finish(&mut rows, |o| o.id.clone());
+        Ok((rows, next))
+    }
+
+    pub async fn update_offering(
+        &self,
+        id: &str,
+        expected_version: i64,
+        d: &OfferingDraft,
+    ) -> Result<Offering> {
+        let done = with_db!(&self.db, pool => sqlx::query("UPDATE offerings SET title = $1, description = $2, technologies = $3, contract_models = $4, sectors = $5, towns = $6, min_investment_fen = $7, max_investment_fen = $8, typical_savings_bp = $9, typical_term_months = $10, updated_at_ms = $11, version = version + 1 WHERE id = $12 AND ($13 = 0 OR version = $13) AND status <> 'withdrawn'")
+            .bind(&d.title).bind(&d.description).bind(codes(&d.technologies, Technology::code))
+            .bind(codes(&d.contract_models, ContractModel::code)).bind(codes(&d.sectors, Sector::code))
+            .bind(to_json(&d.towns)).bind(d.min_investment_fen).bind(d.max_investment_fen)
+            .bind(d.typical_savings_bp).bind(d.typical_term_months).bind(now_ms()).bind(id).bind(expected_version)
+            .execute(pool).await?.rows_affected());
+        if done == 0 {
+            let current = self.offering(id).await?;
+            if current.status == OfferingStatus::Withdrawn {
+                return Err(Error::precondition(format!(
+                    "offering {id} is withdrawn; create a new one"
+                )));
+            }
+            return Err(stale("offering", id, expected_version));
+        }
+        self.offering(id).await
+    }
+
+    /// Moves an offering from one of `from` to `to`; a repeat of the same move is a no-op.
+    pub async fn set_offering_status(
+        &self,
+        id: &str,
+        expected_version: i64,
+        from: &[OfferingStatus],
+        to: OfferingStatus,
+    ) -> Result<Offering> {
+        let current = self.offering(id).await?;
+        if current.status == to {
+            return Ok(current);
+        }
+        if !from.contains(&current.status) {
+            return Err(Error::precondition(format!(
+                "offering {id} is {}; it can become {} only from {}",
+                current.status.code(),
+                to.code(),
+                from.iter().map(|s| s.code()).collect::<Vec<_>>().join(" or ")
+            )));
+        }
+        let done = with_db!(&self.db, pool => sqlx::query("UPDATE offerings SET status = $1, updated_at_ms = $2, version = version + 1 WHERE id = $3 AND status = $4 AND ($5 = 0 OR version = $5)")
+            .bind(to.code()).bind(now_ms()).bind(id).bind(current.status.code()).bind(expected_version)
+            .execute(pool).await?.rows_affected());
+        if done == 0 {
+            return Err(stale("offering", id, expected_version));
+        }
+        self.offering(id).await
+    }
+
+    /// Published offerings with their companies: the candidates of a ranking.
+    pub async fn published_offerings(&self) -> Result<Vec<(Offering, Company)>> {
+        let offerings: Vec<Offering> = with_db!(&self.db, pool => sqlx::query_as::<_, OfferingRow>("SELECT * FROM offerings WHERE status = 'published' ORDER BY id").fetch_all(pool).await?)
+            .into_iter().map(Offering::from).collect();
+        let sql = format!(
+            "SELECT {COMPANY_COLUMNS} FROM companies WHERE id IN (SELECT company_id FROM offerings WHERE status = 'published')"
+        );
+        let companies: std::collections::HashMap<String, Company> = with_db!(&self.db, pool => sqlx::query_as::<_, CompanyRow>(sqlx::AssertSqlSafe(sql)).fetch_all(pool).await?)
+            .into_iter().map(|r| (r.id.clone(), Company::from(r))).collect();
+        Ok(offerings
+            .into_iter()
+            .filter_map(|o| {
+                companies
+                    .get(&o.draft.company_id)
+                    .cloned()
+                    .map(|c| (o, c))
+            })
+            .collect())
+    }
+
+    // -- water users --------------------------------------------------------------------------
+
+    pub async fn create_water_user(
+        &self,
+        scope: &str,
+        request_id: &str,
+        p: &WaterUserProfile,
+    ) -> Result<WaterUser> {
+        let id = with_db!(&self.db, pool => {
+            let mut tx = pool.begin_write().await?;
+            if let Some(id) = replay!(tx, scope, request_id) {
+                tx.commit().await?;
+                id
+            } else {
+                let exists: Option<String> = sqlx::query_scalar("SELECT id FROM water_users WHERE credit_code = $1")
+                    .bind(&p.credit_code).fetch_optional(&mut *tx).await?;
+                if let Some(existing) = exists {
+                    return Err(Error::AlreadyExists(format!(
+                        "water user with credit code {} exists already as {existing}", p.credit_code)));
+                }
+                let id = new_id();
+                sqlx::query("INSERT INTO water_users (id, credit_code, name, sector, unit_type, town, annual_use_litres, annual_quota_litres, contact_name, contact_phone, contact_email, created_at_ms, updated_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12)")
+                    .bind(&id).bind(&p.credit_code).bind(&p.name).bind(p.sector.code()).bind(&p.unit_type).bind(&p.town)
+                    .bind(p.annual_use_litres).bind(p.annual_quota_litres)
+                    .bind(&p.contact.name).bind(&p.contact.phone).bind(&p.contact.email).bind(now_ms())
+                    .execute(&mut *tx).await?;
+                remember!(tx, scope, request_id, &id);
+                tx.commit().await?;
+                id
+            }
+        });
+        self.water_user(&id).await
+    }
+
+    pub async fn water_user(&self, id: &str) -> Result<WaterUser> {
+        let row: Option<WaterUserRow> = with_db!(&self.db, pool => sqlx::query_as("SELECT * FROM water_users WHERE id = $1").bind(id).fetch_optional(pool).await?);
+        row.map(WaterUser::from)
+            .ok_or_else(|| Error::not_found("water user", id))
+    }
+
+    pub async fn water_user_by_credit_code(&self, code: &str) -> Result<WaterUser> {
+        let row: Option<WaterUserRow> = with_db!(&self.db, pool => sqlx::query_as("SELECT * FROM water_users WHERE credit_code = $1").bind(code).fetch_optional(pool).await?);
+        row.map(WaterUser::from)
+            .ok_or_else(|| Error::not_found("water user with credit code", code))
+    }
+
+    pub async fn list_water_users(
+        &self,
+        f: &ListFilter,
+        unit_type: &str,
+        page: &Page,
+    ) -> Result<(Vec<WaterUser>, String)> {
+        let mut rows: Vec<WaterUser> = with_db!(&self.db, pool => sqlx::query_as::<_, WaterUserRow>(
+            "SELECT * FROM water_users WHERE ($1 = '' OR sector = $1) AND ($2 = '' OR town = $2) AND ($3 = '' OR unit_type = $3) \
+             AND ($4 = '' OR lower(name) LIKE $4 OR credit_code LIKE $4) AND ($5 = '' OR id > $5) ORDER BY id LIMIT $6")
+            .bind(&f.sector).bind(&f.town).bind(unit_type).bind(like(&f.query))
+            .bind(page.after.clone().unwrap_or_default()).bind(page.fetch_limit())
+            .fetch_all(pool).await?)
+        .into_iter().map(WaterUser::from).collect();
+        let next = page.finish(&mut rows, |u| u.id.clone());
+        Ok((rows, next))
+    }
+
+    pub async fn update_water_user(
+        &self,
+        id: &str,
+        expected_version: i64,
+        p: &WaterUserProfile,
+    ) -> Result<WaterUser> {
+        let done = with_db!(&self.db, pool => sqlx::query("UPDATE water_users SET name = $1, sector = $2, unit_type = $3, town = $4, annual_use_litres = $5, annual_quota_litres = $6, contact_name = $7, contact_phone = $8, contact_email = $9, updated_at_ms = $10, version = version + 1 WHERE id = $11 AND ($12 = 0 OR version = $12)")
+            .bind(&p.name).bind(p.sector.code()).bind(&p.unit_type).bind(&p.town).bind(p.annual_use_litres).bind(p.annual_quota_litres)
+            .bind(&p.contact.name).bind(&p.contact.phone).bind(&p.contact.email).bind(now_ms()).bind(id).bind(expected_version)
+            .execute(pool).await?.rows_affected());
+        if done == 0 {
+            self.water_user(id).await?;
+            return Err(stale("water user", id, expected_version));
+        }
+        self.water_user(id).await
+    }
+
+    // -- project requests ---------------------------------------------------------------------
+
+    pub async fn create_request(
+        &self,
+        scope: &str,
+        request_id: &str,
+        d: &RequestDraft,
+    ) -> Result<ProjectRequest> {
+        let id = with_db!(&self.db, pool => {
+            let mut tx = pool.begin_write().await?;
+            if let Some(id) = replay!(tx, scope, request_id) {
+                tx.commit().await?;
+                id
+            } else {
+                let id = new_id();
+                sqlx::query("INSERT INTO project_requests (id, water_user_id, title, problem, scope, baseline_use_litres, expected_savings_bp, contract_models, technologies, investment_wanted_fen, price_fen_per_m3, proposal_deadline, visibility, invited_company_ids, indicator_tags, status, created_at_ms, updated_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, 'draft', $16, $16)")
+                    .bind(&id).bind(&d.water_user_id).bind(&d.title).bind(&d.problem).bind(&d.scope)
+                    .bind(d.baseline_use_litres).bind(d.expected_savings_bp)
+                    .bind(codes(&d.preferred_contract_models, ContractModel::code)).bind(codes(&d.wanted_technologies, Technology::code))
+                    .bind(d.investment_wanted_fen).bind(d.price_fen_per_m3).bind(&d.proposal_deadline).bind(d.visibility.code())
+                    .bind(to_json(&d.invited_company_ids)).bind(codes(&d.indicator_tags, IndicatorTag::code)).bind(now_ms())
+                    .execute(&mut *tx).await?;
+                remember!(tx, scope, request_id, &id);
+                tx.commit().await?;
+                id
+            }
+        });
+        self.request(&id).await
+    }
+
+    pub async fn request(&self, id: &str) -> Result<ProjectRequest> {
+        let sql = format!("{REQUEST_SELECT} WHERE r.id = $1");
+        let row: Option<RequestRow> = with_db!(&self.db, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(pool).await?);
+        row.map(ProjectRequest::from)
+            .ok_or_else(|| Error::not_found("project request", id))
+    }
+
+    /// Lists requests. `sector` and `town` filter on the requesting water user.
+    pub async fn list_requests(
+        &self,
+        f: &ListFilter,
+        page: &Page,
+    ) -> Result<(Vec<ProjectRequest>, String)> {
+        let sql = format!(
+            "{REQUEST_SELECT} JOIN water_users u ON u.id = r.water_user_id WHERE ($1 = '' OR r.water_user_id = $1) AND ($2 = '' OR u.sector = $2) \
+             AND ($3 = '' OR u.town = $3) AND ($4 = '' OR r.technologies LIKE $4) AND ($5 = '' OR r.contract_models LIKE $5) \
+             AND ($6 = '' OR r.status = $6) AND ($7 = '' OR lower(r.title) LIKE $7 OR lower(u.name) LIKE $7) AND ($8 = '' OR r.id > $8) ORDER BY r.id LIMIT $9"
+        );
+        let mut rows: Vec<ProjectRequest> = with_db!(&self.db, pool => sqlx::query_as::<_, RequestRow>(sqlx::AssertSqlSafe(sql))
+            .bind(&f.owner_id).bind(&f.sector).bind(&f.town).bind(json_member(&f.technology)).bind(json_member(&f.contract_model))
+            .bind(&f.status).bind(like(&f.query)).bind(page.after.clone().unwrap_or_default()).bind(page.fetch_limit())
+            .fetch_all(pool).await?)
+        .into_iter().map(ProjectRequest::from).collect();
+        let next = page.finish(&mut rows, |r| r.id.clone());
+        Ok((rows, next))
+    }
+
+    pub async fn update_request(
+        &self,
+        id: &str,
+        expected_version: i64,
+        d: &RequestDraft,
+    ) -> Result<ProjectRequest> {
+        let current = self.request(id).await?;
+        if !matches!(current.status, RequestStatus::Draft | RequestStatus::Open) {
+            return Err(Error::precondition(format!(
+                "project request {id} is {}; only draft or open requests can change",
+                current.status.code()
+            )));
+        }
+        let done = with_db!(&self.db, pool => sqlx::query("UPDATE project_requests SET title = $1, problem = $2, scope = $3, baseline_use_litres = $4, expected_savings_bp = $5, contract_models = $6, technologies = $7, investment_wanted_fen = $8, price_fen_per_m3 = $9, proposal_deadline = $10, visibility = $11, invited_company_ids = $12, indicator_tags = $13, updated_at_ms = $14, version = version + 1 WHERE id = $15 AND ($16 = 0 OR version = $16) AND status IN ('draft', 'open')")
+            .bind(&d.title).bind(&d.problem).bind(&d.scope).bind(d.baseline_use_litres).bind(d.expected_savings_bp)
+            .bind(codes(&d.preferred_contract_models, ContractModel::code)).bind(codes(&d.wanted_technologies, Technology::code))
+            .bind(d.investment_wanted_fen).bind(d.price_fen_per_m3).bind(&d.proposal_deadline).bind(d.visibility.code())
+            .bind(to_json(&d.invited_company_ids)).bind(codes(&d.indicator_tags, IndicatorTag::code)).bind(now_ms())
+            .bind(id).bind(expected_version).execute(pool).await?.rows_affected());
+        if done == 0 {
+            return Err(stale("project request", id, expected_version));
+        }
+        self.request(id).await
+    }
+
+    /// Moves a request from one of `from` to `to`; repeating the same move is a no-op.
+    pub async fn set_request_status(
+        &self,
+        id: &str,
+        expected_version: i64,
+        from: &[RequestStatus],
+        to: RequestStatus,
+        reason: &str,
+    ) -> Result<ProjectRequest> {
+        let current = self.request(id).await?;
+        if current.status == to {
+            return Ok(current);
+        }
+        if !from.contains(&current.status) {
+            return Err(Error::precondition(format!(
+                "project request {id} is {}; it can become {} only from {}",
+                current.status.code(),
+                to.code(),
+                from.iter().map(|s| s.code()).collect::<Vec<_>>().join(" or ")
+            )));
+        }
+        let done = with_db!(&self.db, pool => sqlx::query("UPDATE project_requests SET status = $1, status_reason = $2, updated_at_ms = $3, version = version + 1 WHERE id = $4 AND status = $5 AND ($6 = 0 OR version = $6)")
+            .bind(to.code()).bind(reason).bind(now_ms()).bind(id).bind(current.status.code()).bind(expected_version)
+            .execute(pool).await?.rows_affected());
+        if done == 0 {
+            return Err(stale("project request", id, expected_version));
+        }
+        self.request(id).await
+    }
+
+    /// Open requests, for a company looking for work.
+    pub async fn open_requests(&self) -> Result<Vec<ProjectRequest>> {
+        let sql = format!("{REQUEST_SELECT} WHERE r.status = 'open' ORDER BY r.id");
+        Ok(with_db!(&self.db, pool => sqlx::query_as::<_, RequestRow>(sqlx::AssertSqlSafe(sql)).fetch_all(pool).await?)
+            .into_iter().map(ProjectRequest::from).collect())
+    }
+
+    // -- proposals ----------------------------------------------------------------------------
+
+    pub async fn create_proposal(
+        &self,
+        scope: &str,
+        request_id: &str,
+        d: &ProposalDraft,
+    ) -> Result<Proposal> {
+        let id = with_db!(&self.db, pool => {
+            let mut tx = pool.begin_write().await?;
+            if let Some(id) = replay!(tx, scope, request_id) {
+                tx.commit().await?;
+                id
+            } else {
+                let status: Option<String> = sqlx::query_scalar("SELECT status FROM project_requests WHERE id = $1")
+                    .bind(&d.project_request_id).fetch_optional(&mut *tx).await?;
+                match status.as_deref() {
+                    None => return Err(Error::not_found("project request", &d.project_request_id)),
+                    Some("open") => {}
+                    Some(other) => return Err(Error::precondition(format!(
+                        "project request {} is {other}; proposals are taken only while it is open", d.project_request_id))),
+                }
+                let id = new_id();
+                sqlx::query("INSERT INTO proposals (id, project_request_id, company_id, offering_id, measures, investment_fen, promised_savings_litres, promised_savings_bp, contract_model, terms, contract_term_months, mv_option, drivers, status, created_at_ms, updated_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 'submitted', $14, $14)")
+                    .bind(&id).bind(&d.project_request_id).bind(&d.company_id).bind(&d.offering_id).bind(&d.measures)
+                    .bind(d.investment_fen).bind(d.promised_savings_litres).bind(d.promised_savings_bp)
+                    .bind(d.contract_model.code()).bind(to_json(&d.terms)).bind(d.contract_term_months)
+                    .bind(d.mv_option.code()).bind(to_json(&d.drivers)).bind(now_ms())
+                    .execute(&mut *tx).await?;
+                remember!(tx, scope, request_id, &id);
+                tx.commit().await?;
+                id
+            }
+        });
+        self.proposal(&id).await
+    }
+
+    pub async fn proposal(&self, id: &str) -> Result<Proposal> {
+        let row: Option<ProposalRow> = with_db!(&self.db, pool => sqlx::query_as("SELECT * FROM proposals WHERE id = $1").bind(id).fetch_optional(pool).await?);
+        row.map(Proposal::from)
+            .ok_or_else(|| Error::not_found("proposal", id))
+    }
+
+    pub async fn list_proposals(
+        &self,
+        project_request_id: &str,
+        company_id: &str,
+        f: &ListFilter,
+        page: &Page,
+    ) -> Result<(Vec<Proposal>, String)> {
+        let mut rows: Vec<Proposal> = with_db!(&self.db, pool => sqlx::query_as::<_, ProposalRow>(
+            "SELECT * FROM proposals WHERE ($1 = '' OR project_request_id = $1) AND ($2 = '' OR company_id = $2) AND ($3 = '' OR status = $3) \
+             AND ($4 = '' OR contract_model = $4) AND ($5 = '' OR lower(measures) LIKE $5) AND ($6 = '' OR id > $6) ORDER BY id LIMIT $7")
+            .bind(project_request_id).bind(company_id).bind(&f.status).bind(&f.contract_model).bind(like(&f.query))
+            .bind(page.after.clone().unwrap_or_default()).bind(page.fetch_limit())
+            .fetch_all(pool).await?)
+        .into_iter().map(Proposal::from).collect();
+        let next = page.finish(&mut rows, |p| p.id.clone());
+        Ok((rows, next))
+    }
+
+    /// Accepts `proposal_id` for its request: the proposal becomes accepted with its project id,
+    /// the request awarded, the other submitted proposals declined, and `event` (which starts the
+    /// project in the projects service) is written to the outbox, all in one transaction. A
+    /// repeat of an acceptance already made returns it unchanged.
+    pub async fn accept_proposal(
+        &self,
+        proposal_id: &str,
+        expected_version: i64,
+        project_id: &str,
+        event: &Envelope,
+    ) -> Result<Proposal> {
+        let current = self.proposal(proposal_id).await?;
+        if current.status == ProposalStatus::Accepted {
+            return Ok(current);
+        }
+        if current.status != ProposalStatus::Submitted {
+            return Err(Error::precondition(format!(
+                "proposal {proposal_id} is {}; only a submitted proposal can be accepted",
+                current.status.code()
+            )));
+        }
+        if expected_version != 0 && current.version != expected_version {
+            return Err(stale("proposal", proposal_id, expected_version));
+        }
+        let request_id = current.draft.project_request_id.clone();
+        with_db!(&self.db, pool => {
+            let mut tx = pool.begin_write().await?;
+            let now = now_ms();
+            let awarded = sqlx::query("UPDATE project_requests SET status = 'awarded', awarded_proposal_id = $1, status_reason = 'proposal accepted', updated_at_ms = $2, version = version + 1 WHERE id = $3 AND status IN ('open', 'closed')")
+                .bind(proposal_id).bind(now).bind(&request_id).execute(&mut *tx).await?.rows_affected();
+            if awarded == 0 {
+                return Err(Error::precondition(format!(
+                    "project request {request_id} is no longer open or closed for award")));
+            }
+            let accepted = sqlx::query("UPDATE proposals SET status = 'accepted', project_id = $1, updated_at_ms = $2, version = version + 1 WHERE id = $3 AND status = 'submitted'")
+                .bind(project_id).bind(now).bind(proposal_id).execute(&mut *tx).await?.rows_affected();
+            if accepted == 0 {
+                return Err(stale("proposal", proposal_id, expected_version));
+            }
+            sqlx::query("UPDATE proposals SET status = 'declined', decline_reason = 'another proposal was accepted', updated_at_ms = $1, version = version + 1 WHERE project_request_id = $2 AND status = 'submitted' AND id <> $3")
+                .bind(now).bind(&request_id).bind(proposal_id).execute(&mut *tx).await?;
+            tx.enqueue(event).await?;
+            tx.commit().await?;
+        });
+        self.proposal(proposal_id).await
+    }
+
+    /// Declines (by the water user) or withdraws (by the company) a submitted proposal.
+    pub async fn close_proposal(
+        &self,
+        proposal_id: &str,
+        expected_version: i64,
+        to: ProposalStatus,
+        reason: &str,
+    ) -> Result<Proposal> {
+        let current = self.proposal(proposal_id).await?;
+        if current.status == to {
+            return Ok(current);
+        }
+        if current.status != ProposalStatus::Submitted {
+            return Err(Error::precondition(format!(
+                "proposal {proposal_id} is {}; only a submitted proposal can be {}",
+                current.status.code(),
+                to.code()
+            )));
+        }
+        let column = if to == ProposalStatus::Declined {
+            "decline_reason"
+        } else {
+            "withdraw_reason"
+        };
+        let sql = format!(
+            "UPDATE proposals SET status = $1, {column} = $2, updated_at_ms = $3, version = version + 1 WHERE id = $4 AND status = 'submitted' AND ($5 = 0 OR version = $5)"
+        );
+        let done = with_db!(&self.db, pool => sqlx::query(sqlx::AssertSqlSafe(sql)).bind(to.code()).bind(reason).bind(now_ms()).bind(proposal_id).bind(expected_version).execute(pool).await?.rows_affected());
+        if done == 0 {
+            return Err(stale("proposal", proposal_id, expected_version));
+        }
+        self.proposal(proposal_id).await
+    }
+}
