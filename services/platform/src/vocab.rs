@@ -114,6 +114,8 @@ vocabulary! {
         WaterSavingCarrier = 5, "water_saving_carrier", "water-saving carrier";
         WaterEfficiencyLeader = 6, "water_efficiency_leader", "water-efficiency leader";
         Demonstration = 7, "demonstration", "demonstration project";
+        IrrigationDistrict = 8, "irrigation_district", "water-saving irrigation district";
+        EducationBase = 9, "education_base", "water-saving education base";
     }
 }
 
