@@ -513,3 +513,14 @@ impl Subscription for RedisSubscription {
         Ok(())
     }
 }
+
+/// The topics services publish on, and the event type each carries (the contract is
+/// `proto/cwsm/events/v1/events.proto`).
+pub mod topics {
+    /// `cwsm.events.v1.ProposalAccepted`, from matching to projects.
+    pub const PROPOSALS_ACCEPTED: &str = "matching.proposals-accepted";
+    pub const PROPOSAL_ACCEPTED_KIND: &str = "cwsm.events.v1.ProposalAccepted";
+    /// `cwsm.events.v1.ProjectMilestone`, from projects to reporting and matching.
+    pub const PROJECT_MILESTONES: &str = "projects.milestones";
+    pub const PROJECT_MILESTONE_KIND: &str = "cwsm.events.v1.ProjectMilestone";
+}
