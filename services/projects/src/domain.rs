@@ -1,0 +1,265 @@
+//! The contract water-saving project in plain Rust: its parties and terms (frozen at signing),
+//! and the lifecycle state machine.
+
+use cwsm_platform::auth::{Principal, Role};
+use cwsm_platform::vocab::{ContractModel, IndicatorTag, Milestone, MvOption, Sector};
+use cwsm_platform::{Error, Result};
+use serde::{Deserialize, Serialize};
+
+/// Where a project stands. Suspended and terminated are side states, entered from contracted
+/// through operating.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Stage {
+    Contracted,
+    Implementing,
+    Commissioned,
+    Accepted,
+    Operating,
+    HandedOver,
+    Closed,
+    Suspended,
+    Terminated,
+}
+
+impl Stage {
+    pub const ALL: [Stage; 9] = [
+        Stage::Contracted,
+        Stage::Implementing,
+        Stage::Commissioned,
+        Stage::Accepted,
+        Stage::Operating,
+        Stage::HandedOver,
+        Stage::Closed,
+        Stage::Suspended,
+        Stage::Terminated,
+    ];
+
+    pub fn code(self) -> &'static str {
+        match self {
+            Stage::Contracted => "contracted",
+            Stage::Implementing => "implementing",
+            Stage::Commissioned => "commissioned",
+            Stage::Accepted => "accepted",
+            Stage::Operating => "operating",
+            Stage::HandedOver => "handed_over",
+            Stage::Closed => "closed",
+            Stage::Suspended => "suspended",
+            Stage::Terminated => "terminated",
+        }
+    }
+
+    pub fn from_code(s: &str) -> Option<Stage> {
+        Stage::ALL.into_iter().find(|st| st.code() == s)
+    }
+
+    /// The milestone others hear of when a project enters this stage.
+    pub fn milestone(self) -> Milestone {
+        match self {
+            Stage::Contracted => Milestone::Contracted,
+            Stage::Implementing => Milestone::Implementing,
+            Stage::Commissioned => Milestone::Commissioned,
+            Stage::Accepted => Milestone::Accepted,
+            Stage::Operating => Milestone::Operating,
+            Stage::HandedOver => Milestone::HandedOver,
+            Stage::Closed => Milestone::Closed,
+            Stage::Suspended => Milestone::Suspended,
+            Stage::Terminated => Milestone::Terminated,
+        }
+    }
+
+    /// The stage that follows in the normal course.
+    fn next(self) -> Option<Stage> {
+        Some(match self {
+            Stage::Contracted => Stage::Implementing,
+            Stage::Implementing => Stage::Commissioned,
+            Stage::Commissioned => Stage::Accepted,
+            Stage::Accepted => Stage::Operating,
+            Stage::Operating => Stage::HandedOver,
+            Stage::HandedOver => Stage::Closed,
+            _ => return None,
+        })
+    }
+
+    fn active(self) -> bool {
+        matches!(
+            self,
+            Stage::Contracted
+                | Stage::Implementing
+                | Stage::Commissioned
+                | Stage::Accepted
+                | Stage::Operating
+        )
+    }
+}
+
+/// The stages a project in `stage` may move to (`suspended_from` is where a suspended project
+/// returns on resumption).
+pub fn allowed_next(stage: Stage, suspended_from: Option<Stage>) -> Vec<Stage> {
+    let mut next = Vec::new();
+    if stage == Stage::Suspended {
+        if let Some(back) = suspended_from {
+            next.push(back);
+        }
+        next.push(Stage::Terminated);
+        return next;
+    }
+    if let Some(n) = stage.next() {
+        next.push(n);
+    }
+    if stage.active() {
+        next.push(Stage::Suspended);
+        next.push(Stage::Terminated);
+    }
+    next
+}
+
+/// Money terms of the contract, as accepted (see `cwsm.type.v1.ContractTerms`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ContractTerms {
+    pub share_ratio_bp: i32,
+    pub sharing_period_months: i32,
+    pub guaranteed_savings_litres: i64,
+    pub shortfall_price_fen_per_m3: i64,
+    pub bonus_share_bp: i32,
+    pub hosting_fee_fen: i64,
+    pub water_rights_share_bp: i32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Party {
+    pub id: String,
+    pub name: String,
+    pub credit_code: String,
+}
+
+/// Everything agreed at signing: copied from the accepted proposal.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Contract {
+    pub proposal_id: String,
+    pub project_request_id: String,
+    pub company: Party,
+    pub water_user: Party,
+    pub sector: Sector,
+    pub unit_type: String,
+    pub town: String,
+    pub title: String,
+    pub measures: String,
+    pub contract_model: ContractModel,
+    pub terms: ContractTerms,
+    pub investment_fen: i64,
+    pub promised_savings_litres: i64,
+    pub promised_savings_bp: i32,
+    pub contract_term_months: i32,
+    pub baseline_use_litres: i64,
+    pub mv_option: MvOption,
+    pub drivers: Vec<String>,
+    pub price_fen_per_m3: i64,
+    pub indicator_tags: Vec<IndicatorTag>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Project {
+    pub id: String,
+    pub contract: Contract,
+    pub sites: Vec<String>,
+    pub baseline_start_date: String,
+    pub baseline_end_date: String,
+    pub stage: Stage,
+    pub suspended_from: Option<Stage>,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+    pub version: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transition {
+    pub id: String,
+    pub project_id: String,
+    pub from: Option<Stage>,
+    pub to: Stage,
+    pub reason: String,
+    pub evidence: String,
+    pub actor: String,
+    pub actor_org: String,
+    pub at_ms: i64,
+}
+
+/// What a caller asks of the lifecycle.
+#[derive(Clone, Debug)]
+pub struct TransitionAsk {
+    pub to: Stage,
+    pub reason: String,
+    pub evidence: String,
+}
+
+impl Project {
+    /// Whether `who` is a party to this project (or an administrator).
+    pub fn party(&self, who: &Principal) -> bool {
+        who.acts_for(&self.contract.company.credit_code)
+            || who.acts_for(&self.contract.water_user.credit_code)
+    }
+
+    /// Checks that `who` may move this project as asked; the error names the allowed steps.
+    pub fn check_transition(&self, who: &Principal, ask: &TransitionAsk) -> Result<()> {
+        if !self.party(who) {
+            return Err(Error::denied(format!(
+                "only the parties to project {} or an administrator may change its stage",
+                self.id
+            )));
+        }
+        let allowed = allowed_next(self.stage, self.suspended_from);
+        if !allowed.contains(&ask.to) {
+            let names: Vec<&str> = allowed.iter().map(|s| s.code()).collect();
+            return Err(Error::precondition(format!(
+                "project {} is {}; it cannot become {} (allowed next: {})",
+                self.id,
+                self.stage.code(),
+                ask.to.code(),
+                if names.is_empty() {
+                    "none: the project is finished".to_string()
+                } else {
+                    names.join(", ")
+                }
+            )));
+        }
+        // The water user accepts the works and takes them over; the company cannot sign
+        // those for it.
+        if matches!(ask.to, Stage::Accepted | Stage::HandedOver)
+            && who.role == Role::Company
+        {
+            return Err(Error::denied(format!(
+                "{} is the water user's step, not the company's",
+                ask.to.code()
+            )));
+        }
+        if matches!(ask.to, Stage::Suspended | Stage::Terminated) && ask.reason.trim().is_empty()
+        {
+            return Err(Error::invalid(
+                "reason",
+                format!("say why the project is {}", ask.to.code()),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_normal_course_and_its_side_states() {
+        assert_eq!(
+            allowed_next(Stage::Contracted, None),
+            vec![Stage::Implementing, Stage::Suspended, Stage::Terminated]
+        );
+        assert_eq!(allowed_next(Stage::HandedOver, None), vec![Stage::Closed]);
+        assert!(allowed_next(Stage::Closed, None).is_empty());
+        assert!(allowed_next(Stage::Terminated, None).is_empty());
+        assert_eq!(
+            allowed_next(Stage::Suspended, Some(Stage::Commissioned)),
+            vec![Stage::Commissioned, Stage::Terminated]
+        );
+    }
+}

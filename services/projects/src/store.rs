@@ -1,0 +1,379 @@
+//! Projects' tables, on SQLite or PostgreSQL (one body of SQL for both, see
+//! `cwsm_platform::db`). Every stage change writes, in one transaction: the project row, the
+//! transition (who, when, why), the milestone log entry and its outbox event.
+
+use cwsm_platform::bus::{Envelope, topics};
+use cwsm_platform::db::{BeginWrite, Db};
+use cwsm_platform::grpc::Page;
+use cwsm_platform::outbox::OutboxWrite;
+use cwsm_platform::vocab::{ContractModel, IndicatorTag, Milestone, MvOption, Sector};
+use cwsm_platform::{Error, Result, new_id, now_ms, with_db};
+
+use crate::domain::*;
+
+pub static MIGRATIONS: cwsm_platform::db::Migrations = cwsm_platform::db::Migrations {
+    sqlite: &sqlx::migrate!("migrations/sqlite"),
+    postgres: &sqlx::migrate!("migrations/postgres"),
+};
+
+/// A milestone as the log records it; the events adapter turns it into the wire payload.
+#[derive(Clone, Debug)]
+pub struct MilestoneFacts {
+    pub event_id: String,
+    pub sequence: i64,
+    pub milestone: Milestone,
+    pub occurred_at_ms: i64,
+    pub reason: String,
+    pub project: Project,
+}
+
+/// Encodes a milestone for the bus (protobuf, by the events adapter): the store stays free of
+/// wire types.
+pub type EncodeMilestone = fn(&MilestoneFacts) -> Vec<u8>;
+
+#[derive(Clone)]
+pub struct Store {
+    pub db: Db,
+    encode: EncodeMilestone,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct ProjectFilter {
+    pub stage: String,
+    pub company_id: String,
+    pub water_user_id: String,
+    pub sector: String,
+    pub town: String,
+    pub contract_model: String,
+    pub indicator_tag: String,
+    pub query: String,
+}
+
+#[derive(sqlx::FromRow)]
+struct ProjectRow {
+    id: String,
+    proposal_id: String,
+    project_request_id: String,
+    company_id: String,
+    company_name: String,
+    company_credit_code: String,
+    water_user_id: String,
+    water_user_name: String,
+    water_user_credit_code: String,
+    sector: String,
+    unit_type: String,
+    town: String,
+    title: String,
+    sites: String,
+    measures: String,
+    contract_model: String,
+    terms: String,
+    investment_fen: i64,
+    promised_savings_litres: i64,
+    promised_savings_bp: i32,
+    contract_term_months: i32,
+    baseline_start_date: String,
+    baseline_end_date: String,
+    baseline_use_litres: i64,
+    mv_option: String,
+    drivers: String,
+    price_fen_per_m3: i64,
+    indicator_tags: String,
+    stage: String,
+    suspended_from_stage: String,
+    created_at_ms: i64,
+    updated_at_ms: i64,
+    version: i64,
+}
+
+fn json_list(s: &str) -> Vec<String> {
+    serde_json::from_str(s).unwrap_or_default()
+}
+
+impl From<ProjectRow> for Project {
+    fn from(r: ProjectRow) -> Self {
+        Project {
+            id: r.id,
+            contract: Contract {
+                proposal_id: r.proposal_id,
+                project_request_id: r.project_request_id,
+                company: Party {
+                    id: r.company_id,
+                    name: r.company_name,
+                    credit_code: r.company_credit_code,
+                },
+                water_user: Party {
+                    id: r.water_user_id,
+                    name: r.water_user_name,
+                    credit_code: r.water_user_credit_code,
+                },
+                sector: Sector::from_code(&r.sector).unwrap_or(Sector::PublicInstitution),
+                unit_type: r.unit_type,
+                town: r.town,
+                title: r.title,
+                measures: r.measures,
+                contract_model: ContractModel::from_code(&r.contract_model)
+                    .unwrap_or(ContractModel::SharedSavings),
+                terms: serde_json::from_str(&r.terms).unwrap_or_default(),
+                investment_fen: r.investment_fen,
+                promised_savings_litres: r.promised_savings_litres,
+                promised_savings_bp: r.promised_savings_bp,
+                contract_term_months: r.contract_term_months,
+                baseline_use_litres: r.baseline_use_litres,
+                mv_option: MvOption::from_code(&r.mv_option).unwrap_or(MvOption::C),
+                drivers: json_list(&r.drivers),
+                price_fen_per_m3: r.price_fen_per_m3,
+                indicator_tags: json_list(&r.indicator_tags)
+                    .iter()
+                    .filter_map(|t| IndicatorTag::from_code(t))
+                    .collect(),
+            },
+            sites: json_list(&r.sites),
+            baseline_start_date: r.baseline_start_date,
+            baseline_end_date: r.baseline_end_date,
+            stage: Stage::from_code(&r.stage).unwrap_or(Stage::Contracted),
+            suspended_from: Stage::from_code(&r.suspended_from_stage),
+            created_at_ms: r.created_at_ms,
+            updated_at_ms: r.updated_at_ms,
+            version: r.version,
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct TransitionRow {
+    id: String,
+    project_id: String,
+    from_stage: String,
+    to_stage: String,
+    reason: String,
+    evidence: String,
+    actor: String,
+    actor_org: String,
+    at_ms: i64,
+}
+
+impl From<TransitionRow> for Transition {
+    fn from(r: TransitionRow) -> Self {
+        Transition {
+            id: r.id,
+            project_id: r.project_id,
+            from: Stage::from_code(&r.from_stage),
+            to: Stage::from_code(&r.to_stage).unwrap_or(Stage::Contracted),
+            reason: r.reason,
+            evidence: r.evidence,
+            actor: r.actor,
+            actor_org: r.actor_org,
+            at_ms: r.at_ms,
+        }
+    }
+}
+
+/// Writes a transition, its milestone log entry and its outbox event on `$tx`.
+macro_rules! record_stage_change {
+    ($self:expr, $tx:expr, $project:expr, $from:expr, $reason:expr, $evidence:expr, $actor:expr, $actor_org:expr, $now:expr) => {{
+        let project: &Project = $project;
+        let transition_id = new_id();
+        sqlx::query("INSERT INTO project_transitions (id, project_id, from_stage, to_stage, reason, evidence, actor, actor_org, at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)")
+            .bind(&transition_id).bind(&project.id).bind($from).bind(project.stage.code())
+            .bind($reason).bind($evidence).bind($actor).bind($actor_org).bind($now)
+            .execute(&mut *$tx).await?;
+        let event_id = new_id();
+        let milestone = project.stage.milestone();
+        let sequence: i64 = sqlx::query_scalar("INSERT INTO milestones (event_id, project_id, milestone, occurred_at_ms, payload) VALUES ($1, $2, $3, $4, $5) RETURNING seq")
+            .bind(&event_id).bind(&project.id).bind(milestone.code()).bind($now).bind(Vec::<u8>::new())
+            .fetch_one(&mut *$tx).await?;
+        let payload = ($self.encode)(&MilestoneFacts {
+            event_id: event_id.clone(),
+            sequence,
+            milestone,
+            occurred_at_ms: $now,
+            reason: $reason.to_string(),
+            project: project.clone(),
+        });
+        sqlx::query("UPDATE milestones SET payload = $1 WHERE seq = $2")
+            .bind(&payload).bind(sequence).execute(&mut *$tx).await?;
+        $tx.enqueue(&Envelope {
+            event_id,
+            topic: topics::PROJECT_MILESTONES.to_string(),
+            kind: topics::PROJECT_MILESTONE_KIND.to_string(),
+            payload,
+            occurred_at_ms: $now,
+            trace_parent: String::new(),
+        }).await?;
+        transition_id
+    }};
+}
+
+impl Store {
+    pub async fn connect(url: &str, encode: EncodeMilestone) -> anyhow::Result<Store> {
+        Ok(Store {
+            db: Db::connect(url, "projects", &MIGRATIONS).await?,
+            encode,
+        })
+    }
+
+    /// Creates the project of an accepted proposal, once: a redelivered event, or another
+    /// event for the same proposal, changes nothing. Returns whether it created the project.
+    pub async fn create_from_contract(
+        &self,
+        event_id: &str,
+        project_id: &str,
+        c: &Contract,
+        actor: &str,
+    ) -> Result<bool> {
+        with_db!(&self.db, pool => {
+            let mut tx = pool.begin_write().await?;
+            let fresh = sqlx::query("INSERT INTO processed_events (event_id, processed_at_ms) VALUES ($1, $2) ON CONFLICT (event_id) DO NOTHING")
+                .bind(event_id).bind(now_ms()).execute(&mut *tx).await?.rows_affected() == 1;
+            let exists: Option<String> = sqlx::query_scalar("SELECT id FROM projects WHERE proposal_id = $1 OR id = $2")
+                .bind(&c.proposal_id).bind(project_id).fetch_optional(&mut *tx).await?;
+            if !fresh || exists.is_some() {
+                tx.commit().await?;
+                return Ok(false);
+            }
+            let now = now_ms();
+            sqlx::query("INSERT INTO projects (id, proposal_id, project_request_id, company_id, company_name, company_credit_code, water_user_id, water_user_name, water_user_credit_code, sector, unit_type, town, title, measures, contract_model, terms, investment_fen, promised_savings_litres, promised_savings_bp, contract_term_months, baseline_use_litres, mv_option, drivers, price_fen_per_m3, indicator_tags, stage, created_at_ms, updated_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, 'contracted', $26, $26)")
+                .bind(project_id).bind(&c.proposal_id).bind(&c.project_request_id)
+                .bind(&c.company.id).bind(&c.company.name).bind(&c.company.credit_code)
+                .bind(&c.water_user.id).bind(&c.water_user.name).bind(&c.water_user.credit_code)
+                .bind(c.sector.code()).bind(&c.unit_type).bind(&c.town).bind(&c.title).bind(&c.measures)
+                .bind(c.contract_model.code()).bind(serde_json::to_string(&c.terms).unwrap_or_default())
+                .bind(c.investment_fen).bind(c.promised_savings_litres).bind(c.promised_savings_bp).bind(c.contract_term_months)
+                .bind(c.baseline_use_litres).bind(c.mv_option.code()).bind(serde_json::to_string(&c.drivers).unwrap_or_default())
+                .bind(c.price_fen_per_m3)
+                .bind(serde_json::to_string(&c.indicator_tags.iter().map(|t| t.code()).collect::<Vec<_>>()).unwrap_or_default())
+                .bind(now).execute(&mut *tx).await?;
+            let project = Project {
+                id: project_id.to_string(),
+                contract: c.clone(),
+                sites: vec![],
+                baseline_start_date: String::new(),
+                baseline_end_date: String::new(),
+                stage: Stage::Contracted,
+                suspended_from: None,
+                created_at_ms: now,
+                updated_at_ms: now,
+                version: 1,
+            };
+            record_stage_change!(self, tx, &project, "", "proposal accepted", "", actor, "", now);
+            tx.commit().await?;
+            Ok(true)
+        })
+    }
+
+    pub async fn project(&self, id: &str) -> Result<Project> {
+        let row: Option<ProjectRow> = with_db!(&self.db, pool => sqlx::query_as("SELECT * FROM projects WHERE id = $1").bind(id).fetch_optional(pool).await?);
+        row.map(Project::from)
+            .ok_or_else(|| Error::not_found("project", id))
+    }
+
+    pub async fn list_projects(
+        &self,
+        f: &ProjectFilter,
+        page: &Page,
+    ) -> Result<(Vec<Project>, String)> {
+        let tag = if f.indicator_tag.is_empty() {
+            String::new()
+        } else {
+            format!("%\"{}\"%", f.indicator_tag)
+        };
+        let query = if f.query.is_empty() {
+            String::new()
+        } else {
+            format!("%{}%", f.query.to_lowercase())
+        };
+        let mut rows: Vec<Project> = with_db!(&self.db, pool => sqlx::query_as::<_, ProjectRow>(
+            "SELECT * FROM projects WHERE ($1 = '' OR stage = $1) AND ($2 = '' OR company_id = $2) AND ($3 = '' OR water_user_id = $3) \
+             AND ($4 = '' OR sector = $4) AND ($5 = '' OR town = $5) AND ($6 = '' OR contract_model = $6) AND ($7 = '' OR indicator_tags LIKE $7) \
+             AND ($8 = '' OR lower(title) LIKE $8 OR lower(company_name) LIKE $8 OR lower(water_user_name) LIKE $8) AND ($9 = '' OR id > $9) ORDER BY id LIMIT $10")
+            .bind(&f.stage).bind(&f.company_id).bind(&f.water_user_id).bind(&f.sector).bind(&f.town)
+            .bind(&f.contract_model).bind(tag).bind(query).bind(page.after.clone().unwrap_or_default()).bind(page.fetch_limit())
+            .fetch_all(pool).await?)
+        .into_iter().map(Project::from).collect();
+        let next = page.finish(&mut rows, |p| p.id.clone());
+        Ok((rows, next))
+    }
+
+    /// Moves a project a step through its lifecycle. `check` decides whether the step is
+    /// allowed on the project as it stands inside the transaction. A retry with the same
+    /// `request_id` returns the transition first made.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn transition(
+        &self,
+        scope: &str,
+        request_id: &str,
+        project_id: &str,
+        expected_version: i64,
+        ask: &TransitionAsk,
+        actor: &str,
+        actor_org: &str,
+        check: impl Fn(&Project) -> Result<()>,
+    ) -> Result<(Project, Transition)> {
+        let transition_id: String = with_db!(&self.db, pool => {
+            let mut tx = pool.begin_write().await?;
+            let replay: Option<String> = sqlx::query_scalar("SELECT resource_id FROM idempotency WHERE scope = $1 AND request_id = $2")
+                .bind(scope).bind(request_id).fetch_optional(&mut *tx).await?;
+            if let Some(id) = replay {
+                tx.commit().await?;
+                id
+            } else {
+                let row: Option<ProjectRow> = sqlx::query_as("SELECT * FROM projects WHERE id = $1").bind(project_id).fetch_optional(&mut *tx).await?;
+                let mut project = row.map(Project::from).ok_or_else(|| Error::not_found("project", project_id))?;
+                if expected_version != 0 && project.version != expected_version {
+                    return Err(Error::Aborted(format!(
+                        "project {project_id} is at version {}, not {expected_version}; read it again and retry", project.version)));
+                }
+                check(&project)?;
+                let from = project.stage;
+                let now = now_ms();
+                project.suspended_from = match ask.to {
+                    Stage::Suspended => Some(from),
+                    _ => None,
+                };
+                project.stage = ask.to;
+                project.version += 1;
+                project.updated_at_ms = now;
+                sqlx::query("UPDATE projects SET stage = $1, suspended_from_stage = $2, updated_at_ms = $3, version = $4 WHERE id = $5")
+                    .bind(project.stage.code()).bind(project.suspended_from.map(Stage::code).unwrap_or_default())
+                    .bind(now).bind(project.version).bind(project_id).execute(&mut *tx).await?;
+                let id = record_stage_change!(self, tx, &project, from.code(), ask.reason.as_str(), ask.evidence.as_str(), actor, actor_org, now);
+                sqlx::query("INSERT INTO idempotency (scope, request_id, resource_id, created_at_ms) VALUES ($1, $2, $3, $4)")
+                    .bind(scope).bind(request_id).bind(&id).bind(now).execute(&mut *tx).await?;
+                tx.commit().await?;
+                id
+            }
+        });
+        let transition: Option<TransitionRow> = with_db!(&self.db, pool => sqlx::query_as("SELECT * FROM project_transitions WHERE id = $1").bind(&transition_id).fetch_optional(pool).await?);
+        let transition = transition
+            .map(Transition::from)
+            .ok_or_else(|| Error::not_found("transition", &transition_id))?;
+        Ok((self.project(&transition.project_id).await?, transition))
+    }
+
+    pub async fn transitions(
+        &self,
+        project_id: &str,
+        page: &Page,
+    ) -> Result<(Vec<Transition>, String)> {
+        let mut rows: Vec<Transition> = with_db!(&self.db, pool => sqlx::query_as::<_, TransitionRow>(
+            "SELECT * FROM project_transitions WHERE project_id = $1 AND ($2 = '' OR id > $2) ORDER BY id LIMIT $3")
+            .bind(project_id).bind(page.after.clone().unwrap_or_default()).bind(page.fetch_limit())
+            .fetch_all(pool).await?)
+        .into_iter().map(Transition::from).collect();
+        let next = page.finish(&mut rows, |t| t.id.clone());
+        Ok((rows, next))
+    }
+
+    /// The milestone log after `after_sequence` (encoded payloads, in order).
+    pub async fn milestones(
+        &self,
+        after_sequence: i64,
+        project_id: &str,
+        limit: i64,
+    ) -> Result<Vec<(i64, Vec<u8>)>> {
+        Ok(with_db!(&self.db, pool => sqlx::query_as::<_, (i64, Vec<u8>)>(
+            "SELECT seq, payload FROM milestones WHERE seq > $1 AND ($2 = '' OR project_id = $2) ORDER BY seq LIMIT $3")
+            .bind(after_sequence).bind(project_id).bind(limit).fetch_all(pool).await?))
+    }
+}
