@@ -8,4 +8,65 @@
 //! - [`grpc`]: the adapter between `cwsm.projects.v1` and the domain.
 
 pub mod domain;
+pub mod events;
 pub mod store;
+pub mod grpc;
+
+use std::sync::Arc;
+
+use cwsm_platform::auth::AuthInterceptor;
+use cwsm_platform::bus::EventHandler;
+use cwsm_proto::projects::v1::projects_service_server::ProjectsServiceServer;
+use tonic::service::interceptor::InterceptedService;
+
+pub const SERVICE_NAME: &str = "cwsm.projects.v1.ProjectsService";
+
+/// The projects service: its store, its API and its event consumer.
+#[derive(Clone)]
+pub struct Projects {
+    store: store::Store,
+    on_change: Arc<dyn Fn() + Send + Sync>,
+}
+
+impl Projects {
+    /// Connects to the service's database (migrating it). `on_change` is called after every
+    /// commit that wrote events, to wake the outbox relay.
+    pub async fn connect(
+        database_url: &str,
+        on_change: Arc<dyn Fn() + Send + Sync>,
+    ) -> anyhow::Result<Projects> {
+        Ok(Projects {
+            store: store::Store::connect(database_url, events::encode_milestone).await?,
+            on_change,
+        })
+    }
+
+    pub fn db(&self) -> &cwsm_platform::db::Db {
+        &self.store.db
+    }
+
+    pub fn store(&self) -> &store::Store {
+        &self.store
+    }
+
+    /// Handles `ProposalAccepted` (topic `matching.proposals-accepted`, group `projects`).
+    pub fn event_handler(&self) -> Arc<dyn EventHandler> {
+        Arc::new(events::AcceptedProposals {
+            store: self.store.clone(),
+            on_change: self.on_change.clone(),
+        })
+    }
+
+    pub fn grpc_service(
+        &self,
+        auth: AuthInterceptor,
+    ) -> InterceptedService<ProjectsServiceServer<grpc::ProjectsApi>, AuthInterceptor> {
+        ProjectsServiceServer::with_interceptor(
+            grpc::ProjectsApi {
+                store: self.store.clone(),
+                on_change: self.on_change.clone(),
+            },
+            auth,
+        )
+    }
+}
