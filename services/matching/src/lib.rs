@@ -12,3 +12,55 @@
 pub mod domain;
 pub mod ranking;
 pub mod store;
+pub mod convert;
+pub mod grpc;
+
+use std::sync::Arc;
+
+use cwsm_platform::auth::AuthInterceptor;
+use cwsm_proto::matching::v1::matching_service_server::MatchingServiceServer;
+use tonic::service::interceptor::InterceptedService;
+
+pub const SERVICE_NAME: &str = "cwsm.matching.v1.MatchingService";
+
+/// The matching service: its store and its API.
+#[derive(Clone)]
+pub struct Matching {
+    store: store::Store,
+    on_change: Arc<dyn Fn() + Send + Sync>,
+}
+
+impl Matching {
+    /// Connects to the service's database (migrating it). `on_change` is called after every
+    /// commit that wrote an event, to wake the outbox relay.
+    pub async fn connect(
+        database_url: &str,
+        on_change: Arc<dyn Fn() + Send + Sync>,
+    ) -> anyhow::Result<Matching> {
+        Ok(Matching {
+            store: store::Store::connect(database_url).await?,
+            on_change,
+        })
+    }
+
+    pub fn db(&self) -> &cwsm_platform::db::Db {
+        &self.store.db
+    }
+
+    pub fn store(&self) -> &store::Store {
+        &self.store
+    }
+
+    pub fn grpc_service(
+        &self,
+        auth: AuthInterceptor,
+    ) -> InterceptedService<MatchingServiceServer<grpc::MatchingApi>, AuthInterceptor> {
+        MatchingServiceServer::with_interceptor(
+            grpc::MatchingApi {
+                store: self.store.clone(),
+                on_change: self.on_change.clone(),
+            },
+            auth,
+        )
+    }
+}
