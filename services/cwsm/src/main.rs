@@ -1,1 +1,188 @@
-fn main() {}
+//! `cwsm`: run the contract water-saving marketplace, and talk to it.
+//!
+//! `cwsm serve` runs all three services on one port with SQLite files and an in-process bus;
+//! `cwsm serve matching --database-url postgres://… --redis-url redis://…` runs one service in
+//! production. Every other command is a client of a running server.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use cwsm::app::{self, Services};
+use cwsm_platform::auth::Role;
+use cwsm_platform::config::Settings;
+use serde::Serialize;
+
+#[derive(Parser)]
+#[command(name = "cwsm", version, about = "Contract water-saving marketplace (合同节水管理)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the services (all three by default, on SQLite and an in-process bus).
+    Serve(ServeArgs),
+    /// Signing tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Client commands against a running server.
+    #[command(flatten)]
+    Client(cwsm::cli::ClientCommand),
+}
+
+#[derive(clap::Args, Serialize)]
+struct ServeArgs {
+    /// Which service to run: matching, projects, reporting, or all.
+    #[arg(default_value = "all")]
+    #[serde(skip)]
+    service: String,
+    /// Settings file (TOML); also CWSM_CONFIG.
+    #[arg(long)]
+    #[serde(skip)]
+    config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:50051].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    listen: Option<String>,
+    /// Folder for SQLite files and the signing key [default: ./cwsm-data].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data_dir: Option<PathBuf>,
+    /// sqlite://… or postgres://… [default: one SQLite file per service in the data folder].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    database_url: Option<String>,
+    /// redis://… for Redis Streams [default: in-process bus].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    redis_url: Option<String>,
+    /// human or json.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    log_format: Option<String>,
+    /// Also load a small demo marketplace (companies, water users, requests, projects).
+    #[arg(long)]
+    #[serde(skip)]
+    demo: bool,
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Print a bearer token signed with the server's key.
+    Issue {
+        /// company, water_user, admin or verifier.
+        #[arg(long)]
+        role: String,
+        /// The unified social credit code of the organization (companies and water users).
+        #[arg(long)]
+        org: Option<String>,
+        /// Who the token is for, for the audit trail.
+        #[arg(long, default_value = "cli")]
+        subject: String,
+        /// Days the token stays valid.
+        #[arg(long, default_value_t = 30)]
+        days: u64,
+        /// Data folder holding the signing key (embedded mode).
+        #[arg(long, env = "CWSM_DATA_DIR", default_value = "cwsm-data")]
+        data_dir: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => serve(args).await,
+            Command::Token { command } => token(command),
+            Command::Client(command) => cwsm::cli::run(command).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let services = Services::only(&args.service)?;
+    let settings = Settings::load(args.config.as_deref(), &args)?;
+    let name = if services == Services::ALL {
+        "cwsm".to_string()
+    } else {
+        format!("cwsm-{}", args.service)
+    };
+    let _telemetry = cwsm_platform::telemetry::init(&name, settings.log_format, &settings.log)?;
+    let keys = app::keys_for(&settings)?;
+    let bus = app::bus_for(&settings).await?;
+    let shutdown = cwsm_platform::server::shutdown_on_signals();
+    let running = app::start(&settings, services, bus.clone(), keys.clone(), shutdown).await?;
+    let url = format!("http://{}", running.addr);
+
+    println!("cwsm is serving {} on {url}", if services == Services::ALL { "matching, projects and reporting".to_string() } else { args.service.clone() });
+    for (service, db) in &running.databases {
+        let url = settings.database_url_for(service);
+        println!("  {service:<9} {} {}", db.engine(), cwsm_platform::db::redact(&url));
+    }
+    println!("  events    {}", bus.describe());
+    if settings.jwt_secret.is_none() {
+        println!("  tokens    signed with {}", settings.data_dir.join(cwsm_platform::auth::KEY_FILE).display());
+    }
+    if args.demo {
+        let channel = tonic::transport::Channel::from_shared(url.clone())?.connect().await?;
+        let summary = demo_load(channel, &keys).await?;
+        println!("  demo      {summary}");
+    }
+    println!("Next:");
+    println!("  cwsm report                          # the action plan's indicators");
+    println!("  cwsm offerings list                  # what service companies offer");
+    println!("  cwsm token issue --role admin        # a token for grpcurl: -H \"authorization: Bearer …\"");
+    println!("  grpcurl -plaintext {} list", running.addr);
+    println!("Ctrl-C stops.");
+    running.wait().await
+}
+
+fn token(command: TokenCommand) -> anyhow::Result<()> {
+    match command {
+        TokenCommand::Issue {
+            role,
+            org,
+            subject,
+            days,
+            data_dir,
+        } => {
+            let role = Role::parse(&role).ok_or_else(|| {
+                anyhow::anyhow!("unknown role {role:?}: company, water_user, admin or verifier")
+            })?;
+            let keys = match std::env::var("CWSM_JWT_SECRET") {
+                Ok(secret) if !secret.is_empty() => cwsm_platform::auth::Keys::from_secret(secret.as_bytes())?,
+                _ => cwsm_platform::auth::Keys::load_or_create(&data_dir)?,
+            };
+            let token = keys.issue(
+                &subject,
+                role,
+                org.as_deref(),
+                Duration::from_secs(days * 86_400),
+            )?;
+            println!("{token}");
+            Ok(())
+        }
+    }
+}
+
+// DEMO
+async fn demo_load(_c: tonic::transport::Channel, _k: &cwsm_platform::auth::Keys) -> anyhow::Result<String> { anyhow::bail!("demo not wired") }

@@ -275,13 +275,15 @@ impl Subscription for InProcessSubscription {
 // ---------------------------------------------------------------------------------------------
 // Redis Streams
 
-/// Production bus on Redis Streams. Stream key `cwsm:{topic}`, one entry per event with fields
+/// Production bus on Redis Streams. Stream key `cwsm:{topic}` (prefix configurable), one entry per event with fields
 /// `event_id`, `kind`, `payload`, `occurred_at_ms`, `trace_parent`.
 #[derive(Clone)]
 pub struct RedisBus {
     client: redis::Client,
     publisher: redis::aio::ConnectionManager,
     url: String,
+    /// Stream keys are `{prefix}:{topic}`; tests use their own prefix to share a Redis.
+    prefix: String,
     /// How long one `XREADGROUP` blocks waiting for new entries.
     block: Duration,
 }
@@ -291,6 +293,10 @@ const STREAM_MAX_LEN: usize = 1_000_000;
 
 impl RedisBus {
     pub async fn connect(url: &str) -> anyhow::Result<Self> {
+        Self::connect_with_prefix(url, "cwsm").await
+    }
+
+    pub async fn connect_with_prefix(url: &str, prefix: &str) -> anyhow::Result<Self> {
         let client =
             redis::Client::open(url).with_context(|| format!("parsing Redis URL {url}"))?;
         let config = redis::aio::ConnectionManagerConfig::new()
@@ -304,12 +310,13 @@ impl RedisBus {
             client,
             publisher,
             url: url.to_string(),
+            prefix: prefix.to_string(),
             block: Duration::from_secs(2),
         })
     }
 
-    pub fn stream_key(topic: &str) -> String {
-        format!("cwsm:{topic}")
+    pub fn stream_key(&self, topic: &str) -> String {
+        format!("{}:{topic}", self.prefix)
     }
 }
 
@@ -325,7 +332,7 @@ impl EventBus for RedisBus {
         );
         let _: Option<String> = conn
             .xadd_options(
-                Self::stream_key(&event.topic),
+                self.stream_key(&event.topic),
                 "*",
                 &[
                     ("event_id", event.event_id.as_bytes()),
@@ -361,7 +368,7 @@ impl EventBus for RedisBus {
             client: self.client.clone(),
             config,
             conn,
-            key: Self::stream_key(topic),
+            key: self.stream_key(topic),
             topic: topic.to_string(),
             group: group.to_string(),
             consumer: consumer.to_string(),

@@ -1,1 +1,462 @@
+//! Reporting: the action plan's indicators and their progress. Plans are data (TOML, versioned);
+//! counted indicators take their actual value from `ProjectMilestone` events, each project
+//! counted at most once per indicator; recorded indicators from achievements administrators
+//! record with evidence.
+//!
+//! - [`plan`]: the plan model, parsed and validated from the TOML schema of `seeds/README.md`.
+//! - [`report`]: actual, progress and status of an indicator from facts; pure functions.
+//! - [`achievement`]: recorded achievements and their corrections.
+//! - [`store`]: the tables, on SQLite or PostgreSQL.
+//! - [`grpc`]: the adapter between `cwsm.reporting.v1` (and the milestone event) and the above.
+//!
+//! Counts are derived from reporting's own copy of the milestone facts when a report is asked
+//! for; nothing is counted into a stored total. So a plan version loaded later counts the facts
+//! already there, and applying an event twice changes nothing (the event id and the project's
+//! milestone are both deduplicated in the transaction that stores the fact).
 
+pub mod achievement;
+pub mod grpc;
+pub mod plan;
+pub mod report;
+pub mod sha256;
+pub mod store;
+
+use std::sync::Arc;
+
+use chrono::NaiveDate;
+use cwsm_platform::auth::Principal;
+use cwsm_platform::db::Db;
+use cwsm_platform::grpc::Page;
+use cwsm_platform::vocab::{Milestone, Sector};
+use cwsm_platform::{Error, Result, now_ms};
+use tokio::sync::watch;
+
+use crate::achievement::{Achievement, Correction, NewAchievement};
+use crate::plan::{Kind, StoredPlan};
+use crate::report::{Fact, Report};
+use crate::store::{AchievementFilter, PlanFilter, Store};
+
+/// The fully qualified gRPC service name, for health and reflection.
+pub const SERVICE_NAME: &str = "cwsm.reporting.v1.ReportingService";
+
+/// The reporting service: its store and the channel that tells report watchers that counts or
+/// achievements changed.
+#[derive(Clone)]
+pub struct Reporting {
+    store: Store,
+    /// A generation number, bumped after every committed change that can alter a report.
+    changes: Arc<watch::Sender<u64>>,
+}
+
+fn require_admin(p: &Principal, what: &str) -> Result<()> {
+    if p.is_admin() {
+        Ok(())
+    } else {
+        Err(Error::denied(format!(
+            "only administrators may {what}; the caller is a {}",
+            p.role
+        )))
+    }
+}
+
+/// Today in China Standard Time.
+pub fn today() -> NaiveDate {
+    report::cst_date(now_ms())
+}
+
+impl Reporting {
+    pub async fn connect(database_url: &str) -> anyhow::Result<Reporting> {
+        Ok(Self::with_store(Store::connect(database_url).await?))
+    }
+
+    fn with_store(store: Store) -> Reporting {
+        let (changes, _) = watch::channel(0);
+        Reporting {
+            store,
+            changes: Arc::new(changes),
+        }
+    }
+
+    /// Loads `seeds/plans/xinbei-2020.toml` as version 1 when no plan with its code exists yet.
+    /// Returns true when it loaded it.
+    pub async fn seed_default_plan(&self) -> anyhow::Result<bool> {
+        let parsed = plan::parse(plan::DEFAULT_PLAN_TOML)
+            .map_err(|e| anyhow::anyhow!("the embedded default plan is invalid: {e}"))?;
+        if self.store.plan_exists(&parsed.code).await? {
+            return Ok(false);
+        }
+        let loaded = self
+            .store
+            .insert_plan(
+                "seed",
+                &format!("seed:{}", parsed.code),
+                &parsed,
+                plan::DEFAULT_PLAN_TOML,
+                &sha256::hex_digest(plan::DEFAULT_PLAN_TOML.as_bytes()),
+                "seed",
+            )
+            .await;
+        match loaded {
+            Ok(_) => {
+                self.notify();
+                tracing::info!(plan = %parsed.code, "loaded the default action plan");
+                Ok(true)
+            }
+            // Another replica seeded it at the same moment.
+            Err(_) if self.store.plan_exists(&parsed.code).await? => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The handler of `cwsm.events.v1.ProjectMilestone` events (topic
+    /// `topics::PROJECT_MILESTONES`); other kinds are acknowledged and ignored.
+    pub fn event_handler(&self) -> Arc<dyn cwsm_platform::bus::EventHandler> {
+        Arc::new(grpc::MilestoneHandler::new(self.clone()))
+    }
+
+    pub fn grpc_service(
+        &self,
+        auth: cwsm_platform::auth::AuthInterceptor,
+    ) -> tonic::service::interceptor::InterceptedService<
+        cwsm_proto::reporting::v1::reporting_service_server::ReportingServiceServer<
+            grpc::ReportingApi,
+        >,
+        cwsm_platform::auth::AuthInterceptor,
+    > {
+        cwsm_proto::reporting::v1::reporting_service_server::ReportingServiceServer::with_interceptor(
+            grpc::ReportingApi::new(self.clone()),
+            auth,
+        )
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.store.db
+    }
+
+    /// Tells watchers that a report may have changed.
+    pub fn notify(&self) {
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// A receiver that sees a change after every committed change to facts, achievements or
+    /// plans (in this process).
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    // -- operations ---------------------------------------------------------------------------
+
+    /// Stores a milestone fact once; notifies watchers when it is new.
+    pub async fn apply_fact(&self, fact: &Fact) -> Result<bool> {
+        let added = self.store.apply_fact(fact).await?;
+        if added {
+            self.notify();
+        }
+        Ok(added)
+    }
+
+    /// Parses and validates `toml` and stores it as the next version of its code (unless
+    /// `validate_only`). Administrators only.
+    pub async fn load_plan(
+        &self,
+        caller: &Principal,
+        request_id: &str,
+        toml: &str,
+        validate_only: bool,
+    ) -> Result<StoredPlan> {
+        require_admin(caller, "load plans")?;
+        let request_id = cwsm_platform::grpc::request_id(request_id)?;
+        let parsed = plan::parse(toml).map_err(|e| Error::invalid("plan_toml", e.to_string()))?;
+        let sha = sha256::hex_digest(toml.as_bytes());
+        if validate_only {
+            let version = match self.store.plan_by_code(&parsed.code, 0).await {
+                Ok(p) => p.version + 1,
+                Err(Error::NotFound { .. }) => 1,
+                Err(e) => return Err(e),
+            };
+            return Ok(StoredPlan {
+                id: String::new(),
+                version,
+                plan: parsed,
+                document: toml.to_string(),
+                sha256: sha,
+                loaded_by: caller.subject.clone(),
+                loaded_at_ms: now_ms(),
+            });
+        }
+        let scope = format!("load_plan:{}", caller.subject);
+        let id = self
+            .store
+            .insert_plan(&scope, request_id, &parsed, toml, &sha, &caller.subject)
+            .await?;
+        self.notify();
+        self.store.plan_by_id(&id).await
+    }
+
+    pub async fn plan(&self, id: &str, code: &str, version: i64) -> Result<StoredPlan> {
+        if !id.is_empty() {
+            self.store.plan_by_id(id).await
+        } else if !code.is_empty() {
+            if version < 0 {
+                return Err(Error::invalid("version", "must not be negative"));
+            }
+            self.store.plan_by_code(code, version).await
+        } else {
+            Err(Error::invalid("plan_id", "set plan_id, or code (and version)"))
+        }
+    }
+
+    pub async fn list_plans(
+        &self,
+        filter: &PlanFilter,
+        page: &Page,
+    ) -> Result<(Vec<StoredPlan>, String)> {
+        self.store.list_plans(filter, page).await
+    }
+
+    /// The report of plan `code` (`version` 0: the latest) as of `as_of`.
+    pub async fn report(&self, code: &str, version: i64, as_of: NaiveDate) -> Result<Report> {
+        if code.trim().is_empty() {
+            return Err(Error::invalid("plan_code", "required, e.g. \"xinbei-2020\""));
+        }
+        if version < 0 {
+            return Err(Error::invalid("plan_version", "must not be negative"));
+        }
+        let stored = self.store.plan_by_code(code.trim(), version).await?;
+        let milestones: Vec<Milestone> = stored
+            .plan
+            .all_indicators()
+            .iter()
+            .filter_map(|i| i.rule.as_ref().map(|r| r.milestone))
+            .collect();
+        let facts = self.store.facts(&milestones).await?;
+        let recorded = self.store.recorded(&stored.plan.code).await?;
+        Ok(report::build_report(
+            &stored,
+            &facts,
+            &recorded,
+            as_of,
+            now_ms(),
+        ))
+    }
+
+    pub async fn record_achievement(
+        &self,
+        caller: &Principal,
+        request_id: &str,
+        mut new: NewAchievement,
+    ) -> Result<Achievement> {
+        require_admin(caller, "record achievements")?;
+        let request_id = cwsm_platform::grpc::request_id(request_id)?;
+        if new.plan_code.trim().is_empty() {
+            return Err(Error::invalid("plan_code", "required, e.g. \"xinbei-2020\""));
+        }
+        let stored = self.store.plan_by_code(new.plan_code.trim(), 0).await?;
+        new.plan_code = stored.plan.code.clone();
+        new.validate(&stored.plan)?;
+        let scope = format!("record_achievement:{}", caller.subject);
+        let id = self
+            .store
+            .record_achievement(&scope, request_id, &new, &caller.subject)
+            .await?;
+        self.notify();
+        self.store.achievement(&id).await
+    }
+
+    pub async fn correct_achievement(
+        &self,
+        caller: &Principal,
+        request_id: &str,
+        achievement_id: &str,
+        expected_version: i64,
+        correction: Correction,
+    ) -> Result<Achievement> {
+        require_admin(caller, "correct achievements")?;
+        let request_id = cwsm_platform::grpc::request_id(request_id)?;
+        if achievement_id.is_empty() {
+            return Err(Error::invalid("achievement_id", "required"));
+        }
+        let scope = format!("correct_achievement:{}", caller.subject);
+        self.store
+            .correct_achievement(
+                &scope,
+                request_id,
+                achievement_id,
+                expected_version,
+                correction,
+                &caller.subject,
+            )
+            .await?;
+        self.notify();
+        self.store.achievement(achievement_id).await
+    }
+
+    pub async fn list_achievements(
+        &self,
+        filter: &AchievementFilter,
+        page: &Page,
+    ) -> Result<(Vec<Achievement>, String)> {
+        self.store.list_achievements(filter, page).await
+    }
+
+    /// The facts that count toward counted indicator `indicator_code` of the latest version of
+    /// plan `plan_code` as of today, in the order they were counted.
+    pub async fn counted_projects(
+        &self,
+        plan_code: &str,
+        indicator_code: &str,
+        town: &str,
+        sector: Option<Sector>,
+        page: &Page,
+    ) -> Result<(Vec<Fact>, String)> {
+        if plan_code.trim().is_empty() {
+            return Err(Error::invalid("plan_code", "required, e.g. \"xinbei-2020\""));
+        }
+        let stored = self.store.plan_by_code(plan_code.trim(), 0).await?;
+        let indicator = stored.plan.indicator(indicator_code).ok_or_else(|| {
+            Error::invalid(
+                "indicator_code",
+                format!("plan {} has no indicator {indicator_code:?}", stored.plan.code),
+            )
+        })?;
+        let rule = match (&indicator.kind, &indicator.rule) {
+            (Kind::Counted, Some(rule)) => rule,
+            _ => {
+                return Err(Error::invalid(
+                    "indicator_code",
+                    format!("{indicator_code} is recorded, not counted; see ListAchievements"),
+                ));
+            }
+        };
+        let facts = self.store.facts(&[rule.milestone]).await?;
+        let key = |f: &Fact| format!("{:020}|{}", f.counted_at_ms, f.event_id);
+        let mut rows: Vec<Fact> = report::counted(rule, &facts, today())
+            .into_iter()
+            .filter(|f| town.is_empty() || f.town == town)
+            .filter(|f| sector.is_none() || f.sector == sector)
+            .filter(|f| page.after.as_ref().is_none_or(|after| key(f) > *after))
+            .take(usize::try_from(page.fetch_limit()).unwrap_or(usize::MAX))
+            .cloned()
+            .collect();
+        let next = page.finish(&mut rows, key);
+        Ok((rows, next))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cwsm_platform::bus::{Envelope, topics};
+    use cwsm_proto::events::v1::ProjectMilestone;
+    use prost::Message;
+
+    async fn temp() -> (Reporting, std::path::PathBuf) {
+        let path =
+            std::env::temp_dir().join(format!("cwsm-reporting-{}.db", cwsm_platform::new_id()));
+        let r = Reporting::connect(&format!("sqlite://{}", path.display()))
+            .await
+            .expect("connect");
+        (r, path)
+    }
+
+    fn cleanup(path: &std::path::Path) {
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
+    }
+
+    fn envelope(event_id: &str, project_id: &str, milestone: Milestone) -> Envelope {
+        let payload = ProjectMilestone {
+            event_id: event_id.into(),
+            project_id: project_id.into(),
+            sequence: 1,
+            milestone: milestone.number(),
+            // 2020-09-01T00:00:00Z
+            occurred_time: Some(cwsm_platform::grpc::timestamp(1_598_918_400_000)),
+            project_title: "Campus retrofit".into(),
+            sector: Sector::School.number(),
+            unit_type: "university".into(),
+            town: "Xuejia".into(),
+            indicator_tags: vec![cwsm_platform::vocab::IndicatorTag::ContractProject.number()],
+            ..Default::default()
+        };
+        Envelope {
+            event_id: event_id.into(),
+            topic: topics::PROJECT_MILESTONES.into(),
+            kind: topics::PROJECT_MILESTONE_KIND.into(),
+            payload: payload.encode_to_vec(),
+            occurred_at_ms: 1_598_918_400_000,
+            trace_parent: String::new(),
+        }
+    }
+
+    async fn a8(r: &Reporting) -> f64 {
+        let report = r
+            .report("xinbei-2020", 0, report::parse_date("2020-12-31").unwrap())
+            .await
+            .expect("report");
+        report
+            .lines
+            .iter()
+            .find(|l| l.indicator.code == "A8-CONTRACT-PROJECTS")
+            .expect("a8")
+            .actual
+    }
+
+    #[tokio::test]
+    async fn each_project_milestone_counts_exactly_once() {
+        let (r, path) = temp().await;
+        assert!(r.seed_default_plan().await.expect("seed"));
+        assert!(!r.seed_default_plan().await.expect("seeded already"));
+        let handler = r.event_handler();
+        let mut watcher = r.subscribe();
+        watcher.borrow_and_update();
+
+        let e = envelope("ev-1", "p-1", Milestone::HandedOver);
+        handler.handle(&e).await.expect("first");
+        assert!(watcher.has_changed().expect("watch"));
+        watcher.borrow_and_update();
+        handler.handle(&e).await.expect("redelivered");
+        assert!(!watcher.has_changed().expect("watch"), "a redelivery changes nothing");
+        assert_eq!(a8(&r).await, 1.0);
+
+        // The same project's handover re-emitted under another event id.
+        handler
+            .handle(&envelope("ev-2", "p-1", Milestone::HandedOver))
+            .await
+            .expect("re-emitted");
+        assert_eq!(a8(&r).await, 1.0);
+
+        // Another kind on the topic is acknowledged and ignored.
+        let mut other = envelope("ev-3", "p-2", Milestone::HandedOver);
+        other.kind = "cwsm.events.v1.Something".into();
+        handler.handle(&other).await.expect("ignored");
+        assert_eq!(a8(&r).await, 1.0);
+
+        // A second project counts.
+        handler
+            .handle(&envelope("ev-4", "p-2", Milestone::HandedOver))
+            .await
+            .expect("second project");
+        assert_eq!(a8(&r).await, 2.0);
+
+        let page = Page::from_request(1, "").expect("page");
+        let (first, next) = r
+            .counted_projects("xinbei-2020", "A8-CONTRACT-PROJECTS", "", None, &page)
+            .await
+            .expect("counted");
+        assert_eq!(first.len(), 1);
+        assert!(!next.is_empty());
+        let page = Page::from_request(1, &next).expect("next page");
+        let (second, last) = r
+            .counted_projects("xinbei-2020", "A8-CONTRACT-PROJECTS", "", None, &page)
+            .await
+            .expect("counted");
+        assert_eq!(second.len(), 1);
+        assert_ne!(first[0].project_id, second[0].project_id);
+        assert_eq!(last, "");
+
+        r.db().close().await;
+        cleanup(&path);
+    }
+}

@@ -1,0 +1,232 @@
+//! Starting the services: all three in one process (`cwsm serve`, the embedded default) or one
+//! of them (`cwsm serve matching …`, production). Each service gets its own database, its
+//! outbox relay (if it emits events) and its event consumers (if it listens); all share one
+//! gRPC port with health and reflection.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use cwsm_platform::auth::{AuthInterceptor, Keys};
+use cwsm_platform::bus::{self, EventBus, EventHandler, InProcessBus, RedisBus, topics};
+use cwsm_platform::config::Settings;
+use cwsm_platform::db::Db;
+use cwsm_platform::outbox::{Relay, RelayWaker};
+use cwsm_platform::server;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// Which services this process runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Services {
+    pub matching: bool,
+    pub projects: bool,
+    pub reporting: bool,
+}
+
+impl Services {
+    pub const ALL: Services = Services {
+        matching: true,
+        projects: true,
+        reporting: true,
+    };
+
+    pub fn only(name: &str) -> anyhow::Result<Services> {
+        let none = Services {
+            matching: false,
+            projects: false,
+            reporting: false,
+        };
+        Ok(match name {
+            "matching" => Services { matching: true, ..none },
+            "projects" => Services { projects: true, ..none },
+            "reporting" => Services { reporting: true, ..none },
+            "all" => Services::ALL,
+            other => anyhow::bail!("unknown service {other:?}: matching, projects, reporting or all"),
+        })
+    }
+}
+
+/// A running process: where it listens and how to stop it.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub bus: Arc<dyn EventBus>,
+    /// The databases opened, by service name (for the banner and for tests).
+    pub databases: Vec<(&'static str, Db)>,
+    shutdown: CancellationToken,
+    tasks: JoinSet<()>,
+    server: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    /// Stops serving, lets in-flight calls finish, stops relays and consumers.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        let served = self.server.await.context("server task")?;
+        while self.tasks.join_next().await.is_some() {}
+        for (_, db) in &self.databases {
+            db.close().await;
+        }
+        served
+    }
+
+    /// Waits until the server ends (after the shutdown token is cancelled).
+    pub async fn wait(self) -> anyhow::Result<()> {
+        let Running {
+            mut tasks,
+            server,
+            databases,
+            ..
+        } = self;
+        let served = server.await.context("server task")?;
+        while tasks.join_next().await.is_some() {}
+        for (_, db) in &databases {
+            db.close().await;
+        }
+        served
+    }
+}
+
+/// The bus the settings ask for: Redis Streams when `redis_url` is set, else in-process.
+pub async fn bus_for(settings: &Settings) -> anyhow::Result<Arc<dyn EventBus>> {
+    Ok(match &settings.redis_url {
+        Some(url) => Arc::new(RedisBus::connect(url).await?),
+        None => Arc::new(InProcessBus::new()),
+    })
+}
+
+/// The signing key: `jwt_secret` when configured, else the key file in the data folder.
+pub fn keys_for(settings: &Settings) -> anyhow::Result<Arc<Keys>> {
+    Ok(Arc::new(match &settings.jwt_secret {
+        Some(secret) => Keys::from_secret(secret.as_bytes())?,
+        None => Keys::load_or_create(&settings.data_dir)?,
+    }))
+}
+
+fn consumer_name(service: &str) -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "cwsm".to_string());
+    format!("{service}@{host}")
+}
+
+/// Starts `services` on `settings.listen`, with `bus` and `keys`, until `shutdown`.
+pub async fn start(
+    settings: &Settings,
+    services: Services,
+    bus: Arc<dyn EventBus>,
+    keys: Arc<Keys>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Running> {
+    if settings.database_url.is_none() {
+        std::fs::create_dir_all(&settings.data_dir)
+            .with_context(|| format!("creating data folder {}", settings.data_dir.display()))?;
+    }
+    let auth = AuthInterceptor::new(keys);
+    let (mut routes, health) = server::base_routes(&[cwsm_proto::FILE_DESCRIPTOR_SET])?;
+    let mut tasks = JoinSet::new();
+    let mut databases = Vec::new();
+    let mut healthy = Vec::new();
+    let poll = Duration::from_millis(settings.outbox_poll_ms.max(10));
+
+    let relay = |tasks: &mut JoinSet<()>, db: Db, waker: RelayWaker, service: &'static str| {
+        let relay = Relay {
+            db,
+            bus: bus.clone(),
+            waker,
+            poll,
+            service,
+        };
+        tasks.spawn(relay.run(shutdown.clone()));
+    };
+    let consumer = |tasks: &mut JoinSet<()>,
+                        topic: &'static str,
+                        group: &'static str,
+                        handler: Arc<dyn EventHandler>| {
+        let bus = bus.clone();
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            let name = consumer_name(group);
+            loop {
+                match bus.subscribe(topic, group, &name).await {
+                    Ok(sub) => {
+                        bus::consume(sub, handler, shutdown, group).await;
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(topic, group, error = %format!("{e:#}"), "cannot subscribe; retrying");
+                        tokio::select! {
+                            _ = shutdown.cancelled() => return,
+                            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        }
+                    }
+                }
+            }
+        });
+    };
+
+    if services.matching {
+        let waker = RelayWaker::default();
+        let wake = waker.clone();
+        let matching = cwsm_matching::Matching::connect(
+            &settings.database_url_for("matching"),
+            Arc::new(move || wake.wake()),
+        )
+        .await
+        .context("starting matching")?;
+        relay(&mut tasks, matching.db().clone(), waker, "matching");
+        routes = routes.add_service(matching.grpc_service(auth.clone()));
+        databases.push(("matching", matching.db().clone()));
+        healthy.push(cwsm_matching::SERVICE_NAME);
+    }
+    if services.projects {
+        let waker = RelayWaker::default();
+        let wake = waker.clone();
+        let projects = cwsm_projects::Projects::connect(
+            &settings.database_url_for("projects"),
+            Arc::new(move || wake.wake()),
+        )
+        .await
+        .context("starting projects")?;
+        relay(&mut tasks, projects.db().clone(), waker, "projects");
+        consumer(
+            &mut tasks,
+            topics::PROPOSALS_ACCEPTED,
+            "projects",
+            projects.event_handler(),
+        );
+        routes = routes.add_service(projects.grpc_service(auth.clone()));
+        databases.push(("projects", projects.db().clone()));
+        healthy.push(cwsm_projects::SERVICE_NAME);
+    }
+    if services.reporting {
+        let reporting = cwsm_reporting::Reporting::connect(&settings.database_url_for("reporting"))
+            .await
+            .context("starting reporting")?;
+        if reporting.seed_default_plan().await? {
+            tracing::info!("loaded the 2020 Xinbei action plan from seeds/");
+        }
+        consumer(
+            &mut tasks,
+            topics::PROJECT_MILESTONES,
+            "reporting",
+            reporting.event_handler(),
+        );
+        routes = routes.add_service(reporting.grpc_service(auth.clone()));
+        databases.push(("reporting", reporting.db().clone()));
+        healthy.push(cwsm_reporting::SERVICE_NAME);
+    }
+
+    let (listener, addr) = server::bind(&settings.listen).await?;
+    for name in healthy {
+        server::set_serving(&health, name).await;
+    }
+    let server = tokio::spawn(server::serve(listener, routes, shutdown.clone()));
+    Ok(Running {
+        addr,
+        bus,
+        databases,
+        shutdown,
+        tasks,
+        server,
+    })
+}

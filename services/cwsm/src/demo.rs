@@ -1,0 +1,1258 @@
+//! The demo marketplace: loads `seeds/demo/marketplace.toml` through the public gRPC API, as
+//! the parties themselves would, with their own bearer tokens.
+//!
+//! 1. Companies register and publish their offerings.
+//! 2. Water users register.
+//! 3. Water users create and open project requests.
+//! 4. Companies propose to the requests their offerings fit.
+//! 5. Some water users accept a proposal; the projects service creates the project from the
+//!    `ProposalAccepted` event, which the loader waits for.
+//! 6. Accepted projects are moved along the normal lifecycle path to their target stage, each
+//!    step by the party whose step it is (the company builds, commissions and operates; the
+//!    water user accepts the works and takes them over).
+//!
+//! Every call carries a deterministic `request_id` ("demo:…"), so a replayed call returns the
+//! first result instead of duplicating it. The loader does nothing when any company already
+//! exists ("demo data already loaded"), and it touches no database.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail, ensure};
+use cwsm_platform::auth::{Keys, Role};
+use cwsm_platform::vocab::{
+    CertificationGrade, ContractModel, IndicatorTag, MvOption, Sector, Technology,
+};
+use cwsm_proto::matching::v1 as mpb;
+use cwsm_proto::matching::v1::matching_service_client::MatchingServiceClient;
+use cwsm_proto::projects::v1 as ppb;
+use cwsm_proto::projects::v1::projects_service_client::ProjectsServiceClient;
+use cwsm_proto::types;
+use serde::Deserialize;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+use tonic::{Code, Request, Status};
+
+/// The demo data, embedded in the binary.
+const MARKETPLACE: &str = include_str!("../../../seeds/demo/marketplace.toml");
+
+/// How long the loader's tokens live.
+const TOKEN_TTL: Duration = Duration::from_secs(3600);
+/// How often and how long to wait for the projects service to create an accepted project.
+const PROJECT_POLL_INTERVAL: Duration = Duration::from_millis(100);
+const PROJECT_POLL_ATTEMPTS: u32 = 100;
+
+/// What [`load`] created (all zeros when the demo data was already there).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub companies: usize,
+    pub water_users: usize,
+    pub requests: usize,
+    pub proposals: usize,
+    pub projects: usize,
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} companies, {} water users, {} project requests, {} proposals, {} projects",
+            self.companies, self.water_users, self.requests, self.proposals, self.projects
+        )
+    }
+}
+
+/// Loads the demo marketplace through the matching and projects services behind `channel`,
+/// signing each party's token with `keys`. Returns zeros without changing anything when a
+/// company already exists.
+pub async fn load(channel: Channel, keys: &Keys) -> Result<Summary> {
+    let data = Marketplace::parse(MARKETPLACE)?;
+    let loader = Loader { channel, keys };
+
+    let admin = loader.token("cwsm demo loader", Role::Admin, None)?;
+    let existing = loader
+        .matching(&admin)?
+        .list_companies(mpb::ListCompaniesRequest {
+            page_size: 1,
+            ..Default::default()
+        })
+        .await
+        .context("listing companies to see whether the demo data is already loaded")?
+        .into_inner();
+    if !existing.companies.is_empty() {
+        tracing::info!("demo data already loaded (companies exist); nothing to do");
+        return Ok(Summary::default());
+    }
+
+    loader.run(&data).await
+}
+
+// ------------------------------------------------------------------------------------------
+// The data file
+// ------------------------------------------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Marketplace {
+    towns: Vec<String>,
+    companies: Vec<CompanyData>,
+    water_users: Vec<WaterUserData>,
+    requests: Vec<RequestData>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ContactData {
+    name: String,
+    phone: String,
+    #[serde(default)]
+    email: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CompanyData {
+    key: String,
+    /// First 17 characters; the check character is appended.
+    credit_code: String,
+    name: String,
+    description: String,
+    contact: ContactData,
+    #[serde(default)]
+    towns: Vec<String>,
+    #[serde(default)]
+    sectors: Vec<Sector>,
+    certification_grade: CertificationGrade,
+    financing_capacity_fen: i64,
+    offerings: Vec<OfferingData>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OfferingData {
+    key: String,
+    title: String,
+    description: String,
+    technologies: Vec<Technology>,
+    contract_models: Vec<ContractModel>,
+    min_investment_fen: i64,
+    max_investment_fen: i64,
+    typical_savings_bp: i32,
+    typical_term_months: i32,
+    #[serde(default)]
+    sectors: Vec<Sector>,
+    #[serde(default)]
+    towns: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WaterUserData {
+    key: String,
+    /// First 17 characters; the check character is appended.
+    credit_code: String,
+    name: String,
+    sector: Sector,
+    unit_type: String,
+    town: String,
+    annual_use_litres: i64,
+    annual_quota_litres: i64,
+    contact: ContactData,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RequestData {
+    key: String,
+    water_user: String,
+    title: String,
+    problem: String,
+    scope: String,
+    baseline_use_litres: i64,
+    expected_savings_bp: i32,
+    price_fen_per_m3: i64,
+    #[serde(default)]
+    preferred_contract_models: Vec<ContractModel>,
+    #[serde(default)]
+    wanted_technologies: Vec<Technology>,
+    investment_wanted_fen: i64,
+    proposal_deadline_days: u32,
+    #[serde(default)]
+    indicator_tags: Vec<IndicatorTag>,
+    /// Key of the company whose proposal the water user accepts.
+    #[serde(default)]
+    accept: Option<String>,
+    /// Stage the accepted project is taken to; contracted when absent.
+    #[serde(default)]
+    stage: Option<Stage>,
+    #[serde(default)]
+    proposals: Vec<ProposalData>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProposalData {
+    company: String,
+    offering: String,
+    measures: String,
+    investment_fen: i64,
+    promised_savings_bp: i32,
+    contract_model: ContractModel,
+    #[serde(default)]
+    terms: TermsData,
+    contract_term_months: i32,
+    mv_option: MvOption,
+    #[serde(default)]
+    drivers: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct TermsData {
+    share_ratio_bp: i32,
+    sharing_period_months: i32,
+    guaranteed_savings_litres: i64,
+    shortfall_price_fen_per_m3: i64,
+    bonus_share_bp: i32,
+    hosting_fee_fen: i64,
+    water_rights_share_bp: i32,
+}
+
+/// The stages of the normal path a demo project can be taken to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Stage {
+    Contracted,
+    Implementing,
+    Commissioned,
+    Accepted,
+    Operating,
+    HandedOver,
+}
+
+impl Stage {
+    /// The normal path after signing, in order.
+    const PATH: [Stage; 6] = [
+        Stage::Contracted,
+        Stage::Implementing,
+        Stage::Commissioned,
+        Stage::Accepted,
+        Stage::Operating,
+        Stage::HandedOver,
+    ];
+
+    fn code(self) -> &'static str {
+        match self {
+            Stage::Contracted => "contracted",
+            Stage::Implementing => "implementing",
+            Stage::Commissioned => "commissioned",
+            Stage::Accepted => "accepted",
+            Stage::Operating => "operating",
+            Stage::HandedOver => "handed_over",
+        }
+    }
+
+    fn proto(self) -> ppb::ProjectStage {
+        match self {
+            Stage::Contracted => ppb::ProjectStage::Contracted,
+            Stage::Implementing => ppb::ProjectStage::Implementing,
+            Stage::Commissioned => ppb::ProjectStage::Commissioned,
+            Stage::Accepted => ppb::ProjectStage::Accepted,
+            Stage::Operating => ppb::ProjectStage::Operating,
+            Stage::HandedOver => ppb::ProjectStage::HandedOver,
+        }
+    }
+
+    fn from_proto(stage: i32) -> Option<Stage> {
+        Stage::PATH.into_iter().find(|s| s.proto() as i32 == stage)
+    }
+
+    /// Whose step it is: the water user accepts the works and takes them over.
+    fn by_water_user(self) -> bool {
+        matches!(self, Stage::Accepted | Stage::HandedOver)
+    }
+
+    /// Why and on what evidence the demo project enters this stage.
+    fn reason(self) -> &'static str {
+        match self {
+            Stage::Contracted => "合同签订",
+            Stage::Implementing => "施工单位进场，节水改造开工",
+            Stage::Commissioned => "设备安装完成，系统调试合格",
+            Stage::Accepted => "第三方核查后组织竣工验收，改造内容与节水效果符合合同约定",
+            Stage::Operating => "进入运营期，按月计量、核查和结算节水量",
+            Stage::HandedOver => "合同期满（演示数据），节水设施及运维资料移交用水单位",
+        }
+    }
+
+    fn evidence_kind(self) -> &'static str {
+        match self {
+            Stage::Contracted => "合同",
+            Stage::Implementing => "开工令",
+            Stage::Commissioned => "调试报告",
+            Stage::Accepted => "竣工验收报告",
+            Stage::Operating => "运营启动确认单",
+            Stage::HandedOver => "移交清单",
+        }
+    }
+}
+
+/// GB 32100 unified social credit code: the alphabet of its characters, and the weights of the
+/// first 17 in the check character.
+const CREDIT_CODE_ALPHABET: &str = "0123456789ABCDEFGHJKLMNPQRTUWXY";
+const CREDIT_CODE_WEIGHTS: [usize; 17] = [
+    1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28,
+];
+
+/// The full 18-character code for the first 17 characters `body`: `body` plus its GB 32100
+/// check character.
+fn credit_code(body: &str) -> Result<String> {
+    let chars: Vec<char> = body.chars().collect();
+    ensure!(
+        chars.len() == 17,
+        "credit code {body:?}: give the first 17 characters (the check character is computed), not {}",
+        chars.len()
+    );
+    let mut sum = 0;
+    for (i, (c, w)) in chars.iter().zip(CREDIT_CODE_WEIGHTS).enumerate() {
+        let v = CREDIT_CODE_ALPHABET.find(*c).ok_or_else(|| {
+            anyhow!(
+                "credit code {body:?}: character {} ({c:?}) is not allowed (digits and capitals except I, O, S, V, Z)",
+                i + 1
+            )
+        })?;
+        sum += v * w;
+    }
+    let check = (31 - sum % 31) % 31;
+    let check = CREDIT_CODE_ALPHABET
+        .chars()
+        .nth(check)
+        .ok_or_else(|| anyhow!("credit code {body:?}: no check character {check}"))?;
+    Ok(format!("{body}{check}"))
+}
+
+impl Marketplace {
+    fn parse(text: &str) -> Result<Self> {
+        let data: Marketplace =
+            toml::from_str(text).context("reading seeds/demo/marketplace.toml")?;
+        data.check()
+            .context("checking seeds/demo/marketplace.toml")?;
+        Ok(data)
+    }
+
+    fn company(&self, key: &str) -> Option<&CompanyData> {
+        self.companies.iter().find(|c| c.key == key)
+    }
+
+    fn water_user(&self, key: &str) -> Option<&WaterUserData> {
+        self.water_users.iter().find(|u| u.key == key)
+    }
+
+    /// Checks that the file is consistent before anything is sent: unique keys and codes,
+    /// known towns, references that resolve, proposals that fit their offerings, terms that
+    /// match their contract models.
+    fn check(&self) -> Result<()> {
+        let towns: HashSet<&str> = self.towns.iter().map(String::as_str).collect();
+        let known_town = |what: &str, town: &str| -> Result<()> {
+            ensure!(towns.contains(town), "{what}: {town:?} is not in `towns`");
+            Ok(())
+        };
+        let mut keys = HashSet::new();
+        let mut codes = HashSet::new();
+        for c in &self.companies {
+            let what = format!("company {}", c.key);
+            ensure!(keys.insert(format!("c:{}", c.key)), "{what}: duplicate key");
+            ensure!(
+                codes.insert(credit_code(&c.credit_code).context(what.clone())?),
+                "{what}: duplicate credit code"
+            );
+            ensure!(!c.name.trim().is_empty(), "{what}: name is empty");
+            ensure!(
+                c.financing_capacity_fen >= 0,
+                "{what}: negative financing capacity"
+            );
+            for t in &c.towns {
+                known_town(&what, t)?;
+            }
+            ensure!(
+                !c.offerings.is_empty(),
+                "{what}: publish at least one offering"
+            );
+            let mut offering_keys = HashSet::new();
+            for o in &c.offerings {
+                let what = format!("offering {}/{}", c.key, o.key);
+                ensure!(offering_keys.insert(&o.key), "{what}: duplicate key");
+                ensure!(!o.technologies.is_empty(), "{what}: no technology");
+                ensure!(!o.contract_models.is_empty(), "{what}: no contract model");
+                ensure!(
+                    0 <= o.min_investment_fen
+                        && (o.max_investment_fen == 0
+                            || o.min_investment_fen <= o.max_investment_fen),
+                    "{what}: investment range is wrong"
+                );
+                ensure!(
+                    (0..=10_000).contains(&o.typical_savings_bp),
+                    "{what}: savings out of 0–10000 bp"
+                );
+                for t in &o.towns {
+                    known_town(&what, t)?;
+                }
+            }
+        }
+        for u in &self.water_users {
+            let what = format!("water user {}", u.key);
+            ensure!(keys.insert(format!("u:{}", u.key)), "{what}: duplicate key");
+            ensure!(
+                codes.insert(credit_code(&u.credit_code).context(what.clone())?),
+                "{what}: duplicate credit code"
+            );
+            known_town(&what, &u.town)?;
+            ensure!(
+                u.annual_use_litres >= 0 && u.annual_quota_litres >= 0,
+                "{what}: negative volume"
+            );
+        }
+        let mut titles = HashSet::new();
+        for r in &self.requests {
+            let what = format!("request {}", r.key);
+            ensure!(keys.insert(format!("r:{}", r.key)), "{what}: duplicate key");
+            ensure!(
+                titles.insert((&r.water_user, &r.title)),
+                "{what}: duplicate title"
+            );
+            let user = self
+                .water_user(&r.water_user)
+                .ok_or_else(|| anyhow!("{what}: no water user {:?}", r.water_user))?;
+            ensure!(
+                r.baseline_use_litres > 0,
+                "{what}: baseline use must be positive"
+            );
+            ensure!(
+                (0..=10_000).contains(&r.expected_savings_bp),
+                "{what}: savings out of 0–10000 bp"
+            );
+            ensure!(r.price_fen_per_m3 > 0, "{what}: price must be positive");
+            ensure!(r.investment_wanted_fen >= 0, "{what}: negative investment");
+            ensure!(
+                r.proposal_deadline_days > 0,
+                "{what}: the deadline must be in the future"
+            );
+            let mut proposers = HashSet::new();
+            for p in &r.proposals {
+                let what = format!("{what}, proposal of {}", p.company);
+                ensure!(
+                    proposers.insert(&p.company),
+                    "{what}: the company proposes twice"
+                );
+                let company = self
+                    .company(&p.company)
+                    .ok_or_else(|| anyhow!("{what}: no company {:?}", p.company))?;
+                let offering = company
+                    .offerings
+                    .iter()
+                    .find(|o| o.key == p.offering)
+                    .ok_or_else(|| {
+                        anyhow!("{what}: {} has no offering {:?}", p.company, p.offering)
+                    })?;
+                check_fit(company, offering, user, r, p).context(what)?;
+            }
+            match (&r.accept, r.stage) {
+                (Some(company), _) => ensure!(
+                    r.proposals.iter().any(|p| &p.company == company),
+                    "{what}: accepts {company:?}, which does not propose"
+                ),
+                (None, Some(_)) => bail!("{what}: a stage needs an accepted proposal (`accept`)"),
+                (None, None) => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Checks that a proposal fits its offering, its company and the request, and that its terms
+/// carry what its contract model needs.
+fn check_fit(
+    company: &CompanyData,
+    offering: &OfferingData,
+    user: &WaterUserData,
+    request: &RequestData,
+    p: &ProposalData,
+) -> Result<()> {
+    let sectors = if offering.sectors.is_empty() {
+        &company.sectors
+    } else {
+        &offering.sectors
+    };
+    ensure!(
+        sectors.is_empty() || sectors.contains(&user.sector),
+        "the offering does not serve sector {}",
+        user.sector
+    );
+    let towns = if offering.towns.is_empty() {
+        &company.towns
+    } else {
+        &offering.towns
+    };
+    ensure!(
+        towns.is_empty() || towns.contains(&user.town),
+        "the offering does not serve {}",
+        user.town
+    );
+    ensure!(
+        offering.contract_models.contains(&p.contract_model),
+        "the offering does not support {}",
+        p.contract_model
+    );
+    ensure!(
+        request.preferred_contract_models.is_empty()
+            || request
+                .preferred_contract_models
+                .contains(&p.contract_model),
+        "the request does not prefer {}",
+        p.contract_model
+    );
+    ensure!(
+        p.investment_fen >= offering.min_investment_fen
+            && (offering.max_investment_fen == 0
+                || p.investment_fen <= offering.max_investment_fen),
+        "investment {} fen is outside the offering's range",
+        p.investment_fen
+    );
+    ensure!(
+        p.investment_fen <= company.financing_capacity_fen,
+        "investment {} fen is beyond the company's financing capacity",
+        p.investment_fen
+    );
+    ensure!(!p.measures.trim().is_empty(), "measures are empty");
+    ensure!(
+        (1..=10_000).contains(&p.promised_savings_bp),
+        "promised savings out of 1–10000 bp"
+    );
+    ensure!(
+        (60..=120).contains(&p.contract_term_months),
+        "contract term {} months is outside 60–120",
+        p.contract_term_months
+    );
+    let t = &p.terms;
+    for (name, bp) in [
+        ("share_ratio_bp", t.share_ratio_bp),
+        ("bonus_share_bp", t.bonus_share_bp),
+        ("water_rights_share_bp", t.water_rights_share_bp),
+    ] {
+        ensure!((0..=10_000).contains(&bp), "terms.{name} out of 0–10000 bp");
+    }
+    let sharing = matches!(
+        p.contract_model,
+        ContractModel::SharedSavings
+            | ContractModel::GuaranteePlusSharing
+            | ContractModel::SavingsPlusWaterRights
+    );
+    let guarantee = matches!(
+        p.contract_model,
+        ContractModel::GuaranteedSavings
+            | ContractModel::HostingPlusGuarantee
+            | ContractModel::GuaranteePlusSharing
+    );
+    let hosting = matches!(
+        p.contract_model,
+        ContractModel::WaterCostHosting | ContractModel::HostingPlusGuarantee
+    );
+    ensure!(
+        sharing == (t.share_ratio_bp > 0),
+        "terms.share_ratio_bp must be set exactly for sharing models ({})",
+        p.contract_model
+    );
+    ensure!(
+        !sharing
+            || t.sharing_period_months > 0
+            || p.contract_model == ContractModel::SavingsPlusWaterRights,
+        "terms.sharing_period_months is missing"
+    );
+    ensure!(
+        guarantee == (t.guaranteed_savings_litres > 0),
+        "terms.guaranteed_savings_litres must be set exactly for guarantee models ({})",
+        p.contract_model
+    );
+    ensure!(
+        t.guaranteed_savings_litres <= promised_savings_litres(request, p),
+        "the guaranteed saving exceeds the promised one"
+    );
+    ensure!(
+        hosting == (t.hosting_fee_fen > 0),
+        "terms.hosting_fee_fen must be set exactly for hosting models ({})",
+        p.contract_model
+    );
+    ensure!(
+        (p.contract_model == ContractModel::SavingsPlusWaterRights)
+            == (t.water_rights_share_bp > 0),
+        "terms.water_rights_share_bp must be set exactly for savings_plus_water_rights"
+    );
+    Ok(())
+}
+
+/// Litres a year: the request's baseline × the promised rate.
+fn promised_savings_litres(request: &RequestData, p: &ProposalData) -> i64 {
+    request.baseline_use_litres * i64::from(p.promised_savings_bp) / 10_000
+}
+
+// ------------------------------------------------------------------------------------------
+// The API, as each party
+// ------------------------------------------------------------------------------------------
+
+/// Adds a bearer token to every call.
+#[derive(Clone)]
+struct Bearer(MetadataValue<Ascii>);
+
+impl Interceptor for Bearer {
+    fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
+        req.metadata_mut().insert("authorization", self.0.clone());
+        Ok(req)
+    }
+}
+
+type Matching = MatchingServiceClient<InterceptedService<Channel, Bearer>>;
+type Projects = ProjectsServiceClient<InterceptedService<Channel, Bearer>>;
+
+fn bearer(token: &str) -> Result<Bearer> {
+    let value: MetadataValue<Ascii> = format!("Bearer {token}")
+        .parse()
+        .map_err(|_| anyhow!("the token is not a valid header value"))?;
+    Ok(Bearer(value))
+}
+
+/// A party of the demo with its token.
+struct Party {
+    /// Id in the matching service.
+    id: String,
+    name: String,
+    token: String,
+}
+
+struct Loader<'a> {
+    channel: Channel,
+    keys: &'a Keys,
+}
+
+impl Loader<'_> {
+    fn token(&self, subject: &str, role: Role, org: Option<&str>) -> Result<String> {
+        self.keys
+            .issue(subject, role, org, TOKEN_TTL)
+            .with_context(|| format!("issuing a {role} token for {subject}"))
+    }
+
+    fn matching(&self, token: &str) -> Result<Matching> {
+        Ok(MatchingServiceClient::with_interceptor(
+            self.channel.clone(),
+            bearer(token)?,
+        ))
+    }
+
+    fn projects(&self, token: &str) -> Result<Projects> {
+        Ok(ProjectsServiceClient::with_interceptor(
+            self.channel.clone(),
+            bearer(token)?,
+        ))
+    }
+
+    async fn run(&self, data: &Marketplace) -> Result<Summary> {
+        let mut summary = Summary::default();
+        let today = (chrono::Utc::now() + chrono::Duration::hours(8)).date_naive();
+
+        // 1. Companies and their offerings.
+        let mut companies: HashMap<&str, Party> = HashMap::new();
+        let mut offerings: HashMap<(&str, &str), String> = HashMap::new();
+        for c in &data.companies {
+            let party = self.company(c).await?;
+            for o in &c.offerings {
+                let id = self.offering(c, o, &party).await?;
+                offerings.insert((c.key.as_str(), o.key.as_str()), id);
+            }
+            companies.insert(c.key.as_str(), party);
+            summary.companies += 1;
+        }
+
+        // 2. Water users.
+        let mut users: HashMap<&str, Party> = HashMap::new();
+        for u in &data.water_users {
+            users.insert(u.key.as_str(), self.water_user(u).await?);
+            summary.water_users += 1;
+        }
+
+        // 3. Project requests, opened.
+        let mut requests: HashMap<&str, String> = HashMap::new();
+        for r in &data.requests {
+            let user = party(&users, &r.water_user)?;
+            let deadline = today
+                .checked_add_days(chrono::Days::new(u64::from(r.proposal_deadline_days)))
+                .ok_or_else(|| anyhow!("request {}: deadline out of range", r.key))?;
+            let id = self
+                .request(r, user, &deadline.format("%Y-%m-%d").to_string())
+                .await?;
+            requests.insert(r.key.as_str(), id);
+            summary.requests += 1;
+        }
+
+        // 4. Proposals.
+        let mut proposals: HashMap<(&str, &str), String> = HashMap::new();
+        for r in &data.requests {
+            let request_id = lookup(&requests, &r.key)?;
+            for p in &r.proposals {
+                let company = party(&companies, &p.company)?;
+                let offering_id = offerings
+                    .get(&(p.company.as_str(), p.offering.as_str()))
+                    .ok_or_else(|| {
+                        anyhow!("offering {}/{} was not loaded", p.company, p.offering)
+                    })?;
+                let id = self
+                    .proposal(r, p, request_id, company, offering_id)
+                    .await?;
+                proposals.insert((r.key.as_str(), p.company.as_str()), id);
+                summary.proposals += 1;
+            }
+        }
+
+        // 5 and 6. Acceptance, then the project's stages.
+        for r in &data.requests {
+            let Some(accepted) = &r.accept else { continue };
+            let user = party(&users, &r.water_user)?;
+            let company = party(&companies, accepted)?;
+            let proposal_id = proposals
+                .get(&(r.key.as_str(), accepted.as_str()))
+                .ok_or_else(|| anyhow!("request {}: no proposal of {accepted}", r.key))?;
+            let project_id = self.accept(r, user, company, proposal_id).await?;
+            let project = self.wait_for_project(&project_id, user, &r.key).await?;
+            summary.projects += 1;
+            self.advance(r, project, user, company).await?;
+        }
+
+        tracing::info!(%summary, "demo data loaded");
+        Ok(summary)
+    }
+
+    async fn company(&self, c: &CompanyData) -> Result<Party> {
+        let code = credit_code(&c.credit_code).with_context(|| format!("company {}", c.name))?;
+        let token = self.token(&c.contact.name, Role::Company, Some(&code))?;
+        let mut client = self.matching(&token)?;
+        let profile = mpb::Company {
+            credit_code: code.clone(),
+            name: c.name.clone(),
+            description: c.description.clone(),
+            contact: Some(contact(&c.contact)),
+            towns: c.towns.clone(),
+            sectors: c.sectors.iter().map(|s| s.number()).collect(),
+            certification_grade: c.certification_grade.number(),
+            financing_capacity_fen: c.financing_capacity_fen,
+            ..Default::default()
+        };
+        let created = client
+            .create_company(mpb::CreateCompanyRequest {
+                request_id: format!("demo:company:{}", c.key),
+                company: Some(profile),
+            })
+            .await;
+        let company = match created {
+            Ok(resp) => resp.into_inner().company,
+            Err(status) if status.code() == Code::AlreadyExists => {
+                tracing::info!(company = %c.name, "company exists; using it");
+                client
+                    .get_company(mpb::GetCompanyRequest {
+                        credit_code: code.clone(),
+                        ..Default::default()
+                    })
+                    .await
+                    .with_context(|| format!("getting the existing company {} ({code})", c.name))?
+                    .into_inner()
+                    .company
+            }
+            Err(status) => {
+                return Err(status)
+                    .with_context(|| format!("creating company {} ({code})", c.name));
+            }
+        }
+        .ok_or_else(|| anyhow!("company {}: the response has no company", c.name))?;
+        tracing::info!(company = %c.name, id = %company.id, credit_code = %code, "company registered");
+        Ok(Party {
+            id: company.id,
+            name: c.name.clone(),
+            token,
+        })
+    }
+
+    async fn offering(&self, c: &CompanyData, o: &OfferingData, company: &Party) -> Result<String> {
+        let mut client = self.matching(&company.token)?;
+        let offering = client
+            .create_offering(mpb::CreateOfferingRequest {
+                request_id: format!("demo:offering:{}:{}", c.key, o.key),
+                offering: Some(mpb::Offering {
+                    company_id: company.id.clone(),
+                    title: o.title.clone(),
+                    description: o.description.clone(),
+                    technologies: o.technologies.iter().map(|t| t.number()).collect(),
+                    contract_models: o.contract_models.iter().map(|m| m.number()).collect(),
+                    min_investment_fen: o.min_investment_fen,
+                    max_investment_fen: o.max_investment_fen,
+                    typical_savings_bp: o.typical_savings_bp,
+                    typical_term_months: o.typical_term_months,
+                    sectors: o.sectors.iter().map(|s| s.number()).collect(),
+                    towns: o.towns.clone(),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .with_context(|| format!("creating offering {:?} of {}", o.title, c.name))?
+            .into_inner()
+            .offering
+            .ok_or_else(|| anyhow!("offering {:?}: the response has no offering", o.title))?;
+        if offering.status != mpb::OfferingStatus::Published as i32 {
+            client
+                .publish_offering(mpb::PublishOfferingRequest {
+                    request_id: format!("demo:publish:{}:{}", c.key, o.key),
+                    offering_id: offering.id.clone(),
+                    expected_version: 0,
+                })
+                .await
+                .with_context(|| format!("publishing offering {:?} of {}", o.title, c.name))?;
+        }
+        tracing::info!(company = %c.name, offering = %o.title, id = %offering.id, "offering published");
+        Ok(offering.id)
+    }
+
+    async fn water_user(&self, u: &WaterUserData) -> Result<Party> {
+        let code = credit_code(&u.credit_code).with_context(|| format!("water user {}", u.name))?;
+        let token = self.token(&u.contact.name, Role::WaterUser, Some(&code))?;
+        let mut client = self.matching(&token)?;
+        let profile = mpb::WaterUser {
+            credit_code: code.clone(),
+            name: u.name.clone(),
+            sector: u.sector.number(),
+            unit_type: u.unit_type.clone(),
+            town: u.town.clone(),
+            annual_use_litres: u.annual_use_litres,
+            annual_quota_litres: u.annual_quota_litres,
+            contact: Some(contact(&u.contact)),
+            ..Default::default()
+        };
+        let created = client
+            .create_water_user(mpb::CreateWaterUserRequest {
+                request_id: format!("demo:water-user:{}", u.key),
+                water_user: Some(profile),
+            })
+            .await;
+        let user = match created {
+            Ok(resp) => resp.into_inner().water_user,
+            Err(status) if status.code() == Code::AlreadyExists => {
+                tracing::info!(water_user = %u.name, "water user exists; using it");
+                client
+                    .get_water_user(mpb::GetWaterUserRequest {
+                        credit_code: code.clone(),
+                        ..Default::default()
+                    })
+                    .await
+                    .with_context(|| {
+                        format!("getting the existing water user {} ({code})", u.name)
+                    })?
+                    .into_inner()
+                    .water_user
+            }
+            Err(status) => {
+                return Err(status)
+                    .with_context(|| format!("creating water user {} ({code})", u.name));
+            }
+        }
+        .ok_or_else(|| anyhow!("water user {}: the response has no water user", u.name))?;
+        tracing::info!(water_user = %u.name, id = %user.id, credit_code = %code, "water user registered");
+        Ok(Party {
+            id: user.id,
+            name: u.name.clone(),
+            token,
+        })
+    }
+
+    async fn request(&self, r: &RequestData, user: &Party, deadline: &str) -> Result<String> {
+        let mut client = self.matching(&user.token)?;
+        let mut tags: Vec<i32> = r.indicator_tags.iter().map(|t| t.number()).collect();
+        if !r.indicator_tags.contains(&IndicatorTag::ContractProject) {
+            tags.insert(0, IndicatorTag::ContractProject.number());
+        }
+        let created = client
+            .create_project_request(mpb::CreateProjectRequestRequest {
+                request_id: format!("demo:request:{}", r.key),
+                project_request: Some(mpb::ProjectRequest {
+                    water_user_id: user.id.clone(),
+                    title: r.title.clone(),
+                    problem: r.problem.clone(),
+                    scope: r.scope.clone(),
+                    baseline_use_litres: r.baseline_use_litres,
+                    expected_savings_bp: r.expected_savings_bp,
+                    price_fen_per_m3: r.price_fen_per_m3,
+                    preferred_contract_models: r
+                        .preferred_contract_models
+                        .iter()
+                        .map(|m| m.number())
+                        .collect(),
+                    wanted_technologies: r.wanted_technologies.iter().map(|t| t.number()).collect(),
+                    investment_wanted_fen: r.investment_wanted_fen,
+                    proposal_deadline: deadline.to_string(),
+                    visibility: mpb::RequestVisibility::Public as i32,
+                    indicator_tags: tags,
+                    ..Default::default()
+                }),
+            })
+            .await;
+        let request = match created {
+            Ok(resp) => resp.into_inner().project_request,
+            Err(status) if status.code() == Code::AlreadyExists => {
+                self.find_request(&mut client, user, &r.title).await?
+            }
+            Err(status) => {
+                return Err(status).with_context(|| {
+                    format!("creating project request {:?} of {}", r.title, user.name)
+                });
+            }
+        }
+        .ok_or_else(|| anyhow!("project request {:?}: the response has no request", r.title))?;
+        if request.status == mpb::ProjectRequestStatus::Draft as i32 {
+            client
+                .open_project_request(mpb::OpenProjectRequestRequest {
+                    request_id: format!("demo:open:{}", r.key),
+                    project_request_id: request.id.clone(),
+                    expected_version: 0,
+                })
+                .await
+                .with_context(|| {
+                    format!("opening project request {:?} of {}", r.title, user.name)
+                })?;
+        }
+        tracing::info!(water_user = %user.name, request = %r.title, id = %request.id, deadline, "project request open");
+        Ok(request.id)
+    }
+
+    /// The water user's request with this title, if there is one.
+    async fn find_request(
+        &self,
+        client: &mut Matching,
+        user: &Party,
+        title: &str,
+    ) -> Result<Option<mpb::ProjectRequest>> {
+        let mut page_token = String::new();
+        loop {
+            let page = client
+                .list_project_requests(mpb::ListProjectRequestsRequest {
+                    page_size: 100,
+                    page_token: page_token.clone(),
+                    water_user_id: user.id.clone(),
+                    ..Default::default()
+                })
+                .await
+                .with_context(|| format!("listing the project requests of {}", user.name))?
+                .into_inner();
+            if let Some(found) = page.project_requests.into_iter().find(|r| r.title == title) {
+                tracing::info!(water_user = %user.name, request = %title, "project request exists; using it");
+                return Ok(Some(found));
+            }
+            if page.next_page_token.is_empty() {
+                return Ok(None);
+            }
+            page_token = page.next_page_token;
+        }
+    }
+
+    async fn proposal(
+        &self,
+        r: &RequestData,
+        p: &ProposalData,
+        request_id: &str,
+        company: &Party,
+        offering_id: &str,
+    ) -> Result<String> {
+        let t = &p.terms;
+        let proposal = self
+            .matching(&company.token)?
+            .create_proposal(mpb::CreateProposalRequest {
+                request_id: format!("demo:proposal:{}:{}", r.key, p.company),
+                proposal: Some(mpb::Proposal {
+                    project_request_id: request_id.to_string(),
+                    company_id: company.id.clone(),
+                    offering_id: offering_id.to_string(),
+                    measures: p.measures.clone(),
+                    investment_fen: p.investment_fen,
+                    promised_savings_litres: promised_savings_litres(r, p),
+                    promised_savings_bp: p.promised_savings_bp,
+                    contract_model: p.contract_model.number(),
+                    terms: Some(types::ContractTerms {
+                        share_ratio_bp: t.share_ratio_bp,
+                        sharing_period_months: t.sharing_period_months,
+                        guaranteed_savings_litres: t.guaranteed_savings_litres,
+                        shortfall_price_fen_per_m3: t.shortfall_price_fen_per_m3,
+                        bonus_share_bp: t.bonus_share_bp,
+                        hosting_fee_fen: t.hosting_fee_fen,
+                        water_rights_share_bp: t.water_rights_share_bp,
+                    }),
+                    contract_term_months: p.contract_term_months,
+                    mv_option: p.mv_option.number(),
+                    drivers: p.drivers.clone(),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .with_context(|| format!("proposal of {} to {:?}", company.name, r.title))?
+            .into_inner()
+            .proposal
+            .ok_or_else(|| {
+                anyhow!(
+                    "proposal of {} to {:?}: the response has no proposal",
+                    company.name,
+                    r.title
+                )
+            })?;
+        tracing::info!(company = %company.name, request = %r.title, model = %p.contract_model, id = %proposal.id, "proposal submitted");
+        Ok(proposal.id)
+    }
+
+    /// The water user accepts the proposal; returns the project id allocated for it.
+    async fn accept(
+        &self,
+        r: &RequestData,
+        user: &Party,
+        company: &Party,
+        proposal_id: &str,
+    ) -> Result<String> {
+        let resp = self
+            .matching(&user.token)?
+            .accept_proposal(mpb::AcceptProposalRequest {
+                request_id: format!("demo:accept:{}", r.key),
+                proposal_id: proposal_id.to_string(),
+                expected_version: 0,
+            })
+            .await
+            .with_context(|| {
+                format!(
+                    "{} accepting the proposal of {} to {:?}",
+                    user.name, company.name, r.title
+                )
+            })?
+            .into_inner();
+        ensure!(
+            !resp.project_id.is_empty(),
+            "accepting the proposal of {} to {:?}: no project id in the response",
+            company.name,
+            r.title
+        );
+        tracing::info!(water_user = %user.name, company = %company.name, project = %resp.project_id, "proposal accepted");
+        Ok(resp.project_id)
+    }
+
+    /// Polls until the projects service has created the project from the acceptance event.
+    async fn wait_for_project(
+        &self,
+        project_id: &str,
+        user: &Party,
+        key: &str,
+    ) -> Result<ppb::Project> {
+        let mut client = self.projects(&user.token)?;
+        for _ in 0..PROJECT_POLL_ATTEMPTS {
+            match client
+                .get_project(ppb::GetProjectRequest {
+                    project_id: project_id.to_string(),
+                })
+                .await
+            {
+                Ok(resp) => {
+                    return resp.into_inner().project.ok_or_else(|| {
+                        anyhow!("project {project_id} ({key}): the response has no project")
+                    });
+                }
+                Err(status) if status.code() == Code::NotFound => {
+                    tokio::time::sleep(PROJECT_POLL_INTERVAL).await;
+                }
+                Err(status) => {
+                    return Err(status)
+                        .with_context(|| format!("getting project {project_id} ({key})"));
+                }
+            }
+        }
+        bail!(
+            "project {project_id} ({key}) was not created by the projects service within {} s of \
+             the acceptance; is the projects service consuming ProposalAccepted events?",
+            (PROJECT_POLL_INTERVAL * PROJECT_POLL_ATTEMPTS).as_secs()
+        )
+    }
+
+    /// Takes the project along the normal path to the request's target stage.
+    async fn advance(
+        &self,
+        r: &RequestData,
+        project: ppb::Project,
+        user: &Party,
+        company: &Party,
+    ) -> Result<()> {
+        let target = r.stage.unwrap_or(Stage::Contracted);
+        let current = Stage::from_proto(project.stage).ok_or_else(|| {
+            anyhow!(
+                "project {} ({}) is in stage {}, off the normal path",
+                project.id,
+                r.key,
+                project.stage
+            )
+        })?;
+        for step in Stage::PATH
+            .into_iter()
+            .filter(|s| *s > current && *s <= target)
+        {
+            let actor = if step.by_water_user() { user } else { company };
+            self.projects(&actor.token)?
+                .transition_project(ppb::TransitionProjectRequest {
+                    request_id: format!("demo:stage:{}:{}", r.key, step.code()),
+                    project_id: project.id.clone(),
+                    to_stage: step.proto() as i32,
+                    reason: step.reason().to_string(),
+                    expected_version: 0,
+                    evidence: format!(
+                        "{} DEMO-{}-{}",
+                        step.evidence_kind(),
+                        r.key.to_uppercase(),
+                        step.code().to_uppercase()
+                    ),
+                })
+                .await
+                .with_context(|| {
+                    format!(
+                        "{} moving project {} ({:?}) to {}",
+                        actor.name,
+                        project.id,
+                        r.title,
+                        step.code()
+                    )
+                })?;
+            tracing::info!(project = %project.id, request = %r.title, stage = step.code(), by = %actor.name, "project moved");
+        }
+        tracing::info!(project = %project.id, request = %r.title, stage = target.code(), "project at its demo stage");
+        Ok(())
+    }
+}
+
+fn contact(c: &ContactData) -> types::Contact {
+    types::Contact {
+        name: c.name.clone(),
+        phone: c.phone.clone(),
+        email: c.email.clone(),
+    }
+}
+
+fn party<'m>(parties: &'m HashMap<&str, Party>, key: &str) -> Result<&'m Party> {
+    parties
+        .get(key)
+        .ok_or_else(|| anyhow!("{key:?} was not loaded"))
+}
+
+fn lookup<'m>(ids: &'m HashMap<&str, String>, key: &str) -> Result<&'m str> {
+    ids.get(key)
+        .map(String::as_str)
+        .ok_or_else(|| anyhow!("{key:?} was not loaded"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn check_characters_follow_gb_32100() {
+        // The standard's worked example.
+        assert_eq!(
+            credit_code("91350100M000100Y4").ok().as_deref(),
+            Some("91350100M000100Y43")
+        );
+        assert!(credit_code("91350100M000100Y").is_err());
+        assert!(credit_code("91350100M000100I4").is_err());
+    }
+
+    #[test]
+    fn the_demo_data_is_consistent() {
+        let data = match Marketplace::parse(MARKETPLACE) {
+            Ok(d) => d,
+            Err(e) => panic!("{e:#}"),
+        };
+        assert!((6..=8).contains(&data.companies.len()));
+        assert!((10..=12).contains(&data.water_users.len()));
+        assert!((6..=8).contains(&data.requests.len()));
+        let accepted: Vec<_> = data
+            .requests
+            .iter()
+            .filter(|r| r.accept.is_some())
+            .collect();
+        assert!((3..=4).contains(&accepted.len()));
+        assert!(accepted.iter().any(|r| r.stage == Some(Stage::HandedOver)));
+        // Every code passes the matching service's own check.
+        let bodies = data.companies.iter().map(|c| &c.credit_code);
+        for body in bodies.chain(data.water_users.iter().map(|u| &u.credit_code)) {
+            let code = match credit_code(body) {
+                Ok(c) => c,
+                Err(e) => panic!("{e:#}"),
+            };
+            assert!(
+                cwsm_matching::domain::check_credit_code("credit_code", &code).is_ok(),
+                "{code}"
+            );
+        }
+    }
+
+    #[test]
+    fn vocabulary_codes_deserialize_as_the_platform_writes_them() {
+        #[derive(Deserialize)]
+        struct Codes {
+            sector: Vec<Sector>,
+            model: Vec<ContractModel>,
+            technology: Vec<Technology>,
+            grade: Vec<CertificationGrade>,
+            tag: Vec<IndicatorTag>,
+            mv: Vec<MvOption>,
+        }
+        fn quoted<T: Copy>(all: &[T], code: fn(T) -> &'static str) -> String {
+            let codes: Vec<String> = all.iter().map(|v| format!("{:?}", code(*v))).collect();
+            format!("[{}]", codes.join(", "))
+        }
+        let text = format!(
+            "sector = {}\nmodel = {}\ntechnology = {}\ngrade = {}\ntag = {}\nmv = {}\n",
+            quoted(Sector::ALL, Sector::code),
+            quoted(ContractModel::ALL, ContractModel::code),
+            quoted(Technology::ALL, Technology::code),
+            quoted(CertificationGrade::ALL, CertificationGrade::code),
+            quoted(IndicatorTag::ALL, IndicatorTag::code),
+            quoted(MvOption::ALL, MvOption::code),
+        );
+        let codes: Codes = match toml::from_str(&text) {
+            Ok(c) => c,
+            Err(e) => panic!("{e}\n{text}"),
+        };
+        assert_eq!(codes.sector, Sector::ALL);
+        assert_eq!(codes.model, ContractModel::ALL);
+        assert_eq!(codes.technology, Technology::ALL);
+        assert_eq!(codes.grade, CertificationGrade::ALL);
+        assert_eq!(codes.tag, IndicatorTag::ALL);
+        assert_eq!(codes.mv, MvOption::ALL);
+    }
+
+    #[test]
+    fn vocabulary_numbers_match_the_proto_enums() {
+        assert_eq!(Sector::School.number(), types::Sector::School as i32);
+        assert_eq!(
+            Sector::WaterSupply.number(),
+            types::Sector::WaterSupply as i32
+        );
+        assert_eq!(
+            ContractModel::SavingsPlusWaterRights.number(),
+            types::ContractModel::SavingsPlusWaterRights as i32
+        );
+        assert_eq!(
+            CertificationGrade::Aaaaa.number(),
+            types::CertificationGrade::Aaaaa as i32
+        );
+        assert_eq!(MvOption::C.number(), types::MvOption::C as i32);
+        assert_eq!(
+            IndicatorTag::TechnicalRetrofit.number(),
+            types::IndicatorTag::TechnicalRetrofit as i32
+        );
+    }
+}

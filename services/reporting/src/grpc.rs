@@ -1,0 +1,679 @@
+//! The adapter between `cwsm.reporting.v1` (and the `cwsm.events.v1.ProjectMilestone` event)
+//! and the plain-Rust domain: the only module that knows protobuf types.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use cwsm_platform::auth::principal;
+use cwsm_platform::bus::{EventHandler, Envelope, topics};
+use cwsm_platform::grpc::{Page, millis, timestamp};
+use cwsm_platform::vocab::{IndicatorTag, Milestone, Sector};
+use cwsm_platform::{Error, now_ms};
+use cwsm_proto::events::v1::ProjectMilestone;
+use cwsm_proto::reporting::v1 as pb;
+use cwsm_proto::reporting::v1::reporting_service_server::ReportingService;
+use prost::Message;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use crate::Reporting;
+use crate::achievement::{Achievement, Correction, NewAchievement};
+use crate::plan::{self, Aggregation, Comparator, Indicator, Kind, OnTerminated, StoredPlan};
+use crate::report::{self, Fact, IndicatorReport, Report, Status as Progress};
+use crate::store::{AchievementFilter, PlanFilter};
+
+/// How often a watched report is recomputed even without a change notice: it catches changes
+/// made by other replicas and the date moving on for reports "as of today".
+const WATCH_POLL: Duration = Duration::from_secs(30);
+
+// ---------------------------------------------------------------------------------------------
+// The milestone event
+
+/// Stores each `ProjectMilestone` as a fact, exactly once.
+pub struct MilestoneHandler {
+    reporting: Reporting,
+}
+
+impl MilestoneHandler {
+    pub fn new(reporting: Reporting) -> Self {
+        Self { reporting }
+    }
+}
+
+/// The fact a milestone event carries; `None` when its milestone is unknown.
+pub fn fact_from_event(envelope: &Envelope, m: &ProjectMilestone) -> Option<Fact> {
+    let milestone = Milestone::from_number(m.milestone)?;
+    let event_id = if m.event_id.is_empty() {
+        envelope.event_id.clone()
+    } else {
+        m.event_id.clone()
+    };
+    Some(Fact {
+        event_id,
+        project_id: m.project_id.clone(),
+        sequence: m.sequence,
+        milestone,
+        occurred_at_ms: m
+            .occurred_time
+            .as_ref()
+            .map(millis)
+            .unwrap_or(envelope.occurred_at_ms),
+        counted_at_ms: now_ms(),
+        sector: Sector::from_number(m.sector),
+        unit_type: m.unit_type.clone(),
+        town: m.town.clone(),
+        tags: m
+            .indicator_tags
+            .iter()
+            .filter_map(|t| IndicatorTag::from_number(*t))
+            .collect(),
+        project_title: m.project_title.clone(),
+        company_id: m.company_id.clone(),
+        company_name: m.company_name.clone(),
+        water_user_credit_code: m.water_user_credit_code.clone(),
+        water_user_name: m.water_user_name.clone(),
+    })
+}
+
+#[async_trait]
+impl EventHandler for MilestoneHandler {
+    async fn handle(&self, event: &Envelope) -> anyhow::Result<()> {
+        if event.kind != topics::PROJECT_MILESTONE_KIND {
+            return Ok(());
+        }
+        // A payload that does not decode never will: retrying it would block the stream, so it
+        // is logged and acknowledged.
+        let m = match ProjectMilestone::decode(event.payload.as_slice()) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::error!(event_id = %event.event_id, error = %e, "undecodable ProjectMilestone; skipped");
+                return Ok(());
+            }
+        };
+        let Some(fact) = fact_from_event(event, &m) else {
+            tracing::warn!(event_id = %event.event_id, milestone = m.milestone, "ProjectMilestone with an unknown milestone; skipped");
+            return Ok(());
+        };
+        if fact.project_id.is_empty() {
+            tracing::warn!(event_id = %event.event_id, "ProjectMilestone without a project id; skipped");
+            return Ok(());
+        }
+        self.reporting.apply_fact(&fact).await?;
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Domain → protobuf
+
+fn comparator(c: Comparator) -> pb::Comparator {
+    match c {
+        Comparator::AtLeast => pb::Comparator::AtLeast,
+        Comparator::AtMost => pb::Comparator::AtMost,
+        Comparator::PercentReduction => pb::Comparator::PercentReduction,
+        Comparator::RateAtLeast => pb::Comparator::RateAtLeast,
+        Comparator::RateAtMost => pb::Comparator::RateAtMost,
+        Comparator::Coverage => pb::Comparator::Coverage,
+    }
+}
+
+fn progress(s: Progress) -> pb::ProgressStatus {
+    match s {
+        Progress::Achieved => pb::ProgressStatus::Achieved,
+        Progress::OnTrack => pb::ProgressStatus::OnTrack,
+        Progress::AtRisk => pb::ProgressStatus::AtRisk,
+        Progress::Overdue => pb::ProgressStatus::Overdue,
+        Progress::NotStarted => pb::ProgressStatus::NotStarted,
+    }
+}
+
+fn indicator(i: &Indicator) -> pb::Indicator {
+    pb::Indicator {
+        code: i.code.clone(),
+        name: i.name.clone(),
+        name_zh: i.name_zh.clone(),
+        action_number: i.action,
+        unit: i.unit.clone(),
+        comparator: comparator(i.comparator) as i32,
+        target: i.target,
+        base_year: i.base_year,
+        deadline: i.deadline.format("%Y-%m-%d").to_string(),
+        lead_departments: i.lead.clone(),
+        participating_departments: i.participants.clone(),
+        kind: match i.kind {
+            Kind::Counted => pb::IndicatorKind::Counted,
+            Kind::Recorded => pb::IndicatorKind::Recorded,
+        } as i32,
+        counting_rule: i.rule.as_ref().map(|r| pb::CountingRule {
+            milestone: r.milestone.number(),
+            sectors: r.sectors.iter().map(|s| s.number()).collect(),
+            unit_types: r.unit_types.clone(),
+            towns: r.towns.clone(),
+            indicator_tags: r.tags.iter().map(|t| t.number()).collect(),
+            on_terminated: match r.on_terminated {
+                OnTerminated::Keep => pb::OnTerminated::Keep,
+                OnTerminated::Remove => pb::OnTerminated::Remove,
+            } as i32,
+        }),
+        aggregation: match (i.kind, i.aggregation) {
+            (Kind::Counted, _) => pb::Aggregation::Unspecified,
+            (Kind::Recorded, Aggregation::Sum) => pb::Aggregation::Sum,
+            (Kind::Recorded, Aggregation::Latest) => pb::Aggregation::Latest,
+        } as i32,
+        note: i.note.clone(),
+    }
+}
+
+fn plan_message(s: &StoredPlan) -> pb::Plan {
+    let p = &s.plan;
+    pb::Plan {
+        id: s.id.clone(),
+        code: p.code.clone(),
+        version: s.version,
+        title: p.title.clone(),
+        title_zh: p.title_zh.clone(),
+        district: p.district.clone(),
+        district_zh: p.district_zh.clone(),
+        year: p.year,
+        source: p.source.clone(),
+        departments: p
+            .departments
+            .iter()
+            .map(|d| pb::Department {
+                code: d.code.clone(),
+                name: d.name.clone(),
+                name_zh: d.name_zh.clone(),
+            })
+            .collect(),
+        goals: p.goals.iter().map(indicator).collect(),
+        actions: p
+            .actions
+            .iter()
+            .map(|a| pb::Action {
+                number: a.number,
+                name: a.name.clone(),
+                name_zh: a.name_zh.clone(),
+                summary: a.summary.clone(),
+                lead_departments: a.lead.clone(),
+                participating_departments: a.participants.clone(),
+            })
+            .collect(),
+        indicators: p.indicators.iter().map(indicator).collect(),
+        load_time: Some(timestamp(s.loaded_at_ms)),
+        loaded_by: s.loaded_by.clone(),
+        source_sha256: s.sha256.clone(),
+    }
+}
+
+fn entries(list: &[(String, f64)]) -> Vec<pb::BreakdownEntry> {
+    list.iter()
+        .map(|(key, actual)| pb::BreakdownEntry {
+            key: key.clone(),
+            actual: *actual,
+        })
+        .collect()
+}
+
+fn indicator_status(line: &IndicatorReport) -> pb::IndicatorStatus {
+    pb::IndicatorStatus {
+        indicator: Some(indicator(&line.indicator)),
+        actual: line.actual,
+        progress_bp: line.evaluation.progress_bp,
+        status: progress(line.evaluation.status) as i32,
+        days_remaining: line.evaluation.days_remaining,
+        by_town: entries(&line.by_town),
+        by_sector: entries(&line.by_sector),
+        by_department: entries(&line.by_department),
+        last_change_time: line.last_change_ms.map(timestamp),
+    }
+}
+
+fn report_message(r: &Report) -> pb::Report {
+    let p = &r.plan;
+    pb::Report {
+        plan: Some(pb::PlanSummary {
+            plan_id: p.id.clone(),
+            code: p.plan.code.clone(),
+            version: p.version,
+            title: p.plan.title.clone(),
+            district: p.plan.district.clone(),
+            year: p.plan.year,
+        }),
+        as_of_date: r.as_of.format("%Y-%m-%d").to_string(),
+        indicators: r.lines.iter().map(indicator_status).collect(),
+        generate_time: Some(timestamp(r.generated_at_ms)),
+    }
+}
+
+fn achievement_message(a: &Achievement) -> pb::Achievement {
+    let current = a.current();
+    pb::Achievement {
+        id: a.id.clone(),
+        plan_code: a.plan_code.clone(),
+        indicator_code: a.indicator_code.clone(),
+        unit_name: a.unit_name.clone(),
+        value: current.value,
+        achieved_date: current.achieved_date.clone(),
+        evidence: current.evidence.clone(),
+        note: current.note.clone(),
+        department: a.department.clone(),
+        town: a.town.clone(),
+        sector: a.sector.map(|s| s.number()).unwrap_or(0),
+        retracted: current.retracted,
+        revisions: a
+            .revisions
+            .iter()
+            .map(|r| pb::AchievementRevision {
+                revision: r.revision,
+                value: r.value,
+                achieved_date: r.achieved_date.clone(),
+                evidence: r.evidence.clone(),
+                note: r.note.clone(),
+                retracted: r.retracted,
+                reason: r.reason.clone(),
+                recorded_by: r.recorded_by.clone(),
+                record_time: Some(timestamp(r.recorded_at_ms)),
+            })
+            .collect(),
+        create_time: Some(timestamp(a.created_at_ms())),
+        update_time: Some(timestamp(current.recorded_at_ms)),
+        version: a.version(),
+    }
+}
+
+fn counted_project(f: &Fact) -> pb::CountedProject {
+    pb::CountedProject {
+        project_id: f.project_id.clone(),
+        event_id: f.event_id.clone(),
+        sequence: f.sequence,
+        milestone: f.milestone.number(),
+        occurred_time: Some(timestamp(f.occurred_at_ms)),
+        count_time: Some(timestamp(f.counted_at_ms)),
+        project_title: f.project_title.clone(),
+        water_user_name: f.water_user_name.clone(),
+        company_name: f.company_name.clone(),
+        sector: f.sector.map(|s| s.number()).unwrap_or(0),
+        unit_type: f.unit_type.clone(),
+        town: f.town.clone(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// protobuf → domain
+
+/// An optional sector: 0 is none, an unknown number is an error.
+fn sector(field: &str, number: i32) -> Result<Option<Sector>, Error> {
+    if number == 0 {
+        return Ok(None);
+    }
+    Sector::from_number(number)
+        .map(Some)
+        .ok_or_else(|| Error::invalid(field, format!("unknown sector {number}")))
+}
+
+/// "YYYY-MM-DD", or today (China Standard Time) when empty.
+fn as_of_date(text: &str) -> Result<chrono::NaiveDate, Error> {
+    if text.trim().is_empty() {
+        return Ok(crate::today());
+    }
+    report::parse_date(text)
+        .ok_or_else(|| Error::invalid("as_of_date", format!("{text:?} is not a date YYYY-MM-DD")))
+}
+
+// ---------------------------------------------------------------------------------------------
+// The service
+
+/// `cwsm.reporting.v1.ReportingService` over [`Reporting`].
+#[derive(Clone)]
+pub struct ReportingApi {
+    reporting: Reporting,
+}
+
+impl ReportingApi {
+    pub fn new(reporting: Reporting) -> Self {
+        Self { reporting }
+    }
+}
+
+/// The report as sent, without its generation time (to tell whether it changed).
+fn content(r: &pb::Report) -> pb::Report {
+    pb::Report {
+        generate_time: None,
+        ..r.clone()
+    }
+}
+
+#[async_trait]
+impl ReportingService for ReportingApi {
+    async fn load_plan(
+        &self,
+        request: Request<pb::LoadPlanRequest>,
+    ) -> Result<Response<pb::LoadPlanResponse>, Status> {
+        let caller = principal(&request)?;
+        let req = request.into_inner();
+        let stored = self
+            .reporting
+            .load_plan(&caller, &req.request_id, &req.plan_toml, req.validate_only)
+            .await?;
+        Ok(Response::new(pb::LoadPlanResponse {
+            plan: Some(plan_message(&stored)),
+        }))
+    }
+
+    async fn get_plan(
+        &self,
+        request: Request<pb::GetPlanRequest>,
+    ) -> Result<Response<pb::GetPlanResponse>, Status> {
+        principal(&request)?;
+        let req = request.into_inner();
+        let stored = self
+            .reporting
+            .plan(&req.plan_id, &req.code, req.version)
+            .await?;
+        Ok(Response::new(pb::GetPlanResponse {
+            plan: Some(plan_message(&stored)),
+        }))
+    }
+
+    async fn list_plans(
+        &self,
+        request: Request<pb::ListPlansRequest>,
+    ) -> Result<Response<pb::ListPlansResponse>, Status> {
+        principal(&request)?;
+        let req = request.into_inner();
+        let page = Page::from_request(req.page_size, &req.page_token)?;
+        let filter = PlanFilter {
+            code: req.code,
+            district: req.district,
+            year: req.year,
+            all_versions: req.all_versions,
+            query: req.query,
+        };
+        let (plans, next) = self.reporting.list_plans(&filter, &page).await?;
+        Ok(Response::new(pb::ListPlansResponse {
+            plans: plans.iter().map(plan_message).collect(),
+            next_page_token: next,
+        }))
+    }
+
+    async fn get_report(
+        &self,
+        request: Request<pb::GetReportRequest>,
+    ) -> Result<Response<pb::GetReportResponse>, Status> {
+        principal(&request)?;
+        let req = request.into_inner();
+        if req.plan_code.trim().is_empty() {
+            return Err(Error::invalid("plan_code", "required, e.g. \"xinbei-2020\"").into());
+        }
+        let as_of = as_of_date(&req.as_of_date)?;
+        let report = self
+            .reporting
+            .report(&req.plan_code, req.plan_version, as_of)
+            .await?;
+        Ok(Response::new(pb::GetReportResponse {
+            report: Some(report_message(&report)),
+        }))
+    }
+
+    async fn watch_report(
+        &self,
+        request: Request<pb::WatchReportRequest>,
+    ) -> Result<Response<tonic::codegen::BoxStream<pb::WatchReportResponse>>, Status> {
+        principal(&request)?;
+        let req = request.into_inner();
+        if req.plan_code.trim().is_empty() {
+            return Err(Error::invalid("plan_code", "required, e.g. \"xinbei-2020\"").into());
+        }
+        // Empty means today, moving with the date.
+        let fixed_date = if req.as_of_date.trim().is_empty() {
+            None
+        } else {
+            Some(as_of_date(&req.as_of_date)?)
+        };
+        let mut changes = self.reporting.subscribe();
+        changes.borrow_and_update();
+        let first = self
+            .reporting
+            .report(
+                &req.plan_code,
+                req.plan_version,
+                fixed_date.unwrap_or_else(crate::today),
+            )
+            .await?;
+        let first = report_message(&first);
+        let (tx, rx) = mpsc::channel(4);
+        let reporting = self.reporting.clone();
+        tokio::spawn(async move {
+            let mut last = content(&first);
+            if tx
+                .send(Ok(pb::WatchReportResponse {
+                    report: Some(first),
+                }))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            loop {
+                tokio::select! {
+                    _ = tx.closed() => return,
+                    changed = changes.changed() => if changed.is_err() { return },
+                    _ = tokio::time::sleep(WATCH_POLL) => {}
+                }
+                changes.borrow_and_update();
+                let as_of = fixed_date.unwrap_or_else(crate::today);
+                let next = match reporting
+                    .report(&req.plan_code, req.plan_version, as_of)
+                    .await
+                {
+                    Ok(r) => report_message(&r),
+                    Err(e) => {
+                        let _ = tx.send(Err(Status::from(e))).await;
+                        return;
+                    }
+                };
+                if content(&next) == last {
+                    continue;
+                }
+                last = content(&next);
+                if tx
+                    .send(Ok(pb::WatchReportResponse { report: Some(next) }))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn record_achievement(
+        &self,
+        request: Request<pb::RecordAchievementRequest>,
+    ) -> Result<Response<pb::RecordAchievementResponse>, Status> {
+        let caller = principal(&request)?;
+        let req = request.into_inner();
+        let new = NewAchievement {
+            plan_code: req.plan_code,
+            indicator_code: req.indicator_code,
+            unit_name: req.unit_name,
+            achieved_date: req.achieved_date,
+            evidence: req.evidence,
+            value: req.value,
+            note: req.note,
+            department: req.department,
+            town: req.town,
+            sector: sector("sector", req.sector)?,
+        };
+        let a = self
+            .reporting
+            .record_achievement(&caller, &req.request_id, new)
+            .await?;
+        Ok(Response::new(pb::RecordAchievementResponse {
+            achievement: Some(achievement_message(&a)),
+        }))
+    }
+
+    async fn list_achievements(
+        &self,
+        request: Request<pb::ListAchievementsRequest>,
+    ) -> Result<Response<pb::ListAchievementsResponse>, Status> {
+        principal(&request)?;
+        let req = request.into_inner();
+        let page = Page::from_request(req.page_size, &req.page_token)?;
+        let filter = AchievementFilter {
+            plan_code: req.plan_code,
+            indicator_code: req.indicator_code,
+            department: req.department,
+            town: req.town,
+            sector: sector("sector", req.sector)?,
+            include_retracted: req.include_retracted,
+            query: req.query,
+        };
+        let (list, next) = self.reporting.list_achievements(&filter, &page).await?;
+        Ok(Response::new(pb::ListAchievementsResponse {
+            achievements: list.iter().map(achievement_message).collect(),
+            next_page_token: next,
+        }))
+    }
+
+    async fn correct_achievement(
+        &self,
+        request: Request<pb::CorrectAchievementRequest>,
+    ) -> Result<Response<pb::CorrectAchievementResponse>, Status> {
+        let caller = principal(&request)?;
+        let req = request.into_inner();
+        let correction = Correction {
+            value: req.value,
+            achieved_date: req.achieved_date,
+            evidence: req.evidence,
+            note: req.note,
+            retract: req.retract,
+            reason: req.reason,
+        };
+        let a = self
+            .reporting
+            .correct_achievement(
+                &caller,
+                &req.request_id,
+                &req.achievement_id,
+                req.expected_version,
+                correction,
+            )
+            .await?;
+        Ok(Response::new(pb::CorrectAchievementResponse {
+            achievement: Some(achievement_message(&a)),
+        }))
+    }
+
+    async fn list_counted_projects(
+        &self,
+        request: Request<pb::ListCountedProjectsRequest>,
+    ) -> Result<Response<pb::ListCountedProjectsResponse>, Status> {
+        principal(&request)?;
+        let req = request.into_inner();
+        let page = Page::from_request(req.page_size, &req.page_token)?;
+        let (facts, next) = self
+            .reporting
+            .counted_projects(
+                &req.plan_code,
+                &req.indicator_code,
+                &req.town,
+                sector("sector", req.sector)?,
+                &page,
+            )
+            .await?;
+        Ok(Response::new(pb::ListCountedProjectsResponse {
+            counted_projects: facts.iter().map(counted_project).collect(),
+            next_page_token: next,
+        }))
+    }
+
+    async fn rebuild_counts(
+        &self,
+        request: Request<pb::RebuildCountsRequest>,
+    ) -> Result<Response<pb::RebuildCountsResponse>, Status> {
+        let caller = principal(&request)?;
+        if !caller.is_admin() {
+            return Err(Error::denied("only administrators may rebuild counts").into());
+        }
+        Err(Status::unimplemented(
+            "RebuildCounts not built yet: reconciling from the projects service's milestone log \
+             (ProjectsService.ListMilestones) arrives with the production-mode issue, as it needs \
+             a projects client. Counts are derived from the stored milestone facts at every \
+             report, so a rebuild is only needed after lost events.",
+        ))
+    }
+}
+
+/// Parses a plan for callers that hold TOML (e.g. a CLI `validate` command).
+pub fn plan_message_from_toml(toml: &str) -> Result<pb::Plan, Error> {
+    let parsed = plan::parse(toml).map_err(|e| Error::invalid("plan_toml", e.to_string()))?;
+    Ok(plan_message(&StoredPlan {
+        id: String::new(),
+        version: 0,
+        plan: parsed,
+        document: toml.to_string(),
+        sha256: crate::sha256::hex_digest(toml.as_bytes()),
+        loaded_by: String::new(),
+        loaded_at_ms: 0,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cwsm_proto::types;
+
+    #[test]
+    fn vocabulary_numbers_match_the_proto_enums_by_name() {
+        for m in Milestone::ALL {
+            let p = types::Milestone::try_from(m.number()).expect("milestone number");
+            assert_eq!(p.as_str_name(), format!("MILESTONE_{}", m.code().to_uppercase()));
+        }
+        for s in Sector::ALL {
+            let p = types::Sector::try_from(s.number()).expect("sector number");
+            assert_eq!(p.as_str_name(), format!("SECTOR_{}", s.code().to_uppercase()));
+        }
+        for t in IndicatorTag::ALL {
+            let p = types::IndicatorTag::try_from(t.number()).expect("tag number");
+            assert_eq!(
+                p.as_str_name(),
+                format!("INDICATOR_TAG_{}", t.code().to_uppercase())
+            );
+        }
+    }
+
+    #[test]
+    fn comparators_match_the_proto_enum_by_name() {
+        for c in Comparator::ALL {
+            assert_eq!(
+                comparator(*c).as_str_name(),
+                format!("COMPARATOR_{}", c.code().to_uppercase())
+            );
+        }
+    }
+
+    #[test]
+    fn the_seed_plan_as_a_message() {
+        let p = plan_message_from_toml(plan::DEFAULT_PLAN_TOML).expect("plan");
+        assert_eq!(p.indicators.len(), 12);
+        assert_eq!(p.goals.len(), 6);
+        assert_eq!(p.source_sha256.len(), 64);
+        let a7 = p
+            .indicators
+            .iter()
+            .find(|i| i.code == "A7-TECH-RETROFITS")
+            .expect("a7");
+        let rule = a7.counting_rule.as_ref().expect("rule");
+        assert_eq!(rule.milestone, types::Milestone::Accepted as i32);
+        assert_eq!(rule.sectors, vec![types::Sector::IndustrialEnterprise as i32]);
+        assert_eq!(a7.kind, pb::IndicatorKind::Counted as i32);
+        let e = plan_message_from_toml("code = \"x\"\ntitle = 1\nyear = 2020\n").expect_err("bad");
+        let status = Status::from(e);
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert!(status.message().contains("plan_toml") && status.message().contains("line 2"), "{}", status.message());
+    }
+}

@@ -1,0 +1,734 @@
+//! The action plan as data: the TOML schema of `seeds/README.md`, read with serde (unknown keys
+//! rejected) and checked on load, into the plain-Rust model the reports are computed from.
+
+use std::collections::HashSet;
+use std::fmt;
+
+use chrono::NaiveDate;
+use cwsm_platform::vocab::{IndicatorTag, Milestone, Sector};
+use serde::Deserialize;
+use toml::Spanned;
+
+// ---------------------------------------------------------------------------------------------
+// The model
+
+/// How an indicator's actual value is compared with its target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Comparator {
+    AtLeast,
+    AtMost,
+    PercentReduction,
+    RateAtLeast,
+    RateAtMost,
+    Coverage,
+}
+
+impl Comparator {
+    pub const ALL: &'static [Comparator] = &[
+        Comparator::AtLeast,
+        Comparator::AtMost,
+        Comparator::PercentReduction,
+        Comparator::RateAtLeast,
+        Comparator::RateAtMost,
+        Comparator::Coverage,
+    ];
+
+    pub fn code(self) -> &'static str {
+        match self {
+            Comparator::AtLeast => "at_least",
+            Comparator::AtMost => "at_most",
+            Comparator::PercentReduction => "percent_reduction",
+            Comparator::RateAtLeast => "rate_at_least",
+            Comparator::RateAtMost => "rate_at_most",
+            Comparator::Coverage => "coverage",
+        }
+    }
+
+    pub fn from_code(code: &str) -> Option<Comparator> {
+        Comparator::ALL.iter().copied().find(|c| c.code() == code)
+    }
+
+    /// Met when the actual value is at most the target (a cap), rather than at least.
+    pub fn is_cap(self) -> bool {
+        matches!(self, Comparator::AtMost | Comparator::RateAtMost)
+    }
+}
+
+/// Where an indicator's actual value comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Counted from project milestone events by the counting rule.
+    Counted,
+    /// Recorded by administrators with evidence.
+    Recorded,
+}
+
+/// How the achievements of a recorded indicator make its actual value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Aggregation {
+    Sum,
+    Latest,
+}
+
+impl Aggregation {
+    pub fn code(self) -> &'static str {
+        match self {
+            Aggregation::Sum => "sum",
+            Aggregation::Latest => "latest",
+        }
+    }
+}
+
+/// What happens to a counted project that is later terminated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnTerminated {
+    Keep,
+    Remove,
+}
+
+/// Which project milestones a counted indicator counts; an empty filter matches every project.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CountingRule {
+    pub milestone: Milestone,
+    pub sectors: Vec<Sector>,
+    /// Compared case-insensitively.
+    pub unit_types: Vec<String>,
+    pub towns: Vec<String>,
+    /// The project must carry all of them.
+    pub tags: Vec<IndicatorTag>,
+    pub on_terminated: OnTerminated,
+}
+
+/// A district goal (action 0) or an indicator of an action.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Indicator {
+    pub code: String,
+    pub name: String,
+    pub name_zh: String,
+    /// 0 for district goals.
+    pub action: i32,
+    pub unit: String,
+    pub comparator: Comparator,
+    pub target: f64,
+    /// Only with [`Comparator::PercentReduction`]; 0 otherwise.
+    pub base_year: i32,
+    /// Inclusive.
+    pub deadline: NaiveDate,
+    pub lead: Vec<String>,
+    pub participants: Vec<String>,
+    pub kind: Kind,
+    /// `Some` exactly for counted indicators.
+    pub rule: Option<CountingRule>,
+    /// How recorded achievements add up (also set, unused, for counted ones).
+    pub aggregation: Aggregation,
+    pub note: String,
+}
+
+impl Indicator {
+    pub fn is_goal(&self) -> bool {
+        self.action == 0
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Department {
+    pub code: String,
+    pub name: String,
+    pub name_zh: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Action {
+    pub number: i32,
+    pub name: String,
+    pub name_zh: String,
+    pub summary: String,
+    pub lead: Vec<String>,
+    pub participants: Vec<String>,
+}
+
+/// A water-saving action plan, validated.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    pub code: String,
+    pub title: String,
+    pub title_zh: String,
+    pub district: String,
+    pub district_zh: String,
+    pub year: i32,
+    pub source: String,
+    pub departments: Vec<Department>,
+    pub goals: Vec<Indicator>,
+    pub actions: Vec<Action>,
+    pub indicators: Vec<Indicator>,
+}
+
+impl Plan {
+    /// Goals first, then the indicators by action number (as reports list them).
+    pub fn all_indicators(&self) -> Vec<&Indicator> {
+        let mut indicators: Vec<&Indicator> = self.indicators.iter().collect();
+        indicators.sort_by_key(|i| i.action);
+        self.goals.iter().chain(indicators).collect()
+    }
+
+    pub fn indicator(&self, code: &str) -> Option<&Indicator> {
+        self.goals
+            .iter()
+            .chain(self.indicators.iter())
+            .find(|i| i.code == code)
+    }
+
+    /// January 1st of the plan year.
+    pub fn year_start(&self) -> NaiveDate {
+        NaiveDate::from_ymd_opt(self.year, 1, 1).unwrap_or(NaiveDate::MIN)
+    }
+}
+
+/// A plan as loaded: immutable, a reload makes a new version of its code.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredPlan {
+    pub id: String,
+    /// 1 for the first load of the code, then 2, 3, …
+    pub version: i64,
+    pub plan: Plan,
+    /// The TOML as loaded.
+    pub document: String,
+    /// SHA-256 of the TOML, hex.
+    pub sha256: String,
+    pub loaded_by: String,
+    pub loaded_at_ms: i64,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Errors
+
+/// Why a plan file was rejected: the line (1-based) where known, and the reason.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlanError {
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+impl fmt::Display for PlanError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "line {line}: {}", self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+impl std::error::Error for PlanError {}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    let end = offset.min(text.len());
+    text.as_bytes()[..end].iter().filter(|b| **b == b'\n').count() + 1
+}
+
+// ---------------------------------------------------------------------------------------------
+// The file, as serde reads it
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlanFile {
+    code: Spanned<String>,
+    title: String,
+    #[serde(default)]
+    title_zh: String,
+    #[serde(default)]
+    district: String,
+    #[serde(default)]
+    district_zh: String,
+    year: Spanned<i32>,
+    #[serde(default)]
+    source: String,
+    #[serde(default)]
+    departments: Vec<DepartmentFile>,
+    #[serde(default)]
+    goals: Vec<IndicatorFile>,
+    #[serde(default)]
+    actions: Vec<ActionFile>,
+    #[serde(default)]
+    indicators: Vec<IndicatorFile>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DepartmentFile {
+    code: Spanned<String>,
+    name: String,
+    #[serde(default)]
+    name_zh: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ActionFile {
+    number: Spanned<i32>,
+    name: String,
+    #[serde(default)]
+    name_zh: String,
+    #[serde(default)]
+    summary: String,
+    #[serde(default)]
+    lead: Vec<String>,
+    #[serde(default)]
+    participants: Vec<String>,
+}
+
+/// Goals and indicators share one shape; goals have no `action`, `kind` or `rule`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IndicatorFile {
+    code: Spanned<String>,
+    #[serde(default)]
+    action: Option<i32>,
+    name: String,
+    #[serde(default)]
+    name_zh: String,
+    #[serde(default)]
+    unit: String,
+    comparator: String,
+    target: f64,
+    #[serde(default)]
+    base_year: Option<i32>,
+    deadline: String,
+    #[serde(default)]
+    lead: Vec<String>,
+    #[serde(default)]
+    participants: Vec<String>,
+    #[serde(default)]
+    kind: Option<String>,
+    #[serde(default)]
+    aggregation: Option<String>,
+    #[serde(default)]
+    note: String,
+    #[serde(default)]
+    rule: Option<RuleFile>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleFile {
+    milestone: String,
+    #[serde(default)]
+    sectors: Vec<String>,
+    #[serde(default)]
+    tags: Vec<String>,
+    #[serde(default)]
+    towns: Vec<String>,
+    #[serde(default)]
+    unit_types: Vec<String>,
+    #[serde(default)]
+    on_terminated: Option<String>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Parsing and validation
+
+/// Parses and validates a plan file.
+pub fn parse(text: &str) -> Result<Plan, PlanError> {
+    let file: PlanFile = toml::from_str(text).map_err(|e| PlanError {
+        line: e.span().map(|s| line_of(text, s.start)),
+        message: e.message().trim().to_string(),
+    })?;
+    Checker { text }.plan(file)
+}
+
+struct Checker<'a> {
+    text: &'a str,
+}
+
+impl Checker<'_> {
+    fn err(&self, span: std::ops::Range<usize>, message: impl Into<String>) -> PlanError {
+        PlanError {
+            line: Some(line_of(self.text, span.start)),
+            message: message.into(),
+        }
+    }
+
+    fn plan(&self, f: PlanFile) -> Result<Plan, PlanError> {
+        let code = f.code.get_ref().trim();
+        if code.is_empty()
+            || !code
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+        {
+            return Err(self.err(
+                f.code.span(),
+                format!("plan code {code:?} must be lower-case letters, digits, '-' or '_'"),
+            ));
+        }
+        let year = *f.year.get_ref();
+        if !(1900..=2200).contains(&year) {
+            return Err(self.err(f.year.span(), format!("year {year} is out of range")));
+        }
+
+        let mut departments = Vec::new();
+        let mut department_codes = HashSet::new();
+        for d in f.departments {
+            let code = d.code.get_ref().trim().to_string();
+            if code.is_empty() {
+                return Err(self.err(d.code.span(), "department code is empty"));
+            }
+            if !department_codes.insert(code.clone()) {
+                return Err(self.err(
+                    d.code.span(),
+                    format!("duplicate department code {code:?}"),
+                ));
+            }
+            departments.push(Department {
+                code,
+                name: d.name,
+                name_zh: d.name_zh,
+            });
+        }
+        let check_departments =
+            |what: &str, span: std::ops::Range<usize>, codes: &[String]| -> Result<(), PlanError> {
+                for c in codes {
+                    if !department_codes.contains(c) {
+                        return Err(self.err(
+                            span,
+                            format!("{what}: unknown department code {c:?} (not in [[departments]])"),
+                        ));
+                    }
+                }
+                Ok(())
+            };
+
+        let mut actions = Vec::new();
+        let mut action_numbers = HashSet::new();
+        for a in f.actions {
+            let number = *a.number.get_ref();
+            if number <= 0 {
+                return Err(self.err(
+                    a.number.span(),
+                    format!("action number {number} must be positive"),
+                ));
+            }
+            if !action_numbers.insert(number) {
+                return Err(self.err(
+                    a.number.span(),
+                    format!("duplicate action number {number}"),
+                ));
+            }
+            let what = format!("action {number}");
+            check_departments(&what, a.number.span(), &a.lead)?;
+            check_departments(&what, a.number.span(), &a.participants)?;
+            actions.push(Action {
+                number,
+                name: a.name,
+                name_zh: a.name_zh,
+                summary: a.summary,
+                lead: a.lead,
+                participants: a.participants,
+            });
+        }
+
+        let mut indicator_codes = HashSet::new();
+        let mut goals = Vec::new();
+        for g in f.goals {
+            let i = self.indicator(g, true, &action_numbers, &mut indicator_codes)?;
+            goals.push(i);
+        }
+        let mut indicators = Vec::new();
+        for i in f.indicators {
+            indicators.push(self.indicator(i, false, &action_numbers, &mut indicator_codes)?);
+        }
+        // Department references of goals and indicators (after the shape checks above, so
+        // that the message names the indicator).
+        for i in goals.iter().chain(indicators.iter()) {
+            for c in i.lead.iter().chain(i.participants.iter()) {
+                if !department_codes.contains(c) {
+                    return Err(PlanError {
+                        line: self.line_of_code(&i.code),
+                        message: format!(
+                            "indicator {}: unknown department code {c:?} (not in [[departments]])",
+                            i.code
+                        ),
+                    });
+                }
+            }
+        }
+
+        Ok(Plan {
+            code: code.to_string(),
+            title: f.title,
+            title_zh: f.title_zh,
+            district: f.district,
+            district_zh: f.district_zh,
+            year,
+            source: f.source,
+            departments,
+            goals,
+            actions,
+            indicators,
+        })
+    }
+
+    /// The line of `code = "<code>"` in the file, for messages about an indicator.
+    fn line_of_code(&self, code: &str) -> Option<usize> {
+        let needle = format!("\"{code}\"");
+        self.text
+            .lines()
+            .position(|l| l.trim_start().starts_with("code") && l.contains(&needle))
+            .map(|p| p + 1)
+    }
+
+    fn indicator(
+        &self,
+        f: IndicatorFile,
+        goal: bool,
+        actions: &HashSet<i32>,
+        codes: &mut HashSet<String>,
+    ) -> Result<Indicator, PlanError> {
+        let span = f.code.span();
+        let code = f.code.get_ref().trim().to_string();
+        let bad = |reason: String| self.err(span.clone(), format!("indicator {code}: {reason}"));
+        if code.is_empty() {
+            return Err(self.err(span.clone(), "indicator code is empty"));
+        }
+        if !codes.insert(code.clone()) {
+            return Err(bad("duplicate code (codes are unique across goals and indicators)".into()));
+        }
+        let action = if goal {
+            if f.action.is_some() || f.kind.is_some() || f.rule.is_some() {
+                return Err(bad("a goal has no action, kind or rule".into()));
+            }
+            0
+        } else {
+            let a = f.action.ok_or_else(|| bad("missing field `action`".into()))?;
+            if !actions.contains(&a) {
+                return Err(bad(format!("action {a} is not in [[actions]]")));
+            }
+            a
+        };
+        let comparator = Comparator::from_code(&f.comparator).ok_or_else(|| {
+            bad(format!(
+                "unknown comparator {:?} (expected one of {})",
+                f.comparator,
+                Comparator::ALL.iter().map(|c| c.code()).collect::<Vec<_>>().join(", ")
+            ))
+        })?;
+        if !f.target.is_finite() || f.target < 0.0 {
+            return Err(bad(format!("target {} must be a number ≥ 0", f.target)));
+        }
+        let base_year = match (comparator, f.base_year) {
+            (Comparator::PercentReduction, Some(y)) if (1900..=2200).contains(&y) => y,
+            (Comparator::PercentReduction, _) => {
+                return Err(bad("percent_reduction needs a base_year".into()));
+            }
+            (_, Some(_)) => return Err(bad("base_year is only for percent_reduction".into())),
+            (_, None) => 0,
+        };
+        let deadline = NaiveDate::parse_from_str(&f.deadline, "%Y-%m-%d").map_err(|_| {
+            bad(format!(
+                "deadline {:?} is not a date YYYY-MM-DD",
+                f.deadline
+            ))
+        })?;
+        let kind = match f.kind.as_deref() {
+            None if goal => Kind::Recorded,
+            Some("counted") => Kind::Counted,
+            Some("recorded") => Kind::Recorded,
+            None => return Err(bad("missing field `kind` (counted or recorded)".into())),
+            Some(other) => {
+                return Err(bad(format!("unknown kind {other:?} (counted or recorded)")));
+            }
+        };
+        let rule = match (kind, f.rule) {
+            (Kind::Counted, Some(r)) => Some(self.rule(r, &bad)?),
+            (Kind::Counted, None) => {
+                return Err(bad("a counted indicator needs [indicators.rule]".into()));
+            }
+            (Kind::Recorded, Some(_)) => {
+                return Err(bad("a recorded indicator has no rule".into()));
+            }
+            (Kind::Recorded, None) => None,
+        };
+        if kind == Kind::Counted && !matches!(comparator, Comparator::AtLeast | Comparator::AtMost) {
+            return Err(bad(format!(
+                "a counted indicator counts projects: comparator must be at_least or at_most, not {}",
+                comparator.code()
+            )));
+        }
+        let default_aggregation = if goal
+            || matches!(
+                comparator,
+                Comparator::RateAtLeast
+                    | Comparator::RateAtMost
+                    | Comparator::Coverage
+                    | Comparator::PercentReduction
+            ) {
+            Aggregation::Latest
+        } else {
+            Aggregation::Sum
+        };
+        let aggregation = match f.aggregation.as_deref() {
+            None => default_aggregation,
+            Some("sum") => Aggregation::Sum,
+            Some("latest") => Aggregation::Latest,
+            Some(other) => return Err(bad(format!("unknown aggregation {other:?} (sum or latest)"))),
+        };
+        if kind == Kind::Counted && f.aggregation.is_some() {
+            return Err(bad("aggregation is only for recorded indicators".into()));
+        }
+        Ok(Indicator {
+            code,
+            name: f.name,
+            name_zh: f.name_zh,
+            action,
+            unit: f.unit,
+            comparator,
+            target: f.target,
+            base_year,
+            deadline,
+            lead: f.lead,
+            participants: f.participants,
+            kind,
+            rule,
+            aggregation,
+            note: f.note,
+        })
+    }
+
+    fn rule(
+        &self,
+        r: RuleFile,
+        bad: &dyn Fn(String) -> PlanError,
+    ) -> Result<CountingRule, PlanError> {
+        let milestone = Milestone::from_code(&r.milestone)
+            .ok_or_else(|| bad(format!("rule: unknown milestone {:?}", r.milestone)))?;
+        if matches!(
+            milestone,
+            Milestone::Suspended | Milestone::Terminated | Milestone::Resumed
+        ) {
+            return Err(bad(format!(
+                "rule: milestone {} is not an achievement to count",
+                milestone.code()
+            )));
+        }
+        let sectors = cwsm_platform::vocab::parse_codes(&r.sectors, Sector::from_code)
+            .map_err(|e| bad(format!("rule.sectors: {e}")))?;
+        let tags = cwsm_platform::vocab::parse_codes(&r.tags, IndicatorTag::from_code)
+            .map_err(|e| bad(format!("rule.tags: {e}")))?;
+        let on_terminated = match r.on_terminated.as_deref() {
+            None | Some("keep") => OnTerminated::Keep,
+            Some("remove") => OnTerminated::Remove,
+            Some(other) => {
+                return Err(bad(format!(
+                    "rule: unknown on_terminated {other:?} (keep or remove)"
+                )));
+            }
+        };
+        Ok(CountingRule {
+            milestone,
+            sectors,
+            unit_types: r.unit_types,
+            towns: r.towns,
+            tags,
+            on_terminated,
+        })
+    }
+}
+
+/// The plan every fresh installation starts with.
+pub const DEFAULT_PLAN_TOML: &str = include_str!("../../../seeds/plans/xinbei-2020.toml");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_seed_plan_loads() {
+        let plan = parse(DEFAULT_PLAN_TOML).expect("seed plan");
+        assert_eq!(plan.code, "xinbei-2020");
+        assert_eq!(plan.year, 2020);
+        assert_eq!(plan.departments.len(), 15);
+        assert_eq!(plan.goals.len(), 6);
+        assert_eq!(plan.actions.len(), 10);
+        assert_eq!(plan.indicators.len(), 12);
+        let counted: Vec<_> = plan
+            .indicators
+            .iter()
+            .filter(|i| i.kind == Kind::Counted)
+            .collect();
+        assert_eq!(counted.len(), 2);
+        let a8 = plan.indicator("A8-CONTRACT-PROJECTS").expect("A8");
+        let rule = a8.rule.as_ref().expect("rule");
+        assert_eq!(rule.milestone, Milestone::HandedOver);
+        assert_eq!(rule.tags, vec![IndicatorTag::ContractProject]);
+        assert_eq!(rule.sectors.len(), 6);
+        assert_eq!(a8.deadline, NaiveDate::from_ymd_opt(2020, 12, 31).unwrap());
+        let g2 = plan.indicator("G2").expect("G2");
+        assert_eq!(g2.base_year, 2015);
+        assert_eq!(g2.aggregation, Aggregation::Latest);
+        assert_eq!(
+            plan.indicator("A2-GOV-AGENCIES").unwrap().aggregation,
+            Aggregation::Sum
+        );
+        let order: Vec<_> = plan.all_indicators().iter().map(|i| i.action).collect();
+        assert!(order.windows(2).all(|w| w[0] <= w[1]));
+        assert_eq!(order.len(), 18);
+    }
+
+    #[test]
+    fn an_unknown_key_names_its_line() {
+        let broken = DEFAULT_PLAN_TOML.replacen("name_zh = \"农业农村局\"", "name_zh = \"农业农村局\"\ncolour = \"red\"", 1);
+        let line = broken.lines().position(|l| l.starts_with("colour")).unwrap() + 1;
+        let e = parse(&broken).expect_err("unknown key");
+        assert_eq!(e.line, Some(line), "{e}");
+        assert!(e.message.contains("colour"), "{e}");
+    }
+
+    #[test]
+    fn bad_toml_names_its_line() {
+        let e = parse("code = \"x\"\ntitle = \"t\"\nyear = 2020\nbroken =\n").expect_err("syntax");
+        assert_eq!(e.line, Some(4), "{e}");
+        assert!(e.to_string().starts_with("line 4: "), "{e}");
+    }
+
+    #[test]
+    fn semantic_errors_name_the_indicator_and_line() {
+        let cases = [
+            ("sectors = [\"industrial_enterprise\"]", "sectors = [\"factory\"]", "factory"),
+            ("deadline = \"2020-11-30\"\nlead = [\"agri\", \"econ\"]", "deadline = \"2020-11-31\"\nlead = [\"agri\", \"econ\"]", "2020-11-31"),
+            ("milestone = \"accepted\"", "milestone = \"finished\"", "finished"),
+            ("tags = [\"technical_retrofit\"]", "tags = [\"retrofit\"]", "retrofit"),
+        ];
+        let line = DEFAULT_PLAN_TOML
+            .lines()
+            .position(|l| l.contains("\"A7-TECH-RETROFITS\""))
+            .unwrap()
+            + 1;
+        for (from, to, word) in cases {
+            let broken = DEFAULT_PLAN_TOML.replacen(from, to, 1);
+            assert_ne!(broken, DEFAULT_PLAN_TOML, "{from}");
+            let e = parse(&broken).expect_err(to);
+            assert!(e.message.contains("A7-TECH-RETROFITS"), "{e}");
+            assert!(e.message.contains(word), "{e}");
+            assert_eq!(e.line, Some(line), "{e}");
+        }
+    }
+
+    #[test]
+    fn unknown_departments_and_duplicates_are_rejected() {
+        let broken = DEFAULT_PLAN_TOML.replacen(
+            "lead = [\"agri\", \"edu\", \"youth\"]\nparticipants = []\nkind",
+            "lead = [\"agri\", \"edu\", \"scouts\"]\nparticipants = []\nkind",
+            1,
+        );
+        assert_ne!(broken, DEFAULT_PLAN_TOML);
+        let e = parse(&broken).expect_err("unknown department");
+        assert!(e.message.contains("A9-WATER-OF-LIFE-PARK") && e.message.contains("scouts"), "{e}");
+        assert!(e.line.is_some());
+
+        let dup = DEFAULT_PLAN_TOML.replacen("code = \"A2-GOV-AGENCIES\"", "code = \"A2-IRRIGATION-DISTRICT\"", 1);
+        let e = parse(&dup).expect_err("duplicate");
+        assert!(e.message.contains("duplicate"), "{e}");
+
+        let dup_dept = DEFAULT_PLAN_TOML.replacen("code = \"housing\"", "code = \"agri\"", 1);
+        let e = parse(&dup_dept).expect_err("duplicate department");
+        assert!(e.message.contains("duplicate department"), "{e}");
+    }
+}

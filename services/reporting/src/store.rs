@@ -1,0 +1,595 @@
+//! Reporting's tables, on SQLite or PostgreSQL: one body of SQL for both engines (see
+//! `cwsm_platform::db`). Plans are versioned rows; milestone facts are counted exactly once
+//! (event id and (project, milestone) both deduplicated in the same transaction); achievements
+//! keep every revision.
+
+use std::collections::HashMap;
+
+use cwsm_platform::db::{BeginWrite, Db, is_unique_violation};
+use cwsm_platform::grpc::Page;
+use cwsm_platform::vocab::{IndicatorTag, Milestone, Sector};
+use cwsm_platform::{Error, Result, new_id, now_ms, with_db};
+
+use crate::achievement::{Achievement, Correction, NewAchievement, Revision};
+use crate::plan::{self, StoredPlan};
+use crate::report::{Fact, Recorded, parse_date};
+
+pub static MIGRATIONS: cwsm_platform::db::Migrations = cwsm_platform::db::Migrations {
+    sqlite: &sqlx::migrate!("migrations/sqlite"),
+    postgres: &sqlx::migrate!("migrations/postgres"),
+};
+
+#[derive(Clone, Debug)]
+pub struct Store {
+    pub db: Db,
+}
+
+fn like(query: &str) -> String {
+    if query.is_empty() {
+        String::new()
+    } else {
+        format!("%{}%", query.to_lowercase())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rows
+
+#[derive(sqlx::FromRow)]
+struct PlanRow {
+    id: String,
+    version: i64,
+    document: String,
+    sha256: String,
+    loaded_by: String,
+    loaded_at_ms: i64,
+}
+
+impl TryFrom<PlanRow> for StoredPlan {
+    type Error = Error;
+    fn try_from(r: PlanRow) -> Result<StoredPlan> {
+        let parsed = plan::parse(&r.document).map_err(|e| {
+            Error::Internal(anyhow::anyhow!(
+                "stored plan {} no longer parses: {e}",
+                r.id
+            ))
+        })?;
+        Ok(StoredPlan {
+            id: r.id,
+            version: r.version,
+            plan: parsed,
+            document: r.document,
+            sha256: r.sha256,
+            loaded_by: r.loaded_by,
+            loaded_at_ms: r.loaded_at_ms,
+        })
+    }
+}
+
+const PLAN_COLUMNS: &str = "id, version, document, sha256, loaded_by, loaded_at_ms";
+
+#[derive(sqlx::FromRow)]
+struct FactRow {
+    event_id: String,
+    project_id: String,
+    sequence: i64,
+    milestone: String,
+    occurred_at_ms: i64,
+    sector: String,
+    unit_type: String,
+    town: String,
+    indicator_tags: String,
+    company_id: String,
+    company_name: String,
+    water_user_credit_code: String,
+    water_user_name: String,
+    project_title: String,
+    counted_at_ms: i64,
+}
+
+impl FactRow {
+    fn into_fact(self) -> Option<Fact> {
+        let tags: Vec<String> = serde_json::from_str(&self.indicator_tags).unwrap_or_default();
+        Some(Fact {
+            milestone: Milestone::from_code(&self.milestone)?,
+            event_id: self.event_id,
+            project_id: self.project_id,
+            sequence: self.sequence,
+            occurred_at_ms: self.occurred_at_ms,
+            counted_at_ms: self.counted_at_ms,
+            sector: Sector::from_code(&self.sector),
+            unit_type: self.unit_type,
+            town: self.town,
+            tags: tags.iter().filter_map(|t| IndicatorTag::from_code(t)).collect(),
+            project_title: self.project_title,
+            company_id: self.company_id,
+            company_name: self.company_name,
+            water_user_credit_code: self.water_user_credit_code,
+            water_user_name: self.water_user_name,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct AchievementRow {
+    id: String,
+    achievement_id: String,
+    revision: i64,
+    plan_code: String,
+    indicator_code: String,
+    unit_name: String,
+    achieved_date: String,
+    evidence: String,
+    value: f64,
+    note: String,
+    department: String,
+    town: String,
+    sector: String,
+    retracted: i64,
+    reason: String,
+    recorded_by: String,
+    recorded_at_ms: i64,
+}
+
+impl AchievementRow {
+    fn revision(&self) -> Revision {
+        Revision {
+            id: self.id.clone(),
+            revision: self.revision,
+            value: self.value,
+            achieved_date: self.achieved_date.clone(),
+            evidence: self.evidence.clone(),
+            note: self.note.clone(),
+            retracted: self.retracted != 0,
+            reason: self.reason.clone(),
+            recorded_by: self.recorded_by.clone(),
+            recorded_at_ms: self.recorded_at_ms,
+        }
+    }
+}
+
+/// Groups revision rows (ordered by achievement, then revision) into achievements.
+fn achievements_of(rows: Vec<AchievementRow>) -> Vec<Achievement> {
+    let mut out: Vec<Achievement> = Vec::new();
+    for row in rows {
+        let revision = row.revision();
+        match out.last_mut() {
+            Some(a) if a.id == row.achievement_id => a.revisions.push(revision),
+            _ => out.push(Achievement {
+                id: row.achievement_id,
+                plan_code: row.plan_code,
+                indicator_code: row.indicator_code,
+                unit_name: row.unit_name,
+                department: row.department,
+                town: row.town,
+                sector: Sector::from_code(&row.sector),
+                revisions: vec![revision],
+            }),
+        }
+    }
+    out
+}
+
+const ACHIEVEMENT_COLUMNS: &str = "id, achievement_id, revision, plan_code, indicator_code, unit_name, achieved_date, evidence, value, note, department, town, sector, retracted, reason, recorded_by, recorded_at_ms";
+
+/// Filters of ListPlans; empty or zero means "any".
+#[derive(Clone, Debug, Default)]
+pub struct PlanFilter {
+    pub code: String,
+    pub district: String,
+    pub year: i32,
+    pub all_versions: bool,
+    pub query: String,
+}
+
+/// Filters of ListAchievements; empty means "any".
+#[derive(Clone, Debug, Default)]
+pub struct AchievementFilter {
+    pub plan_code: String,
+    pub indicator_code: String,
+    pub department: String,
+    pub town: String,
+    pub sector: Option<Sector>,
+    pub include_retracted: bool,
+    pub query: String,
+}
+
+macro_rules! replay {
+    ($tx:expr, $scope:expr, $request_id:expr) => {{
+        let found: Option<String> = sqlx::query_scalar(
+            "SELECT resource_id FROM idempotency WHERE scope = $1 AND request_id = $2",
+        )
+        .bind($scope)
+        .bind($request_id)
+        .fetch_optional(&mut *$tx)
+        .await?;
+        found
+    }};
+}
+
+macro_rules! remember {
+    ($tx:expr, $scope:expr, $request_id:expr, $resource_id:expr) => {
+        sqlx::query(
+            "INSERT INTO idempotency (scope, request_id, resource_id, created_at_ms) VALUES ($1, $2, $3, $4)",
+        )
+        .bind($scope)
+        .bind($request_id)
+        .bind($resource_id)
+        .bind(now_ms())
+        .execute(&mut *$tx)
+        .await?
+    };
+}
+
+impl Store {
+    pub async fn connect(url: &str) -> anyhow::Result<Store> {
+        Ok(Store {
+            db: Db::connect(url, "reporting", &MIGRATIONS).await?,
+        })
+    }
+
+    // -- plans --------------------------------------------------------------------------------
+
+    /// Stores `document` (already parsed as `parsed`) as the next version of its code, once per
+    /// idempotency key. Returns the plan's id.
+    pub async fn insert_plan(
+        &self,
+        scope: &str,
+        request_id: &str,
+        parsed: &plan::Plan,
+        document: &str,
+        sha256: &str,
+        loaded_by: &str,
+    ) -> Result<String> {
+        with_db!(&self.db, pool => {
+            let mut tx = pool.begin_write().await?;
+            if let Some(id) = replay!(tx, scope, request_id) {
+                tx.commit().await?;
+                return Ok(id);
+            }
+            let latest: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM plans WHERE code = $1")
+                .bind(&parsed.code).fetch_one(&mut *tx).await?;
+            let id = new_id();
+            let inserted = sqlx::query("INSERT INTO plans (id, code, version, title, district, year, document, sha256, loaded_by, loaded_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)")
+                .bind(&id).bind(&parsed.code).bind(latest.unwrap_or(0) + 1).bind(&parsed.title)
+                .bind(&parsed.district).bind(parsed.year).bind(document).bind(sha256)
+                .bind(loaded_by).bind(now_ms())
+                .execute(&mut *tx).await;
+            match inserted {
+                Err(e) if is_unique_violation(&e) => {
+                    return Err(Error::Aborted(format!(
+                        "another version of plan {} was loaded at the same time; retry",
+                        parsed.code
+                    )));
+                }
+                other => {
+                    other?;
+                }
+            }
+            remember!(tx, scope, request_id, &id);
+            tx.commit().await?;
+            Ok(id)
+        })
+    }
+
+    pub async fn plan_by_id(&self, id: &str) -> Result<StoredPlan> {
+        let sql = format!("SELECT {PLAN_COLUMNS} FROM plans WHERE id = $1");
+        let row: Option<PlanRow> = with_db!(&self.db, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(pool).await?);
+        row.ok_or_else(|| Error::not_found("plan", id))?.try_into()
+    }
+
+    /// The plan `code` at `version`; the latest when `version` is 0.
+    pub async fn plan_by_code(&self, code: &str, version: i64) -> Result<StoredPlan> {
+        let sql = format!(
+            "SELECT {PLAN_COLUMNS} FROM plans WHERE code = $1 AND ($2 = 0 OR version = $2) ORDER BY version DESC LIMIT 1"
+        );
+        let row: Option<PlanRow> = with_db!(&self.db, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(code).bind(version).fetch_optional(pool).await?);
+        let what = if version == 0 {
+            code.to_string()
+        } else {
+            format!("{code} version {version}")
+        };
+        row.ok_or_else(|| Error::not_found("plan", what))?.try_into()
+    }
+
+    pub async fn plan_exists(&self, code: &str) -> Result<bool> {
+        let n: i64 = with_db!(&self.db, pool => sqlx::query_scalar("SELECT COUNT(*) FROM plans WHERE code = $1").bind(code).fetch_one(pool).await?);
+        Ok(n > 0)
+    }
+
+    pub async fn list_plans(
+        &self,
+        f: &PlanFilter,
+        page: &Page,
+    ) -> Result<(Vec<StoredPlan>, String)> {
+        let sql = format!(
+            "SELECT {PLAN_COLUMNS} FROM plans p WHERE ($1 = '' OR code = $1) AND ($2 = '' OR lower(district) LIKE $2) \
+             AND ($3 = 0 OR year = $3) AND ($4 = 1 OR version = (SELECT MAX(q.version) FROM plans q WHERE q.code = p.code)) \
+             AND ($5 = '' OR lower(code) LIKE $5 OR lower(title) LIKE $5) AND ($6 = '' OR id > $6) ORDER BY id LIMIT $7"
+        );
+        let rows: Vec<PlanRow> = with_db!(&self.db, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(&f.code).bind(like(&f.district)).bind(f.year).bind(i32::from(f.all_versions))
+            .bind(like(&f.query)).bind(page.after.clone().unwrap_or_default()).bind(page.fetch_limit())
+            .fetch_all(pool).await?);
+        let mut plans = rows
+            .into_iter()
+            .map(StoredPlan::try_from)
+            .collect::<Result<Vec<_>>>()?;
+        let next = page.finish(&mut plans, |p| p.id.clone());
+        Ok((plans, next))
+    }
+
+    // -- milestone facts ----------------------------------------------------------------------
+
+    /// Applies one milestone event exactly once: records the event id and, when it is new,
+    /// the fact (kept once per project and milestone), in one transaction. Returns whether a
+    /// fact was added.
+    pub async fn apply_fact(&self, fact: &Fact) -> Result<bool> {
+        let tags: Vec<&str> = fact.tags.iter().map(|t| t.code()).collect();
+        let tags = serde_json::to_string(&tags).unwrap_or_else(|_| "[]".into());
+        with_db!(&self.db, pool => {
+            let mut tx = pool.begin_write().await?;
+            let now = now_ms();
+            let fresh = sqlx::query("INSERT INTO processed_events (event_id, processed_at_ms) VALUES ($1, $2) ON CONFLICT (event_id) DO NOTHING")
+                .bind(&fact.event_id).bind(now).execute(&mut *tx).await?.rows_affected() == 1;
+            let mut added = false;
+            if fresh {
+                added = sqlx::query("INSERT INTO milestone_facts (event_id, project_id, sequence, milestone, occurred_at_ms, sector, unit_type, town, indicator_tags, company_id, company_name, water_user_credit_code, water_user_name, project_title, counted_at_ms) \
+                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) ON CONFLICT DO NOTHING")
+                    .bind(&fact.event_id).bind(&fact.project_id).bind(fact.sequence).bind(fact.milestone.code())
+                    .bind(fact.occurred_at_ms).bind(fact.sector.map(|s| s.code()).unwrap_or(""))
+                    .bind(&fact.unit_type).bind(&fact.town).bind(&tags).bind(&fact.company_id)
+                    .bind(&fact.company_name).bind(&fact.water_user_credit_code).bind(&fact.water_user_name)
+                    .bind(&fact.project_title).bind(now)
+                    .execute(&mut *tx).await?.rows_affected() == 1;
+            }
+            tx.commit().await?;
+            Ok(added)
+        })
+    }
+
+    /// The facts of the given milestones (and terminations, which rules may subtract).
+    pub async fn facts(&self, milestones: &[Milestone]) -> Result<Vec<Fact>> {
+        let mut wanted: Vec<Milestone> = milestones.to_vec();
+        wanted.push(Milestone::Terminated);
+        wanted.sort();
+        wanted.dedup();
+        let mut facts = Vec::new();
+        for m in wanted {
+            let rows: Vec<FactRow> = with_db!(&self.db, pool => sqlx::query_as("SELECT * FROM milestone_facts WHERE milestone = $1")
+                .bind(m.code()).fetch_all(pool).await?);
+            facts.extend(rows.into_iter().filter_map(FactRow::into_fact));
+        }
+        Ok(facts)
+    }
+
+    // -- achievements -------------------------------------------------------------------------
+
+    /// Records an achievement (revision 1), once per idempotency key. Returns its id.
+    pub async fn record_achievement(
+        &self,
+        scope: &str,
+        request_id: &str,
+        a: &NewAchievement,
+        recorded_by: &str,
+    ) -> Result<String> {
+        with_db!(&self.db, pool => {
+            let mut tx = pool.begin_write().await?;
+            if let Some(id) = replay!(tx, scope, request_id) {
+                tx.commit().await?;
+                return Ok(id);
+            }
+            let id = new_id();
+            sqlx::query("INSERT INTO achievements (id, achievement_id, revision, plan_code, indicator_code, unit_name, achieved_date, evidence, value, note, department, town, sector, retracted, reason, recorded_by, recorded_at_ms) \
+                VALUES ($1, $1, 1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 0, '', $12, $13)")
+                .bind(&id).bind(&a.plan_code).bind(&a.indicator_code).bind(&a.unit_name).bind(&a.achieved_date)
+                .bind(&a.evidence).bind(a.value).bind(&a.note).bind(&a.department).bind(&a.town)
+                .bind(a.sector.map(|s| s.code()).unwrap_or("")).bind(recorded_by).bind(now_ms())
+                .execute(&mut *tx).await?;
+            remember!(tx, scope, request_id, &id);
+            tx.commit().await?;
+            Ok(id)
+        })
+    }
+
+    pub async fn achievement(&self, id: &str) -> Result<Achievement> {
+        let sql = format!(
+            "SELECT {ACHIEVEMENT_COLUMNS} FROM achievements WHERE achievement_id = $1 ORDER BY revision"
+        );
+        let rows: Vec<AchievementRow> = with_db!(&self.db, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(id).fetch_all(pool).await?);
+        achievements_of(rows)
+            .pop()
+            .ok_or_else(|| Error::not_found("achievement", id))
+    }
+
+    /// Adds a revision to achievement `id` and supersedes the current one, once per
+    /// idempotency key. `check` validates the correction against the current revision.
+    pub async fn correct_achievement(
+        &self,
+        scope: &str,
+        request_id: &str,
+        id: &str,
+        expected_version: i64,
+        mut correction: Correction,
+        recorded_by: &str,
+    ) -> Result<()> {
+        let sql = format!(
+            "SELECT {ACHIEVEMENT_COLUMNS} FROM achievements WHERE achievement_id = $1 AND superseded_by = ''"
+        );
+        with_db!(&self.db, pool => {
+            let mut tx = pool.begin_write().await?;
+            if replay!(tx, scope, request_id).is_some() {
+                tx.commit().await?;
+                return Ok(());
+            }
+            let current: Option<AchievementRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(id).fetch_optional(&mut *tx).await?;
+            let current = current.ok_or_else(|| Error::not_found("achievement", id))?;
+            if expected_version != 0 && expected_version != current.revision {
+                return Err(Error::Aborted(format!(
+                    "achievement {id} is at version {}, not {expected_version}; read it again and retry",
+                    current.revision
+                )));
+            }
+            correction.validate(&current.revision())?;
+            let new_row = new_id();
+            sqlx::query("INSERT INTO achievements (id, achievement_id, revision, plan_code, indicator_code, unit_name, achieved_date, evidence, value, note, department, town, sector, retracted, reason, recorded_by, recorded_at_ms) \
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)")
+                .bind(&new_row).bind(id).bind(current.revision + 1).bind(&current.plan_code).bind(&current.indicator_code)
+                .bind(&current.unit_name).bind(&correction.achieved_date).bind(&correction.evidence).bind(correction.value)
+                .bind(&correction.note).bind(&current.department).bind(&current.town).bind(&current.sector)
+                .bind(i64::from(correction.retract)).bind(&correction.reason).bind(recorded_by).bind(now_ms())
+                .execute(&mut *tx).await?;
+            let superseded = sqlx::query("UPDATE achievements SET superseded_by = $1 WHERE id = $2 AND superseded_by = ''")
+                .bind(&new_row).bind(&current.id).execute(&mut *tx).await?.rows_affected();
+            if superseded != 1 {
+                return Err(Error::Aborted(format!("achievement {id} changed meanwhile; retry")));
+            }
+            remember!(tx, scope, request_id, id);
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    pub async fn list_achievements(
+        &self,
+        f: &AchievementFilter,
+        page: &Page,
+    ) -> Result<(Vec<Achievement>, String)> {
+        let sql = "SELECT achievement_id FROM achievements WHERE superseded_by = '' AND ($1 = '' OR plan_code = $1) \
+             AND ($2 = '' OR indicator_code = $2) AND ($3 = '' OR department = $3) AND ($4 = '' OR town = $4) \
+             AND ($5 = '' OR sector = $5) AND ($6 = 1 OR retracted = 0) AND ($7 = '' OR lower(unit_name) LIKE $7 OR lower(note) LIKE $7) \
+             AND ($8 = '' OR achievement_id > $8) ORDER BY achievement_id LIMIT $9";
+        let mut ids: Vec<String> = with_db!(&self.db, pool => sqlx::query_scalar(sql)
+            .bind(&f.plan_code).bind(&f.indicator_code).bind(&f.department).bind(&f.town)
+            .bind(f.sector.map(|s| s.code()).unwrap_or("")).bind(i32::from(f.include_retracted))
+            .bind(like(&f.query)).bind(page.after.clone().unwrap_or_default()).bind(page.fetch_limit())
+            .fetch_all(pool).await?);
+        let next = page.finish(&mut ids, Clone::clone);
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            out.push(self.achievement(&id).await?);
+        }
+        Ok((out, next))
+    }
+
+    /// Current, not retracted achievements of a plan code, by indicator code.
+    pub async fn recorded(&self, plan_code: &str) -> Result<HashMap<String, Vec<Recorded>>> {
+        let sql = format!(
+            "SELECT {ACHIEVEMENT_COLUMNS} FROM achievements WHERE plan_code = $1 AND superseded_by = '' AND retracted = 0"
+        );
+        let rows: Vec<AchievementRow> = with_db!(&self.db, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(plan_code).fetch_all(pool).await?);
+        let mut out: HashMap<String, Vec<Recorded>> = HashMap::new();
+        for r in rows {
+            let Some(achieved_date) = parse_date(&r.achieved_date) else {
+                continue;
+            };
+            out.entry(r.indicator_code.clone()).or_default().push(Recorded {
+                value: r.value,
+                achieved_date,
+                recorded_at_ms: r.recorded_at_ms,
+                department: r.department,
+                town: r.town,
+                sector: Sector::from_code(&r.sector),
+            });
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) async fn temp_store() -> (Store, std::path::PathBuf) {
+        let path = std::env::temp_dir().join(format!("cwsm-reporting-{}.db", new_id()));
+        let store = Store::connect(&format!("sqlite://{}", path.display()))
+            .await
+            .expect("store");
+        (store, path)
+    }
+
+    fn cleanup(path: &std::path::Path) {
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
+    }
+
+    #[tokio::test]
+    async fn plans_are_versioned_and_loads_idempotent() {
+        let (store, path) = temp_store().await;
+        let parsed = plan::parse(plan::DEFAULT_PLAN_TOML).expect("plan");
+        let a = store
+            .insert_plan("load_plan:alice", "r1", &parsed, plan::DEFAULT_PLAN_TOML, "x", "alice")
+            .await
+            .expect("first");
+        let again = store
+            .insert_plan("load_plan:alice", "r1", &parsed, plan::DEFAULT_PLAN_TOML, "x", "alice")
+            .await
+            .expect("replay");
+        assert_eq!(a, again);
+        let b = store
+            .insert_plan("load_plan:alice", "r2", &parsed, plan::DEFAULT_PLAN_TOML, "x", "alice")
+            .await
+            .expect("second");
+        assert_eq!(store.plan_by_id(&a).await.expect("v1").version, 1);
+        let latest = store.plan_by_code("xinbei-2020", 0).await.expect("latest");
+        assert_eq!((latest.id.as_str(), latest.version), (b.as_str(), 2));
+        let page = Page::from_request(10, "").expect("page");
+        let (latest_only, _) = store.list_plans(&PlanFilter::default(), &page).await.expect("list");
+        assert_eq!(latest_only.len(), 1);
+        let all = PlanFilter {
+            all_versions: true,
+            ..PlanFilter::default()
+        };
+        assert_eq!(store.list_plans(&all, &page).await.expect("all").0.len(), 2);
+        store.db.close().await;
+        cleanup(&path);
+    }
+
+    #[tokio::test]
+    async fn corrections_keep_history() {
+        let (store, path) = temp_store().await;
+        let new = NewAchievement {
+            plan_code: "xinbei-2020".into(),
+            indicator_code: "A2-GOV-AGENCIES".into(),
+            unit_name: "区教育局".into(),
+            achieved_date: "2020-06-01".into(),
+            evidence: "doc".into(),
+            value: 1.0,
+            note: String::new(),
+            department: "edu".into(),
+            town: String::new(),
+            sector: None,
+        };
+        let id = store.record_achievement("s", "r1", &new, "alice").await.expect("record");
+        assert_eq!(store.record_achievement("s", "r1", &new, "alice").await.expect("replay"), id);
+        let fix = Correction {
+            value: 2.0,
+            achieved_date: "2020-07-01".into(),
+            evidence: "doc 2".into(),
+            note: String::new(),
+            retract: false,
+            reason: "typo".into(),
+        };
+        let stale = store.correct_achievement("s", "c0", &id, 5, fix.clone(), "bob").await;
+        assert!(matches!(stale, Err(Error::Aborted(_))));
+        store.correct_achievement("s", "c1", &id, 1, fix.clone(), "bob").await.expect("correct");
+        store.correct_achievement("s", "c1", &id, 1, fix, "bob").await.expect("replayed");
+        let a = store.achievement(&id).await.expect("get");
+        assert_eq!(a.revisions.len(), 2);
+        assert_eq!(a.version(), 2);
+        assert_eq!(a.current().value, 2.0);
+        let recorded = store.recorded("xinbei-2020").await.expect("recorded");
+        assert_eq!(recorded["A2-GOV-AGENCIES"].len(), 1);
+        assert_eq!(recorded["A2-GOV-AGENCIES"][0].value, 2.0);
+        let page = Page::from_request(10, "").expect("page");
+        let (list, next) = store
+            .list_achievements(&AchievementFilter::default(), &page)
+            .await
+            .expect("list");
+        assert_eq!((list.len(), next.as_str()), (1, ""));
+        store.db.close().await;
+        cleanup(&path);
+    }
+}
