@@ -53,4 +53,5 @@ pub use r#type::v1 as types;
 
 /// The encoded `google.protobuf.FileDescriptorSet` of every cwsm `.proto` file and its
 /// imports, for gRPC server reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/cwsm_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/cwsm_descriptor.bin"));

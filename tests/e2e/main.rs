@@ -25,7 +25,11 @@ fn rid(label: &str) -> String {
 async fn contract_projects_counted(app: &TestApp, admin: &str) -> Option<f64> {
     let report = app
         .reporting(admin)
-        .get_report(r::GetReportRequest { plan_code: "xinbei-2020".into(), plan_version: 0, as_of_date: String::new() })
+        .get_report(r::GetReportRequest {
+            plan_code: "xinbei-2020".into(),
+            plan_version: 0,
+            as_of_date: String::new(),
+        })
         .await
         .ok()?
         .into_inner()
@@ -71,7 +75,10 @@ async fn marketplace_flow(backend: Backend) -> anyhow::Result<()> {
             offering: Some(m::Offering {
                 company_id: company.id.clone(),
                 title: "Campus leak detection and smart metering".into(),
-                technologies: vec![types::Technology::LeakDetection as i32, types::Technology::SmartMetering as i32],
+                technologies: vec![
+                    types::Technology::LeakDetection as i32,
+                    types::Technology::SmartMetering as i32,
+                ],
                 contract_models: vec![types::ContractModel::SharedSavings as i32],
                 typical_savings_bp: 2500,
                 typical_term_months: 96,
@@ -83,7 +90,11 @@ async fn marketplace_flow(backend: Backend) -> anyhow::Result<()> {
         .offering
         .expect("offering");
     app.matching(&company_token)
-        .publish_offering(m::PublishOfferingRequest { request_id: rid("publish"), offering_id: offering.id.clone(), expected_version: 0 })
+        .publish_offering(m::PublishOfferingRequest {
+            request_id: rid("publish"),
+            offering_id: offering.id.clone(),
+            expected_version: 0,
+        })
         .await?;
 
     // A university asks for a project.
@@ -105,7 +116,10 @@ async fn marketplace_flow(backend: Backend) -> anyhow::Result<()> {
         .into_inner()
         .water_user
         .expect("water user");
-    assert!(user.planned_use_supervised, "2.43 million m³ a year is under planned-use supervision");
+    assert!(
+        user.planned_use_supervised,
+        "2.43 million m³ a year is under planned-use supervision"
+    );
     let request = app
         .matching(&user_token)
         .create_project_request(m::CreateProjectRequestRequest {
@@ -127,20 +141,34 @@ async fn marketplace_flow(backend: Backend) -> anyhow::Result<()> {
         .project_request
         .expect("request");
     app.matching(&user_token)
-        .open_project_request(m::OpenProjectRequestRequest { request_id: rid("open"), project_request_id: request.id.clone(), expected_version: 0 })
+        .open_project_request(m::OpenProjectRequestRequest {
+            request_id: rid("open"),
+            project_request_id: request.id.clone(),
+            expected_version: 0,
+        })
         .await?;
 
     // Matching ranks the offering, and says why.
     let ranking = app
         .matching(&user_token)
-        .rank_offerings(m::RankOfferingsRequest { project_request_id: request.id.clone(), page_size: 10 })
+        .rank_offerings(m::RankOfferingsRequest {
+            project_request_id: request.id.clone(),
+            page_size: 10,
+        })
         .await?
         .into_inner();
     let first = &ranking.ranked_offerings[0];
-    assert_eq!(first.offering.as_ref().map(|o| o.id.as_str()), Some(offering.id.as_str()));
+    assert_eq!(
+        first.offering.as_ref().map(|o| o.id.as_str()),
+        Some(offering.id.as_str())
+    );
     assert_eq!(first.rank, 1);
     assert_eq!(first.parts.len(), 6, "every part of the score is returned");
-    let technology = first.parts.iter().find(|p| p.name == "technology").expect("technology part");
+    let technology = first
+        .parts
+        .iter()
+        .find(|p| p.name == "technology")
+        .expect("technology part");
     assert_eq!(technology.value, 1.0);
     assert!(technology.explanation.contains("1 of 1"));
 
@@ -158,7 +186,11 @@ async fn marketplace_flow(backend: Backend) -> anyhow::Result<()> {
                 promised_savings_litres: 486_000_000,
                 promised_savings_bp: 2000,
                 contract_model: types::ContractModel::SharedSavings as i32,
-                terms: Some(types::ContractTerms { share_ratio_bp: 7000, sharing_period_months: 96, ..Default::default() }),
+                terms: Some(types::ContractTerms {
+                    share_ratio_bp: 7000,
+                    sharing_period_months: 96,
+                    ..Default::default()
+                }),
                 contract_term_months: 96,
                 mv_option: types::MvOption::C as i32,
                 drivers: vec!["occupancy".into()],
@@ -169,23 +201,47 @@ async fn marketplace_flow(backend: Backend) -> anyhow::Result<()> {
         .into_inner()
         .proposal
         .expect("proposal");
-    let accept = m::AcceptProposalRequest { request_id: rid("accept"), proposal_id: proposal.id.clone(), expected_version: 0 };
-    let accepted = app.matching(&user_token).accept_proposal(accept.clone()).await?.into_inner();
+    let accept = m::AcceptProposalRequest {
+        request_id: rid("accept"),
+        proposal_id: proposal.id.clone(),
+        expected_version: 0,
+    };
+    let accepted = app
+        .matching(&user_token)
+        .accept_proposal(accept.clone())
+        .await?
+        .into_inner();
     assert!(!accepted.project_id.is_empty());
-    let again = app.matching(&user_token).accept_proposal(accept).await?.into_inner();
-    assert_eq!(again.project_id, accepted.project_id, "a retried acceptance starts no second project");
+    let again = app
+        .matching(&user_token)
+        .accept_proposal(accept)
+        .await?
+        .into_inner();
+    assert_eq!(
+        again.project_id, accepted.project_id,
+        "a retried acceptance starts no second project"
+    );
 
     // Projects holds a contracted project.
     let project_id = accepted.project_id.clone();
     let project = eventually(WAIT, || {
         let mut client = app.projects(&admin);
         let id = project_id.clone();
-        async move { client.get_project(p::GetProjectRequest { project_id: id }).await.ok().and_then(|r| r.into_inner().project) }
+        async move {
+            client
+                .get_project(p::GetProjectRequest { project_id: id })
+                .await
+                .ok()
+                .and_then(|r| r.into_inner().project)
+        }
     })
     .await
     .expect("the accepted proposal becomes a project");
     assert_eq!(project.stage, p::ProjectStage::Contracted as i32);
-    assert_eq!(project.company.as_ref().map(|c| c.credit_code.as_str()), Some(company_code.as_str()));
+    assert_eq!(
+        project.company.as_ref().map(|c| c.credit_code.as_str()),
+        Some(company_code.as_str())
+    );
 
     // It is moved to completion (handed over), each step by the party whose step it is.
     for (stage, token) in [
@@ -211,13 +267,23 @@ async fn marketplace_flow(backend: Backend) -> anyhow::Result<()> {
     }
 
     // Reporting counts the project once toward "contract water-saving projects".
-    let counted = eventually(WAIT, || async { contract_projects_counted(&app, &admin).await.filter(|n| *n >= 1.0) }).await;
+    let counted = eventually(WAIT, || async {
+        contract_projects_counted(&app, &admin)
+            .await
+            .filter(|n| *n >= 1.0)
+    })
+    .await;
     assert_eq!(counted, Some(1.0));
 
     // The completion event delivered twice, and re-emitted under another event id: still one.
     let log = app
         .projects(&admin)
-        .list_milestones(p::ListMilestonesRequest { after_sequence: 0, page_size: 100, page_token: String::new(), project_id: project_id.clone() })
+        .list_milestones(p::ListMilestonesRequest {
+            after_sequence: 0,
+            page_size: 100,
+            page_token: String::new(),
+            project_id: project_id.clone(),
+        })
         .await?
         .into_inner()
         .milestones;
@@ -235,14 +301,30 @@ async fn marketplace_flow(backend: Backend) -> anyhow::Result<()> {
         trace_parent: String::new(),
     };
     app.bus.publish(&envelope(&handed_over)).await?;
-    let reemitted = ProjectMilestone { event_id: rid("reemitted"), ..handed_over.clone() };
+    let reemitted = ProjectMilestone {
+        event_id: rid("reemitted"),
+        ..handed_over.clone()
+    };
     app.bus.publish(&envelope(&reemitted)).await?;
     // A hand-over of another project, published after the duplicates: once it is counted, the
     // consumer has been through the duplicates too.
-    let other = ProjectMilestone { event_id: rid("other"), project_id: rid("other-project"), ..handed_over.clone() };
+    let other = ProjectMilestone {
+        event_id: rid("other"),
+        project_id: rid("other-project"),
+        ..handed_over.clone()
+    };
     app.bus.publish(&envelope(&other)).await?;
-    let after = eventually(WAIT, || async { contract_projects_counted(&app, &admin).await.filter(|n| *n >= 2.0) }).await;
-    assert_eq!(after, Some(2.0), "duplicates add nothing; the other project adds one");
+    let after = eventually(WAIT, || async {
+        contract_projects_counted(&app, &admin)
+            .await
+            .filter(|n| *n >= 2.0)
+    })
+    .await;
+    assert_eq!(
+        after,
+        Some(2.0),
+        "duplicates add nothing; the other project adds one"
+    );
 
     app.stop().await
 }
@@ -277,16 +359,30 @@ async fn bad_input(backend: Backend) -> anyhow::Result<()> {
     };
 
     // No token: UNAUTHENTICATED. Health needs none.
-    let err = app.matching("").list_companies(m::ListCompaniesRequest::default()).await.expect_err("no token");
+    let err = app
+        .matching("")
+        .list_companies(m::ListCompaniesRequest::default())
+        .await
+        .expect_err("no token");
     assert_eq!(err.code(), Code::Unauthenticated);
     let mut health = tonic_health::pb::health_client::HealthClient::new(app.channel.clone());
-    for service in ["cwsm.matching.v1.MatchingService", "cwsm.projects.v1.ProjectsService", "cwsm.reporting.v1.ReportingService"] {
+    for service in [
+        "cwsm.matching.v1.MatchingService",
+        "cwsm.projects.v1.ProjectsService",
+        "cwsm.reporting.v1.ReportingService",
+    ] {
         let status = health
-            .check(tonic_health::pb::HealthCheckRequest { service: service.into() })
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: service.into(),
+            })
             .await?
             .into_inner()
             .status;
-        assert_eq!(status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32, "{service}");
+        assert_eq!(
+            status,
+            tonic_health::pb::health_check_response::ServingStatus::Serving as i32,
+            "{service}"
+        );
     }
 
     // A wrong check character: INVALID_ARGUMENT naming the field.
@@ -294,33 +390,66 @@ async fn bad_input(backend: Backend) -> anyhow::Result<()> {
     wrong.replace_range(17.., if code.ends_with('0') { "1" } else { "0" });
     let err = app
         .matching(&app.token(Role::Company, Some(&wrong)))
-        .create_company(m::CreateCompanyRequest { request_id: rid("bad"), company: Some(company(&wrong)) })
+        .create_company(m::CreateCompanyRequest {
+            request_id: rid("bad"),
+            company: Some(company(&wrong)),
+        })
         .await
         .expect_err("bad credit code");
     assert_eq!(err.code(), Code::InvalidArgument);
-    let violations = err.get_error_details().bad_request().map(|b| b.field_violations.clone()).unwrap_or_default();
+    let violations = err
+        .get_error_details()
+        .bad_request()
+        .map(|b| b.field_violations.clone())
+        .unwrap_or_default();
     assert_eq!(violations[0].field, "company.credit_code");
 
     // A missing request id: INVALID_ARGUMENT on request_id.
     let err = app
         .matching(&company_token)
-        .create_company(m::CreateCompanyRequest { request_id: String::new(), company: Some(company(&code)) })
+        .create_company(m::CreateCompanyRequest {
+            request_id: String::new(),
+            company: Some(company(&code)),
+        })
         .await
         .expect_err("no request id");
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().contains("request_id"));
 
     // A retried create returns the first result and creates nothing new.
-    let create = m::CreateCompanyRequest { request_id: rid("create"), company: Some(company(&code)) };
-    let first = app.matching(&company_token).create_company(create.clone()).await?.into_inner().company.expect("company");
-    let retry = app.matching(&company_token).create_company(create).await?.into_inner().company.expect("company");
+    let create = m::CreateCompanyRequest {
+        request_id: rid("create"),
+        company: Some(company(&code)),
+    };
+    let first = app
+        .matching(&company_token)
+        .create_company(create.clone())
+        .await?
+        .into_inner()
+        .company
+        .expect("company");
+    let retry = app
+        .matching(&company_token)
+        .create_company(create)
+        .await?
+        .into_inner()
+        .company
+        .expect("company");
     assert_eq!(first.id, retry.id);
-    let listed = app.matching(&admin).list_companies(m::ListCompaniesRequest::default()).await?.into_inner().companies;
+    let listed = app
+        .matching(&admin)
+        .list_companies(m::ListCompaniesRequest::default())
+        .await?
+        .into_inner()
+        .companies;
     assert_eq!(listed.len(), 1);
     // The same company under a new request id: ALREADY_EXISTS.
     let err = app
         .matching(&company_token)
-        .create_company(m::CreateCompanyRequest { request_id: rid("again"), company: Some(company(&code)) })
+        .create_company(m::CreateCompanyRequest {
+            request_id: rid("again"),
+            company: Some(company(&code)),
+        })
         .await
         .expect_err("duplicate");
     assert_eq!(err.code(), Code::AlreadyExists);
@@ -329,13 +458,23 @@ async fn bad_input(backend: Backend) -> anyhow::Result<()> {
     let other_token = app.token(Role::Company, Some(&other_code));
     let err = app
         .matching(&other_token)
-        .update_company(m::UpdateCompanyRequest { request_id: rid("update"), company: Some(m::Company { id: first.id.clone(), ..company(&code) }), expected_version: 0 })
+        .update_company(m::UpdateCompanyRequest {
+            request_id: rid("update"),
+            company: Some(m::Company {
+                id: first.id.clone(),
+                ..company(&code)
+            }),
+            expected_version: 0,
+        })
         .await
         .expect_err("not its company");
     assert_eq!(err.code(), Code::PermissionDenied);
     let err = app
         .matching(&other_token)
-        .create_company(m::CreateCompanyRequest { request_id: rid("impersonate"), company: Some(company(&credit_code("91320411MA1QX7B2J"))) })
+        .create_company(m::CreateCompanyRequest {
+            request_id: rid("impersonate"),
+            company: Some(company(&credit_code("91320411MA1QX7B2J"))),
+        })
         .await
         .expect_err("not its credit code");
     assert_eq!(err.code(), Code::PermissionDenied);
@@ -343,19 +482,42 @@ async fn bad_input(backend: Backend) -> anyhow::Result<()> {
     // A stale version: ABORTED.
     let err = app
         .matching(&company_token)
-        .update_company(m::UpdateCompanyRequest { request_id: rid("stale"), company: Some(m::Company { id: first.id.clone(), ..company(&code) }), expected_version: 7 })
+        .update_company(m::UpdateCompanyRequest {
+            request_id: rid("stale"),
+            company: Some(m::Company {
+                id: first.id.clone(),
+                ..company(&code)
+            }),
+            expected_version: 7,
+        })
         .await
         .expect_err("stale");
     assert_eq!(err.code(), Code::Aborted);
 
     // Unknown ids: NOT_FOUND.
-    let err = app.matching(&admin).get_offering(m::GetOfferingRequest { offering_id: "no-such-offering".into() }).await.expect_err("unknown");
+    let err = app
+        .matching(&admin)
+        .get_offering(m::GetOfferingRequest {
+            offering_id: "no-such-offering".into(),
+        })
+        .await
+        .expect_err("unknown");
     assert_eq!(err.code(), Code::NotFound);
-    let err = app.projects(&admin).get_project(p::GetProjectRequest { project_id: "no-such-project".into() }).await.expect_err("unknown");
+    let err = app
+        .projects(&admin)
+        .get_project(p::GetProjectRequest {
+            project_id: "no-such-project".into(),
+        })
+        .await
+        .expect_err("unknown");
     assert_eq!(err.code(), Code::NotFound);
     let err = app
         .reporting(&admin)
-        .get_report(r::GetReportRequest { plan_code: "no-such-plan".into(), plan_version: 0, as_of_date: String::new() })
+        .get_report(r::GetReportRequest {
+            plan_code: "no-such-plan".into(),
+            plan_version: 0,
+            as_of_date: String::new(),
+        })
         .await
         .expect_err("unknown plan");
     assert_eq!(err.code(), Code::NotFound);
@@ -378,11 +540,20 @@ async fn bad_input(backend: Backend) -> anyhow::Result<()> {
         .offering
         .expect("offering");
     app.matching(&company_token)
-        .withdraw_offering(m::WithdrawOfferingRequest { request_id: rid("withdraw"), offering_id: offering.id.clone(), expected_version: 0, reason: "replaced".into() })
+        .withdraw_offering(m::WithdrawOfferingRequest {
+            request_id: rid("withdraw"),
+            offering_id: offering.id.clone(),
+            expected_version: 0,
+            reason: "replaced".into(),
+        })
         .await?;
     let err = app
         .matching(&company_token)
-        .publish_offering(m::PublishOfferingRequest { request_id: rid("publish"), offering_id: offering.id, expected_version: 0 })
+        .publish_offering(m::PublishOfferingRequest {
+            request_id: rid("publish"),
+            offering_id: offering.id,
+            expected_version: 0,
+        })
         .await
         .expect_err("withdrawn");
     assert_eq!(err.code(), Code::FailedPrecondition);
@@ -391,7 +562,10 @@ async fn bad_input(backend: Backend) -> anyhow::Result<()> {
     // A bad page token: INVALID_ARGUMENT.
     let err = app
         .matching(&admin)
-        .list_companies(m::ListCompaniesRequest { page_token: "not-a-token".into(), ..Default::default() })
+        .list_companies(m::ListCompaniesRequest {
+            page_token: "not-a-token".into(),
+            ..Default::default()
+        })
         .await
         .expect_err("bad token");
     assert_eq!(err.code(), Code::InvalidArgument);

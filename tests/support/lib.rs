@@ -63,7 +63,9 @@ pub async fn postgres_and_redis_available() -> bool {
         );
     }
     if !ok {
-        eprintln!("skipped: PostgreSQL/Redis not reachable (set CWSM_REQUIRE_POSTGRES=1 to fail instead)");
+        eprintln!(
+            "skipped: PostgreSQL/Redis not reachable (set CWSM_REQUIRE_POSTGRES=1 to fail instead)"
+        );
     }
     ok
 }
@@ -89,16 +91,30 @@ impl TestApp {
                     .execute(&pool)
                     .await?;
                 pool.close().await;
-                let base = admin.rsplit_once('/').map(|(b, _)| b.to_string()).unwrap_or(admin.clone());
+                let base = admin
+                    .rsplit_once('/')
+                    .map(|(b, _)| b.to_string())
+                    .unwrap_or(admin.clone());
                 settings.database_url = Some(format!("{base}/{database}"));
                 settings.redis_url = Some(redis_url());
                 postgres = Some((admin, database));
-                Arc::new(RedisBus::connect_with_prefix(&redis_url(), &format!("cwsm-test-{id}")).await?)
+                Arc::new(
+                    RedisBus::connect_with_prefix(&redis_url(), &format!("cwsm-test-{id}")).await?,
+                )
             }
         };
         let keys = Arc::new(Keys::from_secret(&[42u8; 32])?);
-        let running = app::start(&settings, Services::ALL, bus.clone(), keys.clone(), CancellationToken::new()).await?;
-        let channel = Channel::from_shared(format!("http://{}", running.addr))?.connect().await?;
+        let running = app::start(
+            &settings,
+            Services::ALL,
+            bus.clone(),
+            keys.clone(),
+            CancellationToken::new(),
+        )
+        .await?;
+        let channel = Channel::from_shared(format!("http://{}", running.addr))?
+            .connect()
+            .await?;
         Ok(TestApp {
             running: Some(running),
             bus,
@@ -115,15 +131,24 @@ impl TestApp {
             .unwrap_or_default()
     }
 
-    pub fn matching(&self, token: &str) -> MatchingServiceClient<InterceptedService<Channel, Bearer>> {
+    pub fn matching(
+        &self,
+        token: &str,
+    ) -> MatchingServiceClient<InterceptedService<Channel, Bearer>> {
         MatchingServiceClient::with_interceptor(self.channel.clone(), Bearer(token.to_string()))
     }
 
-    pub fn projects(&self, token: &str) -> ProjectsServiceClient<InterceptedService<Channel, Bearer>> {
+    pub fn projects(
+        &self,
+        token: &str,
+    ) -> ProjectsServiceClient<InterceptedService<Channel, Bearer>> {
         ProjectsServiceClient::with_interceptor(self.channel.clone(), Bearer(token.to_string()))
     }
 
-    pub fn reporting(&self, token: &str) -> ReportingServiceClient<InterceptedService<Channel, Bearer>> {
+    pub fn reporting(
+        &self,
+        token: &str,
+    ) -> ReportingServiceClient<InterceptedService<Channel, Bearer>> {
         ReportingServiceClient::with_interceptor(self.channel.clone(), Bearer(token.to_string()))
     }
 
@@ -135,9 +160,11 @@ impl TestApp {
         let _ = std::fs::remove_dir_all(&self.data_dir);
         if let Some((admin, database)) = self.postgres.take() {
             let pool = sqlx::PgPool::connect(&admin).await?;
-            sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)")))
-                .execute(&pool)
-                .await?;
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {database} WITH (FORCE)"
+            )))
+            .execute(&pool)
+            .await?;
         }
         Ok(())
     }
@@ -148,7 +175,10 @@ impl TestApp {
 pub struct Bearer(pub String);
 
 impl tonic::service::Interceptor for Bearer {
-    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
         if !self.0.is_empty() {
             let value = format!("Bearer {}", self.0)
                 .parse()
@@ -180,7 +210,9 @@ where
 /// Appends the GB 32100 check character to the first 17 characters of a credit code.
 pub fn credit_code(first17: &str) -> String {
     const ALPHABET: &str = "0123456789ABCDEFGHJKLMNPQRTUWXY";
-    const WEIGHTS: [usize; 17] = [1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28];
+    const WEIGHTS: [usize; 17] = [
+        1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28,
+    ];
     let sum: usize = first17
         .chars()
         .zip(WEIGHTS)

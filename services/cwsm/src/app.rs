@@ -39,11 +39,22 @@ impl Services {
             reporting: false,
         };
         Ok(match name {
-            "matching" => Services { matching: true, ..none },
-            "projects" => Services { projects: true, ..none },
-            "reporting" => Services { reporting: true, ..none },
+            "matching" => Services {
+                matching: true,
+                ..none
+            },
+            "projects" => Services {
+                projects: true,
+                ..none
+            },
+            "reporting" => Services {
+                reporting: true,
+                ..none
+            },
             "all" => Services::ALL,
-            other => anyhow::bail!("unknown service {other:?}: matching, projects, reporting or all"),
+            other => {
+                anyhow::bail!("unknown service {other:?}: matching, projects, reporting or all")
+            }
         })
     }
 }
@@ -139,9 +150,9 @@ pub async fn start(
         tasks.spawn(relay.run(shutdown.clone()));
     };
     let consumer = |tasks: &mut JoinSet<()>,
-                        topic: &'static str,
-                        group: &'static str,
-                        handler: Arc<dyn EventHandler>| {
+                    topic: &'static str,
+                    group: &'static str,
+                    handler: Arc<dyn EventHandler>| {
         let bus = bus.clone();
         let shutdown = shutdown.clone();
         tasks.spawn(async move {

@@ -25,13 +25,23 @@ use tonic::transport::Channel;
 #[derive(Args, Clone)]
 pub struct Connection {
     /// Server address.
-    #[arg(long, global = true, env = "CWSM_SERVER", default_value = "http://127.0.0.1:50051")]
+    #[arg(
+        long,
+        global = true,
+        env = "CWSM_SERVER",
+        default_value = "http://127.0.0.1:50051"
+    )]
     pub server: String,
     /// Bearer token (see `cwsm token issue`).
     #[arg(long, global = true, env = "CWSM_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
     /// Data folder whose signing key may sign an admin token when no token is given.
-    #[arg(long, global = true, env = "CWSM_DATA_DIR", default_value = "cwsm-data")]
+    #[arg(
+        long,
+        global = true,
+        env = "CWSM_DATA_DIR",
+        default_value = "cwsm-data"
+    )]
     pub data_dir: PathBuf,
     /// Print JSON instead of a table.
     #[arg(long, global = true)]
@@ -139,7 +149,9 @@ pub enum RequestsCommand {
         technologies: Vec<String>,
     },
     /// Offerings ranked for a request, with the parts of each score.
-    Rank { request_id: String },
+    Rank {
+        request_id: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -180,9 +192,16 @@ impl Clients {
             None => {
                 let key = conn.data_dir.join(cwsm_platform::auth::KEY_FILE);
                 if !key.exists() {
-                    anyhow::bail!("no token: pass --token or set CWSM_TOKEN (cwsm token issue --role …)");
+                    anyhow::bail!(
+                        "no token: pass --token or set CWSM_TOKEN (cwsm token issue --role …)"
+                    );
                 }
-                Keys::load_or_create(&conn.data_dir)?.issue("cli", Role::Admin, None, Duration::from_secs(3600))?
+                Keys::load_or_create(&conn.data_dir)?.issue(
+                    "cli",
+                    Role::Admin,
+                    None,
+                    Duration::from_secs(3600),
+                )?
             }
         };
         let channel = Channel::from_shared(conn.server.clone())?
@@ -252,11 +271,18 @@ impl Output {
     }
 }
 
-fn code_number<T>(field: &str, code: &str, from: fn(&str) -> Option<T>, number: fn(T) -> i32) -> anyhow::Result<i32> {
+fn code_number<T>(
+    field: &str,
+    code: &str,
+    from: fn(&str) -> Option<T>,
+    number: fn(T) -> i32,
+) -> anyhow::Result<i32> {
     if code.is_empty() {
         return Ok(0);
     }
-    from(code).map(number).ok_or_else(|| anyhow::anyhow!("unknown {field} {code:?}"))
+    from(code)
+        .map(number)
+        .ok_or_else(|| anyhow::anyhow!("unknown {field} {code:?}"))
 }
 
 fn name_of<T>(n: i32, from: fn(i32) -> Option<T>, code: fn(T) -> &'static str) -> String {
@@ -269,7 +295,11 @@ fn yuan(fen: i64) -> String {
 
 fn stage_name(n: i32) -> String {
     ppb::ProjectStage::try_from(n)
-        .map(|s| s.as_str_name().trim_start_matches("PROJECT_STAGE_").to_lowercase())
+        .map(|s| {
+            s.as_str_name()
+                .trim_start_matches("PROJECT_STAGE_")
+                .to_lowercase()
+        })
         .unwrap_or_default()
 }
 
@@ -283,15 +313,17 @@ pub async fn run(command: ClientCommand) -> anyhow::Result<()> {
             let c = Clients::connect(&conn).await?;
             let report = c
                 .reporting()
-                .get_report(rpb::GetReportRequest { plan_code: plan, plan_version: 0, as_of_date: date })
+                .get_report(rpb::GetReportRequest {
+                    plan_code: plan,
+                    plan_version: 0,
+                    as_of_date: date,
+                })
                 .await?
                 .into_inner()
                 .report
                 .context("empty report")?;
-            if let Some(p) = &report.plan {
-                if !conn.json {
-                    println!("{} (v{}) as of {}", p.title, p.version, report.as_of_date);
-                }
+            if let (Some(p), false) = (&report.plan, conn.json) {
+                println!("{} (v{}) as of {}", p.title, p.version, report.as_of_date);
             }
             let rows = report
                 .indicators
@@ -306,15 +338,35 @@ pub async fn run(command: ClientCommand) -> anyhow::Result<()> {
                         format!("{:.0}%", f64::from(s.progress_bp) / 100.0),
                         i.deadline,
                         rpb::ProgressStatus::try_from(s.status)
-                            .map(|x| x.as_str_name().trim_start_matches("PROGRESS_STATUS_").to_lowercase())
+                            .map(|x| {
+                                x.as_str_name()
+                                    .trim_start_matches("PROGRESS_STATUS_")
+                                    .to_lowercase()
+                            })
                             .unwrap_or_default(),
                         i.lead_departments.join(", "),
                     ]
                 })
                 .collect();
-            Output { headers: vec!["code", "indicator", "target", "actual", "progress", "deadline", "status", "lead"], rows }.print(conn.json);
+            Output {
+                headers: vec![
+                    "code",
+                    "indicator",
+                    "target",
+                    "actual",
+                    "progress",
+                    "deadline",
+                    "status",
+                    "lead",
+                ],
+                rows,
+            }
+            .print(conn.json);
         }
-        ClientCommand::Companies { conn, command: ListOnly::List(a) } => {
+        ClientCommand::Companies {
+            conn,
+            command: ListOnly::List(a),
+        } => {
             let c = Clients::connect(&conn).await?;
             let reply = c
                 .matching()
@@ -335,17 +387,33 @@ pub async fn run(command: ClientCommand) -> anyhow::Result<()> {
                         x.id.clone(),
                         x.name.clone(),
                         x.credit_code.clone(),
-                        cwsm_platform::vocab::CertificationGrade::from_number(x.certification_grade)
-                            .map(|g| g.label().to_string())
-                            .unwrap_or_default(),
+                        cwsm_platform::vocab::CertificationGrade::from_number(
+                            x.certification_grade,
+                        )
+                        .map(|g| g.label().to_string())
+                        .unwrap_or_default(),
                         yuan(x.financing_capacity_fen),
                         x.towns.join(", "),
                     ]
                 })
                 .collect();
-            Output { headers: vec!["id", "name", "credit_code", "certification", "financing_yuan", "towns"], rows }.print(conn.json);
+            Output {
+                headers: vec![
+                    "id",
+                    "name",
+                    "credit_code",
+                    "certification",
+                    "financing_yuan",
+                    "towns",
+                ],
+                rows,
+            }
+            .print(conn.json);
         }
-        ClientCommand::Offerings { conn, command: ListOnly::List(a) } => {
+        ClientCommand::Offerings {
+            conn,
+            command: ListOnly::List(a),
+        } => {
             let c = Clients::connect(&conn).await?;
             let reply = c
                 .matching()
@@ -365,14 +433,39 @@ pub async fn run(command: ClientCommand) -> anyhow::Result<()> {
                     vec![
                         o.id.clone(),
                         o.title.clone(),
-                        o.technologies.iter().map(|t| name_of(*t, Technology::from_number, Technology::code)).collect::<Vec<_>>().join(", "),
-                        o.contract_models.iter().map(|m| name_of(*m, ContractModel::from_number, ContractModel::code)).collect::<Vec<_>>().join(", "),
+                        o.technologies
+                            .iter()
+                            .map(|t| name_of(*t, Technology::from_number, Technology::code))
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        o.contract_models
+                            .iter()
+                            .map(|m| name_of(*m, ContractModel::from_number, ContractModel::code))
+                            .collect::<Vec<_>>()
+                            .join(", "),
                         format!("{:.1}%", f64::from(o.typical_savings_bp) / 100.0),
-                        mpb::OfferingStatus::try_from(o.status).map(|s| s.as_str_name().trim_start_matches("OFFERING_STATUS_").to_lowercase()).unwrap_or_default(),
+                        mpb::OfferingStatus::try_from(o.status)
+                            .map(|s| {
+                                s.as_str_name()
+                                    .trim_start_matches("OFFERING_STATUS_")
+                                    .to_lowercase()
+                            })
+                            .unwrap_or_default(),
                     ]
                 })
                 .collect();
-            Output { headers: vec!["id", "title", "technologies", "models", "typical_savings", "status"], rows }.print(conn.json);
+            Output {
+                headers: vec![
+                    "id",
+                    "title",
+                    "technologies",
+                    "models",
+                    "typical_savings",
+                    "status",
+                ],
+                rows,
+            }
+            .print(conn.json);
         }
         ClientCommand::Requests { conn, command } => {
             let c = Clients::connect(&conn).await?;
@@ -382,7 +475,12 @@ pub async fn run(command: ClientCommand) -> anyhow::Result<()> {
                         .matching()
                         .list_project_requests(mpb::ListProjectRequestsRequest {
                             page_size: a.limit,
-                            sector: code_number("sector", &a.sector, Sector::from_code, Sector::number)?,
+                            sector: code_number(
+                                "sector",
+                                &a.sector,
+                                Sector::from_code,
+                                Sector::number,
+                            )?,
                             town: a.town,
                             query: a.query,
                             ..Default::default()
@@ -396,17 +494,47 @@ pub async fn run(command: ClientCommand) -> anyhow::Result<()> {
                             vec![
                                 r.id.clone(),
                                 r.title.clone(),
-                                r.water_user.as_ref().map(|u| u.name.clone()).unwrap_or_default(),
+                                r.water_user
+                                    .as_ref()
+                                    .map(|u| u.name.clone())
+                                    .unwrap_or_default(),
                                 format!("{}", r.baseline_use_litres / 1000),
                                 yuan(r.investment_wanted_fen),
-                                mpb::ProjectRequestStatus::try_from(r.status).map(|s| s.as_str_name().trim_start_matches("PROJECT_REQUEST_STATUS_").to_lowercase()).unwrap_or_default(),
+                                mpb::ProjectRequestStatus::try_from(r.status)
+                                    .map(|s| {
+                                        s.as_str_name()
+                                            .trim_start_matches("PROJECT_REQUEST_STATUS_")
+                                            .to_lowercase()
+                                    })
+                                    .unwrap_or_default(),
                                 r.proposal_count.to_string(),
                             ]
                         })
                         .collect();
-                    Output { headers: vec!["id", "title", "water_user", "baseline_m3", "investment_yuan", "status", "proposals"], rows }.print(conn.json);
+                    Output {
+                        headers: vec![
+                            "id",
+                            "title",
+                            "water_user",
+                            "baseline_m3",
+                            "investment_yuan",
+                            "status",
+                            "proposals",
+                        ],
+                        rows,
+                    }
+                    .print(conn.json);
                 }
-                RequestsCommand::Create { water_user, title, baseline_m3, savings_pct, investment_yuan, price_yuan, models, technologies } => {
+                RequestsCommand::Create {
+                    water_user,
+                    title,
+                    baseline_m3,
+                    savings_pct,
+                    investment_yuan,
+                    price_yuan,
+                    models,
+                    technologies,
+                } => {
                     let mut m = c.matching();
                     let draft = mpb::ProjectRequest {
                         water_user_id: water_user,
@@ -415,26 +543,64 @@ pub async fn run(command: ClientCommand) -> anyhow::Result<()> {
                         expected_savings_bp: (savings_pct * 100.0).round() as i32,
                         investment_wanted_fen: investment_yuan * 100,
                         price_fen_per_m3: (price_yuan * 100.0).round() as i64,
-                        preferred_contract_models: models.iter().map(|x| code_number("model", x, ContractModel::from_code, ContractModel::number)).collect::<anyhow::Result<_>>()?,
-                        wanted_technologies: technologies.iter().map(|x| code_number("technology", x, Technology::from_code, Technology::number)).collect::<anyhow::Result<_>>()?,
+                        preferred_contract_models: models
+                            .iter()
+                            .map(|x| {
+                                code_number(
+                                    "model",
+                                    x,
+                                    ContractModel::from_code,
+                                    ContractModel::number,
+                                )
+                            })
+                            .collect::<anyhow::Result<_>>()?,
+                        wanted_technologies: technologies
+                            .iter()
+                            .map(|x| {
+                                code_number(
+                                    "technology",
+                                    x,
+                                    Technology::from_code,
+                                    Technology::number,
+                                )
+                            })
+                            .collect::<anyhow::Result<_>>()?,
                         ..Default::default()
                     };
                     let created = m
-                        .create_project_request(mpb::CreateProjectRequestRequest { request_id: request_id(), project_request: Some(draft) })
+                        .create_project_request(mpb::CreateProjectRequestRequest {
+                            request_id: request_id(),
+                            project_request: Some(draft),
+                        })
                         .await?
                         .into_inner()
                         .project_request
                         .context("empty reply")?;
                     let opened = m
-                        .open_project_request(mpb::OpenProjectRequestRequest { request_id: request_id(), project_request_id: created.id.clone(), expected_version: 0 })
+                        .open_project_request(mpb::OpenProjectRequestRequest {
+                            request_id: request_id(),
+                            project_request_id: created.id.clone(),
+                            expected_version: 0,
+                        })
                         .await?
                         .into_inner()
                         .project_request
                         .context("empty reply")?;
-                    Output { headers: vec!["id", "title", "status"], rows: vec![vec![opened.id, opened.title, "open".into()]] }.print(conn.json);
+                    Output {
+                        headers: vec!["id", "title", "status"],
+                        rows: vec![vec![opened.id, opened.title, "open".into()]],
+                    }
+                    .print(conn.json);
                 }
                 RequestsCommand::Rank { request_id: id } => {
-                    let reply = c.matching().rank_offerings(mpb::RankOfferingsRequest { project_request_id: id, page_size: 20 }).await?.into_inner();
+                    let reply = c
+                        .matching()
+                        .rank_offerings(mpb::RankOfferingsRequest {
+                            project_request_id: id,
+                            page_size: 20,
+                        })
+                        .await?
+                        .into_inner();
                     let rows = reply
                         .ranked_offerings
                         .iter()
@@ -442,17 +608,36 @@ pub async fn run(command: ClientCommand) -> anyhow::Result<()> {
                             vec![
                                 r.rank.to_string(),
                                 format!("{:.3}", r.score),
-                                r.company.as_ref().map(|x| x.name.clone()).unwrap_or_default(),
-                                r.offering.as_ref().map(|x| x.title.clone()).unwrap_or_default(),
-                                r.parts.iter().map(|p| format!("{} {:.2}: {}", p.name, p.value, p.explanation)).collect::<Vec<_>>().join("\n"),
+                                r.company
+                                    .as_ref()
+                                    .map(|x| x.name.clone())
+                                    .unwrap_or_default(),
+                                r.offering
+                                    .as_ref()
+                                    .map(|x| x.title.clone())
+                                    .unwrap_or_default(),
+                                r.parts
+                                    .iter()
+                                    .map(|p| {
+                                        format!("{} {:.2}: {}", p.name, p.value, p.explanation)
+                                    })
+                                    .collect::<Vec<_>>()
+                                    .join("\n"),
                             ]
                         })
                         .collect();
-                    Output { headers: vec!["rank", "score", "company", "offering", "why"], rows }.print(conn.json);
+                    Output {
+                        headers: vec!["rank", "score", "company", "offering", "why"],
+                        rows,
+                    }
+                    .print(conn.json);
                     if !conn.json && !reply.excluded_offerings.is_empty() {
                         println!("Excluded:");
                         for x in &reply.excluded_offerings {
-                            println!("  {} / {}: {} ({})", x.company_name, x.offering_title, x.explanation, x.filter);
+                            println!(
+                                "  {} / {}: {} ({})",
+                                x.company_name, x.offering_title, x.explanation, x.filter
+                            );
                         }
                     }
                 }
@@ -462,28 +647,76 @@ pub async fn run(command: ClientCommand) -> anyhow::Result<()> {
             let c = Clients::connect(&conn).await?;
             match command {
                 ProposalsCommand::List { request_id: id } => {
-                    let reply = c.matching().list_proposals(mpb::ListProposalsRequest { project_request_id: id, ..Default::default() }).await?.into_inner();
+                    let reply = c
+                        .matching()
+                        .list_proposals(mpb::ListProposalsRequest {
+                            project_request_id: id,
+                            ..Default::default()
+                        })
+                        .await?
+                        .into_inner();
                     let rows = reply
                         .proposals
                         .iter()
                         .map(|p| {
                             vec![
                                 p.id.clone(),
-                                p.company.as_ref().map(|x| x.name.clone()).unwrap_or_default(),
-                                name_of(p.contract_model, ContractModel::from_number, ContractModel::code),
+                                p.company
+                                    .as_ref()
+                                    .map(|x| x.name.clone())
+                                    .unwrap_or_default(),
+                                name_of(
+                                    p.contract_model,
+                                    ContractModel::from_number,
+                                    ContractModel::code,
+                                ),
                                 yuan(p.investment_fen),
                                 format!("{}", p.promised_savings_litres / 1000),
                                 yuan(p.cost_per_m3_saved_fen),
                                 p.payback_months.to_string(),
-                                mpb::ProposalStatus::try_from(p.status).map(|s| s.as_str_name().trim_start_matches("PROPOSAL_STATUS_").to_lowercase()).unwrap_or_default(),
+                                mpb::ProposalStatus::try_from(p.status)
+                                    .map(|s| {
+                                        s.as_str_name()
+                                            .trim_start_matches("PROPOSAL_STATUS_")
+                                            .to_lowercase()
+                                    })
+                                    .unwrap_or_default(),
                             ]
                         })
                         .collect();
-                    Output { headers: vec!["id", "company", "model", "investment_yuan", "savings_m3_per_year", "yuan_per_m3_saved", "payback_months", "status"], rows }.print(conn.json);
+                    Output {
+                        headers: vec![
+                            "id",
+                            "company",
+                            "model",
+                            "investment_yuan",
+                            "savings_m3_per_year",
+                            "yuan_per_m3_saved",
+                            "payback_months",
+                            "status",
+                        ],
+                        rows,
+                    }
+                    .print(conn.json);
                 }
                 ProposalsCommand::Accept { proposal_id } => {
-                    let reply = c.matching().accept_proposal(mpb::AcceptProposalRequest { request_id: request_id(), proposal_id, expected_version: 0 }).await?.into_inner();
-                    Output { headers: vec!["proposal", "project"], rows: vec![vec![reply.proposal.map(|p| p.id).unwrap_or_default(), reply.project_id]] }.print(conn.json);
+                    let reply = c
+                        .matching()
+                        .accept_proposal(mpb::AcceptProposalRequest {
+                            request_id: request_id(),
+                            proposal_id,
+                            expected_version: 0,
+                        })
+                        .await?
+                        .into_inner();
+                    Output {
+                        headers: vec!["proposal", "project"],
+                        rows: vec![vec![
+                            reply.proposal.map(|p| p.id).unwrap_or_default(),
+                            reply.project_id,
+                        ]],
+                    }
+                    .print(conn.json);
                 }
             }
         }
@@ -494,11 +727,21 @@ pub async fn run(command: ClientCommand) -> anyhow::Result<()> {
                     let stage_number = if stage.is_empty() {
                         0
                     } else {
-                        ppb::ProjectStage::from_str_name(&format!("PROJECT_STAGE_{}", stage.to_uppercase()))
-                            .map(|s| s as i32)
-                            .ok_or_else(|| anyhow::anyhow!("unknown stage {stage:?}"))?
+                        ppb::ProjectStage::from_str_name(&format!(
+                            "PROJECT_STAGE_{}",
+                            stage.to_uppercase()
+                        ))
+                        .map(|s| s as i32)
+                        .ok_or_else(|| anyhow::anyhow!("unknown stage {stage:?}"))?
                     };
-                    let reply = c.projects().list_projects(ppb::ListProjectsRequest { stage: stage_number, ..Default::default() }).await?.into_inner();
+                    let reply = c
+                        .projects()
+                        .list_projects(ppb::ListProjectsRequest {
+                            stage: stage_number,
+                            ..Default::default()
+                        })
+                        .await?
+                        .into_inner();
                     let rows = reply
                         .projects
                         .iter()
@@ -506,25 +749,62 @@ pub async fn run(command: ClientCommand) -> anyhow::Result<()> {
                             vec![
                                 p.id.clone(),
                                 p.title.clone(),
-                                p.company.as_ref().map(|x| x.name.clone()).unwrap_or_default(),
-                                p.water_user.as_ref().map(|x| x.name.clone()).unwrap_or_default(),
-                                name_of(p.contract_model, ContractModel::from_number, ContractModel::code),
+                                p.company
+                                    .as_ref()
+                                    .map(|x| x.name.clone())
+                                    .unwrap_or_default(),
+                                p.water_user
+                                    .as_ref()
+                                    .map(|x| x.name.clone())
+                                    .unwrap_or_default(),
+                                name_of(
+                                    p.contract_model,
+                                    ContractModel::from_number,
+                                    ContractModel::code,
+                                ),
                                 stage_name(p.stage),
                             ]
                         })
                         .collect();
-                    Output { headers: vec!["id", "title", "company", "water_user", "model", "stage"], rows }.print(conn.json);
+                    Output {
+                        headers: vec!["id", "title", "company", "water_user", "model", "stage"],
+                        rows,
+                    }
+                    .print(conn.json);
                 }
-                ProjectsCommand::Move { project_id, stage, reason } => {
-                    let to = ppb::ProjectStage::from_str_name(&format!("PROJECT_STAGE_{}", stage.to_uppercase()))
-                        .ok_or_else(|| anyhow::anyhow!("unknown stage {stage:?}"))?;
+                ProjectsCommand::Move {
+                    project_id,
+                    stage,
+                    reason,
+                } => {
+                    let to = ppb::ProjectStage::from_str_name(&format!(
+                        "PROJECT_STAGE_{}",
+                        stage.to_uppercase()
+                    ))
+                    .ok_or_else(|| anyhow::anyhow!("unknown stage {stage:?}"))?;
                     let reply = c
                         .projects()
-                        .transition_project(ppb::TransitionProjectRequest { request_id: request_id(), project_id, to_stage: to as i32, reason, expected_version: 0, evidence: String::new() })
+                        .transition_project(ppb::TransitionProjectRequest {
+                            request_id: request_id(),
+                            project_id,
+                            to_stage: to as i32,
+                            reason,
+                            expected_version: 0,
+                            evidence: String::new(),
+                        })
                         .await?
                         .into_inner();
                     let p = reply.project.unwrap_or_default();
-                    Output { headers: vec!["id", "title", "stage", "version"], rows: vec![vec![p.id, p.title, stage_name(p.stage), p.version.to_string()]] }.print(conn.json);
+                    Output {
+                        headers: vec!["id", "title", "stage", "version"],
+                        rows: vec![vec![
+                            p.id,
+                            p.title,
+                            stage_name(p.stage),
+                            p.version.to_string(),
+                        ]],
+                    }
+                    .print(conn.json);
                 }
             }
         }

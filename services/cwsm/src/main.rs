@@ -15,7 +15,11 @@ use cwsm_platform::config::Settings;
 use serde::Serialize;
 
 #[derive(Parser)]
-#[command(name = "cwsm", version, about = "Contract water-saving marketplace (合同节水管理)")]
+#[command(
+    name = "cwsm",
+    version,
+    about = "Contract water-saving marketplace (合同节水管理)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -95,7 +99,10 @@ enum TokenCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -133,24 +140,45 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let running = app::start(&settings, services, bus.clone(), keys.clone(), shutdown).await?;
     let url = format!("http://{}", running.addr);
 
-    println!("cwsm is serving {} on {url}", if services == Services::ALL { "matching, projects and reporting".to_string() } else { args.service.clone() });
+    println!(
+        "cwsm is serving {} on {url}",
+        if services == Services::ALL {
+            "matching, projects and reporting".to_string()
+        } else {
+            args.service.clone()
+        }
+    );
     for (service, db) in &running.databases {
         let url = settings.database_url_for(service);
-        println!("  {service:<9} {} {}", db.engine(), cwsm_platform::db::redact(&url));
+        println!(
+            "  {service:<9} {} {}",
+            db.engine(),
+            cwsm_platform::db::redact(&url)
+        );
     }
     println!("  events    {}", bus.describe());
     if settings.jwt_secret.is_none() {
-        println!("  tokens    signed with {}", settings.data_dir.join(cwsm_platform::auth::KEY_FILE).display());
+        println!(
+            "  tokens    signed with {}",
+            settings
+                .data_dir
+                .join(cwsm_platform::auth::KEY_FILE)
+                .display()
+        );
     }
     if args.demo {
-        let channel = tonic::transport::Channel::from_shared(url.clone())?.connect().await?;
+        let channel = tonic::transport::Channel::from_shared(url.clone())?
+            .connect()
+            .await?;
         let summary = demo_load(channel, &keys).await?;
         println!("  demo      {summary}");
     }
     println!("Next:");
     println!("  cwsm report                          # the action plan's indicators");
     println!("  cwsm offerings list                  # what service companies offer");
-    println!("  cwsm token issue --role admin        # a token for grpcurl: -H \"authorization: Bearer …\"");
+    println!(
+        "  cwsm token issue --role admin        # a token for grpcurl: -H \"authorization: Bearer …\""
+    );
     println!("  grpcurl -plaintext {} list", running.addr);
     println!("Ctrl-C stops.");
     running.wait().await
@@ -169,7 +197,9 @@ fn token(command: TokenCommand) -> anyhow::Result<()> {
                 anyhow::anyhow!("unknown role {role:?}: company, water_user, admin or verifier")
             })?;
             let keys = match std::env::var("CWSM_JWT_SECRET") {
-                Ok(secret) if !secret.is_empty() => cwsm_platform::auth::Keys::from_secret(secret.as_bytes())?,
+                Ok(secret) if !secret.is_empty() => {
+                    cwsm_platform::auth::Keys::from_secret(secret.as_bytes())?
+                }
                 _ => cwsm_platform::auth::Keys::load_or_create(&data_dir)?,
             };
             let token = keys.issue(
@@ -185,4 +215,9 @@ fn token(command: TokenCommand) -> anyhow::Result<()> {
 }
 
 // DEMO
-async fn demo_load(_c: tonic::transport::Channel, _k: &cwsm_platform::auth::Keys) -> anyhow::Result<String> { anyhow::bail!("demo not wired") }
+async fn demo_load(
+    _c: tonic::transport::Channel,
+    _k: &cwsm_platform::auth::Keys,
+) -> anyhow::Result<String> {
+    anyhow::bail!("demo not wired")
+}

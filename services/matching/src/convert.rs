@@ -27,7 +27,12 @@ pub fn many<T>(field: &str, ns: &[i32], from: fn(i32) -> Option<T>) -> Result<Ve
 }
 
 /// An optional enum filter as the stored code, empty for "any".
-pub fn filter<T>(field: &str, n: i32, from: fn(i32) -> Option<T>, code: fn(T) -> &'static str) -> Result<String> {
+pub fn filter<T>(
+    field: &str,
+    n: i32,
+    from: fn(i32) -> Option<T>,
+    code: fn(T) -> &'static str,
+) -> Result<String> {
     if n == 0 {
         Ok(String::new())
     } else {
@@ -122,7 +127,11 @@ pub fn offering_draft(o: pb::Offering) -> Result<OfferingDraft> {
         company_id: o.company_id.trim().to_string(),
         title: o.title.trim().to_string(),
         description: o.description,
-        technologies: many("offering.technologies", &o.technologies, Technology::from_number)?,
+        technologies: many(
+            "offering.technologies",
+            &o.technologies,
+            Technology::from_number,
+        )?,
         contract_models: many(
             "offering.contract_models",
             &o.contract_models,

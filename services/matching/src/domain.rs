@@ -362,7 +362,9 @@ pub fn optional_date(field: &str, value: &str) -> Result<()> {
 /// alphabet, the last a check character over the first 17.
 pub fn check_credit_code(field: &str, code: &str) -> Result<()> {
     const ALPHABET: &str = "0123456789ABCDEFGHJKLMNPQRTUWXY";
-    const WEIGHTS: [u32; 17] = [1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28];
+    const WEIGHTS: [u32; 17] = [
+        1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28,
+    ];
     let chars: Vec<char> = code.chars().collect();
     if chars.len() != 18 {
         return Err(Error::invalid(
@@ -402,7 +404,11 @@ impl CompanyProfile {
     pub fn validate(&self, prefix: &str) -> Result<()> {
         check_credit_code(&format!("{prefix}.credit_code"), &self.credit_code)?;
         required(&format!("{prefix}.name"), &self.name, MAX_NAME)?;
-        bounded(&format!("{prefix}.description"), &self.description, MAX_TEXT)?;
+        bounded(
+            &format!("{prefix}.description"),
+            &self.description,
+            MAX_TEXT,
+        )?;
         not_negative(
             &format!("{prefix}.financing_capacity_fen"),
             self.financing_capacity_fen,
@@ -415,7 +421,11 @@ impl OfferingDraft {
     pub fn validate(&self, prefix: &str) -> Result<()> {
         required(&format!("{prefix}.company_id"), &self.company_id, MAX_NAME)?;
         required(&format!("{prefix}.title"), &self.title, MAX_NAME)?;
-        bounded(&format!("{prefix}.description"), &self.description, MAX_TEXT)?;
+        bounded(
+            &format!("{prefix}.description"),
+            &self.description,
+            MAX_TEXT,
+        )?;
         if self.technologies.is_empty() {
             return Err(Error::invalid(
                 format!("{prefix}.technologies"),
@@ -428,15 +438,24 @@ impl OfferingDraft {
                 "name at least one contract model",
             ));
         }
-        not_negative(&format!("{prefix}.min_investment_fen"), self.min_investment_fen)?;
-        not_negative(&format!("{prefix}.max_investment_fen"), self.max_investment_fen)?;
+        not_negative(
+            &format!("{prefix}.min_investment_fen"),
+            self.min_investment_fen,
+        )?;
+        not_negative(
+            &format!("{prefix}.max_investment_fen"),
+            self.max_investment_fen,
+        )?;
         if self.max_investment_fen > 0 && self.max_investment_fen < self.min_investment_fen {
             return Err(Error::invalid(
                 format!("{prefix}.max_investment_fen"),
                 "must not be below min_investment_fen",
             ));
         }
-        basis_points(&format!("{prefix}.typical_savings_bp"), self.typical_savings_bp)?;
+        basis_points(
+            &format!("{prefix}.typical_savings_bp"),
+            self.typical_savings_bp,
+        )?;
         if self.typical_term_months < 0 {
             return Err(Error::invalid(
                 format!("{prefix}.typical_term_months"),
@@ -453,26 +472,45 @@ impl WaterUserProfile {
         required(&format!("{prefix}.name"), &self.name, MAX_NAME)?;
         required(&format!("{prefix}.town"), &self.town, MAX_NAME)?;
         bounded(&format!("{prefix}.unit_type"), &self.unit_type, MAX_NAME)?;
-        not_negative(&format!("{prefix}.annual_use_litres"), self.annual_use_litres)?;
-        not_negative(&format!("{prefix}.annual_quota_litres"), self.annual_quota_litres)?;
+        not_negative(
+            &format!("{prefix}.annual_use_litres"),
+            self.annual_use_litres,
+        )?;
+        not_negative(
+            &format!("{prefix}.annual_quota_litres"),
+            self.annual_quota_litres,
+        )?;
         Ok(())
     }
 }
 
 impl RequestDraft {
     pub fn validate(&self, prefix: &str) -> Result<()> {
-        required(&format!("{prefix}.water_user_id"), &self.water_user_id, MAX_NAME)?;
+        required(
+            &format!("{prefix}.water_user_id"),
+            &self.water_user_id,
+            MAX_NAME,
+        )?;
         required(&format!("{prefix}.title"), &self.title, MAX_NAME)?;
         bounded(&format!("{prefix}.problem"), &self.problem, MAX_TEXT)?;
         bounded(&format!("{prefix}.scope"), &self.scope, MAX_TEXT)?;
-        not_negative(&format!("{prefix}.baseline_use_litres"), self.baseline_use_litres)?;
-        basis_points(&format!("{prefix}.expected_savings_bp"), self.expected_savings_bp)?;
+        not_negative(
+            &format!("{prefix}.baseline_use_litres"),
+            self.baseline_use_litres,
+        )?;
+        basis_points(
+            &format!("{prefix}.expected_savings_bp"),
+            self.expected_savings_bp,
+        )?;
         not_negative(&format!("{prefix}.price_fen_per_m3"), self.price_fen_per_m3)?;
         not_negative(
             &format!("{prefix}.investment_wanted_fen"),
             self.investment_wanted_fen,
         )?;
-        optional_date(&format!("{prefix}.proposal_deadline"), &self.proposal_deadline)?;
+        optional_date(
+            &format!("{prefix}.proposal_deadline"),
+            &self.proposal_deadline,
+        )?;
         if self.visibility == Visibility::Invited && self.invited_company_ids.is_empty() {
             return Err(Error::invalid(
                 format!("{prefix}.invited_company_ids"),
@@ -499,7 +537,10 @@ impl ProposalDraft {
                 "must be positive: what is promised is what is measured",
             ));
         }
-        basis_points(&format!("{prefix}.promised_savings_bp"), self.promised_savings_bp)?;
+        basis_points(
+            &format!("{prefix}.promised_savings_bp"),
+            self.promised_savings_bp,
+        )?;
         if self.contract_term_months <= 0 {
             return Err(Error::invalid(
                 format!("{prefix}.contract_term_months"),
@@ -570,7 +611,7 @@ mod tests {
                 company_id: "c".into(),
                 offering_id: String::new(),
                 measures: "pipes".into(),
-                investment_fen: 120_000_000, // 1.2 million yuan
+                investment_fen: 120_000_000,          // 1.2 million yuan
                 promised_savings_litres: 400_000_000, // 400,000 m³ a year
                 promised_savings_bp: 2000,
                 contract_model: ContractModel::SharedSavings,

@@ -31,7 +31,11 @@ pub struct MatchingApi {
 type Reply<T> = std::result::Result<Response<T>, Status>;
 
 fn scope(who: &Principal, method: &str) -> String {
-    format!("{}:{}:{method}", who.subject, who.org.clone().unwrap_or_default())
+    format!(
+        "{}:{}:{method}",
+        who.subject,
+        who.org.clone().unwrap_or_default()
+    )
 }
 
 fn required_id<'a>(field: &str, value: &'a str) -> Result<&'a str> {
@@ -94,7 +98,8 @@ impl MatchingApi {
     ) -> Result<pb::ProjectRequest> {
         let id = required_id("project_request_id", id)?;
         let current = self.store.request(id).await?;
-        self.user_for_write(who, &current.draft.water_user_id).await?;
+        self.user_for_write(who, &current.draft.water_user_id)
+            .await?;
         let moved = self
             .store
             .set_request_status(id, expected_version, from, to, reason)
@@ -112,7 +117,8 @@ impl MatchingApi {
     ) -> Result<pb::Offering> {
         let id = required_id("offering_id", id)?;
         let current = self.store.offering(id).await?;
-        self.company_for_write(who, &current.draft.company_id).await?;
+        self.company_for_write(who, &current.draft.company_id)
+            .await?;
         let moved = self
             .store
             .set_offering_status(id, expected_version, from, to)
@@ -125,47 +131,86 @@ impl MatchingApi {
 impl MatchingService for MatchingApi {
     // -- companies ----------------------------------------------------------------------------
 
-    async fn create_company(&self, request: Request<pb::CreateCompanyRequest>) -> Reply<pb::CreateCompanyResponse> {
+    async fn create_company(
+        &self,
+        request: Request<pb::CreateCompanyRequest>,
+    ) -> Reply<pb::CreateCompanyResponse> {
         let who = principal(&request)?;
         let r = request.into_inner();
         let request_id = request_id(&r.request_id)?;
-        let profile = convert::company_profile(r.company.ok_or_else(|| Error::invalid("company", "required"))?)?;
+        let profile = convert::company_profile(
+            r.company
+                .ok_or_else(|| Error::invalid("company", "required"))?,
+        )?;
         profile.validate("company")?;
         if !(who.is_admin() || (who.role == Role::Company && who.acts_for(&profile.credit_code))) {
             return Err(Error::denied("a company registers itself: the token's role must be company and its org the company's credit code").into());
         }
-        let company = self.store.create_company(&scope(&who, "CreateCompany"), request_id, &profile).await?;
-        Ok(Response::new(pb::CreateCompanyResponse { company: Some(convert::company(&company)) }))
+        let company = self
+            .store
+            .create_company(&scope(&who, "CreateCompany"), request_id, &profile)
+            .await?;
+        Ok(Response::new(pb::CreateCompanyResponse {
+            company: Some(convert::company(&company)),
+        }))
     }
 
-    async fn get_company(&self, request: Request<pb::GetCompanyRequest>) -> Reply<pb::GetCompanyResponse> {
+    async fn get_company(
+        &self,
+        request: Request<pb::GetCompanyRequest>,
+    ) -> Reply<pb::GetCompanyResponse> {
         principal(&request)?;
         let r = request.into_inner();
         let company = if !r.company_id.trim().is_empty() {
             self.store.company(r.company_id.trim()).await?
         } else if !r.credit_code.trim().is_empty() {
-            self.store.company_by_credit_code(r.credit_code.trim()).await?
+            self.store
+                .company_by_credit_code(r.credit_code.trim())
+                .await?
         } else {
-            return Err(Error::invalid("company_id", "name the company by company_id or credit_code").into());
+            return Err(Error::invalid(
+                "company_id",
+                "name the company by company_id or credit_code",
+            )
+            .into());
         };
-        Ok(Response::new(pb::GetCompanyResponse { company: Some(convert::company(&company)) }))
+        Ok(Response::new(pb::GetCompanyResponse {
+            company: Some(convert::company(&company)),
+        }))
     }
 
-    async fn list_companies(&self, request: Request<pb::ListCompaniesRequest>) -> Reply<pb::ListCompaniesResponse> {
+    async fn list_companies(
+        &self,
+        request: Request<pb::ListCompaniesRequest>,
+    ) -> Reply<pb::ListCompaniesResponse> {
         principal(&request)?;
         let r = request.into_inner();
         let page = Page::from_request(r.page_size, &r.page_token)?;
         let f = ListFilter {
             sector: filter("sector", r.sector, Sector::from_number, Sector::code)?,
             town: r.town,
-            technology: filter("technology", r.technology, Technology::from_number, Technology::code)?,
-            contract_model: filter("contract_model", r.contract_model, ContractModel::from_number, ContractModel::code)?,
+            technology: filter(
+                "technology",
+                r.technology,
+                Technology::from_number,
+                Technology::code,
+            )?,
+            contract_model: filter(
+                "contract_model",
+                r.contract_model,
+                ContractModel::from_number,
+                ContractModel::code,
+            )?,
             query: r.query,
             ..Default::default()
         };
         let (mut companies, next) = self.store.list_companies(&f, &page).await?;
         if r.min_certification_grade != 0 {
-            let min = convert::one("min_certification_grade", r.min_certification_grade, cwsm_platform::vocab::CertificationGrade::from_number)?;
+            let min = convert::one(
+                "min_certification_grade",
+                r.min_certification_grade,
+                cwsm_platform::vocab::CertificationGrade::from_number,
+            )?;
             companies.retain(|c| c.profile.certification >= min);
         }
         Ok(Response::new(pb::ListCompaniesResponse {
@@ -174,56 +219,103 @@ impl MatchingService for MatchingApi {
         }))
     }
 
-    async fn update_company(&self, request: Request<pb::UpdateCompanyRequest>) -> Reply<pb::UpdateCompanyResponse> {
+    async fn update_company(
+        &self,
+        request: Request<pb::UpdateCompanyRequest>,
+    ) -> Reply<pb::UpdateCompanyResponse> {
         let who = principal(&request)?;
         let r = request.into_inner();
         request_id(&r.request_id)?;
-        let message = r.company.ok_or_else(|| Error::invalid("company", "required"))?;
+        let message = r
+            .company
+            .ok_or_else(|| Error::invalid("company", "required"))?;
         let id = required_id("company.id", &message.id)?.to_string();
         let current = self.company_for_write(&who, &id).await?;
         let mut profile = convert::company_profile(message)?;
         // The credit code identifies the company: it cannot change.
         profile.credit_code = current.profile.credit_code.clone();
         profile.validate("company")?;
-        let company = self.store.update_company(&id, r.expected_version, &profile).await?;
-        Ok(Response::new(pb::UpdateCompanyResponse { company: Some(convert::company(&company)) }))
+        let company = self
+            .store
+            .update_company(&id, r.expected_version, &profile)
+            .await?;
+        Ok(Response::new(pb::UpdateCompanyResponse {
+            company: Some(convert::company(&company)),
+        }))
     }
 
     // -- offerings ----------------------------------------------------------------------------
 
-    async fn create_offering(&self, request: Request<pb::CreateOfferingRequest>) -> Reply<pb::CreateOfferingResponse> {
+    async fn create_offering(
+        &self,
+        request: Request<pb::CreateOfferingRequest>,
+    ) -> Reply<pb::CreateOfferingResponse> {
         let who = principal(&request)?;
         let r = request.into_inner();
         let request_id = request_id(&r.request_id)?;
-        let draft = convert::offering_draft(r.offering.ok_or_else(|| Error::invalid("offering", "required"))?)?;
+        let draft = convert::offering_draft(
+            r.offering
+                .ok_or_else(|| Error::invalid("offering", "required"))?,
+        )?;
         draft.validate("offering")?;
         self.company_for_write(&who, &draft.company_id).await?;
-        let offering = self.store.create_offering(&scope(&who, "CreateOffering"), request_id, &draft).await?;
-        Ok(Response::new(pb::CreateOfferingResponse { offering: Some(convert::offering(&offering)) }))
+        let offering = self
+            .store
+            .create_offering(&scope(&who, "CreateOffering"), request_id, &draft)
+            .await?;
+        Ok(Response::new(pb::CreateOfferingResponse {
+            offering: Some(convert::offering(&offering)),
+        }))
     }
 
-    async fn get_offering(&self, request: Request<pb::GetOfferingRequest>) -> Reply<pb::GetOfferingResponse> {
+    async fn get_offering(
+        &self,
+        request: Request<pb::GetOfferingRequest>,
+    ) -> Reply<pb::GetOfferingResponse> {
         principal(&request)?;
         let r = request.into_inner();
-        let offering = self.store.offering(required_id("offering_id", &r.offering_id)?).await?;
-        Ok(Response::new(pb::GetOfferingResponse { offering: Some(convert::offering(&offering)) }))
+        let offering = self
+            .store
+            .offering(required_id("offering_id", &r.offering_id)?)
+            .await?;
+        Ok(Response::new(pb::GetOfferingResponse {
+            offering: Some(convert::offering(&offering)),
+        }))
     }
 
-    async fn list_offerings(&self, request: Request<pb::ListOfferingsRequest>) -> Reply<pb::ListOfferingsResponse> {
+    async fn list_offerings(
+        &self,
+        request: Request<pb::ListOfferingsRequest>,
+    ) -> Reply<pb::ListOfferingsResponse> {
         principal(&request)?;
         let r = request.into_inner();
         let page = Page::from_request(r.page_size, &r.page_token)?;
         let status = match pb::OfferingStatus::try_from(r.status) {
             Ok(pb::OfferingStatus::Unspecified) => String::new(),
-            Ok(s) => s.as_str_name().trim_start_matches("OFFERING_STATUS_").to_lowercase(),
-            Err(_) => return Err(Error::invalid("status", format!("unknown value {}", r.status)).into()),
+            Ok(s) => s
+                .as_str_name()
+                .trim_start_matches("OFFERING_STATUS_")
+                .to_lowercase(),
+            Err(_) => {
+                return Err(Error::invalid("status", format!("unknown value {}", r.status)).into());
+            }
         };
         let f = ListFilter {
             owner_id: r.company_id,
             sector: filter("sector", r.sector, Sector::from_number, Sector::code)?,
             town: r.town,
-            technology: filter("technology", r.technology, Technology::from_number, Technology::code)?,
-            contract_model: filter("contract_model", r.contract_model, ContractModel::from_number, ContractModel::code)?,
+            technology: filter(
+                "technology",
+                r.technology,
+                Technology::from_number,
+                Technology::code,
+            )?,
+            contract_model: filter(
+                "contract_model",
+                r.contract_model,
+                ContractModel::from_number,
+                ContractModel::code,
+            )?,
             status,
             query: r.query,
         };
@@ -234,66 +326,129 @@ impl MatchingService for MatchingApi {
         }))
     }
 
-    async fn update_offering(&self, request: Request<pb::UpdateOfferingRequest>) -> Reply<pb::UpdateOfferingResponse> {
+    async fn update_offering(
+        &self,
+        request: Request<pb::UpdateOfferingRequest>,
+    ) -> Reply<pb::UpdateOfferingResponse> {
         let who = principal(&request)?;
         let r = request.into_inner();
         request_id(&r.request_id)?;
-        let message = r.offering.ok_or_else(|| Error::invalid("offering", "required"))?;
+        let message = r
+            .offering
+            .ok_or_else(|| Error::invalid("offering", "required"))?;
         let id = required_id("offering.id", &message.id)?.to_string();
         let current = self.store.offering(&id).await?;
-        self.company_for_write(&who, &current.draft.company_id).await?;
+        self.company_for_write(&who, &current.draft.company_id)
+            .await?;
         let mut draft = convert::offering_draft(message)?;
         draft.company_id = current.draft.company_id.clone();
         draft.validate("offering")?;
-        let offering = self.store.update_offering(&id, r.expected_version, &draft).await?;
-        Ok(Response::new(pb::UpdateOfferingResponse { offering: Some(convert::offering(&offering)) }))
+        let offering = self
+            .store
+            .update_offering(&id, r.expected_version, &draft)
+            .await?;
+        Ok(Response::new(pb::UpdateOfferingResponse {
+            offering: Some(convert::offering(&offering)),
+        }))
     }
 
-    async fn publish_offering(&self, request: Request<pb::PublishOfferingRequest>) -> Reply<pb::PublishOfferingResponse> {
+    async fn publish_offering(
+        &self,
+        request: Request<pb::PublishOfferingRequest>,
+    ) -> Reply<pb::PublishOfferingResponse> {
         let who = principal(&request)?;
         let r = request.into_inner();
         request_id(&r.request_id)?;
-        let offering = self.move_offering(&who, &r.offering_id, r.expected_version, &[OfferingStatus::Draft], OfferingStatus::Published).await?;
-        Ok(Response::new(pb::PublishOfferingResponse { offering: Some(offering) }))
+        let offering = self
+            .move_offering(
+                &who,
+                &r.offering_id,
+                r.expected_version,
+                &[OfferingStatus::Draft],
+                OfferingStatus::Published,
+            )
+            .await?;
+        Ok(Response::new(pb::PublishOfferingResponse {
+            offering: Some(offering),
+        }))
     }
 
-    async fn withdraw_offering(&self, request: Request<pb::WithdrawOfferingRequest>) -> Reply<pb::WithdrawOfferingResponse> {
+    async fn withdraw_offering(
+        &self,
+        request: Request<pb::WithdrawOfferingRequest>,
+    ) -> Reply<pb::WithdrawOfferingResponse> {
         let who = principal(&request)?;
         let r = request.into_inner();
         request_id(&r.request_id)?;
-        let offering = self.move_offering(&who, &r.offering_id, r.expected_version, &[OfferingStatus::Draft, OfferingStatus::Published], OfferingStatus::Withdrawn).await?;
-        Ok(Response::new(pb::WithdrawOfferingResponse { offering: Some(offering) }))
+        let offering = self
+            .move_offering(
+                &who,
+                &r.offering_id,
+                r.expected_version,
+                &[OfferingStatus::Draft, OfferingStatus::Published],
+                OfferingStatus::Withdrawn,
+            )
+            .await?;
+        Ok(Response::new(pb::WithdrawOfferingResponse {
+            offering: Some(offering),
+        }))
     }
 
     // -- water users --------------------------------------------------------------------------
 
-    async fn create_water_user(&self, request: Request<pb::CreateWaterUserRequest>) -> Reply<pb::CreateWaterUserResponse> {
+    async fn create_water_user(
+        &self,
+        request: Request<pb::CreateWaterUserRequest>,
+    ) -> Reply<pb::CreateWaterUserResponse> {
         let who = principal(&request)?;
         let r = request.into_inner();
         let request_id = request_id(&r.request_id)?;
-        let profile = convert::water_user_profile(r.water_user.ok_or_else(|| Error::invalid("water_user", "required"))?)?;
+        let profile = convert::water_user_profile(
+            r.water_user
+                .ok_or_else(|| Error::invalid("water_user", "required"))?,
+        )?;
         profile.validate("water_user")?;
-        if !(who.is_admin() || (who.role == Role::WaterUser && who.acts_for(&profile.credit_code))) {
+        if !(who.is_admin() || (who.role == Role::WaterUser && who.acts_for(&profile.credit_code)))
+        {
             return Err(Error::denied("a water user registers itself: the token's role must be water_user and its org the unit's credit code").into());
         }
-        let user = self.store.create_water_user(&scope(&who, "CreateWaterUser"), request_id, &profile).await?;
-        Ok(Response::new(pb::CreateWaterUserResponse { water_user: Some(convert::water_user(&user)) }))
+        let user = self
+            .store
+            .create_water_user(&scope(&who, "CreateWaterUser"), request_id, &profile)
+            .await?;
+        Ok(Response::new(pb::CreateWaterUserResponse {
+            water_user: Some(convert::water_user(&user)),
+        }))
     }
 
-    async fn get_water_user(&self, request: Request<pb::GetWaterUserRequest>) -> Reply<pb::GetWaterUserResponse> {
+    async fn get_water_user(
+        &self,
+        request: Request<pb::GetWaterUserRequest>,
+    ) -> Reply<pb::GetWaterUserResponse> {
         principal(&request)?;
         let r = request.into_inner();
         let user = if !r.water_user_id.trim().is_empty() {
             self.store.water_user(r.water_user_id.trim()).await?
         } else if !r.credit_code.trim().is_empty() {
-            self.store.water_user_by_credit_code(r.credit_code.trim()).await?
+            self.store
+                .water_user_by_credit_code(r.credit_code.trim())
+                .await?
         } else {
-            return Err(Error::invalid("water_user_id", "name the water user by water_user_id or credit_code").into());
+            return Err(Error::invalid(
+                "water_user_id",
+                "name the water user by water_user_id or credit_code",
+            )
+            .into());
         };
-        Ok(Response::new(pb::GetWaterUserResponse { water_user: Some(convert::water_user(&user)) }))
+        Ok(Response::new(pb::GetWaterUserResponse {
+            water_user: Some(convert::water_user(&user)),
+        }))
     }
 
-    async fn list_water_users(&self, request: Request<pb::ListWaterUsersRequest>) -> Reply<pb::ListWaterUsersResponse> {
+    async fn list_water_users(
+        &self,
+        request: Request<pb::ListWaterUsersRequest>,
+    ) -> Reply<pb::ListWaterUsersResponse> {
         principal(&request)?;
         let r = request.into_inner();
         let page = Page::from_request(r.page_size, &r.page_token)?;
@@ -310,45 +465,82 @@ impl MatchingService for MatchingApi {
         }))
     }
 
-    async fn update_water_user(&self, request: Request<pb::UpdateWaterUserRequest>) -> Reply<pb::UpdateWaterUserResponse> {
+    async fn update_water_user(
+        &self,
+        request: Request<pb::UpdateWaterUserRequest>,
+    ) -> Reply<pb::UpdateWaterUserResponse> {
         let who = principal(&request)?;
         let r = request.into_inner();
         request_id(&r.request_id)?;
-        let message = r.water_user.ok_or_else(|| Error::invalid("water_user", "required"))?;
+        let message = r
+            .water_user
+            .ok_or_else(|| Error::invalid("water_user", "required"))?;
         let id = required_id("water_user.id", &message.id)?.to_string();
         let current = self.user_for_write(&who, &id).await?;
         let mut profile = convert::water_user_profile(message)?;
         profile.credit_code = current.profile.credit_code.clone();
         profile.validate("water_user")?;
-        let user = self.store.update_water_user(&id, r.expected_version, &profile).await?;
-        Ok(Response::new(pb::UpdateWaterUserResponse { water_user: Some(convert::water_user(&user)) }))
+        let user = self
+            .store
+            .update_water_user(&id, r.expected_version, &profile)
+            .await?;
+        Ok(Response::new(pb::UpdateWaterUserResponse {
+            water_user: Some(convert::water_user(&user)),
+        }))
     }
 
     // -- project requests ---------------------------------------------------------------------
 
-    async fn create_project_request(&self, request: Request<pb::CreateProjectRequestRequest>) -> Reply<pb::CreateProjectRequestResponse> {
+    async fn create_project_request(
+        &self,
+        request: Request<pb::CreateProjectRequestRequest>,
+    ) -> Reply<pb::CreateProjectRequestResponse> {
         let who = principal(&request)?;
         let r = request.into_inner();
         let request_id = request_id(&r.request_id)?;
-        let mut draft = convert::request_draft(r.project_request.ok_or_else(|| Error::invalid("project_request", "required"))?)?;
+        let mut draft = convert::request_draft(
+            r.project_request
+                .ok_or_else(|| Error::invalid("project_request", "required"))?,
+        )?;
         draft.validate("project_request")?;
         self.user_for_write(&who, &draft.water_user_id).await?;
         // Every project started here is a contract water-saving project.
-        if !draft.indicator_tags.contains(&cwsm_platform::vocab::IndicatorTag::ContractProject) {
-            draft.indicator_tags.insert(0, cwsm_platform::vocab::IndicatorTag::ContractProject);
+        if !draft
+            .indicator_tags
+            .contains(&cwsm_platform::vocab::IndicatorTag::ContractProject)
+        {
+            draft
+                .indicator_tags
+                .insert(0, cwsm_platform::vocab::IndicatorTag::ContractProject);
         }
-        let created = self.store.create_request(&scope(&who, "CreateProjectRequest"), request_id, &draft).await?;
-        Ok(Response::new(pb::CreateProjectRequestResponse { project_request: Some(self.request_reply(&created).await?) }))
+        let created = self
+            .store
+            .create_request(&scope(&who, "CreateProjectRequest"), request_id, &draft)
+            .await?;
+        Ok(Response::new(pb::CreateProjectRequestResponse {
+            project_request: Some(self.request_reply(&created).await?),
+        }))
     }
 
-    async fn get_project_request(&self, request: Request<pb::GetProjectRequestRequest>) -> Reply<pb::GetProjectRequestResponse> {
+    async fn get_project_request(
+        &self,
+        request: Request<pb::GetProjectRequestRequest>,
+    ) -> Reply<pb::GetProjectRequestResponse> {
         principal(&request)?;
         let r = request.into_inner();
-        let found = self.store.request(required_id("project_request_id", &r.project_request_id)?).await?;
-        Ok(Response::new(pb::GetProjectRequestResponse { project_request: Some(self.request_reply(&found).await?) }))
+        let found = self
+            .store
+            .request(required_id("project_request_id", &r.project_request_id)?)
+            .await?;
+        Ok(Response::new(pb::GetProjectRequestResponse {
+            project_request: Some(self.request_reply(&found).await?),
+        }))
     }
 
-    async fn list_project_requests(&self, request: Request<pb::ListProjectRequestsRequest>) -> Reply<pb::ListProjectRequestsResponse> {
+    async fn list_project_requests(
+        &self,
+        request: Request<pb::ListProjectRequestsRequest>,
+    ) -> Reply<pb::ListProjectRequestsResponse> {
         principal(&request)?;
         let r = request.into_inner();
         let page = Page::from_request(r.page_size, &r.page_token)?;
@@ -356,8 +548,18 @@ impl MatchingService for MatchingApi {
             owner_id: r.water_user_id,
             sector: filter("sector", r.sector, Sector::from_number, Sector::code)?,
             town: r.town,
-            technology: filter("technology", r.technology, Technology::from_number, Technology::code)?,
-            contract_model: filter("contract_model", r.contract_model, ContractModel::from_number, ContractModel::code)?,
+            technology: filter(
+                "technology",
+                r.technology,
+                Technology::from_number,
+                Technology::code,
+            )?,
+            contract_model: filter(
+                "contract_model",
+                r.contract_model,
+                ContractModel::from_number,
+                ContractModel::code,
+            )?,
             status: convert::request_status_filter(r.status)?,
             query: r.query,
         };
@@ -366,55 +568,121 @@ impl MatchingService for MatchingApi {
         for row in &rows {
             out.push(self.request_reply(row).await?);
         }
-        Ok(Response::new(pb::ListProjectRequestsResponse { project_requests: out, next_page_token: next }))
+        Ok(Response::new(pb::ListProjectRequestsResponse {
+            project_requests: out,
+            next_page_token: next,
+        }))
     }
 
-    async fn update_project_request(&self, request: Request<pb::UpdateProjectRequestRequest>) -> Reply<pb::UpdateProjectRequestResponse> {
+    async fn update_project_request(
+        &self,
+        request: Request<pb::UpdateProjectRequestRequest>,
+    ) -> Reply<pb::UpdateProjectRequestResponse> {
         let who = principal(&request)?;
         let r = request.into_inner();
         request_id(&r.request_id)?;
-        let message = r.project_request.ok_or_else(|| Error::invalid("project_request", "required"))?;
+        let message = r
+            .project_request
+            .ok_or_else(|| Error::invalid("project_request", "required"))?;
         let id = required_id("project_request.id", &message.id)?.to_string();
         let current = self.store.request(&id).await?;
-        self.user_for_write(&who, &current.draft.water_user_id).await?;
+        self.user_for_write(&who, &current.draft.water_user_id)
+            .await?;
         let mut draft = convert::request_draft(message)?;
         draft.water_user_id = current.draft.water_user_id.clone();
         draft.validate("project_request")?;
-        let updated = self.store.update_request(&id, r.expected_version, &draft).await?;
-        Ok(Response::new(pb::UpdateProjectRequestResponse { project_request: Some(self.request_reply(&updated).await?) }))
+        let updated = self
+            .store
+            .update_request(&id, r.expected_version, &draft)
+            .await?;
+        Ok(Response::new(pb::UpdateProjectRequestResponse {
+            project_request: Some(self.request_reply(&updated).await?),
+        }))
     }
 
-    async fn open_project_request(&self, request: Request<pb::OpenProjectRequestRequest>) -> Reply<pb::OpenProjectRequestResponse> {
+    async fn open_project_request(
+        &self,
+        request: Request<pb::OpenProjectRequestRequest>,
+    ) -> Reply<pb::OpenProjectRequestResponse> {
         let who = principal(&request)?;
         let r = request.into_inner();
         request_id(&r.request_id)?;
-        let moved = self.move_request(&who, &r.project_request_id, r.expected_version, &[RequestStatus::Draft, RequestStatus::Closed], RequestStatus::Open, "").await?;
-        Ok(Response::new(pb::OpenProjectRequestResponse { project_request: Some(moved) }))
+        let moved = self
+            .move_request(
+                &who,
+                &r.project_request_id,
+                r.expected_version,
+                &[RequestStatus::Draft, RequestStatus::Closed],
+                RequestStatus::Open,
+                "",
+            )
+            .await?;
+        Ok(Response::new(pb::OpenProjectRequestResponse {
+            project_request: Some(moved),
+        }))
     }
 
-    async fn close_project_request(&self, request: Request<pb::CloseProjectRequestRequest>) -> Reply<pb::CloseProjectRequestResponse> {
+    async fn close_project_request(
+        &self,
+        request: Request<pb::CloseProjectRequestRequest>,
+    ) -> Reply<pb::CloseProjectRequestResponse> {
         let who = principal(&request)?;
         let r = request.into_inner();
         request_id(&r.request_id)?;
-        let moved = self.move_request(&who, &r.project_request_id, r.expected_version, &[RequestStatus::Open], RequestStatus::Closed, &r.reason).await?;
-        Ok(Response::new(pb::CloseProjectRequestResponse { project_request: Some(moved) }))
+        let moved = self
+            .move_request(
+                &who,
+                &r.project_request_id,
+                r.expected_version,
+                &[RequestStatus::Open],
+                RequestStatus::Closed,
+                &r.reason,
+            )
+            .await?;
+        Ok(Response::new(pb::CloseProjectRequestResponse {
+            project_request: Some(moved),
+        }))
     }
 
-    async fn cancel_project_request(&self, request: Request<pb::CancelProjectRequestRequest>) -> Reply<pb::CancelProjectRequestResponse> {
+    async fn cancel_project_request(
+        &self,
+        request: Request<pb::CancelProjectRequestRequest>,
+    ) -> Reply<pb::CancelProjectRequestResponse> {
         let who = principal(&request)?;
         let r = request.into_inner();
         request_id(&r.request_id)?;
-        let moved = self.move_request(&who, &r.project_request_id, r.expected_version, &[RequestStatus::Draft, RequestStatus::Open, RequestStatus::Closed], RequestStatus::Cancelled, &r.reason).await?;
-        Ok(Response::new(pb::CancelProjectRequestResponse { project_request: Some(moved) }))
+        let moved = self
+            .move_request(
+                &who,
+                &r.project_request_id,
+                r.expected_version,
+                &[
+                    RequestStatus::Draft,
+                    RequestStatus::Open,
+                    RequestStatus::Closed,
+                ],
+                RequestStatus::Cancelled,
+                &r.reason,
+            )
+            .await?;
+        Ok(Response::new(pb::CancelProjectRequestResponse {
+            project_request: Some(moved),
+        }))
     }
 
     // -- ranking ------------------------------------------------------------------------------
 
-    async fn rank_offerings(&self, request: Request<pb::RankOfferingsRequest>) -> Reply<pb::RankOfferingsResponse> {
+    async fn rank_offerings(
+        &self,
+        request: Request<pb::RankOfferingsRequest>,
+    ) -> Reply<pb::RankOfferingsResponse> {
         principal(&request)?;
         let r = request.into_inner();
         let page = Page::from_request(r.page_size, "")?;
-        let found = self.store.request(required_id("project_request_id", &r.project_request_id)?).await?;
+        let found = self
+            .store
+            .request(required_id("project_request_id", &r.project_request_id)?)
+            .await?;
         let user = self.store.water_user(&found.draft.water_user_id).await?;
         let candidates = self.store.published_offerings().await?;
         let (ranked, excluded) = ranking::rank(&found, &user, candidates);
@@ -441,14 +709,23 @@ impl MatchingService for MatchingApi {
                 explanation: x.explanation.clone(),
             })
             .collect();
-        Ok(Response::new(pb::RankOfferingsResponse { ranked_offerings, excluded_offerings }))
+        Ok(Response::new(pb::RankOfferingsResponse {
+            ranked_offerings,
+            excluded_offerings,
+        }))
     }
 
-    async fn list_fitting_requests(&self, request: Request<pb::ListFittingRequestsRequest>) -> Reply<pb::ListFittingRequestsResponse> {
+    async fn list_fitting_requests(
+        &self,
+        request: Request<pb::ListFittingRequestsRequest>,
+    ) -> Reply<pb::ListFittingRequestsResponse> {
         principal(&request)?;
         let r = request.into_inner();
         let page = Page::from_request(r.page_size, &r.page_token)?;
-        let company = self.store.company(required_id("company_id", &r.company_id)?).await?;
+        let company = self
+            .store
+            .company(required_id("company_id", &r.company_id)?)
+            .await?;
         let offerings: Vec<_> = self
             .store
             .published_offerings()
@@ -462,7 +739,9 @@ impl MatchingService for MatchingApi {
             if page.after.as_ref().is_some_and(|after| &req.id <= after) {
                 continue;
             }
-            let Ok(user) = self.store.water_user(&req.draft.water_user_id).await else { continue };
+            let Ok(user) = self.store.water_user(&req.draft.water_user_id).await else {
+                continue;
+            };
             let (ranked, _) = ranking::rank(&req, &user, offerings.clone());
             if let Some(best) = ranked.into_iter().next() {
                 fits.push((req, user, best));
@@ -478,59 +757,108 @@ impl MatchingService for MatchingApi {
                 offering_id: best.offering.id.clone(),
             })
             .collect();
-        Ok(Response::new(pb::ListFittingRequestsResponse { fitting_requests, next_page_token: next }))
+        Ok(Response::new(pb::ListFittingRequestsResponse {
+            fitting_requests,
+            next_page_token: next,
+        }))
     }
 
     // -- proposals ----------------------------------------------------------------------------
 
-    async fn create_proposal(&self, request: Request<pb::CreateProposalRequest>) -> Reply<pb::CreateProposalResponse> {
+    async fn create_proposal(
+        &self,
+        request: Request<pb::CreateProposalRequest>,
+    ) -> Reply<pb::CreateProposalResponse> {
         let who = principal(&request)?;
         let r = request.into_inner();
         let request_id = request_id(&r.request_id)?;
-        let draft = convert::proposal_draft(r.proposal.ok_or_else(|| Error::invalid("proposal", "required"))?)?;
+        let draft = convert::proposal_draft(
+            r.proposal
+                .ok_or_else(|| Error::invalid("proposal", "required"))?,
+        )?;
         draft.validate("proposal")?;
         self.company_for_write(&who, &draft.company_id).await?;
         if !draft.offering_id.is_empty() {
             let offering = self.store.offering(&draft.offering_id).await?;
             if offering.draft.company_id != draft.company_id {
-                return Err(Error::invalid("proposal.offering_id", "the offering belongs to another company").into());
+                return Err(Error::invalid(
+                    "proposal.offering_id",
+                    "the offering belongs to another company",
+                )
+                .into());
             }
         }
-        let created = self.store.create_proposal(&scope(&who, "CreateProposal"), request_id, &draft).await?;
-        Ok(Response::new(pb::CreateProposalResponse { proposal: Some(self.proposal_reply(&created).await?) }))
+        let created = self
+            .store
+            .create_proposal(&scope(&who, "CreateProposal"), request_id, &draft)
+            .await?;
+        Ok(Response::new(pb::CreateProposalResponse {
+            proposal: Some(self.proposal_reply(&created).await?),
+        }))
     }
 
-    async fn get_proposal(&self, request: Request<pb::GetProposalRequest>) -> Reply<pb::GetProposalResponse> {
+    async fn get_proposal(
+        &self,
+        request: Request<pb::GetProposalRequest>,
+    ) -> Reply<pb::GetProposalResponse> {
         principal(&request)?;
         let r = request.into_inner();
-        let found = self.store.proposal(required_id("proposal_id", &r.proposal_id)?).await?;
-        Ok(Response::new(pb::GetProposalResponse { proposal: Some(self.proposal_reply(&found).await?) }))
+        let found = self
+            .store
+            .proposal(required_id("proposal_id", &r.proposal_id)?)
+            .await?;
+        Ok(Response::new(pb::GetProposalResponse {
+            proposal: Some(self.proposal_reply(&found).await?),
+        }))
     }
 
-    async fn list_proposals(&self, request: Request<pb::ListProposalsRequest>) -> Reply<pb::ListProposalsResponse> {
+    async fn list_proposals(
+        &self,
+        request: Request<pb::ListProposalsRequest>,
+    ) -> Reply<pb::ListProposalsResponse> {
         principal(&request)?;
         let r = request.into_inner();
         let page = Page::from_request(r.page_size, &r.page_token)?;
         let f = ListFilter {
             status: convert::proposal_status_filter(r.status)?,
-            contract_model: filter("contract_model", r.contract_model, ContractModel::from_number, ContractModel::code)?,
+            contract_model: filter(
+                "contract_model",
+                r.contract_model,
+                ContractModel::from_number,
+                ContractModel::code,
+            )?,
             query: r.query,
             ..Default::default()
         };
-        let (rows, next) = self.store.list_proposals(&r.project_request_id, &r.company_id, &f, &page).await?;
+        let (rows, next) = self
+            .store
+            .list_proposals(&r.project_request_id, &r.company_id, &f, &page)
+            .await?;
         let mut proposals = Vec::with_capacity(rows.len());
         for row in &rows {
             proposals.push(self.proposal_reply(row).await?);
         }
-        Ok(Response::new(pb::ListProposalsResponse { proposals, next_page_token: next }))
+        Ok(Response::new(pb::ListProposalsResponse {
+            proposals,
+            next_page_token: next,
+        }))
     }
 
-    async fn accept_proposal(&self, request: Request<pb::AcceptProposalRequest>) -> Reply<pb::AcceptProposalResponse> {
+    async fn accept_proposal(
+        &self,
+        request: Request<pb::AcceptProposalRequest>,
+    ) -> Reply<pb::AcceptProposalResponse> {
         let who = principal(&request)?;
         let r = request.into_inner();
         request_id(&r.request_id)?;
-        let proposal = self.store.proposal(required_id("proposal_id", &r.proposal_id)?).await?;
-        let req = self.store.request(&proposal.draft.project_request_id).await?;
+        let proposal = self
+            .store
+            .proposal(required_id("proposal_id", &r.proposal_id)?)
+            .await?;
+        let req = self
+            .store
+            .request(&proposal.draft.project_request_id)
+            .await?;
         let user = self.user_for_write(&who, &req.draft.water_user_id).await?;
         let company = self.store.company(&proposal.draft.company_id).await?;
         let project_id = new_id();
@@ -558,7 +886,12 @@ impl MatchingService for MatchingApi {
             contract_term_months: d.contract_term_months,
             mv_option: d.mv_option.number(),
             drivers: d.drivers.clone(),
-            indicator_tags: req.draft.indicator_tags.iter().map(|t| t.number()).collect(),
+            indicator_tags: req
+                .draft
+                .indicator_tags
+                .iter()
+                .map(|t| t.number())
+                .collect(),
             price_fen_per_m3: req.draft.price_fen_per_m3,
             baseline_use_litres: req.draft.baseline_use_litres,
             accepted_time: Some(timestamp(now)),
@@ -571,7 +904,10 @@ impl MatchingService for MatchingApi {
             occurred_at_ms: now,
             trace_parent: String::new(),
         };
-        let accepted = self.store.accept_proposal(&proposal.id, r.expected_version, &project_id, &envelope).await?;
+        let accepted = self
+            .store
+            .accept_proposal(&proposal.id, r.expected_version, &project_id, &envelope)
+            .await?;
         (self.on_change)();
         let req = self.store.request(&req.id).await?;
         Ok(Response::new(pb::AcceptProposalResponse {
@@ -581,24 +917,60 @@ impl MatchingService for MatchingApi {
         }))
     }
 
-    async fn decline_proposal(&self, request: Request<pb::DeclineProposalRequest>) -> Reply<pb::DeclineProposalResponse> {
+    async fn decline_proposal(
+        &self,
+        request: Request<pb::DeclineProposalRequest>,
+    ) -> Reply<pb::DeclineProposalResponse> {
         let who = principal(&request)?;
         let r = request.into_inner();
         request_id(&r.request_id)?;
-        let proposal = self.store.proposal(required_id("proposal_id", &r.proposal_id)?).await?;
-        let req = self.store.request(&proposal.draft.project_request_id).await?;
+        let proposal = self
+            .store
+            .proposal(required_id("proposal_id", &r.proposal_id)?)
+            .await?;
+        let req = self
+            .store
+            .request(&proposal.draft.project_request_id)
+            .await?;
         self.user_for_write(&who, &req.draft.water_user_id).await?;
-        let declined = self.store.close_proposal(&proposal.id, r.expected_version, ProposalStatus::Declined, &r.reason).await?;
-        Ok(Response::new(pb::DeclineProposalResponse { proposal: Some(self.proposal_reply(&declined).await?) }))
+        let declined = self
+            .store
+            .close_proposal(
+                &proposal.id,
+                r.expected_version,
+                ProposalStatus::Declined,
+                &r.reason,
+            )
+            .await?;
+        Ok(Response::new(pb::DeclineProposalResponse {
+            proposal: Some(self.proposal_reply(&declined).await?),
+        }))
     }
 
-    async fn withdraw_proposal(&self, request: Request<pb::WithdrawProposalRequest>) -> Reply<pb::WithdrawProposalResponse> {
+    async fn withdraw_proposal(
+        &self,
+        request: Request<pb::WithdrawProposalRequest>,
+    ) -> Reply<pb::WithdrawProposalResponse> {
         let who = principal(&request)?;
         let r = request.into_inner();
         request_id(&r.request_id)?;
-        let proposal = self.store.proposal(required_id("proposal_id", &r.proposal_id)?).await?;
-        self.company_for_write(&who, &proposal.draft.company_id).await?;
-        let withdrawn = self.store.close_proposal(&proposal.id, r.expected_version, ProposalStatus::Withdrawn, &r.reason).await?;
-        Ok(Response::new(pb::WithdrawProposalResponse { proposal: Some(self.proposal_reply(&withdrawn).await?) }))
+        let proposal = self
+            .store
+            .proposal(required_id("proposal_id", &r.proposal_id)?)
+            .await?;
+        self.company_for_write(&who, &proposal.draft.company_id)
+            .await?;
+        let withdrawn = self
+            .store
+            .close_proposal(
+                &proposal.id,
+                r.expected_version,
+                ProposalStatus::Withdrawn,
+                &r.reason,
+            )
+            .await?;
+        Ok(Response::new(pb::WithdrawProposalResponse {
+            proposal: Some(self.proposal_reply(&withdrawn).await?),
+        }))
     }
 }

@@ -9,11 +9,11 @@
 //! - [`service`]: who may do what, idempotency, events: the operations the API offers.
 //! - [`grpc`]: the adapter between `cwsm.matching.v1` and [`service`].
 
+pub mod convert;
 pub mod domain;
+pub mod grpc;
 pub mod ranking;
 pub mod store;
-pub mod convert;
-pub mod grpc;
 
 use std::sync::Arc;
 

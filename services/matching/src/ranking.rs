@@ -229,7 +229,8 @@ fn score_parts(request: &ProjectRequest, offering: &Offering, company: &Company)
     if t.projects_completed == 0 || t.promised_savings_litres <= 0 {
         push(0.5, "no verified projects yet: neutral".into());
     } else {
-        let delivery = (t.verified_savings_litres as f64 / t.promised_savings_litres as f64).min(1.0);
+        let delivery =
+            (t.verified_savings_litres as f64 / t.promised_savings_litres as f64).min(1.0);
         let confidence = (t.projects_completed as f64 / 3.0).min(1.0);
         push(
             0.5 + (delivery - 0.5) * confidence,

@@ -443,14 +443,15 @@ impl Store {
         } else {
             "yes"
         };
-        let mut rows: Vec<Company> = with_db!(&self.db, pool => sqlx::query_as::<_, CompanyRow>(sqlx::AssertSqlSafe(sql))
+        let mut rows: Vec<Company> =
+            with_db!(&self.db, pool => sqlx::query_as::<_, CompanyRow>(sqlx::AssertSqlSafe(sql))
             .bind(json_member(&f.sector)).bind(json_member(&f.town)).bind(like(&f.query))
             .bind(page.after.clone().unwrap_or_default()).bind(offering_filter)
             .bind(json_member(&f.technology)).bind(json_member(&f.contract_model))
             .bind(page.fetch_limit()).fetch_all(pool).await?)
-        .into_iter()
-        .map(Company::from)
-        .collect();
+            .into_iter()
+            .map(Company::from)
+            .collect();
         let next = page.finish(&mut rows, |c| c.id.clone());
         Ok((rows, next))
     }
@@ -591,7 +592,10 @@ impl Store {
                 "offering {id} is {}; it can become {} only from {}",
                 current.status.code(),
                 to.code(),
-                from.iter().map(|s| s.code()).collect::<Vec<_>>().join(" or ")
+                from.iter()
+                    .map(|s| s.code())
+                    .collect::<Vec<_>>()
+                    .join(" or ")
             )));
         }
         let done = with_db!(&self.db, pool => sqlx::query("UPDATE offerings SET status = $1, updated_at_ms = $2, version = version + 1 WHERE id = $3 AND status = $4 AND ($5 = 0 OR version = $5)")
@@ -614,12 +618,7 @@ impl Store {
             .into_iter().map(|r| (r.id.clone(), Company::from(r))).collect();
         Ok(offerings
             .into_iter()
-            .filter_map(|o| {
-                companies
-                    .get(&o.draft.company_id)
-                    .cloned()
-                    .map(|c| (o, c))
-            })
+            .filter_map(|o| companies.get(&o.draft.company_id).cloned().map(|c| (o, c)))
             .collect())
     }
 
@@ -803,7 +802,10 @@ impl Store {
                 "project request {id} is {}; it can become {} only from {}",
                 current.status.code(),
                 to.code(),
-                from.iter().map(|s| s.code()).collect::<Vec<_>>().join(" or ")
+                from.iter()
+                    .map(|s| s.code())
+                    .collect::<Vec<_>>()
+                    .join(" or ")
             )));
         }
         let done = with_db!(&self.db, pool => sqlx::query("UPDATE project_requests SET status = $1, status_reason = $2, updated_at_ms = $3, version = version + 1 WHERE id = $4 AND status = $5 AND ($6 = 0 OR version = $6)")

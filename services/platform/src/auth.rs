@@ -222,10 +222,9 @@ impl AuthInterceptor {
 
 impl tonic::service::Interceptor for AuthInterceptor {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        let header = request
-            .metadata()
-            .get("authorization")
-            .ok_or_else(|| Status::unauthenticated("missing bearer token (authorization metadata)"))?;
+        let header = request.metadata().get("authorization").ok_or_else(|| {
+            Status::unauthenticated("missing bearer token (authorization metadata)")
+        })?;
         let value = header
             .to_str()
             .map_err(|_| Status::unauthenticated("authorization metadata is not text"))?;

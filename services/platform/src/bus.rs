@@ -338,7 +338,10 @@ impl EventBus for RedisBus {
                     ("event_id", event.event_id.as_bytes()),
                     ("kind", event.kind.as_bytes()),
                     ("payload", event.payload.as_slice()),
-                    ("occurred_at_ms", event.occurred_at_ms.to_string().as_bytes()),
+                    (
+                        "occurred_at_ms",
+                        event.occurred_at_ms.to_string().as_bytes(),
+                    ),
                     ("trace_parent", event.trace_parent.as_bytes()),
                 ],
                 &options,

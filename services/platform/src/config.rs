@@ -85,7 +85,10 @@ impl Settings {
     pub fn database_url_for(&self, service: &str) -> String {
         match &self.database_url {
             Some(url) => url.clone(),
-            None => format!("sqlite://{}", self.data_dir.join(format!("{service}.db")).display()),
+            None => format!(
+                "sqlite://{}",
+                self.data_dir.join(format!("{service}.db")).display()
+            ),
         }
     }
 }
@@ -128,7 +131,10 @@ mod tests {
         let s = Settings::default();
         assert_eq!(
             s.database_url_for("matching"),
-            format!("sqlite://{}", Path::new("cwsm-data").join("matching.db").display())
+            format!(
+                "sqlite://{}",
+                Path::new("cwsm-data").join("matching.db").display()
+            )
         );
     }
 }

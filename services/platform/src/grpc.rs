@@ -71,7 +71,9 @@ impl Page {
         let size = usize::try_from(self.size).unwrap_or(usize::MAX);
         if rows.len() > size {
             rows.truncate(size);
-            rows.last().map(|r| encode_token(&key(r))).unwrap_or_default()
+            rows.last()
+                .map(|r| encode_token(&key(r)))
+                .unwrap_or_default()
         } else {
             String::new()
         }
@@ -170,7 +172,11 @@ mod tests {
         let status = Status::from(Error::invalid("offering.title", "required"));
         assert_eq!(status.code(), Code::InvalidArgument);
         let details = status.get_error_details();
-        let violations = details.bad_request().expect("bad request").field_violations.clone();
+        let violations = details
+            .bad_request()
+            .expect("bad request")
+            .field_violations
+            .clone();
         assert_eq!(violations[0].field, "offering.title");
     }
 }

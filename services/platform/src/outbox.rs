@@ -29,10 +29,8 @@ use crate::db::Db;
 
 /// Writes an event into the outbox of the transaction it is called on.
 pub trait OutboxWrite {
-    fn enqueue(
-        &mut self,
-        event: &Envelope,
-    ) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
+    fn enqueue(&mut self, event: &Envelope)
+    -> impl Future<Output = Result<(), sqlx::Error>> + Send;
 }
 
 const INSERT: &str = "INSERT INTO outbox (event_id, topic, kind, payload, occurred_at_ms, trace_parent) \

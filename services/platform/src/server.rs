@@ -44,7 +44,9 @@ pub async fn set_serving(reporter: &HealthReporter, service: &str) {
     reporter
         .set_service_status(service, ServingStatus::Serving)
         .await;
-    reporter.set_service_status("", ServingStatus::Serving).await;
+    reporter
+        .set_service_status("", ServingStatus::Serving)
+        .await;
 }
 
 /// Serves `routes` on `listener` until `shutdown`, then lets in-flight calls finish.
@@ -54,9 +56,7 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     tonic::transport::Server::builder()
-        .trace_fn(|request| {
-            tracing::info_span!("grpc", method = %request.uri().path())
-        })
+        .trace_fn(|request| tracing::info_span!("grpc", method = %request.uri().path()))
         .add_routes(routes)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled_owned())
         .await?;

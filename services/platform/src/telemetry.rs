@@ -38,7 +38,11 @@ pub fn init(service: &str, format: LogFormat, filter: &str) -> anyhow::Result<Te
             Some(
                 SdkTracerProvider::builder()
                     .with_batch_exporter(exporter)
-                    .with_resource(Resource::builder().with_service_name(service.to_string()).build())
+                    .with_resource(
+                        Resource::builder()
+                            .with_service_name(service.to_string())
+                            .build(),
+                    )
                     .build(),
             )
         }

@@ -225,16 +225,13 @@ impl Project {
         }
         // The water user accepts the works and takes them over; the company cannot sign
         // those for it.
-        if matches!(ask.to, Stage::Accepted | Stage::HandedOver)
-            && who.role == Role::Company
-        {
+        if matches!(ask.to, Stage::Accepted | Stage::HandedOver) && who.role == Role::Company {
             return Err(Error::denied(format!(
                 "{} is the water user's step, not the company's",
                 ask.to.code()
             )));
         }
-        if matches!(ask.to, Stage::Suspended | Stage::Terminated) && ask.reason.trim().is_empty()
-        {
+        if matches!(ask.to, Stage::Suspended | Stage::Terminated) && ask.reason.trim().is_empty() {
             return Err(Error::invalid(
                 "reason",
                 format!("say why the project is {}", ask.to.code()),

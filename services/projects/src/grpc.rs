@@ -44,7 +44,12 @@ fn stage_from_pb(field: &str, n: i32) -> Result<Option<Stage>> {
     Ok(Stage::ALL.into_iter().find(|s| stage_to_pb(*s) == stage))
 }
 
-fn code_filter<T>(field: &str, n: i32, from: fn(i32) -> Option<T>, code: fn(T) -> &'static str) -> Result<String> {
+fn code_filter<T>(
+    field: &str,
+    n: i32,
+    from: fn(i32) -> Option<T>,
+    code: fn(T) -> &'static str,
+) -> Result<String> {
     if n == 0 {
         return Ok(String::new());
     }
@@ -144,7 +149,13 @@ impl pb::projects_service_server::ProjectsService for ProjectsApi {
             .await?;
         let (history, _) = self
             .store
-            .transitions(&project.id, &Page { size: 200, after: None })
+            .transitions(
+                &project.id,
+                &Page {
+                    size: 200,
+                    after: None,
+                },
+            )
             .await?;
         let mut message = project_to_pb(&project);
         message.stage_history = history.iter().map(transition_to_pb).collect();
@@ -204,7 +215,11 @@ impl pb::projects_service_server::ProjectsService for ProjectsApi {
             reason: r.reason,
             evidence: r.evidence,
         };
-        let scope = format!("{}:{}:TransitionProject", who.subject, who.org.clone().unwrap_or_default());
+        let scope = format!(
+            "{}:{}:TransitionProject",
+            who.subject,
+            who.org.clone().unwrap_or_default()
+        );
         let (project, transition) = self
             .store
             .transition(
@@ -294,19 +309,27 @@ mod tests {
     #[test]
     fn vocabulary_numbers_match_the_proto_enums() {
         for s in Sector::ALL {
-            let name = types::Sector::try_from(s.number()).expect("known").as_str_name();
+            let name = types::Sector::try_from(s.number())
+                .expect("known")
+                .as_str_name();
             assert_eq!(name, format!("SECTOR_{}", s.code().to_uppercase()));
         }
         for m in ContractModel::ALL {
-            let name = types::ContractModel::try_from(m.number()).expect("known").as_str_name();
+            let name = types::ContractModel::try_from(m.number())
+                .expect("known")
+                .as_str_name();
             assert_eq!(name, format!("CONTRACT_MODEL_{}", m.code().to_uppercase()));
         }
         for t in IndicatorTag::ALL {
-            let name = types::IndicatorTag::try_from(t.number()).expect("known").as_str_name();
+            let name = types::IndicatorTag::try_from(t.number())
+                .expect("known")
+                .as_str_name();
             assert_eq!(name, format!("INDICATOR_TAG_{}", t.code().to_uppercase()));
         }
         for m in cwsm_platform::vocab::Milestone::ALL {
-            let name = types::Milestone::try_from(m.number()).expect("known").as_str_name();
+            let name = types::Milestone::try_from(m.number())
+                .expect("known")
+                .as_str_name();
             assert_eq!(name, format!("MILESTONE_{}", m.code().to_uppercase()));
         }
     }

@@ -9,8 +9,8 @@
 
 pub mod domain;
 pub mod events;
-pub mod store;
 pub mod grpc;
+pub mod store;
 
 use std::sync::Arc;
 

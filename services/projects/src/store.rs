@@ -372,8 +372,10 @@ impl Store {
         project_id: &str,
         limit: i64,
     ) -> Result<Vec<(i64, Vec<u8>)>> {
-        Ok(with_db!(&self.db, pool => sqlx::query_as::<_, (i64, Vec<u8>)>(
+        Ok(
+            with_db!(&self.db, pool => sqlx::query_as::<_, (i64, Vec<u8>)>(
             "SELECT seq, payload FROM milestones WHERE seq > $1 AND ($2 = '' OR project_id = $2) ORDER BY seq LIMIT $3")
-            .bind(after_sequence).bind(project_id).bind(limit).fetch_all(pool).await?))
+            .bind(after_sequence).bind(project_id).bind(limit).fetch_all(pool).await?),
+        )
     }
 }

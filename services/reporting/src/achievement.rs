@@ -43,7 +43,9 @@ pub struct Achievement {
 impl Achievement {
     pub fn current(&self) -> &Revision {
         // The store never builds an achievement without its first revision.
-        self.revisions.last().expect("an achievement has at least one revision")
+        self.revisions
+            .last()
+            .expect("an achievement has at least one revision")
     }
 
     pub fn version(&self) -> i64 {
@@ -51,7 +53,10 @@ impl Achievement {
     }
 
     pub fn created_at_ms(&self) -> i64 {
-        self.revisions.first().map(|r| r.recorded_at_ms).unwrap_or(0)
+        self.revisions
+            .first()
+            .map(|r| r.recorded_at_ms)
+            .unwrap_or(0)
     }
 }
 
@@ -82,7 +87,8 @@ pub struct Correction {
 }
 
 fn check_date(field: &str, text: &str) -> Result<NaiveDate> {
-    parse_date(text).ok_or_else(|| Error::invalid(field, format!("{text:?} is not a date YYYY-MM-DD")))
+    parse_date(text)
+        .ok_or_else(|| Error::invalid(field, format!("{text:?} is not a date YYYY-MM-DD")))
 }
 
 fn check_value(value: f64) -> Result<()> {
@@ -99,7 +105,10 @@ impl NewAchievement {
         let indicator = plan.indicator(&self.indicator_code).ok_or_else(|| {
             Error::invalid(
                 "indicator_code",
-                format!("plan {} has no indicator {:?}", plan.code, self.indicator_code),
+                format!(
+                    "plan {} has no indicator {:?}",
+                    plan.code, self.indicator_code
+                ),
             )
         })?;
         if indicator.kind != Kind::Recorded {
@@ -114,14 +123,22 @@ impl NewAchievement {
         let date = check_date("achieved_date", &self.achieved_date)?;
         self.achieved_date = date.format("%Y-%m-%d").to_string();
         check_value(self.value)?;
-        if !self.department.is_empty() && !plan.departments.iter().any(|d| d.code == self.department) {
+        if !self.department.is_empty()
+            && !plan.departments.iter().any(|d| d.code == self.department)
+        {
             return Err(Error::invalid(
                 "department",
-                format!("{:?} is not a department code of plan {}", self.department, plan.code),
+                format!(
+                    "{:?} is not a department code of plan {}",
+                    self.department, plan.code
+                ),
             ));
         }
         if self.unit_name.trim().is_empty() {
-            return Err(Error::invalid("unit_name", "required: the unit the achievement is about (e.g. \"district\")"));
+            return Err(Error::invalid(
+                "unit_name",
+                "required: the unit the achievement is about (e.g. \"district\")",
+            ));
         }
         Ok(())
     }
@@ -131,10 +148,15 @@ impl Correction {
     /// Checks the correction and fills what a retraction keeps from `current`.
     pub fn validate(&mut self, current: &Revision) -> Result<()> {
         if self.reason.trim().is_empty() {
-            return Err(Error::invalid("reason", "required: why the achievement is corrected"));
+            return Err(Error::invalid(
+                "reason",
+                "required: why the achievement is corrected",
+            ));
         }
         if current.retracted {
-            return Err(Error::precondition("the achievement is retracted; record a new one"));
+            return Err(Error::precondition(
+                "the achievement is retracted; record a new one",
+            ));
         }
         if self.retract {
             self.value = current.value;
@@ -175,12 +197,16 @@ mod tests {
     fn only_recorded_indicators_take_achievements() {
         let plan = plan::parse(plan::DEFAULT_PLAN_TOML).expect("plan");
         assert!(new("A2-GOV-AGENCIES").validate(&plan).is_ok());
-        let e = new("A8-CONTRACT-PROJECTS").validate(&plan).expect_err("counted");
+        let e = new("A8-CONTRACT-PROJECTS")
+            .validate(&plan)
+            .expect_err("counted");
         assert!(matches!(e, Error::InvalidArgument { field, .. } if field == "indicator_code"));
         assert!(new("NOPE").validate(&plan).is_err());
         let mut bad_date = new("G1");
         bad_date.achieved_date = "2020-02-30".into();
-        assert!(matches!(bad_date.validate(&plan), Err(Error::InvalidArgument { field, .. }) if field == "achieved_date"));
+        assert!(
+            matches!(bad_date.validate(&plan), Err(Error::InvalidArgument { field, .. }) if field == "achieved_date")
+        );
         let mut bad_dept = new("G1");
         bad_dept.department = "police".into();
         assert!(bad_dept.validate(&plan).is_err());

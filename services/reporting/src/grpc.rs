@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use cwsm_platform::auth::principal;
-use cwsm_platform::bus::{EventHandler, Envelope, topics};
+use cwsm_platform::bus::{Envelope, EventHandler, topics};
 use cwsm_platform::grpc::{Page, millis, timestamp};
 use cwsm_platform::vocab::{IndicatorTag, Milestone, Sector};
 use cwsm_platform::{Error, now_ms};
@@ -631,11 +631,17 @@ mod tests {
     fn vocabulary_numbers_match_the_proto_enums_by_name() {
         for m in Milestone::ALL {
             let p = types::Milestone::try_from(m.number()).expect("milestone number");
-            assert_eq!(p.as_str_name(), format!("MILESTONE_{}", m.code().to_uppercase()));
+            assert_eq!(
+                p.as_str_name(),
+                format!("MILESTONE_{}", m.code().to_uppercase())
+            );
         }
         for s in Sector::ALL {
             let p = types::Sector::try_from(s.number()).expect("sector number");
-            assert_eq!(p.as_str_name(), format!("SECTOR_{}", s.code().to_uppercase()));
+            assert_eq!(
+                p.as_str_name(),
+                format!("SECTOR_{}", s.code().to_uppercase())
+            );
         }
         for t in IndicatorTag::ALL {
             let p = types::IndicatorTag::try_from(t.number()).expect("tag number");
@@ -643,6 +649,259 @@ mod tests {
                 p.as_str_name(),
                 format!("INDICATOR_TAG_{}", t.code().to_uppercase())
             );
+        }
+    }
+
+    fn as_role<T>(message: T, role: cwsm_platform::auth::Role) -> Request<T> {
+        let mut r = Request::new(message);
+        r.extensions_mut().insert(cwsm_platform::auth::Principal {
+            subject: "tester".into(),
+            role,
+            org: None,
+        });
+        r
+    }
+
+    #[tokio::test]
+    async fn the_api_checks_roles_fields_and_records() {
+        use cwsm_platform::auth::Role;
+        let path =
+            std::env::temp_dir().join(format!("cwsm-reporting-{}.db", cwsm_platform::new_id()));
+        let r = Reporting::connect(&format!("sqlite://{}", path.display()))
+            .await
+            .expect("connect");
+        r.seed_default_plan().await.expect("seed");
+        let api = ReportingApi::new(r.clone());
+
+        let load = |toml: &str, id: &str| pb::LoadPlanRequest {
+            request_id: id.into(),
+            plan_toml: toml.into(),
+            validate_only: false,
+        };
+        let denied = api
+            .load_plan(as_role(load(plan::DEFAULT_PLAN_TOML, "l1"), Role::Company))
+            .await
+            .expect_err("company");
+        assert_eq!(denied.code(), tonic::Code::PermissionDenied);
+        let bad = api
+            .load_plan(as_role(load("code = \"x\"\nyear = [\n", "l1"), Role::Admin))
+            .await
+            .expect_err("bad toml");
+        assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+        assert!(
+            bad.message().contains("plan_toml") && bad.message().contains("line"),
+            "{}",
+            bad.message()
+        );
+        let no_id = api
+            .load_plan(as_role(load(plan::DEFAULT_PLAN_TOML, ""), Role::Admin))
+            .await
+            .expect_err("no request id");
+        assert_eq!(no_id.code(), tonic::Code::InvalidArgument);
+        let v2 = api
+            .load_plan(as_role(load(plan::DEFAULT_PLAN_TOML, "l1"), Role::Admin))
+            .await
+            .expect("v2")
+            .into_inner()
+            .plan
+            .expect("plan");
+        assert_eq!(v2.version, 2);
+        let again = api
+            .load_plan(as_role(load(plan::DEFAULT_PLAN_TOML, "l1"), Role::Admin))
+            .await
+            .expect("replay")
+            .into_inner()
+            .plan
+            .expect("plan");
+        assert_eq!(again.id, v2.id);
+
+        let get = |code: &str, date: &str| pb::GetReportRequest {
+            plan_code: code.into(),
+            plan_version: 0,
+            as_of_date: date.into(),
+        };
+        let e = api
+            .get_report(as_role(get("", ""), Role::WaterUser))
+            .await
+            .expect_err("no code");
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        let e = api
+            .get_report(as_role(get("nowhere", ""), Role::WaterUser))
+            .await
+            .expect_err("unknown");
+        assert_eq!(e.code(), tonic::Code::NotFound);
+        let e = api
+            .get_report(as_role(get("xinbei-2020", "2020-13-01"), Role::WaterUser))
+            .await
+            .expect_err("date");
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+
+        let record = pb::RecordAchievementRequest {
+            request_id: "a1".into(),
+            plan_code: "xinbei-2020".into(),
+            indicator_code: "A2-COMMUNITIES".into(),
+            unit_name: "Sanjing community".into(),
+            achieved_date: "2020-05-10".into(),
+            evidence: "notice 12".into(),
+            value: 3.0,
+            department: "agri".into(),
+            town: "Sanjing".into(),
+            sector: types::Sector::Community as i32,
+            ..Default::default()
+        };
+        let e = api
+            .record_achievement(as_role(
+                pb::RecordAchievementRequest {
+                    indicator_code: "A8-CONTRACT-PROJECTS".into(),
+                    ..record.clone()
+                },
+                Role::Admin,
+            ))
+            .await
+            .expect_err("counted");
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        let a = api
+            .record_achievement(as_role(record, Role::Admin))
+            .await
+            .expect("record")
+            .into_inner()
+            .achievement
+            .expect("achievement");
+        assert_eq!(a.version, 1);
+        let report = api
+            .get_report(as_role(get("xinbei-2020", "2020-06-01"), Role::Company))
+            .await
+            .expect("report")
+            .into_inner()
+            .report
+            .expect("report");
+        assert_eq!(report.plan.as_ref().expect("summary").version, 2);
+        assert_eq!(report.indicators.len(), 18);
+        assert_eq!(
+            report.indicators[0].indicator.as_ref().expect("g1").code,
+            "G1"
+        );
+        let line = report
+            .indicators
+            .iter()
+            .find(|l| {
+                l.indicator
+                    .as_ref()
+                    .is_some_and(|i| i.code == "A2-COMMUNITIES")
+            })
+            .expect("line");
+        assert_eq!(line.actual, 3.0);
+        assert_eq!(line.status, pb::ProgressStatus::Achieved as i32);
+        assert_eq!(line.by_town[0].key, "Sanjing");
+
+        let corrected = api
+            .correct_achievement(as_role(
+                pb::CorrectAchievementRequest {
+                    request_id: "c1".into(),
+                    achievement_id: a.id.clone(),
+                    expected_version: 1,
+                    retract: true,
+                    reason: "not yet recognized".into(),
+                    ..Default::default()
+                },
+                Role::Admin,
+            ))
+            .await
+            .expect("retract")
+            .into_inner()
+            .achievement
+            .expect("achievement");
+        assert!(corrected.retracted);
+        assert_eq!(corrected.revisions.len(), 2);
+        let report = r
+            .report("xinbei-2020", 0, report::parse_date("2020-06-01").unwrap())
+            .await
+            .expect("report");
+        let line = report
+            .lines
+            .iter()
+            .find(|l| l.indicator.code == "A2-COMMUNITIES")
+            .expect("line");
+        assert_eq!(line.actual, 0.0);
+
+        let e = api
+            .rebuild_counts(as_role(pb::RebuildCountsRequest::default(), Role::Admin))
+            .await
+            .expect_err("unimplemented");
+        assert_eq!(e.code(), tonic::Code::Unimplemented);
+
+        r.db().close().await;
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
+    }
+
+    #[tokio::test]
+    async fn watch_report_sends_at_once_then_on_change() {
+        use cwsm_platform::auth::Role;
+        use tokio_stream::StreamExt;
+        let path =
+            std::env::temp_dir().join(format!("cwsm-reporting-{}.db", cwsm_platform::new_id()));
+        let r = Reporting::connect(&format!("sqlite://{}", path.display()))
+            .await
+            .expect("connect");
+        r.seed_default_plan().await.expect("seed");
+        let api = ReportingApi::new(r.clone());
+        let mut stream = api
+            .watch_report(as_role(
+                pb::WatchReportRequest {
+                    plan_code: "xinbei-2020".into(),
+                    plan_version: 0,
+                    as_of_date: "2020-12-31".into(),
+                },
+                Role::Admin,
+            ))
+            .await
+            .expect("watch")
+            .into_inner();
+        let first = stream.next().await.expect("first").expect("ok");
+        let a8 = |m: &pb::WatchReportResponse| {
+            m.report
+                .as_ref()
+                .and_then(|r| {
+                    r.indicators.iter().find(|l| {
+                        l.indicator
+                            .as_ref()
+                            .is_some_and(|i| i.code == "A8-CONTRACT-PROJECTS")
+                    })
+                })
+                .map(|l| l.actual)
+                .unwrap_or(-1.0)
+        };
+        assert_eq!(a8(&first), 0.0);
+        let fact = Fact {
+            event_id: "e1".into(),
+            project_id: "p1".into(),
+            sequence: 1,
+            milestone: Milestone::HandedOver,
+            occurred_at_ms: 1_598_918_400_000,
+            counted_at_ms: 0,
+            sector: Some(Sector::Hospital),
+            unit_type: String::new(),
+            town: "Longhutang".into(),
+            tags: vec![IndicatorTag::ContractProject],
+            project_title: String::new(),
+            company_id: String::new(),
+            company_name: String::new(),
+            water_user_credit_code: String::new(),
+            water_user_name: String::new(),
+        };
+        assert!(r.apply_fact(&fact).await.expect("fact"));
+        let second = tokio::time::timeout(Duration::from_secs(5), stream.next())
+            .await
+            .expect("in time")
+            .expect("second")
+            .expect("ok");
+        assert_eq!(a8(&second), 1.0);
+        drop(stream);
+        r.db().close().await;
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
         }
     }
 
@@ -669,11 +928,18 @@ mod tests {
             .expect("a7");
         let rule = a7.counting_rule.as_ref().expect("rule");
         assert_eq!(rule.milestone, types::Milestone::Accepted as i32);
-        assert_eq!(rule.sectors, vec![types::Sector::IndustrialEnterprise as i32]);
+        assert_eq!(
+            rule.sectors,
+            vec![types::Sector::IndustrialEnterprise as i32]
+        );
         assert_eq!(a7.kind, pb::IndicatorKind::Counted as i32);
         let e = plan_message_from_toml("code = \"x\"\ntitle = 1\nyear = 2020\n").expect_err("bad");
         let status = Status::from(e);
         assert_eq!(status.code(), tonic::Code::InvalidArgument);
-        assert!(status.message().contains("plan_toml") && status.message().contains("line 2"), "{}", status.message());
+        assert!(
+            status.message().contains("plan_toml") && status.message().contains("line 2"),
+            "{}",
+            status.message()
+        );
     }
 }

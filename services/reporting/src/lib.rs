@@ -165,7 +165,12 @@ impl Reporting {
         validate_only: bool,
     ) -> Result<StoredPlan> {
         require_admin(caller, "load plans")?;
-        let request_id = cwsm_platform::grpc::request_id(request_id)?;
+        // A dry run stores nothing and needs no idempotency key.
+        let request_id = if validate_only {
+            request_id
+        } else {
+            cwsm_platform::grpc::request_id(request_id)?
+        };
         let parsed = plan::parse(toml).map_err(|e| Error::invalid("plan_toml", e.to_string()))?;
         let sha = sha256::hex_digest(toml.as_bytes());
         if validate_only {
@@ -202,7 +207,10 @@ impl Reporting {
             }
             self.store.plan_by_code(code, version).await
         } else {
-            Err(Error::invalid("plan_id", "set plan_id, or code (and version)"))
+            Err(Error::invalid(
+                "plan_id",
+                "set plan_id, or code (and version)",
+            ))
         }
     }
 
@@ -217,7 +225,10 @@ impl Reporting {
     /// The report of plan `code` (`version` 0: the latest) as of `as_of`.
     pub async fn report(&self, code: &str, version: i64, as_of: NaiveDate) -> Result<Report> {
         if code.trim().is_empty() {
-            return Err(Error::invalid("plan_code", "required, e.g. \"xinbei-2020\""));
+            return Err(Error::invalid(
+                "plan_code",
+                "required, e.g. \"xinbei-2020\"",
+            ));
         }
         if version < 0 {
             return Err(Error::invalid("plan_version", "must not be negative"));
@@ -249,7 +260,10 @@ impl Reporting {
         require_admin(caller, "record achievements")?;
         let request_id = cwsm_platform::grpc::request_id(request_id)?;
         if new.plan_code.trim().is_empty() {
-            return Err(Error::invalid("plan_code", "required, e.g. \"xinbei-2020\""));
+            return Err(Error::invalid(
+                "plan_code",
+                "required, e.g. \"xinbei-2020\"",
+            ));
         }
         let stored = self.store.plan_by_code(new.plan_code.trim(), 0).await?;
         new.plan_code = stored.plan.code.clone();
@@ -310,13 +324,19 @@ impl Reporting {
         page: &Page,
     ) -> Result<(Vec<Fact>, String)> {
         if plan_code.trim().is_empty() {
-            return Err(Error::invalid("plan_code", "required, e.g. \"xinbei-2020\""));
+            return Err(Error::invalid(
+                "plan_code",
+                "required, e.g. \"xinbei-2020\"",
+            ));
         }
         let stored = self.store.plan_by_code(plan_code.trim(), 0).await?;
         let indicator = stored.plan.indicator(indicator_code).ok_or_else(|| {
             Error::invalid(
                 "indicator_code",
-                format!("plan {} has no indicator {indicator_code:?}", stored.plan.code),
+                format!(
+                    "plan {} has no indicator {indicator_code:?}",
+                    stored.plan.code
+                ),
             )
         })?;
         let rule = match (&indicator.kind, &indicator.rule) {
@@ -417,7 +437,10 @@ mod tests {
         assert!(watcher.has_changed().expect("watch"));
         watcher.borrow_and_update();
         handler.handle(&e).await.expect("redelivered");
-        assert!(!watcher.has_changed().expect("watch"), "a redelivery changes nothing");
+        assert!(
+            !watcher.has_changed().expect("watch"),
+            "a redelivery changes nothing"
+        );
         assert_eq!(a8(&r).await, 1.0);
 
         // The same project's handover re-emitted under another event id.

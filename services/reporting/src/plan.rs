@@ -222,7 +222,11 @@ impl std::error::Error for PlanError {}
 
 fn line_of(text: &str, offset: usize) -> usize {
     let end = offset.min(text.len());
-    text.as_bytes()[..end].iter().filter(|b| **b == b'\n').count() + 1
+    text.as_bytes()[..end]
+        .iter()
+        .filter(|b| **b == b'\n')
+        .count()
+        + 1
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -372,10 +376,7 @@ impl Checker<'_> {
                 return Err(self.err(d.code.span(), "department code is empty"));
             }
             if !department_codes.insert(code.clone()) {
-                return Err(self.err(
-                    d.code.span(),
-                    format!("duplicate department code {code:?}"),
-                ));
+                return Err(self.err(d.code.span(), format!("duplicate department code {code:?}")));
             }
             departments.push(Department {
                 code,
@@ -383,18 +384,20 @@ impl Checker<'_> {
                 name_zh: d.name_zh,
             });
         }
-        let check_departments =
-            |what: &str, span: std::ops::Range<usize>, codes: &[String]| -> Result<(), PlanError> {
-                for c in codes {
-                    if !department_codes.contains(c) {
-                        return Err(self.err(
-                            span,
-                            format!("{what}: unknown department code {c:?} (not in [[departments]])"),
-                        ));
-                    }
+        let check_departments = |what: &str,
+                                 span: std::ops::Range<usize>,
+                                 codes: &[String]|
+         -> Result<(), PlanError> {
+            for c in codes {
+                if !department_codes.contains(c) {
+                    return Err(self.err(
+                        span,
+                        format!("{what}: unknown department code {c:?} (not in [[departments]])"),
+                    ));
                 }
-                Ok(())
-            };
+            }
+            Ok(())
+        };
 
         let mut actions = Vec::new();
         let mut action_numbers = HashSet::new();
@@ -407,10 +410,7 @@ impl Checker<'_> {
                 ));
             }
             if !action_numbers.insert(number) {
-                return Err(self.err(
-                    a.number.span(),
-                    format!("duplicate action number {number}"),
-                ));
+                return Err(self.err(a.number.span(), format!("duplicate action number {number}")));
             }
             let what = format!("action {number}");
             check_departments(&what, a.number.span(), &a.lead)?;
@@ -489,7 +489,9 @@ impl Checker<'_> {
             return Err(self.err(span.clone(), "indicator code is empty"));
         }
         if !codes.insert(code.clone()) {
-            return Err(bad("duplicate code (codes are unique across goals and indicators)".into()));
+            return Err(bad(
+                "duplicate code (codes are unique across goals and indicators)".into(),
+            ));
         }
         let action = if goal {
             if f.action.is_some() || f.kind.is_some() || f.rule.is_some() {
@@ -497,7 +499,9 @@ impl Checker<'_> {
             }
             0
         } else {
-            let a = f.action.ok_or_else(|| bad("missing field `action`".into()))?;
+            let a = f
+                .action
+                .ok_or_else(|| bad("missing field `action`".into()))?;
             if !actions.contains(&a) {
                 return Err(bad(format!("action {a} is not in [[actions]]")));
             }
@@ -507,7 +511,11 @@ impl Checker<'_> {
             bad(format!(
                 "unknown comparator {:?} (expected one of {})",
                 f.comparator,
-                Comparator::ALL.iter().map(|c| c.code()).collect::<Vec<_>>().join(", ")
+                Comparator::ALL
+                    .iter()
+                    .map(|c| c.code())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ))
         })?;
         if !f.target.is_finite() || f.target < 0.0 {
@@ -546,7 +554,8 @@ impl Checker<'_> {
             }
             (Kind::Recorded, None) => None,
         };
-        if kind == Kind::Counted && !matches!(comparator, Comparator::AtLeast | Comparator::AtMost) {
+        if kind == Kind::Counted && !matches!(comparator, Comparator::AtLeast | Comparator::AtMost)
+        {
             return Err(bad(format!(
                 "a counted indicator counts projects: comparator must be at_least or at_most, not {}",
                 comparator.code()
@@ -568,7 +577,11 @@ impl Checker<'_> {
             None => default_aggregation,
             Some("sum") => Aggregation::Sum,
             Some("latest") => Aggregation::Latest,
-            Some(other) => return Err(bad(format!("unknown aggregation {other:?} (sum or latest)"))),
+            Some(other) => {
+                return Err(bad(format!(
+                    "unknown aggregation {other:?} (sum or latest)"
+                )));
+            }
         };
         if kind == Kind::Counted && f.aggregation.is_some() {
             return Err(bad("aggregation is only for recorded indicators".into()));
@@ -674,8 +687,16 @@ mod tests {
 
     #[test]
     fn an_unknown_key_names_its_line() {
-        let broken = DEFAULT_PLAN_TOML.replacen("name_zh = \"农业农村局\"", "name_zh = \"农业农村局\"\ncolour = \"red\"", 1);
-        let line = broken.lines().position(|l| l.starts_with("colour")).unwrap() + 1;
+        let broken = DEFAULT_PLAN_TOML.replacen(
+            "name_zh = \"农业农村局\"",
+            "name_zh = \"农业农村局\"\ncolour = \"red\"",
+            1,
+        );
+        let line = broken
+            .lines()
+            .position(|l| l.starts_with("colour"))
+            .unwrap()
+            + 1;
         let e = parse(&broken).expect_err("unknown key");
         assert_eq!(e.line, Some(line), "{e}");
         assert!(e.message.contains("colour"), "{e}");
@@ -691,10 +712,26 @@ mod tests {
     #[test]
     fn semantic_errors_name_the_indicator_and_line() {
         let cases = [
-            ("sectors = [\"industrial_enterprise\"]", "sectors = [\"factory\"]", "factory"),
-            ("deadline = \"2020-11-30\"\nlead = [\"agri\", \"econ\"]", "deadline = \"2020-11-31\"\nlead = [\"agri\", \"econ\"]", "2020-11-31"),
-            ("milestone = \"accepted\"", "milestone = \"finished\"", "finished"),
-            ("tags = [\"technical_retrofit\"]", "tags = [\"retrofit\"]", "retrofit"),
+            (
+                "sectors = [\"industrial_enterprise\"]",
+                "sectors = [\"factory\"]",
+                "factory",
+            ),
+            (
+                "deadline = \"2020-11-30\"\nlead = [\"agri\", \"econ\"]",
+                "deadline = \"2020-11-31\"\nlead = [\"agri\", \"econ\"]",
+                "2020-11-31",
+            ),
+            (
+                "milestone = \"accepted\"",
+                "milestone = \"finished\"",
+                "finished",
+            ),
+            (
+                "tags = [\"technical_retrofit\"]",
+                "tags = [\"retrofit\"]",
+                "retrofit",
+            ),
         ];
         let line = DEFAULT_PLAN_TOML
             .lines()
@@ -720,10 +757,17 @@ mod tests {
         );
         assert_ne!(broken, DEFAULT_PLAN_TOML);
         let e = parse(&broken).expect_err("unknown department");
-        assert!(e.message.contains("A9-WATER-OF-LIFE-PARK") && e.message.contains("scouts"), "{e}");
+        assert!(
+            e.message.contains("A9-WATER-OF-LIFE-PARK") && e.message.contains("scouts"),
+            "{e}"
+        );
         assert!(e.line.is_some());
 
-        let dup = DEFAULT_PLAN_TOML.replacen("code = \"A2-GOV-AGENCIES\"", "code = \"A2-IRRIGATION-DISTRICT\"", 1);
+        let dup = DEFAULT_PLAN_TOML.replacen(
+            "code = \"A2-GOV-AGENCIES\"",
+            "code = \"A2-IRRIGATION-DISTRICT\"",
+            1,
+        );
         let e = parse(&dup).expect_err("duplicate");
         assert!(e.message.contains("duplicate"), "{e}");
 

@@ -96,9 +96,8 @@ pub fn counted<'a>(rule: &CountingRule, facts: &'a [Fact], as_of: NaiveDate) -> 
                 && !terminated.contains(f.project_id.as_str())
         })
         .collect();
-    candidates.sort_by(|a, b| {
-        (a.occurred_at_ms, &a.event_id).cmp(&(b.occurred_at_ms, &b.event_id))
-    });
+    candidates
+        .sort_by(|a, b| (a.occurred_at_ms, &a.event_id).cmp(&(b.occurred_at_ms, &b.event_id)));
     let mut seen = HashSet::new();
     candidates.retain(|f| seen.insert(f.project_id.as_str()));
     candidates.sort_by(|a, b| (a.counted_at_ms, &a.event_id).cmp(&(b.counted_at_ms, &b.event_id)));
@@ -381,15 +380,27 @@ mod tests {
 
     #[test]
     fn status_of_an_at_least_target_through_the_year() {
-        assert_eq!(at_least_one(Some(0.0), "2020-03-01").status, Status::OnTrack);
+        assert_eq!(
+            at_least_one(Some(0.0), "2020-03-01").status,
+            Status::OnTrack
+        );
         assert_eq!(at_least_one(Some(0.0), "2020-11-15").status, Status::AtRisk);
         let done = at_least_one(Some(1.0), "2020-11-15");
         assert_eq!(done.status, Status::Achieved);
         assert_eq!(done.progress_bp, 10000);
-        assert_eq!(at_least_one(Some(0.0), "2021-01-05").status, Status::Overdue);
+        assert_eq!(
+            at_least_one(Some(0.0), "2021-01-05").status,
+            Status::Overdue
+        );
         assert_eq!(at_least_one(Some(0.0), "2021-01-05").days_remaining, -5);
-        assert_eq!(at_least_one(Some(1.0), "2021-01-05").status, Status::Achieved);
-        assert_eq!(at_least_one(Some(0.0), "2019-12-01").status, Status::NotStarted);
+        assert_eq!(
+            at_least_one(Some(1.0), "2021-01-05").status,
+            Status::Achieved
+        );
+        assert_eq!(
+            at_least_one(Some(0.0), "2019-12-01").status,
+            Status::NotStarted
+        );
         assert_eq!(at_least_one(None, "2019-12-01").status, Status::NotStarted);
         assert_eq!(at_least_one(Some(0.0), "2020-12-31").days_remaining, 0);
         assert_eq!(at_least_one(Some(0.0), "2020-12-31").status, Status::AtRisk);
@@ -524,13 +535,21 @@ mod tests {
             town: String::new(),
             sector: None,
         };
-        let items = vec![r(1.0, "2020-03-01", "edu"), r(2.0, "2020-06-01", "office"), r(5.0, "2020-09-01", "edu")];
+        let items = vec![
+            r(1.0, "2020-03-01", "edu"),
+            r(2.0, "2020-06-01", "office"),
+            r(5.0, "2020-09-01", "edu"),
+        ];
         let sum = recorded_included(Aggregation::Sum, &items, d("2020-07-01"));
         assert_eq!(recorded_actual(&sum), Some(3.0));
         let latest = recorded_included(Aggregation::Latest, &items, d("2020-12-01"));
         assert_eq!(recorded_actual(&latest), Some(5.0));
         assert_eq!(
-            recorded_actual(&recorded_included(Aggregation::Sum, &items, d("2020-01-01"))),
+            recorded_actual(&recorded_included(
+                Aggregation::Sum,
+                &items,
+                d("2020-01-01")
+            )),
             None
         );
     }

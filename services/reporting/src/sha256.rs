@@ -15,7 +15,8 @@ const K: [u32; 64] = [
 /// The SHA-256 digest of `data`, as lower-case hex.
 pub fn hex_digest(data: &[u8]) -> String {
     let mut h: [u32; 8] = [
-        0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19,
+        0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab,
+        0x5be0cd19,
     ];
     let mut message = data.to_vec();
     let bit_len = (data.len() as u64).wrapping_mul(8);

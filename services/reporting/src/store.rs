@@ -100,7 +100,10 @@ impl FactRow {
             sector: Sector::from_code(&self.sector),
             unit_type: self.unit_type,
             town: self.town,
-            tags: tags.iter().filter_map(|t| IndicatorTag::from_code(t)).collect(),
+            tags: tags
+                .iter()
+                .filter_map(|t| IndicatorTag::from_code(t))
+                .collect(),
             project_title: self.project_title,
             company_id: self.company_id,
             company_name: self.company_name,
@@ -289,7 +292,8 @@ impl Store {
         } else {
             format!("{code} version {version}")
         };
-        row.ok_or_else(|| Error::not_found("plan", what))?.try_into()
+        row.ok_or_else(|| Error::not_found("plan", what))?
+            .try_into()
     }
 
     pub async fn plan_exists(&self, code: &str) -> Result<bool> {
@@ -484,14 +488,16 @@ impl Store {
             let Some(achieved_date) = parse_date(&r.achieved_date) else {
                 continue;
             };
-            out.entry(r.indicator_code.clone()).or_default().push(Recorded {
-                value: r.value,
-                achieved_date,
-                recorded_at_ms: r.recorded_at_ms,
-                department: r.department,
-                town: r.town,
-                sector: Sector::from_code(&r.sector),
-            });
+            out.entry(r.indicator_code.clone())
+                .or_default()
+                .push(Recorded {
+                    value: r.value,
+                    achieved_date,
+                    recorded_at_ms: r.recorded_at_ms,
+                    department: r.department,
+                    town: r.town,
+                    sector: Sector::from_code(&r.sector),
+                });
         }
         Ok(out)
     }
@@ -520,23 +526,47 @@ mod tests {
         let (store, path) = temp_store().await;
         let parsed = plan::parse(plan::DEFAULT_PLAN_TOML).expect("plan");
         let a = store
-            .insert_plan("load_plan:alice", "r1", &parsed, plan::DEFAULT_PLAN_TOML, "x", "alice")
+            .insert_plan(
+                "load_plan:alice",
+                "r1",
+                &parsed,
+                plan::DEFAULT_PLAN_TOML,
+                "x",
+                "alice",
+            )
             .await
             .expect("first");
         let again = store
-            .insert_plan("load_plan:alice", "r1", &parsed, plan::DEFAULT_PLAN_TOML, "x", "alice")
+            .insert_plan(
+                "load_plan:alice",
+                "r1",
+                &parsed,
+                plan::DEFAULT_PLAN_TOML,
+                "x",
+                "alice",
+            )
             .await
             .expect("replay");
         assert_eq!(a, again);
         let b = store
-            .insert_plan("load_plan:alice", "r2", &parsed, plan::DEFAULT_PLAN_TOML, "x", "alice")
+            .insert_plan(
+                "load_plan:alice",
+                "r2",
+                &parsed,
+                plan::DEFAULT_PLAN_TOML,
+                "x",
+                "alice",
+            )
             .await
             .expect("second");
         assert_eq!(store.plan_by_id(&a).await.expect("v1").version, 1);
         let latest = store.plan_by_code("xinbei-2020", 0).await.expect("latest");
         assert_eq!((latest.id.as_str(), latest.version), (b.as_str(), 2));
         let page = Page::from_request(10, "").expect("page");
-        let (latest_only, _) = store.list_plans(&PlanFilter::default(), &page).await.expect("list");
+        let (latest_only, _) = store
+            .list_plans(&PlanFilter::default(), &page)
+            .await
+            .expect("list");
         assert_eq!(latest_only.len(), 1);
         let all = PlanFilter {
             all_versions: true,
@@ -562,8 +592,17 @@ mod tests {
             town: String::new(),
             sector: None,
         };
-        let id = store.record_achievement("s", "r1", &new, "alice").await.expect("record");
-        assert_eq!(store.record_achievement("s", "r1", &new, "alice").await.expect("replay"), id);
+        let id = store
+            .record_achievement("s", "r1", &new, "alice")
+            .await
+            .expect("record");
+        assert_eq!(
+            store
+                .record_achievement("s", "r1", &new, "alice")
+                .await
+                .expect("replay"),
+            id
+        );
         let fix = Correction {
             value: 2.0,
             achieved_date: "2020-07-01".into(),
@@ -572,10 +611,18 @@ mod tests {
             retract: false,
             reason: "typo".into(),
         };
-        let stale = store.correct_achievement("s", "c0", &id, 5, fix.clone(), "bob").await;
+        let stale = store
+            .correct_achievement("s", "c0", &id, 5, fix.clone(), "bob")
+            .await;
         assert!(matches!(stale, Err(Error::Aborted(_))));
-        store.correct_achievement("s", "c1", &id, 1, fix.clone(), "bob").await.expect("correct");
-        store.correct_achievement("s", "c1", &id, 1, fix, "bob").await.expect("replayed");
+        store
+            .correct_achievement("s", "c1", &id, 1, fix.clone(), "bob")
+            .await
+            .expect("correct");
+        store
+            .correct_achievement("s", "c1", &id, 1, fix, "bob")
+            .await
+            .expect("replayed");
         let a = store.achievement(&id).await.expect("get");
         assert_eq!(a.revisions.len(), 2);
         assert_eq!(a.version(), 2);
