@@ -75,7 +75,18 @@ impl Settings {
             figment = figment.merge(Toml::file(path));
         }
         figment
-            .merge(Env::prefixed("CWSM_").ignore(&["config"]))
+            // Only the settings' own keys: other CWSM_* variables (CWSM_TOKEN for the CLI,
+            // CWSM_CONFIG) are not settings of the server.
+            .merge(Env::prefixed("CWSM_").only(&[
+                "listen",
+                "data_dir",
+                "database_url",
+                "redis_url",
+                "jwt_secret",
+                "log",
+                "log_format",
+                "outbox_poll_ms",
+            ]))
             .merge(Serialized::defaults(flags))
             .extract()
             .context("reading settings")

@@ -639,4 +639,173 @@ mod tests {
         store.db.close().await;
         cleanup(&path);
     }
+
+    /// The same SQL on PostgreSQL, when `CWSM_TEST_POSTGRES_URL` names a server (skipped
+    /// otherwise): a fresh database, every store operation, dropped after.
+    #[tokio::test]
+    async fn the_same_sql_runs_on_postgres() {
+        let Ok(admin_url) = std::env::var("CWSM_TEST_POSTGRES_URL") else {
+            eprintln!("skipped: CWSM_TEST_POSTGRES_URL not set");
+            return;
+        };
+        let admin = sqlx::PgPool::connect(&admin_url).await.expect("postgres");
+        let name = format!("reporting_test_{}", new_id().replace('-', "_"));
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&admin)
+            .await
+            .expect("create database");
+        let base = admin_url
+            .rsplit_once('/')
+            .map(|(b, _)| b)
+            .unwrap_or(&admin_url);
+        let store = Store::connect(&format!("{base}/{name}"))
+            .await
+            .expect("connect");
+
+        let parsed = plan::parse(plan::DEFAULT_PLAN_TOML).expect("plan");
+        let id = store
+            .insert_plan("s", "r1", &parsed, plan::DEFAULT_PLAN_TOML, "x", "alice")
+            .await
+            .expect("insert");
+        assert_eq!(
+            store
+                .insert_plan("s", "r1", &parsed, plan::DEFAULT_PLAN_TOML, "x", "alice")
+                .await
+                .expect("replay"),
+            id
+        );
+        store
+            .insert_plan("s", "r2", &parsed, plan::DEFAULT_PLAN_TOML, "x", "alice")
+            .await
+            .expect("v2");
+        assert_eq!(
+            store
+                .plan_by_code("xinbei-2020", 0)
+                .await
+                .expect("latest")
+                .version,
+            2
+        );
+        assert_eq!(
+            store.plan_by_code("xinbei-2020", 1).await.expect("v1").id,
+            id
+        );
+        assert!(store.plan_exists("xinbei-2020").await.expect("exists"));
+        let page = Page::from_request(10, "").expect("page");
+        let filter = PlanFilter {
+            district: "xinbei".into(),
+            year: 2020,
+            query: "water".into(),
+            ..PlanFilter::default()
+        };
+        assert_eq!(
+            store
+                .list_plans(&filter, &page)
+                .await
+                .expect("list")
+                .0
+                .len(),
+            1
+        );
+        let all = PlanFilter {
+            all_versions: true,
+            ..PlanFilter::default()
+        };
+        assert_eq!(store.list_plans(&all, &page).await.expect("all").0.len(), 2);
+
+        let fact = Fact {
+            event_id: "e1".into(),
+            project_id: "p1".into(),
+            sequence: 1,
+            milestone: Milestone::HandedOver,
+            occurred_at_ms: 1,
+            counted_at_ms: 1,
+            sector: Some(Sector::School),
+            unit_type: String::new(),
+            town: "Xuejia".into(),
+            tags: vec![IndicatorTag::ContractProject],
+            project_title: String::new(),
+            company_id: String::new(),
+            company_name: String::new(),
+            water_user_credit_code: String::new(),
+            water_user_name: String::new(),
+        };
+        assert!(store.apply_fact(&fact).await.expect("first"));
+        assert!(!store.apply_fact(&fact).await.expect("again"));
+        let other_id = Fact {
+            event_id: "e2".into(),
+            ..fact.clone()
+        };
+        assert!(!store.apply_fact(&other_id).await.expect("re-emitted"));
+        let facts = store.facts(&[Milestone::HandedOver]).await.expect("facts");
+        assert_eq!(facts.len(), 1);
+        assert_eq!(facts[0].tags, vec![IndicatorTag::ContractProject]);
+
+        let new = NewAchievement {
+            plan_code: "xinbei-2020".into(),
+            indicator_code: "A2-GOV-AGENCIES".into(),
+            unit_name: "区教育局".into(),
+            achieved_date: "2020-06-01".into(),
+            evidence: "doc".into(),
+            value: 1.5,
+            note: "n".into(),
+            department: "edu".into(),
+            town: "Xuejia".into(),
+            sector: Some(Sector::GovernmentAgency),
+        };
+        let a = store
+            .record_achievement("s", "a1", &new, "alice")
+            .await
+            .expect("record");
+        let fix = Correction {
+            value: 2.0,
+            achieved_date: "2020-07-01".into(),
+            evidence: "doc 2".into(),
+            note: String::new(),
+            retract: true,
+            reason: "wrong".into(),
+        };
+        store
+            .correct_achievement("s", "c1", &a, 1, fix, "bob")
+            .await
+            .expect("correct");
+        let filter = AchievementFilter {
+            plan_code: "xinbei-2020".into(),
+            sector: Some(Sector::GovernmentAgency),
+            query: "教育".into(),
+            ..AchievementFilter::default()
+        };
+        assert!(
+            store
+                .list_achievements(&filter, &page)
+                .await
+                .expect("list")
+                .0
+                .is_empty()
+        );
+        let with_retracted = AchievementFilter {
+            include_retracted: true,
+            ..filter
+        };
+        let (list, _) = store
+            .list_achievements(&with_retracted, &page)
+            .await
+            .expect("list");
+        assert_eq!(list.len(), 1);
+        assert_eq!(list[0].revisions.len(), 2);
+        assert!(list[0].current().retracted);
+        assert!(
+            store
+                .recorded("xinbei-2020")
+                .await
+                .expect("recorded")
+                .is_empty()
+        );
+
+        store.db.close().await;
+        sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE {name}")))
+            .execute(&admin)
+            .await
+            .expect("drop database");
+    }
 }
