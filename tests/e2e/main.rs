@@ -1,6 +1,9 @@
 //! End-to-end: the marketplace flow through gRPC across matching, projects and reporting, on
 //! SQLite with the in-process bus and on PostgreSQL with Redis Streams; and what bad input gets.
 
+mod bus;
+mod reflection;
+
 use std::time::Duration;
 
 use cwsm_platform::auth::Role;

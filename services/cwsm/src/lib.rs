@@ -3,4 +3,4 @@
 
 pub mod app;
 pub mod cli;
-// DEMO pub mod demo;
+pub mod demo;

@@ -170,7 +170,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let channel = tonic::transport::Channel::from_shared(url.clone())?
             .connect()
             .await?;
-        let summary = demo_load(channel, &keys).await?;
+        let summary = cwsm::demo::load(channel, &keys).await?;
         println!("  demo      {summary}");
     }
     println!("Next:");
@@ -212,12 +212,4 @@ fn token(command: TokenCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
-}
-
-// DEMO
-async fn demo_load(
-    _c: tonic::transport::Channel,
-    _k: &cwsm_platform::auth::Keys,
-) -> anyhow::Result<String> {
-    anyhow::bail!("demo not wired")
 }

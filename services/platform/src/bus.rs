@@ -133,7 +133,7 @@ pub async fn consume(
 // ---------------------------------------------------------------------------------------------
 // In-process
 
-/// The embedded bus: a log per topic, trimmed once every group has acknowledged an entry.
+/// The embedded bus: a capped log per topic and a cursor per consumer group.
 #[derive(Clone, Default)]
 pub struct InProcessBus {
     inner: Arc<InProcessInner>,
@@ -154,12 +154,15 @@ struct TopicLog {
     groups: HashMap<String, u64>,
 }
 
+/// Entries kept per topic, like the Redis streams' cap: a group made later reads from the oldest
+/// kept entry; a group that lags more than this loses the oldest (the outbox still has them).
+const IN_PROCESS_MAX_LEN: usize = 100_000;
+
 impl TopicLog {
-    fn trim(&mut self) {
-        if let Some(&lowest) = self.groups.values().min() {
-            while self.base < lowest && self.entries.pop_front().is_some() {
-                self.base += 1;
-            }
+    fn push(&mut self, event: Envelope) {
+        self.entries.push_back(event);
+        while self.entries.len() > IN_PROCESS_MAX_LEN && self.entries.pop_front().is_some() {
+            self.base += 1;
         }
     }
 }
@@ -182,8 +185,7 @@ impl EventBus for InProcessBus {
             topics
                 .entry(event.topic.clone())
                 .or_default()
-                .entries
-                .push_back(event.clone());
+                .push(event.clone());
         }
         self.inner.published.notify_waiters();
         Ok(())
@@ -202,6 +204,7 @@ impl EventBus for InProcessBus {
             .map_err(|_| anyhow!("bus lock poisoned"))?;
         let log = topics.entry(topic.to_string()).or_default();
         let base = log.base;
+        // A new group starts at the oldest kept entry, as a Redis group created at id 0 does.
         log.groups.entry(group.to_string()).or_insert(base);
         Ok(Box::new(InProcessSubscription {
             inner: self.inner.clone(),
@@ -231,8 +234,13 @@ impl InProcessSubscription {
         let Some(log) = topics.get(&self.topic) else {
             return Ok(None);
         };
-        let cursor = log.groups.get(&self.group).copied().unwrap_or(log.base);
-        let index = usize::try_from(cursor.saturating_sub(log.base))?;
+        let cursor = log
+            .groups
+            .get(&self.group)
+            .copied()
+            .unwrap_or(log.base)
+            .max(log.base);
+        let index = usize::try_from(cursor - log.base)?;
         Ok(log.entries.get(index).map(|e| Delivery {
             envelope: e.clone(),
             message_id: cursor.to_string(),
@@ -266,7 +274,6 @@ impl Subscription for InProcessSubscription {
                 // Acks come in order for one consumer; never move a cursor backwards.
                 *cursor = (*cursor).max(seq + 1);
             }
-            log.trim();
         }
         Ok(())
     }
