@@ -269,11 +269,12 @@ impl Subscription for InProcessSubscription {
             .topics
             .lock()
             .map_err(|_| anyhow!("bus lock poisoned"))?;
-        if let Some(log) = topics.get_mut(&self.topic) {
-            if let Some(cursor) = log.groups.get_mut(&self.group) {
-                // Acks come in order for one consumer; never move a cursor backwards.
-                *cursor = (*cursor).max(seq + 1);
-            }
+        if let Some(cursor) = topics
+            .get_mut(&self.topic)
+            .and_then(|log| log.groups.get_mut(&self.group))
+        {
+            // Acks come in order for one consumer; never move a cursor backwards.
+            *cursor = (*cursor).max(seq + 1);
         }
         Ok(())
     }
