@@ -246,6 +246,54 @@ async fn marketplace_flow(backend: Backend) -> anyhow::Result<()> {
         Some(company_code.as_str())
     );
 
+    // A step out of order is refused, naming the steps allowed; a company cannot sign the
+    // water user's acceptance.
+    let skip = app
+        .projects(&user_token)
+        .transition_project(p::TransitionProjectRequest {
+            request_id: rid("skip"),
+            project_id: project_id.clone(),
+            to_stage: p::ProjectStage::HandedOver as i32,
+            reason: String::new(),
+            expected_version: 0,
+            evidence: String::new(),
+        })
+        .await
+        .expect_err("contracted cannot jump to handed over");
+    assert_eq!(skip.code(), Code::FailedPrecondition);
+    assert!(
+        skip.message().contains("allowed next: implementing"),
+        "{}",
+        skip.message()
+    );
+    let stale = app
+        .projects(&company_token)
+        .transition_project(p::TransitionProjectRequest {
+            request_id: rid("stale"),
+            project_id: project_id.clone(),
+            to_stage: p::ProjectStage::Implementing as i32,
+            reason: String::new(),
+            expected_version: project.version + 5,
+            evidence: String::new(),
+        })
+        .await
+        .expect_err("stale version");
+    assert_eq!(stale.code(), Code::Aborted);
+    let outsider = app.token(Role::Company, Some(&credit_code("91320411MA1QX7B2K")));
+    let denied = app
+        .projects(&outsider)
+        .transition_project(p::TransitionProjectRequest {
+            request_id: rid("outsider"),
+            project_id: project_id.clone(),
+            to_stage: p::ProjectStage::Implementing as i32,
+            reason: String::new(),
+            expected_version: 0,
+            evidence: String::new(),
+        })
+        .await
+        .expect_err("not a party");
+    assert_eq!(denied.code(), Code::PermissionDenied);
+
     // It is moved to completion (handed over), each step by the party whose step it is.
     for (stage, token) in [
         (p::ProjectStage::Implementing, &company_token),
