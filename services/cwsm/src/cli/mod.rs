@@ -1,0 +1,211 @@
+//! The command-line client: tables for people, `--json` for scripts. One file per service.
+//!
+//! It talks gRPC to `--server` (default the embedded `cwsm serve` address) with the bearer token
+//! in `--token` / `CWSM_TOKEN`. With no token, and a signing key in the local data folder (the
+//! embedded mode on this machine), it signs itself an administrator token: whoever can read
+//! that file can sign any token anyway.
+
+mod matching;
+mod projects;
+mod reporting;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use comfy_table::{ContentArrangement, Table, presets::UTF8_FULL_CONDENSED};
+use cwsm_platform::auth::{Keys, Role};
+use cwsm_proto::matching::v1::matching_service_client::MatchingServiceClient;
+use cwsm_proto::projects::v1 as ppb;
+use cwsm_proto::projects::v1::projects_service_client::ProjectsServiceClient;
+use cwsm_proto::reporting::v1::reporting_service_client::ReportingServiceClient;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+
+#[derive(Args, Clone)]
+pub struct Connection {
+    /// Server address.
+    #[arg(
+        long,
+        global = true,
+        env = "CWSM_SERVER",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    pub server: String,
+    /// Bearer token (see `cwsm token issue`).
+    #[arg(long, global = true, env = "CWSM_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Data folder whose signing key may sign an admin token when no token is given.
+    #[arg(
+        long,
+        global = true,
+        env = "CWSM_DATA_DIR",
+        default_value = "cwsm-data"
+    )]
+    pub data_dir: PathBuf,
+    /// Print JSON instead of a table.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Subcommand)]
+pub enum ClientCommand {
+    /// The action plan's indicators: target, actual, progress, status.
+    Report(reporting::ReportArgs),
+    /// Water-saving service companies.
+    Companies(matching::CompaniesArgs),
+    /// What service companies offer.
+    Offerings(matching::OfferingsArgs),
+    /// Water users' project requests.
+    Requests(matching::RequestsArgs),
+    /// Proposals on a request.
+    Proposals(matching::ProposalsArgs),
+    /// Contract projects.
+    Projects(projects::ProjectsArgs),
+}
+
+pub async fn run(command: ClientCommand) -> anyhow::Result<()> {
+    match command {
+        ClientCommand::Report(args) => reporting::report(args).await,
+        ClientCommand::Companies(args) => matching::companies(args).await,
+        ClientCommand::Offerings(args) => matching::offerings(args).await,
+        ClientCommand::Requests(args) => matching::requests(args).await,
+        ClientCommand::Proposals(args) => matching::proposals(args).await,
+        ClientCommand::Projects(args) => projects::projects(args).await,
+    }
+}
+
+pub(crate) type Auth =
+    Box<dyn FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Send>;
+
+pub(crate) struct Clients {
+    pub(crate) channel: Channel,
+    pub(crate) token: String,
+}
+
+impl Clients {
+    pub(crate) async fn connect(conn: &Connection) -> anyhow::Result<Clients> {
+        let token = match &conn.token {
+            Some(t) => t.clone(),
+            None => {
+                let key = conn.data_dir.join(cwsm_platform::auth::KEY_FILE);
+                if !key.exists() {
+                    anyhow::bail!(
+                        "no token: pass --token or set CWSM_TOKEN (cwsm token issue --role …)"
+                    );
+                }
+                Keys::load_or_create(&conn.data_dir)?.issue(
+                    "cli",
+                    Role::Admin,
+                    None,
+                    Duration::from_secs(3600),
+                )?
+            }
+        };
+        let channel = Channel::from_shared(conn.server.clone())?
+            .connect_timeout(Duration::from_secs(5))
+            .connect()
+            .await
+            .with_context(|| format!("cannot reach {} (is `cwsm serve` running?)", conn.server))?;
+        Ok(Clients { channel, token })
+    }
+
+    pub(crate) fn auth(&self) -> Auth {
+        let header = format!("Bearer {}", self.token);
+        Box::new(move |mut request: tonic::Request<()>| {
+            let value = header
+                .parse()
+                .map_err(|_| tonic::Status::invalid_argument("token is not valid metadata"))?;
+            request.metadata_mut().insert("authorization", value);
+            Ok(request)
+        })
+    }
+
+    pub(crate) fn matching(&self) -> MatchingServiceClient<InterceptedService<Channel, Auth>> {
+        MatchingServiceClient::with_interceptor(self.channel.clone(), self.auth())
+    }
+    pub(crate) fn projects(&self) -> ProjectsServiceClient<InterceptedService<Channel, Auth>> {
+        ProjectsServiceClient::with_interceptor(self.channel.clone(), self.auth())
+    }
+    pub(crate) fn reporting(&self) -> ReportingServiceClient<InterceptedService<Channel, Auth>> {
+        ReportingServiceClient::with_interceptor(self.channel.clone(), self.auth())
+    }
+}
+
+/// Rows for people or scripts.
+pub(crate) struct Output {
+    pub(crate) headers: Vec<&'static str>,
+    pub(crate) rows: Vec<Vec<String>>,
+}
+
+impl Output {
+    pub(crate) fn print(&self, json: bool) {
+        if json {
+            let objects: Vec<serde_json::Value> = self
+                .rows
+                .iter()
+                .map(|row| {
+                    serde_json::Value::Object(
+                        self.headers
+                            .iter()
+                            .zip(row)
+                            .map(|(h, v)| (h.to_string(), serde_json::Value::String(v.clone())))
+                            .collect(),
+                    )
+                })
+                .collect();
+            println!("{}", serde_json::Value::Array(objects));
+        } else {
+            let mut table = Table::new();
+            table
+                .load_preset(UTF8_FULL_CONDENSED)
+                .set_content_arrangement(ContentArrangement::Dynamic)
+                .set_header(self.headers.clone());
+            for row in &self.rows {
+                table.add_row(row.clone());
+            }
+            println!("{table}");
+        }
+    }
+}
+
+pub(crate) fn code_number<T>(
+    field: &str,
+    code: &str,
+    from: fn(&str) -> Option<T>,
+    number: fn(T) -> i32,
+) -> anyhow::Result<i32> {
+    if code.is_empty() {
+        return Ok(0);
+    }
+    from(code)
+        .map(number)
+        .ok_or_else(|| anyhow::anyhow!("unknown {field} {code:?}"))
+}
+
+pub(crate) fn name_of<T>(
+    n: i32,
+    from: fn(i32) -> Option<T>,
+    code: fn(T) -> &'static str,
+) -> String {
+    from(n).map(|v| code(v).to_string()).unwrap_or_default()
+}
+
+pub(crate) fn yuan(fen: i64) -> String {
+    format!("{:.2}", fen as f64 / 100.0)
+}
+
+pub(crate) fn stage_name(n: i32) -> String {
+    ppb::ProjectStage::try_from(n)
+        .map(|s| {
+            s.as_str_name()
+                .trim_start_matches("PROJECT_STAGE_")
+                .to_lowercase()
+        })
+        .unwrap_or_default()
+}
+
+pub(crate) fn request_id() -> String {
+    format!("cli:{}", cwsm_platform::new_id())
+}
