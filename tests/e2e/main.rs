@@ -2,6 +2,9 @@
 //! SQLite with the in-process bus and on PostgreSQL with Redis Streams; and what bad input gets.
 
 mod bus;
+mod matching;
+mod projects;
+mod reporting;
 mod reflection;
 
 use std::time::Duration;
