@@ -4,8 +4,8 @@
 mod bus;
 mod matching;
 mod projects;
-mod reporting;
 mod reflection;
+mod reporting;
 
 use std::time::Duration;
 
