@@ -111,3 +111,106 @@ async fn redis_consumer_recreates_a_vanished_group() -> anyhow::Result<()> {
     assert_eq!(got?, event(2));
     Ok(())
 }
+
+/// Fails on the events it is told to, with a poison error (retrying cannot help).
+struct Picky {
+    refuse: &'static str,
+    handled: tokio::sync::mpsc::UnboundedSender<String>,
+}
+
+#[async_trait::async_trait]
+impl cwsm_platform::bus::EventHandler for Picky {
+    async fn handle(&self, event: &Envelope) -> anyhow::Result<()> {
+        if event.event_id == self.refuse {
+            return Err(cwsm_platform::bus::Poison("cannot be read".into()).into());
+        }
+        let _ = self.handled.send(event.event_id.clone());
+        Ok(())
+    }
+}
+
+/// A poison event is set aside where an administrator can see it, and does not hold up the
+/// events behind it.
+async fn sets_poison_aside(bus: Arc<dyn EventBus>) -> anyhow::Result<()> {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let handler = Arc::new(Picky {
+        refuse: "event-1",
+        handled: tx,
+    });
+    let sub = bus.subscribe("test.topic", "group-a", "consumer-1").await?;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let consumer = tokio::spawn(cwsm_platform::bus::consume(
+        sub,
+        handler,
+        shutdown.clone(),
+        "test",
+    ));
+    bus.publish(&event(1)).await?;
+    bus.publish(&event(2)).await?;
+    let next_handled = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await?;
+    assert_eq!(
+        next_handled.as_deref(),
+        Some("event-2"),
+        "the event behind the poison one is handled"
+    );
+    let dead = bus.dead_letters("test.topic", 10).await?;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].envelope, event(1));
+    assert!(
+        dead[0].error.contains("cannot be read"),
+        "{}",
+        dead[0].error
+    );
+    shutdown.cancel();
+    consumer.await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn in_process_bus_sets_poison_aside() -> anyhow::Result<()> {
+    sets_poison_aside(Arc::new(InProcessBus::new())).await
+}
+
+#[tokio::test]
+async fn redis_bus_sets_poison_aside() -> anyhow::Result<()> {
+    if !postgres_and_redis_available().await {
+        return Ok(());
+    }
+    let prefix = format!("cwsm-test-{}", cwsm_platform::new_id());
+    let bus = RedisBus::connect_with_prefix(&redis_url(), &prefix).await?;
+    let result = sets_poison_aside(Arc::new(bus.clone())).await;
+    let client = redis::Client::open(redis_url())?;
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    let _: i64 = redis::cmd("DEL")
+        .arg(bus.stream_key("test.topic"))
+        .arg(bus.dead_letter_key("test.topic"))
+        .query_async(&mut conn)
+        .await?;
+    result
+}
+
+/// A consumer that dies holding an event: another consumer of the group takes it over.
+#[tokio::test]
+async fn redis_consumer_takes_over_what_a_dead_consumer_held() -> anyhow::Result<()> {
+    if !postgres_and_redis_available().await {
+        return Ok(());
+    }
+    let prefix = format!("cwsm-test-{}", cwsm_platform::new_id());
+    let bus = RedisBus::connect_with_prefix(&redis_url(), &prefix)
+        .await?
+        .with_claim_idle(Duration::from_millis(200));
+    bus.publish(&event(1)).await?;
+    let mut doomed = bus.subscribe("test.topic", "group-a", "replica-1").await?;
+    assert_eq!(next(&mut doomed).await?, event(1));
+    drop(doomed); // killed before acknowledging
+    let mut survivor = bus.subscribe("test.topic", "group-a", "replica-2").await?;
+    let taken = next(&mut survivor).await;
+    let client = redis::Client::open(redis_url())?;
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    let _: i64 = redis::cmd("DEL")
+        .arg(bus.stream_key("test.topic"))
+        .query_async(&mut conn)
+        .await?;
+    assert_eq!(taken?, event(1));
+    Ok(())
+}

@@ -6,6 +6,7 @@ mod matching;
 mod projects;
 mod reflection;
 mod reporting;
+mod trace_context;
 
 use std::time::Duration;
 
@@ -297,7 +298,11 @@ async fn marketplace_flow(backend: Backend) -> anyhow::Result<()> {
         .expect_err("not a party");
     assert_eq!(denied.code(), Code::PermissionDenied);
 
-    // It is moved to completion (handed over), each step by the party whose step it is.
+    // It is moved to completion (handed over), each step by the party whose step it is:
+    // acceptance names its post-installation verification, and hand-over needs a settled
+    // period (a baseline year set while contracted, readings, submitted, verified, settled).
+    let calendar = projects::Calendar::now();
+    projects::set_baseline(&app, &user_token, &project_id, &calendar).await?;
     for (stage, token) in [
         (p::ProjectStage::Implementing, &company_token),
         (p::ProjectStage::Commissioned, &company_token),
@@ -305,6 +310,11 @@ async fn marketplace_flow(backend: Backend) -> anyhow::Result<()> {
         (p::ProjectStage::Operating, &company_token),
         (p::ProjectStage::HandedOver, &user_token),
     ] {
+        if stage == p::ProjectStage::HandedOver {
+            let settled =
+                projects::measure_and_settle(&app, &project_id, &company_token, &calendar).await?;
+            assert!(settled.company_due_fen > 0, "{settled:?}");
+        }
         let moved = app
             .projects(token)
             .transition_project(p::TransitionProjectRequest {
@@ -313,7 +323,7 @@ async fn marketplace_flow(backend: Backend) -> anyhow::Result<()> {
                 to_stage: stage as i32,
                 reason: String::new(),
                 expected_version: 0,
-                evidence: String::new(),
+                evidence: format!("{} report 2026-001", stage.as_str_name()),
             })
             .await?
             .into_inner();

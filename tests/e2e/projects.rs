@@ -1,1 +1,1061 @@
-//! End-to-end tests of the projects service in depth (see its issue).
+//! End-to-end tests of the projects service in depth (see its issue): meters and readings
+//! (idempotent ingestion, quality flags, conflicts, aggregation), measured savings checked
+//! against figures worked out here, verification with its milestone, disputes, settlement and
+//! the lifecycle guards; on SQLite and on PostgreSQL.
+
+use std::time::Duration;
+
+use cwsm_platform::auth::Role;
+use cwsm_platform::bus::{Envelope, topics};
+use cwsm_proto::events::v1 as ev;
+use cwsm_proto::projects::v1 as p;
+use cwsm_proto::types;
+use cwsm_tests::{Backend, TestApp, credit_code, eventually, postgres_and_redis_available};
+use tonic::Code;
+use tonic_types::StatusExt;
+
+const WAIT: Duration = Duration::from_secs(20);
+const DAY_MS: i64 = 86_400_000;
+const CST_MS: i64 = 8 * 3_600_000;
+
+fn rid(label: &str) -> String {
+    format!("{label}-{}", cwsm_platform::new_id())
+}
+
+// ---------------------------------------------------------------------------------------
+// Calendar (CST days since 1970-01-01; the civil-date algorithm of H. Hinnant)
+// ---------------------------------------------------------------------------------------
+
+fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = if m > 2 { m - 3 } else { m + 9 };
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+fn date(day: i64) -> String {
+    let (y, m, d) = civil_from_days(day);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// Noon CST of a day, as a timestamp: a daily reading stamped mid-day belongs to that day.
+fn noon(day: i64) -> prost_types::Timestamp {
+    cwsm_platform::grpc::timestamp(day * DAY_MS - CST_MS + 12 * 3_600_000)
+}
+
+/// The dates of a measured project: the reporting period is last calendar month (so it has
+/// ended), the baseline the 365 days before it.
+#[derive(Clone, Copy, Debug)]
+pub struct Calendar {
+    pub baseline_start: i64,
+    pub baseline_end: i64,
+    pub period_start: i64,
+    pub period_end: i64,
+}
+
+impl Calendar {
+    pub fn now() -> Calendar {
+        let today = (cwsm_platform::now_ms() + CST_MS).div_euclid(DAY_MS);
+        let (y, m, _) = civil_from_days(today);
+        let this_month = days_from_civil(y, m, 1);
+        let (py, pm) = if m == 1 { (y - 1, 12) } else { (y, m - 1) };
+        let period_start = days_from_civil(py, pm, 1);
+        Calendar {
+            baseline_start: period_start - 365,
+            baseline_end: period_start - 1,
+            period_start,
+            period_end: this_month - 1,
+        }
+    }
+
+    pub fn period_days(&self) -> i64 {
+        self.period_end - self.period_start + 1
+    }
+}
+
+/// Baseline use on baseline day i (0-based): 9,000 to 11,000 L, deterministic.
+pub fn baseline_litres(i: i64) -> i64 {
+    9_000 + (i * 7_919) % 2_001
+}
+
+/// Use on reporting day j: about 20% less.
+pub fn reporting_litres(j: i64) -> i64 {
+    7_200 + (j * 3_571) % 1_601
+}
+
+/// Daily readings (interval use) over the baseline and the reporting period.
+pub fn daily_readings(cal: &Calendar) -> Vec<p::Reading> {
+    (cal.baseline_start..=cal.period_end)
+        .map(|day| p::Reading {
+            read_time: Some(noon(day)),
+            value_litres: if day <= cal.baseline_end {
+                baseline_litres(day - cal.baseline_start)
+            } else {
+                reporting_litres(day - cal.period_start)
+            },
+            estimated: false,
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// Helpers shared with the marketplace flow
+// ---------------------------------------------------------------------------------------
+
+/// Streams `readings` of one meter, 200 a message.
+pub async fn ingest(
+    app: &TestApp,
+    token: &str,
+    meter_id: &str,
+    kind: p::ReadingValueKind,
+    readings: Vec<p::Reading>,
+) -> Result<p::IngestReadingsResponse, tonic::Status> {
+    let messages: Vec<p::IngestReadingsRequest> = readings
+        .chunks(200)
+        .map(|c| p::IngestReadingsRequest {
+            meter_id: meter_id.to_string(),
+            value_kind: kind as i32,
+            readings: c.to_vec(),
+        })
+        .collect();
+    Ok(app
+        .projects(token)
+        .ingest_readings(tokio_stream::iter(messages))
+        .await?
+        .into_inner())
+}
+
+/// Sets the baseline year of a contracted project.
+pub async fn set_baseline(
+    app: &TestApp,
+    token: &str,
+    project_id: &str,
+    cal: &Calendar,
+) -> anyhow::Result<p::Project> {
+    let mut project = app
+        .projects(token)
+        .get_project(p::GetProjectRequest {
+            project_id: project_id.to_string(),
+        })
+        .await?
+        .into_inner()
+        .project
+        .ok_or_else(|| anyhow::anyhow!("no project"))?;
+    project.baseline_start_date = date(cal.baseline_start);
+    project.baseline_end_date = date(cal.baseline_end);
+    project.stage_history.clear();
+    app.projects(token)
+        .update_project(p::UpdateProjectRequest {
+            request_id: rid("baseline"),
+            project: Some(project),
+            expected_version: 0,
+        })
+        .await?
+        .into_inner()
+        .project
+        .ok_or_else(|| anyhow::anyhow!("no project"))
+}
+
+/// Registers a daily whole-site meter.
+pub async fn meter(app: &TestApp, token: &str, project_id: &str) -> anyhow::Result<p::Meter> {
+    app.projects(token)
+        .create_meter(p::CreateMeterRequest {
+            request_id: rid("meter"),
+            meter: Some(p::Meter {
+                project_id: project_id.to_string(),
+                name: "main supply DN150".into(),
+                kind: p::MeterKind::WholeSite as i32,
+                interval_seconds: 86_400,
+                ..Default::default()
+            }),
+        })
+        .await?
+        .into_inner()
+        .meter
+        .ok_or_else(|| anyhow::anyhow!("no meter"))
+}
+
+/// What hand-over needs: a meter, a baseline year and a month of daily readings, the month
+/// submitted by the company, verified by a verifier and settled. The baseline must have been
+/// set (see [`set_baseline`]) and the project be operating.
+pub async fn measure_and_settle(
+    app: &TestApp,
+    project_id: &str,
+    company_token: &str,
+    cal: &Calendar,
+) -> anyhow::Result<p::Settlement> {
+    let m = meter(app, company_token, project_id).await?;
+    let ingested = ingest(
+        app,
+        company_token,
+        &m.id,
+        p::ReadingValueKind::IntervalUse,
+        daily_readings(cal),
+    )
+    .await?;
+    anyhow::ensure!(ingested.rejected == 0, "{:?}", ingested.rejections);
+    let period = app
+        .projects(company_token)
+        .submit_period(p::SubmitPeriodRequest {
+            request_id: rid("submit"),
+            project_id: project_id.to_string(),
+            start_date: date(cal.period_start),
+            note: String::new(),
+        })
+        .await?
+        .into_inner()
+        .period
+        .ok_or_else(|| anyhow::anyhow!("no period"))?;
+    let verifier = app.token(Role::Verifier, None);
+    app.projects(&verifier)
+        .verify_period(p::VerifyPeriodRequest {
+            request_id: rid("verify"),
+            period_id: period.id.clone(),
+            expected_version: 0,
+            note: "meter read on site".into(),
+        })
+        .await?;
+    app.projects(company_token)
+        .settle_period(p::SettlePeriodRequest {
+            request_id: rid("settle"),
+            period_id: period.id,
+            expected_version: 0,
+        })
+        .await?
+        .into_inner()
+        .settlement
+        .ok_or_else(|| anyhow::anyhow!("no settlement"))
+}
+
+/// The tokens of a project's parties.
+struct Parties {
+    project_id: String,
+    company: String,
+    user: String,
+    admin: String,
+    verifier: String,
+}
+
+/// A contracted project, started the way matching starts one: a `ProposalAccepted` event.
+async fn contracted(
+    app: &TestApp,
+    model: types::ContractModel,
+    terms: types::ContractTerms,
+    drivers: &[&str],
+) -> anyhow::Result<Parties> {
+    let company_code = credit_code("91320411MA1QX8C3A");
+    let user_code = credit_code("12320411466009988");
+    let project_id = cwsm_platform::new_id();
+    let event = ev::ProposalAccepted {
+        event_id: cwsm_platform::new_id(),
+        proposal_id: cwsm_platform::new_id(),
+        project_request_id: cwsm_platform::new_id(),
+        project_id: project_id.clone(),
+        company: Some(types::CompanyRef {
+            id: "company-1".into(),
+            name: "常州清源节水科技有限公司".into(),
+            credit_code: company_code.clone(),
+        }),
+        water_user: Some(types::WaterUserRef {
+            id: "user-1".into(),
+            name: "常州工学院新北校区".into(),
+            credit_code: user_code.clone(),
+            sector: types::Sector::School as i32,
+            unit_type: "university".into(),
+            town: "新桥街道".into(),
+        }),
+        title: "Campus water network retrofit".into(),
+        measures: "leak repair, smart meters".into(),
+        contract_model: model as i32,
+        terms: Some(terms),
+        investment_fen: 1_000_000,
+        promised_savings_litres: 730_000, // 2,000 L a day
+        promised_savings_bp: 2000,
+        contract_term_months: 60,
+        mv_option: types::MvOption::C as i32,
+        drivers: drivers.iter().map(|d| d.to_string()).collect(),
+        indicator_tags: vec![types::IndicatorTag::ContractProject as i32],
+        price_fen_per_m3: 410,
+        baseline_use_litres: 3_650_000,
+        accepted_time: None,
+    };
+    app.bus
+        .publish(&Envelope {
+            event_id: event.event_id.clone(),
+            topic: topics::PROPOSALS_ACCEPTED.into(),
+            kind: topics::PROPOSAL_ACCEPTED_KIND.into(),
+            payload: prost::Message::encode_to_vec(&event),
+            occurred_at_ms: 0,
+            trace_parent: String::new(),
+        })
+        .await?;
+    let admin = app.token(Role::Admin, None);
+    eventually(WAIT, || {
+        let mut client = app.projects(&admin);
+        let id = project_id.clone();
+        async move {
+            client
+                .get_project(p::GetProjectRequest { project_id: id })
+                .await
+                .ok()
+        }
+    })
+    .await
+    .ok_or_else(|| anyhow::anyhow!("the project was not created from the event"))?;
+    Ok(Parties {
+        project_id,
+        company: app.token(Role::Company, Some(&company_code)),
+        user: app.token(Role::WaterUser, Some(&user_code)),
+        admin,
+        verifier: app.token(Role::Verifier, None),
+    })
+}
+
+async fn move_to(
+    app: &TestApp,
+    token: &str,
+    project_id: &str,
+    stage: p::ProjectStage,
+    evidence: &str,
+) -> Result<p::Project, tonic::Status> {
+    Ok(app
+        .projects(token)
+        .transition_project(p::TransitionProjectRequest {
+            request_id: rid("move"),
+            project_id: project_id.to_string(),
+            to_stage: stage as i32,
+            reason: String::new(),
+            expected_version: 0,
+            evidence: evidence.to_string(),
+        })
+        .await?
+        .into_inner()
+        .project
+        .unwrap_or_default())
+}
+
+async fn to_operating(app: &TestApp, parties: &Parties) -> anyhow::Result<()> {
+    let id = &parties.project_id;
+    move_to(app, &parties.company, id, p::ProjectStage::Implementing, "").await?;
+    move_to(app, &parties.company, id, p::ProjectStage::Commissioned, "").await?;
+    let err = move_to(app, &parties.user, id, p::ProjectStage::Accepted, "")
+        .await
+        .expect_err("acceptance without the post-installation verification");
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert_eq!(field(&err), "evidence");
+    move_to(
+        app,
+        &parties.user,
+        id,
+        p::ProjectStage::Accepted,
+        "post-installation M&V report PIV-2025-07",
+    )
+    .await?;
+    move_to(app, &parties.company, id, p::ProjectStage::Operating, "").await?;
+    Ok(())
+}
+
+fn field(status: &tonic::Status) -> String {
+    status
+        .get_error_details()
+        .bad_request()
+        .and_then(|b| b.field_violations.first().map(|v| v.field.clone()))
+        .unwrap_or_default()
+}
+
+fn flagged(r: &p::IngestReadingsResponse, flag: p::ReadingFlag) -> i64 {
+    r.flagged
+        .iter()
+        .find(|f| f.flag == flag as i32)
+        .map(|f| f.count)
+        .unwrap_or(0)
+}
+
+// ---------------------------------------------------------------------------------------
+// Scenarios
+// ---------------------------------------------------------------------------------------
+
+async fn readings(backend: Backend) -> anyhow::Result<()> {
+    let app = TestApp::start(backend).await?;
+    let parties = contracted(
+        &app,
+        types::ContractModel::SharedSavings,
+        types::ContractTerms::default(),
+        &[],
+    )
+    .await?;
+    let id = &parties.project_id;
+
+    // Only the company registers meters; a meter needs a sensible interval.
+    let err = meter(&app, &parties.user, id)
+        .await
+        .expect_err("the water user does not register meters");
+    assert_eq!(
+        err.downcast_ref::<tonic::Status>().map(|s| s.code()),
+        Some(Code::PermissionDenied)
+    );
+    let err = app
+        .projects(&parties.company)
+        .create_meter(p::CreateMeterRequest {
+            request_id: rid("meter"),
+            meter: Some(p::Meter {
+                project_id: id.clone(),
+                name: "cooling tower".into(),
+                kind: p::MeterKind::SubMeter as i32,
+                interval_seconds: 0,
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect_err("no interval");
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert_eq!(field(&err), "meter.interval_seconds");
+    let hourly = app
+        .projects(&parties.company)
+        .create_meter(p::CreateMeterRequest {
+            request_id: rid("meter"),
+            meter: Some(p::Meter {
+                project_id: id.clone(),
+                name: "cooling tower".into(),
+                kind: p::MeterKind::SubMeter as i32,
+                interval_seconds: 3600,
+                ..Default::default()
+            }),
+        })
+        .await?
+        .into_inner()
+        .meter
+        .expect("meter");
+
+    // Two days of hourly cumulative-register readings, 100 L an hour, with: hour 30 missing
+    // (not a gap: one interval), hours 40-41 missing (a gap before 42), a spike at 45, the
+    // register replaced at 47 (it falls), and an estimated reading at 20.
+    let start =
+        (cwsm_platform::now_ms() + CST_MS).div_euclid(DAY_MS) * DAY_MS - CST_MS - 3 * DAY_MS;
+    let hour = |h: i64| cwsm_platform::grpc::timestamp(start + h * 3_600_000);
+    let mut register = 50_000;
+    let mut sent = Vec::new();
+    for h in 1..=48 {
+        register += if h == 45 { 5_000 } else { 100 };
+        if [30, 40, 41].contains(&h) {
+            continue;
+        }
+        let value = if h >= 47 { register - 60_000 } else { register };
+        sent.push(p::Reading {
+            read_time: Some(hour(h)),
+            value_litres: value,
+            estimated: h == 20,
+        });
+    }
+    let first = ingest(
+        &app,
+        &parties.company,
+        &hourly.id,
+        p::ReadingValueKind::CumulativeRegister,
+        sent.clone(),
+    )
+    .await?;
+    assert_eq!(first.accepted, 45);
+    assert_eq!((first.duplicates, first.rejected), (0, 0));
+    assert_eq!(flagged(&first, p::ReadingFlag::GapBefore), 1);
+    assert_eq!(flagged(&first, p::ReadingFlag::Spike), 1);
+    assert_eq!(flagged(&first, p::ReadingFlag::RegisterDecreased), 1);
+    assert_eq!(flagged(&first, p::ReadingFlag::Estimated), 1);
+
+    // The same stream again: all duplicates, nothing doubled.
+    let again = ingest(
+        &app,
+        &parties.company,
+        &hourly.id,
+        p::ReadingValueKind::CumulativeRegister,
+        sent.clone(),
+    )
+    .await?;
+    assert_eq!(
+        (again.accepted, again.duplicates, again.rejected),
+        (0, 45, 0)
+    );
+
+    // A different value for a stored time is a conflict, reported and not overwritten; a
+    // time in the future and an unknown meter are refused; a late reading is flagged.
+    let conflict = p::Reading {
+        value_litres: 1,
+        ..sent[3]
+    };
+    let future = p::Reading {
+        read_time: Some(cwsm_platform::grpc::timestamp(
+            cwsm_platform::now_ms() + DAY_MS,
+        )),
+        value_litres: 99_999,
+        estimated: false,
+    };
+    let late = p::Reading {
+        read_time: Some(hour(30)),
+        value_litres: register,
+        estimated: false,
+    };
+    let mixed = ingest(
+        &app,
+        &parties.company,
+        &hourly.id,
+        p::ReadingValueKind::CumulativeRegister,
+        vec![conflict, future, late],
+    )
+    .await?;
+    assert_eq!((mixed.accepted, mixed.rejected), (1, 2));
+    assert_eq!(flagged(&mixed, p::ReadingFlag::OutOfOrder), 1);
+    assert!(
+        mixed.rejections[0].reason.contains("conflict"),
+        "{:?}",
+        mixed.rejections
+    );
+    assert!(mixed.rejections[1].reason.contains("future"));
+    let unknown = ingest(
+        &app,
+        &parties.company,
+        "no-such-meter",
+        p::ReadingValueKind::IntervalUse,
+        sent[..2].to_vec(),
+    )
+    .await?;
+    assert_eq!((unknown.accepted, unknown.rejected), (0, 2));
+    assert!(unknown.rejections[0].reason.contains("unknown meter"));
+    // Another company may not send readings for this meter.
+    let outsider = app.token(Role::Company, Some(&credit_code("91320411MA1QX8C3B")));
+    let err = ingest(
+        &app,
+        &outsider,
+        &hourly.id,
+        p::ReadingValueKind::CumulativeRegister,
+        sent[..1].to_vec(),
+    )
+    .await
+    .expect_err("not its meter");
+    assert_eq!(err.code(), Code::PermissionDenied);
+
+    // Use per day: hour 1's register is the starting point (0 L); the spike is stored as
+    // sent, and the fallen register counts 0.
+    let days = app
+        .projects(&parties.user)
+        .list_readings(p::ListReadingsRequest {
+            meter_id: hourly.id.clone(),
+            aggregation: p::ReadingAggregation::Day as i32,
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .points;
+    let total: i64 = days.iter().map(|d| d.use_litres).sum();
+    // Registers: h1 = 50,100 … h46 = 59,500 (44 steps of 100, one of 5,000), then it falls.
+    // Stored use: h2..h46 differences add up to 59,500 − 50,100 = 9,400 whatever is missing
+    // between; h47 = 0; h48 = 100; the late reading at 30 counts 0.
+    assert_eq!(total, 9_400 + 100);
+    assert_eq!(days.iter().map(|d| d.reading_count).sum::<i32>(), 46);
+    assert!(
+        days.iter()
+            .any(|d| d.flags.contains(&(p::ReadingFlag::Spike as i32)))
+    );
+    let raw = app
+        .projects(&parties.user)
+        .list_readings(p::ListReadingsRequest {
+            meter_id: hourly.id.clone(),
+            aggregation: p::ReadingAggregation::Raw as i32,
+            page_size: 10,
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    assert_eq!(raw.points.len(), 10);
+    assert!(!raw.next_page_token.is_empty());
+    assert_eq!(raw.points[1].use_litres, 100);
+    assert_eq!(raw.points[1].register_litres, 50_200);
+
+    app.stop().await
+}
+
+async fn savings_and_settlement(backend: Backend) -> anyhow::Result<()> {
+    let app = TestApp::start(backend).await?;
+    let parties = contracted(
+        &app,
+        types::ContractModel::SharedSavings,
+        types::ContractTerms {
+            share_ratio_bp: 7000,
+            sharing_period_months: 60,
+            ..Default::default()
+        },
+        &[],
+    )
+    .await?;
+    let id = parties.project_id.clone();
+    let cal = Calendar::now();
+    set_baseline(&app, &parties.user, &id, &cal).await?;
+    to_operating(&app, &parties).await?;
+
+    // Only 200 baseline days of data: the savings cannot be measured, and the report says why.
+    let m = meter(&app, &parties.company, &id).await?;
+    let all = daily_readings(&cal);
+    let skip = 165;
+    ingest(
+        &app,
+        &parties.company,
+        &m.id,
+        p::ReadingValueKind::IntervalUse,
+        all[skip..].to_vec(),
+    )
+    .await?;
+    let err = app
+        .projects(&parties.company)
+        .submit_period(p::SubmitPeriodRequest {
+            request_id: rid("submit"),
+            project_id: id.clone(),
+            start_date: date(cal.period_start),
+            note: String::new(),
+        })
+        .await
+        .expect_err("too little baseline data");
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(
+        err.message().contains("at most 10% may be missing"),
+        "{}",
+        err.message()
+    );
+    let report = app
+        .projects(&parties.user)
+        .get_savings_report(p::GetSavingsReportRequest {
+            project_id: id.clone(),
+        })
+        .await?
+        .into_inner();
+    let sufficiency = report
+        .baseline_fit
+        .and_then(|f| f.data_sufficiency)
+        .expect("sufficiency");
+    assert!(!sufficiency.ok);
+    assert_eq!(sufficiency.missing_days, 165);
+
+    // The whole year, then the report, against figures worked out here.
+    ingest(
+        &app,
+        &parties.company,
+        &m.id,
+        p::ReadingValueKind::IntervalUse,
+        all[..skip].to_vec(),
+    )
+    .await?;
+    // A documented non-routine event in the period: +3,000 L on the baseline, shown apart.
+    let err = app
+        .projects(&parties.company)
+        .create_non_routine_adjustment(p::CreateNonRoutineAdjustmentRequest {
+            request_id: rid("nra"),
+            adjustment: Some(p::NonRoutineAdjustment {
+                project_id: id.clone(),
+                start_date: date(cal.period_start),
+                end_date: date(cal.period_end),
+                litres: 3_000,
+                reason: String::new(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect_err("no reason");
+    assert_eq!(field(&err), "adjustment.reason");
+    app.projects(&parties.company)
+        .create_non_routine_adjustment(p::CreateNonRoutineAdjustmentRequest {
+            request_id: rid("nra"),
+            adjustment: Some(p::NonRoutineAdjustment {
+                project_id: id.clone(),
+                start_date: date(cal.period_start),
+                end_date: date(cal.period_end),
+                litres: 3_000,
+                reason: "visiting exam candidates housed on campus".into(),
+                evidence: "registrar's letter 2026-17".into(),
+                ..Default::default()
+            }),
+        })
+        .await?;
+    let report = app
+        .projects(&parties.user)
+        .get_savings_report(p::GetSavingsReportRequest {
+            project_id: id.clone(),
+        })
+        .await?
+        .into_inner();
+    let ys: Vec<f64> = (0..365).map(|i| baseline_litres(i) as f64).collect();
+    let n = ys.len() as f64;
+    let mean = ys.iter().sum::<f64>() / n;
+    let cv = (ys.iter().map(|y| (y - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt() / mean;
+    let fit = report.baseline_fit.clone().expect("fit");
+    assert_eq!(fit.observations, 365);
+    assert!((fit.coefficients[0].value - mean).abs() < 1e-6);
+    assert!((fit.cv_rmse - cv).abs() < 1e-9);
+    assert!(fit.nmbe.abs() < 1e-9);
+    assert!(fit.ashrae_g14_pass, "CV {cv} is under 30%");
+    assert!(fit.data_sufficiency.as_ref().is_some_and(|s| s.ok));
+    let m_days = cal.period_days();
+    let adjusted = (mean * m_days as f64).round() as i64;
+    let actual: i64 = (0..m_days).map(reporting_litres).sum();
+    let period = report
+        .periods
+        .iter()
+        .find(|x| x.start_date == date(cal.period_start))
+        .expect("last month is reported")
+        .clone();
+    assert_eq!(period.status, p::PeriodStatus::Reported as i32);
+    assert_eq!(period.adjusted_baseline_litres, adjusted);
+    assert_eq!(period.actual_litres, actual);
+    assert_eq!(period.non_routine_adjustment_litres, 3_000);
+    let measured = adjusted + 3_000 - actual;
+    assert_eq!(period.savings_litres, measured);
+    assert_eq!(
+        i64::from(period.savings_bp),
+        (measured as f64 * 10_000.0 / adjusted as f64).round() as i64
+    );
+    // Guideline 14 B-14 with t(0.95; 364) = 1.6490 from the tables.
+    let u90 = 1.6490 * 1.26 * cv * adjusted as f64 * ((1.0 + 2.0 / n) / m_days as f64).sqrt();
+    assert!(
+        (period.uncertainty_90_litres as f64 - u90).abs() < u90 * 0.002,
+        "{} vs {u90}",
+        period.uncertainty_90_litres
+    );
+    assert!(period.uncertainty_68_litres < period.uncertainty_90_litres);
+    assert_eq!(period.promised_savings_litres, 2_000 * m_days);
+
+    // The water user cannot submit; the company does, once.
+    let submit = |token: &str| {
+        let mut client = app.projects(token);
+        let start_date = date(cal.period_start);
+        let project_id = id.clone();
+        async move {
+            client
+                .submit_period(p::SubmitPeriodRequest {
+                    request_id: rid("submit"),
+                    project_id,
+                    start_date,
+                    note: "meter photos attached".into(),
+                })
+                .await
+        }
+    };
+    assert_eq!(
+        submit(&parties.user).await.expect_err("user").code(),
+        Code::PermissionDenied
+    );
+    let submitted = submit(&parties.company)
+        .await?
+        .into_inner()
+        .period
+        .expect("period");
+    assert_eq!(submitted.status, p::PeriodStatus::Submitted as i32);
+    assert_eq!(submitted.savings_litres, measured);
+    let twice = submit(&parties.company).await.expect_err("twice");
+    assert_eq!(twice.code(), Code::FailedPrecondition);
+
+    // Not verified yet: no settlement, no hand-over.
+    let settle = |token: &str| {
+        let mut client = app.projects(token);
+        let period_id = submitted.id.clone();
+        async move {
+            client
+                .settle_period(p::SettlePeriodRequest {
+                    request_id: rid("settle"),
+                    period_id,
+                    expected_version: 0,
+                })
+                .await
+        }
+    };
+    let err = settle(&parties.company).await.expect_err("unverified");
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(
+        err.message().contains("allowed: verify, dispute"),
+        "{}",
+        err.message()
+    );
+    let err = move_to(&app, &parties.user, &id, p::ProjectStage::HandedOver, "")
+        .await
+        .expect_err("nothing settled");
+    assert_eq!(err.code(), Code::FailedPrecondition);
+
+    // The company cannot verify its own savings; a verifier does. The milestone log gets
+    // PERIOD_VERIFIED with the verified total.
+    let verify = |token: &str| {
+        let mut client = app.projects(token);
+        let period_id = submitted.id.clone();
+        async move {
+            client
+                .verify_period(p::VerifyPeriodRequest {
+                    request_id: rid("verify"),
+                    period_id,
+                    expected_version: 0,
+                    note: String::new(),
+                })
+                .await
+        }
+    };
+    assert_eq!(
+        verify(&parties.company).await.expect_err("company").code(),
+        Code::PermissionDenied
+    );
+    let stale = app
+        .projects(&parties.verifier)
+        .verify_period(p::VerifyPeriodRequest {
+            request_id: rid("verify"),
+            period_id: submitted.id.clone(),
+            expected_version: submitted.version + 3,
+            note: String::new(),
+        })
+        .await
+        .expect_err("stale version");
+    assert_eq!(stale.code(), Code::Aborted);
+    verify(&parties.verifier).await?;
+    let log = app
+        .projects(&parties.admin)
+        .list_milestones(p::ListMilestonesRequest {
+            project_id: id.clone(),
+            page_size: 100,
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .milestones;
+    let verified = log
+        .iter()
+        .find(|e| e.milestone == types::Milestone::PeriodVerified as i32)
+        .expect("PERIOD_VERIFIED");
+    assert_eq!(verified.period_id, submitted.id);
+    assert_eq!(verified.period_savings_litres, measured);
+    assert_eq!(verified.verified_savings_litres, measured);
+    assert_eq!(
+        verified.promised_savings_litres,
+        submitted.promised_savings_litres
+    );
+
+    // The water user disputes (a reason is required); the verifier resolves with −1,000 L.
+    let dispute = |reason: &str| {
+        let mut client = app.projects(&parties.user);
+        let period_id = submitted.id.clone();
+        let reason = reason.to_string();
+        async move {
+            client
+                .dispute_period(p::DisputePeriodRequest {
+                    request_id: rid("dispute"),
+                    period_id,
+                    expected_version: 0,
+                    reason,
+                })
+                .await
+        }
+    };
+    let err = dispute("").await.expect_err("no reason");
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert_eq!(field(&err), "reason");
+    let disputed = dispute("the dormitory was closed for 5 days")
+        .await?
+        .into_inner();
+    assert_eq!(
+        disputed.period.map(|x| x.status),
+        Some(p::PeriodStatus::Disputed as i32)
+    );
+    let resolved = app
+        .projects(&parties.verifier)
+        .resolve_dispute(p::ResolveDisputeRequest {
+            request_id: rid("resolve"),
+            period_id: submitted.id.clone(),
+            expected_version: 0,
+            adjustment_litres: -1_000,
+            note: "closure days taken out".into(),
+        })
+        .await?
+        .into_inner()
+        .period
+        .expect("period");
+    let savings = measured - 1_000;
+    assert_eq!(resolved.savings_litres, savings);
+    assert_eq!(resolved.dispute_adjustment_litres, -1_000);
+    assert_eq!(resolved.status, p::PeriodStatus::Verified as i32);
+
+    // Settled: 70% of savings × 4.10 yuan/m³, rounded to the fen; a second settle is the same.
+    // Both parties settle at once: one settlement.
+    let (settled, concurrent) = tokio::join!(settle(&parties.company), settle(&parties.user));
+    let settled = settled?.into_inner();
+    let concurrent = concurrent?.into_inner().settlement.expect("settlement");
+    let s = settled.settlement.expect("settlement");
+    let value = (savings * 410 + 500).div_euclid(1000);
+    assert_eq!(s.savings_value_fen, value);
+    assert_eq!(s.company_due_fen, (value * 7000 + 5000).div_euclid(10_000));
+    assert_eq!(s.user_due_fen, value - s.company_due_fen);
+    assert!(
+        s.statement_lines
+            .iter()
+            .any(|l| l.contains("Company share 70.00%"))
+    );
+    assert_eq!(
+        settled.period.map(|x| x.status),
+        Some(p::PeriodStatus::Settled as i32)
+    );
+    let again = settle(&parties.user)
+        .await?
+        .into_inner()
+        .settlement
+        .expect("same");
+    assert_eq!(again.id, s.id);
+    assert_eq!(concurrent.id, s.id);
+    let list = app
+        .projects(&parties.user)
+        .list_settlements(p::ListSettlementsRequest {
+            project_id: id.clone(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .settlements;
+    assert_eq!(list.len(), 1);
+    let err = dispute("too late").await.expect_err("settled");
+    assert_eq!(err.code(), Code::FailedPrecondition);
+
+    // Now it may be handed over.
+    let handed = move_to(&app, &parties.user, &id, p::ProjectStage::HandedOver, "").await?;
+    assert_eq!(handed.stage, p::ProjectStage::HandedOver as i32);
+    app.stop().await
+}
+
+/// A baseline on a driver: use = 2,000 L + 30 L per occupant, exactly, so the fit finds the
+/// line and the period's adjusted baseline is the line at the period's occupancy.
+async fn drivers(backend: Backend) -> anyhow::Result<()> {
+    let app = TestApp::start(backend).await?;
+    let parties = contracted(
+        &app,
+        types::ContractModel::GuaranteedSavings,
+        types::ContractTerms {
+            guaranteed_savings_litres: 365_000,
+            ..Default::default()
+        },
+        &["occupancy"],
+    )
+    .await?;
+    let id = parties.project_id.clone();
+    let cal = Calendar::now();
+    set_baseline(&app, &parties.user, &id, &cal).await?;
+    let occupancy = |day: i64| 100 + (day * 37).rem_euclid(200);
+    let record = |driver: &str, days: std::ops::RangeInclusive<i64>| {
+        let mut client = app.projects(&parties.company);
+        let request = p::RecordDriverValuesRequest {
+            project_id: id.clone(),
+            driver: driver.to_string(),
+            values: days
+                .map(|d| p::DriverValue {
+                    date: date(d),
+                    value: occupancy(d) as f64,
+                })
+                .collect(),
+        };
+        async move { client.record_driver_values(request).await }
+    };
+    let err = record("students", cal.baseline_start..=cal.period_end)
+        .await
+        .expect_err("not a driver of the plan");
+    assert_eq!(field(&err), "driver");
+    let recorded = record("occupancy", cal.baseline_start..=cal.period_end)
+        .await?
+        .into_inner()
+        .recorded;
+    assert_eq!(recorded, cal.period_end - cal.baseline_start + 1);
+    let m = meter(&app, &parties.company, &id).await?;
+    let readings: Vec<p::Reading> = (cal.baseline_start..=cal.period_end)
+        .map(|day| p::Reading {
+            read_time: Some(noon(day)),
+            value_litres: if day <= cal.baseline_end {
+                2_000 + 30 * occupancy(day)
+            } else {
+                1_500 + 30 * occupancy(day)
+            },
+            estimated: false,
+        })
+        .collect();
+    ingest(
+        &app,
+        &parties.company,
+        &m.id,
+        p::ReadingValueKind::IntervalUse,
+        readings,
+    )
+    .await?;
+    let report = app
+        .projects(&parties.user)
+        .get_savings_report(p::GetSavingsReportRequest {
+            project_id: id.clone(),
+        })
+        .await?
+        .into_inner();
+    let fit = report.baseline_fit.expect("fit");
+    let names: Vec<&str> = fit.coefficients.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, vec!["intercept", "occupancy"]);
+    assert!((fit.coefficients[0].value - 2_000.0).abs() < 1e-6);
+    assert!((fit.coefficients[1].value - 30.0).abs() < 1e-9);
+    assert!(fit.cv_rmse < 1e-9 && fit.ashrae_g14_pass);
+    let period = report
+        .periods
+        .iter()
+        .find(|x| x.start_date == date(cal.period_start))
+        .expect("period");
+    let expected: i64 = (cal.period_start..=cal.period_end)
+        .map(|d| 2_000 + 30 * occupancy(d))
+        .sum();
+    assert_eq!(period.adjusted_baseline_litres, expected);
+    assert_eq!(period.savings_litres, 500 * cal.period_days());
+    app.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_driver_adjusts_the_baseline_on_sqlite() -> anyhow::Result<()> {
+    drivers(Backend::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_driver_adjusts_the_baseline_on_postgres() -> anyhow::Result<()> {
+    if !postgres_and_redis_available().await {
+        return Ok(());
+    }
+    drivers(Backend::Postgres).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readings_are_idempotent_flagged_and_aggregated_on_sqlite() -> anyhow::Result<()> {
+    readings(Backend::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readings_are_idempotent_flagged_and_aggregated_on_postgres() -> anyhow::Result<()> {
+    if !postgres_and_redis_available().await {
+        return Ok(());
+    }
+    readings(Backend::Postgres).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn savings_are_measured_verified_disputed_and_settled_on_sqlite() -> anyhow::Result<()> {
+    savings_and_settlement(Backend::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn savings_are_measured_verified_disputed_and_settled_on_postgres() -> anyhow::Result<()> {
+    if !postgres_and_redis_available().await {
+        return Ok(());
+    }
+    savings_and_settlement(Backend::Postgres).await
+}

@@ -221,3 +221,187 @@ pub fn credit_code(first17: &str) -> String {
     let check = (31 - sum % 31) % 31;
     format!("{first17}{}", ALPHABET.chars().nth(check).unwrap_or('0'))
 }
+
+/// A valid credit code unique to this call (GB 32100 check character included), starting with
+/// `prefix` (e.g. "91320411MA" for a company, "12320411" for a public institution).
+pub fn fresh_credit_code(prefix: &str) -> String {
+    const ALPHABET: &[u8] = b"0123456789ABCDEFGHJKLMNPQRTUWXY";
+    let id = cwsm_platform::new_id().replace('-', "");
+    let tail: String = id
+        .bytes()
+        .rev()
+        .take(17usize.saturating_sub(prefix.len()))
+        .map(|b| ALPHABET[usize::from(b) % ALPHABET.len()] as char)
+        .collect();
+    credit_code(&format!("{prefix}{tail}"))
+}
+
+/// A project just contracted, with the tokens of its two parties.
+#[derive(Clone, Debug)]
+pub struct Contracted {
+    pub project_id: String,
+    pub company_token: String,
+    pub user_token: String,
+}
+
+/// Runs the marketplace up to a contracted project, as `marketplace_flow` does with its
+/// checks: a company lists an offering, a school in `town` asks, the company proposes, the
+/// school accepts, and projects creates the project.
+pub async fn contract_a_project(app: &TestApp, town: &str) -> anyhow::Result<Contracted> {
+    use cwsm_proto::matching::v1 as m;
+    use cwsm_proto::projects::v1 as p;
+    use cwsm_proto::types;
+    let rid = |label: &str| format!("{label}-{}", cwsm_platform::new_id());
+    let company_code = fresh_credit_code("91320411MA");
+    let user_code = fresh_credit_code("12320411");
+    let company_token = app.token(Role::Company, Some(&company_code));
+    let user_token = app.token(Role::WaterUser, Some(&user_code));
+    let admin = app.token(Role::Admin, None);
+    let missing = |what: &str| anyhow::anyhow!("the reply carries no {what}");
+
+    let company = app
+        .matching(&company_token)
+        .create_company(m::CreateCompanyRequest {
+            request_id: rid("company"),
+            company: Some(m::Company {
+                credit_code: company_code.clone(),
+                name: "常州清源节水科技有限公司".into(),
+                towns: vec![town.into()],
+                sectors: vec![types::Sector::School as i32],
+                certification_grade: types::CertificationGrade::Aaa as i32,
+                financing_capacity_fen: 500_000_000,
+                ..Default::default()
+            }),
+        })
+        .await?
+        .into_inner()
+        .company
+        .ok_or_else(|| missing("company"))?;
+    let offering = app
+        .matching(&company_token)
+        .create_offering(m::CreateOfferingRequest {
+            request_id: rid("offering"),
+            offering: Some(m::Offering {
+                company_id: company.id.clone(),
+                title: "Campus leak detection and smart metering".into(),
+                technologies: vec![types::Technology::LeakDetection as i32],
+                contract_models: vec![types::ContractModel::SharedSavings as i32],
+                typical_savings_bp: 2500,
+                typical_term_months: 96,
+                ..Default::default()
+            }),
+        })
+        .await?
+        .into_inner()
+        .offering
+        .ok_or_else(|| missing("offering"))?;
+    app.matching(&company_token)
+        .publish_offering(m::PublishOfferingRequest {
+            request_id: rid("publish"),
+            offering_id: offering.id.clone(),
+            expected_version: 0,
+        })
+        .await?;
+    let user = app
+        .matching(&user_token)
+        .create_water_user(m::CreateWaterUserRequest {
+            request_id: rid("user"),
+            water_user: Some(m::WaterUser {
+                credit_code: user_code.clone(),
+                name: "常州工学院新北校区".into(),
+                sector: types::Sector::School as i32,
+                unit_type: "university".into(),
+                town: town.into(),
+                annual_use_litres: 2_430_000_000,
+                ..Default::default()
+            }),
+        })
+        .await?
+        .into_inner()
+        .water_user
+        .ok_or_else(|| missing("water user"))?;
+    let request = app
+        .matching(&user_token)
+        .create_project_request(m::CreateProjectRequestRequest {
+            request_id: rid("request"),
+            project_request: Some(m::ProjectRequest {
+                water_user_id: user.id.clone(),
+                title: "Campus water network retrofit".into(),
+                baseline_use_litres: 2_430_000_000,
+                expected_savings_bp: 2000,
+                price_fen_per_m3: 410,
+                preferred_contract_models: vec![types::ContractModel::SharedSavings as i32],
+                wanted_technologies: vec![types::Technology::LeakDetection as i32],
+                investment_wanted_fen: 120_000_000,
+                ..Default::default()
+            }),
+        })
+        .await?
+        .into_inner()
+        .project_request
+        .ok_or_else(|| missing("request"))?;
+    app.matching(&user_token)
+        .open_project_request(m::OpenProjectRequestRequest {
+            request_id: rid("open"),
+            project_request_id: request.id.clone(),
+            expected_version: 0,
+        })
+        .await?;
+    let proposal = app
+        .matching(&company_token)
+        .create_proposal(m::CreateProposalRequest {
+            request_id: rid("proposal"),
+            proposal: Some(m::Proposal {
+                project_request_id: request.id.clone(),
+                company_id: company.id.clone(),
+                offering_id: offering.id.clone(),
+                measures: "DMA zoning, leak repair, smart meters".into(),
+                investment_fen: 120_000_000,
+                promised_savings_litres: 486_000_000,
+                promised_savings_bp: 2000,
+                contract_model: types::ContractModel::SharedSavings as i32,
+                terms: Some(types::ContractTerms {
+                    share_ratio_bp: 7000,
+                    sharing_period_months: 96,
+                    ..Default::default()
+                }),
+                contract_term_months: 96,
+                mv_option: types::MvOption::C as i32,
+                drivers: vec!["occupancy".into()],
+                ..Default::default()
+            }),
+        })
+        .await?
+        .into_inner()
+        .proposal
+        .ok_or_else(|| missing("proposal"))?;
+    let project_id = app
+        .matching(&user_token)
+        .accept_proposal(m::AcceptProposalRequest {
+            request_id: rid("accept"),
+            proposal_id: proposal.id.clone(),
+            expected_version: 0,
+        })
+        .await?
+        .into_inner()
+        .project_id;
+    // The project appears once projects has consumed the acceptance.
+    eventually(Duration::from_secs(20), || {
+        let mut client = app.projects(&admin);
+        let id = project_id.clone();
+        async move {
+            client
+                .get_project(p::GetProjectRequest { project_id: id })
+                .await
+                .ok()
+                .and_then(|r| r.into_inner().project)
+        }
+    })
+    .await
+    .ok_or_else(|| anyhow::anyhow!("project {project_id} never appeared"))?;
+    Ok(Contracted {
+        project_id,
+        company_token,
+        user_token,
+    })
+}

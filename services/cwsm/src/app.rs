@@ -132,11 +132,12 @@ pub async fn start(
         std::fs::create_dir_all(&settings.data_dir)
             .with_context(|| format!("creating data folder {}", settings.data_dir.display()))?;
     }
-    let auth = AuthInterceptor::new(keys);
+    let auth = AuthInterceptor::new(keys.clone());
     let (mut routes, health) = server::base_routes(&[cwsm_proto::FILE_DESCRIPTOR_SET])?;
     let mut tasks = JoinSet::new();
     let mut databases = Vec::new();
     let mut healthy = Vec::new();
+    let mut reporting_started = None;
     let poll = Duration::from_millis(settings.outbox_poll_ms.max(10));
 
     let relay = |tasks: &mut JoinSet<()>, db: Db, waker: RelayWaker, service: &'static str| {
@@ -185,6 +186,12 @@ pub async fn start(
         .await
         .context("starting matching")?;
         relay(&mut tasks, matching.db().clone(), waker, "matching");
+        consumer(
+            &mut tasks,
+            topics::PROJECT_MILESTONES,
+            cwsm_matching::events::CONSUMER_GROUP,
+            matching.event_handler(),
+        );
         routes = routes.add_service(matching.grpc_service(auth.clone()));
         databases.push(("matching", matching.db().clone()));
         healthy.push(cwsm_matching::SERVICE_NAME);
@@ -223,11 +230,26 @@ pub async fn start(
             reporting.event_handler(),
         );
         routes = routes.add_service(reporting.grpc_service(auth.clone()));
+        // The administrators' dashboard, over HTTP/1.1 on the same port.
+        routes = tonic::service::Routes::from(
+            routes
+                .into_axum_router()
+                .merge(reporting.dashboard(keys.clone(), shutdown.clone())),
+        );
         databases.push(("reporting", reporting.db().clone()));
         healthy.push(cwsm_reporting::SERVICE_NAME);
+        reporting_started = Some(reporting);
     }
 
     let (listener, addr) = server::bind(&settings.listen).await?;
+    if let Some(reporting) = &reporting_started {
+        // RebuildCounts reads the milestone log: from this very server when it runs projects.
+        reporting.set_projects_url(if services.projects {
+            Some(format!("http://{addr}"))
+        } else {
+            settings.projects_url.clone()
+        });
+    }
     for name in healthy {
         server::set_serving(&health, name).await;
     }

@@ -39,6 +39,9 @@ use tonic::{Code, Request, Status};
 /// The demo data, embedded in the binary.
 const MARKETPLACE: &str = include_str!("../../../seeds/demo/marketplace.toml");
 
+/// How many parties the loader registers at once.
+const LOAD_CONCURRENCY: usize = 16;
+
 /// How long the loader's tokens live.
 const TOKEN_TTL: Duration = Duration::from_secs(3600);
 /// How often and how long to wait for the projects service to create an accepted project.
@@ -101,6 +104,9 @@ struct Marketplace {
     companies: Vec<CompanyData>,
     water_users: Vec<WaterUserData>,
     requests: Vec<RequestData>,
+    /// The rest of the district, generated from a seed (see [`Generated`]).
+    #[serde(default)]
+    generated: Option<Generated>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -335,8 +341,13 @@ fn credit_code(body: &str) -> Result<String> {
 
 impl Marketplace {
     fn parse(text: &str) -> Result<Self> {
-        let data: Marketplace =
+        let mut data: Marketplace =
             toml::from_str(text).context("reading seeds/demo/marketplace.toml")?;
+        if let Some(generated) = data.generated.take() {
+            generated
+                .generate(&mut data)
+                .context("generating the demo parties of seeds/demo/marketplace.toml")?;
+        }
         data.check()
             .context("checking seeds/demo/marketplace.toml")?;
         Ok(data)
@@ -466,6 +477,296 @@ impl Marketplace {
                 (None, Some(_)) => bail!("{what}: a stage needs an accepted proposal (`accept`)"),
                 (None, None) => {}
             }
+        }
+        Ok(())
+    }
+}
+
+/// The generated part of the demo marketplace: counts, name parts and per-sector habits, from
+/// which [`Generated::generate`] makes companies (with offerings), water users of every sector
+/// and open requests, the same ones on every load (a fixed seed).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Generated {
+    seed: u64,
+    companies: usize,
+    water_users: usize,
+    /// One open request for every this many generated water users (0: none).
+    requests_every: usize,
+    company_places: Vec<String>,
+    company_words: Vec<String>,
+    company_suffixes: Vec<String>,
+    surnames: Vec<String>,
+    given_names: Vec<String>,
+    /// A title for offerings of each technology (by code).
+    technology_titles: HashMap<String, String>,
+    /// Middle parts of water users' names.
+    user_stems: Vec<String>,
+    sectors: Vec<GeneratedSector>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GeneratedSector {
+    sector: Sector,
+    /// The first 8 characters of its units' credit codes (kind of organization and district).
+    code_prefix: String,
+    /// Kinds of unit: [unit type, end of the name].
+    units: Vec<[String; 2]>,
+    /// Yearly use of one unit, m³: [least, most].
+    annual_use_m3: [i64; 2],
+    price_fen_per_m3: i64,
+    /// What its requests ask for.
+    technologies: Vec<Technology>,
+    #[serde(default)]
+    indicator_tags: Vec<IndicatorTag>,
+}
+
+/// xorshift64: a tiny deterministic generator, enough for demo data.
+struct XorShift(u64);
+
+impl XorShift {
+    fn new(seed: u64) -> Self {
+        XorShift(seed.max(1))
+    }
+
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        if n == 0 {
+            0
+        } else {
+            (self.next() % n as u64) as usize
+        }
+    }
+
+    /// A number in `lo..=hi`.
+    fn between(&mut self, lo: i64, hi: i64) -> i64 {
+        if hi <= lo {
+            lo
+        } else {
+            lo + (self.next() % (hi - lo + 1) as u64) as i64
+        }
+    }
+
+    fn pick<'a, T>(&mut self, all: &'a [T]) -> Result<&'a T> {
+        all.get(self.below(all.len()))
+            .ok_or_else(|| anyhow!("nothing to pick from"))
+    }
+
+    /// One to `most` distinct items of `all`.
+    fn some<T: Clone + PartialEq>(&mut self, all: &[T], most: usize) -> Vec<T> {
+        let n = 1 + self.below(most.max(1));
+        let mut out: Vec<T> = Vec::new();
+        for _ in 0..n {
+            if let Some(v) = all.get(self.below(all.len()))
+                && !out.contains(v)
+            {
+                out.push(v.clone());
+            }
+        }
+        out
+    }
+
+    /// The first 17 characters of a credit code starting with `prefix`, not in `taken`.
+    fn credit_code(&mut self, prefix: &str, taken: &mut HashSet<String>) -> Result<String> {
+        let alphabet: Vec<char> = CREDIT_CODE_ALPHABET.chars().collect();
+        for _ in 0..1000 {
+            let mut code = prefix.to_string();
+            while code.chars().count() < 17 {
+                code.push(*self.pick(&alphabet)?);
+            }
+            if taken.insert(code.clone()) {
+                return Ok(code);
+            }
+        }
+        bail!("no free credit code with prefix {prefix}")
+    }
+}
+
+/// `name`, or `name` with a number when it is taken.
+fn unique_name(name: String, taken: &mut HashSet<String>) -> String {
+    if taken.insert(name.clone()) {
+        return name;
+    }
+    let mut n = 2;
+    loop {
+        let numbered = format!("{name}（{n}）");
+        if taken.insert(numbered.clone()) {
+            return numbered;
+        }
+        n += 1;
+    }
+}
+
+impl Generated {
+    /// Adds the generated parties to `data` (after its hand-written ones).
+    fn generate(&self, data: &mut Marketplace) -> Result<()> {
+        ensure!(
+            !self.company_places.is_empty()
+                && !self.company_words.is_empty()
+                && !self.company_suffixes.is_empty()
+                && !self.surnames.is_empty()
+                && !self.given_names.is_empty()
+                && !self.user_stems.is_empty()
+                && !self.sectors.is_empty(),
+            "every list of name parts and sectors needs at least one entry"
+        );
+        let mut rng = XorShift::new(self.seed);
+        let towns = data.towns.clone();
+        let mut codes: HashSet<String> = data
+            .companies
+            .iter()
+            .map(|c| c.credit_code.clone())
+            .chain(data.water_users.iter().map(|u| u.credit_code.clone()))
+            .collect();
+        let mut names: HashSet<String> = data
+            .companies
+            .iter()
+            .map(|c| c.name.clone())
+            .chain(data.water_users.iter().map(|u| u.name.clone()))
+            .collect();
+        let technologies: Vec<Technology> = Technology::ALL
+            .iter()
+            .copied()
+            .filter(|t| *t != Technology::Other)
+            .collect();
+        let title = |t: Technology| {
+            self.technology_titles
+                .get(t.code())
+                .cloned()
+                .unwrap_or_else(|| t.label().to_string())
+        };
+        let contact = |rng: &mut XorShift| -> Result<ContactData> {
+            Ok(ContactData {
+                name: format!(
+                    "{}{}",
+                    rng.pick(&self.surnames)?,
+                    rng.pick(&self.given_names)?
+                ),
+                phone: format!("+86 519 8{:03} {:04}", rng.below(1000), rng.below(10_000)),
+                email: String::new(),
+            })
+        };
+
+        for i in 0..self.companies {
+            let name = unique_name(
+                format!(
+                    "常州{}{}{}",
+                    rng.pick(&self.company_places)?,
+                    rng.pick(&self.company_words)?,
+                    rng.pick(&self.company_suffixes)?
+                ),
+                &mut names,
+            );
+            let credit_code = rng.credit_code("91320411MA2", &mut codes)?;
+            let mut offerings = Vec::new();
+            let mut services = Vec::new();
+            for j in 0..1 + rng.below(2) {
+                let techs = rng.some(&technologies, 3);
+                let first = techs.first().copied().unwrap_or(Technology::LeakDetection);
+                let min = rng.between(0, 50) * 1_000_000;
+                services.push(title(first));
+                offerings.push(OfferingData {
+                    key: format!("o{j}"),
+                    title: format!("{}合同节水服务", title(first)),
+                    description: format!(
+                        "{}；企业投资或托管，按核查后的节水量结算。",
+                        techs
+                            .iter()
+                            .map(|t| title(*t))
+                            .collect::<Vec<_>>()
+                            .join("、")
+                    ),
+                    technologies: techs,
+                    contract_models: rng.some(ContractModel::ALL, 2),
+                    min_investment_fen: min,
+                    max_investment_fen: if rng.below(3) == 0 {
+                        0
+                    } else {
+                        min + rng.between(20, 300) * 10_000_000
+                    },
+                    typical_savings_bp: rng.between(1500, 4000) as i32,
+                    typical_term_months: *rng.pick(&[60, 72, 84, 96, 120])?,
+                    sectors: vec![],
+                    towns: vec![],
+                });
+            }
+            data.companies.push(CompanyData {
+                key: format!("gen-company-{i:03}"),
+                credit_code,
+                name,
+                description: format!("新北区合同节水服务企业，主营{}。", services.join("、")),
+                contact: contact(&mut rng)?,
+                towns: if rng.below(2) == 0 {
+                    vec![]
+                } else {
+                    rng.some(&towns, 5)
+                },
+                sectors: if rng.below(5) == 0 {
+                    vec![]
+                } else {
+                    rng.some(Sector::ALL, 4)
+                },
+                certification_grade: *rng.pick(CertificationGrade::ALL)?,
+                financing_capacity_fen: rng.between(2_000, 80_000) * 100_000,
+                offerings,
+            });
+        }
+
+        for i in 0..self.water_users {
+            let s = &self.sectors[i % self.sectors.len()];
+            let [unit_type, ending] = rng.pick(&s.units)?.clone();
+            let town = rng.pick(&towns)?.clone();
+            let name = unique_name(
+                format!("{town}{}{ending}", rng.pick(&self.user_stems)?),
+                &mut names,
+            );
+            let m3 = rng.between(s.annual_use_m3[0], s.annual_use_m3[1]);
+            let key = format!("gen-user-{i:03}");
+            if self.requests_every > 0 && i % self.requests_every == 0 {
+                let baseline_m3 = (m3 * 9 / 10).max(1);
+                data.requests.push(RequestData {
+                    key: format!("gen-request-{i:03}"),
+                    water_user: key.clone(),
+                    title: format!("{name}合同节水改造"),
+                    problem: format!("年用水约{m3} m³，用水偏高，希望查明损失并改造。"),
+                    scope: format!("{name}全部用水系统"),
+                    baseline_use_litres: baseline_m3 * 1000,
+                    expected_savings_bp: rng.between(1500, 3500) as i32,
+                    price_fen_per_m3: s.price_fen_per_m3,
+                    preferred_contract_models: rng.some(&ContractModel::ALL[..3], 2),
+                    wanted_technologies: rng.some(&s.technologies, 2),
+                    investment_wanted_fen: baseline_m3 * rng.between(50, 200),
+                    proposal_deadline_days: rng.between(20, 60) as u32,
+                    indicator_tags: s.indicator_tags.clone(),
+                    accept: None,
+                    stage: None,
+                    proposals: vec![],
+                });
+            }
+            data.water_users.push(WaterUserData {
+                key,
+                credit_code: rng.credit_code(&s.code_prefix, &mut codes)?,
+                name,
+                sector: s.sector,
+                unit_type,
+                town,
+                annual_use_litres: m3 * 1000,
+                annual_quota_litres: if m3 >= 6_000 {
+                    m3 * rng.between(95, 115) / 100 * 1000
+                } else {
+                    0
+                },
+                contact: contact(&mut rng)?,
+            });
         }
         Ok(())
     }
@@ -660,38 +961,65 @@ impl Loader<'_> {
         let mut summary = Summary::default();
         let today = (chrono::Utc::now() + chrono::Duration::hours(8)).date_naive();
 
-        // 1. Companies and their offerings.
+        // 1. Companies and their offerings (LOAD_CONCURRENCY parties at a time: they are
+        // independent, and a round trip waits on the network more than on the server).
         let mut companies: HashMap<&str, Party> = HashMap::new();
         let mut offerings: HashMap<(&str, &str), String> = HashMap::new();
-        for c in &data.companies {
-            let party = self.company(c).await?;
-            for o in &c.offerings {
-                let id = self.offering(c, o, &party).await?;
-                offerings.insert((c.key.as_str(), o.key.as_str()), id);
+        for chunk in data.companies.chunks(LOAD_CONCURRENCY) {
+            let loaded = futures::future::join_all(chunk.iter().map(|c| async move {
+                let party = self.company(c).await?;
+                let mut ids = Vec::new();
+                for o in &c.offerings {
+                    ids.push((o.key.as_str(), self.offering(c, o, &party).await?));
+                }
+                Ok::<_, anyhow::Error>((c, party, ids))
+            }))
+            .await;
+            for result in loaded {
+                let (c, party, ids) = result?;
+                for (key, id) in ids {
+                    offerings.insert((c.key.as_str(), key), id);
+                }
+                companies.insert(c.key.as_str(), party);
+                summary.companies += 1;
             }
-            companies.insert(c.key.as_str(), party);
-            summary.companies += 1;
         }
 
         // 2. Water users.
         let mut users: HashMap<&str, Party> = HashMap::new();
-        for u in &data.water_users {
-            users.insert(u.key.as_str(), self.water_user(u).await?);
-            summary.water_users += 1;
+        for chunk in data.water_users.chunks(LOAD_CONCURRENCY) {
+            let loaded =
+                futures::future::join_all(chunk.iter().map(|u| async move {
+                    Ok::<_, anyhow::Error>((u, self.water_user(u).await?))
+                }))
+                .await;
+            for result in loaded {
+                let (u, party) = result?;
+                users.insert(u.key.as_str(), party);
+                summary.water_users += 1;
+            }
         }
 
         // 3. Project requests, opened.
         let mut requests: HashMap<&str, String> = HashMap::new();
-        for r in &data.requests {
-            let user = party(&users, &r.water_user)?;
-            let deadline = today
-                .checked_add_days(chrono::Days::new(u64::from(r.proposal_deadline_days)))
-                .ok_or_else(|| anyhow!("request {}: deadline out of range", r.key))?;
-            let id = self
-                .request(r, user, &deadline.format("%Y-%m-%d").to_string())
-                .await?;
-            requests.insert(r.key.as_str(), id);
-            summary.requests += 1;
+        for chunk in data.requests.chunks(LOAD_CONCURRENCY) {
+            let users = &users;
+            let loaded = futures::future::join_all(chunk.iter().map(|r| async move {
+                let user = party(users, &r.water_user)?;
+                let deadline = today
+                    .checked_add_days(chrono::Days::new(u64::from(r.proposal_deadline_days)))
+                    .ok_or_else(|| anyhow!("request {}: deadline out of range", r.key))?;
+                let id = self
+                    .request(r, user, &deadline.format("%Y-%m-%d").to_string())
+                    .await?;
+                Ok::<_, anyhow::Error>((r, id))
+            }))
+            .await;
+            for result in loaded {
+                let (r, id) = result?;
+                requests.insert(r.key.as_str(), id);
+                summary.requests += 1;
+            }
         }
 
         // 4. Proposals.
@@ -1080,6 +1408,130 @@ impl Loader<'_> {
         )
     }
 
+    /// Sets a project's baseline year (the 365 days before last calendar month).
+    async fn set_demo_baseline(
+        &self,
+        r: &RequestData,
+        project: &ppb::Project,
+        user: &Party,
+    ) -> Result<()> {
+        let (baseline_start, baseline_end, _, _) = demo_measurement_dates()?;
+        let mut p = project.clone();
+        p.baseline_start_date = baseline_start.to_string();
+        p.baseline_end_date = baseline_end.to_string();
+        p.stage_history.clear();
+        self.projects(&user.token)?
+            .update_project(ppb::UpdateProjectRequest {
+                request_id: format!("demo:baseline:{}", r.key),
+                project: Some(p),
+                expected_version: 0,
+            })
+            .await
+            .with_context(|| {
+                format!("setting the baseline of project {} ({})", project.id, r.key)
+            })?;
+        Ok(())
+    }
+
+    /// Measures and settles last month, as hand-over requires: a whole-site meter, daily
+    /// readings over the baseline year and the month (about 20% less after the retrofit), the
+    /// month submitted by the company, verified by a verifier and settled.
+    async fn settle_demo_period(
+        &self,
+        r: &RequestData,
+        project_id: &str,
+        company: &Party,
+    ) -> Result<()> {
+        let (baseline_start, baseline_end, period_start, period_end) = demo_measurement_dates()?;
+        let mut client = self.projects(&company.token)?;
+        let meter = client
+            .create_meter(ppb::CreateMeterRequest {
+                request_id: format!("demo:meter:{}", r.key),
+                meter: Some(ppb::Meter {
+                    project_id: project_id.to_string(),
+                    name: "总表 DN150".into(),
+                    kind: ppb::MeterKind::WholeSite as i32,
+                    interval_seconds: 86_400,
+                    ..Default::default()
+                }),
+            })
+            .await
+            .with_context(|| format!("registering the meter of project {project_id}"))?
+            .into_inner()
+            .meter
+            .ok_or_else(|| anyhow!("project {project_id}: no meter in the response"))?;
+        let per_day = (r.baseline_use_litres / 365).max(1_000);
+        let mut readings = Vec::new();
+        let mut day = baseline_start;
+        let mut i: i64 = 0;
+        while day <= period_end {
+            // ±5% from day to day, deterministic.
+            let wobble = per_day * ((i * 7_919) % 101 - 50) / 1_000;
+            let litres = if day <= baseline_end {
+                per_day + wobble
+            } else {
+                per_day * 8 / 10 + wobble
+            };
+            // Read at noon China Standard Time (04:00 UTC).
+            let at = day
+                .and_hms_opt(4, 0, 0)
+                .ok_or_else(|| anyhow!("no noon on {day}"))?
+                .and_utc()
+                .timestamp_millis();
+            readings.push(ppb::Reading {
+                read_time: Some(cwsm_platform::grpc::timestamp(at)),
+                value_litres: litres,
+                estimated: false,
+            });
+            day = day.succ_opt().ok_or_else(|| anyhow!("date out of range"))?;
+            i += 1;
+        }
+        let messages: Vec<ppb::IngestReadingsRequest> = readings
+            .chunks(500)
+            .map(|c| ppb::IngestReadingsRequest {
+                meter_id: meter.id.clone(),
+                value_kind: ppb::ReadingValueKind::IntervalUse as i32,
+                readings: c.to_vec(),
+            })
+            .collect();
+        client
+            .ingest_readings(tokio_stream::iter(messages))
+            .await
+            .with_context(|| format!("sending the readings of project {project_id}"))?;
+        let period = client
+            .submit_period(ppb::SubmitPeriodRequest {
+                request_id: format!("demo:submit:{}", r.key),
+                project_id: project_id.to_string(),
+                start_date: period_start.to_string(),
+                note: "演示数据：远传水表日读数".into(),
+            })
+            .await
+            .with_context(|| format!("submitting the last period of project {project_id}"))?
+            .into_inner()
+            .period
+            .ok_or_else(|| anyhow!("project {project_id}: no period in the response"))?;
+        let verifier = self.token("demo-verifier", Role::Verifier, None)?;
+        self.projects(&verifier)?
+            .verify_period(ppb::VerifyPeriodRequest {
+                request_id: format!("demo:verify:{}", r.key),
+                period_id: period.id.clone(),
+                expected_version: 0,
+                note: "第三方核查：抄表记录与远传数据一致".into(),
+            })
+            .await
+            .with_context(|| format!("verifying period {} of project {project_id}", period.id))?;
+        client
+            .settle_period(ppb::SettlePeriodRequest {
+                request_id: format!("demo:settle:{}", r.key),
+                period_id: period.id.clone(),
+                expected_version: 0,
+            })
+            .await
+            .with_context(|| format!("settling period {} of project {project_id}", period.id))?;
+        tracing::info!(project = %project_id, period = %period.id, savings_litres = period.savings_litres, "demo period verified and settled");
+        Ok(())
+    }
+
     /// Takes the project along the normal path to the request's target stage.
     async fn advance(
         &self,
@@ -1097,10 +1549,18 @@ impl Loader<'_> {
                 project.stage
             )
         })?;
+        // Hand-over needs a settled period, measured against a baseline year that is set
+        // while the project is contracted.
+        if target >= Stage::HandedOver && current == Stage::Contracted {
+            self.set_demo_baseline(r, &project, user).await?;
+        }
         for step in Stage::PATH
             .into_iter()
             .filter(|s| *s > current && *s <= target)
         {
+            if step == Stage::HandedOver {
+                self.settle_demo_period(r, &project.id, company).await?;
+            }
             let actor = if step.by_water_user() { user } else { company };
             self.projects(&actor.token)?
                 .transition_project(ppb::TransitionProjectRequest {
@@ -1131,6 +1591,37 @@ impl Loader<'_> {
         tracing::info!(project = %project.id, request = %r.title, stage = target.code(), "project at its demo stage");
         Ok(())
     }
+}
+
+/// The demo's measured dates: last calendar month (China Standard Time) is the reporting
+/// period, the 365 days before it the baseline: (baseline start, baseline end, period start,
+/// period end).
+fn demo_measurement_dates() -> Result<(
+    chrono::NaiveDate,
+    chrono::NaiveDate,
+    chrono::NaiveDate,
+    chrono::NaiveDate,
+)> {
+    use chrono::Datelike;
+    let today = (chrono::Utc::now() + chrono::Duration::hours(8)).date_naive();
+    let this_month = today
+        .with_day(1)
+        .ok_or_else(|| anyhow!("no first day of {today}"))?;
+    let period_start = this_month
+        .checked_sub_months(chrono::Months::new(1))
+        .ok_or_else(|| anyhow!("date out of range"))?;
+    let period_end = this_month
+        .pred_opt()
+        .ok_or_else(|| anyhow!("date out of range"))?;
+    let baseline_end = period_start
+        .pred_opt()
+        .ok_or_else(|| anyhow!("date out of range"))?;
+    Ok((
+        period_start - chrono::Duration::days(365),
+        baseline_end,
+        period_start,
+        period_end,
+    ))
 }
 
 fn contact(c: &ContactData) -> types::Contact {
@@ -1174,9 +1665,35 @@ mod tests {
             Ok(d) => d,
             Err(e) => panic!("{e:#}"),
         };
-        assert!((6..=8).contains(&data.companies.len()));
-        assert!((10..=12).contains(&data.water_users.len()));
-        assert!((6..=8).contains(&data.requests.len()));
+        // Dozens of companies and a hundred water users of every sector, the hand-written ones
+        // first, then the generated ones; the same on every parse.
+        assert!((36..=60).contains(&data.companies.len()));
+        assert_eq!(data.water_users.len(), 100);
+        assert!((20..=50).contains(&data.requests.len()));
+        for sector in Sector::ALL {
+            let n = data
+                .water_users
+                .iter()
+                .filter(|u| u.sector == *sector)
+                .count();
+            assert!(n >= 5, "{n} water users of {sector}");
+        }
+        let again = match Marketplace::parse(MARKETPLACE) {
+            Ok(d) => d,
+            Err(e) => panic!("{e:#}"),
+        };
+        let codes = |m: &Marketplace| -> Vec<String> {
+            m.companies
+                .iter()
+                .map(|c| format!("{} {}", c.credit_code, c.name))
+                .chain(
+                    m.water_users
+                        .iter()
+                        .map(|u| format!("{} {}", u.credit_code, u.name)),
+                )
+                .collect()
+        };
+        assert_eq!(codes(&data), codes(&again), "generated deterministically");
         let accepted: Vec<_> = data
             .requests
             .iter()

@@ -157,6 +157,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         );
     }
     println!("  events    {}", bus.describe());
+    if services.reporting {
+        println!("  dashboard {url}/dashboard?token=$(cwsm token issue --role admin)");
+    }
     if settings.jwt_secret.is_none() {
         println!(
             "  tokens    signed with {}",

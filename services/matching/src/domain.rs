@@ -22,6 +22,23 @@ pub struct TrackRecord {
     pub promised_savings_litres: i64,
 }
 
+/// What a project milestone tells matching about a company's track record.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProjectProgress {
+    pub event_id: String,
+    pub project_id: String,
+    /// Matching's id of the company; when empty, the company is found by its credit code.
+    pub company_id: String,
+    pub company_credit_code: String,
+    /// Position in the projects service's milestone log; the totals of the highest one win.
+    pub sequence: i64,
+    /// The project was handed over (移交): it counts as completed.
+    pub handed_over: bool,
+    /// The project's running totals of verified and promised savings, litres, when the event
+    /// carries them.
+    pub totals: Option<(i64, i64)>,
+}
+
 /// What a company says of itself; the rest of [`Company`] is kept by the system.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CompanyProfile {
@@ -309,6 +326,86 @@ impl Proposal {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Who sees what.
+
+/// The caller as the marketplace sees it: an administrator (or another cwsm service) sees
+/// everything; a company or water user is known by its record here, when it has one.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Viewer {
+    pub all: bool,
+    /// The caller's company record, when the caller acts for a company.
+    pub company_id: Option<String>,
+    /// The caller's water user record, when the caller acts for a water user.
+    pub water_user_id: Option<String>,
+}
+
+impl Viewer {
+    pub fn everything() -> Viewer {
+        Viewer {
+            all: true,
+            ..Viewer::default()
+        }
+    }
+
+    pub fn is_company(&self, id: &str) -> bool {
+        self.company_id.as_deref() == Some(id)
+    }
+
+    pub fn is_water_user(&self, id: &str) -> bool {
+        self.water_user_id.as_deref() == Some(id)
+    }
+}
+
+impl ProjectRequest {
+    /// Whether `company_id` may propose (and, as a company, see the request): every company for
+    /// a public request, the invited ones for an invited-only request.
+    pub fn admits(&self, company_id: &str) -> bool {
+        self.draft.visibility == Visibility::Public
+            || self
+                .draft
+                .invited_company_ids
+                .iter()
+                .any(|c| c == company_id)
+    }
+
+    /// Who may see a request: its water user and administrators always; others once it left
+    /// draft, and, when it is invited-only, only the invited companies.
+    pub fn visible_to(&self, viewer: &Viewer) -> bool {
+        if viewer.all || viewer.is_water_user(&self.draft.water_user_id) {
+            return true;
+        }
+        if self.status == RequestStatus::Draft {
+            return false;
+        }
+        match self.draft.visibility {
+            Visibility::Public => true,
+            Visibility::Invited => viewer.company_id.as_deref().is_some_and(|c| self.admits(c)),
+        }
+    }
+
+    /// Whether the proposal deadline (inclusive, a calendar day in China Standard Time) has
+    /// passed on `today`. No deadline never passes.
+    pub fn deadline_passed(&self, today: chrono::NaiveDate) -> bool {
+        chrono::NaiveDate::parse_from_str(&self.draft.proposal_deadline, "%Y-%m-%d")
+            .is_ok_and(|deadline| today > deadline)
+    }
+}
+
+impl Offering {
+    /// Others than its company see an offering only while it is published.
+    pub fn visible_to(&self, viewer: &Viewer) -> bool {
+        viewer.all
+            || self.status == OfferingStatus::Published
+            || viewer.is_company(&self.draft.company_id)
+    }
+}
+
+/// Today in China Standard Time (UTC+8), the calendar of proposal deadlines.
+pub fn today_cst() -> chrono::NaiveDate {
+    (chrono::Utc::now() + chrono::Duration::hours(8)).date_naive()
+}
+
+// ---------------------------------------------------------------------------------------------
 // Validation: each check names the field as the API spells it.
 
 const MAX_NAME: usize = 200;
@@ -511,10 +608,31 @@ impl RequestDraft {
             &format!("{prefix}.proposal_deadline"),
             &self.proposal_deadline,
         )?;
+        if self.invited_company_ids.iter().any(|c| c.trim().is_empty()) {
+            return Err(Error::invalid(
+                format!("{prefix}.invited_company_ids"),
+                "an empty company id",
+            ));
+        }
         if self.visibility == Visibility::Invited && self.invited_company_ids.is_empty() {
             return Err(Error::invalid(
                 format!("{prefix}.invited_company_ids"),
                 "an invited-only request must invite at least one company",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl RequestDraft {
+    /// A deadline for proposals must not be in the past (it may be today).
+    pub fn check_deadline(&self, prefix: &str, today: chrono::NaiveDate) -> Result<()> {
+        if let Ok(deadline) = chrono::NaiveDate::parse_from_str(&self.proposal_deadline, "%Y-%m-%d")
+            && deadline < today
+        {
+            return Err(Error::invalid(
+                format!("{prefix}.proposal_deadline"),
+                format!("{deadline} is in the past (today is {today}, China Standard Time)"),
             ));
         }
         Ok(())

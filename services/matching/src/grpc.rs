@@ -1,14 +1,18 @@
 //! The matching API: who may do what, request ids, and the acceptance event. Reads are open to
-//! every authenticated caller (the marketplace is public to its members); writes need the
-//! caller to act for the organization concerned (its unified social credit code is the token's
-//! `org`) or to be an administrator.
+//! every authenticated caller (the marketplace is public to its members) with three exceptions:
+//! draft and withdrawn offerings are their company's; a request is its water user's while in
+//! draft, and an invited-only request is seen only by the invited companies (besides its water
+//! user and administrators); a proposal is seen by its company and the request's water user. What
+//! a caller may not see answers NOT_FOUND, as if it did not exist. Writes need the caller to act
+//! for the organization concerned (its unified social credit code is the token's `org`) or to
+//! be an administrator.
 
 use std::sync::Arc;
 
 use cwsm_platform::auth::{Principal, Role, principal};
 use cwsm_platform::bus::{Envelope, topics};
 use cwsm_platform::grpc::{Page, request_id, timestamp};
-use cwsm_platform::vocab::{ContractModel, Sector, Technology};
+use cwsm_platform::vocab::{CertificationGrade, ContractModel, Sector, Technology};
 use cwsm_platform::{Error, Result, new_id, now_ms};
 use cwsm_proto::events::v1 as events;
 use cwsm_proto::matching::v1 as pb;
@@ -57,7 +61,91 @@ fn must_act_for(who: &Principal, credit_code: &str, what: &str) -> Result<()> {
     }
 }
 
+/// Most excluded offerings a ranking lists (their total is in `excluded_total`).
+const MAX_EXCLUDED: usize = 100;
+
+/// A ListFittingRequests page token: the score and id of the last request of the page.
+fn fitting_key(score: f64, id: &str) -> String {
+    format!("{:016x}/{id}", score.to_bits())
+}
+
+fn parse_fitting_key(key: &str) -> Result<(f64, String)> {
+    let bad = || Error::invalid("page_token", "not a token this server issued");
+    let (bits, id) = key.split_once('/').ok_or_else(bad)?;
+    let bits = u64::from_str_radix(bits, 16).map_err(|_| bad())?;
+    Ok((f64::from_bits(bits), id.to_string()))
+}
+
 impl MatchingApi {
+    /// Who the caller is in the marketplace: its company or water user record, if any.
+    async fn viewer(&self, who: &Principal) -> Result<Viewer> {
+        if who.is_admin() || who.role == Role::Service {
+            return Ok(Viewer::everything());
+        }
+        let Some(org) = who.org.as_deref() else {
+            return Ok(Viewer::default());
+        };
+        let mut viewer = Viewer::default();
+        match who.role {
+            Role::Company => {
+                viewer.company_id = self
+                    .store
+                    .company_by_credit_code(org)
+                    .await
+                    .ok()
+                    .map(|c| c.id);
+            }
+            Role::WaterUser => {
+                viewer.water_user_id = self
+                    .store
+                    .water_user_by_credit_code(org)
+                    .await
+                    .ok()
+                    .map(|u| u.id);
+            }
+            _ => {}
+        }
+        Ok(viewer)
+    }
+
+    /// The request, if the caller may see it; NOT_FOUND otherwise.
+    async fn visible_request(&self, viewer: &Viewer, id: &str) -> Result<ProjectRequest> {
+        let found = self.store.request(id).await?;
+        if found.visible_to(viewer) {
+            Ok(found)
+        } else {
+            Err(Error::not_found("project request", id))
+        }
+    }
+
+    /// The proposal, if the caller is its company, the request's water user or an administrator.
+    async fn visible_proposal(&self, viewer: &Viewer, id: &str) -> Result<Proposal> {
+        let found = self.store.proposal(id).await?;
+        if viewer.all || viewer.is_company(&found.draft.company_id) {
+            return Ok(found);
+        }
+        if let Some(user) = &viewer.water_user_id {
+            let req = self.store.request(&found.draft.project_request_id).await?;
+            if &req.draft.water_user_id == user {
+                return Ok(found);
+            }
+        }
+        Err(Error::not_found("proposal", id))
+    }
+
+    /// Every invited company must exist.
+    async fn check_invited(&self, draft: &RequestDraft) -> Result<()> {
+        for id in &draft.invited_company_ids {
+            if let Err(Error::NotFound { .. }) = self.store.company(id).await {
+                return Err(Error::invalid(
+                    "project_request.invited_company_ids",
+                    format!("no company {id}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     async fn company_for_write(&self, who: &Principal, company_id: &str) -> Result<Company> {
         let company = self.store.company(company_id).await?;
         must_act_for(who, &company.profile.credit_code, "the company")?;
@@ -100,6 +188,15 @@ impl MatchingApi {
         let current = self.store.request(id).await?;
         self.user_for_write(who, &current.draft.water_user_id)
             .await?;
+        if to == RequestStatus::Open
+            && current.status != RequestStatus::Open
+            && current.deadline_passed(today_cst())
+        {
+            return Err(Error::precondition(format!(
+                "the proposal deadline of project request {id} ({}) has passed; set a new one before opening it",
+                current.draft.proposal_deadline
+            )));
+        }
         let moved = self
             .store
             .set_request_status(id, expected_version, from, to, reason)
@@ -202,17 +299,23 @@ impl MatchingService for MatchingApi {
                 ContractModel::code,
             )?,
             query: r.query,
+            certifications: if r.min_certification_grade == 0 {
+                Vec::new()
+            } else {
+                let min = convert::one(
+                    "min_certification_grade",
+                    r.min_certification_grade,
+                    CertificationGrade::from_number,
+                )?;
+                CertificationGrade::ALL
+                    .iter()
+                    .copied()
+                    .filter(|g| *g >= min)
+                    .collect()
+            },
             ..Default::default()
         };
-        let (mut companies, next) = self.store.list_companies(&f, &page).await?;
-        if r.min_certification_grade != 0 {
-            let min = convert::one(
-                "min_certification_grade",
-                r.min_certification_grade,
-                cwsm_platform::vocab::CertificationGrade::from_number,
-            )?;
-            companies.retain(|c| c.profile.certification >= min);
-        }
+        let (companies, next) = self.store.list_companies(&f, &page).await?;
         Ok(Response::new(pb::ListCompaniesResponse {
             companies: companies.iter().map(convert::company).collect(),
             next_page_token: next,
@@ -272,12 +375,13 @@ impl MatchingService for MatchingApi {
         &self,
         request: Request<pb::GetOfferingRequest>,
     ) -> Reply<pb::GetOfferingResponse> {
-        principal(&request)?;
+        let who = principal(&request)?;
         let r = request.into_inner();
-        let offering = self
-            .store
-            .offering(required_id("offering_id", &r.offering_id)?)
-            .await?;
+        let id = required_id("offering_id", &r.offering_id)?;
+        let offering = self.store.offering(id).await?;
+        if !offering.visible_to(&self.viewer(&who).await?) {
+            return Err(Error::not_found("offering", id).into());
+        }
         Ok(Response::new(pb::GetOfferingResponse {
             offering: Some(convert::offering(&offering)),
         }))
@@ -287,9 +391,10 @@ impl MatchingService for MatchingApi {
         &self,
         request: Request<pb::ListOfferingsRequest>,
     ) -> Reply<pb::ListOfferingsResponse> {
-        principal(&request)?;
+        let who = principal(&request)?;
         let r = request.into_inner();
         let page = Page::from_request(r.page_size, &r.page_token)?;
+        let viewer = self.viewer(&who).await?;
         let status = match pb::OfferingStatus::try_from(r.status) {
             Ok(pb::OfferingStatus::Unspecified) => String::new(),
             Ok(s) => s
@@ -318,6 +423,8 @@ impl MatchingService for MatchingApi {
             )?,
             status,
             query: r.query,
+            viewer,
+            ..Default::default()
         };
         let (offerings, next) = self.store.list_offerings(&f, &page).await?;
         Ok(Response::new(pb::ListOfferingsResponse {
@@ -503,7 +610,9 @@ impl MatchingService for MatchingApi {
                 .ok_or_else(|| Error::invalid("project_request", "required"))?,
         )?;
         draft.validate("project_request")?;
+        draft.check_deadline("project_request", today_cst())?;
         self.user_for_write(&who, &draft.water_user_id).await?;
+        self.check_invited(&draft).await?;
         // Every project started here is a contract water-saving project.
         if !draft
             .indicator_tags
@@ -526,11 +635,14 @@ impl MatchingService for MatchingApi {
         &self,
         request: Request<pb::GetProjectRequestRequest>,
     ) -> Reply<pb::GetProjectRequestResponse> {
-        principal(&request)?;
+        let who = principal(&request)?;
         let r = request.into_inner();
+        let viewer = self.viewer(&who).await?;
         let found = self
-            .store
-            .request(required_id("project_request_id", &r.project_request_id)?)
+            .visible_request(
+                &viewer,
+                required_id("project_request_id", &r.project_request_id)?,
+            )
             .await?;
         Ok(Response::new(pb::GetProjectRequestResponse {
             project_request: Some(self.request_reply(&found).await?),
@@ -541,10 +653,11 @@ impl MatchingService for MatchingApi {
         &self,
         request: Request<pb::ListProjectRequestsRequest>,
     ) -> Reply<pb::ListProjectRequestsResponse> {
-        principal(&request)?;
+        let who = principal(&request)?;
         let r = request.into_inner();
         let page = Page::from_request(r.page_size, &r.page_token)?;
         let f = ListFilter {
+            viewer: self.viewer(&who).await?,
             owner_id: r.water_user_id,
             sector: filter("sector", r.sector, Sector::from_number, Sector::code)?,
             town: r.town,
@@ -562,6 +675,7 @@ impl MatchingService for MatchingApi {
             )?,
             status: convert::request_status_filter(r.status)?,
             query: r.query,
+            ..Default::default()
         };
         let (rows, next) = self.store.list_requests(&f, &page).await?;
         let mut out = Vec::with_capacity(rows.len());
@@ -591,6 +705,10 @@ impl MatchingService for MatchingApi {
         let mut draft = convert::request_draft(message)?;
         draft.water_user_id = current.draft.water_user_id.clone();
         draft.validate("project_request")?;
+        if draft.proposal_deadline != current.draft.proposal_deadline {
+            draft.check_deadline("project_request", today_cst())?;
+        }
+        self.check_invited(&draft).await?;
         let updated = self
             .store
             .update_request(&id, r.expected_version, &draft)
@@ -676,19 +794,28 @@ impl MatchingService for MatchingApi {
         &self,
         request: Request<pb::RankOfferingsRequest>,
     ) -> Reply<pb::RankOfferingsResponse> {
-        principal(&request)?;
+        let who = principal(&request)?;
         let r = request.into_inner();
         let page = Page::from_request(r.page_size, "")?;
+        let viewer = self.viewer(&who).await?;
         let found = self
-            .store
-            .request(required_id("project_request_id", &r.project_request_id)?)
+            .visible_request(
+                &viewer,
+                required_id("project_request_id", &r.project_request_id)?,
+            )
             .await?;
         let user = self.store.water_user(&found.draft.water_user_id).await?;
         let candidates = self.store.published_offerings().await?;
-        let (ranked, excluded) = ranking::rank(&found, &user, candidates);
-        let ranked_offerings = ranked
+        let outcome = ranking::rank_catalog(
+            &found,
+            &user,
+            &candidates,
+            usize::try_from(page.size).unwrap_or(usize::MAX),
+            MAX_EXCLUDED,
+        );
+        let ranked_offerings = outcome
+            .ranked
             .iter()
-            .take(usize::try_from(page.size).unwrap_or(usize::MAX))
             .enumerate()
             .map(|(i, x)| pb::RankedOffering {
                 offering: Some(convert::offering(&x.offering)),
@@ -698,7 +825,8 @@ impl MatchingService for MatchingApi {
                 rank: i32::try_from(i + 1).unwrap_or(i32::MAX),
             })
             .collect();
-        let excluded_offerings = excluded
+        let excluded_offerings = outcome
+            .excluded
             .iter()
             .map(|x| pb::ExcludedOffering {
                 offering_id: x.offering.id.clone(),
@@ -712,6 +840,8 @@ impl MatchingService for MatchingApi {
         Ok(Response::new(pb::RankOfferingsResponse {
             ranked_offerings,
             excluded_offerings,
+            ranked_total: i32::try_from(outcome.ranked_total).unwrap_or(i32::MAX),
+            excluded_total: i32::try_from(outcome.excluded_total).unwrap_or(i32::MAX),
         }))
     }
 
@@ -719,9 +849,11 @@ impl MatchingService for MatchingApi {
         &self,
         request: Request<pb::ListFittingRequestsRequest>,
     ) -> Reply<pb::ListFittingRequestsResponse> {
-        principal(&request)?;
+        let who = principal(&request)?;
         let r = request.into_inner();
         let page = Page::from_request(r.page_size, &r.page_token)?;
+        let after = page.after.as_deref().map(parse_fitting_key).transpose()?;
+        let viewer = self.viewer(&who).await?;
         let company = self
             .store
             .company(required_id("company_id", &r.company_id)?)
@@ -730,24 +862,38 @@ impl MatchingService for MatchingApi {
             .store
             .published_offerings()
             .await?
-            .into_iter()
+            .iter()
             .filter(|(o, _)| o.draft.company_id == company.id)
+            .cloned()
             .collect();
-        // For each open request, the company's best-fitting offering (if any passes the filters).
+        // For each open request the caller may see, the company's best-fitting offering (if
+        // any passes the hard filters, which also leave out requests the company is not
+        // invited to).
         let mut fits = Vec::new();
-        for req in self.store.open_requests().await? {
-            if page.after.as_ref().is_some_and(|after| &req.id <= after) {
+        for (req, user) in self.store.open_requests().await? {
+            if !req.visible_to(&viewer) {
                 continue;
             }
-            let Ok(user) = self.store.water_user(&req.draft.water_user_id).await else {
-                continue;
-            };
-            let (ranked, _) = ranking::rank(&req, &user, offerings.clone());
-            if let Some(best) = ranked.into_iter().next() {
+            let outcome = ranking::rank_top(&req, &user, &offerings, 1, 0);
+            if let Some(best) = outcome.ranked.into_iter().next() {
                 fits.push((req, user, best));
             }
         }
-        let next = page.finish(&mut fits, |(req, _, _)| req.id.clone());
+        // Best fit first, then by request id; the page token holds the last (score, id), so a
+        // request added meanwhile neither shifts nor repeats the rows of later pages.
+        fits.sort_by(|a, b| {
+            b.2.score
+                .partial_cmp(&a.2.score)
+                .unwrap_or(std::cmp::Ordering::Equal)
+                .then(a.0.id.cmp(&b.0.id))
+        });
+        if let Some((score, id)) = &after {
+            fits.retain(|(req, _, best)| {
+                best.score < *score || (best.score == *score && &req.id > id)
+            });
+        }
+        fits.truncate(usize::try_from(page.fetch_limit()).unwrap_or(usize::MAX));
+        let next = page.finish(&mut fits, |(req, _, best)| fitting_key(best.score, &req.id));
         let fitting_requests = fits
             .iter()
             .map(|(req, user, best)| pb::FittingRequest {
@@ -778,6 +924,24 @@ impl MatchingService for MatchingApi {
         )?;
         draft.validate("proposal")?;
         self.company_for_write(&who, &draft.company_id).await?;
+        let viewer = self.viewer(&who).await?;
+        let target = self
+            .visible_request(&viewer, &draft.project_request_id)
+            .await?;
+        if !target.admits(&draft.company_id) {
+            return Err(Error::denied(format!(
+                "project request {} takes proposals from invited companies only",
+                target.id
+            ))
+            .into());
+        }
+        if target.status == RequestStatus::Open && target.deadline_passed(today_cst()) {
+            return Err(Error::precondition(format!(
+                "the proposal deadline of project request {} ({}) has passed",
+                target.id, target.draft.proposal_deadline
+            ))
+            .into());
+        }
         if !draft.offering_id.is_empty() {
             let offering = self.store.offering(&draft.offering_id).await?;
             if offering.draft.company_id != draft.company_id {
@@ -801,11 +965,11 @@ impl MatchingService for MatchingApi {
         &self,
         request: Request<pb::GetProposalRequest>,
     ) -> Reply<pb::GetProposalResponse> {
-        principal(&request)?;
+        let who = principal(&request)?;
         let r = request.into_inner();
+        let viewer = self.viewer(&who).await?;
         let found = self
-            .store
-            .proposal(required_id("proposal_id", &r.proposal_id)?)
+            .visible_proposal(&viewer, required_id("proposal_id", &r.proposal_id)?)
             .await?;
         Ok(Response::new(pb::GetProposalResponse {
             proposal: Some(self.proposal_reply(&found).await?),
@@ -816,10 +980,11 @@ impl MatchingService for MatchingApi {
         &self,
         request: Request<pb::ListProposalsRequest>,
     ) -> Reply<pb::ListProposalsResponse> {
-        principal(&request)?;
+        let who = principal(&request)?;
         let r = request.into_inner();
         let page = Page::from_request(r.page_size, &r.page_token)?;
         let f = ListFilter {
+            viewer: self.viewer(&who).await?,
             status: convert::proposal_status_filter(r.status)?,
             contract_model: filter(
                 "contract_model",

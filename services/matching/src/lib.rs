@@ -6,11 +6,12 @@
 //! - [`domain`]: the marketplace's types and their checks, plain Rust.
 //! - [`ranking`]: hard filters and the explained score.
 //! - [`store`]: the tables, on SQLite or PostgreSQL.
-//! - [`service`]: who may do what, idempotency, events: the operations the API offers.
-//! - [`grpc`]: the adapter between `cwsm.matching.v1` and [`service`].
+//! - [`events`]: the `ProjectMilestone` consumer that keeps companies' verified track records.
+//! - [`grpc`] and [`convert`]: the API (who may do what, idempotency, the acceptance event).
 
 pub mod convert;
 pub mod domain;
+pub mod events;
 pub mod grpc;
 pub mod ranking;
 pub mod store;
@@ -49,6 +50,14 @@ impl Matching {
 
     pub fn store(&self) -> &store::Store {
         &self.store
+    }
+
+    /// The consumer of `ProjectMilestone` events (topic `projects.milestones`, consumer group
+    /// [`events::CONSUMER_GROUP`]) that keeps companies' verified track records.
+    pub fn event_handler(&self) -> Arc<dyn cwsm_platform::bus::EventHandler> {
+        Arc::new(events::MilestoneHandler {
+            store: self.store.clone(),
+        })
     }
 
     pub fn grpc_service(

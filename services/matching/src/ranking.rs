@@ -3,11 +3,18 @@
 //! First hard filters (an offering that fails one is listed as excluded, with the reason), then
 //! a weighted score of six parts in 0..=1. A company without history gets a neutral track-record
 //! value (0.5) instead of 0, so newcomers are ranked on what they offer rather than starved by
-//! incumbents; the track record moves away from 0.5 only as verified projects accumulate.
+//! incumbents; the track record moves away from 0.5 only as verified projects accumulate (its
+//! weight grows with the number of completed projects, full at three).
+//!
+//! The hot path ([`rank_catalog`]) reads, for every candidate, only a small packed record of
+//! the numbers the filters and the score need (sectors, towns, models and technologies as bit
+//! sets; see [`Catalog`]), so one pass over 100,000 offerings stays in cache; it writes the
+//! words (the explanations) only for the offerings it returns.
 
 use std::cmp::Ordering;
+use std::collections::HashMap;
 
-use crate::domain::{Company, Offering, OfferingStatus, ProjectRequest, WaterUser};
+use crate::domain::{Company, Offering, OfferingStatus, ProjectRequest, Visibility, WaterUser};
 use cwsm_platform::vocab::CertificationGrade;
 
 #[derive(Clone, Debug, PartialEq)]
@@ -30,9 +37,23 @@ pub struct Ranked {
 pub struct Excluded {
     pub offering: Offering,
     pub company: Company,
-    /// The hard filter that failed: `sector`, `town`, `contract_model`, `capacity`, `status`.
+    /// The hard filter that failed: `status`, `not_invited`, `sector`, `town`,
+    /// `contract_model`, `investment_range`, `capacity`.
     pub filter: &'static str,
     pub explanation: String,
+}
+
+/// A ranking cut to what is returned, with the totals.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Outcome {
+    /// The best `limit`, best first.
+    pub ranked: Vec<Ranked>,
+    /// How many offerings passed the hard filters.
+    pub ranked_total: usize,
+    /// The first `excluded_limit` excluded offerings, in candidate order.
+    pub excluded: Vec<Excluded>,
+    /// How many offerings a hard filter excluded.
+    pub excluded_total: usize,
 }
 
 pub const WEIGHTS: [(&str, f64); 6] = [
@@ -44,217 +65,867 @@ pub const WEIGHTS: [(&str, f64); 6] = [
     ("savings", 0.15),
 ];
 
-/// Ranks `candidates` for `request` of `user`: best first, ties broken by certification, then
-/// financing capacity, then offering id (so the order is the same every time).
+/// A company's track record counts fully from this many completed projects on.
+const TRUSTED_AFTER_PROJECTS: f64 = 3.0;
+
+/// Towns get a bit each in the packed records, up to this many; a candidate serving a town
+/// beyond them is compared by name.
+const TOWN_BITS: usize = 128;
+
+/// What the filters and the score read of a candidate, packed (sets as bits of the proto
+/// numbers, towns as bits of the catalogue's town index).
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Packed {
+    published: bool,
+    /// Sectors served; 0 when all.
+    sectors: u16,
+    /// Towns served; `towns_all` when all; compare names when not `towns_exact`.
+    towns: u128,
+    towns_all: bool,
+    towns_exact: bool,
+    models: u16,
+    technologies: u16,
+    min_investment_fen: i64,
+    max_investment_fen: i64,
+    capacity_fen: i64,
+    typical_savings_bp: i32,
+    certification: f64,
+    track_record: f64,
+}
+
+fn bit(number: i32) -> u16 {
+    u16::try_from(number)
+        .ok()
+        .and_then(|n| 1u16.checked_shl(u32::from(n)))
+        .unwrap_or(0)
+}
+
+impl Packed {
+    fn of(offering: &Offering, company: &Company, towns: Option<&HashMap<String, u32>>) -> Packed {
+        let o = &offering.draft;
+        let served = towns_served(offering, company);
+        let mut town_bits = 0u128;
+        let mut exact = towns.is_some();
+        for t in served {
+            match towns.and_then(|index| index.get(t)) {
+                Some(i) if (*i as usize) < TOWN_BITS => town_bits |= 1u128 << i,
+                _ => exact = false,
+            }
+        }
+        let t = &company.track_record;
+        Packed {
+            published: offering.status == OfferingStatus::Published,
+            sectors: sectors_served(offering, company)
+                .iter()
+                .fold(0, |acc, s| acc | bit(s.number())),
+            towns: town_bits,
+            towns_all: served.is_empty(),
+            towns_exact: exact,
+            models: o
+                .contract_models
+                .iter()
+                .fold(0, |acc, m| acc | bit(m.number())),
+            technologies: o
+                .technologies
+                .iter()
+                .fold(0, |acc, t| acc | bit(t.number())),
+            min_investment_fen: o.min_investment_fen,
+            max_investment_fen: o.max_investment_fen,
+            capacity_fen: company.profile.financing_capacity_fen,
+            typical_savings_bp: o.typical_savings_bp,
+            certification: certification_steps(company.profile.certification) / 5.0,
+            track_record: if t.projects_completed <= 0 || t.promised_savings_litres <= 0 {
+                0.5
+            } else {
+                let delivery =
+                    (t.verified_savings_litres as f64 / t.promised_savings_litres as f64).min(1.0);
+                let confidence = (t.projects_completed as f64 / TRUSTED_AFTER_PROJECTS).min(1.0);
+                0.5 + (delivery - 0.5) * confidence
+            },
+        }
+    }
+}
+
+/// The published catalogue ready for ranking: the candidates (in offering id order) and their
+/// packed records. Built once per change of the catalogue (see `Store::published_offerings`).
+#[derive(Debug, Default)]
+pub struct Catalog {
+    candidates: Vec<(Offering, Company)>,
+    packed: Vec<Packed>,
+    towns: HashMap<String, u32>,
+}
+
+impl Catalog {
+    pub fn new(candidates: Vec<(Offering, Company)>) -> Catalog {
+        let mut towns: HashMap<String, u32> = HashMap::new();
+        for (o, c) in &candidates {
+            for t in towns_served(o, c) {
+                if towns.len() < TOWN_BITS && !towns.contains_key(t) {
+                    let next = u32::try_from(towns.len()).unwrap_or(u32::MAX);
+                    towns.insert(t.clone(), next);
+                }
+            }
+        }
+        let packed = candidates
+            .iter()
+            .map(|(o, c)| Packed::of(o, c, Some(&towns)))
+            .collect();
+        Catalog {
+            candidates,
+            packed,
+            towns,
+        }
+    }
+}
+
+impl std::ops::Deref for Catalog {
+    type Target = [(Offering, Company)];
+    fn deref(&self) -> &Self::Target {
+        &self.candidates
+    }
+}
+
+/// Ranks every candidate for `request` of `user`: best first, ties broken by certification,
+/// then financing capacity, then offering id (so the order is the same every time).
 pub fn rank(
     request: &ProjectRequest,
     user: &WaterUser,
-    candidates: Vec<(Offering, Company)>,
+    candidates: &[(Offering, Company)],
 ) -> (Vec<Ranked>, Vec<Excluded>) {
-    let mut ranked = Vec::new();
-    let mut excluded = Vec::new();
-    for (offering, company) in candidates {
-        match hard_filter(request, user, &offering, &company) {
-            Err((filter, explanation)) => excluded.push(Excluded {
-                offering,
-                company,
-                filter,
-                explanation,
-            }),
-            Ok(()) => {
-                let parts = score_parts(request, &offering, &company);
-                let score = parts.iter().map(|p| p.weight * p.value).sum();
-                ranked.push(Ranked {
-                    offering,
-                    company,
-                    score,
-                    parts,
-                });
+    let o = rank_top(request, user, candidates, usize::MAX, usize::MAX);
+    (o.ranked, o.excluded)
+}
+
+/// Ranks `candidates` for `request` of `user` and returns the best `limit` with their score
+/// parts, and the first `excluded_limit` excluded offerings with the filter that failed.
+pub fn rank_top(
+    request: &ProjectRequest,
+    user: &WaterUser,
+    candidates: &[(Offering, Company)],
+    limit: usize,
+    excluded_limit: usize,
+) -> Outcome {
+    let packed: Vec<Packed> = candidates
+        .iter()
+        .map(|(o, c)| Packed::of(o, c, None))
+        .collect();
+    rank_packed(
+        request,
+        user,
+        candidates,
+        &packed,
+        None,
+        limit,
+        excluded_limit,
+    )
+}
+
+/// [`rank_top`] over a prepared [`Catalog`]: the hot path of RankOfferings.
+pub fn rank_catalog(
+    request: &ProjectRequest,
+    user: &WaterUser,
+    catalog: &Catalog,
+    limit: usize,
+    excluded_limit: usize,
+) -> Outcome {
+    rank_packed(
+        request,
+        user,
+        &catalog.candidates,
+        &catalog.packed,
+        Some(&catalog.towns),
+        limit,
+        excluded_limit,
+    )
+}
+
+/// What the filters need of the request and its water user, prepared once.
+struct Asked<'a> {
+    request: &'a ProjectRequest,
+    user: &'a WaterUser,
+    sector: u16,
+    /// The user's town as a bit of the catalogue's index (0 when no candidate names it).
+    town: u128,
+    models: u16,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn rank_packed(
+    request: &ProjectRequest,
+    user: &WaterUser,
+    candidates: &[(Offering, Company)],
+    packed: &[Packed],
+    towns: Option<&HashMap<String, u32>>,
+    limit: usize,
+    excluded_limit: usize,
+) -> Outcome {
+    let asked = Asked {
+        request,
+        user,
+        sector: bit(user.profile.sector.number()),
+        town: towns
+            .and_then(|index| index.get(&user.profile.town))
+            .filter(|i| (**i as usize) < TOWN_BITS)
+            .map_or(0, |i| 1u128 << i),
+        models: request
+            .draft
+            .preferred_contract_models
+            .iter()
+            .fold(0, |acc, m| acc | bit(m.number())),
+    };
+    let mut scored: Vec<(f64, usize)> = Vec::new();
+    let mut excluded: Vec<(usize, &'static str)> = Vec::new();
+    for (i, ((offering, company), p)) in candidates.iter().zip(packed).enumerate() {
+        match failed_filter(&asked, offering, company, p) {
+            Some(filter) => excluded.push((i, filter)),
+            None => {
+                let values = values(request, p);
+                let score = WEIGHTS
+                    .iter()
+                    .zip(values)
+                    .map(|((_, w), v)| w * v)
+                    .sum::<f64>();
+                scored.push((score, i));
             }
         }
     }
-    ranked.sort_by(|a, b| {
-        b.score
-            .partial_cmp(&a.score)
+    let ranked_total = scored.len();
+    let order = |a: &(f64, usize), b: &(f64, usize)| -> Ordering {
+        let (oa, ca) = &candidates[a.1];
+        let (ob, cb) = &candidates[b.1];
+        b.0.partial_cmp(&a.0)
             .unwrap_or(Ordering::Equal)
+            .then(cb.profile.certification.cmp(&ca.profile.certification))
             .then(
-                b.company
-                    .profile
-                    .certification
-                    .cmp(&a.company.profile.certification),
-            )
-            .then(
-                b.company
-                    .profile
+                cb.profile
                     .financing_capacity_fen
-                    .cmp(&a.company.profile.financing_capacity_fen),
+                    .cmp(&ca.profile.financing_capacity_fen),
             )
-            .then(a.offering.id.cmp(&b.offering.id))
-    });
-    (ranked, excluded)
+            .then(oa.id.cmp(&ob.id))
+    };
+    if limit < scored.len() {
+        if limit > 0 {
+            scored.select_nth_unstable_by(limit - 1, order);
+        }
+        scored.truncate(limit);
+    }
+    scored.sort_by(order);
+    let ranked = scored
+        .iter()
+        .map(|&(score, i)| {
+            let (offering, company) = &candidates[i];
+            Ranked {
+                offering: offering.clone(),
+                company: company.clone(),
+                score,
+                parts: explain(request, offering, company),
+            }
+        })
+        .collect();
+    let excluded_total = excluded.len();
+    let excluded = excluded
+        .iter()
+        .take(excluded_limit)
+        .map(|&(i, filter)| {
+            let (offering, company) = &candidates[i];
+            Excluded {
+                offering: offering.clone(),
+                company: company.clone(),
+                filter,
+                explanation: filter_explanation(filter, request, user, offering, company),
+            }
+        })
+        .collect();
+    Outcome {
+        ranked,
+        ranked_total,
+        excluded,
+        excluded_total,
+    }
 }
 
-fn hard_filter(
+fn sectors_served<'a>(
+    offering: &'a Offering,
+    company: &'a Company,
+) -> &'a [cwsm_platform::vocab::Sector] {
+    if offering.draft.sectors.is_empty() {
+        &company.profile.sectors
+    } else {
+        &offering.draft.sectors
+    }
+}
+
+fn towns_served<'a>(offering: &'a Offering, company: &'a Company) -> &'a [String] {
+    if offering.draft.towns.is_empty() {
+        &company.profile.towns
+    } else {
+        &offering.draft.towns
+    }
+}
+
+/// The first hard filter the offering fails, if any. Reads the packed record; the offering and
+/// company only for an invited-only request and for towns beyond the packed index.
+fn failed_filter(
+    asked: &Asked<'_>,
+    offering: &Offering,
+    company: &Company,
+    p: &Packed,
+) -> Option<&'static str> {
+    let r = &asked.request.draft;
+    if !p.published {
+        return Some("status");
+    }
+    if r.visibility == Visibility::Invited && !asked.request.admits(&company.id) {
+        return Some("not_invited");
+    }
+    if p.sectors != 0 && p.sectors & asked.sector == 0 {
+        return Some("sector");
+    }
+    if !p.towns_all {
+        let serves = if p.towns_exact {
+            p.towns & asked.town != 0
+        } else {
+            towns_served(offering, company)
+                .iter()
+                .any(|t| t == &asked.user.profile.town)
+        };
+        if !serves {
+            return Some("town");
+        }
+    }
+    if asked.models != 0 && p.models & asked.models == 0 {
+        return Some("contract_model");
+    }
+    let ask = r.investment_wanted_fen;
+    if ask > 0
+        && (ask < p.min_investment_fen || (p.max_investment_fen > 0 && ask > p.max_investment_fen))
+    {
+        return Some("investment_range");
+    }
+    if p.capacity_fen < ask {
+        return Some("capacity");
+    }
+    None
+}
+
+fn filter_explanation(
+    filter: &str,
     request: &ProjectRequest,
     user: &WaterUser,
     offering: &Offering,
     company: &Company,
-) -> Result<(), (&'static str, String)> {
+) -> String {
     let o = &offering.draft;
     let r = &request.draft;
-    if offering.status != OfferingStatus::Published {
-        return Err(("status", "the offering is not published".into()));
+    match filter {
+        "status" => format!("the offering is {}, not published", offering.status.code()),
+        "not_invited" => "the request is open to invited companies only".into(),
+        "sector" => format!("does not serve the {} sector", user.profile.sector.code()),
+        "town" => format!("does not serve {}", user.profile.town),
+        "contract_model" => "supports none of the contract models the user prefers".into(),
+        "investment_range" => format!(
+            "invests {} to {} yuan; the user asks for {} yuan",
+            o.min_investment_fen / 100,
+            if o.max_investment_fen > 0 {
+                (o.max_investment_fen / 100).to_string()
+            } else {
+                "any amount".into()
+            },
+            r.investment_wanted_fen / 100
+        ),
+        "capacity" => format!(
+            "financing capacity {} yuan is below the {} yuan asked",
+            company.profile.financing_capacity_fen / 100,
+            r.investment_wanted_fen / 100
+        ),
+        other => format!("fails the {other} filter"),
     }
-    let sectors = if o.sectors.is_empty() {
-        &company.profile.sectors
-    } else {
-        &o.sectors
-    };
-    if !sectors.is_empty() && !sectors.contains(&user.profile.sector) {
-        return Err((
-            "sector",
-            format!("does not serve the {} sector", user.profile.sector.code()),
-        ));
-    }
-    let towns = if o.towns.is_empty() {
-        &company.profile.towns
-    } else {
-        &o.towns
-    };
-    if !towns.is_empty() && !towns.iter().any(|t| t == &user.profile.town) {
-        return Err(("town", format!("does not serve {}", user.profile.town)));
-    }
-    if !r.preferred_contract_models.is_empty()
-        && !o
-            .contract_models
-            .iter()
-            .any(|m| r.preferred_contract_models.contains(m))
-    {
-        return Err((
-            "contract_model",
-            "supports none of the contract models the user prefers".into(),
-        ));
-    }
-    if company.profile.financing_capacity_fen < r.investment_wanted_fen {
-        return Err((
-            "capacity",
-            format!(
-                "financing capacity {} yuan is below the {} yuan asked",
-                company.profile.financing_capacity_fen / 100,
-                r.investment_wanted_fen / 100
-            ),
-        ));
-    }
-    Ok(())
 }
 
-fn score_parts(request: &ProjectRequest, offering: &Offering, company: &Company) -> Vec<ScorePart> {
-    let o = &offering.draft;
-    let r = &request.draft;
-    let mut parts = Vec::with_capacity(WEIGHTS.len());
-    let mut push = |value: f64, explanation: String| {
-        let (name, weight) = WEIGHTS[parts.len()];
-        parts.push(ScorePart {
-            name,
-            weight,
-            value: value.clamp(0.0, 1.0),
-            explanation,
-        });
-    };
-
-    // Technology: the share of wanted technologies the offering covers.
-    if r.wanted_technologies.is_empty() {
-        push(1.0, "the request names no technology".into());
-    } else {
-        let covered = r
-            .wanted_technologies
-            .iter()
-            .filter(|t| o.technologies.contains(t))
-            .count();
-        push(
-            covered as f64 / r.wanted_technologies.len() as f64,
-            format!(
-                "covers {covered} of {} wanted technologies",
-                r.wanted_technologies.len()
-            ),
-        );
-    }
-
-    // Contract model: 1 for the user's first preference, less for later ones.
-    match r
-        .preferred_contract_models
-        .iter()
-        .position(|m| o.contract_models.contains(m))
-    {
-        None => push(1.0, "the request states no preferred model".into()),
-        Some(i) => push(
-            1.0 - 0.25 * i as f64,
-            format!(
-                "offers {}, the user's preference #{}",
-                r.preferred_contract_models[i].code(),
-                i + 1
-            ),
-        ),
-    }
-
-    // Capacity: headroom of financing over the investment asked (twice the ask scores 1).
-    let ask = r.investment_wanted_fen;
-    let capacity = company.profile.financing_capacity_fen;
-    if ask <= 0 {
-        push(1.0, "the user asks for no investment".into());
-    } else {
-        push(
-            capacity as f64 / (2.0 * ask as f64),
-            format!(
-                "financing capacity is {:.1}× the investment asked",
-                capacity as f64 / ask as f64
-            ),
-        );
-    }
-
-    // Certification: A … AAAAA on a 0..1 scale.
-    let grade = company.profile.certification;
-    let steps = match grade {
+fn certification_steps(grade: CertificationGrade) -> f64 {
+    match grade {
         CertificationGrade::None => 0.0,
         CertificationGrade::A => 1.0,
         CertificationGrade::Aa => 2.0,
         CertificationGrade::Aaa => 3.0,
         CertificationGrade::Aaaa => 4.0,
         CertificationGrade::Aaaaa => 5.0,
-    };
-    push(steps / 5.0, format!("certification {}", grade.label()));
-
-    // Track record: verified against promised savings, trusted more with more projects.
-    let t = &company.track_record;
-    if t.projects_completed == 0 || t.promised_savings_litres <= 0 {
-        push(0.5, "no verified projects yet: neutral".into());
-    } else {
-        let delivery =
-            (t.verified_savings_litres as f64 / t.promised_savings_litres as f64).min(1.0);
-        let confidence = (t.projects_completed as f64 / 3.0).min(1.0);
-        push(
-            0.5 + (delivery - 0.5) * confidence,
-            format!(
-                "{} projects delivered {:.0}% of promised savings",
-                t.projects_completed,
-                delivery * 100.0
-            ),
-        );
     }
+}
+
+/// The values of the six parts, in the order of [`WEIGHTS`], each in 0..=1.
+fn values(request: &ProjectRequest, p: &Packed) -> [f64; 6] {
+    let r = &request.draft;
+
+    // Technology: the share of wanted technologies the offering covers.
+    let technology = if r.wanted_technologies.is_empty() {
+        1.0
+    } else {
+        let covered = r
+            .wanted_technologies
+            .iter()
+            .filter(|t| p.technologies & bit(t.number()) != 0)
+            .count();
+        covered as f64 / r.wanted_technologies.len() as f64
+    };
+
+    // Contract model: 1 for the user's first preference, less for later ones.
+    let model = match r
+        .preferred_contract_models
+        .iter()
+        .position(|m| p.models & bit(m.number()) != 0)
+    {
+        None => 1.0,
+        Some(i) => 1.0 - 0.25 * i as f64,
+    };
+
+    // Capacity: headroom of financing over the investment asked (twice the ask scores 1).
+    let ask = r.investment_wanted_fen;
+    let capacity = if ask <= 0 {
+        1.0
+    } else {
+        p.capacity_fen as f64 / (2.0 * ask as f64)
+    };
 
     // Savings: how close the offering's typical savings rate is to what the user expects.
-    if r.expected_savings_bp <= 0 || o.typical_savings_bp <= 0 {
-        push(0.5, "no savings rate to compare".into());
+    let savings = if r.expected_savings_bp <= 0 || p.typical_savings_bp <= 0 {
+        0.5
     } else {
-        let gap = f64::from((o.typical_savings_bp - r.expected_savings_bp).abs());
-        push(
-            1.0 - gap / f64::from(r.expected_savings_bp.max(1000)),
+        let gap = f64::from((p.typical_savings_bp - r.expected_savings_bp).abs());
+        1.0 - gap / f64::from(r.expected_savings_bp.max(1000))
+    };
+
+    // Certification (A … AAAAA on a 0..1 scale) and the track record (verified against
+    // promised savings, trusted more with more projects; neutral without history) are the
+    // company's, packed.
+    [
+        technology,
+        model,
+        capacity,
+        p.certification,
+        p.track_record,
+        savings,
+    ]
+    .map(|v| v.clamp(0.0, 1.0))
+}
+
+/// The parts of the score with their words; the values are those of [`values`].
+fn explain(request: &ProjectRequest, offering: &Offering, company: &Company) -> Vec<ScorePart> {
+    let o = &offering.draft;
+    let r = &request.draft;
+    let values = values(request, &Packed::of(offering, company, None));
+    let t = &company.track_record;
+    let words = [
+        if r.wanted_technologies.is_empty() {
+            "the request names no technology".to_string()
+        } else {
+            let covered = r
+                .wanted_technologies
+                .iter()
+                .filter(|t| o.technologies.contains(t))
+                .count();
+            format!(
+                "covers {covered} of {} wanted technologies",
+                r.wanted_technologies.len()
+            )
+        },
+        match r
+            .preferred_contract_models
+            .iter()
+            .position(|m| o.contract_models.contains(m))
+        {
+            None => "the request states no preferred model".to_string(),
+            Some(i) => format!(
+                "offers {}, the user's preference #{}",
+                r.preferred_contract_models[i].code(),
+                i + 1
+            ),
+        },
+        if r.investment_wanted_fen <= 0 {
+            "the user asks for no investment".to_string()
+        } else {
+            format!(
+                "financing capacity is {:.1}× the investment asked",
+                company.profile.financing_capacity_fen as f64 / r.investment_wanted_fen as f64
+            )
+        },
+        format!("certification {}", company.profile.certification.label()),
+        if t.projects_completed <= 0 || t.promised_savings_litres <= 0 {
+            "no verified projects yet: neutral, so a newcomer is ranked on its offer".to_string()
+        } else {
+            format!(
+                "{} projects completed; {:.0}% of promised savings verified",
+                t.projects_completed,
+                (t.verified_savings_litres as f64 / t.promised_savings_litres as f64).min(1.0)
+                    * 100.0
+            )
+        },
+        if r.expected_savings_bp <= 0 || o.typical_savings_bp <= 0 {
+            "no savings rate to compare".to_string()
+        } else {
             format!(
                 "typically saves {:.1}%, the user expects {:.1}%",
                 f64::from(o.typical_savings_bp) / 100.0,
                 f64::from(r.expected_savings_bp) / 100.0
+            )
+        },
+    ];
+    WEIGHTS
+        .iter()
+        .zip(values)
+        .zip(words)
+        .map(|(((name, weight), value), explanation)| ScorePart {
+            name,
+            weight: *weight,
+            value,
+            explanation,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::*;
+    use cwsm_platform::vocab::{ContractModel, Sector, Technology};
+
+    fn company(id: &str, grade: CertificationGrade, capacity: i64) -> Company {
+        Company {
+            id: id.into(),
+            profile: CompanyProfile {
+                credit_code: String::new(),
+                name: id.into(),
+                description: String::new(),
+                contact: Contact::default(),
+                towns: vec![],
+                sectors: vec![],
+                certification: grade,
+                financing_capacity_fen: capacity,
+            },
+            track_record: TrackRecord::default(),
+            created_at_ms: 0,
+            updated_at_ms: 0,
+            version: 1,
+        }
+    }
+
+    fn offering(id: &str, company_id: &str) -> Offering {
+        Offering {
+            id: id.into(),
+            draft: OfferingDraft {
+                company_id: company_id.into(),
+                title: id.into(),
+                description: String::new(),
+                technologies: vec![Technology::LeakDetection],
+                contract_models: vec![ContractModel::SharedSavings],
+                sectors: vec![],
+                towns: vec![],
+                min_investment_fen: 0,
+                max_investment_fen: 0,
+                typical_savings_bp: 2000,
+                typical_term_months: 96,
+            },
+            status: OfferingStatus::Published,
+            created_at_ms: 0,
+            updated_at_ms: 0,
+            version: 1,
+        }
+    }
+
+    fn request() -> (ProjectRequest, WaterUser) {
+        let request = ProjectRequest {
+            id: "r".into(),
+            draft: RequestDraft {
+                water_user_id: "u".into(),
+                title: "t".into(),
+                problem: String::new(),
+                scope: String::new(),
+                baseline_use_litres: 1_000_000_000,
+                expected_savings_bp: 2000,
+                price_fen_per_m3: 410,
+                preferred_contract_models: vec![ContractModel::SharedSavings],
+                wanted_technologies: vec![Technology::LeakDetection],
+                investment_wanted_fen: 100_000_000,
+                proposal_deadline: String::new(),
+                visibility: Visibility::Public,
+                invited_company_ids: vec![],
+                indicator_tags: vec![],
+            },
+            status: RequestStatus::Open,
+            status_reason: String::new(),
+            awarded_proposal_id: String::new(),
+            proposal_count: 0,
+            created_at_ms: 0,
+            updated_at_ms: 0,
+            version: 1,
+        };
+        let user = WaterUser {
+            id: "u".into(),
+            profile: WaterUserProfile {
+                credit_code: String::new(),
+                name: "u".into(),
+                sector: Sector::School,
+                unit_type: String::new(),
+                town: "新桥街道".into(),
+                annual_use_litres: 0,
+                annual_quota_litres: 0,
+                contact: Contact::default(),
+            },
+            created_at_ms: 0,
+            updated_at_ms: 0,
+            version: 1,
+        };
+        (request, user)
+    }
+
+    #[test]
+    fn equal_scores_are_ordered_by_capacity_then_offering_id_whatever_the_input_order() {
+        let (r, u) = request();
+        // Equal scores: the same grade and capacity (its part is capped at twice the ask).
+        let same = |id: &str, oid: &str| {
+            (
+                offering(oid, id),
+                company(id, CertificationGrade::Aa, 500_000_000),
+            )
+        };
+        let candidates = vec![same("c2", "o-b"), same("c1", "o-a"), same("c3", "o-c")];
+        let (ranked, _) = rank(&r, &u, &candidates);
+        let ids: Vec<&str> = ranked.iter().map(|x| x.offering.id.as_str()).collect();
+        assert_eq!(
+            ids,
+            ["o-a", "o-b", "o-c"],
+            "equal everything: by offering id"
+        );
+        assert!(ranked.windows(2).all(|w| w[0].score == w[1].score));
+
+        // Same score but a higher financing capacity (beyond the capped part) ranks first.
+        let candidates = vec![
+            (
+                offering("o-a", "c1"),
+                company("c1", CertificationGrade::Aa, 300_000_000),
             ),
+            (
+                offering("o-b", "c2"),
+                company("c2", CertificationGrade::Aa, 900_000_000),
+            ),
+        ];
+        let (ranked, _) = rank(&r, &u, &candidates);
+        assert_eq!(ranked[0].score, ranked[1].score);
+        assert_eq!(ranked[0].offering.id, "o-b");
+
+        // The order does not depend on the order of the candidates.
+        let mut reversed = candidates.clone();
+        reversed.reverse();
+        assert_eq!(rank(&r, &u, &reversed).0, ranked);
+    }
+
+    #[test]
+    fn a_company_that_cannot_finance_the_ask_is_excluded() {
+        let (r, u) = request();
+        let candidates = vec![
+            (
+                offering("o-a", "c1"),
+                company("c1", CertificationGrade::Aa, 200_000_000),
+            ),
+            (
+                offering("o-b", "c2"),
+                company("c2", CertificationGrade::Aaaaa, 80_000_000),
+            ),
+        ];
+        let (ranked, excluded) = rank(&r, &u, &candidates);
+        assert_eq!(ranked.len(), 1);
+        assert_eq!(excluded.len(), 1);
+        assert_eq!(excluded[0].filter, "capacity");
+        assert!(
+            excluded[0]
+                .explanation
+                .contains("800000 yuan is below the 1000000 yuan")
         );
     }
-    parts
+
+    #[test]
+    fn a_newcomer_gets_a_neutral_track_record_and_can_outrank_a_weak_incumbent() {
+        let (r, u) = request();
+        let newcomer = company("new", CertificationGrade::Aa, 500_000_000);
+        let mut incumbent = company("old", CertificationGrade::Aa, 500_000_000);
+        incumbent.track_record = TrackRecord {
+            projects_completed: 4,
+            verified_savings_litres: 300,
+            promised_savings_litres: 1000,
+        };
+        let candidates = vec![
+            (offering("o-old", "old"), incumbent.clone()),
+            (offering("o-new", "new"), newcomer),
+        ];
+        let (ranked, _) = rank(&r, &u, &candidates);
+        let track = |x: &Ranked| {
+            x.parts
+                .iter()
+                .find(|p| p.name == "track_record")
+                .map(|p| (p.value, p.explanation.clone()))
+                .expect("track part")
+        };
+        assert_eq!(
+            ranked[0].offering.id, "o-new",
+            "30% delivery ranks below no history"
+        );
+        assert_eq!(track(&ranked[0]).0, 0.5);
+        assert!(track(&ranked[0]).1.contains("newcomer"));
+        assert!((track(&ranked[1]).0 - 0.3).abs() < 1e-9);
+
+        // A strong incumbent ranks above the newcomer, but one project alone moves the value
+        // only a third of the way.
+        incumbent.track_record = TrackRecord {
+            projects_completed: 1,
+            verified_savings_litres: 1000,
+            promised_savings_litres: 1000,
+        };
+        let candidates = vec![
+            (offering("o-old", "old"), incumbent),
+            (
+                offering("o-new", "new"),
+                company("new", CertificationGrade::Aa, 500_000_000),
+            ),
+        ];
+        let (ranked, _) = rank(&r, &u, &candidates);
+        assert_eq!(ranked[0].offering.id, "o-old");
+        assert!((track(&ranked[0]).0 - (0.5 + 0.5 / 3.0)).abs() < 1e-9);
+        assert!(ranked[0].score - ranked[1].score < 0.15 * 0.5 / 3.0 + 1e-9);
+    }
+
+    #[test]
+    fn hard_filters_exclude_with_the_reason_and_the_six_parts_are_explained() {
+        let (mut r, u) = request();
+        r.draft.visibility = Visibility::Invited;
+        r.draft.invited_company_ids = vec!["c1".into()];
+        let mut narrow = offering("o-range", "c1");
+        narrow.draft.max_investment_fen = 50_000_000;
+        let mut far = offering("o-town", "c1");
+        far.draft.towns = vec!["罗溪镇".into()];
+        let mut draft = offering("o-draft", "c1");
+        draft.status = OfferingStatus::Draft;
+        let c1 = company("c1", CertificationGrade::Aaa, 500_000_000);
+        let candidates = vec![
+            (offering("o-ok", "c1"), c1.clone()),
+            (
+                offering("o-other", "c2"),
+                company("c2", CertificationGrade::Aaa, 500_000_000),
+            ),
+            (narrow, c1.clone()),
+            (far, c1.clone()),
+            (draft, c1),
+        ];
+        let out = rank_top(&r, &u, &candidates, 10, 2);
+        assert_eq!(out.ranked_total, 1);
+        assert_eq!(out.excluded_total, 4);
+        assert_eq!(out.excluded.len(), 2, "cut to excluded_limit");
+        let (ranked, excluded) = rank(&r, &u, &candidates);
+        let filters: Vec<&str> = excluded.iter().map(|x| x.filter).collect();
+        assert_eq!(
+            filters,
+            ["not_invited", "investment_range", "town", "status"]
+        );
+        let names: Vec<&str> = ranked[0].parts.iter().map(|p| p.name).collect();
+        assert_eq!(
+            names,
+            [
+                "technology",
+                "contract_model",
+                "capacity",
+                "certification",
+                "track_record",
+                "savings"
+            ]
+        );
+        let total: f64 = ranked[0].parts.iter().map(|p| p.weight * p.value).sum();
+        assert!((total - ranked[0].score).abs() < 1e-12);
+        assert!((ranked[0].parts.iter().map(|p| p.weight).sum::<f64>() - 1.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn the_packed_catalogue_ranks_exactly_as_the_plain_candidates() {
+        let (mut r, u) = request();
+        let towns = ["新桥街道", "罗溪镇", "孟河镇"];
+        let candidates: Vec<_> = (0..300)
+            .map(|i| {
+                let mut o = offering(&format!("o-{i:03}"), &format!("c{}", i % 11));
+                o.draft.typical_savings_bp = 1000 + (i * 37 % 2000) as i32;
+                o.draft.technologies = Technology::ALL[..1 + i % 4].to_vec();
+                o.draft.contract_models = vec![ContractModel::ALL[i % 6]];
+                o.draft.towns = match i % 5 {
+                    0 => vec![],
+                    1 => vec![towns[i % 3].to_string()],
+                    _ => vec![towns[(i + 1) % 3].to_string(), towns[i % 3].to_string()],
+                };
+                o.draft.sectors = if i % 3 == 0 {
+                    vec![]
+                } else {
+                    vec![Sector::ALL[i % 9]]
+                };
+                o.draft.min_investment_fen = (i as i64 % 4) * 40_000_000;
+                o.draft.max_investment_fen = (i as i64 % 7) * 30_000_000;
+                if i % 13 == 0 {
+                    o.status = OfferingStatus::Withdrawn;
+                }
+                let mut c = company(
+                    &format!("c{}", i % 11),
+                    CertificationGrade::ALL[i % 6],
+                    60_000_000 + (i as i64 % 5) * 50_000_000,
+                );
+                c.track_record = TrackRecord {
+                    projects_completed: i as i64 % 4,
+                    verified_savings_litres: (i as i64 % 10) * 10,
+                    promised_savings_litres: 100,
+                };
+                (o, c)
+            })
+            .collect();
+        r.draft.preferred_contract_models = vec![
+            ContractModel::GuaranteedSavings,
+            ContractModel::SharedSavings,
+        ];
+        r.draft.wanted_technologies = vec![Technology::LeakDetection, Technology::SmartMetering];
+        let catalog = Catalog::new(candidates.clone());
+        for invited in [false, true] {
+            if invited {
+                r.draft.visibility = Visibility::Invited;
+                r.draft.invited_company_ids = vec!["c3".into(), "c4".into()];
+            }
+            let plain = rank_top(&r, &u, &candidates, 25, 40);
+            let packed = rank_catalog(&r, &u, &catalog, 25, 40);
+            assert!(plain.ranked_total > 0 && plain.excluded_total > 0);
+            assert_eq!(plain, packed);
+        }
+        // A town no candidate names: only those serving every town pass.
+        let mut far = u.clone();
+        far.profile.town = "奔牛镇".into();
+        assert_eq!(
+            rank_top(&r, &far, &candidates, 25, 40),
+            rank_catalog(&r, &far, &catalog, 25, 40)
+        );
+    }
+
+    #[test]
+    fn the_top_of_a_large_ranking_equals_the_head_of_the_full_ranking() {
+        let (r, u) = request();
+        let candidates: Vec<_> = (0..200)
+            .map(|i| {
+                let mut o = offering(&format!("o-{i:03}"), &format!("c{}", i % 7));
+                o.draft.typical_savings_bp = 1000 + (i * 37 % 2000) as i32;
+                let grade = CertificationGrade::ALL[i % 6];
+                (
+                    o,
+                    company(
+                        &format!("c{}", i % 7),
+                        grade,
+                        200_000_000 + (i as i64 % 5) * 1000,
+                    ),
+                )
+            })
+            .collect();
+        let (all, _) = rank(&r, &u, &candidates);
+        let top = rank_top(&r, &u, &candidates, 10, 0);
+        assert_eq!(top.ranked, all[..10].to_vec());
+        assert_eq!(top.ranked_total, all.len());
+    }
 }

@@ -12,6 +12,8 @@ use cwsm_platform::vocab::{
 use cwsm_platform::{Error, Result, new_id, now_ms, with_db};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use crate::domain::*;
 
@@ -20,9 +22,16 @@ pub static MIGRATIONS: cwsm_platform::db::Migrations = cwsm_platform::db::Migrat
     postgres: &sqlx::migrate!("migrations/postgres"),
 };
 
+/// The published offerings with their companies, as last loaded, and the `catalog_version`
+/// they were loaded at.
+type Catalog = Option<(i64, Arc<crate::ranking::Catalog>)>;
+
 #[derive(Clone, Debug)]
 pub struct Store {
     pub db: Db,
+    catalog: Arc<Mutex<Catalog>>,
+    /// Held while the catalogue loads, so that concurrent rankings load it once.
+    catalog_loading: Arc<tokio::sync::Mutex<()>>,
 }
 
 fn to_json<T: Serialize>(v: &T) -> String {
@@ -53,12 +62,32 @@ fn json_member(code: &str) -> String {
     }
 }
 
+/// A `LIKE … ESCAPE '\\'` pattern for a case-insensitive search of `query` (its own `%`, `_`
+/// and `\\` match themselves); empty for no search.
 fn like(query: &str) -> String {
+    let query = query.trim();
     if query.is_empty() {
-        String::new()
-    } else {
-        format!("%{}%", query.to_lowercase())
+        return String::new();
     }
+    let mut pattern = String::with_capacity(query.len() + 2);
+    pattern.push('%');
+    for c in query.to_lowercase().chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    pattern
+}
+
+/// The caller's own ids for SQL (empty strings match no row), and 1 when it sees everything.
+fn viewer_binds(v: &Viewer) -> (i64, String, String) {
+    (
+        i64::from(v.all),
+        v.company_id.clone().unwrap_or_default(),
+        v.water_user_id.clone().unwrap_or_default(),
+    )
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -332,6 +361,10 @@ pub struct ListFilter {
     pub status: String,
     pub owner_id: String,
     pub query: String,
+    /// Companies certified at one of these grades (codes); empty for any.
+    pub certifications: Vec<CertificationGrade>,
+    /// Who asks: rows the caller may not see are left out in SQL, so pages stay full.
+    pub viewer: Viewer,
 }
 
 /// What an idempotent write found: the first result of an earlier call with the same key, or
@@ -372,9 +405,16 @@ fn stale(kind: &'static str, id: &str, expected: i64) -> Error {
 
 impl Store {
     pub async fn connect(url: &str) -> anyhow::Result<Store> {
-        Ok(Store {
-            db: Db::connect(url, "matching", &MIGRATIONS).await?,
-        })
+        Ok(Store::new(Db::connect(url, "matching", &MIGRATIONS).await?))
+    }
+
+    /// A store on a database already connected and migrated.
+    pub fn new(db: Db) -> Store {
+        Store {
+            db,
+            catalog: Arc::new(Mutex::new(None)),
+            catalog_loading: Arc::new(tokio::sync::Mutex::new(())),
+        }
     }
 
     // -- companies ----------------------------------------------------------------------------
@@ -433,11 +473,24 @@ impl Store {
         page: &Page,
     ) -> Result<(Vec<Company>, String)> {
         let sql = format!(
-            "SELECT {COMPANY_COLUMNS} FROM companies WHERE ($1 = '' OR sectors LIKE $1) AND ($2 = '' OR towns LIKE $2) \
-             AND ($3 = '' OR lower(name) LIKE $3 OR credit_code LIKE $3) AND ($4 = '' OR id > $4) \
+            "SELECT {COMPANY_COLUMNS} FROM companies WHERE ($1 = '' OR sectors LIKE $1 OR sectors = '[]') AND ($2 = '' OR towns LIKE $2 OR towns = '[]') \
+             AND ($3 = '' OR lower(name) LIKE $3 ESCAPE '\\' OR lower(credit_code) LIKE $3 ESCAPE '\\') AND ($4 = '' OR id > $4) \
              AND ($5 = '' OR id IN (SELECT company_id FROM offerings WHERE status = 'published' AND ($6 = '' OR technologies LIKE $6) AND ($7 = '' OR contract_models LIKE $7))) \
+             AND ($9 = '' OR $9 LIKE ('%,' || certification || ',%')) \
              ORDER BY id LIMIT $8"
         );
+        let grades = if f.certifications.is_empty() {
+            String::new()
+        } else {
+            format!(
+                ",{},",
+                f.certifications
+                    .iter()
+                    .map(|g| g.code())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            )
+        };
         let offering_filter = if f.technology.is_empty() && f.contract_model.is_empty() {
             ""
         } else {
@@ -448,7 +501,7 @@ impl Store {
             .bind(json_member(&f.sector)).bind(json_member(&f.town)).bind(like(&f.query))
             .bind(page.after.clone().unwrap_or_default()).bind(offering_filter)
             .bind(json_member(&f.technology)).bind(json_member(&f.contract_model))
-            .bind(page.fetch_limit()).fetch_all(pool).await?)
+            .bind(page.fetch_limit()).bind(&grades).fetch_all(pool).await?)
             .into_iter()
             .map(Company::from)
             .collect();
@@ -474,25 +527,49 @@ impl Store {
         self.company(id).await
     }
 
-    /// Adds a completed project to a company's verified track record, once per event.
-    pub async fn record_completion(
-        &self,
-        event_id: &str,
-        company_id: &str,
-        verified_savings_litres: i64,
-        promised_savings_litres: i64,
-    ) -> Result<bool> {
+    /// Applies a project milestone to the company's verified track record, once per event
+    /// (`processed_events`) and once per fact: the project's row holds whether it was handed
+    /// over and the running totals of the latest sequence, and the company's record is summed
+    /// again from its rows, all in one transaction. Returns whether the event was new.
+    pub async fn apply_milestone(&self, m: &ProjectProgress) -> Result<bool> {
         with_db!(&self.db, pool => {
             let mut tx = pool.begin_write().await?;
+            let now = now_ms();
             let fresh = sqlx::query("INSERT INTO processed_events (event_id, processed_at_ms) VALUES ($1, $2) ON CONFLICT (event_id) DO NOTHING")
-                .bind(event_id).bind(now_ms()).execute(&mut *tx).await?.rows_affected() == 1;
-            if fresh {
-                sqlx::query("UPDATE companies SET projects_completed = projects_completed + 1, verified_savings_litres = verified_savings_litres + $1, promised_savings_litres = promised_savings_litres + $2 WHERE id = $3")
-                    .bind(verified_savings_litres).bind(promised_savings_litres).bind(company_id)
+                .bind(&m.event_id).bind(now).execute(&mut *tx).await?.rows_affected() == 1;
+            if !fresh {
+                tx.commit().await?;
+                return Ok(false);
+            }
+            let mut company_id = m.company_id.clone();
+            if company_id.is_empty() && !m.company_credit_code.is_empty() {
+                let found: Option<String> = sqlx::query_scalar("SELECT id FROM companies WHERE credit_code = $1")
+                    .bind(&m.company_credit_code).fetch_optional(&mut *tx).await?;
+                company_id = found.unwrap_or_default();
+            }
+            if company_id.is_empty() || m.project_id.is_empty() {
+                tx.commit().await?;
+                return Ok(true);
+            }
+            sqlx::query("INSERT INTO company_projects (project_id, company_id, updated_at_ms) VALUES ($1, $2, $3) ON CONFLICT (project_id) DO NOTHING")
+                .bind(&m.project_id).bind(&company_id).bind(now).execute(&mut *tx).await?;
+            if m.handed_over {
+                sqlx::query("UPDATE company_projects SET handed_over = 1, updated_at_ms = $1 WHERE project_id = $2")
+                    .bind(now).bind(&m.project_id).execute(&mut *tx).await?;
+            }
+            if let Some((verified, promised)) = m.totals {
+                sqlx::query("UPDATE company_projects SET totals_sequence = $1, verified_savings_litres = $2, promised_savings_litres = $3, updated_at_ms = $4 WHERE project_id = $5 AND totals_sequence <= $1")
+                    .bind(m.sequence).bind(verified).bind(promised).bind(now).bind(&m.project_id)
                     .execute(&mut *tx).await?;
             }
+            let (completed, verified, promised): (i64, i64, i64) = sqlx::query_as(
+                "SELECT COUNT(CASE WHEN handed_over = 1 THEN 1 END), CAST(COALESCE(SUM(verified_savings_litres), 0) AS BIGINT), CAST(COALESCE(SUM(promised_savings_litres), 0) AS BIGINT) FROM company_projects WHERE company_id = $1")
+                .bind(&company_id).fetch_one(&mut *tx).await?;
+            sqlx::query("UPDATE companies SET projects_completed = $1, verified_savings_litres = $2, promised_savings_litres = $3 WHERE id = $4 AND (projects_completed <> $1 OR verified_savings_litres <> $2 OR promised_savings_litres <> $3)")
+                .bind(completed).bind(verified).bind(promised).bind(&company_id)
+                .execute(&mut *tx).await?;
             tx.commit().await?;
-            Ok(fresh)
+            Ok(true)
         })
     }
 
@@ -536,13 +613,20 @@ impl Store {
         f: &ListFilter,
         page: &Page,
     ) -> Result<(Vec<Offering>, String)> {
+        let (all, viewer_company, _) = viewer_binds(&f.viewer);
+        // An offering naming no sectors (towns) serves its company's.
         let mut rows: Vec<Offering> = with_db!(&self.db, pool => sqlx::query_as::<_, OfferingRow>(
-            "SELECT * FROM offerings WHERE ($1 = '' OR company_id = $1) AND ($2 = '' OR sectors LIKE $2 OR sectors = '[]') \
-             AND ($3 = '' OR towns LIKE $3 OR towns = '[]') AND ($4 = '' OR technologies LIKE $4) AND ($5 = '' OR contract_models LIKE $5) \
-             AND ($6 = '' OR status = $6) AND ($7 = '' OR lower(title) LIKE $7) AND ($8 = '' OR id > $8) ORDER BY id LIMIT $9")
+            "SELECT o.* FROM offerings o JOIN companies c ON c.id = o.company_id WHERE ($1 = '' OR o.company_id = $1) \
+             AND ($2 = '' OR o.sectors LIKE $2 OR (o.sectors = '[]' AND (c.sectors LIKE $2 OR c.sectors = '[]'))) \
+             AND ($3 = '' OR o.towns LIKE $3 OR (o.towns = '[]' AND (c.towns LIKE $3 OR c.towns = '[]'))) \
+             AND ($4 = '' OR o.technologies LIKE $4) AND ($5 = '' OR o.contract_models LIKE $5) \
+             AND ($6 = '' OR o.status = $6) AND ($7 = '' OR lower(o.title) LIKE $7 ESCAPE '\\' OR lower(o.description) LIKE $7 ESCAPE '\\') \
+             AND ($10 = 1 OR o.status = 'published' OR o.company_id = $11) \
+             AND ($8 = '' OR o.id > $8) ORDER BY o.id LIMIT $9")
             .bind(&f.owner_id).bind(json_member(&f.sector)).bind(json_member(&f.town))
             .bind(json_member(&f.technology)).bind(json_member(&f.contract_model)).bind(&f.status)
             .bind(like(&f.query)).bind(page.after.clone().unwrap_or_default()).bind(page.fetch_limit())
+            .bind(all).bind(&viewer_company)
             .fetch_all(pool).await?)
         .into_iter()
         .map(Offering::from)
@@ -607,19 +691,82 @@ impl Store {
         self.offering(id).await
     }
 
-    /// Published offerings with their companies: the candidates of a ranking.
-    pub async fn published_offerings(&self) -> Result<Vec<(Offering, Company)>> {
+    /// Published offerings with their companies, in offering id order: the candidates of a
+    /// ranking. Kept in memory and reloaded only when `catalog_version` (bumped by triggers on
+    /// every change to offerings and companies, by any replica) has moved since.
+    pub async fn published_offerings(&self) -> Result<Arc<crate::ranking::Catalog>> {
+        let version: i64 = with_db!(&self.db, pool => sqlx::query_scalar("SELECT version FROM catalog_version WHERE id = 1").fetch_one(pool).await?);
+        let cached = |version: i64| {
+            self.catalog
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+                .filter(|(at, _)| *at >= version)
+                .map(|(_, catalog)| catalog.clone())
+        };
+        if let Some(catalog) = cached(version) {
+            return Ok(catalog);
+        }
+        // One load at a time; a caller that waited finds it done.
+        let _loading = self.catalog_loading.lock().await;
+        if let Some(catalog) = cached(version) {
+            return Ok(catalog);
+        }
+        let version: i64 = with_db!(&self.db, pool => sqlx::query_scalar("SELECT version FROM catalog_version WHERE id = 1").fetch_one(pool).await?);
+        // Loaded after reading the version: at worst newer than the version it is kept under,
+        // which only costs a reload.
+        let loaded = Arc::new(crate::ranking::Catalog::new(
+            self.load_published_offerings().await?,
+        ));
+        *self.catalog.lock().unwrap_or_else(|e| e.into_inner()) = Some((version, loaded.clone()));
+        Ok(loaded)
+    }
+
+    async fn load_published_offerings(&self) -> Result<Vec<(Offering, Company)>> {
         let offerings: Vec<Offering> = with_db!(&self.db, pool => sqlx::query_as::<_, OfferingRow>("SELECT * FROM offerings WHERE status = 'published' ORDER BY id").fetch_all(pool).await?)
             .into_iter().map(Offering::from).collect();
         let sql = format!(
             "SELECT {COMPANY_COLUMNS} FROM companies WHERE id IN (SELECT company_id FROM offerings WHERE status = 'published')"
         );
-        let companies: std::collections::HashMap<String, Company> = with_db!(&self.db, pool => sqlx::query_as::<_, CompanyRow>(sqlx::AssertSqlSafe(sql)).fetch_all(pool).await?)
+        let companies: HashMap<String, Company> = with_db!(&self.db, pool => sqlx::query_as::<_, CompanyRow>(sqlx::AssertSqlSafe(sql)).fetch_all(pool).await?)
             .into_iter().map(|r| (r.id.clone(), Company::from(r))).collect();
         Ok(offerings
             .into_iter()
             .filter_map(|o| companies.get(&o.draft.company_id).cloned().map(|c| (o, c)))
             .collect())
+    }
+
+    /// Writes companies and offerings as they are (ids, statuses and all) in one transaction:
+    /// for benchmarks and fixtures, not for the API.
+    pub async fn insert_catalog(
+        &self,
+        companies: &[Company],
+        offerings: &[Offering],
+    ) -> Result<()> {
+        with_db!(&self.db, pool => {
+            let mut tx = pool.begin_write().await?;
+            for c in companies {
+                let p = &c.profile;
+                sqlx::query("INSERT INTO companies (id, credit_code, name, description, contact_name, contact_phone, contact_email, towns, sectors, certification, financing_capacity_fen, projects_completed, verified_savings_litres, promised_savings_litres, created_at_ms, updated_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15)")
+                    .bind(&c.id).bind(&p.credit_code).bind(&p.name).bind(&p.description)
+                    .bind(&p.contact.name).bind(&p.contact.phone).bind(&p.contact.email)
+                    .bind(to_json(&p.towns)).bind(codes(&p.sectors, Sector::code))
+                    .bind(p.certification.code()).bind(p.financing_capacity_fen)
+                    .bind(c.track_record.projects_completed).bind(c.track_record.verified_savings_litres).bind(c.track_record.promised_savings_litres)
+                    .bind(c.created_at_ms).execute(&mut *tx).await?;
+            }
+            for o in offerings {
+                let d = &o.draft;
+                sqlx::query("INSERT INTO offerings (id, company_id, title, description, technologies, contract_models, sectors, towns, min_investment_fen, max_investment_fen, typical_savings_bp, typical_term_months, status, created_at_ms, updated_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14)")
+                    .bind(&o.id).bind(&d.company_id).bind(&d.title).bind(&d.description)
+                    .bind(codes(&d.technologies, Technology::code)).bind(codes(&d.contract_models, ContractModel::code))
+                    .bind(codes(&d.sectors, Sector::code)).bind(to_json(&d.towns))
+                    .bind(d.min_investment_fen).bind(d.max_investment_fen).bind(d.typical_savings_bp).bind(d.typical_term_months)
+                    .bind(o.status.code()).bind(o.created_at_ms).execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+        });
+        Ok(())
     }
 
     // -- water users --------------------------------------------------------------------------
@@ -676,7 +823,7 @@ impl Store {
     ) -> Result<(Vec<WaterUser>, String)> {
         let mut rows: Vec<WaterUser> = with_db!(&self.db, pool => sqlx::query_as::<_, WaterUserRow>(
             "SELECT * FROM water_users WHERE ($1 = '' OR sector = $1) AND ($2 = '' OR town = $2) AND ($3 = '' OR unit_type = $3) \
-             AND ($4 = '' OR lower(name) LIKE $4 OR credit_code LIKE $4) AND ($5 = '' OR id > $5) ORDER BY id LIMIT $6")
+             AND ($4 = '' OR lower(name) LIKE $4 ESCAPE '\\' OR lower(credit_code) LIKE $4 ESCAPE '\\') AND ($5 = '' OR id > $5) ORDER BY id LIMIT $6")
             .bind(&f.sector).bind(&f.town).bind(unit_type).bind(like(&f.query))
             .bind(page.after.clone().unwrap_or_default()).bind(page.fetch_limit())
             .fetch_all(pool).await?)
@@ -745,14 +892,20 @@ impl Store {
         f: &ListFilter,
         page: &Page,
     ) -> Result<(Vec<ProjectRequest>, String)> {
+        // A request naming no technology (model) wants any. Visibility as
+        // `ProjectRequest::visible_to`, in SQL so that pages stay full.
         let sql = format!(
             "{REQUEST_SELECT} JOIN water_users u ON u.id = r.water_user_id WHERE ($1 = '' OR r.water_user_id = $1) AND ($2 = '' OR u.sector = $2) \
-             AND ($3 = '' OR u.town = $3) AND ($4 = '' OR r.technologies LIKE $4) AND ($5 = '' OR r.contract_models LIKE $5) \
-             AND ($6 = '' OR r.status = $6) AND ($7 = '' OR lower(r.title) LIKE $7 OR lower(u.name) LIKE $7) AND ($8 = '' OR r.id > $8) ORDER BY r.id LIMIT $9"
+             AND ($3 = '' OR u.town = $3) AND ($4 = '' OR r.technologies LIKE $4 OR r.technologies = '[]') AND ($5 = '' OR r.contract_models LIKE $5 OR r.contract_models = '[]') \
+             AND ($6 = '' OR r.status = $6) AND ($7 = '' OR lower(r.title) LIKE $7 ESCAPE '\\' OR lower(r.problem) LIKE $7 ESCAPE '\\' OR lower(u.name) LIKE $7 ESCAPE '\\') \
+             AND ($10 = 1 OR r.water_user_id = $11 OR (r.status <> 'draft' AND (r.visibility = 'public' OR ($12 <> '' AND r.invited_company_ids LIKE $12)))) \
+             AND ($8 = '' OR r.id > $8) ORDER BY r.id LIMIT $9"
         );
+        let (all, viewer_company, viewer_user) = viewer_binds(&f.viewer);
         let mut rows: Vec<ProjectRequest> = with_db!(&self.db, pool => sqlx::query_as::<_, RequestRow>(sqlx::AssertSqlSafe(sql))
             .bind(&f.owner_id).bind(&f.sector).bind(&f.town).bind(json_member(&f.technology)).bind(json_member(&f.contract_model))
             .bind(&f.status).bind(like(&f.query)).bind(page.after.clone().unwrap_or_default()).bind(page.fetch_limit())
+            .bind(all).bind(&viewer_user).bind(json_member(&viewer_company))
             .fetch_all(pool).await?)
         .into_iter().map(ProjectRequest::from).collect();
         let next = page.finish(&mut rows, |r| r.id.clone());
@@ -817,11 +970,18 @@ impl Store {
         self.request(id).await
     }
 
-    /// Open requests, for a company looking for work.
-    pub async fn open_requests(&self) -> Result<Vec<ProjectRequest>> {
+    /// Open requests with their water users, in id order, for a company looking for work.
+    pub async fn open_requests(&self) -> Result<Vec<(ProjectRequest, WaterUser)>> {
         let sql = format!("{REQUEST_SELECT} WHERE r.status = 'open' ORDER BY r.id");
-        Ok(with_db!(&self.db, pool => sqlx::query_as::<_, RequestRow>(sqlx::AssertSqlSafe(sql)).fetch_all(pool).await?)
-            .into_iter().map(ProjectRequest::from).collect())
+        let requests: Vec<ProjectRequest> = with_db!(&self.db, pool => sqlx::query_as::<_, RequestRow>(sqlx::AssertSqlSafe(sql)).fetch_all(pool).await?)
+            .into_iter().map(ProjectRequest::from).collect();
+        let users: HashMap<String, WaterUser> = with_db!(&self.db, pool => sqlx::query_as::<_, WaterUserRow>(
+            "SELECT * FROM water_users WHERE id IN (SELECT water_user_id FROM project_requests WHERE status = 'open')").fetch_all(pool).await?)
+            .into_iter().map(|r| (r.id.clone(), WaterUser::from(r))).collect();
+        Ok(requests
+            .into_iter()
+            .filter_map(|r| users.get(&r.draft.water_user_id).cloned().map(|u| (r, u)))
+            .collect())
     }
 
     // -- proposals ----------------------------------------------------------------------------
@@ -838,6 +998,10 @@ impl Store {
                 tx.commit().await?;
                 id
             } else {
+                // A no-op write that locks the request row (PostgreSQL; SQLite's write transaction
+                // is exclusive anyway): proposals to one request are checked one at a time.
+                sqlx::query("UPDATE project_requests SET version = version WHERE id = $1")
+                    .bind(&d.project_request_id).execute(&mut *tx).await?;
                 let status: Option<String> = sqlx::query_scalar("SELECT status FROM project_requests WHERE id = $1")
                     .bind(&d.project_request_id).fetch_optional(&mut *tx).await?;
                 match status.as_deref() {
@@ -845,6 +1009,13 @@ impl Store {
                     Some("open") => {}
                     Some(other) => return Err(Error::precondition(format!(
                         "project request {} is {other}; proposals are taken only while it is open", d.project_request_id))),
+                }
+                let submitted: Option<String> = sqlx::query_scalar("SELECT id FROM proposals WHERE project_request_id = $1 AND company_id = $2 AND status = 'submitted'")
+                    .bind(&d.project_request_id).bind(&d.company_id).fetch_optional(&mut *tx).await?;
+                if let Some(existing) = submitted {
+                    return Err(Error::AlreadyExists(format!(
+                        "company {} has already proposed on project request {} (proposal {existing}); withdraw it to propose again",
+                        d.company_id, d.project_request_id)));
                 }
                 let id = new_id();
                 sqlx::query("INSERT INTO proposals (id, project_request_id, company_id, offering_id, measures, investment_fen, promised_savings_litres, promised_savings_bp, contract_model, terms, contract_term_months, mv_option, drivers, status, created_at_ms, updated_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 'submitted', $14, $14)")
@@ -874,11 +1045,17 @@ impl Store {
         f: &ListFilter,
         page: &Page,
     ) -> Result<(Vec<Proposal>, String)> {
+        // A company sees its own proposals; a water user those to its requests.
+        let (all, viewer_company, viewer_user) = viewer_binds(&f.viewer);
         let mut rows: Vec<Proposal> = with_db!(&self.db, pool => sqlx::query_as::<_, ProposalRow>(
-            "SELECT * FROM proposals WHERE ($1 = '' OR project_request_id = $1) AND ($2 = '' OR company_id = $2) AND ($3 = '' OR status = $3) \
-             AND ($4 = '' OR contract_model = $4) AND ($5 = '' OR lower(measures) LIKE $5) AND ($6 = '' OR id > $6) ORDER BY id LIMIT $7")
+            "SELECT p.* FROM proposals p JOIN companies c ON c.id = p.company_id JOIN project_requests r ON r.id = p.project_request_id \
+             WHERE ($1 = '' OR p.project_request_id = $1) AND ($2 = '' OR p.company_id = $2) AND ($3 = '' OR p.status = $3) \
+             AND ($4 = '' OR p.contract_model = $4) AND ($5 = '' OR lower(p.measures) LIKE $5 ESCAPE '\\' OR lower(c.name) LIKE $5 ESCAPE '\\') \
+             AND ($8 = 1 OR p.company_id = $9 OR r.water_user_id = $10) \
+             AND ($6 = '' OR p.id > $6) ORDER BY p.id LIMIT $7")
             .bind(project_request_id).bind(company_id).bind(&f.status).bind(&f.contract_model).bind(like(&f.query))
             .bind(page.after.clone().unwrap_or_default()).bind(page.fetch_limit())
+            .bind(all).bind(&viewer_company).bind(&viewer_user)
             .fetch_all(pool).await?)
         .into_iter().map(Proposal::from).collect();
         let next = page.finish(&mut rows, |p| p.id.clone());

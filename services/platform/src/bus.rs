@@ -21,6 +21,7 @@ use redis::AsyncCommands;
 use redis::streams::{StreamId, StreamReadOptions, StreamReadReply};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// One event as it travels: the payload is the protobuf encoding of the event message named by
 /// `kind` (see `proto/cwsm/events/v1`).
@@ -61,9 +62,34 @@ pub trait EventBus: Send + Sync + 'static {
         consumer: &str,
     ) -> anyhow::Result<Box<dyn Subscription>>;
 
+    /// Events that kept failing and were set aside, newest last, for an administrator to see.
+    async fn dead_letters(&self, topic: &str, limit: usize) -> anyhow::Result<Vec<DeadLetter>>;
+
     /// A name for logs and the start-up banner.
     fn describe(&self) -> String;
 }
+
+/// An event set aside after its handler kept failing: kept with the last error.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeadLetter {
+    pub envelope: Envelope,
+    pub error: String,
+    pub attempts: u32,
+    pub dead_at_ms: i64,
+}
+
+/// An error that retrying cannot fix (a payload that does not decode, say): the event goes to
+/// the dead letters at once instead of being retried.
+#[derive(Debug)]
+pub struct Poison(pub String);
+
+impl std::fmt::Display for Poison {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "poison event: {}", self.0)
+    }
+}
+
+impl std::error::Error for Poison {}
 
 #[async_trait]
 pub trait Subscription: Send {
@@ -72,6 +98,9 @@ pub trait Subscription: Send {
     async fn next(&mut self) -> anyhow::Result<Delivery>;
     /// Marks a delivery done for the group.
     async fn ack(&mut self, delivery: &Delivery) -> anyhow::Result<()>;
+    /// Sets a delivery aside as a dead letter (with why) and acknowledges it.
+    async fn dead_letter(&mut self, delivery: &Delivery, letter: &DeadLetter)
+    -> anyhow::Result<()>;
 }
 
 /// What a consumer does with one event. Returning `Ok` acknowledges it.
@@ -80,8 +109,14 @@ pub trait EventHandler: Send + Sync + 'static {
     async fn handle(&self, event: &Envelope) -> anyhow::Result<()>;
 }
 
+/// Tries before a failing event is set aside as a dead letter. With back-off capped at 5 s this
+/// is about four minutes: long enough to ride out a database restart, short enough that one bad
+/// event does not hold up its topic for long.
+pub const MAX_ATTEMPTS: u32 = 50;
+
 /// Runs `handler` on every delivery of `subscription` until `shutdown`. A failing event is
-/// retried with back-off and never skipped silently: it stays unacknowledged.
+/// retried with back-off; one that cannot succeed ([`Poison`]) or keeps failing
+/// ([`MAX_ATTEMPTS`]) is set aside as a dead letter, never skipped silently.
 pub async fn consume(
     mut subscription: Box<dyn Subscription>,
     handler: Arc<dyn EventHandler>,
@@ -106,10 +141,14 @@ pub async fn consume(
                 continue;
             }
         };
-        // Retry this one event until it is handled: later events must not overtake a failing
-        // one without anybody noticing.
+        // Retry this one event until it is handled or set aside: later events must not
+        // overtake a failing one without anybody noticing.
+        let mut attempts = 0u32;
         loop {
-            match handler.handle(&delivery.envelope).await {
+            attempts += 1;
+            let span = tracing::info_span!("event", consumer = name, kind = %delivery.envelope.kind, event_id = %delivery.envelope.event_id, attempt = attempts);
+            crate::telemetry::propagation::adopt(&span, &delivery.envelope.trace_parent);
+            let error = match handler.handle(&delivery.envelope).instrument(span).await {
                 Ok(()) => {
                     if let Err(e) = subscription.ack(&delivery).await {
                         tracing::warn!(consumer = name, event_id = %delivery.envelope.event_id, error = %format!("{e:#}"), "ack failed; the event will be redelivered and deduplicated");
@@ -117,15 +156,30 @@ pub async fn consume(
                     backoff = Duration::from_millis(100);
                     break;
                 }
-                Err(e) => {
-                    tracing::error!(consumer = name, event_id = %delivery.envelope.event_id, kind = %delivery.envelope.kind, error = %format!("{e:#}"), "handling event failed; retrying");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return,
-                        _ = tokio::time::sleep(backoff) => {}
+                Err(e) => e,
+            };
+            if error.is::<Poison>() || attempts >= MAX_ATTEMPTS {
+                let letter = DeadLetter {
+                    envelope: delivery.envelope.clone(),
+                    error: format!("{error:#}"),
+                    attempts,
+                    dead_at_ms: crate::now_ms(),
+                };
+                tracing::error!(consumer = name, event_id = %delivery.envelope.event_id, kind = %delivery.envelope.kind, attempts, error = %letter.error, "event set aside as a dead letter");
+                match subscription.dead_letter(&delivery, &letter).await {
+                    Ok(()) => break,
+                    Err(e) => {
+                        tracing::warn!(consumer = name, error = %format!("{e:#}"), "cannot set the event aside; retrying it")
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
+            } else {
+                tracing::error!(consumer = name, event_id = %delivery.envelope.event_id, kind = %delivery.envelope.kind, attempts, error = %format!("{error:#}"), "handling event failed; retrying");
             }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
         }
     }
 }
@@ -143,6 +197,7 @@ pub struct InProcessBus {
 struct InProcessInner {
     topics: Mutex<HashMap<String, TopicLog>>,
     published: Notify,
+    dead: Mutex<HashMap<String, Vec<DeadLetter>>>,
 }
 
 #[derive(Default)]
@@ -213,6 +268,16 @@ impl EventBus for InProcessBus {
         }))
     }
 
+    async fn dead_letters(&self, topic: &str, limit: usize) -> anyhow::Result<Vec<DeadLetter>> {
+        let dead = self
+            .inner
+            .dead
+            .lock()
+            .map_err(|_| anyhow!("bus lock poisoned"))?;
+        let all = dead.get(topic).map(Vec::as_slice).unwrap_or_default();
+        Ok(all[all.len().saturating_sub(limit)..].to_vec())
+    }
+
     fn describe(&self) -> String {
         "in-process".to_string()
     }
@@ -262,6 +327,21 @@ impl Subscription for InProcessSubscription {
         }
     }
 
+    async fn dead_letter(
+        &mut self,
+        delivery: &Delivery,
+        letter: &DeadLetter,
+    ) -> anyhow::Result<()> {
+        self.inner
+            .dead
+            .lock()
+            .map_err(|_| anyhow!("bus lock poisoned"))?
+            .entry(self.topic.clone())
+            .or_default()
+            .push(letter.clone());
+        self.ack(delivery).await
+    }
+
     async fn ack(&mut self, delivery: &Delivery) -> anyhow::Result<()> {
         let seq: u64 = delivery.message_id.parse()?;
         let mut topics = self
@@ -294,6 +374,9 @@ pub struct RedisBus {
     prefix: String,
     /// How long one `XREADGROUP` blocks waiting for new entries.
     block: Duration,
+    /// An entry delivered to a consumer and not acknowledged for this long is taken over by
+    /// another consumer of the group (`XAUTOCLAIM`): its first consumer is presumed dead.
+    claim_idle: Duration,
 }
 
 /// Entries kept per stream (approximately): Redis only carries, the outbox is the record.
@@ -320,7 +403,19 @@ impl RedisBus {
             url: url.to_string(),
             prefix: prefix.to_string(),
             block: Duration::from_secs(2),
+            claim_idle: Duration::from_secs(60),
         })
+    }
+
+    /// Sets how long an unacknowledged entry waits before another consumer takes it over.
+    pub fn with_claim_idle(mut self, idle: Duration) -> Self {
+        self.claim_idle = idle;
+        self
+    }
+
+    /// Where `topic`'s dead letters are kept: a stream beside it.
+    pub fn dead_letter_key(&self, topic: &str) -> String {
+        format!("{}:dead-letters:{topic}", self.prefix)
     }
 
     pub fn stream_key(&self, topic: &str) -> String {
@@ -386,9 +481,42 @@ impl EventBus for RedisBus {
             block: self.block,
             buffer: VecDeque::new(),
             reading_backlog: true,
+            dead_key: self.dead_letter_key(topic),
+            claim_idle: self.claim_idle,
+            last_sweep: tokio::time::Instant::now(),
         };
         sub.ensure_group().await?;
         Ok(Box::new(sub))
+    }
+
+    async fn dead_letters(&self, topic: &str, limit: usize) -> anyhow::Result<Vec<DeadLetter>> {
+        let mut conn = self.publisher.clone();
+        let reply: redis::streams::StreamRangeReply = conn
+            .xrevrange_count(self.dead_letter_key(topic), "+", "-", limit)
+            .await
+            .context("XREVRANGE dead letters")?;
+        let mut letters = Vec::with_capacity(reply.ids.len());
+        for entry in reply.ids.into_iter().rev() {
+            let text = |field: &str| {
+                field_bytes(&entry, field)
+                    .map(|b| String::from_utf8_lossy(&b).into_owned())
+                    .unwrap_or_default()
+            };
+            letters.push(DeadLetter {
+                envelope: Envelope {
+                    event_id: text("event_id"),
+                    topic: topic.to_string(),
+                    kind: text("kind"),
+                    payload: field_bytes(&entry, "payload").unwrap_or_default(),
+                    occurred_at_ms: text("occurred_at_ms").parse().unwrap_or_default(),
+                    trace_parent: text("trace_parent"),
+                },
+                error: text("error"),
+                attempts: text("attempts").parse().unwrap_or_default(),
+                dead_at_ms: text("dead_at_ms").parse().unwrap_or_default(),
+            });
+        }
+        Ok(letters)
     }
 
     fn describe(&self) -> String {
@@ -409,6 +537,10 @@ struct RedisSubscription {
     /// True until this consumer's own pending entries (delivered before a crash, never acked)
     /// have been read again.
     reading_backlog: bool,
+    dead_key: String,
+    claim_idle: Duration,
+    /// When this consumer last looked for entries abandoned by dead consumers.
+    last_sweep: tokio::time::Instant,
 }
 
 impl RedisSubscription {
@@ -442,7 +574,48 @@ impl RedisSubscription {
         })
     }
 
+    /// Takes over entries that another consumer of the group received and has not acknowledged
+    /// for `claim_idle` (it crashed, or was killed).
+    async fn sweep(&mut self) -> anyhow::Result<()> {
+        self.last_sweep = tokio::time::Instant::now();
+        let idle = u64::try_from(self.claim_idle.as_millis())?;
+        let options = redis::streams::StreamAutoClaimOptions::default().count(64);
+        let reply: redis::RedisResult<redis::streams::StreamAutoClaimReply> = self
+            .conn
+            .xautoclaim_options(&self.key, &self.group, &self.consumer, idle, "0-0", options)
+            .await;
+        let reply = match reply {
+            Ok(r) => r,
+            Err(e) if e.code() == Some("NOGROUP") => {
+                self.ensure_group().await?;
+                return Ok(());
+            }
+            Err(e) => return Err(e).context("XAUTOCLAIM"),
+        };
+        if !reply.claimed.is_empty() {
+            tracing::warn!(stream = %self.key, group = %self.group, consumer = %self.consumer, taken = reply.claimed.len(), "took over events a dead consumer left unacknowledged");
+        }
+        for entry in reply.claimed {
+            let id = entry.id.clone();
+            match self.to_delivery(entry) {
+                Ok(d) => self.buffer.push_back(d),
+                Err(e) => {
+                    tracing::error!(stream = %self.key, entry = %id, error = %format!("{e:#}"), "claimed a malformed stream entry; leaving it")
+                }
+            }
+        }
+        Ok(())
+    }
+
     async fn read(&mut self) -> anyhow::Result<()> {
+        if !self.reading_backlog
+            && self.last_sweep.elapsed() >= self.claim_idle.min(Duration::from_secs(10))
+        {
+            self.sweep().await?;
+            if !self.buffer.is_empty() {
+                return Ok(());
+            }
+        }
         let start = if self.reading_backlog { "0" } else { ">" };
         let mut options = StreamReadOptions::default()
             .group(&self.group, &self.consumer)
@@ -529,6 +702,34 @@ impl Subscription for RedisSubscription {
             .await
             .context("XACK")?;
         Ok(())
+    }
+
+    async fn dead_letter(
+        &mut self,
+        delivery: &Delivery,
+        letter: &DeadLetter,
+    ) -> anyhow::Result<()> {
+        let e = &letter.envelope;
+        let _: Option<String> = self
+            .conn
+            .xadd(
+                &self.dead_key,
+                "*",
+                &[
+                    ("event_id", e.event_id.as_bytes()),
+                    ("kind", e.kind.as_bytes()),
+                    ("payload", e.payload.as_slice()),
+                    ("occurred_at_ms", e.occurred_at_ms.to_string().as_bytes()),
+                    ("trace_parent", e.trace_parent.as_bytes()),
+                    ("group", self.group.as_bytes()),
+                    ("error", letter.error.as_bytes()),
+                    ("attempts", letter.attempts.to_string().as_bytes()),
+                    ("dead_at_ms", letter.dead_at_ms.to_string().as_bytes()),
+                ],
+            )
+            .await
+            .context("XADD dead letter")?;
+        self.ack(delivery).await
     }
 }
 

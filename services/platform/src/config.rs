@@ -12,6 +12,7 @@
 //! | `log`          | `CWSM_LOG`          | `info`                  | tracing filter (`RUST_LOG` syntax) |
 //! | `log_format`   | `CWSM_LOG_FORMAT`   | `human`                 | `human` or `json` |
 //! | `outbox_poll_ms` | `CWSM_OUTBOX_POLL_MS` | `500`              | relay poll when not woken |
+//! | `projects_url` | `CWSM_PROJECTS_URL` | the own server when it runs projects, else none | where reporting reads the milestone log (RebuildCounts) |
 //!
 //! OpenTelemetry export is configured by the standard `OTEL_EXPORTER_OTLP_ENDPOINT` variables.
 
@@ -43,6 +44,7 @@ pub struct Settings {
     pub log: String,
     pub log_format: LogFormat,
     pub outbox_poll_ms: u64,
+    pub projects_url: Option<String>,
 }
 
 impl Default for Settings {
@@ -56,6 +58,7 @@ impl Default for Settings {
             log: "info".to_string(),
             log_format: LogFormat::Human,
             outbox_poll_ms: 500,
+            projects_url: None,
         }
     }
 }
@@ -86,6 +89,7 @@ impl Settings {
                 "log",
                 "log_format",
                 "outbox_poll_ms",
+                "projects_url",
             ]))
             .merge(Serialized::defaults(flags))
             .extract()

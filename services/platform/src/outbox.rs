@@ -44,7 +44,7 @@ impl OutboxWrite for SqliteConnection {
             .bind(&e.kind)
             .bind(&e.payload)
             .bind(e.occurred_at_ms)
-            .bind(&e.trace_parent)
+            .bind(trace_parent(e))
             .execute(self)
             .await?;
         Ok(())
@@ -59,10 +59,20 @@ impl OutboxWrite for PgConnection {
             .bind(&e.kind)
             .bind(&e.payload)
             .bind(e.occurred_at_ms)
-            .bind(&e.trace_parent)
+            .bind(trace_parent(e))
             .execute(self)
             .await?;
         Ok(())
+    }
+}
+
+/// The event's trace context, or the current span's: so a consumer's span continues the trace
+/// of the request that caused the event.
+fn trace_parent(e: &Envelope) -> String {
+    if e.trace_parent.is_empty() {
+        crate::telemetry::propagation::current_traceparent()
+    } else {
+        e.trace_parent.clone()
     }
 }
 
@@ -114,9 +124,38 @@ impl From<Row> for Envelope {
 
 const BATCH: i64 = 256;
 
+/// Published rows are kept a week (for looking into what was sent), then removed: the state
+/// tables, not the outbox, are the record.
+const KEEP_PUBLISHED_MS: i64 = 7 * 24 * 3600 * 1000;
+const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Removes rows published before `before_ms`; returns how many.
+pub async fn prune(db: &Db, before_ms: i64) -> Result<u64, sqlx::Error> {
+    crate::with_db!(db, pool => Ok(sqlx::query("DELETE FROM outbox WHERE published_at_ms IS NOT NULL AND published_at_ms < $1")
+        .bind(before_ms)
+        .execute(pool)
+        .await?
+        .rows_affected()))
+}
+
 impl Relay {
     pub async fn run(self, shutdown: CancellationToken) {
+        let mut last_prune = tokio::time::Instant::now();
         loop {
+            if last_prune.elapsed() >= PRUNE_EVERY {
+                last_prune = tokio::time::Instant::now();
+                match prune(&self.db, crate::now_ms() - KEEP_PUBLISHED_MS).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(
+                        service = self.service,
+                        removed = n,
+                        "pruned published outbox rows"
+                    ),
+                    Err(e) => {
+                        tracing::warn!(service = self.service, error = %format!("{e:#}"), "pruning the outbox failed")
+                    }
+                }
+            }
             match self.publish_batch().await {
                 // A full batch: there may be more right away.
                 Ok(n) if n as i64 == BATCH => continue,

@@ -5,7 +5,6 @@
 use std::net::SocketAddr;
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 use tonic_health::ServingStatus;
@@ -49,16 +48,33 @@ pub async fn set_serving(reporter: &HealthReporter, service: &str) {
         .await;
 }
 
-/// Serves `routes` on `listener` until `shutdown`, then lets in-flight calls finish.
+/// Serves `routes` on `listener` until `shutdown`, then lets in-flight calls finish. HTTP/1.1
+/// is accepted beside HTTP/2, so plain web routes merged into `routes` answer browsers.
 pub async fn serve(
     listener: TcpListener,
     routes: Routes,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     tonic::transport::Server::builder()
-        .trace_fn(|request| tracing::info_span!("grpc", method = %request.uri().path()))
+        .accept_http1(true)
+        .trace_fn(|request| {
+            let span = tracing::info_span!("grpc", method = %request.uri().path());
+            // Continue the caller's trace when it sent one.
+            if let Some(parent) = request
+                .headers()
+                .get("traceparent")
+                .and_then(|v| v.to_str().ok())
+            {
+                crate::telemetry::propagation::adopt(&span, parent);
+            }
+            span
+        })
         .add_routes(routes)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled_owned())
+        // Nagle's algorithm would hold small replies back ~40 ms waiting for the client's ack.
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            shutdown.cancelled_owned(),
+        )
         .await?;
     Ok(())
 }

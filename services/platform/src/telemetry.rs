@@ -63,3 +63,44 @@ pub fn init(service: &str, format: LogFormat, filter: &str) -> anyhow::Result<Te
     result.context("installing the tracing subscriber")?;
     Ok(Telemetry { provider })
 }
+
+/// W3C trace context across process boundaries: into event envelopes and gRPC metadata, and
+/// back out. Without an OpenTelemetry exporter installed, spans have no trace context and these
+/// carry nothing.
+pub mod propagation {
+    use std::collections::HashMap;
+
+    use opentelemetry::Context;
+    use opentelemetry::propagation::{Extractor, TextMapPropagator};
+    use opentelemetry_sdk::propagation::TraceContextPropagator;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+    /// The `traceparent` of the current span, empty when it has none.
+    pub fn current_traceparent() -> String {
+        let cx = tracing::Span::current().context();
+        let mut carrier: HashMap<String, String> = HashMap::new();
+        TraceContextPropagator::new().inject_context(&cx, &mut carrier);
+        carrier.remove("traceparent").unwrap_or_default()
+    }
+
+    struct One<'a>(&'a str);
+
+    impl Extractor for One<'_> {
+        fn get(&self, key: &str) -> Option<&str> {
+            (key == "traceparent" && !self.0.is_empty()).then_some(self.0)
+        }
+        fn keys(&self) -> Vec<&str> {
+            vec!["traceparent"]
+        }
+    }
+
+    /// Makes `span` a child of the remote span named by `traceparent` (ignored when empty or
+    /// malformed).
+    pub fn adopt(span: &tracing::Span, traceparent: &str) {
+        if traceparent.is_empty() {
+            return;
+        }
+        let cx: Context = TraceContextPropagator::new().extract(&One(traceparent));
+        let _ = span.set_parent(cx);
+    }
+}

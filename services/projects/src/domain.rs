@@ -167,6 +167,9 @@ pub struct Project {
     pub baseline_end_date: String,
     pub stage: Stage,
     pub suspended_from: Option<Stage>,
+    /// Months per reporting (and settlement) period; 1 monthly, 3 quarterly.
+    pub reporting_period_months: i32,
+    pub mv_model_description: String,
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
     pub version: i64,
@@ -230,6 +233,13 @@ impl Project {
                 "{} is the water user's step, not the company's",
                 ask.to.code()
             )));
+        }
+        // Acceptance follows the post-installation verification: name its report.
+        if ask.to == Stage::Accepted && ask.evidence.trim().is_empty() {
+            return Err(Error::invalid(
+                "evidence",
+                "acceptance needs the post-installation verification (its report reference)",
+            ));
         }
         if matches!(ask.to, Stage::Suspended | Stage::Terminated) && ask.reason.trim().is_empty() {
             return Err(Error::invalid(

@@ -36,10 +36,10 @@ pub fn encode_milestone(m: &MilestoneFacts) -> Vec<u8> {
         town: c.town.clone(),
         indicator_tags: c.indicator_tags.iter().map(|t| t.number()).collect(),
         contract_model: c.contract_model.number(),
-        verified_savings_litres: 0,
-        promised_savings_litres: 0,
-        period_id: String::new(),
-        period_savings_litres: 0,
+        verified_savings_litres: m.verified_savings_litres,
+        promised_savings_litres: m.promised_savings_litres,
+        period_id: m.period_id.clone(),
+        period_savings_litres: m.period_savings_litres,
         reason: m.reason.clone(),
     }
     .encode_to_vec()

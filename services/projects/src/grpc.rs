@@ -1,10 +1,14 @@
-//! The adapter between `cwsm.projects.v1` and the domain. Built so far: projects (get, list),
-//! the lifecycle (transition, history) and the milestone log. Meters, readings, M&V periods and
-//! settlement answer UNIMPLEMENTED until they are built (the projects-in-depth issue); projects
-//! are created from `ProposalAccepted` events, not by `CreateProject`.
+//! The adapter between `cwsm.projects.v1` and the domain: projects (get, list, update), the
+//! lifecycle (transition, history), meters and readings (client-streaming ingestion), the
+//! savings report, periods (submit, verify, dispute, resolve), settlement and the milestone
+//! log. Projects are created from `ProposalAccepted` events, not by `CreateProject`.
+//!
+//! Who may do what: the parties, verifiers and administrators read; the company creates
+//! meters, sends readings and submits periods; a verifier verifies and resolves disputes;
+//! either party (or a verifier) disputes; the parties settle; administrators do anything.
 
-use cwsm_platform::auth::principal;
-use cwsm_platform::grpc::{Page, request_id, timestamp};
+use cwsm_platform::auth::{Principal, Role, principal};
+use cwsm_platform::grpc::{Page, millis, request_id, timestamp};
 use cwsm_platform::vocab::{ContractModel, IndicatorTag, Sector};
 use cwsm_platform::{Error, Result};
 use cwsm_proto::events::v1::ProjectMilestone;
@@ -14,6 +18,12 @@ use prost::Message;
 use tonic::{Request, Response, Status};
 
 use crate::domain::{Project, Stage, Transition, TransitionAsk};
+use crate::ledger::{
+    NonRoutineAdjustment, Period, PeriodStatus, PeriodStep, SavingsReport, Settlement,
+};
+use crate::ledger_store::{ProjectUpdate, StepAsk};
+use crate::metering::{Incoming, Meter, MeterKind, ValueKind, flag};
+use crate::readings::{Aggregation, IngestSession, Point};
 use crate::store::{ProjectFilter, Store};
 
 pub struct ProjectsApi {
@@ -99,8 +109,8 @@ pub fn project_to_pb(p: &Project) -> pb::Project {
         mv_plan: Some(pb::MvPlan {
             option: c.mv_option.number(),
             drivers: c.drivers.clone(),
-            model_description: String::new(),
-            reporting_period_months: 0,
+            model_description: p.mv_model_description.clone(),
+            reporting_period_months: p.reporting_period_months,
         }),
         price_fen_per_m3: c.price_fen_per_m3,
         indicator_tags: c.indicator_tags.iter().map(|t| t.number()).collect(),
@@ -133,6 +143,213 @@ fn required_id<'a>(field: &str, value: &'a str) -> Result<&'a str> {
     } else {
         Ok(value.trim())
     }
+}
+
+/// Whether `who` may read a project's meters, readings, savings and settlements.
+fn may_read(project: &Project, who: &Principal) -> bool {
+    project.party(who) || matches!(who.role, Role::Verifier | Role::Service)
+}
+
+fn check_read(project: &Project, who: &Principal) -> Result<()> {
+    if may_read(project, who) {
+        Ok(())
+    } else {
+        Err(Error::denied(format!(
+            "only the parties to project {}, verifiers and administrators may read its measurements",
+            project.id
+        )))
+    }
+}
+
+fn scope(who: &Principal, op: &str) -> String {
+    format!(
+        "{}:{}:{op}",
+        who.subject,
+        who.org.clone().unwrap_or_default()
+    )
+}
+
+fn meter_kind_to_pb(k: MeterKind) -> pb::MeterKind {
+    match k {
+        MeterKind::WholeSite => pb::MeterKind::WholeSite,
+        MeterKind::SubMeter => pb::MeterKind::SubMeter,
+    }
+}
+
+fn meter_kind_from_pb(field: &str, n: i32) -> Result<Option<MeterKind>> {
+    match pb::MeterKind::try_from(n) {
+        Ok(pb::MeterKind::Unspecified) => Ok(None),
+        Ok(pb::MeterKind::WholeSite) => Ok(Some(MeterKind::WholeSite)),
+        Ok(pb::MeterKind::SubMeter) => Ok(Some(MeterKind::SubMeter)),
+        Err(_) => Err(Error::invalid(field, format!("unknown meter kind {n}"))),
+    }
+}
+
+fn meter_to_pb(m: &Meter) -> pb::Meter {
+    pb::Meter {
+        id: m.id.clone(),
+        project_id: m.project_id.clone(),
+        site: m.site.clone(),
+        name: m.name.clone(),
+        kind: meter_kind_to_pb(m.kind) as i32,
+        interval_seconds: m.interval_seconds,
+        serial_number: m.serial_number.clone(),
+        create_time: Some(timestamp(m.created_at_ms)),
+        update_time: Some(timestamp(m.updated_at_ms)),
+        version: m.version,
+    }
+}
+
+/// The proto flags set in a bit set.
+fn flags_to_pb(bits: i32) -> Vec<i32> {
+    flag::ALL
+        .iter()
+        .filter(|(_, bit)| bits & bit != 0)
+        .map(|(n, _)| *n)
+        .collect()
+}
+
+fn point_to_pb(p: &Point) -> pb::ReadingPoint {
+    pb::ReadingPoint {
+        start_time: Some(timestamp(p.start_ms)),
+        end_time: Some(timestamp(p.end_ms)),
+        use_litres: p.use_litres,
+        register_litres: p.register_litres,
+        reading_count: i32::try_from(p.reading_count).unwrap_or(i32::MAX),
+        estimated_count: i32::try_from(p.estimated_count).unwrap_or(i32::MAX),
+        flags: flags_to_pb(p.flags),
+    }
+}
+
+fn status_to_pb(s: PeriodStatus) -> pb::PeriodStatus {
+    match s {
+        PeriodStatus::Reported => pb::PeriodStatus::Reported,
+        PeriodStatus::Submitted => pb::PeriodStatus::Submitted,
+        PeriodStatus::Verified => pb::PeriodStatus::Verified,
+        PeriodStatus::Disputed => pb::PeriodStatus::Disputed,
+        PeriodStatus::Settled => pb::PeriodStatus::Settled,
+    }
+}
+
+fn period_to_pb(p: &Period) -> pb::PeriodSavings {
+    let f = &p.figures;
+    pb::PeriodSavings {
+        id: p.id.clone(),
+        project_id: p.project_id.clone(),
+        start_date: p.start_date.clone(),
+        end_date: p.end_date.clone(),
+        adjusted_baseline_litres: f.adjusted_baseline_litres,
+        actual_litres: f.actual_litres,
+        non_routine_adjustment_litres: f.non_routine_adjustment_litres,
+        dispute_adjustment_litres: f.dispute_adjustment_litres,
+        savings_litres: f.savings_litres,
+        savings_bp: i32::try_from(f.savings_bp).unwrap_or(0),
+        uncertainty_68_litres: f.uncertainty_68_litres,
+        uncertainty_90_litres: f.uncertainty_90_litres,
+        promised_savings_litres: p.promised_savings_litres,
+        status: status_to_pb(p.status) as i32,
+        dispute_reason: p.dispute_reason.clone(),
+        notes: p.notes.clone(),
+        create_time: (p.created_at_ms > 0).then(|| timestamp(p.created_at_ms)),
+        update_time: (p.updated_at_ms > 0).then(|| timestamp(p.updated_at_ms)),
+        version: p.version,
+    }
+}
+
+fn report_to_pb(r: &SavingsReport) -> pb::GetSavingsReportResponse {
+    let sufficiency = r.sufficiency.as_ref().map(|s| {
+        let mut notes = s.notes.clone();
+        notes.extend(r.problems.iter().filter(|p| !s.notes.contains(p)).cloned());
+        pb::DataSufficiency {
+            coverage_bp: i32::try_from(s.coverage_bp).unwrap_or(0),
+            missing_days: i32::try_from(s.missing_days).unwrap_or(0),
+            baseline_days: i32::try_from(s.baseline_days).unwrap_or(0),
+            estimated_readings: i32::try_from(s.estimated_readings).unwrap_or(i32::MAX),
+            ok: s.ok,
+            notes,
+        }
+    });
+    let baseline_fit = match (&r.fit, sufficiency) {
+        (Some(f), sufficiency) => Some(pb::BaselineFit {
+            coefficients: f
+                .names
+                .iter()
+                .zip(&f.coefficients)
+                .zip(&f.standard_errors)
+                .map(|((name, value), se)| pb::Coefficient {
+                    name: name.clone(),
+                    value: *value,
+                    standard_error: *se,
+                })
+                .collect(),
+            observations: i32::try_from(f.observations).unwrap_or(i32::MAX),
+            interval_seconds: f.granularity.interval_seconds(),
+            r_squared: f.r_squared,
+            cv_rmse: f.cv_rmse,
+            nmbe: f.nmbe,
+            ashrae_g14_pass: f.g14_pass,
+            data_sufficiency: sufficiency,
+        }),
+        // No fit: the sufficiency still says why.
+        (None, Some(s)) => Some(pb::BaselineFit {
+            data_sufficiency: Some(s),
+            ..Default::default()
+        }),
+        (None, None) => None,
+    };
+    pb::GetSavingsReportResponse {
+        project_id: r.project_id.clone(),
+        baseline_fit,
+        periods: r.periods.iter().map(period_to_pb).collect(),
+        verified_savings_litres: r.verified_savings_litres,
+        promised_savings_litres: r.promised_savings_litres,
+        generate_time: Some(timestamp(cwsm_platform::now_ms())),
+    }
+}
+
+fn adjustment_to_pb(a: &NonRoutineAdjustment) -> pb::NonRoutineAdjustment {
+    pb::NonRoutineAdjustment {
+        id: a.id.clone(),
+        project_id: a.project_id.clone(),
+        start_date: a.start_date.clone(),
+        end_date: a.end_date.clone(),
+        litres: a.litres,
+        reason: a.reason.clone(),
+        evidence: a.evidence.clone(),
+        create_time: Some(timestamp(a.created_at_ms)),
+        update_time: Some(timestamp(a.updated_at_ms)),
+        version: a.version,
+    }
+}
+
+fn settlement_to_pb(s: &Settlement) -> pb::Settlement {
+    pb::Settlement {
+        id: s.id.clone(),
+        project_id: s.project_id.clone(),
+        period_id: s.period_id.clone(),
+        period_start_date: s.period_start_date.clone(),
+        period_end_date: s.period_end_date.clone(),
+        contract_model: s.contract_model.number(),
+        savings_litres: s.savings_litres,
+        price_fen_per_m3: s.price_fen_per_m3,
+        savings_value_fen: s.savings_value_fen,
+        company_due_fen: s.company_due_fen,
+        user_due_fen: s.user_due_fen,
+        shortfall_fen: s.shortfall_fen,
+        hosting_fee_fen: s.hosting_fee_fen,
+        water_bill_fen: s.water_bill_fen,
+        statement_lines: s.statement_lines.clone(),
+        create_time: Some(timestamp(s.created_at_ms)),
+        update_time: Some(timestamp(s.updated_at_ms)),
+        version: s.version,
+    }
+}
+
+fn check_date(field: &str, value: &str, required: bool) -> Result<()> {
+    if value.is_empty() && !required {
+        return Ok(());
+    }
+    crate::ledger::date(field, value).map(|_| ())
 }
 
 #[tonic::async_trait]
@@ -252,6 +469,571 @@ impl pb::projects_service_server::ProjectsService for ProjectsApi {
         let (rows, next) = self.store.transitions(project_id, &page).await?;
         Ok(Response::new(pb::ListProjectTransitionsResponse {
             transitions: rows.iter().map(transition_to_pb).collect(),
+            next_page_token: next,
+        }))
+    }
+
+    async fn update_project(
+        &self,
+        request: Request<pb::UpdateProjectRequest>,
+    ) -> Result<Response<pb::UpdateProjectResponse>, Status> {
+        let who = principal(&request)?;
+        let r = request.into_inner();
+        let request_id = request_id(&r.request_id)?;
+        let p = r
+            .project
+            .ok_or_else(|| Error::invalid("project", "required"))?;
+        let project_id = required_id("project.id", &p.id)?.to_string();
+        if p.title.trim().is_empty() {
+            return Err(Error::invalid("project.title", "required").into());
+        }
+        check_date("project.baseline_start_date", &p.baseline_start_date, false)?;
+        check_date("project.baseline_end_date", &p.baseline_end_date, false)?;
+        if p.baseline_start_date.is_empty() != p.baseline_end_date.is_empty()
+            || (!p.baseline_start_date.is_empty() && p.baseline_end_date < p.baseline_start_date)
+        {
+            return Err(Error::invalid(
+                "project.baseline_end_date",
+                "give both baseline dates, the end on or after the start",
+            )
+            .into());
+        }
+        let plan = p.mv_plan.unwrap_or_default();
+        let months = if plan.reporting_period_months == 0 {
+            1
+        } else {
+            plan.reporting_period_months
+        };
+        if !(1..=12).contains(&months) {
+            return Err(Error::invalid(
+                "project.mv_plan.reporting_period_months",
+                "between 1 and 12",
+            )
+            .into());
+        }
+        if p.price_fen_per_m3 < 0 {
+            return Err(Error::invalid("project.price_fen_per_m3", "must not be negative").into());
+        }
+        let tags = p
+            .indicator_tags
+            .iter()
+            .map(|t| {
+                IndicatorTag::from_number(*t)
+                    .map(|t| t.code().to_string())
+                    .ok_or_else(|| {
+                        Error::invalid("project.indicator_tags", format!("unknown tag {t}"))
+                    })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let update = ProjectUpdate {
+            title: p.title.trim().to_string(),
+            sites: p.sites,
+            measures: p.measures,
+            indicator_tags: tags,
+            baseline_start_date: p.baseline_start_date,
+            baseline_end_date: p.baseline_end_date,
+            reporting_period_months: months,
+            mv_model_description: plan.model_description,
+            drivers: plan.drivers,
+            price_fen_per_m3: p.price_fen_per_m3,
+        };
+        let project = self
+            .store
+            .update_project(
+                &scope(&who, "UpdateProject"),
+                request_id,
+                &project_id,
+                r.expected_version,
+                &update,
+                |p: &Project| {
+                    if p.party(&who) {
+                        Ok(())
+                    } else {
+                        Err(Error::denied(format!(
+                            "only the parties to project {} or an administrator may update it",
+                            p.id
+                        )))
+                    }
+                },
+            )
+            .await?;
+        Ok(Response::new(pb::UpdateProjectResponse {
+            project: Some(project_to_pb(&project)),
+        }))
+    }
+
+    async fn create_meter(
+        &self,
+        request: Request<pb::CreateMeterRequest>,
+    ) -> Result<Response<pb::CreateMeterResponse>, Status> {
+        let who = principal(&request)?;
+        let r = request.into_inner();
+        let request_id = request_id(&r.request_id)?;
+        let m = r.meter.ok_or_else(|| Error::invalid("meter", "required"))?;
+        let project = self
+            .store
+            .project(required_id("meter.project_id", &m.project_id)?)
+            .await?;
+        if !who.acts_for(&project.contract.company.credit_code) {
+            return Err(Error::denied(format!(
+                "only the company of project {} or an administrator registers its meters",
+                project.id
+            ))
+            .into());
+        }
+        let kind = meter_kind_from_pb("meter.kind", m.kind)?
+            .ok_or_else(|| Error::invalid("meter.kind", "required: WHOLE_SITE or SUB_METER"))?;
+        let meter = Meter {
+            id: String::new(),
+            project_id: project.id.clone(),
+            site: m.site.trim().to_string(),
+            name: m.name.trim().to_string(),
+            kind,
+            interval_seconds: m.interval_seconds,
+            serial_number: m.serial_number,
+            created_at_ms: 0,
+            updated_at_ms: 0,
+            version: 0,
+        };
+        meter.validate(&project.sites)?;
+        let created = self
+            .store
+            .create_meter(&scope(&who, "CreateMeter"), request_id, &meter)
+            .await?;
+        Ok(Response::new(pb::CreateMeterResponse {
+            meter: Some(meter_to_pb(&created)),
+        }))
+    }
+
+    async fn list_meters(
+        &self,
+        request: Request<pb::ListMetersRequest>,
+    ) -> Result<Response<pb::ListMetersResponse>, Status> {
+        let who = principal(&request)?;
+        let r = request.into_inner();
+        let page = Page::from_request(r.page_size, &r.page_token)?;
+        let project = self
+            .store
+            .project(required_id("project_id", &r.project_id)?)
+            .await?;
+        check_read(&project, &who)?;
+        let kind = meter_kind_from_pb("kind", r.kind)?
+            .map(|k| k.code())
+            .unwrap_or_default();
+        let (meters, next) = self
+            .store
+            .list_meters(&project.id, &r.site, kind, &page)
+            .await?;
+        Ok(Response::new(pb::ListMetersResponse {
+            meters: meters.iter().map(meter_to_pb).collect(),
+            next_page_token: next,
+        }))
+    }
+
+    async fn ingest_readings(
+        &self,
+        request: Request<tonic::Streaming<pb::IngestReadingsRequest>>,
+    ) -> Result<Response<pb::IngestReadingsResponse>, Status> {
+        let who = principal(&request)?;
+        let mut stream = request.into_inner();
+        let mut session = IngestSession::new(who);
+        let mut batch: Vec<Incoming> = Vec::new();
+        while let Some(message) = stream.message().await? {
+            let meter_id = required_id("meter_id", &message.meter_id)?;
+            // Unspecified means interval use, the simpler of the two.
+            let kind = match pb::ReadingValueKind::try_from(message.value_kind) {
+                Ok(pb::ReadingValueKind::CumulativeRegister) => ValueKind::Register,
+                Ok(_) => ValueKind::IntervalUse,
+                Err(_) => {
+                    return Err(Error::invalid(
+                        "value_kind",
+                        format!("unknown value kind {}", message.value_kind),
+                    )
+                    .into());
+                }
+            };
+            batch.clear();
+            for (i, r) in message.readings.iter().enumerate() {
+                let Some(t) = r.read_time.as_ref() else {
+                    return Err(
+                        Error::invalid(format!("readings[{i}].read_time"), "required").into(),
+                    );
+                };
+                batch.push(Incoming {
+                    at_ms: millis(t),
+                    value_litres: r.value_litres,
+                    estimated: r.estimated,
+                });
+            }
+            self.store
+                .ingest_batch(&mut session, meter_id, kind, &batch)
+                .await?;
+        }
+        let outcome = self.store.finish_ingest(session).await?;
+        Ok(Response::new(pb::IngestReadingsResponse {
+            accepted: outcome.accepted,
+            duplicates: outcome.duplicates,
+            rejected: outcome.rejected,
+            flagged: outcome
+                .flagged
+                .iter()
+                .map(|(flag, count)| pb::FlagCount {
+                    flag: *flag,
+                    count: *count,
+                })
+                .collect(),
+            rejections: outcome
+                .rejections
+                .iter()
+                .map(|r| pb::RejectedReading {
+                    meter_id: r.meter_id.clone(),
+                    read_time: Some(timestamp(r.at_ms)),
+                    value_litres: r.value_litres,
+                    reason: r.reason.clone(),
+                })
+                .collect(),
+        }))
+    }
+
+    async fn list_readings(
+        &self,
+        request: Request<pb::ListReadingsRequest>,
+    ) -> Result<Response<pb::ListReadingsResponse>, Status> {
+        let who = principal(&request)?;
+        let r = request.into_inner();
+        let page = Page::from_request(r.page_size, &r.page_token)?;
+        let meter = self
+            .store
+            .meter(required_id("meter_id", &r.meter_id)?)
+            .await?;
+        let project = self.store.project(&meter.project_id).await?;
+        check_read(&project, &who)?;
+        let aggregation = match pb::ReadingAggregation::try_from(r.aggregation) {
+            Ok(pb::ReadingAggregation::Unspecified | pb::ReadingAggregation::Raw) => {
+                Aggregation::Raw
+            }
+            Ok(pb::ReadingAggregation::Day) => Aggregation::Day,
+            Ok(pb::ReadingAggregation::Month) => Aggregation::Month,
+            Err(_) => {
+                return Err(Error::invalid(
+                    "aggregation",
+                    format!("unknown aggregation {}", r.aggregation),
+                )
+                .into());
+            }
+        };
+        let from = r.start_time.as_ref().map(millis).unwrap_or(i64::MIN);
+        let to = r.end_time.as_ref().map(millis).unwrap_or(i64::MAX);
+        if from >= to {
+            return Err(Error::invalid("end_time", "must be after start_time").into());
+        }
+        let (points, next) = self
+            .store
+            .list_readings(&meter, from, to, aggregation, &page)
+            .await?;
+        Ok(Response::new(pb::ListReadingsResponse {
+            points: points.iter().map(point_to_pb).collect(),
+            next_page_token: next,
+        }))
+    }
+
+    async fn get_savings_report(
+        &self,
+        request: Request<pb::GetSavingsReportRequest>,
+    ) -> Result<Response<pb::GetSavingsReportResponse>, Status> {
+        let who = principal(&request)?;
+        let r = request.into_inner();
+        let (project, report) = self
+            .store
+            .savings_report(required_id("project_id", &r.project_id)?)
+            .await?;
+        check_read(&project, &who)?;
+        Ok(Response::new(report_to_pb(&report)))
+    }
+
+    async fn record_driver_values(
+        &self,
+        request: Request<pb::RecordDriverValuesRequest>,
+    ) -> Result<Response<pb::RecordDriverValuesResponse>, Status> {
+        let who = principal(&request)?;
+        let r = request.into_inner();
+        let project = self
+            .store
+            .project(required_id("project_id", &r.project_id)?)
+            .await?;
+        if !(who.acts_for(&project.contract.company.credit_code) || who.role == Role::Verifier) {
+            return Err(Error::denied(format!(
+                "only the company of project {}, a verifier or an administrator records driver values",
+                project.id
+            ))
+            .into());
+        }
+        if !project.contract.drivers.contains(&r.driver) {
+            return Err(Error::invalid(
+                "driver",
+                format!(
+                    "{:?} is not a driver of the M&V plan ({})",
+                    r.driver,
+                    if project.contract.drivers.is_empty() {
+                        "it has none".to_string()
+                    } else {
+                        project.contract.drivers.join(", ")
+                    }
+                ),
+            )
+            .into());
+        }
+        if r.values.len() > 10_000 {
+            return Err(Error::invalid("values", "at most 10,000 a call").into());
+        }
+        let mut values = Vec::with_capacity(r.values.len());
+        for (i, v) in r.values.iter().enumerate() {
+            check_date(&format!("values[{i}].date"), &v.date, true)?;
+            if !v.value.is_finite() {
+                return Err(Error::invalid(format!("values[{i}].value"), "not a number").into());
+            }
+            values.push((v.date.clone(), v.value));
+        }
+        let recorded = self
+            .store
+            .record_driver_values(&project.id, &r.driver, &values)
+            .await?;
+        Ok(Response::new(pb::RecordDriverValuesResponse { recorded }))
+    }
+
+    async fn create_non_routine_adjustment(
+        &self,
+        request: Request<pb::CreateNonRoutineAdjustmentRequest>,
+    ) -> Result<Response<pb::CreateNonRoutineAdjustmentResponse>, Status> {
+        let who = principal(&request)?;
+        let r = request.into_inner();
+        let request_id = request_id(&r.request_id)?;
+        let a = r
+            .adjustment
+            .ok_or_else(|| Error::invalid("adjustment", "required"))?;
+        let project = self
+            .store
+            .project(required_id("adjustment.project_id", &a.project_id)?)
+            .await?;
+        if !(who.acts_for(&project.contract.company.credit_code) || who.role == Role::Verifier) {
+            return Err(Error::denied(format!(
+                "only the company of project {}, a verifier or an administrator documents non-routine adjustments",
+                project.id
+            ))
+            .into());
+        }
+        check_date("adjustment.start_date", &a.start_date, true)?;
+        check_date("adjustment.end_date", &a.end_date, false)?;
+        if !a.end_date.is_empty() && a.end_date < a.start_date {
+            return Err(
+                Error::invalid("adjustment.end_date", "must not be before start_date").into(),
+            );
+        }
+        if a.reason.trim().is_empty() {
+            return Err(Error::invalid(
+                "adjustment.reason",
+                "required: the non-routine event (a new wing, a change of use)",
+            )
+            .into());
+        }
+        if a.litres == 0 {
+            return Err(Error::invalid("adjustment.litres", "must not be 0").into());
+        }
+        let created = self
+            .store
+            .create_adjustment(
+                &scope(&who, "CreateNonRoutineAdjustment"),
+                request_id,
+                &NonRoutineAdjustment {
+                    id: String::new(),
+                    project_id: project.id.clone(),
+                    start_date: a.start_date,
+                    end_date: a.end_date,
+                    litres: a.litres,
+                    reason: a.reason.trim().to_string(),
+                    evidence: a.evidence,
+                    created_at_ms: 0,
+                    updated_at_ms: 0,
+                    version: 0,
+                },
+            )
+            .await?;
+        Ok(Response::new(pb::CreateNonRoutineAdjustmentResponse {
+            adjustment: Some(adjustment_to_pb(&created)),
+        }))
+    }
+
+    async fn list_non_routine_adjustments(
+        &self,
+        request: Request<pb::ListNonRoutineAdjustmentsRequest>,
+    ) -> Result<Response<pb::ListNonRoutineAdjustmentsResponse>, Status> {
+        let who = principal(&request)?;
+        let r = request.into_inner();
+        let page = Page::from_request(r.page_size, &r.page_token)?;
+        let project = self
+            .store
+            .project(required_id("project_id", &r.project_id)?)
+            .await?;
+        check_read(&project, &who)?;
+        let (rows, next) = self.store.adjustments(&project.id, &page).await?;
+        Ok(Response::new(pb::ListNonRoutineAdjustmentsResponse {
+            adjustments: rows.iter().map(adjustment_to_pb).collect(),
+            next_page_token: next,
+        }))
+    }
+
+    async fn submit_period(
+        &self,
+        request: Request<pb::SubmitPeriodRequest>,
+    ) -> Result<Response<pb::SubmitPeriodResponse>, Status> {
+        let who = principal(&request)?;
+        let r = request.into_inner();
+        let request_id = request_id(&r.request_id)?;
+        let project_id = required_id("project_id", &r.project_id)?;
+        check_date("start_date", &r.start_date, true)?;
+        let period = self
+            .store
+            .submit_period(
+                &scope(&who, "SubmitPeriod"),
+                request_id,
+                project_id,
+                &r.start_date,
+                &r.note,
+                &who,
+            )
+            .await?;
+        Ok(Response::new(pb::SubmitPeriodResponse {
+            period: Some(period_to_pb(&period)),
+        }))
+    }
+
+    async fn verify_period(
+        &self,
+        request: Request<pb::VerifyPeriodRequest>,
+    ) -> Result<Response<pb::VerifyPeriodResponse>, Status> {
+        let who = principal(&request)?;
+        let r = request.into_inner();
+        let request_id = request_id(&r.request_id)?;
+        let period = self
+            .store
+            .period_step(
+                &scope(&who, "VerifyPeriod"),
+                request_id,
+                required_id("period_id", &r.period_id)?,
+                r.expected_version,
+                &who,
+                &StepAsk {
+                    step: PeriodStep::Verify,
+                    text: r.note,
+                    adjustment_litres: 0,
+                },
+            )
+            .await?;
+        (self.on_change)();
+        Ok(Response::new(pb::VerifyPeriodResponse {
+            period: Some(period_to_pb(&period)),
+        }))
+    }
+
+    async fn dispute_period(
+        &self,
+        request: Request<pb::DisputePeriodRequest>,
+    ) -> Result<Response<pb::DisputePeriodResponse>, Status> {
+        let who = principal(&request)?;
+        let r = request.into_inner();
+        let request_id = request_id(&r.request_id)?;
+        let period_id = required_id("period_id", &r.period_id)?;
+        if r.reason.trim().is_empty() {
+            return Err(Error::invalid("reason", "required: what is disputed and why").into());
+        }
+        let period = self
+            .store
+            .period_step(
+                &scope(&who, "DisputePeriod"),
+                request_id,
+                period_id,
+                r.expected_version,
+                &who,
+                &StepAsk {
+                    step: PeriodStep::Dispute,
+                    text: r.reason,
+                    adjustment_litres: 0,
+                },
+            )
+            .await?;
+        Ok(Response::new(pb::DisputePeriodResponse {
+            period: Some(period_to_pb(&period)),
+        }))
+    }
+
+    async fn resolve_dispute(
+        &self,
+        request: Request<pb::ResolveDisputeRequest>,
+    ) -> Result<Response<pb::ResolveDisputeResponse>, Status> {
+        let who = principal(&request)?;
+        let r = request.into_inner();
+        let request_id = request_id(&r.request_id)?;
+        let period_id = required_id("period_id", &r.period_id)?;
+        if r.note.trim().is_empty() {
+            return Err(Error::invalid("note", "required: how the dispute was resolved").into());
+        }
+        let period = self
+            .store
+            .period_step(
+                &scope(&who, "ResolveDispute"),
+                request_id,
+                period_id,
+                r.expected_version,
+                &who,
+                &StepAsk {
+                    step: PeriodStep::Resolve,
+                    text: r.note,
+                    adjustment_litres: r.adjustment_litres,
+                },
+            )
+            .await?;
+        (self.on_change)();
+        Ok(Response::new(pb::ResolveDisputeResponse {
+            period: Some(period_to_pb(&period)),
+        }))
+    }
+
+    async fn settle_period(
+        &self,
+        request: Request<pb::SettlePeriodRequest>,
+    ) -> Result<Response<pb::SettlePeriodResponse>, Status> {
+        let who = principal(&request)?;
+        let r = request.into_inner();
+        request_id(&r.request_id)?;
+        let (settlement, period) = self
+            .store
+            .settle_period(
+                required_id("period_id", &r.period_id)?,
+                r.expected_version,
+                &who,
+            )
+            .await?;
+        Ok(Response::new(pb::SettlePeriodResponse {
+            settlement: Some(settlement_to_pb(&settlement)),
+            period: Some(period_to_pb(&period)),
+        }))
+    }
+
+    async fn list_settlements(
+        &self,
+        request: Request<pb::ListSettlementsRequest>,
+    ) -> Result<Response<pb::ListSettlementsResponse>, Status> {
+        let who = principal(&request)?;
+        let r = request.into_inner();
+        let page = Page::from_request(r.page_size, &r.page_token)?;
+        let project = self
+            .store
+            .project(required_id("project_id", &r.project_id)?)
+            .await?;
+        check_read(&project, &who)?;
+        let (rows, next) = self.store.settlements(&project.id, &page).await?;
+        Ok(Response::new(pb::ListSettlementsResponse {
+            settlements: rows.iter().map(settlement_to_pb).collect(),
             next_page_token: next,
         }))
     }

@@ -5,11 +5,22 @@
 //!   its milestone log entry and its outbox event in one transaction.
 //! - [`events`]: the wire form of events: `ProposalAccepted` in (creates the project),
 //!   `ProjectMilestone` out.
+//! - [`metering`], [`mv`], [`settle`], [`ledger`]: meters and reading flags, measurement and
+//!   verification (OLS baseline, ASHRAE Guideline 14), settlement by contract model, and
+//!   reporting periods; plain Rust.
+//! - [`readings`] and [`ledger_store`]: their tables (bulk ingestion; periods, disputes,
+//!   settlements, with PERIOD_VERIFIED through the outbox).
 //! - [`grpc`]: the adapter between `cwsm.projects.v1` and the domain.
 
 pub mod domain;
 pub mod events;
 pub mod grpc;
+pub mod ledger;
+pub mod ledger_store;
+pub mod metering;
+pub mod mv;
+pub mod readings;
+pub mod settle;
 pub mod store;
 
 use std::sync::Arc;
@@ -37,6 +48,19 @@ impl Projects {
     ) -> anyhow::Result<Projects> {
         Ok(Projects {
             store: store::Store::connect(database_url, events::encode_milestone).await?,
+            on_change,
+        })
+    }
+
+    /// Like [`Projects::connect`], in another PostgreSQL schema (the bench's scratch one).
+    pub async fn connect_in_schema(
+        database_url: &str,
+        schema: &str,
+        on_change: Arc<dyn Fn() + Send + Sync>,
+    ) -> anyhow::Result<Projects> {
+        Ok(Projects {
+            store: store::Store::connect_in_schema(database_url, schema, events::encode_milestone)
+                .await?,
             on_change,
         })
     }

@@ -25,6 +25,12 @@ pub struct MilestoneFacts {
     pub occurred_at_ms: i64,
     pub reason: String,
     pub project: Project,
+    /// Savings verified so far over the project's periods, and promised for the same periods.
+    pub verified_savings_litres: i64,
+    pub promised_savings_litres: i64,
+    /// For PERIOD_VERIFIED: the period and its savings.
+    pub period_id: String,
+    pub period_savings_litres: i64,
 }
 
 /// Encodes a milestone for the bus (protobuf, by the events adapter): the store stays free of
@@ -34,7 +40,7 @@ pub type EncodeMilestone = fn(&MilestoneFacts) -> Vec<u8>;
 #[derive(Clone)]
 pub struct Store {
     pub db: Db,
-    encode: EncodeMilestone,
+    pub(crate) encode: EncodeMilestone,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -50,7 +56,7 @@ pub struct ProjectFilter {
 }
 
 #[derive(sqlx::FromRow)]
-struct ProjectRow {
+pub(crate) struct ProjectRow {
     id: String,
     proposal_id: String,
     project_request_id: String,
@@ -81,6 +87,8 @@ struct ProjectRow {
     indicator_tags: String,
     stage: String,
     suspended_from_stage: String,
+    reporting_period_months: i32,
+    mv_model_description: String,
     created_at_ms: i64,
     updated_at_ms: i64,
     version: i64,
@@ -133,6 +141,8 @@ impl From<ProjectRow> for Project {
             baseline_end_date: r.baseline_end_date,
             stage: Stage::from_code(&r.stage).unwrap_or(Stage::Contracted),
             suspended_from: Stage::from_code(&r.suspended_from_stage),
+            reporting_period_months: r.reporting_period_months,
+            mv_model_description: r.mv_model_description,
             created_at_ms: r.created_at_ms,
             updated_at_ms: r.updated_at_ms,
             version: r.version,
@@ -169,6 +179,41 @@ impl From<TransitionRow> for Transition {
     }
 }
 
+/// Writes a milestone log entry and its outbox event on `$tx` (`$facts`: a [`MilestoneFacts`]
+/// whose `sequence` the log assigns).
+macro_rules! record_milestone {
+    ($self:expr, $tx:expr, $facts:expr) => {{
+        let mut facts: MilestoneFacts = $facts;
+        let sequence: i64 = sqlx::query_scalar("INSERT INTO milestones (event_id, project_id, milestone, occurred_at_ms, payload) VALUES ($1, $2, $3, $4, $5) RETURNING seq")
+            .bind(&facts.event_id).bind(&facts.project.id).bind(facts.milestone.code()).bind(facts.occurred_at_ms).bind(Vec::<u8>::new())
+            .fetch_one(&mut *$tx).await?;
+        facts.sequence = sequence;
+        let payload = ($self.encode)(&facts);
+        sqlx::query("UPDATE milestones SET payload = $1 WHERE seq = $2")
+            .bind(&payload).bind(sequence).execute(&mut *$tx).await?;
+        $tx.enqueue(&Envelope {
+            event_id: facts.event_id.clone(),
+            topic: topics::PROJECT_MILESTONES.to_string(),
+            kind: topics::PROJECT_MILESTONE_KIND.to_string(),
+            payload,
+            occurred_at_ms: facts.occurred_at_ms,
+            trace_parent: String::new(),
+        }).await?;
+    }};
+}
+pub(crate) use record_milestone;
+
+/// Sums the savings of the project's verified (and settled) periods, and the promise for the
+/// same periods, on `$tx`: (verified, promised).
+macro_rules! verified_totals {
+    ($tx:expr, $project_id:expr) => {{
+        let row: (Option<i64>, Option<i64>) = sqlx::query_as("SELECT CAST(SUM(savings_litres) AS BIGINT), CAST(SUM(promised_savings_litres) AS BIGINT) FROM periods WHERE project_id = $1 AND status IN ('verified', 'settled')")
+            .bind($project_id).fetch_one(&mut *$tx).await?;
+        (row.0.unwrap_or(0), row.1.unwrap_or(0))
+    }};
+}
+pub(crate) use verified_totals;
+
 /// Writes a transition, its milestone log entry and its outbox event on `$tx`.
 macro_rules! record_stage_change {
     ($self:expr, $tx:expr, $project:expr, $from:expr, $reason:expr, $evidence:expr, $actor:expr, $actor_org:expr, $now:expr) => {{
@@ -178,39 +223,55 @@ macro_rules! record_stage_change {
             .bind(&transition_id).bind(&project.id).bind($from).bind(project.stage.code())
             .bind($reason).bind($evidence).bind($actor).bind($actor_org).bind($now)
             .execute(&mut *$tx).await?;
-        let event_id = new_id();
-        let milestone = project.stage.milestone();
-        let sequence: i64 = sqlx::query_scalar("INSERT INTO milestones (event_id, project_id, milestone, occurred_at_ms, payload) VALUES ($1, $2, $3, $4, $5) RETURNING seq")
-            .bind(&event_id).bind(&project.id).bind(milestone.code()).bind($now).bind(Vec::<u8>::new())
-            .fetch_one(&mut *$tx).await?;
-        let payload = ($self.encode)(&MilestoneFacts {
-            event_id: event_id.clone(),
-            sequence,
-            milestone,
+        let (verified, promised) = verified_totals!($tx, &project.id);
+        record_milestone!($self, $tx, MilestoneFacts {
+            event_id: new_id(),
+            sequence: 0,
+            milestone: project.stage.milestone(),
             occurred_at_ms: $now,
             reason: $reason.to_string(),
             project: project.clone(),
+            verified_savings_litres: verified,
+            promised_savings_litres: promised,
+            period_id: String::new(),
+            period_savings_litres: 0,
         });
-        sqlx::query("UPDATE milestones SET payload = $1 WHERE seq = $2")
-            .bind(&payload).bind(sequence).execute(&mut *$tx).await?;
-        $tx.enqueue(&Envelope {
-            event_id,
-            topic: topics::PROJECT_MILESTONES.to_string(),
-            kind: topics::PROJECT_MILESTONE_KIND.to_string(),
-            payload,
-            occurred_at_ms: $now,
-            trace_parent: String::new(),
-        }).await?;
         transition_id
     }};
 }
 
 impl Store {
     pub async fn connect(url: &str, encode: EncodeMilestone) -> anyhow::Result<Store> {
+        Self::connect_in_schema(url, "projects", encode).await
+    }
+
+    /// Connects with another PostgreSQL schema than `projects` (the bench uses its own).
+    pub async fn connect_in_schema(
+        url: &str,
+        schema: &str,
+        encode: EncodeMilestone,
+    ) -> anyhow::Result<Store> {
         Ok(Store {
-            db: Db::connect(url, "projects", &MIGRATIONS).await?,
+            db: Db::connect(url, schema, &MIGRATIONS).await?,
             encode,
         })
+    }
+
+    /// Drops a scratch PostgreSQL schema (only `bench_…` ones); nothing on SQLite.
+    pub async fn drop_scratch_schema(&self, schema: &str) -> Result<()> {
+        if !schema.starts_with("bench_")
+            || !schema.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+        {
+            return Err(Error::invalid("schema", "only bench_… schemas are scratch"));
+        }
+        if let Db::Postgres(pool) = &self.db {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP SCHEMA IF EXISTS {schema} CASCADE"
+            )))
+            .execute(pool)
+            .await?;
+        }
+        Ok(())
     }
 
     /// Creates the project of an accepted proposal, once: a redelivered event, or another
@@ -252,6 +313,8 @@ impl Store {
                 baseline_end_date: String::new(),
                 stage: Stage::Contracted,
                 suspended_from: None,
+                reporting_period_months: 1,
+                mv_model_description: String::new(),
                 created_at_ms: now,
                 updated_at_ms: now,
                 version: 1,
@@ -325,6 +388,19 @@ impl Store {
                         "project {project_id} is at version {}, not {expected_version}; read it again and retry", project.version)));
                 }
                 check(&project)?;
+                if ask.to == Stage::HandedOver {
+                    // Hand-over ends the operating loop: the last reporting period must be settled.
+                    let periods: Vec<(String, String)> = sqlx::query_as("SELECT start_date, status FROM periods WHERE project_id = $1 ORDER BY start_date")
+                        .bind(project_id).fetch_all(&mut *tx).await?;
+                    if let Some((start, status)) = periods.iter().find(|(_, st)| st != "settled") {
+                        return Err(Error::precondition(format!(
+                            "project {project_id} cannot be handed over: its period starting {start} is {status}, not settled")));
+                    }
+                    if periods.is_empty() {
+                        return Err(Error::precondition(format!(
+                            "project {project_id} cannot be handed over before a reporting period is submitted, verified and settled")));
+                    }
+                }
                 let from = project.stage;
                 let now = now_ms();
                 project.suspended_from = match ask.to {

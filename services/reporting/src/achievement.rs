@@ -99,6 +99,36 @@ fn check_value(value: f64) -> Result<()> {
     }
 }
 
+/// Checks a value against what the indicator's comparator allows: rates and coverage are
+/// percentages (0–100), a reduction against a base year may be negative (use grew) but not
+/// below −100%, anything else (units recognized, measured quantities) is not negative.
+pub fn check_range(indicator: &crate::plan::Indicator, value: f64) -> Result<()> {
+    use crate::plan::Comparator;
+    check_value(value)?;
+    let (low, high) = match indicator.comparator {
+        Comparator::RateAtLeast | Comparator::RateAtMost | Comparator::Coverage => (0.0, 100.0),
+        Comparator::PercentReduction => (-100.0, 100.0),
+        Comparator::AtLeast | Comparator::AtMost => (0.0, f64::MAX),
+    };
+    if value < low || value > high {
+        let range = if high == f64::MAX {
+            format!("at least {low}")
+        } else {
+            format!("between {low} and {high}")
+        };
+        return Err(Error::invalid(
+            "value",
+            format!(
+                "{value} is out of range for {} ({}, in {}): {range}",
+                indicator.code,
+                indicator.comparator.code(),
+                indicator.unit
+            ),
+        ));
+    }
+    Ok(())
+}
+
 impl NewAchievement {
     /// Checks the request against the plan (the latest version of its code).
     pub fn validate(&mut self, plan: &Plan) -> Result<()> {
@@ -122,7 +152,7 @@ impl NewAchievement {
         }
         let date = check_date("achieved_date", &self.achieved_date)?;
         self.achieved_date = date.format("%Y-%m-%d").to_string();
-        check_value(self.value)?;
+        check_range(indicator, self.value)?;
         if !self.department.is_empty()
             && !plan.departments.iter().any(|d| d.code == self.department)
         {
@@ -177,6 +207,25 @@ impl Correction {
 mod tests {
     use super::*;
     use crate::plan;
+
+    #[test]
+    fn values_out_of_range_are_refused() {
+        let plan = plan::parse(plan::DEFAULT_PLAN_TOML).expect("plan");
+        let mut a = new("A2-GOV-AGENCIES");
+        a.value = -3.0;
+        assert!(matches!(
+            a.validate(&plan),
+            Err(Error::InvalidArgument { .. })
+        ));
+        let mut rate = new("A2-SCHOOLS-SUCCESS-RATE");
+        rate.value = 140.0;
+        assert!(matches!(
+            rate.validate(&plan),
+            Err(Error::InvalidArgument { .. })
+        ));
+        rate.value = 70.0;
+        rate.validate(&plan).expect("a rate of 70%");
+    }
 
     fn new(indicator: &str) -> NewAchievement {
         NewAchievement {

@@ -19,6 +19,7 @@ use tonic::{Request, Response, Status};
 
 use crate::Reporting;
 use crate::achievement::{Achievement, Correction, NewAchievement};
+use crate::export::FileFormat;
 use crate::plan::{self, Aggregation, Comparator, Indicator, Kind, OnTerminated, StoredPlan};
 use crate::report::{self, Fact, IndicatorReport, Report, Status as Progress};
 use crate::store::{AchievementFilter, PlanFilter};
@@ -83,20 +84,26 @@ impl EventHandler for MilestoneHandler {
             return Ok(());
         }
         // A payload that does not decode never will: retrying it would block the stream, so it
-        // is logged and acknowledged.
+        // is set aside as a dead letter (ListDeadLetters) and acknowledged.
         let m = match ProjectMilestone::decode(event.payload.as_slice()) {
             Ok(m) => m,
             Err(e) => {
-                tracing::error!(event_id = %event.event_id, error = %e, "undecodable ProjectMilestone; skipped");
+                self.reporting
+                    .dead_letter(event, &format!("undecodable ProjectMilestone: {e}"))
+                    .await?;
                 return Ok(());
             }
         };
         let Some(fact) = fact_from_event(event, &m) else {
-            tracing::warn!(event_id = %event.event_id, milestone = m.milestone, "ProjectMilestone with an unknown milestone; skipped");
+            self.reporting
+                .dead_letter(event, &format!("unknown milestone {}", m.milestone))
+                .await?;
             return Ok(());
         };
         if fact.project_id.is_empty() {
-            tracing::warn!(event_id = %event.event_id, "ProjectMilestone without a project id; skipped");
+            self.reporting
+                .dead_letter(event, "ProjectMilestone without a project id")
+                .await?;
             return Ok(());
         }
         self.reporting.apply_fact(&fact).await?;
@@ -226,6 +233,14 @@ fn indicator_status(line: &IndicatorReport) -> pb::IndicatorStatus {
         by_sector: entries(&line.by_sector),
         by_department: entries(&line.by_department),
         last_change_time: line.last_change_ms.map(timestamp),
+        history: line
+            .history
+            .iter()
+            .map(|(date, actual)| pb::HistoryPoint {
+                date: date.format("%Y-%m-%d").to_string(),
+                actual: *actual,
+            })
+            .collect(),
     }
 }
 
@@ -599,13 +614,152 @@ impl ReportingService for ReportingApi {
         if !caller.is_admin() {
             return Err(Error::denied("only administrators may rebuild counts").into());
         }
-        Err(Status::unimplemented(
-            "RebuildCounts not built yet: reconciling from the projects service's milestone log \
-             (ProjectsService.ListMilestones) arrives with the production-mode issue, as it needs \
-             a projects client. Counts are derived from the stored milestone facts at every \
-             report, so a rebuild is only needed after lost events.",
-        ))
+        // The caller's own token reads the projects service's log on its behalf.
+        let authorization = request.metadata().get("authorization").cloned();
+        let req = request.into_inner();
+        if req.plan_code.trim().is_empty() {
+            return Err(Error::invalid("plan_code", "required, e.g. \"xinbei-2020\"").into());
+        }
+        let plan_code = req.plan_code.trim().to_string();
+        let before = self.reporting.counts(&plan_code).await?;
+        let url = self.reporting.projects_url().ok_or_else(|| {
+            Status::failed_precondition(
+                "this reporting service does not know the projects service: set projects_url",
+            )
+        })?;
+        let channel = tonic::transport::Endpoint::from_shared(url.clone())
+            .map_err(|e| Status::failed_precondition(format!("projects_url {url:?}: {e}")))?
+            .connect_timeout(Duration::from_secs(5))
+            .connect()
+            .await
+            .map_err(|e| {
+                Status::unavailable(format!("cannot reach the projects service at {url}: {e}"))
+            })?;
+        let (events_read, last_sequence) =
+            rebuild_from_log(&self.reporting, channel, authorization).await?;
+        let after = self.reporting.counts(&plan_code).await?;
+        let counts = |list: Vec<(String, i64)>| {
+            list.into_iter()
+                .map(|(indicator_code, count)| pb::IndicatorCount {
+                    indicator_code,
+                    count,
+                })
+                .collect()
+        };
+        tracing::info!(plan = %plan_code, events_read, last_sequence, "rebuilt counts from the projects service's milestone log");
+        Ok(Response::new(pb::RebuildCountsResponse {
+            counts_before: counts(before),
+            counts_after: counts(after),
+            events_read,
+            last_sequence,
+        }))
     }
+
+    async fn list_dead_letters(
+        &self,
+        request: Request<pb::ListDeadLettersRequest>,
+    ) -> Result<Response<pb::ListDeadLettersResponse>, Status> {
+        let caller = principal(&request)?;
+        let req = request.into_inner();
+        let page = Page::from_request(req.page_size, &req.page_token)?;
+        let (list, next) = self.reporting.dead_letters(&caller, &page).await?;
+        Ok(Response::new(pb::ListDeadLettersResponse {
+            dead_letters: list
+                .into_iter()
+                .map(|d| pb::DeadLetter {
+                    event_id: d.event_id,
+                    topic: d.topic,
+                    kind: d.kind,
+                    reason: d.reason,
+                    payload_size: d.payload_size,
+                    receive_time: Some(timestamp(d.received_at_ms)),
+                })
+                .collect(),
+            next_page_token: next,
+        }))
+    }
+
+    async fn export_report(
+        &self,
+        request: Request<pb::ExportReportRequest>,
+    ) -> Result<Response<pb::ExportReportResponse>, Status> {
+        principal(&request)?;
+        let req = request.into_inner();
+        if req.plan_code.trim().is_empty() {
+            return Err(Error::invalid("plan_code", "required, e.g. \"xinbei-2020\"").into());
+        }
+        let format = match pb::ExportFormat::try_from(req.format) {
+            Ok(pb::ExportFormat::Csv) => FileFormat::Csv,
+            Ok(pb::ExportFormat::Xlsx | pb::ExportFormat::Unspecified) => FileFormat::Xlsx,
+            Err(_) => {
+                return Err(
+                    Error::invalid("format", format!("unknown format {}", req.format)).into(),
+                );
+            }
+        };
+        let as_of = as_of_date(&req.as_of_date)?;
+        let file = self
+            .reporting
+            .export(&req.plan_code, req.plan_version, as_of, format)
+            .await?;
+        Ok(Response::new(pb::ExportReportResponse {
+            content: file.content,
+            content_type: file.content_type.to_string(),
+            file_name: file.file_name,
+        }))
+    }
+}
+
+/// Reads the projects service's whole milestone log, page by page in sequence order, and
+/// applies each entry as the consumer does (exactly once). Returns the entries read and the
+/// last sequence.
+pub async fn rebuild_from_log(
+    reporting: &Reporting,
+    channel: tonic::transport::Channel,
+    authorization: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+) -> Result<(i64, i64), Status> {
+    use cwsm_proto::projects::v1 as ppb;
+    let mut client = ppb::projects_service_client::ProjectsServiceClient::new(channel);
+    let mut token = String::new();
+    let mut read = 0i64;
+    let mut last = 0i64;
+    loop {
+        let mut call = Request::new(ppb::ListMilestonesRequest {
+            after_sequence: 0,
+            page_size: 500,
+            page_token: token.clone(),
+            project_id: String::new(),
+        });
+        if let Some(value) = &authorization {
+            call.metadata_mut().insert("authorization", value.clone());
+        }
+        let page = client.list_milestones(call).await?.into_inner();
+        for m in &page.milestones {
+            read += 1;
+            last = last.max(m.sequence);
+            let envelope = Envelope {
+                event_id: m.event_id.clone(),
+                topic: topics::PROJECT_MILESTONES.into(),
+                kind: topics::PROJECT_MILESTONE_KIND.into(),
+                payload: Vec::new(),
+                occurred_at_ms: 0,
+                trace_parent: String::new(),
+            };
+            match fact_from_event(&envelope, m) {
+                Some(fact) if !fact.project_id.is_empty() => {
+                    reporting.apply_fact(&fact).await?;
+                }
+                _ => {
+                    tracing::warn!(event_id = %m.event_id, sequence = m.sequence, "milestone log entry with an unknown milestone or no project; skipped");
+                }
+            }
+        }
+        if page.next_page_token.is_empty() || page.milestones.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    Ok((read, last))
 }
 
 /// Parses a plan for callers that hold TOML (e.g. a CLI `validate` command).
@@ -825,10 +979,51 @@ mod tests {
         assert_eq!(line.actual, 0.0);
 
         let e = api
-            .rebuild_counts(as_role(pb::RebuildCountsRequest::default(), Role::Admin))
+            .rebuild_counts(as_role(
+                pb::RebuildCountsRequest {
+                    plan_code: "xinbei-2020".into(),
+                    ..Default::default()
+                },
+                Role::Admin,
+            ))
             .await
-            .expect_err("unimplemented");
-        assert_eq!(e.code(), tonic::Code::Unimplemented);
+            .expect_err("no projects service known");
+        assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+        let e = api
+            .rebuild_counts(as_role(pb::RebuildCountsRequest::default(), Role::Company))
+            .await
+            .expect_err("not an administrator");
+        assert_eq!(e.code(), tonic::Code::PermissionDenied);
+
+        let file = api
+            .export_report(as_role(
+                pb::ExportReportRequest {
+                    plan_code: "xinbei-2020".into(),
+                    as_of_date: "2020-06-01".into(),
+                    format: pb::ExportFormat::Csv as i32,
+                    ..Default::default()
+                },
+                Role::Admin,
+            ))
+            .await
+            .expect("export")
+            .into_inner();
+        assert_eq!(file.content_type, "text/csv; charset=utf-8");
+        assert_eq!(file.file_name, "xinbei-2020-v2-2020-06-01.csv");
+        let text = String::from_utf8(file.content).expect("utf-8");
+        assert!(text.contains("A2-COMMUNITIES"), "{text}");
+        let e = api
+            .export_report(as_role(
+                pb::ExportReportRequest {
+                    plan_code: "xinbei-2020".into(),
+                    format: 9,
+                    ..Default::default()
+                },
+                Role::Admin,
+            ))
+            .await
+            .expect_err("format");
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
 
         r.db().close().await;
         for suffix in ["", "-wal", "-shm"] {

@@ -4,17 +4,26 @@
 //! record with evidence.
 //!
 //! - [`plan`]: the plan model, parsed and validated from the TOML schema of `seeds/README.md`.
-//! - [`report`]: actual, progress and status of an indicator from facts; pure functions.
+//! - [`report`]: actual, progress, status and history of an indicator; pure functions.
 //! - [`achievement`]: recorded achievements and their corrections.
 //! - [`store`]: the tables, on SQLite or PostgreSQL.
 //! - [`grpc`]: the adapter between `cwsm.reporting.v1` (and the milestone event) and the above.
+//! - [`export`]: the report as CSV or an Excel workbook.
+//! - [`dashboard`]: the administrators' web page, over HTTP on the gRPC port.
+//! - [`bench`]: `cwsm report bench`.
 //!
-//! Counts are derived from reporting's own copy of the milestone facts when a report is asked
-//! for; nothing is counted into a stored total. So a plan version loaded later counts the facts
-//! already there, and applying an event twice changes nothing (the event id and the project's
-//! milestone are both deduplicated in the transaction that stores the fact).
+//! Reporting keeps its own copy of the milestone facts, and in the same transaction as each new
+//! fact the counts it changes: per plan version and counted indicator, the projects counted
+//! (once each, by natural key) and the changes of the count by day, town and sector. A report
+//! reads those few aggregate rows, never the projects; a plan version loaded later counts the
+//! facts already there when it loads; applying an event twice changes nothing (the event id and
+//! the project's milestone are both deduplicated in that transaction). `report::counted` computes
+//! the same numbers from the facts, and a test holds the two equal.
 
 pub mod achievement;
+pub mod bench;
+pub mod dashboard;
+pub mod export;
 pub mod grpc;
 pub mod plan;
 pub mod report;
@@ -27,7 +36,7 @@ use chrono::NaiveDate;
 use cwsm_platform::auth::Principal;
 use cwsm_platform::db::Db;
 use cwsm_platform::grpc::Page;
-use cwsm_platform::vocab::{Milestone, Sector};
+use cwsm_platform::vocab::Sector;
 use cwsm_platform::{Error, Result, now_ms};
 use tokio::sync::watch;
 
@@ -46,6 +55,8 @@ pub struct Reporting {
     store: Store,
     /// A generation number, bumped after every committed change that can alter a report.
     changes: Arc<watch::Sender<u64>>,
+    /// Where the projects service answers (for RebuildCounts); set once the server listens.
+    projects_url: Arc<std::sync::RwLock<Option<String>>>,
 }
 
 fn require_admin(p: &Principal, what: &str) -> Result<()> {
@@ -74,6 +85,7 @@ impl Reporting {
         Reporting {
             store,
             changes: Arc::new(changes),
+            projects_url: Arc::new(std::sync::RwLock::new(None)),
         }
     }
 
@@ -131,6 +143,28 @@ impl Reporting {
 
     pub fn db(&self) -> &Db {
         &self.store.db
+    }
+
+    /// Where the projects service answers, for RebuildCounts: the own server in the embedded
+    /// mode, the `projects_url` setting in production.
+    pub fn set_projects_url(&self, url: Option<String>) {
+        if let Ok(mut slot) = self.projects_url.write() {
+            *slot = url;
+        }
+    }
+
+    pub fn projects_url(&self) -> Option<String> {
+        self.projects_url.read().ok().and_then(|u| u.clone())
+    }
+
+    /// The administrators' dashboard (`/dashboard`), served over plain HTTP beside gRPC.
+    /// Streams of live updates end when `shutdown` is cancelled.
+    pub fn dashboard(
+        &self,
+        keys: Arc<cwsm_platform::auth::Keys>,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> axum::Router {
+        dashboard::router(self.clone(), keys, shutdown)
     }
 
     /// Tells watchers that a report may have changed.
@@ -234,21 +268,89 @@ impl Reporting {
             return Err(Error::invalid("plan_version", "must not be negative"));
         }
         let stored = self.store.plan_by_code(code.trim(), version).await?;
-        let milestones: Vec<Milestone> = stored
-            .plan
-            .all_indicators()
-            .iter()
-            .filter_map(|i| i.rule.as_ref().map(|r| r.milestone))
-            .collect();
-        let facts = self.store.facts(&milestones).await?;
+        let totals = self
+            .store
+            .count_totals(&stored.id, report::day_number(as_of))
+            .await?;
         let recorded = self.store.recorded(&stored.plan.code).await?;
-        Ok(report::build_report(
+        Ok(report::report_from_totals(
             &stored,
-            &facts,
+            &totals,
             &recorded,
             as_of,
             now_ms(),
         ))
+    }
+
+    /// Sets an event the consumer cannot use aside for administrators.
+    pub async fn dead_letter(
+        &self,
+        envelope: &cwsm_platform::bus::Envelope,
+        reason: &str,
+    ) -> Result<()> {
+        tracing::warn!(event_id = %envelope.event_id, kind = %envelope.kind, reason, "event set aside as a dead letter");
+        let event_id = if envelope.event_id.is_empty() {
+            format!("unnamed:{}", cwsm_platform::new_id())
+        } else {
+            envelope.event_id.clone()
+        };
+        self.store
+            .dead_letter(&store::DeadLetter {
+                event_id,
+                topic: envelope.topic.clone(),
+                kind: envelope.kind.clone(),
+                reason: reason.to_string(),
+                payload_size: i64::try_from(envelope.payload.len()).unwrap_or(i64::MAX),
+                received_at_ms: now_ms(),
+            })
+            .await
+    }
+
+    /// The dead letters, oldest first. Administrators only.
+    pub async fn dead_letters(
+        &self,
+        caller: &Principal,
+        page: &Page,
+    ) -> Result<(Vec<store::DeadLetter>, String)> {
+        require_admin(caller, "see dead letters")?;
+        self.store.dead_letters(page).await
+    }
+
+    /// How many events were set aside.
+    pub async fn dead_letter_count(&self) -> Result<i64> {
+        self.store.dead_letter_count().await
+    }
+
+    /// The report as a CSV or Excel file.
+    pub async fn export(
+        &self,
+        code: &str,
+        version: i64,
+        as_of: NaiveDate,
+        format: export::FileFormat,
+    ) -> Result<export::Exported> {
+        let report = self.report(code, version, as_of).await?;
+        export::export(&report, format)
+    }
+
+    /// The counts of the counted indicators of plan `code` (latest version) as of today.
+    pub async fn counts(&self, code: &str) -> Result<Vec<(String, i64)>> {
+        let report = self.report(code, 0, today()).await?;
+        Ok(report
+            .lines
+            .iter()
+            .filter(|l| l.indicator.kind == Kind::Counted)
+            .map(|l| (l.indicator.code.clone(), l.actual as i64))
+            .collect())
+    }
+
+    /// Deletes every milestone fact and processed-event record (the counts start from nothing;
+    /// a rebuild brings them back). Administrators only; for tests and recovery.
+    pub async fn forget_facts(&self, caller: &Principal) -> Result<u64> {
+        require_admin(caller, "forget facts")?;
+        let n = self.store.forget_facts().await?;
+        self.notify();
+        Ok(n)
     }
 
     pub async fn record_achievement(
@@ -289,6 +391,13 @@ impl Reporting {
         let request_id = cwsm_platform::grpc::request_id(request_id)?;
         if achievement_id.is_empty() {
             return Err(Error::invalid("achievement_id", "required"));
+        }
+        if !correction.retract {
+            let current = self.store.achievement(achievement_id).await?;
+            let stored = self.store.plan_by_code(&current.plan_code, 0).await?;
+            if let Some(indicator) = stored.plan.indicator(&current.indicator_code) {
+                achievement::check_range(indicator, correction.value)?;
+            }
         }
         let scope = format!("correct_achievement:{}", caller.subject);
         self.store
@@ -367,6 +476,7 @@ impl Reporting {
 mod tests {
     use super::*;
     use cwsm_platform::bus::{Envelope, topics};
+    use cwsm_platform::vocab::{IndicatorTag, Milestone};
     use cwsm_proto::events::v1::ProjectMilestone;
     use prost::Message;
 
@@ -450,6 +560,46 @@ mod tests {
             .expect("re-emitted");
         assert_eq!(a8(&r).await, 1.0);
 
+        // A malformed event and one of an unknown milestone are set aside, not retried.
+        let mut broken = envelope("ev-bad", "p-9", Milestone::HandedOver);
+        broken.payload = vec![0xff, 0xff, 0xff];
+        handler.handle(&broken).await.expect("set aside");
+        handler.handle(&broken).await.expect("set aside once");
+        let mut unknown = envelope("ev-unknown", "p-9", Milestone::HandedOver);
+        unknown.payload = ProjectMilestone {
+            event_id: "ev-unknown".into(),
+            project_id: "p-9".into(),
+            milestone: 99,
+            ..Default::default()
+        }
+        .encode_to_vec();
+        handler.handle(&unknown).await.expect("set aside");
+        let admin = Principal {
+            subject: "t".into(),
+            role: cwsm_platform::auth::Role::Admin,
+            org: None,
+        };
+        let (letters, _) = r
+            .dead_letters(&admin, &Page::from_request(10, "").expect("page"))
+            .await
+            .expect("dead letters");
+        assert_eq!(letters.len(), 2);
+        assert!(letters.iter().any(|d| d.reason.contains("undecodable")));
+        assert!(
+            letters
+                .iter()
+                .any(|d| d.reason.contains("unknown milestone 99"))
+        );
+        let user = Principal {
+            role: cwsm_platform::auth::Role::WaterUser,
+            ..admin
+        };
+        assert!(
+            r.dead_letters(&user, &Page::from_request(10, "").expect("page"))
+                .await
+                .is_err()
+        );
+
         // Another kind on the topic is acknowledged and ignored.
         let mut other = envelope("ev-3", "p-2", Milestone::HandedOver);
         other.kind = "cwsm.events.v1.Something".into();
@@ -479,6 +629,141 @@ mod tests {
         assert_ne!(first[0].project_id, second[0].project_id);
         assert_eq!(last, "");
 
+        r.db().close().await;
+        cleanup(&path);
+    }
+
+    /// The kept counts give the same report as counting the facts, on every date, whatever
+    /// the order events arrive in, for a plan loaded before the facts and one loaded after.
+    #[tokio::test]
+    async fn kept_counts_equal_counting_the_facts() {
+        let (r, path) = temp().await;
+        r.seed_default_plan().await.expect("seed");
+        let admin = Principal {
+            subject: "t".into(),
+            role: cwsm_platform::auth::Role::Admin,
+            org: None,
+        };
+        let removing = plan::DEFAULT_PLAN_TOML
+            .replace("on_terminated = \"keep\"", "on_terminated = \"remove\"");
+        let removing = removing.replacen("code = \"xinbei-2020\"", "code = \"xinbei-remove\"", 1);
+        r.load_plan(&admin, "before", &removing, false)
+            .await
+            .expect("plan before");
+        let day = |d: u32| 1_577_836_800_000i64 + i64::from(d) * 86_400_000 + 3_600_000;
+        let sectors = [
+            Sector::School,
+            Sector::Hospital,
+            Sector::Community,
+            Sector::IndustrialEnterprise,
+        ];
+        let towns = ["新桥街道", "薛家镇", ""];
+        let mut facts = Vec::new();
+        for p in 0..40u32 {
+            let base = Fact {
+                event_id: String::new(),
+                project_id: format!("p{p}"),
+                sequence: 0,
+                milestone: Milestone::HandedOver,
+                occurred_at_ms: day(p * 7 % 300),
+                counted_at_ms: 0,
+                sector: Some(sectors[p as usize % sectors.len()]),
+                unit_type: "university".into(),
+                town: towns[p as usize % towns.len()].into(),
+                tags: if p % 3 == 0 {
+                    vec![
+                        IndicatorTag::ContractProject,
+                        IndicatorTag::TechnicalRetrofit,
+                    ]
+                } else {
+                    vec![IndicatorTag::ContractProject]
+                },
+                project_title: String::new(),
+                company_id: String::new(),
+                company_name: String::new(),
+                water_user_credit_code: String::new(),
+                water_user_name: String::new(),
+            };
+            for (k, m) in [
+                Milestone::Contracted,
+                Milestone::Accepted,
+                Milestone::HandedOver,
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                facts.push(Fact {
+                    event_id: format!("e{p}-{k}"),
+                    milestone: m,
+                    occurred_at_ms: base.occurred_at_ms
+                        + i64::try_from(k).unwrap_or(0) * 86_400_000 * 5,
+                    ..base.clone()
+                });
+            }
+            if p % 4 == 1 {
+                // Terminated, sometimes before, sometimes after it would count.
+                facts.push(Fact {
+                    event_id: format!("e{p}-t"),
+                    milestone: Milestone::Terminated,
+                    occurred_at_ms: base.occurred_at_ms + i64::from(p % 3) * 86_400_000 * 6,
+                    ..base.clone()
+                });
+            }
+        }
+        // A scrambled order: terminations often arrive before what they end.
+        facts.sort_by_key(|f| {
+            (f.event_id.len() * 7919 + f.event_id.bytes().map(usize::from).sum::<usize>()) % 97
+        });
+        for f in &facts {
+            r.apply_fact(f).await.expect("apply");
+            r.apply_fact(f).await.expect("again");
+        }
+        r.load_plan(&admin, "after", &removing, false)
+            .await
+            .expect("plan after");
+        for code in ["xinbei-2020", "xinbei-remove"] {
+            for version in [0, 1] {
+                let stored = r.store.plan_by_code(code, version).await.expect("plan");
+                let stored_facts = r
+                    .store
+                    .facts(&[
+                        Milestone::Contracted,
+                        Milestone::Accepted,
+                        Milestone::HandedOver,
+                    ])
+                    .await
+                    .expect("facts");
+                for date in [
+                    "2020-01-01",
+                    "2020-03-15",
+                    "2020-06-30",
+                    "2020-09-01",
+                    "2020-11-30",
+                    "2021-06-01",
+                ] {
+                    let as_of = report::parse_date(date).expect("date");
+                    let kept = r.report(code, version, as_of).await.expect("report");
+                    let counted = report::build_report(
+                        &stored,
+                        &stored_facts,
+                        &Default::default(),
+                        as_of,
+                        kept.generated_at_ms,
+                    );
+                    for (a, b) in kept.lines.iter().zip(&counted.lines) {
+                        if a.indicator.kind != plan::Kind::Counted {
+                            continue;
+                        }
+                        assert_eq!(
+                            (a.actual, &a.by_town, &a.by_sector, &a.history, a.evaluation),
+                            (b.actual, &b.by_town, &b.by_sector, &b.history, b.evaluation),
+                            "{code} v{version} {} as of {date}",
+                            a.indicator.code
+                        );
+                    }
+                }
+            }
+        }
         r.db().close().await;
         cleanup(&path);
     }

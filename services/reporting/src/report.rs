@@ -6,7 +6,7 @@
 //! Days are China Standard Time (UTC+8): "as of 2020-12-31" includes everything that occurred
 //! up to 2020-12-31 23:59:59.999 in Changzhou.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::NaiveDate;
 use cwsm_platform::vocab::{IndicatorTag, Milestone, Sector};
@@ -32,6 +32,23 @@ pub fn end_of_day_ms(date: NaiveDate) -> i64 {
 pub fn cst_date(ms: i64) -> NaiveDate {
     chrono::DateTime::from_timestamp_millis(ms + CST_OFFSET_MS)
         .map(|d| d.date_naive())
+        .unwrap_or(NaiveDate::MIN)
+}
+
+/// The China Standard Time day of an instant, as days since 1970-01-01.
+pub fn cst_day(ms: i64) -> i64 {
+    (ms + CST_OFFSET_MS).div_euclid(DAY_MS)
+}
+
+/// A date as days since 1970-01-01.
+pub fn day_number(date: NaiveDate) -> i64 {
+    (date - NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or(NaiveDate::MIN)).num_days()
+}
+
+/// The date of a day number.
+pub fn date_of_day(day: i64) -> NaiveDate {
+    NaiveDate::from_ymd_opt(1970, 1, 1)
+        .and_then(|epoch| epoch.checked_add_signed(chrono::Duration::days(day)))
         .unwrap_or(NaiveDate::MIN)
 }
 
@@ -150,6 +167,47 @@ pub enum Status {
     NotStarted,
 }
 
+impl Status {
+    pub const ALL: [Status; 5] = [
+        Status::Achieved,
+        Status::OnTrack,
+        Status::AtRisk,
+        Status::Overdue,
+        Status::NotStarted,
+    ];
+
+    /// Lower-case code, e.g. "on_track" (the proto enum value name without its prefix).
+    pub fn code(self) -> &'static str {
+        match self {
+            Status::Achieved => "achieved",
+            Status::OnTrack => "on_track",
+            Status::AtRisk => "at_risk",
+            Status::Overdue => "overdue",
+            Status::NotStarted => "not_started",
+        }
+    }
+
+    pub fn label_en(self) -> &'static str {
+        match self {
+            Status::Achieved => "Achieved",
+            Status::OnTrack => "On track",
+            Status::AtRisk => "At risk",
+            Status::Overdue => "Overdue",
+            Status::NotStarted => "Not started",
+        }
+    }
+
+    pub fn label_zh(self) -> &'static str {
+        match self {
+            Status::Achieved => "已完成",
+            Status::OnTrack => "进展正常",
+            Status::AtRisk => "有风险",
+            Status::Overdue => "已逾期",
+            Status::NotStarted => "未开始",
+        }
+    }
+}
+
 /// Progress and status of one indicator as of a date.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Evaluation {
@@ -242,6 +300,79 @@ pub struct IndicatorReport {
     pub by_department: Vec<(String, f64)>,
     /// When the actual value last changed (the latest fact or record it includes).
     pub last_change_ms: Option<i64>,
+    /// How the actual grew: the value at the end of each date on which it changed, up to the
+    /// report date, oldest first.
+    pub history: Vec<(NaiveDate, f64)>,
+}
+
+/// The history of a counted indicator up to `as_of`: +1 on the day a project first counts,
+/// −1 on the day a rule that removes terminated projects takes it off (as [`counted`] does
+/// for every date).
+pub fn counted_history(
+    rule: &CountingRule,
+    facts: &[Fact],
+    as_of: NaiveDate,
+) -> Vec<(NaiveDate, f64)> {
+    let end = end_of_day_ms(as_of);
+    let mut start: HashMap<&str, i64> = HashMap::new();
+    let mut stop: HashMap<&str, i64> = HashMap::new();
+    for f in facts.iter().filter(|f| f.occurred_at_ms <= end) {
+        if f.milestone == rule.milestone && matches(rule, f) {
+            let at = start
+                .entry(f.project_id.as_str())
+                .or_insert(f.occurred_at_ms);
+            *at = (*at).min(f.occurred_at_ms);
+        }
+        if rule.on_terminated == OnTerminated::Remove && f.milestone == Milestone::Terminated {
+            let at = stop
+                .entry(f.project_id.as_str())
+                .or_insert(f.occurred_at_ms);
+            *at = (*at).min(f.occurred_at_ms);
+        }
+    }
+    let mut deltas: BTreeMap<NaiveDate, f64> = BTreeMap::new();
+    for (project, from) in start {
+        let first = cst_date(from);
+        match stop.get(project) {
+            // Terminated on or before the day it would count: it never counts.
+            Some(t) if cst_date(*t) <= first => {}
+            Some(t) => {
+                *deltas.entry(first).or_default() += 1.0;
+                *deltas.entry(cst_date(*t)).or_default() -= 1.0;
+            }
+            None => *deltas.entry(first).or_default() += 1.0,
+        }
+    }
+    let mut total = 0.0;
+    deltas
+        .into_iter()
+        .filter(|(_, d)| *d != 0.0)
+        .map(|(day, d)| {
+            total += d;
+            (day, total)
+        })
+        .collect()
+}
+
+/// The history of a recorded indicator up to `as_of`: its actual at the end of each date with
+/// an achievement.
+pub fn recorded_history(
+    aggregation: Aggregation,
+    items: &[Recorded],
+    as_of: NaiveDate,
+) -> Vec<(NaiveDate, f64)> {
+    let mut days: Vec<NaiveDate> = items
+        .iter()
+        .map(|r| r.achieved_date)
+        .filter(|d| *d <= as_of)
+        .collect();
+    days.sort();
+    days.dedup();
+    days.into_iter()
+        .filter_map(|day| {
+            recorded_actual(&recorded_included(aggregation, items, day)).map(|v| (day, v))
+        })
+        .collect()
 }
 
 fn sums<'a>(entries: impl Iterator<Item = (&'a str, f64)>) -> Vec<(String, f64)> {
@@ -289,6 +420,7 @@ pub fn indicator_report(
                 ),
                 by_department: indicator.lead.iter().map(|d| (d.clone(), actual)).collect(),
                 last_change_ms: projects.iter().map(|f| f.occurred_at_ms).max(),
+                history: counted_history(rule, facts, as_of),
             }
         }
         _ => {
@@ -317,8 +449,93 @@ pub fn indicator_report(
                         .map(|r| (r.department.as_str(), r.value)),
                 ),
                 last_change_ms: included.iter().map(|r| r.recorded_at_ms).max(),
+                history: recorded_history(indicator.aggregation, recorded, as_of),
             }
         }
+    }
+}
+
+/// A counted indicator's count as of a date, read from the kept count changes (see
+/// `store::Store::count_changes`): what a report line needs, without the facts.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CountedTotals {
+    /// (town, sector code, count, latest change ms), the count summed up to the date.
+    pub cells: Vec<(String, String, i64, i64)>,
+    /// (day number, change) up to the date.
+    pub changes: Vec<(i64, i64)>,
+}
+
+/// The report line of a counted indicator from its kept totals; the same as
+/// [`indicator_report`] computes from the facts.
+pub fn counted_line(
+    plan: &Plan,
+    indicator: &Indicator,
+    totals: &CountedTotals,
+    as_of: NaiveDate,
+) -> IndicatorReport {
+    let cells: Vec<&(String, String, i64, i64)> =
+        totals.cells.iter().filter(|c| c.2 != 0).collect();
+    let actual = cells.iter().map(|c| c.2 as f64).sum::<f64>();
+    let mut history = Vec::new();
+    let mut total = 0i64;
+    let mut days: BTreeMap<i64, i64> = BTreeMap::new();
+    for (day, delta) in &totals.changes {
+        *days.entry(*day).or_default() += delta;
+    }
+    for (day, delta) in days {
+        if delta != 0 {
+            total += delta;
+            history.push((date_of_day(day), total as f64));
+        }
+    }
+    IndicatorReport {
+        indicator: indicator.clone(),
+        actual,
+        evaluation: evaluate(
+            indicator.comparator,
+            indicator.target,
+            indicator.deadline,
+            plan.year_start(),
+            Some(actual),
+            as_of,
+        ),
+        by_town: sums(cells.iter().map(|c| (c.0.as_str(), c.2 as f64))),
+        by_sector: sums(cells.iter().map(|c| (c.1.as_str(), c.2 as f64))),
+        by_department: indicator.lead.iter().map(|d| (d.clone(), actual)).collect(),
+        last_change_ms: totals.cells.iter().map(|c| c.3).max(),
+        history,
+    }
+}
+
+/// The report of `plan` from the kept totals of its counted indicators (by code) and the
+/// current achievements of its recorded ones.
+pub fn report_from_totals(
+    plan: &StoredPlan,
+    totals: &HashMap<String, CountedTotals>,
+    recorded: &HashMap<String, Vec<Recorded>>,
+    as_of: NaiveDate,
+    generated_at_ms: i64,
+) -> Report {
+    let empty = CountedTotals::default();
+    let lines = plan
+        .plan
+        .all_indicators()
+        .into_iter()
+        .map(|i| match (&i.kind, &i.rule) {
+            (Kind::Counted, Some(_)) => {
+                counted_line(&plan.plan, i, totals.get(&i.code).unwrap_or(&empty), as_of)
+            }
+            _ => {
+                let items = recorded.get(&i.code).map(Vec::as_slice).unwrap_or(&[]);
+                indicator_report(&plan.plan, i, &[], items, as_of)
+            }
+        })
+        .collect();
+    Report {
+        plan: plan.clone(),
+        as_of,
+        lines,
+        generated_at_ms,
     }
 }
 
@@ -504,6 +721,29 @@ mod tests {
         };
         assert_eq!(counted(&remove, &facts, d("2020-09-15")).len(), 2);
         assert_eq!(counted(&remove, &facts, d("2020-12-31")).len(), 1);
+        // The history agrees with the count on every date.
+        for (r, day) in [
+            (&rule(), "2020-12-31"),
+            (&remove, "2020-12-31"),
+            (&remove, "2020-09-15"),
+        ] {
+            let history = counted_history(r, &facts, d(day));
+            assert_eq!(
+                history.last().map(|p| p.1),
+                Some(counted(r, &facts, d(day)).len() as f64)
+            );
+            for (date, value) in &history {
+                assert_eq!(*value, counted(r, &facts, *date).len() as f64, "{date}");
+            }
+        }
+        assert_eq!(
+            counted_history(&remove, &facts, d("2020-12-31")),
+            vec![
+                (d("2020-05-01"), 1.0),
+                (d("2020-09-01"), 2.0),
+                (d("2020-10-01"), 1.0)
+            ]
+        );
         let by_town = CountingRule {
             towns: vec!["Chunjiang".into()],
             ..rule()
@@ -544,6 +784,18 @@ mod tests {
         assert_eq!(recorded_actual(&sum), Some(3.0));
         let latest = recorded_included(Aggregation::Latest, &items, d("2020-12-01"));
         assert_eq!(recorded_actual(&latest), Some(5.0));
+        assert_eq!(
+            recorded_history(Aggregation::Sum, &items, d("2020-12-01")),
+            vec![
+                (d("2020-03-01"), 1.0),
+                (d("2020-06-01"), 3.0),
+                (d("2020-09-01"), 8.0)
+            ]
+        );
+        assert_eq!(
+            recorded_history(Aggregation::Latest, &items, d("2020-07-01")),
+            vec![(d("2020-03-01"), 1.0), (d("2020-06-01"), 2.0)]
+        );
         assert_eq!(
             recorded_actual(&recorded_included(
                 Aggregation::Sum,

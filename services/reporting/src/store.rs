@@ -12,7 +12,8 @@ use cwsm_platform::{Error, Result, new_id, now_ms, with_db};
 
 use crate::achievement::{Achievement, Correction, NewAchievement, Revision};
 use crate::plan::{self, StoredPlan};
-use crate::report::{Fact, Recorded, parse_date};
+use crate::plan::{CountingRule, Kind, OnTerminated};
+use crate::report::{CountedTotals, Fact, Recorded, cst_day, matches, parse_date};
 
 pub static MIGRATIONS: cwsm_platform::db::Migrations = cwsm_platform::db::Migrations {
     sqlite: &sqlx::migrate!("migrations/sqlite"),
@@ -22,7 +23,47 @@ pub static MIGRATIONS: cwsm_platform::db::Migrations = cwsm_platform::db::Migrat
 #[derive(Clone, Debug)]
 pub struct Store {
     pub db: Db,
+    /// Parsed plans by id: plans never change, so a plan read once is kept.
+    plans: std::sync::Arc<std::sync::RwLock<HashMap<String, StoredPlan>>>,
 }
+
+/// An event the consumer could not use.
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
+pub struct DeadLetter {
+    pub event_id: String,
+    pub topic: String,
+    pub kind: String,
+    pub reason: String,
+    pub payload_size: i64,
+    pub received_at_ms: i64,
+}
+
+/// A counted indicator of a stored plan version, with its rule.
+#[derive(Clone, Debug)]
+pub struct PlanRule {
+    pub plan_id: String,
+    pub indicator_code: String,
+    pub rule: CountingRule,
+}
+
+fn rules_of(plan: &StoredPlan) -> Vec<PlanRule> {
+    plan.plan
+        .all_indicators()
+        .into_iter()
+        .filter(|i| i.kind == Kind::Counted)
+        .filter_map(|i| {
+            i.rule.as_ref().map(|rule| PlanRule {
+                plan_id: plan.id.clone(),
+                indicator_code: i.code.clone(),
+                rule: rule.clone(),
+            })
+        })
+        .collect()
+}
+
+/// A key for PostgreSQL advisory locks: counting a fact takes it shared, loading a plan (which
+/// counts the facts already there for the new plan) exclusive, so neither misses the other.
+const COUNT_LOCK: i64 = 0x636f_756e_7473;
 
 fn like(query: &str) -> String {
     if query.is_empty() {
@@ -224,11 +265,188 @@ macro_rules! remember {
     };
 }
 
+/// Adds `delta` to a count on `day` for (town, sector).
+macro_rules! change_count {
+    ($tx:expr, $plan_id:expr, $code:expr, $day:expr, $town:expr, $sector:expr, $delta:expr, $at_ms:expr) => {
+        sqlx::query(
+            "INSERT INTO count_changes (plan_id, indicator_code, day, town, sector, delta, last_ms) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+             ON CONFLICT (plan_id, indicator_code, day, town, sector) DO UPDATE SET delta = count_changes.delta + excluded.delta, \
+             last_ms = CASE WHEN excluded.last_ms > count_changes.last_ms THEN excluded.last_ms ELSE count_changes.last_ms END",
+        )
+        .bind($plan_id)
+        .bind($code)
+        .bind($day)
+        .bind($town)
+        .bind($sector)
+        .bind($delta)
+        .bind($at_ms)
+        .execute(&mut *$tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO count_cells (plan_id, indicator_code, town, sector, n, last_ms) VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (plan_id, indicator_code, town, sector) DO UPDATE SET n = count_cells.n + excluded.n, \
+             last_ms = CASE WHEN excluded.last_ms > count_cells.last_ms THEN excluded.last_ms ELSE count_cells.last_ms END",
+        )
+        .bind($plan_id)
+        .bind($code)
+        .bind($town)
+        .bind($sector)
+        .bind($delta)
+        .bind($at_ms)
+        .execute(&mut *$tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO count_days (plan_id, indicator_code, day, delta) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (plan_id, indicator_code, day) DO UPDATE SET delta = count_days.delta + excluded.delta",
+        )
+        .bind($plan_id)
+        .bind($code)
+        .bind($day)
+        .bind($delta)
+        .execute(&mut *$tx)
+        .await?
+    };
+}
+
+/// Takes a counted project off a rule's count (it was terminated at `$at_ms`): on the day of
+/// the termination, or the day it counted if that is later. Nothing when it does not count.
+macro_rules! take_off {
+    ($tx:expr, $r:expr, $project_id:expr, $at_ms:expr) => {{
+        let row: Option<(i64, String, String)> = sqlx::query_as(
+            "SELECT counted_day, town, sector FROM counted_projects WHERE plan_id = $1 AND indicator_code = $2 AND project_id = $3 AND removed_day = -1",
+        )
+        .bind(&$r.plan_id)
+        .bind(&$r.indicator_code)
+        .bind($project_id)
+        .fetch_optional(&mut *$tx)
+        .await?;
+        if let Some((counted_day, town, sector)) = row {
+            let day = counted_day.max(cst_day($at_ms));
+            sqlx::query("UPDATE counted_projects SET removed_day = $4 WHERE plan_id = $1 AND indicator_code = $2 AND project_id = $3")
+                .bind(&$r.plan_id)
+                .bind(&$r.indicator_code)
+                .bind($project_id)
+                .bind(day)
+                .execute(&mut *$tx)
+                .await?;
+            change_count!($tx, &$r.plan_id, &$r.indicator_code, day, &town, &sector, -1i64, $at_ms);
+        }
+    }};
+}
+
+/// Counts a newly stored fact toward every rule it matches (once per project), and takes a
+/// terminated project off the rules that remove them.
+macro_rules! count_fact {
+    ($tx:expr, $rules:expr, $fact:expr) => {{
+        let fact: &Fact = $fact;
+        for r in $rules.iter() {
+            let r: &PlanRule = r;
+            if r.rule.milestone == fact.milestone && matches(&r.rule, fact) {
+                let day = cst_day(fact.occurred_at_ms);
+                let sector = fact.sector.map(|s| s.code()).unwrap_or("");
+                let inserted = sqlx::query(
+                    "INSERT INTO counted_projects (plan_id, indicator_code, project_id, event_id, counted_day, removed_day, town, sector) \
+                     VALUES ($1, $2, $3, $4, $5, -1, $6, $7) ON CONFLICT DO NOTHING",
+                )
+                .bind(&r.plan_id)
+                .bind(&r.indicator_code)
+                .bind(&fact.project_id)
+                .bind(&fact.event_id)
+                .bind(day)
+                .bind(&fact.town)
+                .bind(sector)
+                .execute(&mut *$tx)
+                .await?
+                .rows_affected()
+                    == 1;
+                if inserted {
+                    change_count!($tx, &r.plan_id, &r.indicator_code, day, &fact.town, sector, 1i64, fact.occurred_at_ms);
+                    if r.rule.on_terminated == OnTerminated::Remove {
+                        let terminated: Option<i64> = sqlx::query_scalar(
+                            "SELECT occurred_at_ms FROM milestone_facts WHERE project_id = $1 AND milestone = $2",
+                        )
+                        .bind(&fact.project_id)
+                        .bind(Milestone::Terminated.code())
+                        .fetch_optional(&mut *$tx)
+                        .await?;
+                        if let Some(at) = terminated {
+                            take_off!($tx, r, &fact.project_id, at);
+                        }
+                    }
+                }
+            }
+            if fact.milestone == Milestone::Terminated && r.rule.on_terminated == OnTerminated::Remove {
+                take_off!($tx, r, &fact.project_id, fact.occurred_at_ms);
+            }
+        }
+    }};
+}
+
+/// Inserts a fact (the event id and the project's milestone both unique); true when new.
+macro_rules! insert_fact {
+    ($tx:expr, $fact:expr, $now:expr) => {{
+        let fact: &Fact = $fact;
+        let tags: Vec<&str> = fact.tags.iter().map(|t| t.code()).collect();
+        let tags = serde_json::to_string(&tags).unwrap_or_else(|_| "[]".into());
+        sqlx::query("INSERT INTO milestone_facts (event_id, project_id, sequence, milestone, occurred_at_ms, sector, unit_type, town, indicator_tags, company_id, company_name, water_user_credit_code, water_user_name, project_title, counted_at_ms) \
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) ON CONFLICT DO NOTHING")
+            .bind(&fact.event_id).bind(&fact.project_id).bind(fact.sequence).bind(fact.milestone.code())
+            .bind(fact.occurred_at_ms).bind(fact.sector.map(|s| s.code()).unwrap_or(""))
+            .bind(&fact.unit_type).bind(&fact.town).bind(&tags).bind(&fact.company_id)
+            .bind(&fact.company_name).bind(&fact.water_user_credit_code).bind(&fact.water_user_name)
+            .bind(&fact.project_title).bind($now)
+            .execute(&mut *$tx).await?.rows_affected() == 1
+    }};
+}
+
+/// The counted rules of every stored plan version, read in the transaction.
+macro_rules! all_rules {
+    ($self:expr, $tx:expr) => {{
+        let ids: Vec<String> = sqlx::query_scalar("SELECT id FROM plans")
+            .fetch_all(&mut *$tx)
+            .await?;
+        let mut rules = Vec::new();
+        for id in ids {
+            let cached = $self.cached_plan(&id);
+            let plan = match cached {
+                Some(p) => p,
+                None => {
+                    let sql = format!("SELECT {PLAN_COLUMNS} FROM plans WHERE id = $1");
+                    let row: PlanRow = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                        .bind(&id)
+                        .fetch_one(&mut *$tx)
+                        .await?;
+                    let plan = StoredPlan::try_from(row)?;
+                    $self.cache_plan(&plan);
+                    plan
+                }
+            };
+            rules.extend(rules_of(&plan));
+        }
+        rules
+    }};
+}
+
 impl Store {
     pub async fn connect(url: &str) -> anyhow::Result<Store> {
         Ok(Store {
             db: Db::connect(url, "reporting", &MIGRATIONS).await?,
+            plans: Default::default(),
         })
+    }
+
+    fn cached_plan(&self, id: &str) -> Option<StoredPlan> {
+        self.plans.read().ok().and_then(|m| m.get(id).cloned())
+    }
+
+    fn cache_plan(&self, plan: &StoredPlan) {
+        if let Ok(mut m) = self.plans.write() {
+            m.insert(plan.id.clone(), plan.clone());
+        }
+    }
+
+    fn is_postgres(&self) -> bool {
+        matches!(self.db, Db::Postgres(_))
     }
 
     // -- plans --------------------------------------------------------------------------------
@@ -244,8 +462,12 @@ impl Store {
         sha256: &str,
         loaded_by: &str,
     ) -> Result<String> {
+        let postgres = self.is_postgres();
         with_db!(&self.db, pool => {
             let mut tx = pool.begin_write().await?;
+            if postgres {
+                sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(COUNT_LOCK).execute(&mut *tx).await?;
+            }
             if let Some(id) = replay!(tx, scope, request_id) {
                 tx.commit().await?;
                 return Ok(id);
@@ -269,6 +491,24 @@ impl Store {
                     other?;
                 }
             }
+            // The new version counts the facts already there.
+            let stored = StoredPlan {
+                id: id.clone(),
+                version: latest.unwrap_or(0) + 1,
+                plan: parsed.clone(),
+                document: document.to_string(),
+                sha256: sha256.to_string(),
+                loaded_by: loaded_by.to_string(),
+                loaded_at_ms: 0,
+            };
+            let rules = rules_of(&stored);
+            if !rules.is_empty() {
+                let rows: Vec<FactRow> = sqlx::query_as("SELECT * FROM milestone_facts ORDER BY occurred_at_ms, event_id")
+                    .fetch_all(&mut *tx).await?;
+                for fact in rows.into_iter().filter_map(FactRow::into_fact) {
+                    count_fact!(tx, rules, &fact);
+                }
+            }
             remember!(tx, scope, request_id, &id);
             tx.commit().await?;
             Ok(id)
@@ -276,24 +516,29 @@ impl Store {
     }
 
     pub async fn plan_by_id(&self, id: &str) -> Result<StoredPlan> {
+        if let Some(plan) = self.cached_plan(id) {
+            return Ok(plan);
+        }
         let sql = format!("SELECT {PLAN_COLUMNS} FROM plans WHERE id = $1");
         let row: Option<PlanRow> = with_db!(&self.db, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(pool).await?);
-        row.ok_or_else(|| Error::not_found("plan", id))?.try_into()
+        let plan: StoredPlan = row
+            .ok_or_else(|| Error::not_found("plan", id))?
+            .try_into()?;
+        self.cache_plan(&plan);
+        Ok(plan)
     }
 
     /// The plan `code` at `version`; the latest when `version` is 0.
     pub async fn plan_by_code(&self, code: &str, version: i64) -> Result<StoredPlan> {
-        let sql = format!(
-            "SELECT {PLAN_COLUMNS} FROM plans WHERE code = $1 AND ($2 = 0 OR version = $2) ORDER BY version DESC LIMIT 1"
-        );
-        let row: Option<PlanRow> = with_db!(&self.db, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(code).bind(version).fetch_optional(pool).await?);
+        let sql = "SELECT id FROM plans WHERE code = $1 AND ($2 = 0 OR version = $2) ORDER BY version DESC LIMIT 1";
+        let id: Option<String> = with_db!(&self.db, pool => sqlx::query_scalar(sql).bind(code).bind(version).fetch_optional(pool).await?);
         let what = if version == 0 {
             code.to_string()
         } else {
             format!("{code} version {version}")
         };
-        row.ok_or_else(|| Error::not_found("plan", what))?
-            .try_into()
+        self.plan_by_id(&id.ok_or_else(|| Error::not_found("plan", what))?)
+            .await
     }
 
     pub async fn plan_exists(&self, code: &str) -> Result<bool> {
@@ -329,27 +574,64 @@ impl Store {
     /// the fact (kept once per project and milestone), in one transaction. Returns whether a
     /// fact was added.
     pub async fn apply_fact(&self, fact: &Fact) -> Result<bool> {
-        let tags: Vec<&str> = fact.tags.iter().map(|t| t.code()).collect();
-        let tags = serde_json::to_string(&tags).unwrap_or_else(|_| "[]".into());
+        let postgres = self.is_postgres();
         with_db!(&self.db, pool => {
             let mut tx = pool.begin_write().await?;
+            if postgres {
+                sqlx::query("SELECT pg_advisory_xact_lock_shared($1)").bind(COUNT_LOCK).execute(&mut *tx).await?;
+            }
             let now = now_ms();
             let fresh = sqlx::query("INSERT INTO processed_events (event_id, processed_at_ms) VALUES ($1, $2) ON CONFLICT (event_id) DO NOTHING")
                 .bind(&fact.event_id).bind(now).execute(&mut *tx).await?.rows_affected() == 1;
             let mut added = false;
             if fresh {
-                added = sqlx::query("INSERT INTO milestone_facts (event_id, project_id, sequence, milestone, occurred_at_ms, sector, unit_type, town, indicator_tags, company_id, company_name, water_user_credit_code, water_user_name, project_title, counted_at_ms) \
-                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) ON CONFLICT DO NOTHING")
-                    .bind(&fact.event_id).bind(&fact.project_id).bind(fact.sequence).bind(fact.milestone.code())
-                    .bind(fact.occurred_at_ms).bind(fact.sector.map(|s| s.code()).unwrap_or(""))
-                    .bind(&fact.unit_type).bind(&fact.town).bind(&tags).bind(&fact.company_id)
-                    .bind(&fact.company_name).bind(&fact.water_user_credit_code).bind(&fact.water_user_name)
-                    .bind(&fact.project_title).bind(now)
-                    .execute(&mut *tx).await?.rows_affected() == 1;
+                added = insert_fact!(tx, fact, now);
+                if added {
+                    let rules = all_rules!(self, tx);
+                    count_fact!(tx, rules, fact);
+                }
             }
             tx.commit().await?;
             Ok(added)
         })
+    }
+
+    /// The kept counts of plan `plan_id`'s counted indicators up to day `day` (inclusive), by
+    /// indicator code.
+    pub async fn count_totals(
+        &self,
+        plan_id: &str,
+        day: i64,
+    ) -> Result<HashMap<String, CountedTotals>> {
+        let changes: Vec<(String, i64, i64)> = with_db!(&self.db, pool => sqlx::query_as(
+            "SELECT indicator_code, day, delta FROM count_days WHERE plan_id = $1")
+            .bind(plan_id).fetch_all(pool).await?);
+        let last_day = changes.iter().map(|c| c.1).max();
+        // As of a date after the last change: the running totals, a few rows. Before it: the
+        // changes by day, town and sector up to the date.
+        let cells: Vec<(String, String, String, i64, i64)> = if last_day
+            .is_none_or(|last| last <= day)
+        {
+            with_db!(&self.db, pool => sqlx::query_as(
+                "SELECT indicator_code, town, sector, n, last_ms FROM count_cells WHERE plan_id = $1")
+                .bind(plan_id).fetch_all(pool).await?)
+        } else {
+            with_db!(&self.db, pool => sqlx::query_as(
+                "SELECT indicator_code, town, sector, CAST(SUM(delta) AS BIGINT), CAST(MAX(last_ms) AS BIGINT) FROM count_changes \
+                 WHERE plan_id = $1 AND day <= $2 GROUP BY indicator_code, town, sector")
+                .bind(plan_id).bind(day).fetch_all(pool).await?)
+        };
+        let mut out: HashMap<String, CountedTotals> = HashMap::new();
+        for (code, town, sector, n, last) in cells {
+            out.entry(code)
+                .or_default()
+                .cells
+                .push((town, sector, n, last));
+        }
+        for (code, d, delta) in changes.into_iter().filter(|c| c.1 <= day) {
+            out.entry(code).or_default().changes.push((d, delta));
+        }
+        Ok(out)
     }
 
     /// The facts of the given milestones (and terminations, which rules may subtract).
@@ -365,6 +647,72 @@ impl Store {
             facts.extend(rows.into_iter().filter_map(FactRow::into_fact));
         }
         Ok(facts)
+    }
+
+    /// Inserts facts in one transaction without the processed-event record (for loading a
+    /// benchmark's data); a fact already there is left as it is.
+    pub async fn insert_facts(&self, facts: &[Fact]) -> Result<()> {
+        let postgres = self.is_postgres();
+        with_db!(&self.db, pool => {
+            let mut tx = pool.begin_write().await?;
+            if postgres {
+                sqlx::query("SELECT pg_advisory_xact_lock_shared($1)").bind(COUNT_LOCK).execute(&mut *tx).await?;
+            }
+            let rules = all_rules!(self, tx);
+            for fact in facts {
+                if insert_fact!(tx, fact, fact.counted_at_ms) {
+                    count_fact!(tx, rules, fact);
+                }
+            }
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    /// Sets an unusable event aside, once per event id.
+    pub async fn dead_letter(&self, d: &DeadLetter) -> Result<()> {
+        with_db!(&self.db, pool => sqlx::query("INSERT INTO dead_letters (event_id, topic, kind, reason, payload_size, received_at_ms) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (event_id) DO NOTHING")
+            .bind(&d.event_id).bind(&d.topic).bind(&d.kind).bind(&d.reason).bind(d.payload_size).bind(d.received_at_ms)
+            .execute(pool).await.map(|_| ())?);
+        Ok(())
+    }
+
+    /// Dead letters, oldest first.
+    pub async fn dead_letters(&self, page: &Page) -> Result<(Vec<DeadLetter>, String)> {
+        let after = page.after.clone().unwrap_or_default();
+        let (after_ms, after_id) = after
+            .split_once('|')
+            .map(|(ms, id)| (ms.parse::<i64>().unwrap_or(i64::MIN), id.to_string()))
+            .unwrap_or((i64::MIN, String::new()));
+        let mut rows: Vec<DeadLetter> = with_db!(&self.db, pool => sqlx::query_as(
+            "SELECT event_id, topic, kind, reason, payload_size, received_at_ms FROM dead_letters \
+             WHERE received_at_ms > $1 OR (received_at_ms = $1 AND event_id > $2) ORDER BY received_at_ms, event_id LIMIT $3")
+            .bind(after_ms).bind(after_id).bind(page.fetch_limit()).fetch_all(pool).await?);
+        let next = page.finish(&mut rows, |d| {
+            format!("{}|{}", d.received_at_ms, d.event_id)
+        });
+        Ok((rows, next))
+    }
+
+    pub async fn dead_letter_count(&self) -> Result<i64> {
+        Ok(
+            with_db!(&self.db, pool => sqlx::query_scalar("SELECT COUNT(*) FROM dead_letters").fetch_one(pool).await?),
+        )
+    }
+
+    /// Deletes every fact, processed-event record and kept count. Returns the facts deleted.
+    pub async fn forget_facts(&self) -> Result<u64> {
+        with_db!(&self.db, pool => {
+            let mut tx = pool.begin_write().await?;
+            let n = sqlx::query("DELETE FROM milestone_facts").execute(&mut *tx).await?.rows_affected();
+            sqlx::query("DELETE FROM processed_events").execute(&mut *tx).await?;
+            sqlx::query("DELETE FROM counted_projects").execute(&mut *tx).await?;
+            sqlx::query("DELETE FROM count_changes").execute(&mut *tx).await?;
+            sqlx::query("DELETE FROM count_cells").execute(&mut *tx).await?;
+            sqlx::query("DELETE FROM count_days").execute(&mut *tx).await?;
+            tx.commit().await?;
+            Ok(n)
+        })
     }
 
     // -- achievements -------------------------------------------------------------------------

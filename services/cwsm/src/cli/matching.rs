@@ -1,16 +1,41 @@
-//! `cwsm companies|offerings|requests|proposals …`: the marketplace.
+//! `cwsm companies|offerings|users|requests|proposals …`: the marketplace, for both sides. A
+//! company registers, publishes offerings, browses fitting requests and proposes; a water user
+//! registers, creates a request, sees the ranked offerings with the parts of each score,
+//! compares proposals and accepts one. `cwsm requests bench-rank` measures the ranking.
+
+mod bench;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use cwsm_platform::vocab::{ContractModel, Sector, Technology};
+use cwsm_platform::vocab::{CertificationGrade, ContractModel, MvOption, Sector, Technology};
 use cwsm_proto::matching::v1 as mpb;
+use cwsm_proto::types;
 
 use super::{Clients, Connection, Output, code_number, name_of, request_id, yuan};
 
-#[derive(Subcommand)]
-pub enum ListOnly {
-    /// List, newest last.
-    List(ListArgs),
+/// Parses repeated vocabulary codes into proto numbers, naming a bad one.
+fn numbers<T>(
+    field: &str,
+    codes: &[String],
+    from: fn(&str) -> Option<T>,
+    number: fn(T) -> i32,
+) -> anyhow::Result<Vec<i32>> {
+    codes
+        .iter()
+        .map(|c| code_number(field, c, from, number))
+        .collect()
+}
+
+fn fen(yuan: f64) -> i64 {
+    (yuan * 100.0).round() as i64
+}
+
+fn bp(percent: f64) -> i32 {
+    (percent * 100.0).round() as i32
+}
+
+fn contact(name: String, phone: String, email: String) -> Option<types::Contact> {
+    Some(types::Contact { name, phone, email })
 }
 
 #[derive(Args, Clone, Default)]
@@ -27,11 +52,178 @@ pub struct ListArgs {
     /// Rows to show.
     #[arg(long, default_value_t = 50)]
     pub limit: i32,
+    /// Continue after a previous page (its next_page_token).
+    #[arg(long, default_value = "")]
+    pub page_token: String,
+}
+
+fn print_next_page(token: &str, json: bool) {
+    if !token.is_empty() && !json {
+        println!("More: --page-token {token}");
+    }
+}
+
+#[derive(Subcommand)]
+pub enum CompaniesCommand {
+    /// List companies, filtered.
+    List {
+        #[command(flatten)]
+        list: ListArgs,
+        /// Certified at this grade or better: a, aa, aaa, aaaa, aaaaa.
+        #[arg(long, default_value = "")]
+        min_grade: String,
+        /// With a published offering of this technology, e.g. leak_detection.
+        #[arg(long, default_value = "")]
+        tech: String,
+        /// With a published offering supporting this contract model, e.g. shared_savings.
+        #[arg(long, default_value = "")]
+        model: String,
+    },
+    /// Register a company (as itself: a company token for its credit code, or an admin).
+    Create {
+        /// 18-character unified social credit code.
+        #[arg(long)]
+        credit_code: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long, default_value = "")]
+        description: String,
+        /// Town or sub-district served (repeat); none means all.
+        #[arg(long = "town")]
+        towns: Vec<String>,
+        /// Sector served (repeat), e.g. school; none means all.
+        #[arg(long = "sector")]
+        sectors: Vec<String>,
+        /// Certification grade: none, a, aa, aaa, aaaa, aaaaa.
+        #[arg(long, default_value = "none")]
+        grade: String,
+        /// What the company can invest in projects, yuan.
+        #[arg(long, default_value_t = 0.0)]
+        financing_yuan: f64,
+        #[arg(long, default_value = "")]
+        contact_name: String,
+        #[arg(long, default_value = "")]
+        phone: String,
+        #[arg(long, default_value = "")]
+        email: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum OfferingsCommand {
+    /// List offerings, filtered (others than the company see published ones).
+    List {
+        #[command(flatten)]
+        list: ListArgs,
+        #[arg(long, default_value = "")]
+        company: String,
+        #[arg(long, default_value = "")]
+        tech: String,
+        #[arg(long, default_value = "")]
+        model: String,
+        /// draft, published or withdrawn.
+        #[arg(long, default_value = "")]
+        status: String,
+    },
+    /// Create an offering of a company (as draft; --publish publishes it too).
+    Create {
+        #[arg(long)]
+        company: String,
+        #[arg(long)]
+        title: String,
+        #[arg(long, default_value = "")]
+        description: String,
+        /// Technology code (repeat), e.g. leak_detection, smart_metering.
+        #[arg(long = "tech", required = true)]
+        technologies: Vec<String>,
+        /// Contract model code (repeat), e.g. shared_savings, guaranteed_savings.
+        #[arg(long = "model", required = true)]
+        models: Vec<String>,
+        /// Sector served (repeat); none means the company's.
+        #[arg(long = "sector")]
+        sectors: Vec<String>,
+        /// Town served (repeat); none means the company's.
+        #[arg(long = "town")]
+        towns: Vec<String>,
+        #[arg(long, default_value_t = 0.0)]
+        min_investment_yuan: f64,
+        /// 0 for no limit.
+        #[arg(long, default_value_t = 0.0)]
+        max_investment_yuan: f64,
+        /// Typical savings, percent of baseline use.
+        #[arg(long, default_value_t = 20.0)]
+        savings_pct: f64,
+        #[arg(long, default_value_t = 96)]
+        term_months: i32,
+        /// Publish it at once.
+        #[arg(long)]
+        publish: bool,
+    },
+    /// Publish a draft offering: it becomes visible and rankable.
+    Publish { offering_id: String },
+    /// Withdraw a published offering.
+    Withdraw {
+        offering_id: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum UsersCommand {
+    /// List water users, filtered.
+    List {
+        #[command(flatten)]
+        list: ListArgs,
+        /// Exact unit type, e.g. university.
+        #[arg(long, default_value = "")]
+        unit_type: String,
+    },
+    /// Register a water user (as itself: a water_user token for its credit code, or an admin).
+    Create {
+        #[arg(long)]
+        credit_code: String,
+        #[arg(long)]
+        name: String,
+        /// Sector code, e.g. school, hospital, industrial_enterprise.
+        #[arg(long)]
+        sector: String,
+        /// Kind of unit, e.g. university, textile mill.
+        #[arg(long, default_value = "")]
+        unit_type: String,
+        #[arg(long)]
+        town: String,
+        /// Water used last year, m³.
+        #[arg(long, default_value_t = 0)]
+        annual_use_m3: i64,
+        /// Planned-use quota, m³ a year.
+        #[arg(long, default_value_t = 0)]
+        annual_quota_m3: i64,
+        #[arg(long, default_value = "")]
+        contact_name: String,
+        #[arg(long, default_value = "")]
+        phone: String,
+        #[arg(long, default_value = "")]
+        email: String,
+    },
 }
 
 #[derive(Subcommand)]
 pub enum RequestsCommand {
-    List(ListArgs),
+    /// List project requests (those the caller may see), filtered.
+    List {
+        #[command(flatten)]
+        list: ListArgs,
+        #[arg(long, default_value = "")]
+        water_user: String,
+        #[arg(long, default_value = "")]
+        tech: String,
+        #[arg(long, default_value = "")]
+        model: String,
+        /// draft, open, closed, awarded or cancelled.
+        #[arg(long, default_value = "")]
+        status: String,
+    },
     /// Create a request (as draft) and open it to proposals.
     Create {
         #[arg(long)]
@@ -56,19 +248,92 @@ pub enum RequestsCommand {
         /// Wanted technology codes, e.g. leak_detection.
         #[arg(long = "tech")]
         technologies: Vec<String>,
+        /// Last day proposals are taken, YYYY-MM-DD.
+        #[arg(long, default_value = "")]
+        deadline: String,
+        /// Invite only these companies (ids; repeat); none makes the request public.
+        #[arg(long = "invite")]
+        invited: Vec<String>,
     },
     /// Offerings ranked for a request, with the parts of each score.
     Rank {
         request_id: String,
+        /// How many ranked offerings to show.
+        #[arg(long, default_value_t = 20)]
+        limit: i32,
     },
+    /// For a company: the open requests that fit its offerings, best first.
+    Fitting {
+        #[arg(long)]
+        company: String,
+        #[arg(long, default_value_t = 20)]
+        limit: i32,
+        #[arg(long, default_value = "")]
+        page_token: String,
+    },
+    /// Benchmark: rank one request against 1,000, 10,000 and 100,000 offerings (in process and
+    /// over gRPC, then under load); prints p50/p99 per ranking. Needs no server: it starts its
+    /// own matching service on a temporary SQLite file.
+    BenchRank(bench::BenchArgs),
 }
 
 #[derive(Subcommand)]
 pub enum ProposalsCommand {
     /// Proposals on a request, side by side.
     List { request_id: String },
-    /// Accept a proposal: starts the project.
+    /// Propose on a request, for a company.
+    Create {
+        #[arg(long)]
+        request: String,
+        #[arg(long)]
+        company: String,
+        /// The offering it builds on.
+        #[arg(long, default_value = "")]
+        offering: String,
+        #[arg(long)]
+        measures: String,
+        #[arg(long, default_value_t = 0.0)]
+        investment_yuan: f64,
+        /// Savings promised, m³ a year.
+        #[arg(long)]
+        savings_m3: i64,
+        /// Savings promised, percent of the baseline.
+        #[arg(long, default_value_t = 0.0)]
+        savings_pct: f64,
+        /// Contract model code, e.g. shared_savings.
+        #[arg(long)]
+        model: String,
+        /// The company's share of the savings, percent (sharing models).
+        #[arg(long, default_value_t = 0.0)]
+        share_pct: f64,
+        #[arg(long, default_value_t = 0)]
+        sharing_months: i32,
+        /// Guaranteed saving, m³ a year (guarantee models).
+        #[arg(long, default_value_t = 0)]
+        guaranteed_m3: i64,
+        /// Price of each m³ short of the guarantee, yuan.
+        #[arg(long, default_value_t = 0.0)]
+        shortfall_yuan: f64,
+        /// Yearly hosting fee, yuan (hosting models).
+        #[arg(long, default_value_t = 0.0)]
+        hosting_fee_yuan: f64,
+        #[arg(long, default_value_t = 96)]
+        term_months: i32,
+        /// IPMVP option: a, b or c.
+        #[arg(long, default_value = "c")]
+        mv: String,
+        /// Baseline driver (repeat), e.g. occupancy.
+        #[arg(long = "driver")]
+        drivers: Vec<String>,
+    },
+    /// Accept a proposal: starts the project; the other proposals are declined.
     Accept { proposal_id: String },
+    /// Decline a proposal, saying why (the company sees the reason).
+    Decline {
+        proposal_id: String,
+        #[arg(long)]
+        reason: String,
+    },
 }
 
 #[derive(Args)]
@@ -76,54 +341,124 @@ pub struct CompaniesArgs {
     #[command(flatten)]
     pub conn: Connection,
     #[command(subcommand)]
-    pub command: ListOnly,
+    pub command: CompaniesCommand,
 }
 
+fn company_row(x: &mpb::Company) -> Vec<String> {
+    let t = x.track_record.unwrap_or_default();
+    vec![
+        x.id.clone(),
+        x.name.clone(),
+        x.credit_code.clone(),
+        CertificationGrade::from_number(x.certification_grade)
+            .map(|g| g.label().to_string())
+            .unwrap_or_default(),
+        yuan(x.financing_capacity_fen),
+        x.towns.join(", "),
+        format!(
+            "{} done, {}/{} m³ verified",
+            t.projects_completed,
+            t.verified_savings_litres / 1000,
+            t.promised_savings_litres / 1000
+        ),
+    ]
+}
+
+const COMPANY_HEADERS: [&str; 7] = [
+    "id",
+    "name",
+    "credit_code",
+    "certification",
+    "financing_yuan",
+    "towns",
+    "track_record",
+];
+
 pub async fn companies(args: CompaniesArgs) -> anyhow::Result<()> {
-    let CompaniesArgs {
-        conn,
-        command: ListOnly::List(a),
-    } = args;
+    let CompaniesArgs { conn, command } = args;
     let c = Clients::connect(&conn).await?;
+    let (a, min_grade, tech, model) = match command {
+        CompaniesCommand::List {
+            list,
+            min_grade,
+            tech,
+            model,
+        } => (list, min_grade, tech, model),
+        CompaniesCommand::Create {
+            credit_code,
+            name,
+            description,
+            towns,
+            sectors,
+            grade,
+            financing_yuan,
+            contact_name,
+            phone,
+            email,
+        } => {
+            let created = c
+                .matching()
+                .create_company(mpb::CreateCompanyRequest {
+                    request_id: request_id(),
+                    company: Some(mpb::Company {
+                        credit_code,
+                        name,
+                        description,
+                        contact: contact(contact_name, phone, email),
+                        towns,
+                        sectors: numbers("sector", &sectors, Sector::from_code, Sector::number)?,
+                        certification_grade: code_number(
+                            "grade",
+                            &grade,
+                            CertificationGrade::from_code,
+                            CertificationGrade::number,
+                        )?,
+                        financing_capacity_fen: fen(financing_yuan),
+                        ..Default::default()
+                    }),
+                })
+                .await?
+                .into_inner()
+                .company
+                .context("empty reply")?;
+            Output {
+                headers: COMPANY_HEADERS.to_vec(),
+                rows: vec![company_row(&created)],
+            }
+            .print(conn.json);
+            return Ok(());
+        }
+    };
     let reply = c
         .matching()
         .list_companies(mpb::ListCompaniesRequest {
             page_size: a.limit,
+            page_token: a.page_token,
             sector: code_number("sector", &a.sector, Sector::from_code, Sector::number)?,
             town: a.town,
             query: a.query,
-            ..Default::default()
+            technology: code_number("tech", &tech, Technology::from_code, Technology::number)?,
+            contract_model: code_number(
+                "model",
+                &model,
+                ContractModel::from_code,
+                ContractModel::number,
+            )?,
+            min_certification_grade: code_number(
+                "min-grade",
+                &min_grade,
+                CertificationGrade::from_code,
+                CertificationGrade::number,
+            )?,
         })
         .await?
         .into_inner();
-    let rows = reply
-        .companies
-        .iter()
-        .map(|x| {
-            vec![
-                x.id.clone(),
-                x.name.clone(),
-                x.credit_code.clone(),
-                cwsm_platform::vocab::CertificationGrade::from_number(x.certification_grade)
-                    .map(|g| g.label().to_string())
-                    .unwrap_or_default(),
-                yuan(x.financing_capacity_fen),
-                x.towns.join(", "),
-            ]
-        })
-        .collect();
     Output {
-        headers: vec![
-            "id",
-            "name",
-            "credit_code",
-            "certification",
-            "financing_yuan",
-            "towns",
-        ],
-        rows,
+        headers: COMPANY_HEADERS.to_vec(),
+        rows: reply.companies.iter().map(company_row).collect(),
     }
     .print(conn.json);
+    print_next_page(&reply.next_page_token, conn.json);
     Ok(())
 }
 
@@ -132,28 +467,152 @@ pub struct OfferingsArgs {
     #[command(flatten)]
     pub conn: Connection,
     #[command(subcommand)]
-    pub command: ListOnly,
+    pub command: OfferingsCommand,
+}
+
+fn offering_status(code: &str) -> anyhow::Result<i32> {
+    Ok(match code {
+        "" => 0,
+        "draft" => mpb::OfferingStatus::Draft as i32,
+        "published" => mpb::OfferingStatus::Published as i32,
+        "withdrawn" => mpb::OfferingStatus::Withdrawn as i32,
+        other => anyhow::bail!("unknown status {other:?}: draft, published or withdrawn"),
+    })
 }
 
 pub async fn offerings(args: OfferingsArgs) -> anyhow::Result<()> {
-    let OfferingsArgs {
-        conn,
-        command: ListOnly::List(a),
-    } = args;
+    let OfferingsArgs { conn, command } = args;
     let c = Clients::connect(&conn).await?;
-    let reply = c
-        .matching()
-        .list_offerings(mpb::ListOfferingsRequest {
-            page_size: a.limit,
-            sector: code_number("sector", &a.sector, Sector::from_code, Sector::number)?,
-            town: a.town,
-            query: a.query,
-            ..Default::default()
-        })
-        .await?
-        .into_inner();
-    let rows = reply
-        .offerings
+    let (offerings, next) = match command {
+        OfferingsCommand::List {
+            list: a,
+            company,
+            tech,
+            model,
+            status,
+        } => {
+            let reply = c
+                .matching()
+                .list_offerings(mpb::ListOfferingsRequest {
+                    page_size: a.limit,
+                    page_token: a.page_token,
+                    company_id: company,
+                    sector: code_number("sector", &a.sector, Sector::from_code, Sector::number)?,
+                    town: a.town,
+                    technology: code_number(
+                        "tech",
+                        &tech,
+                        Technology::from_code,
+                        Technology::number,
+                    )?,
+                    contract_model: code_number(
+                        "model",
+                        &model,
+                        ContractModel::from_code,
+                        ContractModel::number,
+                    )?,
+                    status: offering_status(&status)?,
+                    query: a.query,
+                })
+                .await?
+                .into_inner();
+            (reply.offerings, reply.next_page_token)
+        }
+        OfferingsCommand::Create {
+            company,
+            title,
+            description,
+            technologies,
+            models,
+            sectors,
+            towns,
+            min_investment_yuan,
+            max_investment_yuan,
+            savings_pct,
+            term_months,
+            publish,
+        } => {
+            let mut m = c.matching();
+            let mut created = m
+                .create_offering(mpb::CreateOfferingRequest {
+                    request_id: request_id(),
+                    offering: Some(mpb::Offering {
+                        company_id: company,
+                        title,
+                        description,
+                        technologies: numbers(
+                            "tech",
+                            &technologies,
+                            Technology::from_code,
+                            Technology::number,
+                        )?,
+                        contract_models: numbers(
+                            "model",
+                            &models,
+                            ContractModel::from_code,
+                            ContractModel::number,
+                        )?,
+                        sectors: numbers("sector", &sectors, Sector::from_code, Sector::number)?,
+                        towns,
+                        min_investment_fen: fen(min_investment_yuan),
+                        max_investment_fen: fen(max_investment_yuan),
+                        typical_savings_bp: bp(savings_pct),
+                        typical_term_months: term_months,
+                        ..Default::default()
+                    }),
+                })
+                .await?
+                .into_inner()
+                .offering
+                .context("empty reply")?;
+            if publish {
+                created = m
+                    .publish_offering(mpb::PublishOfferingRequest {
+                        request_id: request_id(),
+                        offering_id: created.id.clone(),
+                        expected_version: created.version,
+                    })
+                    .await?
+                    .into_inner()
+                    .offering
+                    .context("empty reply")?;
+            }
+            (vec![created], String::new())
+        }
+        OfferingsCommand::Publish { offering_id } => {
+            let published = c
+                .matching()
+                .publish_offering(mpb::PublishOfferingRequest {
+                    request_id: request_id(),
+                    offering_id,
+                    expected_version: 0,
+                })
+                .await?
+                .into_inner()
+                .offering
+                .context("empty reply")?;
+            (vec![published], String::new())
+        }
+        OfferingsCommand::Withdraw {
+            offering_id,
+            reason,
+        } => {
+            let withdrawn = c
+                .matching()
+                .withdraw_offering(mpb::WithdrawOfferingRequest {
+                    request_id: request_id(),
+                    offering_id,
+                    expected_version: 0,
+                    reason,
+                })
+                .await?
+                .into_inner()
+                .offering
+                .context("empty reply")?;
+            (vec![withdrawn], String::new())
+        }
+    };
+    let rows = offerings
         .iter()
         .map(|o| {
             vec![
@@ -192,7 +651,138 @@ pub async fn offerings(args: OfferingsArgs) -> anyhow::Result<()> {
         rows,
     }
     .print(conn.json);
+    print_next_page(&next, conn.json);
     Ok(())
+}
+
+#[derive(Args)]
+pub struct UsersArgs {
+    #[command(flatten)]
+    pub conn: Connection,
+    #[command(subcommand)]
+    pub command: UsersCommand,
+}
+
+fn user_row(u: &mpb::WaterUser) -> Vec<String> {
+    vec![
+        u.id.clone(),
+        u.name.clone(),
+        u.credit_code.clone(),
+        name_of(u.sector, Sector::from_number, Sector::code),
+        u.unit_type.clone(),
+        u.town.clone(),
+        (u.annual_use_litres / 1000).to_string(),
+        if u.planned_use_supervised {
+            "yes"
+        } else {
+            "no"
+        }
+        .to_string(),
+    ]
+}
+
+const USER_HEADERS: [&str; 8] = [
+    "id",
+    "name",
+    "credit_code",
+    "sector",
+    "unit_type",
+    "town",
+    "annual_use_m3",
+    "planned_use",
+];
+
+pub async fn users(args: UsersArgs) -> anyhow::Result<()> {
+    let UsersArgs { conn, command } = args;
+    let c = Clients::connect(&conn).await?;
+    match command {
+        UsersCommand::List { list: a, unit_type } => {
+            let reply = c
+                .matching()
+                .list_water_users(mpb::ListWaterUsersRequest {
+                    page_size: a.limit,
+                    page_token: a.page_token,
+                    sector: code_number("sector", &a.sector, Sector::from_code, Sector::number)?,
+                    town: a.town,
+                    unit_type,
+                    query: a.query,
+                })
+                .await?
+                .into_inner();
+            Output {
+                headers: USER_HEADERS.to_vec(),
+                rows: reply.water_users.iter().map(user_row).collect(),
+            }
+            .print(conn.json);
+            print_next_page(&reply.next_page_token, conn.json);
+        }
+        UsersCommand::Create {
+            credit_code,
+            name,
+            sector,
+            unit_type,
+            town,
+            annual_use_m3,
+            annual_quota_m3,
+            contact_name,
+            phone,
+            email,
+        } => {
+            let created = c
+                .matching()
+                .create_water_user(mpb::CreateWaterUserRequest {
+                    request_id: request_id(),
+                    water_user: Some(mpb::WaterUser {
+                        credit_code,
+                        name,
+                        sector: code_number("sector", &sector, Sector::from_code, Sector::number)?,
+                        unit_type,
+                        town,
+                        annual_use_litres: annual_use_m3 * 1000,
+                        annual_quota_litres: annual_quota_m3 * 1000,
+                        contact: contact(contact_name, phone, email),
+                        ..Default::default()
+                    }),
+                })
+                .await?
+                .into_inner()
+                .water_user
+                .context("empty reply")?;
+            Output {
+                headers: USER_HEADERS.to_vec(),
+                rows: vec![user_row(&created)],
+            }
+            .print(conn.json);
+        }
+    }
+    Ok(())
+}
+
+fn request_status(code: &str) -> anyhow::Result<i32> {
+    Ok(match code {
+        "" => 0,
+        "draft" => mpb::ProjectRequestStatus::Draft as i32,
+        "open" => mpb::ProjectRequestStatus::Open as i32,
+        "closed" => mpb::ProjectRequestStatus::Closed as i32,
+        "awarded" => mpb::ProjectRequestStatus::Awarded as i32,
+        "cancelled" => mpb::ProjectRequestStatus::Cancelled as i32,
+        other => {
+            anyhow::bail!("unknown status {other:?}: draft, open, closed, awarded or cancelled")
+        }
+    })
+}
+
+fn parts_text(parts: &[mpb::ScorePart]) -> String {
+    parts
+        .iter()
+        .map(|p| {
+            format!(
+                "{} {:.2}×{:.2}: {}",
+                p.name, p.weight, p.value, p.explanation
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 #[derive(Args)]
@@ -205,17 +795,42 @@ pub struct RequestsArgs {
 
 pub async fn requests(args: RequestsArgs) -> anyhow::Result<()> {
     let RequestsArgs { conn, command } = args;
+    if let RequestsCommand::BenchRank(bench) = command {
+        return bench::run(bench).await;
+    }
     let c = Clients::connect(&conn).await?;
     match command {
-        RequestsCommand::List(a) => {
+        // Run above, before connecting.
+        RequestsCommand::BenchRank(_) => {}
+        RequestsCommand::List {
+            list: a,
+            water_user,
+            tech,
+            model,
+            status,
+        } => {
             let reply = c
                 .matching()
                 .list_project_requests(mpb::ListProjectRequestsRequest {
                     page_size: a.limit,
+                    page_token: a.page_token,
+                    water_user_id: water_user,
                     sector: code_number("sector", &a.sector, Sector::from_code, Sector::number)?,
                     town: a.town,
+                    technology: code_number(
+                        "tech",
+                        &tech,
+                        Technology::from_code,
+                        Technology::number,
+                    )?,
+                    contract_model: code_number(
+                        "model",
+                        &model,
+                        ContractModel::from_code,
+                        ContractModel::number,
+                    )?,
+                    status: request_status(&status)?,
                     query: a.query,
-                    ..Default::default()
                 })
                 .await?
                 .into_inner();
@@ -256,6 +871,7 @@ pub async fn requests(args: RequestsArgs) -> anyhow::Result<()> {
                 rows,
             }
             .print(conn.json);
+            print_next_page(&reply.next_page_token, conn.json);
         }
         RequestsCommand::Create {
             water_user,
@@ -266,6 +882,8 @@ pub async fn requests(args: RequestsArgs) -> anyhow::Result<()> {
             price_yuan,
             models,
             technologies,
+            deadline,
+            invited,
         } => {
             let mut m = c.matching();
             let draft = mpb::ProjectRequest {
@@ -287,6 +905,13 @@ pub async fn requests(args: RequestsArgs) -> anyhow::Result<()> {
                         code_number("technology", x, Technology::from_code, Technology::number)
                     })
                     .collect::<anyhow::Result<_>>()?,
+                proposal_deadline: deadline,
+                visibility: if invited.is_empty() {
+                    mpb::RequestVisibility::Public as i32
+                } else {
+                    mpb::RequestVisibility::Invited as i32
+                },
+                invited_company_ids: invited,
                 ..Default::default()
             };
             let created = m
@@ -314,12 +939,15 @@ pub async fn requests(args: RequestsArgs) -> anyhow::Result<()> {
             }
             .print(conn.json);
         }
-        RequestsCommand::Rank { request_id: id } => {
+        RequestsCommand::Rank {
+            request_id: id,
+            limit,
+        } => {
             let reply = c
                 .matching()
                 .rank_offerings(mpb::RankOfferingsRequest {
                     project_request_id: id,
-                    page_size: 20,
+                    page_size: limit,
                 })
                 .await?
                 .into_inner();
@@ -338,11 +966,7 @@ pub async fn requests(args: RequestsArgs) -> anyhow::Result<()> {
                             .as_ref()
                             .map(|x| x.title.clone())
                             .unwrap_or_default(),
-                        r.parts
-                            .iter()
-                            .map(|p| format!("{} {:.2}: {}", p.name, p.value, p.explanation))
-                            .collect::<Vec<_>>()
-                            .join("\n"),
+                        parts_text(&r.parts),
                     ]
                 })
                 .collect();
@@ -351,8 +975,11 @@ pub async fn requests(args: RequestsArgs) -> anyhow::Result<()> {
                 rows,
             }
             .print(conn.json);
-            if !conn.json && !reply.excluded_offerings.is_empty() {
-                println!("Excluded:");
+            if !conn.json {
+                println!(
+                    "{} offerings passed the hard filters; {} excluded",
+                    reply.ranked_total, reply.excluded_total
+                );
                 for x in &reply.excluded_offerings {
                     println!(
                         "  {} / {}: {} ({})",
@@ -360,6 +987,53 @@ pub async fn requests(args: RequestsArgs) -> anyhow::Result<()> {
                     );
                 }
             }
+        }
+        RequestsCommand::Fitting {
+            company,
+            limit,
+            page_token,
+        } => {
+            let reply = c
+                .matching()
+                .list_fitting_requests(mpb::ListFittingRequestsRequest {
+                    company_id: company,
+                    page_size: limit,
+                    page_token,
+                })
+                .await?
+                .into_inner();
+            let rows = reply
+                .fitting_requests
+                .iter()
+                .map(|f| {
+                    let r = f.project_request.clone().unwrap_or_default();
+                    vec![
+                        format!("{:.3}", f.score),
+                        r.id,
+                        r.title,
+                        r.water_user.map(|u| u.name).unwrap_or_default(),
+                        yuan(r.investment_wanted_fen),
+                        r.proposal_deadline,
+                        f.offering_id.clone(),
+                        parts_text(&f.parts),
+                    ]
+                })
+                .collect();
+            Output {
+                headers: vec![
+                    "score",
+                    "request",
+                    "title",
+                    "water_user",
+                    "investment_yuan",
+                    "deadline",
+                    "best_offering",
+                    "why",
+                ],
+                rows,
+            }
+            .print(conn.json);
+            print_next_page(&reply.next_page_token, conn.json);
         }
     }
     Ok(())
@@ -427,6 +1101,97 @@ pub async fn proposals(args: ProposalsArgs) -> anyhow::Result<()> {
                     "status",
                 ],
                 rows,
+            }
+            .print(conn.json);
+        }
+        ProposalsCommand::Create {
+            request,
+            company,
+            offering,
+            measures,
+            investment_yuan,
+            savings_m3,
+            savings_pct,
+            model,
+            share_pct,
+            sharing_months,
+            guaranteed_m3,
+            shortfall_yuan,
+            hosting_fee_yuan,
+            term_months,
+            mv,
+            drivers,
+        } => {
+            let created = c
+                .matching()
+                .create_proposal(mpb::CreateProposalRequest {
+                    request_id: request_id(),
+                    proposal: Some(mpb::Proposal {
+                        project_request_id: request,
+                        company_id: company,
+                        offering_id: offering,
+                        measures,
+                        investment_fen: fen(investment_yuan),
+                        promised_savings_litres: savings_m3 * 1000,
+                        promised_savings_bp: bp(savings_pct),
+                        contract_model: code_number(
+                            "model",
+                            &model,
+                            ContractModel::from_code,
+                            ContractModel::number,
+                        )?,
+                        terms: Some(types::ContractTerms {
+                            share_ratio_bp: bp(share_pct),
+                            sharing_period_months: sharing_months,
+                            guaranteed_savings_litres: guaranteed_m3 * 1000,
+                            shortfall_price_fen_per_m3: fen(shortfall_yuan),
+                            hosting_fee_fen: fen(hosting_fee_yuan),
+                            ..Default::default()
+                        }),
+                        contract_term_months: term_months,
+                        mv_option: code_number("mv", &mv, MvOption::from_code, MvOption::number)?,
+                        drivers,
+                        ..Default::default()
+                    }),
+                })
+                .await?
+                .into_inner()
+                .proposal
+                .context("empty reply")?;
+            Output {
+                headers: vec!["proposal", "yuan_per_m3_saved", "payback_months", "status"],
+                rows: vec![vec![
+                    created.id,
+                    yuan(created.cost_per_m3_saved_fen),
+                    created.payback_months.to_string(),
+                    "submitted".into(),
+                ]],
+            }
+            .print(conn.json);
+        }
+        ProposalsCommand::Decline {
+            proposal_id,
+            reason,
+        } => {
+            let declined = c
+                .matching()
+                .decline_proposal(mpb::DeclineProposalRequest {
+                    request_id: request_id(),
+                    proposal_id,
+                    expected_version: 0,
+                    reason,
+                })
+                .await?
+                .into_inner()
+                .proposal
+                .context("empty reply")?;
+            Output {
+                headers: vec!["proposal", "status", "reason"],
+                rows: vec![vec![
+                    declined.id,
+                    "declined".into(),
+                    declined.decline_reason,
+                ]],
             }
             .print(conn.json);
         }

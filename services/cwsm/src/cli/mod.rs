@@ -57,6 +57,8 @@ pub enum ClientCommand {
     Companies(matching::CompaniesArgs),
     /// What service companies offer.
     Offerings(matching::OfferingsArgs),
+    /// Water users (用水单位).
+    Users(matching::UsersArgs),
     /// Water users' project requests.
     Requests(matching::RequestsArgs),
     /// Proposals on a request.
@@ -70,6 +72,7 @@ pub async fn run(command: ClientCommand) -> anyhow::Result<()> {
         ClientCommand::Report(args) => reporting::report(args).await,
         ClientCommand::Companies(args) => matching::companies(args).await,
         ClientCommand::Offerings(args) => matching::offerings(args).await,
+        ClientCommand::Users(args) => matching::users(args).await,
         ClientCommand::Requests(args) => matching::requests(args).await,
         ClientCommand::Proposals(args) => matching::proposals(args).await,
         ClientCommand::Projects(args) => projects::projects(args).await,

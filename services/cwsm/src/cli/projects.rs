@@ -1,8 +1,17 @@
-//! `cwsm projects …`: contract projects and their lifecycle.
+//! `cwsm projects …`: contract projects, their lifecycle, meters and readings, measured
+//! savings, periods and settlements; and `cwsm projects bench`, the ingestion and M&V
+//! benchmark.
 
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
 use clap::{Args, Subcommand};
 use cwsm_platform::vocab::ContractModel;
+use cwsm_projects::settle::{cubic_metres, yuan};
 use cwsm_proto::projects::v1 as ppb;
+use tokio_stream::StreamExt;
 
 use super::{Clients, Connection, Output, name_of, request_id, stage_name};
 
@@ -27,11 +36,160 @@ pub enum ProjectsCommand {
         stage: String,
         #[arg(long, default_value = "")]
         reason: String,
+        /// Evidence, e.g. the post-installation verification report (required for accepted).
+        #[arg(long, default_value = "")]
+        evidence: String,
     },
+    /// Set the baseline period and the reporting period length (while contracted).
+    Baseline {
+        project_id: String,
+        /// First day, YYYY-MM-DD.
+        #[arg(long)]
+        start: String,
+        /// Last day, YYYY-MM-DD (inclusive).
+        #[arg(long)]
+        end: String,
+        /// Months per reporting period.
+        #[arg(long, default_value_t = 1)]
+        months: i32,
+    },
+    /// A project's meters.
+    #[command(subcommand)]
+    Meters(MetersCommand),
+    /// Meter readings: import from CSV, list raw or by day or month.
+    #[command(subcommand)]
+    Readings(ReadingsCommand),
+    /// Record daily values of an M&V plan driver from a CSV file (columns: date YYYY-MM-DD,
+    /// value; a header row is optional).
+    Drivers {
+        project_id: String,
+        /// The driver, as the M&V plan names it (e.g. occupancy).
+        driver: String,
+        file: PathBuf,
+    },
+    /// The measured savings of a project: the baseline fit, a table per period and a chart.
+    Savings {
+        project_id: String,
+        /// Also draw the chart as an SVG file.
+        #[arg(long)]
+        svg: Option<PathBuf>,
+    },
+    /// Reporting periods: submit, verify, dispute, resolve, settle.
+    #[command(subcommand)]
+    Periods(PeriodsCommand),
+    /// A project's settlements and their statements.
+    Settlements { project_id: String },
+    /// Benchmark: readings ingested per second through IngestReadings, and the M&V time for
+    /// 3 years of hourly data. Starts its own projects service (SQLite in a temporary folder,
+    /// and PostgreSQL in the scratch schema bench_projects when --database-url is given).
+    Bench {
+        /// Readings to ingest.
+        #[arg(long, default_value_t = 1_000_000)]
+        readings: i64,
+        /// Readings per stream message.
+        #[arg(long, default_value_t = 5_000)]
+        batch: usize,
+        /// postgres://… to bench PostgreSQL as well.
+        #[arg(long)]
+        database_url: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum MetersCommand {
+    /// Register a meter on a project.
+    Create {
+        project_id: String,
+        #[arg(long)]
+        name: String,
+        /// whole_site or sub_meter.
+        #[arg(long, default_value = "whole_site")]
+        kind: String,
+        /// Seconds between readings (86400 daily, 3600 hourly, 900 quarter-hourly).
+        #[arg(long, default_value_t = 86_400)]
+        interval: i32,
+        #[arg(long, default_value = "")]
+        site: String,
+        #[arg(long, default_value = "")]
+        serial: String,
+    },
+    List {
+        project_id: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ReadingsCommand {
+    /// Import readings from a CSV file (columns: meter_id, timestamp (RFC 3339), value_litres,
+    /// estimated; meter_id may be left out with --meter; a header row is optional).
+    Import {
+        file: PathBuf,
+        /// The meter of every row (the file then has no meter_id column).
+        #[arg(long)]
+        meter: Option<String>,
+        /// Values are the meter's cumulative register, not use per interval.
+        #[arg(long)]
+        register: bool,
+        /// Readings per stream message.
+        #[arg(long, default_value_t = 1_000)]
+        batch: usize,
+    },
+    /// A meter's use, raw or by day or month.
+    List {
+        meter_id: String,
+        /// raw, day or month.
+        #[arg(long, default_value = "day")]
+        by: String,
+        /// Points to show.
+        #[arg(long, default_value_t = 100)]
+        limit: i32,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum PeriodsCommand {
+    /// Submit the period starting START_DATE (the company).
+    Submit {
+        project_id: String,
+        start_date: String,
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// Verify a submitted period (a verifier).
+    Verify {
+        period_id: String,
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// Dispute a period (either party or a verifier).
+    Dispute {
+        period_id: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Resolve a dispute with an agreed adjustment of the savings (a verifier).
+    Resolve {
+        period_id: String,
+        /// Litres added to the savings (negative lowers them).
+        #[arg(long, allow_hyphen_values = true, default_value_t = 0)]
+        adjustment: i64,
+        #[arg(long)]
+        note: String,
+    },
+    /// Settle a verified period by the contract model.
+    Settle { period_id: String },
 }
 
 pub async fn projects(args: ProjectsArgs) -> anyhow::Result<()> {
     let ProjectsArgs { conn, command } = args;
+    if let ProjectsCommand::Bench {
+        readings,
+        batch,
+        database_url,
+    } = command
+    {
+        return bench::run(readings, batch, database_url.as_deref()).await;
+    }
     let c = Clients::connect(&conn).await?;
     match command {
         ProjectsCommand::List { stage } => {
@@ -84,6 +242,7 @@ pub async fn projects(args: ProjectsArgs) -> anyhow::Result<()> {
             project_id,
             stage,
             reason,
+            evidence,
         } => {
             let to = ppb::ProjectStage::from_str_name(&format!(
                 "PROJECT_STAGE_{}",
@@ -98,7 +257,7 @@ pub async fn projects(args: ProjectsArgs) -> anyhow::Result<()> {
                     to_stage: to as i32,
                     reason,
                     expected_version: 0,
-                    evidence: String::new(),
+                    evidence,
                 })
                 .await?
                 .into_inner();
@@ -114,6 +273,1135 @@ pub async fn projects(args: ProjectsArgs) -> anyhow::Result<()> {
             }
             .print(conn.json);
         }
+        ProjectsCommand::Baseline {
+            project_id,
+            start,
+            end,
+            months,
+        } => {
+            let mut p = c
+                .projects()
+                .get_project(ppb::GetProjectRequest {
+                    project_id: project_id.clone(),
+                })
+                .await?
+                .into_inner()
+                .project
+                .ok_or_else(|| anyhow::anyhow!("no project {project_id}"))?;
+            p.baseline_start_date = start;
+            p.baseline_end_date = end;
+            p.stage_history.clear();
+            let mut plan = p.mv_plan.take().unwrap_or_default();
+            plan.reporting_period_months = months;
+            p.mv_plan = Some(plan);
+            let p = c
+                .projects()
+                .update_project(ppb::UpdateProjectRequest {
+                    request_id: request_id(),
+                    project: Some(p),
+                    expected_version: 0,
+                })
+                .await?
+                .into_inner()
+                .project
+                .unwrap_or_default();
+            Output {
+                headers: vec!["id", "baseline_start", "baseline_end", "period_months"],
+                rows: vec![vec![
+                    p.id,
+                    p.baseline_start_date,
+                    p.baseline_end_date,
+                    p.mv_plan
+                        .map(|m| m.reporting_period_months.to_string())
+                        .unwrap_or_default(),
+                ]],
+            }
+            .print(conn.json);
+        }
+        ProjectsCommand::Drivers {
+            project_id,
+            driver,
+            file,
+        } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let values = parse_driver_csv(&text)?;
+            let sent = values.len();
+            let reply = c
+                .projects()
+                .record_driver_values(ppb::RecordDriverValuesRequest {
+                    project_id,
+                    driver: driver.clone(),
+                    values,
+                })
+                .await?
+                .into_inner();
+            Output {
+                headers: vec!["driver", "sent", "recorded"],
+                rows: vec![vec![driver, sent.to_string(), reply.recorded.to_string()]],
+            }
+            .print(conn.json);
+        }
+        ProjectsCommand::Meters(cmd) => meters(&c, cmd, conn.json).await?,
+        ProjectsCommand::Readings(cmd) => readings(&c, cmd, conn.json).await?,
+        ProjectsCommand::Savings { project_id, svg } => {
+            savings(&c, &project_id, svg.as_deref(), conn.json).await?
+        }
+        ProjectsCommand::Periods(cmd) => periods(&c, cmd, conn.json).await?,
+        ProjectsCommand::Settlements { project_id } => {
+            settlements(&c, &project_id, conn.json).await?
+        }
+        ProjectsCommand::Bench { .. } => {}
     }
     Ok(())
+}
+
+fn meter_kind(code: &str) -> anyhow::Result<ppb::MeterKind> {
+    match code {
+        "whole_site" => Ok(ppb::MeterKind::WholeSite),
+        "sub_meter" => Ok(ppb::MeterKind::SubMeter),
+        other => anyhow::bail!("unknown meter kind {other:?}: whole_site or sub_meter"),
+    }
+}
+
+fn meter_row(m: &ppb::Meter) -> Vec<String> {
+    vec![
+        m.id.clone(),
+        m.name.clone(),
+        m.site.clone(),
+        ppb::MeterKind::try_from(m.kind)
+            .map(|k| {
+                k.as_str_name()
+                    .trim_start_matches("METER_KIND_")
+                    .to_lowercase()
+            })
+            .unwrap_or_default(),
+        m.interval_seconds.to_string(),
+    ]
+}
+
+async fn meters(c: &Clients, cmd: MetersCommand, json: bool) -> anyhow::Result<()> {
+    let headers = vec!["id", "name", "site", "kind", "interval_s"];
+    match cmd {
+        MetersCommand::Create {
+            project_id,
+            name,
+            kind,
+            interval,
+            site,
+            serial,
+        } => {
+            let m = c
+                .projects()
+                .create_meter(ppb::CreateMeterRequest {
+                    request_id: request_id(),
+                    meter: Some(ppb::Meter {
+                        project_id,
+                        name,
+                        kind: meter_kind(&kind)? as i32,
+                        interval_seconds: interval,
+                        site,
+                        serial_number: serial,
+                        ..Default::default()
+                    }),
+                })
+                .await?
+                .into_inner()
+                .meter
+                .unwrap_or_default();
+            Output {
+                headers,
+                rows: vec![meter_row(&m)],
+            }
+            .print(json);
+        }
+        MetersCommand::List { project_id } => {
+            let reply = c
+                .projects()
+                .list_meters(ppb::ListMetersRequest {
+                    project_id,
+                    page_size: 500,
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            Output {
+                headers,
+                rows: reply.meters.iter().map(meter_row).collect(),
+            }
+            .print(json);
+        }
+    }
+    Ok(())
+}
+
+/// Reads "date,value" lines (a header row is skipped).
+fn parse_driver_csv(text: &str) -> anyhow::Result<Vec<ppb::DriverValue>> {
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let cells: Vec<&str> = line.split(',').map(str::trim).collect();
+        if line.trim().is_empty() || (n == 0 && cells[0].eq_ignore_ascii_case("date")) {
+            continue;
+        }
+        let (Some(date), Some(value)) = (cells.first(), cells.get(1)) else {
+            anyhow::bail!("line {}: expected date,value", n + 1);
+        };
+        chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d")
+            .with_context(|| format!("line {}: {date:?} is not YYYY-MM-DD", n + 1))?;
+        out.push(ppb::DriverValue {
+            date: date.to_string(),
+            value: value
+                .parse()
+                .with_context(|| format!("line {}: {value:?} is not a number", n + 1))?,
+        });
+    }
+    Ok(out)
+}
+
+/// One CSV row.
+struct Row {
+    meter_id: String,
+    reading: ppb::Reading,
+}
+
+/// Reads the CSV: columns meter_id, timestamp, value_litres, estimated (by the header when
+/// there is one; meter_id absent when `meter` is given).
+fn parse_csv(text: &str, meter: Option<&str>) -> anyhow::Result<Vec<Row>> {
+    let mut lines = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty());
+    let mut columns: Vec<String> = if meter.is_some() {
+        vec![
+            "timestamp".into(),
+            "value_litres".into(),
+            "estimated".into(),
+        ]
+    } else {
+        vec![
+            "meter_id".into(),
+            "timestamp".into(),
+            "value_litres".into(),
+            "estimated".into(),
+        ]
+    };
+    let mut first = lines.next();
+    if let Some((_, line)) = first
+        && line.to_lowercase().contains("timestamp")
+    {
+        columns = line.split(',').map(|c| c.trim().to_lowercase()).collect();
+        first = None;
+    }
+    let at = |name: &str| columns.iter().position(|c| c == name);
+    let (Some(ts), Some(value)) = (at("timestamp"), at("value_litres")) else {
+        anyhow::bail!("the CSV needs timestamp and value_litres columns");
+    };
+    let meter_col = at("meter_id");
+    let estimated_col = at("estimated");
+    if meter.is_none() && meter_col.is_none() {
+        anyhow::bail!("the CSV has no meter_id column: give --meter");
+    }
+    let mut rows = Vec::new();
+    for (n, line) in first.into_iter().chain(lines) {
+        let cells: Vec<&str> = line.split(',').map(str::trim).collect();
+        let cell = |i: usize| cells.get(i).copied().unwrap_or("");
+        let time = chrono::DateTime::parse_from_rfc3339(cell(ts))
+            .with_context(|| format!("line {}: timestamp {:?} is not RFC 3339", n + 1, cell(ts)))?;
+        let litres: i64 = cell(value).parse().with_context(|| {
+            format!(
+                "line {}: value_litres {:?} is not an integer",
+                n + 1,
+                cell(value)
+            )
+        })?;
+        let estimated = estimated_col
+            .map(|i| matches!(cell(i).to_lowercase().as_str(), "true" | "1" | "yes" | "y"))
+            .unwrap_or(false);
+        rows.push(Row {
+            meter_id: match (meter, meter_col) {
+                (Some(m), _) => m.to_string(),
+                (None, Some(i)) => cell(i).to_string(),
+                (None, None) => String::new(),
+            },
+            reading: ppb::Reading {
+                read_time: Some(cwsm_platform::grpc::timestamp(time.timestamp_millis())),
+                value_litres: litres,
+                estimated,
+            },
+        });
+    }
+    Ok(rows)
+}
+
+async fn readings(c: &Clients, cmd: ReadingsCommand, json: bool) -> anyhow::Result<()> {
+    match cmd {
+        ReadingsCommand::Import {
+            file,
+            meter,
+            register,
+            batch,
+        } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let rows = parse_csv(&text, meter.as_deref())?;
+            let kind = if register {
+                ppb::ReadingValueKind::CumulativeRegister
+            } else {
+                ppb::ReadingValueKind::IntervalUse
+            };
+            // One message per run of rows of the same meter, at most `batch` readings.
+            let mut messages: Vec<ppb::IngestReadingsRequest> = Vec::new();
+            for row in rows {
+                match messages.last_mut() {
+                    Some(m) if m.meter_id == row.meter_id && m.readings.len() < batch.max(1) => {
+                        m.readings.push(row.reading)
+                    }
+                    _ => messages.push(ppb::IngestReadingsRequest {
+                        meter_id: row.meter_id,
+                        value_kind: kind as i32,
+                        readings: vec![row.reading],
+                    }),
+                }
+            }
+            let total: usize = messages.iter().map(|m| m.readings.len()).sum();
+            let bar = indicatif::ProgressBar::new(total as u64);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{bar:40} {pos}/{len} readings, {per_sec}, {eta} left",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            let progress = bar.clone();
+            // The bar moves as the stream hands each message to the connection.
+            let stream = tokio_stream::iter(messages).map(move |m| {
+                progress.inc(m.readings.len() as u64);
+                m
+            });
+            let reply = c.projects().ingest_readings(stream).await;
+            bar.finish_and_clear();
+            let reply = reply?.into_inner();
+            let flags = reply
+                .flagged
+                .iter()
+                .map(|f| {
+                    format!(
+                        "{} {}",
+                        ppb::ReadingFlag::try_from(f.flag)
+                            .map(|x| x
+                                .as_str_name()
+                                .trim_start_matches("READING_FLAG_")
+                                .to_lowercase())
+                            .unwrap_or_default(),
+                        f.count
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            Output {
+                headers: vec!["sent", "accepted", "duplicates", "rejected", "flagged"],
+                rows: vec![vec![
+                    total.to_string(),
+                    reply.accepted.to_string(),
+                    reply.duplicates.to_string(),
+                    reply.rejected.to_string(),
+                    flags,
+                ]],
+            }
+            .print(json);
+            if !json {
+                for r in &reply.rejections {
+                    let at = r
+                        .read_time
+                        .as_ref()
+                        .map(cwsm_platform::grpc::millis)
+                        .and_then(chrono::DateTime::from_timestamp_millis)
+                        .map(|t| t.to_rfc3339())
+                        .unwrap_or_default();
+                    println!(
+                        "rejected {} {at} {} L: {}",
+                        r.meter_id, r.value_litres, r.reason
+                    );
+                }
+            }
+        }
+        ReadingsCommand::List {
+            meter_id,
+            by,
+            limit,
+        } => {
+            let aggregation = match by.as_str() {
+                "raw" => ppb::ReadingAggregation::Raw,
+                "day" => ppb::ReadingAggregation::Day,
+                "month" => ppb::ReadingAggregation::Month,
+                other => anyhow::bail!("unknown aggregation {other:?}: raw, day or month"),
+            };
+            let reply = c
+                .projects()
+                .list_readings(ppb::ListReadingsRequest {
+                    meter_id,
+                    aggregation: aggregation as i32,
+                    page_size: limit,
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            let rows = reply
+                .points
+                .iter()
+                .map(|p| {
+                    vec![
+                        cst(p.start_time.as_ref().map(cwsm_platform::grpc::millis)),
+                        cst(p.end_time.as_ref().map(cwsm_platform::grpc::millis)),
+                        p.use_litres.to_string(),
+                        p.reading_count.to_string(),
+                        p.estimated_count.to_string(),
+                        p.flags
+                            .iter()
+                            .filter_map(|f| ppb::ReadingFlag::try_from(*f).ok())
+                            .map(|f| {
+                                f.as_str_name()
+                                    .trim_start_matches("READING_FLAG_")
+                                    .to_lowercase()
+                            })
+                            .collect::<Vec<_>>()
+                            .join(" "),
+                    ]
+                })
+                .collect();
+            Output {
+                headers: vec![
+                    "from (CST)",
+                    "to (CST)",
+                    "use_l",
+                    "readings",
+                    "estimated",
+                    "flags",
+                ],
+                rows,
+            }
+            .print(json);
+        }
+    }
+    Ok(())
+}
+
+/// An instant as China Standard Time, for people.
+fn cst(ms: Option<i64>) -> String {
+    ms.and_then(chrono::DateTime::from_timestamp_millis)
+        .map(|t| {
+            (t + chrono::Duration::hours(8))
+                .format("%Y-%m-%d %H:%M")
+                .to_string()
+        })
+        .unwrap_or_default()
+}
+
+fn status_name(n: i32) -> String {
+    ppb::PeriodStatus::try_from(n)
+        .map(|s| {
+            s.as_str_name()
+                .trim_start_matches("PERIOD_STATUS_")
+                .to_lowercase()
+        })
+        .unwrap_or_default()
+}
+
+fn percent_bp(bp: i32) -> String {
+    format!("{:.1}%", f64::from(bp) / 100.0)
+}
+
+async fn savings(
+    c: &Clients,
+    project_id: &str,
+    svg: Option<&std::path::Path>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let report = c
+        .projects()
+        .get_savings_report(ppb::GetSavingsReportRequest {
+            project_id: project_id.to_string(),
+        })
+        .await?
+        .into_inner();
+    let rows: Vec<Vec<String>> = report
+        .periods
+        .iter()
+        .map(|p| {
+            vec![
+                format!("{} – {}", p.start_date, p.end_date),
+                status_name(p.status),
+                cubic_metres(p.adjusted_baseline_litres),
+                cubic_metres(p.actual_litres),
+                cubic_metres(p.non_routine_adjustment_litres + p.dispute_adjustment_litres),
+                cubic_metres(p.savings_litres),
+                percent_bp(p.savings_bp),
+                format!("± {}", cubic_metres(p.uncertainty_68_litres)),
+                format!("± {}", cubic_metres(p.uncertainty_90_litres)),
+                cubic_metres(p.promised_savings_litres),
+            ]
+        })
+        .collect();
+    Output {
+        headers: vec![
+            "period",
+            "status",
+            "adjusted baseline",
+            "actual",
+            "adjustments",
+            "savings",
+            "savings %",
+            "±68%",
+            "±90%",
+            "promised",
+        ],
+        rows,
+    }
+    .print(json);
+    if json {
+        return Ok(());
+    }
+    match &report.baseline_fit {
+        Some(f) if f.observations > 0 => {
+            let terms: Vec<String> = f
+                .coefficients
+                .iter()
+                .map(|k| format!("{} {:.1} (± {:.1})", k.name, k.value, k.standard_error))
+                .collect();
+            println!(
+                "Baseline model: use per day = {}; n = {} ({}), R² = {:.3}, CV(RMSE) = {:.1}%, NMBE = {:.2}%, ASHRAE Guideline 14: {}",
+                terms.join(" + "),
+                f.observations,
+                if f.interval_seconds == 86_400 {
+                    "days"
+                } else {
+                    "months"
+                },
+                f.r_squared,
+                f.cv_rmse * 100.0,
+                f.nmbe * 100.0,
+                if f.ashrae_g14_pass { "pass" } else { "FAIL" }
+            );
+        }
+        _ => println!("Baseline model: none yet"),
+    }
+    if let Some(s) = report
+        .baseline_fit
+        .as_ref()
+        .and_then(|f| f.data_sufficiency.as_ref())
+    {
+        println!(
+            "Baseline data: {} of {} days, {} missing ({}), {}",
+            s.baseline_days - s.missing_days,
+            s.baseline_days,
+            s.missing_days,
+            percent_bp(s.coverage_bp),
+            if s.ok { "sufficient" } else { "NOT sufficient" }
+        );
+        for note in &s.notes {
+            println!("  - {note}");
+        }
+    }
+    println!(
+        "Verified savings: {} (promised for the same periods: {})",
+        cubic_metres(report.verified_savings_litres),
+        cubic_metres(report.promised_savings_litres)
+    );
+    // A small chart: adjusted baseline (░) and actual (█) per period.
+    let max = report
+        .periods
+        .iter()
+        .map(|p| p.adjusted_baseline_litres.max(p.actual_litres))
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    let bar = |litres: i64, ch: &str| ch.repeat(((litres.max(0) * 40 + max / 2) / max) as usize);
+    if !report.periods.is_empty() {
+        println!();
+        for p in &report.periods {
+            println!(
+                "{}  {} {}",
+                p.start_date,
+                bar(p.adjusted_baseline_litres, "░"),
+                cubic_metres(p.adjusted_baseline_litres)
+            );
+            println!(
+                "{}  {} {}",
+                " ".repeat(p.start_date.len()),
+                bar(p.actual_litres, "█"),
+                cubic_metres(p.actual_litres)
+            );
+        }
+        println!("░ adjusted baseline  █ actual");
+    }
+    if let Some(path) = svg {
+        std::fs::write(path, savings_svg(&report))
+            .with_context(|| format!("writing {}", path.display()))?;
+        println!("chart written to {}", path.display());
+    }
+    Ok(())
+}
+
+/// The savings chart as SVG: per period, the adjusted baseline and the actual use.
+fn savings_svg(report: &ppb::GetSavingsReportResponse) -> String {
+    let periods = &report.periods;
+    let max = periods
+        .iter()
+        .map(|p| p.adjusted_baseline_litres.max(p.actual_litres))
+        .max()
+        .unwrap_or(0)
+        .max(1) as f64;
+    let (w, h, left, bottom) = (60.0_f64, 300.0_f64, 60.0_f64, 40.0_f64);
+    let width = left + w * periods.len().max(1) as f64 + 20.0;
+    let mut out = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{}\" font-family=\"sans-serif\" font-size=\"11\">\n\
+         <text x=\"{left}\" y=\"14\">Project {}: adjusted baseline (grey) and actual use (blue), m³</text>\n",
+        h + bottom + 30.0,
+        report.project_id
+    );
+    let y0 = h + 20.0;
+    for (i, p) in periods.iter().enumerate() {
+        let x = left + w * i as f64;
+        for (j, (litres, colour)) in [
+            (p.adjusted_baseline_litres, "#b0b0b0"),
+            (p.actual_litres, "#2b6cb0"),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let bh = (*litres).max(0) as f64 / max * h;
+            out.push_str(&format!(
+                "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"22\" height=\"{bh:.1}\" fill=\"{colour}\"><title>{}</title></rect>\n",
+                x + 6.0 + 24.0 * j as f64,
+                y0 - bh,
+                cubic_metres(*litres)
+            ));
+        }
+        out.push_str(&format!(
+            "<text x=\"{:.1}\" y=\"{:.1}\">{}</text>\n<text x=\"{:.1}\" y=\"{:.1}\">{}</text>\n",
+            x + 6.0,
+            y0 + 14.0,
+            &p.start_date.get(..7).unwrap_or(&p.start_date),
+            x + 6.0,
+            y0 + 28.0,
+            percent_bp(p.savings_bp)
+        ));
+    }
+    out.push_str(&format!(
+        "<line x1=\"{left}\" y1=\"{y0}\" x2=\"{width}\" y2=\"{y0}\" stroke=\"black\"/>\n</svg>\n"
+    ));
+    out
+}
+
+async fn periods(c: &Clients, cmd: PeriodsCommand, json: bool) -> anyhow::Result<()> {
+    let period = match cmd {
+        PeriodsCommand::Submit {
+            project_id,
+            start_date,
+            note,
+        } => {
+            c.projects()
+                .submit_period(ppb::SubmitPeriodRequest {
+                    request_id: request_id(),
+                    project_id,
+                    start_date,
+                    note,
+                })
+                .await?
+                .into_inner()
+                .period
+        }
+        PeriodsCommand::Verify { period_id, note } => {
+            c.projects()
+                .verify_period(ppb::VerifyPeriodRequest {
+                    request_id: request_id(),
+                    period_id,
+                    expected_version: 0,
+                    note,
+                })
+                .await?
+                .into_inner()
+                .period
+        }
+        PeriodsCommand::Dispute { period_id, reason } => {
+            c.projects()
+                .dispute_period(ppb::DisputePeriodRequest {
+                    request_id: request_id(),
+                    period_id,
+                    expected_version: 0,
+                    reason,
+                })
+                .await?
+                .into_inner()
+                .period
+        }
+        PeriodsCommand::Resolve {
+            period_id,
+            adjustment,
+            note,
+        } => {
+            c.projects()
+                .resolve_dispute(ppb::ResolveDisputeRequest {
+                    request_id: request_id(),
+                    period_id,
+                    expected_version: 0,
+                    adjustment_litres: adjustment,
+                    note,
+                })
+                .await?
+                .into_inner()
+                .period
+        }
+        PeriodsCommand::Settle { period_id } => {
+            let reply = c
+                .projects()
+                .settle_period(ppb::SettlePeriodRequest {
+                    request_id: request_id(),
+                    period_id,
+                    expected_version: 0,
+                })
+                .await?
+                .into_inner();
+            if let Some(s) = &reply.settlement {
+                print_settlements(std::slice::from_ref(s), json);
+            }
+            return Ok(());
+        }
+    }
+    .unwrap_or_default();
+    Output {
+        headers: vec!["id", "period", "status", "savings", "version"],
+        rows: vec![vec![
+            period.id,
+            format!("{} – {}", period.start_date, period.end_date),
+            status_name(period.status),
+            cubic_metres(period.savings_litres),
+            period.version.to_string(),
+        ]],
+    }
+    .print(json);
+    Ok(())
+}
+
+fn print_settlements(list: &[ppb::Settlement], json: bool) {
+    Output {
+        headers: vec![
+            "period",
+            "model",
+            "savings",
+            "value",
+            "company due",
+            "user due",
+            "shortfall",
+            "hosting fee",
+            "water bill",
+        ],
+        rows: list
+            .iter()
+            .map(|s| {
+                vec![
+                    format!("{} – {}", s.period_start_date, s.period_end_date),
+                    name_of(
+                        s.contract_model,
+                        ContractModel::from_number,
+                        ContractModel::code,
+                    ),
+                    cubic_metres(s.savings_litres),
+                    yuan(s.savings_value_fen),
+                    yuan(s.company_due_fen),
+                    yuan(s.user_due_fen),
+                    yuan(s.shortfall_fen),
+                    yuan(s.hosting_fee_fen),
+                    yuan(s.water_bill_fen),
+                ]
+            })
+            .collect(),
+    }
+    .print(json);
+    if !json {
+        for s in list {
+            println!("\nStatement {} (period {}):", s.id, s.period_id);
+            for line in &s.statement_lines {
+                println!("  {line}");
+            }
+        }
+    }
+}
+
+async fn settlements(c: &Clients, project_id: &str, json: bool) -> anyhow::Result<()> {
+    let reply = c
+        .projects()
+        .list_settlements(ppb::ListSettlementsRequest {
+            project_id: project_id.to_string(),
+            page_size: 500,
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    print_settlements(&reply.settlements, json);
+    Ok(())
+}
+
+/// `cwsm projects bench`.
+mod bench {
+    use super::*;
+    use cwsm_platform::auth::{AuthInterceptor, Keys, Role};
+    use cwsm_platform::vocab::{MvOption, Sector};
+    use cwsm_projects::domain::{Contract, ContractTerms, Party};
+
+    /// The scratch schema on PostgreSQL, dropped before and after.
+    const SCHEMA: &str = "bench_projects";
+    const HOUR_MS: i64 = 3_600_000;
+    const DAY_MS: i64 = 86_400_000;
+    const CST_MS: i64 = 8 * HOUR_MS;
+
+    pub async fn run(
+        readings: i64,
+        batch: usize,
+        database_url: Option<&str>,
+    ) -> anyhow::Result<()> {
+        println!(
+            "cwsm projects bench: {readings} readings through IngestReadings (client streaming, {batch} a message), and M&V for 3 years of hourly data"
+        );
+        let dir = tempfile::tempdir()?;
+        let sqlite = format!("sqlite://{}", dir.path().join("projects.db").display());
+        one(&sqlite, "SQLite", readings, batch).await?;
+        if let Some(url) = database_url {
+            one(url, "PostgreSQL", readings, batch).await?;
+        }
+        Ok(())
+    }
+
+    fn contract(title: &str) -> Contract {
+        let party = |id: &str| Party {
+            id: id.to_string(),
+            name: id.to_string(),
+            credit_code: id.to_string(),
+        };
+        Contract {
+            proposal_id: cwsm_platform::new_id(),
+            project_request_id: String::new(),
+            company: party("bench-company"),
+            water_user: party("bench-user"),
+            sector: Sector::School,
+            unit_type: "university".into(),
+            town: String::new(),
+            title: title.to_string(),
+            measures: String::new(),
+            contract_model: ContractModel::SharedSavings,
+            terms: ContractTerms {
+                share_ratio_bp: 7000,
+                ..Default::default()
+            },
+            investment_fen: 0,
+            promised_savings_litres: 0,
+            promised_savings_bp: 0,
+            contract_term_months: 60,
+            baseline_use_litres: 0,
+            mv_option: MvOption::C,
+            drivers: vec![],
+            price_fen_per_m3: 410,
+            indicator_tags: vec![],
+        }
+    }
+
+    fn per_second(n: i64, d: Duration) -> String {
+        format!("{:.0}", n as f64 / d.as_secs_f64().max(1e-9))
+    }
+
+    async fn one(url: &str, label: &str, readings: i64, batch: usize) -> anyhow::Result<()> {
+        let postgres = url.starts_with("postgres");
+        let mut projects =
+            cwsm_projects::Projects::connect_in_schema(url, SCHEMA, Arc::new(|| {})).await?;
+        if postgres {
+            // Start from an empty schema.
+            projects.store().drop_scratch_schema(SCHEMA).await?;
+            projects.db().close().await;
+            projects =
+                cwsm_projects::Projects::connect_in_schema(url, SCHEMA, Arc::new(|| {})).await?;
+        }
+        // The projects gRPC service on a free local port, as `cwsm serve projects` runs it.
+        let secret = format!("{}{}", cwsm_platform::new_id(), cwsm_platform::new_id());
+        let keys = Arc::new(Keys::from_secret(secret.as_bytes())?);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let service = projects.grpc_service(AuthInterceptor::new(keys.clone()));
+        let stop = shutdown.clone();
+        let server = tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming_shutdown(
+                    // No Nagle: small replies go out at once.
+                    tokio_stream::wrappers::TcpListenerStream::new(listener).map(|s| {
+                        if let Ok(s) = &s {
+                            let _ = s.set_nodelay(true);
+                        }
+                        s
+                    }),
+                    stop.cancelled_owned(),
+                )
+                .await
+        });
+        let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))?
+            .connect()
+            .await?;
+        let c = Clients {
+            channel,
+            token: keys.issue("bench", Role::Admin, None, Duration::from_secs(3600))?,
+        };
+        let store = projects.store();
+
+        // 1. Ingestion: one meter read every minute, ending now.
+        let project_id = cwsm_platform::new_id();
+        store
+            .create_from_contract(
+                &cwsm_platform::new_id(),
+                &project_id,
+                &contract("bench ingest"),
+                "bench",
+            )
+            .await?;
+        let meter = c
+            .projects()
+            .create_meter(ppb::CreateMeterRequest {
+                request_id: request_id(),
+                meter: Some(ppb::Meter {
+                    project_id: project_id.clone(),
+                    name: "bench".into(),
+                    kind: ppb::MeterKind::WholeSite as i32,
+                    interval_seconds: 60,
+                    ..Default::default()
+                }),
+            })
+            .await?
+            .into_inner()
+            .meter
+            .ok_or_else(|| anyhow::anyhow!("no meter"))?;
+        let start = cwsm_platform::now_ms() - readings * 60_000;
+        let batch = batch.max(1) as i64;
+        let messages = (readings + batch - 1) / batch;
+        let meter_id = meter.id.clone();
+        let stream = tokio_stream::iter((0..messages).map(move |k| {
+            ppb::IngestReadingsRequest {
+                meter_id: meter_id.clone(),
+                value_kind: ppb::ReadingValueKind::IntervalUse as i32,
+                readings: (k * batch..((k + 1) * batch).min(readings))
+                    .map(|i| ppb::Reading {
+                        read_time: Some(cwsm_platform::grpc::timestamp(start + i * 60_000)),
+                        value_litres: 10 + i % 7,
+                        estimated: false,
+                    })
+                    .collect(),
+            }
+        }));
+        let began = Instant::now();
+        let reply = c.projects().ingest_readings(stream).await?.into_inner();
+        let took = began.elapsed();
+        println!(
+            "{label}: ingested {} readings ({} duplicates, {} rejected) in {:.2} s: {} readings/s",
+            reply.accepted,
+            reply.duplicates,
+            reply.rejected,
+            took.as_secs_f64(),
+            per_second(reply.accepted, took)
+        );
+
+        // 2. M&V: 3 years of hourly readings (the first year the baseline), 24 monthly periods.
+        let today = (cwsm_platform::now_ms() + CST_MS).div_euclid(DAY_MS);
+        let first_day = today - 3 * 365 - 1;
+        let hours = 3 * 365 * 24;
+        let day_date = |d: i64| cwsm_projects::readings::day_date(d);
+        let project2 = cwsm_platform::new_id();
+        store
+            .create_from_contract(
+                &cwsm_platform::new_id(),
+                &project2,
+                &contract("bench M&V"),
+                "bench",
+            )
+            .await?;
+        let mut p = c
+            .projects()
+            .get_project(ppb::GetProjectRequest {
+                project_id: project2.clone(),
+            })
+            .await?
+            .into_inner()
+            .project
+            .ok_or_else(|| anyhow::anyhow!("no project"))?;
+        p.baseline_start_date = day_date(first_day).to_string();
+        p.baseline_end_date = day_date(first_day + 364).to_string();
+        c.projects()
+            .update_project(ppb::UpdateProjectRequest {
+                request_id: request_id(),
+                project: Some(p),
+                expected_version: 0,
+            })
+            .await?;
+        let meter2 = c
+            .projects()
+            .create_meter(ppb::CreateMeterRequest {
+                request_id: request_id(),
+                meter: Some(ppb::Meter {
+                    project_id: project2.clone(),
+                    name: "hourly".into(),
+                    kind: ppb::MeterKind::WholeSite as i32,
+                    interval_seconds: 3600,
+                    ..Default::default()
+                }),
+            })
+            .await?
+            .into_inner()
+            .meter
+            .ok_or_else(|| anyhow::anyhow!("no meter"))?;
+        let t0 = first_day * DAY_MS - CST_MS;
+        // Day and night, weekdays, and 20% less after the first year.
+        let use_at = |h: i64| -> i64 {
+            let base = if (7..22).contains(&(h % 24)) {
+                900
+            } else {
+                200
+            } + (h * 7_919) % 97;
+            if h < 365 * 24 { base } else { base * 8 / 10 }
+        };
+        let hourly: Vec<ppb::Reading> = (0..hours)
+            .map(|h| ppb::Reading {
+                read_time: Some(cwsm_platform::grpc::timestamp(t0 + (h + 1) * HOUR_MS)),
+                value_litres: use_at(h),
+                estimated: false,
+            })
+            .collect();
+        let mv_messages: Vec<ppb::IngestReadingsRequest> = hourly
+            .chunks(5_000)
+            .map(|chunk| ppb::IngestReadingsRequest {
+                meter_id: meter2.id.clone(),
+                value_kind: ppb::ReadingValueKind::IntervalUse as i32,
+                readings: chunk.to_vec(),
+            })
+            .collect();
+        c.projects()
+            .ingest_readings(tokio_stream::iter(mv_messages))
+            .await?;
+
+        // In memory: hourly use summed to days, the fit and every period (no database).
+        let project = store.project(&project2).await?;
+        let mut timings = Vec::new();
+        let mut periods = 0;
+        for _ in 0..20 {
+            let began = Instant::now();
+            let mut days: Vec<cwsm_projects::mv::DayUse> = Vec::with_capacity(1100);
+            for h in 0..hours {
+                let day = day_date(cwsm_projects::readings::day_index(t0 + (h + 1) * HOUR_MS));
+                match days.last_mut() {
+                    Some(d) if d.day == day => {
+                        d.litres += use_at(h);
+                        d.readings += 1;
+                    }
+                    _ => days.push(cwsm_projects::mv::DayUse {
+                        day,
+                        litres: use_at(h),
+                        readings: 1,
+                        estimated: 0,
+                    }),
+                }
+            }
+            let report = cwsm_projects::ledger::report(
+                &project,
+                &days,
+                cwsm_projects::mv::Granularity::Daily,
+                &[],
+                &[],
+                Vec::new(),
+                day_date(today),
+            );
+            timings.push(began.elapsed());
+            periods = report.periods.len();
+        }
+        timings.sort();
+        let in_memory = timings[timings.len() / 2];
+        // Through the service: the daily sums from the database, the fit and the periods.
+        let mut served = Vec::new();
+        let mut fit = None;
+        for _ in 0..5 {
+            let began = Instant::now();
+            let r = c
+                .projects()
+                .get_savings_report(ppb::GetSavingsReportRequest {
+                    project_id: project2.clone(),
+                })
+                .await?
+                .into_inner();
+            served.push(began.elapsed());
+            fit = r.baseline_fit;
+        }
+        served.sort();
+        // The store alone: the database's daily sums, the fit and the periods.
+        let mut direct = Vec::new();
+        for _ in 0..5 {
+            let began = Instant::now();
+            store.savings_report(&project2).await?;
+            direct.push(began.elapsed());
+        }
+        direct.sort();
+        let fit = fit.unwrap_or_default();
+        println!(
+            "{label}: M&V for 3 years of hourly data ({hours} readings, {} baseline days, {periods} monthly periods; CV(RMSE) {:.1}%, G14 {}): \
+             fit + report {:.2} ms in memory (median of 20), {:.1} ms from the database, GetSavingsReport over gRPC {:.1} ms (medians of 5)",
+            fit.observations,
+            fit.cv_rmse * 100.0,
+            if fit.ashrae_g14_pass { "pass" } else { "fail" },
+            in_memory.as_secs_f64() * 1000.0,
+            direct[direct.len() / 2].as_secs_f64() * 1000.0,
+            served[served.len() / 2].as_secs_f64() * 1000.0,
+        );
+
+        shutdown.cancel();
+        server.await??;
+        if postgres {
+            projects.store().drop_scratch_schema(SCHEMA).await?;
+        }
+        projects.db().close().await;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_with_a_header_or_a_given_meter() {
+        let text = "meter_id,timestamp,value_litres,estimated\n\
+                    m1,2025-01-01T12:00:00+08:00,1200,false\n\
+                    m1,2025-01-02T12:00:00+08:00,1300,true\n";
+        let rows = parse_csv(text, None).expect("parses");
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].meter_id, "m1");
+        assert_eq!(rows[1].reading.value_litres, 1300);
+        assert!(rows[1].reading.estimated);
+        assert_eq!(
+            rows[0]
+                .reading
+                .read_time
+                .as_ref()
+                .map(cwsm_platform::grpc::millis),
+            Some(1_735_704_000_000)
+        );
+        let bare = parse_csv("2025-01-01T04:00:00Z,5\n", Some("m2")).expect("parses");
+        assert_eq!(
+            (bare[0].meter_id.as_str(), bare[0].reading.value_litres),
+            ("m2", 5)
+        );
+        assert!(parse_csv("2025-01-01T04:00:00Z,5\n", None).is_err());
+        let drivers = parse_driver_csv("date,value\n2025-01-01,312.5\n").expect("parses");
+        assert_eq!(
+            (drivers[0].date.as_str(), drivers[0].value),
+            ("2025-01-01", 312.5)
+        );
+        assert!(parse_driver_csv("2025-13-01,1\n").is_err());
+        let err = parse_csv("m1,yesterday,5\n", None)
+            .err()
+            .map(|e| e.to_string());
+        assert!(err.is_some_and(|e| e.contains("line 1")));
+    }
 }

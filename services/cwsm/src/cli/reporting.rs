@@ -1,31 +1,411 @@
-//! `cwsm report`: the action plan's indicators.
+//! `cwsm report`: the action plan's indicators: the status table, `--json`, `--export FILE`
+//! (CSV or Excel), and `load`, `record`, `correct`, `rebuild`, `bench`.
+
+use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::Args;
+use clap::{Args, Subcommand};
+use cwsm_platform::vocab::Sector;
 use cwsm_proto::reporting::v1 as rpb;
 
-use super::{Clients, Connection, Output};
+use super::{Clients, Connection, Output, code_number, request_id};
 
 #[derive(Args)]
 pub struct ReportArgs {
     #[command(flatten)]
     pub conn: Connection,
     /// Plan code.
-    #[arg(long, default_value = "xinbei-2020")]
+    #[arg(long, default_value = "xinbei-2020", global = true)]
     pub plan: String,
+    /// Plan version [default: the latest].
+    #[arg(long, default_value_t = 0)]
+    pub version: i64,
     /// Report as of this date (YYYY-MM-DD) [default: today].
     #[arg(long, default_value = "")]
     pub date: String,
+    /// Write the report to FILE instead: CSV (.csv) or an Excel workbook (.xlsx).
+    #[arg(long, value_name = "FILE")]
+    pub export: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Option<ReportCommand>,
+}
+
+#[derive(Subcommand)]
+pub enum ReportCommand {
+    /// Load a plan from a TOML file as a new version of its code (administrators).
+    Load {
+        file: PathBuf,
+        /// Only check it; store nothing.
+        #[arg(long)]
+        validate_only: bool,
+    },
+    /// List the plans (the latest version of each code, or every version).
+    Plans {
+        #[arg(long)]
+        all_versions: bool,
+    },
+    /// Record an achievement toward a recorded indicator (administrators).
+    Record {
+        /// Indicator code, e.g. A2-GOV-AGENCIES.
+        #[arg(long)]
+        indicator: String,
+        /// The unit that qualified, e.g. "新北区教育局", or "district" for a measured goal.
+        #[arg(long)]
+        unit: String,
+        /// When it was achieved or measured (YYYY-MM-DD).
+        #[arg(long)]
+        achieved: String,
+        /// Reference to the evidence: document number, file name, URL.
+        #[arg(long)]
+        evidence: String,
+        /// Value in the indicator's unit (1 for a unit recognized).
+        #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
+        value: f64,
+        /// Department code recording it, e.g. edu.
+        #[arg(long, default_value = "")]
+        department: String,
+        #[arg(long, default_value = "")]
+        town: String,
+        /// Sector code, e.g. school.
+        #[arg(long, default_value = "")]
+        sector: String,
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// List recorded achievements.
+    Achievements {
+        #[arg(long, default_value = "")]
+        indicator: String,
+        #[arg(long)]
+        include_retracted: bool,
+    },
+    /// Correct (or retract) an achievement; the earlier revisions are kept.
+    Correct {
+        achievement_id: String,
+        /// Why; required.
+        #[arg(long)]
+        reason: String,
+        #[arg(long, allow_negative_numbers = true)]
+        value: Option<f64>,
+        #[arg(long)]
+        achieved: Option<String>,
+        #[arg(long)]
+        evidence: Option<String>,
+        #[arg(long)]
+        retract: bool,
+    },
+    /// Rebuild the counts from the projects service's milestone log (administrators).
+    Rebuild,
+    /// Events the consumer set aside (undecodable, unknown milestone, no project).
+    DeadLetters,
+    /// Benchmark the report and event application on a scratch database (runs locally; no
+    /// server needed).
+    Bench {
+        /// Fact counts to run with.
+        #[arg(long, value_delimiter = ',', default_values_t = [10_000usize, 100_000])]
+        facts: Vec<usize>,
+        /// Report calls per run.
+        #[arg(long, default_value_t = 200)]
+        calls: usize,
+    },
+}
+
+fn status_code(n: i32) -> String {
+    rpb::ProgressStatus::try_from(n)
+        .map(|x| {
+            x.as_str_name()
+                .trim_start_matches("PROGRESS_STATUS_")
+                .to_lowercase()
+        })
+        .unwrap_or_default()
+}
+
+fn num(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{}", v as i64)
+    } else {
+        format!("{v}")
+    }
 }
 
 pub async fn report(args: ReportArgs) -> anyhow::Result<()> {
-    let ReportArgs { conn, plan, date } = args;
+    let ReportArgs {
+        conn,
+        plan,
+        version,
+        date,
+        export,
+        command,
+    } = args;
+    if let Some(ReportCommand::Bench { facts, calls }) = &command {
+        return bench(facts, *calls, conn.json).await;
+    }
     let c = Clients::connect(&conn).await?;
+    match command {
+        None => match export {
+            Some(file) => export_to(&c, plan, version, date, file).await,
+            None => table(&c, &conn, plan, version, date).await,
+        },
+        Some(ReportCommand::Load {
+            file,
+            validate_only,
+        }) => {
+            let toml = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let p = c
+                .reporting()
+                .load_plan(rpb::LoadPlanRequest {
+                    request_id: request_id(),
+                    plan_toml: toml,
+                    validate_only,
+                })
+                .await?
+                .into_inner()
+                .plan
+                .context("empty reply")?;
+            let what = if validate_only {
+                "valid; would load as"
+            } else {
+                "loaded"
+            };
+            if conn.json {
+                println!(
+                    "{}",
+                    serde_json::json!({"code": p.code, "version": p.version, "id": p.id,
+                        "indicators": p.goals.len() + p.indicators.len(), "validate_only": validate_only})
+                );
+            } else {
+                println!(
+                    "{what} {} version {} ({} goals, {} indicators){}",
+                    p.code,
+                    p.version,
+                    p.goals.len(),
+                    p.indicators.len(),
+                    if p.id.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", id {}", p.id)
+                    }
+                );
+            }
+            Ok(())
+        }
+        Some(ReportCommand::Plans { all_versions }) => {
+            let reply = c
+                .reporting()
+                .list_plans(rpb::ListPlansRequest {
+                    page_size: 100,
+                    all_versions,
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            let rows = reply
+                .plans
+                .iter()
+                .map(|p| {
+                    vec![
+                        p.code.clone(),
+                        p.version.to_string(),
+                        format!("{} {}", p.title_zh, p.title),
+                        p.year.to_string(),
+                        p.loaded_by.clone(),
+                        p.id.clone(),
+                    ]
+                })
+                .collect();
+            Output {
+                headers: vec!["code", "version", "title", "year", "loaded_by", "id"],
+                rows,
+            }
+            .print(conn.json);
+            Ok(())
+        }
+        Some(ReportCommand::Record {
+            indicator,
+            unit,
+            achieved,
+            evidence,
+            value,
+            department,
+            town,
+            sector,
+            note,
+        }) => {
+            let sector = code_number("sector", &sector, Sector::from_code, Sector::number)?;
+            let a = c
+                .reporting()
+                .record_achievement(rpb::RecordAchievementRequest {
+                    request_id: request_id(),
+                    plan_code: plan,
+                    indicator_code: indicator,
+                    unit_name: unit,
+                    achieved_date: achieved,
+                    evidence,
+                    value,
+                    note,
+                    department,
+                    town,
+                    sector,
+                })
+                .await?
+                .into_inner()
+                .achievement
+                .context("empty reply")?;
+            print_achievements(&[a], conn.json);
+            Ok(())
+        }
+        Some(ReportCommand::Achievements {
+            indicator,
+            include_retracted,
+        }) => {
+            let reply = c
+                .reporting()
+                .list_achievements(rpb::ListAchievementsRequest {
+                    page_size: 100,
+                    plan_code: plan,
+                    indicator_code: indicator,
+                    include_retracted,
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            print_achievements(&reply.achievements, conn.json);
+            Ok(())
+        }
+        Some(ReportCommand::Correct {
+            achievement_id,
+            reason,
+            value,
+            achieved,
+            evidence,
+            retract,
+        }) => {
+            // Unchanged fields keep the current revision's values.
+            let current = c
+                .reporting()
+                .list_achievements(rpb::ListAchievementsRequest {
+                    page_size: 1000,
+                    include_retracted: true,
+                    ..Default::default()
+                })
+                .await?
+                .into_inner()
+                .achievements
+                .into_iter()
+                .find(|a| a.id == achievement_id)
+                .with_context(|| format!("no achievement {achievement_id}"))?;
+            let a = c
+                .reporting()
+                .correct_achievement(rpb::CorrectAchievementRequest {
+                    request_id: request_id(),
+                    achievement_id,
+                    expected_version: current.version,
+                    value: value.unwrap_or(current.value),
+                    achieved_date: achieved.unwrap_or(current.achieved_date),
+                    evidence: evidence.unwrap_or(current.evidence),
+                    note: current.note,
+                    retract,
+                    reason,
+                })
+                .await?
+                .into_inner()
+                .achievement
+                .context("empty reply")?;
+            print_achievements(&[a], conn.json);
+            Ok(())
+        }
+        Some(ReportCommand::Rebuild) => {
+            let r = c
+                .reporting()
+                .rebuild_counts(rpb::RebuildCountsRequest {
+                    request_id: request_id(),
+                    plan_code: plan,
+                })
+                .await?
+                .into_inner();
+            let rows = r
+                .counts_before
+                .iter()
+                .map(|b| {
+                    let after = r
+                        .counts_after
+                        .iter()
+                        .find(|a| a.indicator_code == b.indicator_code)
+                        .map(|a| a.count)
+                        .unwrap_or_default();
+                    vec![
+                        b.indicator_code.clone(),
+                        b.count.to_string(),
+                        after.to_string(),
+                    ]
+                })
+                .collect();
+            if !conn.json {
+                println!(
+                    "read {} milestone events (last sequence {})",
+                    r.events_read, r.last_sequence
+                );
+            }
+            Output {
+                headers: vec!["indicator", "before", "after"],
+                rows,
+            }
+            .print(conn.json);
+            Ok(())
+        }
+        Some(ReportCommand::DeadLetters) => {
+            let reply = c
+                .reporting()
+                .list_dead_letters(rpb::ListDeadLettersRequest {
+                    page_size: 100,
+                    page_token: String::new(),
+                })
+                .await?
+                .into_inner();
+            let rows = reply
+                .dead_letters
+                .iter()
+                .map(|d| {
+                    vec![
+                        d.event_id.clone(),
+                        d.kind.clone(),
+                        d.reason.clone(),
+                        d.payload_size.to_string(),
+                        d.receive_time
+                            .as_ref()
+                            .map(|t| {
+                                chrono::DateTime::from_timestamp(t.seconds, 0)
+                                    .map(|d| d.to_rfc3339())
+                                    .unwrap_or_default()
+                            })
+                            .unwrap_or_default(),
+                    ]
+                })
+                .collect();
+            Output {
+                headers: vec!["event_id", "kind", "reason", "bytes", "received"],
+                rows,
+            }
+            .print(conn.json);
+            Ok(())
+        }
+        Some(ReportCommand::Bench { .. }) => Ok(()),
+    }
+}
+
+async fn table(
+    c: &Clients,
+    conn: &Connection,
+    plan: String,
+    version: i64,
+    date: String,
+) -> anyhow::Result<()> {
     let report = c
         .reporting()
         .get_report(rpb::GetReportRequest {
             plan_code: plan,
-            plan_version: 0,
+            plan_version: version,
             as_of_date: date,
         })
         .await?
@@ -43,17 +423,11 @@ pub async fn report(args: ReportArgs) -> anyhow::Result<()> {
             vec![
                 i.code,
                 format!("{} {}", i.name, i.name_zh),
-                format!("{}", i.target),
-                format!("{}", s.actual),
+                num(i.target),
+                num(s.actual),
                 format!("{:.0}%", f64::from(s.progress_bp) / 100.0),
                 i.deadline,
-                rpb::ProgressStatus::try_from(s.status)
-                    .map(|x| {
-                        x.as_str_name()
-                            .trim_start_matches("PROGRESS_STATUS_")
-                            .to_lowercase()
-                    })
-                    .unwrap_or_default(),
+                status_code(s.status),
                 i.lead_departments.join(", "),
             ]
         })
@@ -72,5 +446,126 @@ pub async fn report(args: ReportArgs) -> anyhow::Result<()> {
         rows,
     }
     .print(conn.json);
+    if !conn.json {
+        let mut counts = std::collections::BTreeMap::new();
+        for s in &report.indicators {
+            *counts.entry(status_code(s.status)).or_insert(0) += 1;
+        }
+        let summary: Vec<String> = counts.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        println!("{}", summary.join(" · "));
+    }
+    Ok(())
+}
+
+async fn export_to(
+    c: &Clients,
+    plan: String,
+    version: i64,
+    date: String,
+    file: PathBuf,
+) -> anyhow::Result<()> {
+    let name = file.to_string_lossy().to_lowercase();
+    let format = if name.ends_with(".csv") {
+        rpb::ExportFormat::Csv
+    } else if name.ends_with(".xlsx") {
+        rpb::ExportFormat::Xlsx
+    } else {
+        anyhow::bail!("--export {}: name a .csv or .xlsx file", file.display());
+    };
+    let reply = c
+        .reporting()
+        .export_report(rpb::ExportReportRequest {
+            plan_code: plan,
+            plan_version: version,
+            as_of_date: date,
+            format: format as i32,
+        })
+        .await?
+        .into_inner();
+    std::fs::write(&file, &reply.content).with_context(|| format!("writing {}", file.display()))?;
+    println!(
+        "wrote {} ({} bytes, {})",
+        file.display(),
+        reply.content.len(),
+        reply.content_type
+    );
+    Ok(())
+}
+
+fn print_achievements(list: &[rpb::Achievement], json: bool) {
+    let rows = list
+        .iter()
+        .map(|a| {
+            vec![
+                a.id.clone(),
+                a.indicator_code.clone(),
+                a.unit_name.clone(),
+                num(a.value),
+                a.achieved_date.clone(),
+                a.evidence.clone(),
+                a.department.clone(),
+                a.version.to_string(),
+                if a.retracted { "yes" } else { "" }.to_string(),
+            ]
+        })
+        .collect();
+    Output {
+        headers: vec![
+            "id",
+            "indicator",
+            "unit",
+            "value",
+            "achieved",
+            "evidence",
+            "department",
+            "version",
+            "retracted",
+        ],
+        rows,
+    }
+    .print(json);
+}
+
+async fn bench(facts: &[usize], calls: usize, json: bool) -> anyhow::Result<()> {
+    let dir = std::env::temp_dir().join(format!("cwsm-bench-{}", cwsm_platform::new_id()));
+    let ms = |d: std::time::Duration| format!("{:.2}", d.as_secs_f64() * 1000.0);
+    let mut rows = Vec::new();
+    for &n in facts {
+        if !json {
+            eprintln!("bench: {n} facts …");
+        }
+        let f = cwsm_reporting::bench::run(&dir, n, calls.max(1)).await?;
+        rows.push(vec![
+            f.facts.to_string(),
+            f.projects.to_string(),
+            f.calls.to_string(),
+            ms(f.report_p50),
+            ms(f.report_p99),
+            ms(f.report_max),
+            ms(f.midyear_p50),
+            ms(f.midyear_p99),
+            format!("{:.0}", f.apply_per_second),
+            ms(f.reflect_p50),
+            ms(f.reflect_p99),
+        ]);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Output {
+        headers: vec![
+            "facts",
+            "projects",
+            "calls",
+            "report_p50_ms",
+            "report_p99_ms",
+            "report_max_ms",
+            "midyear_p50_ms",
+            "midyear_p99_ms",
+            "events_applied_per_s",
+            "event_to_report_p50_ms",
+            "event_to_report_p99_ms",
+        ],
+        rows,
+    }
+    .print(json);
     Ok(())
 }

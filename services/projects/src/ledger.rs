@@ -1,0 +1,433 @@
+//! Reporting periods, their verification and disputes, non-routine adjustments and
+//! settlements, in plain Rust: the records and who may move a period to which status.
+
+use cwsm_platform::auth::{Principal, Role};
+use cwsm_platform::vocab::ContractModel;
+use cwsm_platform::{Error, Result};
+
+use crate::domain::Project;
+use crate::mv::PeriodFigures;
+
+/// Where a reporting period's savings stand.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PeriodStatus {
+    /// Computed from readings, not stored; figures may still change.
+    Reported,
+    Submitted,
+    Verified,
+    Disputed,
+    Settled,
+}
+
+impl PeriodStatus {
+    pub fn code(self) -> &'static str {
+        match self {
+            PeriodStatus::Reported => "reported",
+            PeriodStatus::Submitted => "submitted",
+            PeriodStatus::Verified => "verified",
+            PeriodStatus::Disputed => "disputed",
+            PeriodStatus::Settled => "settled",
+        }
+    }
+
+    pub fn from_code(s: &str) -> Option<PeriodStatus> {
+        [
+            PeriodStatus::Reported,
+            PeriodStatus::Submitted,
+            PeriodStatus::Verified,
+            PeriodStatus::Disputed,
+            PeriodStatus::Settled,
+        ]
+        .into_iter()
+        .find(|p| p.code() == s)
+    }
+
+    /// Whether the period's savings count as verified (toward totals and milestones).
+    pub fn counts_as_verified(self) -> bool {
+        matches!(self, PeriodStatus::Verified | PeriodStatus::Settled)
+    }
+}
+
+/// A reporting period's savings: computed (REPORTED, no id) or stored (frozen at submission).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Period {
+    pub id: String,
+    pub project_id: String,
+    pub start_date: String,
+    pub end_date: String,
+    pub figures: PeriodFigures,
+    pub promised_savings_litres: i64,
+    pub status: PeriodStatus,
+    pub dispute_reason: String,
+    pub notes: Vec<String>,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+    pub version: i64,
+}
+
+/// What is asked of a stored period.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PeriodStep {
+    Verify,
+    Dispute,
+    Resolve,
+    Settle,
+}
+
+impl PeriodStep {
+    fn name(self) -> &'static str {
+        match self {
+            PeriodStep::Verify => "verify",
+            PeriodStep::Dispute => "dispute",
+            PeriodStep::Resolve => "resolve a dispute on",
+            PeriodStep::Settle => "settle",
+        }
+    }
+}
+
+/// The steps a period in `status` allows.
+pub fn allowed_steps(status: PeriodStatus) -> &'static [&'static str] {
+    match status {
+        PeriodStatus::Reported => &["submit"],
+        PeriodStatus::Submitted => &["verify", "dispute"],
+        PeriodStatus::Verified => &["settle", "dispute"],
+        PeriodStatus::Disputed => &["resolve"],
+        PeriodStatus::Settled => &[],
+    }
+}
+
+/// Checks that `who` may take `step` on `period` of `project`; the errors name the allowed
+/// steps or the roles that may.
+pub fn check_step(
+    project: &Project,
+    period: &Period,
+    who: &Principal,
+    step: PeriodStep,
+) -> Result<()> {
+    let verifier = who.is_admin() || who.role == Role::Verifier;
+    let allowed_role = match step {
+        // An independent third party checks the savings.
+        PeriodStep::Verify | PeriodStep::Resolve => verifier,
+        PeriodStep::Dispute => verifier || project.party(who),
+        PeriodStep::Settle => project.party(who),
+    };
+    if !allowed_role {
+        return Err(Error::denied(match step {
+            PeriodStep::Verify | PeriodStep::Resolve => format!(
+                "only a verifier or an administrator may {} a period",
+                step.name()
+            ),
+            PeriodStep::Dispute => format!(
+                "only the parties to project {}, a verifier or an administrator may dispute its periods",
+                project.id
+            ),
+            PeriodStep::Settle => format!(
+                "only the parties to project {} or an administrator may settle its periods",
+                project.id
+            ),
+        }));
+    }
+    let ok = match step {
+        PeriodStep::Verify => period.status == PeriodStatus::Submitted,
+        PeriodStep::Dispute => matches!(
+            period.status,
+            PeriodStatus::Submitted | PeriodStatus::Verified
+        ),
+        PeriodStep::Resolve => period.status == PeriodStatus::Disputed,
+        // A settled period settles again as a no-op (the first settlement is returned).
+        PeriodStep::Settle => matches!(
+            period.status,
+            PeriodStatus::Verified | PeriodStatus::Settled
+        ),
+    };
+    if !ok {
+        let allowed = allowed_steps(period.status);
+        return Err(Error::precondition(format!(
+            "period {} ({} to {}) is {}; cannot {} it (allowed: {})",
+            period.id,
+            period.start_date,
+            period.end_date,
+            period.status.code(),
+            step.name(),
+            if allowed.is_empty() {
+                "none: it is settled".to_string()
+            } else {
+                allowed.join(", ")
+            }
+        )));
+    }
+    Ok(())
+}
+
+/// A documented non-routine adjustment to the baseline.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NonRoutineAdjustment {
+    pub id: String,
+    pub project_id: String,
+    pub start_date: String,
+    pub end_date: String,
+    pub litres: i64,
+    pub reason: String,
+    pub evidence: String,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+    pub version: i64,
+}
+
+/// The money of one settled period.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settlement {
+    pub id: String,
+    pub project_id: String,
+    pub period_id: String,
+    pub period_start_date: String,
+    pub period_end_date: String,
+    pub contract_model: ContractModel,
+    pub savings_litres: i64,
+    pub price_fen_per_m3: i64,
+    pub savings_value_fen: i64,
+    pub company_due_fen: i64,
+    pub user_due_fen: i64,
+    pub shortfall_fen: i64,
+    pub hosting_fee_fen: i64,
+    pub water_bill_fen: i64,
+    pub statement_lines: Vec<String>,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+    pub version: i64,
+}
+
+/// A project's measured savings: the baseline fit and the reporting periods.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SavingsReport {
+    pub project_id: String,
+    pub fit: Option<crate::mv::Fit>,
+    pub sufficiency: Option<crate::mv::Sufficiency>,
+    /// Why there is no fit (or why it cannot be used), for people.
+    pub problems: Vec<String>,
+    pub periods: Vec<Period>,
+    pub verified_savings_litres: i64,
+    pub promised_savings_litres: i64,
+}
+
+impl SavingsReport {
+    /// The fit, if the data suffice and it could be made; else why not.
+    pub fn usable_fit(&self) -> std::result::Result<&crate::mv::Fit, String> {
+        match (&self.fit, &self.sufficiency) {
+            (Some(f), Some(s)) if s.ok => Ok(f),
+            _ => Err(if self.problems.is_empty() {
+                "the baseline data do not suffice".to_string()
+            } else {
+                self.problems.join("; ")
+            }),
+        }
+    }
+}
+
+/// Parses "YYYY-MM-DD".
+pub fn date(field: &str, s: &str) -> Result<chrono::NaiveDate> {
+    chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .map_err(|_| Error::invalid(field, format!("{s:?} is not a date (YYYY-MM-DD)")))
+}
+
+/// The baseline period and the first reporting day, when the project has them.
+pub fn baseline_dates(
+    project: &Project,
+) -> Option<(chrono::NaiveDate, chrono::NaiveDate, chrono::NaiveDate)> {
+    let start = date("baseline_start_date", &project.baseline_start_date).ok()?;
+    let end = date("baseline_end_date", &project.baseline_end_date).ok()?;
+    Some((start, end, end.succ_opt()?))
+}
+
+/// Litres of the adjustments that fall in `[start, end]`, each pro-rated by its days.
+pub fn non_routine_litres(
+    adjustments: &[NonRoutineAdjustment],
+    start: chrono::NaiveDate,
+    end: chrono::NaiveDate,
+    open_end: chrono::NaiveDate,
+) -> i64 {
+    adjustments
+        .iter()
+        .filter_map(|a| {
+            let s = date("start_date", &a.start_date).ok()?;
+            let e = if a.end_date.is_empty() {
+                open_end
+            } else {
+                date("end_date", &a.end_date).ok()?
+            };
+            let days = (e - s).num_days() + 1;
+            let overlap = (e.min(end) - s.max(start)).num_days() + 1;
+            (days > 0 && overlap > 0).then(|| crate::settle::mul_div_round(a.litres, overlap, days))
+        })
+        .sum()
+}
+
+/// Computes a period from readings (status REPORTED, not stored).
+pub fn compute_period(
+    project: &Project,
+    fit: &crate::mv::Fit,
+    days: &[crate::mv::DayUse],
+    drivers: &[&crate::mv::DriverDays],
+    adjustments: &[NonRoutineAdjustment],
+    start: chrono::NaiveDate,
+    end: chrono::NaiveDate,
+) -> Period {
+    let first = baseline_dates(project).map(|b| b.2).unwrap_or(start);
+    let term = if project.contract.contract_term_months > 0 {
+        project.contract.contract_term_months as u32
+    } else {
+        12
+    };
+    let open_end = first
+        .checked_add_months(chrono::Months::new(term))
+        .and_then(|d| d.pred_opt())
+        .unwrap_or(end);
+    let nra = non_routine_litres(adjustments, start, end, open_end);
+    let figures = crate::mv::period_figures(fit, days, start, end, drivers, nra, 0);
+    let mut notes = figures.notes.clone();
+    if !fit.g14_pass {
+        let (cv, nmbe) = fit.granularity.thresholds();
+        notes.push(format!(
+            "the baseline model fails ASHRAE Guideline 14: CV(RMSE) {:.1}% (≤ {:.0}%), NMBE {:.1}% (±{:.0}%)",
+            fit.cv_rmse * 100.0,
+            cv * 100.0,
+            fit.nmbe * 100.0,
+            nmbe * 100.0
+        ));
+    }
+    Period {
+        id: String::new(),
+        project_id: project.id.clone(),
+        start_date: start.to_string(),
+        end_date: end.to_string(),
+        promised_savings_litres: crate::settle::mul_div_round(
+            project.contract.promised_savings_litres,
+            figures.days,
+            365,
+        ),
+        figures,
+        status: PeriodStatus::Reported,
+        dispute_reason: String::new(),
+        notes,
+        created_at_ms: 0,
+        updated_at_ms: 0,
+        version: 0,
+    }
+}
+
+/// The savings report: the baseline fitted on the baseline period, and every reporting period
+/// that has ended (by `today`) and has readings to its end: stored ones as stored, the others
+/// computed as REPORTED. `drivers` holds the recorded values of the M&V plan's drivers; a
+/// driver of the plan with none is left out of the model, and the report says so.
+pub fn report(
+    project: &Project,
+    days: &[crate::mv::DayUse],
+    granularity: crate::mv::Granularity,
+    drivers: &[(String, crate::mv::DriverDays)],
+    adjustments: &[NonRoutineAdjustment],
+    stored: Vec<Period>,
+    today: chrono::NaiveDate,
+) -> SavingsReport {
+    let mut r = SavingsReport {
+        project_id: project.id.clone(),
+        fit: None,
+        sufficiency: None,
+        problems: Vec::new(),
+        periods: Vec::new(),
+        verified_savings_litres: stored
+            .iter()
+            .filter(|p| p.status.counts_as_verified())
+            .map(|p| p.figures.savings_litres)
+            .sum(),
+        promised_savings_litres: stored
+            .iter()
+            .filter(|p| p.status.counts_as_verified())
+            .map(|p| p.promised_savings_litres)
+            .sum(),
+    };
+    let Some((start, end, first)) = baseline_dates(project) else {
+        r.problems.push(
+            "the baseline period is not set (UpdateProject sets it while the project is contracted)"
+                .to_string(),
+        );
+        r.periods = stored;
+        return r;
+    };
+    let mut sufficiency = crate::mv::sufficiency(days, start, end);
+    if !sufficiency.ok {
+        r.problems.extend(sufficiency.notes.iter().cloned());
+    }
+    let mut used: Vec<(String, &crate::mv::DriverDays)> = Vec::new();
+    for name in &project.contract.drivers {
+        match drivers.iter().find(|(n, v)| n == name && !v.is_empty()) {
+            Some((n, v)) => used.push((n.clone(), v)),
+            None => sufficiency.notes.push(format!(
+                "driver {name} has no recorded values (RecordDriverValues); the model leaves it out"
+            )),
+        }
+    }
+    r.sufficiency = Some(sufficiency);
+    let values: Vec<&crate::mv::DriverDays> = used.iter().map(|(_, v)| *v).collect();
+    match crate::mv::fit_baseline(days, start, end, granularity, &used) {
+        Ok(f) => r.fit = Some(f),
+        Err(e) => r
+            .problems
+            .push(format!("the baseline cannot be fitted: {e}")),
+    }
+    let last_data = days.iter().map(|d| d.day).max();
+    let yesterday = today.pred_opt().unwrap_or(today);
+    let months = u32::try_from(project.reporting_period_months.max(1)).unwrap_or(1);
+    let ended = match last_data {
+        Some(last) => crate::mv::reporting_periods(first, months, last.min(yesterday)),
+        None => Vec::new(),
+    };
+    let mut periods = stored;
+    for (s, e) in ended {
+        if periods.iter().any(|p| p.start_date == s.to_string()) {
+            continue;
+        }
+        if let Some(f) = &r.fit {
+            periods.push(compute_period(project, f, days, &values, adjustments, s, e));
+        }
+    }
+    periods.sort_by(|a, b| a.start_date.cmp(&b.start_date));
+    r.periods = periods;
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn adjustments_pro_rate_by_days() {
+        let d = |s| chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").expect("date");
+        let a = NonRoutineAdjustment {
+            id: "a".into(),
+            project_id: "p".into(),
+            start_date: "2025-01-16".into(),
+            end_date: "2025-02-14".into(), // 30 days, 3,000 L
+            litres: 3_000,
+            reason: "new dormitory wing".into(),
+            evidence: String::new(),
+            created_at_ms: 0,
+            updated_at_ms: 0,
+            version: 1,
+        };
+        let open = d("2030-12-31");
+        // January holds 16 of its 30 days.
+        assert_eq!(
+            non_routine_litres(
+                std::slice::from_ref(&a),
+                d("2025-01-01"),
+                d("2025-01-31"),
+                open
+            ),
+            1_600
+        );
+        assert_eq!(
+            non_routine_litres(&[a], d("2025-03-01"), d("2025-03-31"), open),
+            0
+        );
+    }
+}

@@ -1,0 +1,617 @@
+//! Reporting periods, non-routine adjustments and settlements in the store. Submission freezes
+//! a period's figures; verification (and a resolved dispute) writes the period and its
+//! PERIOD_VERIFIED milestone and outbox event in one transaction; settlement writes the
+//! settlement and the period's new status together, once.
+
+use chrono::Datelike;
+use cwsm_platform::auth::Principal;
+use cwsm_platform::bus::{Envelope, topics};
+use cwsm_platform::db::BeginWrite;
+use cwsm_platform::grpc::Page;
+use cwsm_platform::outbox::OutboxWrite;
+use cwsm_platform::vocab::{ContractModel, Milestone};
+use cwsm_platform::{Error, Result, new_id, now_ms, with_db};
+
+use crate::domain::{Project, Stage};
+use crate::ledger::*;
+use crate::mv::PeriodFigures;
+use crate::store::{MilestoneFacts, ProjectRow, Store, record_milestone, verified_totals};
+
+#[derive(sqlx::FromRow)]
+struct PeriodRow {
+    id: String,
+    project_id: String,
+    start_date: String,
+    end_date: String,
+    adjusted_baseline_litres: i64,
+    actual_litres: i64,
+    non_routine_adjustment_litres: i64,
+    dispute_adjustment_litres: i64,
+    savings_litres: i64,
+    savings_bp: i32,
+    uncertainty_68_litres: i64,
+    uncertainty_90_litres: i64,
+    promised_savings_litres: i64,
+    status: String,
+    dispute_reason: String,
+    notes: String,
+    created_at_ms: i64,
+    updated_at_ms: i64,
+    version: i64,
+}
+
+impl From<PeriodRow> for Period {
+    fn from(r: PeriodRow) -> Self {
+        Period {
+            id: r.id,
+            project_id: r.project_id,
+            start_date: r.start_date,
+            end_date: r.end_date,
+            figures: PeriodFigures {
+                adjusted_baseline_litres: r.adjusted_baseline_litres,
+                actual_litres: r.actual_litres,
+                non_routine_adjustment_litres: r.non_routine_adjustment_litres,
+                dispute_adjustment_litres: r.dispute_adjustment_litres,
+                savings_litres: r.savings_litres,
+                savings_bp: i64::from(r.savings_bp),
+                uncertainty_68_litres: r.uncertainty_68_litres,
+                uncertainty_90_litres: r.uncertainty_90_litres,
+                ..Default::default()
+            },
+            promised_savings_litres: r.promised_savings_litres,
+            status: PeriodStatus::from_code(&r.status).unwrap_or(PeriodStatus::Submitted),
+            dispute_reason: r.dispute_reason,
+            notes: serde_json::from_str(&r.notes).unwrap_or_default(),
+            created_at_ms: r.created_at_ms,
+            updated_at_ms: r.updated_at_ms,
+            version: r.version,
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct AdjustmentRow {
+    id: String,
+    project_id: String,
+    start_date: String,
+    end_date: String,
+    litres: i64,
+    reason: String,
+    evidence: String,
+    created_at_ms: i64,
+    updated_at_ms: i64,
+    version: i64,
+}
+
+impl From<AdjustmentRow> for NonRoutineAdjustment {
+    fn from(r: AdjustmentRow) -> Self {
+        NonRoutineAdjustment {
+            id: r.id,
+            project_id: r.project_id,
+            start_date: r.start_date,
+            end_date: r.end_date,
+            litres: r.litres,
+            reason: r.reason,
+            evidence: r.evidence,
+            created_at_ms: r.created_at_ms,
+            updated_at_ms: r.updated_at_ms,
+            version: r.version,
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct SettlementRow {
+    id: String,
+    project_id: String,
+    period_id: String,
+    period_start_date: String,
+    period_end_date: String,
+    contract_model: String,
+    savings_litres: i64,
+    price_fen_per_m3: i64,
+    savings_value_fen: i64,
+    company_due_fen: i64,
+    user_due_fen: i64,
+    shortfall_fen: i64,
+    hosting_fee_fen: i64,
+    water_bill_fen: i64,
+    statement_lines: String,
+    created_at_ms: i64,
+    updated_at_ms: i64,
+    version: i64,
+}
+
+impl From<SettlementRow> for Settlement {
+    fn from(r: SettlementRow) -> Self {
+        Settlement {
+            id: r.id,
+            project_id: r.project_id,
+            period_id: r.period_id,
+            period_start_date: r.period_start_date,
+            period_end_date: r.period_end_date,
+            contract_model: ContractModel::from_code(&r.contract_model)
+                .unwrap_or(ContractModel::SharedSavings),
+            savings_litres: r.savings_litres,
+            price_fen_per_m3: r.price_fen_per_m3,
+            savings_value_fen: r.savings_value_fen,
+            company_due_fen: r.company_due_fen,
+            user_due_fen: r.user_due_fen,
+            shortfall_fen: r.shortfall_fen,
+            hosting_fee_fen: r.hosting_fee_fen,
+            water_bill_fen: r.water_bill_fen,
+            statement_lines: serde_json::from_str(&r.statement_lines).unwrap_or_default(),
+            created_at_ms: r.created_at_ms,
+            updated_at_ms: r.updated_at_ms,
+            version: r.version,
+        }
+    }
+}
+
+/// The mutable fields of a project (UpdateProject).
+#[derive(Clone, Debug, Default)]
+pub struct ProjectUpdate {
+    pub title: String,
+    pub sites: Vec<String>,
+    pub measures: String,
+    pub indicator_tags: Vec<String>,
+    pub baseline_start_date: String,
+    pub baseline_end_date: String,
+    pub reporting_period_months: i32,
+    pub mv_model_description: String,
+    pub drivers: Vec<String>,
+    pub price_fen_per_m3: i64,
+}
+
+/// What a verify, dispute or resolve carries.
+#[derive(Clone, Debug)]
+pub struct StepAsk {
+    pub step: PeriodStep,
+    /// The verifier's note, the dispute's reason or the resolution's note.
+    pub text: String,
+    /// ResolveDispute: litres added to the savings.
+    pub adjustment_litres: i64,
+}
+
+fn json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "[]".to_string())
+}
+
+/// Today in China Standard Time.
+pub fn today_cst() -> chrono::NaiveDate {
+    crate::readings::day_date(crate::readings::day_index(now_ms() + 1))
+}
+
+impl Store {
+    /// Replaces a project's mutable fields; the baseline period, M&V plan and price only while
+    /// it is contracted (they are frozen at signing, and set then).
+    pub async fn update_project(
+        &self,
+        scope: &str,
+        request_id: &str,
+        project_id: &str,
+        expected_version: i64,
+        u: &ProjectUpdate,
+        check: impl Fn(&Project) -> Result<()>,
+    ) -> Result<Project> {
+        with_db!(&self.db, pool => {
+            let mut tx = pool.begin_write().await?;
+            let replay: Option<String> = sqlx::query_scalar("SELECT resource_id FROM idempotency WHERE scope = $1 AND request_id = $2")
+                .bind(scope).bind(request_id).fetch_optional(&mut *tx).await?;
+            if replay.is_none() {
+                let row: Option<ProjectRow> = sqlx::query_as("SELECT * FROM projects WHERE id = $1").bind(project_id).fetch_optional(&mut *tx).await?;
+                let project = row.map(Project::from).ok_or_else(|| Error::not_found("project", project_id))?;
+                if expected_version != 0 && project.version != expected_version {
+                    return Err(Error::Aborted(format!(
+                        "project {project_id} is at version {}, not {expected_version}; read it again and retry", project.version)));
+                }
+                check(&project)?;
+                let frozen_changed = project.baseline_start_date != u.baseline_start_date
+                    || project.baseline_end_date != u.baseline_end_date
+                    || project.reporting_period_months != u.reporting_period_months
+                    || project.contract.drivers != u.drivers
+                    || project.contract.price_fen_per_m3 != u.price_fen_per_m3
+                    || project.mv_model_description != u.mv_model_description;
+                // Frozen at signing; a project that left contracted without a baseline period
+                // may still have it set once (the first setting then freezes it).
+                let first_setting = project.baseline_start_date.is_empty() && project.baseline_end_date.is_empty();
+                if frozen_changed && project.stage != Stage::Contracted && !first_setting {
+                    return Err(Error::precondition(format!(
+                        "project {project_id} is {}: the baseline period, M&V plan and price are frozen once implementation starts (they may change while contracted)",
+                        project.stage.code())));
+                }
+                let now = now_ms();
+                sqlx::query("UPDATE projects SET title = $1, sites = $2, measures = $3, indicator_tags = $4, baseline_start_date = $5, baseline_end_date = $6, \
+                             reporting_period_months = $7, mv_model_description = $8, drivers = $9, price_fen_per_m3 = $10, updated_at_ms = $11, version = version + 1 WHERE id = $12")
+                    .bind(&u.title).bind(json(&u.sites)).bind(&u.measures).bind(json(&u.indicator_tags))
+                    .bind(&u.baseline_start_date).bind(&u.baseline_end_date).bind(u.reporting_period_months)
+                    .bind(&u.mv_model_description).bind(json(&u.drivers)).bind(u.price_fen_per_m3).bind(now).bind(project_id)
+                    .execute(&mut *tx).await?;
+                sqlx::query("INSERT INTO idempotency (scope, request_id, resource_id, created_at_ms) VALUES ($1, $2, $3, $4)")
+                    .bind(scope).bind(request_id).bind(project_id).bind(now).execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+        });
+        self.project(project_id).await
+    }
+
+    pub async fn create_adjustment(
+        &self,
+        scope: &str,
+        request_id: &str,
+        a: &NonRoutineAdjustment,
+    ) -> Result<NonRoutineAdjustment> {
+        let id: String = with_db!(&self.db, pool => {
+            let mut tx = pool.begin_write().await?;
+            let replay: Option<String> = sqlx::query_scalar("SELECT resource_id FROM idempotency WHERE scope = $1 AND request_id = $2")
+                .bind(scope).bind(request_id).fetch_optional(&mut *tx).await?;
+            match replay {
+                Some(id) => { tx.commit().await?; id }
+                None => {
+                    let id = new_id();
+                    let now = now_ms();
+                    sqlx::query("INSERT INTO non_routine_adjustments (id, project_id, start_date, end_date, litres, reason, evidence, created_at_ms, updated_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)")
+                        .bind(&id).bind(&a.project_id).bind(&a.start_date).bind(&a.end_date).bind(a.litres).bind(&a.reason).bind(&a.evidence).bind(now)
+                        .execute(&mut *tx).await?;
+                    sqlx::query("INSERT INTO idempotency (scope, request_id, resource_id, created_at_ms) VALUES ($1, $2, $3, $4)")
+                        .bind(scope).bind(request_id).bind(&id).bind(now).execute(&mut *tx).await?;
+                    tx.commit().await?;
+                    id
+                }
+            }
+        });
+        let row: Option<AdjustmentRow> = with_db!(&self.db, pool => sqlx::query_as("SELECT * FROM non_routine_adjustments WHERE id = $1").bind(&id).fetch_optional(pool).await?);
+        row.map(NonRoutineAdjustment::from)
+            .ok_or_else(|| Error::not_found("non-routine adjustment", id))
+    }
+
+    pub async fn adjustments(
+        &self,
+        project_id: &str,
+        page: &Page,
+    ) -> Result<(Vec<NonRoutineAdjustment>, String)> {
+        let mut rows: Vec<NonRoutineAdjustment> = with_db!(&self.db, pool => sqlx::query_as::<_, AdjustmentRow>(
+            "SELECT * FROM non_routine_adjustments WHERE project_id = $1 AND ($2 = '' OR id > $2) ORDER BY id LIMIT $3")
+            .bind(project_id).bind(page.after.clone().unwrap_or_default()).bind(page.fetch_limit()).fetch_all(pool).await?)
+        .into_iter().map(NonRoutineAdjustment::from).collect();
+        let next = page.finish(&mut rows, |a| a.id.clone());
+        Ok((rows, next))
+    }
+
+    /// Records a driver's values by day ("YYYY-MM-DD", value), replacing those of the same
+    /// days; returns how many were written.
+    pub async fn record_driver_values(
+        &self,
+        project_id: &str,
+        driver: &str,
+        values: &[(String, f64)],
+    ) -> Result<i64> {
+        with_db!(&self.db, pool => {
+            let mut tx = pool.begin_write().await?;
+            for (day, value) in values {
+                sqlx::query("INSERT INTO driver_values (project_id, driver, day, value) VALUES ($1, $2, $3, $4) \
+                             ON CONFLICT (project_id, driver, day) DO UPDATE SET value = excluded.value")
+                    .bind(project_id).bind(driver).bind(day).bind(*value).execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+        });
+        Ok(values.len() as i64)
+    }
+
+    /// The recorded driver values of a project, by driver.
+    pub async fn driver_values(
+        &self,
+        project_id: &str,
+    ) -> Result<Vec<(String, crate::mv::DriverDays)>> {
+        let rows: Vec<(String, String, f64)> = with_db!(&self.db, pool => sqlx::query_as(
+            "SELECT driver, day, value FROM driver_values WHERE project_id = $1 ORDER BY driver, day")
+            .bind(project_id).fetch_all(pool).await?);
+        let mut out: Vec<(String, crate::mv::DriverDays)> = Vec::new();
+        for (driver, day, value) in rows {
+            let Ok(day) = chrono::NaiveDate::parse_from_str(&day, "%Y-%m-%d") else {
+                continue;
+            };
+            match out.last_mut() {
+                Some((d, m)) if *d == driver => {
+                    m.insert(day, value);
+                }
+                _ => out.push((driver, [(day, value)].into_iter().collect())),
+            }
+        }
+        Ok(out)
+    }
+
+    async fn stored_periods(&self, project_id: &str) -> Result<Vec<Period>> {
+        Ok(with_db!(&self.db, pool => sqlx::query_as::<_, PeriodRow>(
+            "SELECT * FROM periods WHERE project_id = $1 ORDER BY start_date")
+            .bind(project_id).fetch_all(pool).await?)
+        .into_iter()
+        .map(Period::from)
+        .collect())
+    }
+
+    pub async fn period(&self, id: &str) -> Result<Period> {
+        let row: Option<PeriodRow> = with_db!(&self.db, pool => sqlx::query_as("SELECT * FROM periods WHERE id = $1").bind(id).fetch_optional(pool).await?);
+        row.map(Period::from)
+            .ok_or_else(|| Error::not_found("period", id))
+    }
+
+    /// The project's savings report, computed now from its readings.
+    pub async fn savings_report(&self, project_id: &str) -> Result<(Project, SavingsReport)> {
+        let project = self.project(project_id).await?;
+        let (days, granularity) = self.project_days(project_id).await?;
+        let (adjustments, _) = self
+            .adjustments(
+                project_id,
+                &Page {
+                    size: 10_000,
+                    after: None,
+                },
+            )
+            .await?;
+        let stored = self.stored_periods(project_id).await?;
+        let drivers = self.driver_values(project_id).await?;
+        let r = report(
+            &project,
+            &days,
+            granularity,
+            &drivers,
+            &adjustments,
+            stored,
+            today_cst(),
+        );
+        Ok((project, r))
+    }
+
+    /// Submits the period starting `start_date`: computes its figures and freezes them.
+    pub async fn submit_period(
+        &self,
+        scope: &str,
+        request_id: &str,
+        project_id: &str,
+        start_date: &str,
+        note: &str,
+        who: &Principal,
+    ) -> Result<Period> {
+        let replay: Option<String> = with_db!(&self.db, pool => sqlx::query_scalar("SELECT resource_id FROM idempotency WHERE scope = $1 AND request_id = $2")
+            .bind(scope).bind(request_id).fetch_optional(pool).await?);
+        if let Some(id) = replay {
+            return self.period(&id).await;
+        }
+        let (project, report) = self.savings_report(project_id).await?;
+        if !who.acts_for(&project.contract.company.credit_code) {
+            return Err(Error::denied(format!(
+                "only the company of project {project_id} or an administrator submits its periods"
+            )));
+        }
+        if project.stage != Stage::Operating {
+            return Err(Error::precondition(format!(
+                "project {project_id} is {}; periods are submitted while it is operating",
+                project.stage.code()
+            )));
+        }
+        report
+            .usable_fit()
+            .map_err(|why| Error::precondition(format!("the savings cannot be measured: {why}")))?;
+        let Some(period) = report
+            .periods
+            .iter()
+            .find(|p| p.start_date == start_date)
+            .cloned()
+        else {
+            let listed: Vec<&str> = report
+                .periods
+                .iter()
+                .filter(|p| p.status == PeriodStatus::Reported)
+                .map(|p| p.start_date.as_str())
+                .collect();
+            return Err(Error::precondition(format!(
+                "no ended reporting period of project {project_id} with readings to its end starts on {start_date} (submittable: {})",
+                if listed.is_empty() {
+                    "none yet".to_string()
+                } else {
+                    listed.join(", ")
+                }
+            )));
+        };
+        if period.status != PeriodStatus::Reported {
+            return Err(Error::precondition(format!(
+                "the period starting {start_date} is {} already (period {})",
+                period.status.code(),
+                period.id
+            )));
+        }
+        let mut notes = period.notes.clone();
+        notes.push(if note.trim().is_empty() {
+            format!("submitted by {}", who.subject)
+        } else {
+            format!("submitted by {}: {}", who.subject, note.trim())
+        });
+        let id = new_id();
+        let f = &period.figures;
+        with_db!(&self.db, pool => {
+            let mut tx = pool.begin_write().await?;
+            let now = now_ms();
+            let inserted = sqlx::query("INSERT INTO periods (id, project_id, start_date, end_date, adjusted_baseline_litres, actual_litres, non_routine_adjustment_litres, dispute_adjustment_litres, \
+                         savings_litres, savings_bp, uncertainty_68_litres, uncertainty_90_litres, promised_savings_litres, status, notes, created_at_ms, updated_at_ms) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8, $9, $10, $11, $12, 'submitted', $13, $14, $14) ON CONFLICT (project_id, start_date) DO NOTHING")
+                .bind(&id).bind(project_id).bind(&period.start_date).bind(&period.end_date)
+                .bind(f.adjusted_baseline_litres).bind(f.actual_litres).bind(f.non_routine_adjustment_litres)
+                .bind(f.savings_litres).bind(i32::try_from(f.savings_bp).unwrap_or(0)).bind(f.uncertainty_68_litres).bind(f.uncertainty_90_litres)
+                .bind(period.promised_savings_litres).bind(json(&notes)).bind(now)
+                .execute(&mut *tx).await?.rows_affected();
+            if inserted == 0 {
+                return Err(Error::precondition(format!("the period starting {start_date} was submitted meanwhile")));
+            }
+            sqlx::query("INSERT INTO idempotency (scope, request_id, resource_id, created_at_ms) VALUES ($1, $2, $3, $4)")
+                .bind(scope).bind(request_id).bind(&id).bind(now).execute(&mut *tx).await?;
+            tx.commit().await?;
+        });
+        self.period(&id).await
+    }
+
+    /// Verifies, disputes or resolves a dispute on a period. Entering VERIFIED writes the
+    /// PERIOD_VERIFIED milestone (with the running verified total) in the same transaction.
+    pub async fn period_step(
+        &self,
+        scope: &str,
+        request_id: &str,
+        period_id: &str,
+        expected_version: i64,
+        who: &Principal,
+        ask: &StepAsk,
+    ) -> Result<Period> {
+        with_db!(&self.db, pool => {
+            let mut tx = pool.begin_write().await?;
+            let replay: Option<String> = sqlx::query_scalar("SELECT resource_id FROM idempotency WHERE scope = $1 AND request_id = $2")
+                .bind(scope).bind(request_id).fetch_optional(&mut *tx).await?;
+            if replay.is_none() {
+                let row: Option<PeriodRow> = sqlx::query_as("SELECT * FROM periods WHERE id = $1").bind(period_id).fetch_optional(&mut *tx).await?;
+                let mut period = row.map(Period::from).ok_or_else(|| Error::not_found("period", period_id))?;
+                let project_row: Option<ProjectRow> = sqlx::query_as("SELECT * FROM projects WHERE id = $1").bind(&period.project_id).fetch_optional(&mut *tx).await?;
+                let project = project_row.map(Project::from).ok_or_else(|| Error::not_found("project", &period.project_id))?;
+                check_step(&project, &period, who, ask.step)?;
+                if expected_version != 0 && period.version != expected_version {
+                    return Err(Error::Aborted(format!(
+                        "period {period_id} is at version {}, not {expected_version}; read it again and retry", period.version)));
+                }
+                let text = ask.text.trim();
+                match ask.step {
+                    PeriodStep::Verify => {
+                        period.status = PeriodStatus::Verified;
+                        period.notes.push(if text.is_empty() { format!("verified by {}", who.subject) } else { format!("verified by {}: {text}", who.subject) });
+                    }
+                    PeriodStep::Dispute => {
+                        period.status = PeriodStatus::Disputed;
+                        period.dispute_reason = text.to_string();
+                        period.notes.push(format!("disputed by {}: {text}", who.subject));
+                    }
+                    PeriodStep::Resolve => {
+                        period.status = PeriodStatus::Verified;
+                        let f = &mut period.figures;
+                        f.dispute_adjustment_litres += ask.adjustment_litres;
+                        f.savings_litres += ask.adjustment_litres;
+                        f.savings_bp = if f.adjusted_baseline_litres > 0 {
+                            crate::settle::mul_div_round(f.savings_litres, 10_000, f.adjusted_baseline_litres)
+                        } else { 0 };
+                        period.notes.push(format!("dispute resolved by {} with {:+} L: {text}", who.subject, ask.adjustment_litres));
+                    }
+                    PeriodStep::Settle => return Err(Error::precondition("settle with SettlePeriod")),
+                }
+                let now = now_ms();
+                period.version += 1;
+                let f = &period.figures;
+                // Only over the version read: a concurrent step in between makes this one stale.
+                let written = sqlx::query("UPDATE periods SET status = $1, dispute_reason = $2, notes = $3, dispute_adjustment_litres = $4, savings_litres = $5, savings_bp = $6, updated_at_ms = $7, version = $8 WHERE id = $9 AND version = $10")
+                    .bind(period.status.code()).bind(&period.dispute_reason).bind(json(&period.notes))
+                    .bind(f.dispute_adjustment_litres).bind(f.savings_litres).bind(i32::try_from(f.savings_bp).unwrap_or(0))
+                    .bind(now).bind(period.version).bind(period_id).bind(period.version - 1).execute(&mut *tx).await?.rows_affected();
+                if written == 0 {
+                    return Err(Error::Aborted(format!("period {period_id} changed meanwhile; read it again and retry")));
+                }
+                if period.status == PeriodStatus::Verified {
+                    let (verified, promised) = verified_totals!(tx, &period.project_id);
+                    record_milestone!(self, tx, MilestoneFacts {
+                        event_id: new_id(),
+                        sequence: 0,
+                        milestone: Milestone::PeriodVerified,
+                        occurred_at_ms: now,
+                        reason: format!("period {} to {} verified", period.start_date, period.end_date),
+                        project: project.clone(),
+                        verified_savings_litres: verified,
+                        promised_savings_litres: promised,
+                        period_id: period.id.clone(),
+                        period_savings_litres: period.figures.savings_litres,
+                    });
+                }
+                sqlx::query("INSERT INTO idempotency (scope, request_id, resource_id, created_at_ms) VALUES ($1, $2, $3, $4)")
+                    .bind(scope).bind(request_id).bind(period_id).bind(now).execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+        });
+        self.period(period_id).await
+    }
+
+    /// Settles a verified period by the contract model. Settling a settled period again
+    /// returns its settlement and changes nothing.
+    pub async fn settle_period(
+        &self,
+        period_id: &str,
+        expected_version: i64,
+        who: &Principal,
+    ) -> Result<(Settlement, Period)> {
+        with_db!(&self.db, pool => {
+            let mut tx = pool.begin_write().await?;
+            let row: Option<PeriodRow> = sqlx::query_as("SELECT * FROM periods WHERE id = $1").bind(period_id).fetch_optional(&mut *tx).await?;
+            let period = row.map(Period::from).ok_or_else(|| Error::not_found("period", period_id))?;
+            let project_row: Option<ProjectRow> = sqlx::query_as("SELECT * FROM projects WHERE id = $1").bind(&period.project_id).fetch_optional(&mut *tx).await?;
+            let project = project_row.map(Project::from).ok_or_else(|| Error::not_found("project", &period.project_id))?;
+            check_step(&project, &period, who, PeriodStep::Settle)?;
+            if period.status == PeriodStatus::Verified {
+                if expected_version != 0 && period.version != expected_version {
+                    return Err(Error::Aborted(format!(
+                        "period {period_id} is at version {}, not {expected_version}; read it again and retry", period.version)));
+                }
+                let start = date("start_date", &period.start_date)?;
+                let end = date("end_date", &period.end_date)?;
+                let months_into_operation = baseline_dates(&project)
+                    .map(|(_, _, first)| {
+                        let m = i64::from(start.year() - first.year()) * 12
+                            + i64::from(start.month()) - i64::from(first.month());
+                        m.max(0)
+                    })
+                    .unwrap_or(0);
+                let c = &project.contract;
+                let figures = crate::settle::settle(&crate::settle::SettleInput {
+                    model: c.contract_model,
+                    terms: &c.terms,
+                    price_fen_per_m3: c.price_fen_per_m3,
+                    savings_litres: period.figures.savings_litres,
+                    actual_litres: period.figures.actual_litres,
+                    period_days: (end - start).num_days() + 1,
+                    start_date: period.start_date.clone(),
+                    end_date: period.end_date.clone(),
+                    months_into_operation,
+                });
+                let now = now_ms();
+                let mut notes = period.notes.clone();
+                notes.push(format!("settled by {}", who.subject));
+                // Claim the period first: of two concurrent settlements the second finds it
+                // settled (PostgreSQL re-checks the row after the first commits) and writes
+                // nothing.
+                let claimed = sqlx::query("UPDATE periods SET status = 'settled', notes = $1, updated_at_ms = $2, version = version + 1 WHERE id = $3 AND status = 'verified'")
+                    .bind(json(&notes)).bind(now).bind(period_id).execute(&mut *tx).await?.rows_affected() == 1;
+                if claimed {
+                    sqlx::query("INSERT INTO settlements (id, project_id, period_id, period_start_date, period_end_date, contract_model, savings_litres, price_fen_per_m3, savings_value_fen, \
+                                 company_due_fen, user_due_fen, shortfall_fen, hosting_fee_fen, water_bill_fen, statement_lines, created_at_ms, updated_at_ms) \
+                                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $16)")
+                        .bind(new_id()).bind(&project.id).bind(period_id).bind(&period.start_date).bind(&period.end_date).bind(c.contract_model.code())
+                        .bind(period.figures.savings_litres).bind(c.price_fen_per_m3).bind(figures.savings_value_fen).bind(figures.company_due_fen)
+                        .bind(figures.user_due_fen).bind(figures.shortfall_fen).bind(figures.hosting_fee_fen).bind(figures.water_bill_fen)
+                        .bind(json(&figures.lines)).bind(now).execute(&mut *tx).await?;
+                }
+            }
+            tx.commit().await?;
+        });
+        let row: Option<SettlementRow> = with_db!(&self.db, pool => sqlx::query_as("SELECT * FROM settlements WHERE period_id = $1").bind(period_id).fetch_optional(pool).await?);
+        let settlement = row.map(Settlement::from).ok_or_else(|| {
+            Error::precondition(format!(
+                "period {period_id} changed meanwhile and is no longer verified; read it again"
+            ))
+        })?;
+        Ok((settlement, self.period(period_id).await?))
+    }
+
+    pub async fn settlements(
+        &self,
+        project_id: &str,
+        page: &Page,
+    ) -> Result<(Vec<Settlement>, String)> {
+        let mut rows: Vec<Settlement> = with_db!(&self.db, pool => sqlx::query_as::<_, SettlementRow>(
+            "SELECT * FROM settlements WHERE project_id = $1 AND ($2 = '' OR id > $2) ORDER BY id LIMIT $3")
+            .bind(project_id).bind(page.after.clone().unwrap_or_default()).bind(page.fetch_limit()).fetch_all(pool).await?)
+        .into_iter().map(Settlement::from).collect();
+        let next = page.finish(&mut rows, |s| s.id.clone());
+        Ok((rows, next))
+    }
+}

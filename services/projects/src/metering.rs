@@ -1,0 +1,311 @@
+//! Meters and readings in plain Rust: what a meter is, and the quality flags a reading gets.
+//! Suspect readings are stored with their flags, never dropped or silently "repaired".
+
+use std::collections::VecDeque;
+
+use cwsm_platform::{Error, Result};
+
+/// What a meter measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MeterKind {
+    /// The whole site's supply (IPMVP option C).
+    WholeSite,
+    /// A sub-meter on the retrofitted system (options A and B).
+    SubMeter,
+}
+
+impl MeterKind {
+    pub fn code(self) -> &'static str {
+        match self {
+            MeterKind::WholeSite => "whole_site",
+            MeterKind::SubMeter => "sub_meter",
+        }
+    }
+
+    pub fn from_code(s: &str) -> Option<MeterKind> {
+        match s {
+            "whole_site" => Some(MeterKind::WholeSite),
+            "sub_meter" => Some(MeterKind::SubMeter),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Meter {
+    pub id: String,
+    pub project_id: String,
+    pub site: String,
+    pub name: String,
+    pub kind: MeterKind,
+    pub interval_seconds: i32,
+    pub serial_number: String,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+    pub version: i64,
+}
+
+impl Meter {
+    /// Checks a meter as asked for (before it has an id).
+    pub fn validate(&self, sites: &[String]) -> Result<()> {
+        if self.name.trim().is_empty() {
+            return Err(Error::invalid("meter.name", "required"));
+        }
+        if self.name.len() > 200 {
+            return Err(Error::invalid("meter.name", "at most 200 characters"));
+        }
+        if !(60..=31 * 86_400).contains(&self.interval_seconds) {
+            return Err(Error::invalid(
+                "meter.interval_seconds",
+                "between 60 (one minute) and 2678400 (31 days)",
+            ));
+        }
+        if !sites.is_empty() && !self.site.is_empty() && !sites.contains(&self.site) {
+            return Err(Error::invalid(
+                "meter.site",
+                format!("not a site of the project ({})", sites.join(", ")),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What a reading's value means.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ValueKind {
+    /// The meter's cumulative register: use is the difference to the previous reading.
+    Register = 1,
+    /// Use during the interval ending at the reading.
+    IntervalUse = 2,
+}
+
+impl ValueKind {
+    pub fn from_i32(n: i32) -> Option<ValueKind> {
+        match n {
+            1 => Some(ValueKind::Register),
+            2 => Some(ValueKind::IntervalUse),
+            _ => None,
+        }
+    }
+}
+
+/// Flag bits of a stored reading: bit n−1 is `cwsm.projects.v1.ReadingFlag` n.
+pub mod flag {
+    pub const ESTIMATED: i32 = 1;
+    pub const GAP_BEFORE: i32 = 1 << 1;
+    pub const REGISTER_DECREASED: i32 = 1 << 2;
+    pub const SPIKE: i32 = 1 << 3;
+    pub const OUT_OF_ORDER: i32 = 1 << 4;
+    pub const NEGATIVE_USE: i32 = 1 << 5;
+    /// (proto number, bit) of every flag.
+    pub const ALL: [(i32, i32); 6] = [
+        (1, ESTIMATED),
+        (2, GAP_BEFORE),
+        (3, REGISTER_DECREASED),
+        (4, SPIKE),
+        (5, OUT_OF_ORDER),
+        (6, NEGATIVE_USE),
+    ];
+}
+
+/// A reading as received.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Incoming {
+    pub at_ms: i64,
+    pub value_litres: i64,
+    pub estimated: bool,
+}
+
+/// A reading as stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Classified {
+    pub at_ms: i64,
+    pub value_litres: i64,
+    pub use_litres: i64,
+    pub kind: ValueKind,
+    pub flags: i32,
+}
+
+/// Uses remembered to judge spikes, and the thresholds.
+const SPIKE_WINDOW: usize = 48;
+const SPIKE_MIN_HISTORY: usize = 8;
+const SPIKE_FACTOR: i64 = 10;
+
+/// What the flags of the next reading depend on: the meter's latest reading and its recent
+/// uses. Built from the stored readings, then advanced reading by reading.
+#[derive(Clone, Debug)]
+pub struct MeterState {
+    interval_ms: i64,
+    latest_ms: Option<i64>,
+    latest_register: Option<i64>,
+    recent: VecDeque<i64>,
+    recent_sum: i64,
+}
+
+impl MeterState {
+    /// `stored` holds the latest stored readings, newest first: (time, value, use, kind).
+    pub fn new(interval_seconds: i32, stored: &[(i64, i64, i64, i32)]) -> MeterState {
+        let mut s = MeterState {
+            interval_ms: i64::from(interval_seconds) * 1000,
+            latest_ms: stored.first().map(|r| r.0),
+            latest_register: stored
+                .first()
+                .filter(|r| r.3 == ValueKind::Register as i32)
+                .map(|r| r.1),
+            recent: VecDeque::with_capacity(SPIKE_WINDOW),
+            recent_sum: 0,
+        };
+        for r in stored.iter().take(SPIKE_WINDOW).rev() {
+            s.remember(r.2);
+        }
+        s
+    }
+
+    /// The time of the newest reading seen.
+    pub fn latest_ms(&self) -> Option<i64> {
+        self.latest_ms
+    }
+
+    fn remember(&mut self, use_litres: i64) {
+        if self.recent.len() == SPIKE_WINDOW
+            && let Some(old) = self.recent.pop_front()
+        {
+            self.recent_sum -= old;
+        }
+        self.recent.push_back(use_litres);
+        self.recent_sum += use_litres;
+    }
+
+    /// Flags a new reading (the caller has ruled out a duplicate) and advances the state.
+    ///
+    /// - estimated: as the sender says;
+    /// - out of order: older than the newest reading seen; its use is its interval use, or 0
+    ///   for a register (the newer reading's difference already counts that water);
+    /// - gap before: more than one interval missing since the newest reading (> 2 intervals);
+    /// - register decreased: a register below the previous one (meter swap or rollover): the
+    ///   use across it is unknown, stored as 0 and flagged, and the new value is the new base;
+    /// - negative use: an interval use below zero, stored as sent;
+    /// - spike: use above 10 × the mean of the meter's last 48 uses (once it has 8).
+    pub fn classify(&mut self, kind: ValueKind, r: Incoming) -> Classified {
+        let mut flags = if r.estimated { flag::ESTIMATED } else { 0 };
+        let in_order = self.latest_ms.is_none_or(|l| r.at_ms > l);
+        let mut use_litres = match kind {
+            ValueKind::IntervalUse => r.value_litres,
+            ValueKind::Register => 0,
+        };
+        if !in_order {
+            flags |= flag::OUT_OF_ORDER;
+        } else {
+            if let Some(l) = self.latest_ms
+                && r.at_ms - l > 2 * self.interval_ms
+            {
+                flags |= flag::GAP_BEFORE;
+            }
+            if kind == ValueKind::Register {
+                match self.latest_register {
+                    Some(prev) if r.value_litres < prev => flags |= flag::REGISTER_DECREASED,
+                    Some(prev) => use_litres = r.value_litres - prev,
+                    None => {}
+                }
+                self.latest_register = Some(r.value_litres);
+            }
+            self.latest_ms = Some(r.at_ms);
+        }
+        if use_litres < 0 {
+            flags |= flag::NEGATIVE_USE;
+        }
+        if self.recent.len() >= SPIKE_MIN_HISTORY {
+            let mean = self.recent_sum / self.recent.len() as i64;
+            if use_litres > SPIKE_FACTOR * mean.max(1) {
+                flags |= flag::SPIKE;
+            }
+        }
+        if in_order {
+            self.remember(use_litres);
+        }
+        Classified {
+            at_ms: r.at_ms,
+            value_litres: r.value_litres,
+            use_litres,
+            kind,
+            flags,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const H: i64 = 3_600_000;
+
+    fn reading(hour: i64, value: i64) -> Incoming {
+        Incoming {
+            at_ms: hour * H,
+            value_litres: value,
+            estimated: false,
+        }
+    }
+
+    #[test]
+    fn interval_use_flags() {
+        let mut s = MeterState::new(3600, &[]);
+        for h in 1..=10 {
+            assert_eq!(s.classify(ValueKind::IntervalUse, reading(h, 100)).flags, 0);
+        }
+        // Two hours missing: a gap.
+        let gap = s.classify(ValueKind::IntervalUse, reading(13, 100));
+        assert_eq!(gap.flags, flag::GAP_BEFORE);
+        // One missing is not a gap.
+        assert_eq!(
+            s.classify(ValueKind::IntervalUse, reading(15, 100)).flags,
+            0
+        );
+        let spike = s.classify(ValueKind::IntervalUse, reading(16, 5_000));
+        assert_eq!(spike.flags, flag::SPIKE);
+        assert_eq!(spike.use_litres, 5_000, "stored as sent");
+        let negative = s.classify(ValueKind::IntervalUse, reading(17, -5));
+        assert_eq!(negative.flags, flag::NEGATIVE_USE);
+        assert_eq!(negative.use_litres, -5);
+        let late = s.classify(ValueKind::IntervalUse, reading(12, 100));
+        assert_eq!(late.flags, flag::OUT_OF_ORDER);
+        assert_eq!(late.use_litres, 100);
+        let estimated = s.classify(
+            ValueKind::IntervalUse,
+            Incoming {
+                estimated: true,
+                ..reading(18, 100)
+            },
+        );
+        assert_eq!(estimated.flags, flag::ESTIMATED);
+    }
+
+    #[test]
+    fn register_differences_and_decreases() {
+        let mut s = MeterState::new(3600, &[]);
+        let first = s.classify(ValueKind::Register, reading(1, 1_000));
+        assert_eq!((first.use_litres, first.flags), (0, 0));
+        let second = s.classify(ValueKind::Register, reading(2, 1_250));
+        assert_eq!((second.use_litres, second.flags), (250, 0));
+        let swapped = s.classify(ValueKind::Register, reading(3, 10));
+        assert_eq!(
+            (swapped.use_litres, swapped.flags),
+            (0, flag::REGISTER_DECREASED)
+        );
+        let after = s.classify(ValueKind::Register, reading(4, 60));
+        assert_eq!((after.use_litres, after.flags), (50, 0));
+        // A late register reading: its water is already in the next one's difference.
+        let late = s.classify(ValueKind::Register, reading(0, 900));
+        assert_eq!((late.use_litres, late.flags), (0, flag::OUT_OF_ORDER));
+    }
+
+    #[test]
+    fn state_resumes_from_stored_readings() {
+        // Newest first: (time, value, use, kind).
+        let stored = [(2 * H, 1_250, 250, 1), (H, 1_000, 0, 1)];
+        let mut s = MeterState::new(3600, &stored);
+        assert_eq!(s.latest_ms(), Some(2 * H));
+        let next = s.classify(ValueKind::Register, reading(3, 1_300));
+        assert_eq!(next.use_litres, 50);
+    }
+}

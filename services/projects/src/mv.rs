@@ -1,0 +1,796 @@
+//! Measurement and verification (M&V), plain Rust and no database: the baseline model, its
+//! ASHRAE Guideline 14 statistics, data sufficiency, and each reporting period's savings with
+//! their uncertainty.
+//!
+//! The model is always of *use per day*: on daily (or finer) data one observation per day with
+//! data; on monthly data one observation per calendar month, its use per day (CalTRACK's
+//! habit, so months of different lengths compare). A reporting period's adjusted baseline is
+//! the model's prediction summed over the period's days with data, so a missing day drops out
+//! of both sides of "baseline − actual" rather than counting as saved water.
+
+use chrono::{Datelike, NaiveDate};
+
+/// The name of the constant term.
+pub const INTERCEPT: &str = "intercept";
+
+/// How fine the observations of a fit are; decides the Guideline 14 thresholds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Granularity {
+    /// One observation per day (hourly and daily data both; the brief and Guideline 14's
+    /// "hourly" thresholds apply to them).
+    Daily,
+    /// One observation per calendar month.
+    Monthly,
+}
+
+impl Granularity {
+    /// Guideline 14 acceptance: (max CV(RMSE), max |NMBE|), as fractions.
+    pub fn thresholds(self) -> (f64, f64) {
+        match self {
+            Granularity::Monthly => (0.15, 0.05),
+            Granularity::Daily => (0.30, 0.10),
+        }
+    }
+
+    pub fn interval_seconds(self) -> i32 {
+        match self {
+            Granularity::Daily => 86_400,
+            // The mean Gregorian month.
+            Granularity::Monthly => 2_629_746,
+        }
+    }
+}
+
+/// Why a baseline cannot be fitted.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum FitError {
+    #[error("{n} observations cannot fit {p} parameters (need at least {})", p + 1)]
+    TooFewObservations { n: usize, p: usize },
+    #[error("the drivers are collinear (or constant): {0}")]
+    Singular(String),
+    #[error("mean baseline use is {0} L/day; savings cannot be measured against it")]
+    NoUse(f64),
+}
+
+/// An ordinary least squares fit and its Guideline 14 statistics.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Fit {
+    /// "intercept", then the drivers.
+    pub names: Vec<String>,
+    pub coefficients: Vec<f64>,
+    pub standard_errors: Vec<f64>,
+    /// n: observations.
+    pub observations: usize,
+    /// p: parameters (1 + drivers).
+    pub parameters: usize,
+    /// ȳ, litres per day.
+    pub mean_use: f64,
+    pub r_squared: f64,
+    /// CV(RMSE) = sqrt(Σ(ŷ−y)² / (n−p)) / ȳ.
+    pub cv_rmse: f64,
+    /// NMBE = Σ(ŷ−y) / ((n−p)·ȳ).
+    pub nmbe: f64,
+    pub granularity: Granularity,
+    pub g14_pass: bool,
+}
+
+impl Fit {
+    /// The model's use per day for driver values `x` (one per driver, in order).
+    pub fn predict(&self, x: &[f64]) -> f64 {
+        self.coefficients[0]
+            + self.coefficients[1..]
+                .iter()
+                .zip(x)
+                .map(|(b, v)| b * v)
+                .sum::<f64>()
+    }
+
+    /// Degrees of freedom, n − p.
+    pub fn dof(&self) -> usize {
+        self.observations - self.parameters
+    }
+}
+
+/// Fits `y = b0 + b1·x1 + …` by ordinary least squares (normal equations XᵀX·b = Xᵀy, solved
+/// by Gauss-Jordan elimination with partial pivoting; p is small, so this is exact enough and
+/// gives (XᵀX)⁻¹ for the standard errors). `xs[i]` holds observation i's driver values.
+pub fn fit(
+    drivers: &[String],
+    ys: &[f64],
+    xs: &[Vec<f64>],
+    granularity: Granularity,
+) -> Result<Fit, FitError> {
+    let n = ys.len();
+    let p = drivers.len() + 1;
+    if n <= p {
+        return Err(FitError::TooFewObservations { n, p });
+    }
+    // XᵀX and Xᵀy in one pass; row i of X is [1, xs[i]…].
+    let mut xtx = vec![vec![0.0; p]; p];
+    let mut xty = vec![0.0; p];
+    let mut row = vec![0.0; p];
+    for (i, y) in ys.iter().enumerate() {
+        row[0] = 1.0;
+        for (j, v) in row.iter_mut().enumerate().skip(1) {
+            *v = xs.get(i).and_then(|x| x.get(j - 1)).copied().unwrap_or(0.0);
+        }
+        for (a, ra) in row.iter().enumerate() {
+            xty[a] += ra * y;
+            for (b, rb) in row.iter().enumerate() {
+                xtx[a][b] += ra * rb;
+            }
+        }
+    }
+    let inverse = invert(xtx).ok_or_else(|| FitError::Singular(drivers.join(", ")))?;
+    let coefficients: Vec<f64> = (0..p)
+        .map(|a| (0..p).map(|b| inverse[a][b] * xty[b]).sum())
+        .collect();
+    let mean = ys.iter().sum::<f64>() / n as f64;
+    if mean <= 0.0 {
+        return Err(FitError::NoUse(mean));
+    }
+    let mut sse = 0.0;
+    let mut sst = 0.0;
+    let mut bias = 0.0;
+    for (i, y) in ys.iter().enumerate() {
+        let x: &[f64] = xs.get(i).map(Vec::as_slice).unwrap_or(&[]);
+        let predicted = coefficients[0]
+            + coefficients[1..]
+                .iter()
+                .zip(x)
+                .map(|(b, v)| b * v)
+                .sum::<f64>();
+        let residual = predicted - y;
+        sse += residual * residual;
+        bias += residual;
+        sst += (y - mean) * (y - mean);
+    }
+    let dof = (n - p) as f64;
+    let sigma2 = sse / dof;
+    let cv_rmse = sigma2.sqrt() / mean;
+    let nmbe = bias / (dof * mean);
+    // With an intercept R² ≥ 0; clamp the float noise of an intercept-only fit.
+    let r_squared = if sst > 0.0 {
+        (1.0 - sse / sst).max(0.0)
+    } else {
+        0.0
+    };
+    let standard_errors = (0..p)
+        .map(|j| (sigma2 * inverse[j][j]).max(0.0).sqrt())
+        .collect();
+    let (max_cv, max_nmbe) = granularity.thresholds();
+    let mut names = vec![INTERCEPT.to_string()];
+    names.extend(drivers.iter().cloned());
+    Ok(Fit {
+        names,
+        coefficients,
+        standard_errors,
+        observations: n,
+        parameters: p,
+        mean_use: mean,
+        r_squared,
+        cv_rmse,
+        nmbe,
+        granularity,
+        g14_pass: cv_rmse <= max_cv && nmbe.abs() <= max_nmbe,
+    })
+}
+
+/// Inverts a small square matrix by Gauss-Jordan elimination with partial pivoting; `None`
+/// when it is singular (relative to its scale).
+fn invert(mut a: Vec<Vec<f64>>) -> Option<Vec<Vec<f64>>> {
+    let n = a.len();
+    let scale = a
+        .iter()
+        .flat_map(|r| r.iter())
+        .fold(0.0_f64, |m, v| m.max(v.abs()));
+    let mut inv: Vec<Vec<f64>> = (0..n)
+        .map(|i| (0..n).map(|j| if i == j { 1.0 } else { 0.0 }).collect())
+        .collect();
+    for col in 0..n {
+        let pivot = (col..n).max_by(|&i, &j| a[i][col].abs().total_cmp(&a[j][col].abs()))?;
+        if a[pivot][col].abs() <= scale * 1e-12 {
+            return None;
+        }
+        a.swap(col, pivot);
+        inv.swap(col, pivot);
+        let d = a[col][col];
+        for j in 0..n {
+            a[col][j] /= d;
+            inv[col][j] /= d;
+        }
+        for i in 0..n {
+            if i != col {
+                let f = a[i][col];
+                if f != 0.0 {
+                    for j in 0..n {
+                        a[i][j] -= f * a[col][j];
+                        inv[i][j] -= f * inv[col][j];
+                    }
+                }
+            }
+        }
+    }
+    Some(inv)
+}
+
+/// Two-sided confidence levels the savings are reported at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Confidence {
+    P68,
+    P90,
+}
+
+/// Student's t quantile for a two-sided `confidence` with `dof` degrees of freedom, by the
+/// Cornish-Fisher expansion around the normal quantile (Abramowitz & Stegun 26.7.5, four
+/// terms): within 1e-4 of the tables from 5 degrees of freedom up. Below that it is a little
+/// low; the fit needs more observations than that anyway.
+pub fn t_value(confidence: Confidence, dof: usize) -> f64 {
+    // Normal quantiles at 0.84 and 0.95 (one-sided).
+    let z: f64 = match confidence {
+        Confidence::P68 => 0.994_457_883_209_753,
+        Confidence::P90 => 1.644_853_626_951_472,
+    };
+    let v = dof.max(1) as f64;
+    let z3 = z.powi(3);
+    let z5 = z.powi(5);
+    let z7 = z.powi(7);
+    let z9 = z.powi(9);
+    z + (z3 + z) / (4.0 * v)
+        + (5.0 * z5 + 16.0 * z3 + 3.0 * z) / (96.0 * v * v)
+        + (3.0 * z7 + 19.0 * z5 + 17.0 * z3 - 15.0 * z) / (384.0 * v.powi(3))
+        + (79.0 * z9 + 776.0 * z7 + 1482.0 * z5 - 1920.0 * z3 - 945.0 * z) / (92_160.0 * v.powi(4))
+}
+
+/// Absolute savings uncertainty, ± litres, at `confidence`.
+///
+/// ASHRAE Guideline 14-2014, Annex B, eq. B-14 (fractional savings uncertainty; no
+/// autocorrelation correction, so n' = n):
+///
+/// ```text
+/// ΔE_save / E_save = t · 1.26 · CV(RMSE) · sqrt( (n/n') · (1 + 2/n') · (1/m) ) / F
+/// ```
+///
+/// with F = E_save / E_baseline the fractional savings, n the baseline observations, m the
+/// reporting-period observations and t Student's t at n − p degrees of freedom. Multiplying by
+/// E_save cancels F:
+///
+/// ```text
+/// ΔE_save = t · 1.26 · CV(RMSE) · E_baseline · sqrt( (1 + 2/n) / m )
+/// ```
+///
+/// where E_baseline is the adjusted baseline of the reporting period (litres).
+pub fn savings_uncertainty(
+    fit: &Fit,
+    confidence: Confidence,
+    adjusted_baseline_litres: f64,
+    reporting_observations: usize,
+) -> f64 {
+    if reporting_observations == 0 {
+        return 0.0;
+    }
+    let n = fit.observations as f64;
+    let m = reporting_observations as f64;
+    t_value(confidence, fit.dof())
+        * 1.26
+        * fit.cv_rmse
+        * adjusted_baseline_litres.abs()
+        * ((1.0 + 2.0 / n) / m).sqrt()
+}
+
+/// A day's metered use (China Standard Time calendar day).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DayUse {
+    pub day: NaiveDate,
+    pub litres: i64,
+    pub readings: i64,
+    pub estimated: i64,
+}
+
+/// Whether the baseline data suffice (CalTRACK habits).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Sufficiency {
+    pub baseline_days: i64,
+    pub missing_days: i64,
+    pub coverage_bp: i64,
+    pub estimated_readings: i64,
+    pub ok: bool,
+    pub notes: Vec<String>,
+}
+
+/// Minimum baseline length and largest share of missing days (CalTRACK 2.0, section 2.2).
+pub const MIN_BASELINE_DAYS: i64 = 365;
+pub const MAX_MISSING_BP: i64 = 1000;
+
+/// Checks the baseline `[start, end]` against the days that have data (`days` sorted or not).
+pub fn sufficiency(days: &[DayUse], start: NaiveDate, end: NaiveDate) -> Sufficiency {
+    let baseline_days = (end - start).num_days() + 1;
+    let inside: Vec<&DayUse> = days
+        .iter()
+        .filter(|d| d.day >= start && d.day <= end)
+        .collect();
+    let with_data = inside.len() as i64;
+    let missing_days = (baseline_days - with_data).max(0);
+    let coverage_bp = if baseline_days > 0 {
+        with_data * 10_000 / baseline_days
+    } else {
+        0
+    };
+    let estimated_readings = inside.iter().map(|d| d.estimated).sum();
+    let mut notes = Vec::new();
+    if baseline_days < MIN_BASELINE_DAYS {
+        notes.push(format!(
+            "the baseline period has {baseline_days} days; at least {MIN_BASELINE_DAYS} are needed"
+        ));
+    }
+    if missing_days * 10_000 > baseline_days * MAX_MISSING_BP {
+        notes.push(format!(
+            "{missing_days} of {baseline_days} baseline days have no readings; at most 10% may be missing"
+        ));
+    }
+    let ok = notes.is_empty();
+    if estimated_readings > 0 {
+        notes.push(format!(
+            "{estimated_readings} baseline readings are estimated"
+        ));
+    }
+    Sufficiency {
+        baseline_days,
+        missing_days,
+        coverage_bp,
+        estimated_readings,
+        ok,
+        notes,
+    }
+}
+
+/// A driver's values by day (occupancy, production, degree days …).
+pub type DriverDays = std::collections::HashMap<NaiveDate, f64>;
+
+/// One observation: use per day, the drivers' values (per day, averaged over a month), and
+/// the days with data it stands for.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Observation {
+    pub y: f64,
+    pub x: Vec<f64>,
+    pub days: i64,
+    /// Litres metered on those days.
+    pub litres: i64,
+}
+
+/// The observations of the baseline (or of a reporting period) in `[start, end]`. A day
+/// counts when it has readings and a value of every driver; the others drop out (of both the
+/// baseline and the actual use of a period, so they compare like with like).
+pub fn observations(
+    days: &[DayUse],
+    start: NaiveDate,
+    end: NaiveDate,
+    granularity: Granularity,
+    drivers: &[&DriverDays],
+) -> Vec<Observation> {
+    let usable = days
+        .iter()
+        .filter(|d| d.day >= start && d.day <= end)
+        .filter_map(|d| {
+            let x: Option<Vec<f64>> = drivers.iter().map(|v| v.get(&d.day).copied()).collect();
+            x.map(|x| (d, x))
+        });
+    match granularity {
+        Granularity::Daily => usable
+            .map(|(d, x)| Observation {
+                y: d.litres as f64,
+                x,
+                days: 1,
+                litres: d.litres,
+            })
+            .collect(),
+        Granularity::Monthly => {
+            let mut months: Vec<((i32, u32), Observation)> = Vec::new();
+            for (d, x) in usable {
+                let key = (d.day.year(), d.day.month());
+                match months.last_mut() {
+                    Some((k, o)) if *k == key => {
+                        o.litres += d.litres;
+                        o.days += 1;
+                        o.x.iter_mut().zip(&x).for_each(|(a, b)| *a += b);
+                    }
+                    _ => months.push((
+                        key,
+                        Observation {
+                            y: 0.0,
+                            x,
+                            days: 1,
+                            litres: d.litres,
+                        },
+                    )),
+                }
+            }
+            months
+                .into_iter()
+                .map(|(_, mut o)| {
+                    let n = o.days as f64;
+                    o.y = o.litres as f64 / n;
+                    o.x.iter_mut().for_each(|v| *v /= n);
+                    o
+                })
+                .collect()
+        }
+    }
+}
+
+/// Fits the baseline on `[start, end]`: use per day on the named drivers (intercept-only
+/// when there are none).
+pub fn fit_baseline(
+    days: &[DayUse],
+    start: NaiveDate,
+    end: NaiveDate,
+    granularity: Granularity,
+    drivers: &[(String, &DriverDays)],
+) -> Result<Fit, FitError> {
+    let values: Vec<&DriverDays> = drivers.iter().map(|(_, v)| *v).collect();
+    let names: Vec<String> = drivers.iter().map(|(n, _)| n.clone()).collect();
+    let obs = observations(days, start, end, granularity, &values);
+    let ys: Vec<f64> = obs.iter().map(|o| o.y).collect();
+    let xs: Vec<Vec<f64>> = obs.into_iter().map(|o| o.x).collect();
+    fit(&names, &ys, &xs, granularity)
+}
+
+/// One reporting period's figures.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PeriodFigures {
+    pub adjusted_baseline_litres: i64,
+    pub actual_litres: i64,
+    pub non_routine_adjustment_litres: i64,
+    pub dispute_adjustment_litres: i64,
+    pub savings_litres: i64,
+    pub savings_bp: i64,
+    pub uncertainty_68_litres: i64,
+    pub uncertainty_90_litres: i64,
+    pub days: i64,
+    pub days_with_data: i64,
+    pub notes: Vec<String>,
+}
+
+/// The savings of `[start, end]`: adjusted baseline (the model over the period's days with
+/// data and driver values, at those values) + non-routine adjustment − actual (on the same
+/// days) + dispute adjustment. `drivers` are the fit's drivers' values, in its order.
+pub fn period_figures(
+    fit: &Fit,
+    days: &[DayUse],
+    start: NaiveDate,
+    end: NaiveDate,
+    drivers: &[&DriverDays],
+    non_routine_litres: i64,
+    dispute_litres: i64,
+) -> PeriodFigures {
+    let obs = observations(days, start, end, fit.granularity, drivers);
+    let period_days = (end - start).num_days() + 1;
+    let days_with_data: i64 = obs.iter().map(|o| o.days).sum();
+    let baseline: f64 = obs.iter().map(|o| fit.predict(&o.x) * o.days as f64).sum();
+    let actual: i64 = obs.iter().map(|o| o.litres).sum();
+    let adjusted_baseline_litres = baseline.round() as i64;
+    let savings_litres = adjusted_baseline_litres + non_routine_litres - actual + dispute_litres;
+    let savings_bp = if adjusted_baseline_litres > 0 {
+        ((savings_litres as f64) * 10_000.0 / adjusted_baseline_litres as f64).round() as i64
+    } else {
+        0
+    };
+    let mut notes = Vec::new();
+    if days_with_data < period_days {
+        notes.push(format!(
+            "{} of {period_days} days have no readings (or no driver values); baseline and actual both cover the other {days_with_data}",
+            period_days - days_with_data
+        ));
+    }
+    let u = |c| savings_uncertainty(fit, c, baseline, obs.len()).round() as i64;
+    let uncertainty_68_litres = u(Confidence::P68);
+    if savings_litres > 0 && uncertainty_68_litres * 2 >= savings_litres {
+        notes.push(
+            "the savings' uncertainty at 68% is 50% of the savings or more (Guideline 14 asks less)"
+                .to_string(),
+        );
+    }
+    PeriodFigures {
+        adjusted_baseline_litres,
+        actual_litres: actual,
+        non_routine_adjustment_litres: non_routine_litres,
+        dispute_adjustment_litres: dispute_litres,
+        savings_litres,
+        savings_bp,
+        uncertainty_68_litres,
+        uncertainty_90_litres: u(Confidence::P90),
+        days: period_days,
+        days_with_data,
+        notes,
+    }
+}
+
+/// The reporting periods from `first_day` on, each `months` long, that end on or before
+/// `last_day`.
+pub fn reporting_periods(
+    first_day: NaiveDate,
+    months: u32,
+    last_day: NaiveDate,
+) -> Vec<(NaiveDate, NaiveDate)> {
+    let mut out = Vec::new();
+    let months = months.max(1);
+    let mut k = 0u32;
+    while let (Some(start), Some(next)) = (
+        first_day.checked_add_months(chrono::Months::new(k * months)),
+        first_day.checked_add_months(chrono::Months::new((k + 1) * months)),
+    ) {
+        let Some(end) = next.pred_opt() else { break };
+        if end > last_day || out.len() > 1200 {
+            break;
+        }
+        out.push((start, end));
+        k += 1;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn close(a: f64, b: f64, tol: f64) -> bool {
+        (a - b).abs() <= tol * b.abs().max(1.0)
+    }
+
+    #[test]
+    fn a_line_fitted_by_hand() {
+        // x = 1..5, y = 2, 4, 5, 4, 5. By hand: x̄ = 3, ȳ = 4, Sxx = 10, Sxy = 6,
+        // b1 = 0.6, b0 = 4 − 0.6·3 = 2.2; ŷ = 2.8, 3.4, 4.0, 4.6, 5.2;
+        // residuals ŷ−y = 0.8, −0.6, −1.0, 0.6, 0.2: SSE = 0.64+0.36+1+0.36+0.04 = 2.4;
+        // SST = 4+0+1+0+1 = 6; R² = 0.6; RMSE = sqrt(2.4/3) = 0.894427; CV = 0.223607;
+        // NMBE = 0 (OLS with an intercept); SE(b1) = sqrt(0.8/10) = 0.282843,
+        // SE(b0) = sqrt(0.8·(1/5 + 9/10)) = 0.938083.
+        let xs: Vec<Vec<f64>> = (1..=5).map(|x| vec![x as f64]).collect();
+        let ys = [2.0, 4.0, 5.0, 4.0, 5.0];
+        let f = fit(&["occupancy".into()], &ys, &xs, Granularity::Monthly).expect("fits");
+        assert!(close(f.coefficients[0], 2.2, 1e-9), "{:?}", f.coefficients);
+        assert!(close(f.coefficients[1], 0.6, 1e-9));
+        assert!(close(f.r_squared, 0.6, 1e-9));
+        assert!(close(f.cv_rmse, 0.223_606_797_749_979, 1e-9));
+        assert!(f.nmbe.abs() < 1e-12);
+        assert!(close(f.standard_errors[1], 0.282_842_712_474_619, 1e-9));
+        assert!(close(f.standard_errors[0], 0.938_083_151_964_686, 1e-9));
+        assert_eq!(f.names, vec!["intercept", "occupancy"]);
+        // CV 22% fails the monthly 15% threshold, passes the daily 30%.
+        assert!(!f.g14_pass);
+        let daily = fit(&["occupancy".into()], &ys, &xs, Granularity::Daily).expect("fits");
+        assert!(daily.g14_pass);
+    }
+
+    #[test]
+    fn two_drivers_recover_an_exact_plane() {
+        // y = 100 + 3·a − 2·b exactly: the fit finds it, with no error.
+        let xs: Vec<Vec<f64>> = [(1.0, 5.0), (2.0, 3.0), (4.0, 4.0), (7.0, 1.0), (3.0, 9.0)]
+            .iter()
+            .map(|(a, b)| vec![*a, *b])
+            .collect();
+        let ys: Vec<f64> = xs.iter().map(|x| 100.0 + 3.0 * x[0] - 2.0 * x[1]).collect();
+        let f = fit(&["a".into(), "b".into()], &ys, &xs, Granularity::Daily).expect("fits");
+        assert!(close(f.coefficients[0], 100.0, 1e-9));
+        assert!(close(f.coefficients[1], 3.0, 1e-9));
+        assert!(close(f.coefficients[2], -2.0, 1e-9));
+        assert!(f.cv_rmse < 1e-9);
+        assert!(close(f.r_squared, 1.0, 1e-9));
+    }
+
+    #[test]
+    fn intercept_only_is_the_mean_and_its_spread() {
+        // Spreadsheet-style: y = 90, 100, 110, 100. ȳ = 100; SSE = 100+0+100+0 = 200;
+        // n − p = 3; CV = sqrt(200/3)/100 = 0.0816497.
+        let ys = [90.0, 100.0, 110.0, 100.0];
+        let f = fit(&[], &ys, &[], Granularity::Monthly).expect("fits");
+        assert!(close(f.coefficients[0], 100.0, 1e-12));
+        assert!(close(f.cv_rmse, (200.0_f64 / 3.0).sqrt() / 100.0, 1e-12));
+        assert_eq!(f.r_squared, 0.0);
+        assert!(f.g14_pass);
+        // SE of the mean = s/sqrt(n) = sqrt(200/3)/2.
+        assert!(close(
+            f.standard_errors[0],
+            (200.0_f64 / 3.0).sqrt() / 2.0,
+            1e-12
+        ));
+    }
+
+    #[test]
+    fn refusals_say_why() {
+        assert_eq!(
+            fit(&[], &[5.0], &[], Granularity::Daily),
+            Err(FitError::TooFewObservations { n: 1, p: 1 })
+        );
+        let xs = vec![vec![1.0], vec![1.0], vec![1.0]];
+        assert!(matches!(
+            fit(&["x".into()], &[1.0, 2.0, 3.0], &xs, Granularity::Daily),
+            Err(FitError::Singular(_))
+        ));
+        assert!(matches!(
+            fit(&[], &[0.0, 0.0, 0.0], &[], Granularity::Daily),
+            Err(FitError::NoUse(_))
+        ));
+    }
+
+    #[test]
+    fn t_values_match_the_tables() {
+        // Student's t tables: t(0.95; 10) = 1.8125, t(0.95; 30) = 1.6973, t(0.95; 5) = 2.0150;
+        // large samples tend to the normal 1.6449 and 0.9945.
+        assert!((t_value(Confidence::P90, 10) - 1.8125).abs() < 1e-3);
+        assert!((t_value(Confidence::P90, 30) - 1.6973).abs() < 1e-3);
+        assert!((t_value(Confidence::P90, 5) - 2.0150).abs() < 5e-3);
+        assert!((t_value(Confidence::P90, 100_000) - 1.6449).abs() < 1e-3);
+        assert!((t_value(Confidence::P68, 100_000) - 0.9945).abs() < 1e-3);
+        assert!(t_value(Confidence::P68, 10) > t_value(Confidence::P68, 100));
+    }
+
+    #[test]
+    fn uncertainty_follows_guideline_14_b14() {
+        // n = 12 monthly observations, intercept only; CV(RMSE) from the data; m = 3 months.
+        let ys = [
+            100.0, 104.0, 96.0, 102.0, 98.0, 100.0, 101.0, 99.0, 103.0, 97.0, 100.0, 100.0,
+        ];
+        let f = fit(&[], &ys, &[], Granularity::Monthly).expect("fits");
+        // SSE = 0+16+16+4+4+0+1+1+9+9+0+0 = 60; CV = sqrt(60/11)/100.
+        let cv = (60.0_f64 / 11.0).sqrt() / 100.0;
+        assert!(close(f.cv_rmse, cv, 1e-12));
+        let baseline = 9_000.0;
+        let expected90 = 1.795_884_8 * 1.26 * cv * baseline * ((1.0 + 2.0 / 12.0) / 3.0_f64).sqrt();
+        let got = savings_uncertainty(&f, Confidence::P90, baseline, 3);
+        // t(0.95; 11) = 1.7959 from the tables.
+        assert!(close(got, expected90, 1e-3), "{got} vs {expected90}");
+        assert!(savings_uncertainty(&f, Confidence::P68, baseline, 3) < got);
+    }
+
+    fn day(s: &str) -> NaiveDate {
+        NaiveDate::parse_from_str(s, "%Y-%m-%d").expect("date")
+    }
+
+    fn series(from: &str, n: i64, litres: impl Fn(i64) -> i64) -> Vec<DayUse> {
+        (0..n)
+            .map(|i| DayUse {
+                day: day(from) + chrono::Duration::days(i),
+                litres: litres(i),
+                readings: 1,
+                estimated: 0,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn sufficiency_counts_missing_days() {
+        let mut days = series("2024-01-01", 366, |_| 1000);
+        let full = sufficiency(&days, day("2024-01-01"), day("2024-12-31"));
+        assert!(full.ok, "{:?}", full.notes);
+        assert_eq!(full.coverage_bp, 10_000);
+        // Drop 40 days: 40 > 36.6 (10% of 366).
+        days.retain(|d| d.day.ordinal() > 40);
+        let gappy = sufficiency(&days, day("2024-01-01"), day("2024-12-31"));
+        assert!(!gappy.ok);
+        assert_eq!(gappy.missing_days, 40);
+        assert_eq!(gappy.coverage_bp, 326 * 10_000 / 366);
+        let short = sufficiency(&days, day("2024-06-01"), day("2024-12-31"));
+        assert!(!short.ok);
+        assert!(short.notes[0].contains("at least 365"));
+    }
+
+    #[test]
+    fn a_period_spreadsheet_style() {
+        // Baseline 2024: alternating 1000 and 1200 L/day (mean 1100; 366 days).
+        let mut days = series("2024-01-01", 366, |i| if i % 2 == 0 { 1000 } else { 1200 });
+        // Reporting: January 2025 at 880 L/day, with 2025-01-10 missing.
+        days.extend(
+            series("2025-01-01", 31, |_| 880)
+                .into_iter()
+                .filter(|d| d.day != day("2025-01-10")),
+        );
+        let f = fit_baseline(
+            &days,
+            day("2024-01-01"),
+            day("2024-12-31"),
+            Granularity::Daily,
+            &[],
+        )
+        .expect("fits");
+        assert!(close(f.mean_use, 1100.0, 1e-12));
+        // SSE = 366·100², dof 365: CV = sqrt(366·10⁴/365)/1100.
+        let cv = (366.0_f64 * 10_000.0 / 365.0).sqrt() / 1100.0;
+        assert!(close(f.cv_rmse, cv, 1e-12));
+        let p = period_figures(
+            &f,
+            &days,
+            day("2025-01-01"),
+            day("2025-01-31"),
+            &[],
+            3000,
+            -500,
+        );
+        // 30 days with data: baseline 30·1100 = 33,000; actual 30·880 = 26,400.
+        assert_eq!(p.adjusted_baseline_litres, 33_000);
+        assert_eq!(p.actual_litres, 26_400);
+        assert_eq!(p.days_with_data, 30);
+        assert_eq!(p.savings_litres, 33_000 + 3000 - 26_400 - 500);
+        assert_eq!(
+            p.savings_bp,
+            (9_100.0_f64 * 10_000.0 / 33_000.0).round() as i64
+        );
+        let u90 = t_value(Confidence::P90, 365)
+            * 1.26
+            * cv
+            * 33_000.0
+            * ((1.0 + 2.0 / 366.0) / 30.0_f64).sqrt();
+        assert_eq!(p.uncertainty_90_litres, u90.round() as i64);
+        assert!(p.notes[0].contains("1 of 31 days"));
+    }
+
+    #[test]
+    fn monthly_observations_are_use_per_day() {
+        let days = series("2024-01-01", 60, |i| if i < 31 { 310 } else { 290 });
+        let obs = observations(
+            &days,
+            day("2024-01-01"),
+            day("2024-02-29"),
+            Granularity::Monthly,
+            &[],
+        );
+        let got: Vec<(f64, i64)> = obs.iter().map(|o| (o.y, o.days)).collect();
+        assert_eq!(got, vec![(310.0, 31), (290.0, 29)]);
+    }
+
+    #[test]
+    fn a_driver_adjusts_the_baseline_to_the_period() {
+        // Baseline: use = 500 + 2·occupancy exactly, occupancy 100..=465 over 366 days.
+        let start = day("2024-01-01");
+        let occupancy: DriverDays = (0..400)
+            .map(|i| (start + chrono::Duration::days(i), 100.0 + (i % 366) as f64))
+            .collect();
+        let mut days = series("2024-01-01", 366, |i| 500 + 2 * (100 + i));
+        // Reporting: 10 days at occupancy 300, 1,000 L a day actual; one day lacks occupancy.
+        let mut occupancy = occupancy;
+        for i in 0..10 {
+            occupancy.insert(day("2025-01-01") + chrono::Duration::days(i), 300.0);
+        }
+        occupancy.remove(&day("2025-01-05"));
+        days.extend(series("2025-01-01", 10, |_| 1_000));
+        let f = fit_baseline(
+            &days,
+            start,
+            day("2024-12-31"),
+            Granularity::Daily,
+            &[("occupancy".to_string(), &occupancy)],
+        )
+        .expect("fits");
+        assert!(close(f.coefficients[0], 500.0, 1e-9));
+        assert!(close(f.coefficients[1], 2.0, 1e-9));
+        let p = period_figures(
+            &f,
+            &days,
+            day("2025-01-01"),
+            day("2025-01-10"),
+            &[&occupancy],
+            0,
+            0,
+        );
+        // 9 days with occupancy: baseline 9 × (500 + 2·300) = 9,900; actual 9 × 1,000.
+        assert_eq!(p.days_with_data, 9);
+        assert_eq!(p.adjusted_baseline_litres, 9_900);
+        assert_eq!(p.actual_litres, 9_000);
+        assert_eq!(p.savings_litres, 900);
+    }
+
+    #[test]
+    fn periods_are_calendar_steps() {
+        let p = reporting_periods(day("2025-01-01"), 1, day("2025-03-30"));
+        assert_eq!(
+            p,
+            vec![
+                (day("2025-01-01"), day("2025-01-31")),
+                (day("2025-02-01"), day("2025-02-28"))
+            ]
+        );
+        let q = reporting_periods(day("2025-01-01"), 3, day("2025-12-31"));
+        assert_eq!(q.len(), 4);
+        assert_eq!(q[3], (day("2025-10-01"), day("2025-12-31")));
+    }
+}

@@ -1,0 +1,577 @@
+//! Meters and readings in the store: meters per project, bulk ingestion (idempotent per meter
+//! and instant, flagged, duplicates counted, conflicts refused), and use by reading, day and
+//! month. Days are China Standard Time calendar days; a reading belongs to the day in which
+//! its interval ends (a reading at exactly midnight closes the day before).
+
+use std::collections::HashMap;
+
+use chrono::{Datelike, NaiveDate};
+use cwsm_platform::auth::Principal;
+use cwsm_platform::db::{BeginWrite, Db};
+use cwsm_platform::grpc::Page;
+use cwsm_platform::{Error, Result, new_id, now_ms, with_db};
+
+use crate::domain::Project;
+use crate::metering::{Classified, Incoming, Meter, MeterKind, MeterState, ValueKind, flag};
+use crate::mv::{DayUse, Granularity};
+use crate::store::Store;
+
+/// China Standard Time, UTC+8, in ms.
+pub const CST_OFFSET_MS: i64 = 8 * 3_600_000;
+pub const DAY_MS: i64 = 86_400_000;
+/// Readings stamped later than this past the server's clock are refused.
+pub const FUTURE_TOLERANCE_MS: i64 = 5 * 60_000;
+/// Rows gathered before a write.
+const FLUSH_ROWS: usize = 20_000;
+/// Rejections reported back in detail.
+const MAX_REJECTIONS: usize = 100;
+
+/// The CST day a reading at `at_ms` belongs to, as days since 1970-01-01.
+pub fn day_index(at_ms: i64) -> i64 {
+    (at_ms - 1 + CST_OFFSET_MS).div_euclid(DAY_MS)
+}
+
+/// The date of a day index.
+pub fn day_date(index: i64) -> NaiveDate {
+    NaiveDate::from_num_days_from_ce_opt(719_163 + index as i32).unwrap_or_default()
+}
+
+/// Days since 1970-01-01 of a date.
+pub fn date_index(d: NaiveDate) -> i64 {
+    i64::from(d.num_days_from_ce()) - 719_163
+}
+
+/// The instant (ms, UTC) at which CST day `index` starts.
+pub fn day_start_ms(index: i64) -> i64 {
+    index * DAY_MS - CST_OFFSET_MS
+}
+
+#[derive(sqlx::FromRow)]
+struct MeterRow {
+    id: String,
+    project_id: String,
+    site: String,
+    name: String,
+    kind: String,
+    interval_seconds: i32,
+    serial_number: String,
+    created_at_ms: i64,
+    updated_at_ms: i64,
+    version: i64,
+}
+
+impl From<MeterRow> for Meter {
+    fn from(r: MeterRow) -> Self {
+        Meter {
+            id: r.id,
+            project_id: r.project_id,
+            site: r.site,
+            name: r.name,
+            kind: MeterKind::from_code(&r.kind).unwrap_or(MeterKind::WholeSite),
+            interval_seconds: r.interval_seconds,
+            serial_number: r.serial_number,
+            created_at_ms: r.created_at_ms,
+            updated_at_ms: r.updated_at_ms,
+            version: r.version,
+        }
+    }
+}
+
+/// A refused reading and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rejection {
+    pub meter_id: String,
+    pub at_ms: i64,
+    pub value_litres: i64,
+    pub reason: String,
+}
+
+/// What a stream of readings did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IngestOutcome {
+    pub accepted: i64,
+    pub duplicates: i64,
+    pub rejected: i64,
+    /// (proto flag number, count) for flags that occurred.
+    pub flagged: Vec<(i32, i64)>,
+    pub rejections: Vec<Rejection>,
+}
+
+struct MeterCtx {
+    id: String,
+    state: MeterState,
+    pending: Vec<Classified>,
+}
+
+/// One client stream of readings: the meters seen, the rows not yet written, the counts.
+pub struct IngestSession {
+    who: Principal,
+    index: HashMap<String, Option<usize>>,
+    meters: Vec<MeterCtx>,
+    pending_rows: usize,
+    flag_counts: [i64; 6],
+    outcome: IngestOutcome,
+}
+
+impl IngestSession {
+    pub fn new(who: Principal) -> IngestSession {
+        IngestSession {
+            who,
+            index: HashMap::new(),
+            meters: Vec::new(),
+            pending_rows: 0,
+            flag_counts: [0; 6],
+            outcome: IngestOutcome::default(),
+        }
+    }
+
+    fn reject(&mut self, meter_id: &str, r: &Incoming, reason: String) {
+        self.outcome.rejected += 1;
+        if self.outcome.rejections.len() < MAX_REJECTIONS {
+            self.outcome.rejections.push(Rejection {
+                meter_id: meter_id.to_string(),
+                at_ms: r.at_ms,
+                value_litres: r.value_litres,
+                reason,
+            });
+        }
+    }
+}
+
+/// A point of ListReadings.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Point {
+    pub start_ms: i64,
+    pub end_ms: i64,
+    pub use_litres: i64,
+    pub register_litres: i64,
+    pub reading_count: i64,
+    pub estimated_count: i64,
+    pub flags: i32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Aggregation {
+    Raw,
+    Day,
+    Month,
+}
+
+type DayRow = (i64, i64, i64, i64, i64, i64);
+
+impl Store {
+    /// Registers a meter; a retry with the same request id returns the first.
+    pub async fn create_meter(&self, scope: &str, request_id: &str, m: &Meter) -> Result<Meter> {
+        let id: String = with_db!(&self.db, pool => {
+            let mut tx = pool.begin_write().await?;
+            let replay: Option<String> = sqlx::query_scalar("SELECT resource_id FROM idempotency WHERE scope = $1 AND request_id = $2")
+                .bind(scope).bind(request_id).fetch_optional(&mut *tx).await?;
+            if let Some(id) = replay {
+                tx.commit().await?;
+                id
+            } else {
+                let taken: Option<String> = sqlx::query_scalar("SELECT id FROM meters WHERE project_id = $1 AND name = $2")
+                    .bind(&m.project_id).bind(&m.name).fetch_optional(&mut *tx).await?;
+                if let Some(other) = taken {
+                    return Err(Error::AlreadyExists(format!("project {} has a meter named {:?} already ({other})", m.project_id, m.name)));
+                }
+                let id = new_id();
+                let now = now_ms();
+                sqlx::query("INSERT INTO meters (id, project_id, site, name, kind, interval_seconds, serial_number, created_at_ms, updated_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)")
+                    .bind(&id).bind(&m.project_id).bind(&m.site).bind(&m.name).bind(m.kind.code())
+                    .bind(m.interval_seconds).bind(&m.serial_number).bind(now).execute(&mut *tx).await?;
+                sqlx::query("INSERT INTO idempotency (scope, request_id, resource_id, created_at_ms) VALUES ($1, $2, $3, $4)")
+                    .bind(scope).bind(request_id).bind(&id).bind(now).execute(&mut *tx).await?;
+                tx.commit().await?;
+                id
+            }
+        });
+        self.meter(&id).await
+    }
+
+    pub async fn meter(&self, id: &str) -> Result<Meter> {
+        let row: Option<MeterRow> = with_db!(&self.db, pool => sqlx::query_as("SELECT * FROM meters WHERE id = $1").bind(id).fetch_optional(pool).await?);
+        row.map(Meter::from)
+            .ok_or_else(|| Error::not_found("meter", id))
+    }
+
+    pub async fn list_meters(
+        &self,
+        project_id: &str,
+        site: &str,
+        kind: &str,
+        page: &Page,
+    ) -> Result<(Vec<Meter>, String)> {
+        let mut rows: Vec<Meter> = with_db!(&self.db, pool => sqlx::query_as::<_, MeterRow>(
+            "SELECT * FROM meters WHERE project_id = $1 AND ($2 = '' OR site = $2) AND ($3 = '' OR kind = $3) AND ($4 = '' OR id > $4) ORDER BY id LIMIT $5")
+            .bind(project_id).bind(site).bind(kind).bind(page.after.clone().unwrap_or_default()).bind(page.fetch_limit())
+            .fetch_all(pool).await?)
+        .into_iter().map(Meter::from).collect();
+        let next = page.finish(&mut rows, |m| m.id.clone());
+        Ok((rows, next))
+    }
+
+    /// The meter's context in `s`, loading it (and checking the caller may write its readings)
+    /// on first sight; `None` for an unknown meter.
+    async fn meter_ctx(&self, s: &mut IngestSession, meter_id: &str) -> Result<Option<usize>> {
+        if let Some(found) = s.index.get(meter_id) {
+            return Ok(*found);
+        }
+        let meter = match self.meter(meter_id).await {
+            Ok(m) => m,
+            Err(Error::NotFound { .. }) => {
+                s.index.insert(meter_id.to_string(), None);
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
+        let project: Project = self.project(&meter.project_id).await?;
+        // The company measures; the water user and others read.
+        if !s.who.acts_for(&project.contract.company.credit_code) {
+            return Err(Error::denied(format!(
+                "only the company of project {} or an administrator may send readings of meter {meter_id}",
+                project.id
+            )));
+        }
+        let stored: Vec<(i64, i64, i64, i32)> = with_db!(&self.db, pool => sqlx::query_as(
+            "SELECT read_at_ms, value_litres, use_litres, value_kind FROM readings WHERE meter_id = $1 ORDER BY read_at_ms DESC LIMIT 48")
+            .bind(meter_id).fetch_all(pool).await?);
+        s.meters.push(MeterCtx {
+            id: meter.id.clone(),
+            state: MeterState::new(meter.interval_seconds, &stored),
+            pending: Vec::new(),
+        });
+        let i = s.meters.len() - 1;
+        s.index.insert(meter_id.to_string(), Some(i));
+        Ok(Some(i))
+    }
+
+    /// Takes one message of a stream: a batch of one meter's readings.
+    pub async fn ingest_batch(
+        &self,
+        s: &mut IngestSession,
+        meter_id: &str,
+        kind: ValueKind,
+        readings: &[Incoming],
+    ) -> Result<()> {
+        let Some(m) = self.meter_ctx(s, meter_id).await? else {
+            for r in readings {
+                s.reject(meter_id, r, format!("unknown meter {meter_id}"));
+            }
+            return Ok(());
+        };
+        let latest0 = s.meters[m].state.latest_ms();
+        // Readings not after the newest one seen may be stored already: look them up (after
+        // writing what is pending, so the lookup sees it).
+        let (mut lo, mut hi) = (i64::MAX, i64::MIN);
+        for r in readings {
+            if latest0.is_some_and(|l| r.at_ms <= l) {
+                lo = lo.min(r.at_ms);
+                hi = hi.max(r.at_ms);
+            }
+        }
+        let mut known: HashMap<i64, i64> = HashMap::new();
+        if lo <= hi {
+            self.flush(s).await?;
+            let rows: Vec<(i64, i64)> = with_db!(&self.db, pool => sqlx::query_as(
+                "SELECT read_at_ms, value_litres FROM readings WHERE meter_id = $1 AND read_at_ms >= $2 AND read_at_ms <= $3")
+                .bind(meter_id).bind(lo).bind(hi).fetch_all(pool).await?);
+            known.extend(rows);
+        }
+        let limit = now_ms() + FUTURE_TOLERANCE_MS;
+        for r in readings {
+            if r.at_ms > limit {
+                s.reject(meter_id, r, "time in the future".to_string());
+                continue;
+            }
+            let ctx = &mut s.meters[m];
+            let maybe_seen = ctx.state.latest_ms().is_some_and(|l| r.at_ms <= l);
+            if maybe_seen && let Some(stored) = known.get(&r.at_ms).copied() {
+                if stored == r.value_litres {
+                    s.outcome.duplicates += 1;
+                } else {
+                    s.reject(
+                        meter_id,
+                        r,
+                        format!(
+                            "conflict: {stored} L stored for this time, {} L sent; not overwritten",
+                            r.value_litres
+                        ),
+                    );
+                }
+                continue;
+            }
+            let c = ctx.state.classify(kind, *r);
+            // Later readings of this stream may repeat this one.
+            if maybe_seen || readings.len() > 1 {
+                known.insert(c.at_ms, c.value_litres);
+            }
+            ctx.pending.push(c);
+            s.pending_rows += 1;
+            for (i, (_, bit)) in flag::ALL.iter().enumerate() {
+                if c.flags & bit != 0 {
+                    s.flag_counts[i] += 1;
+                }
+            }
+        }
+        if s.pending_rows >= FLUSH_ROWS {
+            self.flush(s).await?;
+        }
+        Ok(())
+    }
+
+    /// Writes what is pending and returns the stream's outcome.
+    pub async fn finish_ingest(&self, mut s: IngestSession) -> Result<IngestOutcome> {
+        self.flush(&mut s).await?;
+        s.outcome.flagged = flag::ALL
+            .iter()
+            .zip(s.flag_counts)
+            .filter(|(_, n)| *n > 0)
+            .map(|((number, _), n)| (*number, n))
+            .collect();
+        Ok(s.outcome)
+    }
+
+    /// Writes the pending rows in one transaction: on PostgreSQL one INSERT … SELECT FROM
+    /// UNNEST(arrays) per meter and chunk, on SQLite multi-row INSERTs; existing keys are left
+    /// alone (ON CONFLICT DO NOTHING) and counted as duplicates.
+    async fn flush(&self, s: &mut IngestSession) -> Result<()> {
+        if s.pending_rows == 0 {
+            return Ok(());
+        }
+        let mut written: u64 = 0;
+        let total = s.pending_rows as u64;
+        match &self.db {
+            Db::Postgres(pool) => {
+                let mut tx = pool.begin().await?;
+                for ctx in &mut s.meters {
+                    for chunk in ctx.pending.chunks(50_000) {
+                        let at: Vec<i64> = chunk.iter().map(|c| c.at_ms).collect();
+                        let value: Vec<i64> = chunk.iter().map(|c| c.value_litres).collect();
+                        let used: Vec<i64> = chunk.iter().map(|c| c.use_litres).collect();
+                        let kind: Vec<i32> = chunk.iter().map(|c| c.kind as i32).collect();
+                        let flags: Vec<i32> = chunk.iter().map(|c| c.flags).collect();
+                        written += sqlx::query(
+                            "INSERT INTO readings (meter_id, read_at_ms, value_litres, use_litres, value_kind, flags) \
+                             SELECT $1, * FROM UNNEST($2::int8[], $3::int8[], $4::int8[], $5::int4[], $6::int4[]) \
+                             ON CONFLICT (meter_id, read_at_ms) DO NOTHING")
+                            .bind(&ctx.id).bind(at).bind(value).bind(used).bind(kind).bind(flags)
+                            .execute(&mut *tx).await?.rows_affected();
+                    }
+                    ctx.pending.clear();
+                }
+                tx.commit().await?;
+            }
+            Db::Sqlite(pool) => {
+                let mut tx = pool.begin_write().await?;
+                for ctx in &mut s.meters {
+                    // 6 parameters a row, under SQLite's 32,766.
+                    for chunk in ctx.pending.chunks(5_000) {
+                        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+                            "INSERT INTO readings (meter_id, read_at_ms, value_litres, use_litres, value_kind, flags) ",
+                        );
+                        q.push_values(chunk, |mut b, c| {
+                            b.push_bind(ctx.id.clone())
+                                .push_bind(c.at_ms)
+                                .push_bind(c.value_litres)
+                                .push_bind(c.use_litres)
+                                .push_bind(c.kind as i32)
+                                .push_bind(c.flags);
+                        });
+                        q.push(" ON CONFLICT (meter_id, read_at_ms) DO NOTHING");
+                        written += q.build().execute(&mut *tx).await?.rows_affected();
+                    }
+                    ctx.pending.clear();
+                }
+                tx.commit().await?;
+            }
+        }
+        s.pending_rows = 0;
+        s.outcome.accepted += written as i64;
+        // Another writer stored some of these first: they are duplicates now.
+        s.outcome.duplicates += total.saturating_sub(written) as i64;
+        Ok(())
+    }
+
+    /// A meter's use, raw or per day or month, in `[from, to)`, oldest first.
+    pub async fn list_readings(
+        &self,
+        meter: &Meter,
+        from_ms: i64,
+        to_ms: i64,
+        aggregation: Aggregation,
+        page: &Page,
+    ) -> Result<(Vec<Point>, String)> {
+        let bad = || Error::invalid("page_token", "not a token this server issued");
+        match aggregation {
+            Aggregation::Raw => {
+                let after: i64 = match &page.after {
+                    Some(a) => a.parse().map_err(|_| bad())?,
+                    None => i64::MIN,
+                };
+                let rows: Vec<(i64, i64, i64, i32, i32)> = with_db!(&self.db, pool => sqlx::query_as(
+                    "SELECT read_at_ms, value_litres, use_litres, value_kind, flags FROM readings \
+                     WHERE meter_id = $1 AND read_at_ms >= $2 AND read_at_ms < $3 AND read_at_ms > $4 ORDER BY read_at_ms LIMIT $5")
+                    .bind(&meter.id).bind(from_ms).bind(to_ms).bind(after).bind(page.fetch_limit())
+                    .fetch_all(pool).await?);
+                let interval = i64::from(meter.interval_seconds) * 1000;
+                let mut points: Vec<Point> = rows
+                    .into_iter()
+                    .map(|(at, value, used, kind, flags)| Point {
+                        start_ms: at - interval,
+                        end_ms: at,
+                        use_litres: used,
+                        register_litres: if kind == ValueKind::Register as i32 {
+                            value
+                        } else {
+                            0
+                        },
+                        reading_count: 1,
+                        estimated_count: i64::from(flags & flag::ESTIMATED),
+                        flags,
+                    })
+                    .collect();
+                let next = page.finish(&mut points, |p| p.end_ms.to_string());
+                Ok((points, next))
+            }
+            Aggregation::Day => {
+                let after_day: Option<i64> = match &page.after {
+                    Some(a) => Some(a.parse().map_err(|_| bad())?),
+                    None => None,
+                };
+                // Day d holds readings in (start of d, start of d+1].
+                let lower = after_day.map_or(from_ms, |d| from_ms.max(day_start_ms(d + 1) + 1));
+                let rows = self
+                    .meter_days(&meter.id, lower, to_ms, page.fetch_limit())
+                    .await?;
+                let mut points: Vec<(i64, Point)> =
+                    rows.into_iter().map(|r| (r.0, day_point(&r))).collect();
+                let next = page.finish(&mut points, |(d, _)| d.to_string());
+                Ok((points.into_iter().map(|(_, p)| p).collect(), next))
+            }
+            Aggregation::Month => {
+                let rows = self.meter_days(&meter.id, from_ms, to_ms, i64::MAX).await?;
+                let mut months: Vec<(String, Point)> = Vec::new();
+                for r in &rows {
+                    let date = day_date(r.0);
+                    let key = format!("{:04}{:02}", date.year(), date.month());
+                    let p = day_point(r);
+                    match months.last_mut() {
+                        Some((k, m)) if *k == key => {
+                            m.use_litres += p.use_litres;
+                            m.register_litres = m.register_litres.max(p.register_litres);
+                            m.reading_count += p.reading_count;
+                            m.estimated_count += p.estimated_count;
+                            m.flags |= p.flags;
+                        }
+                        _ => {
+                            let first = date.with_day(1).unwrap_or(date);
+                            let next = first
+                                .checked_add_months(chrono::Months::new(1))
+                                .unwrap_or(first);
+                            months.push((
+                                key,
+                                Point {
+                                    start_ms: day_start_ms(date_index(first)),
+                                    end_ms: day_start_ms(date_index(next)),
+                                    ..p
+                                },
+                            ));
+                        }
+                    }
+                }
+                if let Some(after) = &page.after {
+                    months.retain(|(k, _)| k > after);
+                }
+                months.truncate(usize::try_from(page.fetch_limit()).unwrap_or(usize::MAX));
+                let next = page.finish(&mut months, |(k, _)| k.clone());
+                Ok((months.into_iter().map(|(_, p)| p).collect(), next))
+            }
+        }
+    }
+
+    /// Per CST day: (day, use, max register, readings, estimated, flags).
+    async fn meter_days(
+        &self,
+        meter_id: &str,
+        from_ms: i64,
+        to_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<DayRow>> {
+        Ok(with_db!(&self.db, pool => sqlx::query_as(
+            "SELECT (read_at_ms - 1 + 28800000) / 86400000 AS d, CAST(SUM(use_litres) AS BIGINT), \
+             CAST(MAX(CASE WHEN value_kind = 1 THEN value_litres ELSE 0 END) AS BIGINT), CAST(COUNT(*) AS BIGINT), \
+             CAST(SUM(flags & 1) AS BIGINT), \
+             CAST(MAX(flags & 1) + MAX(flags & 2) + MAX(flags & 4) + MAX(flags & 8) + MAX(flags & 16) + MAX(flags & 32) AS BIGINT) \
+             FROM readings WHERE meter_id = $1 AND read_at_ms >= $2 AND read_at_ms < $3 GROUP BY d ORDER BY d LIMIT $4")
+            .bind(meter_id).bind(from_ms).bind(to_ms).bind(limit).fetch_all(pool).await?))
+    }
+
+    /// A project's metered use per CST day, for M&V: its whole-site meters (option C), or its
+    /// sub-meters when it has no whole-site meter; and the granularity their intervals allow.
+    pub async fn project_days(&self, project_id: &str) -> Result<(Vec<DayUse>, Granularity)> {
+        let kinds: Vec<(String, i32)> = with_db!(&self.db, pool => sqlx::query_as(
+            "SELECT kind, interval_seconds FROM meters WHERE project_id = $1")
+            .bind(project_id).fetch_all(pool).await?);
+        let kind = if kinds.iter().any(|(k, _)| k == MeterKind::WholeSite.code()) {
+            MeterKind::WholeSite
+        } else {
+            MeterKind::SubMeter
+        };
+        let granularity = if kinds
+            .iter()
+            .filter(|(k, _)| k == kind.code())
+            .all(|(_, i)| *i <= 86_400)
+        {
+            Granularity::Daily
+        } else {
+            Granularity::Monthly
+        };
+        let rows: Vec<(i64, i64, i64, i64)> = with_db!(&self.db, pool => sqlx::query_as(
+            "SELECT (r.read_at_ms - 1 + 28800000) / 86400000 AS d, CAST(SUM(r.use_litres) AS BIGINT), \
+             CAST(COUNT(*) AS BIGINT), CAST(SUM(r.flags & 1) AS BIGINT) \
+             FROM readings r JOIN meters m ON m.id = r.meter_id WHERE m.project_id = $1 AND m.kind = $2 GROUP BY d ORDER BY d")
+            .bind(project_id).bind(kind.code()).fetch_all(pool).await?);
+        Ok((
+            rows.into_iter()
+                .map(|(d, litres, readings, estimated)| DayUse {
+                    day: day_date(d),
+                    litres,
+                    readings,
+                    estimated,
+                })
+                .collect(),
+            granularity,
+        ))
+    }
+}
+
+fn day_point(r: &DayRow) -> Point {
+    Point {
+        start_ms: day_start_ms(r.0),
+        end_ms: day_start_ms(r.0 + 1),
+        use_litres: r.1,
+        register_litres: r.2,
+        reading_count: r.3,
+        estimated_count: r.4,
+        flags: i32::try_from(r.5).unwrap_or(0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn days_are_china_standard_time_and_end_inclusive() {
+        // 2025-01-01T00:00+08:00 = 2024-12-31T16:00Z closes 2024-12-31.
+        let midnight = chrono::DateTime::parse_from_rfc3339("2025-01-01T00:00:00+08:00")
+            .expect("time")
+            .timestamp_millis();
+        assert_eq!(day_date(day_index(midnight)).to_string(), "2024-12-31");
+        assert_eq!(day_date(day_index(midnight + 1)).to_string(), "2025-01-01");
+        let d = day_index(midnight + 1);
+        assert_eq!(day_start_ms(d), midnight);
+        assert_eq!(date_index(day_date(d)), d);
+    }
+}

@@ -1,0 +1,579 @@
+//! The administrators' dashboard: a web page served over plain HTTP on the gRPC port.
+//!
+//! - `GET /dashboard`: the page (HTML, with `app.css` and `app.js`, all in the binary);
+//! - `GET /dashboard/data.json`: the report the page draws, as JSON;
+//! - `GET /dashboard/events`: Server-Sent Events, one `report` event at once and another
+//!   whenever a count or record changes (fed by the same change channel as `WatchReport`);
+//! - `GET /dashboard/export.csv`, `/dashboard/export.xlsx`: the report as a file.
+//!
+//! Query parameters: `plan` (code, default the first plan), `version` (0: latest), `date`
+//! (YYYY-MM-DD, default today), `lang` (`zh` or `en`), `token`.
+//!
+//! Access: an administrator's token (`cwsm token issue --role admin`), given as `?token=` (then
+//! kept in an HttpOnly cookie for the page's own requests), the cookie, or an
+//! `Authorization: Bearer` header. Without one the page answers 401 with a page that says how
+//! to get one; with a token of another role, 403.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, Request, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use chrono::NaiveDate;
+use cwsm_platform::Error;
+use cwsm_platform::auth::Keys;
+use cwsm_platform::vocab::Sector;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::Reporting;
+use crate::export::{self, FileFormat};
+use crate::plan::Kind;
+use crate::report::{IndicatorReport, Report, Status, parse_date};
+use crate::store::PlanFilter;
+
+const INDEX_HTML: &str = include_str!("../dashboard/index.html");
+const APP_JS: &str = include_str!("../dashboard/app.js");
+const APP_CSS: &str = include_str!("../dashboard/app.css");
+const UNAUTHORIZED_HTML: &str = include_str!("../dashboard/401.html");
+
+/// The cookie that keeps the token for the page's own requests.
+pub const COOKIE: &str = "cwsm_dashboard_token";
+
+/// A comment line on the event stream this often, so proxies keep it open.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// Recompute this often without a change notice (other replicas, the date moving on).
+const POLL: Duration = Duration::from_secs(30);
+
+#[derive(Clone)]
+struct Dashboard {
+    reporting: Reporting,
+    keys: Arc<Keys>,
+    shutdown: CancellationToken,
+}
+
+/// The dashboard's routes, to be merged into the server's router.
+pub fn router(reporting: Reporting, keys: Arc<Keys>, shutdown: CancellationToken) -> Router {
+    let state = Dashboard {
+        reporting,
+        keys,
+        shutdown,
+    };
+    Router::new()
+        .route("/dashboard", get(page))
+        .route("/dashboard/", get(page))
+        .route("/dashboard/data.json", get(data))
+        .route("/dashboard/events", get(events))
+        .route("/dashboard/export.csv", get(export_csv))
+        .route("/dashboard/export.xlsx", get(export_xlsx))
+        .route(
+            "/dashboard/app.js",
+            get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }),
+        )
+        .route(
+            "/dashboard/app.css",
+            get(|| async { asset("text/css; charset=utf-8", APP_CSS) }),
+        )
+        .with_state(state)
+}
+
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Query and access
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
+                match u8::from_str_radix(hex, 16) {
+                    Ok(b) => {
+                        out.push(b);
+                        i += 2;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The query string's parameters (the last of a repeated name wins).
+fn query<B>(request: &Request<B>) -> HashMap<String, String> {
+    request
+        .uri()
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| match pair.split_once('=') {
+            Some((k, v)) => (percent_decode(k), percent_decode(v)),
+            None => (percent_decode(pair), String::new()),
+        })
+        .collect()
+}
+
+fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_string())
+}
+
+enum Access {
+    /// An administrator; `Some(token)` when it came in the query (to be kept in the cookie).
+    Admin(Option<String>),
+    Missing,
+    Invalid,
+    Forbidden(String),
+}
+
+fn access<B>(d: &Dashboard, request: &Request<B>, q: &HashMap<String, String>) -> Access {
+    let from_query = q.get("token").filter(|t| !t.is_empty()).cloned();
+    let bearer = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_string);
+    let token = from_query
+        .clone()
+        .or(bearer)
+        .or_else(|| cookie(request.headers(), COOKIE));
+    let Some(token) = token else {
+        return Access::Missing;
+    };
+    match d.keys.verify(token.trim()) {
+        Ok(p) if p.is_admin() => Access::Admin(from_query),
+        Ok(p) => Access::Forbidden(p.role.to_string()),
+        Err(_) => Access::Invalid,
+    }
+}
+
+fn denied_page(status: StatusCode, reason_en: &str, reason_zh: &str) -> Response {
+    let body = UNAUTHORIZED_HTML
+        .replace("{{STATUS}}", status.as_str())
+        .replace("{{REASON_EN}}", reason_en)
+        .replace("{{REASON_ZH}}", reason_zh);
+    (
+        status,
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// The response for a request that may not see the dashboard; `None` when it may.
+fn refuse(access: &Access, html: bool) -> Option<Response> {
+    let (status, en, zh) = match access {
+        Access::Admin(_) => return None,
+        Access::Missing => (
+            StatusCode::UNAUTHORIZED,
+            "This page is for administrators: open it with an administrator's token.",
+            "此页面仅供管理员使用：请使用管理员令牌打开。",
+        ),
+        Access::Invalid => (
+            StatusCode::UNAUTHORIZED,
+            "The token is not valid (expired, or signed with another key).",
+            "令牌无效（已过期，或由其他密钥签发）。",
+        ),
+        Access::Forbidden(_) => (
+            StatusCode::FORBIDDEN,
+            "This token is not an administrator's.",
+            "此令牌不属于管理员。",
+        ),
+    };
+    Some(if html {
+        denied_page(status, en, zh)
+    } else {
+        let message = match access {
+            Access::Forbidden(role) => format!("{en} (role: {role})"),
+            _ => en.to_string(),
+        };
+        (
+            status,
+            [(header::CONTENT_TYPE, "application/json")],
+            json!({ "error": message }).to_string(),
+        )
+            .into_response()
+    })
+}
+
+fn session_cookie(token: &str) -> Option<HeaderValue> {
+    HeaderValue::from_str(&format!(
+        "{COOKIE}={token}; Path=/dashboard; HttpOnly; SameSite=Strict"
+    ))
+    .ok()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The report as the page reads it
+
+/// What a request asks for: plan, version, date.
+struct Wanted {
+    plan: String,
+    version: i64,
+    /// `None`: today, moving with the date.
+    date: Option<NaiveDate>,
+}
+
+async fn wanted(d: &Dashboard, q: &HashMap<String, String>) -> Result<Wanted, Error> {
+    let plan = match q.get("plan").map(|p| p.trim()).filter(|p| !p.is_empty()) {
+        Some(p) => p.to_string(),
+        None => {
+            let page = cwsm_platform::grpc::Page::from_request(1, "")?;
+            let (plans, _) = d
+                .reporting
+                .list_plans(&PlanFilter::default(), &page)
+                .await?;
+            plans
+                .first()
+                .map(|p| p.plan.code.clone())
+                .ok_or_else(|| Error::not_found("plan", "any"))?
+        }
+    };
+    let version = match q.get("version").map(|v| v.trim()).filter(|v| !v.is_empty()) {
+        Some(v) => v
+            .parse::<i64>()
+            .map_err(|_| Error::invalid("version", format!("{v:?} is not a number")))?,
+        None => 0,
+    };
+    let date = match q.get("date").map(|v| v.trim()).filter(|v| !v.is_empty()) {
+        Some(text) => Some(
+            parse_date(text)
+                .ok_or_else(|| Error::invalid("date", format!("{text:?} is not YYYY-MM-DD")))?,
+        ),
+        None => None,
+    };
+    Ok(Wanted {
+        plan,
+        version,
+        date,
+    })
+}
+
+fn pairs(list: &[(String, f64)]) -> Value {
+    Value::Array(list.iter().map(|(k, v)| json!([k, v])).collect())
+}
+
+fn line_json(line: &IndicatorReport) -> Value {
+    let i = &line.indicator;
+    json!({
+        "code": i.code,
+        "name": i.name,
+        "name_zh": i.name_zh,
+        "action": i.action,
+        "unit": i.unit,
+        "comparator": i.comparator.code(),
+        "target": i.target,
+        "base_year": i.base_year,
+        "deadline": i.deadline.format("%Y-%m-%d").to_string(),
+        "kind": match i.kind { Kind::Counted => "counted", Kind::Recorded => "recorded" },
+        "milestone": i.rule.as_ref().map(|r| r.milestone.code()),
+        "lead": i.lead,
+        "participants": i.participants,
+        "actual": line.actual,
+        "progress_bp": line.evaluation.progress_bp,
+        "status": line.evaluation.status.code(),
+        "days_remaining": line.evaluation.days_remaining,
+        "by_town": pairs(&line.by_town),
+        "by_sector": pairs(&line.by_sector),
+        "by_department": pairs(&line.by_department),
+        "history": Value::Array(
+            line.history
+                .iter()
+                .map(|(d, v)| json!([d.format("%Y-%m-%d").to_string(), v]))
+                .collect(),
+        ),
+        "last_change_ms": line.last_change_ms,
+    })
+}
+
+/// The report as the dashboard draws it.
+pub fn report_json(report: &Report, generation: u64) -> Value {
+    let p = &report.plan.plan;
+    let mut summary = serde_json::Map::new();
+    for s in Status::ALL {
+        let n = report
+            .lines
+            .iter()
+            .filter(|l| l.evaluation.status == s)
+            .count();
+        summary.insert(s.code().to_string(), json!(n));
+    }
+    let sectors: serde_json::Map<String, Value> = Sector::ALL
+        .iter()
+        .map(|s| (s.code().to_string(), json!(s.label())))
+        .collect();
+    json!({
+        "generation": generation,
+        "plan": {
+            "id": report.plan.id,
+            "code": p.code,
+            "version": report.plan.version,
+            "title": p.title,
+            "title_zh": p.title_zh,
+            "district": p.district,
+            "district_zh": p.district_zh,
+            "year": p.year,
+            "source": p.source,
+        },
+        "as_of": report.as_of.format("%Y-%m-%d").to_string(),
+        "today": crate::today().format("%Y-%m-%d").to_string(),
+        "generated_at_ms": report.generated_at_ms,
+        "summary": summary,
+        "departments": p.departments.iter().map(|d| json!({
+            "code": d.code, "name": d.name, "name_zh": d.name_zh,
+        })).collect::<Vec<_>>(),
+        "actions": p.actions.iter().map(|a| json!({
+            "number": a.number, "name": a.name, "name_zh": a.name_zh,
+            "lead": a.lead, "participants": a.participants,
+        })).collect::<Vec<_>>(),
+        "sectors": sectors,
+        "indicators": report.lines.iter().map(line_json).collect::<Vec<_>>(),
+    })
+}
+
+fn error_response(e: Error) -> Response {
+    let status = match &e {
+        Error::NotFound { .. } => StatusCode::NOT_FOUND,
+        Error::InvalidArgument { .. } => StatusCode::BAD_REQUEST,
+        Error::PermissionDenied(_) => StatusCode::FORBIDDEN,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    let message = match &e {
+        Error::Internal(inner) => {
+            tracing::error!(error = %format!("{inner:#}"), "dashboard");
+            "internal error".to_string()
+        }
+        other => other.to_string(),
+    };
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        json!({ "error": message }).to_string(),
+    )
+        .into_response()
+}
+
+async fn current_json(d: &Dashboard, w: &Wanted) -> Result<Value, Error> {
+    let generation = *d.reporting.subscribe().borrow();
+    let report = d
+        .reporting
+        .report(&w.plan, w.version, w.date.unwrap_or_else(crate::today))
+        .await?;
+    let mut v = report_json(&report, generation);
+    v["dead_letters"] = json!(d.reporting.dead_letter_count().await?);
+    Ok(v)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Handlers
+
+async fn page(State(d): State<Dashboard>, request: Request<Body>) -> Response {
+    let q = query(&request);
+    let access = access(&d, &request, &q);
+    if let Some(refused) = refuse(&access, true) {
+        return refused;
+    }
+    let mut response = (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        INDEX_HTML,
+    )
+        .into_response();
+    if let Access::Admin(Some(token)) = &access
+        && let Some(value) = session_cookie(token)
+    {
+        response.headers_mut().insert(header::SET_COOKIE, value);
+    }
+    response
+}
+
+async fn data(State(d): State<Dashboard>, request: Request<Body>) -> Response {
+    let q = query(&request);
+    if let Some(refused) = refuse(&access(&d, &request, &q), false) {
+        return refused;
+    }
+    let result = async {
+        let w = wanted(&d, &q).await?;
+        current_json(&d, &w).await
+    }
+    .await;
+    match result {
+        Ok(v) => (
+            [
+                (header::CONTENT_TYPE, "application/json"),
+                (header::CACHE_CONTROL, "no-store"),
+            ],
+            v.to_string(),
+        )
+            .into_response(),
+        Err(e) => error_response(e),
+    }
+}
+
+async fn events(State(d): State<Dashboard>, request: Request<Body>) -> Response {
+    let q = query(&request);
+    if let Some(refused) = refuse(&access(&d, &request, &q), false) {
+        return refused;
+    }
+    let w = match wanted(&d, &q).await {
+        Ok(w) => w,
+        Err(e) => return error_response(e),
+    };
+    let mut changes = d.reporting.subscribe();
+    changes.borrow_and_update();
+    let first = match current_json(&d, &w).await {
+        Ok(v) => v,
+        Err(e) => return error_response(e),
+    };
+    let (tx, rx) = mpsc::channel::<Result<String, Infallible>>(4);
+    let shutdown = d.shutdown.clone();
+    tokio::spawn(async move {
+        let event = |v: &Value| format!("event: report\ndata: {v}\n\n");
+        let mut last = first.clone();
+        if tx.send(Ok(event(&first))).await.is_err() {
+            return;
+        }
+        let mut poll = tokio::time::interval(POLL);
+        poll.reset();
+        let mut keep_alive = tokio::time::interval(KEEP_ALIVE);
+        keep_alive.reset();
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tx.closed() => return,
+                _ = keep_alive.tick() => {
+                    if tx.send(Ok(": keep-alive\n\n".to_string())).await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
+                changed = changes.changed() => if changed.is_err() { return },
+                _ = poll.tick() => {}
+            }
+            changes.borrow_and_update();
+            let next = match current_json(&d, &w).await {
+                Ok(v) => v,
+                Err(e) => {
+                    tracing::warn!(error = %e, "dashboard event stream");
+                    continue;
+                }
+            };
+            let same = |a: &Value, b: &Value| {
+                ["indicators", "as_of", "dead_letters"]
+                    .iter()
+                    .all(|k| a.get(k) == b.get(k))
+            };
+            if same(&next, &last) {
+                continue;
+            }
+            last = next.clone();
+            if tx.send(Ok(event(&next))).await.is_err() {
+                return;
+            }
+        }
+    });
+    (
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        Body::from_stream(ReceiverStream::new(rx)),
+    )
+        .into_response()
+}
+
+async fn export_file(d: Dashboard, request: Request<Body>, format: FileFormat) -> Response {
+    let q = query(&request);
+    if let Some(refused) = refuse(&access(&d, &request, &q), true) {
+        return refused;
+    }
+    let result = async {
+        let w = wanted(&d, &q).await?;
+        let report = d
+            .reporting
+            .report(&w.plan, w.version, w.date.unwrap_or_else(crate::today))
+            .await?;
+        export::export(&report, format)
+    }
+    .await;
+    match result {
+        Ok(file) => {
+            let disposition = format!("attachment; filename=\"{}\"", file.file_name);
+            let mut response =
+                ([(header::CONTENT_TYPE, file.content_type)], file.content).into_response();
+            if let Ok(v) = HeaderValue::from_str(&disposition) {
+                response
+                    .headers_mut()
+                    .insert(header::CONTENT_DISPOSITION, v);
+            }
+            response
+        }
+        Err(e) => error_response(e),
+    }
+}
+
+async fn export_csv(State(d): State<Dashboard>, request: Request<Body>) -> Response {
+    export_file(d, request, FileFormat::Csv).await
+}
+
+async fn export_xlsx(State(d): State<Dashboard>, request: Request<Body>) -> Response {
+    export_file(d, request, FileFormat::Xlsx).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_strings_and_cookies_are_read() {
+        let r = Request::builder()
+            .uri("/dashboard?plan=xinbei-2020&date=2020-12-31&lang=zh&q=a%20b+c")
+            .header(header::COOKIE, "a=1; cwsm_dashboard_token=abc.def")
+            .body(())
+            .expect("request");
+        let q = query(&r);
+        assert_eq!(q["plan"], "xinbei-2020");
+        assert_eq!(q["date"], "2020-12-31");
+        assert_eq!(q["q"], "a b c");
+        assert_eq!(cookie(r.headers(), COOKIE).as_deref(), Some("abc.def"));
+        assert_eq!(percent_decode("100%"), "100%");
+        assert_eq!(percent_decode("%E4%B8%AD"), "中");
+    }
+}
