@@ -25,6 +25,7 @@ pub struct ProjectsArgs {
 
 #[derive(Subcommand)]
 pub enum ProjectsCommand {
+    /// List projects, filtered by stage.
     List {
         /// Stage code, e.g. operating.
         #[arg(long, default_value = "")]
