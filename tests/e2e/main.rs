@@ -3,6 +3,7 @@
 
 mod bus;
 mod matching;
+mod metrics;
 mod projects;
 mod reflection;
 mod reporting;

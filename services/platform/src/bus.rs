@@ -144,12 +144,22 @@ pub async fn consume(
         // Retry this one event until it is handled or set aside: later events must not
         // overtake a failing one without anybody noticing.
         let mut attempts = 0u32;
+        let topic = delivery.envelope.topic.as_str();
         loop {
             attempts += 1;
+            if attempts > 1 {
+                crate::metrics::events_redelivered(
+                    name,
+                    topic,
+                    crate::metrics::Redelivery::Retry,
+                    1,
+                );
+            }
             let span = tracing::info_span!("event", consumer = name, kind = %delivery.envelope.kind, event_id = %delivery.envelope.event_id, attempt = attempts);
             crate::telemetry::propagation::adopt(&span, &delivery.envelope.trace_parent);
             let error = match handler.handle(&delivery.envelope).instrument(span).await {
                 Ok(()) => {
+                    crate::metrics::event_handled(name, topic, delivery.envelope.occurred_at_ms);
                     if let Err(e) = subscription.ack(&delivery).await {
                         tracing::warn!(consumer = name, event_id = %delivery.envelope.event_id, error = %format!("{e:#}"), "ack failed; the event will be redelivered and deduplicated");
                     }
@@ -167,7 +177,10 @@ pub async fn consume(
                 };
                 tracing::error!(consumer = name, event_id = %delivery.envelope.event_id, kind = %delivery.envelope.kind, attempts, error = %letter.error, "event set aside as a dead letter");
                 match subscription.dead_letter(&delivery, &letter).await {
-                    Ok(()) => break,
+                    Ok(()) => {
+                        crate::metrics::event_dead_lettered(name, topic);
+                        break;
+                    }
                     Err(e) => {
                         tracing::warn!(consumer = name, error = %format!("{e:#}"), "cannot set the event aside; retrying it")
                     }
@@ -593,6 +606,12 @@ impl RedisSubscription {
             Err(e) => return Err(e).context("XAUTOCLAIM"),
         };
         if !reply.claimed.is_empty() {
+            crate::metrics::events_redelivered(
+                &self.group,
+                &self.topic,
+                crate::metrics::Redelivery::Claimed,
+                reply.claimed.len() as u64,
+            );
             tracing::warn!(stream = %self.key, group = %self.group, consumer = %self.consumer, taken = reply.claimed.len(), "took over events a dead consumer left unacknowledged");
         }
         for entry in reply.claimed {
@@ -649,8 +668,18 @@ impl RedisSubscription {
         let entries: Vec<StreamId> = reply
             .map(|r| r.keys.into_iter().flat_map(|k| k.ids).collect())
             .unwrap_or_default();
-        if self.reading_backlog && entries.is_empty() {
-            self.reading_backlog = false;
+        if self.reading_backlog {
+            if entries.is_empty() {
+                self.reading_backlog = false;
+            } else {
+                // Delivered to this consumer before a restart and never acknowledged.
+                crate::metrics::events_redelivered(
+                    &self.group,
+                    &self.topic,
+                    crate::metrics::Redelivery::Backlog,
+                    entries.len() as u64,
+                );
+            }
         }
         let mut malformed = Vec::new();
         for entry in entries {

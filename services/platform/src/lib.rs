@@ -2,8 +2,8 @@
 //!
 //! - [`config`]: settings from defaults, an optional TOML file, `CWSM_*` environment variables
 //!   and command-line flags, in that order of precedence.
-//! - [`telemetry`]: `tracing` set-up: human logs by default, JSON on request, OTLP traces when
-//!   `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
+//! - [`telemetry`]: `tracing` set-up: human logs by default, JSON on request, OTLP traces and metrics
+//!   when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
 //! - [`db`]: a service's database chosen by URL scheme (`sqlite://` or `postgres://`), its own
 //!   migrations applied at connect.
 //! - [`bus`]: the event bus behind one trait: in-process, or Redis Streams with consumer groups.
@@ -13,6 +13,8 @@
 //! - [`error`] and [`grpc`]: the error vocabulary of every domain, its mapping to gRPC status
 //!   codes, page tokens.
 //! - [`server`]: the gRPC server with health and reflection, and graceful shutdown.
+//! - [`metrics`]: OpenTelemetry metrics: RPC latency and status per method, outbox depth,
+//!   consumer lag, redeliveries and dead letters.
 //!
 //! `platform` knows no service: services plug into it, never the other way round.
 
@@ -22,6 +24,7 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod grpc;
+pub mod metrics;
 pub mod outbox;
 pub mod server;
 pub mod telemetry;

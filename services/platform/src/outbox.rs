@@ -128,6 +128,8 @@ const BATCH: i64 = 256;
 /// tables, not the outbox, are the record.
 const KEEP_PUBLISHED_MS: i64 = 7 * 24 * 3600 * 1000;
 const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+/// How often the relay measures its backlog for `outbox.depth`.
+const DEPTH_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Removes rows published before `before_ms`; returns how many.
 pub async fn prune(db: &Db, before_ms: i64) -> Result<u64, sqlx::Error> {
@@ -141,6 +143,9 @@ pub async fn prune(db: &Db, before_ms: i64) -> Result<u64, sqlx::Error> {
 impl Relay {
     pub async fn run(self, shutdown: CancellationToken) {
         let mut last_prune = tokio::time::Instant::now();
+        // `outbox.depth` reports what the relay measured last: a gauge callback must not query.
+        let depth = crate::metrics::outbox_depth(self.service);
+        let mut last_depth: Option<tokio::time::Instant> = None;
         loop {
             if last_prune.elapsed() >= PRUNE_EVERY {
                 last_prune = tokio::time::Instant::now();
@@ -156,7 +161,18 @@ impl Relay {
                     }
                 }
             }
-            match self.publish_batch().await {
+            let published = self.publish_batch().await;
+            // Measured at most once a second, and only when metrics are on (an indexed count).
+            if crate::metrics::enabled() && last_depth.is_none_or(|t| t.elapsed() >= DEPTH_EVERY) {
+                last_depth = Some(tokio::time::Instant::now());
+                match self::depth(&self.db).await {
+                    Ok(n) => depth.store(n, std::sync::atomic::Ordering::Relaxed),
+                    Err(e) => {
+                        tracing::debug!(service = self.service, error = %format!("{e:#}"), "measuring the outbox depth failed")
+                    }
+                }
+            }
+            match published {
                 // A full batch: there may be more right away.
                 Ok(n) if n as i64 == BATCH => continue,
                 Ok(_) => {}

@@ -69,6 +69,8 @@ pub async fn serve(
             }
             span
         })
+        // RPC latency and status per method (nothing recorded without a meter provider).
+        .layer(crate::metrics::RpcMetricsLayer)
         .add_routes(routes)
         // Nagle's algorithm would hold small replies back ~40 ms waiting for the client's ack.
         .serve_with_incoming_shutdown(

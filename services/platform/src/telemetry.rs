@@ -1,9 +1,11 @@
-//! Logs and traces. Human-readable lines by default, JSON lines on request; when
-//! `OTEL_EXPORTER_OTLP_ENDPOINT` is set, spans are also exported over OTLP/gRPC.
+//! Logs, traces and metrics. Human-readable lines by default, JSON lines on request; when
+//! `OTEL_EXPORTER_OTLP_ENDPOINT` is set, spans and metrics (see [`crate::metrics`]) are also
+//! exported over OTLP/gRPC to it.
 
 use anyhow::Context;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::metrics::SdkMeterProvider;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
@@ -11,15 +13,19 @@ use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::config::LogFormat;
 
-/// Keeps the exporter alive; flushes pending spans when dropped.
+/// Keeps the exporters alive; flushes pending spans and metrics when dropped.
 pub struct Telemetry {
     provider: Option<SdkTracerProvider>,
+    meters: Option<SdkMeterProvider>,
 }
 
 impl Drop for Telemetry {
     fn drop(&mut self) {
         if let Some(p) = self.provider.take() {
             let _ = p.shutdown();
+        }
+        if let Some(m) = self.meters.take() {
+            let _ = m.shutdown();
         }
     }
 }
@@ -29,24 +35,32 @@ pub fn init(service: &str, format: LogFormat, filter: &str) -> anyhow::Result<Te
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(filter))
         .with_context(|| format!("bad log filter {filter:?}"))?;
-    let provider = match std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT") {
+    let (provider, meters) = match std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT") {
         Ok(endpoint) if !endpoint.is_empty() => {
+            let resource = Resource::builder()
+                .with_service_name(service.to_string())
+                .build();
             let exporter = opentelemetry_otlp::SpanExporter::builder()
                 .with_tonic()
                 .build()
                 .context("building the OTLP exporter")?;
-            Some(
-                SdkTracerProvider::builder()
-                    .with_batch_exporter(exporter)
-                    .with_resource(
-                        Resource::builder()
-                            .with_service_name(service.to_string())
-                            .build(),
-                    )
-                    .build(),
-            )
+            let metric_exporter = opentelemetry_otlp::MetricExporter::builder()
+                .with_tonic()
+                .build()
+                .context("building the OTLP metric exporter")?;
+            // Exported every 60 s (`OTEL_METRIC_EXPORT_INTERVAL` changes it) and at shutdown.
+            let meters = SdkMeterProvider::builder()
+                .with_periodic_exporter(metric_exporter)
+                .with_resource(resource.clone())
+                .build();
+            crate::metrics::install(meters.clone());
+            let provider = SdkTracerProvider::builder()
+                .with_batch_exporter(exporter)
+                .with_resource(resource)
+                .build();
+            (Some(provider), Some(meters))
         }
-        _ => None,
+        _ => (None, None),
     };
     let otel = provider
         .as_ref()
@@ -61,7 +75,7 @@ pub fn init(service: &str, format: LogFormat, filter: &str) -> anyhow::Result<Te
             .try_init(),
     };
     result.context("installing the tracing subscriber")?;
-    Ok(Telemetry { provider })
+    Ok(Telemetry { provider, meters })
 }
 
 /// W3C trace context across process boundaries: into event envelopes and gRPC metadata, and

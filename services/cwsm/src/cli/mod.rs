@@ -5,6 +5,7 @@
 //! embedded mode on this machine), it signs itself an administrator token: whoever can read
 //! that file can sign any token anyway.
 
+mod health;
 mod matching;
 mod projects;
 mod reporting;
@@ -65,6 +66,8 @@ pub enum ClientCommand {
     Proposals(matching::ProposalsArgs),
     /// Contract projects.
     Projects(projects::ProjectsArgs),
+    /// Ask a server whether a service is SERVING (grpc.health.v1); exits non-zero unless it is.
+    Health(health::HealthArgs),
 }
 
 pub async fn run(command: ClientCommand) -> anyhow::Result<()> {
@@ -76,6 +79,7 @@ pub async fn run(command: ClientCommand) -> anyhow::Result<()> {
         ClientCommand::Requests(args) => matching::requests(args).await,
         ClientCommand::Proposals(args) => matching::proposals(args).await,
         ClientCommand::Projects(args) => projects::projects(args).await,
+        ClientCommand::Health(args) => health::health(args).await,
     }
 }
 
