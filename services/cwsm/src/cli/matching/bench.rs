@@ -12,10 +12,8 @@
 //! - `load`: `--concurrency` callers of RankOfferings at once for `--seconds`: requests per
 //!   second and latency.
 //!
-//! The gRPC figures are taken twice: against the server as `cwsm serve` runs it, and against
-//! the same matching service on a second listener whose sockets set `TCP_NODELAY` (`nd`
-//! columns). The difference is Nagle's algorithm meeting delayed ACKs (about 40 ms a call on
-//! Linux) when a server writes a response in several small writes.
+//! The gRPC figures are taken against the server as `cwsm serve` runs it (with `TCP_NODELAY` on
+//! its sockets: without it, Nagle's algorithm meeting delayed ACKs cost about 40 ms a call).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -215,22 +213,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     )
     .await
     .context("starting a matching service for the benchmark")?;
-    // The same service, on a listener that sets TCP_NODELAY on its sockets.
-    let shutdown = CancellationToken::new();
-    let matching =
-        cwsm_matching::Matching::connect(&settings.database_url_for("matching"), Arc::new(|| {}))
-            .await?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let nodelay_addr = listener.local_addr()?;
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    let server = tonic::transport::Server::builder()
-        .add_service(matching.grpc_service(cwsm_platform::auth::AuthInterceptor::new(keys.clone())))
-        .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());
-    let server = tokio::spawn(server);
-    let result = bench(&args, &running, nodelay_addr, &keys).await;
-    shutdown.cancel();
-    let _ = server.await;
-    matching.db().close().await;
+    let result = bench(&args, &running, &keys).await;
     running.stop().await?;
     let _ = std::fs::remove_dir_all(&dir);
     result
@@ -279,12 +262,7 @@ async fn grpc_figures(
     Ok([g50, g99, rps, l50, l99])
 }
 
-async fn bench(
-    args: &BenchArgs,
-    running: &app::Running,
-    nodelay: std::net::SocketAddr,
-    keys: &Keys,
-) -> anyhow::Result<()> {
+async fn bench(args: &BenchArgs, running: &app::Running, keys: &Keys) -> anyhow::Result<()> {
     let db = running
         .databases
         .iter()
@@ -296,16 +274,7 @@ async fn bench(
         .connect()
         .await?;
     let token = keys.issue("bench", Role::Admin, None, Duration::from_secs(3600))?;
-    let clients = Clients {
-        channel,
-        token: token.clone(),
-    };
-    let nodelay_clients = Clients {
-        channel: tonic::transport::Channel::from_shared(format!("http://{nodelay}"))?
-            .connect()
-            .await?,
-        token,
-    };
+    let clients = Clients { channel, token };
 
     // The request: a university in 新桥街道 wanting leak detection and metering.
     let user = store
@@ -419,27 +388,17 @@ async fn bench(
             project_request_id: request.id.clone(),
             page_size: args.page_size,
         };
-        let served = grpc_figures(args, &clients, &call).await?;
-        let nodelay = grpc_figures(args, &nodelay_clients, &call).await?;
+        let [g50, g99, rps, l50, l99] = grpc_figures(args, &clients, &call).await?;
 
         let (r50, r99) = percentiles(rank);
         let (h50, h99) = percentiles(handler);
-        let row = |label: &str, [g50, g99, rps, l50, l99]: [f64; 5]| {
-            println!(
-                "{label:>8} {:>7} {:>9} | {:>7} {:>7} | {:>7} {:>7} | {g50:>7.3} {g99:>7.3} | {rps:>8.0} {l50:>7.2} {l99:>7.2}",
-                "", "", "", "", "", ""
-            );
-        };
         println!(
-            "{n:>8} {passed:>7} {load_ms:>9.1} | {r50:>7.3} {r99:>7.3} | {h50:>7.3} {h99:>7.3} |"
+            "{n:>8} {passed:>7} {load_ms:>9.1} | {r50:>7.3} {r99:>7.3} | {h50:>7.3} {h99:>7.3} | {g50:>7.3} {g99:>7.3} | {rps:>8.0} {l50:>7.2} {l99:>7.2}"
         );
-        row("served", served);
-        row("nodelay", nodelay);
     }
     println!(
         "load_ms: the first ranking after a change reloads the catalogue; later ones check \
-         catalog_version only. served: the server as `cwsm serve` runs it; nodelay: the same \
-         service with TCP_NODELAY on its sockets."
+         catalog_version only."
     );
     Ok(())
 }
