@@ -556,7 +556,21 @@ struct RedisSubscription {
     last_sweep: tokio::time::Instant,
 }
 
+/// Whether the connection that answered `e` is gone (Redis restarted, say): make a new one.
+fn connection_broken(e: &redis::RedisError) -> bool {
+    e.is_io_error() || e.is_connection_dropped() || e.is_timeout()
+}
+
 impl RedisSubscription {
+    async fn reconnect(&mut self) -> anyhow::Result<()> {
+        self.conn = self
+            .client
+            .get_multiplexed_async_connection_with_config(&self.config)
+            .await
+            .context("reconnecting to Redis")?;
+        Ok(())
+    }
+
     async fn ensure_group(&mut self) -> anyhow::Result<()> {
         let created: redis::RedisResult<()> = self
             .conn
@@ -602,6 +616,12 @@ impl RedisSubscription {
             Err(e) if e.code() == Some("NOGROUP") => {
                 self.ensure_group().await?;
                 return Ok(());
+            }
+            // As for XREADGROUP: a dead connection does not come back by itself, and with the
+            // back-off longer than `claim_idle` every read starts with this sweep.
+            Err(e) if connection_broken(&e) => {
+                self.reconnect().await?;
+                return Err(e).context("XAUTOCLAIM");
             }
             Err(e) => return Err(e).context("XAUTOCLAIM"),
         };
@@ -655,12 +675,8 @@ impl RedisSubscription {
                 self.ensure_group().await?;
                 return Ok(());
             }
-            Err(e) if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() => {
-                self.conn = self
-                    .client
-                    .get_multiplexed_async_connection_with_config(&self.config)
-                    .await
-                    .context("reconnecting to Redis")?;
+            Err(e) if connection_broken(&e) => {
+                self.reconnect().await?;
                 return Err(e).context("XREADGROUP");
             }
             Err(e) => return Err(e).context("XREADGROUP"),
