@@ -6,6 +6,7 @@
 //! that file can sign any token anyway.
 
 mod health;
+mod load;
 mod matching;
 mod projects;
 mod reporting;
@@ -68,6 +69,8 @@ pub enum ClientCommand {
     Projects(projects::ProjectsArgs),
     /// Ask a server whether a service is SERVING (grpc.health.v1); exits non-zero unless it is.
     Health(health::HealthArgs),
+    /// Benchmarks that start their own servers: `cwsm bench load` (the load figures).
+    Bench(load::BenchArgs),
 }
 
 pub async fn run(command: ClientCommand) -> anyhow::Result<()> {
@@ -80,6 +83,7 @@ pub async fn run(command: ClientCommand) -> anyhow::Result<()> {
         ClientCommand::Proposals(args) => matching::proposals(args).await,
         ClientCommand::Projects(args) => projects::projects(args).await,
         ClientCommand::Health(args) => health::health(args).await,
+        ClientCommand::Bench(args) => load::run(args).await,
     }
 }
 
