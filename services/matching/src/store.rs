@@ -396,6 +396,26 @@ macro_rules! remember {
     };
 }
 
+/// Runs `$body` (which writes the resource and evaluates to its id) in one write transaction
+/// with the caller's request id: a retry with the same key returns the first call's id and
+/// writes nothing.
+macro_rules! idempotent_create {
+    ($db:expr, $scope:expr, $request_id:expr, $tx:ident => $body:block) => {
+        with_db!($db, pool => {
+            let mut $tx = pool.begin_write().await?;
+            if let Some(id) = replay!($tx, $scope, $request_id) {
+                $tx.commit().await?;
+                id
+            } else {
+                let id: String = $body;
+                remember!($tx, $scope, $request_id, &id);
+                $tx.commit().await?;
+                id
+            }
+        })
+    };
+}
+
 /// Maps a failed optimistic update to ABORTED (stale version) or NOT_FOUND.
 fn stale(kind: &'static str, id: &str, expected: i64) -> Error {
     Error::Aborted(format!(
@@ -425,12 +445,7 @@ impl Store {
         request_id: &str,
         p: &CompanyProfile,
     ) -> Result<Company> {
-        let id = with_db!(&self.db, pool => {
-            let mut tx = pool.begin_write().await?;
-            if let Some(id) = replay!(tx, scope, request_id) {
-                tx.commit().await?;
-                id
-            } else {
+        let id = idempotent_create!(&self.db, scope, request_id, tx => {
                 let exists: Option<String> = sqlx::query_scalar("SELECT id FROM companies WHERE credit_code = $1")
                     .bind(&p.credit_code).fetch_optional(&mut *tx).await?;
                 if let Some(existing) = exists {
@@ -445,10 +460,7 @@ impl Store {
                     .bind(to_json(&p.towns)).bind(codes(&p.sectors, Sector::code))
                     .bind(p.certification.code()).bind(p.financing_capacity_fen).bind(now)
                     .execute(&mut *tx).await?;
-                remember!(tx, scope, request_id, &id);
-                tx.commit().await?;
                 id
-            }
         });
         self.company(&id).await
     }
@@ -581,12 +593,7 @@ impl Store {
         request_id: &str,
         d: &OfferingDraft,
     ) -> Result<Offering> {
-        let id = with_db!(&self.db, pool => {
-            let mut tx = pool.begin_write().await?;
-            if let Some(id) = replay!(tx, scope, request_id) {
-                tx.commit().await?;
-                id
-            } else {
+        let id = idempotent_create!(&self.db, scope, request_id, tx => {
                 let id = new_id();
                 sqlx::query("INSERT INTO offerings (id, company_id, title, description, technologies, contract_models, sectors, towns, min_investment_fen, max_investment_fen, typical_savings_bp, typical_term_months, status, created_at_ms, updated_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'draft', $13, $13)")
                     .bind(&id).bind(&d.company_id).bind(&d.title).bind(&d.description)
@@ -594,10 +601,7 @@ impl Store {
                     .bind(codes(&d.sectors, Sector::code)).bind(to_json(&d.towns))
                     .bind(d.min_investment_fen).bind(d.max_investment_fen).bind(d.typical_savings_bp).bind(d.typical_term_months)
                     .bind(now_ms()).execute(&mut *tx).await?;
-                remember!(tx, scope, request_id, &id);
-                tx.commit().await?;
                 id
-            }
         });
         self.offering(&id).await
     }
@@ -777,12 +781,7 @@ impl Store {
         request_id: &str,
         p: &WaterUserProfile,
     ) -> Result<WaterUser> {
-        let id = with_db!(&self.db, pool => {
-            let mut tx = pool.begin_write().await?;
-            if let Some(id) = replay!(tx, scope, request_id) {
-                tx.commit().await?;
-                id
-            } else {
+        let id = idempotent_create!(&self.db, scope, request_id, tx => {
                 let exists: Option<String> = sqlx::query_scalar("SELECT id FROM water_users WHERE credit_code = $1")
                     .bind(&p.credit_code).fetch_optional(&mut *tx).await?;
                 if let Some(existing) = exists {
@@ -795,10 +794,7 @@ impl Store {
                     .bind(p.annual_use_litres).bind(p.annual_quota_litres)
                     .bind(&p.contact.name).bind(&p.contact.phone).bind(&p.contact.email).bind(now_ms())
                     .execute(&mut *tx).await?;
-                remember!(tx, scope, request_id, &id);
-                tx.commit().await?;
                 id
-            }
         });
         self.water_user(&id).await
     }
@@ -857,12 +853,7 @@ impl Store {
         request_id: &str,
         d: &RequestDraft,
     ) -> Result<ProjectRequest> {
-        let id = with_db!(&self.db, pool => {
-            let mut tx = pool.begin_write().await?;
-            if let Some(id) = replay!(tx, scope, request_id) {
-                tx.commit().await?;
-                id
-            } else {
+        let id = idempotent_create!(&self.db, scope, request_id, tx => {
                 let id = new_id();
                 sqlx::query("INSERT INTO project_requests (id, water_user_id, title, problem, scope, baseline_use_litres, expected_savings_bp, contract_models, technologies, investment_wanted_fen, price_fen_per_m3, proposal_deadline, visibility, invited_company_ids, indicator_tags, status, created_at_ms, updated_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, 'draft', $16, $16)")
                     .bind(&id).bind(&d.water_user_id).bind(&d.title).bind(&d.problem).bind(&d.scope)
@@ -871,10 +862,7 @@ impl Store {
                     .bind(d.investment_wanted_fen).bind(d.price_fen_per_m3).bind(&d.proposal_deadline).bind(d.visibility.code())
                     .bind(to_json(&d.invited_company_ids)).bind(codes(&d.indicator_tags, IndicatorTag::code)).bind(now_ms())
                     .execute(&mut *tx).await?;
-                remember!(tx, scope, request_id, &id);
-                tx.commit().await?;
                 id
-            }
         });
         self.request(&id).await
     }
@@ -992,12 +980,7 @@ impl Store {
         request_id: &str,
         d: &ProposalDraft,
     ) -> Result<Proposal> {
-        let id = with_db!(&self.db, pool => {
-            let mut tx = pool.begin_write().await?;
-            if let Some(id) = replay!(tx, scope, request_id) {
-                tx.commit().await?;
-                id
-            } else {
+        let id = idempotent_create!(&self.db, scope, request_id, tx => {
                 // A no-op write that locks the request row (PostgreSQL; SQLite's write transaction
                 // is exclusive anyway): proposals to one request are checked one at a time.
                 sqlx::query("UPDATE project_requests SET version = version WHERE id = $1")
@@ -1024,10 +1007,7 @@ impl Store {
                     .bind(d.contract_model.code()).bind(to_json(&d.terms)).bind(d.contract_term_months)
                     .bind(d.mv_option.code()).bind(to_json(&d.drivers)).bind(now_ms())
                     .execute(&mut *tx).await?;
-                remember!(tx, scope, request_id, &id);
-                tx.commit().await?;
                 id
-            }
         });
         self.proposal(&id).await
     }

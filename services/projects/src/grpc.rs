@@ -161,6 +161,18 @@ fn check_read(project: &Project, who: &Principal) -> Result<()> {
     }
 }
 
+impl ProjectsApi {
+    /// The project named by the request's `project_id`, if `who` may read its measurements.
+    async fn readable_project(&self, who: &Principal, project_id: &str) -> Result<Project> {
+        let project = self
+            .store
+            .project(required_id("project_id", project_id)?)
+            .await?;
+        check_read(&project, who)?;
+        Ok(project)
+    }
+}
+
 fn scope(who: &Principal, op: &str) -> String {
     format!(
         "{}:{}:{op}",
@@ -612,11 +624,7 @@ impl pb::projects_service_server::ProjectsService for ProjectsApi {
         let who = principal(&request)?;
         let r = request.into_inner();
         let page = Page::from_request(r.page_size, &r.page_token)?;
-        let project = self
-            .store
-            .project(required_id("project_id", &r.project_id)?)
-            .await?;
-        check_read(&project, &who)?;
+        let project = self.readable_project(&who, &r.project_id).await?;
         let kind = meter_kind_from_pb("kind", r.kind)?
             .map(|k| k.code())
             .unwrap_or_default();
@@ -870,11 +878,7 @@ impl pb::projects_service_server::ProjectsService for ProjectsApi {
         let who = principal(&request)?;
         let r = request.into_inner();
         let page = Page::from_request(r.page_size, &r.page_token)?;
-        let project = self
-            .store
-            .project(required_id("project_id", &r.project_id)?)
-            .await?;
-        check_read(&project, &who)?;
+        let project = self.readable_project(&who, &r.project_id).await?;
         let (rows, next) = self.store.adjustments(&project.id, &page).await?;
         Ok(Response::new(pb::ListNonRoutineAdjustmentsResponse {
             adjustments: rows.iter().map(adjustment_to_pb).collect(),
@@ -1026,11 +1030,7 @@ impl pb::projects_service_server::ProjectsService for ProjectsApi {
         let who = principal(&request)?;
         let r = request.into_inner();
         let page = Page::from_request(r.page_size, &r.page_token)?;
-        let project = self
-            .store
-            .project(required_id("project_id", &r.project_id)?)
-            .await?;
-        check_read(&project, &who)?;
+        let project = self.readable_project(&who, &r.project_id).await?;
         let (rows, next) = self.store.settlements(&project.id, &page).await?;
         Ok(Response::new(pb::ListSettlementsResponse {
             settlements: rows.iter().map(settlement_to_pb).collect(),
