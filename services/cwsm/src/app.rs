@@ -199,12 +199,14 @@ pub async fn start(
     if services.projects {
         let waker = RelayWaker::default();
         let wake = waker.clone();
-        let projects = cwsm_projects::Projects::connect(
+        let mut projects = cwsm_projects::Projects::connect(
             &settings.database_url_for("projects"),
             Arc::new(move || wake.wake()),
         )
         .await
         .context("starting projects")?;
+        projects.keep_in_memory(settings.projects_kept_in_memory);
+        tasks.spawn(projects.clone().follow_changes(shutdown.clone()));
         relay(&mut tasks, projects.db().clone(), waker, "projects");
         consumer(
             &mut tasks,

@@ -146,16 +146,18 @@ impl MatchingApi {
         Ok(())
     }
 
-    async fn company_for_write(&self, who: &Principal, company_id: &str) -> Result<Company> {
-        let company = self.store.company(company_id).await?;
-        must_act_for(who, &company.profile.credit_code, "the company")?;
-        Ok(company)
+    /// Checks that `who` may write for company `company_id`; returns its credit code.
+    async fn company_for_write(&self, who: &Principal, company_id: &str) -> Result<String> {
+        let code = self.store.company_credit_code(company_id).await?;
+        must_act_for(who, &code, "the company")?;
+        Ok(code)
     }
 
-    async fn user_for_write(&self, who: &Principal, water_user_id: &str) -> Result<WaterUser> {
-        let user = self.store.water_user(water_user_id).await?;
-        must_act_for(who, &user.profile.credit_code, "the water user")?;
-        Ok(user)
+    /// Checks that `who` may write for water user `water_user_id`; returns its credit code.
+    async fn user_for_write(&self, who: &Principal, water_user_id: &str) -> Result<String> {
+        let code = self.store.water_user_credit_code(water_user_id).await?;
+        must_act_for(who, &code, "the water user")?;
+        Ok(code)
     }
 
     async fn request_reply(&self, r: &ProjectRequest) -> Result<pb::ProjectRequest> {
@@ -333,10 +335,10 @@ impl MatchingService for MatchingApi {
             .company
             .ok_or_else(|| Error::invalid("company", "required"))?;
         let id = required_id("company.id", &message.id)?.to_string();
-        let current = self.company_for_write(&who, &id).await?;
+        let credit_code = self.company_for_write(&who, &id).await?;
         let mut profile = convert::company_profile(message)?;
         // The credit code identifies the company: it cannot change.
-        profile.credit_code = current.profile.credit_code.clone();
+        profile.credit_code = credit_code;
         profile.validate("company")?;
         let company = self
             .store
@@ -583,9 +585,9 @@ impl MatchingService for MatchingApi {
             .water_user
             .ok_or_else(|| Error::invalid("water_user", "required"))?;
         let id = required_id("water_user.id", &message.id)?.to_string();
-        let current = self.user_for_write(&who, &id).await?;
+        let credit_code = self.user_for_write(&who, &id).await?;
         let mut profile = convert::water_user_profile(message)?;
-        profile.credit_code = current.profile.credit_code.clone();
+        profile.credit_code = credit_code;
         profile.validate("water_user")?;
         let user = self
             .store
@@ -1024,7 +1026,8 @@ impl MatchingService for MatchingApi {
             .store
             .request(&proposal.draft.project_request_id)
             .await?;
-        let user = self.user_for_write(&who, &req.draft.water_user_id).await?;
+        self.user_for_write(&who, &req.draft.water_user_id).await?;
+        let user = self.store.water_user(&req.draft.water_user_id).await?;
         let company = self.store.company(&proposal.draft.company_id).await?;
         let project_id = new_id();
         let event_id = new_id();

@@ -32,7 +32,14 @@ pub struct Store {
     catalog: Arc<Mutex<Catalog>>,
     /// Held while the catalogue loads, so that concurrent rankings load it once.
     catalog_loading: Arc<tokio::sync::Mutex<()>>,
+    /// Credit code by company or water-user id, for the "acts for" check of every write. A
+    /// party's credit code never changes and parties are never deleted, so an entry can never
+    /// go stale: no invalidation is needed, in this replica or any other.
+    credit_codes: Arc<quick_cache::sync::Cache<String, String>>,
 }
+
+/// Parties whose credit codes are kept in memory.
+const CREDIT_CODES_KEPT: usize = 10_000;
 
 fn to_json<T: Serialize>(v: &T) -> String {
     serde_json::to_string(v).unwrap_or_else(|_| "[]".into())
@@ -367,53 +374,38 @@ pub struct ListFilter {
     pub viewer: Viewer,
 }
 
-/// What an idempotent write found: the first result of an earlier call with the same key, or
-/// nothing (go ahead).
-macro_rules! replay {
-    ($tx:expr, $scope:expr, $request_id:expr) => {{
-        let found: Option<String> = sqlx::query_scalar(
-            "SELECT resource_id FROM idempotency WHERE scope = $1 AND request_id = $2",
-        )
-        .bind($scope)
-        .bind($request_id)
-        .fetch_optional(&mut *$tx)
-        .await?;
-        found
-    }};
-}
-
-macro_rules! remember {
-    ($tx:expr, $scope:expr, $request_id:expr, $resource_id:expr) => {
-        sqlx::query(
-            "INSERT INTO idempotency (scope, request_id, resource_id, created_at_ms) VALUES ($1, $2, $3, $4)",
-        )
-        .bind($scope)
-        .bind($request_id)
-        .bind($resource_id)
-        .bind(now_ms())
-        .execute(&mut *$tx)
-        .await?
-    };
-}
-
-/// Runs `$body` (which writes the resource and evaluates to its id) in one write transaction
-/// with the caller's request id: a retry with the same key returns the first call's id and
-/// writes nothing.
+/// Runs `$body` (which writes the resource under the fresh id `$id`) in one write transaction
+/// keyed by the caller's request id, and evaluates to the resource's id. The key is claimed
+/// first, with one INSERT and no look-up: a retry with the same key finds it taken and gets the
+/// first call's id, writing nothing; on PostgreSQL a retry racing the first call waits on the
+/// key's index entry until the first commits (or rolls back, freeing the key).
 macro_rules! idempotent_create {
-    ($db:expr, $scope:expr, $request_id:expr, $tx:ident => $body:block) => {
+    ($db:expr, $scope:expr, $request_id:expr, $tx:ident, $id:ident => $body:block) => {{
+        let $id = new_id();
         with_db!($db, pool => {
             let mut $tx = pool.begin_write().await?;
-            if let Some(id) = replay!($tx, $scope, $request_id) {
+            let claimed = sqlx::query(
+                "INSERT INTO idempotency (scope, request_id, resource_id, created_at_ms) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (scope, request_id) DO NOTHING",
+            )
+            .bind($scope).bind($request_id).bind(&$id).bind(now_ms())
+            .execute(&mut *$tx).await?
+            .rows_affected() == 1;
+            if claimed {
+                $body
                 $tx.commit().await?;
-                id
+                $id
             } else {
-                let id: String = $body;
-                remember!($tx, $scope, $request_id, &id);
+                let first: String = sqlx::query_scalar(
+                    "SELECT resource_id FROM idempotency WHERE scope = $1 AND request_id = $2",
+                )
+                .bind($scope).bind($request_id)
+                .fetch_one(&mut *$tx).await?;
                 $tx.commit().await?;
-                id
+                first
             }
         })
-    };
+    }};
 }
 
 /// Maps a failed optimistic update to ABORTED (stale version) or NOT_FOUND.
@@ -434,6 +426,7 @@ impl Store {
             db,
             catalog: Arc::new(Mutex::new(None)),
             catalog_loading: Arc::new(tokio::sync::Mutex::new(())),
+            credit_codes: Arc::new(quick_cache::sync::Cache::new(CREDIT_CODES_KEPT)),
         }
     }
 
@@ -445,14 +438,13 @@ impl Store {
         request_id: &str,
         p: &CompanyProfile,
     ) -> Result<Company> {
-        let id = idempotent_create!(&self.db, scope, request_id, tx => {
+        let id = idempotent_create!(&self.db, scope, request_id, tx, id => {
                 let exists: Option<String> = sqlx::query_scalar("SELECT id FROM companies WHERE credit_code = $1")
                     .bind(&p.credit_code).fetch_optional(&mut *tx).await?;
                 if let Some(existing) = exists {
                     return Err(Error::AlreadyExists(format!(
                         "company with credit code {} exists already as {existing}", p.credit_code)));
                 }
-                let id = new_id();
                 let now = now_ms();
                 sqlx::query("INSERT INTO companies (id, credit_code, name, description, contact_name, contact_phone, contact_email, towns, sectors, certification, financing_capacity_fen, created_at_ms, updated_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12)")
                     .bind(&id).bind(&p.credit_code).bind(&p.name).bind(&p.description)
@@ -460,7 +452,6 @@ impl Store {
                     .bind(to_json(&p.towns)).bind(codes(&p.sectors, Sector::code))
                     .bind(p.certification.code()).bind(p.financing_capacity_fen).bind(now)
                     .execute(&mut *tx).await?;
-                id
         });
         self.company(&id).await
     }
@@ -470,6 +461,27 @@ impl Store {
         let row: Option<CompanyRow> = with_db!(&self.db, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(pool).await?);
         row.map(Company::from)
             .ok_or_else(|| Error::not_found("company", id))
+    }
+
+    /// The credit code of company `id` (NOT_FOUND when there is none), kept in memory.
+    pub async fn company_credit_code(&self, id: &str) -> Result<String> {
+        self.credit_code("companies", "company", id).await
+    }
+
+    /// The credit code of water user `id` (NOT_FOUND when there is none), kept in memory.
+    pub async fn water_user_credit_code(&self, id: &str) -> Result<String> {
+        self.credit_code("water_users", "water user", id).await
+    }
+
+    async fn credit_code(&self, table: &'static str, what: &'static str, id: &str) -> Result<String> {
+        if let Some(code) = self.credit_codes.get(id) {
+            return Ok(code);
+        }
+        let sql = format!("SELECT credit_code FROM {table} WHERE id = $1");
+        let code: Option<String> = with_db!(&self.db, pool => sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(pool).await?);
+        let code = code.ok_or_else(|| Error::not_found(what, id))?;
+        self.credit_codes.insert(id.to_string(), code.clone());
+        Ok(code)
     }
 
     pub async fn company_by_credit_code(&self, code: &str) -> Result<Company> {
@@ -593,17 +605,20 @@ impl Store {
         request_id: &str,
         d: &OfferingDraft,
     ) -> Result<Offering> {
-        let id = idempotent_create!(&self.db, scope, request_id, tx => {
-                let id = new_id();
-                sqlx::query("INSERT INTO offerings (id, company_id, title, description, technologies, contract_models, sectors, towns, min_investment_fen, max_investment_fen, typical_savings_bp, typical_term_months, status, created_at_ms, updated_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'draft', $13, $13)")
+        // The new row comes back from the INSERT itself: no second read after the commit.
+        let mut created: Option<OfferingRow> = None;
+        let id = idempotent_create!(&self.db, scope, request_id, tx, id => {
+                created = Some(sqlx::query_as("INSERT INTO offerings (id, company_id, title, description, technologies, contract_models, sectors, towns, min_investment_fen, max_investment_fen, typical_savings_bp, typical_term_months, status, created_at_ms, updated_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'draft', $13, $13) RETURNING *")
                     .bind(&id).bind(&d.company_id).bind(&d.title).bind(&d.description)
                     .bind(codes(&d.technologies, Technology::code)).bind(codes(&d.contract_models, ContractModel::code))
                     .bind(codes(&d.sectors, Sector::code)).bind(to_json(&d.towns))
                     .bind(d.min_investment_fen).bind(d.max_investment_fen).bind(d.typical_savings_bp).bind(d.typical_term_months)
-                    .bind(now_ms()).execute(&mut *tx).await?;
-                id
+                    .bind(now_ms()).fetch_one(&mut *tx).await?);
         });
-        self.offering(&id).await
+        match created {
+            Some(row) => Ok(Offering::from(row)),
+            None => self.offering(&id).await,
+        }
     }
 
     pub async fn offering(&self, id: &str) -> Result<Offering> {
@@ -781,20 +796,18 @@ impl Store {
         request_id: &str,
         p: &WaterUserProfile,
     ) -> Result<WaterUser> {
-        let id = idempotent_create!(&self.db, scope, request_id, tx => {
+        let id = idempotent_create!(&self.db, scope, request_id, tx, id => {
                 let exists: Option<String> = sqlx::query_scalar("SELECT id FROM water_users WHERE credit_code = $1")
                     .bind(&p.credit_code).fetch_optional(&mut *tx).await?;
                 if let Some(existing) = exists {
                     return Err(Error::AlreadyExists(format!(
                         "water user with credit code {} exists already as {existing}", p.credit_code)));
                 }
-                let id = new_id();
                 sqlx::query("INSERT INTO water_users (id, credit_code, name, sector, unit_type, town, annual_use_litres, annual_quota_litres, contact_name, contact_phone, contact_email, created_at_ms, updated_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12)")
                     .bind(&id).bind(&p.credit_code).bind(&p.name).bind(p.sector.code()).bind(&p.unit_type).bind(&p.town)
                     .bind(p.annual_use_litres).bind(p.annual_quota_litres)
                     .bind(&p.contact.name).bind(&p.contact.phone).bind(&p.contact.email).bind(now_ms())
                     .execute(&mut *tx).await?;
-                id
         });
         self.water_user(&id).await
     }
@@ -853,8 +866,7 @@ impl Store {
         request_id: &str,
         d: &RequestDraft,
     ) -> Result<ProjectRequest> {
-        let id = idempotent_create!(&self.db, scope, request_id, tx => {
-                let id = new_id();
+        let id = idempotent_create!(&self.db, scope, request_id, tx, id => {
                 sqlx::query("INSERT INTO project_requests (id, water_user_id, title, problem, scope, baseline_use_litres, expected_savings_bp, contract_models, technologies, investment_wanted_fen, price_fen_per_m3, proposal_deadline, visibility, invited_company_ids, indicator_tags, status, created_at_ms, updated_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, 'draft', $16, $16)")
                     .bind(&id).bind(&d.water_user_id).bind(&d.title).bind(&d.problem).bind(&d.scope)
                     .bind(d.baseline_use_litres).bind(d.expected_savings_bp)
@@ -862,7 +874,6 @@ impl Store {
                     .bind(d.investment_wanted_fen).bind(d.price_fen_per_m3).bind(&d.proposal_deadline).bind(d.visibility.code())
                     .bind(to_json(&d.invited_company_ids)).bind(codes(&d.indicator_tags, IndicatorTag::code)).bind(now_ms())
                     .execute(&mut *tx).await?;
-                id
         });
         self.request(&id).await
     }
@@ -980,7 +991,7 @@ impl Store {
         request_id: &str,
         d: &ProposalDraft,
     ) -> Result<Proposal> {
-        let id = idempotent_create!(&self.db, scope, request_id, tx => {
+        let id = idempotent_create!(&self.db, scope, request_id, tx, id => {
                 // A no-op write that locks the request row (PostgreSQL; SQLite's write transaction
                 // is exclusive anyway): proposals to one request are checked one at a time.
                 sqlx::query("UPDATE project_requests SET version = version WHERE id = $1")
@@ -1000,14 +1011,12 @@ impl Store {
                         "company {} has already proposed on project request {} (proposal {existing}); withdraw it to propose again",
                         d.company_id, d.project_request_id)));
                 }
-                let id = new_id();
                 sqlx::query("INSERT INTO proposals (id, project_request_id, company_id, offering_id, measures, investment_fen, promised_savings_litres, promised_savings_bp, contract_model, terms, contract_term_months, mv_option, drivers, status, created_at_ms, updated_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 'submitted', $14, $14)")
                     .bind(&id).bind(&d.project_request_id).bind(&d.company_id).bind(&d.offering_id).bind(&d.measures)
                     .bind(d.investment_fen).bind(d.promised_savings_litres).bind(d.promised_savings_bp)
                     .bind(d.contract_model.code()).bind(to_json(&d.terms)).bind(d.contract_term_months)
                     .bind(d.mv_option.code()).bind(to_json(&d.drivers)).bind(now_ms())
                     .execute(&mut *tx).await?;
-                id
         });
         self.proposal(&id).await
     }

@@ -13,6 +13,7 @@
 //! | `log_format`   | `CWSM_LOG_FORMAT`   | `human`                 | `human` or `json` |
 //! | `outbox_poll_ms` | `CWSM_OUTBOX_POLL_MS` | `500`              | relay poll when not woken |
 //! | `projects_url` | `CWSM_PROJECTS_URL` | the own server when it runs projects, else none | where reporting reads the milestone log (RebuildCounts) |
+//! | `projects_kept_in_memory` | `CWSM_PROJECTS_KEPT_IN_MEMORY` | `10000` | projects as last read kept for GetProject (0: none) |
 //!
 //! OpenTelemetry export is configured by the standard `OTEL_EXPORTER_OTLP_ENDPOINT` variables.
 
@@ -45,6 +46,7 @@ pub struct Settings {
     pub log_format: LogFormat,
     pub outbox_poll_ms: u64,
     pub projects_url: Option<String>,
+    pub projects_kept_in_memory: usize,
 }
 
 impl Default for Settings {
@@ -59,6 +61,7 @@ impl Default for Settings {
             log_format: LogFormat::Human,
             outbox_poll_ms: 500,
             projects_url: None,
+            projects_kept_in_memory: 10_000,
         }
     }
 }
@@ -90,6 +93,7 @@ impl Settings {
                 "log_format",
                 "outbox_poll_ms",
                 "projects_url",
+                "projects_kept_in_memory",
             ]))
             .merge(Serialized::defaults(flags))
             .extract()

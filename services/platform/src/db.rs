@@ -13,9 +13,10 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use sqlx::migrate::Migrator;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{AssertSqlSafe, PgPool, SqlitePool, Transaction};
+use tokio_util::sync::CancellationToken;
 
 /// A connection pool to one service's database.
 #[derive(Clone, Debug)]
@@ -145,6 +146,70 @@ impl BeginWrite for PgPool {
     type Database = sqlx::Postgres;
     async fn begin_write(&self) -> Result<Transaction<'static, sqlx::Postgres>, sqlx::Error> {
         self.begin().await
+    }
+}
+
+/// What [`follow_notifications`] reports.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Notice<'a> {
+    /// A notification on the channel, with its payload.
+    Changed(&'a str),
+    /// The listener is (again) listening; what was sent while it was not is gone, so anything
+    /// may have changed.
+    Listening,
+    /// The listener is not listening (it retries every second).
+    Lost,
+}
+
+/// Follows PostgreSQL's notifications on `channel` (sent by `NOTIFY` or `pg_notify`, delivered
+/// at the sender's commit) until `stop`, reporting each to `on`. One pool connection is kept
+/// for it while it listens.
+pub async fn follow_notifications(
+    pool: PgPool,
+    channel: &'static str,
+    stop: CancellationToken,
+    mut on: impl FnMut(Notice<'_>) + Send,
+) {
+    loop {
+        let listen = async {
+            let mut listener = PgListener::connect_with(&pool).await?;
+            listener.listen(channel).await?;
+            Ok::<_, sqlx::Error>(listener)
+        };
+        let listening = tokio::select! {
+            _ = stop.cancelled() => return,
+            listening = listen => listening,
+        };
+        match listening {
+            Ok(mut listener) => {
+                on(Notice::Listening);
+                loop {
+                    let next = tokio::select! {
+                        _ = stop.cancelled() => return,
+                        next = listener.try_recv() => next,
+                    };
+                    match next {
+                        Ok(Some(notification)) => on(Notice::Changed(notification.payload())),
+                        // The connection dropped and the listener has just listened again on a
+                        // new one.
+                        Ok(None) => on(Notice::Listening),
+                        Err(e) => {
+                            tracing::warn!(channel, error = %e, "stopped listening; retrying");
+                            on(Notice::Lost);
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(channel, error = %e, "cannot listen; retrying");
+                on(Notice::Lost);
+            }
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
     }
 }
 

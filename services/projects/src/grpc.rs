@@ -372,22 +372,12 @@ impl pb::projects_service_server::ProjectsService for ProjectsApi {
     ) -> Result<Response<pb::GetProjectResponse>, Status> {
         principal(&request)?;
         let r = request.into_inner();
-        let project = self
+        let view = self
             .store
-            .project(required_id("project_id", &r.project_id)?)
+            .project_view(required_id("project_id", &r.project_id)?)
             .await?;
-        let (history, _) = self
-            .store
-            .transitions(
-                &project.id,
-                &Page {
-                    size: 200,
-                    after: None,
-                },
-            )
-            .await?;
-        let mut message = project_to_pb(&project);
-        message.stage_history = history.iter().map(transition_to_pb).collect();
+        let mut message = project_to_pb(&view.project);
+        message.stage_history = view.history.iter().map(transition_to_pb).collect();
         Ok(Response::new(pb::GetProjectResponse {
             project: Some(message),
         }))

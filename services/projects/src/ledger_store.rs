@@ -232,6 +232,7 @@ impl Store {
             }
             tx.commit().await?;
         });
+        self.cache.forget(project_id);
         self.project(project_id).await
     }
 

@@ -10,8 +10,11 @@
 //!   reporting periods; plain Rust.
 //! - [`readings`] and [`ledger_store`]: their tables (bulk ingestion; periods, disputes,
 //!   settlements, with PERIOD_VERIFIED through the outbox).
+//! - [`cache`]: projects as last read, kept in memory for GetProject and forgotten on every
+//!   change (in other replicas through PostgreSQL's NOTIFY).
 //! - [`grpc`]: the adapter between `cwsm.projects.v1` and the domain.
 
+pub mod cache;
 pub mod domain;
 pub mod events;
 pub mod grpc;
@@ -71,6 +74,17 @@ impl Projects {
 
     pub fn store(&self) -> &store::Store {
         &self.store
+    }
+
+    /// Keeps up to `entries` projects as last read in memory (0: none); call before serving.
+    pub fn keep_in_memory(&mut self, entries: usize) {
+        self.store.keep_in_memory(entries);
+    }
+
+    /// Follows other replicas' changes to projects until `stop`, so that the projects kept in
+    /// memory are forgotten when they change (PostgreSQL; returns at once on SQLite).
+    pub async fn follow_changes(self, stop: tokio_util::sync::CancellationToken) {
+        self.store.follow_changes(stop).await;
     }
 
     /// Handles `ProposalAccepted` (topic `matching.proposals-accepted`, group `projects`).

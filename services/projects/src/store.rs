@@ -9,6 +9,9 @@ use cwsm_platform::outbox::OutboxWrite;
 use cwsm_platform::vocab::{ContractModel, IndicatorTag, Milestone, MvOption, Sector};
 use cwsm_platform::{Error, Result, new_id, now_ms, with_db};
 
+use std::sync::Arc;
+
+use crate::cache::{ProjectCache, ProjectView};
 use crate::domain::*;
 
 pub static MIGRATIONS: cwsm_platform::db::Migrations = cwsm_platform::db::Migrations {
@@ -41,7 +44,13 @@ pub type EncodeMilestone = fn(&MilestoneFacts) -> Vec<u8>;
 pub struct Store {
     pub db: Db,
     pub(crate) encode: EncodeMilestone,
+    /// Projects as last read (see [`crate::cache`]): every commit that changes a project
+    /// forgets it there.
+    pub(crate) cache: Arc<ProjectCache>,
 }
+
+/// Transitions GetProject shows as the stage history.
+pub const HISTORY_SHOWN: i64 = 200;
 
 #[derive(Clone, Debug, Default)]
 pub struct ProjectFilter {
@@ -251,10 +260,50 @@ impl Store {
         schema: &str,
         encode: EncodeMilestone,
     ) -> anyhow::Result<Store> {
+        let db = Db::connect(url, schema, &MIGRATIONS).await?;
+        // On PostgreSQL other replicas write too: serve only once their changes are heard.
+        let serving = matches!(db, Db::Sqlite(_));
         Ok(Store {
-            db: Db::connect(url, schema, &MIGRATIONS).await?,
+            db,
             encode,
+            cache: Arc::new(ProjectCache::new(crate::cache::DEFAULT_ENTRIES, serving)),
         })
+    }
+
+    /// Keeps up to `entries` projects in memory (0: none).
+    pub fn keep_in_memory(&mut self, entries: usize) {
+        let serving = matches!(self.db, Db::Sqlite(_));
+        self.cache = Arc::new(ProjectCache::new(entries, serving));
+    }
+
+    /// Follows other replicas' changes to projects until `stop` (PostgreSQL; nothing to follow
+    /// on SQLite).
+    pub async fn follow_changes(&self, stop: tokio_util::sync::CancellationToken) {
+        if let Db::Postgres(pool) = &self.db {
+            self.cache.clone().follow(pool.clone(), stop).await;
+        }
+    }
+
+    /// The project with its stage history, as GetProject shows it: from memory when it is
+    /// there, else read and kept.
+    pub async fn project_view(&self, id: &str) -> Result<Arc<ProjectView>> {
+        if let Some(view) = self.cache.get(id) {
+            return Ok(view);
+        }
+        let start = self.cache.read_start();
+        let project = self.project(id).await?;
+        let (history, _) = self
+            .transitions(
+                id,
+                &Page {
+                    size: HISTORY_SHOWN,
+                    after: None,
+                },
+            )
+            .await?;
+        let view = Arc::new(ProjectView { project, history });
+        self.cache.fill(view.clone(), start);
+        Ok(view)
     }
 
     /// Drops a scratch PostgreSQL schema (only `bench_…` ones); nothing on SQLite.
@@ -417,6 +466,7 @@ impl Store {
                 sqlx::query("INSERT INTO idempotency (scope, request_id, resource_id, created_at_ms) VALUES ($1, $2, $3, $4)")
                     .bind(scope).bind(request_id).bind(&id).bind(now).execute(&mut *tx).await?;
                 tx.commit().await?;
+                self.cache.forget(project_id);
                 id
             }
         });

@@ -5,12 +5,13 @@
 //! database and a fresh Redis stream prefix, seeds a small marketplace through the API and
 //! measures, with `--callers` concurrent callers for `--seconds`:
 //! - read: projects `GetProject` of the seeded project;
-//! - write: matching `CreateOffering` with a fresh request id (one transaction: the idempotency
-//!   look-up, the offering row, the idempotency row, and the trigger's bump of the one-row
-//!   `catalog_version`; no outbox row: offerings emit no event);
+//! - write: matching `CreateOffering` with a fresh request id (the caller's right to act for
+//!   the company, then one transaction: the idempotency key claimed, the offering row inserted
+//!   and returned, and at commit the trigger's bump of the one-row `catalog_version`; no outbox
+//!   row: offerings emit no event);
 //! - echo ceiling: `grpc.health.v1.Health/Check` on a bare tonic server (no auth, no layers);
-//! - pgbench ceiling: `pgbench -c <callers> -j 2 -T <seconds>` running the write's SQL shape
-//!   (INSERT row, INSERT idempotency row, UPDATE one-row version) in a transaction;
+//! - pgbench ceiling: `pgbench -M prepared -c <callers> -j 2 -T <seconds>` running the write's
+//!   own transaction on matching's own tables (same statements, same triggers), without TLS;
 //! - event lag: for `--lag-samples` projects moved to "accepted" (counted by the plan's
 //!   A7-TECH-RETROFITS), from the TransitionProject reply reaching the client (after the
 //!   commit) to the first GetReport, polled every 2 ms, showing the new count.
@@ -445,9 +446,10 @@ impl Report {
         };
         println!("{table}");
         println!(
-            "write = one transaction: idempotency look-up, INSERT offering, INSERT idempotency row, \
-             trigger UPDATE of the one-row catalog_version (no outbox row: offerings emit no \
-             event). pgbench runs INSERT + INSERT + one-row UPDATE in a transaction."
+            "write = one transaction: claim the idempotency key, INSERT … RETURNING the offering, \
+             and at COMMIT the trigger's UPDATE of the one-row catalog_version (no outbox row: \
+             offerings emit no event). pgbench runs that same transaction on the same tables \
+             (prepared, no TLS)."
         );
         println!(
             "lag = from the TransitionProject(accepted) reply reaching the client to the first \
@@ -535,7 +537,7 @@ async fn measure(
     .await
     .context("write run")?;
 
-    let pgbench = pgbench(args, database).await;
+    let pgbench = pgbench(args, database, &seeded.company_id).await;
 
     let lag = if args.lag_samples > 0 {
         let reporting = ReportingServiceClient::with_interceptor(
@@ -601,8 +603,12 @@ async fn echo_ceiling(args: &LoadArgs) -> anyhow::Result<Figures> {
     figures
 }
 
-/// pgbench's tps for the write's SQL shape, or why there is none.
-async fn pgbench(args: &LoadArgs, database: &str) -> Result<f64, String> {
+/// pgbench's tps running the write's own transaction, or why there is none.
+///
+/// The same statements on the same tables as CreateOffering (matching's schema in the scratch
+/// database, with its triggers), as prepared statements (sqlx prepares too) and without TLS
+/// (the services connect without it): only the service's own work is left out.
+async fn pgbench(args: &LoadArgs, database: &str, company_id: &str) -> Result<f64, String> {
     let found = std::process::Command::new("pgbench")
         .arg("--version")
         .output()
@@ -610,33 +616,32 @@ async fn pgbench(args: &LoadArgs, database: &str) -> Result<f64, String> {
     if !found {
         return Err("pgbench not on PATH".into());
     }
-    let setup = "CREATE TABLE bench_load_rows (id TEXT PRIMARY KEY, company_id TEXT NOT NULL, \
-                 title TEXT NOT NULL, technologies TEXT NOT NULL, status TEXT NOT NULL, \
-                 created_at_ms BIGINT NOT NULL, updated_at_ms BIGINT NOT NULL); \
-                 CREATE TABLE bench_load_idem (scope TEXT NOT NULL, request_id TEXT NOT NULL, \
-                 resource_id TEXT NOT NULL, created_at_ms BIGINT NOT NULL, \
-                 PRIMARY KEY (scope, request_id)); \
-                 CREATE TABLE bench_load_version (id INTEGER PRIMARY KEY, version BIGINT NOT NULL); \
-                 INSERT INTO bench_load_version VALUES (1, 0);";
-    psql(database, setup).await.map_err(|e| format!("{e:#}"))?;
-    let script = "BEGIN;\n\
-        \\set k random(1, 1000000000000)\n\
-        INSERT INTO bench_load_rows VALUES (md5(:k::text || clock_timestamp()::text), 'company', 'title', '[1]', 'draft', 0, 0);\n\
-        INSERT INTO bench_load_idem VALUES ('offering', md5(clock_timestamp()::text || :k::text), 'x', 0);\n\
-        UPDATE bench_load_version SET version = version + 1 WHERE id = 1;\n\
-        COMMIT;\n";
+    let script = format!(
+        "\\set k random(1, 1000000000000)\n\
+         BEGIN;\n\
+         INSERT INTO idempotency (scope, request_id, resource_id, created_at_ms) \
+         VALUES ('pgbench', md5(:k::text || clock_timestamp()::text), md5(clock_timestamp()::text || :k::text), 0) \
+         ON CONFLICT (scope, request_id) DO NOTHING;\n\
+         INSERT INTO offerings (id, company_id, title, description, technologies, contract_models, sectors, towns, \
+         min_investment_fen, max_investment_fen, typical_savings_bp, typical_term_months, status, created_at_ms, updated_at_ms) \
+         VALUES (md5(:k::text || clock_timestamp()::text || 'o'), '{company_id}', 'Plant cooling-water recycling retrofit', '', \
+         '[\"leak_detection\"]', '[\"shared_savings\"]', '[]', '[]', 0, 0, 2500, 96, 'draft', 0, 0) RETURNING *;\n\
+         COMMIT;\n"
+    );
     let file =
         std::env::temp_dir().join(format!("cwsm-bench-load-{}.sql", cwsm_platform::new_id()));
     std::fs::write(&file, script).map_err(|e| format!("writing the pgbench script: {e}"))?;
+    let separator = if database.contains('?') { '&' } else { '?' };
     let (callers, seconds, url, path) = (
         args.callers.to_string(),
         args.seconds.to_string(),
-        database.to_string(),
+        // matching's own search path, as its pool has (its trigger names tables unqualified).
+        format!("{database}{separator}sslmode=disable&options=-csearch_path%3Dmatching"),
         file.clone(),
     );
     let out = tokio::task::spawn_blocking(move || {
         std::process::Command::new("pgbench")
-            .arg("-n")
+            .args(["-n", "-M", "prepared"])
             .args(["-c", &callers, "-j", "2", "-T", &seconds, "-f"])
             .arg(&path)
             .arg(&url)
