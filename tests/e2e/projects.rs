@@ -5,10 +5,12 @@
 
 use std::time::Duration;
 
+use cwsm::app::Services;
 use cwsm_platform::auth::Role;
 use cwsm_platform::bus::{Envelope, topics};
 use cwsm_proto::events::v1 as ev;
 use cwsm_proto::projects::v1 as p;
+use cwsm_proto::projects::v1::projects_service_client::ProjectsServiceClient;
 use cwsm_proto::types;
 use cwsm_tests::{Backend, TestApp, credit_code, eventually, postgres_and_redis_available};
 use tonic::Code;
@@ -1058,4 +1060,128 @@ async fn savings_are_measured_verified_disputed_and_settled_on_postgres() -> any
         return Ok(());
     }
     savings_and_settlement(Backend::Postgres).await
+}
+
+/// GetProject of a project through one replica, as `token`.
+async fn stage_through(
+    channel: &tonic::transport::Channel,
+    token: &str,
+    project_id: &str,
+) -> anyhow::Result<p::ProjectStage> {
+    let project = ProjectsServiceClient::with_interceptor(
+        channel.clone(),
+        cwsm_tests::Bearer(token.to_string()),
+    )
+    .get_project(p::GetProjectRequest {
+        project_id: project_id.to_string(),
+    })
+    .await?
+    .into_inner()
+    .project
+    .ok_or_else(|| anyhow::anyhow!("GetProject carried no project"))?;
+    Ok(p::ProjectStage::try_from(project.stage)?)
+}
+
+/// Replicas keep projects as last read in memory; a change made through one replica must not
+/// be served as it was by another (PostgreSQL tells it at commit), nor after the other's
+/// listening connection was cut (it serves nothing until it listens again, and then starts
+/// empty).
+#[tokio::test]
+async fn a_project_changed_through_one_replica_is_seen_through_another() -> anyhow::Result<()> {
+    if !postgres_and_redis_available().await {
+        return Ok(());
+    }
+    let app = TestApp::start(Backend::Postgres).await?;
+    let result = async {
+        let c = cwsm_tests::contract_a_project(&app, "薛家镇").await?;
+        let (replica, other) = app.replica(Services::only("projects")?).await?;
+        let admin = app.token(Role::Admin, None);
+        let moved = async {
+            let stage_here = |token: String| {
+                let id = c.project_id.clone();
+                let channel = app.channel.clone();
+                async move { stage_through(&channel, &token, &id).await.ok() }
+            };
+            // Both replicas read the project (and keep it).
+            for _ in 0..2 {
+                assert_eq!(
+                    stage_through(&app.channel, &admin, &c.project_id).await?,
+                    p::ProjectStage::Contracted
+                );
+                assert_eq!(
+                    stage_through(&other, &admin, &c.project_id).await?,
+                    p::ProjectStage::Contracted
+                );
+            }
+            // Moved through the other replica: it shows the change at once, and this one as
+            // soon as the notification arrives.
+            let move_through = |stage: p::ProjectStage| {
+                let mut client = ProjectsServiceClient::with_interceptor(
+                    other.clone(),
+                    cwsm_tests::Bearer(c.company_token.clone()),
+                );
+                let id = c.project_id.clone();
+                async move {
+                    client
+                        .transition_project(p::TransitionProjectRequest {
+                            request_id: rid("move"),
+                            project_id: id,
+                            to_stage: stage as i32,
+                            reason: String::new(),
+                            expected_version: 0,
+                            evidence: String::new(),
+                        })
+                        .await
+                }
+            };
+            move_through(p::ProjectStage::Implementing).await?;
+            assert_eq!(
+                stage_through(&other, &admin, &c.project_id).await?,
+                p::ProjectStage::Implementing
+            );
+            let seen = eventually(WAIT, || {
+                let stage = stage_here(admin.clone());
+                async move { (stage.await == Some(p::ProjectStage::Implementing)).then_some(()) }
+            })
+            .await;
+            assert!(
+                seen.is_some(),
+                "this replica kept serving the project as contracted"
+            );
+
+            // Cut every listening connection to the database, and change the project at once.
+            let database = match app.running.as_ref().and_then(|r| r.databases.first()) {
+                Some((_, cwsm_platform::db::Db::Postgres(pool))) => pool.clone(),
+                _ => anyhow::bail!("expected a PostgreSQL database"),
+            };
+            let cut: Vec<bool> = sqlx::query_scalar(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND query LIKE 'LISTEN%'",
+            )
+            .fetch_all(&database)
+            .await?;
+            assert!(
+                cut.len() >= 2,
+                "both replicas listen: {} listening connections cut",
+                cut.len()
+            );
+            move_through(p::ProjectStage::Commissioned).await?;
+            let seen = eventually(WAIT, || {
+                let stage = stage_here(admin.clone());
+                async move { (stage.await == Some(p::ProjectStage::Commissioned)).then_some(()) }
+            })
+            .await;
+            assert!(
+                seen.is_some(),
+                "this replica served the project as it was before the cut"
+            );
+            Ok::<_, anyhow::Error>(())
+        }
+        .await;
+        replica.stop().await?;
+        moved
+    }
+    .await;
+    app.stop().await?;
+    result
 }

@@ -125,6 +125,40 @@ impl TestApp {
         })
     }
 
+    /// Starts `services` as another replica on this app's database and bus (PostgreSQL only),
+    /// on a port of its own; returns it with a channel to it.
+    pub async fn replica(&self, services: Services) -> anyhow::Result<(Running, Channel)> {
+        let Some((admin, database)) = &self.postgres else {
+            anyhow::bail!("replicas share a PostgreSQL database; this app runs on SQLite");
+        };
+        let base = admin
+            .rsplit_once('/')
+            .map(|(b, _)| b.to_string())
+            .unwrap_or(admin.clone());
+        let settings = Settings {
+            listen: "127.0.0.1:0".to_string(),
+            data_dir: self
+                .data_dir
+                .join(format!("replica-{}", cwsm_platform::new_id())),
+            database_url: Some(format!("{base}/{database}")),
+            redis_url: Some(redis_url()),
+            outbox_poll_ms: 100,
+            ..Settings::default()
+        };
+        let running = app::start(
+            &settings,
+            services,
+            self.bus.clone(),
+            self.keys.clone(),
+            CancellationToken::new(),
+        )
+        .await?;
+        let channel = Channel::from_shared(format!("http://{}", running.addr))?
+            .connect()
+            .await?;
+        Ok((running, channel))
+    }
+
     pub fn token(&self, role: Role, org: Option<&str>) -> String {
         self.keys
             .issue("test", role, org, Duration::from_secs(600))

@@ -473,7 +473,12 @@ impl Store {
         self.credit_code("water_users", "water user", id).await
     }
 
-    async fn credit_code(&self, table: &'static str, what: &'static str, id: &str) -> Result<String> {
+    async fn credit_code(
+        &self,
+        table: &'static str,
+        what: &'static str,
+        id: &str,
+    ) -> Result<String> {
         if let Some(code) = self.credit_codes.get(id) {
             return Ok(code);
         }

@@ -192,7 +192,10 @@ mod tests {
 
         let start = cache.read_start();
         cache.fill(view("p1", Stage::Accepted), start);
-        assert_eq!(cache.get("p1").map(|v| v.project.stage), Some(Stage::Accepted));
+        assert_eq!(
+            cache.get("p1").map(|v| v.project.stage),
+            Some(Stage::Accepted)
+        );
         cache.forget("p1");
         assert!(cache.get("p1").is_none());
     }
@@ -210,7 +213,10 @@ mod tests {
         cache.hear(Notice::Lost);
         assert!(cache.get("p1").is_none());
         cache.hear(Notice::Listening);
-        assert!(cache.get("p1").is_none(), "emptied: changes meanwhile are unknown");
+        assert!(
+            cache.get("p1").is_none(),
+            "emptied: changes meanwhile are unknown"
+        );
     }
 
     #[test]
