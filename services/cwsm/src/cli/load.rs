@@ -69,6 +69,10 @@ struct LoadArgs {
     /// Concurrent callers.
     #[arg(long, default_value_t = 16)]
     callers: usize,
+    /// Projects the projects service keeps in memory for GetProject; 0 makes every read go to
+    /// PostgreSQL.
+    #[arg(long, default_value_t = 10_000)]
+    projects_kept_in_memory: usize,
     /// Projects whose acceptance lag is measured; 0 skips the lag.
     #[arg(long, default_value_t = 50)]
     lag_samples: usize,
@@ -253,6 +257,7 @@ async fn start_servers(
     prefix: &str,
     keys: &Arc<Keys>,
     data_dir: &std::path::Path,
+    projects_kept_in_memory: usize,
 ) -> anyhow::Result<Servers> {
     let settings = |projects_url: Option<String>| Settings {
         listen: "127.0.0.1:0".into(),
@@ -260,6 +265,7 @@ async fn start_servers(
         database_url: Some(database.to_string()),
         redis_url: Some(redis.to_string()),
         projects_url,
+        projects_kept_in_memory,
         ..Settings::default()
     };
     let bus = || async {
@@ -319,6 +325,7 @@ async fn load(args: LoadArgs) -> anyhow::Result<()> {
             &format!("cwsm-bench-load-{id}"),
             &keys,
             &data_dir,
+            args.projects_kept_in_memory,
         )
         .await?;
         let result = measure(&args, &servers, &keys, &url, &id).await;
@@ -356,7 +363,7 @@ impl Report {
             let value = serde_json::json!({
                 "callers": args.callers,
                 "seconds": args.seconds,
-                "read": { "rpc": "projects GetProject", "figures": self.read,
+                "read": { "rpc": "projects GetProject", "projects_kept_in_memory": args.projects_kept_in_memory, "figures": self.read,
                           "percent_of_echo": pct(self.read.rps, self.echo.rps), "goal_percent": 50 },
                 "echo": { "rpc": "grpc.health.v1.Health/Check (bare tonic)", "figures": self.echo },
                 "write": { "rpc": "matching CreateOffering", "figures": self.write,
@@ -387,7 +394,11 @@ impl Report {
         let ms = |x: f64| format!("{x:.2}");
         let read_pct = pct(self.read.rps, self.echo.rps);
         table.add_row(vec![
-            "read: projects GetProject".to_string(),
+            if args.projects_kept_in_memory > 0 {
+                "read: projects GetProject".to_string()
+            } else {
+                "read: projects GetProject (none kept in memory)".to_string()
+            },
             f(self.read.rps),
             ms(self.read.p50_ms),
             ms(self.read.p99_ms),
