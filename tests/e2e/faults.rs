@@ -1221,3 +1221,65 @@ async fn postgres_restarted_under_load_loses_and_doubles_nothing() -> anyhow::Re
     pg.kill();
     result
 }
+
+/// A consumer's connection to Redis breaks while it holds an event it has not acknowledged
+/// (handled, but the XACK went down with the connection): on reconnecting it reads its own
+/// pending entries first, so the event comes back at once, not when a sweep finds it idle (a
+/// minute by default, which is why the wait here is far shorter).
+#[tokio::test]
+async fn a_consumer_whose_connection_broke_gets_its_unacknowledged_event_back_at_once()
+-> anyhow::Result<()> {
+    if !postgres_and_redis_available().await {
+        return Ok(());
+    }
+    let redis = RedisProcess::start(false).await?;
+    let bus = RedisBus::connect_with_prefix(&redis.url(), "cwsm-test").await?;
+    let event = Envelope {
+        event_id: cwsm_platform::new_id(),
+        topic: "test.topic".into(),
+        kind: "test.Kind".into(),
+        payload: vec![1, 2, 3],
+        occurred_at_ms: 0,
+        trace_parent: String::new(),
+    };
+    bus.publish(&event).await?;
+    let mut sub = bus.subscribe("test.topic", GROUP, "consumer-1").await?;
+    let held = tokio::time::timeout(Duration::from_secs(10), sub.next()).await??;
+    assert_eq!(held.envelope, event);
+
+    // Every client connection but this one is cut (this Redis serves only this test).
+    let mut admin = redis_conn(&redis.url()).await?;
+    let cut: i64 = redis::cmd("CLIENT")
+        .arg(&["KILL", "TYPE", "normal", "SKIPME", "yes"])
+        .query_async(&mut admin)
+        .await?;
+    assert!(cut >= 1, "the subscription's connection was cut");
+    assert!(
+        sub.ack(&held).await.is_err(),
+        "the XACK goes down with the connection"
+    );
+
+    let started = std::time::Instant::now();
+    let again = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            // The first read meets the broken connection and reconnects.
+            match sub.next().await {
+                Ok(delivery) => return delivery,
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    })
+    .await;
+    let again = again.map_err(|_| anyhow::anyhow!("the held event did not come back"))?;
+    eprintln!(
+        "faults::reconnect: the unacknowledged event came back {} ms after the cut",
+        started.elapsed().as_millis()
+    );
+    assert_eq!(again.envelope, event);
+    sub.ack(&again).await?;
+    assert_eq!(
+        pending(&redis.url(), &bus.stream_key("test.topic"), None).await?,
+        0
+    );
+    Ok(())
+}

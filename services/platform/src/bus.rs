@@ -547,8 +547,8 @@ struct RedisSubscription {
     consumer: String,
     block: Duration,
     buffer: VecDeque<Delivery>,
-    /// True until this consumer's own pending entries (delivered before a crash, never acked)
-    /// have been read again.
+    /// True until this consumer's own pending entries (delivered before a crash or on a
+    /// connection that broke, never acked) have been read again.
     reading_backlog: bool,
     dead_key: String,
     claim_idle: Duration,
@@ -562,12 +562,17 @@ fn connection_broken(e: &redis::RedisError) -> bool {
 }
 
 impl RedisSubscription {
+    /// A new connection, after the old one broke. Entries Redis delivered to this consumer on
+    /// the old one may never have reached it (the reply was lost with the connection), or were
+    /// handled but their XACK failed: they are this consumer's pending entries, so read those
+    /// first, at once, rather than wait for a sweep to find them idle.
     async fn reconnect(&mut self) -> anyhow::Result<()> {
         self.conn = self
             .client
             .get_multiplexed_async_connection_with_config(&self.config)
             .await
             .context("reconnecting to Redis")?;
+        self.reading_backlog = true;
         Ok(())
     }
 
