@@ -8,6 +8,7 @@ mod metrics;
 mod projects;
 mod reflection;
 mod reporting;
+mod tls;
 mod trace_context;
 
 use std::time::Duration;

@@ -128,6 +128,15 @@ impl TestApp {
     /// Starts `services` as another replica on this app's database and bus (PostgreSQL only),
     /// on a port of its own; returns it with a channel to it.
     pub async fn replica(&self, services: Services) -> anyhow::Result<(Running, Channel)> {
+        self.replica_with(services, "").await
+    }
+
+    /// Like [`TestApp::replica`], with `options` (`key=value&…`) added to the database URL.
+    pub async fn replica_with(
+        &self,
+        services: Services,
+        options: &str,
+    ) -> anyhow::Result<(Running, Channel)> {
         let Some((admin, database)) = &self.postgres else {
             anyhow::bail!("replicas share a PostgreSQL database; this app runs on SQLite");
         };
@@ -140,7 +149,11 @@ impl TestApp {
             data_dir: self
                 .data_dir
                 .join(format!("replica-{}", cwsm_platform::new_id())),
-            database_url: Some(format!("{base}/{database}")),
+            database_url: Some(if options.is_empty() {
+                format!("{base}/{database}")
+            } else {
+                format!("{base}/{database}?{options}")
+            }),
             redis_url: Some(redis_url()),
             outbox_poll_ms: 100,
             ..Settings::default()
