@@ -3,7 +3,9 @@
 //! one burst; Redis killed (`kill -9`) and restarted without persistence (the events it carried
 //! are lost, `RebuildCounts` brings the counts back) and with AOF (nothing lost); PostgreSQL
 //! stopped at once and restarted under load. After each, the A8 indicator (contract projects
-//! handed over) counts every completed project exactly once, and each prints its figures.
+//! handed over) counts every completed project exactly once, and each prints its figures. And
+//! a consumer whose Redis connection is cut while it holds an unacknowledged event gets it back
+//! at once.
 //!
 //! PostgreSQL is the shared server of the other tests (a fresh database per test, never
 //! restarted), or for the restart a server of our own (`initdb` in a temporary folder, free

@@ -1097,10 +1097,13 @@ async fn a_project_changed_through_one_replica_is_seen_through_another() -> anyh
         let (replica, other) = app.replica(Services::only("projects")?).await?;
         let admin = app.token(Role::Admin, None);
         let moved = async {
-            let stage_here = |token: String| {
-                let id = c.project_id.clone();
-                let channel = app.channel.clone();
-                async move { stage_through(&channel, &token, &id).await.ok() }
+            // Whether this replica comes to show `stage` (polled, up to WAIT).
+            let (channel, token, id) = (&app.channel, &admin, &c.project_id);
+            let shows_here = |stage: p::ProjectStage| {
+                eventually(WAIT, move || async move {
+                    let now = stage_through(channel, token, id).await.ok();
+                    (now == Some(stage)).then_some(())
+                })
             };
             // Both replicas read the project (and keep it).
             for _ in 0..2 {
@@ -1139,13 +1142,8 @@ async fn a_project_changed_through_one_replica_is_seen_through_another() -> anyh
                 stage_through(&other, &admin, &c.project_id).await?,
                 p::ProjectStage::Implementing
             );
-            let seen = eventually(WAIT, || {
-                let stage = stage_here(admin.clone());
-                async move { (stage.await == Some(p::ProjectStage::Implementing)).then_some(()) }
-            })
-            .await;
             assert!(
-                seen.is_some(),
+                shows_here(p::ProjectStage::Implementing).await.is_some(),
                 "this replica kept serving the project as contracted"
             );
 
@@ -1166,13 +1164,8 @@ async fn a_project_changed_through_one_replica_is_seen_through_another() -> anyh
                 cut.len()
             );
             move_through(p::ProjectStage::Commissioned).await?;
-            let seen = eventually(WAIT, || {
-                let stage = stage_here(admin.clone());
-                async move { (stage.await == Some(p::ProjectStage::Commissioned)).then_some(()) }
-            })
-            .await;
             assert!(
-                seen.is_some(),
+                shows_here(p::ProjectStage::Commissioned).await.is_some(),
                 "this replica served the project as it was before the cut"
             );
             Ok::<_, anyhow::Error>(())
