@@ -102,6 +102,13 @@ impl ProjectCache {
         }
     }
 
+    /// Forgets project `id` when the guard drops: put it before a commit, and the project is
+    /// forgotten after it however the writing call ends (a caller that hangs up mid-commit drops
+    /// the call, and the commit may still land).
+    pub fn forget_when_done<'a>(&'a self, id: &'a str) -> ForgetWhenDone<'a> {
+        ForgetWhenDone { cache: self, id }
+    }
+
     fn forget_all(&self) {
         self.generation.fetch_add(1, Ordering::SeqCst);
         if let Some(entries) = &self.entries {
@@ -126,6 +133,18 @@ impl ProjectCache {
     /// Follows other replicas' changes (PostgreSQL) until `stop`.
     pub async fn follow(self: Arc<Self>, pool: PgPool, stop: CancellationToken) {
         follow_notifications(pool, CHANGED_CHANNEL, stop, move |notice| self.hear(notice)).await;
+    }
+}
+
+/// See [`ProjectCache::forget_when_done`].
+pub struct ForgetWhenDone<'a> {
+    cache: &'a ProjectCache,
+    id: &'a str,
+}
+
+impl Drop for ForgetWhenDone<'_> {
+    fn drop(&mut self) {
+        self.cache.forget(self.id);
     }
 }
 
@@ -217,6 +236,17 @@ mod tests {
             cache.get("p1").is_none(),
             "emptied: changes meanwhile are unknown"
         );
+    }
+
+    #[test]
+    fn a_write_forgets_its_project_when_its_call_ends() {
+        let cache = ProjectCache::new(10, true);
+        cache.fill(view("p1", Stage::Contracted), cache.read_start());
+        {
+            let _forget = cache.forget_when_done("p1");
+            assert!(cache.get("p1").is_some(), "not before the commit");
+        }
+        assert!(cache.get("p1").is_none());
     }
 
     #[test]

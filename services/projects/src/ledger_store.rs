@@ -230,9 +230,9 @@ impl Store {
                 sqlx::query("INSERT INTO idempotency (scope, request_id, resource_id, created_at_ms) VALUES ($1, $2, $3, $4)")
                     .bind(scope).bind(request_id).bind(project_id).bind(now).execute(&mut *tx).await?;
             }
+            let _forget = self.cache.forget_when_done(project_id);
             tx.commit().await?;
         });
-        self.cache.forget(project_id);
         self.project(project_id).await
     }
 

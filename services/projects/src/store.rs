@@ -465,8 +465,8 @@ impl Store {
                 let id = record_stage_change!(self, tx, &project, from.code(), ask.reason.as_str(), ask.evidence.as_str(), actor, actor_org, now);
                 sqlx::query("INSERT INTO idempotency (scope, request_id, resource_id, created_at_ms) VALUES ($1, $2, $3, $4)")
                     .bind(scope).bind(request_id).bind(&id).bind(now).execute(&mut *tx).await?;
+                let _forget = self.cache.forget_when_done(project_id);
                 tx.commit().await?;
-                self.cache.forget(project_id);
                 id
             }
         });
