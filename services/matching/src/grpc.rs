@@ -11,7 +11,8 @@ use std::sync::Arc;
 
 use cwsm_platform::auth::{Principal, Role, principal};
 use cwsm_platform::bus::{Envelope, topics};
-use cwsm_platform::grpc::{Page, request_id, timestamp};
+use cwsm_platform::grpc::{Page, timestamp};
+use cwsm_platform::idempotency::RequestKey;
 use cwsm_platform::vocab::{CertificationGrade, ContractModel, Sector, Technology};
 use cwsm_platform::{Error, Result, new_id, now_ms};
 use cwsm_proto::events::v1 as events;
@@ -33,14 +34,6 @@ pub struct MatchingApi {
 }
 
 type Reply<T> = std::result::Result<Response<T>, Status>;
-
-fn scope(who: &Principal, method: &str) -> String {
-    format!(
-        "{}:{}:{method}",
-        who.subject,
-        who.org.clone().unwrap_or_default()
-    )
-}
 
 fn required_id<'a>(field: &str, value: &'a str) -> Result<&'a str> {
     let v = value.trim();
@@ -179,6 +172,7 @@ impl MatchingApi {
     /// Checks and applies a request status change by its water user.
     async fn move_request(
         &self,
+        key: &RequestKey,
         who: &Principal,
         id: &str,
         expected_version: i64,
@@ -201,13 +195,14 @@ impl MatchingApi {
         }
         let moved = self
             .store
-            .set_request_status(id, expected_version, from, to, reason)
+            .set_request_status(key, id, expected_version, from, to, reason)
             .await?;
         self.request_reply(&moved).await
     }
 
     async fn move_offering(
         &self,
+        key: &RequestKey,
         who: &Principal,
         id: &str,
         expected_version: i64,
@@ -220,7 +215,7 @@ impl MatchingApi {
             .await?;
         let moved = self
             .store
-            .set_offering_status(id, expected_version, from, to)
+            .set_offering_status(key, id, expected_version, from, to)
             .await?;
         Ok(convert::offering(&moved))
     }
@@ -236,7 +231,7 @@ impl MatchingService for MatchingApi {
     ) -> Reply<pb::CreateCompanyResponse> {
         let who = principal(&request)?;
         let r = request.into_inner();
-        let request_id = request_id(&r.request_id)?;
+        let key = RequestKey::new(&who, "CreateCompany", "", &r.request_id, &r)?;
         let profile = convert::company_profile(
             r.company
                 .ok_or_else(|| Error::invalid("company", "required"))?,
@@ -245,10 +240,7 @@ impl MatchingService for MatchingApi {
         if !(who.is_admin() || (who.role == Role::Company && who.acts_for(&profile.credit_code))) {
             return Err(Error::denied("a company registers itself: the token's role must be company and its org the company's credit code").into());
         }
-        let company = self
-            .store
-            .create_company(&scope(&who, "CreateCompany"), request_id, &profile)
-            .await?;
+        let company = self.store.create_company(&key, &profile).await?;
         Ok(Response::new(pb::CreateCompanyResponse {
             company: Some(convert::company(&company)),
         }))
@@ -330,7 +322,13 @@ impl MatchingService for MatchingApi {
     ) -> Reply<pb::UpdateCompanyResponse> {
         let who = principal(&request)?;
         let r = request.into_inner();
-        request_id(&r.request_id)?;
+        let key = RequestKey::new(
+            &who,
+            "UpdateCompany",
+            &r.company.as_ref().map(|c| c.id.clone()).unwrap_or_default(),
+            &r.request_id,
+            &r,
+        )?;
         let message = r
             .company
             .ok_or_else(|| Error::invalid("company", "required"))?;
@@ -342,7 +340,7 @@ impl MatchingService for MatchingApi {
         profile.validate("company")?;
         let company = self
             .store
-            .update_company(&id, r.expected_version, &profile)
+            .update_company(&key, &id, r.expected_version, &profile)
             .await?;
         Ok(Response::new(pb::UpdateCompanyResponse {
             company: Some(convert::company(&company)),
@@ -357,17 +355,14 @@ impl MatchingService for MatchingApi {
     ) -> Reply<pb::CreateOfferingResponse> {
         let who = principal(&request)?;
         let r = request.into_inner();
-        let request_id = request_id(&r.request_id)?;
+        let key = RequestKey::new(&who, "CreateOffering", "", &r.request_id, &r)?;
         let draft = convert::offering_draft(
             r.offering
                 .ok_or_else(|| Error::invalid("offering", "required"))?,
         )?;
         draft.validate("offering")?;
         self.company_for_write(&who, &draft.company_id).await?;
-        let offering = self
-            .store
-            .create_offering(&scope(&who, "CreateOffering"), request_id, &draft)
-            .await?;
+        let offering = self.store.create_offering(&key, &draft).await?;
         Ok(Response::new(pb::CreateOfferingResponse {
             offering: Some(convert::offering(&offering)),
         }))
@@ -441,7 +436,16 @@ impl MatchingService for MatchingApi {
     ) -> Reply<pb::UpdateOfferingResponse> {
         let who = principal(&request)?;
         let r = request.into_inner();
-        request_id(&r.request_id)?;
+        let key = RequestKey::new(
+            &who,
+            "UpdateOffering",
+            &r.offering
+                .as_ref()
+                .map(|o| o.id.clone())
+                .unwrap_or_default(),
+            &r.request_id,
+            &r,
+        )?;
         let message = r
             .offering
             .ok_or_else(|| Error::invalid("offering", "required"))?;
@@ -454,7 +458,7 @@ impl MatchingService for MatchingApi {
         draft.validate("offering")?;
         let offering = self
             .store
-            .update_offering(&id, r.expected_version, &draft)
+            .update_offering(&key, &id, r.expected_version, &draft)
             .await?;
         Ok(Response::new(pb::UpdateOfferingResponse {
             offering: Some(convert::offering(&offering)),
@@ -467,9 +471,10 @@ impl MatchingService for MatchingApi {
     ) -> Reply<pb::PublishOfferingResponse> {
         let who = principal(&request)?;
         let r = request.into_inner();
-        request_id(&r.request_id)?;
+        let key = RequestKey::new(&who, "PublishOffering", &r.offering_id, &r.request_id, &r)?;
         let offering = self
             .move_offering(
+                &key,
                 &who,
                 &r.offering_id,
                 r.expected_version,
@@ -488,9 +493,10 @@ impl MatchingService for MatchingApi {
     ) -> Reply<pb::WithdrawOfferingResponse> {
         let who = principal(&request)?;
         let r = request.into_inner();
-        request_id(&r.request_id)?;
+        let key = RequestKey::new(&who, "WithdrawOffering", &r.offering_id, &r.request_id, &r)?;
         let offering = self
             .move_offering(
+                &key,
                 &who,
                 &r.offering_id,
                 r.expected_version,
@@ -511,7 +517,7 @@ impl MatchingService for MatchingApi {
     ) -> Reply<pb::CreateWaterUserResponse> {
         let who = principal(&request)?;
         let r = request.into_inner();
-        let request_id = request_id(&r.request_id)?;
+        let key = RequestKey::new(&who, "CreateWaterUser", "", &r.request_id, &r)?;
         let profile = convert::water_user_profile(
             r.water_user
                 .ok_or_else(|| Error::invalid("water_user", "required"))?,
@@ -521,10 +527,7 @@ impl MatchingService for MatchingApi {
         {
             return Err(Error::denied("a water user registers itself: the token's role must be water_user and its org the unit's credit code").into());
         }
-        let user = self
-            .store
-            .create_water_user(&scope(&who, "CreateWaterUser"), request_id, &profile)
-            .await?;
+        let user = self.store.create_water_user(&key, &profile).await?;
         Ok(Response::new(pb::CreateWaterUserResponse {
             water_user: Some(convert::water_user(&user)),
         }))
@@ -580,7 +583,16 @@ impl MatchingService for MatchingApi {
     ) -> Reply<pb::UpdateWaterUserResponse> {
         let who = principal(&request)?;
         let r = request.into_inner();
-        request_id(&r.request_id)?;
+        let key = RequestKey::new(
+            &who,
+            "UpdateWaterUser",
+            &r.water_user
+                .as_ref()
+                .map(|u| u.id.clone())
+                .unwrap_or_default(),
+            &r.request_id,
+            &r,
+        )?;
         let message = r
             .water_user
             .ok_or_else(|| Error::invalid("water_user", "required"))?;
@@ -591,7 +603,7 @@ impl MatchingService for MatchingApi {
         profile.validate("water_user")?;
         let user = self
             .store
-            .update_water_user(&id, r.expected_version, &profile)
+            .update_water_user(&key, &id, r.expected_version, &profile)
             .await?;
         Ok(Response::new(pb::UpdateWaterUserResponse {
             water_user: Some(convert::water_user(&user)),
@@ -606,7 +618,7 @@ impl MatchingService for MatchingApi {
     ) -> Reply<pb::CreateProjectRequestResponse> {
         let who = principal(&request)?;
         let r = request.into_inner();
-        let request_id = request_id(&r.request_id)?;
+        let key = RequestKey::new(&who, "CreateProjectRequest", "", &r.request_id, &r)?;
         let mut draft = convert::request_draft(
             r.project_request
                 .ok_or_else(|| Error::invalid("project_request", "required"))?,
@@ -624,10 +636,7 @@ impl MatchingService for MatchingApi {
                 .indicator_tags
                 .insert(0, cwsm_platform::vocab::IndicatorTag::ContractProject);
         }
-        let created = self
-            .store
-            .create_request(&scope(&who, "CreateProjectRequest"), request_id, &draft)
-            .await?;
+        let created = self.store.create_request(&key, &draft).await?;
         Ok(Response::new(pb::CreateProjectRequestResponse {
             project_request: Some(self.request_reply(&created).await?),
         }))
@@ -696,7 +705,16 @@ impl MatchingService for MatchingApi {
     ) -> Reply<pb::UpdateProjectRequestResponse> {
         let who = principal(&request)?;
         let r = request.into_inner();
-        request_id(&r.request_id)?;
+        let key = RequestKey::new(
+            &who,
+            "UpdateProjectRequest",
+            &r.project_request
+                .as_ref()
+                .map(|q| q.id.clone())
+                .unwrap_or_default(),
+            &r.request_id,
+            &r,
+        )?;
         let message = r
             .project_request
             .ok_or_else(|| Error::invalid("project_request", "required"))?;
@@ -713,7 +731,7 @@ impl MatchingService for MatchingApi {
         self.check_invited(&draft).await?;
         let updated = self
             .store
-            .update_request(&id, r.expected_version, &draft)
+            .update_request(&key, &id, r.expected_version, &draft)
             .await?;
         Ok(Response::new(pb::UpdateProjectRequestResponse {
             project_request: Some(self.request_reply(&updated).await?),
@@ -726,9 +744,16 @@ impl MatchingService for MatchingApi {
     ) -> Reply<pb::OpenProjectRequestResponse> {
         let who = principal(&request)?;
         let r = request.into_inner();
-        request_id(&r.request_id)?;
+        let key = RequestKey::new(
+            &who,
+            "OpenProjectRequest",
+            &r.project_request_id,
+            &r.request_id,
+            &r,
+        )?;
         let moved = self
             .move_request(
+                &key,
                 &who,
                 &r.project_request_id,
                 r.expected_version,
@@ -748,9 +773,16 @@ impl MatchingService for MatchingApi {
     ) -> Reply<pb::CloseProjectRequestResponse> {
         let who = principal(&request)?;
         let r = request.into_inner();
-        request_id(&r.request_id)?;
+        let key = RequestKey::new(
+            &who,
+            "CloseProjectRequest",
+            &r.project_request_id,
+            &r.request_id,
+            &r,
+        )?;
         let moved = self
             .move_request(
+                &key,
                 &who,
                 &r.project_request_id,
                 r.expected_version,
@@ -770,9 +802,16 @@ impl MatchingService for MatchingApi {
     ) -> Reply<pb::CancelProjectRequestResponse> {
         let who = principal(&request)?;
         let r = request.into_inner();
-        request_id(&r.request_id)?;
+        let key = RequestKey::new(
+            &who,
+            "CancelProjectRequest",
+            &r.project_request_id,
+            &r.request_id,
+            &r,
+        )?;
         let moved = self
             .move_request(
+                &key,
                 &who,
                 &r.project_request_id,
                 r.expected_version,
@@ -919,7 +958,7 @@ impl MatchingService for MatchingApi {
     ) -> Reply<pb::CreateProposalResponse> {
         let who = principal(&request)?;
         let r = request.into_inner();
-        let request_id = request_id(&r.request_id)?;
+        let key = RequestKey::new(&who, "CreateProposal", "", &r.request_id, &r)?;
         let draft = convert::proposal_draft(
             r.proposal
                 .ok_or_else(|| Error::invalid("proposal", "required"))?,
@@ -954,10 +993,7 @@ impl MatchingService for MatchingApi {
                 .into());
             }
         }
-        let created = self
-            .store
-            .create_proposal(&scope(&who, "CreateProposal"), request_id, &draft)
-            .await?;
+        let created = self.store.create_proposal(&key, &draft).await?;
         Ok(Response::new(pb::CreateProposalResponse {
             proposal: Some(self.proposal_reply(&created).await?),
         }))
@@ -1017,7 +1053,7 @@ impl MatchingService for MatchingApi {
     ) -> Reply<pb::AcceptProposalResponse> {
         let who = principal(&request)?;
         let r = request.into_inner();
-        request_id(&r.request_id)?;
+        let key = RequestKey::new(&who, "AcceptProposal", &r.proposal_id, &r.request_id, &r)?;
         let proposal = self
             .store
             .proposal(required_id("proposal_id", &r.proposal_id)?)
@@ -1074,7 +1110,13 @@ impl MatchingService for MatchingApi {
         };
         let accepted = self
             .store
-            .accept_proposal(&proposal.id, r.expected_version, &project_id, &envelope)
+            .accept_proposal(
+                &key,
+                &proposal.id,
+                r.expected_version,
+                &project_id,
+                &envelope,
+            )
             .await?;
         (self.on_change)();
         let req = self.store.request(&req.id).await?;
@@ -1091,7 +1133,7 @@ impl MatchingService for MatchingApi {
     ) -> Reply<pb::DeclineProposalResponse> {
         let who = principal(&request)?;
         let r = request.into_inner();
-        request_id(&r.request_id)?;
+        let key = RequestKey::new(&who, "DeclineProposal", &r.proposal_id, &r.request_id, &r)?;
         let proposal = self
             .store
             .proposal(required_id("proposal_id", &r.proposal_id)?)
@@ -1104,6 +1146,7 @@ impl MatchingService for MatchingApi {
         let declined = self
             .store
             .close_proposal(
+                &key,
                 &proposal.id,
                 r.expected_version,
                 ProposalStatus::Declined,
@@ -1121,7 +1164,7 @@ impl MatchingService for MatchingApi {
     ) -> Reply<pb::WithdrawProposalResponse> {
         let who = principal(&request)?;
         let r = request.into_inner();
-        request_id(&r.request_id)?;
+        let key = RequestKey::new(&who, "WithdrawProposal", &r.proposal_id, &r.request_id, &r)?;
         let proposal = self
             .store
             .proposal(required_id("proposal_id", &r.proposal_id)?)
@@ -1131,6 +1174,7 @@ impl MatchingService for MatchingApi {
         let withdrawn = self
             .store
             .close_proposal(
+                &key,
                 &proposal.id,
                 r.expected_version,
                 ProposalStatus::Withdrawn,

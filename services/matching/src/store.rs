@@ -5,11 +5,12 @@
 use cwsm_platform::bus::Envelope;
 use cwsm_platform::db::{BeginWrite, Db};
 use cwsm_platform::grpc::Page;
+use cwsm_platform::idempotency::RequestKey;
 use cwsm_platform::outbox::OutboxWrite;
 use cwsm_platform::vocab::{
     CertificationGrade, ContractModel, IndicatorTag, MvOption, Sector, Technology,
 };
-use cwsm_platform::{Error, Result, new_id, now_ms, with_db};
+use cwsm_platform::{Error, Result, keyed_write, new_id, now_ms, with_db};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::collections::HashMap;
@@ -374,37 +375,17 @@ pub struct ListFilter {
     pub viewer: Viewer,
 }
 
-/// Runs `$body` (which writes the resource under the fresh id `$id`) in one write transaction
-/// keyed by the caller's request id, and evaluates to the resource's id. The key is claimed
-/// first, with one INSERT and no look-up: a retry with the same key finds it taken and gets the
-/// first call's id, writing nothing; on PostgreSQL a retry racing the first call waits on the
-/// key's index entry until the first commits (or rolls back, freeing the key).
-macro_rules! idempotent_create {
-    ($db:expr, $scope:expr, $request_id:expr, $tx:ident, $id:ident => $body:block) => {{
-        let $id = new_id();
-        with_db!($db, pool => {
-            let mut $tx = pool.begin_write().await?;
-            let claimed = sqlx::query(
-                "INSERT INTO idempotency (scope, request_id, resource_id, created_at_ms) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (scope, request_id) DO NOTHING",
-            )
-            .bind($scope).bind($request_id).bind(&$id).bind(now_ms())
-            .execute(&mut *$tx).await?
-            .rows_affected() == 1;
-            if claimed {
-                $body
-                $tx.commit().await?;
-                $id
-            } else {
-                let first: String = sqlx::query_scalar(
-                    "SELECT resource_id FROM idempotency WHERE scope = $1 AND request_id = $2",
-                )
-                .bind($scope).bind($request_id)
-                .fetch_one(&mut *$tx).await?;
-                $tx.commit().await?;
-                first
-            }
-        })
+/// Reads one row by id inside the write transaction `$tx` (never through the pool: on SQLite
+/// the pool's few connections may all be waiting for the write lock that `$tx` holds), as
+/// `$kind` or NOT_FOUND.
+macro_rules! read_in_tx {
+    ($tx:ident, $row:ty, $sql:expr, $id:expr, $what:expr) => {{
+        let row: Option<$row> = sqlx::query_as(sqlx::AssertSqlSafe($sql))
+            .bind($id)
+            .fetch_optional(&mut *$tx)
+            .await?;
+        row.map(Into::into)
+            .ok_or_else(|| Error::not_found($what, $id))?
     }};
 }
 
@@ -432,13 +413,9 @@ impl Store {
 
     // -- companies ----------------------------------------------------------------------------
 
-    pub async fn create_company(
-        &self,
-        scope: &str,
-        request_id: &str,
-        p: &CompanyProfile,
-    ) -> Result<Company> {
-        let id = idempotent_create!(&self.db, scope, request_id, tx, id => {
+    pub async fn create_company(&self, key: &RequestKey, p: &CompanyProfile) -> Result<Company> {
+        let id = keyed_write!(&self.db, key, tx => {
+                let id = new_id();
                 let exists: Option<String> = sqlx::query_scalar("SELECT id FROM companies WHERE credit_code = $1")
                     .bind(&p.credit_code).fetch_optional(&mut *tx).await?;
                 if let Some(existing) = exists {
@@ -452,6 +429,7 @@ impl Store {
                     .bind(to_json(&p.towns)).bind(codes(&p.sectors, Sector::code))
                     .bind(p.certification.code()).bind(p.financing_capacity_fen).bind(now)
                     .execute(&mut *tx).await?;
+                id
         });
         self.company(&id).await
     }
@@ -540,19 +518,23 @@ impl Store {
 
     pub async fn update_company(
         &self,
+        key: &RequestKey,
         id: &str,
         expected_version: i64,
         p: &CompanyProfile,
     ) -> Result<Company> {
-        let done = with_db!(&self.db, pool => sqlx::query("UPDATE companies SET name = $1, description = $2, contact_name = $3, contact_phone = $4, contact_email = $5, towns = $6, sectors = $7, certification = $8, financing_capacity_fen = $9, updated_at_ms = $10, version = version + 1 WHERE id = $11 AND ($12 = 0 OR version = $12)")
+        keyed_write!(&self.db, key, tx => {
+        let done = sqlx::query("UPDATE companies SET name = $1, description = $2, contact_name = $3, contact_phone = $4, contact_email = $5, towns = $6, sectors = $7, certification = $8, financing_capacity_fen = $9, updated_at_ms = $10, version = version + 1 WHERE id = $11 AND ($12 = 0 OR version = $12)")
             .bind(&p.name).bind(&p.description).bind(&p.contact.name).bind(&p.contact.phone).bind(&p.contact.email)
             .bind(to_json(&p.towns)).bind(codes(&p.sectors, Sector::code)).bind(p.certification.code())
             .bind(p.financing_capacity_fen).bind(now_ms()).bind(id).bind(expected_version)
-            .execute(pool).await?.rows_affected());
+            .execute(&mut *tx).await?.rows_affected();
         if done == 0 {
-            self.company(id).await?;
+            let _: Company = read_in_tx!(tx, CompanyRow, format!("SELECT {COMPANY_COLUMNS} FROM companies WHERE id = $1"), id, "company");
             return Err(stale("company", id, expected_version));
         }
+        id.to_string()
+        });
         self.company(id).await
     }
 
@@ -604,21 +586,18 @@ impl Store {
 
     // -- offerings ----------------------------------------------------------------------------
 
-    pub async fn create_offering(
-        &self,
-        scope: &str,
-        request_id: &str,
-        d: &OfferingDraft,
-    ) -> Result<Offering> {
+    pub async fn create_offering(&self, key: &RequestKey, d: &OfferingDraft) -> Result<Offering> {
         // The new row comes back from the INSERT itself: no second read after the commit.
         let mut created: Option<OfferingRow> = None;
-        let id = idempotent_create!(&self.db, scope, request_id, tx, id => {
+        let id = keyed_write!(&self.db, key, tx => {
+                let id = new_id();
                 created = Some(sqlx::query_as("INSERT INTO offerings (id, company_id, title, description, technologies, contract_models, sectors, towns, min_investment_fen, max_investment_fen, typical_savings_bp, typical_term_months, status, created_at_ms, updated_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'draft', $13, $13) RETURNING *")
                     .bind(&id).bind(&d.company_id).bind(&d.title).bind(&d.description)
                     .bind(codes(&d.technologies, Technology::code)).bind(codes(&d.contract_models, ContractModel::code))
                     .bind(codes(&d.sectors, Sector::code)).bind(to_json(&d.towns))
                     .bind(d.min_investment_fen).bind(d.max_investment_fen).bind(d.typical_savings_bp).bind(d.typical_term_months)
                     .bind(now_ms()).fetch_one(&mut *tx).await?);
+                id
         });
         match created {
             Some(row) => Ok(Offering::from(row)),
@@ -661,18 +640,20 @@ impl Store {
 
     pub async fn update_offering(
         &self,
+        key: &RequestKey,
         id: &str,
         expected_version: i64,
         d: &OfferingDraft,
     ) -> Result<Offering> {
-        let done = with_db!(&self.db, pool => sqlx::query("UPDATE offerings SET title = $1, description = $2, technologies = $3, contract_models = $4, sectors = $5, towns = $6, min_investment_fen = $7, max_investment_fen = $8, typical_savings_bp = $9, typical_term_months = $10, updated_at_ms = $11, version = version + 1 WHERE id = $12 AND ($13 = 0 OR version = $13) AND status <> 'withdrawn'")
+        keyed_write!(&self.db, key, tx => {
+        let done = sqlx::query("UPDATE offerings SET title = $1, description = $2, technologies = $3, contract_models = $4, sectors = $5, towns = $6, min_investment_fen = $7, max_investment_fen = $8, typical_savings_bp = $9, typical_term_months = $10, updated_at_ms = $11, version = version + 1 WHERE id = $12 AND ($13 = 0 OR version = $13) AND status <> 'withdrawn'")
             .bind(&d.title).bind(&d.description).bind(codes(&d.technologies, Technology::code))
             .bind(codes(&d.contract_models, ContractModel::code)).bind(codes(&d.sectors, Sector::code))
             .bind(to_json(&d.towns)).bind(d.min_investment_fen).bind(d.max_investment_fen)
             .bind(d.typical_savings_bp).bind(d.typical_term_months).bind(now_ms()).bind(id).bind(expected_version)
-            .execute(pool).await?.rows_affected());
+            .execute(&mut *tx).await?.rows_affected();
         if done == 0 {
-            let current = self.offering(id).await?;
+            let current: Offering = read_in_tx!(tx, OfferingRow, "SELECT * FROM offerings WHERE id = $1", id, "offering");
             if current.status == OfferingStatus::Withdrawn {
                 return Err(Error::precondition(format!(
                     "offering {id} is withdrawn; create a new one"
@@ -680,18 +661,22 @@ impl Store {
             }
             return Err(stale("offering", id, expected_version));
         }
+        id.to_string()
+        });
         self.offering(id).await
     }
 
     /// Moves an offering from one of `from` to `to`; a repeat of the same move is a no-op.
     pub async fn set_offering_status(
         &self,
+        key: &RequestKey,
         id: &str,
         expected_version: i64,
         from: &[OfferingStatus],
         to: OfferingStatus,
     ) -> Result<Offering> {
-        let current = self.offering(id).await?;
+        keyed_write!(&self.db, key, tx => {
+        let current: Offering = read_in_tx!(tx, OfferingRow, "SELECT * FROM offerings WHERE id = $1", id, "offering");
         if current.status == to {
             return Ok(current);
         }
@@ -706,12 +691,14 @@ impl Store {
                     .join(" or ")
             )));
         }
-        let done = with_db!(&self.db, pool => sqlx::query("UPDATE offerings SET status = $1, updated_at_ms = $2, version = version + 1 WHERE id = $3 AND status = $4 AND ($5 = 0 OR version = $5)")
+        let done = sqlx::query("UPDATE offerings SET status = $1, updated_at_ms = $2, version = version + 1 WHERE id = $3 AND status = $4 AND ($5 = 0 OR version = $5)")
             .bind(to.code()).bind(now_ms()).bind(id).bind(current.status.code()).bind(expected_version)
-            .execute(pool).await?.rows_affected());
+            .execute(&mut *tx).await?.rows_affected();
         if done == 0 {
             return Err(stale("offering", id, expected_version));
         }
+        id.to_string()
+        });
         self.offering(id).await
     }
 
@@ -797,11 +784,11 @@ impl Store {
 
     pub async fn create_water_user(
         &self,
-        scope: &str,
-        request_id: &str,
+        key: &RequestKey,
         p: &WaterUserProfile,
     ) -> Result<WaterUser> {
-        let id = idempotent_create!(&self.db, scope, request_id, tx, id => {
+        let id = keyed_write!(&self.db, key, tx => {
+                let id = new_id();
                 let exists: Option<String> = sqlx::query_scalar("SELECT id FROM water_users WHERE credit_code = $1")
                     .bind(&p.credit_code).fetch_optional(&mut *tx).await?;
                 if let Some(existing) = exists {
@@ -813,6 +800,7 @@ impl Store {
                     .bind(p.annual_use_litres).bind(p.annual_quota_litres)
                     .bind(&p.contact.name).bind(&p.contact.phone).bind(&p.contact.email).bind(now_ms())
                     .execute(&mut *tx).await?;
+                id
         });
         self.water_user(&id).await
     }
@@ -848,18 +836,22 @@ impl Store {
 
     pub async fn update_water_user(
         &self,
+        key: &RequestKey,
         id: &str,
         expected_version: i64,
         p: &WaterUserProfile,
     ) -> Result<WaterUser> {
-        let done = with_db!(&self.db, pool => sqlx::query("UPDATE water_users SET name = $1, sector = $2, unit_type = $3, town = $4, annual_use_litres = $5, annual_quota_litres = $6, contact_name = $7, contact_phone = $8, contact_email = $9, updated_at_ms = $10, version = version + 1 WHERE id = $11 AND ($12 = 0 OR version = $12)")
+        keyed_write!(&self.db, key, tx => {
+        let done = sqlx::query("UPDATE water_users SET name = $1, sector = $2, unit_type = $3, town = $4, annual_use_litres = $5, annual_quota_litres = $6, contact_name = $7, contact_phone = $8, contact_email = $9, updated_at_ms = $10, version = version + 1 WHERE id = $11 AND ($12 = 0 OR version = $12)")
             .bind(&p.name).bind(p.sector.code()).bind(&p.unit_type).bind(&p.town).bind(p.annual_use_litres).bind(p.annual_quota_litres)
             .bind(&p.contact.name).bind(&p.contact.phone).bind(&p.contact.email).bind(now_ms()).bind(id).bind(expected_version)
-            .execute(pool).await?.rows_affected());
+            .execute(&mut *tx).await?.rows_affected();
         if done == 0 {
-            self.water_user(id).await?;
+            let _: WaterUser = read_in_tx!(tx, WaterUserRow, "SELECT * FROM water_users WHERE id = $1", id, "water user");
             return Err(stale("water user", id, expected_version));
         }
+        id.to_string()
+        });
         self.water_user(id).await
     }
 
@@ -867,11 +859,11 @@ impl Store {
 
     pub async fn create_request(
         &self,
-        scope: &str,
-        request_id: &str,
+        key: &RequestKey,
         d: &RequestDraft,
     ) -> Result<ProjectRequest> {
-        let id = idempotent_create!(&self.db, scope, request_id, tx, id => {
+        let id = keyed_write!(&self.db, key, tx => {
+                let id = new_id();
                 sqlx::query("INSERT INTO project_requests (id, water_user_id, title, problem, scope, baseline_use_litres, expected_savings_bp, contract_models, technologies, investment_wanted_fen, price_fen_per_m3, proposal_deadline, visibility, invited_company_ids, indicator_tags, status, created_at_ms, updated_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, 'draft', $16, $16)")
                     .bind(&id).bind(&d.water_user_id).bind(&d.title).bind(&d.problem).bind(&d.scope)
                     .bind(d.baseline_use_litres).bind(d.expected_savings_bp)
@@ -879,6 +871,7 @@ impl Store {
                     .bind(d.investment_wanted_fen).bind(d.price_fen_per_m3).bind(&d.proposal_deadline).bind(d.visibility.code())
                     .bind(to_json(&d.invited_company_ids)).bind(codes(&d.indicator_tags, IndicatorTag::code)).bind(now_ms())
                     .execute(&mut *tx).await?;
+                id
         });
         self.request(&id).await
     }
@@ -918,39 +911,45 @@ impl Store {
 
     pub async fn update_request(
         &self,
+        key: &RequestKey,
         id: &str,
         expected_version: i64,
         d: &RequestDraft,
     ) -> Result<ProjectRequest> {
-        let current = self.request(id).await?;
+        keyed_write!(&self.db, key, tx => {
+        let current: ProjectRequest = read_in_tx!(tx, RequestRow, format!("{REQUEST_SELECT} WHERE r.id = $1"), id, "project request");
         if !matches!(current.status, RequestStatus::Draft | RequestStatus::Open) {
             return Err(Error::precondition(format!(
                 "project request {id} is {}; only draft or open requests can change",
                 current.status.code()
             )));
         }
-        let done = with_db!(&self.db, pool => sqlx::query("UPDATE project_requests SET title = $1, problem = $2, scope = $3, baseline_use_litres = $4, expected_savings_bp = $5, contract_models = $6, technologies = $7, investment_wanted_fen = $8, price_fen_per_m3 = $9, proposal_deadline = $10, visibility = $11, invited_company_ids = $12, indicator_tags = $13, updated_at_ms = $14, version = version + 1 WHERE id = $15 AND ($16 = 0 OR version = $16) AND status IN ('draft', 'open')")
+        let done = sqlx::query("UPDATE project_requests SET title = $1, problem = $2, scope = $3, baseline_use_litres = $4, expected_savings_bp = $5, contract_models = $6, technologies = $7, investment_wanted_fen = $8, price_fen_per_m3 = $9, proposal_deadline = $10, visibility = $11, invited_company_ids = $12, indicator_tags = $13, updated_at_ms = $14, version = version + 1 WHERE id = $15 AND ($16 = 0 OR version = $16) AND status IN ('draft', 'open')")
             .bind(&d.title).bind(&d.problem).bind(&d.scope).bind(d.baseline_use_litres).bind(d.expected_savings_bp)
             .bind(codes(&d.preferred_contract_models, ContractModel::code)).bind(codes(&d.wanted_technologies, Technology::code))
             .bind(d.investment_wanted_fen).bind(d.price_fen_per_m3).bind(&d.proposal_deadline).bind(d.visibility.code())
             .bind(to_json(&d.invited_company_ids)).bind(codes(&d.indicator_tags, IndicatorTag::code)).bind(now_ms())
-            .bind(id).bind(expected_version).execute(pool).await?.rows_affected());
+            .bind(id).bind(expected_version).execute(&mut *tx).await?.rows_affected();
         if done == 0 {
             return Err(stale("project request", id, expected_version));
         }
+        id.to_string()
+        });
         self.request(id).await
     }
 
     /// Moves a request from one of `from` to `to`; repeating the same move is a no-op.
     pub async fn set_request_status(
         &self,
+        key: &RequestKey,
         id: &str,
         expected_version: i64,
         from: &[RequestStatus],
         to: RequestStatus,
         reason: &str,
     ) -> Result<ProjectRequest> {
-        let current = self.request(id).await?;
+        keyed_write!(&self.db, key, tx => {
+        let current: ProjectRequest = read_in_tx!(tx, RequestRow, format!("{REQUEST_SELECT} WHERE r.id = $1"), id, "project request");
         if current.status == to {
             return Ok(current);
         }
@@ -965,12 +964,14 @@ impl Store {
                     .join(" or ")
             )));
         }
-        let done = with_db!(&self.db, pool => sqlx::query("UPDATE project_requests SET status = $1, status_reason = $2, updated_at_ms = $3, version = version + 1 WHERE id = $4 AND status = $5 AND ($6 = 0 OR version = $6)")
+        let done = sqlx::query("UPDATE project_requests SET status = $1, status_reason = $2, updated_at_ms = $3, version = version + 1 WHERE id = $4 AND status = $5 AND ($6 = 0 OR version = $6)")
             .bind(to.code()).bind(reason).bind(now_ms()).bind(id).bind(current.status.code()).bind(expected_version)
-            .execute(pool).await?.rows_affected());
+            .execute(&mut *tx).await?.rows_affected();
         if done == 0 {
             return Err(stale("project request", id, expected_version));
         }
+        id.to_string()
+        });
         self.request(id).await
     }
 
@@ -990,13 +991,9 @@ impl Store {
 
     // -- proposals ----------------------------------------------------------------------------
 
-    pub async fn create_proposal(
-        &self,
-        scope: &str,
-        request_id: &str,
-        d: &ProposalDraft,
-    ) -> Result<Proposal> {
-        let id = idempotent_create!(&self.db, scope, request_id, tx, id => {
+    pub async fn create_proposal(&self, key: &RequestKey, d: &ProposalDraft) -> Result<Proposal> {
+        let id = keyed_write!(&self.db, key, tx => {
+                let id = new_id();
                 // A no-op write that locks the request row (PostgreSQL; SQLite's write transaction
                 // is exclusive anyway): proposals to one request are checked one at a time.
                 sqlx::query("UPDATE project_requests SET version = version WHERE id = $1")
@@ -1022,6 +1019,7 @@ impl Store {
                     .bind(d.contract_model.code()).bind(to_json(&d.terms)).bind(d.contract_term_months)
                     .bind(d.mv_option.code()).bind(to_json(&d.drivers)).bind(now_ms())
                     .execute(&mut *tx).await?;
+                id
         });
         self.proposal(&id).await
     }
@@ -1062,12 +1060,14 @@ impl Store {
     /// repeat of an acceptance already made returns it unchanged.
     pub async fn accept_proposal(
         &self,
+        key: &RequestKey,
         proposal_id: &str,
         expected_version: i64,
         project_id: &str,
         event: &Envelope,
     ) -> Result<Proposal> {
-        let current = self.proposal(proposal_id).await?;
+        keyed_write!(&self.db, key, tx => {
+        let current: Proposal = read_in_tx!(tx, ProposalRow, "SELECT * FROM proposals WHERE id = $1", proposal_id, "proposal");
         if current.status == ProposalStatus::Accepted {
             return Ok(current);
         }
@@ -1081,8 +1081,6 @@ impl Store {
             return Err(stale("proposal", proposal_id, expected_version));
         }
         let request_id = current.draft.project_request_id.clone();
-        with_db!(&self.db, pool => {
-            let mut tx = pool.begin_write().await?;
             let now = now_ms();
             let awarded = sqlx::query("UPDATE project_requests SET status = 'awarded', awarded_proposal_id = $1, status_reason = 'proposal accepted', updated_at_ms = $2, version = version + 1 WHERE id = $3 AND status IN ('open', 'closed')")
                 .bind(proposal_id).bind(now).bind(&request_id).execute(&mut *tx).await?.rows_affected();
@@ -1098,7 +1096,7 @@ impl Store {
             sqlx::query("UPDATE proposals SET status = 'declined', decline_reason = 'another proposal was accepted', updated_at_ms = $1, version = version + 1 WHERE project_request_id = $2 AND status = 'submitted' AND id <> $3")
                 .bind(now).bind(&request_id).bind(proposal_id).execute(&mut *tx).await?;
             tx.enqueue(event).await?;
-            tx.commit().await?;
+            proposal_id.to_string()
         });
         self.proposal(proposal_id).await
     }
@@ -1106,12 +1104,14 @@ impl Store {
     /// Declines (by the water user) or withdraws (by the company) a submitted proposal.
     pub async fn close_proposal(
         &self,
+        key: &RequestKey,
         proposal_id: &str,
         expected_version: i64,
         to: ProposalStatus,
         reason: &str,
     ) -> Result<Proposal> {
-        let current = self.proposal(proposal_id).await?;
+        keyed_write!(&self.db, key, tx => {
+        let current: Proposal = read_in_tx!(tx, ProposalRow, "SELECT * FROM proposals WHERE id = $1", proposal_id, "proposal");
         if current.status == to {
             return Ok(current);
         }
@@ -1130,10 +1130,12 @@ impl Store {
         let sql = format!(
             "UPDATE proposals SET status = $1, {column} = $2, updated_at_ms = $3, version = version + 1 WHERE id = $4 AND status = 'submitted' AND ($5 = 0 OR version = $5)"
         );
-        let done = with_db!(&self.db, pool => sqlx::query(sqlx::AssertSqlSafe(sql)).bind(to.code()).bind(reason).bind(now_ms()).bind(proposal_id).bind(expected_version).execute(pool).await?.rows_affected());
+        let done = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(to.code()).bind(reason).bind(now_ms()).bind(proposal_id).bind(expected_version).execute(&mut *tx).await?.rows_affected();
         if done == 0 {
             return Err(stale("proposal", proposal_id, expected_version));
         }
+        proposal_id.to_string()
+        });
         self.proposal(proposal_id).await
     }
 }

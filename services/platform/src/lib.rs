@@ -12,6 +12,8 @@
 //! - [`auth`]: bearer-token (JWT) principals and the interceptor that requires them.
 //! - [`error`] and [`grpc`]: the error vocabulary of every domain, its mapping to gRPC status
 //!   codes, page tokens.
+//! - [`idempotency`]: the one rule for retried writes: keys bound to caller, method and target,
+//!   claimed first, with a fingerprint of the request ([`keyed_write!`]).
 //! - [`server`]: the gRPC server with health and reflection, and graceful shutdown.
 //! - [`metrics`]: OpenTelemetry metrics: RPC latency and status per method, outbox depth,
 //!   consumer lag, redeliveries and dead letters.
@@ -24,6 +26,7 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod grpc;
+pub mod idempotency;
 pub mod metrics;
 pub mod outbox;
 pub mod server;

@@ -8,7 +8,8 @@
 //! either party (or a verifier) disputes; the parties settle; administrators do anything.
 
 use cwsm_platform::auth::{Principal, Role, principal};
-use cwsm_platform::grpc::{Page, millis, request_id, timestamp};
+use cwsm_platform::grpc::{Page, millis, timestamp};
+use cwsm_platform::idempotency::RequestKey;
 use cwsm_platform::vocab::{ContractModel, IndicatorTag, Sector};
 use cwsm_platform::{Error, Result};
 use cwsm_proto::events::v1::ProjectMilestone;
@@ -171,14 +172,6 @@ impl ProjectsApi {
         check_read(&project, who)?;
         Ok(project)
     }
-}
-
-fn scope(who: &Principal, op: &str) -> String {
-    format!(
-        "{}:{}:{op}",
-        who.subject,
-        who.org.clone().unwrap_or_default()
-    )
 }
 
 fn meter_kind_to_pb(k: MeterKind) -> pb::MeterKind {
@@ -425,7 +418,7 @@ impl pb::projects_service_server::ProjectsService for ProjectsApi {
     ) -> Result<Response<pb::TransitionProjectResponse>, Status> {
         let who = principal(&request)?;
         let r = request.into_inner();
-        let request_id = request_id(&r.request_id)?;
+        let key = RequestKey::new(&who, "TransitionProject", &r.project_id, &r.request_id, &r)?;
         let project_id = required_id("project_id", &r.project_id)?;
         let to = stage_from_pb("to_stage", r.to_stage)?
             .ok_or_else(|| Error::invalid("to_stage", "required: the stage to move to"))?;
@@ -434,16 +427,10 @@ impl pb::projects_service_server::ProjectsService for ProjectsApi {
             reason: r.reason,
             evidence: r.evidence,
         };
-        let scope = format!(
-            "{}:{}:TransitionProject",
-            who.subject,
-            who.org.clone().unwrap_or_default()
-        );
         let (project, transition) = self
             .store
             .transition(
-                &scope,
-                request_id,
+                &key,
                 project_id,
                 r.expected_version,
                 &ask,
@@ -481,7 +468,13 @@ impl pb::projects_service_server::ProjectsService for ProjectsApi {
     ) -> Result<Response<pb::UpdateProjectResponse>, Status> {
         let who = principal(&request)?;
         let r = request.into_inner();
-        let request_id = request_id(&r.request_id)?;
+        let key = RequestKey::new(
+            &who,
+            "UpdateProject",
+            &r.project.as_ref().map(|p| p.id.clone()).unwrap_or_default(),
+            &r.request_id,
+            &r,
+        )?;
         let p = r
             .project
             .ok_or_else(|| Error::invalid("project", "required"))?;
@@ -542,8 +535,7 @@ impl pb::projects_service_server::ProjectsService for ProjectsApi {
         let project = self
             .store
             .update_project(
-                &scope(&who, "UpdateProject"),
-                request_id,
+                &key,
                 &project_id,
                 r.expected_version,
                 &update,
@@ -570,7 +562,16 @@ impl pb::projects_service_server::ProjectsService for ProjectsApi {
     ) -> Result<Response<pb::CreateMeterResponse>, Status> {
         let who = principal(&request)?;
         let r = request.into_inner();
-        let request_id = request_id(&r.request_id)?;
+        let key = RequestKey::new(
+            &who,
+            "CreateMeter",
+            &r.meter
+                .as_ref()
+                .map(|m| m.project_id.clone())
+                .unwrap_or_default(),
+            &r.request_id,
+            &r,
+        )?;
         let m = r.meter.ok_or_else(|| Error::invalid("meter", "required"))?;
         let project = self
             .store
@@ -598,10 +599,7 @@ impl pb::projects_service_server::ProjectsService for ProjectsApi {
             version: 0,
         };
         meter.validate(&project.sites)?;
-        let created = self
-            .store
-            .create_meter(&scope(&who, "CreateMeter"), request_id, &meter)
-            .await?;
+        let created = self.store.create_meter(&key, &meter).await?;
         Ok(Response::new(pb::CreateMeterResponse {
             meter: Some(meter_to_pb(&created)),
         }))
@@ -805,7 +803,16 @@ impl pb::projects_service_server::ProjectsService for ProjectsApi {
     ) -> Result<Response<pb::CreateNonRoutineAdjustmentResponse>, Status> {
         let who = principal(&request)?;
         let r = request.into_inner();
-        let request_id = request_id(&r.request_id)?;
+        let key = RequestKey::new(
+            &who,
+            "CreateNonRoutineAdjustment",
+            &r.adjustment
+                .as_ref()
+                .map(|a| a.project_id.clone())
+                .unwrap_or_default(),
+            &r.request_id,
+            &r,
+        )?;
         let a = r
             .adjustment
             .ok_or_else(|| Error::invalid("adjustment", "required"))?;
@@ -840,8 +847,7 @@ impl pb::projects_service_server::ProjectsService for ProjectsApi {
         let created = self
             .store
             .create_adjustment(
-                &scope(&who, "CreateNonRoutineAdjustment"),
-                request_id,
+                &key,
                 &NonRoutineAdjustment {
                     id: String::new(),
                     project_id: project.id.clone(),
@@ -882,19 +888,12 @@ impl pb::projects_service_server::ProjectsService for ProjectsApi {
     ) -> Result<Response<pb::SubmitPeriodResponse>, Status> {
         let who = principal(&request)?;
         let r = request.into_inner();
-        let request_id = request_id(&r.request_id)?;
+        let key = RequestKey::new(&who, "SubmitPeriod", &r.project_id, &r.request_id, &r)?;
         let project_id = required_id("project_id", &r.project_id)?;
         check_date("start_date", &r.start_date, true)?;
         let period = self
             .store
-            .submit_period(
-                &scope(&who, "SubmitPeriod"),
-                request_id,
-                project_id,
-                &r.start_date,
-                &r.note,
-                &who,
-            )
+            .submit_period(&key, project_id, &r.start_date, &r.note, &who)
             .await?;
         Ok(Response::new(pb::SubmitPeriodResponse {
             period: Some(period_to_pb(&period)),
@@ -907,12 +906,11 @@ impl pb::projects_service_server::ProjectsService for ProjectsApi {
     ) -> Result<Response<pb::VerifyPeriodResponse>, Status> {
         let who = principal(&request)?;
         let r = request.into_inner();
-        let request_id = request_id(&r.request_id)?;
+        let key = RequestKey::new(&who, "VerifyPeriod", &r.period_id, &r.request_id, &r)?;
         let period = self
             .store
             .period_step(
-                &scope(&who, "VerifyPeriod"),
-                request_id,
+                &key,
                 required_id("period_id", &r.period_id)?,
                 r.expected_version,
                 &who,
@@ -935,7 +933,7 @@ impl pb::projects_service_server::ProjectsService for ProjectsApi {
     ) -> Result<Response<pb::DisputePeriodResponse>, Status> {
         let who = principal(&request)?;
         let r = request.into_inner();
-        let request_id = request_id(&r.request_id)?;
+        let key = RequestKey::new(&who, "DisputePeriod", &r.period_id, &r.request_id, &r)?;
         let period_id = required_id("period_id", &r.period_id)?;
         if r.reason.trim().is_empty() {
             return Err(Error::invalid("reason", "required: what is disputed and why").into());
@@ -943,8 +941,7 @@ impl pb::projects_service_server::ProjectsService for ProjectsApi {
         let period = self
             .store
             .period_step(
-                &scope(&who, "DisputePeriod"),
-                request_id,
+                &key,
                 period_id,
                 r.expected_version,
                 &who,
@@ -966,7 +963,7 @@ impl pb::projects_service_server::ProjectsService for ProjectsApi {
     ) -> Result<Response<pb::ResolveDisputeResponse>, Status> {
         let who = principal(&request)?;
         let r = request.into_inner();
-        let request_id = request_id(&r.request_id)?;
+        let key = RequestKey::new(&who, "ResolveDispute", &r.period_id, &r.request_id, &r)?;
         let period_id = required_id("period_id", &r.period_id)?;
         if r.note.trim().is_empty() {
             return Err(Error::invalid("note", "required: how the dispute was resolved").into());
@@ -974,8 +971,7 @@ impl pb::projects_service_server::ProjectsService for ProjectsApi {
         let period = self
             .store
             .period_step(
-                &scope(&who, "ResolveDispute"),
-                request_id,
+                &key,
                 period_id,
                 r.expected_version,
                 &who,
@@ -998,10 +994,11 @@ impl pb::projects_service_server::ProjectsService for ProjectsApi {
     ) -> Result<Response<pb::SettlePeriodResponse>, Status> {
         let who = principal(&request)?;
         let r = request.into_inner();
-        request_id(&r.request_id)?;
+        let key = RequestKey::new(&who, "SettlePeriod", &r.period_id, &r.request_id, &r)?;
         let (settlement, period) = self
             .store
             .settle_period(
+                &key,
                 required_id("period_id", &r.period_id)?,
                 r.expected_version,
                 &who,

@@ -8,9 +8,10 @@ use cwsm_platform::auth::Principal;
 use cwsm_platform::bus::{Envelope, topics};
 use cwsm_platform::db::BeginWrite;
 use cwsm_platform::grpc::Page;
+use cwsm_platform::idempotency::{self, RequestKey};
 use cwsm_platform::outbox::OutboxWrite;
 use cwsm_platform::vocab::{ContractModel, Milestone};
-use cwsm_platform::{Error, Result, new_id, now_ms, with_db};
+use cwsm_platform::{Error, Result, keyed_write, new_id, now_ms, with_db};
 
 use crate::domain::{Project, Stage};
 use crate::ledger::*;
@@ -187,18 +188,14 @@ impl Store {
     /// it is contracted (they are frozen at signing, and set then).
     pub async fn update_project(
         &self,
-        scope: &str,
-        request_id: &str,
+        key: &RequestKey,
         project_id: &str,
         expected_version: i64,
         u: &ProjectUpdate,
         check: impl Fn(&Project) -> Result<()>,
     ) -> Result<Project> {
-        with_db!(&self.db, pool => {
-            let mut tx = pool.begin_write().await?;
-            let replay: Option<String> = sqlx::query_scalar("SELECT resource_id FROM idempotency WHERE scope = $1 AND request_id = $2")
-                .bind(scope).bind(request_id).fetch_optional(&mut *tx).await?;
-            if replay.is_none() {
+        let _forget = self.cache.forget_when_done(project_id);
+        keyed_write!(&self.db, key, tx => {
                 let row: Option<ProjectRow> = sqlx::query_as("SELECT * FROM projects WHERE id = $1").bind(project_id).fetch_optional(&mut *tx).await?;
                 let project = row.map(Project::from).ok_or_else(|| Error::not_found("project", project_id))?;
                 if expected_version != 0 && project.version != expected_version {
@@ -221,45 +218,34 @@ impl Store {
                         project.stage.code())));
                 }
                 let now = now_ms();
-                sqlx::query("UPDATE projects SET title = $1, sites = $2, measures = $3, indicator_tags = $4, baseline_start_date = $5, baseline_end_date = $6, \
-                             reporting_period_months = $7, mv_model_description = $8, drivers = $9, price_fen_per_m3 = $10, updated_at_ms = $11, version = version + 1 WHERE id = $12")
+                // Only over the version read and checked (a concurrent change makes it stale).
+                let written = sqlx::query("UPDATE projects SET title = $1, sites = $2, measures = $3, indicator_tags = $4, baseline_start_date = $5, baseline_end_date = $6, \
+                             reporting_period_months = $7, mv_model_description = $8, drivers = $9, price_fen_per_m3 = $10, updated_at_ms = $11, version = version + 1 WHERE id = $12 AND version = $13")
                     .bind(&u.title).bind(json(&u.sites)).bind(&u.measures).bind(json(&u.indicator_tags))
                     .bind(&u.baseline_start_date).bind(&u.baseline_end_date).bind(u.reporting_period_months)
-                    .bind(&u.mv_model_description).bind(json(&u.drivers)).bind(u.price_fen_per_m3).bind(now).bind(project_id)
-                    .execute(&mut *tx).await?;
-                sqlx::query("INSERT INTO idempotency (scope, request_id, resource_id, created_at_ms) VALUES ($1, $2, $3, $4)")
-                    .bind(scope).bind(request_id).bind(project_id).bind(now).execute(&mut *tx).await?;
-            }
-            let _forget = self.cache.forget_when_done(project_id);
-            tx.commit().await?;
+                    .bind(&u.mv_model_description).bind(json(&u.drivers)).bind(u.price_fen_per_m3).bind(now).bind(project_id).bind(project.version)
+                    .execute(&mut *tx).await?.rows_affected();
+                if written == 0 {
+                    return Err(Error::Aborted(format!(
+                        "project {project_id} changed while it was being updated; read it again and retry")));
+                }
+                project_id.to_string()
         });
         self.project(project_id).await
     }
 
     pub async fn create_adjustment(
         &self,
-        scope: &str,
-        request_id: &str,
+        key: &RequestKey,
         a: &NonRoutineAdjustment,
     ) -> Result<NonRoutineAdjustment> {
-        let id: String = with_db!(&self.db, pool => {
-            let mut tx = pool.begin_write().await?;
-            let replay: Option<String> = sqlx::query_scalar("SELECT resource_id FROM idempotency WHERE scope = $1 AND request_id = $2")
-                .bind(scope).bind(request_id).fetch_optional(&mut *tx).await?;
-            match replay {
-                Some(id) => { tx.commit().await?; id }
-                None => {
+        let id: String = keyed_write!(&self.db, key, tx => {
                     let id = new_id();
                     let now = now_ms();
                     sqlx::query("INSERT INTO non_routine_adjustments (id, project_id, start_date, end_date, litres, reason, evidence, created_at_ms, updated_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)")
                         .bind(&id).bind(&a.project_id).bind(&a.start_date).bind(&a.end_date).bind(a.litres).bind(&a.reason).bind(&a.evidence).bind(now)
                         .execute(&mut *tx).await?;
-                    sqlx::query("INSERT INTO idempotency (scope, request_id, resource_id, created_at_ms) VALUES ($1, $2, $3, $4)")
-                        .bind(scope).bind(request_id).bind(&id).bind(now).execute(&mut *tx).await?;
-                    tx.commit().await?;
                     id
-                }
-            }
         });
         let row: Option<AdjustmentRow> = with_db!(&self.db, pool => sqlx::query_as("SELECT * FROM non_routine_adjustments WHERE id = $1").bind(&id).fetch_optional(pool).await?);
         row.map(NonRoutineAdjustment::from)
@@ -367,16 +353,16 @@ impl Store {
     /// Submits the period starting `start_date`: computes its figures and freezes them.
     pub async fn submit_period(
         &self,
-        scope: &str,
-        request_id: &str,
+        key: &RequestKey,
         project_id: &str,
         start_date: &str,
         note: &str,
         who: &Principal,
     ) -> Result<Period> {
-        let replay: Option<String> = with_db!(&self.db, pool => sqlx::query_scalar("SELECT resource_id FROM idempotency WHERE scope = $1 AND request_id = $2")
-            .bind(scope).bind(request_id).fetch_optional(pool).await?);
-        if let Some(id) = replay {
+        // The figures are computed from readings before the write transaction (a read that may
+        // take a while); a retry of a submission made answers without it, and the write below
+        // re-checks that the period is still unsubmitted.
+        if let Some(id) = idempotency::recorded(&self.db, key).await? {
             return self.period(&id).await;
         }
         let (project, report) = self.savings_report(project_id).await?;
@@ -428,10 +414,9 @@ impl Store {
         } else {
             format!("submitted by {}: {}", who.subject, note.trim())
         });
-        let id = new_id();
         let f = &period.figures;
-        with_db!(&self.db, pool => {
-            let mut tx = pool.begin_write().await?;
+        let id = keyed_write!(&self.db, key, tx => {
+            let id = new_id();
             let now = now_ms();
             let inserted = sqlx::query("INSERT INTO periods (id, project_id, start_date, end_date, adjusted_baseline_litres, actual_litres, non_routine_adjustment_litres, dispute_adjustment_litres, \
                          savings_litres, savings_bp, uncertainty_68_litres, uncertainty_90_litres, promised_savings_litres, status, notes, created_at_ms, updated_at_ms) \
@@ -444,9 +429,7 @@ impl Store {
             if inserted == 0 {
                 return Err(Error::precondition(format!("the period starting {start_date} was submitted meanwhile")));
             }
-            sqlx::query("INSERT INTO idempotency (scope, request_id, resource_id, created_at_ms) VALUES ($1, $2, $3, $4)")
-                .bind(scope).bind(request_id).bind(&id).bind(now).execute(&mut *tx).await?;
-            tx.commit().await?;
+            id
         });
         self.period(&id).await
     }
@@ -455,18 +438,13 @@ impl Store {
     /// PERIOD_VERIFIED milestone (with the running verified total) in the same transaction.
     pub async fn period_step(
         &self,
-        scope: &str,
-        request_id: &str,
+        key: &RequestKey,
         period_id: &str,
         expected_version: i64,
         who: &Principal,
         ask: &StepAsk,
     ) -> Result<Period> {
-        with_db!(&self.db, pool => {
-            let mut tx = pool.begin_write().await?;
-            let replay: Option<String> = sqlx::query_scalar("SELECT resource_id FROM idempotency WHERE scope = $1 AND request_id = $2")
-                .bind(scope).bind(request_id).fetch_optional(&mut *tx).await?;
-            if replay.is_none() {
+        keyed_write!(&self.db, key, tx => {
                 let row: Option<PeriodRow> = sqlx::query_as("SELECT * FROM periods WHERE id = $1").bind(period_id).fetch_optional(&mut *tx).await?;
                 let mut period = row.map(Period::from).ok_or_else(|| Error::not_found("period", period_id))?;
                 let project_row: Option<ProjectRow> = sqlx::query_as("SELECT * FROM projects WHERE id = $1").bind(&period.project_id).fetch_optional(&mut *tx).await?;
@@ -490,8 +468,10 @@ impl Store {
                     PeriodStep::Resolve => {
                         period.status = PeriodStatus::Verified;
                         let f = &mut period.figures;
-                        f.dispute_adjustment_litres += ask.adjustment_litres;
-                        f.savings_litres += ask.adjustment_litres;
+                        let overflow = || Error::invalid("adjustment_litres", format!(
+                            "{} L would take the period's savings beyond what can be stored", ask.adjustment_litres));
+                        f.dispute_adjustment_litres = f.dispute_adjustment_litres.checked_add(ask.adjustment_litres).ok_or_else(overflow)?;
+                        f.savings_litres = f.savings_litres.checked_add(ask.adjustment_litres).ok_or_else(overflow)?;
                         f.savings_bp = if f.adjusted_baseline_litres > 0 {
                             crate::settle::mul_div_round(f.savings_litres, 10_000, f.adjusted_baseline_litres)
                         } else { 0 };
@@ -525,10 +505,7 @@ impl Store {
                         period_savings_litres: period.figures.savings_litres,
                     });
                 }
-                sqlx::query("INSERT INTO idempotency (scope, request_id, resource_id, created_at_ms) VALUES ($1, $2, $3, $4)")
-                    .bind(scope).bind(request_id).bind(period_id).bind(now).execute(&mut *tx).await?;
-            }
-            tx.commit().await?;
+                period_id.to_string()
         });
         self.period(period_id).await
     }
@@ -537,12 +514,12 @@ impl Store {
     /// returns its settlement and changes nothing.
     pub async fn settle_period(
         &self,
+        key: &RequestKey,
         period_id: &str,
         expected_version: i64,
         who: &Principal,
     ) -> Result<(Settlement, Period)> {
-        with_db!(&self.db, pool => {
-            let mut tx = pool.begin_write().await?;
+        keyed_write!(&self.db, key, tx => {
             let row: Option<PeriodRow> = sqlx::query_as("SELECT * FROM periods WHERE id = $1").bind(period_id).fetch_optional(&mut *tx).await?;
             let period = row.map(Period::from).ok_or_else(|| Error::not_found("period", period_id))?;
             let project_row: Option<ProjectRow> = sqlx::query_as("SELECT * FROM projects WHERE id = $1").bind(&period.project_id).fetch_optional(&mut *tx).await?;
@@ -592,7 +569,7 @@ impl Store {
                         .bind(json(&figures.lines)).bind(now).execute(&mut *tx).await?;
                 }
             }
-            tx.commit().await?;
+            period_id.to_string()
         });
         let row: Option<SettlementRow> = with_db!(&self.db, pool => sqlx::query_as("SELECT * FROM settlements WHERE period_id = $1").bind(period_id).fetch_optional(pool).await?);
         let settlement = row.map(Settlement::from).ok_or_else(|| {

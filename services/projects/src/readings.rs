@@ -9,7 +9,8 @@ use chrono::{Datelike, NaiveDate};
 use cwsm_platform::auth::Principal;
 use cwsm_platform::db::{BeginWrite, Db};
 use cwsm_platform::grpc::Page;
-use cwsm_platform::{Error, Result, new_id, now_ms, with_db};
+use cwsm_platform::idempotency::RequestKey;
+use cwsm_platform::{Error, Result, keyed_write, new_id, now_ms, with_db};
 
 use crate::domain::Project;
 use crate::metering::{Classified, Incoming, Meter, MeterKind, MeterState, ValueKind, flag};
@@ -161,15 +162,8 @@ type DayRow = (i64, i64, i64, i64, i64, i64);
 
 impl Store {
     /// Registers a meter; a retry with the same request id returns the first.
-    pub async fn create_meter(&self, scope: &str, request_id: &str, m: &Meter) -> Result<Meter> {
-        let id: String = with_db!(&self.db, pool => {
-            let mut tx = pool.begin_write().await?;
-            let replay: Option<String> = sqlx::query_scalar("SELECT resource_id FROM idempotency WHERE scope = $1 AND request_id = $2")
-                .bind(scope).bind(request_id).fetch_optional(&mut *tx).await?;
-            if let Some(id) = replay {
-                tx.commit().await?;
-                id
-            } else {
+    pub async fn create_meter(&self, key: &RequestKey, m: &Meter) -> Result<Meter> {
+        let id: String = keyed_write!(&self.db, key, tx => {
                 let taken: Option<String> = sqlx::query_scalar("SELECT id FROM meters WHERE project_id = $1 AND name = $2")
                     .bind(&m.project_id).bind(&m.name).fetch_optional(&mut *tx).await?;
                 if let Some(other) = taken {
@@ -180,11 +174,7 @@ impl Store {
                 sqlx::query("INSERT INTO meters (id, project_id, site, name, kind, interval_seconds, serial_number, created_at_ms, updated_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)")
                     .bind(&id).bind(&m.project_id).bind(&m.site).bind(&m.name).bind(m.kind.code())
                     .bind(m.interval_seconds).bind(&m.serial_number).bind(now).execute(&mut *tx).await?;
-                sqlx::query("INSERT INTO idempotency (scope, request_id, resource_id, created_at_ms) VALUES ($1, $2, $3, $4)")
-                    .bind(scope).bind(request_id).bind(&id).bind(now).execute(&mut *tx).await?;
-                tx.commit().await?;
                 id
-            }
         });
         self.meter(&id).await
     }

@@ -5,9 +5,10 @@
 use cwsm_platform::bus::{Envelope, topics};
 use cwsm_platform::db::{BeginWrite, Db};
 use cwsm_platform::grpc::Page;
+use cwsm_platform::idempotency::RequestKey;
 use cwsm_platform::outbox::OutboxWrite;
 use cwsm_platform::vocab::{ContractModel, IndicatorTag, Milestone, MvOption, Sector};
-use cwsm_platform::{Error, Result, new_id, now_ms, with_db};
+use cwsm_platform::{Error, Result, keyed_write, new_id, now_ms, with_db};
 
 use std::sync::Arc;
 
@@ -413,8 +414,7 @@ impl Store {
     #[allow(clippy::too_many_arguments)]
     pub async fn transition(
         &self,
-        scope: &str,
-        request_id: &str,
+        key: &RequestKey,
         project_id: &str,
         expected_version: i64,
         ask: &TransitionAsk,
@@ -422,14 +422,9 @@ impl Store {
         actor_org: &str,
         check: impl Fn(&Project) -> Result<()>,
     ) -> Result<(Project, Transition)> {
-        let transition_id: String = with_db!(&self.db, pool => {
-            let mut tx = pool.begin_write().await?;
-            let replay: Option<String> = sqlx::query_scalar("SELECT resource_id FROM idempotency WHERE scope = $1 AND request_id = $2")
-                .bind(scope).bind(request_id).fetch_optional(&mut *tx).await?;
-            if let Some(id) = replay {
-                tx.commit().await?;
-                id
-            } else {
+        // Forgotten once the write is done, however the call ends (also on a replay: harmless).
+        let _forget = self.cache.forget_when_done(project_id);
+        let transition_id: String = keyed_write!(&self.db, key, tx => {
                 let row: Option<ProjectRow> = sqlx::query_as("SELECT * FROM projects WHERE id = $1").bind(project_id).fetch_optional(&mut *tx).await?;
                 let mut project = row.map(Project::from).ok_or_else(|| Error::not_found("project", project_id))?;
                 if expected_version != 0 && project.version != expected_version {
@@ -459,16 +454,17 @@ impl Store {
                 project.stage = ask.to;
                 project.version += 1;
                 project.updated_at_ms = now;
-                sqlx::query("UPDATE projects SET stage = $1, suspended_from_stage = $2, updated_at_ms = $3, version = $4 WHERE id = $5")
+                // Only over the version read: of two concurrent steps from the same stage the
+                // second finds the row changed (PostgreSQL re-checks it after the first commits)
+                // and writes nothing.
+                let written = sqlx::query("UPDATE projects SET stage = $1, suspended_from_stage = $2, updated_at_ms = $3, version = $4 WHERE id = $5 AND version = $6")
                     .bind(project.stage.code()).bind(project.suspended_from.map(Stage::code).unwrap_or_default())
-                    .bind(now).bind(project.version).bind(project_id).execute(&mut *tx).await?;
-                let id = record_stage_change!(self, tx, &project, from.code(), ask.reason.as_str(), ask.evidence.as_str(), actor, actor_org, now);
-                sqlx::query("INSERT INTO idempotency (scope, request_id, resource_id, created_at_ms) VALUES ($1, $2, $3, $4)")
-                    .bind(scope).bind(request_id).bind(&id).bind(now).execute(&mut *tx).await?;
-                let _forget = self.cache.forget_when_done(project_id);
-                tx.commit().await?;
-                id
-            }
+                    .bind(now).bind(project.version).bind(project_id).bind(project.version - 1).execute(&mut *tx).await?.rows_affected();
+                if written == 0 {
+                    return Err(Error::Aborted(format!(
+                        "project {project_id} changed while this step was being made; read it again and retry")));
+                }
+                record_stage_change!(self, tx, &project, from.code(), ask.reason.as_str(), ask.evidence.as_str(), actor, actor_org, now)
         });
         let transition: Option<TransitionRow> = with_db!(&self.db, pool => sqlx::query_as("SELECT * FROM project_transitions WHERE id = $1").bind(&transition_id).fetch_optional(pool).await?);
         let transition = transition

@@ -369,7 +369,13 @@ impl ReportingService for ReportingApi {
         let req = request.into_inner();
         let stored = self
             .reporting
-            .load_plan(&caller, &req.request_id, &req.plan_toml, req.validate_only)
+            .load_plan(
+                &caller,
+                &req.request_id,
+                &req.encode_to_vec(),
+                &req.plan_toml,
+                req.validate_only,
+            )
             .await?;
         Ok(Response::new(pb::LoadPlanResponse {
             plan: Some(plan_message(&stored)),
@@ -510,6 +516,7 @@ impl ReportingService for ReportingApi {
     ) -> Result<Response<pb::RecordAchievementResponse>, Status> {
         let caller = principal(&request)?;
         let req = request.into_inner();
+        let encoded = req.encode_to_vec();
         let new = NewAchievement {
             plan_code: req.plan_code,
             indicator_code: req.indicator_code,
@@ -524,7 +531,7 @@ impl ReportingService for ReportingApi {
         };
         let a = self
             .reporting
-            .record_achievement(&caller, &req.request_id, new)
+            .record_achievement(&caller, &req.request_id, &encoded, new)
             .await?;
         Ok(Response::new(pb::RecordAchievementResponse {
             achievement: Some(achievement_message(&a)),
@@ -560,6 +567,7 @@ impl ReportingService for ReportingApi {
     ) -> Result<Response<pb::CorrectAchievementResponse>, Status> {
         let caller = principal(&request)?;
         let req = request.into_inner();
+        let encoded = req.encode_to_vec();
         let correction = Correction {
             value: req.value,
             achieved_date: req.achieved_date,
@@ -573,6 +581,7 @@ impl ReportingService for ReportingApi {
             .correct_achievement(
                 &caller,
                 &req.request_id,
+                &encoded,
                 &req.achievement_id,
                 req.expected_version,
                 correction,

@@ -36,6 +36,7 @@ use chrono::NaiveDate;
 use cwsm_platform::auth::Principal;
 use cwsm_platform::db::Db;
 use cwsm_platform::grpc::Page;
+use cwsm_platform::idempotency::RequestKey;
 use cwsm_platform::vocab::Sector;
 use cwsm_platform::{Error, Result, now_ms};
 use tokio::sync::watch;
@@ -100,8 +101,17 @@ impl Reporting {
         let loaded = self
             .store
             .insert_plan(
-                "seed",
-                &format!("seed:{}", parsed.code),
+                &RequestKey::from_bytes(
+                    &Principal {
+                        subject: "seed".into(),
+                        role: cwsm_platform::auth::Role::Admin,
+                        org: None,
+                    },
+                    "LoadPlan",
+                    &parsed.code,
+                    &format!("seed:{}", parsed.code),
+                    plan::DEFAULT_PLAN_TOML.as_bytes(),
+                )?,
                 &parsed,
                 plan::DEFAULT_PLAN_TOML,
                 &sha256::hex_digest(plan::DEFAULT_PLAN_TOML.as_bytes()),
@@ -190,11 +200,13 @@ impl Reporting {
     }
 
     /// Parses and validates `toml` and stores it as the next version of its code (unless
-    /// `validate_only`). Administrators only.
+    /// `validate_only`). Administrators only. `request` stands for the whole request (its
+    /// encoding): the idempotency key's fingerprint.
     pub async fn load_plan(
         &self,
         caller: &Principal,
         request_id: &str,
+        request: &[u8],
         toml: &str,
         validate_only: bool,
     ) -> Result<StoredPlan> {
@@ -223,10 +235,10 @@ impl Reporting {
                 loaded_at_ms: now_ms(),
             });
         }
-        let scope = format!("load_plan:{}", caller.subject);
+        let key = RequestKey::from_bytes(caller, "LoadPlan", &parsed.code, request_id, request)?;
         let id = self
             .store
-            .insert_plan(&scope, request_id, &parsed, toml, &sha, &caller.subject)
+            .insert_plan(&key, &parsed, toml, &sha, &caller.subject)
             .await?;
         self.notify();
         self.store.plan_by_id(&id).await
@@ -357,10 +369,11 @@ impl Reporting {
         &self,
         caller: &Principal,
         request_id: &str,
+        request: &[u8],
         mut new: NewAchievement,
     ) -> Result<Achievement> {
         require_admin(caller, "record achievements")?;
-        let request_id = cwsm_platform::grpc::request_id(request_id)?;
+        let key = RequestKey::from_bytes(caller, "RecordAchievement", "", request_id, request)?;
         if new.plan_code.trim().is_empty() {
             return Err(Error::invalid(
                 "plan_code",
@@ -370,10 +383,9 @@ impl Reporting {
         let stored = self.store.plan_by_code(new.plan_code.trim(), 0).await?;
         new.plan_code = stored.plan.code.clone();
         new.validate(&stored.plan)?;
-        let scope = format!("record_achievement:{}", caller.subject);
         let id = self
             .store
-            .record_achievement(&scope, request_id, &new, &caller.subject)
+            .record_achievement(&key, &new, &caller.subject)
             .await?;
         self.notify();
         self.store.achievement(&id).await
@@ -383,12 +395,19 @@ impl Reporting {
         &self,
         caller: &Principal,
         request_id: &str,
+        request: &[u8],
         achievement_id: &str,
         expected_version: i64,
         correction: Correction,
     ) -> Result<Achievement> {
         require_admin(caller, "correct achievements")?;
-        let request_id = cwsm_platform::grpc::request_id(request_id)?;
+        let key = RequestKey::from_bytes(
+            caller,
+            "CorrectAchievement",
+            achievement_id,
+            request_id,
+            request,
+        )?;
         if achievement_id.is_empty() {
             return Err(Error::invalid("achievement_id", "required"));
         }
@@ -399,11 +418,9 @@ impl Reporting {
                 achievement::check_range(indicator, correction.value)?;
             }
         }
-        let scope = format!("correct_achievement:{}", caller.subject);
         self.store
             .correct_achievement(
-                &scope,
-                request_id,
+                &key,
                 achievement_id,
                 expected_version,
                 correction,
@@ -647,7 +664,7 @@ mod tests {
         let removing = plan::DEFAULT_PLAN_TOML
             .replace("on_terminated = \"keep\"", "on_terminated = \"remove\"");
         let removing = removing.replacen("code = \"xinbei-2020\"", "code = \"xinbei-remove\"", 1);
-        r.load_plan(&admin, "before", &removing, false)
+        r.load_plan(&admin, "before", b"", &removing, false)
             .await
             .expect("plan before");
         let day = |d: u32| 1_577_836_800_000i64 + i64::from(d) * 86_400_000 + 3_600_000;
@@ -718,7 +735,7 @@ mod tests {
             r.apply_fact(f).await.expect("apply");
             r.apply_fact(f).await.expect("again");
         }
-        r.load_plan(&admin, "after", &removing, false)
+        r.load_plan(&admin, "after", b"", &removing, false)
             .await
             .expect("plan after");
         for code in ["xinbei-2020", "xinbei-remove"] {

@@ -7,8 +7,9 @@ use std::collections::HashMap;
 
 use cwsm_platform::db::{BeginWrite, Db, is_unique_violation};
 use cwsm_platform::grpc::Page;
+use cwsm_platform::idempotency::RequestKey;
 use cwsm_platform::vocab::{IndicatorTag, Milestone, Sector};
-use cwsm_platform::{Error, Result, new_id, now_ms, with_db};
+use cwsm_platform::{Error, Result, keyed_write, new_id, now_ms, with_db};
 
 use crate::achievement::{Achievement, Correction, NewAchievement, Revision};
 use crate::plan::{self, StoredPlan};
@@ -238,33 +239,6 @@ pub struct AchievementFilter {
     pub query: String,
 }
 
-macro_rules! replay {
-    ($tx:expr, $scope:expr, $request_id:expr) => {{
-        let found: Option<String> = sqlx::query_scalar(
-            "SELECT resource_id FROM idempotency WHERE scope = $1 AND request_id = $2",
-        )
-        .bind($scope)
-        .bind($request_id)
-        .fetch_optional(&mut *$tx)
-        .await?;
-        found
-    }};
-}
-
-macro_rules! remember {
-    ($tx:expr, $scope:expr, $request_id:expr, $resource_id:expr) => {
-        sqlx::query(
-            "INSERT INTO idempotency (scope, request_id, resource_id, created_at_ms) VALUES ($1, $2, $3, $4)",
-        )
-        .bind($scope)
-        .bind($request_id)
-        .bind($resource_id)
-        .bind(now_ms())
-        .execute(&mut *$tx)
-        .await?
-    };
-}
-
 /// Adds `delta` to a count on `day` for (town, sector).
 macro_rules! change_count {
     ($tx:expr, $plan_id:expr, $code:expr, $day:expr, $town:expr, $sector:expr, $delta:expr, $at_ms:expr) => {
@@ -455,22 +429,16 @@ impl Store {
     /// idempotency key. Returns the plan's id.
     pub async fn insert_plan(
         &self,
-        scope: &str,
-        request_id: &str,
+        key: &RequestKey,
         parsed: &plan::Plan,
         document: &str,
         sha256: &str,
         loaded_by: &str,
     ) -> Result<String> {
         let postgres = self.is_postgres();
-        with_db!(&self.db, pool => {
-            let mut tx = pool.begin_write().await?;
+        Ok(keyed_write!(&self.db, key, tx => {
             if postgres {
                 sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(COUNT_LOCK).execute(&mut *tx).await?;
-            }
-            if let Some(id) = replay!(tx, scope, request_id) {
-                tx.commit().await?;
-                return Ok(id);
             }
             let latest: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM plans WHERE code = $1")
                 .bind(&parsed.code).fetch_one(&mut *tx).await?;
@@ -509,10 +477,8 @@ impl Store {
                     count_fact!(tx, rules, &fact);
                 }
             }
-            remember!(tx, scope, request_id, &id);
-            tx.commit().await?;
-            Ok(id)
-        })
+            id
+        }))
     }
 
     pub async fn plan_by_id(&self, id: &str) -> Result<StoredPlan> {
@@ -720,17 +686,11 @@ impl Store {
     /// Records an achievement (revision 1), once per idempotency key. Returns its id.
     pub async fn record_achievement(
         &self,
-        scope: &str,
-        request_id: &str,
+        key: &RequestKey,
         a: &NewAchievement,
         recorded_by: &str,
     ) -> Result<String> {
-        with_db!(&self.db, pool => {
-            let mut tx = pool.begin_write().await?;
-            if let Some(id) = replay!(tx, scope, request_id) {
-                tx.commit().await?;
-                return Ok(id);
-            }
+        Ok(keyed_write!(&self.db, key, tx => {
             let id = new_id();
             sqlx::query("INSERT INTO achievements (id, achievement_id, revision, plan_code, indicator_code, unit_name, achieved_date, evidence, value, note, department, town, sector, retracted, reason, recorded_by, recorded_at_ms) \
                 VALUES ($1, $1, 1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 0, '', $12, $13)")
@@ -738,10 +698,8 @@ impl Store {
                 .bind(&a.evidence).bind(a.value).bind(&a.note).bind(&a.department).bind(&a.town)
                 .bind(a.sector.map(|s| s.code()).unwrap_or("")).bind(recorded_by).bind(now_ms())
                 .execute(&mut *tx).await?;
-            remember!(tx, scope, request_id, &id);
-            tx.commit().await?;
-            Ok(id)
-        })
+            id
+        }))
     }
 
     pub async fn achievement(&self, id: &str) -> Result<Achievement> {
@@ -758,8 +716,7 @@ impl Store {
     /// idempotency key. `check` validates the correction against the current revision.
     pub async fn correct_achievement(
         &self,
-        scope: &str,
-        request_id: &str,
+        key: &RequestKey,
         id: &str,
         expected_version: i64,
         mut correction: Correction,
@@ -768,12 +725,7 @@ impl Store {
         let sql = format!(
             "SELECT {ACHIEVEMENT_COLUMNS} FROM achievements WHERE achievement_id = $1 AND superseded_by = ''"
         );
-        with_db!(&self.db, pool => {
-            let mut tx = pool.begin_write().await?;
-            if replay!(tx, scope, request_id).is_some() {
-                tx.commit().await?;
-                return Ok(());
-            }
+        keyed_write!(&self.db, key, tx => {
             let current: Option<AchievementRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
                 .bind(id).fetch_optional(&mut *tx).await?;
             let current = current.ok_or_else(|| Error::not_found("achievement", id))?;
@@ -797,10 +749,9 @@ impl Store {
             if superseded != 1 {
                 return Err(Error::Aborted(format!("achievement {id} changed meanwhile; retry")));
             }
-            remember!(tx, scope, request_id, id);
-            tx.commit().await?;
-            Ok(())
-        })
+            id.to_string()
+        });
+        Ok(())
     }
 
     pub async fn list_achievements(
@@ -855,6 +806,16 @@ impl Store {
 mod tests {
     use super::*;
 
+    /// An idempotency key of `scope`'s caller for request id `id` (the id stands for the request).
+    fn key(scope: &str, id: &str) -> RequestKey {
+        let who = cwsm_platform::auth::Principal {
+            subject: scope.to_string(),
+            role: cwsm_platform::auth::Role::Admin,
+            org: None,
+        };
+        RequestKey::from_bytes(&who, "test", "", id, id.as_bytes()).expect("key")
+    }
+
     pub(crate) async fn temp_store() -> (Store, std::path::PathBuf) {
         let path = std::env::temp_dir().join(format!("cwsm-reporting-{}.db", new_id()));
         let store = Store::connect(&format!("sqlite://{}", path.display()))
@@ -875,8 +836,7 @@ mod tests {
         let parsed = plan::parse(plan::DEFAULT_PLAN_TOML).expect("plan");
         let a = store
             .insert_plan(
-                "load_plan:alice",
-                "r1",
+                &key("load_plan:alice", "r1"),
                 &parsed,
                 plan::DEFAULT_PLAN_TOML,
                 "x",
@@ -886,8 +846,7 @@ mod tests {
             .expect("first");
         let again = store
             .insert_plan(
-                "load_plan:alice",
-                "r1",
+                &key("load_plan:alice", "r1"),
                 &parsed,
                 plan::DEFAULT_PLAN_TOML,
                 "x",
@@ -898,8 +857,7 @@ mod tests {
         assert_eq!(a, again);
         let b = store
             .insert_plan(
-                "load_plan:alice",
-                "r2",
+                &key("load_plan:alice", "r2"),
                 &parsed,
                 plan::DEFAULT_PLAN_TOML,
                 "x",
@@ -941,12 +899,12 @@ mod tests {
             sector: None,
         };
         let id = store
-            .record_achievement("s", "r1", &new, "alice")
+            .record_achievement(&key("s", "r1"), &new, "alice")
             .await
             .expect("record");
         assert_eq!(
             store
-                .record_achievement("s", "r1", &new, "alice")
+                .record_achievement(&key("s", "r1"), &new, "alice")
                 .await
                 .expect("replay"),
             id
@@ -960,15 +918,15 @@ mod tests {
             reason: "typo".into(),
         };
         let stale = store
-            .correct_achievement("s", "c0", &id, 5, fix.clone(), "bob")
+            .correct_achievement(&key("s", "c0"), &id, 5, fix.clone(), "bob")
             .await;
         assert!(matches!(stale, Err(Error::Aborted(_))));
         store
-            .correct_achievement("s", "c1", &id, 1, fix.clone(), "bob")
+            .correct_achievement(&key("s", "c1"), &id, 1, fix.clone(), "bob")
             .await
             .expect("correct");
         store
-            .correct_achievement("s", "c1", &id, 1, fix, "bob")
+            .correct_achievement(&key("s", "c1"), &id, 1, fix, "bob")
             .await
             .expect("replayed");
         let a = store.achievement(&id).await.expect("get");
@@ -1012,18 +970,36 @@ mod tests {
 
         let parsed = plan::parse(plan::DEFAULT_PLAN_TOML).expect("plan");
         let id = store
-            .insert_plan("s", "r1", &parsed, plan::DEFAULT_PLAN_TOML, "x", "alice")
+            .insert_plan(
+                &key("s", "r1"),
+                &parsed,
+                plan::DEFAULT_PLAN_TOML,
+                "x",
+                "alice",
+            )
             .await
             .expect("insert");
         assert_eq!(
             store
-                .insert_plan("s", "r1", &parsed, plan::DEFAULT_PLAN_TOML, "x", "alice")
+                .insert_plan(
+                    &key("s", "r1"),
+                    &parsed,
+                    plan::DEFAULT_PLAN_TOML,
+                    "x",
+                    "alice"
+                )
                 .await
                 .expect("replay"),
             id
         );
         store
-            .insert_plan("s", "r2", &parsed, plan::DEFAULT_PLAN_TOML, "x", "alice")
+            .insert_plan(
+                &key("s", "r2"),
+                &parsed,
+                plan::DEFAULT_PLAN_TOML,
+                "x",
+                "alice",
+            )
             .await
             .expect("v2");
         assert_eq!(
@@ -1102,7 +1078,7 @@ mod tests {
             sector: Some(Sector::GovernmentAgency),
         };
         let a = store
-            .record_achievement("s", "a1", &new, "alice")
+            .record_achievement(&key("s", "a1"), &new, "alice")
             .await
             .expect("record");
         let fix = Correction {
@@ -1114,7 +1090,7 @@ mod tests {
             reason: "wrong".into(),
         };
         store
-            .correct_achievement("s", "c1", &a, 1, fix, "bob")
+            .correct_achievement(&key("s", "c1"), &a, 1, fix, "bob")
             .await
             .expect("correct");
         let filter = AchievementFilter {

@@ -457,7 +457,7 @@ impl Report {
         };
         println!("{table}");
         println!(
-            "write = one transaction: claim the idempotency key, INSERT … RETURNING the offering, \
+            "write = one transaction: claim the idempotency key, INSERT … RETURNING the offering, record it under the key, \
              and at COMMIT the trigger's UPDATE of the one-row catalog_version (no outbox row: \
              offerings emit no event). pgbench runs that same transaction on the same tables \
              (prepared, no TLS)."
@@ -629,14 +629,17 @@ async fn pgbench(args: &LoadArgs, database: &str, company_id: &str) -> Result<f6
     }
     let script = format!(
         "\\set k random(1, 1000000000000)\n\
+         \\set r random(1, 1000000000000)\n\
          BEGIN;\n\
-         INSERT INTO idempotency (scope, request_id, resource_id, created_at_ms) \
-         VALUES ('pgbench', md5(:k::text || clock_timestamp()::text), md5(clock_timestamp()::text || :k::text), 0) \
+         INSERT INTO idempotency (scope, request_id, resource_id, request_hash, created_at_ms) \
+         VALUES ('pgbench', md5(:k::text || '-' || :r::text), '', md5(:r::text), 0) \
          ON CONFLICT (scope, request_id) DO NOTHING;\n\
          INSERT INTO offerings (id, company_id, title, description, technologies, contract_models, sectors, towns, \
          min_investment_fen, max_investment_fen, typical_savings_bp, typical_term_months, status, created_at_ms, updated_at_ms) \
          VALUES (md5(:k::text || clock_timestamp()::text || 'o'), '{company_id}', 'Plant cooling-water recycling retrofit', '', \
          '[\"leak_detection\"]', '[\"shared_savings\"]', '[]', '[]', 0, 0, 2500, 96, 'draft', 0, 0) RETURNING *;\n\
+         UPDATE idempotency SET resource_id = md5(:r::text || 'o') \
+         WHERE scope = 'pgbench' AND request_id = md5(:k::text || '-' || :r::text);\n\
          COMMIT;\n"
     );
     let file =

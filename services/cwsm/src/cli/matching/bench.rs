@@ -26,6 +26,7 @@ use cwsm_matching::store::Store;
 use cwsm_platform::auth::{Keys, Role};
 use cwsm_platform::bus::InProcessBus;
 use cwsm_platform::config::Settings;
+use cwsm_platform::idempotency::RequestKey;
 use cwsm_platform::vocab::{CertificationGrade, ContractModel, Sector, Technology};
 use cwsm_proto::matching::v1 as mpb;
 use tokio_util::sync::CancellationToken;
@@ -276,11 +277,17 @@ async fn bench(args: &BenchArgs, running: &app::Running, keys: &Keys) -> anyhow:
     let token = keys.issue("bench", Role::Admin, None, Duration::from_secs(3600))?;
     let clients = Clients { channel, token };
 
+    // Written through the store, as the bench's own administrator.
+    let bench = cwsm_platform::auth::Principal {
+        subject: "bench".into(),
+        role: Role::Admin,
+        org: None,
+    };
+    let key = |id: &str| RequestKey::from_bytes(&bench, "bench", "", id, id.as_bytes());
     // The request: a university in 新桥街道 wanting leak detection and metering.
     let user = store
         .create_water_user(
-            "bench",
-            "bench-user",
+            &key("bench-user")?,
             &WaterUserProfile {
                 credit_code: "BENCHUSER000000001".into(),
                 name: "基准大学".into(),
@@ -295,8 +302,7 @@ async fn bench(args: &BenchArgs, running: &app::Running, keys: &Keys) -> anyhow:
         .await?;
     let request = store
         .create_request(
-            "bench",
-            "bench-request",
+            &key("bench-request")?,
             &RequestDraft {
                 water_user_id: user.id.clone(),
                 title: "校园供水管网节水改造".into(),
@@ -320,6 +326,7 @@ async fn bench(args: &BenchArgs, running: &app::Running, keys: &Keys) -> anyhow:
         .await?;
     store
         .set_request_status(
+            &key("bench-open")?,
             &request.id,
             0,
             &[RequestStatus::Draft],
