@@ -50,7 +50,7 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
-fn date(day: i64) -> String {
+pub(crate) fn date(day: i64) -> String {
     let (y, m, d) = civil_from_days(day);
     format!("{y:04}-{m:02}-{d:02}")
 }
@@ -245,16 +245,16 @@ pub async fn measure_and_settle(
 }
 
 /// The tokens of a project's parties.
-struct Parties {
-    project_id: String,
-    company: String,
-    user: String,
-    admin: String,
-    verifier: String,
+pub(crate) struct Parties {
+    pub(crate) project_id: String,
+    pub(crate) company: String,
+    pub(crate) user: String,
+    pub(crate) admin: String,
+    pub(crate) verifier: String,
 }
 
 /// A contracted project, started the way matching starts one: a `ProposalAccepted` event.
-async fn contracted(
+pub(crate) async fn contracted(
     app: &TestApp,
     model: types::ContractModel,
     terms: types::ContractTerms,
@@ -328,7 +328,7 @@ async fn contracted(
     })
 }
 
-async fn move_to(
+pub(crate) async fn move_to(
     app: &TestApp,
     token: &str,
     project_id: &str,
@@ -351,7 +351,7 @@ async fn move_to(
         .unwrap_or_default())
 }
 
-async fn to_operating(app: &TestApp, parties: &Parties) -> anyhow::Result<()> {
+pub(crate) async fn to_operating(app: &TestApp, parties: &Parties) -> anyhow::Result<()> {
     let id = &parties.project_id;
     move_to(app, &parties.company, id, p::ProjectStage::Implementing, "").await?;
     move_to(app, &parties.company, id, p::ProjectStage::Commissioned, "").await?;
@@ -372,7 +372,7 @@ async fn to_operating(app: &TestApp, parties: &Parties) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn field(status: &tonic::Status) -> String {
+pub(crate) fn field(status: &tonic::Status) -> String {
     status
         .get_error_details()
         .bad_request()
