@@ -85,11 +85,12 @@ enum TokenCommand {
         /// The unified social credit code of the organization (companies and water users).
         #[arg(long)]
         org: Option<String>,
-        /// Who the token is for, for the audit trail.
-        #[arg(long, default_value = "cli")]
-        subject: String,
-        /// Days the token stays valid.
-        #[arg(long, default_value_t = 30)]
+        /// Who the token is for, for the audit trail and request ids (default: this machine's
+        /// user and host, e.g. li@office-pc).
+        #[arg(long)]
+        subject: Option<String>,
+        /// Days the token stays valid (at most 366).
+        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=366))]
         days: u64,
         /// Data folder holding the signing key (embedded mode).
         #[arg(long, env = "CWSM_DATA_DIR", default_value = "cwsm-data")]
@@ -205,12 +206,12 @@ fn token(command: TokenCommand) -> anyhow::Result<()> {
                 }
                 _ => cwsm_platform::auth::Keys::load_or_create(&data_dir)?,
             };
-            let token = keys.issue(
-                &subject,
-                role,
-                org.as_deref(),
-                Duration::from_secs(days * 86_400),
-            )?;
+            let subject = subject.unwrap_or_else(cwsm_platform::auth::local_subject);
+            let lifetime = days
+                .checked_mul(86_400)
+                .map(Duration::from_secs)
+                .ok_or_else(|| anyhow::anyhow!("--days {days} is too many"))?;
+            let token = keys.issue(&subject, role, org.as_deref(), lifetime)?;
             println!("{token}");
             Ok(())
         }

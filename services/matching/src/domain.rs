@@ -1,6 +1,7 @@
 //! The marketplace in plain Rust: service companies (节水服务企业) and their offerings, water users
 //! (用水单位) and their project requests, proposals between them, and the checks each must pass.
 
+use cwsm_platform::quantity;
 use cwsm_platform::vocab::{
     CertificationGrade, ContractModel, IndicatorTag, MvOption, Sector, Technology,
 };
@@ -428,9 +429,15 @@ fn bounded(field: &str, value: &str, max: usize) -> Result<()> {
     Ok(())
 }
 
+/// A volume, amount or price field: not negative, and within the range the platform's checked
+/// arithmetic keeps inside `i64` (the unit is read off the field's name).
 fn not_negative(field: &str, value: i64) -> Result<()> {
-    if value < 0 {
-        return Err(Error::invalid(field, "must not be negative"));
+    if field.ends_with("price_fen_per_m3") {
+        quantity::price(field, value)?;
+    } else if field.ends_with("_fen") {
+        quantity::fen(field, value)?;
+    } else {
+        quantity::litres(field, value)?;
     }
     Ok(())
 }
@@ -649,6 +656,10 @@ impl ProposalDraft {
         required(&format!("{prefix}.company_id"), &self.company_id, MAX_NAME)?;
         required(&format!("{prefix}.measures"), &self.measures, MAX_TEXT)?;
         not_negative(&format!("{prefix}.investment_fen"), self.investment_fen)?;
+        not_negative(
+            &format!("{prefix}.promised_savings_litres"),
+            self.promised_savings_litres,
+        )?;
         if self.promised_savings_litres <= 0 {
             return Err(Error::invalid(
                 format!("{prefix}.promised_savings_litres"),
@@ -665,7 +676,27 @@ impl ProposalDraft {
                 "must be positive",
             ));
         }
+        quantity::months(
+            &format!("{prefix}.contract_term_months"),
+            self.contract_term_months,
+        )?;
         let t = &self.terms;
+        quantity::months(
+            &format!("{prefix}.terms.sharing_period_months"),
+            t.sharing_period_months,
+        )?;
+        not_negative(
+            &format!("{prefix}.terms.guaranteed_savings_litres"),
+            t.guaranteed_savings_litres,
+        )?;
+        not_negative(
+            &format!("{prefix}.terms.shortfall_price_fen_per_m3"),
+            t.shortfall_price_fen_per_m3,
+        )?;
+        not_negative(
+            &format!("{prefix}.terms.hosting_fee_fen"),
+            t.hosting_fee_fen,
+        )?;
         basis_points(&format!("{prefix}.terms.share_ratio_bp"), t.share_ratio_bp)?;
         basis_points(&format!("{prefix}.terms.bonus_share_bp"), t.bonus_share_bp)?;
         basis_points(

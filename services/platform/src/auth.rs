@@ -113,6 +113,19 @@ impl fmt::Debug for Keys {
     }
 }
 
+/// The longest a token may live: an operator's token is renewed, not kept for years.
+pub const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(366 * 86_400);
+
+/// Who a token made on this machine is for when nobody says: the local account and host
+/// (`li@office-pc`), so that two people's request ids never share one caller.
+pub fn local_subject() -> String {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("USERNAME"))
+        .unwrap_or_else(|_| "someone".to_string());
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".to_string());
+    format!("{user}@{host}")
+}
+
 /// File under the data folder that holds the embedded mode's signing key (hex).
 pub const KEY_FILE: &str = "jwt-signing-key";
 
@@ -162,13 +175,20 @@ impl Keys {
         if role.needs_org() && org.is_none() {
             bail!("a {role} token must name its organization (--org CREDIT_CODE)");
         }
+        if ttl > MAX_TOKEN_LIFETIME || ttl.is_zero() {
+            bail!(
+                "a token lives between 1 second and {} days",
+                MAX_TOKEN_LIFETIME.as_secs() / 86_400
+            );
+        }
         let now = chrono::Utc::now().timestamp();
         let claims = Claims {
             sub: subject.to_string(),
             role,
             org: org.map(str::to_string),
             iat: now,
-            exp: now + i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX / 2),
+            // At most MAX_TOKEN_LIFETIME, checked above: no overflow.
+            exp: now.saturating_add(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX)),
             iss: ISSUER.to_string(),
         };
         Ok(jsonwebtoken::encode(
@@ -285,6 +305,19 @@ mod tests {
             keys.issue("x", Role::Admin, None, Duration::from_secs(60))
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn token_lifetimes_are_capped_not_wrapped() {
+        let keys = Keys::from_secret(&[7u8; 32]).expect("keys");
+        let year = Duration::from_secs(366 * 86_400);
+        assert!(keys.issue("x", Role::Admin, None, year).is_ok());
+        let longer = year + Duration::from_secs(1);
+        let err = keys
+            .issue("x", Role::Admin, None, longer)
+            .expect_err("over a year");
+        assert!(err.to_string().contains("366 days"), "{err}");
+        assert!(keys.issue("x", Role::Admin, None, Duration::ZERO).is_err());
     }
 
     #[test]

@@ -14,6 +14,8 @@
 //!   codes, page tokens.
 //! - [`idempotency`]: the one rule for retried writes: keys bound to caller, method and target,
 //!   claimed first, with a fingerprint of the request ([`keyed_write!`]).
+//! - [`quantity`]: litres, fen and basis points with checked arithmetic, and the ranges every
+//!   incoming volume, amount and rate is checked against.
 //! - [`server`]: the gRPC server with health and reflection, and graceful shutdown.
 //! - [`metrics`]: OpenTelemetry metrics: RPC latency and status per method, outbox depth,
 //!   consumer lag, redeliveries and dead letters.
@@ -29,6 +31,7 @@ pub mod grpc;
 pub mod idempotency;
 pub mod metrics;
 pub mod outbox;
+pub mod quantity;
 pub mod server;
 pub mod telemetry;
 pub mod vocab;

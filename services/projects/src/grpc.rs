@@ -10,6 +10,7 @@
 use cwsm_platform::auth::{Principal, Role, principal};
 use cwsm_platform::grpc::{Page, millis, timestamp};
 use cwsm_platform::idempotency::RequestKey;
+use cwsm_platform::quantity;
 use cwsm_platform::vocab::{ContractModel, IndicatorTag, Sector};
 use cwsm_platform::{Error, Result};
 use cwsm_proto::events::v1::ProjectMilestone;
@@ -506,9 +507,7 @@ impl pb::projects_service_server::ProjectsService for ProjectsApi {
             )
             .into());
         }
-        if p.price_fen_per_m3 < 0 {
-            return Err(Error::invalid("project.price_fen_per_m3", "must not be negative").into());
-        }
+        quantity::price("project.price_fen_per_m3", p.price_fen_per_m3)?;
         let tags = p
             .indicator_tags
             .iter()
@@ -844,6 +843,7 @@ impl pb::projects_service_server::ProjectsService for ProjectsApi {
         if a.litres == 0 {
             return Err(Error::invalid("adjustment.litres", "must not be 0").into());
         }
+        quantity::signed_litres("adjustment.litres", a.litres)?;
         let created = self
             .store
             .create_adjustment(
@@ -968,6 +968,7 @@ impl pb::projects_service_server::ProjectsService for ProjectsApi {
         if r.note.trim().is_empty() {
             return Err(Error::invalid("note", "required: how the dispute was resolved").into());
         }
+        quantity::signed_litres("adjustment_litres", r.adjustment_litres)?;
         let period = self
             .store
             .period_step(

@@ -2,6 +2,7 @@
 //! settlements, in plain Rust: the records and who may move a period to which status.
 
 use cwsm_platform::auth::{Principal, Role};
+use cwsm_platform::quantity::{Litres, Overflow};
 use cwsm_platform::vocab::ContractModel;
 use cwsm_platform::{Error, Result};
 
@@ -245,21 +246,24 @@ pub fn non_routine_litres(
     start: chrono::NaiveDate,
     end: chrono::NaiveDate,
     open_end: chrono::NaiveDate,
-) -> i64 {
-    adjustments
-        .iter()
-        .filter_map(|a| {
-            let s = date("start_date", &a.start_date).ok()?;
-            let e = if a.end_date.is_empty() {
-                open_end
-            } else {
-                date("end_date", &a.end_date).ok()?
-            };
-            let days = (e - s).num_days() + 1;
-            let overlap = (e.min(end) - s.max(start)).num_days() + 1;
-            (days > 0 && overlap > 0).then(|| crate::settle::mul_div_round(a.litres, overlap, days))
-        })
-        .sum()
+) -> Result<i64, Overflow> {
+    let parts = adjustments.iter().filter_map(|a| {
+        let s = date("start_date", &a.start_date).ok()?;
+        let e = if a.end_date.is_empty() {
+            open_end
+        } else {
+            date("end_date", &a.end_date).ok()?
+        };
+        let days = (e - s).num_days() + 1;
+        let overlap = (e.min(end) - s.max(start)).num_days() + 1;
+        (days > 0 && overlap > 0)
+            .then(|| Litres(a.litres).pro_rata(overlap, days, "non_routine_adjustment_litres"))
+    });
+    let mut total = Litres::ZERO;
+    for part in parts {
+        total = total.checked_add(part?, "non_routine_adjustment_litres")?;
+    }
+    Ok(total.0)
 }
 
 /// Computes a period from readings (status REPORTED, not stored).
@@ -271,7 +275,7 @@ pub fn compute_period(
     adjustments: &[NonRoutineAdjustment],
     start: chrono::NaiveDate,
     end: chrono::NaiveDate,
-) -> Period {
+) -> Result<Period, Overflow> {
     let first = baseline_dates(project).map(|b| b.2).unwrap_or(start);
     let term = if project.contract.contract_term_months > 0 {
         project.contract.contract_term_months as u32
@@ -282,8 +286,8 @@ pub fn compute_period(
         .checked_add_months(chrono::Months::new(term))
         .and_then(|d| d.pred_opt())
         .unwrap_or(end);
-    let nra = non_routine_litres(adjustments, start, end, open_end);
-    let figures = crate::mv::period_figures(fit, days, start, end, drivers, nra, 0);
+    let nra = non_routine_litres(adjustments, start, end, open_end)?;
+    let figures = crate::mv::period_figures(fit, days, start, end, drivers, nra, 0)?;
     let mut notes = figures.notes.clone();
     if !fit.g14_pass {
         let (cv, nmbe) = fit.granularity.thresholds();
@@ -295,16 +299,14 @@ pub fn compute_period(
             nmbe * 100.0
         ));
     }
-    Period {
+    Ok(Period {
         id: String::new(),
         project_id: project.id.clone(),
         start_date: start.to_string(),
         end_date: end.to_string(),
-        promised_savings_litres: crate::settle::mul_div_round(
-            project.contract.promised_savings_litres,
-            figures.days,
-            365,
-        ),
+        promised_savings_litres: Litres(project.contract.promised_savings_litres)
+            .pro_rata(figures.days, 365, "promised_savings_litres")?
+            .0,
         figures,
         status: PeriodStatus::Reported,
         dispute_reason: String::new(),
@@ -312,7 +314,7 @@ pub fn compute_period(
         created_at_ms: 0,
         updated_at_ms: 0,
         version: 0,
-    }
+    })
 }
 
 /// The savings report: the baseline fitted on the baseline period, and every reporting period
@@ -334,17 +336,26 @@ pub fn report(
         sufficiency: None,
         problems: Vec::new(),
         periods: Vec::new(),
-        verified_savings_litres: stored
-            .iter()
-            .filter(|p| p.status.counts_as_verified())
-            .map(|p| p.figures.savings_litres)
-            .sum(),
-        promised_savings_litres: stored
-            .iter()
-            .filter(|p| p.status.counts_as_verified())
-            .map(|p| p.promised_savings_litres)
-            .sum(),
+        verified_savings_litres: 0,
+        promised_savings_litres: 0,
     };
+    let verified = stored.iter().filter(|p| p.status.counts_as_verified());
+    match (
+        Litres::sum(
+            verified.clone().map(|p| Litres(p.figures.savings_litres)),
+            "verified_savings_litres",
+        ),
+        Litres::sum(
+            verified.map(|p| Litres(p.promised_savings_litres)),
+            "promised_savings_litres",
+        ),
+    ) {
+        (Ok(v), Ok(p)) => {
+            r.verified_savings_litres = v.0;
+            r.promised_savings_litres = p.0;
+        }
+        (Err(e), _) | (_, Err(e)) => r.problems.push(format!("the contract-to-date totals: {e}")),
+    }
     let Some((start, end, first)) = baseline_dates(project) else {
         r.problems.push(
             "the baseline period is not set (UpdateProject sets it while the project is contracted)"
@@ -387,7 +398,13 @@ pub fn report(
             continue;
         }
         if let Some(f) = &r.fit {
-            periods.push(compute_period(project, f, days, &values, adjustments, s, e));
+            match compute_period(project, f, days, &values, adjustments, s, e) {
+                Ok(p) => periods.push(p),
+                // Left out, and said: it cannot be submitted with figures that do not fit.
+                Err(o) => r
+                    .problems
+                    .push(format!("the period {s} to {e} cannot be computed: {o}")),
+            }
         }
     }
     periods.sort_by(|a, b| a.start_date.cmp(&b.start_date));
@@ -423,11 +440,11 @@ mod tests {
                 d("2025-01-31"),
                 open
             ),
-            1_600
+            Ok(1_600)
         );
         assert_eq!(
             non_routine_litres(&[a], d("2025-03-01"), d("2025-03-31"), open),
-            0
+            Ok(0)
         );
     }
 }

@@ -10,6 +10,7 @@ use cwsm_platform::db::BeginWrite;
 use cwsm_platform::grpc::Page;
 use cwsm_platform::idempotency::{self, RequestKey};
 use cwsm_platform::outbox::OutboxWrite;
+use cwsm_platform::quantity::Litres;
 use cwsm_platform::vocab::{ContractModel, Milestone};
 use cwsm_platform::{Error, Result, keyed_write, new_id, now_ms, with_db};
 
@@ -472,9 +473,7 @@ impl Store {
                             "{} L would take the period's savings beyond what can be stored", ask.adjustment_litres));
                         f.dispute_adjustment_litres = f.dispute_adjustment_litres.checked_add(ask.adjustment_litres).ok_or_else(overflow)?;
                         f.savings_litres = f.savings_litres.checked_add(ask.adjustment_litres).ok_or_else(overflow)?;
-                        f.savings_bp = if f.adjusted_baseline_litres > 0 {
-                            crate::settle::mul_div_round(f.savings_litres, 10_000, f.adjusted_baseline_litres)
-                        } else { 0 };
+                        f.savings_bp = Litres(f.savings_litres).share_of(Litres(f.adjusted_baseline_litres), "savings_bp")?.0;
                         period.notes.push(format!("dispute resolved by {} with {:+} L: {text}", who.subject, ask.adjustment_litres));
                     }
                     PeriodStep::Settle => return Err(Error::precondition("settle with SettlePeriod")),
@@ -550,7 +549,7 @@ impl Store {
                     start_date: period.start_date.clone(),
                     end_date: period.end_date.clone(),
                     months_into_operation,
-                });
+                })?;
                 let now = now_ms();
                 let mut notes = period.notes.clone();
                 notes.push(format!("settled by {}", who.subject));

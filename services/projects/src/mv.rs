@@ -9,6 +9,7 @@
 //! of both sides of "baseline − actual" rather than counting as saved water.
 
 use chrono::{Datelike, NaiveDate};
+use cwsm_platform::quantity::{Litres, MAX_LITRES, Overflow};
 
 /// The name of the constant term.
 pub const INTERCEPT: &str = "intercept";
@@ -462,19 +463,27 @@ pub fn period_figures(
     drivers: &[&DriverDays],
     non_routine_litres: i64,
     dispute_litres: i64,
-) -> PeriodFigures {
+) -> Result<PeriodFigures, Overflow> {
     let obs = observations(days, start, end, fit.granularity, drivers);
     let period_days = (end - start).num_days() + 1;
     let days_with_data: i64 = obs.iter().map(|o| o.days).sum();
     let baseline: f64 = obs.iter().map(|o| fit.predict(&o.x) * o.days as f64).sum();
-    let actual: i64 = obs.iter().map(|o| o.litres).sum();
+    let actual = Litres::sum(obs.iter().map(|o| Litres(o.litres)), "actual_litres")?.0;
+    // A float cast saturates silently: a model predicting beyond any real volume is refused.
+    if !baseline.is_finite() || baseline.abs() > MAX_LITRES as f64 {
+        return Err(Overflow {
+            what: "adjusted_baseline_litres",
+        });
+    }
     let adjusted_baseline_litres = baseline.round() as i64;
-    let savings_litres = adjusted_baseline_litres + non_routine_litres - actual + dispute_litres;
-    let savings_bp = if adjusted_baseline_litres > 0 {
-        ((savings_litres as f64) * 10_000.0 / adjusted_baseline_litres as f64).round() as i64
-    } else {
-        0
-    };
+    let savings = Litres(adjusted_baseline_litres)
+        .checked_add(Litres(non_routine_litres), "savings_litres")?
+        .checked_sub(Litres(actual), "savings_litres")?
+        .checked_add(Litres(dispute_litres), "savings_litres")?;
+    let savings_litres = savings.0;
+    let savings_bp = savings
+        .share_of(Litres(adjusted_baseline_litres), "savings_bp")?
+        .0;
     let mut notes = Vec::new();
     if days_with_data < period_days {
         notes.push(format!(
@@ -490,7 +499,7 @@ pub fn period_figures(
                 .to_string(),
         );
     }
-    PeriodFigures {
+    Ok(PeriodFigures {
         adjusted_baseline_litres,
         actual_litres: actual,
         non_routine_adjustment_litres: non_routine_litres,
@@ -502,7 +511,7 @@ pub fn period_figures(
         days: period_days,
         days_with_data,
         notes,
-    }
+    })
 }
 
 /// The reporting periods from `first_day` on, each `months` long, that end on or before
@@ -705,7 +714,8 @@ mod tests {
             &[],
             3000,
             -500,
-        );
+        )
+        .expect("figures");
         // 30 days with data: baseline 30·1100 = 33,000; actual 30·880 = 26,400.
         assert_eq!(p.adjusted_baseline_litres, 33_000);
         assert_eq!(p.actual_litres, 26_400);
@@ -771,7 +781,8 @@ mod tests {
             &[&occupancy],
             0,
             0,
-        );
+        )
+        .expect("figures");
         // 9 days with occupancy: baseline 9 × (500 + 2·300) = 9,900; actual 9 × 1,000.
         assert_eq!(p.days_with_data, 9);
         assert_eq!(p.adjusted_baseline_litres, 9_900);

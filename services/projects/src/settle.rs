@@ -4,6 +4,7 @@
 //! away from zero, at each line of the statement (so the lines add up as printed). Annual
 //! figures (guarantee, hosting fee) are pro-rated by the period's days over 365.
 
+use cwsm_platform::quantity::{BasisPoints, Fen, Litres, Overflow};
 use cwsm_platform::vocab::ContractModel;
 
 use crate::domain::ContractTerms;
@@ -39,17 +40,7 @@ pub struct Figures {
     pub lines: Vec<String>,
 }
 
-/// a × b / d rounded to the nearest integer, halves away from zero (d > 0).
-pub fn mul_div_round(a: i64, b: i64, d: i64) -> i64 {
-    if d == 0 {
-        return 0;
-    }
-    let n = i128::from(a) * i128::from(b);
-    let d = i128::from(d);
-    let q = (n.abs() * 2 + d.abs()) / (2 * d.abs());
-    let q = if (n < 0) != (d < 0) { -q } else { q };
-    i64::try_from(q).unwrap_or(if q < 0 { i64::MIN } else { i64::MAX })
-}
+pub use cwsm_platform::quantity::mul_div_round;
 
 /// Fen as yuan for people: "12,345.67 yuan".
 pub fn yuan(fen: i64) -> String {
@@ -81,10 +72,12 @@ fn percent(bp: i64) -> String {
     format!("{}.{:02}%", bp / 100, bp % 100)
 }
 
-/// Computes a period's settlement and its statement.
-pub fn settle(i: &SettleInput) -> Figures {
+/// Computes a period's settlement and its statement. Every step is checked: figures beyond
+/// what can be stored are an [`Overflow`] naming the figure, never a wrapped amount.
+pub fn settle(i: &SettleInput) -> Result<Figures, Overflow> {
     let t = i.terms;
     let price = i.price_fen_per_m3;
+    let savings = Litres(i.savings_litres);
     let mut f = Figures::default();
     let mut lines = vec![
         format!(
@@ -100,7 +93,7 @@ pub fn settle(i: &SettleInput) -> Figures {
             yuan(price)
         ),
     ];
-    f.savings_value_fen = mul_div_round(i.savings_litres, price, 1000);
+    f.savings_value_fen = savings.value_at(price, "savings_value_fen")?.0;
     lines.push(format!(
         "Savings value: {} × {} per m³ = {}",
         cubic_metres(i.savings_litres),
@@ -108,7 +101,11 @@ pub fn settle(i: &SettleInput) -> Figures {
         yuan(f.savings_value_fen)
     ));
 
-    let sharing = |f: &mut Figures, lines: &mut Vec<String>, value: i64, what: &str| {
+    let sharing = |f: &mut Figures,
+                   lines: &mut Vec<String>,
+                   value: i64,
+                   what: &str|
+     -> Result<i64, Overflow> {
         let running = t.sharing_period_months <= 0
             || i.months_into_operation < i64::from(t.sharing_period_months);
         let share = if !running {
@@ -118,7 +115,9 @@ pub fn settle(i: &SettleInput) -> Figures {
             ));
             0
         } else if value > 0 {
-            mul_div_round(value, i64::from(t.share_ratio_bp), 10_000)
+            Fen(value)
+                .share(BasisPoints(i64::from(t.share_ratio_bp)), "company_due_fen")?
+                .0
         } else {
             lines.push("No positive savings: no company share".to_string());
             0
@@ -131,12 +130,16 @@ pub fn settle(i: &SettleInput) -> Figures {
                 yuan(share)
             ));
         }
-        f.company_due_fen += share;
-        share
+        f.company_due_fen = Fen(f.company_due_fen)
+            .checked_add(Fen(share), "company_due_fen")?
+            .0;
+        Ok(share)
     };
 
-    let guarantee = |f: &mut Figures, lines: &mut Vec<String>| -> i64 {
-        let guaranteed = mul_div_round(t.guaranteed_savings_litres, i.period_days, 365);
+    let guarantee = |f: &mut Figures, lines: &mut Vec<String>| -> Result<i64, Overflow> {
+        let guaranteed = Litres(t.guaranteed_savings_litres)
+            .pro_rata(i.period_days, 365, "guaranteed_savings_litres")?
+            .0;
         lines.push(format!(
             "Guaranteed savings: {} a year × {}/365 days = {}",
             cubic_metres(t.guaranteed_savings_litres),
@@ -149,8 +152,9 @@ pub fn settle(i: &SettleInput) -> Figures {
             } else {
                 price
             };
-            let short = guaranteed - i.savings_litres;
-            f.shortfall_fen = mul_div_round(short, shortfall_price, 1000);
+            let short = Litres(guaranteed).checked_sub(savings, "shortfall_litres")?;
+            f.shortfall_fen = short.value_at(shortfall_price, "shortfall_fen")?.0;
+            let short = short.0;
             lines.push(format!(
                 "Shortfall: {} × {} per m³ = {}, paid by the company to the water user",
                 cubic_metres(short),
@@ -160,13 +164,19 @@ pub fn settle(i: &SettleInput) -> Figures {
         } else {
             lines.push("The guarantee is met: no shortfall".to_string());
         }
-        guaranteed
+        Ok(guaranteed)
     };
 
-    let hosting = |f: &mut Figures, lines: &mut Vec<String>| {
-        f.hosting_fee_fen = mul_div_round(t.hosting_fee_fen, i.period_days, 365);
-        f.water_bill_fen = mul_div_round(i.actual_litres, price, 1000);
-        f.company_due_fen += f.hosting_fee_fen;
+    let hosting = |f: &mut Figures, lines: &mut Vec<String>| -> Result<(), Overflow> {
+        f.hosting_fee_fen = Fen(t.hosting_fee_fen)
+            .pro_rata(i.period_days, 365, "hosting_fee_fen")?
+            .0;
+        f.water_bill_fen = Litres(i.actual_litres).value_at(price, "water_bill_fen")?.0;
+        f.company_due_fen = Fen(f.company_due_fen)
+            .checked_add(Fen(f.hosting_fee_fen), "company_due_fen")?
+            .0;
+        let margin =
+            Fen(f.hosting_fee_fen).checked_sub(Fen(f.water_bill_fen), "company_margin_fen")?;
         lines.push(format!(
             "Hosting fee: {} a year × {}/365 days = {}, paid by the water user to the company",
             yuan(t.hosting_fee_fen),
@@ -179,17 +189,15 @@ pub fn settle(i: &SettleInput) -> Figures {
             yuan(price),
             yuan(f.water_bill_fen)
         ));
-        lines.push(format!(
-            "Company margin: fee − bill = {}",
-            yuan(f.hosting_fee_fen - f.water_bill_fen)
-        ));
+        lines.push(format!("Company margin: fee − bill = {}", yuan(margin.0)));
+        Ok(())
     };
 
     match i.model {
         ContractModel::SharedSavings | ContractModel::SavingsPlusWaterRights => {
             let value = f.savings_value_fen;
-            let share = sharing(&mut f, &mut lines, value, "the savings value");
-            f.user_due_fen = value - share;
+            let share = sharing(&mut f, &mut lines, value, "the savings value")?;
+            f.user_due_fen = Fen(value).checked_sub(Fen(share), "user_due_fen")?.0;
             lines.push(format!(
                 "The water user keeps: {} − {} = {}",
                 yuan(value),
@@ -204,11 +212,13 @@ pub fn settle(i: &SettleInput) -> Figures {
             }
         }
         ContractModel::GuaranteedSavings => {
-            let guaranteed = guarantee(&mut f, &mut lines);
-            let excess = i.savings_litres - guaranteed;
+            let guaranteed = guarantee(&mut f, &mut lines)?;
+            let excess = savings.checked_sub(Litres(guaranteed), "excess_litres")?.0;
             if excess > 0 && t.bonus_share_bp > 0 {
-                let excess_value = mul_div_round(excess, price, 1000);
-                let bonus = mul_div_round(excess_value, i64::from(t.bonus_share_bp), 10_000);
+                let excess_value = Litres(excess).value_at(price, "excess_value_fen")?.0;
+                let bonus = Fen(excess_value)
+                    .share(BasisPoints(i64::from(t.bonus_share_bp)), "company_due_fen")?
+                    .0;
                 f.company_due_fen = bonus;
                 lines.push(format!(
                     "Bonus: {} of the excess {} valued {} = {}",
@@ -218,20 +228,29 @@ pub fn settle(i: &SettleInput) -> Figures {
                     yuan(bonus)
                 ));
             }
-            f.user_due_fen = f.savings_value_fen - f.company_due_fen + f.shortfall_fen;
+            f.user_due_fen = Fen(f.savings_value_fen)
+                .checked_sub(Fen(f.company_due_fen), "user_due_fen")?
+                .checked_add(Fen(f.shortfall_fen), "user_due_fen")?
+                .0;
             lines.push(format!(
                 "The water user keeps the savings value less any bonus, plus any shortfall: {}",
                 yuan(f.user_due_fen)
             ));
         }
         ContractModel::WaterCostHosting | ContractModel::HostingPlusGuarantee => {
-            hosting(&mut f, &mut lines);
+            hosting(&mut f, &mut lines)?;
             if i.model == ContractModel::HostingPlusGuarantee {
-                guarantee(&mut f, &mut lines);
+                guarantee(&mut f, &mut lines)?;
             }
             // What the user would have paid without the retrofit, less the fee it pays.
-            let baseline_bill = mul_div_round(i.actual_litres + i.savings_litres, price, 1000);
-            f.user_due_fen = baseline_bill - f.hosting_fee_fen + f.shortfall_fen;
+            let baseline_bill = Litres(i.actual_litres)
+                .checked_add(savings, "baseline_litres")?
+                .value_at(price, "baseline_bill_fen")?
+                .0;
+            f.user_due_fen = Fen(baseline_bill)
+                .checked_sub(Fen(f.hosting_fee_fen), "user_due_fen")?
+                .checked_add(Fen(f.shortfall_fen), "user_due_fen")?
+                .0;
             lines.push(format!(
                 "The water user avoids its adjusted baseline bill {} for the fee {}{}: {}",
                 yuan(baseline_bill),
@@ -245,20 +264,26 @@ pub fn settle(i: &SettleInput) -> Figures {
             ));
         }
         ContractModel::GuaranteePlusSharing => {
-            let guaranteed = guarantee(&mut f, &mut lines);
-            let excess = (i.savings_litres - guaranteed).max(0);
-            let excess_value = mul_div_round(excess, price, 1000);
+            let guaranteed = guarantee(&mut f, &mut lines)?;
+            let excess = savings
+                .checked_sub(Litres(guaranteed), "excess_litres")?
+                .0
+                .max(0);
+            let excess_value = Litres(excess).value_at(price, "excess_value_fen")?.0;
             let share = if excess > 0 {
                 sharing(
                     &mut f,
                     &mut lines,
                     excess_value,
                     "the value above the guarantee",
-                )
+                )?
             } else {
                 0
             };
-            f.user_due_fen = f.savings_value_fen - share + f.shortfall_fen;
+            f.user_due_fen = Fen(f.savings_value_fen)
+                .checked_sub(Fen(share), "user_due_fen")?
+                .checked_add(Fen(f.shortfall_fen), "user_due_fen")?
+                .0;
             lines.push(format!(
                 "The water user keeps the savings value less the company share, plus any shortfall: {}",
                 yuan(f.user_due_fen)
@@ -270,12 +295,17 @@ pub fn settle(i: &SettleInput) -> Figures {
             .to_string(),
     );
     f.lines = lines;
-    f
+    Ok(f)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The settlement, which these inputs never overflow.
+    fn settle(i: &SettleInput) -> Figures {
+        super::settle(i).expect("settles")
+    }
 
     fn input(model: ContractModel, terms: &ContractTerms, savings: i64) -> SettleInput<'_> {
         SettleInput {
@@ -293,11 +323,11 @@ mod tests {
 
     #[test]
     fn rounding_is_half_away_from_zero() {
-        assert_eq!(mul_div_round(1, 1, 2), 1);
-        assert_eq!(mul_div_round(-1, 1, 2), -1);
-        assert_eq!(mul_div_round(1, 1, 3), 0);
-        assert_eq!(mul_div_round(2, 1, 3), 1);
-        assert_eq!(mul_div_round(1_234_567, 410, 1000), 506_172); // 506,172.47
+        assert_eq!(mul_div_round(1, 1, 2), Some(1));
+        assert_eq!(mul_div_round(-1, 1, 2), Some(-1));
+        assert_eq!(mul_div_round(1, 1, 3), Some(0));
+        assert_eq!(mul_div_round(2, 1, 3), Some(1));
+        assert_eq!(mul_div_round(1_234_567, 410, 1000), Some(506_172)); // 506,172.47
         assert_eq!(yuan(506_172), "5,061.72 yuan");
         assert_eq!(cubic_metres(-1_234_567), "−1,234.567 m³");
     }

@@ -107,7 +107,7 @@ impl Clients {
                     );
                 }
                 Keys::load_or_create(&conn.data_dir)?.issue(
-                    "cli",
+                    &cwsm_platform::auth::local_subject(),
                     Role::Admin,
                     None,
                     Duration::from_secs(3600),
