@@ -1,6 +1,6 @@
 //! Test support: start the whole system in-process on a chosen backend, and clients with tokens.
 //!
-//! Backends: `Sqlite` (files in a fresh temporary folder, in-process bus) and `Postgres` (a fresh
+//! Backends: `Sqlite` (files in a fresh temporary folder, the in-process bus kept in its file) and `Postgres` (a fresh
 //! database on the PostgreSQL at `CWSM_TEST_POSTGRES_URL`, Redis Streams at `CWSM_TEST_REDIS_URL`
 //! under a fresh key prefix). PostgreSQL and Redis tests fail when those servers are unreachable
 //! and `CWSM_REQUIRE_POSTGRES=1` (as `.ci/run` sets); otherwise they say they were skipped.
@@ -83,7 +83,11 @@ impl TestApp {
         };
         let mut postgres = None;
         let bus: Arc<dyn EventBus> = match backend {
-            Backend::Sqlite => Arc::new(InProcessBus::new()),
+            // The bus `cwsm serve` runs on: kept in the data folder.
+            Backend::Sqlite => {
+                std::fs::create_dir_all(&data_dir)?;
+                Arc::new(InProcessBus::open(&data_dir.join(InProcessBus::FILE)).await?)
+            }
             Backend::Postgres => {
                 let admin = postgres_url();
                 let database = format!("cwsm_test_{id}");
