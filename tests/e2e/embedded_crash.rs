@@ -1,8 +1,9 @@
 //! The embedded server killed in a loop (issue 17, item 5): the real `cwsm serve` binary (SQLite
 //! files, in-process bus) runs as a child process on one data folder; projects move through the
 //! marketplace and their lifecycle over gRPC, several at once; the server is killed with SIGKILL
-//! right after the k-th call of each run returns (k varies), and started again on the same
-//! folder, where the interrupted calls are retried with their request ids. At the end every
+//! 0 to 3 ms after the first, second or third call of a run whose event the test can check
+//! returns (an acceptance of a proposal, or a project's acceptance step), 20 times, and started
+//! again on the same folder, where the interrupted calls are retried with their request ids. At the end every
 //! accepted proposal has its project, and the A7 indicator (technical retrofits accepted) counts
 //! exactly the projects the projects service holds as accepted: nothing lost, nothing doubled.
 //!
@@ -217,8 +218,8 @@ struct RunFigures {
     killed: bool,
 }
 
-/// Drives `lanes` on the server until it is killed after `kill_after` calls returned (or, with
-/// `None`, until every lane is done). A call failing before the kill fails the test.
+/// Drives `lanes` on the server until it is killed `kill_after.1` after the `kill_after.0`-th
+/// checked call returned (or, with `None`, until every lane is done). A call failing before the kill fails the test.
 async fn drive(
     server: Arc<ServeProcess>,
     c: &Clients,

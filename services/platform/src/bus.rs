@@ -434,6 +434,11 @@ impl InProcessInner {
                 .await
                 .context("saving the bus cursor")?;
         }
+        self.move_cursor(topic, group, seq)
+    }
+
+    /// The in-memory half of [`InProcessInner::advance`].
+    fn move_cursor(&self, topic: &str, group: &str, seq: u64) -> anyhow::Result<()> {
         if let Some(cursor) = lock(&self.topics)?
             .get_mut(topic)
             .and_then(|log| log.groups.get_mut(group))
@@ -591,32 +596,49 @@ impl Subscription for InProcessSubscription {
         delivery: &Delivery,
         letter: &DeadLetter,
     ) -> anyhow::Result<()> {
-        if let Some(store) = &self.inner.store {
-            let _turn = store.write.lock().await;
-            let e = &letter.envelope;
-            sqlx::query(
-                "INSERT INTO bus_dead_letters (topic, grp, event_id, kind, payload, occurred_at_ms, \
-                 trace_parent, error, attempts, dead_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-            )
+        let seq: u64 = delivery.message_id.parse()?;
+        let Some(store) = &self.inner.store else {
+            lock(&self.inner.dead)?
+                .entry(self.topic.clone())
+                .or_default()
+                .push(letter.clone());
+            return self.inner.advance(&self.topic, &self.group, seq).await;
+        };
+        // The letter and the cursor past it in one transaction: set aside exactly once.
+        let turn = store.write.lock().await;
+        let e = &letter.envelope;
+        let mut tx = store.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO bus_dead_letters (topic, grp, event_id, kind, payload, occurred_at_ms, \
+             trace_parent, error, attempts, dead_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(&self.topic)
+        .bind(&self.group)
+        .bind(&e.event_id)
+        .bind(&e.kind)
+        .bind(&e.payload)
+        .bind(e.occurred_at_ms)
+        .bind(&e.trace_parent)
+        .bind(&letter.error)
+        .bind(i64::from(letter.attempts))
+        .bind(letter.dead_at_ms)
+        .execute(&mut *tx)
+        .await
+        .context("saving the dead letter")?;
+        sqlx::query(UPSERT_CURSOR)
             .bind(&self.topic)
             .bind(&self.group)
-            .bind(&e.event_id)
-            .bind(&e.kind)
-            .bind(&e.payload)
-            .bind(e.occurred_at_ms)
-            .bind(&e.trace_parent)
-            .bind(&letter.error)
-            .bind(i64::from(letter.attempts))
-            .bind(letter.dead_at_ms)
-            .execute(&store.pool)
-            .await
-            .context("saving the dead letter")?;
-        }
+            .bind(db_seq(seq + 1)?)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await.context("saving the dead letter")?;
         lock(&self.inner.dead)?
             .entry(self.topic.clone())
             .or_default()
             .push(letter.clone());
-        self.ack(delivery).await
+        self.inner.move_cursor(&self.topic, &self.group, seq)?;
+        drop(turn);
+        Ok(())
     }
 
     async fn ack(&mut self, delivery: &Delivery) -> anyhow::Result<()> {
