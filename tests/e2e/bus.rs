@@ -1,5 +1,5 @@
-//! The event bus behind one trait, checked the same way on both implementations: in-process and
-//! Redis Streams with a consumer group.
+//! The event bus behind one trait, checked the same way on both implementations: in-process (in
+//! memory, and kept in its file as `cwsm serve` runs it) and Redis Streams with a consumer group.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -65,6 +65,92 @@ async fn delivers_at_least_once(bus: Arc<dyn EventBus>) -> anyhow::Result<()> {
 #[tokio::test]
 async fn in_process_bus_delivers_at_least_once() -> anyhow::Result<()> {
     delivers_at_least_once(Arc::new(InProcessBus::new())).await
+}
+
+/// A fresh file for an in-process bus, in a folder of its own (removed by the caller).
+fn bus_file() -> anyhow::Result<(std::path::PathBuf, std::path::PathBuf)> {
+    let dir = std::env::temp_dir().join(format!("cwsm-bus-{}", cwsm_platform::new_id()));
+    std::fs::create_dir_all(&dir)?;
+    let file = dir.join(InProcessBus::FILE);
+    Ok((dir, file))
+}
+
+#[tokio::test]
+async fn in_process_bus_in_a_file_delivers_at_least_once() -> anyhow::Result<()> {
+    let (dir, file) = bus_file()?;
+    let result = delivers_at_least_once(Arc::new(InProcessBus::open(&file).await?)).await;
+    let _ = std::fs::remove_dir_all(dir);
+    result
+}
+
+/// What `kill -9` of `cwsm serve` leaves: the bus opened again on its file has every event
+/// published, each group's cursor as acknowledged (an event handed over and not acknowledged
+/// comes again), the dead letters, and goes on numbering after the last event.
+#[tokio::test]
+async fn in_process_bus_in_a_file_survives_a_restart() -> anyhow::Result<()> {
+    let (dir, file) = bus_file()?;
+    let result = async {
+        let bus = InProcessBus::open(&file).await?;
+        for n in 1..=3 {
+            bus.publish(&event(n)).await?;
+        }
+        let mut a = bus.subscribe("test.topic", "group-a", "consumer-1").await?;
+        let first = a.next().await?;
+        a.ack(&first).await?;
+        let second = a.next().await?;
+        assert_eq!(second.envelope, event(2));
+        a.dead_letter(
+            &second,
+            &cwsm_platform::bus::DeadLetter {
+                envelope: second.envelope.clone(),
+                error: "cannot be read".into(),
+                attempts: 1,
+                dead_at_ms: 1,
+            },
+        )
+        .await?;
+        assert_eq!(
+            next(&mut a).await?,
+            event(3),
+            "handed over, never acknowledged"
+        );
+        let _b = bus.subscribe("test.topic", "group-b", "consumer-1").await?;
+        // The process dies: nothing is flushed or stopped in order.
+        drop(a);
+        bus.close().await;
+        drop(bus);
+
+        let bus = InProcessBus::open(&file).await?;
+        let mut a = bus.subscribe("test.topic", "group-a", "consumer-1").await?;
+        let again = a.next().await?;
+        assert_eq!(
+            again.envelope,
+            event(3),
+            "the unacknowledged event comes again"
+        );
+        a.ack(&again).await?;
+        bus.publish(&event(4)).await?;
+        assert_eq!(
+            next(&mut a).await?,
+            event(4),
+            "numbering goes on after the log"
+        );
+        let mut b = bus.subscribe("test.topic", "group-b", "consumer-1").await?;
+        assert_eq!(
+            next(&mut b).await?,
+            event(1),
+            "a group that read nothing starts over"
+        );
+        let dead = bus.dead_letters("test.topic", 10).await?;
+        assert_eq!(dead.len(), 1);
+        assert_eq!(dead[0].envelope, event(2));
+        assert_eq!(dead[0].error, "cannot be read");
+        bus.close().await;
+        Ok(())
+    }
+    .await;
+    let _ = std::fs::remove_dir_all(dir);
+    result
 }
 
 #[tokio::test]
@@ -169,6 +255,14 @@ async fn sets_poison_aside(bus: Arc<dyn EventBus>) -> anyhow::Result<()> {
 #[tokio::test]
 async fn in_process_bus_sets_poison_aside() -> anyhow::Result<()> {
     sets_poison_aside(Arc::new(InProcessBus::new())).await
+}
+
+#[tokio::test]
+async fn in_process_bus_in_a_file_sets_poison_aside() -> anyhow::Result<()> {
+    let (dir, file) = bus_file()?;
+    let result = sets_poison_aside(Arc::new(InProcessBus::open(&file).await?)).await;
+    let _ = std::fs::remove_dir_all(dir);
+    result
 }
 
 #[tokio::test]

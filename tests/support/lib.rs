@@ -1,6 +1,6 @@
 //! Test support: start the whole system in-process on a chosen backend, and clients with tokens.
 //!
-//! Backends: `Sqlite` (files in a fresh temporary folder, in-process bus) and `Postgres` (a fresh
+//! Backends: `Sqlite` (files in a fresh temporary folder, the in-process bus kept in its file) and `Postgres` (a fresh
 //! database on the PostgreSQL at `CWSM_TEST_POSTGRES_URL`, Redis Streams at `CWSM_TEST_REDIS_URL`
 //! under a fresh key prefix). PostgreSQL and Redis tests fail when those servers are unreachable
 //! and `CWSM_REQUIRE_POSTGRES=1` (as `.ci/run` sets); otherwise they say they were skipped.
@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
 use cwsm::app::{self, Running, Services};
 use cwsm_platform::auth::{Keys, Role};
 use cwsm_platform::bus::{EventBus, InProcessBus, RedisBus};
@@ -82,7 +83,11 @@ impl TestApp {
         };
         let mut postgres = None;
         let bus: Arc<dyn EventBus> = match backend {
-            Backend::Sqlite => Arc::new(InProcessBus::new()),
+            // The bus `cwsm serve` runs on: kept in the data folder.
+            Backend::Sqlite => {
+                std::fs::create_dir_all(&data_dir)?;
+                Arc::new(InProcessBus::open(&data_dir.join(InProcessBus::FILE)).await?)
+            }
             Backend::Postgres => {
                 let admin = postgres_url();
                 let database = format!("cwsm_test_{id}");
@@ -172,6 +177,66 @@ impl TestApp {
         Ok((running, channel))
     }
 
+    /// Clients of this app's server (the same as [`TestApp::matching`] and the others).
+    pub fn clients(&self) -> Clients {
+        Clients {
+            channel: self.channel.clone(),
+            keys: self.keys.clone(),
+        }
+    }
+
+    pub fn token(&self, role: Role, org: Option<&str>) -> String {
+        self.clients().token(role, org)
+    }
+
+    pub fn matching(
+        &self,
+        token: &str,
+    ) -> MatchingServiceClient<InterceptedService<Channel, Bearer>> {
+        self.clients().matching(token)
+    }
+
+    pub fn projects(
+        &self,
+        token: &str,
+    ) -> ProjectsServiceClient<InterceptedService<Channel, Bearer>> {
+        self.clients().projects(token)
+    }
+
+    pub fn reporting(
+        &self,
+        token: &str,
+    ) -> ReportingServiceClient<InterceptedService<Channel, Bearer>> {
+        self.clients().reporting(token)
+    }
+
+    /// Stops the app and removes what it created (temporary folder, test database).
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(r) = self.running.take() {
+            r.stop().await?;
+        }
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+        if let Some((admin, database)) = self.postgres.take() {
+            let pool = sqlx::PgPool::connect(&admin).await?;
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {database} WITH (FORCE)"
+            )))
+            .execute(&pool)
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+/// Clients of a server on `channel`, with tokens signed by `keys`: a [`TestApp`]'s, or a
+/// [`ServeProcess`]'s.
+#[derive(Clone)]
+pub struct Clients {
+    pub channel: Channel,
+    pub keys: Arc<Keys>,
+}
+
+impl Clients {
     pub fn token(&self, role: Role, org: Option<&str>) -> String {
         self.keys
             .issue("test", role, org, Duration::from_secs(600))
@@ -198,22 +263,110 @@ impl TestApp {
     ) -> ReportingServiceClient<InterceptedService<Channel, Bearer>> {
         ReportingServiceClient::with_interceptor(self.channel.clone(), Bearer(token.to_string()))
     }
+}
 
-    /// Stops the app and removes what it created (temporary folder, test database).
-    pub async fn stop(mut self) -> anyhow::Result<()> {
-        if let Some(r) = self.running.take() {
-            r.stop().await?;
+/// `cwsm serve` (the binary at `bin`) as a child process on `data_dir`, as users run the
+/// embedded mode: all services, SQLite files, the in-process bus, tokens signed with `secret`.
+/// Its output goes to `log`. [`ServeProcess::kill`] is `kill -9`; dropping it kills it too.
+pub struct ServeProcess {
+    child: std::sync::Mutex<Option<std::process::Child>>,
+    /// `http://127.0.0.1:PORT`, from its start-up banner.
+    pub url: String,
+}
+
+impl ServeProcess {
+    pub fn start(
+        bin: &std::path::Path,
+        data_dir: &std::path::Path,
+        secret: &str,
+        log: &std::path::Path,
+    ) -> anyhow::Result<ServeProcess> {
+        use std::io::{BufRead, Write};
+        let mut out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)?;
+        let err = out.try_clone()?;
+        let mut child = std::process::Command::new(bin)
+            .arg("serve")
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--data-dir")
+            .arg(data_dir)
+            // Only what this test sets: not a PostgreSQL or Redis of the environment.
+            .env_remove("CWSM_CONFIG")
+            .env_remove("CWSM_DATABASE_URL")
+            .env_remove("CWSM_REDIS_URL")
+            .env_remove("CWSM_LISTEN")
+            .env_remove("CWSM_DATA_DIR")
+            .env("CWSM_JWT_SECRET", secret)
+            .env("CWSM_LOG", "warn")
+            .env("CWSM_OUTBOX_POLL_MS", "100")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(err)
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("no stdout from {}", bin.display()))?;
+        // Read the banner for the address, then keep draining (into the log) so the child never
+        // blocks on a full pipe; the thread ends when the child does.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let _ = writeln!(out, "{line}");
+                if let Some((_, url)) = line.split_once(" on http://")
+                    && let Some(tx) = tx.take()
+                {
+                    let _ = tx.send(format!("http://{url}"));
+                }
+            }
+        });
+        let mut process = ServeProcess {
+            child: std::sync::Mutex::new(Some(child)),
+            url: String::new(),
+        };
+        match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(url) => {
+                process.url = url;
+                Ok(process)
+            }
+            Err(_) => {
+                process.kill();
+                anyhow::bail!(
+                    "{} printed no address within 30 s; see {}",
+                    bin.display(),
+                    log.display()
+                )
+            }
         }
-        let _ = std::fs::remove_dir_all(&self.data_dir);
-        if let Some((admin, database)) = self.postgres.take() {
-            let pool = sqlx::PgPool::connect(&admin).await?;
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "DROP DATABASE IF EXISTS {database} WITH (FORCE)"
-            )))
-            .execute(&pool)
-            .await?;
+    }
+
+    /// Clients of it (connecting lazily: the first call connects).
+    pub fn clients(&self, keys: Arc<Keys>) -> anyhow::Result<Clients> {
+        Ok(Clients {
+            channel: Channel::from_shared(self.url.clone())?.connect_lazy(),
+            keys,
+        })
+    }
+
+    /// `kill -9` (SIGKILL) at once, then reaps it. Harmless when already killed.
+    pub fn kill(&self) {
+        let child = self.child.lock().map(|mut c| c.take()).unwrap_or_default();
+        if let Some(mut child) = child {
+            let _ = child.kill();
+            let _ = child.wait();
         }
-        Ok(())
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        self.kill();
     }
 }
 

@@ -99,11 +99,16 @@ impl Running {
     }
 }
 
-/// The bus the settings ask for: Redis Streams when `redis_url` is set, else in-process.
+/// The bus the settings ask for: Redis Streams when `redis_url` is set, else in-process, kept in
+/// the data folder's `bus.db` so that a crash loses no event the relays handed over.
 pub async fn bus_for(settings: &Settings) -> anyhow::Result<Arc<dyn EventBus>> {
     Ok(match &settings.redis_url {
         Some(url) => Arc::new(RedisBus::connect(url).await?),
-        None => Arc::new(InProcessBus::new()),
+        None => {
+            std::fs::create_dir_all(&settings.data_dir)
+                .with_context(|| format!("creating data folder {}", settings.data_dir.display()))?;
+            Arc::new(InProcessBus::open(&settings.data_dir.join(InProcessBus::FILE)).await?)
+        }
     })
 }
 

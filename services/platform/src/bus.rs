@@ -1,9 +1,11 @@
 //! The event bus: how one service hears of another's state changes.
 //!
 //! Two implementations behind [`EventBus`]:
-//! - [`InProcessBus`] for the embedded mode (`cwsm serve`): an in-memory log per topic with a
-//!   cursor per consumer group. It lives as long as the process; the outbox (on disk) is what
-//!   survives a restart.
+//! - [`InProcessBus`] for the embedded mode (`cwsm serve`): a log per topic with a cursor per
+//!   consumer group, kept in the data folder's `bus.db` (SQLite) as well as in memory, so that a
+//!   `kill -9` between the relay handing an event over and a consumer applying it loses nothing:
+//!   the relay marks an outbox row published only once the event is in that file, and a group's
+//!   cursor moves there only after its consumer's transaction committed.
 //! - [`RedisBus`] for production: one Redis Stream per topic, `XREADGROUP` with a consumer group
 //!   so that replicas of a service share the work, `XACK` only after the consumer's own
 //!   transaction committed.
@@ -12,6 +14,7 @@
 //! applied in the same transaction as the effect), so a redelivery changes nothing.
 
 use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,6 +22,8 @@ use anyhow::{Context, anyhow};
 use async_trait::async_trait;
 use redis::AsyncCommands;
 use redis::streams::{StreamId, StreamReadOptions, StreamReadReply};
+use sqlx::SqlitePool;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -200,7 +205,10 @@ pub async fn consume(
 // ---------------------------------------------------------------------------------------------
 // In-process
 
-/// The embedded bus: a capped log per topic and a cursor per consumer group.
+/// The embedded bus: a capped log per topic and a cursor per consumer group, in memory and,
+/// when [opened](InProcessBus::open) on a file, also in that SQLite file (written first, in the
+/// same order), so that the log and the cursors survive a crash or `kill -9`. Without the file
+/// ([`InProcessBus::new`]) everything lives as long as the process (tests, benches).
 #[derive(Clone, Default)]
 pub struct InProcessBus {
     inner: Arc<InProcessInner>,
@@ -211,7 +219,19 @@ struct InProcessInner {
     topics: Mutex<HashMap<String, TopicLog>>,
     published: Notify,
     dead: Mutex<HashMap<String, Vec<DeadLetter>>>,
+    store: Option<BusStore>,
 }
+
+/// The bus's own SQLite file (see `migrations/bus`).
+struct BusStore {
+    pool: SqlitePool,
+    path: PathBuf,
+    /// One change at a time, file first, then memory: a publish takes its sequence from the
+    /// memory log, and the two stay equal.
+    write: tokio::sync::Mutex<()>,
+}
+
+static BUS_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/bus");
 
 #[derive(Default)]
 struct TopicLog {
@@ -233,29 +253,243 @@ impl TopicLog {
             self.base += 1;
         }
     }
+
+    /// The sequence the next published event gets.
+    fn next_seq(&self) -> u64 {
+        self.base + self.entries.len() as u64
+    }
 }
 
+#[derive(sqlx::FromRow)]
+struct LogRow {
+    topic: String,
+    seq: i64,
+    event_id: String,
+    kind: String,
+    payload: Vec<u8>,
+    occurred_at_ms: i64,
+    trace_parent: String,
+}
+
+#[derive(sqlx::FromRow)]
+struct DeadRow {
+    topic: String,
+    event_id: String,
+    kind: String,
+    payload: Vec<u8>,
+    occurred_at_ms: i64,
+    trace_parent: String,
+    error: String,
+    attempts: i64,
+    dead_at_ms: i64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> anyhow::Result<std::sync::MutexGuard<'_, T>> {
+    m.lock().map_err(|_| anyhow!("bus lock poisoned"))
+}
+
+fn db_seq(seq: u64) -> anyhow::Result<i64> {
+    i64::try_from(seq).context("bus sequence out of range")
+}
+
+const UPSERT_CURSOR: &str = "INSERT INTO bus_groups (topic, grp, next_seq) VALUES ($1, $2, $3) \
+                             ON CONFLICT (topic, grp) DO UPDATE SET next_seq = MAX(next_seq, excluded.next_seq)";
+
 impl InProcessBus {
+    /// The bus's file in a data folder.
+    pub const FILE: &'static str = "bus.db";
+
+    /// A bus in memory only: what it carries is gone with the process.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A bus kept in the SQLite file at `path` (made if missing), as it was left: events
+    /// published and not yet acknowledged by a group are delivered to it again.
+    pub async fn open(path: &Path) -> anyhow::Result<Self> {
+        // As the services' own files: WAL, and a commit is durable when the process dies
+        // (`synchronous = NORMAL` may lose the last commits only if the machine does).
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await
+            .with_context(|| format!("opening the bus file {}", path.display()))?;
+        BUS_MIGRATIONS
+            .run(&pool)
+            .await
+            .with_context(|| format!("migrating the bus file {}", path.display()))?;
+
+        let mut topics: HashMap<String, TopicLog> = HashMap::new();
+        let rows: Vec<LogRow> = sqlx::query_as(
+            "SELECT topic, seq, event_id, kind, payload, occurred_at_ms, trace_parent \
+             FROM bus_log ORDER BY topic, seq",
+        )
+        .fetch_all(&pool)
+        .await?;
+        for row in rows {
+            let log = topics.entry(row.topic.clone()).or_default();
+            let seq = u64::try_from(row.seq).context("negative bus sequence")?;
+            if log.entries.is_empty() {
+                log.base = seq;
+            }
+            anyhow::ensure!(
+                seq == log.next_seq(),
+                "bus file {}: topic {} jumps from {} to {seq}",
+                path.display(),
+                row.topic,
+                log.next_seq()
+            );
+            log.push(Envelope {
+                event_id: row.event_id,
+                topic: row.topic,
+                kind: row.kind,
+                payload: row.payload,
+                occurred_at_ms: row.occurred_at_ms,
+                trace_parent: row.trace_parent,
+            });
+        }
+        let groups: Vec<(String, String, i64)> =
+            sqlx::query_as("SELECT topic, grp, next_seq FROM bus_groups")
+                .fetch_all(&pool)
+                .await?;
+        for (topic, group, next) in groups {
+            let next = u64::try_from(next).context("negative bus cursor")?;
+            topics.entry(topic).or_default().groups.insert(group, next);
+        }
+        // A topic with cursors and no entries (never, unless the file was edited) goes on after
+        // them, so a new event is not taken for one already acknowledged.
+        for log in topics.values_mut() {
+            if log.entries.is_empty() {
+                log.base = log.groups.values().copied().max().unwrap_or(0);
+            }
+        }
+        let mut dead: HashMap<String, Vec<DeadLetter>> = HashMap::new();
+        let rows: Vec<DeadRow> = sqlx::query_as(
+            "SELECT topic, event_id, kind, payload, occurred_at_ms, trace_parent, error, attempts, \
+             dead_at_ms FROM bus_dead_letters ORDER BY id",
+        )
+        .fetch_all(&pool)
+        .await?;
+        for row in rows {
+            dead.entry(row.topic.clone()).or_default().push(DeadLetter {
+                envelope: Envelope {
+                    event_id: row.event_id,
+                    topic: row.topic,
+                    kind: row.kind,
+                    payload: row.payload,
+                    occurred_at_ms: row.occurred_at_ms,
+                    trace_parent: row.trace_parent,
+                },
+                error: row.error,
+                attempts: u32::try_from(row.attempts).unwrap_or(u32::MAX),
+                dead_at_ms: row.dead_at_ms,
+            });
+        }
+        Ok(Self {
+            inner: Arc::new(InProcessInner {
+                topics: Mutex::new(topics),
+                published: Notify::new(),
+                dead: Mutex::new(dead),
+                store: Some(BusStore {
+                    pool,
+                    path: path.to_path_buf(),
+                    write: tokio::sync::Mutex::new(()),
+                }),
+            }),
+        })
+    }
+
+    /// Closes the file, if any (after the consumers stopped).
+    pub async fn close(&self) {
+        if let Some(store) = &self.inner.store {
+            store.pool.close().await;
+        }
+    }
+}
+
+impl InProcessInner {
+    /// Holds the writer's turn when the bus has a file (nothing to order otherwise).
+    async fn writing(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        match &self.store {
+            Some(store) => Some(store.write.lock().await),
+            None => None,
+        }
+    }
+
+    /// Moves `group`'s cursor of `topic` past `seq`: in the file, then in memory.
+    async fn advance(&self, topic: &str, group: &str, seq: u64) -> anyhow::Result<()> {
+        let _turn = self.writing().await;
+        if let Some(store) = &self.store {
+            sqlx::query(UPSERT_CURSOR)
+                .bind(topic)
+                .bind(group)
+                .bind(db_seq(seq + 1)?)
+                .execute(&store.pool)
+                .await
+                .context("saving the bus cursor")?;
+        }
+        self.move_cursor(topic, group, seq)
+    }
+
+    /// The in-memory half of [`InProcessInner::advance`].
+    fn move_cursor(&self, topic: &str, group: &str, seq: u64) -> anyhow::Result<()> {
+        if let Some(cursor) = lock(&self.topics)?
+            .get_mut(topic)
+            .and_then(|log| log.groups.get_mut(group))
+        {
+            // Acks come in order for one consumer; never move a cursor backwards.
+            *cursor = (*cursor).max(seq + 1);
+        }
+        Ok(())
     }
 }
 
 #[async_trait]
 impl EventBus for InProcessBus {
     async fn publish(&self, event: &Envelope) -> anyhow::Result<()> {
-        {
-            let mut topics = self
-                .inner
-                .topics
-                .lock()
-                .map_err(|_| anyhow!("bus lock poisoned"))?;
-            topics
-                .entry(event.topic.clone())
-                .or_default()
-                .push(event.clone());
+        let inner = &self.inner;
+        let _turn = inner.writing().await;
+        if let Some(store) = &inner.store {
+            // On disk before the relay marks the outbox row published.
+            let seq = lock(&inner.topics)?
+                .get(&event.topic)
+                .map_or(0, TopicLog::next_seq);
+            let keep_from = (seq + 1).saturating_sub(IN_PROCESS_MAX_LEN as u64);
+            let mut tx = store.pool.begin().await?;
+            sqlx::query(
+                "INSERT INTO bus_log (topic, seq, event_id, kind, payload, occurred_at_ms, trace_parent) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(&event.topic)
+            .bind(db_seq(seq)?)
+            .bind(&event.event_id)
+            .bind(&event.kind)
+            .bind(&event.payload)
+            .bind(event.occurred_at_ms)
+            .bind(&event.trace_parent)
+            .execute(&mut *tx)
+            .await
+            .context("writing the bus log")?;
+            if keep_from > 0 {
+                sqlx::query("DELETE FROM bus_log WHERE topic = $1 AND seq < $2")
+                    .bind(&event.topic)
+                    .bind(db_seq(keep_from)?)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await.context("writing the bus log")?;
         }
-        self.inner.published.notify_waiters();
+        lock(&inner.topics)?
+            .entry(event.topic.clone())
+            .or_default()
+            .push(event.clone());
+        inner.published.notify_waiters();
         Ok(())
     }
 
@@ -265,34 +499,55 @@ impl EventBus for InProcessBus {
         group: &str,
         _consumer: &str,
     ) -> anyhow::Result<Box<dyn Subscription>> {
-        let mut topics = self
-            .inner
-            .topics
-            .lock()
-            .map_err(|_| anyhow!("bus lock poisoned"))?;
-        let log = topics.entry(topic.to_string()).or_default();
-        let base = log.base;
+        let inner = &self.inner;
+        let _turn = inner.writing().await;
         // A new group starts at the oldest kept entry, as a Redis group created at id 0 does.
-        log.groups.entry(group.to_string()).or_insert(base);
+        let (start, new) = {
+            let mut topics = lock(&inner.topics)?;
+            let log = topics.entry(topic.to_string()).or_default();
+            match log.groups.get(group) {
+                Some(cursor) => (*cursor, false),
+                None => (log.base, true),
+            }
+        };
+        if new {
+            if let Some(store) = &inner.store {
+                sqlx::query(
+                    "INSERT INTO bus_groups (topic, grp, next_seq) VALUES ($1, $2, $3) \
+                     ON CONFLICT (topic, grp) DO NOTHING",
+                )
+                .bind(topic)
+                .bind(group)
+                .bind(db_seq(start)?)
+                .execute(&store.pool)
+                .await
+                .context("saving the new bus group")?;
+            }
+            lock(&inner.topics)?
+                .entry(topic.to_string())
+                .or_default()
+                .groups
+                .entry(group.to_string())
+                .or_insert(start);
+        }
         Ok(Box::new(InProcessSubscription {
-            inner: self.inner.clone(),
+            inner: inner.clone(),
             topic: topic.to_string(),
             group: group.to_string(),
         }))
     }
 
     async fn dead_letters(&self, topic: &str, limit: usize) -> anyhow::Result<Vec<DeadLetter>> {
-        let dead = self
-            .inner
-            .dead
-            .lock()
-            .map_err(|_| anyhow!("bus lock poisoned"))?;
+        let dead = lock(&self.inner.dead)?;
         let all = dead.get(topic).map(Vec::as_slice).unwrap_or_default();
         Ok(all[all.len().saturating_sub(limit)..].to_vec())
     }
 
     fn describe(&self) -> String {
-        "in-process".to_string()
+        match &self.inner.store {
+            Some(store) => format!("in-process, kept in {}", store.path.display()),
+            None => "in-process (memory only)".to_string(),
+        }
     }
 }
 
@@ -304,11 +559,7 @@ struct InProcessSubscription {
 
 impl InProcessSubscription {
     fn peek(&self) -> anyhow::Result<Option<Delivery>> {
-        let topics = self
-            .inner
-            .topics
-            .lock()
-            .map_err(|_| anyhow!("bus lock poisoned"))?;
+        let topics = lock(&self.inner.topics)?;
         let Some(log) = topics.get(&self.topic) else {
             return Ok(None);
         };
@@ -345,31 +596,54 @@ impl Subscription for InProcessSubscription {
         delivery: &Delivery,
         letter: &DeadLetter,
     ) -> anyhow::Result<()> {
-        self.inner
-            .dead
-            .lock()
-            .map_err(|_| anyhow!("bus lock poisoned"))?
+        let seq: u64 = delivery.message_id.parse()?;
+        let Some(store) = &self.inner.store else {
+            lock(&self.inner.dead)?
+                .entry(self.topic.clone())
+                .or_default()
+                .push(letter.clone());
+            return self.inner.advance(&self.topic, &self.group, seq).await;
+        };
+        // The letter and the cursor past it in one transaction: set aside exactly once.
+        let turn = store.write.lock().await;
+        let e = &letter.envelope;
+        let mut tx = store.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO bus_dead_letters (topic, grp, event_id, kind, payload, occurred_at_ms, \
+             trace_parent, error, attempts, dead_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(&self.topic)
+        .bind(&self.group)
+        .bind(&e.event_id)
+        .bind(&e.kind)
+        .bind(&e.payload)
+        .bind(e.occurred_at_ms)
+        .bind(&e.trace_parent)
+        .bind(&letter.error)
+        .bind(i64::from(letter.attempts))
+        .bind(letter.dead_at_ms)
+        .execute(&mut *tx)
+        .await
+        .context("saving the dead letter")?;
+        sqlx::query(UPSERT_CURSOR)
+            .bind(&self.topic)
+            .bind(&self.group)
+            .bind(db_seq(seq + 1)?)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await.context("saving the dead letter")?;
+        lock(&self.inner.dead)?
             .entry(self.topic.clone())
             .or_default()
             .push(letter.clone());
-        self.ack(delivery).await
+        self.inner.move_cursor(&self.topic, &self.group, seq)?;
+        drop(turn);
+        Ok(())
     }
 
     async fn ack(&mut self, delivery: &Delivery) -> anyhow::Result<()> {
         let seq: u64 = delivery.message_id.parse()?;
-        let mut topics = self
-            .inner
-            .topics
-            .lock()
-            .map_err(|_| anyhow!("bus lock poisoned"))?;
-        if let Some(cursor) = topics
-            .get_mut(&self.topic)
-            .and_then(|log| log.groups.get_mut(&self.group))
-        {
-            // Acks come in order for one consumer; never move a cursor backwards.
-            *cursor = (*cursor).max(seq + 1);
-        }
-        Ok(())
+        self.inner.advance(&self.topic, &self.group, seq).await
     }
 }
 

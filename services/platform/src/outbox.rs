@@ -87,7 +87,9 @@ impl RelayWaker {
     }
 }
 
-/// Publishes committed outbox rows to the bus, oldest first, and marks them published.
+/// Publishes committed outbox rows to the bus, oldest first, and marks them published once the
+/// bus has them (in Redis, or in the embedded bus's file): a crash in between publishes them
+/// again, and consumers dedupe.
 pub struct Relay {
     pub db: Db,
     pub bus: Arc<dyn EventBus>,
