@@ -413,3 +413,130 @@ mod tests {
         assert_eq!(gs.user_due_fen, 168_100 - 20_500);
     }
 }
+
+/// Properties of the settlement over every input the entry checks let through (volumes within
+/// ±MAX_LITRES, prices to MAX_PRICE_FEN_PER_M3, amounts to MAX_FEN, rates to 100%, terms to
+/// 50 years): it never overflows, the parties' shares add up, and beyond the bounds it says
+/// Overflow instead of wrapping.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use cwsm_platform::quantity::{FULL_BP, MAX_FEN, MAX_LITRES, MAX_MONTHS, MAX_PRICE_FEN_PER_M3};
+    use proptest::prelude::*;
+
+    fn models() -> impl Strategy<Value = ContractModel> {
+        prop_oneof![
+            Just(ContractModel::SharedSavings),
+            Just(ContractModel::GuaranteedSavings),
+            Just(ContractModel::WaterCostHosting),
+            Just(ContractModel::HostingPlusGuarantee),
+            Just(ContractModel::GuaranteePlusSharing),
+            Just(ContractModel::SavingsPlusWaterRights),
+        ]
+    }
+
+    fn terms() -> impl Strategy<Value = ContractTerms> {
+        (
+            0..=FULL_BP as i32,
+            0..=MAX_MONTHS,
+            0..=MAX_LITRES,
+            0..=MAX_PRICE_FEN_PER_M3,
+            0..=FULL_BP as i32,
+            0..=MAX_FEN,
+        )
+            .prop_map(|(share, months, guaranteed, shortfall_price, bonus, fee)| {
+                ContractTerms {
+                    share_ratio_bp: share,
+                    sharing_period_months: months,
+                    guaranteed_savings_litres: guaranteed,
+                    shortfall_price_fen_per_m3: shortfall_price,
+                    bonus_share_bp: bonus,
+                    hosting_fee_fen: fee,
+                    water_rights_share_bp: share,
+                }
+            })
+    }
+
+    fn run(
+        model: ContractModel,
+        terms: &ContractTerms,
+        price: i64,
+        savings: i64,
+        actual: i64,
+        days: i64,
+        months: i64,
+    ) -> Result<Figures, Overflow> {
+        super::settle(&SettleInput {
+            model,
+            terms,
+            price_fen_per_m3: price,
+            savings_litres: savings,
+            actual_litres: actual,
+            period_days: days,
+            start_date: "2026-01-01".into(),
+            end_date: "2026-01-31".into(),
+            months_into_operation: months,
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn bounded_inputs_settle_and_the_shares_add_up(
+            model in models(),
+            terms in terms(),
+            price in 0..=MAX_PRICE_FEN_PER_M3,
+            savings in -MAX_LITRES..=MAX_LITRES,
+            actual in 0..=MAX_LITRES,
+            days in 1i64..=366,
+            months in 0i64..=600,
+        ) {
+            let f = run(model, &terms, price, savings, actual, days, months)
+                .map_err(|o| TestCaseError::fail(format!("overflow within the bounds: {o}")))?;
+            prop_assert!(f.shortfall_fen >= 0);
+            prop_assert!(f.company_due_fen >= 0, "the company is never due a negative amount");
+            match model {
+                ContractModel::SharedSavings | ContractModel::SavingsPlusWaterRights => {
+                    // What the company gets and what the user keeps are the savings' value.
+                    prop_assert_eq!(f.company_due_fen + f.user_due_fen, f.savings_value_fen);
+                    if f.savings_value_fen > 0 {
+                        prop_assert!(f.company_due_fen <= f.savings_value_fen);
+                    }
+                }
+                ContractModel::GuaranteedSavings => {
+                    prop_assert_eq!(
+                        f.user_due_fen,
+                        f.savings_value_fen - f.company_due_fen + f.shortfall_fen
+                    );
+                }
+                _ => {}
+            }
+            if savings >= terms.guaranteed_savings_litres {
+                prop_assert_eq!(f.shortfall_fen, 0, "a met guarantee has no shortfall");
+            }
+        }
+
+        #[test]
+        fn beyond_the_bounds_it_overflows_instead_of_wrapping(
+            model in models(),
+            terms in terms(),
+            savings in prop_oneof![Just(i64::MAX), Just(i64::MIN), Just(i64::MAX / 2)],
+        ) {
+            // A saving no entry check lets through, at the highest price: never a wrapped figure.
+            match run(model, &terms, MAX_PRICE_FEN_PER_M3, savings, MAX_LITRES, 31, 0) {
+                Err(_) => {}
+                Ok(f) => prop_assert!(
+                    f.savings_value_fen.unsigned_abs() >= (savings.unsigned_abs() / 1000),
+                    "a figure that fits must be the real one: {:?}", f
+                ),
+            }
+        }
+
+        #[test]
+        fn rounding_is_within_half_a_unit(a in -MAX_LITRES..=MAX_LITRES, b in 0..=MAX_PRICE_FEN_PER_M3, d in 1i64..=100_000) {
+            let q = mul_div_round(a, b, d).ok_or_else(|| TestCaseError::fail("fits"))?;
+            let exact = i128::from(a) * i128::from(b);
+            let err = (i128::from(q) * i128::from(d) - exact).abs();
+            prop_assert!(err * 2 <= i128::from(d), "{a}×{b}/{d} = {q}");
+        }
+    }
+}
