@@ -21,6 +21,7 @@ impl From<Error> for Status {
             Error::FailedPrecondition(m) => Status::failed_precondition(m),
             Error::PermissionDenied(m) => Status::permission_denied(m),
             Error::Aborted(m) => Status::aborted(m),
+            Error::ResourceExhausted(m) => Status::resource_exhausted(m),
             Error::Internal(e) => {
                 // The caller gets no internals; the log gets all of them.
                 tracing::error!(error = %format!("{e:#}"), "internal error");

@@ -29,6 +29,24 @@ use crate::store::{ProjectFilter, Store};
 pub struct ProjectsApi {
     pub store: Store,
     pub on_change: std::sync::Arc<dyn Fn() + Send + Sync>,
+    /// IngestReadings streams open per caller.
+    pub ingest_streams: std::sync::Arc<cwsm_platform::server::CallerStreams>,
+}
+
+/// What the API bounds (set from the server's settings).
+#[derive(Clone, Debug)]
+pub struct ApiLimits {
+    pub ingest_streams: std::sync::Arc<cwsm_platform::server::CallerStreams>,
+    pub max_message_bytes: usize,
+}
+
+impl Default for ApiLimits {
+    fn default() -> Self {
+        ApiLimits {
+            ingest_streams: cwsm_platform::server::CallerStreams::new("IngestReadings", 4),
+            max_message_bytes: 4 * 1024 * 1024,
+        }
+    }
 }
 
 pub fn stage_to_pb(s: Stage) -> pb::ProjectStage {
@@ -633,6 +651,7 @@ impl pb::projects_service_server::ProjectsService for ProjectsApi {
         request: Request<tonic::Streaming<pb::IngestReadingsRequest>>,
     ) -> Result<Response<pb::IngestReadingsResponse>, Status> {
         let who = principal(&request)?;
+        let _permit = self.ingest_streams.acquire(&who)?;
         let mut stream = request.into_inner();
         let mut session = IngestSession::new(who);
         let mut batch: Vec<Incoming> = Vec::new();
