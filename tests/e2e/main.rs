@@ -3,6 +3,7 @@
 
 mod bus;
 mod faults;
+mod limits;
 mod matching;
 mod metrics;
 mod projects;
