@@ -3,6 +3,7 @@
 
 mod bus;
 mod faults;
+mod ingest;
 mod limits;
 mod matching;
 mod metrics;

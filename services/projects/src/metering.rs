@@ -196,7 +196,7 @@ impl MeterState {
     }
 
     /// Why a reading is physically impossible for this meter, if it is: an interval use above
-    /// (or, negated, below) the most its interval can pass; a register outside 0..10¹³ L or
+    /// (or, negated, below) the most its interval can pass; a register beyond ±10¹³ L or
     /// risen more than the most that could flow since the previous register reading.
     pub fn impossible(&self, kind: ValueKind, r: Incoming) -> Option<String> {
         let interval_s = self.interval_ms / 1000;
@@ -210,9 +210,10 @@ impl MeterState {
                     )
                 }),
             ValueKind::Register => {
-                if !(0..=MAX_REGISTER_LITRES).contains(&r.value_litres) {
+                // Magnitude only: a register below the previous one is flagged, not refused.
+                if r.value_litres.unsigned_abs() > MAX_REGISTER_LITRES.unsigned_abs() {
                     return Some(format!(
-                        "impossible: register {} L outside 0..{MAX_REGISTER_LITRES}",
+                        "impossible: register {} L beyond ±{MAX_REGISTER_LITRES}",
                         r.value_litres
                     ));
                 }
@@ -393,7 +394,7 @@ mod tests {
         assert!(s.impossible(ValueKind::IntervalUse, reading(1, most + 1)).is_some());
         assert!(s.impossible(ValueKind::IntervalUse, reading(1, i64::MAX)).is_some());
         assert!(s.impossible(ValueKind::IntervalUse, reading(1, i64::MIN)).is_some());
-        assert!(s.impossible(ValueKind::Register, reading(1, -1)).is_some());
+        assert!(s.impossible(ValueKind::Register, reading(1, i64::MIN)).is_some());
         assert!(s.impossible(ValueKind::Register, reading(1, i64::MAX)).is_some());
         let mut s = MeterState::new(3600, &[]);
         s.classify(ValueKind::Register, reading(1, 1_000));
