@@ -95,7 +95,10 @@ async fn unknown_meters_cost_a_count(backend: Backend) -> anyhow::Result<()> {
     assert_eq!(reply.unknown_meter_ids.len(), 10);
     assert_eq!(reply.unknown_meter_ids[0], "no-such-meter-0000");
     assert_eq!((reply.rejected, reply.stored_messages), (5_000, 500));
-    assert!(reply.rejections.is_empty(), "unknown meters are not listed per reading");
+    assert!(
+        reply.rejections.is_empty(),
+        "unknown meters are not listed per reading"
+    );
     let size = reply.encoded_len();
     eprintln!("reply to 500 unknown meters: {size} bytes");
     assert!(size < 2_048, "the reply stays small: {size} bytes");
@@ -106,7 +109,12 @@ async fn unknown_meters_cost_a_count(backend: Backend) -> anyhow::Result<()> {
         .ingest_readings(tokio_stream::iter(vec![message(&huge, 0..1); 3]))
         .await
         .expect_err("a 3.9 MB meter id");
-    assert_eq!(refused.code(), Code::InvalidArgument, "{}", refused.message());
+    assert_eq!(
+        refused.code(),
+        Code::InvalidArgument,
+        "{}",
+        refused.message()
+    );
     assert_eq!(field_of(&refused).as_deref(), Some("messages[0].meter_id"));
     assert!(refused.message().len() < 1_024, "the id is not echoed");
 
@@ -119,7 +127,10 @@ async fn unknown_meters_cost_a_count(backend: Backend) -> anyhow::Result<()> {
         .await
         .expect_err("1,001 meters in one stream");
     assert_eq!(refused.code(), Code::InvalidArgument);
-    assert_eq!(field_of(&refused).as_deref(), Some("messages[1000].meter_id"));
+    assert_eq!(
+        field_of(&refused).as_deref(),
+        Some("messages[1000].meter_id")
+    );
     app.stop().await
 }
 
@@ -149,7 +160,9 @@ async fn a_bad_row_mid_stream_names_it_and_keeps_what_came_before(
         Some("messages[12].readings[34].read_time")
     );
     assert!(
-        refused.message().contains("the 12 messages before it are stored"),
+        refused
+            .message()
+            .contains("the 12 messages before it are stored"),
         "{}",
         refused.message()
     );
@@ -198,7 +211,12 @@ async fn undecodable_messages_are_invalid_argument(backend: Backend) -> anyhow::
         .client_streaming(request, path, tonic_prost::ProstCodec::default())
         .await;
     let refused = answer.expect_err("invalid UTF-8");
-    assert_eq!(refused.code(), Code::InvalidArgument, "{}", refused.message());
+    assert_eq!(
+        refused.code(),
+        Code::InvalidArgument,
+        "{}",
+        refused.message()
+    );
     assert_eq!(field_of(&refused).as_deref(), Some("messages[1]"));
     app.stop().await
 }
@@ -247,7 +265,10 @@ async fn impossible_readings_are_refused_and_reads_never_fail(
         .into_inner();
     assert_eq!((reply.accepted, reply.rejected), (2, 2));
     assert!(
-        reply.rejections.iter().all(|r| r.reason.contains("impossible")),
+        reply
+            .rejections
+            .iter()
+            .all(|r| r.reason.contains("impossible")),
         "{:?}",
         reply.rejections
     );
@@ -305,7 +326,11 @@ async fn impossible_readings_are_refused_and_reads_never_fail(
             .points;
         if aggregation != p::ReadingAggregation::Raw {
             let total: i64 = points.iter().map(|p| p.use_litres).sum();
-            assert_eq!(total, 100 + 1_500 * 3600, "{aggregation:?}: impossible rows not summed");
+            assert_eq!(
+                total,
+                100 + 1_500 * 3600,
+                "{aggregation:?}: impossible rows not summed"
+            );
         }
     }
     let report = app
@@ -339,8 +364,7 @@ async fn a_bad_row_mid_stream_names_it_and_keeps_what_came_before_sqlite() -> an
 }
 
 #[tokio::test]
-async fn a_bad_row_mid_stream_names_it_and_keeps_what_came_before_postgres() -> anyhow::Result<()>
-{
+async fn a_bad_row_mid_stream_names_it_and_keeps_what_came_before_postgres() -> anyhow::Result<()> {
     if !postgres_and_redis_available().await {
         return Ok(());
     }

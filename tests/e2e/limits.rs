@@ -315,7 +315,10 @@ async fn idle_connections_are_closed() -> anyhow::Result<()> {
         let mut raw = TcpStream::connect(addr).await?;
         raw.write_all(PREFACE).await?;
         raw.write_all(&frame(SETTINGS, 0, 0, &[])).await?;
-        assert!(closed_by_server(&mut raw).await, "an idle HTTP/2 connection is closed");
+        assert!(
+            closed_by_server(&mut raw).await,
+            "an idle HTTP/2 connection is closed"
+        );
         Ok::<_, anyhow::Error>(())
     }
     .await;
@@ -426,7 +429,10 @@ async fn streams_per_caller_are_limited() -> anyhow::Result<()> {
         };
         let mut open = Vec::new();
         for _ in 0..PER_CALLER {
-            let mut stream = reporting(&watcher).watch_report(watch()).await?.into_inner();
+            let mut stream = reporting(&watcher)
+                .watch_report(watch())
+                .await?
+                .into_inner();
             // The first report: the server holds the stream (and its place) now.
             stream.message().await?;
             open.push(stream);
@@ -437,7 +443,10 @@ async fn streams_per_caller_are_limited() -> anyhow::Result<()> {
             .err()
             .ok_or_else(|| anyhow::anyhow!("a stream beyond the limit was accepted"))?;
         assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
-        assert!(refused.message().contains("at most 3 WatchReport"), "{refused:?}");
+        assert!(
+            refused.message().contains("at most 3 WatchReport"),
+            "{refused:?}"
+        );
         let other = server.token("someone-else", Role::Admin);
         let mut others = reporting(&other).watch_report(watch()).await?.into_inner();
         others.message().await?;
@@ -477,7 +486,10 @@ async fn streams_per_caller_are_limited() -> anyhow::Result<()> {
         })
         .await;
         let refused = refused.ok_or_else(|| anyhow::anyhow!("no stream was refused"))?;
-        assert!(refused.message().contains("at most 3 IngestReadings"), "{refused:?}");
+        assert!(
+            refused.message().contains("at most 3 IngestReadings"),
+            "{refused:?}"
+        );
         let fine = projects(&other)
             .ingest_readings(tokio_stream::iter(Vec::<p::IngestReadingsRequest>::new()))
             .await;
@@ -486,6 +498,163 @@ async fn streams_per_caller_are_limited() -> anyhow::Result<()> {
         for call in calls {
             call.await??;
         }
+        Ok::<_, anyhow::Error>(())
+    }
+    .await;
+    server.stop().await?;
+    result
+}
+
+/// A CA and a server and a client certificate it signed (openssl), in a fresh folder.
+struct Certs {
+    dir: std::path::PathBuf,
+}
+
+impl Certs {
+    fn make() -> anyhow::Result<Certs> {
+        use std::process::{Command, Stdio};
+        let dir = std::env::temp_dir().join(format!("cwsm-grpc-tls-{}", cwsm_platform::new_id()));
+        std::fs::create_dir_all(&dir)?;
+        let run = |args: &[&str]| -> anyhow::Result<()> {
+            let ok = Command::new("openssl")
+                .args(args)
+                .current_dir(&dir)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()?
+                .success();
+            anyhow::ensure!(ok, "openssl {args:?} failed");
+            Ok(())
+        };
+        run(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=cwsm test CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+        ])?;
+        std::fs::write(
+            dir.join("server.ext"),
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+        )?;
+        std::fs::write(
+            dir.join("client.ext"),
+            "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n",
+        )?;
+        for who in ["server", "client"] {
+            run(&[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-subj",
+                &format!("/CN={who}"),
+                "-keyout",
+                &format!("{who}.key"),
+                "-out",
+                &format!("{who}.csr"),
+            ])?;
+            run(&[
+                "x509",
+                "-req",
+                "-in",
+                &format!("{who}.csr"),
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "1",
+                "-out",
+                &format!("{who}.pem"),
+                "-extfile",
+                &format!("{who}.ext"),
+            ])?;
+        }
+        Ok(Certs { dir })
+    }
+
+    fn path(&self, name: &str) -> std::path::PathBuf {
+        self.dir.join(name)
+    }
+}
+
+impl Drop for Certs {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A health check over `url` with `tls`: whether it succeeded.
+async fn health_over(url: &str, tls: &cwsm_platform::server::ClientTls) -> anyhow::Result<()> {
+    let channel = cwsm_platform::server::client_endpoint(url, tls)?
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await?;
+    tonic_health::pb::health_client::HealthClient::new(channel)
+        .check(tonic_health::pb::HealthCheckRequest::default())
+        .await?;
+    Ok(())
+}
+
+/// With `tls_cert` and `tls_key` the gRPC port speaks TLS: an https client trusting the CA is
+/// served, a plaintext one is not. With `tls_client_ca` too, a client without a certificate
+/// signed by that CA is refused, one with it served.
+#[tokio::test]
+async fn the_grpc_port_speaks_tls_and_mutual_tls() -> anyhow::Result<()> {
+    use cwsm_platform::server::ClientTls;
+    let certs = Certs::make()?;
+    let server = Server::start(|s| {
+        s.tls_cert = Some(certs.path("server.pem"));
+        s.tls_key = Some(certs.path("server.key"));
+    })
+    .await?;
+    let port = server.addr().port();
+    let with_ca = ClientTls {
+        ca: Some(certs.path("ca.pem")),
+        ..ClientTls::default()
+    };
+    let result = async {
+        health_over(&format!("https://127.0.0.1:{port}"), &with_ca).await?;
+        let plain = health_over(&format!("http://127.0.0.1:{port}"), &ClientTls::default()).await;
+        assert!(plain.is_err(), "a plaintext client is not served");
+        let untrusted =
+            health_over(&format!("https://127.0.0.1:{port}"), &ClientTls::default()).await;
+        assert!(untrusted.is_err(), "the certificate is checked");
+        Ok::<_, anyhow::Error>(())
+    }
+    .await;
+    server.stop().await?;
+    result?;
+
+    let server = Server::start(|s| {
+        s.tls_cert = Some(certs.path("server.pem"));
+        s.tls_key = Some(certs.path("server.key"));
+        s.tls_client_ca = Some(certs.path("ca.pem"));
+    })
+    .await?;
+    let url = format!("https://127.0.0.1:{}", server.addr().port());
+    let result = async {
+        let without = health_over(&url, &with_ca).await;
+        assert!(
+            without.is_err(),
+            "a client without a certificate is refused"
+        );
+        let with_cert = ClientTls {
+            ca: Some(certs.path("ca.pem")),
+            cert: Some(certs.path("client.pem")),
+            key: Some(certs.path("client.key")),
+        };
+        health_over(&url, &with_cert).await?;
         Ok::<_, anyhow::Error>(())
     }
     .await;

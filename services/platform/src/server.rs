@@ -22,10 +22,10 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
-use tonic::codegen::http;
-use tonic::transport::server::{Connected, TcpConnectInfo};
 use tokio_util::sync::CancellationToken;
+use tonic::codegen::http;
 use tonic::service::Routes;
+use tonic::transport::server::{Connected, TcpConnectInfo};
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
@@ -160,7 +160,9 @@ pub async fn serve(
         .http2_max_pending_accept_reset_streams(Some(limits.max_pending_reset_streams))
         .http2_max_header_list_size(limits.max_header_list_bytes);
     if let Some(tls) = &limits.tls {
-        builder = builder.tls_config(server_tls(tls)?)?;
+        // A handshake that stalls holds a connection permit: bound it too.
+        let handshake = limits.idle_timeout.min(Duration::from_secs(10));
+        builder = builder.tls_config(server_tls(tls)?.timeout(handshake))?;
     }
     let incoming = limited_incoming(listener, &limits);
     builder
@@ -191,10 +193,45 @@ pub async fn serve(
     Ok(())
 }
 
-fn server_tls(files: &TlsFiles) -> anyhow::Result<tonic::transport::ServerTlsConfig> {
-    let read = |path: &PathBuf| {
-        std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+/// How a client reaches a server: its URL, and for `https://` the CA to trust (else the
+/// system's roots) and a client certificate and key (for mutual TLS).
+#[derive(Clone, Debug, Default)]
+pub struct ClientTls {
+    pub ca: Option<PathBuf>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
+/// An endpoint for `url` (`http://` plaintext, `https://` TLS with `tls`).
+pub fn client_endpoint(url: &str, tls: &ClientTls) -> anyhow::Result<tonic::transport::Endpoint> {
+    let endpoint = tonic::transport::Endpoint::from_shared(url.to_string())
+        .with_context(|| format!("server URL {url:?}"))?;
+    if !url.starts_with("https://") {
+        return Ok(endpoint);
+    }
+    let read =
+        |path: &PathBuf| std::fs::read(path).with_context(|| format!("reading {}", path.display()));
+    let mut config = tonic::transport::ClientTlsConfig::new();
+    config = match &tls.ca {
+        Some(ca) => config.ca_certificate(tonic::transport::Certificate::from_pem(read(ca)?)),
+        None => config.with_native_roots(),
     };
+    match (&tls.cert, &tls.key) {
+        (Some(cert), Some(key)) => {
+            config = config.identity(tonic::transport::Identity::from_pem(
+                read(cert)?,
+                read(key)?,
+            ));
+        }
+        (None, None) => {}
+        _ => anyhow::bail!("a client certificate and its key go together"),
+    }
+    Ok(endpoint.tls_config(config)?)
+}
+
+fn server_tls(files: &TlsFiles) -> anyhow::Result<tonic::transport::ServerTlsConfig> {
+    let read =
+        |path: &PathBuf| std::fs::read(path).with_context(|| format!("reading {}", path.display()));
     let identity = tonic::transport::Identity::from_pem(read(&files.cert)?, read(&files.key)?);
     let mut config = tonic::transport::ServerTlsConfig::new().identity(identity);
     if let Some(ca) = &files.client_ca {
@@ -326,7 +363,7 @@ impl LimitedConn {
                 }
                 due
             };
-            self.timer.as_mut().reset(next.into());
+            self.timer.as_mut().reset(next);
         }
         false
     }
@@ -336,10 +373,7 @@ impl Connected for LimitedConn {
     type ConnectInfo = (TcpConnectInfo, ConnActivity);
 
     fn connect_info(&self) -> Self::ConnectInfo {
-        (
-            self.io.connect_info(),
-            ConnActivity(self.activity.clone()),
-        )
+        (self.io.connect_info(), ConnActivity(self.activity.clone()))
     }
 }
 

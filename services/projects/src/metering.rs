@@ -377,9 +377,15 @@ mod tests {
 
     #[test]
     fn reading_times_outside_1970_to_2100_are_refused() {
-        assert_eq!(reading_time_ms(1_700_000_000, 5_000_000), Ok(1_700_000_000_005));
+        assert_eq!(
+            reading_time_ms(1_700_000_000, 5_000_000),
+            Ok(1_700_000_000_005)
+        );
         assert!(reading_time_ms(i64::MAX, 0).is_err());
-        assert!(reading_time_ms(-62_135_596_801, 0).is_err(), "before year 1");
+        assert!(
+            reading_time_ms(-62_135_596_801, 0).is_err(),
+            "before year 1"
+        );
         assert!(reading_time_ms(-1, 0).is_err());
         assert!(reading_time_ms(MAX_READING_SECONDS, 0).is_err());
         assert!(reading_time_ms(1_700_000_000, -1).is_err());
@@ -390,18 +396,45 @@ mod tests {
     fn physically_impossible_readings() {
         let s = MeterState::new(3600, &[]);
         let most = 1_500 * 3600;
-        assert!(s.impossible(ValueKind::IntervalUse, reading(1, most)).is_none());
-        assert!(s.impossible(ValueKind::IntervalUse, reading(1, most + 1)).is_some());
-        assert!(s.impossible(ValueKind::IntervalUse, reading(1, i64::MAX)).is_some());
-        assert!(s.impossible(ValueKind::IntervalUse, reading(1, i64::MIN)).is_some());
-        assert!(s.impossible(ValueKind::Register, reading(1, i64::MIN)).is_some());
-        assert!(s.impossible(ValueKind::Register, reading(1, i64::MAX)).is_some());
+        assert!(
+            s.impossible(ValueKind::IntervalUse, reading(1, most))
+                .is_none()
+        );
+        assert!(
+            s.impossible(ValueKind::IntervalUse, reading(1, most + 1))
+                .is_some()
+        );
+        assert!(
+            s.impossible(ValueKind::IntervalUse, reading(1, i64::MAX))
+                .is_some()
+        );
+        assert!(
+            s.impossible(ValueKind::IntervalUse, reading(1, i64::MIN))
+                .is_some()
+        );
+        assert!(
+            s.impossible(ValueKind::Register, reading(1, i64::MIN))
+                .is_some()
+        );
+        assert!(
+            s.impossible(ValueKind::Register, reading(1, i64::MAX))
+                .is_some()
+        );
         let mut s = MeterState::new(3600, &[]);
         s.classify(ValueKind::Register, reading(1, 1_000));
-        assert!(s.impossible(ValueKind::Register, reading(2, 1_000 + most)).is_none());
-        assert!(s.impossible(ValueKind::Register, reading(2, 1_001 + most)).is_some());
+        assert!(
+            s.impossible(ValueKind::Register, reading(2, 1_000 + most))
+                .is_none()
+        );
+        assert!(
+            s.impossible(ValueKind::Register, reading(2, 1_001 + most))
+                .is_some()
+        );
         // Two hours later twice as much could flow.
-        assert!(s.impossible(ValueKind::Register, reading(3, 1_000 + 2 * most)).is_none());
+        assert!(
+            s.impossible(ValueKind::Register, reading(3, 1_000 + 2 * most))
+                .is_none()
+        );
     }
 
     #[test]

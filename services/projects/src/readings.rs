@@ -239,7 +239,9 @@ impl Store {
         if s.index.len() >= MAX_METERS_PER_STREAM {
             return Err(Error::invalid(
                 "meter_id",
-                format!("a stream names at most {MAX_METERS_PER_STREAM} meters; send the others in another stream"),
+                format!(
+                    "a stream names at most {MAX_METERS_PER_STREAM} meters; send the others in another stream"
+                ),
             ));
         }
         let meter = match self.meter(meter_id).await {
@@ -494,7 +496,9 @@ impl Store {
                 Ok((points.into_iter().map(|(_, p)| p).collect(), next))
             }
             Aggregation::Month => {
-                let rows = self.meter_days(&meter.id, meter.interval_seconds, from_ms, to_ms, i64::MAX).await?;
+                let rows = self
+                    .meter_days(&meter.id, meter.interval_seconds, from_ms, to_ms, i64::MAX)
+                    .await?;
                 let mut months: Vec<(String, Point)> = Vec::new();
                 for r in &rows {
                     let date = day_date(r.0);
@@ -506,8 +510,7 @@ impl Store {
                             m.use_litres = m.use_litres.saturating_add(p.use_litres);
                             m.register_litres = m.register_litres.max(p.register_litres);
                             m.reading_count = m.reading_count.saturating_add(p.reading_count);
-                            m.estimated_count =
-                                m.estimated_count.saturating_add(p.estimated_count);
+                            m.estimated_count = m.estimated_count.saturating_add(p.estimated_count);
                             m.flags |= p.flags;
                         }
                         _ => {
