@@ -5,6 +5,8 @@ mod bus;
 mod embedded_crash;
 mod faults;
 mod idempotency;
+mod ingest;
+mod limits;
 mod matching;
 mod metrics;
 mod projects;

@@ -536,7 +536,8 @@ async fn readings(backend: Backend) -> anyhow::Result<()> {
     )
     .await?;
     assert_eq!((unknown.accepted, unknown.rejected), (0, 2));
-    assert!(unknown.rejections[0].reason.contains("unknown meter"));
+    assert_eq!(unknown.unknown_meters, 1);
+    assert_eq!(unknown.unknown_meter_ids, vec!["no-such-meter".to_string()]);
     // Another company may not send readings for this meter.
     let outsider = app.token(Role::Company, Some(&credit_code("91320411MA1QX8C3B")));
     let err = ingest(

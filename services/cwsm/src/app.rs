@@ -211,6 +211,7 @@ pub async fn start(
         .await
         .context("starting projects")?;
         projects.keep_in_memory(settings.projects_kept_in_memory);
+        projects.limit(settings.streams_per_caller, settings.max_message_bytes);
         tasks.spawn(projects.clone().follow_changes(shutdown.clone()));
         relay(&mut tasks, projects.db().clone(), waker, "projects");
         consumer(
@@ -224,9 +225,11 @@ pub async fn start(
         healthy.push(cwsm_projects::SERVICE_NAME);
     }
     if services.reporting {
-        let reporting = cwsm_reporting::Reporting::connect(&settings.database_url_for("reporting"))
-            .await
-            .context("starting reporting")?;
+        let mut reporting =
+            cwsm_reporting::Reporting::connect(&settings.database_url_for("reporting"))
+                .await
+                .context("starting reporting")?;
+        reporting.limit_watchers_per_caller(settings.streams_per_caller);
         if reporting.seed_default_plan().await? {
             tracing::info!("loaded the 2020 Xinbei action plan from seeds/");
         }
@@ -260,7 +263,14 @@ pub async fn start(
     for name in healthy {
         server::set_serving(&health, name).await;
     }
-    let server = tokio::spawn(server::serve(listener, routes, shutdown.clone()));
+    let mut limits = server::Limits::from_settings(settings)?;
+    // Streams get the long deadline (WatchReport's answer starts at once, so only its idle
+    // connection and the caller's stream limit bound it).
+    limits.long_calls = vec![
+        format!("/{}/IngestReadings", cwsm_projects::SERVICE_NAME),
+        format!("/{}/WatchReport", cwsm_reporting::SERVICE_NAME),
+    ];
+    let server = tokio::spawn(server::serve(listener, routes, limits, shutdown.clone()));
     Ok(Running {
         addr,
         bus,

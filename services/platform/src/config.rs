@@ -14,6 +14,20 @@
 //! | `outbox_poll_ms` | `CWSM_OUTBOX_POLL_MS` | `500`              | relay poll when not woken |
 //! | `projects_url` | `CWSM_PROJECTS_URL` | the own server when it runs projects, else none | where reporting reads the milestone log (RebuildCounts) |
 //! | `projects_kept_in_memory` | `CWSM_PROJECTS_KEPT_IN_MEMORY` | `10000` | projects as last read kept for GetProject (0: none) |
+//! | `max_connections` | `CWSM_MAX_CONNECTIONS` | `4096` | open connections; one beyond is accepted and closed at once |
+//! | `idle_timeout_secs` | `CWSM_IDLE_TIMEOUT_SECS` | `300` | a connection with no call open this long is closed |
+//! | `max_concurrent_streams` | `CWSM_MAX_CONCURRENT_STREAMS` | `100` | HTTP/2 streams open at once on one connection |
+//! | `request_timeout_secs` | `CWSM_REQUEST_TIMEOUT_SECS` | `60` | a unary call (request body included) answers DEADLINE_EXCEEDED after this |
+//! | `stream_timeout_secs` | `CWSM_STREAM_TIMEOUT_SECS` | `3600` | the same for a client stream (IngestReadings); WatchReport has none |
+//! | `streams_per_caller` | `CWSM_STREAMS_PER_CALLER` | `4` | IngestReadings, and WatchReport, streams open at once per caller (subject and org) |
+//! | `keepalive_interval_secs` | `CWSM_KEEPALIVE_INTERVAL_SECS` | `60` | HTTP/2 PING to a connection quiet this long |
+//! | `keepalive_timeout_secs` | `CWSM_KEEPALIVE_TIMEOUT_SECS` | `20` | no PING ack within this: the connection is closed |
+//! | `tcp_keepalive_secs` | `CWSM_TCP_KEEPALIVE_SECS` | `60` | TCP keep-alive probes after this quiet time |
+//! | `max_header_list_bytes` | `CWSM_MAX_HEADER_LIST_BYTES` | `16384` | HTTP/2 headers of one request |
+//! | `max_pending_reset_streams` | `CWSM_MAX_PENDING_RESET_STREAMS` | `20` | streams reset by the client before the server saw them (the "rapid reset" bound) |
+//! | `max_message_bytes` | `CWSM_MAX_MESSAGE_BYTES` | `4194304` | one decoded gRPC message |
+//! | `tls_cert`, `tls_key` | `CWSM_TLS_CERT`, `CWSM_TLS_KEY` | none: plaintext | PEM files: the gRPC port speaks TLS (rustls) |
+//! | `tls_client_ca` | `CWSM_TLS_CLIENT_CA` | none | PEM CA: clients must present a certificate it signed (mutual TLS) |
 //!
 //! OpenTelemetry export is configured by the standard `OTEL_EXPORTER_OTLP_ENDPOINT` variables.
 
@@ -47,6 +61,21 @@ pub struct Settings {
     pub outbox_poll_ms: u64,
     pub projects_url: Option<String>,
     pub projects_kept_in_memory: usize,
+    pub max_connections: usize,
+    pub idle_timeout_secs: u64,
+    pub max_concurrent_streams: u32,
+    pub request_timeout_secs: u64,
+    pub stream_timeout_secs: u64,
+    pub streams_per_caller: usize,
+    pub keepalive_interval_secs: u64,
+    pub keepalive_timeout_secs: u64,
+    pub tcp_keepalive_secs: u64,
+    pub max_header_list_bytes: u32,
+    pub max_pending_reset_streams: usize,
+    pub max_message_bytes: usize,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub tls_client_ca: Option<PathBuf>,
 }
 
 impl Default for Settings {
@@ -62,6 +91,21 @@ impl Default for Settings {
             outbox_poll_ms: 500,
             projects_url: None,
             projects_kept_in_memory: 10_000,
+            max_connections: 4096,
+            idle_timeout_secs: 300,
+            max_concurrent_streams: 100,
+            request_timeout_secs: 60,
+            stream_timeout_secs: 3600,
+            streams_per_caller: 4,
+            keepalive_interval_secs: 60,
+            keepalive_timeout_secs: 20,
+            tcp_keepalive_secs: 60,
+            max_header_list_bytes: 16 * 1024,
+            max_pending_reset_streams: 20,
+            max_message_bytes: 4 * 1024 * 1024,
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
         }
     }
 }
@@ -94,6 +138,21 @@ impl Settings {
                 "outbox_poll_ms",
                 "projects_url",
                 "projects_kept_in_memory",
+                "max_connections",
+                "idle_timeout_secs",
+                "max_concurrent_streams",
+                "request_timeout_secs",
+                "stream_timeout_secs",
+                "streams_per_caller",
+                "keepalive_interval_secs",
+                "keepalive_timeout_secs",
+                "tcp_keepalive_secs",
+                "max_header_list_bytes",
+                "max_pending_reset_streams",
+                "max_message_bytes",
+                "tls_cert",
+                "tls_key",
+                "tls_client_ca",
             ]))
             .merge(Serialized::defaults(flags))
             .extract()

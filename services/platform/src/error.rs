@@ -23,6 +23,9 @@ pub enum Error {
     /// A concurrent update won: the caller's version is stale.
     #[error("{0}")]
     Aborted(String),
+    /// The caller holds as much as it may (streams open at once): the message says the limit.
+    #[error("{0}")]
+    ResourceExhausted(String),
     /// Something the caller cannot fix: the database or the bus failed.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),

@@ -21,6 +21,7 @@ impl From<Error> for Status {
             Error::FailedPrecondition(m) => Status::failed_precondition(m),
             Error::PermissionDenied(m) => Status::permission_denied(m),
             Error::Aborted(m) => Status::aborted(m),
+            Error::ResourceExhausted(m) => Status::resource_exhausted(m),
             Error::Internal(e) => {
                 // The caller gets no internals; the log gets all of them.
                 tracing::error!(error = %format!("{e:#}"), "internal error");
@@ -102,8 +103,11 @@ pub fn timestamp(ms: i64) -> prost_types::Timestamp {
 }
 
 /// A protobuf timestamp to milliseconds since the epoch.
+/// Saturates rather than overflows: a time far outside any range checked is still out of it.
 pub fn millis(ts: &prost_types::Timestamp) -> i64 {
-    ts.seconds * 1000 + i64::from(ts.nanos) / 1_000_000
+    ts.seconds
+        .saturating_mul(1000)
+        .saturating_add(i64::from(ts.nanos) / 1_000_000)
 }
 
 /// Reads a required `request_id` (the client's idempotency key for a create or a transition).

@@ -31,6 +31,91 @@ use crate::store::{ProjectFilter, Store};
 pub struct ProjectsApi {
     pub store: Store,
     pub on_change: std::sync::Arc<dyn Fn() + Send + Sync>,
+    /// IngestReadings streams open per caller.
+    pub ingest_streams: std::sync::Arc<cwsm_platform::server::CallerStreams>,
+}
+
+/// Checks message `index` of an IngestReadings stream into `batch`; its value kind.
+fn ingest_message(
+    index: usize,
+    message: &pb::IngestReadingsRequest,
+    batch: &mut Vec<Incoming>,
+) -> Result<ValueKind, Error> {
+    let at = |field: &str| format!("messages[{index}].{field}");
+    if message.meter_id.trim().is_empty() {
+        return Err(Error::invalid(at("meter_id"), "required"));
+    }
+    if message.meter_id.len() > crate::readings::MAX_METER_ID_BYTES {
+        // Not echoed: the id may be megabytes.
+        return Err(Error::invalid(
+            at("meter_id"),
+            format!(
+                "at most {} bytes, {} sent",
+                crate::readings::MAX_METER_ID_BYTES,
+                message.meter_id.len()
+            ),
+        ));
+    }
+    // Unspecified means interval use, the simpler of the two.
+    let kind = match pb::ReadingValueKind::try_from(message.value_kind) {
+        Ok(pb::ReadingValueKind::CumulativeRegister) => ValueKind::Register,
+        Ok(_) => ValueKind::IntervalUse,
+        Err(_) => {
+            return Err(Error::invalid(
+                at("value_kind"),
+                format!("unknown value kind {}", message.value_kind),
+            ));
+        }
+    };
+    batch.clear();
+    for (i, r) in message.readings.iter().enumerate() {
+        let field = || at(&format!("readings[{i}].read_time"));
+        let Some(t) = r.read_time.as_ref() else {
+            return Err(Error::invalid(field(), "required"));
+        };
+        let at_ms = crate::metering::reading_time_ms(t.seconds, t.nanos)
+            .map_err(|why| Error::invalid(field(), why))?;
+        batch.push(Incoming {
+            at_ms,
+            value_litres: r.value_litres,
+            estimated: r.estimated,
+        });
+    }
+    Ok(kind)
+}
+
+/// Stores the messages taken before a malformed one and says so in `error`.
+async fn end_ingest_with(store: &Store, session: IngestSession, error: Error) -> Status {
+    let Error::InvalidArgument { field, reason } = error else {
+        return error.into();
+    };
+    match store.finish_ingest(session).await {
+        Ok(outcome) => Error::InvalidArgument {
+            field,
+            reason: format!(
+                "{reason}; the {} messages before it are stored, none from it on: resend from message {}",
+                outcome.stored_messages, outcome.stored_messages
+            ),
+        }
+        .into(),
+        Err(e) => e.into(),
+    }
+}
+
+/// What the API bounds (set from the server's settings).
+#[derive(Clone, Debug)]
+pub struct ApiLimits {
+    pub ingest_streams: std::sync::Arc<cwsm_platform::server::CallerStreams>,
+    pub max_message_bytes: usize,
+}
+
+impl Default for ApiLimits {
+    fn default() -> Self {
+        ApiLimits {
+            ingest_streams: cwsm_platform::server::CallerStreams::new("IngestReadings", 4),
+            max_message_bytes: 4 * 1024 * 1024,
+        }
+    }
 }
 
 pub fn stage_to_pb(s: Stage) -> pb::ProjectStage {
@@ -630,39 +715,53 @@ impl pb::projects_service_server::ProjectsService for ProjectsApi {
         request: Request<tonic::Streaming<pb::IngestReadingsRequest>>,
     ) -> Result<Response<pb::IngestReadingsResponse>, Status> {
         let who = principal(&request)?;
+        let _permit = self.ingest_streams.acquire(&who)?;
         let mut stream = request.into_inner();
         let mut session = IngestSession::new(who);
         let mut batch: Vec<Incoming> = Vec::new();
-        while let Some(message) = stream.message().await? {
-            let meter_id = required_id("meter_id", &message.meter_id)?;
-            // Unspecified means interval use, the simpler of the two.
-            let kind = match pb::ReadingValueKind::try_from(message.value_kind) {
-                Ok(pb::ReadingValueKind::CumulativeRegister) => ValueKind::Register,
-                Ok(_) => ValueKind::IntervalUse,
-                Err(_) => {
-                    return Err(Error::invalid(
-                        "value_kind",
-                        format!("unknown value kind {}", message.value_kind),
-                    )
-                    .into());
+        let mut index: usize = 0;
+        loop {
+            let message = match stream.message().await {
+                Ok(Some(m)) => m,
+                Ok(None) => break,
+                Err(status) => {
+                    // tonic decodes strictly and calls a bad message INTERNAL: it is the
+                    // client's (invalid UTF-8, broken protobuf).
+                    let error = if status.code() == tonic::Code::Internal {
+                        Error::invalid(
+                            format!("messages[{index}]"),
+                            format!("not an IngestReadingsRequest: {}", status.message()),
+                        )
+                    } else {
+                        return Err(status);
+                    };
+                    return Err(end_ingest_with(&self.store, session, error).await);
                 }
             };
-            batch.clear();
-            for (i, r) in message.readings.iter().enumerate() {
-                let Some(t) = r.read_time.as_ref() else {
-                    return Err(
-                        Error::invalid(format!("readings[{i}].read_time"), "required").into(),
-                    );
-                };
-                batch.push(Incoming {
-                    at_ms: millis(t),
-                    value_litres: r.value_litres,
-                    estimated: r.estimated,
-                });
+            let parsed = ingest_message(index, &message, &mut batch);
+            let step = match parsed {
+                Ok(kind) => {
+                    self.store
+                        .ingest_batch(&mut session, &message.meter_id, kind, &batch)
+                        .await
+                }
+                Err(e) => Err(e),
+            };
+            match step {
+                Ok(()) => {}
+                Err(Error::InvalidArgument { field, reason }) => {
+                    // A field inside the message: name the message too.
+                    let field = if field.starts_with("messages[") {
+                        field
+                    } else {
+                        format!("messages[{index}].{field}")
+                    };
+                    let error = Error::InvalidArgument { field, reason };
+                    return Err(end_ingest_with(&self.store, session, error).await);
+                }
+                Err(e) => return Err(e.into()),
             }
-            self.store
-                .ingest_batch(&mut session, meter_id, kind, &batch)
-                .await?;
+            index += 1;
         }
         let outcome = self.store.finish_ingest(session).await?;
         Ok(Response::new(pb::IngestReadingsResponse {
@@ -687,6 +786,9 @@ impl pb::projects_service_server::ProjectsService for ProjectsApi {
                     reason: r.reason.clone(),
                 })
                 .collect(),
+            stored_messages: outcome.stored_messages,
+            unknown_meters: outcome.unknown_meters,
+            unknown_meter_ids: outcome.unknown_meter_ids,
         }))
     }
 

@@ -40,6 +40,7 @@ pub const SERVICE_NAME: &str = "cwsm.projects.v1.ProjectsService";
 pub struct Projects {
     store: store::Store,
     on_change: Arc<dyn Fn() + Send + Sync>,
+    limits: grpc::ApiLimits,
 }
 
 impl Projects {
@@ -52,6 +53,7 @@ impl Projects {
         Ok(Projects {
             store: store::Store::connect(database_url, events::encode_milestone).await?,
             on_change,
+            limits: grpc::ApiLimits::default(),
         })
     }
 
@@ -65,6 +67,7 @@ impl Projects {
             store: store::Store::connect_in_schema(database_url, schema, events::encode_milestone)
                 .await?,
             on_change,
+            limits: grpc::ApiLimits::default(),
         })
     }
 
@@ -74,6 +77,18 @@ impl Projects {
 
     pub fn store(&self) -> &store::Store {
         &self.store
+    }
+
+    /// IngestReadings streams open at once per caller, and the largest message decoded (bytes);
+    /// call before serving.
+    pub fn limit(&mut self, streams_per_caller: usize, max_message_bytes: usize) {
+        self.limits = grpc::ApiLimits {
+            ingest_streams: cwsm_platform::server::CallerStreams::new(
+                "IngestReadings",
+                streams_per_caller,
+            ),
+            max_message_bytes,
+        };
     }
 
     /// Keeps up to `entries` projects as last read in memory (0: none); call before serving.
@@ -99,11 +114,13 @@ impl Projects {
         &self,
         auth: AuthInterceptor,
     ) -> InterceptedService<ProjectsServiceServer<grpc::ProjectsApi>, AuthInterceptor> {
-        ProjectsServiceServer::with_interceptor(
-            grpc::ProjectsApi {
+        InterceptedService::new(
+            ProjectsServiceServer::new(grpc::ProjectsApi {
                 store: self.store.clone(),
                 on_change: self.on_change.clone(),
-            },
+                ingest_streams: self.limits.ingest_streams.clone(),
+            })
+            .max_decoding_message_size(self.limits.max_message_bytes),
             auth,
         )
     }

@@ -108,6 +108,40 @@ pub mod flag {
     ];
 }
 
+/// Readings are taken in 1970..2100 (UTC): a time outside is a client's mistake, and keeping
+/// every stored instant small keeps day arithmetic far from overflow.
+pub const MIN_READING_SECONDS: i64 = 0;
+/// 2100-01-01T00:00:00Z.
+pub const MAX_READING_SECONDS: i64 = 4_102_444_800;
+
+/// The most water any meter here can pass, litres per second. The rule: a DN600 main (the
+/// largest supply pipe of a site in this market, generous) at 5 m/s, well above design
+/// velocities of 1-3 m/s: π × 0.3² m² × 5 m/s ≈ 1.41 m³/s, rounded up to 1,500 L/s. A
+/// reading above this for its interval is physically impossible: refused, never summed.
+pub const MAX_FLOW_LITRES_PER_SECOND: i64 = 1_500;
+/// The most a cumulative register can read: 1,500 L/s for over 200 years.
+pub const MAX_REGISTER_LITRES: i64 = 10_000_000_000_000;
+
+/// Checks a reading's time as sent (seconds and nanoseconds of a protobuf timestamp) and
+/// returns it in milliseconds.
+pub fn reading_time_ms(seconds: i64, nanos: i32) -> std::result::Result<i64, String> {
+    if !(0..1_000_000_000).contains(&nanos) {
+        return Err(format!("nanos {nanos} outside 0..999999999"));
+    }
+    if !(MIN_READING_SECONDS..MAX_READING_SECONDS).contains(&seconds) {
+        return Err(format!(
+            "seconds {seconds} outside 1970-01-01 to 2100-01-01 ({MIN_READING_SECONDS}..{MAX_READING_SECONDS})"
+        ));
+    }
+    // In range, so no overflow.
+    Ok(seconds * 1000 + i64::from(nanos) / 1_000_000)
+}
+
+/// The largest interval use a meter with `interval_seconds` can report.
+pub fn max_interval_litres(interval_seconds: i32) -> i64 {
+    MAX_FLOW_LITRES_PER_SECOND.saturating_mul(i64::from(interval_seconds.max(1)))
+}
+
 /// A reading as received.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Incoming {
@@ -161,6 +195,47 @@ impl MeterState {
         s
     }
 
+    /// Why a reading is physically impossible for this meter, if it is: an interval use above
+    /// (or, negated, below) the most its interval can pass; a register beyond ±10¹³ L or
+    /// risen more than the most that could flow since the previous register reading.
+    pub fn impossible(&self, kind: ValueKind, r: Incoming) -> Option<String> {
+        let interval_s = self.interval_ms / 1000;
+        let per_interval = MAX_FLOW_LITRES_PER_SECOND.saturating_mul(interval_s.max(1));
+        match kind {
+            ValueKind::IntervalUse => (r.value_litres.unsigned_abs() > per_interval.unsigned_abs())
+                .then(|| {
+                    format!(
+                        "impossible: {} L in a {interval_s} s interval, more than {MAX_FLOW_LITRES_PER_SECOND} L/s could pass (at most {per_interval} L)",
+                        r.value_litres
+                    )
+                }),
+            ValueKind::Register => {
+                // Magnitude only: a register below the previous one is flagged, not refused.
+                if r.value_litres.unsigned_abs() > MAX_REGISTER_LITRES.unsigned_abs() {
+                    return Some(format!(
+                        "impossible: register {} L beyond ±{MAX_REGISTER_LITRES}",
+                        r.value_litres
+                    ));
+                }
+                let (Some(prev_at), Some(prev)) = (self.latest_ms, self.latest_register) else {
+                    return None;
+                };
+                if r.at_ms <= prev_at || r.value_litres <= prev {
+                    return None;
+                }
+                // Both in range: no overflow.
+                let elapsed_s = ((r.at_ms - prev_at) / 1000).max(interval_s).max(1);
+                let most = MAX_FLOW_LITRES_PER_SECOND.saturating_mul(elapsed_s);
+                let rose = r.value_litres - prev;
+                (rose > most).then(|| {
+                    format!(
+                        "impossible: register rose {rose} L in {elapsed_s} s, more than {MAX_FLOW_LITRES_PER_SECOND} L/s could pass"
+                    )
+                })
+            }
+        }
+    }
+
     /// The time of the newest reading seen.
     pub fn latest_ms(&self) -> Option<i64> {
         self.latest_ms
@@ -170,10 +245,11 @@ impl MeterState {
         if self.recent.len() == SPIKE_WINDOW
             && let Some(old) = self.recent.pop_front()
         {
-            self.recent_sum -= old;
+            self.recent_sum = self.recent_sum.saturating_sub(old);
         }
         self.recent.push_back(use_litres);
-        self.recent_sum += use_litres;
+        // Saturating: a use stored before readings were bounded must not panic the state.
+        self.recent_sum = self.recent_sum.saturating_add(use_litres);
     }
 
     /// Flags a new reading (the caller has ruled out a duplicate) and advances the state.
@@ -204,7 +280,7 @@ impl MeterState {
             if kind == ValueKind::Register {
                 match self.latest_register {
                     Some(prev) if r.value_litres < prev => flags |= flag::REGISTER_DECREASED,
-                    Some(prev) => use_litres = r.value_litres - prev,
+                    Some(prev) => use_litres = r.value_litres.saturating_sub(prev),
                     None => {}
                 }
                 self.latest_register = Some(r.value_litres);
@@ -216,7 +292,7 @@ impl MeterState {
         }
         if self.recent.len() >= SPIKE_MIN_HISTORY {
             let mean = self.recent_sum / self.recent.len() as i64;
-            if use_litres > SPIKE_FACTOR * mean.max(1) {
+            if use_litres > SPIKE_FACTOR.saturating_mul(mean.max(1)) {
                 flags |= flag::SPIKE;
             }
         }
@@ -297,6 +373,68 @@ mod tests {
         // A late register reading: its water is already in the next one's difference.
         let late = s.classify(ValueKind::Register, reading(0, 900));
         assert_eq!((late.use_litres, late.flags), (0, flag::OUT_OF_ORDER));
+    }
+
+    #[test]
+    fn reading_times_outside_1970_to_2100_are_refused() {
+        assert_eq!(
+            reading_time_ms(1_700_000_000, 5_000_000),
+            Ok(1_700_000_000_005)
+        );
+        assert!(reading_time_ms(i64::MAX, 0).is_err());
+        assert!(
+            reading_time_ms(-62_135_596_801, 0).is_err(),
+            "before year 1"
+        );
+        assert!(reading_time_ms(-1, 0).is_err());
+        assert!(reading_time_ms(MAX_READING_SECONDS, 0).is_err());
+        assert!(reading_time_ms(1_700_000_000, -1).is_err());
+        assert!(reading_time_ms(1_700_000_000, 1_000_000_000).is_err());
+    }
+
+    #[test]
+    fn physically_impossible_readings() {
+        let s = MeterState::new(3600, &[]);
+        let most = 1_500 * 3600;
+        assert!(
+            s.impossible(ValueKind::IntervalUse, reading(1, most))
+                .is_none()
+        );
+        assert!(
+            s.impossible(ValueKind::IntervalUse, reading(1, most + 1))
+                .is_some()
+        );
+        assert!(
+            s.impossible(ValueKind::IntervalUse, reading(1, i64::MAX))
+                .is_some()
+        );
+        assert!(
+            s.impossible(ValueKind::IntervalUse, reading(1, i64::MIN))
+                .is_some()
+        );
+        assert!(
+            s.impossible(ValueKind::Register, reading(1, i64::MIN))
+                .is_some()
+        );
+        assert!(
+            s.impossible(ValueKind::Register, reading(1, i64::MAX))
+                .is_some()
+        );
+        let mut s = MeterState::new(3600, &[]);
+        s.classify(ValueKind::Register, reading(1, 1_000));
+        assert!(
+            s.impossible(ValueKind::Register, reading(2, 1_000 + most))
+                .is_none()
+        );
+        assert!(
+            s.impossible(ValueKind::Register, reading(2, 1_001 + most))
+                .is_some()
+        );
+        // Two hours later twice as much could flow.
+        assert!(
+            s.impossible(ValueKind::Register, reading(3, 1_000 + 2 * most))
+                .is_none()
+        );
     }
 
     #[test]

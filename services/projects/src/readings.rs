@@ -13,7 +13,10 @@ use cwsm_platform::idempotency::RequestKey;
 use cwsm_platform::{Error, Result, keyed_write, new_id, now_ms, with_db};
 
 use crate::domain::Project;
-use crate::metering::{Classified, Incoming, Meter, MeterKind, MeterState, ValueKind, flag};
+use crate::metering::{
+    Classified, Incoming, MAX_FLOW_LITRES_PER_SECOND, MAX_READING_SECONDS, MIN_READING_SECONDS,
+    Meter, MeterKind, MeterState, ValueKind, flag, max_interval_litres,
+};
 use crate::mv::{DayUse, Granularity};
 use crate::store::Store;
 
@@ -26,6 +29,12 @@ pub const FUTURE_TOLERANCE_MS: i64 = 5 * 60_000;
 const FLUSH_ROWS: usize = 20_000;
 /// Rejections reported back in detail.
 const MAX_REJECTIONS: usize = 100;
+/// Unknown meter ids named back.
+const MAX_UNKNOWN_IDS: usize = 10;
+/// Meters one stream may name (known or not): what a stream keeps per meter stays bounded.
+pub const MAX_METERS_PER_STREAM: usize = 1_000;
+/// A meter id's length (ids are UUIDs, 36 bytes).
+pub const MAX_METER_ID_BYTES: usize = 64;
 
 /// The CST day a reading at `at_ms` belongs to, as days since 1970-01-01.
 pub fn day_index(at_ms: i64) -> i64 {
@@ -96,6 +105,11 @@ pub struct IngestOutcome {
     /// (proto flag number, count) for flags that occurred.
     pub flagged: Vec<(i32, i64)>,
     pub rejections: Vec<Rejection>,
+    /// Messages taken (each whole, in order).
+    pub stored_messages: i64,
+    pub unknown_meters: i64,
+    /// The first unknown meter ids (at most 10).
+    pub unknown_meter_ids: Vec<String>,
 }
 
 struct MeterCtx {
@@ -124,6 +138,11 @@ impl IngestSession {
             flag_counts: [0; 6],
             outcome: IngestOutcome::default(),
         }
+    }
+
+    /// Messages taken so far (stored once the stream is finished or flushed).
+    pub fn messages_taken(&self) -> i64 {
+        self.outcome.stored_messages
     }
 
     fn reject(&mut self, meter_id: &str, r: &Incoming, reason: String) {
@@ -207,10 +226,22 @@ impl Store {
         if let Some(found) = s.index.get(meter_id) {
             return Ok(*found);
         }
+        if s.index.len() >= MAX_METERS_PER_STREAM {
+            return Err(Error::invalid(
+                "meter_id",
+                format!(
+                    "a stream names at most {MAX_METERS_PER_STREAM} meters; send the others in another stream"
+                ),
+            ));
+        }
         let meter = match self.meter(meter_id).await {
             Ok(m) => m,
             Err(Error::NotFound { .. }) => {
                 s.index.insert(meter_id.to_string(), None);
+                s.outcome.unknown_meters += 1;
+                if s.outcome.unknown_meter_ids.len() < MAX_UNKNOWN_IDS {
+                    s.outcome.unknown_meter_ids.push(meter_id.to_string());
+                }
                 return Ok(None);
             }
             Err(e) => return Err(e),
@@ -236,7 +267,9 @@ impl Store {
         Ok(Some(i))
     }
 
-    /// Takes one message of a stream: a batch of one meter's readings.
+    /// Takes one message of a stream: a batch of one meter's readings, whole. Rows are written
+    /// only between messages, so each message is stored entirely or not at all. `meter_id` is
+    /// at most [`MAX_METER_ID_BYTES`] (the caller checks, naming the message).
     pub async fn ingest_batch(
         &self,
         s: &mut IngestSession,
@@ -245,9 +278,9 @@ impl Store {
         readings: &[Incoming],
     ) -> Result<()> {
         let Some(m) = self.meter_ctx(s, meter_id).await? else {
-            for r in readings {
-                s.reject(meter_id, r, format!("unknown meter {meter_id}"));
-            }
+            // Counted, not listed: the id is named once in `unknown_meter_ids`.
+            s.outcome.rejected += readings.len() as i64;
+            s.outcome.stored_messages += 1;
             return Ok(());
         };
         let latest0 = s.meters[m].state.latest_ms();
@@ -272,6 +305,10 @@ impl Store {
         for r in readings {
             if r.at_ms > limit {
                 s.reject(meter_id, r, "time in the future".to_string());
+                continue;
+            }
+            if let Some(why) = s.meters[m].state.impossible(kind, *r) {
+                s.reject(meter_id, r, why);
                 continue;
             }
             let ctx = &mut s.meters[m];
@@ -304,6 +341,7 @@ impl Store {
                 }
             }
         }
+        s.outcome.stored_messages += 1;
         if s.pending_rows >= FLUSH_ROWS {
             self.flush(s).await?;
         }
@@ -383,7 +421,8 @@ impl Store {
         Ok(())
     }
 
-    /// A meter's use, raw or per day or month, in `[from, to)`, oldest first.
+    /// A meter's use, raw or per day or month, in `[from, to)` (within 1970..2100), oldest
+    /// first.
     pub async fn list_readings(
         &self,
         meter: &Meter,
@@ -393,6 +432,7 @@ impl Store {
         page: &Page,
     ) -> Result<(Vec<Point>, String)> {
         let bad = || Error::invalid("page_token", "not a token this server issued");
+        let (from_ms, to_ms) = within_reading_range(from_ms, to_ms);
         match aggregation {
             Aggregation::Raw => {
                 let after: i64 = match &page.after {
@@ -408,7 +448,7 @@ impl Store {
                 let mut points: Vec<Point> = rows
                     .into_iter()
                     .map(|(at, value, used, kind, flags)| Point {
-                        start_ms: at - interval,
+                        start_ms: at.saturating_sub(interval),
                         end_ms: at,
                         use_litres: used,
                         register_litres: if kind == ValueKind::Register as i32 {
@@ -432,7 +472,13 @@ impl Store {
                 // Day d holds readings in (start of d, start of d+1].
                 let lower = after_day.map_or(from_ms, |d| from_ms.max(day_start_ms(d + 1) + 1));
                 let rows = self
-                    .meter_days(&meter.id, lower, to_ms, page.fetch_limit())
+                    .meter_days(
+                        &meter.id,
+                        meter.interval_seconds,
+                        lower,
+                        to_ms,
+                        page.fetch_limit(),
+                    )
                     .await?;
                 let mut points: Vec<(i64, Point)> =
                     rows.into_iter().map(|r| (r.0, day_point(&r))).collect();
@@ -440,7 +486,9 @@ impl Store {
                 Ok((points.into_iter().map(|(_, p)| p).collect(), next))
             }
             Aggregation::Month => {
-                let rows = self.meter_days(&meter.id, from_ms, to_ms, i64::MAX).await?;
+                let rows = self
+                    .meter_days(&meter.id, meter.interval_seconds, from_ms, to_ms, i64::MAX)
+                    .await?;
                 let mut months: Vec<(String, Point)> = Vec::new();
                 for r in &rows {
                     let date = day_date(r.0);
@@ -448,10 +496,11 @@ impl Store {
                     let p = day_point(r);
                     match months.last_mut() {
                         Some((k, m)) if *k == key => {
-                            m.use_litres += p.use_litres;
+                            // Bounded days cannot overflow a month; saturating all the same.
+                            m.use_litres = m.use_litres.saturating_add(p.use_litres);
                             m.register_litres = m.register_litres.max(p.register_litres);
-                            m.reading_count += p.reading_count;
-                            m.estimated_count += p.estimated_count;
+                            m.reading_count = m.reading_count.saturating_add(p.reading_count);
+                            m.estimated_count = m.estimated_count.saturating_add(p.estimated_count);
                             m.flags |= p.flags;
                         }
                         _ => {
@@ -481,20 +530,29 @@ impl Store {
     }
 
     /// Per CST day: (day, use, max register, readings, estimated, flags).
+    ///
+    /// Only readings in 1970..2100 with a possible use are summed (rows stored before readings
+    /// were checked may hold anything): each term is then at most 1,500 L/s × 31 days and a
+    /// day has at most 86,400,000 distinct instants, so no sum can overflow and no stored row
+    /// can make a read fail.
     async fn meter_days(
         &self,
         meter_id: &str,
+        interval_seconds: i32,
         from_ms: i64,
         to_ms: i64,
         limit: i64,
     ) -> Result<Vec<DayRow>> {
+        let (from_ms, to_ms) = within_reading_range(from_ms, to_ms);
+        let most = max_interval_litres(interval_seconds);
         Ok(with_db!(&self.db, pool => sqlx::query_as(
             "SELECT (read_at_ms - 1 + 28800000) / 86400000 AS d, CAST(SUM(use_litres) AS BIGINT), \
              CAST(MAX(CASE WHEN value_kind = 1 THEN value_litres ELSE 0 END) AS BIGINT), CAST(COUNT(*) AS BIGINT), \
              CAST(SUM(flags & 1) AS BIGINT), \
              CAST(MAX(flags & 1) + MAX(flags & 2) + MAX(flags & 4) + MAX(flags & 8) + MAX(flags & 16) + MAX(flags & 32) AS BIGINT) \
-             FROM readings WHERE meter_id = $1 AND read_at_ms >= $2 AND read_at_ms < $3 GROUP BY d ORDER BY d LIMIT $4")
-            .bind(meter_id).bind(from_ms).bind(to_ms).bind(limit).fetch_all(pool).await?))
+             FROM readings WHERE meter_id = $1 AND read_at_ms >= $2 AND read_at_ms < $3 \
+             AND use_litres BETWEEN $5 AND $6 GROUP BY d ORDER BY d LIMIT $4")
+            .bind(meter_id).bind(from_ms).bind(to_ms).bind(limit).bind(-most).bind(most).fetch_all(pool).await?))
     }
 
     /// A project's metered use per CST day, for M&V: its whole-site meters (option C), or its
@@ -520,8 +578,12 @@ impl Store {
         let rows: Vec<(i64, i64, i64, i64)> = with_db!(&self.db, pool => sqlx::query_as(
             "SELECT (r.read_at_ms - 1 + 28800000) / 86400000 AS d, CAST(SUM(r.use_litres) AS BIGINT), \
              CAST(COUNT(*) AS BIGINT), CAST(SUM(r.flags & 1) AS BIGINT) \
-             FROM readings r JOIN meters m ON m.id = r.meter_id WHERE m.project_id = $1 AND m.kind = $2 GROUP BY d ORDER BY d")
-            .bind(project_id).bind(kind.code()).fetch_all(pool).await?);
+             FROM readings r JOIN meters m ON m.id = r.meter_id WHERE m.project_id = $1 AND m.kind = $2 \
+             AND r.read_at_ms >= $3 AND r.read_at_ms < $4 \
+             AND r.use_litres BETWEEN -$5 * CAST(m.interval_seconds AS BIGINT) AND $5 * CAST(m.interval_seconds AS BIGINT) \
+             GROUP BY d ORDER BY d")
+            .bind(project_id).bind(kind.code()).bind(MIN_READING_SECONDS * 1000).bind(MAX_READING_SECONDS * 1000)
+            .bind(MAX_FLOW_LITRES_PER_SECOND).fetch_all(pool).await?);
         Ok((
             rows.into_iter()
                 .map(|(d, litres, readings, estimated)| DayUse {
@@ -534,6 +596,14 @@ impl Store {
             granularity,
         ))
     }
+}
+
+/// `[from, to)` cut to the instants readings may have (1970..2100).
+fn within_reading_range(from_ms: i64, to_ms: i64) -> (i64, i64) {
+    (
+        from_ms.max(MIN_READING_SECONDS * 1000),
+        to_ms.min(MAX_READING_SECONDS * 1000),
+    )
 }
 
 fn day_point(r: &DayRow) -> Point {

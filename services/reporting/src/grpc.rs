@@ -441,7 +441,9 @@ impl ReportingService for ReportingApi {
         &self,
         request: Request<pb::WatchReportRequest>,
     ) -> Result<Response<tonic::codegen::BoxStream<pb::WatchReportResponse>>, Status> {
-        principal(&request)?;
+        let who = principal(&request)?;
+        // Held by the stream's task: the place frees when the watcher goes.
+        let permit = self.reporting.watch_streams().acquire(&who)?;
         let req = request.into_inner();
         if req.plan_code.trim().is_empty() {
             return Err(Error::invalid("plan_code", "required, e.g. \"xinbei-2020\"").into());
@@ -466,6 +468,7 @@ impl ReportingService for ReportingApi {
         let (tx, rx) = mpsc::channel(4);
         let reporting = self.reporting.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             let mut last = content(&first);
             if tx
                 .send(Ok(pb::WatchReportResponse {

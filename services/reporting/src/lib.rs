@@ -58,6 +58,8 @@ pub struct Reporting {
     changes: Arc<watch::Sender<u64>>,
     /// Where the projects service answers (for RebuildCounts); set once the server listens.
     projects_url: Arc<std::sync::RwLock<Option<String>>>,
+    /// WatchReport streams open per caller.
+    watch_streams: Arc<cwsm_platform::server::CallerStreams>,
 }
 
 fn require_admin(p: &Principal, what: &str) -> Result<()> {
@@ -87,6 +89,7 @@ impl Reporting {
             store,
             changes: Arc::new(changes),
             projects_url: Arc::new(std::sync::RwLock::new(None)),
+            watch_streams: cwsm_platform::server::CallerStreams::new("WatchReport", 4),
         }
     }
 
@@ -134,6 +137,15 @@ impl Reporting {
     /// `topics::PROJECT_MILESTONES`); other kinds are acknowledged and ignored.
     pub fn event_handler(&self) -> Arc<dyn cwsm_platform::bus::EventHandler> {
         Arc::new(grpc::MilestoneHandler::new(self.clone()))
+    }
+
+    /// WatchReport streams open at once per caller; call before serving.
+    pub fn limit_watchers_per_caller(&mut self, streams: usize) {
+        self.watch_streams = cwsm_platform::server::CallerStreams::new("WatchReport", streams);
+    }
+
+    pub(crate) fn watch_streams(&self) -> &Arc<cwsm_platform::server::CallerStreams> {
+        &self.watch_streams
     }
 
     pub fn grpc_service(

@@ -35,6 +35,15 @@ pub struct Connection {
         default_value = "http://127.0.0.1:50051"
     )]
     pub server: String,
+    /// CA certificate (PEM) to trust for an https:// server; default: the system's roots.
+    #[arg(long, global = true, env = "CWSM_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate (PEM) for a server that asks for one (mutual TLS).
+    #[arg(long, global = true, env = "CWSM_CLIENT_CERT")]
+    pub client_cert: Option<PathBuf>,
+    /// The client certificate's key (PEM).
+    #[arg(long, global = true, env = "CWSM_CLIENT_KEY")]
+    pub client_key: Option<PathBuf>,
     /// Bearer token (see `cwsm token issue`).
     #[arg(long, global = true, env = "CWSM_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
@@ -114,7 +123,12 @@ impl Clients {
                 )?
             }
         };
-        let channel = Channel::from_shared(conn.server.clone())?
+        let tls = cwsm_platform::server::ClientTls {
+            ca: conn.ca_file.clone(),
+            cert: conn.client_cert.clone(),
+            key: conn.client_key.clone(),
+        };
+        let channel = cwsm_platform::server::client_endpoint(&conn.server, &tls)?
             .connect_timeout(Duration::from_secs(5))
             .connect()
             .await

@@ -610,6 +610,13 @@ async fn readings(c: &Clients, cmd: ReadingsCommand, json: bool) -> anyhow::Resu
             }
             .print(json);
             if !json {
+                if reply.unknown_meters > 0 {
+                    println!(
+                        "{} unknown meters, e.g. {}",
+                        reply.unknown_meters,
+                        reply.unknown_meter_ids.join(", ")
+                    );
+                }
                 for r in &reply.rejections {
                     let at = r
                         .read_time
