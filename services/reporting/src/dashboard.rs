@@ -3,7 +3,7 @@
 //! - `GET /dashboard`: the page (HTML, with `app.css` and `app.js`, all in the binary);
 //! - `GET /dashboard/data.json`: the report the page draws, as JSON;
 //! - `GET /dashboard/events`: Server-Sent Events, one `report` event at once and another
-//!   whenever a count or record changes (fed by the same change channel as `WatchReport`);
+//!   whenever a count or record changes (the same shared feed as `WatchReport`, see `watch`);
 //! - `GET /dashboard/export.csv`, `/dashboard/export.xlsx`: the report as a file.
 //!
 //! Query parameters: `plan` (code, default the first plan), `version` (0: latest), `date`
@@ -39,6 +39,7 @@ use crate::export::{self, FileFormat};
 use crate::plan::Kind;
 use crate::report::{IndicatorReport, Report, Status, parse_date};
 use crate::store::PlanFilter;
+use crate::watch::{Snapshot, WatchKey};
 
 const INDEX_HTML: &str = include_str!("../dashboard/index.html");
 const APP_JS: &str = include_str!("../dashboard/app.js");
@@ -50,8 +51,6 @@ pub const COOKIE: &str = "cwsm_dashboard_token";
 
 /// A comment line on the event stream this often, so proxies keep it open.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
-/// Recompute this often without a change notice (other replicas, the date moving on).
-const POLL: Duration = Duration::from_secs(30);
 
 #[derive(Clone)]
 struct Dashboard {
@@ -388,6 +387,13 @@ fn error_response(e: Error) -> Response {
         .into_response()
 }
 
+/// A shared snapshot as the page draws it.
+fn snapshot_json(s: &Snapshot) -> Value {
+    let mut v = report_json(&s.report, s.generation);
+    v["dead_letters"] = json!(s.dead_letters);
+    v
+}
+
 async fn current_json(d: &Dashboard, w: &Wanted) -> Result<Value, Error> {
     let generation = *d.reporting.subscribe().borrow();
     let report = d
@@ -456,26 +462,32 @@ async fn events(State(d): State<Dashboard>, request: Request<Body>) -> Response 
         Ok(w) => w,
         Err(e) => return error_response(e),
     };
-    let mut changes = d.reporting.subscribe();
-    changes.borrow_and_update();
-    let first = match current_json(&d, &w).await {
-        Ok(v) => v,
+    // The same shared feed as WatchReport: one computation per change for every watcher of
+    // this plan, version and date; this stream only draws and sends it.
+    let key = WatchKey {
+        plan_code: w.plan.clone(),
+        version: w.version,
+        date: w.date,
+    };
+    let mut watch = match d.reporting.watch(key).await {
+        Ok(watch) => watch,
         Err(e) => return error_response(e),
     };
-    let (tx, rx) = mpsc::channel::<Result<String, Infallible>>(4);
+    let Some(first) = watch.latest() else {
+        return error_response(Error::Internal(anyhow::anyhow!("the report feed ended")));
+    };
+    // Little room: a reader that lags gets the latest report next, not a backlog.
+    let (tx, rx) = mpsc::channel::<Result<String, Infallible>>(2);
     let shutdown = d.shutdown.clone();
     tokio::spawn(async move {
-        let event = |v: &Value| format!("event: report\ndata: {v}\n\n");
-        let mut last = first.clone();
+        let event = |s: &Snapshot| format!("event: report\ndata: {}\n\n", snapshot_json(s));
         if tx.send(Ok(event(&first))).await.is_err() {
             return;
         }
-        let mut poll = tokio::time::interval(POLL);
-        poll.reset();
         let mut keep_alive = tokio::time::interval(KEEP_ALIVE);
         keep_alive.reset();
         loop {
-            tokio::select! {
+            let next = tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tx.closed() => return,
                 _ = keep_alive.tick() => {
@@ -484,26 +496,11 @@ async fn events(State(d): State<Dashboard>, request: Request<Body>) -> Response 
                     }
                     continue;
                 }
-                changed = changes.changed() => if changed.is_err() { return },
-                _ = poll.tick() => {}
-            }
-            changes.borrow_and_update();
-            let next = match current_json(&d, &w).await {
-                Ok(v) => v,
-                Err(e) => {
-                    tracing::warn!(error = %e, "dashboard event stream");
-                    continue;
-                }
+                next = watch.changed() => match next {
+                    Some(s) => s,
+                    None => return,
+                },
             };
-            let same = |a: &Value, b: &Value| {
-                ["indicators", "as_of", "dead_letters"]
-                    .iter()
-                    .all(|k| a.get(k) == b.get(k))
-            };
-            if same(&next, &last) {
-                continue;
-            }
-            last = next.clone();
             if tx.send(Ok(event(&next))).await.is_err() {
                 return;
             }

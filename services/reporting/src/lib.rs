@@ -10,6 +10,7 @@
 //! - [`grpc`]: the adapter between `cwsm.reporting.v1` (and the milestone event) and the above.
 //! - [`export`]: the report as CSV or an Excel workbook.
 //! - [`dashboard`]: the administrators' web page, over HTTP on the gRPC port.
+//! - [`watch`]: live reports, computed once per change for all their watchers.
 //! - [`bench`]: `cwsm report bench`.
 //!
 //! Reporting keeps its own copy of the milestone facts, and in the same transaction as each new
@@ -29,8 +30,10 @@ pub mod plan;
 pub mod report;
 pub mod sha256;
 pub mod store;
+pub mod watch;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::NaiveDate;
 use cwsm_platform::auth::Principal;
@@ -38,7 +41,6 @@ use cwsm_platform::db::Db;
 use cwsm_platform::grpc::Page;
 use cwsm_platform::vocab::Sector;
 use cwsm_platform::{Error, Result, now_ms};
-use tokio::sync::watch;
 
 use crate::achievement::{Achievement, Correction, NewAchievement};
 use crate::plan::{Kind, StoredPlan};
@@ -54,9 +56,13 @@ pub const SERVICE_NAME: &str = "cwsm.reporting.v1.ReportingService";
 pub struct Reporting {
     store: Store,
     /// A generation number, bumped after every committed change that can alter a report.
-    changes: Arc<watch::Sender<u64>>,
+    changes: Arc<tokio::sync::watch::Sender<u64>>,
     /// Where the projects service answers (for RebuildCounts); set once the server listens.
     projects_url: Arc<std::sync::RwLock<Option<String>>>,
+    /// How many reports were computed (read from the store), for tests of the watchers' fan-out.
+    computations: Arc<AtomicU64>,
+    /// The live reports shared by their watchers (see [`watch`]).
+    feeds: Arc<watch::Feeds>,
 }
 
 fn require_admin(p: &Principal, what: &str) -> Result<()> {
@@ -81,11 +87,13 @@ impl Reporting {
     }
 
     fn with_store(store: Store) -> Reporting {
-        let (changes, _) = watch::channel(0);
+        let (changes, _) = tokio::sync::watch::channel(0);
         Reporting {
             store,
             changes: Arc::new(changes),
             projects_url: Arc::new(std::sync::RwLock::new(None)),
+            computations: Arc::new(AtomicU64::new(0)),
+            feeds: Arc::default(),
         }
     }
 
@@ -174,7 +182,7 @@ impl Reporting {
 
     /// A receiver that sees a change after every committed change to facts, achievements or
     /// plans (in this process).
-    pub fn subscribe(&self) -> watch::Receiver<u64> {
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
         self.changes.subscribe()
     }
 
@@ -267,6 +275,7 @@ impl Reporting {
         if version < 0 {
             return Err(Error::invalid("plan_version", "must not be negative"));
         }
+        self.computations.fetch_add(1, Ordering::Relaxed);
         let stored = self.store.plan_by_code(code.trim(), version).await?;
         let totals = self
             .store
@@ -280,6 +289,11 @@ impl Reporting {
             as_of,
             now_ms(),
         ))
+    }
+
+    /// How many reports this service has computed since it started (every [`Reporting::report`]).
+    pub fn report_computations(&self) -> u64 {
+        self.computations.load(Ordering::Relaxed)
     }
 
     /// Sets an event the consumer cannot use aside for administrators.
