@@ -378,6 +378,117 @@ async fn complete_a_project(app: &TestApp, town: &str) -> anyhow::Result<String>
 // ---------------------------------------------------------------------------------------------
 // The dashboard
 
+/// The security headers every dashboard response carries.
+fn assert_hardened(reply: &Reply, what: &str) {
+    let head = reply.headers.to_lowercase();
+    for needle in [
+        "content-security-policy: default-src 'self'",
+        "frame-ancestors 'none'",
+        "object-src 'none'",
+        "base-uri 'none'",
+        "x-content-type-options: nosniff",
+        "x-frame-options: deny",
+        "referrer-policy: no-referrer",
+    ] {
+        assert!(
+            head.contains(needle),
+            "{what}: no {needle:?} in\n{}",
+            reply.headers
+        );
+    }
+    assert!(
+        !head.contains("unsafe-inline"),
+        "{what}: the policy allows inline code\n{}",
+        reply.headers
+    );
+}
+
+/// The dashboard's answers of every kind (page, denied pages, static files, JSON, JSON errors,
+/// a path it does not have, exports) carry the security headers; JSON errors do not echo markup;
+/// the session cookie is HttpOnly and SameSite=Strict, and not Secure over plain HTTP (nor on an
+/// `X-Forwarded-Proto` the settings do not trust).
+async fn dashboard_headers(addr: &str, admin: &str, company: &str) -> anyhow::Result<()> {
+    let cookie = format!("cwsm_dashboard_token={admin}");
+    let with_cookie: &[(&str, &str)] = &[("Cookie", &cookie)];
+    let cases: Vec<(&str, String, &[(&str, &str)], u16)> = vec![
+        ("the page", format!("/dashboard?token={admin}"), &[], 200),
+        ("401 page", "/dashboard".into(), &[], 401),
+        ("403 page", format!("/dashboard?token={company}"), &[], 403),
+        ("401 JSON", "/dashboard/data.json".into(), &[], 401),
+        ("app.js", "/dashboard/app.js".into(), &[], 200),
+        ("app.css", "/dashboard/app.css".into(), &[], 200),
+        ("data.json", "/dashboard/data.json".into(), with_cookie, 200),
+        (
+            "JSON error",
+            "/dashboard/data.json?date=%3Cscript%3Ealert(1)%3C/script%3E".into(),
+            with_cookie,
+            400,
+        ),
+        (
+            "unknown plan",
+            "/dashboard/data.json?plan=%3Cimg%20src=x%20onerror=alert(1)%3E".into(),
+            with_cookie,
+            404,
+        ),
+        ("404", "/dashboard/nothing-here".into(), with_cookie, 404),
+        ("CSV", "/dashboard/export.csv".into(), with_cookie, 200),
+        ("xlsx", "/dashboard/export.xlsx".into(), with_cookie, 200),
+    ];
+    for (what, path, headers, status) in cases {
+        let reply = http(addr, "GET", &path, headers, None).await?;
+        assert_eq!(reply.status, status, "{what}: {}", reply.text());
+        assert_hardened(&reply, what);
+        if reply.headers.to_lowercase().contains("application/json") {
+            let text = reply.text();
+            assert!(
+                !text.contains('<') && !text.contains('>'),
+                "{what}: markup in JSON: {text}"
+            );
+            reply.json()?;
+        }
+    }
+    let error = http(
+        addr,
+        "GET",
+        "/dashboard/data.json?date=%3Cscript%3E",
+        with_cookie,
+        None,
+    )
+    .await?;
+    assert!(
+        error.text().contains("\\u003cscript\\u003e"),
+        "{}",
+        error.text()
+    );
+    // The session cookie: HttpOnly, SameSite=Strict; not Secure over plain HTTP, and a forwarded
+    // "https" from a proxy the settings do not trust changes nothing.
+    for forwarded in [None, Some("https")] {
+        let headers: Vec<(&str, &str)> = forwarded
+            .map(|f| vec![("X-Forwarded-Proto", f)])
+            .unwrap_or_default();
+        let page = http(
+            addr,
+            "GET",
+            &format!("/dashboard?token={admin}"),
+            &headers,
+            None,
+        )
+        .await?;
+        let set_cookie = page
+            .headers
+            .lines()
+            .find(|l| l.to_lowercase().starts_with("set-cookie:"))
+            .unwrap_or("")
+            .to_lowercase();
+        assert!(
+            set_cookie.contains("httponly") && set_cookie.contains("samesite=strict"),
+            "{set_cookie}"
+        );
+        assert!(!set_cookie.contains("secure"), "{set_cookie}");
+    }
+    Ok(())
+}
+
 async fn dashboard(backend: Backend) -> anyhow::Result<()> {
     let app = TestApp::start(backend).await?;
     let addr = app
@@ -454,6 +565,7 @@ async fn dashboard(backend: Backend) -> anyhow::Result<()> {
     assert!(xlsx.body.starts_with(b"PK"));
     // gRPC still answers on the same port.
     assert_eq!(a8_counted(&app, &admin).await, Some(0.0));
+    dashboard_headers(&addr, &admin, &company).await?;
 
     let Some(browser) = Browser::start().await? else {
         // Without a browser: the JSON the page draws changes after a completion.
@@ -513,6 +625,22 @@ async fn dashboard(backend: Backend) -> anyhow::Result<()> {
         assert_eq!(after["status"], "achieved", "{after}");
         assert_eq!(after["pill"], "已完成", "{after}");
         assert_eq!(after["marker"], "same-page", "the page was not reloaded: {after}");
+        // Under the Content-Security-Policy (no inline script or style) the bars are drawn:
+        // their widths are set through the DOM, and nothing was blocked.
+        let bar = eventually(WAIT, || async {
+            browser
+                .eval("var s = document.querySelector('tr[data-code=\"A8-CONTRACT-PROJECTS\"] .bar > span'); return s ? parseFloat(getComputedStyle(s).width) : null;")
+                .await
+                .ok()
+                .and_then(|v| v.as_f64())
+                .filter(|w| *w > 100.0)
+        })
+        .await;
+        assert!(bar.is_some(), "the achieved indicator's bar has no width under the CSP");
+        let blocked = browser
+            .eval("return document.body.getAttribute('data-csp-violations');")
+            .await?;
+        assert!(blocked.is_null(), "the CSP blocked {blocked} things on the page");
         // The tiles and the chart followed.
         let tiles = browser
             .eval("return document.querySelector('#tile-achieved .n').textContent;")

@@ -233,11 +233,14 @@ pub async fn start(
         );
         routes = routes.add_service(reporting.grpc_service(auth.clone()));
         // The administrators' dashboard, over HTTP/1.1 on the same port.
-        routes = tonic::service::Routes::from(
-            routes
-                .into_axum_router()
-                .merge(reporting.dashboard(keys.clone(), shutdown.clone())),
-        );
+        routes =
+            tonic::service::Routes::from(routes.into_axum_router().merge(reporting.dashboard(
+                keys.clone(),
+                shutdown.clone(),
+                cwsm_reporting::dashboard::Options {
+                    trust_forwarded_proto: settings.trust_forwarded_proto,
+                },
+            )));
         databases.push(("reporting", reporting.db().clone()));
         healthy.push(cwsm_reporting::SERVICE_NAME);
         reporting_started = Some(reporting);

@@ -14,6 +14,7 @@
 //! | `outbox_poll_ms` | `CWSM_OUTBOX_POLL_MS` | `500`              | relay poll when not woken |
 //! | `projects_url` | `CWSM_PROJECTS_URL` | the own server when it runs projects, else none | where reporting reads the milestone log (RebuildCounts) |
 //! | `projects_kept_in_memory` | `CWSM_PROJECTS_KEPT_IN_MEMORY` | `10000` | projects as last read kept for GetProject (0: none) |
+//! | `trust_forwarded_proto` | `CWSM_TRUST_FORWARDED_PROTO` | `false` | believe `X-Forwarded-Proto: https` (only behind a TLS-terminating proxy): the dashboard's cookie is then `Secure` |
 //!
 //! OpenTelemetry export is configured by the standard `OTEL_EXPORTER_OTLP_ENDPOINT` variables.
 
@@ -47,6 +48,7 @@ pub struct Settings {
     pub outbox_poll_ms: u64,
     pub projects_url: Option<String>,
     pub projects_kept_in_memory: usize,
+    pub trust_forwarded_proto: bool,
 }
 
 impl Default for Settings {
@@ -62,6 +64,7 @@ impl Default for Settings {
             outbox_poll_ms: 500,
             projects_url: None,
             projects_kept_in_memory: 10_000,
+            trust_forwarded_proto: false,
         }
     }
 }
@@ -94,6 +97,7 @@ impl Settings {
                 "outbox_poll_ms",
                 "projects_url",
                 "projects_kept_in_memory",
+                "trust_forwarded_proto",
             ]))
             .merge(Serialized::defaults(flags))
             .extract()

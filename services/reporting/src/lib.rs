@@ -165,14 +165,15 @@ impl Reporting {
         self.projects_url.read().ok().and_then(|u| u.clone())
     }
 
-    /// The administrators' dashboard (`/dashboard`), served over plain HTTP beside gRPC.
+    /// The administrators' dashboard (`/dashboard`), served over HTTP beside gRPC.
     /// Streams of live updates end when `shutdown` is cancelled.
     pub fn dashboard(
         &self,
         keys: Arc<cwsm_platform::auth::Keys>,
         shutdown: tokio_util::sync::CancellationToken,
+        options: dashboard::Options,
     ) -> axum::Router {
-        dashboard::router(self.clone(), keys, shutdown)
+        dashboard::router(self.clone(), keys, shutdown, options)
     }
 
     /// Tells watchers that a report may have changed.
