@@ -129,8 +129,8 @@ pub async fn start(
     shutdown: CancellationToken,
 ) -> anyhow::Result<Running> {
     if settings.database_url.is_none() {
-        std::fs::create_dir_all(&settings.data_dir)
-            .with_context(|| format!("creating data folder {}", settings.data_dir.display()))?;
+        // 0700: the SQLite files and the signing key are the owner's alone.
+        cwsm_platform::db::create_private_dir(&settings.data_dir)?;
     }
     let auth = AuthInterceptor::new(keys.clone());
     let (mut routes, health) = server::base_routes(&[cwsm_proto::FILE_DESCRIPTOR_SET])?;
