@@ -994,3 +994,202 @@ async fn the_report_counts_exactly_the_demo_projects_that_should_count() -> anyh
     );
     app.stop().await
 }
+
+// ---------------------------------------------------------------------------------------------
+// Length limits and LIKE filters
+
+/// The field an INVALID_ARGUMENT names in its `BadRequest` details.
+fn invalid_field(status: &tonic::Status) -> String {
+    use tonic_types::StatusExt;
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    status
+        .get_error_details()
+        .bad_request()
+        .and_then(|b| b.field_violations.first().map(|v| v.field.clone()))
+        .unwrap_or_default()
+}
+
+async fn limits_and_like_filters(backend: Backend) -> anyhow::Result<()> {
+    let app = TestApp::start(backend).await?;
+    let admin = app.token(Role::Admin, None);
+    let mut api = app.reporting(&admin);
+    let record = |unit: &str, note: &str| r::RecordAchievementRequest {
+        request_id: format!("a-{}", cwsm_platform::new_id()),
+        plan_code: "xinbei-2020".into(),
+        indicator_code: "A2-COMMUNITIES".into(),
+        unit_name: unit.into(),
+        achieved_date: "2020-05-10".into(),
+        evidence: "notice 12".into(),
+        value: 1.0,
+        note: note.into(),
+        department: "agri".into(),
+        town: "Sanjing".into(),
+        ..Default::default()
+    };
+    for unit in ["50% of schools", "500 schools", "block a_b", "block axb"] {
+        api.record_achievement(record(unit, "")).await?;
+    }
+    let found = |query: &str| {
+        let mut api = app.reporting(&admin);
+        let query = query.to_string();
+        async move {
+            let list = api
+                .list_achievements(r::ListAchievementsRequest {
+                    plan_code: "xinbei-2020".into(),
+                    query,
+                    page_size: 50,
+                    ..Default::default()
+                })
+                .await?
+                .into_inner()
+                .achievements;
+            let mut units: Vec<String> = list.into_iter().map(|a| a.unit_name).collect();
+            units.sort();
+            anyhow::Ok(units)
+        }
+    };
+    // `%` and `_` are the text asked for, not wildcards.
+    assert_eq!(found("50%").await?, vec!["50% of schools"]);
+    assert_eq!(found("a_b").await?, vec!["block a_b"]);
+    assert_eq!(found("%").await?, vec!["50% of schools"]);
+    assert_eq!(found("_").await?, vec!["block a_b"]);
+    assert_eq!(found("50").await?.len(), 2);
+    // The same for plans: a plan titled with "50%" and one with "500".
+    let seed = include_str!("../../seeds/plans/xinbei-2020.toml");
+    for (code, title) in [("cut-half", "Cut 50% of losses"), ("cut-500", "Cut 500 m3")] {
+        let toml = seed
+            .replacen("code = \"xinbei-2020\"", &format!("code = \"{code}\""), 1)
+            .replacen("title = \"", &format!("title = \"{title} "), 1);
+        api.load_plan(r::LoadPlanRequest {
+            request_id: format!("load-{code}"),
+            plan_toml: toml,
+            validate_only: false,
+        })
+        .await?;
+    }
+    let plans = api
+        .list_plans(r::ListPlansRequest {
+            query: "50%".into(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .plans;
+    let codes: Vec<&str> = plans.iter().map(|p| p.code.as_str()).collect();
+    assert_eq!(codes, vec!["cut-half"], "{codes:?}");
+
+    // Every string has a limit: INVALID_ARGUMENT naming the field.
+    let long = "x".repeat(100_000);
+    let big = |field: &str| {
+        let mut req = record("unit", "");
+        match field {
+            "unit_name" => req.unit_name = long.clone(),
+            "evidence" => req.evidence = long.clone(),
+            "note" => req.note = long.clone(),
+            "department" => req.department = long.clone(),
+            "town" => req.town = long.clone(),
+            "plan_code" => req.plan_code = long.clone(),
+            "indicator_code" => req.indicator_code = long.clone(),
+            "achieved_date" => req.achieved_date = long.clone(),
+            _ => {}
+        }
+        req
+    };
+    for field in [
+        "unit_name",
+        "evidence",
+        "note",
+        "department",
+        "town",
+        "plan_code",
+        "indicator_code",
+        "achieved_date",
+    ] {
+        // (Not `expect_err`: it would print the whole reply.)
+        let Err(e) = api.record_achievement(big(field)).await else {
+            panic!("a {field} of {} characters was accepted", long.len());
+        };
+        assert_eq!(invalid_field(&e), field, "{e:?}");
+        assert!(
+            e.message().len() < 300,
+            "the message echoes the input: {}",
+            e.message().len()
+        );
+    }
+    let e = api
+        .load_plan(r::LoadPlanRequest {
+            request_id: "huge".into(),
+            plan_toml: format!("{seed}\n# {}", "x".repeat(2_000_000)),
+            validate_only: true,
+        })
+        .await
+        .expect_err("too big");
+    assert_eq!(invalid_field(&e), "plan_toml");
+    let e = api
+        .list_achievements(r::ListAchievementsRequest {
+            query: long.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("long query");
+    assert_eq!(invalid_field(&e), "query");
+    let e = api
+        .list_plans(r::ListPlansRequest {
+            district: long.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("long district");
+    assert_eq!(invalid_field(&e), "district");
+    let e = api
+        .get_report(r::GetReportRequest {
+            plan_code: "xinbei-2020".into(),
+            plan_version: 0,
+            as_of_date: long.clone(),
+        })
+        .await
+        .expect_err("long date");
+    assert_eq!(invalid_field(&e), "as_of_date");
+    let e = api
+        .list_counted_projects(r::ListCountedProjectsRequest {
+            plan_code: "xinbei-2020".into(),
+            indicator_code: A8.into(),
+            town: long.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("long town");
+    assert_eq!(invalid_field(&e), "town");
+    let mut watch = r::WatchReportRequest {
+        plan_code: long.clone(),
+        plan_version: 0,
+        as_of_date: String::new(),
+    };
+    let e = api
+        .watch_report(watch.clone())
+        .await
+        .expect_err("long plan code");
+    assert_eq!(invalid_field(&e), "plan_code");
+    watch.plan_code = "xinbei-2020".into();
+    let first = api
+        .watch_report(watch)
+        .await?
+        .into_inner()
+        .message()
+        .await?;
+    assert!(first.is_some());
+    app.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strings_have_limits_and_like_filters_are_literal_on_sqlite() -> anyhow::Result<()> {
+    limits_and_like_filters(Backend::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strings_have_limits_and_like_filters_are_literal_on_postgres() -> anyhow::Result<()> {
+    if !postgres_and_redis_available().await {
+        return Ok(());
+    }
+    limits_and_like_filters(Backend::Postgres).await
+}

@@ -12,6 +12,7 @@
 //! - [`auth`]: bearer-token (JWT) principals and the interceptor that requires them.
 //! - [`error`] and [`grpc`]: the error vocabulary of every domain, its mapping to gRPC status
 //!   codes, page tokens.
+//! - [`input`]: length limits of strings and lists, `LIKE` patterns escaped.
 //! - [`server`]: the gRPC server with health and reflection, and graceful shutdown.
 //! - [`metrics`]: OpenTelemetry metrics: RPC latency and status per method, outbox depth,
 //!   consumer lag, redeliveries and dead letters.
@@ -24,6 +25,7 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod grpc;
+pub mod input;
 pub mod metrics;
 pub mod outbox;
 pub mod server;

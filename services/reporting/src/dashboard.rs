@@ -343,6 +343,14 @@ struct Wanted {
 }
 
 async fn wanted(d: &Dashboard, q: &HashMap<String, String>) -> Result<Wanted, Error> {
+    use crate::grpc::{MAX_CODE, MAX_DATE};
+    for (name, max) in [
+        ("plan", MAX_CODE),
+        ("version", MAX_DATE),
+        ("date", MAX_DATE),
+    ] {
+        cwsm_platform::input::check_len(name, q.get(name).map_or("", |v| v.as_str()), max)?;
+    }
     let plan = match q.get("plan").map(|p| p.trim()).filter(|p| !p.is_empty()) {
         Some(p) => p.to_string(),
         None => {

@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use cwsm_platform::auth::principal;
 use cwsm_platform::bus::{Envelope, EventHandler, topics};
 use cwsm_platform::grpc::{Page, millis, timestamp};
+use cwsm_platform::input::{check_bytes, check_len};
 use cwsm_platform::vocab::{IndicatorTag, Milestone, Sector};
 use cwsm_platform::{Error, now_ms};
 use cwsm_proto::events::v1::ProjectMilestone;
@@ -335,6 +336,32 @@ fn as_of_date(text: &str) -> Result<chrono::NaiveDate, Error> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Limits of the strings in requests (characters; the plan file in bytes), checked before anything
+// else: nothing unbounded is stored, searched or echoed back in an error.
+
+/// Codes and ids: plan and indicator codes, plan and achievement ids, request ids.
+pub const MAX_CODE: usize = 128;
+/// Names: units, departments, towns, districts.
+pub const MAX_NAME: usize = 200;
+/// Free text: evidence, notes, reasons.
+pub const MAX_TEXT: usize = 4000;
+/// Search text of the List calls.
+pub const MAX_QUERY: usize = 200;
+/// Dates ("YYYY-MM-DD").
+pub const MAX_DATE: usize = 32;
+/// Page tokens (ours are a few dozen characters).
+pub const MAX_TOKEN: usize = 512;
+/// A plan file (the 2020 Xinbei plan is 17 KB).
+pub const MAX_PLAN_TOML_BYTES: usize = 1024 * 1024;
+
+fn check(fields: &[(&str, &str, usize)]) -> Result<(), Error> {
+    for (field, value, max) in fields {
+        check_len(field, value, *max)?;
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
 // The service
 
 /// `cwsm.reporting.v1.ReportingService` over [`Reporting`].
@@ -357,6 +384,8 @@ impl ReportingService for ReportingApi {
     ) -> Result<Response<pb::LoadPlanResponse>, Status> {
         let caller = principal(&request)?;
         let req = request.into_inner();
+        check(&[("request_id", &req.request_id, MAX_CODE)])?;
+        check_bytes("plan_toml", &req.plan_toml, MAX_PLAN_TOML_BYTES)?;
         let stored = self
             .reporting
             .load_plan(&caller, &req.request_id, &req.plan_toml, req.validate_only)
@@ -372,6 +401,10 @@ impl ReportingService for ReportingApi {
     ) -> Result<Response<pb::GetPlanResponse>, Status> {
         principal(&request)?;
         let req = request.into_inner();
+        check(&[
+            ("plan_id", &req.plan_id, MAX_CODE),
+            ("code", &req.code, MAX_CODE),
+        ])?;
         let stored = self
             .reporting
             .plan(&req.plan_id, &req.code, req.version)
@@ -387,6 +420,12 @@ impl ReportingService for ReportingApi {
     ) -> Result<Response<pb::ListPlansResponse>, Status> {
         principal(&request)?;
         let req = request.into_inner();
+        check(&[
+            ("page_token", &req.page_token, MAX_TOKEN),
+            ("code", &req.code, MAX_CODE),
+            ("district", &req.district, MAX_NAME),
+            ("query", &req.query, MAX_QUERY),
+        ])?;
         let page = Page::from_request(req.page_size, &req.page_token)?;
         let filter = PlanFilter {
             code: req.code,
@@ -408,6 +447,10 @@ impl ReportingService for ReportingApi {
     ) -> Result<Response<pb::GetReportResponse>, Status> {
         principal(&request)?;
         let req = request.into_inner();
+        check(&[
+            ("plan_code", &req.plan_code, MAX_CODE),
+            ("as_of_date", &req.as_of_date, MAX_DATE),
+        ])?;
         if req.plan_code.trim().is_empty() {
             return Err(Error::invalid("plan_code", "required, e.g. \"xinbei-2020\"").into());
         }
@@ -427,6 +470,10 @@ impl ReportingService for ReportingApi {
     ) -> Result<Response<tonic::codegen::BoxStream<pb::WatchReportResponse>>, Status> {
         principal(&request)?;
         let req = request.into_inner();
+        check(&[
+            ("plan_code", &req.plan_code, MAX_CODE),
+            ("as_of_date", &req.as_of_date, MAX_DATE),
+        ])?;
         if req.plan_code.trim().is_empty() {
             return Err(Error::invalid("plan_code", "required, e.g. \"xinbei-2020\"").into());
         }
@@ -485,6 +532,17 @@ impl ReportingService for ReportingApi {
     ) -> Result<Response<pb::RecordAchievementResponse>, Status> {
         let caller = principal(&request)?;
         let req = request.into_inner();
+        check(&[
+            ("request_id", &req.request_id, MAX_CODE),
+            ("plan_code", &req.plan_code, MAX_CODE),
+            ("indicator_code", &req.indicator_code, MAX_CODE),
+            ("unit_name", &req.unit_name, MAX_NAME),
+            ("achieved_date", &req.achieved_date, MAX_DATE),
+            ("evidence", &req.evidence, MAX_TEXT),
+            ("note", &req.note, MAX_TEXT),
+            ("department", &req.department, MAX_NAME),
+            ("town", &req.town, MAX_NAME),
+        ])?;
         let new = NewAchievement {
             plan_code: req.plan_code,
             indicator_code: req.indicator_code,
@@ -512,6 +570,14 @@ impl ReportingService for ReportingApi {
     ) -> Result<Response<pb::ListAchievementsResponse>, Status> {
         principal(&request)?;
         let req = request.into_inner();
+        check(&[
+            ("page_token", &req.page_token, MAX_TOKEN),
+            ("plan_code", &req.plan_code, MAX_CODE),
+            ("indicator_code", &req.indicator_code, MAX_CODE),
+            ("department", &req.department, MAX_NAME),
+            ("town", &req.town, MAX_NAME),
+            ("query", &req.query, MAX_QUERY),
+        ])?;
         let page = Page::from_request(req.page_size, &req.page_token)?;
         let filter = AchievementFilter {
             plan_code: req.plan_code,
@@ -535,6 +601,14 @@ impl ReportingService for ReportingApi {
     ) -> Result<Response<pb::CorrectAchievementResponse>, Status> {
         let caller = principal(&request)?;
         let req = request.into_inner();
+        check(&[
+            ("request_id", &req.request_id, MAX_CODE),
+            ("achievement_id", &req.achievement_id, MAX_CODE),
+            ("achieved_date", &req.achieved_date, MAX_DATE),
+            ("evidence", &req.evidence, MAX_TEXT),
+            ("note", &req.note, MAX_TEXT),
+            ("reason", &req.reason, MAX_TEXT),
+        ])?;
         let correction = Correction {
             value: req.value,
             achieved_date: req.achieved_date,
@@ -564,6 +638,12 @@ impl ReportingService for ReportingApi {
     ) -> Result<Response<pb::ListCountedProjectsResponse>, Status> {
         principal(&request)?;
         let req = request.into_inner();
+        check(&[
+            ("plan_code", &req.plan_code, MAX_CODE),
+            ("indicator_code", &req.indicator_code, MAX_CODE),
+            ("page_token", &req.page_token, MAX_TOKEN),
+            ("town", &req.town, MAX_NAME),
+        ])?;
         let page = Page::from_request(req.page_size, &req.page_token)?;
         let (facts, next) = self
             .reporting
@@ -592,6 +672,10 @@ impl ReportingService for ReportingApi {
         // The caller's own token reads the projects service's log on its behalf.
         let authorization = request.metadata().get("authorization").cloned();
         let req = request.into_inner();
+        check(&[
+            ("request_id", &req.request_id, MAX_CODE),
+            ("plan_code", &req.plan_code, MAX_CODE),
+        ])?;
         if req.plan_code.trim().is_empty() {
             return Err(Error::invalid("plan_code", "required, e.g. \"xinbei-2020\"").into());
         }
@@ -636,6 +720,7 @@ impl ReportingService for ReportingApi {
     ) -> Result<Response<pb::ListDeadLettersResponse>, Status> {
         let caller = principal(&request)?;
         let req = request.into_inner();
+        check(&[("page_token", &req.page_token, MAX_TOKEN)])?;
         let page = Page::from_request(req.page_size, &req.page_token)?;
         let (list, next) = self.reporting.dead_letters(&caller, &page).await?;
         Ok(Response::new(pb::ListDeadLettersResponse {
@@ -660,6 +745,10 @@ impl ReportingService for ReportingApi {
     ) -> Result<Response<pb::ExportReportResponse>, Status> {
         principal(&request)?;
         let req = request.into_inner();
+        check(&[
+            ("plan_code", &req.plan_code, MAX_CODE),
+            ("as_of_date", &req.as_of_date, MAX_DATE),
+        ])?;
         if req.plan_code.trim().is_empty() {
             return Err(Error::invalid("plan_code", "required, e.g. \"xinbei-2020\"").into());
         }
