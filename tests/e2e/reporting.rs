@@ -410,7 +410,9 @@ fn assert_hardened(reply: &Reply, what: &str) {
 async fn dashboard_headers(addr: &str, admin: &str, company: &str) -> anyhow::Result<()> {
     let cookie = format!("cwsm_dashboard_token={admin}");
     let with_cookie: &[(&str, &str)] = &[("Cookie", &cookie)];
-    let cases: Vec<(&str, String, &[(&str, &str)], u16)> = vec![
+    // What, path, request headers, expected status.
+    type Case<'a> = (&'a str, String, &'a [(&'a str, &'a str)], u16);
+    let cases: Vec<Case> = vec![
         ("the page", format!("/dashboard?token={admin}"), &[], 200),
         ("401 page", "/dashboard".into(), &[], 401),
         ("403 page", format!("/dashboard?token={company}"), &[], 403),
