@@ -2,6 +2,7 @@
 //! SQLite with the in-process bus and on PostgreSQL with Redis Streams; and what bad input gets.
 
 mod bus;
+mod data_dir;
 mod embedded_crash;
 mod faults;
 mod idempotency;

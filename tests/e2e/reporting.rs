@@ -378,6 +378,119 @@ async fn complete_a_project(app: &TestApp, town: &str) -> anyhow::Result<String>
 // ---------------------------------------------------------------------------------------------
 // The dashboard
 
+/// The security headers every dashboard response carries.
+fn assert_hardened(reply: &Reply, what: &str) {
+    let head = reply.headers.to_lowercase();
+    for needle in [
+        "content-security-policy: default-src 'self'",
+        "frame-ancestors 'none'",
+        "object-src 'none'",
+        "base-uri 'none'",
+        "x-content-type-options: nosniff",
+        "x-frame-options: deny",
+        "referrer-policy: no-referrer",
+    ] {
+        assert!(
+            head.contains(needle),
+            "{what}: no {needle:?} in\n{}",
+            reply.headers
+        );
+    }
+    assert!(
+        !head.contains("unsafe-inline"),
+        "{what}: the policy allows inline code\n{}",
+        reply.headers
+    );
+}
+
+/// The dashboard's answers of every kind (page, denied pages, static files, JSON, JSON errors,
+/// a path it does not have, exports) carry the security headers; JSON errors do not echo markup;
+/// the session cookie is HttpOnly and SameSite=Strict, and not Secure over plain HTTP (nor on an
+/// `X-Forwarded-Proto` the settings do not trust).
+async fn dashboard_headers(addr: &str, admin: &str, company: &str) -> anyhow::Result<()> {
+    let cookie = format!("cwsm_dashboard_token={admin}");
+    let with_cookie: &[(&str, &str)] = &[("Cookie", &cookie)];
+    // What, path, request headers, expected status.
+    type Case<'a> = (&'a str, String, &'a [(&'a str, &'a str)], u16);
+    let cases: Vec<Case> = vec![
+        ("the page", format!("/dashboard?token={admin}"), &[], 200),
+        ("401 page", "/dashboard".into(), &[], 401),
+        ("403 page", format!("/dashboard?token={company}"), &[], 403),
+        ("401 JSON", "/dashboard/data.json".into(), &[], 401),
+        ("app.js", "/dashboard/app.js".into(), &[], 200),
+        ("app.css", "/dashboard/app.css".into(), &[], 200),
+        ("data.json", "/dashboard/data.json".into(), with_cookie, 200),
+        (
+            "JSON error",
+            "/dashboard/data.json?date=%3Cscript%3Ealert(1)%3C/script%3E".into(),
+            with_cookie,
+            400,
+        ),
+        (
+            "unknown plan",
+            "/dashboard/data.json?plan=%3Cimg%20src=x%20onerror=alert(1)%3E".into(),
+            with_cookie,
+            404,
+        ),
+        ("404", "/dashboard/nothing-here".into(), with_cookie, 404),
+        ("CSV", "/dashboard/export.csv".into(), with_cookie, 200),
+        ("xlsx", "/dashboard/export.xlsx".into(), with_cookie, 200),
+    ];
+    for (what, path, headers, status) in cases {
+        let reply = http(addr, "GET", &path, headers, None).await?;
+        assert_eq!(reply.status, status, "{what}: {}", reply.text());
+        assert_hardened(&reply, what);
+        if reply.headers.to_lowercase().contains("application/json") {
+            let text = reply.text();
+            assert!(
+                !text.contains('<') && !text.contains('>'),
+                "{what}: markup in JSON: {text}"
+            );
+            reply.json()?;
+        }
+    }
+    let error = http(
+        addr,
+        "GET",
+        "/dashboard/data.json?date=%3Cscript%3E",
+        with_cookie,
+        None,
+    )
+    .await?;
+    assert!(
+        error.text().contains("\\u003cscript\\u003e"),
+        "{}",
+        error.text()
+    );
+    // The session cookie: HttpOnly, SameSite=Strict; not Secure over plain HTTP, and a forwarded
+    // "https" from a proxy the settings do not trust changes nothing.
+    for forwarded in [None, Some("https")] {
+        let headers: Vec<(&str, &str)> = forwarded
+            .map(|f| vec![("X-Forwarded-Proto", f)])
+            .unwrap_or_default();
+        let page = http(
+            addr,
+            "GET",
+            &format!("/dashboard?token={admin}"),
+            &headers,
+            None,
+        )
+        .await?;
+        let set_cookie = page
+            .headers
+            .lines()
+            .find(|l| l.to_lowercase().starts_with("set-cookie:"))
+            .unwrap_or("")
+            .to_lowercase();
+        assert!(
+            set_cookie.contains("httponly") && set_cookie.contains("samesite=strict"),
+            "{set_cookie}"
+        );
+        assert!(!set_cookie.contains("secure"), "{set_cookie}");
+    }
+    Ok(())
+}
+
 async fn dashboard(backend: Backend) -> anyhow::Result<()> {
     let app = TestApp::start(backend).await?;
     let addr = app
@@ -454,6 +567,7 @@ async fn dashboard(backend: Backend) -> anyhow::Result<()> {
     assert!(xlsx.body.starts_with(b"PK"));
     // gRPC still answers on the same port.
     assert_eq!(a8_counted(&app, &admin).await, Some(0.0));
+    dashboard_headers(&addr, &admin, &company).await?;
 
     let Some(browser) = Browser::start().await? else {
         // Without a browser: the JSON the page draws changes after a completion.
@@ -513,6 +627,22 @@ async fn dashboard(backend: Backend) -> anyhow::Result<()> {
         assert_eq!(after["status"], "achieved", "{after}");
         assert_eq!(after["pill"], "已完成", "{after}");
         assert_eq!(after["marker"], "same-page", "the page was not reloaded: {after}");
+        // Under the Content-Security-Policy (no inline script or style) the bars are drawn:
+        // their widths are set through the DOM, and nothing was blocked.
+        let bar = eventually(WAIT, || async {
+            browser
+                .eval("var s = document.querySelector('tr[data-code=\"A8-CONTRACT-PROJECTS\"] .bar > span'); return s ? parseFloat(getComputedStyle(s).width) : null;")
+                .await
+                .ok()
+                .and_then(|v| v.as_f64())
+                .filter(|w| *w > 100.0)
+        })
+        .await;
+        assert!(bar.is_some(), "the achieved indicator's bar has no width under the CSP");
+        let blocked = browser
+            .eval("return document.body.getAttribute('data-csp-violations');")
+            .await?;
+        assert!(blocked.is_null(), "the CSP blocked {blocked} things on the page");
         // The tiles and the chart followed.
         let tiles = browser
             .eval("return document.querySelector('#tile-achieved .n').textContent;")
@@ -865,4 +995,203 @@ async fn the_report_counts_exactly_the_demo_projects_that_should_count() -> anyh
         "the demo completes projects: {expected:?}"
     );
     app.stop().await
+}
+
+// ---------------------------------------------------------------------------------------------
+// Length limits and LIKE filters
+
+/// The field an INVALID_ARGUMENT names in its `BadRequest` details.
+fn invalid_field(status: &tonic::Status) -> String {
+    use tonic_types::StatusExt;
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    status
+        .get_error_details()
+        .bad_request()
+        .and_then(|b| b.field_violations.first().map(|v| v.field.clone()))
+        .unwrap_or_default()
+}
+
+async fn limits_and_like_filters(backend: Backend) -> anyhow::Result<()> {
+    let app = TestApp::start(backend).await?;
+    let admin = app.token(Role::Admin, None);
+    let mut api = app.reporting(&admin);
+    let record = |unit: &str, note: &str| r::RecordAchievementRequest {
+        request_id: format!("a-{}", cwsm_platform::new_id()),
+        plan_code: "xinbei-2020".into(),
+        indicator_code: "A2-COMMUNITIES".into(),
+        unit_name: unit.into(),
+        achieved_date: "2020-05-10".into(),
+        evidence: "notice 12".into(),
+        value: 1.0,
+        note: note.into(),
+        department: "agri".into(),
+        town: "Sanjing".into(),
+        ..Default::default()
+    };
+    for unit in ["50% of schools", "500 schools", "block a_b", "block axb"] {
+        api.record_achievement(record(unit, "")).await?;
+    }
+    let found = |query: &str| {
+        let mut api = app.reporting(&admin);
+        let query = query.to_string();
+        async move {
+            let list = api
+                .list_achievements(r::ListAchievementsRequest {
+                    plan_code: "xinbei-2020".into(),
+                    query,
+                    page_size: 50,
+                    ..Default::default()
+                })
+                .await?
+                .into_inner()
+                .achievements;
+            let mut units: Vec<String> = list.into_iter().map(|a| a.unit_name).collect();
+            units.sort();
+            anyhow::Ok(units)
+        }
+    };
+    // `%` and `_` are the text asked for, not wildcards.
+    assert_eq!(found("50%").await?, vec!["50% of schools"]);
+    assert_eq!(found("a_b").await?, vec!["block a_b"]);
+    assert_eq!(found("%").await?, vec!["50% of schools"]);
+    assert_eq!(found("_").await?, vec!["block a_b"]);
+    assert_eq!(found("50").await?.len(), 2);
+    // The same for plans: a plan titled with "50%" and one with "500".
+    let seed = include_str!("../../seeds/plans/xinbei-2020.toml");
+    for (code, title) in [("cut-half", "Cut 50% of losses"), ("cut-500", "Cut 500 m3")] {
+        let toml = seed
+            .replacen("code = \"xinbei-2020\"", &format!("code = \"{code}\""), 1)
+            .replacen("title = \"", &format!("title = \"{title} "), 1);
+        api.load_plan(r::LoadPlanRequest {
+            request_id: format!("load-{code}"),
+            plan_toml: toml,
+            validate_only: false,
+        })
+        .await?;
+    }
+    let plans = api
+        .list_plans(r::ListPlansRequest {
+            query: "50%".into(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .plans;
+    let codes: Vec<&str> = plans.iter().map(|p| p.code.as_str()).collect();
+    assert_eq!(codes, vec!["cut-half"], "{codes:?}");
+
+    // Every string has a limit: INVALID_ARGUMENT naming the field.
+    let long = "x".repeat(100_000);
+    let big = |field: &str| {
+        let mut req = record("unit", "");
+        match field {
+            "unit_name" => req.unit_name = long.clone(),
+            "evidence" => req.evidence = long.clone(),
+            "note" => req.note = long.clone(),
+            "department" => req.department = long.clone(),
+            "town" => req.town = long.clone(),
+            "plan_code" => req.plan_code = long.clone(),
+            "indicator_code" => req.indicator_code = long.clone(),
+            "achieved_date" => req.achieved_date = long.clone(),
+            _ => {}
+        }
+        req
+    };
+    for field in [
+        "unit_name",
+        "evidence",
+        "note",
+        "department",
+        "town",
+        "plan_code",
+        "indicator_code",
+        "achieved_date",
+    ] {
+        // (Not `expect_err`: it would print the whole reply.)
+        let Err(e) = api.record_achievement(big(field)).await else {
+            panic!("a {field} of {} characters was accepted", long.len());
+        };
+        assert_eq!(invalid_field(&e), field, "{e:?}");
+        assert!(
+            e.message().len() < 300,
+            "the message echoes the input: {}",
+            e.message().len()
+        );
+    }
+    let e = api
+        .load_plan(r::LoadPlanRequest {
+            request_id: "huge".into(),
+            plan_toml: format!("{seed}\n# {}", "x".repeat(2_000_000)),
+            validate_only: true,
+        })
+        .await
+        .expect_err("too big");
+    assert_eq!(invalid_field(&e), "plan_toml");
+    let e = api
+        .list_achievements(r::ListAchievementsRequest {
+            query: long.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("long query");
+    assert_eq!(invalid_field(&e), "query");
+    let e = api
+        .list_plans(r::ListPlansRequest {
+            district: long.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("long district");
+    assert_eq!(invalid_field(&e), "district");
+    let e = api
+        .get_report(r::GetReportRequest {
+            plan_code: "xinbei-2020".into(),
+            plan_version: 0,
+            as_of_date: long.clone(),
+        })
+        .await
+        .expect_err("long date");
+    assert_eq!(invalid_field(&e), "as_of_date");
+    let e = api
+        .list_counted_projects(r::ListCountedProjectsRequest {
+            plan_code: "xinbei-2020".into(),
+            indicator_code: A8.into(),
+            town: long.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("long town");
+    assert_eq!(invalid_field(&e), "town");
+    let mut watch = r::WatchReportRequest {
+        plan_code: long.clone(),
+        plan_version: 0,
+        as_of_date: String::new(),
+    };
+    let e = api
+        .watch_report(watch.clone())
+        .await
+        .expect_err("long plan code");
+    assert_eq!(invalid_field(&e), "plan_code");
+    watch.plan_code = "xinbei-2020".into();
+    let first = api
+        .watch_report(watch)
+        .await?
+        .into_inner()
+        .message()
+        .await?;
+    assert!(first.is_some());
+    app.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strings_have_limits_and_like_filters_are_literal_on_sqlite() -> anyhow::Result<()> {
+    limits_and_like_filters(Backend::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strings_have_limits_and_like_filters_are_literal_on_postgres() -> anyhow::Result<()> {
+    if !postgres_and_redis_available().await {
+        return Ok(());
+    }
+    limits_and_like_filters(Backend::Postgres).await
 }

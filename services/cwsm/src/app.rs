@@ -134,8 +134,8 @@ pub async fn start(
     shutdown: CancellationToken,
 ) -> anyhow::Result<Running> {
     if settings.database_url.is_none() {
-        std::fs::create_dir_all(&settings.data_dir)
-            .with_context(|| format!("creating data folder {}", settings.data_dir.display()))?;
+        // 0700: the SQLite files and the signing key are the owner's alone.
+        cwsm_platform::db::create_private_dir(&settings.data_dir)?;
     }
     let auth = AuthInterceptor::new(keys.clone());
     let (mut routes, health) = server::base_routes(&[cwsm_proto::FILE_DESCRIPTOR_SET])?;
@@ -241,11 +241,14 @@ pub async fn start(
         );
         routes = routes.add_service(reporting.grpc_service(auth.clone()));
         // The administrators' dashboard, over HTTP/1.1 on the same port.
-        routes = tonic::service::Routes::from(
-            routes
-                .into_axum_router()
-                .merge(reporting.dashboard(keys.clone(), shutdown.clone())),
-        );
+        routes =
+            tonic::service::Routes::from(routes.into_axum_router().merge(reporting.dashboard(
+                keys.clone(),
+                shutdown.clone(),
+                cwsm_reporting::dashboard::Options {
+                    trust_forwarded_proto: settings.trust_forwarded_proto,
+                },
+            )));
         databases.push(("reporting", reporting.db().clone()));
         healthy.push(cwsm_reporting::SERVICE_NAME);
         reporting_started = Some(reporting);

@@ -150,14 +150,15 @@ impl Keys {
     pub fn load_or_create(data_dir: &Path) -> anyhow::Result<Self> {
         let path = data_dir.join(KEY_FILE);
         if path.exists() {
+            // A key an older version left readable by others is tightened.
+            crate::db::make_private(&path)?;
             let text = std::fs::read_to_string(&path)
                 .with_context(|| format!("reading {}", path.display()))?;
             let secret = hex::decode(text.trim())
                 .with_context(|| format!("{} is not hex", path.display()))?;
             return Self::from_secret(&secret);
         }
-        std::fs::create_dir_all(data_dir)
-            .with_context(|| format!("creating {}", data_dir.display()))?;
+        crate::db::create_private_dir(data_dir)?;
         let mut secret = [0u8; 32];
         getrandom::fill(&mut secret).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
         write_private(&path, &hex::encode(secret))?;

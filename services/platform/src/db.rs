@@ -8,6 +8,7 @@
 //! timestamps, TEXT ids) and run it through [`with_db!`](crate::with_db); where PostgreSQL has a
 //! better tool (`FOR UPDATE SKIP LOCKED`, `COPY`), the code branches on [`Db`].
 
+use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -52,7 +53,11 @@ impl Db {
         }
         if url.starts_with("sqlite:") {
             let options = SqliteConnectOptions::from_str(url)
-                .with_context(|| format!("parsing database URL {url}"))?
+                .with_context(|| format!("parsing database URL {url}"))?;
+            if !(url.contains(":memory:") || url.contains("mode=memory")) {
+                private_sqlite_file(options.get_filename())?;
+            }
+            let options = options
                 .create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Normal)
@@ -123,6 +128,74 @@ impl Db {
     pub async fn close(&self) {
         with_db!(self, pool => pool.close().await)
     }
+}
+
+/// Creates `dir` and its missing parents for files only the owner may read (0700, whatever the
+/// umask). A folder that exists already is left as it is (it may not be ours to change), with a
+/// warning when others may enter it; the files in it are made private one by one.
+pub fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        if let Ok(meta) = std::fs::metadata(dir) {
+            if meta.permissions().mode() & 0o077 != 0 {
+                tracing::warn!(folder = %dir.display(), mode = format!("{:o}", meta.permissions().mode() & 0o777), "the data folder is open to other users; chmod 700 it");
+            }
+            return Ok(());
+        }
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("creating folder {}", dir.display()))
+    }
+    #[cfg(not(unix))]
+    {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating folder {}", dir.display()))
+    }
+}
+
+/// Makes the SQLite file at `path` readable by the owner only (0600) before SQLite opens it:
+/// creates it empty when missing (SQLite takes an empty file as a new database), or tightens an
+/// existing one and its `-wal` and `-shm`. SQLite creates `-wal` and `-shm` with the main file's
+/// permissions, so they follow.
+pub fn private_sqlite_file(path: &Path) -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            create_private_dir(parent)?;
+        }
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(path)
+            .with_context(|| format!("creating {}", path.display()))?;
+        for suffix in ["", "-wal", "-shm"] {
+            let file = std::path::PathBuf::from(format!("{}{suffix}", path.display()));
+            if file.exists() {
+                make_private(&file)?;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
+}
+
+/// Makes an existing file readable and writable by its owner only (0600).
+pub fn make_private(path: &Path) -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("making {} private", path.display()))?;
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
 }
 
 /// Begins a transaction meant to write. On SQLite it takes the write lock at once (`BEGIN

@@ -16,6 +16,7 @@
 //!   claimed first, with a fingerprint of the request ([`keyed_write!`]).
 //! - [`quantity`]: litres, fen and basis points with checked arithmetic, and the ranges every
 //!   incoming volume, amount and rate is checked against.
+//! - [`input`]: length limits of strings and lists, `LIKE` patterns escaped.
 //! - [`server`]: the gRPC server with health and reflection, and graceful shutdown.
 //! - [`metrics`]: OpenTelemetry metrics: RPC latency and status per method, outbox depth,
 //!   consumer lag, redeliveries and dead letters.
@@ -29,6 +30,7 @@ pub mod db;
 pub mod error;
 pub mod grpc;
 pub mod idempotency;
+pub mod input;
 pub mod metrics;
 pub mod outbox;
 pub mod quantity;

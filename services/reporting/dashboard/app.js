@@ -31,6 +31,9 @@
   var lang = params.get("lang") || localStorage.getItem("cwsm-lang") || ((navigator.language || "zh").indexOf("zh") === 0 ? "zh" : "en");
   if (!T[lang]) lang = "zh";
   var data = null, previous = {};
+  // What the Content-Security-Policy blocked is counted on the page (the browser test reads it).
+  var violations = 0;
+  document.addEventListener("securitypolicyviolation", function () { violations += 1; document.body.setAttribute("data-csp-violations", String(violations)); });
 
   // The token travels in an HttpOnly cookie from here on: keep it out of the address bar.
   if (params.has("token")) { params.delete("token"); history.replaceState(null, "", location.pathname + (params.toString() ? "?" + params : "")); }
@@ -80,7 +83,7 @@
       var codes = data.indicators.filter(function (i) { return i.status === s; }).map(function (i) { return i.code; });
       var share = data.indicators.length ? 100 * codes.length / data.indicators.length : 0;
       return '<div class="tile" data-status="' + s + '" id="tile-' + s + '"><div class="n">' + (data.summary[s] || 0) +
-        '</div><div class="l">' + esc(t(s)) + '</div><div class="share"><span style="width:' + share + '%"></span></div>' +
+        '</div><div class="l">' + esc(t(s)) + '</div><div class="share"><span data-w="' + share + '"></span></div>' +
         '<div class="codes" title="' + esc(codes.join(", ")) + '">' + esc(codes.join(" · ")) + "</div></div>";
     }).join("");
   }
@@ -102,13 +105,20 @@
       rows.push('<tr data-code="' + esc(i.code) + '" data-status="' + i.status + '"' + (changed ? ' class="flash"' : "") + ">" +
         '<td><div class="ind-name">' + esc(name(i)) + '</div><div class="ind-code">' + esc(i.code) + " · " + esc(t(i.kind)) + "</div>" +
         (chips ? '<div class="chips">' + chips + "</div>" : "") + "</td>" +
-        '<td class="bar-wrap"><div class="bar"><span style="width:' + pct + '%"></span><em>' + num(pct) + '%</em></div>' +
+        '<td class="bar-wrap"><div class="bar"><span data-w="' + pct + '"></span><em>' + num(pct) + '%</em></div>' +
         '<div class="nums"><span class="actual">' + esc(num(i.actual)) + '</span> / <span class="target">' + esc(target(i)) + "</span></div></td>" +
         '<td><span class="pill status">' + esc(t(i.status)) + "</span></td>" +
         "<td>" + due(i) + "</td>" +
         '<td class="lead">' + esc(i.lead.map(dept).join("、")) + "</td></tr>");
     });
     el("indicators").querySelector("tbody").innerHTML = rows.join("");
+  }
+
+  // Bar widths and legend colours are set through the DOM, not style attributes in the markup:
+  // the page's Content-Security-Policy allows no inline style (nor inline script).
+  function paint() {
+    document.querySelectorAll("[data-w]").forEach(function (n) { n.style.width = Math.max(0, Math.min(100, +n.getAttribute("data-w") || 0)) + "%"; });
+    document.querySelectorAll("[data-c]").forEach(function (n) { n.style.background = n.getAttribute("data-c"); });
   }
 
   function svg(w, h, body) { return '<svg viewBox="0 0 ' + w + " " + h + '" role="img" xmlns="http://www.w3.org/2000/svg">' + body + "</svg>"; }
@@ -153,7 +163,7 @@
         list.map(function (i) { return '<span class="tag" data-status="' + i.status + '" title="' + esc(name(i) + " · " + t(i.status)) + '">' + esc(i.code) + "</span>"; }).join("") +
         "</div></div>";
     }).join("");
-    var legend = '<div class="legend">' + STATUSES.map(function (s) { return '<span><i style="background:' + COLORS[s] + '"></i>' + esc(t(s)) + "</span>"; }).join("") + "</div>";
+    var legend = '<div class="legend">' + STATUSES.map(function (s) { return '<span><i data-c="' + COLORS[s] + '"></i>' + esc(t(s)) + "</span>"; }).join("") + "</div>";
     el("timeline").innerHTML = svg(W, H, b) + '<div class="lanes">' + lanes + "</div>" + legend;
   }
 
@@ -188,7 +198,7 @@
       b += '<path d="' + d + '" fill="none" stroke="' + c + '" stroke-width="' + Math.max(1.5, 5 - 1.5 * k) + '" stroke-linejoin="round" opacity=".9"/>';
       s.history.forEach(function (p) { b += '<circle cx="' + X(day(p[0])) + '" cy="' + Y(p[1]) + '" r="3" fill="' + c + '"><title>' + esc(s.code + " " + p[0] + ": " + num(p[1])) + "</title></circle>"; });
       b += '<text x="' + (W - R - 2) + '" y="' + (Y(last) - 5) + '" font-size="11" font-weight="700" text-anchor="end" fill="' + c + '">' + num(last) + "</text>";
-      legend.push('<span><i style="background:' + c + '"></i>' + esc(s.code + " · " + name(s)) + " (" + esc(t("target")) + " " + num(s.target) + ")</span>");
+      legend.push('<span><i data-c="' + c + '"></i>' + esc(s.code + " · " + name(s)) + " (" + esc(t("target")) + " " + num(s.target) + ")</span>");
     });
     el("completions").innerHTML = svg(W, H, b) + '<div class="legend">' + legend.join("") + "</div>";
   }
@@ -202,7 +212,7 @@
       var done = lead.filter(function (i) { return i.status === "achieved"; }).length;
       var row = function (i) {
         return '<tr data-status="' + i.status + '"><td class="dn" title="' + esc(i.code) + '">' + esc(name(i)) + "<small>" + esc(i.code) + "</small></td>" +
-          '<td><div class="mini"><span style="width:' + Math.min(100, i.progress_bp / 100) + '%"></span></div></td>' +
+          '<td><div class="mini"><span data-w="' + Math.min(100, i.progress_bp / 100) + '"></span></div></td>' +
           '<td><span class="pill">' + esc(t(i.status)) + "</span></td></tr>";
       };
       return '<div class="dept" data-department="' + esc(d.code) + '"><h3>' + esc(name(d)) + "</h3>" +
@@ -215,6 +225,7 @@
   function render() {
     if (!data) return;
     renderHeader(); renderTiles(); renderTable(); renderTimeline(); renderCompletions(); renderDepartments();
+    paint();
     el("footer").textContent = t("updated") + " " + new Date(data.generated_at_ms).toLocaleString(lang === "zh" ? "zh-CN" : "en-GB") +
       (data.dead_letters ? " · ⚠ " + t("deadLetters", { n: data.dead_letters }) : "") + (data.plan.source ? " · " + t("source") + ": " + data.plan.source : "");
     document.body.setAttribute("data-generation", String(data.generation));

@@ -3,14 +3,20 @@
 //! - `GET /dashboard`: the page (HTML, with `app.css` and `app.js`, all in the binary);
 //! - `GET /dashboard/data.json`: the report the page draws, as JSON;
 //! - `GET /dashboard/events`: Server-Sent Events, one `report` event at once and another
-//!   whenever a count or record changes (fed by the same change channel as `WatchReport`);
+//!   whenever a count or record changes (the same shared feed as `WatchReport`, see `watch`);
 //! - `GET /dashboard/export.csv`, `/dashboard/export.xlsx`: the report as a file.
 //!
 //! Query parameters: `plan` (code, default the first plan), `version` (0: latest), `date`
 //! (YYYY-MM-DD, default today), `lang` (`zh` or `en`), `token`.
 //!
+//! Every response (page, files, JSON, errors, the event stream) carries a Content-Security-Policy
+//! that allows only the dashboard's own files (no inline script or style; `frame-ancestors`,
+//! `object-src` and `base-uri` 'none'), `X-Content-Type-Options: nosniff`, `X-Frame-Options: DENY`
+//! and `Referrer-Policy: no-referrer`. JSON never carries `<`, `>` or `&` unescaped.
+//!
 //! Access: an administrator's token (`cwsm token issue --role admin`), given as `?token=` (then
-//! kept in an HttpOnly cookie for the page's own requests), the cookie, or an
+//! kept in an `HttpOnly; SameSite=Strict` cookie for the page's own requests, `Secure` when the
+//! request came over TLS: see [`is_https`]), the cookie, or an
 //! `Authorization: Bearer` header. Without one the page answers 401 with a page that says how
 //! to get one; with a token of another role, 403.
 
@@ -39,6 +45,7 @@ use crate::export::{self, FileFormat};
 use crate::plan::Kind;
 use crate::report::{IndicatorReport, Report, Status, parse_date};
 use crate::store::PlanFilter;
+use crate::watch::{Snapshot, WatchKey};
 
 const INDEX_HTML: &str = include_str!("../dashboard/index.html");
 const APP_JS: &str = include_str!("../dashboard/app.js");
@@ -50,22 +57,41 @@ pub const COOKIE: &str = "cwsm_dashboard_token";
 
 /// A comment line on the event stream this often, so proxies keep it open.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
-/// Recompute this often without a change notice (other replicas, the date moving on).
-const POLL: Duration = Duration::from_secs(30);
+
+/// Only the dashboard's own files; nothing inline, no plugins, no framing, no `<base>`.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'";
+
+/// The longest message a JSON error carries (it may quote the request).
+const MAX_ERROR_CHARS: usize = 300;
 
 #[derive(Clone)]
 struct Dashboard {
     reporting: Reporting,
     keys: Arc<Keys>,
     shutdown: CancellationToken,
+    trust_forwarded_proto: bool,
+}
+
+/// How the dashboard is served.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Options {
+    /// Believe `X-Forwarded-Proto: https` (set only behind a TLS-terminating proxy that sets or
+    /// strips that header itself): the session cookie is then `Secure`.
+    pub trust_forwarded_proto: bool,
 }
 
 /// The dashboard's routes, to be merged into the server's router.
-pub fn router(reporting: Reporting, keys: Arc<Keys>, shutdown: CancellationToken) -> Router {
+pub fn router(
+    reporting: Reporting,
+    keys: Arc<Keys>,
+    shutdown: CancellationToken,
+    options: Options,
+) -> Router {
     let state = Dashboard {
         reporting,
         keys,
         shutdown,
+        trust_forwarded_proto: options.trust_forwarded_proto,
     };
     Router::new()
         .route("/dashboard", get(page))
@@ -82,7 +108,62 @@ pub fn router(reporting: Reporting, keys: Arc<Keys>, shutdown: CancellationToken
             "/dashboard/app.css",
             get(|| async { asset("text/css; charset=utf-8", APP_CSS) }),
         )
+        // Any other path under /dashboard is the dashboard's own 404, with its headers.
+        .route("/dashboard/{*rest}", get(not_found))
+        .layer(axum::middleware::map_response(harden))
         .with_state(state)
+}
+
+/// Adds the security headers to every dashboard response.
+async fn harden(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    for (name, value) in [
+        (
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+        ),
+        (
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ),
+        (header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")),
+        (
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        ),
+    ] {
+        headers.insert(name, value);
+    }
+    response
+}
+
+async fn not_found() -> Response {
+    json_response(
+        StatusCode::NOT_FOUND,
+        &json!({ "error": "no such page of the dashboard" }),
+    )
+}
+
+/// JSON with `<`, `>` and `&` escaped (`\u003c`…): nothing in it can be read as markup, whatever
+/// a value quotes. serde_json writes those characters only inside strings, where the escapes
+/// mean the same.
+fn json_text(v: &Value) -> String {
+    v.to_string()
+        .replace('<', "\\u003c")
+        .replace('>', "\\u003e")
+        .replace('&', "\\u0026")
+}
+
+fn json_response(status: StatusCode, v: &Value) -> Response {
+    (
+        status,
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        json_text(v),
+    )
+        .into_response()
 }
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {
@@ -222,18 +303,30 @@ fn refuse(access: &Access, html: bool) -> Option<Response> {
             Access::Forbidden(role) => format!("{en} (role: {role})"),
             _ => en.to_string(),
         };
-        (
-            status,
-            [(header::CONTENT_TYPE, "application/json")],
-            json!({ "error": message }).to_string(),
-        )
-            .into_response()
+        json_response(status, &json!({ "error": message }))
     })
 }
 
-fn session_cookie(token: &str) -> Option<HeaderValue> {
+/// Whether the request came over TLS: the request URI's scheme (HTTP/2 over TLS carries
+/// `:scheme https`; TLS on the port itself), or, when `trust_forwarded_proto` is set (behind a
+/// TLS-terminating proxy), the first `X-Forwarded-Proto` value being `https`.
+pub fn is_https<B>(request: &Request<B>, trust_forwarded_proto: bool) -> bool {
+    if request.uri().scheme_str() == Some("https") {
+        return true;
+    }
+    trust_forwarded_proto
+        && request
+            .headers()
+            .get("x-forwarded-proto")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("https"))
+}
+
+fn session_cookie(token: &str, secure: bool) -> Option<HeaderValue> {
+    let secure = if secure { "; Secure" } else { "" };
     HeaderValue::from_str(&format!(
-        "{COOKIE}={token}; Path=/dashboard; HttpOnly; SameSite=Strict"
+        "{COOKIE}={token}; Path=/dashboard; HttpOnly; SameSite=Strict{secure}"
     ))
     .ok()
 }
@@ -250,6 +343,14 @@ struct Wanted {
 }
 
 async fn wanted(d: &Dashboard, q: &HashMap<String, String>) -> Result<Wanted, Error> {
+    use crate::grpc::{MAX_CODE, MAX_DATE};
+    for (name, max) in [
+        ("plan", MAX_CODE),
+        ("version", MAX_DATE),
+        ("date", MAX_DATE),
+    ] {
+        cwsm_platform::input::check_len(name, q.get(name).map_or("", |v| v.as_str()), max)?;
+    }
     let plan = match q.get("plan").map(|p| p.trim()).filter(|p| !p.is_empty()) {
         Some(p) => p.to_string(),
         None => {
@@ -378,14 +479,22 @@ fn error_response(e: Error) -> Response {
             tracing::error!(error = %format!("{inner:#}"), "dashboard");
             "internal error".to_string()
         }
-        other => other.to_string(),
+        other => {
+            let text = other.to_string();
+            match text.char_indices().nth(MAX_ERROR_CHARS) {
+                Some((at, _)) => format!("{}…", &text[..at]),
+                None => text,
+            }
+        }
     };
-    (
-        status,
-        [(header::CONTENT_TYPE, "application/json")],
-        json!({ "error": message }).to_string(),
-    )
-        .into_response()
+    json_response(status, &json!({ "error": message }))
+}
+
+/// A shared snapshot as the page draws it.
+fn snapshot_json(s: &Snapshot) -> Value {
+    let mut v = report_json(&s.report, s.generation);
+    v["dead_letters"] = json!(s.dead_letters);
+    v
 }
 
 async fn current_json(d: &Dashboard, w: &Wanted) -> Result<Value, Error> {
@@ -417,7 +526,7 @@ async fn page(State(d): State<Dashboard>, request: Request<Body>) -> Response {
     )
         .into_response();
     if let Access::Admin(Some(token)) = &access
-        && let Some(value) = session_cookie(token)
+        && let Some(value) = session_cookie(token, is_https(&request, d.trust_forwarded_proto))
     {
         response.headers_mut().insert(header::SET_COOKIE, value);
     }
@@ -435,14 +544,7 @@ async fn data(State(d): State<Dashboard>, request: Request<Body>) -> Response {
     }
     .await;
     match result {
-        Ok(v) => (
-            [
-                (header::CONTENT_TYPE, "application/json"),
-                (header::CACHE_CONTROL, "no-store"),
-            ],
-            v.to_string(),
-        )
-            .into_response(),
+        Ok(v) => json_response(StatusCode::OK, &v),
         Err(e) => error_response(e),
     }
 }
@@ -456,26 +558,33 @@ async fn events(State(d): State<Dashboard>, request: Request<Body>) -> Response 
         Ok(w) => w,
         Err(e) => return error_response(e),
     };
-    let mut changes = d.reporting.subscribe();
-    changes.borrow_and_update();
-    let first = match current_json(&d, &w).await {
-        Ok(v) => v,
+    // The same shared feed as WatchReport: one computation per change for every watcher of
+    // this plan, version and date; this stream only draws and sends it.
+    let key = WatchKey {
+        plan_code: w.plan.clone(),
+        version: w.version,
+        date: w.date,
+    };
+    let mut watch = match d.reporting.watch(key).await {
+        Ok(watch) => watch,
         Err(e) => return error_response(e),
     };
-    let (tx, rx) = mpsc::channel::<Result<String, Infallible>>(4);
+    let Some(first) = watch.latest() else {
+        return error_response(Error::Internal(anyhow::anyhow!("the report feed ended")));
+    };
+    // Little room: a reader that lags gets the latest report next, not a backlog.
+    let (tx, rx) = mpsc::channel::<Result<String, Infallible>>(2);
     let shutdown = d.shutdown.clone();
     tokio::spawn(async move {
-        let event = |v: &Value| format!("event: report\ndata: {v}\n\n");
-        let mut last = first.clone();
+        let event =
+            |s: &Snapshot| format!("event: report\ndata: {}\n\n", json_text(&snapshot_json(s)));
         if tx.send(Ok(event(&first))).await.is_err() {
             return;
         }
-        let mut poll = tokio::time::interval(POLL);
-        poll.reset();
         let mut keep_alive = tokio::time::interval(KEEP_ALIVE);
         keep_alive.reset();
         loop {
-            tokio::select! {
+            let next = tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tx.closed() => return,
                 _ = keep_alive.tick() => {
@@ -484,26 +593,11 @@ async fn events(State(d): State<Dashboard>, request: Request<Body>) -> Response 
                     }
                     continue;
                 }
-                changed = changes.changed() => if changed.is_err() { return },
-                _ = poll.tick() => {}
-            }
-            changes.borrow_and_update();
-            let next = match current_json(&d, &w).await {
-                Ok(v) => v,
-                Err(e) => {
-                    tracing::warn!(error = %e, "dashboard event stream");
-                    continue;
-                }
+                next = watch.changed() => match next {
+                    Some(s) => s,
+                    None => return,
+                },
             };
-            let same = |a: &Value, b: &Value| {
-                ["indicators", "as_of", "dead_letters"]
-                    .iter()
-                    .all(|k| a.get(k) == b.get(k))
-            };
-            if same(&next, &last) {
-                continue;
-            }
-            last = next.clone();
             if tx.send(Ok(event(&next))).await.is_err() {
                 return;
             }
@@ -575,5 +669,45 @@ mod tests {
         assert_eq!(cookie(r.headers(), COOKIE).as_deref(), Some("abc.def"));
         assert_eq!(percent_decode("100%"), "100%");
         assert_eq!(percent_decode("%E4%B8%AD"), "中");
+    }
+
+    #[test]
+    fn the_cookie_is_secure_over_tls_or_a_trusted_forwarded_https() {
+        let plain = Request::builder()
+            .uri("/dashboard")
+            .body(())
+            .expect("request");
+        let tls = Request::builder()
+            .uri("https://cwsm.example/dashboard")
+            .body(())
+            .expect("request");
+        let forwarded = Request::builder()
+            .uri("/dashboard")
+            .header("x-forwarded-proto", "HTTPS, http")
+            .body(())
+            .expect("request");
+        assert!(!is_https(&plain, true));
+        assert!(is_https(&tls, false));
+        assert!(!is_https(&forwarded, false), "an untrusted header");
+        assert!(is_https(&forwarded, true));
+        let cookie = |secure| {
+            session_cookie("t", secure)
+                .and_then(|v| v.to_str().ok().map(str::to_string))
+                .unwrap_or_default()
+        };
+        assert_eq!(
+            cookie(true),
+            "cwsm_dashboard_token=t; Path=/dashboard; HttpOnly; SameSite=Strict; Secure"
+        );
+        assert!(!cookie(false).contains("Secure"));
+    }
+
+    #[test]
+    fn json_carries_no_markup() {
+        let v = json!({ "error": "invalid date: \"<script>alert(1)</script>&\"" });
+        let text = json_text(&v);
+        assert!(!text.contains(['<', '>', '&']), "{text}");
+        let back: Value = serde_json::from_str(&text).expect("still JSON");
+        assert_eq!(back, v);
     }
 }

@@ -73,6 +73,9 @@ pub const HEADERS: [&str; 17] = [
     "by_department",
 ];
 
+/// The columns of [`HEADERS`] that hold numbers we format ourselves (never a user's text).
+pub const NUMERIC_COLUMNS: [usize; 5] = [3, 6, 7, 8, 10];
+
 fn breakdown(list: &[(String, f64)]) -> String {
     list.iter()
         .map(|(k, v)| format!("{k}={}", number(*v)))
@@ -124,13 +127,34 @@ fn csv_field(text: &str) -> String {
     }
 }
 
-/// The report as CSV: a header line, then one line per indicator (goals first).
+/// A text cell, neutralized against formula injection as OWASP describes ("CSV Injection"): a
+/// spreadsheet runs a cell beginning with `=`, `+`, `-`, `@`, tab or CR (LF too, here) as a
+/// formula, so such a cell gets a leading single quote and is quoted. Text here is anyone's: a
+/// water user's town, a plan's names.
+fn csv_text(text: &str) -> String {
+    if text.starts_with(['=', '+', '-', '@', '\t', '\r', '\n']) {
+        format!("\"'{}\"", text.replace('"', "\"\""))
+    } else {
+        csv_field(text)
+    }
+}
+
+/// The report as CSV: a header line, then one line per indicator (goals first). The
+/// [`NUMERIC_COLUMNS`] are numbers we format ourselves and stay numbers (a negative
+/// `days_remaining` is `-12`, not `'-12`); every other column is text and neutralized.
 pub fn csv(report: &Report) -> Vec<u8> {
     let mut out = String::from("\u{feff}");
     let line = |fields: &[String]| {
         fields
             .iter()
-            .map(|f| csv_field(f))
+            .enumerate()
+            .map(|(c, f)| {
+                if NUMERIC_COLUMNS.contains(&c) {
+                    csv_field(f)
+                } else {
+                    csv_text(f)
+                }
+            })
             .collect::<Vec<_>>()
             .join(",")
             + "\r\n"
@@ -337,6 +361,32 @@ pub fn export(report: &Report, format: FileFormat) -> Result<Exported> {
     })
 }
 
+/// Splits one CSV line as [`csv`] writes it into its fields, unquoted (for tests).
+#[cfg(test)]
+pub(crate) fn split_csv_line(line: &str) -> Vec<String> {
+    let mut fields = vec![String::new()];
+    let mut quoted = false;
+    let mut chars = line.trim_end_matches(['\r', '\n']).chars().peekable();
+    while let Some(c) = chars.next() {
+        match (c, quoted) {
+            ('"', true) if chars.peek() == Some(&'"') => {
+                chars.next();
+                if let Some(f) = fields.last_mut() {
+                    f.push('"');
+                }
+            }
+            ('"', _) => quoted = !quoted,
+            (',', false) => fields.push(String::new()),
+            (c, _) => {
+                if let Some(f) = fields.last_mut() {
+                    f.push(c);
+                }
+            }
+        }
+    }
+    fields
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -373,6 +423,26 @@ mod tests {
         assert_eq!(csv_field("a,b \"c\""), "\"a,b \"\"c\"\"\"");
         let e = export(&r, FileFormat::Csv).expect("csv");
         assert_eq!(e.file_name, "xinbei-2020-v1-2020-12-31.csv");
+    }
+
+    #[test]
+    fn formula_cells_are_neutralized_and_our_numbers_stay_numbers() {
+        for bad in ["=1+1", "+1", "-1+cmd", "@SUM(A1)", "\t=1", "\r=1", "\n=1"] {
+            let cell = csv_text(bad);
+            assert!(cell.starts_with("\"'"), "{bad:?} -> {cell:?}");
+        }
+        assert_eq!(csv_text("=A1,\"x\""), "\"'=A1,\"\"x\"\"\"");
+        assert_eq!(csv_text("新桥街道=1"), "新桥街道=1");
+        assert_eq!(csv_text("a, b"), "\"a, b\"");
+        // A line past its deadline: days_remaining is negative and stays a number.
+        let mut r = report();
+        let line = &mut r.lines[0];
+        line.evaluation.days_remaining = -12;
+        line.indicator.name = "-leading dash".into();
+        let text = String::from_utf8(csv(&r)).expect("utf-8");
+        let first = split_csv_line(text.lines().nth(1).expect("line"));
+        assert_eq!(first[10], "-12");
+        assert_eq!(first[1], "'-leading dash");
     }
 
     #[test]

@@ -1,12 +1,14 @@
 //! The adapter between `cwsm.reporting.v1` (and the `cwsm.events.v1.ProjectMilestone` event)
 //! and the plain-Rust domain: the only module that knows protobuf types.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use cwsm_platform::auth::principal;
 use cwsm_platform::bus::{Envelope, EventHandler, topics};
 use cwsm_platform::grpc::{Page, millis, timestamp};
+use cwsm_platform::input::{check_bytes, check_len};
 use cwsm_platform::vocab::{IndicatorTag, Milestone, Sector};
 use cwsm_platform::{Error, now_ms};
 use cwsm_proto::events::v1::ProjectMilestone;
@@ -23,10 +25,7 @@ use crate::export::FileFormat;
 use crate::plan::{self, Aggregation, Comparator, Indicator, Kind, OnTerminated, StoredPlan};
 use crate::report::{self, Fact, IndicatorReport, Report, Status as Progress};
 use crate::store::{AchievementFilter, PlanFilter};
-
-/// How often a watched report is recomputed even without a change notice: it catches changes
-/// made by other replicas and the date moving on for reports "as of today".
-const WATCH_POLL: Duration = Duration::from_secs(30);
+use crate::watch::WatchKey;
 
 // ---------------------------------------------------------------------------------------------
 // The milestone event
@@ -337,6 +336,32 @@ fn as_of_date(text: &str) -> Result<chrono::NaiveDate, Error> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Limits of the strings in requests (characters; the plan file in bytes), checked before anything
+// else: nothing unbounded is stored, searched or echoed back in an error.
+
+/// Codes and ids: plan and indicator codes, plan and achievement ids, request ids.
+pub const MAX_CODE: usize = 128;
+/// Names: units, departments, towns, districts.
+pub const MAX_NAME: usize = 200;
+/// Free text: evidence, notes, reasons.
+pub const MAX_TEXT: usize = 4000;
+/// Search text of the List calls.
+pub const MAX_QUERY: usize = 200;
+/// Dates ("YYYY-MM-DD").
+pub const MAX_DATE: usize = 32;
+/// Page tokens (ours are a few dozen characters).
+pub const MAX_TOKEN: usize = 512;
+/// A plan file (the 2020 Xinbei plan is 17 KB).
+pub const MAX_PLAN_TOML_BYTES: usize = 1024 * 1024;
+
+fn check(fields: &[(&str, &str, usize)]) -> Result<(), Error> {
+    for (field, value, max) in fields {
+        check_len(field, value, *max)?;
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
 // The service
 
 /// `cwsm.reporting.v1.ReportingService` over [`Reporting`].
@@ -351,14 +376,6 @@ impl ReportingApi {
     }
 }
 
-/// The report as sent, without its generation time (to tell whether it changed).
-fn content(r: &pb::Report) -> pb::Report {
-    pb::Report {
-        generate_time: None,
-        ..r.clone()
-    }
-}
-
 #[async_trait]
 impl ReportingService for ReportingApi {
     async fn load_plan(
@@ -367,6 +384,8 @@ impl ReportingService for ReportingApi {
     ) -> Result<Response<pb::LoadPlanResponse>, Status> {
         let caller = principal(&request)?;
         let req = request.into_inner();
+        check(&[("request_id", &req.request_id, MAX_CODE)])?;
+        check_bytes("plan_toml", &req.plan_toml, MAX_PLAN_TOML_BYTES)?;
         let stored = self
             .reporting
             .load_plan(
@@ -388,6 +407,10 @@ impl ReportingService for ReportingApi {
     ) -> Result<Response<pb::GetPlanResponse>, Status> {
         principal(&request)?;
         let req = request.into_inner();
+        check(&[
+            ("plan_id", &req.plan_id, MAX_CODE),
+            ("code", &req.code, MAX_CODE),
+        ])?;
         let stored = self
             .reporting
             .plan(&req.plan_id, &req.code, req.version)
@@ -403,6 +426,12 @@ impl ReportingService for ReportingApi {
     ) -> Result<Response<pb::ListPlansResponse>, Status> {
         principal(&request)?;
         let req = request.into_inner();
+        check(&[
+            ("page_token", &req.page_token, MAX_TOKEN),
+            ("code", &req.code, MAX_CODE),
+            ("district", &req.district, MAX_NAME),
+            ("query", &req.query, MAX_QUERY),
+        ])?;
         let page = Page::from_request(req.page_size, &req.page_token)?;
         let filter = PlanFilter {
             code: req.code,
@@ -424,6 +453,10 @@ impl ReportingService for ReportingApi {
     ) -> Result<Response<pb::GetReportResponse>, Status> {
         principal(&request)?;
         let req = request.into_inner();
+        check(&[
+            ("plan_code", &req.plan_code, MAX_CODE),
+            ("as_of_date", &req.as_of_date, MAX_DATE),
+        ])?;
         if req.plan_code.trim().is_empty() {
             return Err(Error::invalid("plan_code", "required, e.g. \"xinbei-2020\"").into());
         }
@@ -445,6 +478,10 @@ impl ReportingService for ReportingApi {
         // Held by the stream's task: the place frees when the watcher goes.
         let permit = self.reporting.watch_streams().acquire(&who)?;
         let req = request.into_inner();
+        check(&[
+            ("plan_code", &req.plan_code, MAX_CODE),
+            ("as_of_date", &req.as_of_date, MAX_DATE),
+        ])?;
         if req.plan_code.trim().is_empty() {
             return Err(Error::invalid("plan_code", "required, e.g. \"xinbei-2020\"").into());
         }
@@ -454,59 +491,44 @@ impl ReportingService for ReportingApi {
         } else {
             Some(as_of_date(&req.as_of_date)?)
         };
-        let mut changes = self.reporting.subscribe();
-        changes.borrow_and_update();
-        let first = self
+        // One feed per plan, version and date computes the report once per change for every
+        // watcher (see `watch`); this stream only converts and sends it.
+        let mut watch = self
             .reporting
-            .report(
-                &req.plan_code,
-                req.plan_version,
-                fixed_date.unwrap_or_else(crate::today),
-            )
+            .watch(WatchKey {
+                plan_code: req.plan_code.trim().to_string(),
+                version: req.plan_version,
+                date: fixed_date,
+            })
             .await?;
-        let first = report_message(&first);
-        let (tx, rx) = mpsc::channel(4);
-        let reporting = self.reporting.clone();
+        // Room for one message: a client that reads slowly gets the latest report next, not a
+        // backlog.
+        let (tx, rx) = mpsc::channel(1);
         tokio::spawn(async move {
             let _permit = permit;
-            let mut last = content(&first);
-            if tx
-                .send(Ok(pb::WatchReportResponse {
-                    report: Some(first),
-                }))
-                .await
-                .is_err()
-            {
+            let Some(mut current) = watch.latest() else {
                 return;
-            }
+            };
+            let mut sent: Option<Arc<Report>> = None;
             loop {
-                tokio::select! {
-                    _ = tx.closed() => return,
-                    changed = changes.changed() => if changed.is_err() { return },
-                    _ = tokio::time::sleep(WATCH_POLL) => {}
-                }
-                changes.borrow_and_update();
-                let as_of = fixed_date.unwrap_or_else(crate::today);
-                let next = match reporting
-                    .report(&req.plan_code, req.plan_version, as_of)
-                    .await
+                if sent
+                    .as_ref()
+                    .is_none_or(|r| !Arc::ptr_eq(r, &current.report))
                 {
-                    Ok(r) => report_message(&r),
-                    Err(e) => {
-                        let _ = tx.send(Err(Status::from(e))).await;
+                    let message = pb::WatchReportResponse {
+                        report: Some(report_message(&current.report)),
+                    };
+                    if tx.send(Ok(message)).await.is_err() {
                         return;
                     }
-                };
-                if content(&next) == last {
-                    continue;
+                    sent = Some(current.report.clone());
                 }
-                last = content(&next);
-                if tx
-                    .send(Ok(pb::WatchReportResponse { report: Some(next) }))
-                    .await
-                    .is_err()
-                {
-                    return;
+                tokio::select! {
+                    _ = tx.closed() => return,
+                    next = watch.changed() => match next {
+                        Some(s) => current = s,
+                        None => return,
+                    },
                 }
             }
         });
@@ -519,6 +541,17 @@ impl ReportingService for ReportingApi {
     ) -> Result<Response<pb::RecordAchievementResponse>, Status> {
         let caller = principal(&request)?;
         let req = request.into_inner();
+        check(&[
+            ("request_id", &req.request_id, MAX_CODE),
+            ("plan_code", &req.plan_code, MAX_CODE),
+            ("indicator_code", &req.indicator_code, MAX_CODE),
+            ("unit_name", &req.unit_name, MAX_NAME),
+            ("achieved_date", &req.achieved_date, MAX_DATE),
+            ("evidence", &req.evidence, MAX_TEXT),
+            ("note", &req.note, MAX_TEXT),
+            ("department", &req.department, MAX_NAME),
+            ("town", &req.town, MAX_NAME),
+        ])?;
         let encoded = req.encode_to_vec();
         let new = NewAchievement {
             plan_code: req.plan_code,
@@ -547,6 +580,14 @@ impl ReportingService for ReportingApi {
     ) -> Result<Response<pb::ListAchievementsResponse>, Status> {
         principal(&request)?;
         let req = request.into_inner();
+        check(&[
+            ("page_token", &req.page_token, MAX_TOKEN),
+            ("plan_code", &req.plan_code, MAX_CODE),
+            ("indicator_code", &req.indicator_code, MAX_CODE),
+            ("department", &req.department, MAX_NAME),
+            ("town", &req.town, MAX_NAME),
+            ("query", &req.query, MAX_QUERY),
+        ])?;
         let page = Page::from_request(req.page_size, &req.page_token)?;
         let filter = AchievementFilter {
             plan_code: req.plan_code,
@@ -570,6 +611,14 @@ impl ReportingService for ReportingApi {
     ) -> Result<Response<pb::CorrectAchievementResponse>, Status> {
         let caller = principal(&request)?;
         let req = request.into_inner();
+        check(&[
+            ("request_id", &req.request_id, MAX_CODE),
+            ("achievement_id", &req.achievement_id, MAX_CODE),
+            ("achieved_date", &req.achieved_date, MAX_DATE),
+            ("evidence", &req.evidence, MAX_TEXT),
+            ("note", &req.note, MAX_TEXT),
+            ("reason", &req.reason, MAX_TEXT),
+        ])?;
         let encoded = req.encode_to_vec();
         let correction = Correction {
             value: req.value,
@@ -601,6 +650,12 @@ impl ReportingService for ReportingApi {
     ) -> Result<Response<pb::ListCountedProjectsResponse>, Status> {
         principal(&request)?;
         let req = request.into_inner();
+        check(&[
+            ("plan_code", &req.plan_code, MAX_CODE),
+            ("indicator_code", &req.indicator_code, MAX_CODE),
+            ("page_token", &req.page_token, MAX_TOKEN),
+            ("town", &req.town, MAX_NAME),
+        ])?;
         let page = Page::from_request(req.page_size, &req.page_token)?;
         let (facts, next) = self
             .reporting
@@ -629,6 +684,10 @@ impl ReportingService for ReportingApi {
         // The caller's own token reads the projects service's log on its behalf.
         let authorization = request.metadata().get("authorization").cloned();
         let req = request.into_inner();
+        check(&[
+            ("request_id", &req.request_id, MAX_CODE),
+            ("plan_code", &req.plan_code, MAX_CODE),
+        ])?;
         if req.plan_code.trim().is_empty() {
             return Err(Error::invalid("plan_code", "required, e.g. \"xinbei-2020\"").into());
         }
@@ -673,6 +732,7 @@ impl ReportingService for ReportingApi {
     ) -> Result<Response<pb::ListDeadLettersResponse>, Status> {
         let caller = principal(&request)?;
         let req = request.into_inner();
+        check(&[("page_token", &req.page_token, MAX_TOKEN)])?;
         let page = Page::from_request(req.page_size, &req.page_token)?;
         let (list, next) = self.reporting.dead_letters(&caller, &page).await?;
         Ok(Response::new(pb::ListDeadLettersResponse {
@@ -697,6 +757,10 @@ impl ReportingService for ReportingApi {
     ) -> Result<Response<pb::ExportReportResponse>, Status> {
         principal(&request)?;
         let req = request.into_inner();
+        check(&[
+            ("plan_code", &req.plan_code, MAX_CODE),
+            ("as_of_date", &req.as_of_date, MAX_DATE),
+        ])?;
         if req.plan_code.trim().is_empty() {
             return Err(Error::invalid("plan_code", "required, e.g. \"xinbei-2020\"").into());
         }
@@ -1106,6 +1170,161 @@ mod tests {
             .expect("ok");
         assert_eq!(a8(&second), 1.0);
         drop(stream);
+        r.db().close().await;
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
+    }
+
+    fn a8_of(m: &pb::WatchReportResponse) -> f64 {
+        m.report
+            .as_ref()
+            .and_then(|r| {
+                r.indicators.iter().find(|l| {
+                    l.indicator
+                        .as_ref()
+                        .is_some_and(|i| i.code == "A8-CONTRACT-PROJECTS")
+                })
+            })
+            .map(|l| l.actual)
+            .unwrap_or(-1.0)
+    }
+
+    fn handover(event_id: &str, project_id: &str) -> Fact {
+        Fact {
+            event_id: event_id.into(),
+            project_id: project_id.into(),
+            sequence: 1,
+            milestone: Milestone::HandedOver,
+            // 2020-09-01T00:00:00Z
+            occurred_at_ms: 1_598_918_400_000,
+            counted_at_ms: 0,
+            sector: Some(Sector::Hospital),
+            unit_type: String::new(),
+            town: "Longhutang".into(),
+            tags: vec![IndicatorTag::ContractProject],
+            project_title: String::new(),
+            company_id: String::new(),
+            company_name: String::new(),
+            water_user_credit_code: String::new(),
+            water_user_name: String::new(),
+        }
+    }
+
+    /// Hundreds of WatchReport streams of one plan and date, over loopback gRPC: one change is
+    /// computed once (a small constant), not once per watcher, and every watcher receives it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_change_is_computed_once_for_every_watcher() {
+        use cwsm_platform::auth::{AuthInterceptor, Keys, Role};
+        use cwsm_proto::reporting::v1::reporting_service_client::ReportingServiceClient;
+        use tokio_stream::StreamExt;
+        const WATCHERS: usize = 600;
+        const CONNECTIONS: usize = 6;
+        // A guard against a hang, not a speed requirement.
+        const GUARD: Duration = Duration::from_secs(120);
+
+        let path =
+            std::env::temp_dir().join(format!("cwsm-reporting-{}.db", cwsm_platform::new_id()));
+        let r = Reporting::connect(&format!("sqlite://{}", path.display()))
+            .await
+            .expect("connect");
+        r.seed_default_plan().await.expect("seed");
+        let keys = std::sync::Arc::new(Keys::from_secret(&[7u8; 32]).expect("keys"));
+        let token = keys
+            .issue("watcher", Role::Admin, None, Duration::from_secs(600))
+            .expect("token");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let stop = tokio_util::sync::CancellationToken::new();
+        let server = tokio::spawn(
+            tonic::transport::Server::builder()
+                .max_concurrent_streams(Some(1024))
+                .add_service(r.grpc_service(AuthInterceptor::new(keys)))
+                .serve_with_incoming_shutdown(
+                    tokio_stream::wrappers::TcpListenerStream::new(listener),
+                    stop.clone().cancelled_owned(),
+                ),
+        );
+        let mut channels = Vec::new();
+        for _ in 0..CONNECTIONS {
+            channels.push(
+                tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+                    .expect("endpoint")
+                    .connect()
+                    .await
+                    .expect("connect"),
+            );
+        }
+        let authorization: tonic::metadata::MetadataValue<_> =
+            format!("Bearer {token}").parse().expect("metadata");
+        let mut streams = Vec::with_capacity(WATCHERS);
+        for i in 0..WATCHERS {
+            let mut client = ReportingServiceClient::new(channels[i % CONNECTIONS].clone());
+            let mut request = Request::new(pb::WatchReportRequest {
+                plan_code: "xinbei-2020".into(),
+                plan_version: 0,
+                as_of_date: "2020-12-31".into(),
+            });
+            request
+                .metadata_mut()
+                .insert("authorization", authorization.clone());
+            streams.push(
+                client
+                    .watch_report(request)
+                    .await
+                    .expect("watch")
+                    .into_inner(),
+            );
+        }
+        for s in &mut streams {
+            let first = tokio::time::timeout(GUARD, s.next())
+                .await
+                .expect("first report")
+                .expect("open")
+                .expect("ok");
+            assert_eq!(a8_of(&first), 0.0);
+        }
+        let opening = r.report_computations();
+
+        let before = r.report_computations();
+        assert!(r.apply_fact(&handover("e1", "p1")).await.expect("fact"));
+        for s in &mut streams {
+            let next = tokio::time::timeout(GUARD, s.next())
+                .await
+                .expect("the change")
+                .expect("open")
+                .expect("ok");
+            assert_eq!(a8_of(&next), 1.0);
+        }
+        let per_change = r.report_computations() - before;
+        eprintln!(
+            "{WATCHERS} watchers: {opening} computations to open them, {per_change} for one change"
+        );
+        assert!(
+            per_change <= 2,
+            "one change was computed {per_change} times for {WATCHERS} watchers"
+        );
+        assert!(
+            opening <= 2,
+            "{WATCHERS} watchers of one report took {opening} computations to open"
+        );
+
+        assert_eq!(r.live_feeds(), 1, "one feed for one plan and date");
+        // The feed ends with its last watcher (the server notices each stream's reset).
+        drop(streams);
+        let mut left = r.live_feeds();
+        for _ in 0..400 {
+            if left == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            left = r.live_feeds();
+        }
+        assert_eq!(left, 0, "the feed outlived its watchers");
+        stop.cancel();
+        let _ = server.await;
         r.db().close().await;
         for suffix in ["", "-wal", "-shm"] {
             let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));

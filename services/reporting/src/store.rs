@@ -66,12 +66,10 @@ fn rules_of(plan: &StoredPlan) -> Vec<PlanRule> {
 /// counts the facts already there for the new plan) exclusive, so neither misses the other.
 const COUNT_LOCK: i64 = 0x636f_756e_7473;
 
+/// The pattern of a "contains" filter, for `lower(column) LIKE $n ESCAPE '\'`: `%` and `_` in
+/// the query are the characters themselves, not wildcards.
 fn like(query: &str) -> String {
-    if query.is_empty() {
-        String::new()
-    } else {
-        format!("%{}%", query.to_lowercase())
-    }
+    cwsm_platform::input::like_contains(&query.to_lowercase())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -518,9 +516,9 @@ impl Store {
         page: &Page,
     ) -> Result<(Vec<StoredPlan>, String)> {
         let sql = format!(
-            "SELECT {PLAN_COLUMNS} FROM plans p WHERE ($1 = '' OR code = $1) AND ($2 = '' OR lower(district) LIKE $2) \
+            "SELECT {PLAN_COLUMNS} FROM plans p WHERE ($1 = '' OR code = $1) AND ($2 = '' OR lower(district) LIKE $2 ESCAPE '\\') \
              AND ($3 = 0 OR year = $3) AND ($4 = 1 OR version = (SELECT MAX(q.version) FROM plans q WHERE q.code = p.code)) \
-             AND ($5 = '' OR lower(code) LIKE $5 OR lower(title) LIKE $5) AND ($6 = '' OR id > $6) ORDER BY id LIMIT $7"
+             AND ($5 = '' OR lower(code) LIKE $5 ESCAPE '\\' OR lower(title) LIKE $5 ESCAPE '\\') AND ($6 = '' OR id > $6) ORDER BY id LIMIT $7"
         );
         let rows: Vec<PlanRow> = with_db!(&self.db, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(&f.code).bind(like(&f.district)).bind(f.year).bind(i32::from(f.all_versions))
@@ -761,7 +759,7 @@ impl Store {
     ) -> Result<(Vec<Achievement>, String)> {
         let sql = "SELECT achievement_id FROM achievements WHERE superseded_by = '' AND ($1 = '' OR plan_code = $1) \
              AND ($2 = '' OR indicator_code = $2) AND ($3 = '' OR department = $3) AND ($4 = '' OR town = $4) \
-             AND ($5 = '' OR sector = $5) AND ($6 = 1 OR retracted = 0) AND ($7 = '' OR lower(unit_name) LIKE $7 OR lower(note) LIKE $7) \
+             AND ($5 = '' OR sector = $5) AND ($6 = 1 OR retracted = 0) AND ($7 = '' OR lower(unit_name) LIKE $7 ESCAPE '\\' OR lower(note) LIKE $7 ESCAPE '\\') \
              AND ($8 = '' OR achievement_id > $8) ORDER BY achievement_id LIMIT $9";
         let mut ids: Vec<String> = with_db!(&self.db, pool => sqlx::query_scalar(sql)
             .bind(&f.plan_code).bind(&f.indicator_code).bind(&f.department).bind(&f.town)
