@@ -7,6 +7,7 @@ mod embedded_crash;
 mod faults;
 mod idempotency;
 mod ingest;
+mod input;
 mod limits;
 mod matching;
 mod metrics;

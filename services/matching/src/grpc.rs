@@ -170,6 +170,7 @@ impl MatchingApi {
     }
 
     /// Checks and applies a request status change by its water user.
+    #[allow(clippy::too_many_arguments)]
     async fn move_request(
         &self,
         key: &RequestKey,

@@ -6,6 +6,7 @@ use cwsm_platform::bus::Envelope;
 use cwsm_platform::db::{BeginWrite, Db};
 use cwsm_platform::grpc::Page;
 use cwsm_platform::idempotency::RequestKey;
+use cwsm_platform::input::like_contains;
 use cwsm_platform::outbox::OutboxWrite;
 use cwsm_platform::vocab::{
     CertificationGrade, ContractModel, IndicatorTag, MvOption, Sector, Technology,
@@ -61,32 +62,20 @@ fn parse_codes<T>(s: &str, parse: fn(&str) -> Option<T>) -> Vec<T> {
         .collect()
 }
 
-/// A JSON-array column contains `code` (as the quoted string `"code"`).
-fn json_member(code: &str) -> String {
-    if code.is_empty() {
+/// A `LIKE … ESCAPE '\\'` pattern: a JSON-array column contains `item` (as its JSON string,
+/// quotes included), the item's own `%`, `_` and `\\` matching themselves (towns are free text).
+fn json_member(item: &str) -> String {
+    if item.is_empty() {
         String::new()
     } else {
-        format!("%\"{code}\"%")
+        like_contains(&serde_json::Value::from(item).to_string())
     }
 }
 
 /// A `LIKE … ESCAPE '\\'` pattern for a case-insensitive search of `query` (its own `%`, `_`
 /// and `\\` match themselves); empty for no search.
 fn like(query: &str) -> String {
-    let query = query.trim();
-    if query.is_empty() {
-        return String::new();
-    }
-    let mut pattern = String::with_capacity(query.len() + 2);
-    pattern.push('%');
-    for c in query.to_lowercase().chars() {
-        if matches!(c, '%' | '_' | '\\') {
-            pattern.push('\\');
-        }
-        pattern.push(c);
-    }
-    pattern.push('%');
-    pattern
+    like_contains(&query.trim().to_lowercase())
 }
 
 /// The caller's own ids for SQL (empty strings match no row), and 1 when it sees everything.
@@ -480,9 +469,9 @@ impl Store {
         page: &Page,
     ) -> Result<(Vec<Company>, String)> {
         let sql = format!(
-            "SELECT {COMPANY_COLUMNS} FROM companies WHERE ($1 = '' OR sectors LIKE $1 OR sectors = '[]') AND ($2 = '' OR towns LIKE $2 OR towns = '[]') \
+            "SELECT {COMPANY_COLUMNS} FROM companies WHERE ($1 = '' OR sectors LIKE $1 ESCAPE '\\' OR sectors = '[]') AND ($2 = '' OR towns LIKE $2 ESCAPE '\\' OR towns = '[]') \
              AND ($3 = '' OR lower(name) LIKE $3 ESCAPE '\\' OR lower(credit_code) LIKE $3 ESCAPE '\\') AND ($4 = '' OR id > $4) \
-             AND ($5 = '' OR id IN (SELECT company_id FROM offerings WHERE status = 'published' AND ($6 = '' OR technologies LIKE $6) AND ($7 = '' OR contract_models LIKE $7))) \
+             AND ($5 = '' OR id IN (SELECT company_id FROM offerings WHERE status = 'published' AND ($6 = '' OR technologies LIKE $6 ESCAPE '\\') AND ($7 = '' OR contract_models LIKE $7 ESCAPE '\\'))) \
              AND ($9 = '' OR $9 LIKE ('%,' || certification || ',%')) \
              ORDER BY id LIMIT $8"
         );
@@ -620,9 +609,9 @@ impl Store {
         // An offering naming no sectors (towns) serves its company's.
         let mut rows: Vec<Offering> = with_db!(&self.db, pool => sqlx::query_as::<_, OfferingRow>(
             "SELECT o.* FROM offerings o JOIN companies c ON c.id = o.company_id WHERE ($1 = '' OR o.company_id = $1) \
-             AND ($2 = '' OR o.sectors LIKE $2 OR (o.sectors = '[]' AND (c.sectors LIKE $2 OR c.sectors = '[]'))) \
-             AND ($3 = '' OR o.towns LIKE $3 OR (o.towns = '[]' AND (c.towns LIKE $3 OR c.towns = '[]'))) \
-             AND ($4 = '' OR o.technologies LIKE $4) AND ($5 = '' OR o.contract_models LIKE $5) \
+             AND ($2 = '' OR o.sectors LIKE $2 ESCAPE '\\' OR (o.sectors = '[]' AND (c.sectors LIKE $2 ESCAPE '\\' OR c.sectors = '[]'))) \
+             AND ($3 = '' OR o.towns LIKE $3 ESCAPE '\\' OR (o.towns = '[]' AND (c.towns LIKE $3 ESCAPE '\\' OR c.towns = '[]'))) \
+             AND ($4 = '' OR o.technologies LIKE $4 ESCAPE '\\') AND ($5 = '' OR o.contract_models LIKE $5 ESCAPE '\\') \
              AND ($6 = '' OR o.status = $6) AND ($7 = '' OR lower(o.title) LIKE $7 ESCAPE '\\' OR lower(o.description) LIKE $7 ESCAPE '\\') \
              AND ($10 = 1 OR o.status = 'published' OR o.company_id = $11) \
              AND ($8 = '' OR o.id > $8) ORDER BY o.id LIMIT $9")
@@ -893,9 +882,9 @@ impl Store {
         // `ProjectRequest::visible_to`, in SQL so that pages stay full.
         let sql = format!(
             "{REQUEST_SELECT} JOIN water_users u ON u.id = r.water_user_id WHERE ($1 = '' OR r.water_user_id = $1) AND ($2 = '' OR u.sector = $2) \
-             AND ($3 = '' OR u.town = $3) AND ($4 = '' OR r.technologies LIKE $4 OR r.technologies = '[]') AND ($5 = '' OR r.contract_models LIKE $5 OR r.contract_models = '[]') \
+             AND ($3 = '' OR u.town = $3) AND ($4 = '' OR r.technologies LIKE $4 ESCAPE '\\' OR r.technologies = '[]') AND ($5 = '' OR r.contract_models LIKE $5 ESCAPE '\\' OR r.contract_models = '[]') \
              AND ($6 = '' OR r.status = $6) AND ($7 = '' OR lower(r.title) LIKE $7 ESCAPE '\\' OR lower(r.problem) LIKE $7 ESCAPE '\\' OR lower(u.name) LIKE $7 ESCAPE '\\') \
-             AND ($10 = 1 OR r.water_user_id = $11 OR (r.status <> 'draft' AND (r.visibility = 'public' OR ($12 <> '' AND r.invited_company_ids LIKE $12)))) \
+             AND ($10 = 1 OR r.water_user_id = $11 OR (r.status <> 'draft' AND (r.visibility = 'public' OR ($12 <> '' AND r.invited_company_ids LIKE $12 ESCAPE '\\')))) \
              AND ($8 = '' OR r.id > $8) ORDER BY r.id LIMIT $9"
         );
         let (all, viewer_company, viewer_user) = viewer_binds(&f.viewer);

@@ -4,6 +4,32 @@
 
 use crate::Error;
 
+// Limits of the strings in requests (characters), checked before anything else: nothing
+// unbounded is stored, searched or echoed back in an error.
+
+/// Codes and ids: plan and indicator codes, resource ids, request ids.
+pub const MAX_CODE: usize = 128;
+/// Names: titles, units, sites, meters, departments, towns.
+pub const MAX_NAME: usize = 200;
+/// Free text: descriptions, evidence, notes, reasons.
+pub const MAX_TEXT: usize = 4000;
+/// Search text of the List calls.
+pub const MAX_QUERY: usize = 200;
+/// Dates ("YYYY-MM-DD").
+pub const MAX_DATE: usize = 32;
+/// Page tokens (ours are a few dozen characters).
+pub const MAX_TOKEN: usize = 512;
+/// Items of a list in a request (sites, drivers, tags).
+pub const MAX_ITEMS: usize = 100;
+
+/// Each `(field, value, max characters)` checked with [`check_len`], in order.
+pub fn check_lengths(fields: &[(&str, &str, usize)]) -> Result<(), Error> {
+    for (field, value, max) in fields {
+        check_len(field, value, *max)?;
+    }
+    Ok(())
+}
+
 /// `text` with the `LIKE` wildcards `%` and `_` (and the escape character `\` itself) escaped
 /// by a backslash, for a pattern used with `ESCAPE '\'` (the same on SQLite and PostgreSQL): a
 /// filter for "50%" must not match "500".

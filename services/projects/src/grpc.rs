@@ -10,6 +10,10 @@
 use cwsm_platform::auth::{Principal, Role, principal};
 use cwsm_platform::grpc::{Page, millis, timestamp};
 use cwsm_platform::idempotency::RequestKey;
+use cwsm_platform::input::{
+    MAX_CODE, MAX_DATE, MAX_ITEMS, MAX_NAME, MAX_QUERY, MAX_TEXT, check_count, check_len,
+    check_lengths,
+};
 use cwsm_platform::quantity;
 use cwsm_platform::vocab::{ContractModel, IndicatorTag, Sector};
 use cwsm_platform::{Error, Result};
@@ -468,6 +472,12 @@ impl pb::projects_service_server::ProjectsService for ProjectsApi {
     ) -> Result<Response<pb::ListProjectsResponse>, Status> {
         principal(&request)?;
         let r = request.into_inner();
+        check_lengths(&[
+            ("query", &r.query, MAX_QUERY),
+            ("company_id", &r.company_id, MAX_CODE),
+            ("water_user_id", &r.water_user_id, MAX_CODE),
+            ("town", &r.town, MAX_NAME),
+        ])?;
         let page = Page::from_request(r.page_size, &r.page_token)?;
         let filter = ProjectFilter {
             stage: stage_from_pb("stage", r.stage)?
@@ -504,6 +514,10 @@ impl pb::projects_service_server::ProjectsService for ProjectsApi {
     ) -> Result<Response<pb::TransitionProjectResponse>, Status> {
         let who = principal(&request)?;
         let r = request.into_inner();
+        check_lengths(&[
+            ("reason", &r.reason, MAX_TEXT),
+            ("evidence", &r.evidence, MAX_TEXT),
+        ])?;
         let key = RequestKey::new(&who, "TransitionProject", &r.project_id, &r.request_id, &r)?;
         let project_id = required_id("project_id", &r.project_id)?;
         let to = stage_from_pb("to_stage", r.to_stage)?
@@ -554,6 +568,33 @@ impl pb::projects_service_server::ProjectsService for ProjectsApi {
     ) -> Result<Response<pb::UpdateProjectResponse>, Status> {
         let who = principal(&request)?;
         let r = request.into_inner();
+        if let Some(p) = &r.project {
+            check_lengths(&[
+                ("project.title", &p.title, MAX_NAME),
+                ("project.measures", &p.measures, MAX_TEXT),
+                (
+                    "project.baseline_start_date",
+                    &p.baseline_start_date,
+                    MAX_DATE,
+                ),
+                ("project.baseline_end_date", &p.baseline_end_date, MAX_DATE),
+            ])?;
+            check_count("project.sites", p.sites.len(), MAX_ITEMS)?;
+            for (i, site) in p.sites.iter().enumerate() {
+                check_len(&format!("project.sites[{i}]"), site, MAX_NAME)?;
+            }
+            if let Some(plan) = &p.mv_plan {
+                check_len(
+                    "project.mv_plan.model_description",
+                    &plan.model_description,
+                    MAX_TEXT,
+                )?;
+                check_count("project.mv_plan.drivers", plan.drivers.len(), MAX_ITEMS)?;
+                for (i, d) in plan.drivers.iter().enumerate() {
+                    check_len(&format!("project.mv_plan.drivers[{i}]"), d, MAX_CODE)?;
+                }
+            }
+        }
         let key = RequestKey::new(
             &who,
             "UpdateProject",
@@ -646,6 +687,13 @@ impl pb::projects_service_server::ProjectsService for ProjectsApi {
     ) -> Result<Response<pb::CreateMeterResponse>, Status> {
         let who = principal(&request)?;
         let r = request.into_inner();
+        if let Some(m) = &r.meter {
+            check_lengths(&[
+                ("meter.site", &m.site, MAX_NAME),
+                ("meter.name", &m.name, MAX_NAME),
+                ("meter.serial_number", &m.serial_number, MAX_CODE),
+            ])?;
+        }
         let key = RequestKey::new(
             &who,
             "CreateMeter",
@@ -904,6 +952,14 @@ impl pb::projects_service_server::ProjectsService for ProjectsApi {
     ) -> Result<Response<pb::CreateNonRoutineAdjustmentResponse>, Status> {
         let who = principal(&request)?;
         let r = request.into_inner();
+        if let Some(a) = &r.adjustment {
+            check_lengths(&[
+                ("adjustment.start_date", &a.start_date, MAX_DATE),
+                ("adjustment.end_date", &a.end_date, MAX_DATE),
+                ("adjustment.reason", &a.reason, MAX_TEXT),
+                ("adjustment.evidence", &a.evidence, MAX_TEXT),
+            ])?;
+        }
         let key = RequestKey::new(
             &who,
             "CreateNonRoutineAdjustment",
@@ -990,6 +1046,10 @@ impl pb::projects_service_server::ProjectsService for ProjectsApi {
     ) -> Result<Response<pb::SubmitPeriodResponse>, Status> {
         let who = principal(&request)?;
         let r = request.into_inner();
+        check_lengths(&[
+            ("note", &r.note, MAX_TEXT),
+            ("start_date", &r.start_date, MAX_DATE),
+        ])?;
         let key = RequestKey::new(&who, "SubmitPeriod", &r.project_id, &r.request_id, &r)?;
         let project_id = required_id("project_id", &r.project_id)?;
         check_date("start_date", &r.start_date, true)?;
@@ -1008,6 +1068,7 @@ impl pb::projects_service_server::ProjectsService for ProjectsApi {
     ) -> Result<Response<pb::VerifyPeriodResponse>, Status> {
         let who = principal(&request)?;
         let r = request.into_inner();
+        check_lengths(&[("note", &r.note, MAX_TEXT)])?;
         let key = RequestKey::new(&who, "VerifyPeriod", &r.period_id, &r.request_id, &r)?;
         let period = self
             .store
@@ -1035,6 +1096,7 @@ impl pb::projects_service_server::ProjectsService for ProjectsApi {
     ) -> Result<Response<pb::DisputePeriodResponse>, Status> {
         let who = principal(&request)?;
         let r = request.into_inner();
+        check_lengths(&[("reason", &r.reason, MAX_TEXT)])?;
         let key = RequestKey::new(&who, "DisputePeriod", &r.period_id, &r.request_id, &r)?;
         let period_id = required_id("period_id", &r.period_id)?;
         if r.reason.trim().is_empty() {
@@ -1065,6 +1127,7 @@ impl pb::projects_service_server::ProjectsService for ProjectsApi {
     ) -> Result<Response<pb::ResolveDisputeResponse>, Status> {
         let who = principal(&request)?;
         let r = request.into_inner();
+        check_lengths(&[("note", &r.note, MAX_TEXT)])?;
         let key = RequestKey::new(&who, "ResolveDispute", &r.period_id, &r.request_id, &r)?;
         let period_id = required_id("period_id", &r.period_id)?;
         if r.note.trim().is_empty() {

@@ -6,6 +6,7 @@ use cwsm_platform::bus::{Envelope, topics};
 use cwsm_platform::db::{BeginWrite, Db};
 use cwsm_platform::grpc::Page;
 use cwsm_platform::idempotency::RequestKey;
+use cwsm_platform::input::like_contains;
 use cwsm_platform::outbox::OutboxWrite;
 use cwsm_platform::vocab::{ContractModel, IndicatorTag, Milestone, MvOption, Sector};
 use cwsm_platform::{Error, Result, keyed_write, new_id, now_ms, with_db};
@@ -386,20 +387,17 @@ impl Store {
         f: &ProjectFilter,
         page: &Page,
     ) -> Result<(Vec<Project>, String)> {
+        // Literal patterns (`ESCAPE '\\'`): a search for "50%" does not match "500".
         let tag = if f.indicator_tag.is_empty() {
             String::new()
         } else {
-            format!("%\"{}\"%", f.indicator_tag)
+            like_contains(&format!("\"{}\"", f.indicator_tag))
         };
-        let query = if f.query.is_empty() {
-            String::new()
-        } else {
-            format!("%{}%", f.query.to_lowercase())
-        };
+        let query = like_contains(&f.query.to_lowercase());
         let mut rows: Vec<Project> = with_db!(&self.db, pool => sqlx::query_as::<_, ProjectRow>(
             "SELECT * FROM projects WHERE ($1 = '' OR stage = $1) AND ($2 = '' OR company_id = $2) AND ($3 = '' OR water_user_id = $3) \
-             AND ($4 = '' OR sector = $4) AND ($5 = '' OR town = $5) AND ($6 = '' OR contract_model = $6) AND ($7 = '' OR indicator_tags LIKE $7) \
-             AND ($8 = '' OR lower(title) LIKE $8 OR lower(company_name) LIKE $8 OR lower(water_user_name) LIKE $8) AND ($9 = '' OR id > $9) ORDER BY id LIMIT $10")
+             AND ($4 = '' OR sector = $4) AND ($5 = '' OR town = $5) AND ($6 = '' OR contract_model = $6) AND ($7 = '' OR indicator_tags LIKE $7 ESCAPE '\\') \
+             AND ($8 = '' OR lower(title) LIKE $8 ESCAPE '\\' OR lower(company_name) LIKE $8 ESCAPE '\\' OR lower(water_user_name) LIKE $8 ESCAPE '\\') AND ($9 = '' OR id > $9) ORDER BY id LIMIT $10")
             .bind(&f.stage).bind(&f.company_id).bind(&f.water_user_id).bind(&f.sector).bind(&f.town)
             .bind(&f.contract_model).bind(tag).bind(query).bind(page.after.clone().unwrap_or_default()).bind(page.fetch_limit())
             .fetch_all(pool).await?)

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use cwsm_platform::auth::principal;
 use cwsm_platform::bus::{Envelope, EventHandler, topics};
 use cwsm_platform::grpc::{Page, millis, timestamp};
-use cwsm_platform::input::{check_bytes, check_len};
+use cwsm_platform::input::check_bytes;
 use cwsm_platform::vocab::{IndicatorTag, Milestone, Sector};
 use cwsm_platform::{Error, now_ms};
 use cwsm_proto::events::v1::ProjectMilestone;
@@ -339,27 +339,11 @@ fn as_of_date(text: &str) -> Result<chrono::NaiveDate, Error> {
 // Limits of the strings in requests (characters; the plan file in bytes), checked before anything
 // else: nothing unbounded is stored, searched or echoed back in an error.
 
-/// Codes and ids: plan and indicator codes, plan and achievement ids, request ids.
-pub const MAX_CODE: usize = 128;
-/// Names: units, departments, towns, districts.
-pub const MAX_NAME: usize = 200;
-/// Free text: evidence, notes, reasons.
-pub const MAX_TEXT: usize = 4000;
-/// Search text of the List calls.
-pub const MAX_QUERY: usize = 200;
-/// Dates ("YYYY-MM-DD").
-pub const MAX_DATE: usize = 32;
-/// Page tokens (ours are a few dozen characters).
-pub const MAX_TOKEN: usize = 512;
+pub use cwsm_platform::input::{MAX_CODE, MAX_DATE, MAX_NAME, MAX_QUERY, MAX_TEXT, MAX_TOKEN};
 /// A plan file (the 2020 Xinbei plan is 17 KB).
 pub const MAX_PLAN_TOML_BYTES: usize = 1024 * 1024;
 
-fn check(fields: &[(&str, &str, usize)]) -> Result<(), Error> {
-    for (field, value, max) in fields {
-        check_len(field, value, *max)?;
-    }
-    Ok(())
-}
+use cwsm_platform::input::check_lengths as check;
 
 // ---------------------------------------------------------------------------------------------
 // The service
