@@ -1214,9 +1214,16 @@ mod tests {
             .expect("connect");
         r.seed_default_plan().await.expect("seed");
         let keys = std::sync::Arc::new(Keys::from_secret(&[7u8; 32]).expect("keys"));
-        let token = keys
-            .issue("watcher", Role::Admin, None, Duration::from_secs(600))
-            .expect("token");
+        // One caller per watcher: a caller may hold only a few WatchReport streams.
+        let token = |i: usize| {
+            keys.issue(
+                &format!("watcher-{i}"),
+                Role::Admin,
+                None,
+                Duration::from_secs(600),
+            )
+            .expect("token")
+        };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -1225,7 +1232,7 @@ mod tests {
         let server = tokio::spawn(
             tonic::transport::Server::builder()
                 .max_concurrent_streams(Some(1024))
-                .add_service(r.grpc_service(AuthInterceptor::new(keys)))
+                .add_service(r.grpc_service(AuthInterceptor::new(keys.clone())))
                 .serve_with_incoming_shutdown(
                     tokio_stream::wrappers::TcpListenerStream::new(listener),
                     stop.clone().cancelled_owned(),
@@ -1241,8 +1248,6 @@ mod tests {
                     .expect("connect"),
             );
         }
-        let authorization: tonic::metadata::MetadataValue<_> =
-            format!("Bearer {token}").parse().expect("metadata");
         let mut streams = Vec::with_capacity(WATCHERS);
         for i in 0..WATCHERS {
             let mut client = ReportingServiceClient::new(channels[i % CONNECTIONS].clone());
@@ -1251,9 +1256,11 @@ mod tests {
                 plan_version: 0,
                 as_of_date: "2020-12-31".into(),
             });
+            let authorization: tonic::metadata::MetadataValue<_> =
+                format!("Bearer {}", token(i)).parse().expect("metadata");
             request
                 .metadata_mut()
-                .insert("authorization", authorization.clone());
+                .insert("authorization", authorization);
             streams.push(
                 client
                     .watch_report(request)
