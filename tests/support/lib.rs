@@ -409,29 +409,20 @@ where
 
 /// Appends the GB 32100 check character to the first 17 characters of a credit code.
 pub fn credit_code(first17: &str) -> String {
-    const ALPHABET: &str = "0123456789ABCDEFGHJKLMNPQRTUWXY";
-    const WEIGHTS: [usize; 17] = [
-        1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28,
-    ];
-    let sum: usize = first17
-        .chars()
-        .zip(WEIGHTS)
-        .map(|(c, w)| ALPHABET.find(c).unwrap_or(0) * w)
-        .sum();
-    let check = (31 - sum % 31) % 31;
-    format!("{first17}{}", ALPHABET.chars().nth(check).unwrap_or('0'))
+    cwsm_platform::credit_code::with_check_character(first17)
+        .unwrap_or_else(|why| panic!("test credit code {first17:?}: {why}"))
 }
 
 /// A valid credit code unique to this call (GB 32100 check character included), starting with
 /// `prefix` (e.g. "91320411MA" for a company, "12320411" for a public institution).
 pub fn fresh_credit_code(prefix: &str) -> String {
-    const ALPHABET: &[u8] = b"0123456789ABCDEFGHJKLMNPQRTUWXY";
+    let alphabet = cwsm_platform::credit_code::ALPHABET.as_bytes();
     let id = cwsm_platform::new_id().replace('-', "");
     let tail: String = id
         .bytes()
         .rev()
         .take(17usize.saturating_sub(prefix.len()))
-        .map(|b| ALPHABET[usize::from(b) % ALPHABET.len()] as char)
+        .map(|b| alphabet[usize::from(b) % alphabet.len()] as char)
         .collect();
     credit_code(&format!("{prefix}{tail}"))
 }

@@ -305,38 +305,11 @@ impl Stage {
     }
 }
 
-/// GB 32100 unified social credit code: the alphabet of its characters, and the weights of the
-/// first 17 in the check character.
-const CREDIT_CODE_ALPHABET: &str = "0123456789ABCDEFGHJKLMNPQRTUWXY";
-const CREDIT_CODE_WEIGHTS: [usize; 17] = [
-    1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28,
-];
-
 /// The full 18-character code for the first 17 characters `body`: `body` plus its GB 32100
 /// check character.
 fn credit_code(body: &str) -> Result<String> {
-    let chars: Vec<char> = body.chars().collect();
-    ensure!(
-        chars.len() == 17,
-        "credit code {body:?}: give the first 17 characters (the check character is computed), not {}",
-        chars.len()
-    );
-    let mut sum = 0;
-    for (i, (c, w)) in chars.iter().zip(CREDIT_CODE_WEIGHTS).enumerate() {
-        let v = CREDIT_CODE_ALPHABET.find(*c).ok_or_else(|| {
-            anyhow!(
-                "credit code {body:?}: character {} ({c:?}) is not allowed (digits and capitals except I, O, S, V, Z)",
-                i + 1
-            )
-        })?;
-        sum += v * w;
-    }
-    let check = (31 - sum % 31) % 31;
-    let check = CREDIT_CODE_ALPHABET
-        .chars()
-        .nth(check)
-        .ok_or_else(|| anyhow!("credit code {body:?}: no check character {check}"))?;
-    Ok(format!("{body}{check}"))
+    cwsm_platform::credit_code::with_check_character(body)
+        .map_err(|why| anyhow!("credit code {body:?}: {why}"))
 }
 
 impl Marketplace {
@@ -577,7 +550,7 @@ impl XorShift {
 
     /// The first 17 characters of a credit code starting with `prefix`, not in `taken`.
     fn credit_code(&mut self, prefix: &str, taken: &mut HashSet<String>) -> Result<String> {
-        let alphabet: Vec<char> = CREDIT_CODE_ALPHABET.chars().collect();
+        let alphabet: Vec<char> = cwsm_platform::credit_code::ALPHABET.chars().collect();
         for _ in 0..1000 {
             let mut code = prefix.to_string();
             while code.chars().count() < 17 {

@@ -4,6 +4,7 @@
 //!   and command-line flags, in that order of precedence.
 //! - [`telemetry`]: `tracing` set-up: human logs by default, JSON on request, OTLP traces and metrics
 //!   when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
+//! - [`credit_code`]: the GB 32100 unified social credit code that names organizations.
 //! - [`db`]: a service's database chosen by URL scheme (`sqlite://` or `postgres://`), its own
 //!   migrations applied at connect.
 //! - [`bus`]: the event bus behind one trait: in-process, or Redis Streams with consumer groups.
@@ -26,6 +27,7 @@
 pub mod auth;
 pub mod bus;
 pub mod config;
+pub mod credit_code;
 pub mod db;
 pub mod error;
 pub mod grpc;
