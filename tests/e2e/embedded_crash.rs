@@ -19,7 +19,6 @@ use std::time::Duration;
 use cwsm_platform::auth::{Keys, Role};
 use cwsm_proto::matching::v1 as m;
 use cwsm_proto::projects::v1 as p;
-use cwsm_proto::reporting::v1 as r;
 use cwsm_proto::types;
 use cwsm_tests::{Clients, ServeProcess, eventually, fresh_credit_code};
 use tonic::Code;
@@ -352,48 +351,12 @@ async fn setup(c: &Clients, run: &str) -> anyhow::Result<Market> {
 
 /// A7's actual value, when the report answers.
 async fn a7(c: &Clients, admin: &str) -> anyhow::Result<f64> {
-    let report = c
-        .reporting(admin)
-        .get_report(r::GetReportRequest {
-            plan_code: PLAN.into(),
-            plan_version: 0,
-            as_of_date: String::new(),
-        })
-        .await?
-        .into_inner()
-        .report
-        .ok_or_else(|| anyhow::anyhow!("no report"))?;
-    report
-        .indicators
-        .iter()
-        .find(|s| s.indicator.as_ref().is_some_and(|i| i.code == A7))
-        .map(|s| s.actual)
-        .ok_or_else(|| anyhow::anyhow!("no {A7} in the report"))
+    cwsm_tests::indicator_actual(c.reporting(admin), PLAN, A7).await
 }
 
 /// The projects A7 counted, every page (listed, so a double shows).
 async fn counted(c: &Clients, admin: &str) -> anyhow::Result<Vec<String>> {
-    let mut projects = Vec::new();
-    let mut page_token = String::new();
-    for _ in 0..100 {
-        let page = c
-            .reporting(admin)
-            .list_counted_projects(r::ListCountedProjectsRequest {
-                plan_code: PLAN.into(),
-                indicator_code: A7.into(),
-                page_size: 100,
-                page_token: page_token.clone(),
-                ..Default::default()
-            })
-            .await?
-            .into_inner();
-        projects.extend(page.counted_projects.into_iter().map(|c| c.project_id));
-        if page.next_page_token.is_empty() {
-            return Ok(projects);
-        }
-        page_token = page.next_page_token;
-    }
-    anyhow::bail!("more than 100 pages of counted projects")
+    cwsm_tests::counted_projects(c.reporting(admin), PLAN, A7).await
 }
 
 /// The projects service's own list of what A7 should count: accepted technical retrofits of

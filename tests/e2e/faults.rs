@@ -440,50 +440,14 @@ async fn publish_retrying(bus: &dyn EventBus, event: &Envelope) -> anyhow::Resul
     }
 }
 
-/// The A8 indicator's actual value.
+/// A8's actual value, when the report answers.
 async fn a8(node: &Node, admin: &str) -> anyhow::Result<f64> {
-    let report = node
-        .reporting(admin)
-        .get_report(r::GetReportRequest {
-            plan_code: PLAN.into(),
-            plan_version: 0,
-            as_of_date: String::new(),
-        })
-        .await?
-        .into_inner()
-        .report
-        .ok_or_else(|| anyhow::anyhow!("no report"))?;
-    report
-        .indicators
-        .iter()
-        .find(|s| s.indicator.as_ref().is_some_and(|i| i.code == A8))
-        .map(|s| s.actual)
-        .ok_or_else(|| anyhow::anyhow!("no {A8} in the report"))
+    cwsm_tests::indicator_actual(node.reporting(admin), PLAN, A8).await
 }
 
-/// The projects A8 counted, every page.
+/// The projects A8 counted, every page (listed, so a double shows).
 async fn counted_projects(node: &Node, admin: &str) -> anyhow::Result<Vec<String>> {
-    let mut projects = Vec::new();
-    let mut page_token = String::new();
-    for _ in 0..100 {
-        let page = node
-            .reporting(admin)
-            .list_counted_projects(r::ListCountedProjectsRequest {
-                plan_code: PLAN.into(),
-                indicator_code: A8.into(),
-                page_size: 100,
-                page_token: page_token.clone(),
-                ..Default::default()
-            })
-            .await?
-            .into_inner();
-        projects.extend(page.counted_projects.into_iter().map(|c| c.project_id));
-        if page.next_page_token.is_empty() {
-            return Ok(projects);
-        }
-        page_token = page.next_page_token;
-    }
-    anyhow::bail!("more than 100 pages of counted projects")
+    cwsm_tests::counted_projects(node.reporting(admin), PLAN, A8).await
 }
 
 /// Reporting's own dead letters (events it could not read) and the bus's.

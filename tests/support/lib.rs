@@ -596,3 +596,60 @@ pub async fn contract_a_project(app: &TestApp, town: &str) -> anyhow::Result<Con
         user_token,
     })
 }
+
+/// The reporting client of the helpers below.
+pub type Reporting = ReportingServiceClient<InterceptedService<Channel, Bearer>>;
+
+/// The actual value of indicator `code` of plan `plan` today.
+pub async fn indicator_actual(
+    mut reporting: Reporting,
+    plan: &str,
+    code: &str,
+) -> anyhow::Result<f64> {
+    use cwsm_proto::reporting::v1 as r;
+    let report = reporting
+        .get_report(r::GetReportRequest {
+            plan_code: plan.into(),
+            plan_version: 0,
+            as_of_date: String::new(),
+        })
+        .await?
+        .into_inner()
+        .report
+        .ok_or_else(|| anyhow::anyhow!("no report"))?;
+    report
+        .indicators
+        .iter()
+        .find(|s| s.indicator.as_ref().is_some_and(|i| i.code == code))
+        .map(|s| s.actual)
+        .ok_or_else(|| anyhow::anyhow!("no {code} in the report"))
+}
+
+/// The projects indicator `code` of plan `plan` counted, every page (listed, so a double shows).
+pub async fn counted_projects(
+    mut reporting: Reporting,
+    plan: &str,
+    code: &str,
+) -> anyhow::Result<Vec<String>> {
+    use cwsm_proto::reporting::v1 as r;
+    let mut projects = Vec::new();
+    let mut page_token = String::new();
+    for _ in 0..100 {
+        let page = reporting
+            .list_counted_projects(r::ListCountedProjectsRequest {
+                plan_code: plan.into(),
+                indicator_code: code.into(),
+                page_size: 100,
+                page_token: page_token.clone(),
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        projects.extend(page.counted_projects.into_iter().map(|c| c.project_id));
+        if page.next_page_token.is_empty() {
+            return Ok(projects);
+        }
+        page_token = page.next_page_token;
+    }
+    anyhow::bail!("more than 100 pages of counted projects")
+}

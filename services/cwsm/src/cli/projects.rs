@@ -465,73 +465,20 @@ struct Row {
     reading: ppb::Reading,
 }
 
-/// Reads the CSV: columns meter_id, timestamp, value_litres, estimated (by the header when
-/// there is one; meter_id absent when `meter` is given).
+/// Reads the CSV (see [`crate::import::readings_csv`]).
 fn parse_csv(text: &str, meter: Option<&str>) -> anyhow::Result<Vec<Row>> {
-    let mut lines = text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty());
-    let mut columns: Vec<String> = if meter.is_some() {
-        vec![
-            "timestamp".into(),
-            "value_litres".into(),
-            "estimated".into(),
-        ]
-    } else {
-        vec![
-            "meter_id".into(),
-            "timestamp".into(),
-            "value_litres".into(),
-            "estimated".into(),
-        ]
-    };
-    let mut first = lines.next();
-    if let Some((_, line)) = first
-        && line.to_lowercase().contains("timestamp")
-    {
-        columns = line.split(',').map(|c| c.trim().to_lowercase()).collect();
-        first = None;
-    }
-    let at = |name: &str| columns.iter().position(|c| c == name);
-    let (Some(ts), Some(value)) = (at("timestamp"), at("value_litres")) else {
-        anyhow::bail!("the CSV needs timestamp and value_litres columns");
-    };
-    let meter_col = at("meter_id");
-    let estimated_col = at("estimated");
-    if meter.is_none() && meter_col.is_none() {
-        anyhow::bail!("the CSV has no meter_id column: give --meter");
-    }
-    let mut rows = Vec::new();
-    for (n, line) in first.into_iter().chain(lines) {
-        let cells: Vec<&str> = line.split(',').map(str::trim).collect();
-        let cell = |i: usize| cells.get(i).copied().unwrap_or("");
-        let time = chrono::DateTime::parse_from_rfc3339(cell(ts))
-            .with_context(|| format!("line {}: timestamp {:?} is not RFC 3339", n + 1, cell(ts)))?;
-        let litres: i64 = cell(value).parse().with_context(|| {
-            format!(
-                "line {}: value_litres {:?} is not an integer",
-                n + 1,
-                cell(value)
-            )
-        })?;
-        let estimated = estimated_col
-            .map(|i| matches!(cell(i).to_lowercase().as_str(), "true" | "1" | "yes" | "y"))
-            .unwrap_or(false);
-        rows.push(Row {
-            meter_id: match (meter, meter_col) {
-                (Some(m), _) => m.to_string(),
-                (None, Some(i)) => cell(i).to_string(),
-                (None, None) => String::new(),
-            },
+    Ok(crate::import::readings_csv(text, meter)
+        .map_err(anyhow::Error::msg)?
+        .into_iter()
+        .map(|r| Row {
+            meter_id: r.meter_id,
             reading: ppb::Reading {
-                read_time: Some(cwsm_platform::grpc::timestamp(time.timestamp_millis())),
-                value_litres: litres,
-                estimated,
+                read_time: Some(cwsm_platform::grpc::timestamp(r.at_ms)),
+                value_litres: r.value_litres,
+                estimated: r.estimated,
             },
-        });
-    }
-    Ok(rows)
+        })
+        .collect())
 }
 
 async fn readings(c: &Clients, cmd: ReadingsCommand, json: bool) -> anyhow::Result<()> {
