@@ -543,7 +543,9 @@ impl Certs {
         ])?;
         std::fs::write(
             dir.join("server.ext"),
-            "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+            // serverAuth and clientAuth: a service presents its own certificate when it calls
+            // another under mutual TLS.
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth,clientAuth\n",
         )?;
         std::fs::write(
             dir.join("client.ext"),
@@ -606,9 +608,32 @@ async fn health_over(url: &str, tls: &cwsm_platform::server::ClientTls) -> anyho
     Ok(())
 }
 
+/// RebuildCounts over `url` with `tls`: reporting calls the projects service (itself, here)
+/// the way the settings say, so it fails unless that call speaks TLS too.
+async fn rebuild_over(
+    server: &Server,
+    url: &str,
+    tls: &cwsm_platform::server::ClientTls,
+) -> anyhow::Result<()> {
+    let channel = cwsm_platform::server::client_endpoint(url, tls)?
+        .connect()
+        .await?;
+    let admin = server
+        .keys
+        .issue("admin", Role::Admin, None, Duration::from_secs(600))?;
+    ReportingServiceClient::with_interceptor(channel, Bearer(admin))
+        .rebuild_counts(r::RebuildCountsRequest {
+            request_id: format!("rebuild-{}", cwsm_platform::new_id()),
+            plan_code: "xinbei-2020".into(),
+        })
+        .await?;
+    Ok(())
+}
+
 /// With `tls_cert` and `tls_key` the gRPC port speaks TLS: an https client trusting the CA is
 /// served, a plaintext one is not. With `tls_client_ca` too, a client without a certificate
-/// signed by that CA is refused, one with it served.
+/// signed by that CA is refused, one with it served. Reporting's own call to projects
+/// (RebuildCounts) speaks TLS, and mutual TLS, too (it used to dial plaintext and fail).
 #[tokio::test]
 async fn the_grpc_port_speaks_tls_and_mutual_tls() -> anyhow::Result<()> {
     use cwsm_platform::server::ClientTls;
@@ -616,6 +641,7 @@ async fn the_grpc_port_speaks_tls_and_mutual_tls() -> anyhow::Result<()> {
     let server = Server::start(|s| {
         s.tls_cert = Some(certs.path("server.pem"));
         s.tls_key = Some(certs.path("server.key"));
+        s.tls_ca = Some(certs.path("ca.pem"));
     })
     .await?;
     let port = server.addr().port();
@@ -630,6 +656,7 @@ async fn the_grpc_port_speaks_tls_and_mutual_tls() -> anyhow::Result<()> {
         let untrusted =
             health_over(&format!("https://127.0.0.1:{port}"), &ClientTls::default()).await;
         assert!(untrusted.is_err(), "the certificate is checked");
+        rebuild_over(&server, &format!("https://127.0.0.1:{port}"), &with_ca).await?;
         Ok::<_, anyhow::Error>(())
     }
     .await;
@@ -640,6 +667,7 @@ async fn the_grpc_port_speaks_tls_and_mutual_tls() -> anyhow::Result<()> {
         s.tls_cert = Some(certs.path("server.pem"));
         s.tls_key = Some(certs.path("server.key"));
         s.tls_client_ca = Some(certs.path("ca.pem"));
+        s.tls_ca = Some(certs.path("ca.pem"));
     })
     .await?;
     let url = format!("https://127.0.0.1:{}", server.addr().port());
@@ -655,6 +683,7 @@ async fn the_grpc_port_speaks_tls_and_mutual_tls() -> anyhow::Result<()> {
             key: Some(certs.path("client.key")),
         };
         health_over(&url, &with_cert).await?;
+        rebuild_over(&server, &url, &with_cert).await?;
         Ok::<_, anyhow::Error>(())
     }
     .await;

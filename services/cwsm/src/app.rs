@@ -257,10 +257,28 @@ pub async fn start(
     let (listener, addr) = server::bind(&settings.listen).await?;
     if let Some(reporting) = &reporting_started {
         // RebuildCounts reads the milestone log: from this very server when it runs projects.
-        reporting.set_projects_url(if services.projects {
-            Some(format!("http://{addr}"))
+        // How this process calls another service: trusting `tls_ca` (else the system's roots),
+        // and with its own certificate where the servers ask for one (mutual TLS).
+        let tls = cwsm_platform::server::ClientTls {
+            ca: settings.tls_ca.clone(),
+            cert: settings
+                .tls_client_ca
+                .as_ref()
+                .and(settings.tls_cert.clone()),
+            key: settings
+                .tls_client_ca
+                .as_ref()
+                .and(settings.tls_key.clone()),
+        };
+        let scheme = if settings.tls_cert.is_some() {
+            "https"
         } else {
-            settings.projects_url.clone()
+            "http"
+        };
+        reporting.set_projects_url(if services.projects {
+            Some((format!("{scheme}://{addr}"), tls))
+        } else {
+            settings.projects_url.clone().map(|url| (url, tls))
         });
     }
     for name in healthy {

@@ -28,6 +28,7 @@
 //! | `max_message_bytes` | `CWSM_MAX_MESSAGE_BYTES` | `4194304` | one decoded gRPC message |
 //! | `tls_cert`, `tls_key` | `CWSM_TLS_CERT`, `CWSM_TLS_KEY` | none: plaintext | PEM files: the gRPC port speaks TLS (rustls) |
 //! | `tls_client_ca` | `CWSM_TLS_CLIENT_CA` | none | PEM CA: clients must present a certificate it signed (mutual TLS) |
+//! | `tls_ca` | `CWSM_TLS_CA` | none: the system's roots | PEM CA the services trust when they call each other over `https://` (reporting's RebuildCounts calls projects); with `tls_client_ca` set they present `tls_cert` as their client certificate |
 //! | `trust_forwarded_proto` | `CWSM_TRUST_FORWARDED_PROTO` | `false` | believe `X-Forwarded-Proto: https` (only behind a TLS-terminating proxy): the dashboard's cookie is then `Secure` |
 //!
 //! OpenTelemetry export is configured by the standard `OTEL_EXPORTER_OTLP_ENDPOINT` variables.
@@ -77,6 +78,7 @@ pub struct Settings {
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     pub tls_client_ca: Option<PathBuf>,
+    pub tls_ca: Option<PathBuf>,
     pub trust_forwarded_proto: bool,
 }
 
@@ -108,6 +110,7 @@ impl Default for Settings {
             tls_cert: None,
             tls_key: None,
             tls_client_ca: None,
+            tls_ca: None,
             trust_forwarded_proto: false,
         }
     }
@@ -156,6 +159,7 @@ impl Settings {
                 "tls_cert",
                 "tls_key",
                 "tls_client_ca",
+                "tls_ca",
                 "trust_forwarded_proto",
             ]))
             .merge(Serialized::defaults(flags))

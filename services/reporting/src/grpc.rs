@@ -677,13 +677,13 @@ impl ReportingService for ReportingApi {
         }
         let plan_code = req.plan_code.trim().to_string();
         let before = self.reporting.counts(&plan_code).await?;
-        let url = self.reporting.projects_url().ok_or_else(|| {
+        let (url, tls) = self.reporting.projects_url().ok_or_else(|| {
             Status::failed_precondition(
                 "this reporting service does not know the projects service: set projects_url",
             )
         })?;
-        let channel = tonic::transport::Endpoint::from_shared(url.clone())
-            .map_err(|e| Status::failed_precondition(format!("projects_url {url:?}: {e}")))?
+        let channel = cwsm_platform::server::client_endpoint(&url, &tls)
+            .map_err(|e| Status::failed_precondition(format!("projects_url {url:?}: {e:#}")))?
             .connect_timeout(Duration::from_secs(5))
             .connect()
             .await

@@ -59,7 +59,7 @@ pub struct Reporting {
     /// A generation number, bumped after every committed change that can alter a report.
     changes: Arc<tokio::sync::watch::Sender<u64>>,
     /// Where the projects service answers (for RebuildCounts); set once the server listens.
-    projects_url: Arc<std::sync::RwLock<Option<String>>>,
+    projects_url: Arc<std::sync::RwLock<Option<(String, cwsm_platform::server::ClientTls)>>>,
     /// WatchReport streams open per caller.
     watch_streams: Arc<cwsm_platform::server::CallerStreams>,
     /// How many reports were computed (read from the store), for tests of the watchers' fan-out.
@@ -177,13 +177,13 @@ impl Reporting {
 
     /// Where the projects service answers, for RebuildCounts: the own server in the embedded
     /// mode, the `projects_url` setting in production.
-    pub fn set_projects_url(&self, url: Option<String>) {
+    pub fn set_projects_url(&self, url: Option<(String, cwsm_platform::server::ClientTls)>) {
         if let Ok(mut slot) = self.projects_url.write() {
             *slot = url;
         }
     }
 
-    pub fn projects_url(&self) -> Option<String> {
+    pub fn projects_url(&self) -> Option<(String, cwsm_platform::server::ClientTls)> {
         self.projects_url.read().ok().and_then(|u| u.clone())
     }
 
