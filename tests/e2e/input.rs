@@ -139,6 +139,112 @@ async fn filters_and_limits(backend: Backend) -> anyhow::Result<()> {
     app.stop().await
 }
 
+/// Contract terms and amounts out of range are refused naming the field: an investment of
+/// i64::MAX fen, a negative guaranteed volume, fee or sharing period (all once accepted), and a
+/// non-routine adjustment of i64::MAX litres (with one of i64::MIN it once "summed to 4").
+async fn amounts_and_terms(backend: Backend) -> anyhow::Result<()> {
+    let app = TestApp::start(backend).await?;
+    let code = credit_code("91320411MA1QX5F6D");
+    let company = app.token(Role::Company, Some(&code));
+    let proposal = |f: &dyn Fn(&mut m::Proposal)| {
+        let mut p = m::Proposal {
+            project_request_id: "request-1".into(),
+            company_id: "company-1".into(),
+            measures: "leak repair".into(),
+            investment_fen: 1_000_000,
+            promised_savings_litres: 730_000,
+            promised_savings_bp: 2000,
+            contract_model: types::ContractModel::GuaranteedSavings as i32,
+            terms: Some(types::ContractTerms {
+                guaranteed_savings_litres: 500_000,
+                sharing_period_months: 12,
+                ..Default::default()
+            }),
+            contract_term_months: 60,
+            mv_option: types::MvOption::C as i32,
+            ..Default::default()
+        };
+        f(&mut p);
+        m::CreateProposalRequest {
+            request_id: rid("proposal"),
+            proposal: Some(p),
+        }
+    };
+    let cases: [(&str, &dyn Fn(&mut m::Proposal)); 5] = [
+        ("proposal.investment_fen", &|p| p.investment_fen = i64::MAX),
+        ("proposal.promised_savings_litres", &|p| {
+            p.promised_savings_litres = i64::MAX
+        }),
+        ("proposal.terms.guaranteed_savings_litres", &|p| {
+            if let Some(t) = p.terms.as_mut() {
+                t.guaranteed_savings_litres = -500_000;
+            }
+        }),
+        ("proposal.terms.hosting_fee_fen", &|p| {
+            if let Some(t) = p.terms.as_mut() {
+                t.hosting_fee_fen = -1;
+            }
+        }),
+        ("proposal.terms.sharing_period_months", &|p| {
+            if let Some(t) = p.terms.as_mut() {
+                t.sharing_period_months = -12;
+            }
+        }),
+    ];
+    for (expected, change) in cases {
+        let err = app
+            .matching(&company)
+            .create_proposal(proposal(change))
+            .await
+            .expect_err(expected);
+        assert_eq!(
+            err.code(),
+            Code::InvalidArgument,
+            "{expected}: {}",
+            err.message()
+        );
+        assert_eq!(field(&err), expected);
+    }
+
+    let parties = contracted(
+        &app,
+        types::ContractModel::SharedSavings,
+        types::ContractTerms {
+            share_ratio_bp: 7000,
+            sharing_period_months: 60,
+            ..Default::default()
+        },
+        &[],
+    )
+    .await?;
+    for litres in [i64::MAX, i64::MIN] {
+        let err = app
+            .projects(&parties.company)
+            .create_non_routine_adjustment(p::CreateNonRoutineAdjustmentRequest {
+                request_id: rid("adjustment"),
+                adjustment: Some(p::NonRoutineAdjustment {
+                    project_id: parties.project_id.clone(),
+                    start_date: "2026-01-01".into(),
+                    end_date: "2026-01-31".into(),
+                    litres,
+                    reason: "a new dormitory wing".into(),
+                    evidence: "drawing 2026-017".into(),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .expect_err("beyond any volume");
+        assert_eq!(err.code(), Code::InvalidArgument, "{}", err.message());
+        assert_eq!(field(&err), "adjustment.litres");
+    }
+    app.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn amounts_and_terms_out_of_range_are_refused_on_sqlite() -> anyhow::Result<()> {
+    amounts_and_terms(Backend::Sqlite).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn filters_are_literal_and_strings_bounded_on_sqlite() -> anyhow::Result<()> {
     filters_and_limits(Backend::Sqlite).await
