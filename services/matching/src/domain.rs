@@ -462,47 +462,8 @@ pub fn optional_date(field: &str, value: &str) -> Result<()> {
         .map_err(|_| Error::invalid(field, "a date written YYYY-MM-DD"))
 }
 
-/// Unified social credit code (统一社会信用代码, GB 32100-2015): 18 characters from a 31-letter
-/// alphabet, the last a check character over the first 17.
-pub fn check_credit_code(field: &str, code: &str) -> Result<()> {
-    const ALPHABET: &str = "0123456789ABCDEFGHJKLMNPQRTUWXY";
-    const WEIGHTS: [u32; 17] = [
-        1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28,
-    ];
-    let chars: Vec<char> = code.chars().collect();
-    if chars.len() != 18 {
-        return Err(Error::invalid(
-            field,
-            format!(
-                "a unified social credit code has 18 characters, not {}",
-                chars.len()
-            ),
-        ));
-    }
-    let mut values = Vec::with_capacity(18);
-    for (i, c) in chars.iter().enumerate() {
-        let v = ALPHABET.find(*c).ok_or_else(|| {
-            Error::invalid(
-                field,
-                format!(
-                    "character {} ({c:?}) is not allowed (digits and capitals except I, O, S, V, Z)",
-                    i + 1
-                ),
-            )
-        })?;
-        values.push(v as u32);
-    }
-    let sum: u32 = values[..17].iter().zip(WEIGHTS).map(|(v, w)| v * w).sum();
-    let check = (31 - sum % 31) % 31;
-    if values[17] != check {
-        let expected = ALPHABET.chars().nth(check as usize).unwrap_or('?');
-        return Err(Error::invalid(
-            field,
-            format!("check character is wrong (expected {expected} for the first 17 characters)"),
-        ));
-    }
-    Ok(())
-}
+/// Unified social credit code (统一社会信用代码, GB 32100-2015): the check shared in platform.
+pub use cwsm_platform::credit_code::check as check_credit_code;
 
 impl CompanyProfile {
     pub fn validate(&self, prefix: &str) -> Result<()> {
