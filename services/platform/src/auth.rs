@@ -150,6 +150,20 @@ impl Keys {
         })
     }
 
+    /// Reads the key in `data_dir`; a missing key is an error naming the file (an operator
+    /// who runs `cwsm token issue` in the wrong folder must not get a token no server accepts).
+    pub fn load(data_dir: &Path) -> anyhow::Result<Self> {
+        let path = data_dir.join(KEY_FILE);
+        if !path.exists() {
+            bail!(
+                "no signing key at {}: run this where the server's data folder is (--data-dir), \
+                 set CWSM_JWT_SECRET, or pass --init to create a new key",
+                path.display()
+            );
+        }
+        Self::load_or_create(data_dir)
+    }
+
     /// Reads the key in `data_dir`, creating a random one on first use (readable by the owner
     /// only).
     pub fn load_or_create(data_dir: &Path) -> anyhow::Result<Self> {
