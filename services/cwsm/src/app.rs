@@ -329,9 +329,8 @@ pub async fn start(
     if let Some(accounts) = &accounts_started {
         routes = routes.add_service(accounts.grpc_service());
         // The public keys, over HTTP on the same port.
-        routes = tonic::service::Routes::from(
-            routes.into_axum_router().merge(accounts.jwks_router()),
-        );
+        routes =
+            tonic::service::Routes::from(routes.into_axum_router().merge(accounts.jwks_router()));
         databases.push(("accounts", accounts.db().clone()));
         healthy.push(cwsm_accounts::SERVICE_NAME);
     }
