@@ -697,6 +697,7 @@ impl Accounts {
     // -- sign-in and sessions -----------------------------------------------------------------
 
     /// Tokens for `person_id` acting for `org` in `role`, in `session_id`.
+    #[allow(clippy::too_many_arguments)]
     async fn tokens(
         &self,
         person_id: &str,
