@@ -55,3 +55,11 @@ pub use r#type::v1 as types;
 /// imports, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/cwsm_descriptor.bin"));
+
+/// Package `cwsm.accounts.v1`: organizations, people, memberships, sign-in, tokens.
+pub mod accounts {
+    /// Version 1.
+    pub mod v1 {
+        tonic::include_proto!("cwsm.accounts.v1");
+    }
+}

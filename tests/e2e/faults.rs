@@ -795,6 +795,7 @@ async fn redis_restarted_without_persistence_then_reconciled() -> anyhow::Result
                     matching: true,
                     projects: true,
                     reporting: false,
+                    accounts: false,
                 },
                 Arc::new(bus.clone()),
                 None,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use cwsm_platform::auth::{AuthInterceptor, Keys};
+use cwsm_platform::auth::{AuthInterceptor, Keys, TokenVerifier};
 use cwsm_platform::bus::{self, EventBus, EventHandler, InProcessBus, RedisBus, topics};
 use cwsm_platform::config::Settings;
 use cwsm_platform::db::Db;
@@ -23,6 +23,7 @@ pub struct Services {
     pub matching: bool,
     pub projects: bool,
     pub reporting: bool,
+    pub accounts: bool,
 }
 
 impl Services {
@@ -30,6 +31,7 @@ impl Services {
         matching: true,
         projects: true,
         reporting: true,
+        accounts: true,
     };
 
     pub fn only(name: &str) -> anyhow::Result<Services> {
@@ -37,6 +39,7 @@ impl Services {
             matching: false,
             projects: false,
             reporting: false,
+            accounts: false,
         };
         Ok(match name {
             "matching" => Services {
@@ -51,9 +54,15 @@ impl Services {
                 reporting: true,
                 ..none
             },
+            "accounts" => Services {
+                accounts: true,
+                ..none
+            },
             "all" => Services::ALL,
             other => {
-                anyhow::bail!("unknown service {other:?}: matching, projects, reporting or all")
+                anyhow::bail!(
+                    "unknown service {other:?}: matching, projects, reporting, accounts or all"
+                )
             }
         })
     }
@@ -120,6 +129,42 @@ pub fn keys_for(settings: &Settings) -> anyhow::Result<Arc<Keys>> {
     }))
 }
 
+/// Keeps `verifier` fed with the accounts service's keys and revocations, fetched from `url`
+/// every `every` (a failed fetch keeps the last ones and is retried the next time).
+async fn follow_accounts(
+    url: String,
+    verifier: Arc<TokenVerifier>,
+    every: Duration,
+    stop: CancellationToken,
+) {
+    use cwsm_proto::accounts::v1 as pb;
+    let fetch = || async {
+        let channel = tonic::transport::Endpoint::from_shared(url.clone())?
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(10))
+            .connect()
+            .await?;
+        let mut client = pb::accounts_service_client::AccountsServiceClient::new(channel);
+        let answer = client
+            .get_verification_keys(pb::GetVerificationKeysRequest {})
+            .await?
+            .into_inner();
+        let (jwks, revocations) = cwsm_accounts::grpc::verification_from(answer)?;
+        verifier.set_jwks(&jwks)?;
+        verifier.set_revocations(revocations);
+        anyhow::Ok(())
+    };
+    loop {
+        if let Err(e) = fetch().await {
+            tracing::warn!(url = %url, error = %format!("{e:#}"), "cannot fetch the accounts service's keys; keeping the last");
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+    }
+}
+
 fn consumer_name(service: &str) -> String {
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "cwsm".to_string());
     format!("{service}@{host}")
@@ -137,9 +182,36 @@ pub async fn start(
         // 0700: the SQLite files and the signing key are the owner's alone.
         cwsm_platform::db::create_private_dir(&settings.data_dir)?;
     }
-    let auth = AuthInterceptor::new(keys.clone());
     let (mut routes, health) = server::base_routes(&[cwsm_proto::FILE_DESCRIPTOR_SET])?;
     let mut tasks = JoinSet::new();
+    // Tokens are checked against the accounts service's keys and revocations: in process when
+    // it runs here, else fetched from `accounts_url`; operator tokens (HS256) as before.
+    let verifier = TokenVerifier::new(Some(keys.clone()));
+    let refresh_every = Duration::from_secs(settings.accounts_refresh_secs.clamp(1, 60));
+    let mut accounts_started = None;
+    if services.accounts {
+        let accounts = cwsm_accounts::Accounts::connect(
+            &settings.database_url_for("accounts"),
+            cwsm_accounts::Options::default(),
+            verifier.clone(),
+        )
+        .await
+        .context("starting accounts")?;
+        tasks.spawn(accounts.clone().follow(refresh_every, shutdown.clone()));
+        accounts_started = Some(accounts);
+    } else if let Some(url) = &settings.accounts_url {
+        tasks.spawn(follow_accounts(
+            url.clone(),
+            verifier.clone(),
+            refresh_every,
+            shutdown.clone(),
+        ));
+    } else {
+        tracing::warn!(
+            "no accounts service here and no accounts_url: only operator tokens are accepted"
+        );
+    }
+    let auth = AuthInterceptor::with_verifier(verifier);
     let mut databases = Vec::new();
     let mut healthy = Vec::new();
     let mut reporting_started = None;
@@ -252,6 +324,15 @@ pub async fn start(
         databases.push(("reporting", reporting.db().clone()));
         healthy.push(cwsm_reporting::SERVICE_NAME);
         reporting_started = Some(reporting);
+    }
+
+    if let Some(accounts) = &accounts_started {
+        routes = routes.add_service(accounts.grpc_service());
+        // The public keys, over HTTP on the same port.
+        routes =
+            tonic::service::Routes::from(routes.into_axum_router().merge(accounts.jwks_router()));
+        databases.push(("accounts", accounts.db().clone()));
+        healthy.push(cwsm_accounts::SERVICE_NAME);
     }
 
     let (listener, addr) = server::bind(&settings.listen).await?;

@@ -43,7 +43,7 @@ enum Command {
 
 #[derive(clap::Args, Serialize)]
 struct ServeArgs {
-    /// Which service to run: matching, projects, reporting, or all.
+    /// Which service to run: matching, projects, reporting, accounts, or all.
     #[arg(default_value = "all")]
     #[serde(skip)]
     service: String,
@@ -97,6 +97,9 @@ enum TokenCommand {
         /// Data folder holding the signing key (embedded mode).
         #[arg(long, env = "CWSM_DATA_DIR", default_value = "cwsm-data")]
         data_dir: PathBuf,
+        /// Create the signing key when the data folder has none (else that is an error).
+        #[arg(long)]
+        init: bool,
     },
 }
 
@@ -146,7 +149,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     println!(
         "cwsm is serving {} on {url}",
         if services == Services::ALL {
-            "matching, projects and reporting".to_string()
+            "matching, projects, reporting and accounts".to_string()
         } else {
             args.service.clone()
         }
@@ -198,15 +201,23 @@ fn token(command: TokenCommand) -> anyhow::Result<()> {
             subject,
             days,
             data_dir,
+            init,
         } => {
-            let role = Role::parse(&role).ok_or_else(|| {
-                anyhow::anyhow!("unknown role {role:?}: company, water_user, admin or verifier")
-            })?;
+            // Only the roles people act in: `service` is for the services themselves.
+            let role = Role::parse(&role)
+                .filter(|r| *r != Role::Service)
+                .ok_or_else(|| {
+                    anyhow::anyhow!("unknown role {role:?}: company, water_user, admin or verifier")
+                })?;
+            if let Some(org) = &org {
+                cwsm_platform::credit_code::check("--org", org)?;
+            }
             let keys = match std::env::var("CWSM_JWT_SECRET") {
                 Ok(secret) if !secret.is_empty() => {
                     cwsm_platform::auth::Keys::from_secret(secret.as_bytes())?
                 }
-                _ => cwsm_platform::auth::Keys::load_or_create(&data_dir)?,
+                _ if init => cwsm_platform::auth::Keys::load_or_create(&data_dir)?,
+                _ => cwsm_platform::auth::Keys::load(&data_dir)?,
             };
             let subject = subject.unwrap_or_else(cwsm_platform::auth::local_subject);
             let lifetime = days

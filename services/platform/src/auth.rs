@@ -1,16 +1,21 @@
-//! Who is calling: every RPC (but health and reflection) runs as a [`Principal`] taken from a
-//! bearer token, a JWT signed with HS256.
+//! Who is calling: every RPC (but health, reflection and the accounts service's sign-in) runs
+//! as a [`Principal`] taken from a bearer token: an access token the accounts service signed
+//! with Ed25519 (checked against its published keys and revocation list, [`TokenVerifier`]), or
+//! an operator's HS256 token from `cwsm token issue`.
 //!
 //! Organizations are named by their unified social credit code (统一社会信用代码), the identifier
 //! every Chinese company, school and agency already has; a token's `org` is that code. So a
 //! company may edit the company record whose credit code is its own, and nobody else's.
 
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use base64::Engine;
+use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use tonic::{Request, Status};
@@ -145,6 +150,20 @@ impl Keys {
         })
     }
 
+    /// Reads the key in `data_dir`; a missing key is an error naming the file (an operator
+    /// who runs `cwsm token issue` in the wrong folder must not get a token no server accepts).
+    pub fn load(data_dir: &Path) -> anyhow::Result<Self> {
+        let path = data_dir.join(KEY_FILE);
+        if !path.exists() {
+            bail!(
+                "no signing key at {}: run this where the server's data folder is (--data-dir), \
+                 set CWSM_JWT_SECRET, or pass --init to create a new key",
+                path.display()
+            );
+        }
+        Self::load_or_create(data_dir)
+    }
+
     /// Reads the key in `data_dir`, creating a random one on first use (readable by the owner
     /// only).
     pub fn load_or_create(data_dir: &Path) -> anyhow::Result<Self> {
@@ -228,35 +247,274 @@ fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
     std::fs::write(path, text).with_context(|| format!("creating {}", path.display()))
 }
 
+/// The issuer of access tokens signed by the accounts service (EdDSA, with a `kid`).
+pub const ACCOUNTS_ISSUER: &str = "cwsm-accounts";
+/// The audience of those tokens: the cwsm services.
+pub const ACCESS_AUDIENCE: &str = "cwsm";
+
+/// The claims of an access token signed by the accounts service. Shared here so that the one
+/// service that signs and every service that verifies read the same fields.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessClaims {
+    /// The person's id.
+    pub sub: String,
+    /// The role of the membership chosen at sign-in.
+    pub role: Role,
+    /// The organization's unified social credit code.
+    pub org: String,
+    /// Whether the organization was approved when the token was signed (a pending one may sign
+    /// in to see its state, not act).
+    pub approved: bool,
+    /// The sign-in session (refresh-token family) the token belongs to: revoking a session
+    /// revokes its access tokens through the revocation list.
+    pub sid: String,
+    pub iat: i64,
+    pub exp: i64,
+    pub iss: String,
+    pub aud: String,
+}
+
+/// What must stop working before its tokens expire: suspended organizations and people, removed
+/// memberships, revoked sessions. Kept small: an entry of a session or membership is needed only
+/// while an access token signed before it can live (the accounts service drops them after).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Revocations {
+    /// Credit codes of suspended organizations.
+    pub organizations: BTreeSet<String>,
+    /// Ids of suspended people.
+    pub subjects: BTreeSet<String>,
+    /// Revoked sessions (`sid`).
+    pub sessions: BTreeSet<String>,
+    /// Removed memberships, as `"{person id} {credit code}"`.
+    pub memberships: BTreeSet<String>,
+}
+
+impl Revocations {
+    pub fn membership_key(subject: &str, org: &str) -> String {
+        format!("{subject} {org}")
+    }
+
+    /// Why `claims` no longer count, if they do not.
+    pub fn reason(&self, claims: &AccessClaims) -> Option<&'static str> {
+        if self.organizations.contains(&claims.org) {
+            Some("the organization is suspended")
+        } else if self.subjects.contains(&claims.sub) {
+            Some("the account is suspended")
+        } else if self.sessions.contains(&claims.sid) {
+            Some("the session was signed out or revoked")
+        } else if self
+            .memberships
+            .contains(&Self::membership_key(&claims.sub, &claims.org))
+        {
+            Some("the membership was removed")
+        } else {
+            None
+        }
+    }
+}
+
+/// Checks bearer tokens: EdDSA access tokens of the accounts service against its published key
+/// set (JWKS) and the revocation list, and the operators' HS256 tokens (`cwsm token issue`)
+/// against the operator key. Holds public keys only.
+pub struct TokenVerifier {
+    operator: Option<Arc<Keys>>,
+    keys: RwLock<HashMap<String, DecodingKey>>,
+    revoked: RwLock<Revocations>,
+    validation: Validation,
+}
+
+impl fmt::Debug for TokenVerifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TokenVerifier(..)")
+    }
+}
+
+impl TokenVerifier {
+    /// A verifier with no accounts keys yet (they come with [`TokenVerifier::set_jwks`]).
+    pub fn new(operator: Option<Arc<Keys>>) -> Arc<TokenVerifier> {
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.set_issuer(&[ACCOUNTS_ISSUER]);
+        validation.set_audience(&[ACCESS_AUDIENCE]);
+        validation.set_required_spec_claims(&["exp", "sub", "iss", "aud"]);
+        // Short: access tokens live minutes, and a lenient clock keeps a revoked one alive.
+        validation.leeway = 30;
+        Arc::new(TokenVerifier {
+            operator,
+            keys: RwLock::default(),
+            revoked: RwLock::default(),
+            validation,
+        })
+    }
+
+    /// Replaces the accepted keys by the Ed25519 keys of `jwks` (a JWKS document). Keys of
+    /// another type, without a `kid` or of a wrong length are refused as a whole: a set that
+    /// cannot be read keeps the previous one.
+    pub fn set_jwks(&self, jwks: &JwkSet) -> anyhow::Result<usize> {
+        use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve};
+        let mut keys = HashMap::new();
+        for jwk in &jwks.keys {
+            let kid = jwk
+                .common
+                .key_id
+                .clone()
+                .filter(|k| !k.is_empty())
+                .context("a key without a kid")?;
+            let AlgorithmParameters::OctetKeyPair(okp) = &jwk.algorithm else {
+                bail!("key {kid} is not an Ed25519 key");
+            };
+            if okp.curve != EllipticCurve::Ed25519 {
+                bail!("key {kid} is not on Ed25519");
+            }
+            // Checked here: the verifier slices the first 32 bytes and would panic on fewer.
+            let x = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(okp.x.trim_end_matches('='))
+                .with_context(|| format!("key {kid}: x is not base64url"))?;
+            if x.len() != 32 {
+                bail!(
+                    "key {kid}: an Ed25519 public key has 32 bytes, not {}",
+                    x.len()
+                );
+            }
+            keys.insert(kid, DecodingKey::from_ed_der(&x));
+        }
+        let n = keys.len();
+        *self.keys.write().unwrap_or_else(|e| e.into_inner()) = keys;
+        Ok(n)
+    }
+
+    /// Replaces the revocation list.
+    pub fn set_revocations(&self, revocations: Revocations) {
+        *self.revoked.write().unwrap_or_else(|e| e.into_inner()) = revocations;
+    }
+
+    /// The key ids accepted now.
+    pub fn key_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .keys
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// Checks an accounts access token: signature by a published key, issuer, audience,
+    /// expiry, and the revocation list. A pending organization's token is returned too (the
+    /// caller decides whether it may act).
+    pub fn verify_access(&self, token: &str) -> Result<AccessClaims, Status> {
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|e| Status::unauthenticated(format!("invalid token: {e}")))?;
+        if header.alg != Algorithm::EdDSA {
+            return Err(Status::unauthenticated(
+                "invalid token: not an access token of the accounts service",
+            ));
+        }
+        let kid = header
+            .kid
+            .ok_or_else(|| Status::unauthenticated("invalid token: no key id (kid)"))?;
+        let key = self
+            .keys
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&kid)
+            .cloned()
+            .ok_or_else(|| {
+                Status::unauthenticated(format!("invalid token: key {kid:?} is not published"))
+            })?;
+        let data = jsonwebtoken::decode::<AccessClaims>(token, &key, &self.validation)
+            .map_err(|e| Status::unauthenticated(format!("invalid token: {e}")))?;
+        let claims = data.claims;
+        if let Some(reason) = self
+            .revoked
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .reason(&claims)
+        {
+            return Err(Status::unauthenticated(format!("token revoked: {reason}")));
+        }
+        Ok(claims)
+    }
+
+    /// The caller of a service RPC: an operator token, or an access token of an approved
+    /// organization (a pending one is PERMISSION_DENIED saying so).
+    pub fn verify(&self, token: &str) -> Result<Principal, Status> {
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|e| Status::unauthenticated(format!("invalid token: {e}")))?;
+        match header.alg {
+            Algorithm::HS256 => {
+                let keys = self.operator.as_ref().ok_or_else(|| {
+                    Status::unauthenticated("invalid token: operator tokens are not accepted here")
+                })?;
+                keys.verify(token)
+                    .map_err(|e| Status::unauthenticated(format!("invalid token: {e}")))
+            }
+            Algorithm::EdDSA => {
+                let claims = self.verify_access(token)?;
+                if !claims.approved {
+                    return Err(Status::permission_denied(format!(
+                        "organization {} is not approved yet: an administrator of its district \
+                         must review its registration before it can act",
+                        claims.org
+                    )));
+                }
+                Ok(Principal {
+                    subject: claims.sub,
+                    role: claims.role,
+                    org: Some(claims.org),
+                })
+            }
+            other => Err(Status::unauthenticated(format!(
+                "invalid token: algorithm {other:?} is not accepted"
+            ))),
+        }
+    }
+}
+
+/// The bearer token of a call's metadata.
+pub fn bearer(metadata: &tonic::metadata::MetadataMap) -> Result<&str, Status> {
+    let header = metadata
+        .get("authorization")
+        .ok_or_else(|| Status::unauthenticated("missing bearer token (authorization metadata)"))?;
+    let value = header
+        .to_str()
+        .map_err(|_| Status::unauthenticated("authorization metadata is not text"))?;
+    value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+        .map(str::trim)
+        .ok_or_else(|| Status::unauthenticated("authorization must be \"Bearer <token>\""))
+}
+
 /// Requires a valid bearer token on every call and puts its [`Principal`] into the request's
 /// extensions.
 #[derive(Clone)]
 pub struct AuthInterceptor {
-    keys: Arc<Keys>,
+    verifier: Arc<TokenVerifier>,
 }
 
 impl AuthInterceptor {
+    /// Operator (HS256) tokens only, signed with `keys`.
     pub fn new(keys: Arc<Keys>) -> Self {
-        Self { keys }
+        Self {
+            verifier: TokenVerifier::new(Some(keys)),
+        }
+    }
+
+    /// Tokens as `verifier` checks them (accounts' access tokens, and operator tokens).
+    pub fn with_verifier(verifier: Arc<TokenVerifier>) -> Self {
+        Self { verifier }
+    }
+
+    pub fn verifier(&self) -> &Arc<TokenVerifier> {
+        &self.verifier
     }
 }
 
 impl tonic::service::Interceptor for AuthInterceptor {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        let header = request.metadata().get("authorization").ok_or_else(|| {
-            Status::unauthenticated("missing bearer token (authorization metadata)")
-        })?;
-        let value = header
-            .to_str()
-            .map_err(|_| Status::unauthenticated("authorization metadata is not text"))?;
-        let token = value
-            .strip_prefix("Bearer ")
-            .or_else(|| value.strip_prefix("bearer "))
-            .ok_or_else(|| Status::unauthenticated("authorization must be \"Bearer <token>\""))?;
-        let principal = self
-            .keys
-            .verify(token.trim())
-            .map_err(|e| Status::unauthenticated(format!("invalid token: {e}")))?;
+        let principal = self.verifier.verify(bearer(request.metadata())?)?;
         request.extensions_mut().insert(principal);
         Ok(request)
     }

@@ -29,6 +29,8 @@
 //! | `tls_cert`, `tls_key` | `CWSM_TLS_CERT`, `CWSM_TLS_KEY` | none: plaintext | PEM files: the gRPC port speaks TLS (rustls) |
 //! | `tls_client_ca` | `CWSM_TLS_CLIENT_CA` | none | PEM CA: clients must present a certificate it signed (mutual TLS) |
 //! | `tls_ca` | `CWSM_TLS_CA` | none: the system's roots | PEM CA the services trust when they call each other over `https://` (reporting's RebuildCounts calls projects); with `tls_client_ca` set they present `tls_cert` as their client certificate |
+//! | `accounts_url` | `CWSM_ACCOUNTS_URL` | the own process when it runs accounts, else none | where the services fetch the accounts service's public keys and revocations (GetVerificationKeys) |
+//! | `accounts_refresh_secs` | `CWSM_ACCOUNTS_REFRESH_SECS` | `30` | how often they are fetched (at most 60: a revocation must bite within a minute) |
 //! | `trust_forwarded_proto` | `CWSM_TRUST_FORWARDED_PROTO` | `false` | believe `X-Forwarded-Proto: https` (only behind a TLS-terminating proxy): the dashboard's cookie is then `Secure` |
 //!
 //! OpenTelemetry export is configured by the standard `OTEL_EXPORTER_OTLP_ENDPOINT` variables.
@@ -80,6 +82,8 @@ pub struct Settings {
     pub tls_client_ca: Option<PathBuf>,
     pub tls_ca: Option<PathBuf>,
     pub trust_forwarded_proto: bool,
+    pub accounts_url: Option<String>,
+    pub accounts_refresh_secs: u64,
 }
 
 impl Default for Settings {
@@ -112,6 +116,8 @@ impl Default for Settings {
             tls_client_ca: None,
             tls_ca: None,
             trust_forwarded_proto: false,
+            accounts_url: None,
+            accounts_refresh_secs: 30,
         }
     }
 }
@@ -161,6 +167,8 @@ impl Settings {
                 "tls_client_ca",
                 "tls_ca",
                 "trust_forwarded_proto",
+                "accounts_url",
+                "accounts_refresh_secs",
             ]))
             .merge(Serialized::defaults(flags))
             .extract()

@@ -26,6 +26,9 @@ pub enum Error {
     /// The caller holds as much as it may (streams open at once): the message says the limit.
     #[error("{0}")]
     ResourceExhausted(String),
+    /// The caller's credentials are missing, wrong or no longer valid.
+    #[error("{0}")]
+    Unauthenticated(String),
     /// Something the caller cannot fix: the database or the bus failed.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),

@@ -22,6 +22,7 @@ impl From<Error> for Status {
             Error::PermissionDenied(m) => Status::permission_denied(m),
             Error::Aborted(m) => Status::aborted(m),
             Error::ResourceExhausted(m) => Status::resource_exhausted(m),
+            Error::Unauthenticated(m) => Status::unauthenticated(m),
             Error::Internal(e) => {
                 // The caller gets no internals; the log gets all of them.
                 tracing::error!(error = %format!("{e:#}"), "internal error");

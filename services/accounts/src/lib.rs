@@ -1,0 +1,1032 @@
+//! Accounts: who may act on the marketplace.
+//!
+//! - Organizations, named by their unified social credit code, with a kind (company, water
+//!   user, verifier body, district office) that decides their members' role; registered with
+//!   their first member and reviewed by an administrator: pending → approved → suspended (with
+//!   a reason) → approved again.
+//! - People (a login: e-mail or phone, normalized) with an argon2id password hash
+//!   ([`password`]); memberships person × organization × role; invitations (a code shown once,
+//!   kept as its SHA-256) that a person redeems to join.
+//! - Sign-in ([`Accounts::sign_in`]): one answer for a wrong password, an unknown login and a
+//!   locked login ([`SIGN_IN_REFUSED`]); an unknown login verifies a dummy hash so it costs the
+//!   same; failures are counted per login (known or not) in the store and lock it for a while.
+//! - Tokens: an access token (EdDSA JWT, ≤ 15 minutes, `kid`) naming the person, the
+//!   organization and the membership's role; an opaque refresh token, stored hashed, rotated on
+//!   every use — one used twice revokes its whole session. Keys in [`keys`], published as a
+//!   JWKS ([`Accounts::jwks`]); revocations (suspended organizations, removed memberships,
+//!   ended sessions) for the verifiers ([`Accounts::revocations`]).
+//! - Every change and every sign-in is audited in the same transaction.
+//!
+//! The domain is plain Rust; [`grpc`] is the adapter, [`store`] the tables.
+
+pub mod grpc;
+pub mod keys;
+pub mod password;
+pub mod store;
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use cwsm_platform::auth::{
+    ACCESS_AUDIENCE, ACCOUNTS_ISSUER, AccessClaims, Principal, Revocations, Role, TokenVerifier,
+};
+use cwsm_platform::db::Db;
+use cwsm_platform::grpc::Page;
+use cwsm_platform::{Error, Result, new_id, now_ms};
+use jsonwebtoken::jwk::JwkSet;
+use sha2::{Digest, Sha256};
+
+use crate::keys::StoredKey;
+use crate::store::{AuditEvent, Joiner, NewRefresh, Store};
+
+/// The fully qualified gRPC service name, for health and reflection.
+pub const SERVICE_NAME: &str = "cwsm.accounts.v1.AccountsService";
+
+/// The one answer to a failed sign-in, whatever failed: a wrong password, an unknown login or
+/// a login locked after repeated failures.
+pub const SIGN_IN_REFUSED: &str = "sign-in refused: the login or the password is wrong, or the login is locked after repeated failures (try again later)";
+
+/// The longest an access token may live: revocation is checked at refresh, so this bounds
+/// how long a token can outlive what revoked it were the revocation list not consulted.
+pub const MAX_ACCESS_TTL: Duration = Duration::from_secs(15 * 60);
+
+/// Password length bounds (characters).
+pub const MIN_PASSWORD: usize = 10;
+pub const MAX_PASSWORD: usize = 128;
+
+/// The policy of the service.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Access token lifetime (at most [`MAX_ACCESS_TTL`]).
+    pub access_ttl: Duration,
+    /// Refresh token (session) lifetime without use.
+    pub refresh_ttl: Duration,
+    /// How long a new signing key is published before it signs: at least the verifiers'
+    /// refresh interval.
+    pub key_publish_delay: Duration,
+    /// Failed sign-ins of one login within `failure_window` that lock it…
+    pub max_failures: i64,
+    pub failure_window: Duration,
+    /// …for this long.
+    pub lockout: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            access_ttl: MAX_ACCESS_TTL,
+            refresh_ttl: Duration::from_secs(30 * 86_400),
+            key_publish_delay: Duration::from_secs(120),
+            max_failures: 5,
+            failure_window: Duration::from_secs(15 * 60),
+            lockout: Duration::from_secs(15 * 60),
+        }
+    }
+}
+
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// What an organization is; decides its members' role.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Company,
+    WaterUser,
+    Verifier,
+    DistrictOffice,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Company => "company",
+            Kind::WaterUser => "water_user",
+            Kind::Verifier => "verifier",
+            Kind::DistrictOffice => "district_office",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Kind> {
+        Some(match s {
+            "company" => Kind::Company,
+            "water_user" => Kind::WaterUser,
+            "verifier" => Kind::Verifier,
+            "district_office" => Kind::DistrictOffice,
+            _ => return None,
+        })
+    }
+    /// The role its members act in. `service` is never a person's.
+    pub fn role(self) -> Role {
+        match self {
+            Kind::Company => Role::Company,
+            Kind::WaterUser => Role::WaterUser,
+            Kind::Verifier => Role::Verifier,
+            Kind::DistrictOffice => Role::Admin,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    Pending,
+    Approved,
+    Suspended,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::Approved => "approved",
+            Status::Suspended => "suspended",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Status> {
+        Some(match s {
+            "pending" => Status::Pending,
+            "approved" => Status::Approved,
+            "suspended" => Status::Suspended,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Organization {
+    pub credit_code: String,
+    pub name: String,
+    pub kind: Kind,
+    pub status: Status,
+    pub status_reason: String,
+    pub version: i64,
+    pub registered_at_ms: i64,
+    pub reviewed_at_ms: Option<i64>,
+    pub reviewed_by: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Membership {
+    pub person_id: String,
+    pub display_name: String,
+    pub credit_code: String,
+    pub role: String,
+    pub joined_at_ms: i64,
+}
+
+/// Credentials of a person joining (registering or accepting an invitation).
+#[derive(Clone, Debug)]
+pub struct Credentials {
+    pub login: String,
+    pub password: String,
+    pub display_name: String,
+}
+
+/// Tokens of a session, as handed out.
+#[derive(Clone, Debug)]
+pub struct Tokens {
+    pub access_token: String,
+    pub access_expires_at_ms: i64,
+    pub refresh_token: String,
+    pub refresh_expires_at_ms: i64,
+    pub person_id: String,
+    pub credit_code: String,
+    pub role: Role,
+    pub status: Status,
+}
+
+/// A login as stored and compared: trimmed; an e-mail address in lower case; a phone number's
+/// digits with an optional leading `+` (spaces and dashes dropped).
+pub fn normalize_login(field: &str, login: &str) -> Result<String> {
+    let login = login.trim();
+    if login.is_empty() {
+        return Err(Error::invalid(
+            field,
+            "required: an e-mail address or a phone number",
+        ));
+    }
+    if login.chars().count() > 254 {
+        return Err(Error::invalid(field, "at most 254 characters"));
+    }
+    if login.contains('@') {
+        let lower = login.to_lowercase();
+        let (local, domain) = lower.split_once('@').unwrap_or(("", ""));
+        if local.is_empty() || !domain.contains('.') || lower.chars().any(char::is_whitespace) {
+            return Err(Error::invalid(field, "not an e-mail address"));
+        }
+        return Ok(lower);
+    }
+    let plus = login.starts_with('+');
+    let digits: String = login
+        .chars()
+        .filter(|c| !matches!(c, ' ' | '-' | '(' | ')') && *c != '+')
+        .collect();
+    if digits.len() < 5 || digits.len() > 20 || !digits.chars().all(|c| c.is_ascii_digit()) {
+        return Err(Error::invalid(
+            field,
+            "an e-mail address, or a phone number of 5 to 20 digits",
+        ));
+    }
+    Ok(if plus { format!("+{digits}") } else { digits })
+}
+
+fn check_password(field: &str, password: &str) -> Result<()> {
+    let n = password.chars().count();
+    if !(MIN_PASSWORD..=MAX_PASSWORD).contains(&n) {
+        return Err(Error::invalid(
+            field,
+            format!("a password has {MIN_PASSWORD} to {MAX_PASSWORD} characters"),
+        ));
+    }
+    Ok(())
+}
+
+/// A random opaque secret (refresh token, invitation code): 32 bytes, base64url.
+fn secret(prefix: &str) -> Result<String> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes)
+        .map_err(|e| Error::Internal(anyhow::anyhow!("no randomness: {e}")))?;
+    Ok(format!("{prefix}{}", URL_SAFE_NO_PAD.encode(bytes)))
+}
+
+fn sha256_hex(text: &str) -> String {
+    hex::encode(Sha256::digest(text.as_bytes()))
+}
+
+/// A login as the audit log names it: not the login itself (an unknown login may be someone's
+/// password typed in the wrong box), a prefix of its hash.
+fn login_tag(login: &str) -> String {
+    format!("login:{}", &sha256_hex(login)[..16])
+}
+
+fn unauthenticated() -> Error {
+    Error::Unauthenticated(SIGN_IN_REFUSED.to_string())
+}
+
+fn require_admin(p: &Principal, what: &str) -> Result<()> {
+    if p.is_admin() {
+        Ok(())
+    } else {
+        Err(Error::denied(format!(
+            "only administrators may {what}; the caller is a {}",
+            p.role
+        )))
+    }
+}
+
+/// The accounts service.
+#[derive(Clone)]
+pub struct Accounts {
+    store: Store,
+    hasher: password::Hasher,
+    options: Options,
+    /// Signing keys as last read (all of them, public and private).
+    keys: Arc<RwLock<Vec<StoredKey>>>,
+    /// The verifier of this process: fed the JWKS and revocations on every change.
+    verifier: Arc<TokenVerifier>,
+}
+
+impl Accounts {
+    /// Connects to its database, creates the first signing key if there is none, and feeds
+    /// `verifier` (the one this process's services check tokens with).
+    pub async fn connect(
+        database_url: &str,
+        options: Options,
+        verifier: Arc<TokenVerifier>,
+    ) -> anyhow::Result<Accounts> {
+        if options.access_ttl > MAX_ACCESS_TTL || options.access_ttl.is_zero() {
+            anyhow::bail!("access tokens live between 1 second and 15 minutes");
+        }
+        let store = Store::connect(database_url).await?;
+        let accounts = Accounts {
+            store,
+            hasher: password::Hasher::new()?,
+            options,
+            keys: Arc::default(),
+            verifier,
+        };
+        if accounts.store.keys().await?.is_empty() {
+            // The first key signs at once: nothing was signed before it.
+            let now = now_ms();
+            let key = StoredKey::generate(now, now)?;
+            if let Err(e) = accounts.store.add_key(&key, None).await {
+                // Another replica made the first key at the same moment: use its.
+                tracing::info!(error = %e, "first signing key made elsewhere");
+            }
+        }
+        accounts.refresh().await?;
+        Ok(accounts)
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.store.db
+    }
+
+    pub fn verifier(&self) -> &Arc<TokenVerifier> {
+        &self.verifier
+    }
+
+    pub fn options(&self) -> &Options {
+        &self.options
+    }
+
+    /// Re-reads the keys and the revocations and hands them to this process's verifier.
+    /// Called after every change here, and periodically for changes made by other replicas.
+    pub async fn refresh(&self) -> Result<()> {
+        let keys = self.store.keys().await?;
+        *self.keys.write().unwrap_or_else(|e| e.into_inner()) = keys;
+        let jwks = self.jwks();
+        self.verifier.set_jwks(&jwks)?;
+        self.verifier.set_revocations(self.revocations().await?);
+        Ok(())
+    }
+
+    /// Refreshes every `every` until `stop`.
+    pub async fn follow(self, every: Duration, stop: tokio_util::sync::CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+            if let Err(e) = self.refresh().await {
+                tracing::warn!(error = %e, "refreshing keys and revocations");
+            }
+        }
+    }
+
+    /// The public keys to publish now.
+    pub fn jwks(&self) -> JwkSet {
+        let keys = self.keys.read().unwrap_or_else(|e| e.into_inner());
+        // Old keys stay until the last token they signed expired, with the verifiers' leeway.
+        let keep = ms(self.options.access_ttl).saturating_add(60_000);
+        keys::published(&keys, now_ms(), keep)
+    }
+
+    /// The revocation list now: entries older than any live access token are dropped.
+    pub async fn revocations(&self) -> Result<Revocations> {
+        let since = now_ms()
+            .saturating_sub(ms(self.options.access_ttl))
+            .saturating_sub(120_000);
+        self.store.revocations(since).await
+    }
+
+    /// Applies a change to this process's verifier at once (other replicas' on their next
+    /// refresh); a failure is logged, the periodic refresh retries.
+    async fn publish(&self) {
+        if let Err(e) = self.refresh().await {
+            tracing::warn!(error = %e, "publishing keys and revocations");
+        }
+    }
+
+    fn sign(&self, claims: &AccessClaims) -> Result<String> {
+        let key = {
+            let keys = self.keys.read().unwrap_or_else(|e| e.into_inner());
+            keys::signer(&keys, now_ms()).cloned()
+        };
+        let key = key.ok_or_else(|| Error::Internal(anyhow::anyhow!("no signing key")))?;
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
+        header.kid = Some(key.kid.clone());
+        jsonwebtoken::encode(&header, claims, &key.encoding_key()?)
+            .map_err(|e| Error::Internal(anyhow::anyhow!("signing a token: {e}")))
+    }
+
+    /// Who joins: an existing person whose password is right, or a new person.
+    async fn joiner(&self, creds: &Credentials, prefix: &str) -> Result<Joiner> {
+        let login = normalize_login(&format!("{prefix}.login"), &creds.login)?;
+        check_password(&format!("{prefix}.password"), &creds.password)?;
+        let name = creds.display_name.trim();
+        if name.is_empty() || name.chars().count() > cwsm_platform::input::MAX_NAME {
+            return Err(Error::invalid(
+                format!("{prefix}.display_name"),
+                "required, at most 200 characters",
+            ));
+        }
+        match self.store.person_by_login(&login).await? {
+            Some(person) => {
+                self.check_password_of(&login, &creds.password, Some(person.password_hash), "join")
+                    .await?;
+                Ok(Joiner::Existing(person.id))
+            }
+            None => Ok(Joiner::New {
+                id: new_id(),
+                login,
+                password_hash: self.hasher.hash(creds.password.clone()).await?,
+                display_name: name.to_string(),
+            }),
+        }
+    }
+
+    /// The password check of a sign-in (or of joining as an existing login): locked logins
+    /// are refused without a check, failures are counted, success clears them.
+    async fn check_password_of(
+        &self,
+        login: &str,
+        password: &str,
+        hash: Option<String>,
+        action: &str,
+    ) -> Result<()> {
+        let now = now_ms();
+        let failures = self.store.failures(login).await?;
+        if failures.locked_until_ms > now {
+            self.store
+                .audit(&AuditEvent::new(
+                    now,
+                    "anonymous",
+                    "sign_in_failed",
+                    &login_tag(login),
+                    &format!("{action}: locked"),
+                ))
+                .await?;
+            return Err(unauthenticated());
+        }
+        let known = hash.is_some();
+        if self.hasher.verify(password.to_string(), hash).await? {
+            if failures.failures > 0 {
+                self.store.clear_failures(login).await?;
+            }
+            return Ok(());
+        }
+        let o = &self.options;
+        let counted = self
+            .store
+            .count_failure(
+                login,
+                now,
+                ms(o.failure_window),
+                o.max_failures,
+                ms(o.lockout),
+                &AuditEvent::new(
+                    now,
+                    "anonymous",
+                    "sign_in_failed",
+                    &login_tag(login),
+                    &format!(
+                        "{action}: {}",
+                        if known {
+                            "wrong password"
+                        } else {
+                            "unknown login"
+                        }
+                    ),
+                ),
+            )
+            .await?;
+        if counted.locked_until_ms > now {
+            tracing::info!(login = %login_tag(login), failures = counted.failures, "login locked");
+        }
+        Err(unauthenticated())
+    }
+
+    // -- organizations ------------------------------------------------------------------------
+
+    pub async fn register(
+        &self,
+        credit_code: &str,
+        name: &str,
+        kind: Kind,
+        registrant: &Credentials,
+    ) -> Result<(Organization, String)> {
+        cwsm_platform::credit_code::check("credit_code", credit_code)?;
+        let name = name.trim();
+        if name.is_empty() || name.chars().count() > cwsm_platform::input::MAX_NAME {
+            return Err(Error::invalid("name", "required, at most 200 characters"));
+        }
+        if self.store.organization(credit_code).await?.is_some() {
+            return Err(Error::AlreadyExists(format!(
+                "organization {credit_code} is registered already"
+            )));
+        }
+        let joiner = self.joiner(registrant, "registrant").await?;
+        let now = now_ms();
+        let org = Organization {
+            credit_code: credit_code.to_string(),
+            name: name.to_string(),
+            kind,
+            status: Status::Pending,
+            status_reason: String::new(),
+            version: 1,
+            registered_at_ms: now,
+            reviewed_at_ms: None,
+            reviewed_by: String::new(),
+        };
+        let audit = AuditEvent::new(
+            now,
+            joiner.id(),
+            "register",
+            credit_code,
+            &format!("{} {name}", kind.as_str()),
+        );
+        self.store
+            .register(&org, &joiner, kind.role().as_str(), &audit)
+            .await?;
+        Ok((org, joiner.id().to_string()))
+    }
+
+    pub async fn approve(
+        &self,
+        p: &Principal,
+        code: &str,
+        note: &str,
+        expected: i64,
+    ) -> Result<Organization> {
+        require_admin(p, "approve organizations")?;
+        cwsm_platform::input::check_len("note", note, cwsm_platform::input::MAX_TEXT)?;
+        let audit = AuditEvent::new(now_ms(), &p.subject, "approve", code, note);
+        let org = self
+            .store
+            .set_status(
+                code,
+                &[Status::Pending, Status::Suspended],
+                Status::Approved,
+                "",
+                expected,
+                &p.subject,
+                &audit,
+            )
+            .await?;
+        self.publish().await;
+        Ok(org)
+    }
+
+    pub async fn suspend(
+        &self,
+        p: &Principal,
+        code: &str,
+        reason: &str,
+        expected: i64,
+    ) -> Result<Organization> {
+        require_admin(p, "suspend organizations")?;
+        let reason = reason.trim();
+        if reason.is_empty() {
+            return Err(Error::invalid(
+                "reason",
+                "required: why the organization is suspended",
+            ));
+        }
+        cwsm_platform::input::check_len("reason", reason, cwsm_platform::input::MAX_TEXT)?;
+        let audit = AuditEvent::new(now_ms(), &p.subject, "suspend", code, reason);
+        let org = self
+            .store
+            .set_status(
+                code,
+                &[Status::Pending, Status::Approved],
+                Status::Suspended,
+                reason,
+                expected,
+                &p.subject,
+                &audit,
+            )
+            .await?;
+        self.publish().await;
+        Ok(org)
+    }
+
+    /// An organization, for its members and administrators (others: NOT_FOUND, so that
+    /// membership of codes is not probed).
+    pub async fn organization(&self, p: &Principal, code: &str) -> Result<Organization> {
+        match self.store.organization(code).await? {
+            Some(org) if p.acts_for(code) => Ok(org),
+            _ => Err(Error::not_found("organization", code)),
+        }
+    }
+
+    pub async fn organizations(
+        &self,
+        p: &Principal,
+        status: Option<Status>,
+        page: &Page,
+    ) -> Result<(Vec<Organization>, String)> {
+        require_admin(p, "list organizations")?;
+        let mut rows = self.store.organizations(status, page).await?;
+        let next = page.finish(&mut rows, |o| o.credit_code.clone());
+        Ok((rows, next))
+    }
+
+    // -- memberships --------------------------------------------------------------------------
+
+    pub async fn invite(
+        &self,
+        p: &Principal,
+        code: &str,
+        valid_hours: i32,
+    ) -> Result<(String, i64)> {
+        let org = self.organization(p, code).await?;
+        if org.status != Status::Approved && !p.is_admin() {
+            return Err(Error::denied(format!(
+                "organization {code} is {}: only an approved organization invites members",
+                org.status.as_str()
+            )));
+        }
+        let hours = match valid_hours {
+            0 => 72,
+            h if (1..=168).contains(&h) => i64::from(h),
+            _ => return Err(Error::invalid("valid_hours", "1 to 168 (0: 72)")),
+        };
+        let invitation = secret("inv_")?;
+        let now = now_ms();
+        let expires = now.saturating_add(hours.saturating_mul(3_600_000));
+        let audit = AuditEvent::new(now, &p.subject, "invite", code, &format!("valid {hours} h"));
+        self.store
+            .create_invitation(
+                &sha256_hex(&invitation),
+                code,
+                org.kind.role().as_str(),
+                expires,
+                &audit,
+            )
+            .await?;
+        Ok((invitation, expires))
+    }
+
+    pub async fn accept(
+        &self,
+        invitation: &str,
+        creds: &Credentials,
+    ) -> Result<(String, Membership)> {
+        cwsm_platform::input::check_len("code", invitation, cwsm_platform::input::MAX_CODE)?;
+        let hash = sha256_hex(invitation.trim());
+        let Some((code, role)) = self.store.invitation(&hash, now_ms()).await? else {
+            return Err(Error::not_found(
+                "invitation",
+                "with this code (used or expired)",
+            ));
+        };
+        let joiner = self.joiner(creds, "person").await?;
+        let now = now_ms();
+        let audit = AuditEvent::new(now, joiner.id(), "join", &code, &role);
+        self.store
+            .accept_invitation(&hash, &joiner, &code, &role, &audit)
+            .await?;
+        self.publish().await;
+        let display_name = self
+            .store
+            .display_name(joiner.id())
+            .await?
+            .unwrap_or_default();
+        Ok((
+            joiner.id().to_string(),
+            Membership {
+                person_id: joiner.id().to_string(),
+                display_name,
+                credit_code: code,
+                role,
+                joined_at_ms: now,
+            },
+        ))
+    }
+
+    pub async fn members(&self, p: &Principal, code: &str) -> Result<Vec<Membership>> {
+        self.organization(p, code).await?;
+        self.store.members(code).await
+    }
+
+    pub async fn remove_member(&self, p: &Principal, code: &str, person_id: &str) -> Result<()> {
+        self.organization(p, code).await?;
+        let audit = AuditEvent::new(now_ms(), &p.subject, "remove_member", code, person_id);
+        if !self.store.remove_member(person_id, code, &audit).await? {
+            return Err(Error::not_found(
+                "membership",
+                format!("{person_id} of {code}"),
+            ));
+        }
+        self.publish().await;
+        Ok(())
+    }
+
+    // -- sign-in and sessions -----------------------------------------------------------------
+
+    /// Tokens for `person_id` acting for `org` in `role`, in `session_id`.
+    #[allow(clippy::too_many_arguments)]
+    async fn tokens(
+        &self,
+        person_id: &str,
+        org: &Organization,
+        role: Role,
+        session_id: &str,
+        refresh_token: String,
+        refresh_expires: i64,
+        now: i64,
+    ) -> Result<Tokens> {
+        let exp_ms = now.saturating_add(ms(self.options.access_ttl));
+        let claims = AccessClaims {
+            sub: person_id.to_string(),
+            role,
+            org: org.credit_code.clone(),
+            approved: org.status == Status::Approved,
+            sid: session_id.to_string(),
+            iat: now / 1000,
+            exp: exp_ms / 1000,
+            iss: ACCOUNTS_ISSUER.to_string(),
+            aud: ACCESS_AUDIENCE.to_string(),
+        };
+        Ok(Tokens {
+            access_token: self.sign(&claims)?,
+            access_expires_at_ms: exp_ms,
+            refresh_token,
+            refresh_expires_at_ms: refresh_expires,
+            person_id: person_id.to_string(),
+            credit_code: org.credit_code.clone(),
+            role,
+            status: org.status,
+        })
+    }
+
+    /// Why `org` may not have a session, if it may not.
+    fn refuse_suspended(org: &Organization) -> Result<()> {
+        if org.status == Status::Suspended {
+            return Err(Error::denied(format!(
+                "organization {} is suspended: {}",
+                org.credit_code, org.status_reason
+            )));
+        }
+        Ok(())
+    }
+
+    pub async fn sign_in(&self, login: &str, password: &str, credit_code: &str) -> Result<Tokens> {
+        if password.chars().count() > MAX_PASSWORD {
+            return Err(unauthenticated());
+        }
+        let login = match normalize_login("login", login) {
+            Ok(l) => l,
+            // Not a login at all: the same answer, and as slow.
+            Err(_) => {
+                let _ = self.hasher.verify(password.to_string(), None).await?;
+                return Err(unauthenticated());
+            }
+        };
+        let person = self.store.person_by_login(&login).await?;
+        self.check_password_of(
+            &login,
+            password,
+            person.as_ref().map(|p| p.password_hash.clone()),
+            "sign_in",
+        )
+        .await?;
+        let person = person.ok_or_else(unauthenticated)?;
+        // The password was right: from here on the person may learn about their memberships.
+        let memberships = self.store.memberships_of(&person.id).await?;
+        let code = if credit_code.is_empty() {
+            match memberships.as_slice() {
+                [only] => only.clone(),
+                [] => return Err(Error::denied("the account is a member of no organization")),
+                many => {
+                    return Err(Error::invalid(
+                        "credit_code",
+                        format!("the account is a member of {}: choose one", many.join(", ")),
+                    ));
+                }
+            }
+        } else if memberships.iter().any(|m| m == credit_code) {
+            credit_code.to_string()
+        } else {
+            return Err(Error::denied(format!(
+                "the account is not a member of {credit_code}"
+            )));
+        };
+        let org = self
+            .store
+            .organization(&code)
+            .await?
+            .ok_or_else(|| Error::not_found("organization", &code))?;
+        Self::refuse_suspended(&org)?;
+        let role = self.role_of(&person.id, &code).await?;
+        let now = now_ms();
+        let session = new_id();
+        let refresh = secret("rt_")?;
+        let refresh_expires = now.saturating_add(ms(self.options.refresh_ttl));
+        let hash = sha256_hex(&refresh);
+        self.store
+            .start_session(
+                &NewRefresh {
+                    token_hash: &hash,
+                    session_id: &session,
+                    person_id: &person.id,
+                    credit_code: &code,
+                    issued_at_ms: now,
+                    expires_at_ms: refresh_expires,
+                },
+                &AuditEvent::new(now, &person.id, "sign_in", &code, role.as_str()),
+            )
+            .await?;
+        self.tokens(
+            &person.id,
+            &org,
+            role,
+            &session,
+            refresh,
+            refresh_expires,
+            now,
+        )
+        .await
+    }
+
+    async fn role_of(&self, person_id: &str, code: &str) -> Result<Role> {
+        let role = self
+            .store
+            .membership_role(person_id, code)
+            .await?
+            .ok_or_else(|| Error::Unauthenticated("the membership was removed".into()))?;
+        Role::parse(&role)
+            .filter(|r| *r != Role::Service)
+            .ok_or_else(|| Error::Internal(anyhow::anyhow!("membership with role {role:?}")))
+    }
+
+    pub async fn refresh_tokens(&self, refresh_token: &str) -> Result<Tokens> {
+        let refused = || Error::Unauthenticated("refresh token not valid: sign in again".into());
+        if refresh_token.len() > cwsm_platform::input::MAX_CODE {
+            return Err(refused());
+        }
+        let hash = sha256_hex(refresh_token.trim());
+        let Some(row) = self.store.refresh_row(&hash).await? else {
+            return Err(refused());
+        };
+        let now = now_ms();
+        if row.revoked_at_ms.is_some() {
+            return Err(refused());
+        }
+        if row.used_at_ms.is_some() {
+            // A used-up token again: stolen, or a client that kept an old copy. Either way the
+            // whole session ends, the thief's tokens with the owner's.
+            self.store
+                .revoke_sessions(
+                    std::slice::from_ref(&row.session_id),
+                    &AuditEvent::new(
+                        now,
+                        &row.person_id,
+                        "refresh_reused",
+                        &row.credit_code,
+                        &row.session_id,
+                    ),
+                )
+                .await?;
+            self.publish().await;
+            return Err(Error::Unauthenticated(
+                "refresh token used already: the session is revoked; sign in again".into(),
+            ));
+        }
+        if row.expires_at_ms <= now {
+            return Err(refused());
+        }
+        let org = self
+            .store
+            .organization(&row.credit_code)
+            .await?
+            .ok_or_else(refused)?;
+        let end = |why: &'static str| {
+            AuditEvent::new(now, &row.person_id, "session_ended", &row.credit_code, why)
+        };
+        if let Err(e) = Self::refuse_suspended(&org) {
+            self.store
+                .revoke_sessions(
+                    std::slice::from_ref(&row.session_id),
+                    &end("organization suspended"),
+                )
+                .await?;
+            return Err(e);
+        }
+        let role = match self.role_of(&row.person_id, &row.credit_code).await {
+            Ok(role) => role,
+            Err(e) => {
+                self.store
+                    .revoke_sessions(
+                        std::slice::from_ref(&row.session_id),
+                        &end("membership removed"),
+                    )
+                    .await?;
+                return Err(e);
+            }
+        };
+        let refresh = secret("rt_")?;
+        let refresh_expires = now.saturating_add(ms(self.options.refresh_ttl));
+        let new_hash = sha256_hex(&refresh);
+        let rotated = self
+            .store
+            .rotate(
+                &hash,
+                &NewRefresh {
+                    token_hash: &new_hash,
+                    session_id: &row.session_id,
+                    person_id: &row.person_id,
+                    credit_code: &row.credit_code,
+                    issued_at_ms: now,
+                    expires_at_ms: refresh_expires,
+                },
+            )
+            .await?;
+        if !rotated {
+            // A concurrent refresh used it first: this is a second use.
+            return Err(refused());
+        }
+        self.tokens(
+            &row.person_id,
+            &org,
+            role,
+            &row.session_id,
+            refresh,
+            refresh_expires,
+            now,
+        )
+        .await
+    }
+
+    pub async fn sign_out(&self, refresh_token: &str) -> Result<()> {
+        if refresh_token.len() > cwsm_platform::input::MAX_CODE {
+            return Ok(());
+        }
+        if let Some(row) = self
+            .store
+            .refresh_row(&sha256_hex(refresh_token.trim()))
+            .await?
+        {
+            self.store
+                .revoke_sessions(
+                    std::slice::from_ref(&row.session_id),
+                    &AuditEvent::new(
+                        now_ms(),
+                        &row.person_id,
+                        "sign_out",
+                        &row.credit_code,
+                        &row.session_id,
+                    ),
+                )
+                .await?;
+            self.publish().await;
+        }
+        Ok(())
+    }
+
+    /// Ends every session of the person `claims` names, the current one included.
+    pub async fn sign_out_everywhere(&self, claims: &AccessClaims) -> Result<u64> {
+        let mut sessions = self.store.live_sessions(&claims.sub).await?;
+        if !sessions.contains(&claims.sid) {
+            sessions.push(claims.sid.clone());
+        }
+        let n = self
+            .store
+            .revoke_sessions(
+                &sessions,
+                &AuditEvent::new(
+                    now_ms(),
+                    &claims.sub,
+                    "sign_out_everywhere",
+                    &claims.org,
+                    &format!("{} sessions", sessions.len()),
+                ),
+            )
+            .await?;
+        self.publish().await;
+        Ok(n)
+    }
+
+    // -- keys and audit -----------------------------------------------------------------------
+
+    pub async fn rotate_key(&self, p: &Principal) -> Result<(String, i64)> {
+        require_admin(p, "rotate the signing key")?;
+        let now = now_ms();
+        let from = now.saturating_add(ms(self.options.key_publish_delay));
+        let key = StoredKey::generate(now, from)?;
+        let audit = AuditEvent::new(
+            now,
+            &p.subject,
+            "rotate_key",
+            &key.kid,
+            &format!("signs from {from}"),
+        );
+        self.store.add_key(&key, Some(&audit)).await?;
+        self.publish().await;
+        Ok((key.kid, from))
+    }
+
+    pub async fn audit_events(
+        &self,
+        p: &Principal,
+        action: &str,
+        page: &Page,
+    ) -> Result<(Vec<AuditEvent>, String)> {
+        require_admin(p, "read the audit log")?;
+        cwsm_platform::input::check_len("action", action, cwsm_platform::input::MAX_CODE)?;
+        let mut rows = self.store.audit_events(action, page).await?;
+        let next = page.finish(&mut rows, |e| e.id.clone());
+        Ok((rows, next))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logins_are_normalized() {
+        assert_eq!(
+            normalize_login("l", " Li.Wei@Example.CN ").ok().as_deref(),
+            Some("li.wei@example.cn")
+        );
+        assert_eq!(
+            normalize_login("l", "+86 138-0013-8000").ok().as_deref(),
+            Some("+8613800138000")
+        );
+        assert!(normalize_login("l", "li wei").is_err());
+        assert!(normalize_login("l", "").is_err());
+    }
+}

@@ -1,0 +1,818 @@
+//! The accounts service through real gRPC, on SQLite + in-process bus and PostgreSQL + Redis:
+//! registration and review, password sign-in, tokens the other services accept, no user
+//! enumeration, lockout, refresh rotation and reuse detection, suspension and its revocation,
+//! the JWKS and foreign keys, acting before approval.
+
+use std::time::Duration;
+
+use cwsm::app::{self, Services};
+use cwsm_platform::auth::{ACCESS_AUDIENCE, ACCOUNTS_ISSUER, AccessClaims, Role};
+use cwsm_platform::config::Settings;
+use cwsm_proto::accounts::v1 as a;
+use cwsm_proto::accounts::v1::accounts_service_client::AccountsServiceClient;
+use cwsm_proto::matching::v1 as m;
+use cwsm_proto::projects::v1 as p;
+use cwsm_proto::reporting::v1 as r;
+use cwsm_tests::{Backend, Bearer, TestApp, credit_code, eventually, postgres_and_redis_available};
+use tokio_util::sync::CancellationToken;
+use tonic::Code;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+
+const PASSWORD: &str = "correct horse battery";
+
+type Client = AccountsServiceClient<InterceptedService<Channel, Bearer>>;
+
+fn accounts(channel: &Channel, token: &str) -> Client {
+    AccountsServiceClient::with_interceptor(channel.clone(), Bearer(token.to_string()))
+}
+
+fn rid(label: &str) -> String {
+    format!("{label}-{}", cwsm_platform::new_id())
+}
+
+fn login(label: &str) -> String {
+    format!("{label}-{}@Example.CN", &cwsm_platform::new_id()[24..])
+}
+
+/// Registers an organization of `kind` with a new registrant; returns its credit code and the
+/// registrant's login.
+async fn register(
+    app: &TestApp,
+    body: &str,
+    kind: a::OrganizationKind,
+) -> anyhow::Result<(String, String)> {
+    let code = credit_code(body);
+    let login = login("reg");
+    let answer = accounts(&app.channel, "")
+        .register_organization(a::RegisterOrganizationRequest {
+            credit_code: code.clone(),
+            name: format!("Org {body}"),
+            kind: kind as i32,
+            registrant: Some(a::NewCredentials {
+                login: login.clone(),
+                password: PASSWORD.into(),
+                display_name: "Li Wei".into(),
+            }),
+        })
+        .await?
+        .into_inner();
+    let org = answer
+        .organization
+        .ok_or_else(|| anyhow::anyhow!("no organization"))?;
+    assert_eq!(org.status, a::OrganizationStatus::Pending as i32);
+    Ok((code, login))
+}
+
+async fn approve(app: &TestApp, code: &str) -> anyhow::Result<()> {
+    let admin = app.token(Role::Admin, None);
+    accounts(&app.channel, &admin)
+        .approve_organization(a::ApproveOrganizationRequest {
+            credit_code: code.into(),
+            note: "papers checked".into(),
+            expected_version: 0,
+        })
+        .await?;
+    Ok(())
+}
+
+async fn sign_in(app: &TestApp, login: &str, password: &str) -> Result<a::Tokens, tonic::Status> {
+    accounts(&app.channel, "")
+        .sign_in(a::SignInRequest {
+            login: login.into(),
+            password: password.into(),
+            credit_code: String::new(),
+        })
+        .await?
+        .into_inner()
+        .tokens
+        .ok_or_else(|| tonic::Status::internal("no tokens"))
+}
+
+async fn create_company(
+    app: &TestApp,
+    token: &str,
+    code: &str,
+) -> Result<m::Company, tonic::Status> {
+    app.matching(token)
+        .create_company(m::CreateCompanyRequest {
+            request_id: rid("company"),
+            company: Some(m::Company {
+                credit_code: code.into(),
+                name: "清源节水".into(),
+                towns: vec!["新桥街道".into()],
+                financing_capacity_fen: 100_000_000,
+                ..Default::default()
+            }),
+        })
+        .await?
+        .into_inner()
+        .company
+        .ok_or_else(|| tonic::Status::internal("no company"))
+}
+
+async fn start(backend: Backend) -> anyhow::Result<Option<TestApp>> {
+    if backend == Backend::Postgres && !postgres_and_redis_available().await {
+        return Ok(None);
+    }
+    Ok(Some(TestApp::start(backend).await?))
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/// Register → approve → sign in with a password → the token acts for its company in matching,
+/// and projects and reporting accept it; before approval it is PERMISSION_DENIED saying why.
+async fn sign_in_and_act(backend: Backend) -> anyhow::Result<()> {
+    let Some(app) = start(backend).await? else {
+        return Ok(());
+    };
+    let (code, login) = register(&app, "91320411MA1N2B3C4", a::OrganizationKind::Company).await?;
+
+    // Pending: it may sign in, not act.
+    let pending = sign_in(&app, &login, PASSWORD).await?;
+    assert_eq!(
+        pending.organization_status,
+        a::OrganizationStatus::Pending as i32
+    );
+    let denied = create_company(&app, &pending.access_token, &code)
+        .await
+        .expect_err("pending");
+    assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+    assert!(
+        denied.message().contains("not approved yet"),
+        "{}",
+        denied.message()
+    );
+
+    approve(&app, &code).await?;
+    // The login is compared case-insensitively.
+    let tokens = sign_in(&app, &login.to_uppercase(), PASSWORD).await?;
+    assert_eq!(tokens.role, a::Role::Company as i32);
+    assert_eq!(tokens.credit_code, code);
+    let company = create_company(&app, &tokens.access_token, &code).await?;
+    let updated = app
+        .matching(&tokens.access_token)
+        .update_company(m::UpdateCompanyRequest {
+            request_id: rid("update"),
+            company: Some(m::Company {
+                name: "清源节水科技".into(),
+                ..company.clone()
+            }),
+            expected_version: 0,
+        })
+        .await?
+        .into_inner()
+        .company
+        .ok_or_else(|| anyhow::anyhow!("no company"))?;
+    assert_eq!(updated.name, "清源节水科技");
+    // Another company's token may not act for it.
+    let (other_code, other_login) =
+        register(&app, "91320411MA1N2B3C5", a::OrganizationKind::Company).await?;
+    approve(&app, &other_code).await?;
+    let other = sign_in(&app, &other_login, PASSWORD).await?;
+    let refused = app
+        .matching(&other.access_token)
+        .update_company(m::UpdateCompanyRequest {
+            request_id: rid("update"),
+            company: Some(company),
+            expected_version: 0,
+        })
+        .await
+        .expect_err("another company");
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+
+    app.projects(&tokens.access_token)
+        .list_projects(p::ListProjectsRequest::default())
+        .await?;
+    app.reporting(&tokens.access_token)
+        .list_plans(r::ListPlansRequest::default())
+        .await?;
+
+    // Audited: the registration, the approval, the sign-ins.
+    let admin = app.token(Role::Admin, None);
+    let log = accounts(&app.channel, &admin)
+        .list_audit_events(a::ListAuditEventsRequest {
+            action: String::new(),
+            page_size: 100,
+            page_token: String::new(),
+        })
+        .await?
+        .into_inner();
+    let actions: Vec<&str> = log
+        .events
+        .iter()
+        .filter(|e| e.target == code)
+        .map(|e| e.action.as_str())
+        .collect();
+    for action in ["register", "approve", "sign_in"] {
+        assert!(actions.contains(&action), "{action} not in {actions:?}");
+    }
+    // Paged: one at a time, no event twice.
+    let first = accounts(&app.channel, &admin)
+        .list_audit_events(a::ListAuditEventsRequest {
+            action: "sign_in".into(),
+            page_size: 1,
+            page_token: String::new(),
+        })
+        .await?
+        .into_inner();
+    assert_eq!(first.events.len(), 1);
+    let second = accounts(&app.channel, &admin)
+        .list_audit_events(a::ListAuditEventsRequest {
+            action: "sign_in".into(),
+            page_size: 1,
+            page_token: first.next_page_token,
+        })
+        .await?
+        .into_inner();
+    assert_eq!(second.events.len(), 1);
+    assert_ne!(first.events[0].id, second.events[0].id);
+    // Not for others.
+    let not_admin = accounts(&app.channel, &tokens.access_token)
+        .list_audit_events(a::ListAuditEventsRequest::default())
+        .await
+        .expect_err("not an admin");
+    assert_eq!(not_admin.code(), Code::PermissionDenied);
+
+    // A malformed credit code names the field.
+    let bad = accounts(&app.channel, "")
+        .register_organization(a::RegisterOrganizationRequest {
+            credit_code: "notacode".into(),
+            name: "X".into(),
+            kind: a::OrganizationKind::Company as i32,
+            registrant: Some(a::NewCredentials {
+                login: login_str(),
+                password: PASSWORD.into(),
+                display_name: "X".into(),
+            }),
+        })
+        .await
+        .expect_err("bad code");
+    assert_eq!(bad.code(), Code::InvalidArgument);
+    assert!(bad.message().contains("credit_code"), "{}", bad.message());
+    app.stop().await
+}
+
+fn login_str() -> String {
+    login("x")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_signs_in_and_acts_for_their_approved_company_on_sqlite() -> anyhow::Result<()> {
+    sign_in_and_act(Backend::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_signs_in_and_acts_for_their_approved_company_on_postgres() -> anyhow::Result<()> {
+    sign_in_and_act(Backend::Postgres).await
+}
+
+/// A wrong password and an unknown login get the same answer; five failures lock the login
+/// (known or not) and then even the right password gets that answer.
+async fn no_enumeration_and_lockout(backend: Backend) -> anyhow::Result<()> {
+    let Some(app) = start(backend).await? else {
+        return Ok(());
+    };
+    let (code, login) = register(&app, "91320411MA1N2B3D4", a::OrganizationKind::WaterUser).await?;
+    approve(&app, &code).await?;
+
+    let wrong = sign_in(&app, &login, "not the password")
+        .await
+        .expect_err("wrong password");
+    let unknown = sign_in(&app, &format!("nobody-{login}"), "not the password")
+        .await
+        .expect_err("unknown");
+    let malformed = sign_in(&app, "not a login", "not the password")
+        .await
+        .expect_err("malformed");
+    for e in [&wrong, &unknown, &malformed] {
+        assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
+        assert_eq!(e.message(), wrong.message());
+        assert!(e.details().is_empty());
+    }
+    // Registering with a taken login and a wrong password says no more than sign-in does.
+    let taken = accounts(&app.channel, "")
+        .register_organization(a::RegisterOrganizationRequest {
+            credit_code: credit_code("91320411MA1N2B3D5"),
+            name: "X".into(),
+            kind: a::OrganizationKind::Company as i32,
+            registrant: Some(a::NewCredentials {
+                login: login.clone(),
+                password: "another password".into(),
+                display_name: "X".into(),
+            }),
+        })
+        .await
+        .expect_err("taken login");
+    assert_eq!(taken.code(), Code::Unauthenticated);
+    assert_eq!(taken.message(), wrong.message());
+
+    // Two failures so far (wrong, taken); three more lock it.
+    for _ in 0..3 {
+        sign_in(&app, &login, "still not it")
+            .await
+            .expect_err("wrong");
+    }
+    let locked = sign_in(&app, &login, PASSWORD).await.expect_err("locked");
+    assert_eq!(locked.code(), Code::Unauthenticated);
+    assert_eq!(locked.message(), wrong.message());
+    // An unknown login locks alike: its lock does not reveal that it is unknown.
+    let ghost = format!("ghost-{login}");
+    for _ in 0..5 {
+        sign_in(&app, &ghost, "guess").await.expect_err("unknown");
+    }
+    let ghost_locked = sign_in(&app, &ghost, "guess").await.expect_err("locked");
+    assert_eq!(ghost_locked.message(), wrong.message());
+    // The failures are audited under a tag, not the login typed.
+    let admin = app.token(Role::Admin, None);
+    let log = accounts(&app.channel, &admin)
+        .list_audit_events(a::ListAuditEventsRequest {
+            action: "sign_in_failed".into(),
+            page_size: 100,
+            page_token: String::new(),
+        })
+        .await?
+        .into_inner();
+    assert!(log.events.len() >= 10, "{}", log.events.len());
+    assert!(log.events.iter().all(|e| !e.target.contains('@')));
+    app.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_passwords_and_unknown_logins_look_alike_and_lock_on_sqlite() -> anyhow::Result<()> {
+    no_enumeration_and_lockout(Backend::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_passwords_and_unknown_logins_look_alike_and_lock_on_postgres() -> anyhow::Result<()>
+{
+    no_enumeration_and_lockout(Backend::Postgres).await
+}
+
+/// Refresh rotates; a used-up refresh token used again revokes the whole session, access
+/// tokens included; sign-out everywhere ends every session.
+async fn refresh_rotation(backend: Backend) -> anyhow::Result<()> {
+    let Some(app) = start(backend).await? else {
+        return Ok(());
+    };
+    let (code, login) = register(&app, "91320411MA1N2B3E4", a::OrganizationKind::Company).await?;
+    approve(&app, &code).await?;
+    let first = sign_in(&app, &login, PASSWORD).await?;
+    let refresh = |token: String| {
+        let channel = app.channel.clone();
+        async move {
+            accounts(&channel, "")
+                .refresh_token(a::RefreshTokenRequest {
+                    refresh_token: token,
+                })
+                .await
+                .map(|r| r.into_inner().tokens.unwrap_or_default())
+        }
+    };
+    let second = refresh(first.refresh_token.clone()).await?;
+    assert_ne!(second.refresh_token, first.refresh_token);
+    let third = refresh(second.refresh_token.clone()).await?;
+    create_company(&app, &third.access_token, &code).await?;
+
+    // The first token again: a thief's copy. The whole session ends.
+    let reused = refresh(first.refresh_token.clone())
+        .await
+        .expect_err("reuse");
+    assert_eq!(reused.code(), Code::Unauthenticated);
+    assert!(
+        reused.message().contains("session is revoked"),
+        "{}",
+        reused.message()
+    );
+    let latest = refresh(third.refresh_token.clone())
+        .await
+        .expect_err("family revoked");
+    assert_eq!(latest.code(), Code::Unauthenticated);
+    let access = app
+        .projects(&third.access_token)
+        .list_projects(p::ListProjectsRequest::default())
+        .await
+        .expect_err("access token of the revoked session");
+    assert_eq!(access.code(), Code::Unauthenticated, "{access:?}");
+
+    // Sign out everywhere: two sessions, both end.
+    let a1 = sign_in(&app, &login, PASSWORD).await?;
+    let a2 = sign_in(&app, &login, PASSWORD).await?;
+    let ended = accounts(&app.channel, &a1.access_token)
+        .sign_out_everywhere(a::SignOutEverywhereRequest {})
+        .await?
+        .into_inner();
+    assert_eq!(ended.sessions, 2);
+    assert_eq!(
+        refresh(a2.refresh_token.clone())
+            .await
+            .expect_err("ended")
+            .code(),
+        Code::Unauthenticated
+    );
+    let gone = app
+        .projects(&a2.access_token)
+        .list_projects(p::ListProjectsRequest::default())
+        .await
+        .expect_err("ended");
+    assert_eq!(gone.code(), Code::Unauthenticated);
+    // A new sign-in works.
+    let again = sign_in(&app, &login, PASSWORD).await?;
+    app.projects(&again.access_token)
+        .list_projects(p::ListProjectsRequest::default())
+        .await?;
+    app.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refresh_tokens_rotate_and_reuse_revokes_the_session_on_sqlite() -> anyhow::Result<()> {
+    refresh_rotation(Backend::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refresh_tokens_rotate_and_reuse_revokes_the_session_on_postgres() -> anyhow::Result<()> {
+    refresh_rotation(Backend::Postgres).await
+}
+
+/// A suspended organization: its refresh fails saying why, its access token stops at once in
+/// this process and within the refresh interval in a process that fetches the revocations
+/// from the accounts service (a matching-only process with `accounts_url`).
+async fn suspension(backend: Backend) -> anyhow::Result<()> {
+    let Some(app) = start(backend).await? else {
+        return Ok(());
+    };
+    let (code, login) = register(&app, "91320411MA1N2B3F4", a::OrganizationKind::Company).await?;
+    approve(&app, &code).await?;
+    let tokens = sign_in(&app, &login, PASSWORD).await?;
+
+    // Matching alone, elsewhere, verifying from the accounts service every second.
+    let dir = std::env::temp_dir().join(format!("cwsm-test-remote-{}", cwsm_platform::new_id()));
+    let settings = Settings {
+        listen: "127.0.0.1:0".into(),
+        data_dir: dir.clone(),
+        accounts_url: Some(format!(
+            "http://{}",
+            app.running
+                .as_ref()
+                .map(|r| r.addr)
+                .ok_or_else(|| anyhow::anyhow!("not running"))?
+        )),
+        accounts_refresh_secs: 1,
+        ..Settings::default()
+    };
+    let remote = app::start(
+        &settings,
+        Services::only("matching")?,
+        app.bus.clone(),
+        app.keys.clone(),
+        CancellationToken::new(),
+    )
+    .await?;
+    let remote_channel = Channel::from_shared(format!("http://{}", remote.addr))?
+        .connect()
+        .await?;
+    let remote_matching = |token: &str| {
+        m::matching_service_client::MatchingServiceClient::with_interceptor(
+            remote_channel.clone(),
+            Bearer(token.to_string()),
+        )
+    };
+    let works = eventually(Duration::from_secs(20), || {
+        let mut c = remote_matching(&tokens.access_token);
+        async move {
+            c.list_companies(m::ListCompaniesRequest::default())
+                .await
+                .ok()
+        }
+    })
+    .await;
+    assert!(
+        works.is_some(),
+        "the remote matching never accepted the access token"
+    );
+
+    let admin = app.token(Role::Admin, None);
+    accounts(&app.channel, &admin)
+        .suspend_organization(a::SuspendOrganizationRequest {
+            credit_code: code.clone(),
+            reason: "forged certificate".into(),
+            expected_version: 0,
+        })
+        .await?;
+    // In process: at once.
+    let here = create_company(&app, &tokens.access_token, &code)
+        .await
+        .expect_err("suspended");
+    assert_eq!(here.code(), Code::Unauthenticated);
+    assert!(here.message().contains("suspended"), "{}", here.message());
+    // Elsewhere: within the refresh interval.
+    let stopped = eventually(Duration::from_secs(20), || {
+        let mut c = remote_matching(&tokens.access_token);
+        async move {
+            match c.list_companies(m::ListCompaniesRequest::default()).await {
+                Err(s) if s.code() == Code::Unauthenticated => Some(s),
+                _ => None,
+            }
+        }
+    })
+    .await;
+    assert!(
+        stopped.is_some(),
+        "the remote matching kept accepting a suspended organization's token"
+    );
+    // Refresh: refused, saying why.
+    let refused = accounts(&app.channel, "")
+        .refresh_token(a::RefreshTokenRequest {
+            refresh_token: tokens.refresh_token.clone(),
+        })
+        .await
+        .expect_err("suspended");
+    assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
+    let again = sign_in(&app, &login, PASSWORD)
+        .await
+        .expect_err("suspended");
+    assert_eq!(again.code(), Code::PermissionDenied);
+    assert!(
+        again.message().contains("forged certificate"),
+        "{}",
+        again.message()
+    );
+    remote.stop().await?;
+    let _ = std::fs::remove_dir_all(dir);
+    app.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_suspended_organization_stops_within_the_revocation_refresh_on_sqlite()
+-> anyhow::Result<()> {
+    suspension(Backend::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_suspended_organization_stops_within_the_revocation_refresh_on_postgres()
+-> anyhow::Result<()> {
+    suspension(Backend::Postgres).await
+}
+
+/// The JWKS is served over HTTP on the port; a token signed by a key not in it (an unknown
+/// kid, or a published kid with another key's signature) is refused; a rotated key is
+/// published before it signs.
+async fn jwks(backend: Backend) -> anyhow::Result<()> {
+    let Some(app) = start(backend).await? else {
+        return Ok(());
+    };
+    let addr = app
+        .running
+        .as_ref()
+        .map(|r| r.addr)
+        .ok_or_else(|| anyhow::anyhow!("not running"))?;
+    let body = http_get(addr, "/.well-known/jwks.json").await?;
+    let set: jsonwebtoken::jwk::JwkSet = serde_json::from_str(&body)?;
+    assert_eq!(set.keys.len(), 1, "{body}");
+    let kid = set.keys[0].common.key_id.clone().unwrap_or_default();
+    assert!(
+        !body.contains("\"d\""),
+        "a private part in the JWKS: {body}"
+    );
+
+    let (code, login) = register(&app, "91320411MA1N2B3G4", a::OrganizationKind::Company).await?;
+    approve(&app, &code).await?;
+    let tokens = sign_in(&app, &login, PASSWORD).await?;
+    let header = jsonwebtoken::decode_header(&tokens.access_token)?;
+    assert_eq!(header.kid.as_deref(), Some(kid.as_str()));
+
+    // Forged: the claims of a real token, signed by a key of the attacker's.
+    let claims: AccessClaims =
+        jsonwebtoken::dangerous::insecure_decode(&tokens.access_token)?.claims;
+    assert!(claims.exp - claims.iat <= 15 * 60);
+    assert_eq!(
+        (claims.iss.as_str(), claims.aud.as_str()),
+        (ACCOUNTS_ISSUER, ACCESS_AUDIENCE)
+    );
+    let foreign = cwsm_accounts::keys::StoredKey::generate(0, 0)?;
+    for forged_kid in [foreign.kid.clone(), kid.clone()] {
+        let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
+        h.kid = Some(forged_kid.clone());
+        let forged = jsonwebtoken::encode(&h, &claims, &foreign.encoding_key()?)?;
+        let e = create_company(&app, &forged, &code)
+            .await
+            .expect_err("forged");
+        assert_eq!(e.code(), Code::Unauthenticated, "{forged_kid}: {e:?}");
+    }
+
+    // Rotation: the new key is published at once, signs only after the publication delay.
+    let admin = app.token(Role::Admin, None);
+    let rotated = accounts(&app.channel, &admin)
+        .rotate_signing_key(a::RotateSigningKeyRequest {})
+        .await?
+        .into_inner();
+    let after: jsonwebtoken::jwk::JwkSet =
+        serde_json::from_str(&http_get(addr, "/.well-known/jwks.json").await?)?;
+    let kids: Vec<String> = after
+        .keys
+        .iter()
+        .filter_map(|k| k.common.key_id.clone())
+        .collect();
+    assert!(
+        kids.contains(&kid) && kids.contains(&rotated.kid),
+        "{kids:?}"
+    );
+    let next = sign_in(&app, &login, PASSWORD).await?;
+    assert_eq!(
+        jsonwebtoken::decode_header(&next.access_token)?
+            .kid
+            .as_deref(),
+        Some(kid.as_str())
+    );
+    create_company(&app, &next.access_token, &code).await?;
+    // The same set over gRPC.
+    let grpc = accounts(&app.channel, "")
+        .get_verification_keys(a::GetVerificationKeysRequest {})
+        .await?
+        .into_inner();
+    let via_grpc: jsonwebtoken::jwk::JwkSet = serde_json::from_str(&grpc.jwks_json)?;
+    assert_eq!(via_grpc.keys.len(), 2);
+    app.stop().await
+}
+
+/// A plain HTTP/1.1 GET on loopback.
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> anyhow::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await?;
+    let text = String::from_utf8(out)?;
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| anyhow::anyhow!("no body: {text}"))?;
+    anyhow::ensure!(head.starts_with("HTTP/1.1 200"), "{head}");
+    anyhow::ensure!(
+        head.to_lowercase()
+            .contains("content-type: application/jwk-set+json"),
+        "{head}"
+    );
+    Ok(body.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_jwks_is_served_and_other_keys_are_refused_on_sqlite() -> anyhow::Result<()> {
+    jwks(Backend::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_jwks_is_served_and_other_keys_are_refused_on_postgres() -> anyhow::Result<()> {
+    jwks(Backend::Postgres).await
+}
+
+/// An invitation brings a second member; removing the membership stops their tokens.
+async fn invitations(backend: Backend) -> anyhow::Result<()> {
+    let Some(app) = start(backend).await? else {
+        return Ok(());
+    };
+    let (code, login) = register(&app, "91320411MA1N2B3H4", a::OrganizationKind::WaterUser).await?;
+    let owner = sign_in(&app, &login, PASSWORD).await?;
+    // Pending: no invitations yet.
+    let early = accounts(&app.channel, &owner.access_token)
+        .create_invitation(a::CreateInvitationRequest {
+            credit_code: code.clone(),
+            valid_hours: 0,
+        })
+        .await
+        .expect_err("pending");
+    assert_eq!(early.code(), Code::PermissionDenied);
+    approve(&app, &code).await?;
+    let owner = sign_in(&app, &login, PASSWORD).await?;
+    let invitation = accounts(&app.channel, &owner.access_token)
+        .create_invitation(a::CreateInvitationRequest {
+            credit_code: code.clone(),
+            valid_hours: 1,
+        })
+        .await?
+        .into_inner();
+    let member_login = login_str();
+    let joined = accounts(&app.channel, "")
+        .accept_invitation(a::AcceptInvitationRequest {
+            code: invitation.code.clone(),
+            person: Some(a::NewCredentials {
+                login: member_login.clone(),
+                password: PASSWORD.into(),
+                display_name: "Wang Fang".into(),
+            }),
+        })
+        .await?
+        .into_inner();
+    assert_eq!(
+        joined.membership.map(|m| m.role),
+        Some(a::Role::WaterUser as i32)
+    );
+    let twice = accounts(&app.channel, "")
+        .accept_invitation(a::AcceptInvitationRequest {
+            code: invitation.code,
+            person: Some(a::NewCredentials {
+                login: login_str(),
+                password: PASSWORD.into(),
+                display_name: "X".into(),
+            }),
+        })
+        .await
+        .expect_err("used");
+    assert_eq!(twice.code(), Code::NotFound);
+    let member = sign_in(&app, &member_login, PASSWORD).await?;
+    app.projects(&member.access_token)
+        .list_projects(p::ListProjectsRequest::default())
+        .await?;
+    let members = accounts(&app.channel, &owner.access_token)
+        .list_members(a::ListMembersRequest {
+            credit_code: code.clone(),
+        })
+        .await?
+        .into_inner();
+    assert_eq!(members.members.len(), 2);
+    accounts(&app.channel, &owner.access_token)
+        .remove_member(a::RemoveMemberRequest {
+            credit_code: code.clone(),
+            person_id: joined.person_id.clone(),
+        })
+        .await?;
+    let removed = app
+        .projects(&member.access_token)
+        .list_projects(p::ListProjectsRequest::default())
+        .await
+        .expect_err("removed");
+    assert_eq!(removed.code(), Code::Unauthenticated);
+    let no_refresh = accounts(&app.channel, "")
+        .refresh_token(a::RefreshTokenRequest {
+            refresh_token: member.refresh_token,
+        })
+        .await
+        .expect_err("removed");
+    assert_eq!(no_refresh.code(), Code::Unauthenticated);
+    app.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invitations_add_members_and_removal_stops_their_tokens_on_sqlite() -> anyhow::Result<()> {
+    invitations(Backend::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invitations_add_members_and_removal_stops_their_tokens_on_postgres() -> anyhow::Result<()>
+{
+    invitations(Backend::Postgres).await
+}
+
+/// `cwsm token issue` (the operators' tool) refuses what issue 10 found it accepting: a data
+/// folder without a key (it used to create one silently and print a token no server
+/// accepts), the `service` role, and an organization that is not a credit code.
+#[test]
+fn token_issue_refuses_a_missing_key_the_service_role_and_bad_codes() -> anyhow::Result<()> {
+    let bin = std::path::PathBuf::from(env!("CARGO_BIN_EXE_cwsm-serve"));
+    let dir = std::env::temp_dir().join(format!("cwsm-token-{}", cwsm_platform::new_id()));
+    let run = |args: &[&str]| {
+        std::process::Command::new(&bin)
+            .args(["token", "issue"])
+            .args(args)
+            .arg("--data-dir")
+            .arg(&dir)
+            .env_remove("CWSM_JWT_SECRET")
+            .output()
+    };
+    let missing = run(&["--role", "admin"])?;
+    assert!(!missing.status.success());
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("--init"),
+        "{missing:?}"
+    );
+    assert!(
+        !dir.join(cwsm_platform::auth::KEY_FILE).exists(),
+        "a key was created"
+    );
+
+    let init = run(&["--role", "admin", "--init"])?;
+    assert!(init.status.success(), "{init:?}");
+    assert!(dir.join(cwsm_platform::auth::KEY_FILE).exists());
+    let again = run(&["--role", "admin"])?;
+    assert!(again.status.success(), "{again:?}");
+
+    let service = run(&["--role", "service"])?;
+    assert!(!service.status.success(), "{service:?}");
+    let bad_org = run(&["--role", "company", "--org", "notacode"])?;
+    assert!(!bad_org.status.success(), "{bad_org:?}");
+    assert!(
+        String::from_utf8_lossy(&bad_org.stderr).contains("--org"),
+        "{bad_org:?}"
+    );
+    let good_org = run(&[
+        "--role",
+        "company",
+        "--org",
+        &credit_code("91320411MA1N2B3C4"),
+    ])?;
+    assert!(good_org.status.success(), "{good_org:?}");
+    let _ = std::fs::remove_dir_all(dir);
+    Ok(())
+}
