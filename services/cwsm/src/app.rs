@@ -129,17 +129,34 @@ pub fn keys_for(settings: &Settings) -> anyhow::Result<Arc<Keys>> {
     }))
 }
 
+/// How this process calls another service (`https://` URLs): trusting `tls_ca` (else the
+/// system's roots), and with its own certificate where the servers ask for one (mutual TLS).
+fn service_client_tls(settings: &Settings) -> cwsm_platform::server::ClientTls {
+    cwsm_platform::server::ClientTls {
+        ca: settings.tls_ca.clone(),
+        cert: settings
+            .tls_client_ca
+            .as_ref()
+            .and(settings.tls_cert.clone()),
+        key: settings
+            .tls_client_ca
+            .as_ref()
+            .and(settings.tls_key.clone()),
+    }
+}
+
 /// Keeps `verifier` fed with the accounts service's keys and revocations, fetched from `url`
 /// every `every` (a failed fetch keeps the last ones and is retried the next time).
 async fn follow_accounts(
     url: String,
+    tls: cwsm_platform::server::ClientTls,
     verifier: Arc<TokenVerifier>,
     every: Duration,
     stop: CancellationToken,
 ) {
     use cwsm_proto::accounts::v1 as pb;
     let fetch = || async {
-        let channel = tonic::transport::Endpoint::from_shared(url.clone())?
+        let channel = cwsm_platform::server::client_endpoint(&url, &tls)?
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(10))
             .connect()
@@ -202,6 +219,7 @@ pub async fn start(
     } else if let Some(url) = &settings.accounts_url {
         tasks.spawn(follow_accounts(
             url.clone(),
+            service_client_tls(settings),
             verifier.clone(),
             refresh_every,
             shutdown.clone(),
@@ -338,19 +356,7 @@ pub async fn start(
     let (listener, addr) = server::bind(&settings.listen).await?;
     if let Some(reporting) = &reporting_started {
         // RebuildCounts reads the milestone log: from this very server when it runs projects.
-        // How this process calls another service: trusting `tls_ca` (else the system's roots),
-        // and with its own certificate where the servers ask for one (mutual TLS).
-        let tls = cwsm_platform::server::ClientTls {
-            ca: settings.tls_ca.clone(),
-            cert: settings
-                .tls_client_ca
-                .as_ref()
-                .and(settings.tls_cert.clone()),
-            key: settings
-                .tls_client_ca
-                .as_ref()
-                .and(settings.tls_key.clone()),
-        };
+        let tls = service_client_tls(settings);
         let scheme = if settings.tls_cert.is_some() {
             "https"
         } else {
