@@ -1,4 +1,4 @@
-//! Volumes, money and rates as checked integers: litres, fen, basis points.
+//! Volumes, money, rates and instants as checked integers: litres, fen, basis points, ms.
 //!
 //! Every quantity that comes in is checked against a range here (a request's field, a stored
 //! figure), so that the arithmetic of M&V and settlement cannot wrap: the ranges are wide enough
@@ -48,6 +48,35 @@ pub struct Fen(pub i64);
 /// A rate in basis points (10,000 = 100%).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct BasisPoints(pub i64);
+
+/// An instant the platform records (a reading's time, a milestone's), milliseconds since
+/// 1970-01-01 UTC, within 1970..2100: a time outside is a client's mistake, and small instants
+/// keep day and interval arithmetic far from overflow.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Instant(pub i64);
+
+impl Instant {
+    /// 1970-01-01T00:00:00Z, in seconds.
+    pub const MIN_SECONDS: i64 = 0;
+    /// 2100-01-01T00:00:00Z, in seconds (excluded).
+    pub const MAX_SECONDS: i64 = 4_102_444_800;
+
+    /// The instant of a protobuf timestamp's `seconds` and `nanos`, checked.
+    pub fn from_parts(seconds: i64, nanos: i32) -> Result<Instant, String> {
+        if !(0..1_000_000_000).contains(&nanos) {
+            return Err(format!("nanos {nanos} outside 0..999999999"));
+        }
+        if !(Self::MIN_SECONDS..Self::MAX_SECONDS).contains(&seconds) {
+            return Err(format!(
+                "seconds {seconds} outside 1970-01-01 to 2100-01-01 ({}..{})",
+                Self::MIN_SECONDS,
+                Self::MAX_SECONDS
+            ));
+        }
+        // In range, so no overflow.
+        Ok(Instant(seconds * 1000 + i64::from(nanos) / 1_000_000))
+    }
+}
 
 /// a × b / d rounded to the nearest integer, halves away from zero; `None` when d is 0 or the
 /// result does not fit an `i64`.
@@ -212,6 +241,16 @@ mod tests {
         );
         assert!(basis_points("x", 10_001).is_err());
         assert!(months("x", 601).is_err());
+    }
+
+    #[test]
+    fn instants_are_1970_to_2100() {
+        assert_eq!(Instant::from_parts(0, 0), Ok(Instant(0)));
+        assert!(Instant::from_parts(-1, 0).is_err());
+        assert!(Instant::from_parts(i64::MAX, 0).is_err());
+        assert!(Instant::from_parts(0, -1).is_err());
+        assert!(Instant::from_parts(Instant::MAX_SECONDS, 0).is_err());
+        assert_eq!(Instant::from_parts(1, 999_999_999), Ok(Instant(1999)));
     }
 
     #[test]

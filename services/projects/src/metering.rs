@@ -3,6 +3,7 @@
 
 use std::collections::VecDeque;
 
+use cwsm_platform::quantity::Instant;
 use cwsm_platform::{Error, Result};
 
 /// What a meter measures.
@@ -108,11 +109,10 @@ pub mod flag {
     ];
 }
 
-/// Readings are taken in 1970..2100 (UTC): a time outside is a client's mistake, and keeping
-/// every stored instant small keeps day arithmetic far from overflow.
-pub const MIN_READING_SECONDS: i64 = 0;
+/// Readings are taken in 1970..2100 (UTC): see [`Instant`].
+pub const MIN_READING_SECONDS: i64 = Instant::MIN_SECONDS;
 /// 2100-01-01T00:00:00Z.
-pub const MAX_READING_SECONDS: i64 = 4_102_444_800;
+pub const MAX_READING_SECONDS: i64 = Instant::MAX_SECONDS;
 
 /// The most water any meter here can pass, litres per second. The rule: a DN600 main (the
 /// largest supply pipe of a site in this market, generous) at 5 m/s, well above design
@@ -125,16 +125,7 @@ pub const MAX_REGISTER_LITRES: i64 = 10_000_000_000_000;
 /// Checks a reading's time as sent (seconds and nanoseconds of a protobuf timestamp) and
 /// returns it in milliseconds.
 pub fn reading_time_ms(seconds: i64, nanos: i32) -> std::result::Result<i64, String> {
-    if !(0..1_000_000_000).contains(&nanos) {
-        return Err(format!("nanos {nanos} outside 0..999999999"));
-    }
-    if !(MIN_READING_SECONDS..MAX_READING_SECONDS).contains(&seconds) {
-        return Err(format!(
-            "seconds {seconds} outside 1970-01-01 to 2100-01-01 ({MIN_READING_SECONDS}..{MAX_READING_SECONDS})"
-        ));
-    }
-    // In range, so no overflow.
-    Ok(seconds * 1000 + i64::from(nanos) / 1_000_000)
+    Instant::from_parts(seconds, nanos).map(|i| i.0)
 }
 
 /// The largest interval use a meter with `interval_seconds` can report.
