@@ -139,6 +139,9 @@ async fn filters_and_limits(backend: Backend) -> anyhow::Result<()> {
     app.stop().await
 }
 
+/// A change to a valid proposal.
+type Change<'a> = &'a dyn Fn(&mut m::Proposal);
+
 /// Contract terms and amounts out of range are refused naming the field: an investment of
 /// i64::MAX fen, a negative guaranteed volume, fee or sharing period (all once accepted), and a
 /// non-routine adjustment of i64::MAX litres (with one of i64::MIN it once "summed to 4").
@@ -146,7 +149,7 @@ async fn amounts_and_terms(backend: Backend) -> anyhow::Result<()> {
     let app = TestApp::start(backend).await?;
     let code = credit_code("91320411MA1QX5F6D");
     let company = app.token(Role::Company, Some(&code));
-    let proposal = |f: &dyn Fn(&mut m::Proposal)| {
+    let proposal = |f: Change| {
         let mut p = m::Proposal {
             project_request_id: "request-1".into(),
             company_id: "company-1".into(),
@@ -170,7 +173,7 @@ async fn amounts_and_terms(backend: Backend) -> anyhow::Result<()> {
             proposal: Some(p),
         }
     };
-    let cases: [(&str, &dyn Fn(&mut m::Proposal)); 5] = [
+    let cases: [(&str, Change); 5] = [
         ("proposal.investment_fen", &|p| p.investment_fen = i64::MAX),
         ("proposal.promised_savings_litres", &|p| {
             p.promised_savings_litres = i64::MAX
