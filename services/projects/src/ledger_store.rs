@@ -36,6 +36,7 @@ struct PeriodRow {
     promised_savings_litres: i64,
     status: String,
     dispute_reason: String,
+    disputed_by: String,
     notes: String,
     created_at_ms: i64,
     updated_at_ms: i64,
@@ -63,6 +64,7 @@ impl From<PeriodRow> for Period {
             promised_savings_litres: r.promised_savings_litres,
             status: PeriodStatus::from_code(&r.status).unwrap_or(PeriodStatus::Submitted),
             dispute_reason: r.dispute_reason,
+            disputed_by: r.disputed_by,
             notes: serde_json::from_str(&r.notes).unwrap_or_default(),
             created_at_ms: r.created_at_ms,
             updated_at_ms: r.updated_at_ms,
@@ -367,10 +369,11 @@ impl Store {
             return self.period(&id).await;
         }
         let (project, report) = self.savings_report(project_id).await?;
-        if !who.acts_for(&project.contract.company.credit_code) {
-            return Err(Error::denied(format!(
-                "only the company of project {project_id} or an administrator submits its periods"
-            )));
+        if !project.company(who) {
+            return Err(project.refuse(
+                who,
+                format!("only the company of project {project_id} or an administrator submits its periods"),
+            ));
         }
         if project.stage != Stage::Operating {
             return Err(Error::precondition(format!(
@@ -464,6 +467,7 @@ impl Store {
                     PeriodStep::Dispute => {
                         period.status = PeriodStatus::Disputed;
                         period.dispute_reason = text.to_string();
+                        period.disputed_by = raiser(who);
                         period.notes.push(format!("disputed by {}: {text}", who.subject));
                     }
                     PeriodStep::Resolve => {
@@ -482,10 +486,10 @@ impl Store {
                 period.version += 1;
                 let f = &period.figures;
                 // Only over the version read: a concurrent step in between makes this one stale.
-                let written = sqlx::query("UPDATE periods SET status = $1, dispute_reason = $2, notes = $3, dispute_adjustment_litres = $4, savings_litres = $5, savings_bp = $6, updated_at_ms = $7, version = $8 WHERE id = $9 AND version = $10")
+                let written = sqlx::query("UPDATE periods SET status = $1, dispute_reason = $2, notes = $3, dispute_adjustment_litres = $4, savings_litres = $5, savings_bp = $6, updated_at_ms = $7, version = $8, disputed_by = $11 WHERE id = $9 AND version = $10")
                     .bind(period.status.code()).bind(&period.dispute_reason).bind(json(&period.notes))
                     .bind(f.dispute_adjustment_litres).bind(f.savings_litres).bind(i32::try_from(f.savings_bp).unwrap_or(0))
-                    .bind(now).bind(period.version).bind(period_id).bind(period.version - 1).execute(&mut *tx).await?.rows_affected();
+                    .bind(now).bind(period.version).bind(period_id).bind(period.version - 1).bind(&period.disputed_by).execute(&mut *tx).await?.rows_affected();
                 if written == 0 {
                     return Err(Error::Aborted(format!("period {period_id} changed meanwhile; read it again and retry")));
                 }
