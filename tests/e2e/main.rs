@@ -1,6 +1,7 @@
 //! End-to-end: the marketplace flow through gRPC across matching, projects and reporting, on
 //! SQLite with the in-process bus and on PostgreSQL with Redis Streams; and what bad input gets.
 
+mod authz;
 mod bus;
 mod data_dir;
 mod embedded_crash;

@@ -201,11 +201,12 @@ impl Store {
         keyed_write!(&self.db, key, tx => {
                 let row: Option<ProjectRow> = sqlx::query_as("SELECT * FROM projects WHERE id = $1").bind(project_id).fetch_optional(&mut *tx).await?;
                 let project = row.map(Project::from).ok_or_else(|| Error::not_found("project", project_id))?;
+                // Who may not do this learns nothing of the project, not even its version.
+                check(&project)?;
                 if expected_version != 0 && project.version != expected_version {
                     return Err(Error::Aborted(format!(
                         "project {project_id} is at version {}, not {expected_version}; read it again and retry", project.version)));
                 }
-                check(&project)?;
                 let frozen_changed = project.baseline_start_date != u.baseline_start_date
                     || project.baseline_end_date != u.baseline_end_date
                     || project.reporting_period_months != u.reporting_period_months

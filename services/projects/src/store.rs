@@ -511,11 +511,12 @@ impl Store {
         let transition_id: String = keyed_write!(&self.db, key, tx => {
                 let row: Option<ProjectRow> = sqlx::query_as("SELECT * FROM projects WHERE id = $1").bind(project_id).fetch_optional(&mut *tx).await?;
                 let mut project = row.map(Project::from).ok_or_else(|| Error::not_found("project", project_id))?;
+                // Who may not do this learns nothing of the project, not even its version.
+                check(&project)?;
                 if expected_version != 0 && project.version != expected_version {
                     return Err(Error::Aborted(format!(
                         "project {project_id} is at version {}, not {expected_version}; read it again and retry", project.version)));
                 }
-                check(&project)?;
                 if ask.to == Stage::HandedOver {
                     // Hand-over ends the operating loop: the last reporting period must be settled.
                     let periods: Vec<(String, String)> = sqlx::query_as("SELECT start_date, status FROM periods WHERE project_id = $1 ORDER BY start_date")
