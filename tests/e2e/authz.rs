@@ -1098,3 +1098,607 @@ async fn the_matrix_postgres() -> anyhow::Result<()> {
     }
     the_matrix(Backend::Postgres).await
 }
+
+// ---------------------------------------------------------------------------------------
+// The findings, one scenario each
+// ---------------------------------------------------------------------------------------
+
+/// The parties of a project contracted through the marketplace, as the admin reads them.
+async fn parties_of(app: &TestApp, project_id: &str) -> anyhow::Result<p::Project> {
+    app.projects(&app.token(Role::Admin, None))
+        .get_project(p::GetProjectRequest {
+            project_id: project_id.to_string(),
+        })
+        .await?
+        .into_inner()
+        .project
+        .ok_or_else(|| anyhow::anyhow!("no project"))
+}
+
+/// Finding 1: a token acts for an organization only in the role the organization has here.
+async fn acts_only_in_its_role(backend: Backend) -> anyhow::Result<()> {
+    let app = TestApp::start(backend).await?;
+    let c = contract_a_project(&app, "新桥街道").await?;
+    let project = parties_of(&app, &c.project_id).await?;
+    let company = project.company.clone().unwrap_or_default();
+    let user = project.water_user.clone().unwrap_or_default();
+    let admin = app.token(Role::Admin, None);
+
+    // A verifier-role token whose org is the company's: not the company.
+    let verifier_as_company = app.token(Role::Verifier, Some(&company.credit_code));
+    let mut record = app
+        .matching(&admin)
+        .get_company(m::GetCompanyRequest {
+            company_id: company.id.clone(),
+            credit_code: String::new(),
+        })
+        .await?
+        .into_inner()
+        .company
+        .unwrap_or_default();
+    record.name = "改名".into();
+    let err = app
+        .matching(&verifier_as_company)
+        .update_company(m::UpdateCompanyRequest {
+            request_id: rid("u"),
+            company: Some(record.clone()),
+            expected_version: 0,
+        })
+        .await
+        .expect_err("a verifier token does not act for a company");
+    assert_eq!(err.code(), Code::PermissionDenied, "{}", err.message());
+    // … nor measure the company's project (to it the project does not exist).
+    let err = meter(&app, &verifier_as_company, &c.project_id)
+        .await
+        .expect_err("a verifier token does not register the company's meters");
+    assert_eq!(
+        err.downcast_ref::<tonic::Status>().map(|s| s.code()),
+        Some(Code::NotFound)
+    );
+    // The company's own token may.
+    app.matching(&c.company_token)
+        .update_company(m::UpdateCompanyRequest {
+            request_id: rid("u"),
+            company: Some(record),
+            expected_version: 0,
+        })
+        .await?;
+
+    // A company-role token whose org is the water user's: not the water user.
+    let company_as_user = app.token(Role::Company, Some(&user.credit_code));
+    let err = app
+        .matching(&company_as_user)
+        .accept_proposal(m::AcceptProposalRequest {
+            request_id: rid("a"),
+            proposal_id: project.proposal_id.clone(),
+            expected_version: 0,
+        })
+        .await
+        .expect_err("a company token does not accept for a water user");
+    assert_eq!(err.code(), Code::PermissionDenied, "{}", err.message());
+    let err = app
+        .matching(&company_as_user)
+        .create_project_request(m::CreateProjectRequestRequest {
+            request_id: rid("r"),
+            project_request: Some(m::ProjectRequest {
+                water_user_id: user.id.clone(),
+                title: "Canteen water".into(),
+                baseline_use_litres: 100_000_000,
+                expected_savings_bp: 1000,
+                price_fen_per_m3: 410,
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect_err("a company token does not ask for a water user");
+    assert_eq!(err.code(), Code::PermissionDenied, "{}", err.message());
+    let err = app
+        .projects(&company_as_user)
+        .get_project(p::GetProjectRequest {
+            project_id: c.project_id.clone(),
+        })
+        .await
+        .expect_err("a company token does not read as the water user");
+    assert_eq!(err.code(), Code::NotFound);
+    app.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_acts_for_its_organization_only_in_its_role_on_sqlite() -> anyhow::Result<()> {
+    acts_only_in_its_role(Backend::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_acts_for_its_organization_only_in_its_role_on_postgres() -> anyhow::Result<()> {
+    if !postgres_and_redis_available().await {
+        return Ok(());
+    }
+    acts_only_in_its_role(Backend::Postgres).await
+}
+
+/// Every project a caller lists, page by page (`page_size` a page).
+async fn listed(app: &TestApp, token: &str, page_size: i32) -> anyhow::Result<Vec<Vec<String>>> {
+    let mut pages = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = app
+            .projects(token)
+            .list_projects(p::ListProjectsRequest {
+                page_size,
+                page_token: page_token.clone(),
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        pages.push(page.projects.iter().map(|p| p.id.clone()).collect());
+        if page.next_page_token.is_empty() {
+            return Ok(pages);
+        }
+        anyhow::ensure!(pages.len() < 100, "paging does not end");
+        page_token = page.next_page_token;
+    }
+}
+
+/// Finding 2: projects, their history, milestones and measurements are read by the parties,
+/// the assigned verifier and administrators only; lists are filtered before paging.
+async fn projects_read_by_their_own(backend: Backend) -> anyhow::Result<()> {
+    let app = TestApp::start(backend).await?;
+    let mut ours = Vec::new();
+    let mut parties = None;
+    for _ in 0..3 {
+        // The same company and water user each time, the test verifier assigned.
+        let p = crate::projects::contracted(
+            &app,
+            types::ContractModel::SharedSavings,
+            types::ContractTerms::default(),
+            &[],
+        )
+        .await?;
+        ours.push(p.project_id.clone());
+        parties = Some(p);
+    }
+    let parties = parties.ok_or_else(|| anyhow::anyhow!("no project"))?;
+    ours.sort();
+    let other = contract_a_project(&app, "三井街道").await?;
+
+    // Each party lists its three projects, two a page, and nothing else; so does the verifier.
+    for token in [&parties.company, &parties.user, &parties.verifier] {
+        let pages = listed(&app, token, 2).await?;
+        assert_eq!(pages.iter().map(Vec::len).collect::<Vec<_>>(), vec![2, 1]);
+        let mut seen: Vec<String> = pages.concat();
+        seen.sort();
+        assert_eq!(seen, ours);
+    }
+    assert_eq!(
+        listed(&app, &other.company_token, 2).await?.concat(),
+        vec![other.project_id.clone()]
+    );
+    let unassigned = app.token(Role::Verifier, Some(&fresh_credit_code("12320411")));
+    assert!(listed(&app, &unassigned, 2).await?.concat().is_empty());
+    assert_eq!(
+        listed(&app, &parties.admin, 100).await?.concat().len(),
+        4,
+        "administrators list every project"
+    );
+
+    // The other project's company reads none of ours: not the project, its history, its
+    // milestones.
+    let outsider = &other.company_token;
+    let err = app
+        .projects(outsider)
+        .get_project(p::GetProjectRequest {
+            project_id: ours[0].clone(),
+        })
+        .await
+        .expect_err("not its project");
+    assert_eq!(err.code(), Code::NotFound);
+    let err = app
+        .projects(outsider)
+        .list_project_transitions(p::ListProjectTransitionsRequest {
+            project_id: ours[0].clone(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("not its project");
+    assert_eq!(err.code(), Code::NotFound);
+    let milestones = |token: String| {
+        let mut client = app.projects(&token);
+        async move {
+            client
+                .list_milestones(p::ListMilestonesRequest {
+                    page_size: 100,
+                    ..Default::default()
+                })
+                .await
+                .map(|r| {
+                    r.into_inner()
+                        .milestones
+                        .iter()
+                        .map(|m| m.project_id.clone())
+                        .collect::<BTreeSet<String>>()
+                })
+        }
+    };
+    assert_eq!(
+        milestones(outsider.clone()).await?,
+        BTreeSet::from([other.project_id.clone()])
+    );
+    // A service (reporting rebuilding its counts) reads the whole log, but no project.
+    let service = app.token(Role::Service, None);
+    assert_eq!(milestones(service.clone()).await?.len(), 4);
+    let err = app
+        .projects(&service)
+        .get_project(p::GetProjectRequest {
+            project_id: ours[0].clone(),
+        })
+        .await
+        .expect_err("a service reads the log only");
+    assert_eq!(err.code(), Code::NotFound);
+    app.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn projects_are_read_by_their_parties_verifier_and_admins_only_on_sqlite()
+-> anyhow::Result<()> {
+    projects_read_by_their_own(Backend::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn projects_are_read_by_their_parties_verifier_and_admins_only_on_postgres()
+-> anyhow::Result<()> {
+    if !postgres_and_redis_available().await {
+        return Ok(());
+    }
+    projects_read_by_their_own(Backend::Postgres).await
+}
+
+async fn step(
+    app: &TestApp,
+    token: &str,
+    period_id: &str,
+    what: &str,
+) -> Result<p::PeriodSavings, tonic::Status> {
+    let mut client = app.projects(token);
+    let period_id = period_id.to_string();
+    let period = match what {
+        "verify" => {
+            client
+                .verify_period(p::VerifyPeriodRequest {
+                    request_id: rid("v"),
+                    period_id,
+                    expected_version: 0,
+                    note: String::new(),
+                })
+                .await?
+                .into_inner()
+                .period
+        }
+        "dispute" => {
+            client
+                .dispute_period(p::DisputePeriodRequest {
+                    request_id: rid("d"),
+                    period_id,
+                    expected_version: 0,
+                    reason: "the meter was replaced mid-month".into(),
+                })
+                .await?
+                .into_inner()
+                .period
+        }
+        _ => {
+            client
+                .resolve_dispute(p::ResolveDisputeRequest {
+                    request_id: rid("r"),
+                    period_id,
+                    expected_version: 0,
+                    adjustment_litres: -1_000,
+                    note: "agreed on site".into(),
+                })
+                .await?
+                .into_inner()
+                .period
+        }
+    };
+    Ok(period.unwrap_or_default())
+}
+
+/// Finding 3: an administrator assigns an independent verifier; only it verifies; disputes
+/// are raised by a party or the verifier and never resolved by their raiser.
+async fn assigned_verifier(backend: Backend) -> anyhow::Result<()> {
+    let app = TestApp::start(backend).await?;
+    let admin = app.token(Role::Admin, None);
+    let c = contract_a_project(&app, "新桥街道").await?;
+    let project = parties_of(&app, &c.project_id).await?;
+    assert_eq!(
+        project.verifier_org, "",
+        "no verifier until one is assigned"
+    );
+    let assign = |token: &str, org: &str, request_id: &str| {
+        let mut client = app.projects(token);
+        let req = p::AssignVerifierRequest {
+            request_id: request_id.to_string(),
+            project_id: c.project_id.clone(),
+            verifier_org: org.to_string(),
+            expected_version: 0,
+        };
+        async move { client.assign_verifier(req).await }
+    };
+    let body = test_verifier_org();
+    let err = assign(&c.company_token, &body, &rid("a"))
+        .await
+        .expect_err("the company does not choose its verifier");
+    assert_eq!(err.code(), Code::PermissionDenied);
+    for party in [
+        project.company.clone().unwrap_or_default().credit_code,
+        project.water_user.clone().unwrap_or_default().credit_code,
+    ] {
+        let err = assign(&admin, &party, &rid("a"))
+            .await
+            .expect_err("a party is not independent");
+        assert_eq!(err.code(), Code::FailedPrecondition, "{}", err.message());
+        assert!(err.message().contains("independent"), "{}", err.message());
+    }
+    let err = assign(&admin, "notacode", &rid("a"))
+        .await
+        .expect_err("not a credit code");
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert_eq!(crate::projects::field(&err), "verifier_org");
+    let key = rid("a");
+    let first = assign(&admin, &body, &key).await?.into_inner().project;
+    let again = assign(&admin, &body, &key).await?.into_inner().project;
+    let first = first.unwrap_or_default();
+    assert_eq!(first.verifier_org, body);
+    assert_eq!(first.version, project.version + 1);
+    assert_eq!(
+        again.map(|p| p.version),
+        Some(first.version),
+        "a retry assigns once"
+    );
+    assert_eq!(
+        parties_of(&app, &c.project_id).await?.version,
+        first.version
+    );
+
+    // A measured, submitted period of a project with the test verifier assigned.
+    let parties = crate::projects::contracted(
+        &app,
+        types::ContractModel::SharedSavings,
+        types::ContractTerms::default(),
+        &[],
+    )
+    .await?;
+    let cal = Calendar::now();
+    set_baseline(&app, &parties.company, &parties.project_id, &cal).await?;
+    to_operating(&app, &parties).await?;
+    let m = meter(&app, &parties.company, &parties.project_id).await?;
+    ingest(
+        &app,
+        &parties.company,
+        &m.id,
+        p::ReadingValueKind::IntervalUse,
+        daily_readings(&cal),
+    )
+    .await?;
+    let period = app
+        .projects(&parties.company)
+        .submit_period(p::SubmitPeriodRequest {
+            request_id: rid("s"),
+            project_id: parties.project_id.clone(),
+            start_date: date(cal.period_start),
+            note: String::new(),
+        })
+        .await?
+        .into_inner()
+        .period
+        .unwrap_or_default();
+    let unassigned = app.token(Role::Verifier, Some(&credit_code("12320411MB9K8J7H6")));
+    let code = |r: Result<p::PeriodSavings, tonic::Status>| r.err().map(|s| s.code());
+    // Another verifier body does not know the project; the parties and administrators are
+    // told verification is the assigned verifier's.
+    assert_eq!(
+        code(step(&app, &unassigned, &period.id, "verify").await),
+        Some(Code::NotFound)
+    );
+    for token in [&parties.admin, &parties.company, &parties.user] {
+        let err = step(&app, token, &period.id, "verify")
+            .await
+            .expect_err("not the assigned verifier");
+        assert_eq!(err.code(), Code::PermissionDenied);
+        assert!(err.message().contains("assigned"), "{}", err.message());
+    }
+    // The verifier disputes; it cannot resolve its own dispute; an administrator does.
+    step(&app, &parties.verifier, &period.id, "dispute").await?;
+    let err = step(&app, &parties.verifier, &period.id, "resolve")
+        .await
+        .expect_err("its own dispute");
+    assert_eq!(err.code(), Code::PermissionDenied);
+    assert!(err.message().contains("raised by"), "{}", err.message());
+    let resolved = step(&app, &parties.admin, &period.id, "resolve").await?;
+    assert_eq!(resolved.status, p::PeriodStatus::Verified as i32);
+    // The company disputes; it cannot resolve; another verifier cannot; the assigned one does.
+    step(&app, &parties.company, &period.id, "dispute").await?;
+    assert_eq!(
+        code(step(&app, &parties.company, &period.id, "resolve").await),
+        Some(Code::PermissionDenied)
+    );
+    assert_eq!(
+        code(step(&app, &unassigned, &period.id, "resolve").await),
+        Some(Code::NotFound)
+    );
+    step(&app, &parties.verifier, &period.id, "resolve").await?;
+    // Administrators resolve disputes; they do not raise them.
+    assert_eq!(
+        code(step(&app, &parties.admin, &period.id, "dispute").await),
+        Some(Code::PermissionDenied)
+    );
+    app.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_assigned_verifier_verifies_and_no_one_resolves_their_own_dispute_on_sqlite()
+-> anyhow::Result<()> {
+    assigned_verifier(Backend::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_assigned_verifier_verifies_and_no_one_resolves_their_own_dispute_on_postgres()
+-> anyhow::Result<()> {
+    if !postgres_and_redis_available().await {
+        return Ok(());
+    }
+    assigned_verifier(Backend::Postgres).await
+}
+
+/// Finding 4: contact details are shown to the organization itself, administrators and a
+/// counterparty a proposal links; others get the record with the contact empty.
+async fn contacts(backend: Backend) -> anyhow::Result<()> {
+    let app = TestApp::start(backend).await?;
+    let admin = app.token(Role::Admin, None);
+    let c = contract_a_project(&app, "新桥街道").await?;
+    let project = parties_of(&app, &c.project_id).await?;
+    let company_id = project.company.clone().unwrap_or_default().id;
+    let user_id = project.water_user.clone().unwrap_or_default().id;
+    // Both give their contact.
+    let mut user = app
+        .matching(&c.user_token)
+        .get_water_user(m::GetWaterUserRequest {
+            water_user_id: user_id.clone(),
+            credit_code: String::new(),
+        })
+        .await?
+        .into_inner()
+        .water_user
+        .unwrap_or_default();
+    user.contact = Some(types::Contact {
+        name: "王老师".into(),
+        phone: "13800000000".into(),
+        email: "wang@example.edu.cn".into(),
+    });
+    app.matching(&c.user_token)
+        .update_water_user(m::UpdateWaterUserRequest {
+            request_id: rid("u"),
+            water_user: Some(user.clone()),
+            expected_version: 0,
+        })
+        .await?;
+    let mut company = app
+        .matching(&c.company_token)
+        .get_company(m::GetCompanyRequest {
+            company_id: company_id.clone(),
+            credit_code: String::new(),
+        })
+        .await?
+        .into_inner()
+        .company
+        .unwrap_or_default();
+    company.contact = Some(types::Contact {
+        name: "李经理".into(),
+        phone: "+86 519 8512 0000".into(),
+        email: "li@qingyuan.example.com".into(),
+    });
+    app.matching(&c.company_token)
+        .update_company(m::UpdateCompanyRequest {
+            request_id: rid("c"),
+            company: Some(company.clone()),
+            expected_version: 0,
+        })
+        .await?;
+    // Another company and another water user, linked to neither by any proposal.
+    let stranger = contract_a_project(&app, "三井街道").await?;
+
+    let user_contact = |token: String| {
+        let mut client = app.matching(&token);
+        let id = user_id.clone();
+        async move {
+            let got = client
+                .get_water_user(m::GetWaterUserRequest {
+                    water_user_id: id.clone(),
+                    credit_code: String::new(),
+                })
+                .await?
+                .into_inner()
+                .water_user
+                .and_then(|u| u.contact)
+                .unwrap_or_default();
+            let listed = client
+                .list_water_users(m::ListWaterUsersRequest {
+                    page_size: 100,
+                    ..Default::default()
+                })
+                .await?
+                .into_inner()
+                .water_users
+                .into_iter()
+                .find(|u| u.id == id)
+                .and_then(|u| u.contact)
+                .unwrap_or_default();
+            anyhow::ensure!(got == listed, "Get and List show the same contact");
+            anyhow::Ok(got)
+        }
+    };
+    let company_contact = |token: String| {
+        let mut client = app.matching(&token);
+        let id = company_id.clone();
+        async move {
+            let got = client
+                .get_company(m::GetCompanyRequest {
+                    company_id: id.clone(),
+                    credit_code: String::new(),
+                })
+                .await?
+                .into_inner()
+                .company
+                .and_then(|c| c.contact)
+                .unwrap_or_default();
+            let listed = client
+                .list_companies(m::ListCompaniesRequest {
+                    page_size: 100,
+                    ..Default::default()
+                })
+                .await?
+                .into_inner()
+                .companies
+                .into_iter()
+                .find(|c| c.id == id)
+                .and_then(|c| c.contact)
+                .unwrap_or_default();
+            anyhow::ensure!(got == listed, "Get and List show the same contact");
+            anyhow::Ok(got)
+        }
+    };
+    let full_user = user.contact.clone().unwrap_or_default();
+    let full_company = company.contact.clone().unwrap_or_default();
+    for token in [&c.user_token, &c.company_token, &admin] {
+        assert_eq!(user_contact(token.clone()).await?, full_user);
+        assert_eq!(company_contact(token.clone()).await?, full_company);
+    }
+    for token in [
+        &stranger.company_token,
+        &stranger.user_token,
+        &app.token(Role::Verifier, Some(&test_verifier_org())),
+    ] {
+        assert_eq!(
+            user_contact(token.clone()).await?,
+            types::Contact::default()
+        );
+        assert_eq!(
+            company_contact(token.clone()).await?,
+            types::Contact::default()
+        );
+    }
+    app.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contact_details_are_shown_only_to_linked_counterparties_on_sqlite() -> anyhow::Result<()> {
+    contacts(Backend::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contact_details_are_shown_only_to_linked_counterparties_on_postgres() -> anyhow::Result<()>
+{
+    if !postgres_and_redis_available().await {
+        return Ok(());
+    }
+    contacts(Backend::Postgres).await
+}
