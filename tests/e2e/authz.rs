@@ -294,7 +294,7 @@ async fn world(app: &TestApp) -> anyhow::Result<World> {
     to_operating(app, &parties).await?;
     let meter = meter(app, &contracted.company_token, &project_id).await?;
     let readings = daily_readings(&cal);
-    let reading = readings.first().cloned().unwrap_or_default();
+    let reading = readings.first().copied().unwrap_or_default();
     let sent = ingest(
         app,
         &contracted.company_token,
@@ -800,7 +800,7 @@ fn rows(w: &World) -> Vec<(&'static str, Vec<u8>, Expect)> {
             p::IngestReadingsRequest {
                 meter_id: w.meter_id.clone(),
                 value_kind: p::ReadingValueKind::IntervalUse as i32,
-                readings: vec![w.reading.clone()],
+                readings: vec![w.reading],
             }
             .encode_to_vec(),
             Expect::all(Ok)
@@ -1017,7 +1017,7 @@ fn rows(w: &World) -> Vec<(&'static str, Vec<u8>, Expect)> {
                 ..Default::default()
             }
             .encode_to_vec(),
-            Expect::all(Ok),
+            Expect::only(&[Admin], Ok, PermissionDenied),
         ),
         (
             "RebuildCounts",
