@@ -72,7 +72,8 @@ pub struct Principal {
     /// Who, for the audit trail (a person's or a system's name).
     pub subject: String,
     pub role: Role,
-    /// The unified social credit code of the organization acted for (companies, water users).
+    /// The unified social credit code of the organization acted for (companies, water users,
+    /// verifier bodies).
     pub org: Option<String>,
 }
 
