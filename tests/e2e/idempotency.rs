@@ -228,7 +228,8 @@ async fn keys_bound_to_their_target(backend: Backend) -> anyhow::Result<()> {
     let b = shared_savings_project(&app).await?;
     let period_a = submitted_period(&app, &a).await?;
     let period_b = submitted_period(&app, &b).await?;
-    let verifier = app.token(Role::Verifier, None);
+    // Both projects have the test verifier body assigned (`contracted`).
+    let verifier = app.token(Role::Verifier, Some(&cwsm_tests::test_verifier_org()));
     let verify = |period_id: &str, request_id: &str| p::VerifyPeriodRequest {
         request_id: request_id.to_string(),
         period_id: period_id.to_string(),

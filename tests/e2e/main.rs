@@ -2,6 +2,7 @@
 //! SQLite with the in-process bus and on PostgreSQL with Redis Streams; and what bad input gets.
 
 mod accounts;
+mod authz;
 mod bus;
 mod data_dir;
 mod embedded_crash;
@@ -306,7 +307,8 @@ async fn marketplace_flow(backend: Backend) -> anyhow::Result<()> {
         })
         .await
         .expect_err("not a party");
-    assert_eq!(denied.code(), Code::PermissionDenied);
+    // To someone who is not a party the project does not exist.
+    assert_eq!(denied.code(), Code::NotFound);
 
     // It is moved to completion (handed over), each step by the party whose step it is:
     // acceptance names its post-installation verification, and hand-over needs a settled

@@ -223,7 +223,7 @@ pub async fn measure_and_settle(
         .into_inner()
         .period
         .ok_or_else(|| anyhow::anyhow!("no period"))?;
-    let verifier = app.token(Role::Verifier, None);
+    let verifier = cwsm_tests::assign_verifier(app, project_id).await?;
     app.projects(&verifier)
         .verify_period(p::VerifyPeriodRequest {
             request_id: rid("verify"),
@@ -319,12 +319,13 @@ pub(crate) async fn contracted(
     })
     .await
     .ok_or_else(|| anyhow::anyhow!("the project was not created from the event"))?;
+    let verifier = cwsm_tests::assign_verifier(app, &project_id).await?;
     Ok(Parties {
         project_id,
         company: app.token(Role::Company, Some(&company_code)),
         user: app.token(Role::WaterUser, Some(&user_code)),
         admin,
-        verifier: app.token(Role::Verifier, None),
+        verifier,
     })
 }
 
@@ -538,17 +539,27 @@ async fn readings(backend: Backend) -> anyhow::Result<()> {
     assert_eq!((unknown.accepted, unknown.rejected), (0, 2));
     assert_eq!(unknown.unknown_meters, 1);
     assert_eq!(unknown.unknown_meter_ids, vec!["no-such-meter".to_string()]);
-    // Another company may not send readings for this meter.
+    // Another company may not send readings for this meter: to it the meter does not exist;
+    // the water user (a party) is told it is not its step.
     let outsider = app.token(Role::Company, Some(&credit_code("91320411MA1QX8C3B")));
-    let err = ingest(
+    let answered = ingest(
         &app,
         &outsider,
         &hourly.id,
         p::ReadingValueKind::CumulativeRegister,
         sent[..1].to_vec(),
     )
+    .await?;
+    assert_eq!((answered.accepted, answered.unknown_meters), (0, 1));
+    let err = ingest(
+        &app,
+        &parties.user,
+        &hourly.id,
+        p::ReadingValueKind::CumulativeRegister,
+        sent[..1].to_vec(),
+    )
     .await
-    .expect_err("not its meter");
+    .expect_err("not the water user's step");
     assert_eq!(err.code(), Code::PermissionDenied);
 
     // Use per day: hour 1's register is the starting point (0 L); the spike is stored as

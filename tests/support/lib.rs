@@ -27,6 +27,9 @@ pub enum Backend {
     Postgres,
 }
 
+/// The signing secret of every [`TestApp`].
+const TEST_SECRET: [u8; 32] = [42u8; 32];
+
 pub struct TestApp {
     pub running: Option<Running>,
     pub bus: Arc<dyn EventBus>,
@@ -108,7 +111,7 @@ impl TestApp {
                 )
             }
         };
-        let keys = Arc::new(Keys::from_secret(&[42u8; 32])?);
+        let keys = Arc::new(Keys::from_secret(&TEST_SECRET)?);
         let running = app::start(
             &settings,
             Services::ALL,
@@ -187,6 +190,39 @@ impl TestApp {
 
     pub fn token(&self, role: Role, org: Option<&str>) -> String {
         self.clients().token(role, org)
+    }
+
+    /// A token of `role` for `org` signed with this app's key that expired an hour ago (the
+    /// server allows 30 s of clock skew). Made by hand: `Keys` issues no expired tokens.
+    pub fn expired_token(&self, role: Role, org: Option<&str>) -> String {
+        #[derive(serde::Serialize)]
+        struct Claims<'a> {
+            sub: &'a str,
+            role: Role,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            org: Option<&'a str>,
+            iat: i64,
+            exp: i64,
+            iss: &'a str,
+        }
+        let now = cwsm_platform::now_ms() / 1000;
+        let claims = Claims {
+            sub: "test",
+            role,
+            org,
+            iat: now - 7200,
+            exp: now - 3600,
+            iss: "cwsm",
+        };
+        jsonwebtoken::EncodingKey::from_secret(&TEST_SECRET)
+            .and_then(|key| {
+                jsonwebtoken::encode(
+                    &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+                    &claims,
+                    &key,
+                )
+            })
+            .unwrap_or_default()
     }
 
     pub fn matching(
@@ -652,4 +688,25 @@ pub async fn counted_projects(
         page_token = page.next_page_token;
     }
     anyhow::bail!("more than 100 pages of counted projects")
+}
+
+/// The verifier body the tests assign to their projects (a public institution's credit code).
+pub fn test_verifier_org() -> String {
+    credit_code("12320411MB0E1R2T3")
+}
+
+/// An administrator assigns the test verifier body to `project_id`; returns a verifier token
+/// of that body.
+pub async fn assign_verifier(app: &TestApp, project_id: &str) -> anyhow::Result<String> {
+    use cwsm_proto::projects::v1 as p;
+    let org = test_verifier_org();
+    app.projects(&app.token(Role::Admin, None))
+        .assign_verifier(p::AssignVerifierRequest {
+            request_id: format!("assign-{}", cwsm_platform::new_id()),
+            project_id: project_id.to_string(),
+            verifier_org: org.clone(),
+            expected_version: 0,
+        })
+        .await?;
+    Ok(app.token(Role::Verifier, Some(&org)))
 }

@@ -586,7 +586,7 @@ impl Accounts {
     /// membership of codes is not probed).
     pub async fn organization(&self, p: &Principal, code: &str) -> Result<Organization> {
         match self.store.organization(code).await? {
-            Some(org) if p.acts_for(code) => Ok(org),
+            Some(org) if p.acts_as(org.kind.role(), code) => Ok(org),
             _ => Err(Error::not_found("organization", code)),
         }
     }

@@ -305,6 +305,10 @@ impl Stage {
     }
 }
 
+/// The first 17 characters of the demo's verifier body (a public institution: a district water
+/// testing centre), whose verifier tokens verify the demo's periods.
+const DEMO_VERIFIER_BODY: &str = "123204117205K4X1A";
+
 /// The full 18-character code for the first 17 characters `body`: `body` plus its GB 32100
 /// check character.
 fn credit_code(body: &str) -> Result<String> {
@@ -1483,7 +1487,20 @@ impl Loader<'_> {
             .into_inner()
             .period
             .ok_or_else(|| anyhow!("project {project_id}: no period in the response"))?;
-        let verifier = self.token("demo-verifier", Role::Verifier, None)?;
+        // The district office assigns the demo's verifier body, independent of both parties;
+        // only it verifies the project's periods.
+        let verifier_org = credit_code(DEMO_VERIFIER_BODY)?;
+        let admin = self.token("demo-admin", Role::Admin, None)?;
+        self.projects(&admin)?
+            .assign_verifier(ppb::AssignVerifierRequest {
+                request_id: format!("demo:assign-verifier:{}", r.key),
+                project_id: project_id.to_string(),
+                verifier_org: verifier_org.clone(),
+                expected_version: 0,
+            })
+            .await
+            .with_context(|| format!("assigning the verifier of project {project_id}"))?;
+        let verifier = self.token("demo-verifier", Role::Verifier, Some(&verifier_org))?;
         self.projects(&verifier)?
             .verify_period(ppb::VerifyPeriodRequest {
                 request_id: format!("demo:verify:{}", r.key),

@@ -5,7 +5,10 @@
 //! user and administrators); a proposal is seen by its company and the request's water user. What
 //! a caller may not see answers NOT_FOUND, as if it did not exist. Writes need the caller to act
 //! for the organization concerned (its unified social credit code is the token's `org`) or to
-//! be an administrator.
+//! be an administrator, in the role the organization has here (see `Principal::acts_as`).
+//! Contact details of companies and water users are shown to administrators, to the
+//! organization itself and to a counterparty once a proposal links them; others get the record
+//! with the contact empty.
 
 use std::sync::Arc;
 
@@ -44,12 +47,14 @@ fn required_id<'a>(field: &str, value: &'a str) -> Result<&'a str> {
     }
 }
 
-fn must_act_for(who: &Principal, credit_code: &str, what: &str) -> Result<()> {
-    if who.acts_for(credit_code) {
+/// `who` must act for the organization with `credit_code` in the role it has here (a company
+/// record: a company token; a water user's: a water-user token) or be an administrator.
+fn must_act_as(who: &Principal, role: Role, credit_code: &str, what: &str) -> Result<()> {
+    if who.acts_as(role, credit_code) {
         Ok(())
     } else {
         Err(Error::denied(format!(
-            "only {what} (credit code {credit_code}) or an administrator may do this"
+            "only {what} (a {role} token with org {credit_code}) or an administrator may do this"
         )))
     }
 }
@@ -67,6 +72,43 @@ fn parse_fitting_key(key: &str) -> Result<(f64, String)> {
     let (bits, id) = key.split_once('/').ok_or_else(bad)?;
     let bits = u64::from_str_radix(bits, 16).map_err(|_| bad())?;
     Ok((f64::from_bits(bits), id.to_string()))
+}
+
+/// Whose contact details (names, phones, e-mails) a caller sees: administrators and services
+/// everyone's, an organization its own, and a counterparty once a proposal links them.
+struct ContactsSeen {
+    viewer: Viewer,
+    linked: std::collections::HashSet<String>,
+}
+
+impl ContactsSeen {
+    fn company(&self, c: &Company) -> bool {
+        self.viewer.all
+            || self.viewer.is_company(&c.id)
+            || (self.viewer.water_user_id.is_some() && self.linked.contains(&c.id))
+    }
+
+    fn water_user(&self, u: &WaterUser) -> bool {
+        self.viewer.all
+            || self.viewer.is_water_user(&u.id)
+            || (self.viewer.company_id.is_some() && self.linked.contains(&u.id))
+    }
+
+    fn company_out(&self, c: &Company) -> pb::Company {
+        let mut out = convert::company(c);
+        if !self.company(c) {
+            out.contact = Some(types::Contact::default());
+        }
+        out
+    }
+
+    fn water_user_out(&self, u: &WaterUser) -> pb::WaterUser {
+        let mut out = convert::water_user(u);
+        if !self.water_user(u) {
+            out.contact = Some(types::Contact::default());
+        }
+        out
+    }
 }
 
 impl MatchingApi {
@@ -99,6 +141,16 @@ impl MatchingApi {
             _ => {}
         }
         Ok(viewer)
+    }
+
+    async fn contacts_seen(&self, who: &Principal) -> Result<ContactsSeen> {
+        let viewer = self.viewer(who).await?;
+        let linked = if viewer.all {
+            Default::default()
+        } else {
+            self.store.linked_counterparts(&viewer).await?
+        };
+        Ok(ContactsSeen { viewer, linked })
     }
 
     /// The request, if the caller may see it; NOT_FOUND otherwise.
@@ -142,14 +194,14 @@ impl MatchingApi {
     /// Checks that `who` may write for company `company_id`; returns its credit code.
     async fn company_for_write(&self, who: &Principal, company_id: &str) -> Result<String> {
         let code = self.store.company_credit_code(company_id).await?;
-        must_act_for(who, &code, "the company")?;
+        must_act_as(who, Role::Company, &code, "the company")?;
         Ok(code)
     }
 
     /// Checks that `who` may write for water user `water_user_id`; returns its credit code.
     async fn user_for_write(&self, who: &Principal, water_user_id: &str) -> Result<String> {
         let code = self.store.water_user_credit_code(water_user_id).await?;
-        must_act_for(who, &code, "the water user")?;
+        must_act_as(who, Role::WaterUser, &code, "the water user")?;
         Ok(code)
     }
 
@@ -238,7 +290,7 @@ impl MatchingService for MatchingApi {
                 .ok_or_else(|| Error::invalid("company", "required"))?,
         )?;
         profile.validate("company")?;
-        if !(who.is_admin() || (who.role == Role::Company && who.acts_for(&profile.credit_code))) {
+        if !who.acts_as(Role::Company, &profile.credit_code) {
             return Err(Error::denied("a company registers itself: the token's role must be company and its org the company's credit code").into());
         }
         let company = self.store.create_company(&key, &profile).await?;
@@ -251,7 +303,7 @@ impl MatchingService for MatchingApi {
         &self,
         request: Request<pb::GetCompanyRequest>,
     ) -> Reply<pb::GetCompanyResponse> {
-        principal(&request)?;
+        let who = principal(&request)?;
         let r = request.into_inner();
         let company = if !r.company_id.trim().is_empty() {
             self.store.company(r.company_id.trim()).await?
@@ -266,8 +318,9 @@ impl MatchingService for MatchingApi {
             )
             .into());
         };
+        let seen = self.contacts_seen(&who).await?;
         Ok(Response::new(pb::GetCompanyResponse {
-            company: Some(convert::company(&company)),
+            company: Some(seen.company_out(&company)),
         }))
     }
 
@@ -275,7 +328,7 @@ impl MatchingService for MatchingApi {
         &self,
         request: Request<pb::ListCompaniesRequest>,
     ) -> Reply<pb::ListCompaniesResponse> {
-        principal(&request)?;
+        let who = principal(&request)?;
         let r = request.into_inner();
         let page = Page::from_request(r.page_size, &r.page_token)?;
         let f = ListFilter {
@@ -311,8 +364,9 @@ impl MatchingService for MatchingApi {
             ..Default::default()
         };
         let (companies, next) = self.store.list_companies(&f, &page).await?;
+        let seen = self.contacts_seen(&who).await?;
         Ok(Response::new(pb::ListCompaniesResponse {
-            companies: companies.iter().map(convert::company).collect(),
+            companies: companies.iter().map(|c| seen.company_out(c)).collect(),
             next_page_token: next,
         }))
     }
@@ -524,8 +578,7 @@ impl MatchingService for MatchingApi {
                 .ok_or_else(|| Error::invalid("water_user", "required"))?,
         )?;
         profile.validate("water_user")?;
-        if !(who.is_admin() || (who.role == Role::WaterUser && who.acts_for(&profile.credit_code)))
-        {
+        if !who.acts_as(Role::WaterUser, &profile.credit_code) {
             return Err(Error::denied("a water user registers itself: the token's role must be water_user and its org the unit's credit code").into());
         }
         let user = self.store.create_water_user(&key, &profile).await?;
@@ -538,7 +591,7 @@ impl MatchingService for MatchingApi {
         &self,
         request: Request<pb::GetWaterUserRequest>,
     ) -> Reply<pb::GetWaterUserResponse> {
-        principal(&request)?;
+        let who = principal(&request)?;
         let r = request.into_inner();
         let user = if !r.water_user_id.trim().is_empty() {
             self.store.water_user(r.water_user_id.trim()).await?
@@ -553,8 +606,9 @@ impl MatchingService for MatchingApi {
             )
             .into());
         };
+        let seen = self.contacts_seen(&who).await?;
         Ok(Response::new(pb::GetWaterUserResponse {
-            water_user: Some(convert::water_user(&user)),
+            water_user: Some(seen.water_user_out(&user)),
         }))
     }
 
@@ -562,7 +616,7 @@ impl MatchingService for MatchingApi {
         &self,
         request: Request<pb::ListWaterUsersRequest>,
     ) -> Reply<pb::ListWaterUsersResponse> {
-        principal(&request)?;
+        let who = principal(&request)?;
         let r = request.into_inner();
         let page = Page::from_request(r.page_size, &r.page_token)?;
         let f = ListFilter {
@@ -572,8 +626,9 @@ impl MatchingService for MatchingApi {
             ..Default::default()
         };
         let (users, next) = self.store.list_water_users(&f, &r.unit_type, &page).await?;
+        let seen = self.contacts_seen(&who).await?;
         Ok(Response::new(pb::ListWaterUsersResponse {
-            water_users: users.iter().map(convert::water_user).collect(),
+            water_users: users.iter().map(|u| seen.water_user_out(u)).collect(),
             next_page_token: next,
         }))
     }

@@ -1019,6 +1019,26 @@ impl Store {
             .ok_or_else(|| Error::not_found("proposal", id))
     }
 
+    /// The counterparts a proposal links the viewer to: for a company, the water users of the
+    /// requests it proposed on; for a water user, the companies that proposed on its requests
+    /// (an accepted proposal is how every project starts, so a project's parties are among
+    /// them). Whose contact details the viewer may see.
+    pub async fn linked_counterparts(
+        &self,
+        v: &Viewer,
+    ) -> Result<std::collections::HashSet<String>> {
+        let (_, company, user) = viewer_binds(v);
+        if company.is_empty() && user.is_empty() {
+            return Ok(Default::default());
+        }
+        let ids: Vec<String> = with_db!(&self.db, pool => sqlx::query_scalar(
+            "SELECT DISTINCT CASE WHEN p.company_id = $1 THEN r.water_user_id ELSE p.company_id END \
+             FROM proposals p JOIN project_requests r ON r.id = p.project_request_id \
+             WHERE ($1 <> '' AND p.company_id = $1) OR ($2 <> '' AND r.water_user_id = $2)")
+            .bind(&company).bind(&user).fetch_all(pool).await?);
+        Ok(ids.into_iter().collect())
+    }
+
     pub async fn list_proposals(
         &self,
         project_request_id: &str,

@@ -58,9 +58,10 @@ impl Role {
         })
     }
 
-    /// Roles that act for an organization and must name it.
+    /// Roles that act for an organization and must name it (a verifier names its verifier
+    /// body: projects are assigned to the body, not to whoever holds a verifier token).
     pub fn needs_org(self) -> bool {
-        matches!(self, Role::Company | Role::WaterUser)
+        matches!(self, Role::Company | Role::WaterUser | Role::Verifier)
     }
 }
 
@@ -76,7 +77,8 @@ pub struct Principal {
     /// Who, for the audit trail (a person's or a system's name).
     pub subject: String,
     pub role: Role,
-    /// The unified social credit code of the organization acted for (companies, water users).
+    /// The unified social credit code of the organization acted for (companies, water users,
+    /// verifier bodies).
     pub org: Option<String>,
 }
 
@@ -85,9 +87,18 @@ impl Principal {
         self.role == Role::Admin
     }
 
-    /// Whether this caller acts for the organization with `credit_code` (or is an administrator).
-    pub fn acts_for(&self, credit_code: &str) -> bool {
-        self.is_admin() || self.org.as_deref() == Some(credit_code)
+    /// Whether this caller acts for the organization with `credit_code` in `role`, the role
+    /// that organization has on the platform (a company record is the company's, a water user's
+    /// record the water user's), or is an administrator. The one rule for "may act for": a
+    /// token whose org is right but whose role is not (a verifier token naming a company) acts
+    /// for nobody.
+    pub fn acts_as(&self, role: Role, credit_code: &str) -> bool {
+        self.is_admin() || self.is(role, credit_code)
+    }
+
+    /// Whether this caller is exactly `role` for `credit_code` (administrators are not).
+    pub fn is(&self, role: Role, credit_code: &str) -> bool {
+        self.role == role && !credit_code.is_empty() && self.org.as_deref() == Some(credit_code)
     }
 }
 
@@ -547,8 +558,23 @@ mod tests {
         let p = keys.verify(&token).expect("valid");
         assert_eq!(p.role, Role::Company);
         assert_eq!(p.org.as_deref(), Some("91320411MA1N2B3C4D"));
-        assert!(p.acts_for("91320411MA1N2B3C4D"));
-        assert!(!p.acts_for("91320411MA1N2B3C4X"));
+        assert!(p.acts_as(Role::Company, "91320411MA1N2B3C4D"));
+        assert!(!p.acts_as(Role::Company, "91320411MA1N2B3C4X"));
+        // The right org in the wrong role acts for nobody.
+        assert!(!p.acts_as(Role::WaterUser, "91320411MA1N2B3C4D"));
+        let verifier = Principal {
+            role: Role::Verifier,
+            ..p.clone()
+        };
+        assert!(!verifier.acts_as(Role::Company, "91320411MA1N2B3C4D"));
+        assert!(verifier.is(Role::Verifier, "91320411MA1N2B3C4D"));
+        let admin = Principal {
+            role: Role::Admin,
+            org: None,
+            ..p
+        };
+        assert!(admin.acts_as(Role::Company, "91320411MA1N2B3C4D"));
+        assert!(!admin.is(Role::Company, "91320411MA1N2B3C4D"));
         let other = Keys::from_secret(&[8u8; 32]).expect("keys");
         assert!(other.verify(&token).is_err());
     }

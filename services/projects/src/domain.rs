@@ -170,6 +170,8 @@ pub struct Project {
     /// Months per reporting (and settlement) period; 1 monthly, 3 quarterly.
     pub reporting_period_months: i32,
     pub mv_model_description: String,
+    /// The credit code of the verifier body an administrator assigned ('' until then).
+    pub verifier_org: String,
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
     pub version: i64,
@@ -197,19 +199,49 @@ pub struct TransitionAsk {
 }
 
 impl Project {
-    /// Whether `who` is a party to this project (or an administrator).
+    /// Whether `who` acts for this project's company (a company token with its credit code) or
+    /// is an administrator.
+    pub fn company(&self, who: &Principal) -> bool {
+        who.acts_as(Role::Company, &self.contract.company.credit_code)
+    }
+
+    /// Whether `who` is a party to this project, each in its own role: the company with a
+    /// company token, the water user with a water-user token (or an administrator).
     pub fn party(&self, who: &Principal) -> bool {
-        who.acts_for(&self.contract.company.credit_code)
-            || who.acts_for(&self.contract.water_user.credit_code)
+        self.company(who) || who.acts_as(Role::WaterUser, &self.contract.water_user.credit_code)
+    }
+
+    /// Whether `who` is the verifier body assigned to this project (administrators are not).
+    pub fn assigned_verifier(&self, who: &Principal) -> bool {
+        who.is(Role::Verifier, &self.verifier_org)
+    }
+
+    /// Whether `who` may read this project and everything under it: the parties, the assigned
+    /// verifier and administrators.
+    pub fn readable_by(&self, who: &Principal) -> bool {
+        self.party(who) || self.assigned_verifier(who)
+    }
+
+    /// NOT_FOUND for a caller who may not read the project (its existence is not revealed),
+    /// else PERMISSION_DENIED with `why`: the one rule for refusing a step on a project.
+    pub fn refuse(&self, who: &Principal, why: String) -> Error {
+        if self.readable_by(who) {
+            Error::denied(why)
+        } else {
+            Error::not_found("project", &self.id)
+        }
     }
 
     /// Checks that `who` may move this project as asked; the error names the allowed steps.
     pub fn check_transition(&self, who: &Principal, ask: &TransitionAsk) -> Result<()> {
         if !self.party(who) {
-            return Err(Error::denied(format!(
-                "only the parties to project {} or an administrator may change its stage",
-                self.id
-            )));
+            return Err(self.refuse(
+                who,
+                format!(
+                    "only the parties to project {} or an administrator may change its stage",
+                    self.id
+                ),
+            ));
         }
         let allowed = allowed_next(self.stage, self.suspended_from);
         if !allowed.contains(&ask.to) {

@@ -3,9 +3,13 @@
 //! savings report, periods (submit, verify, dispute, resolve), settlement and the milestone
 //! log. Projects are created from `ProposalAccepted` events, not by `CreateProject`.
 //!
-//! Who may do what: the parties, verifiers and administrators read; the company creates
-//! meters, sends readings and submits periods; a verifier verifies and resolves disputes;
-//! either party (or a verifier) disputes; the parties settle; administrators do anything.
+//! Who may do what (ARCHITECTURE.md, "Access rules"): the parties (each in its own role), the
+//! assigned verifier and administrators read a project and everything under it, and to anyone
+//! else it does not exist (NOT_FOUND); the company creates meters, sends readings and submits
+//! periods; the assigned verifier verifies; a party or the assigned verifier disputes; the
+//! assigned verifier or an administrator resolves, never the dispute's raiser; the parties
+//! settle; an administrator assigns the verifier. A step refused to someone who may read the
+//! project is PERMISSION_DENIED saying why.
 
 use cwsm_platform::auth::{Principal, Role, principal};
 use cwsm_platform::grpc::{Page, millis, timestamp};
@@ -30,7 +34,7 @@ use crate::ledger::{
 use crate::ledger_store::{ProjectUpdate, StepAsk};
 use crate::metering::{Incoming, Meter, MeterKind, ValueKind, flag};
 use crate::readings::{Aggregation, IngestSession, Point};
-use crate::store::{ProjectFilter, Store};
+use crate::store::{ProjectFilter, SeenBy, Store};
 
 pub struct ProjectsApi {
     pub store: Store,
@@ -211,6 +215,7 @@ pub fn project_to_pb(p: &Project) -> pb::Project {
         create_time: Some(timestamp(p.created_at_ms)),
         update_time: Some(timestamp(p.updated_at_ms)),
         version: p.version,
+        verifier_org: p.verifier_org.clone(),
     }
 }
 
@@ -236,19 +241,13 @@ fn required_id<'a>(field: &str, value: &'a str) -> Result<&'a str> {
     }
 }
 
-/// Whether `who` may read a project's meters, readings, savings and settlements.
-fn may_read(project: &Project, who: &Principal) -> bool {
-    project.party(who) || matches!(who.role, Role::Verifier | Role::Service)
-}
-
+/// The project and everything under it is read by its parties, its assigned verifier and
+/// administrators; to anyone else it is NOT_FOUND.
 fn check_read(project: &Project, who: &Principal) -> Result<()> {
-    if may_read(project, who) {
+    if project.readable_by(who) {
         Ok(())
     } else {
-        Err(Error::denied(format!(
-            "only the parties to project {}, verifiers and administrators may read its measurements",
-            project.id
-        )))
+        Err(Error::not_found("project", &project.id))
     }
 }
 
@@ -453,12 +452,13 @@ impl pb::projects_service_server::ProjectsService for ProjectsApi {
         &self,
         request: Request<pb::GetProjectRequest>,
     ) -> Result<Response<pb::GetProjectResponse>, Status> {
-        principal(&request)?;
+        let who = principal(&request)?;
         let r = request.into_inner();
         let view = self
             .store
             .project_view(required_id("project_id", &r.project_id)?)
             .await?;
+        check_read(&view.project, &who)?;
         let mut message = project_to_pb(&view.project);
         message.stage_history = view.history.iter().map(transition_to_pb).collect();
         Ok(Response::new(pb::GetProjectResponse {
@@ -470,7 +470,7 @@ impl pb::projects_service_server::ProjectsService for ProjectsApi {
         &self,
         request: Request<pb::ListProjectsRequest>,
     ) -> Result<Response<pb::ListProjectsResponse>, Status> {
-        principal(&request)?;
+        let who = principal(&request)?;
         let r = request.into_inner();
         check_lengths(&[
             ("query", &r.query, MAX_QUERY),
@@ -500,11 +500,45 @@ impl pb::projects_service_server::ProjectsService for ProjectsApi {
                 IndicatorTag::code,
             )?,
             query: r.query,
+            seen_by: SeenBy::of(&who),
         };
         let (projects, next) = self.store.list_projects(&filter, &page).await?;
         Ok(Response::new(pb::ListProjectsResponse {
             projects: projects.iter().map(project_to_pb).collect(),
             next_page_token: next,
+        }))
+    }
+
+    async fn assign_verifier(
+        &self,
+        request: Request<pb::AssignVerifierRequest>,
+    ) -> Result<Response<pb::AssignVerifierResponse>, Status> {
+        let who = principal(&request)?;
+        let r = request.into_inner();
+        check_lengths(&[
+            ("project_id", &r.project_id, MAX_CODE),
+            ("verifier_org", &r.verifier_org, MAX_CODE),
+        ])?;
+        let key = RequestKey::new(&who, "AssignVerifier", &r.project_id, &r.request_id, &r)?;
+        let project_id = required_id("project_id", &r.project_id)?;
+        if !who.is_admin() {
+            // The parties and the verifier may read the project but not choose its verifier.
+            let project = self.store.project(project_id).await?;
+            return Err(project
+                .refuse(
+                    &who,
+                    format!("only an administrator assigns the verifier of project {project_id}"),
+                )
+                .into());
+        }
+        let verifier_org = r.verifier_org.trim().to_uppercase();
+        cwsm_platform::credit_code::check("verifier_org", &verifier_org)?;
+        let project = self
+            .store
+            .assign_verifier(&key, project_id, r.expected_version, &verifier_org)
+            .await?;
+        Ok(Response::new(pb::AssignVerifierResponse {
+            project: Some(project_to_pb(&project)),
         }))
     }
 
@@ -550,11 +584,11 @@ impl pb::projects_service_server::ProjectsService for ProjectsApi {
         &self,
         request: Request<pb::ListProjectTransitionsRequest>,
     ) -> Result<Response<pb::ListProjectTransitionsResponse>, Status> {
-        principal(&request)?;
+        let who = principal(&request)?;
         let r = request.into_inner();
         let page = Page::from_request(r.page_size, &r.page_token)?;
-        let project_id = required_id("project_id", &r.project_id)?;
-        self.store.project(project_id).await?;
+        let project_id = self.readable_project(&who, &r.project_id).await?.id;
+        let project_id = project_id.as_str();
         let (rows, next) = self.store.transitions(project_id, &page).await?;
         Ok(Response::new(pb::ListProjectTransitionsResponse {
             transitions: rows.iter().map(transition_to_pb).collect(),
@@ -668,10 +702,13 @@ impl pb::projects_service_server::ProjectsService for ProjectsApi {
                     if p.party(&who) {
                         Ok(())
                     } else {
-                        Err(Error::denied(format!(
-                            "only the parties to project {} or an administrator may update it",
-                            p.id
-                        )))
+                        Err(p.refuse(
+                            &who,
+                            format!(
+                                "only the parties to project {} or an administrator may update it",
+                                p.id
+                            ),
+                        ))
                     }
                 },
             )
@@ -709,12 +746,16 @@ impl pb::projects_service_server::ProjectsService for ProjectsApi {
             .store
             .project(required_id("meter.project_id", &m.project_id)?)
             .await?;
-        if !who.acts_for(&project.contract.company.credit_code) {
-            return Err(Error::denied(format!(
-                "only the company of project {} or an administrator registers its meters",
-                project.id
-            ))
-            .into());
+        if !project.company(&who) {
+            return Err(project
+                .refuse(
+                    &who,
+                    format!(
+                        "only the company of project {} or an administrator registers its meters",
+                        project.id
+                    ),
+                )
+                .into());
         }
         let kind = meter_kind_from_pb("meter.kind", m.kind)?
             .ok_or_else(|| Error::invalid("meter.kind", "required: WHOLE_SITE or SUB_METER"))?;
@@ -906,12 +947,16 @@ impl pb::projects_service_server::ProjectsService for ProjectsApi {
             .store
             .project(required_id("project_id", &r.project_id)?)
             .await?;
-        if !(who.acts_for(&project.contract.company.credit_code) || who.role == Role::Verifier) {
-            return Err(Error::denied(format!(
-                "only the company of project {}, a verifier or an administrator records driver values",
-                project.id
-            ))
-            .into());
+        if !(project.company(&who) || project.assigned_verifier(&who)) {
+            return Err(project
+                .refuse(
+                    &who,
+                    format!(
+                        "only the company of project {}, its assigned verifier or an administrator records driver values",
+                        project.id
+                    ),
+                )
+                .into());
         }
         if !project.contract.drivers.contains(&r.driver) {
             return Err(Error::invalid(
@@ -977,12 +1022,16 @@ impl pb::projects_service_server::ProjectsService for ProjectsApi {
             .store
             .project(required_id("adjustment.project_id", &a.project_id)?)
             .await?;
-        if !(who.acts_for(&project.contract.company.credit_code) || who.role == Role::Verifier) {
-            return Err(Error::denied(format!(
-                "only the company of project {}, a verifier or an administrator documents non-routine adjustments",
-                project.id
-            ))
-            .into());
+        if !(project.company(&who) || project.assigned_verifier(&who)) {
+            return Err(project
+                .refuse(
+                    &who,
+                    format!(
+                        "only the company of project {}, its assigned verifier or an administrator documents non-routine adjustments",
+                        project.id
+                    ),
+                )
+                .into());
         }
         check_date("adjustment.start_date", &a.start_date, true)?;
         check_date("adjustment.end_date", &a.end_date, false)?;
@@ -1195,8 +1244,19 @@ impl pb::projects_service_server::ProjectsService for ProjectsApi {
         &self,
         request: Request<pb::ListMilestonesRequest>,
     ) -> Result<Response<pb::ListMilestonesResponse>, Status> {
-        principal(&request)?;
+        let who = principal(&request)?;
         let r = request.into_inner();
+        check_len("project_id", &r.project_id, MAX_CODE)?;
+        // Administrators and services (reporting rebuilding its counts) read the whole log;
+        // the others the milestones of the projects they may read.
+        let seen_by = if who.is_admin() || who.role == Role::Service {
+            SeenBy::All
+        } else {
+            if !r.project_id.is_empty() {
+                self.readable_project(&who, &r.project_id).await?;
+            }
+            SeenBy::of(&who)
+        };
         let page = Page::from_request(r.page_size, &r.page_token)?;
         // The sequence is the page key: a token carries the last sequence seen.
         let after = match &page.after {
@@ -1207,7 +1267,7 @@ impl pb::projects_service_server::ProjectsService for ProjectsApi {
         };
         let mut rows = self
             .store
-            .milestones(after, &r.project_id, page.fetch_limit())
+            .milestones(after, &r.project_id, &seen_by, page.fetch_limit())
             .await?;
         let next = page.finish(&mut rows, |(seq, _)| seq.to_string());
         let milestones = rows

@@ -60,6 +60,8 @@ pub struct Period {
     pub promised_savings_litres: i64,
     pub status: PeriodStatus,
     pub dispute_reason: String,
+    /// Who raised the open dispute ([`raiser`]); never its resolver.
+    pub disputed_by: String,
     pub notes: Vec<String>,
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
@@ -86,6 +88,19 @@ impl PeriodStep {
     }
 }
 
+/// Who raises a dispute, as kept with the period: the role and organization (a person of the
+/// same organization is the same raiser), or an administrator's subject.
+pub fn raiser(who: &Principal) -> String {
+    format!(
+        "{}:{}",
+        who.role,
+        who.org
+            .as_deref()
+            .filter(|o| !o.is_empty())
+            .unwrap_or(&who.subject)
+    )
+}
+
 /// The steps a period in `status` allows.
 pub fn allowed_steps(status: PeriodStatus) -> &'static [&'static str] {
     match status {
@@ -105,28 +120,52 @@ pub fn check_step(
     who: &Principal,
     step: PeriodStep,
 ) -> Result<()> {
-    let verifier = who.is_admin() || who.role == Role::Verifier;
-    let allowed_role = match step {
-        // An independent third party checks the savings.
-        PeriodStep::Verify | PeriodStep::Resolve => verifier,
-        PeriodStep::Dispute => verifier || project.party(who),
+    let company = &project.contract.company.credit_code;
+    let user = &project.contract.water_user.credit_code;
+    // A party in its own role (not an administrator acting as one) or the assigned verifier.
+    let raises = who.is(Role::Company, company)
+        || who.is(Role::WaterUser, user)
+        || project.assigned_verifier(who);
+    let allowed = match step {
+        // The independent third party assigned to the project checks the savings.
+        PeriodStep::Verify => project.assigned_verifier(who),
+        PeriodStep::Dispute => raises,
+        PeriodStep::Resolve => project.assigned_verifier(who) || who.is_admin(),
         PeriodStep::Settle => project.party(who),
     };
-    if !allowed_role {
-        return Err(Error::denied(match step {
-            PeriodStep::Verify | PeriodStep::Resolve => format!(
-                "only a verifier or an administrator may {} a period",
-                step.name()
+    if !allowed {
+        let why = match step {
+            PeriodStep::Verify if project.verifier_org.is_empty() => format!(
+                "project {} has no verifier assigned yet; an administrator assigns one (AssignVerifier)",
+                project.id
+            ),
+            PeriodStep::Verify => format!(
+                "only the verifier assigned to project {} (org {}) verifies its periods",
+                project.id, project.verifier_org
             ),
             PeriodStep::Dispute => format!(
-                "only the parties to project {}, a verifier or an administrator may dispute its periods",
+                "disputes on project {} are raised by its company, its water user or its assigned verifier (administrators resolve them)",
+                project.id
+            ),
+            PeriodStep::Resolve => format!(
+                "only the verifier assigned to project {} or an administrator resolves its disputes",
                 project.id
             ),
             PeriodStep::Settle => format!(
                 "only the parties to project {} or an administrator may settle its periods",
                 project.id
             ),
-        }));
+        };
+        return Err(project.refuse(who, why));
+    }
+    if step == PeriodStep::Resolve
+        && !period.disputed_by.is_empty()
+        && period.disputed_by == raiser(who)
+    {
+        return Err(Error::denied(format!(
+            "the dispute on period {} was raised by {}; an administrator or the assigned verifier other than its raiser resolves it",
+            period.id, period.disputed_by
+        )));
     }
     let ok = match step {
         PeriodStep::Verify => period.status == PeriodStatus::Submitted,
@@ -310,6 +349,7 @@ pub fn compute_period(
         figures,
         status: PeriodStatus::Reported,
         dispute_reason: String::new(),
+        disputed_by: String::new(),
         notes,
         created_at_ms: 0,
         updated_at_ms: 0,

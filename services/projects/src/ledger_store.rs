@@ -36,6 +36,7 @@ struct PeriodRow {
     promised_savings_litres: i64,
     status: String,
     dispute_reason: String,
+    disputed_by: String,
     notes: String,
     created_at_ms: i64,
     updated_at_ms: i64,
@@ -63,6 +64,7 @@ impl From<PeriodRow> for Period {
             promised_savings_litres: r.promised_savings_litres,
             status: PeriodStatus::from_code(&r.status).unwrap_or(PeriodStatus::Submitted),
             dispute_reason: r.dispute_reason,
+            disputed_by: r.disputed_by,
             notes: serde_json::from_str(&r.notes).unwrap_or_default(),
             created_at_ms: r.created_at_ms,
             updated_at_ms: r.updated_at_ms,
@@ -199,11 +201,12 @@ impl Store {
         keyed_write!(&self.db, key, tx => {
                 let row: Option<ProjectRow> = sqlx::query_as("SELECT * FROM projects WHERE id = $1").bind(project_id).fetch_optional(&mut *tx).await?;
                 let project = row.map(Project::from).ok_or_else(|| Error::not_found("project", project_id))?;
+                // Who may not do this learns nothing of the project, not even its version.
+                check(&project)?;
                 if expected_version != 0 && project.version != expected_version {
                     return Err(Error::Aborted(format!(
                         "project {project_id} is at version {}, not {expected_version}; read it again and retry", project.version)));
                 }
-                check(&project)?;
                 let frozen_changed = project.baseline_start_date != u.baseline_start_date
                     || project.baseline_end_date != u.baseline_end_date
                     || project.reporting_period_months != u.reporting_period_months
@@ -367,10 +370,11 @@ impl Store {
             return self.period(&id).await;
         }
         let (project, report) = self.savings_report(project_id).await?;
-        if !who.acts_for(&project.contract.company.credit_code) {
-            return Err(Error::denied(format!(
-                "only the company of project {project_id} or an administrator submits its periods"
-            )));
+        if !project.company(who) {
+            return Err(project.refuse(
+                who,
+                format!("only the company of project {project_id} or an administrator submits its periods"),
+            ));
         }
         if project.stage != Stage::Operating {
             return Err(Error::precondition(format!(
@@ -464,6 +468,7 @@ impl Store {
                     PeriodStep::Dispute => {
                         period.status = PeriodStatus::Disputed;
                         period.dispute_reason = text.to_string();
+                        period.disputed_by = raiser(who);
                         period.notes.push(format!("disputed by {}: {text}", who.subject));
                     }
                     PeriodStep::Resolve => {
@@ -482,10 +487,10 @@ impl Store {
                 period.version += 1;
                 let f = &period.figures;
                 // Only over the version read: a concurrent step in between makes this one stale.
-                let written = sqlx::query("UPDATE periods SET status = $1, dispute_reason = $2, notes = $3, dispute_adjustment_litres = $4, savings_litres = $5, savings_bp = $6, updated_at_ms = $7, version = $8 WHERE id = $9 AND version = $10")
+                let written = sqlx::query("UPDATE periods SET status = $1, dispute_reason = $2, notes = $3, dispute_adjustment_litres = $4, savings_litres = $5, savings_bp = $6, updated_at_ms = $7, version = $8, disputed_by = $11 WHERE id = $9 AND version = $10")
                     .bind(period.status.code()).bind(&period.dispute_reason).bind(json(&period.notes))
                     .bind(f.dispute_adjustment_litres).bind(f.savings_litres).bind(i32::try_from(f.savings_bp).unwrap_or(0))
-                    .bind(now).bind(period.version).bind(period_id).bind(period.version - 1).execute(&mut *tx).await?.rows_affected();
+                    .bind(now).bind(period.version).bind(period_id).bind(period.version - 1).bind(&period.disputed_by).execute(&mut *tx).await?.rows_affected();
                 if written == 0 {
                     return Err(Error::Aborted(format!("period {period_id} changed meanwhile; read it again and retry")));
                 }

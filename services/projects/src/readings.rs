@@ -237,18 +237,19 @@ impl Store {
         let meter = match self.meter(meter_id).await {
             Ok(m) => m,
             Err(Error::NotFound { .. }) => {
-                s.index.insert(meter_id.to_string(), None);
-                s.outcome.unknown_meters += 1;
-                if s.outcome.unknown_meter_ids.len() < MAX_UNKNOWN_IDS {
-                    s.outcome.unknown_meter_ids.push(meter_id.to_string());
-                }
+                note_unknown(s, meter_id);
                 return Ok(None);
             }
             Err(e) => return Err(e),
         };
         let project: Project = self.project(&meter.project_id).await?;
-        // The company measures; the water user and others read.
-        if !s.who.acts_for(&project.contract.company.credit_code) {
+        // A meter of a project the caller may not read is answered as unknown (its existence
+        // is not revealed); the company measures, the water user and the verifier read.
+        if !project.readable_by(&s.who) {
+            note_unknown(s, meter_id);
+            return Ok(None);
+        }
+        if !project.company(&s.who) {
             return Err(Error::denied(format!(
                 "only the company of project {} or an administrator may send readings of meter {meter_id}",
                 project.id
@@ -615,6 +616,15 @@ fn day_point(r: &DayRow) -> Point {
         reading_count: r.3,
         estimated_count: r.4,
         flags: i32::try_from(r.5).unwrap_or(0),
+    }
+}
+
+/// Counts `meter_id` as unknown in `s` (its readings rejected, the first ids listed).
+fn note_unknown(s: &mut IngestSession, meter_id: &str) {
+    s.index.insert(meter_id.to_string(), None);
+    s.outcome.unknown_meters += 1;
+    if s.outcome.unknown_meter_ids.len() < MAX_UNKNOWN_IDS {
+        s.outcome.unknown_meter_ids.push(meter_id.to_string());
     }
 }
 

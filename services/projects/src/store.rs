@@ -64,6 +64,51 @@ pub struct ProjectFilter {
     pub contract_model: String,
     pub indicator_tag: String,
     pub query: String,
+    /// Whose projects the caller sees (filtered in SQL, so pages stay full).
+    pub seen_by: SeenBy,
+}
+
+/// The projects a caller may read, as a list filter: administrators all; a company, a water
+/// user or a verifier body those whose credit code (or assigned verifier) is its org; anyone
+/// else (a service, a token without an org) none.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum SeenBy {
+    All,
+    Company(String),
+    WaterUser(String),
+    Verifier(String),
+    #[default]
+    Nobody,
+}
+
+impl SeenBy {
+    pub fn of(who: &cwsm_platform::auth::Principal) -> SeenBy {
+        use cwsm_platform::auth::Role;
+        if who.is_admin() {
+            return SeenBy::All;
+        }
+        let Some(org) = who.org.clone().filter(|o| !o.is_empty()) else {
+            return SeenBy::Nobody;
+        };
+        match who.role {
+            Role::Company => SeenBy::Company(org),
+            Role::WaterUser => SeenBy::WaterUser(org),
+            Role::Verifier => SeenBy::Verifier(org),
+            Role::Admin | Role::Service => SeenBy::Nobody,
+        }
+    }
+
+    /// (all, company code, water user code, verifier org) to bind; `None` when nothing is seen.
+    fn binds(&self) -> Option<(i64, String, String, String)> {
+        let none = String::new;
+        Some(match self {
+            SeenBy::All => (1, none(), none(), none()),
+            SeenBy::Company(c) => (0, c.clone(), none(), none()),
+            SeenBy::WaterUser(c) => (0, none(), c.clone(), none()),
+            SeenBy::Verifier(c) => (0, none(), none(), c.clone()),
+            SeenBy::Nobody => return None,
+        })
+    }
 }
 
 #[derive(sqlx::FromRow)]
@@ -100,6 +145,7 @@ pub(crate) struct ProjectRow {
     suspended_from_stage: String,
     reporting_period_months: i32,
     mv_model_description: String,
+    verifier_org: String,
     created_at_ms: i64,
     updated_at_ms: i64,
     version: i64,
@@ -154,6 +200,7 @@ impl From<ProjectRow> for Project {
             suspended_from: Stage::from_code(&r.suspended_from_stage),
             reporting_period_months: r.reporting_period_months,
             mv_model_description: r.mv_model_description,
+            verifier_org: r.verifier_org,
             created_at_ms: r.created_at_ms,
             updated_at_ms: r.updated_at_ms,
             version: r.version,
@@ -366,6 +413,7 @@ impl Store {
                 suspended_from: None,
                 reporting_period_months: 1,
                 mv_model_description: String::new(),
+                verifier_org: String::new(),
                 created_at_ms: now,
                 updated_at_ms: now,
                 version: 1,
@@ -394,16 +442,54 @@ impl Store {
             like_contains(&format!("\"{}\"", f.indicator_tag))
         };
         let query = like_contains(&f.query.to_lowercase());
+        let Some((all, company, user, verifier)) = f.seen_by.binds() else {
+            return Ok((Vec::new(), String::new()));
+        };
         let mut rows: Vec<Project> = with_db!(&self.db, pool => sqlx::query_as::<_, ProjectRow>(
             "SELECT * FROM projects WHERE ($1 = '' OR stage = $1) AND ($2 = '' OR company_id = $2) AND ($3 = '' OR water_user_id = $3) \
              AND ($4 = '' OR sector = $4) AND ($5 = '' OR town = $5) AND ($6 = '' OR contract_model = $6) AND ($7 = '' OR indicator_tags LIKE $7 ESCAPE '\\') \
-             AND ($8 = '' OR lower(title) LIKE $8 ESCAPE '\\' OR lower(company_name) LIKE $8 ESCAPE '\\' OR lower(water_user_name) LIKE $8 ESCAPE '\\') AND ($9 = '' OR id > $9) ORDER BY id LIMIT $10")
+             AND ($8 = '' OR lower(title) LIKE $8 ESCAPE '\\' OR lower(company_name) LIKE $8 ESCAPE '\\' OR lower(water_user_name) LIKE $8 ESCAPE '\\') AND ($9 = '' OR id > $9) \
+             AND ($11 = 1 OR ($12 <> '' AND company_credit_code = $12) OR ($13 <> '' AND water_user_credit_code = $13) OR ($14 <> '' AND verifier_org = $14)) ORDER BY id LIMIT $10")
             .bind(&f.stage).bind(&f.company_id).bind(&f.water_user_id).bind(&f.sector).bind(&f.town)
             .bind(&f.contract_model).bind(tag).bind(query).bind(page.after.clone().unwrap_or_default()).bind(page.fetch_limit())
+            .bind(all).bind(company).bind(user).bind(verifier)
             .fetch_all(pool).await?)
         .into_iter().map(Project::from).collect();
         let next = page.finish(&mut rows, |p| p.id.clone());
         Ok((rows, next))
+    }
+
+    /// Assigns the verifier body `verifier_org` to a project (administrators; checked by the
+    /// caller): independence is checked here, on the project as it stands in the transaction.
+    pub async fn assign_verifier(
+        &self,
+        key: &RequestKey,
+        project_id: &str,
+        expected_version: i64,
+        verifier_org: &str,
+    ) -> Result<Project> {
+        let _forget = self.cache.forget_when_done(project_id);
+        let id: String = keyed_write!(&self.db, key, tx => {
+            let row: Option<ProjectRow> = sqlx::query_as("SELECT * FROM projects WHERE id = $1").bind(project_id).fetch_optional(&mut *tx).await?;
+            let project = row.map(Project::from).ok_or_else(|| Error::not_found("project", project_id))?;
+            if expected_version != 0 && project.version != expected_version {
+                return Err(Error::Aborted(format!(
+                    "project {project_id} is at version {}, not {expected_version}; read it again and retry", project.version)));
+            }
+            // Independence: the verifier checks both parties' figures, so it is neither.
+            if verifier_org == project.contract.company.credit_code || verifier_org == project.contract.water_user.credit_code {
+                return Err(Error::precondition(format!(
+                    "verifier_org {verifier_org} is a party to project {project_id}; the verifier must be independent of the company and the water user")));
+            }
+            let written = sqlx::query("UPDATE projects SET verifier_org = $1, updated_at_ms = $2, version = version + 1 WHERE id = $3 AND version = $4")
+                .bind(verifier_org).bind(now_ms()).bind(project_id).bind(project.version).execute(&mut *tx).await?.rows_affected();
+            if written == 0 {
+                return Err(Error::Aborted(format!(
+                    "project {project_id} changed while the verifier was being assigned; read it again and retry")));
+            }
+            project_id.to_string()
+        });
+        self.project(&id).await
     }
 
     /// Moves a project a step through its lifecycle. `check` decides whether the step is
@@ -425,11 +511,12 @@ impl Store {
         let transition_id: String = keyed_write!(&self.db, key, tx => {
                 let row: Option<ProjectRow> = sqlx::query_as("SELECT * FROM projects WHERE id = $1").bind(project_id).fetch_optional(&mut *tx).await?;
                 let mut project = row.map(Project::from).ok_or_else(|| Error::not_found("project", project_id))?;
+                // Who may not do this learns nothing of the project, not even its version.
+                check(&project)?;
                 if expected_version != 0 && project.version != expected_version {
                     return Err(Error::Aborted(format!(
                         "project {project_id} is at version {}, not {expected_version}; read it again and retry", project.version)));
                 }
-                check(&project)?;
                 if ask.to == Stage::HandedOver {
                     // Hand-over ends the operating loop: the last reporting period must be settled.
                     let periods: Vec<(String, String)> = sqlx::query_as("SELECT start_date, status FROM periods WHERE project_id = $1 ORDER BY start_date")
@@ -490,12 +577,25 @@ impl Store {
         &self,
         after_sequence: i64,
         project_id: &str,
+        seen_by: &SeenBy,
         limit: i64,
     ) -> Result<Vec<(i64, Vec<u8>)>> {
+        if *seen_by == SeenBy::All {
+            return Ok(
+                with_db!(&self.db, pool => sqlx::query_as::<_, (i64, Vec<u8>)>(
+                "SELECT seq, payload FROM milestones WHERE seq > $1 AND ($2 = '' OR project_id = $2) ORDER BY seq LIMIT $3")
+                .bind(after_sequence).bind(project_id).bind(limit).fetch_all(pool).await?),
+            );
+        }
+        let Some((_, company, user, verifier)) = seen_by.binds() else {
+            return Ok(Vec::new());
+        };
         Ok(
             with_db!(&self.db, pool => sqlx::query_as::<_, (i64, Vec<u8>)>(
-            "SELECT seq, payload FROM milestones WHERE seq > $1 AND ($2 = '' OR project_id = $2) ORDER BY seq LIMIT $3")
-            .bind(after_sequence).bind(project_id).bind(limit).fetch_all(pool).await?),
+            "SELECT m.seq, m.payload FROM milestones m JOIN projects p ON p.id = m.project_id \
+             WHERE m.seq > $1 AND ($2 = '' OR m.project_id = $2) \
+             AND (($4 <> '' AND p.company_credit_code = $4) OR ($5 <> '' AND p.water_user_credit_code = $5) OR ($6 <> '' AND p.verifier_org = $6)) ORDER BY m.seq LIMIT $3")
+            .bind(after_sequence).bind(project_id).bind(limit).bind(company).bind(user).bind(verifier).fetch_all(pool).await?),
         )
     }
 }

@@ -632,7 +632,12 @@ impl ReportingService for ReportingApi {
         &self,
         request: Request<pb::ListCountedProjectsRequest>,
     ) -> Result<Response<pb::ListCountedProjectsResponse>, Status> {
-        principal(&request)?;
+        // Projects by name with their parties: the district's administrators' drill-down, not
+        // every member's (projects are read by their parties, verifier and administrators).
+        let caller = principal(&request)?;
+        if !caller.is_admin() {
+            return Err(Error::denied("only administrators list the counted projects").into());
+        }
         let req = request.into_inner();
         check(&[
             ("plan_code", &req.plan_code, MAX_CODE),

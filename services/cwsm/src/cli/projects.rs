@@ -41,6 +41,12 @@ pub enum ProjectsCommand {
         #[arg(long, default_value = "")]
         evidence: String,
     },
+    /// Assign the verifier body (its credit code) that verifies a project (an administrator;
+    /// neither party may be it).
+    AssignVerifier {
+        project_id: String,
+        verifier_org: String,
+    },
     /// Set the baseline period and the reporting period length (while contracted).
     Baseline {
         project_id: String,
@@ -156,19 +162,20 @@ pub enum PeriodsCommand {
         #[arg(long, default_value = "")]
         note: String,
     },
-    /// Verify a submitted period (a verifier).
+    /// Verify a submitted period (the project's assigned verifier).
     Verify {
         period_id: String,
         #[arg(long, default_value = "")]
         note: String,
     },
-    /// Dispute a period (either party or a verifier).
+    /// Dispute a period (either party or the assigned verifier).
     Dispute {
         period_id: String,
         #[arg(long)]
         reason: String,
     },
-    /// Resolve a dispute with an agreed adjustment of the savings (a verifier).
+    /// Resolve a dispute with an agreed adjustment of the savings (the assigned verifier or an
+    /// administrator, not the dispute's raiser).
     Resolve {
         period_id: String,
         /// Litres added to the savings (negative lowers them).
@@ -271,6 +278,28 @@ pub async fn projects(args: ProjectsArgs) -> anyhow::Result<()> {
                     stage_name(p.stage),
                     p.version.to_string(),
                 ]],
+            }
+            .print(conn.json);
+        }
+        ProjectsCommand::AssignVerifier {
+            project_id,
+            verifier_org,
+        } => {
+            let p = c
+                .projects()
+                .assign_verifier(ppb::AssignVerifierRequest {
+                    request_id: request_id(),
+                    project_id,
+                    verifier_org,
+                    expected_version: 0,
+                })
+                .await?
+                .into_inner()
+                .project
+                .unwrap_or_default();
+            Output {
+                headers: vec!["id", "title", "verifier_org", "version"],
+                rows: vec![vec![p.id, p.title, p.verifier_org, p.version.to_string()]],
             }
             .print(conn.json);
         }
