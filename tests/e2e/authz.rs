@@ -1,4 +1,4 @@
-//! Authorization: the matrix (every RPC of matching, projects and reporting × every kind of
+//! Authorization: the matrix (every RPC of accounts, matching, projects and reporting × every kind of
 //! caller → the code it gets, through the real gRPC API) and the findings of issue 10 it
 //! guards, each as its own scenario. The RPCs are read from the proto descriptors, so an RPC
 //! added without a row fails `the_matrix_*`.
@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::str::FromStr;
 
 use cwsm_platform::auth::Role;
+use cwsm_proto::accounts::v1 as a;
 use cwsm_proto::matching::v1 as m;
 use cwsm_proto::projects::v1 as p;
 use cwsm_proto::reporting::v1 as r;
@@ -91,7 +92,10 @@ fn every_rpc() -> anyhow::Result<BTreeMap<String, Rpc>> {
     let mut out = BTreeMap::new();
     for file in &set.file {
         let package = file.package();
-        if !["cwsm.matching.v1", "cwsm.projects.v1", "cwsm.reporting.v1"].contains(&package) {
+        if !package.starts_with("cwsm.")
+            || package.starts_with("cwsm.events.")
+            || package.starts_with("cwsm.type.")
+        {
             continue;
         }
         for service in &file.service {
@@ -228,6 +232,12 @@ impl Expect {
         )
     }
 
+    /// Open to anyone, with a token or without (sign-in, registration, the public keys):
+    /// every caller gets `code`.
+    fn public(code: Code) -> Expect {
+        Expect(CALLERS.iter().map(|c| (*c, code)).collect())
+    }
+
     /// `callers` get `code`, every other signed-in caller `others`.
     fn only(callers: &[Caller], code: Code, others: Code) -> Expect {
         let mut e = Expect::all(others);
@@ -359,6 +369,32 @@ async fn world(app: &TestApp) -> anyhow::Result<World> {
         .first()
         .map(|o| o.id.clone())
         .ok_or_else(|| anyhow::anyhow!("no offering"))?;
+    // The company is registered and approved in accounts too, so the membership rows have an
+    // organization to answer about (its members act for it; others are not told it exists).
+    let mut accounts =
+        cwsm_proto::accounts::v1::accounts_service_client::AccountsServiceClient::with_interceptor(
+            app.channel.clone(),
+            cwsm_tests::Bearer(admin.clone()),
+        );
+    accounts
+        .register_organization(a::RegisterOrganizationRequest {
+            credit_code: company.credit_code.clone(),
+            name: company.name.clone(),
+            kind: a::OrganizationKind::Company as i32,
+            registrant: Some(a::NewCredentials {
+                login: format!("sales-{}@example.com", cwsm_platform::new_id()),
+                password: "a long enough password".into(),
+                display_name: "李工".into(),
+            }),
+        })
+        .await?;
+    accounts
+        .approve_organization(a::ApproveOrganizationRequest {
+            credit_code: company.credit_code.clone(),
+            note: "checked".into(),
+            expected_version: 0,
+        })
+        .await?;
     let tokens = BTreeMap::from([
         (NoToken, None),
         (Expired, Some(app.expired_token(Role::Admin, None))),
@@ -403,6 +439,129 @@ fn rows(w: &World) -> Vec<(&'static str, Vec<u8>, Expect)> {
     let company_code = w.company.credit_code.clone();
     const STALE: i64 = 9_999;
     vec![
+        // -- accounts: sign-in and registration are open to anyone; the rest by membership --
+        (
+            "RegisterOrganization",
+            a::RegisterOrganizationRequest {
+                credit_code: "not-a-code".into(),
+                ..Default::default()
+            }
+            .encode_to_vec(),
+            Expect::public(InvalidArgument),
+        ),
+        (
+            "ApproveOrganization",
+            a::ApproveOrganizationRequest {
+                credit_code: fresh_credit_code("91320411MA"),
+                ..Default::default()
+            }
+            .encode_to_vec(),
+            Expect::only(&[Admin], NotFound, PermissionDenied),
+        ),
+        (
+            "SuspendOrganization",
+            a::SuspendOrganizationRequest {
+                credit_code: fresh_credit_code("91320411MA"),
+                reason: "audit".into(),
+                ..Default::default()
+            }
+            .encode_to_vec(),
+            Expect::only(&[Admin], NotFound, PermissionDenied),
+        ),
+        (
+            "GetOrganization",
+            a::GetOrganizationRequest {
+                credit_code: company_code.clone(),
+            }
+            .encode_to_vec(),
+            Expect::only(&[Admin, Company], Ok, NotFound),
+        ),
+        (
+            "ListOrganizations",
+            a::ListOrganizationsRequest::default().encode_to_vec(),
+            Expect::only(&[Admin], Ok, PermissionDenied),
+        ),
+        (
+            "CreateInvitation",
+            a::CreateInvitationRequest {
+                credit_code: company_code.clone(),
+                valid_hours: 24,
+            }
+            .encode_to_vec(),
+            Expect::only(&[Admin, Company], Ok, NotFound),
+        ),
+        (
+            "AcceptInvitation",
+            a::AcceptInvitationRequest {
+                code: "no-such-invitation".into(),
+                ..Default::default()
+            }
+            .encode_to_vec(),
+            Expect::public(InvalidArgument),
+        ),
+        (
+            "ListMembers",
+            a::ListMembersRequest {
+                credit_code: company_code.clone(),
+            }
+            .encode_to_vec(),
+            Expect::only(&[Admin, Company], Ok, NotFound),
+        ),
+        (
+            "RemoveMember",
+            a::RemoveMemberRequest {
+                credit_code: company_code.clone(),
+                person_id: "no-such-person".into(),
+            }
+            .encode_to_vec(),
+            Expect::only(&[Admin, Company], NotFound, NotFound),
+        ),
+        (
+            "SignIn",
+            a::SignInRequest {
+                login: "nobody@example.com".into(),
+                password: "not the password".into(),
+                ..Default::default()
+            }
+            .encode_to_vec(),
+            Expect::all(Unauthenticated),
+        ),
+        (
+            "RefreshToken",
+            a::RefreshTokenRequest {
+                refresh_token: "not-a-refresh-token".into(),
+            }
+            .encode_to_vec(),
+            Expect::all(Unauthenticated),
+        ),
+        (
+            "SignOut",
+            a::SignOutRequest {
+                refresh_token: "not-a-refresh-token".into(),
+            }
+            .encode_to_vec(),
+            Expect::public(Ok),
+        ),
+        (
+            "SignOutEverywhere",
+            a::SignOutEverywhereRequest::default().encode_to_vec(),
+            Expect::all(FailedPrecondition),
+        ),
+        (
+            "GetVerificationKeys",
+            a::GetVerificationKeysRequest::default().encode_to_vec(),
+            Expect::public(Ok),
+        ),
+        (
+            "RotateSigningKey",
+            a::RotateSigningKeyRequest::default().encode_to_vec(),
+            Expect::only(&[Admin], Ok, PermissionDenied),
+        ),
+        (
+            "ListAuditEvents",
+            a::ListAuditEventsRequest::default().encode_to_vec(),
+            Expect::only(&[Admin], Ok, PermissionDenied),
+        ),
         // -- matching: companies and offerings (records are public; writes are the owner's) --
         (
             "CreateCompany",
