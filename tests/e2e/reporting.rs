@@ -954,7 +954,36 @@ async fn expected_counts(app: &TestApp, admin: &str) -> anyhow::Result<Vec<(Stri
 async fn the_report_counts_exactly_the_demo_projects_that_should_count() -> anyhow::Result<()> {
     let app = TestApp::start(Backend::Sqlite).await?;
     let admin = app.token(Role::Admin, None);
-    cwsm::demo::load(app.channel.clone(), &app.keys).await?;
+    let summary = cwsm::demo::load(app.channel.clone(), &app.keys).await?;
+    assert_eq!(summary.people, cwsm::demo::DEMO_PEOPLE.len());
+    // Each of the demo's people signs in with the demo password (README: "Sign in as each
+    // role"), in the role of their organization, and the token is accepted.
+    for ((login, _), role) in cwsm::demo::DEMO_PEOPLE.iter().zip([
+        cwsm_proto::accounts::v1::Role::Company,
+        cwsm_proto::accounts::v1::Role::WaterUser,
+        cwsm_proto::accounts::v1::Role::Verifier,
+        cwsm_proto::accounts::v1::Role::Admin,
+    ]) {
+        let tokens = cwsm_proto::accounts::v1::accounts_service_client::AccountsServiceClient::new(
+            app.channel.clone(),
+        )
+        .sign_in(cwsm_proto::accounts::v1::SignInRequest {
+            login: login.to_string(),
+            password: cwsm::demo::DEMO_PASSWORD.into(),
+            credit_code: String::new(),
+        })
+        .await?
+        .into_inner()
+        .tokens
+        .ok_or_else(|| anyhow::anyhow!("no tokens for {login}"))?;
+        assert_eq!(tokens.role, role as i32, "{login}");
+        app.reporting(&tokens.access_token)
+            .get_report(r::GetReportRequest {
+                plan_code: "xinbei-2020".into(),
+                ..Default::default()
+            })
+            .await?;
+    }
     let matched = eventually(WAIT, || async {
         let expected = expected_counts(&app, &admin).await.ok()?;
         let report = app

@@ -24,6 +24,8 @@ use cwsm_platform::auth::{Keys, Role};
 use cwsm_platform::vocab::{
     CertificationGrade, ContractModel, IndicatorTag, MvOption, Sector, Technology,
 };
+use cwsm_proto::accounts::v1 as apb;
+use cwsm_proto::accounts::v1::accounts_service_client::AccountsServiceClient;
 use cwsm_proto::matching::v1 as mpb;
 use cwsm_proto::matching::v1::matching_service_client::MatchingServiceClient;
 use cwsm_proto::projects::v1 as ppb;
@@ -51,6 +53,7 @@ const PROJECT_POLL_ATTEMPTS: u32 = 100;
 /// What [`load`] created (all zeros when the demo data was already there).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Summary {
+    pub people: usize,
     pub companies: usize,
     pub water_users: usize,
     pub requests: usize,
@@ -62,8 +65,13 @@ impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} companies, {} water users, {} project requests, {} proposals, {} projects",
-            self.companies, self.water_users, self.requests, self.proposals, self.projects
+            "{} companies, {} water users, {} project requests, {} proposals, {} projects, {} people who sign in",
+            self.companies,
+            self.water_users,
+            self.requests,
+            self.proposals,
+            self.projects,
+            self.people
         )
     }
 }
@@ -304,6 +312,21 @@ impl Stage {
         }
     }
 }
+
+/// The demo's password of every person in [`DEMO_PEOPLE`] (a demo, not a secret).
+pub const DEMO_PASSWORD: &str = "cwsm-demo-2026";
+
+/// The demo's people who sign in with [`DEMO_PASSWORD`] (login, name): a member of the first
+/// company, of the first water user, of the verifier body and of the district water office.
+pub const DEMO_PEOPLE: [(&str, &str); 4] = [
+    ("company@demo.cwsm.cn", "王工 (公司销售工程师)"),
+    ("user@demo.cwsm.cn", "李老师 (后勤处)"),
+    ("verifier@demo.cwsm.cn", "赵工 (第三方核验)"),
+    ("office@demo.cwsm.cn", "陈科长 (区水利局)"),
+];
+
+/// The first 17 characters of the district water office's credit code (a government agency).
+const DEMO_DISTRICT_OFFICE: &str = "11320411MB1A2B3C4";
 
 /// The first 17 characters of the demo's verifier body (a public institution: a district water
 /// testing centre), whose verifier tokens verify the demo's periods.
@@ -1032,8 +1055,87 @@ impl Loader<'_> {
             self.advance(r, project, user, company).await?;
         }
 
+        // 7. People who sign in with a password, one per role (README: "Sign in as each role").
+        let first_company = data
+            .companies
+            .first()
+            .ok_or_else(|| anyhow!("the demo has no company"))?;
+        let first_user = data
+            .water_users
+            .first()
+            .ok_or_else(|| anyhow!("the demo has no water user"))?;
+        let organizations = [
+            (
+                credit_code(&first_company.credit_code)?,
+                first_company.name.as_str(),
+                apb::OrganizationKind::Company,
+                DEMO_PEOPLE[0],
+            ),
+            (
+                credit_code(&first_user.credit_code)?,
+                first_user.name.as_str(),
+                apb::OrganizationKind::WaterUser,
+                DEMO_PEOPLE[1],
+            ),
+            (
+                credit_code(DEMO_VERIFIER_BODY)?,
+                "常州市新北区水资源监测中心",
+                apb::OrganizationKind::Verifier,
+                DEMO_PEOPLE[2],
+            ),
+            (
+                credit_code(DEMO_DISTRICT_OFFICE)?,
+                "常州市新北区水利局",
+                apb::OrganizationKind::DistrictOffice,
+                DEMO_PEOPLE[3],
+            ),
+        ];
+        let admin = self.token("demo-admin", Role::Admin, None)?;
+        for (code, name, kind, (login, person)) in organizations {
+            self.person(&admin, &code, name, kind, login, person)
+                .await?;
+            summary.people += 1;
+        }
+
         tracing::info!(%summary, "demo data loaded");
         Ok(summary)
+    }
+
+    /// Registers organization `code` in the accounts service with `login` as its first member,
+    /// and approves it as the district office would.
+    async fn person(
+        &self,
+        admin: &str,
+        code: &str,
+        name: &str,
+        kind: apb::OrganizationKind,
+        login: &str,
+        display_name: &str,
+    ) -> Result<()> {
+        let mut accounts =
+            AccountsServiceClient::with_interceptor(self.channel.clone(), bearer(admin)?);
+        accounts
+            .register_organization(apb::RegisterOrganizationRequest {
+                credit_code: code.to_string(),
+                name: name.to_string(),
+                kind: kind as i32,
+                registrant: Some(apb::NewCredentials {
+                    login: login.to_string(),
+                    password: DEMO_PASSWORD.to_string(),
+                    display_name: display_name.to_string(),
+                }),
+            })
+            .await
+            .with_context(|| format!("registering {name} ({code}) in accounts"))?;
+        accounts
+            .approve_organization(apb::ApproveOrganizationRequest {
+                credit_code: code.to_string(),
+                note: "demo".into(),
+                expected_version: 0,
+            })
+            .await
+            .with_context(|| format!("approving {name} ({code})"))?;
+        Ok(())
     }
 
     async fn company(&self, c: &CompanyData) -> Result<Party> {

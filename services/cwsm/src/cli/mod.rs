@@ -5,6 +5,7 @@
 //! embedded mode on this machine), it signs itself an administrator token: whoever can read
 //! that file can sign any token anyway.
 
+mod accounts;
 mod health;
 mod load;
 mod matching;
@@ -78,6 +79,9 @@ pub enum ClientCommand {
     Projects(projects::ProjectsArgs),
     /// Ask a server whether a service is SERVING (grpc.health.v1); exits non-zero unless it is.
     Health(health::HealthArgs),
+    /// Sign in with your login and password (from CWSM_PASSWORD or standard input); prints an
+    /// access token for CWSM_TOKEN.
+    SignIn(accounts::SignInArgs),
     /// Benchmarks that start their own servers: `cwsm bench load` (the load figures).
     Bench(load::BenchArgs),
 }
@@ -92,6 +96,7 @@ pub async fn run(command: ClientCommand) -> anyhow::Result<()> {
         ClientCommand::Proposals(args) => matching::proposals(args).await,
         ClientCommand::Projects(args) => projects::projects(args).await,
         ClientCommand::Health(args) => health::health(args).await,
+        ClientCommand::SignIn(args) => accounts::sign_in(args).await,
         ClientCommand::Bench(args) => load::run(args).await,
     }
 }
@@ -102,6 +107,20 @@ pub(crate) type Auth =
 pub(crate) struct Clients {
     pub(crate) channel: Channel,
     pub(crate) token: String,
+}
+
+/// A connection to `conn.server` (TLS for `https://`, with the CA and client certificate given).
+pub(crate) async fn channel(conn: &Connection) -> anyhow::Result<Channel> {
+    let tls = cwsm_platform::server::ClientTls {
+        ca: conn.ca_file.clone(),
+        cert: conn.client_cert.clone(),
+        key: conn.client_key.clone(),
+    };
+    cwsm_platform::server::client_endpoint(&conn.server, &tls)?
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .with_context(|| format!("cannot reach {} (is `cwsm serve` running?)", conn.server))
 }
 
 impl Clients {
@@ -123,16 +142,7 @@ impl Clients {
                 )?
             }
         };
-        let tls = cwsm_platform::server::ClientTls {
-            ca: conn.ca_file.clone(),
-            cert: conn.client_cert.clone(),
-            key: conn.client_key.clone(),
-        };
-        let channel = cwsm_platform::server::client_endpoint(&conn.server, &tls)?
-            .connect_timeout(Duration::from_secs(5))
-            .connect()
-            .await
-            .with_context(|| format!("cannot reach {} (is `cwsm serve` running?)", conn.server))?;
+        let channel = channel(conn).await?;
         Ok(Clients { channel, token })
     }
 
