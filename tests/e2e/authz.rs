@@ -194,9 +194,13 @@ enum Caller {
     CompanyAsVerifier,
     /// A verifier body not assigned to the project.
     UnassignedVerifier,
+    /// A person signed in for a company that an administrator then suspended.
+    Suspended,
+    /// A person who signed out everywhere: their access token is revoked.
+    SignedOut,
 }
 
-const CALLERS: [Caller; 11] = [
+const CALLERS: [Caller; 13] = [
     Caller::NoToken,
     Caller::Expired,
     Caller::Admin,
@@ -208,6 +212,8 @@ const CALLERS: [Caller; 11] = [
     Caller::UserAsCompany,
     Caller::CompanyAsVerifier,
     Caller::UnassignedVerifier,
+    Caller::Suspended,
+    Caller::SignedOut,
 ];
 
 use Caller::*;
@@ -223,7 +229,7 @@ impl Expect {
                 .iter()
                 .map(|c| {
                     let code = match c {
-                        NoToken | Expired => Code::Unauthenticated,
+                        NoToken | Expired | Suspended | SignedOut => Code::Unauthenticated,
                         _ => code,
                     };
                     (*c, code)
@@ -395,6 +401,22 @@ async fn world(app: &TestApp) -> anyhow::Result<World> {
             expected_version: 0,
         })
         .await?;
+    // A person of a company suspended after they signed in, and one who signed out everywhere.
+    let suspended = signed_in_person(app, &mut accounts).await?;
+    accounts
+        .suspend_organization(a::SuspendOrganizationRequest {
+            credit_code: suspended.1.clone(),
+            reason: "licence withdrawn".into(),
+            expected_version: 0,
+        })
+        .await?;
+    let signed_out = signed_in_person(app, &mut accounts).await?;
+    cwsm_proto::accounts::v1::accounts_service_client::AccountsServiceClient::with_interceptor(
+        app.channel.clone(),
+        cwsm_tests::Bearer(signed_out.0.clone()),
+    )
+    .sign_out_everywhere(a::SignOutEverywhereRequest::default())
+    .await?;
     let tokens = BTreeMap::from([
         (NoToken, None),
         (Expired, Some(app.expired_token(Role::Admin, None))),
@@ -416,6 +438,8 @@ async fn world(app: &TestApp) -> anyhow::Result<World> {
             UnassignedVerifier,
             Some(app.token(Role::Verifier, Some(&fresh_credit_code("12320411")))),
         ),
+        (Suspended, Some(suspended.0)),
+        (SignedOut, Some(signed_out.0)),
     ]);
     Ok(World {
         tokens,
@@ -427,6 +451,51 @@ async fn world(app: &TestApp) -> anyhow::Result<World> {
         period,
         reading,
     })
+}
+
+/// A company registered and approved in accounts, and the access token of its first member
+/// signed in with a password: (token, the company's credit code).
+async fn signed_in_person(
+    app: &TestApp,
+    accounts: &mut cwsm_proto::accounts::v1::accounts_service_client::AccountsServiceClient<
+        tonic::service::interceptor::InterceptedService<Channel, cwsm_tests::Bearer>,
+    >,
+) -> anyhow::Result<(String, String)> {
+    let code = fresh_credit_code("91320411MA");
+    let login = format!("p-{}@example.com", cwsm_platform::new_id());
+    let password = "a long enough password";
+    accounts
+        .register_organization(a::RegisterOrganizationRequest {
+            credit_code: code.clone(),
+            name: "常州某节水服务公司".into(),
+            kind: a::OrganizationKind::Company as i32,
+            registrant: Some(a::NewCredentials {
+                login: login.clone(),
+                password: password.into(),
+                display_name: "张工".into(),
+            }),
+        })
+        .await?;
+    accounts
+        .approve_organization(a::ApproveOrganizationRequest {
+            credit_code: code.clone(),
+            note: "checked".into(),
+            expected_version: 0,
+        })
+        .await?;
+    let tokens = cwsm_proto::accounts::v1::accounts_service_client::AccountsServiceClient::new(
+        app.channel.clone(),
+    )
+    .sign_in(a::SignInRequest {
+        login,
+        password: password.into(),
+        credit_code: String::new(),
+    })
+    .await?
+    .into_inner()
+    .tokens
+    .ok_or_else(|| anyhow::anyhow!("no tokens"))?;
+    Ok((tokens.access_token, code))
 }
 
 /// One row per RPC: the request sent and what each caller gets.
