@@ -768,6 +768,9 @@ async fn invitations_add_members_and_removal_stops_their_tokens_on_postgres() ->
 /// `cwsm token issue` (the operators' tool) refuses what issue 10 found it accepting: a data
 /// folder without a key (it used to create one silently and print a token no server
 /// accepts), the `service` role, and an organization that is not a credit code.
+///
+/// And (below) an organization must be registered and approved in the accounts service, in
+/// the role asked: `--org notacode`, an invented code and another role's code were accepted.
 #[test]
 fn token_issue_refuses_a_missing_key_the_service_role_and_bad_codes() -> anyhow::Result<()> {
     let bin = std::path::PathBuf::from(env!("CARGO_BIN_EXE_cwsm-serve"));
@@ -806,13 +809,75 @@ fn token_issue_refuses_a_missing_key_the_service_role_and_bad_codes() -> anyhow:
         String::from_utf8_lossy(&bad_org.stderr).contains("--org"),
         "{bad_org:?}"
     );
+    // An organization is checked with the accounts service unless --unregistered.
+    let unchecked = run(&[
+        "--role",
+        "company",
+        "--org",
+        &credit_code("91320411MA1N2B3C4"),
+        "--server",
+        "http://127.0.0.1:1",
+    ])?;
+    assert!(!unchecked.status.success(), "{unchecked:?}");
+    assert!(
+        String::from_utf8_lossy(&unchecked.stderr).contains("--unregistered"),
+        "{unchecked:?}"
+    );
     let good_org = run(&[
         "--role",
         "company",
         "--org",
         &credit_code("91320411MA1N2B3C4"),
+        "--unregistered",
     ])?;
     assert!(good_org.status.success(), "{good_org:?}");
     let _ = std::fs::remove_dir_all(dir);
     Ok(())
+}
+
+/// `cwsm token issue --org` asks the accounts service: a registered, approved company's code
+/// signs a company token; the same code as a water user, an unregistered code and a pending
+/// organization are refused, each saying why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_issue_signs_only_for_registered_organizations_in_their_role() -> anyhow::Result<()> {
+    let app = TestApp::start(Backend::Sqlite).await?;
+    let (approved, _) = register(&app, "91320411MA1TK7C2D", a::OrganizationKind::Company).await?;
+    approve(&app, &approved).await?;
+    let (pending, _) = register(&app, "91320411MA1TK7C3E", a::OrganizationKind::Company).await?;
+    let bin = std::path::PathBuf::from(env!("CARGO_BIN_EXE_cwsm-serve"));
+    let server = format!(
+        "http://{}",
+        app.running
+            .as_ref()
+            .map(|r| r.addr)
+            .ok_or_else(|| anyhow::anyhow!("not running"))?
+    );
+    let run = |role: &str, org: &str| {
+        std::process::Command::new(&bin)
+            .args([
+                "token", "issue", "--role", role, "--org", org, "--server", &server,
+            ])
+            // The test server's key (32 bytes of 42, '*').
+            .env("CWSM_JWT_SECRET", "*".repeat(32))
+            .output()
+    };
+    let ok = run("company", &approved)?;
+    assert!(ok.status.success(), "{ok:?}");
+    let other_role = run("water_user", &approved)?;
+    assert!(!other_role.status.success());
+    assert!(
+        String::from_utf8_lossy(&other_role.stderr).contains("act as company"),
+        "{other_role:?}"
+    );
+    let invented = run("company", &credit_code("91320411MA1TK7C4F"))?;
+    assert!(
+        String::from_utf8_lossy(&invented.stderr).contains("not registered"),
+        "{invented:?}"
+    );
+    let waiting = run("company", &pending)?;
+    assert!(
+        String::from_utf8_lossy(&waiting.stderr).contains("approves it first"),
+        "{waiting:?}"
+    );
+    app.stop().await
 }

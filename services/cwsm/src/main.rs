@@ -100,6 +100,14 @@ enum TokenCommand {
         /// Create the signing key when the data folder has none (else that is an error).
         #[arg(long)]
         init: bool,
+        /// The server whose accounts service must know `--org` (registered, approved, of the
+        /// kind whose members act in `--role`).
+        #[arg(long, env = "CWSM_SERVER", default_value = "http://127.0.0.1:50051")]
+        server: String,
+        /// Sign for `--org` without asking the accounts service (bootstrapping a server that
+        /// has no organizations yet).
+        #[arg(long)]
+        unregistered: bool,
     },
 }
 
@@ -118,7 +126,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Serve(args) => serve(args).await,
-            Command::Token { command } => token(command),
+            Command::Token { command } => token(command).await,
             Command::Client(command) => cwsm::cli::run(command).await,
         }
     });
@@ -193,7 +201,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     running.wait().await
 }
 
-fn token(command: TokenCommand) -> anyhow::Result<()> {
+async fn token(command: TokenCommand) -> anyhow::Result<()> {
     match command {
         TokenCommand::Issue {
             role,
@@ -202,6 +210,8 @@ fn token(command: TokenCommand) -> anyhow::Result<()> {
             days,
             data_dir,
             init,
+            server,
+            unregistered,
         } => {
             // Only the roles people act in: `service` is for the services themselves.
             let role = Role::parse(&role)
@@ -224,9 +234,86 @@ fn token(command: TokenCommand) -> anyhow::Result<()> {
                 .checked_mul(86_400)
                 .map(Duration::from_secs)
                 .ok_or_else(|| anyhow::anyhow!("--days {days} is too many"))?;
+            if let Some(org) = &org
+                && !unregistered
+            {
+                registered_in_role(&server, &keys, org, role).await?;
+            }
             let token = keys.issue(&subject, role, org.as_deref(), lifetime)?;
             println!("{token}");
             Ok(())
         }
     }
+}
+
+/// Checks with the accounts service at `server` (as an administrator, with a token of the same
+/// key) that organization `code` is registered, approved, and of the kind whose members act in
+/// `role`: an operator's token may not invent an organization or give it another role.
+async fn registered_in_role(
+    server: &str,
+    keys: &cwsm_platform::auth::Keys,
+    code: &str,
+    role: Role,
+) -> anyhow::Result<()> {
+    use cwsm_proto::accounts::v1 as apb;
+    let unreachable = |e: &dyn std::fmt::Display| {
+        anyhow::anyhow!(
+            "cannot reach the accounts service at {server} to check --org {code} ({e}); is `cwsm serve` running (--server)? \
+             --unregistered signs without the check"
+        )
+    };
+    let channel = cwsm_platform::server::client_endpoint(server, &Default::default())?
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .map_err(|e| unreachable(&e))?;
+    let admin = keys.issue(
+        &cwsm_platform::auth::local_subject(),
+        Role::Admin,
+        None,
+        Duration::from_secs(300),
+    )?;
+    let bearer: tonic::metadata::MetadataValue<_> = format!("Bearer {admin}").parse()?;
+    let mut request = tonic::Request::new(apb::GetOrganizationRequest {
+        credit_code: code.to_string(),
+    });
+    request.metadata_mut().insert("authorization", bearer);
+    let org = match apb::accounts_service_client::AccountsServiceClient::new(channel)
+        .get_organization(request)
+        .await
+    {
+        Ok(reply) => reply.into_inner().organization.unwrap_or_default(),
+        Err(s) if s.code() == tonic::Code::NotFound => anyhow::bail!(
+            "organization {code} is not registered in the accounts service at {server}: register it \
+             (RegisterOrganization) and have it approved, or pass --unregistered"
+        ),
+        Err(s) if s.code() == tonic::Code::Unavailable => return Err(unreachable(&s.message())),
+        Err(s) => anyhow::bail!("the accounts service at {server}: {}", s.message()),
+    };
+    let acts_as = match apb::OrganizationKind::try_from(org.kind) {
+        Ok(apb::OrganizationKind::Company) => Role::Company,
+        Ok(apb::OrganizationKind::WaterUser) => Role::WaterUser,
+        Ok(apb::OrganizationKind::Verifier) => Role::Verifier,
+        Ok(apb::OrganizationKind::DistrictOffice) => Role::Admin,
+        _ => anyhow::bail!("organization {code} has no kind the accounts service knows"),
+    };
+    if acts_as != role {
+        anyhow::bail!(
+            "organization {code} ({}) is a {}: its members act as {acts_as}, not {role}",
+            org.name,
+            apb::OrganizationKind::try_from(org.kind)
+                .map(|k| k.as_str_name())
+                .unwrap_or("?")
+        );
+    }
+    if org.status != apb::OrganizationStatus::Approved as i32 {
+        anyhow::bail!(
+            "organization {code} ({}) is {}: an administrator approves it first",
+            org.name,
+            apb::OrganizationStatus::try_from(org.status)
+                .map(|s| s.as_str_name())
+                .unwrap_or("?")
+        );
+    }
+    Ok(())
 }
