@@ -669,6 +669,20 @@ fn rows(w: &World) -> Vec<(&'static str, Vec<u8>, Expect)> {
             Expect::only(&[Admin, Company], InvalidArgument, PermissionDenied),
         ),
         (
+            // The district confirms grades, never the company itself; a company that does not
+            // exist, so the administrator's call changes nothing.
+            "ConfirmCertification",
+            m::ConfirmCertificationRequest {
+                company_id: cwsm_platform::new_id(),
+                grade: types::CertificationGrade::A as i32,
+                note: String::new(),
+                request_id: rid("cc"),
+                expected_version: 0,
+            }
+            .encode_to_vec(),
+            Expect::only(&[Admin], NotFound, PermissionDenied),
+        ),
+        (
             "CreateOffering",
             m::CreateOfferingRequest {
                 request_id: rid("o"),

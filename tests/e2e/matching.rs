@@ -69,8 +69,44 @@ impl Market {
         self.app.matching(&self.admin)
     }
 
-    /// A company (credit code from `body`, 17 characters), with a published offering.
+    /// A company (credit code from `body`, 17 characters), with a published offering, its
+    /// claimed grade confirmed by an administrator as the district would.
     async fn company(
+        &self,
+        body: &str,
+        name: &str,
+        grade: types::CertificationGrade,
+        sectors: Vec<types::Sector>,
+    ) -> anyhow::Result<(Party, String)> {
+        let (party, offering) = self.claiming_company(body, name, grade, sectors).await?;
+        if grade != types::CertificationGrade::None {
+            self.confirm(&party.id, grade).await?;
+        }
+        Ok((party, offering))
+    }
+
+    /// The administrator confirms `grade` for company `id`.
+    async fn confirm(
+        &self,
+        id: &str,
+        grade: types::CertificationGrade,
+    ) -> anyhow::Result<m::Company> {
+        self.admin()
+            .confirm_certification(m::ConfirmCertificationRequest {
+                company_id: id.into(),
+                grade: grade as i32,
+                note: "certificate checked".into(),
+                request_id: rid("confirm"),
+                expected_version: 0,
+            })
+            .await?
+            .into_inner()
+            .company
+            .ok_or_else(|| anyhow::anyhow!("no company"))
+    }
+
+    /// A company that claims `grade` (nobody confirmed it), with a published offering.
+    async fn claiming_company(
         &self,
         body: &str,
         name: &str,
@@ -1215,4 +1251,209 @@ on_both_backends!(
     bad_input_is_refused_with_its_reason_on_sqlite,
     bad_input_is_refused_with_its_reason_on_postgres,
     bad_input
+);
+
+// ---------------------------------------------------------------------------------------------
+// Certification: a claim until the district confirms it
+
+async fn certification_is_confirmed_by_the_district(backend: Backend) -> anyhow::Result<()> {
+    use types::CertificationGrade as G;
+    let market = Market::start(backend).await?;
+    // Equal in everything but the grade: one claims AAA, unconfirmed; one has a confirmed A.
+    let (claimant, claimant_offering) = market
+        .claiming_company("91320411MA1GR0110", "自称节水", G::Aaa, vec![])
+        .await?;
+    let (_, confirmed_offering) = market
+        .company("91320411MA1GR0220", "认证节水", G::A, vec![])
+        .await?;
+    let user = market.water_user("12320411466GR0011", "评级学校").await?;
+    let request = market.request(&user, "Leaks", &[], false).await?;
+    let rank = async || -> anyhow::Result<Vec<m::RankedOffering>> {
+        Ok(market
+            .app
+            .matching(&user.token)
+            .rank_offerings(m::RankOfferingsRequest {
+                project_request_id: request.clone(),
+                page_size: 5,
+            })
+            .await?
+            .into_inner()
+            .ranked_offerings)
+    };
+    let offering_id = |r: &m::RankedOffering| {
+        r.offering
+            .as_ref()
+            .map(|o| o.id.clone())
+            .unwrap_or_default()
+    };
+    let certification = |r: &m::RankedOffering| {
+        r.parts
+            .iter()
+            .find(|p| p.name == "certification")
+            .cloned()
+            .unwrap_or_default()
+    };
+
+    // The unconfirmed claim scores as no certification, and says so.
+    let ranked = rank().await?;
+    assert_eq!(
+        offering_id(&ranked[0]),
+        confirmed_offering,
+        "the confirmed A first"
+    );
+    assert_eq!(offering_id(&ranked[1]), claimant_offering);
+    assert_eq!(certification(&ranked[1]).value, 0.0);
+    assert_eq!(
+        certification(&ranked[1]).explanation,
+        "claimed AAA, not yet confirmed by the district"
+    );
+    // The certification filter counts confirmed grades only.
+    let listed = market
+        .admin()
+        .list_companies(m::ListCompaniesRequest {
+            min_certification_grade: G::A as i32,
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .companies;
+    assert_eq!(listed.len(), 1, "only the confirmed A: {listed:?}");
+    assert_ne!(listed[0].id, claimant.id);
+
+    // A company cannot confirm its own grade.
+    let own = market
+        .app
+        .matching(&claimant.token)
+        .confirm_certification(m::ConfirmCertificationRequest {
+            company_id: claimant.id.clone(),
+            grade: G::Aaa as i32,
+            note: String::new(),
+            request_id: rid("self"),
+            expected_version: 0,
+        })
+        .await
+        .err()
+        .ok_or_else(|| anyhow::anyhow!("a company confirmed its own grade"))?;
+    assert_eq!(own.code(), Code::PermissionDenied, "{own:?}");
+    assert!(own.message().contains("only an administrator"), "{own:?}");
+    assert_eq!(
+        market
+            .company_record(&claimant.id)
+            .await?
+            .confirmed_certification_grade,
+        0
+    );
+
+    // Not above the claim.
+    let above = market
+        .confirm(&claimant.id, G::Aaaa)
+        .await
+        .err()
+        .and_then(|e| e.downcast::<tonic::Status>().ok())
+        .ok_or_else(|| anyhow::anyhow!("confirmed above the claim"))?;
+    assert_eq!(above.code(), Code::InvalidArgument, "{above:?}");
+    assert_eq!(violation(&above), "grade");
+
+    // The administrator confirms: once per request id, guarded by the version.
+    let before = market.company_record(&claimant.id).await?;
+    let confirm = m::ConfirmCertificationRequest {
+        company_id: claimant.id.clone(),
+        grade: G::Aaa as i32,
+        note: "certificate CWS-2024-0117 checked".into(),
+        request_id: rid("confirm"),
+        expected_version: before.version,
+    };
+    let first = market
+        .admin()
+        .confirm_certification(confirm.clone())
+        .await?
+        .into_inner()
+        .company
+        .unwrap_or_default();
+    let again = market
+        .admin()
+        .confirm_certification(confirm.clone())
+        .await?
+        .into_inner()
+        .company
+        .unwrap_or_default();
+    assert_eq!(first.confirmed_certification_grade, G::Aaa as i32);
+    assert_eq!(
+        first.certification_note,
+        "certificate CWS-2024-0117 checked"
+    );
+    assert!(!first.certification_confirmed_by.is_empty());
+    assert!(first.certification_confirm_time.is_some());
+    assert_eq!(first.version, before.version + 1);
+    assert_eq!(again.version, first.version, "a retry changes nothing");
+    let stale = market
+        .admin()
+        .confirm_certification(m::ConfirmCertificationRequest {
+            request_id: rid("stale"),
+            ..confirm
+        })
+        .await
+        .err()
+        .ok_or_else(|| anyhow::anyhow!("a stale version was accepted"))?;
+    assert_eq!(stale.code(), Code::Aborted, "{stale:?}");
+
+    // Confirmed, the AAA outranks the A.
+    let ranked = rank().await?;
+    assert_eq!(
+        offering_id(&ranked[0]),
+        claimant_offering,
+        "the confirmed AAA first"
+    );
+    assert_eq!(certification(&ranked[0]).explanation, "certification AAA");
+
+    // Claiming another grade clears the confirmation; the same grade keeps it.
+    let update = |grade: G, record: m::Company| m::UpdateCompanyRequest {
+        request_id: rid("update"),
+        company: Some(m::Company {
+            certification_grade: grade as i32,
+            ..record
+        }),
+        expected_version: 0,
+    };
+    let same = market
+        .app
+        .matching(&claimant.token)
+        .update_company(update(G::Aaa, market.company_record(&claimant.id).await?))
+        .await?
+        .into_inner()
+        .company
+        .unwrap_or_default();
+    assert_eq!(same.confirmed_certification_grade, G::Aaa as i32);
+    let changed = market
+        .app
+        .matching(&claimant.token)
+        .update_company(update(G::Aaaaa, same))
+        .await?
+        .into_inner()
+        .company
+        .unwrap_or_default();
+    assert_eq!(changed.certification_grade, G::Aaaaa as i32);
+    assert_eq!(
+        changed.confirmed_certification_grade, 0,
+        "a new claim is unconfirmed"
+    );
+    assert!(changed.certification_confirmed_by.is_empty());
+    let ranked = rank().await?;
+    assert_eq!(
+        offering_id(&ranked[0]),
+        confirmed_offering,
+        "back behind the A"
+    );
+    assert_eq!(
+        certification(&ranked[1]).explanation,
+        "claimed AAAAA, not yet confirmed by the district"
+    );
+
+    market.app.stop().await
+}
+
+on_both_backends!(
+    certification_is_confirmed_by_the_district_on_sqlite,
+    certification_is_confirmed_by_the_district_on_postgres,
+    certification_is_confirmed_by_the_district
 );

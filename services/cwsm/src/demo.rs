@@ -1150,6 +1150,7 @@ impl Loader<'_> {
             towns: c.towns.clone(),
             sectors: c.sectors.iter().map(|s| s.number()).collect(),
             certification_grade: c.certification_grade.number(),
+            certification_evidence: format!("demo certificate CWS-{}", c.key),
             financing_capacity_fen: c.financing_capacity_fen,
             ..Default::default()
         };
@@ -1179,6 +1180,24 @@ impl Loader<'_> {
             }
         }
         .ok_or_else(|| anyhow!("company {}: the response has no company", c.name))?;
+        // The district office checks the claimed grade and confirms it (only confirmed grades
+        // are ranked); once per company, so a rerun changes nothing.
+        if c.certification_grade != CertificationGrade::None
+            && company.certification_grade == c.certification_grade.number()
+            && company.confirmed_certification_grade != c.certification_grade.number()
+        {
+            let admin = self.token("demo-admin", Role::Admin, None)?;
+            self.matching(&admin)?
+                .confirm_certification(mpb::ConfirmCertificationRequest {
+                    request_id: format!("demo:confirm-grade:{}", c.key),
+                    company_id: company.id.clone(),
+                    grade: c.certification_grade.number(),
+                    note: "demo: certificate checked by the district office".into(),
+                    expected_version: 0,
+                })
+                .await
+                .with_context(|| format!("confirming the grade of company {}", c.name))?;
+        }
         tracing::info!(company = %c.name, id = %company.id, credit_code = %code, "company registered");
         Ok(Party {
             id: company.id,

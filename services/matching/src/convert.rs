@@ -71,7 +71,7 @@ pub fn company_profile(c: pb::Company) -> Result<CompanyProfile> {
         contact: contact_in(c.contact),
         towns: c.towns,
         sectors: many("company.sectors", &c.sectors, Sector::from_number)?,
-        certification: if c.certification_grade == 0 {
+        claimed_certification: if c.certification_grade == 0 {
             CertificationGrade::None
         } else {
             one(
@@ -80,8 +80,13 @@ pub fn company_profile(c: pb::Company) -> Result<CompanyProfile> {
                 CertificationGrade::from_number,
             )?
         },
+        certification_evidence: c.certification_evidence.trim().to_string(),
         financing_capacity_fen: c.financing_capacity_fen,
     })
+}
+
+fn grade_number(g: Option<CertificationGrade>) -> i32 {
+    g.map(CertificationGrade::number).unwrap_or(0)
 }
 
 fn track_record(t: &TrackRecord) -> pb::TrackRecord {
@@ -102,12 +107,18 @@ pub fn company(c: &Company) -> pb::Company {
         contact: Some(contact_out(&p.contact)),
         towns: p.towns.clone(),
         sectors: numbers(&p.sectors, Sector::number),
-        certification_grade: p.certification.number(),
+        certification_grade: p.claimed_certification.number(),
         financing_capacity_fen: p.financing_capacity_fen,
         track_record: Some(track_record(&c.track_record)),
         create_time: Some(timestamp(c.created_at_ms)),
         update_time: Some(timestamp(c.updated_at_ms)),
         version: c.version,
+        certification_evidence: p.certification_evidence.clone(),
+        confirmed_certification_grade: grade_number(c.certification.grade),
+        certification_confirmed_by: c.certification.by.clone(),
+        certification_confirm_time: (c.certification.at_ms > 0)
+            .then(|| timestamp(c.certification.at_ms)),
+        certification_note: c.certification.note.clone(),
     }
 }
 
@@ -116,9 +127,10 @@ pub fn company_summary(c: &Company) -> pb::CompanySummary {
         id: c.id.clone(),
         name: c.profile.name.clone(),
         credit_code: c.profile.credit_code.clone(),
-        certification_grade: c.profile.certification.number(),
+        certification_grade: c.profile.claimed_certification.number(),
         financing_capacity_fen: c.profile.financing_capacity_fen,
         track_record: Some(track_record(&c.track_record)),
+        confirmed_certification_grade: grade_number(c.certification.grade),
     }
 }
 

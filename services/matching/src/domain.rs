@@ -49,19 +49,62 @@ pub struct CompanyProfile {
     pub contact: Contact,
     pub towns: Vec<String>,
     pub sectors: Vec<Sector>,
-    pub certification: CertificationGrade,
+    /// The grade the company claims; a claim until the district confirms it (see
+    /// [`Certification`]), and never ranked as such.
+    pub claimed_certification: CertificationGrade,
+    /// What backs the claim (certificate number, issuing body), free text for the reviewer.
+    pub certification_evidence: String,
     pub financing_capacity_fen: i64,
+}
+
+/// The district's review of a company's claimed grade: only an administrator sets it, and a
+/// new claim clears it. `grade` is `None` when nothing is confirmed (never reviewed, withdrawn,
+/// or the claim changed since).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Certification {
+    pub grade: Option<CertificationGrade>,
+    /// Who confirmed (or withdrew) it, and when; empty and 0 when never reviewed.
+    pub by: String,
+    pub at_ms: i64,
+    pub note: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Company {
     pub id: String,
     pub profile: CompanyProfile,
+    pub certification: Certification,
     pub track_record: TrackRecord,
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
     pub version: i64,
 }
+
+impl Company {
+    /// The grade the marketplace trusts: the confirmed one, "not certified" while unconfirmed.
+    pub fn confirmed_grade(&self) -> CertificationGrade {
+        self.certification.grade.unwrap_or(CertificationGrade::None)
+    }
+
+    /// What a reviewer may confirm: `grade` (None withdraws) up to the claimed grade.
+    pub fn check_confirmable(&self, grade: Option<CertificationGrade>) -> Result<()> {
+        match grade {
+            Some(g) if g > self.profile.claimed_certification => Err(Error::invalid(
+                "grade",
+                format!(
+                    "{} is above the grade company {} claims ({}); a confirmation may be the claim or lower",
+                    g.label(),
+                    self.id,
+                    self.profile.claimed_certification.label()
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Longest certification evidence and review note, characters.
+pub const MAX_CERTIFICATION_TEXT: usize = 1_000;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OfferingStatus {
@@ -473,6 +516,11 @@ impl CompanyProfile {
             &format!("{prefix}.description"),
             &self.description,
             MAX_TEXT,
+        )?;
+        bounded(
+            &format!("{prefix}.certification_evidence"),
+            &self.certification_evidence,
+            MAX_CERTIFICATION_TEXT,
         )?;
         not_negative(
             &format!("{prefix}.financing_capacity_fen"),

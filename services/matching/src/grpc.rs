@@ -402,6 +402,48 @@ impl MatchingService for MatchingApi {
         }))
     }
 
+    async fn confirm_certification(
+        &self,
+        request: Request<pb::ConfirmCertificationRequest>,
+    ) -> Reply<pb::ConfirmCertificationResponse> {
+        let who = principal(&request)?;
+        // Checked before anything is read, so nobody else learns which companies exist.
+        if !who.is_admin() {
+            return Err(Error::denied(format!(
+                "only an administrator (the district office) confirms certification grades; a {} token may claim a grade with UpdateCompany, not confirm it",
+                who.role
+            ))
+            .into());
+        }
+        let r = request.into_inner();
+        let id = required_id("company_id", &r.company_id)?.to_string();
+        let key = RequestKey::new(&who, "ConfirmCertification", &id, &r.request_id, &r)?;
+        let grade = if r.grade == 0 {
+            None
+        } else {
+            Some(convert::one(
+                "grade",
+                r.grade,
+                CertificationGrade::from_number,
+            )?)
+        };
+        let note = r.note.trim();
+        if note.chars().count() > MAX_CERTIFICATION_TEXT {
+            return Err(Error::invalid(
+                "note",
+                format!("at most {MAX_CERTIFICATION_TEXT} characters"),
+            )
+            .into());
+        }
+        let company = self
+            .store
+            .confirm_certification(&key, &id, r.expected_version, grade, &who.subject, note)
+            .await?;
+        Ok(Response::new(pb::ConfirmCertificationResponse {
+            company: Some(convert::company(&company)),
+        }))
+    }
+
     // -- offerings ----------------------------------------------------------------------------
 
     async fn create_offering(

@@ -133,7 +133,8 @@ impl Packed {
             max_investment_fen: o.max_investment_fen,
             capacity_fen: company.profile.financing_capacity_fen,
             typical_savings_bp: o.typical_savings_bp,
-            certification: certification_steps(company.profile.certification) / 5.0,
+            // Only the district's confirmed grade counts: a claim alone scores as no certification.
+            certification: certification_steps(company.confirmed_grade()) / 5.0,
             track_record: if t.projects_completed <= 0 || t.promised_savings_litres <= 0 {
                 0.5
             } else {
@@ -295,7 +296,7 @@ fn rank_packed(
         let (ob, cb) = &candidates[b.1];
         b.0.partial_cmp(&a.0)
             .unwrap_or(Ordering::Equal)
-            .then(cb.profile.certification.cmp(&ca.profile.certification))
+            .then(cb.confirmed_grade().cmp(&ca.confirmed_grade()))
             .then(
                 cb.profile
                     .financing_capacity_fen
@@ -442,6 +443,26 @@ fn filter_explanation(
     }
 }
 
+/// The certification part in words: what the district confirmed, and a claim it has not.
+fn certification_words(company: &Company) -> String {
+    let claimed = company.profile.claimed_certification;
+    let confirmed = company.confirmed_grade();
+    if confirmed == CertificationGrade::None && claimed != CertificationGrade::None {
+        format!(
+            "claimed {}, not yet confirmed by the district",
+            claimed.label()
+        )
+    } else if confirmed < claimed {
+        format!(
+            "certification {} (confirmed by the district; claimed {})",
+            confirmed.label(),
+            claimed.label()
+        )
+    } else {
+        format!("certification {}", confirmed.label())
+    }
+}
+
 fn certification_steps(grade: CertificationGrade) -> f64 {
     match grade {
         CertificationGrade::None => 0.0,
@@ -549,7 +570,7 @@ fn explain(request: &ProjectRequest, offering: &Offering, company: &Company) -> 
                 company.profile.financing_capacity_fen as f64 / r.investment_wanted_fen as f64
             )
         },
-        format!("certification {}", company.profile.certification.label()),
+        certification_words(company),
         if t.projects_completed <= 0 || t.promised_savings_litres <= 0 {
             "no verified projects yet: neutral, so a newcomer is ranked on its offer".to_string()
         } else {
@@ -599,8 +620,14 @@ mod tests {
                 contact: Contact::default(),
                 towns: vec![],
                 sectors: vec![],
-                certification: grade,
+                claimed_certification: grade,
+                certification_evidence: String::new(),
                 financing_capacity_fen: capacity,
+            },
+            // Confirmed as claimed, as the district would.
+            certification: Certification {
+                grade: Some(grade),
+                ..Default::default()
             },
             track_record: TrackRecord::default(),
             created_at_ms: 0,
@@ -676,6 +703,43 @@ mod tests {
             version: 1,
         };
         (request, user)
+    }
+
+    #[test]
+    fn only_a_confirmed_grade_counts_and_a_claim_is_explained_as_such() {
+        let (r, u) = request();
+        // Claims AAA, confirmed nothing; the other claims and has confirmed A.
+        let mut claimant = company("c1", CertificationGrade::Aaa, 500_000_000);
+        claimant.certification = Certification::default();
+        let confirmed = company("c2", CertificationGrade::A, 500_000_000);
+        let candidates = vec![
+            (offering("o-a", "c1"), claimant.clone()),
+            (offering("o-b", "c2"), confirmed),
+        ];
+        let (ranked, _) = rank(&r, &u, &candidates);
+        assert_eq!(ranked[0].offering.id, "o-b", "the confirmed A ranks first");
+        let part = |x: &Ranked| {
+            x.parts
+                .iter()
+                .find(|p| p.name == "certification")
+                .cloned()
+                .expect("a certification part")
+        };
+        assert_eq!(part(&ranked[1]).value, 0.0);
+        assert_eq!(
+            part(&ranked[1]).explanation,
+            "claimed AAA, not yet confirmed by the district"
+        );
+
+        // Confirmed lower than claimed: ranked on the confirmed grade, both said.
+        claimant.certification.grade = Some(CertificationGrade::Aa);
+        let candidates = vec![(offering("o-a", "c1"), claimant)];
+        let (ranked, _) = rank(&r, &u, &candidates);
+        assert_eq!(part(&ranked[0]).value, 0.4);
+        assert_eq!(
+            part(&ranked[0]).explanation,
+            "certification AA (confirmed by the district; claimed AAA)"
+        );
     }
 
     #[test]

@@ -102,6 +102,11 @@ struct CompanyRow {
     towns: String,
     sectors: String,
     certification: String,
+    certification_evidence: String,
+    confirmed_certification: String,
+    certification_confirmed_by: String,
+    certification_confirmed_at_ms: i64,
+    certification_note: String,
     financing_capacity_fen: i64,
     projects_completed: i64,
     verified_savings_litres: i64,
@@ -126,9 +131,16 @@ impl From<CompanyRow> for Company {
                 },
                 towns: from_json(&r.towns),
                 sectors: parse_codes(&r.sectors, Sector::from_code),
-                certification: CertificationGrade::from_code(&r.certification)
+                claimed_certification: CertificationGrade::from_code(&r.certification)
                     .unwrap_or(CertificationGrade::None),
+                certification_evidence: r.certification_evidence,
                 financing_capacity_fen: r.financing_capacity_fen,
+            },
+            certification: Certification {
+                grade: CertificationGrade::from_code(&r.confirmed_certification),
+                by: r.certification_confirmed_by,
+                at_ms: r.certification_confirmed_at_ms,
+                note: r.certification_note,
             },
             track_record: TrackRecord {
                 projects_completed: r.projects_completed,
@@ -344,7 +356,7 @@ impl From<ProposalRow> for Proposal {
     }
 }
 
-const COMPANY_COLUMNS: &str = "id, credit_code, name, description, contact_name, contact_phone, contact_email, towns, sectors, certification, financing_capacity_fen, projects_completed, verified_savings_litres, promised_savings_litres, created_at_ms, updated_at_ms, version";
+const COMPANY_COLUMNS: &str = "id, credit_code, name, description, contact_name, contact_phone, contact_email, towns, sectors, certification, certification_evidence, confirmed_certification, certification_confirmed_by, certification_confirmed_at_ms, certification_note, financing_capacity_fen, projects_completed, verified_savings_litres, promised_savings_litres, created_at_ms, updated_at_ms, version";
 
 const REQUEST_SELECT: &str = "SELECT r.id, r.water_user_id, r.title, r.problem, r.scope, r.baseline_use_litres, r.expected_savings_bp, r.contract_models, r.technologies, r.investment_wanted_fen, r.price_fen_per_m3, r.proposal_deadline, r.visibility, r.invited_company_ids, r.indicator_tags, r.status, r.status_reason, r.awarded_proposal_id, (SELECT COUNT(*) FROM proposals p WHERE p.project_request_id = r.id) AS proposal_count, r.created_at_ms, r.updated_at_ms, r.version FROM project_requests r";
 
@@ -358,7 +370,7 @@ pub struct ListFilter {
     pub status: String,
     pub owner_id: String,
     pub query: String,
-    /// Companies certified at one of these grades (codes); empty for any.
+    /// Companies whose confirmed grade is one of these; empty for any.
     pub certifications: Vec<CertificationGrade>,
     /// Who asks: rows the caller may not see are left out in SQL, so pages stay full.
     pub viewer: Viewer,
@@ -412,11 +424,12 @@ impl Store {
                         "company with credit code {} exists already as {existing}", p.credit_code)));
                 }
                 let now = now_ms();
-                sqlx::query("INSERT INTO companies (id, credit_code, name, description, contact_name, contact_phone, contact_email, towns, sectors, certification, financing_capacity_fen, created_at_ms, updated_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12)")
+                sqlx::query("INSERT INTO companies (id, credit_code, name, description, contact_name, contact_phone, contact_email, towns, sectors, certification, financing_capacity_fen, created_at_ms, updated_at_ms, certification_evidence) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12, $13)")
                     .bind(&id).bind(&p.credit_code).bind(&p.name).bind(&p.description)
                     .bind(&p.contact.name).bind(&p.contact.phone).bind(&p.contact.email)
                     .bind(to_json(&p.towns)).bind(codes(&p.sectors, Sector::code))
-                    .bind(p.certification.code()).bind(p.financing_capacity_fen).bind(now)
+                    .bind(p.claimed_certification.code()).bind(p.financing_capacity_fen).bind(now)
+                    .bind(&p.certification_evidence)
                     .execute(&mut *tx).await?;
                 id
         });
@@ -472,7 +485,7 @@ impl Store {
             "SELECT {COMPANY_COLUMNS} FROM companies WHERE ($1 = '' OR sectors LIKE $1 ESCAPE '\\' OR sectors = '[]') AND ($2 = '' OR towns LIKE $2 ESCAPE '\\' OR towns = '[]') \
              AND ($3 = '' OR lower(name) LIKE $3 ESCAPE '\\' OR lower(credit_code) LIKE $3 ESCAPE '\\') AND ($4 = '' OR id > $4) \
              AND ($5 = '' OR id IN (SELECT company_id FROM offerings WHERE status = 'published' AND ($6 = '' OR technologies LIKE $6 ESCAPE '\\') AND ($7 = '' OR contract_models LIKE $7 ESCAPE '\\'))) \
-             AND ($9 = '' OR $9 LIKE ('%,' || certification || ',%')) \
+             AND ($9 = '' OR $9 LIKE ('%,' || confirmed_certification || ',%')) \
              ORDER BY id LIMIT $8"
         );
         let grades = if f.certifications.is_empty() {
@@ -513,14 +526,54 @@ impl Store {
         p: &CompanyProfile,
     ) -> Result<Company> {
         keyed_write!(&self.db, key, tx => {
-        let done = sqlx::query("UPDATE companies SET name = $1, description = $2, contact_name = $3, contact_phone = $4, contact_email = $5, towns = $6, sectors = $7, certification = $8, financing_capacity_fen = $9, updated_at_ms = $10, version = version + 1 WHERE id = $11 AND ($12 = 0 OR version = $12)")
+        // A new claim is not what the district confirmed: another grade clears the review (the
+        // CASEs read the row as it was before this update, on both engines).
+        let done = sqlx::query("UPDATE companies SET name = $1, description = $2, contact_name = $3, contact_phone = $4, contact_email = $5, towns = $6, sectors = $7, certification = $8, financing_capacity_fen = $9, updated_at_ms = $10, version = version + 1, certification_evidence = $13, \
+             confirmed_certification = CASE WHEN certification = $8 THEN confirmed_certification ELSE '' END, \
+             certification_confirmed_by = CASE WHEN certification = $8 THEN certification_confirmed_by ELSE '' END, \
+             certification_confirmed_at_ms = CASE WHEN certification = $8 THEN certification_confirmed_at_ms ELSE 0 END, \
+             certification_note = CASE WHEN certification = $8 THEN certification_note ELSE '' END \
+             WHERE id = $11 AND ($12 = 0 OR version = $12)")
             .bind(&p.name).bind(&p.description).bind(&p.contact.name).bind(&p.contact.phone).bind(&p.contact.email)
-            .bind(to_json(&p.towns)).bind(codes(&p.sectors, Sector::code)).bind(p.certification.code())
+            .bind(to_json(&p.towns)).bind(codes(&p.sectors, Sector::code)).bind(p.claimed_certification.code())
             .bind(p.financing_capacity_fen).bind(now_ms()).bind(id).bind(expected_version)
+            .bind(&p.certification_evidence)
             .execute(&mut *tx).await?.rows_affected();
         if done == 0 {
             let _: Company = read_in_tx!(tx, CompanyRow, format!("SELECT {COMPANY_COLUMNS} FROM companies WHERE id = $1"), id, "company");
             return Err(stale("company", id, expected_version));
+        }
+        id.to_string()
+        });
+        self.company(id).await
+    }
+
+    /// Records the district's review of company `id`'s claimed grade: `grade` confirmed (None
+    /// withdraws the confirmation) by `by`, with `note`. The grade may not exceed the claim,
+    /// checked against the row in the same transaction.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn confirm_certification(
+        &self,
+        key: &RequestKey,
+        id: &str,
+        expected_version: i64,
+        grade: Option<CertificationGrade>,
+        by: &str,
+        note: &str,
+    ) -> Result<Company> {
+        keyed_write!(&self.db, key, tx => {
+        let current: Company = read_in_tx!(tx, CompanyRow, format!("SELECT {COMPANY_COLUMNS} FROM companies WHERE id = $1"), id, "company");
+        if expected_version != 0 && current.version != expected_version {
+            return Err(stale("company", id, expected_version));
+        }
+        current.check_confirmable(grade)?;
+        let now = now_ms();
+        let done = sqlx::query("UPDATE companies SET confirmed_certification = $1, certification_confirmed_by = $2, certification_confirmed_at_ms = $3, certification_note = $4, updated_at_ms = $3, version = version + 1 WHERE id = $5 AND version = $6")
+            .bind(grade.map(|g| g.code()).unwrap_or_default()).bind(by).bind(now).bind(note)
+            .bind(id).bind(current.version)
+            .execute(&mut *tx).await?.rows_affected();
+        if done == 0 {
+            return Err(stale("company", id, current.version));
         }
         id.to_string()
         });
@@ -747,13 +800,15 @@ impl Store {
             let mut tx = pool.begin_write().await?;
             for c in companies {
                 let p = &c.profile;
-                sqlx::query("INSERT INTO companies (id, credit_code, name, description, contact_name, contact_phone, contact_email, towns, sectors, certification, financing_capacity_fen, projects_completed, verified_savings_litres, promised_savings_litres, created_at_ms, updated_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15)")
+                sqlx::query("INSERT INTO companies (id, credit_code, name, description, contact_name, contact_phone, contact_email, towns, sectors, certification, financing_capacity_fen, projects_completed, verified_savings_litres, promised_savings_litres, created_at_ms, updated_at_ms, certification_evidence, confirmed_certification, certification_confirmed_by, certification_confirmed_at_ms, certification_note) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15, $16, $17, $18, $19, $20)")
                     .bind(&c.id).bind(&p.credit_code).bind(&p.name).bind(&p.description)
                     .bind(&p.contact.name).bind(&p.contact.phone).bind(&p.contact.email)
                     .bind(to_json(&p.towns)).bind(codes(&p.sectors, Sector::code))
-                    .bind(p.certification.code()).bind(p.financing_capacity_fen)
+                    .bind(p.claimed_certification.code()).bind(p.financing_capacity_fen)
                     .bind(c.track_record.projects_completed).bind(c.track_record.verified_savings_litres).bind(c.track_record.promised_savings_litres)
-                    .bind(c.created_at_ms).execute(&mut *tx).await?;
+                    .bind(c.created_at_ms).bind(&p.certification_evidence)
+                    .bind(c.certification.grade.map(|g| g.code()).unwrap_or_default())
+                    .bind(&c.certification.by).bind(c.certification.at_ms).bind(&c.certification.note).execute(&mut *tx).await?;
             }
             for o in offerings {
                 let d = &o.draft;

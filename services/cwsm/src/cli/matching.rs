@@ -69,7 +69,7 @@ pub enum CompaniesCommand {
     List {
         #[command(flatten)]
         list: ListArgs,
-        /// Certified at this grade or better: a, aa, aaa, aaaa, aaaaa.
+        /// Confirmed at this grade or better: a, aa, aaa, aaaa, aaaaa.
         #[arg(long, default_value = "")]
         min_grade: String,
         /// With a published offering of this technology, e.g. leak_detection.
@@ -94,9 +94,13 @@ pub enum CompaniesCommand {
         /// Sector served (repeat), e.g. school; none means all.
         #[arg(long = "sector")]
         sectors: Vec<String>,
-        /// Certification grade: none, a, aa, aaa, aaaa, aaaaa.
+        /// Certification grade claimed: none, a, aa, aaa, aaaa, aaaaa (ranked once the district
+        /// confirms it).
         #[arg(long, default_value = "none")]
         grade: String,
+        /// What backs the claimed grade: certificate number and issuing body.
+        #[arg(long, default_value = "")]
+        evidence: String,
         /// What the company can invest in projects, yuan.
         #[arg(long, default_value_t = 0.0)]
         financing_yuan: f64,
@@ -106,6 +110,16 @@ pub enum CompaniesCommand {
         phone: String,
         #[arg(long, default_value = "")]
         email: String,
+    },
+    /// Confirm a company's claimed certification grade (administrators: the district office).
+    /// The grade may be lower than claimed; `withdraw` withdraws a confirmation.
+    ConfirmGrade {
+        company_id: String,
+        /// none, a, aa, aaa, aaaa, aaaaa, or withdraw.
+        grade: String,
+        /// Why, for the record: e.g. the certificate checked.
+        #[arg(long, default_value = "")]
+        note: String,
     },
 }
 
@@ -350,9 +364,7 @@ fn company_row(x: &mpb::Company) -> Vec<String> {
         x.id.clone(),
         x.name.clone(),
         x.credit_code.clone(),
-        CertificationGrade::from_number(x.certification_grade)
-            .map(|g| g.label().to_string())
-            .unwrap_or_default(),
+        certification_text(x),
         yuan(x.financing_capacity_fen),
         x.towns.join(", "),
         format!(
@@ -362,6 +374,26 @@ fn company_row(x: &mpb::Company) -> Vec<String> {
             t.promised_savings_litres / 1000
         ),
     ]
+}
+
+/// The grade as the marketplace trusts it: the confirmed one, and a claim beyond it.
+fn certification_text(x: &mpb::Company) -> String {
+    let label = |n: i32| CertificationGrade::from_number(n).map(|g| g.label());
+    match (
+        label(x.certification_grade),
+        label(x.confirmed_certification_grade),
+    ) {
+        (Some(claimed), None) if x.certification_grade != CertificationGrade::None.number() => {
+            format!("{claimed} (claimed, unconfirmed)")
+        }
+        (Some(claimed), Some(confirmed))
+            if x.certification_grade != x.confirmed_certification_grade =>
+        {
+            format!("{confirmed} (claimed {claimed})")
+        }
+        (_, Some(confirmed)) => confirmed.to_string(),
+        (claimed, None) => claimed.unwrap_or_default().to_string(),
+    }
 }
 
 const COMPANY_HEADERS: [&str; 7] = [
@@ -391,6 +423,7 @@ pub async fn companies(args: CompaniesArgs) -> anyhow::Result<()> {
             towns,
             sectors,
             grade,
+            evidence,
             financing_yuan,
             contact_name,
             phone,
@@ -413,6 +446,7 @@ pub async fn companies(args: CompaniesArgs) -> anyhow::Result<()> {
                             CertificationGrade::from_code,
                             CertificationGrade::number,
                         )?,
+                        certification_evidence: evidence,
                         financing_capacity_fen: fen(financing_yuan),
                         ..Default::default()
                     }),
@@ -424,6 +458,41 @@ pub async fn companies(args: CompaniesArgs) -> anyhow::Result<()> {
             Output {
                 headers: COMPANY_HEADERS.to_vec(),
                 rows: vec![company_row(&created)],
+            }
+            .print(conn.json);
+            return Ok(());
+        }
+        CompaniesCommand::ConfirmGrade {
+            company_id,
+            grade,
+            note,
+        } => {
+            let grade = if grade.eq_ignore_ascii_case("withdraw") {
+                0
+            } else {
+                code_number(
+                    "grade",
+                    &grade.to_lowercase(),
+                    CertificationGrade::from_code,
+                    CertificationGrade::number,
+                )?
+            };
+            let confirmed = c
+                .matching()
+                .confirm_certification(mpb::ConfirmCertificationRequest {
+                    request_id: request_id(),
+                    company_id,
+                    grade,
+                    note,
+                    expected_version: 0,
+                })
+                .await?
+                .into_inner()
+                .company
+                .context("empty reply")?;
+            Output {
+                headers: COMPANY_HEADERS.to_vec(),
+                rows: vec![company_row(&confirmed)],
             }
             .print(conn.json);
             return Ok(());

@@ -115,7 +115,7 @@ fn catalogue(from: usize, to: usize) -> (Vec<Company>, Vec<Offering>) {
                 XorShift(0xC0FF_EE00_D15E_A5E5 ^ (c as u64 + 1).wrapping_mul(0x9E37_79B9));
             let projects = crng.below(6) as i64;
             let promised = projects * 100_000_000;
-            companies.push(Company {
+            let mut company = Company {
                 id: company_id.clone(),
                 profile: CompanyProfile {
                     credit_code: format!("BENCH{c:013}"),
@@ -132,10 +132,12 @@ fn catalogue(from: usize, to: usize) -> (Vec<Company>, Vec<Offering>) {
                     } else {
                         crng.some(Sector::ALL, 4)
                     },
-                    certification: CertificationGrade::ALL
+                    claimed_certification: CertificationGrade::ALL
                         [crng.below(CertificationGrade::ALL.len() as u64) as usize],
+                    certification_evidence: String::new(),
                     financing_capacity_fen: 10_000_000 * (1 + crng.below(500) as i64),
                 },
+                certification: Certification::default(),
                 track_record: TrackRecord {
                     projects_completed: projects,
                     verified_savings_litres: promised * (60 + crng.below(50) as i64) / 100,
@@ -144,7 +146,10 @@ fn catalogue(from: usize, to: usize) -> (Vec<Company>, Vec<Offering>) {
                 created_at_ms: 0,
                 updated_at_ms: 0,
                 version: 1,
-            });
+            };
+            // Confirmed as claimed, so the benchmark ranks on grades as the district would.
+            company.certification.grade = Some(company.profile.claimed_certification);
+            companies.push(company);
         }
         let min = if rng.chance(50) {
             0
