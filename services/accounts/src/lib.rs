@@ -264,17 +264,6 @@ fn unauthenticated() -> Error {
     Error::Unauthenticated(SIGN_IN_REFUSED.to_string())
 }
 
-fn require_admin(p: &Principal, what: &str) -> Result<()> {
-    if p.is_admin() {
-        Ok(())
-    } else {
-        Err(Error::denied(format!(
-            "only administrators may {what}; the caller is a {}",
-            p.role
-        )))
-    }
-}
-
 /// The accounts service.
 #[derive(Clone)]
 pub struct Accounts {
@@ -530,7 +519,7 @@ impl Accounts {
         note: &str,
         expected: i64,
     ) -> Result<Organization> {
-        require_admin(p, "approve organizations")?;
+        p.require_admin("approve organizations")?;
         cwsm_platform::input::check_len("note", note, cwsm_platform::input::MAX_TEXT)?;
         let audit = AuditEvent::new(now_ms(), &p.subject, "approve", code, note);
         let org = self
@@ -556,7 +545,7 @@ impl Accounts {
         reason: &str,
         expected: i64,
     ) -> Result<Organization> {
-        require_admin(p, "suspend organizations")?;
+        p.require_admin("suspend organizations")?;
         let reason = reason.trim();
         if reason.is_empty() {
             return Err(Error::invalid(
@@ -597,7 +586,7 @@ impl Accounts {
         status: Option<Status>,
         page: &Page,
     ) -> Result<(Vec<Organization>, String)> {
-        require_admin(p, "list organizations")?;
+        p.require_admin("list organizations")?;
         let mut rows = self.store.organizations(status, page).await?;
         let next = page.finish(&mut rows, |o| o.credit_code.clone());
         Ok((rows, next))
@@ -982,7 +971,7 @@ impl Accounts {
     // -- keys and audit -----------------------------------------------------------------------
 
     pub async fn rotate_key(&self, p: &Principal) -> Result<(String, i64)> {
-        require_admin(p, "rotate the signing key")?;
+        p.require_admin("rotate the signing key")?;
         let now = now_ms();
         let from = now.saturating_add(ms(self.options.key_publish_delay));
         let key = StoredKey::generate(now, from)?;
@@ -1004,7 +993,7 @@ impl Accounts {
         action: &str,
         page: &Page,
     ) -> Result<(Vec<AuditEvent>, String)> {
-        require_admin(p, "read the audit log")?;
+        p.require_admin("read the audit log")?;
         cwsm_platform::input::check_len("action", action, cwsm_platform::input::MAX_CODE)?;
         let mut rows = self.store.audit_events(action, page).await?;
         let next = page.finish(&mut rows, |e| e.id.clone());

@@ -96,6 +96,18 @@ impl Principal {
         self.is_admin() || self.is(role, credit_code)
     }
 
+    /// PERMISSION_DENIED unless this caller is an administrator, saying what it may not do.
+    pub fn require_admin(&self, what: &str) -> Result<(), crate::Error> {
+        if self.is_admin() {
+            Ok(())
+        } else {
+            Err(crate::Error::denied(format!(
+                "only administrators may {what}; the caller is a {}",
+                self.role
+            )))
+        }
+    }
+
     /// Whether this caller is exactly `role` for `credit_code` (administrators are not).
     pub fn is(&self, role: Role, credit_code: &str) -> bool {
         self.role == role && !credit_code.is_empty() && self.org.as_deref() == Some(credit_code)

@@ -68,17 +68,6 @@ pub struct Reporting {
     feeds: Arc<watch::Feeds>,
 }
 
-fn require_admin(p: &Principal, what: &str) -> Result<()> {
-    if p.is_admin() {
-        Ok(())
-    } else {
-        Err(Error::denied(format!(
-            "only administrators may {what}; the caller is a {}",
-            p.role
-        )))
-    }
-}
-
 /// Today in China Standard Time.
 pub fn today() -> NaiveDate {
     report::cst_date(now_ms())
@@ -231,7 +220,7 @@ impl Reporting {
         toml: &str,
         validate_only: bool,
     ) -> Result<StoredPlan> {
-        require_admin(caller, "load plans")?;
+        caller.require_admin("load plans")?;
         // A dry run stores nothing and needs no idempotency key.
         let request_id = if validate_only {
             request_id
@@ -351,7 +340,7 @@ impl Reporting {
         caller: &Principal,
         page: &Page,
     ) -> Result<(Vec<store::DeadLetter>, String)> {
-        require_admin(caller, "see dead letters")?;
+        caller.require_admin("see dead letters")?;
         self.store.dead_letters(page).await
     }
 
@@ -386,7 +375,7 @@ impl Reporting {
     /// Deletes every milestone fact and processed-event record (the counts start from nothing;
     /// a rebuild brings them back). Administrators only; for tests and recovery.
     pub async fn forget_facts(&self, caller: &Principal) -> Result<u64> {
-        require_admin(caller, "forget facts")?;
+        caller.require_admin("forget facts")?;
         let n = self.store.forget_facts().await?;
         self.notify();
         Ok(n)
@@ -399,7 +388,7 @@ impl Reporting {
         request: &[u8],
         mut new: NewAchievement,
     ) -> Result<Achievement> {
-        require_admin(caller, "record achievements")?;
+        caller.require_admin("record achievements")?;
         let key = RequestKey::from_bytes(caller, "RecordAchievement", "", request_id, request)?;
         if new.plan_code.trim().is_empty() {
             return Err(Error::invalid(
@@ -427,7 +416,7 @@ impl Reporting {
         expected_version: i64,
         correction: Correction,
     ) -> Result<Achievement> {
-        require_admin(caller, "correct achievements")?;
+        caller.require_admin("correct achievements")?;
         let key = RequestKey::from_bytes(
             caller,
             "CorrectAchievement",
