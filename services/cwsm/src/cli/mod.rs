@@ -26,6 +26,19 @@ use cwsm_proto::reporting::v1::reporting_service_client::ReportingServiceClient;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
+/// Median and 99th percentile of `samples`, in milliseconds (the benchmarks' figures).
+pub(crate) fn percentiles(mut samples: Vec<Duration>) -> (f64, f64) {
+    if samples.is_empty() {
+        return (0.0, 0.0);
+    }
+    samples.sort();
+    let at = |q: usize| {
+        let i = (samples.len() * q / 100).min(samples.len() - 1);
+        samples[i].as_secs_f64() * 1000.0
+    };
+    (at(50), at(99))
+}
+
 #[derive(Args, Clone)]
 pub struct Connection {
     /// Server address.

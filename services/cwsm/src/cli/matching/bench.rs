@@ -31,7 +31,7 @@ use cwsm_platform::vocab::{CertificationGrade, ContractModel, Sector, Technology
 use cwsm_proto::matching::v1 as mpb;
 use tokio_util::sync::CancellationToken;
 
-use super::super::Clients;
+use super::super::{Clients, percentiles};
 use crate::app::{self, Services};
 
 #[derive(Args, Clone)]
@@ -186,19 +186,6 @@ fn catalogue(from: usize, to: usize) -> (Vec<Company>, Vec<Offering>) {
         });
     }
     (companies, offerings)
-}
-
-/// Median and 99th percentile of `samples`, in milliseconds.
-fn percentiles(mut samples: Vec<Duration>) -> (f64, f64) {
-    if samples.is_empty() {
-        return (0.0, 0.0);
-    }
-    samples.sort();
-    let at = |q: usize| {
-        let i = (samples.len() * q / 100).min(samples.len() - 1);
-        samples[i].as_secs_f64() * 1000.0
-    };
-    (at(50), at(99))
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
