@@ -47,6 +47,9 @@ pub enum ProjectsCommand {
         project_id: String,
         verifier_org: String,
     },
+    /// Verifier proposals: a party proposes a verifier body, an administrator decides.
+    #[command(subcommand)]
+    Verifier(VerifierCommand),
     /// Set the baseline period and the reporting period length (while contracted).
     Baseline {
         project_id: String,
@@ -186,6 +189,30 @@ pub enum PeriodsCommand {
     },
     /// Settle a verified period by the contract model.
     Settle { period_id: String },
+}
+
+#[derive(Subcommand)]
+pub enum VerifierCommand {
+    /// Propose a verifier body (its credit code) for a project (its company or water user;
+    /// the body must be independent of both).
+    Propose {
+        project_id: String,
+        verifier_org: String,
+        /// Why this body, e.g. the contract clause that names it.
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// A project's verifier proposals, oldest first.
+    Proposals { project_id: String },
+    /// Approve or decline an open proposal (an administrator); approval assigns the body.
+    Decide {
+        proposal_id: String,
+        /// approve or decline.
+        decision: String,
+        /// Why (required to decline).
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
 }
 
 pub async fn projects(args: ProjectsArgs) -> anyhow::Result<()> {
@@ -378,6 +405,7 @@ pub async fn projects(args: ProjectsArgs) -> anyhow::Result<()> {
             savings(&c, &project_id, svg.as_deref(), conn.json).await?
         }
         ProjectsCommand::Periods(cmd) => periods(&c, cmd, conn.json).await?,
+        ProjectsCommand::Verifier(cmd) => verifier(&c, cmd, conn.json).await?,
         ProjectsCommand::Settlements { project_id } => {
             settlements(&c, &project_id, conn.json).await?
         }
@@ -874,6 +902,98 @@ fn savings_svg(report: &ppb::GetSavingsReportResponse) -> String {
         "<line x1=\"{left}\" y1=\"{y0}\" x2=\"{width}\" y2=\"{y0}\" stroke=\"black\"/>\n</svg>\n"
     ));
     out
+}
+
+fn proposal_row(p: &ppb::VerifierProposal) -> Vec<String> {
+    vec![
+        p.id.clone(),
+        p.verifier_org.clone(),
+        ppb::VerifierProposalState::try_from(p.state)
+            .map(|s| {
+                s.as_str_name()
+                    .trim_start_matches("VERIFIER_PROPOSAL_STATE_")
+                    .to_lowercase()
+            })
+            .unwrap_or_default(),
+        format!("{} {}", p.proposer_role, p.proposer_org),
+        p.decision_reason.clone(),
+        p.version.to_string(),
+    ]
+}
+
+async fn verifier(c: &Clients, cmd: VerifierCommand, json: bool) -> anyhow::Result<()> {
+    let rows = match cmd {
+        VerifierCommand::Propose {
+            project_id,
+            verifier_org,
+            note,
+        } => {
+            let p = c
+                .projects()
+                .propose_verifier(ppb::ProposeVerifierRequest {
+                    request_id: request_id(),
+                    project_id,
+                    verifier_credit_code: verifier_org,
+                    note,
+                })
+                .await?
+                .into_inner()
+                .proposal
+                .unwrap_or_default();
+            vec![proposal_row(&p)]
+        }
+        VerifierCommand::Proposals { project_id } => c
+            .projects()
+            .list_verifier_proposals(ppb::ListVerifierProposalsRequest {
+                project_id,
+                page_size: 500,
+                ..Default::default()
+            })
+            .await?
+            .into_inner()
+            .proposals
+            .iter()
+            .map(proposal_row)
+            .collect(),
+        VerifierCommand::Decide {
+            proposal_id,
+            decision,
+            reason,
+        } => {
+            let decision = match decision.as_str() {
+                "approve" => ppb::VerifierDecision::Approve,
+                "decline" => ppb::VerifierDecision::Decline,
+                other => anyhow::bail!("unknown decision {other:?}: approve or decline"),
+            };
+            let p = c
+                .projects()
+                .decide_verifier_proposal(ppb::DecideVerifierProposalRequest {
+                    request_id: request_id(),
+                    proposal_id,
+                    decision: decision as i32,
+                    reason,
+                    expected_version: 0,
+                })
+                .await?
+                .into_inner()
+                .proposal
+                .unwrap_or_default();
+            vec![proposal_row(&p)]
+        }
+    };
+    Output {
+        headers: vec![
+            "id",
+            "verifier_org",
+            "state",
+            "proposed by",
+            "reason",
+            "version",
+        ],
+        rows,
+    }
+    .print(json);
+    Ok(())
 }
 
 async fn periods(c: &Clients, cmd: PeriodsCommand, json: bool) -> anyhow::Result<()> {
