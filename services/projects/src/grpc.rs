@@ -8,8 +8,8 @@
 //! else it does not exist (NOT_FOUND); the company creates meters, sends readings and submits
 //! periods; the assigned verifier verifies; a party or the assigned verifier disputes; the
 //! assigned verifier or an administrator resolves, never the dispute's raiser; the parties
-//! settle; an administrator assigns the verifier. A step refused to someone who may read the
-//! project is PERMISSION_DENIED saying why.
+//! settle; an administrator assigns the verifier, or approves one a party proposed. A step
+//! refused to someone who may read the project is PERMISSION_DENIED saying why.
 
 use cwsm_platform::auth::{Principal, Role, principal};
 use cwsm_platform::grpc::{Page, millis, timestamp};

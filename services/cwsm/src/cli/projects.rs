@@ -921,6 +921,14 @@ fn proposal_row(p: &ppb::VerifierProposal) -> Vec<String> {
     ]
 }
 
+fn verifier_decision(word: &str) -> anyhow::Result<ppb::VerifierDecision> {
+    match word {
+        "approve" => Ok(ppb::VerifierDecision::Approve),
+        "decline" => Ok(ppb::VerifierDecision::Decline),
+        other => anyhow::bail!("unknown decision {other:?}: approve or decline"),
+    }
+}
+
 async fn verifier(c: &Clients, cmd: VerifierCommand, json: bool) -> anyhow::Result<()> {
     let rows = match cmd {
         VerifierCommand::Propose {
@@ -960,11 +968,7 @@ async fn verifier(c: &Clients, cmd: VerifierCommand, json: bool) -> anyhow::Resu
             decision,
             reason,
         } => {
-            let decision = match decision.as_str() {
-                "approve" => ppb::VerifierDecision::Approve,
-                "decline" => ppb::VerifierDecision::Decline,
-                other => anyhow::bail!("unknown decision {other:?}: approve or decline"),
-            };
+            let decision = verifier_decision(&decision)?;
             let p = c
                 .projects()
                 .decide_verifier_proposal(ppb::DecideVerifierProposalRequest {
@@ -1497,5 +1501,41 @@ mod tests {
             ("2025-01-01", 312.5)
         );
         assert!(parse_driver_csv("2025-13-01,1\n").is_err());
+    }
+
+    #[test]
+    fn verifier_commands_parse() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(subcommand)]
+            command: ProjectsCommand,
+        }
+        let cli = Cli::try_parse_from([
+            "projects",
+            "verifier",
+            "decide",
+            "p-1",
+            "decline",
+            "--reason",
+            "未认证",
+        ])
+        .expect("parses");
+        assert!(matches!(
+            cli.command,
+            ProjectsCommand::Verifier(VerifierCommand::Decide { ref proposal_id, ref decision, ref reason })
+                if proposal_id == "p-1" && decision == "decline" && reason == "未认证"
+        ));
+        let cli = Cli::try_parse_from(["projects", "verifier", "propose", "x-1", "CODE"])
+            .expect("parses");
+        assert!(matches!(
+            cli.command,
+            ProjectsCommand::Verifier(VerifierCommand::Propose { ref note, .. }) if note.is_empty()
+        ));
+        assert_eq!(
+            verifier_decision("approve").ok(),
+            Some(ppb::VerifierDecision::Approve)
+        );
+        assert!(verifier_decision("maybe").is_err());
     }
 }
