@@ -287,6 +287,8 @@ struct World {
     meter_id: String,
     period: p::PeriodSavings,
     reading: p::Reading,
+    /// A verifier proposal the water user made and an administrator declined.
+    declined_proposal_id: String,
 }
 
 /// A project contracted through the marketplace with the test verifier assigned, measured
@@ -332,6 +334,27 @@ async fn world(app: &TestApp) -> anyhow::Result<World> {
         .into_inner()
         .period
         .ok_or_else(|| anyhow::anyhow!("no period"))?;
+    let proposed = app
+        .projects(&contracted.user_token)
+        .propose_verifier(p::ProposeVerifierRequest {
+            request_id: rid("pv"),
+            project_id: project_id.clone(),
+            verifier_credit_code: fresh_credit_code("12320411"),
+            note: String::new(),
+        })
+        .await?
+        .into_inner()
+        .proposal
+        .ok_or_else(|| anyhow::anyhow!("no proposal"))?;
+    app.projects(&admin)
+        .decide_verifier_proposal(p::DecideVerifierProposalRequest {
+            request_id: rid("dv"),
+            proposal_id: proposed.id.clone(),
+            decision: p::VerifierDecision::Decline as i32,
+            reason: "the contract names another body".into(),
+            expected_version: 0,
+        })
+        .await?;
     let project = app
         .projects(&admin)
         .get_project(p::GetProjectRequest {
@@ -450,6 +473,7 @@ async fn world(app: &TestApp) -> anyhow::Result<World> {
         meter_id: meter.id,
         period,
         reading,
+        declined_proposal_id: proposed.id,
     })
 }
 
@@ -973,6 +997,41 @@ fn rows(w: &World) -> Vec<(&'static str, Vec<u8>, Expect)> {
                 request_id: rid("av"),
                 project_id: project_id.clone(),
                 verifier_org: company_code.clone(),
+                expected_version: 0,
+            }
+            .encode_to_vec(),
+            Expect::project(&[Admin], FailedPrecondition),
+        ),
+        (
+            // The parties propose (here a body that is not independent); administrators
+            // assign directly.
+            "ProposeVerifier",
+            p::ProposeVerifierRequest {
+                request_id: rid("pv"),
+                project_id: project_id.clone(),
+                verifier_credit_code: company_code.clone(),
+                note: String::new(),
+            }
+            .encode_to_vec(),
+            Expect::project(&[Company, User], FailedPrecondition),
+        ),
+        (
+            "ListVerifierProposals",
+            p::ListVerifierProposalsRequest {
+                project_id: project_id.clone(),
+                ..Default::default()
+            }
+            .encode_to_vec(),
+            Expect::project_read(),
+        ),
+        (
+            // Declined already: administrators get past the check to its state.
+            "DecideVerifierProposal",
+            p::DecideVerifierProposalRequest {
+                request_id: rid("dv"),
+                proposal_id: w.declined_proposal_id.clone(),
+                decision: p::VerifierDecision::Approve as i32,
+                reason: String::new(),
                 expected_version: 0,
             }
             .encode_to_vec(),

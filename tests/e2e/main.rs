@@ -18,6 +18,7 @@ mod reflection;
 mod reporting;
 mod tls;
 mod trace_context;
+mod verifiers;
 
 use std::time::Duration;
 

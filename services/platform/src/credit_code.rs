@@ -72,6 +72,21 @@ pub fn check(field: &str, code: &str) -> Result<(), Error> {
     Ok(())
 }
 
+/// The subject identification code (主体标识码, characters 9–17: the organization code) of a
+/// well-formed `code`; `None` if it is not 18 characters.
+pub fn subject_code(code: &str) -> Option<&str> {
+    (code.chars().count() == 18)
+        .then(|| code.get(8..17))
+        .flatten()
+}
+
+/// Whether the codes `a` and `b` name the same organization: equal, or the same subject
+/// identification code under another registration department or category (characters 1–2)
+/// or division (3–8). Group structures (a parent and its subsidiaries) are not in the code.
+pub fn same_organization(a: &str, b: &str) -> bool {
+    a == b || subject_code(a).is_some_and(|s| subject_code(b) == Some(s))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -95,5 +110,20 @@ mod tests {
         assert!(with_check_character("9135").is_err());
         // Multi-byte input is counted in characters, never sliced mid-character.
         assert!(check("c", "统一社会信用代码统一社会信用代码统一").is_err());
+    }
+
+    #[test]
+    fn the_same_organization_is_known_by_its_subject_code() {
+        let a = "91350100M000100Y43";
+        assert_eq!(subject_code(a), Some("M000100Y4"));
+        // Another department's and division's registration of subject M000100Y4.
+        let b = with_check_character("12320411M000100Y4").unwrap_or_default();
+        assert!(same_organization(a, &b) && same_organization(a, a));
+        let c = with_check_character("91350100M000100Y5").unwrap_or_default();
+        assert!(!same_organization(a, &c));
+        assert!(
+            !same_organization("", a)
+                && subject_code("统一社会信用代码统一社会信用代码统一").is_none()
+        );
     }
 }

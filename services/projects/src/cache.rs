@@ -39,6 +39,8 @@ pub struct ProjectView {
     pub project: Project,
     /// The first transitions, oldest first (as many as GetProject shows).
     pub history: Vec<Transition>,
+    /// The verifier assignments, oldest first.
+    pub verifiers: Vec<crate::verifiers::VerifierAssignment>,
 }
 
 pub struct ProjectCache {
@@ -199,6 +201,7 @@ mod tests {
         Arc::new(ProjectView {
             project,
             history: vec![],
+            verifiers: vec![],
         })
     }
 

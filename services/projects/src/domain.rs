@@ -211,6 +211,34 @@ impl Project {
         self.company(who) || who.acts_as(Role::WaterUser, &self.contract.water_user.credit_code)
     }
 
+    /// Whether `who` is one of the two parties in its own role (an administrator acting as one
+    /// is not): who may raise a dispute or propose a verifier.
+    pub fn own_party(&self, who: &Principal) -> bool {
+        who.is(Role::Company, &self.contract.company.credit_code)
+            || who.is(Role::WaterUser, &self.contract.water_user.credit_code)
+    }
+
+    /// Checks that the verifier body `verifier_org` is independent of both parties: neither of
+    /// them, nor the same organization under another code (see
+    /// [`cwsm_platform::credit_code::same_organization`]). The one independence rule, made
+    /// when a verifier is proposed, approved and assigned.
+    pub fn check_verifier_independent(&self, verifier_org: &str) -> Result<()> {
+        let parties = [
+            ("company", &self.contract.company.credit_code),
+            ("water user", &self.contract.water_user.credit_code),
+        ];
+        for (party, code) in parties {
+            if cwsm_platform::credit_code::same_organization(verifier_org, code) {
+                return Err(Error::precondition(format!(
+                    "verifier_org {verifier_org} is the {party} of project {} ({code}) or the same organization (subject code {}); the verifier must be independent of the company and the water user",
+                    self.id,
+                    cwsm_platform::credit_code::subject_code(code).unwrap_or(code)
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// Whether `who` is the verifier body assigned to this project (administrators are not).
     pub fn assigned_verifier(&self, who: &Principal) -> bool {
         who.is(Role::Verifier, &self.verifier_org)

@@ -8,8 +8,8 @@
 //! else it does not exist (NOT_FOUND); the company creates meters, sends readings and submits
 //! periods; the assigned verifier verifies; a party or the assigned verifier disputes; the
 //! assigned verifier or an administrator resolves, never the dispute's raiser; the parties
-//! settle; an administrator assigns the verifier. A step refused to someone who may read the
-//! project is PERMISSION_DENIED saying why.
+//! settle; an administrator assigns the verifier, or approves one a party proposed. A step
+//! refused to someone who may read the project is PERMISSION_DENIED saying why.
 
 use cwsm_platform::auth::{Principal, Role, principal};
 use cwsm_platform::grpc::{Page, millis, timestamp};
@@ -35,6 +35,7 @@ use crate::ledger_store::{ProjectUpdate, StepAsk};
 use crate::metering::{Incoming, Meter, MeterKind, ValueKind, flag};
 use crate::readings::{Aggregation, IngestSession, Point};
 use crate::store::{ProjectFilter, SeenBy, Store};
+use crate::verifiers::{Decision, ProposalState, VerifierAssignment, VerifierProposal};
 
 pub struct ProjectsApi {
     pub store: Store,
@@ -216,6 +217,7 @@ pub fn project_to_pb(p: &Project) -> pb::Project {
         update_time: Some(timestamp(p.updated_at_ms)),
         version: p.version,
         verifier_org: p.verifier_org.clone(),
+        verifier_history: vec![],
     }
 }
 
@@ -231,6 +233,48 @@ fn transition_to_pb(t: &Transition) -> pb::ProjectTransition {
         actor_org: t.actor_org.clone(),
         transition_time: Some(timestamp(t.at_ms)),
     }
+}
+
+fn assignment_to_pb(a: &VerifierAssignment) -> pb::VerifierAssignment {
+    pb::VerifierAssignment {
+        verifier_org: a.verifier_org.clone(),
+        previous_verifier_org: a.previous_verifier_org.clone(),
+        proposal_id: a.proposal_id.clone(),
+        actor: a.actor.clone(),
+        actor_org: a.actor_org.clone(),
+        assign_time: Some(timestamp(a.at_ms)),
+    }
+}
+
+fn proposal_to_pb(p: &VerifierProposal) -> pb::VerifierProposal {
+    let state = match p.state {
+        ProposalState::Open => pb::VerifierProposalState::Open,
+        ProposalState::Approved => pb::VerifierProposalState::Approved,
+        ProposalState::Declined => pb::VerifierProposalState::Declined,
+    };
+    pb::VerifierProposal {
+        id: p.id.clone(),
+        project_id: p.project_id.clone(),
+        verifier_org: p.verifier_org.clone(),
+        note: p.note.clone(),
+        proposed_by: p.proposed_by.clone(),
+        proposer_role: p.proposer_role.clone(),
+        proposer_org: p.proposer_org.clone(),
+        state: state as i32,
+        decided_by: p.decided_by.clone(),
+        decision_reason: p.decision_reason.clone(),
+        decide_time: (p.decided_at_ms > 0).then(|| timestamp(p.decided_at_ms)),
+        create_time: Some(timestamp(p.created_at_ms)),
+        update_time: Some(timestamp(p.updated_at_ms)),
+        version: p.version,
+    }
+}
+
+/// A verifier body's credit code as sent in `field`: trimmed, upper-cased and checked.
+fn verifier_code(field: &str, value: &str) -> Result<String> {
+    let code = value.trim().to_uppercase();
+    cwsm_platform::credit_code::check(field, &code)?;
+    Ok(code)
 }
 
 fn required_id<'a>(field: &str, value: &'a str) -> Result<&'a str> {
@@ -413,6 +457,8 @@ fn adjustment_to_pb(a: &NonRoutineAdjustment) -> pb::NonRoutineAdjustment {
         create_time: Some(timestamp(a.created_at_ms)),
         update_time: Some(timestamp(a.updated_at_ms)),
         version: a.version,
+        recorded_by: a.recorded_by.clone(),
+        recorded_by_org: a.recorded_by_org.clone(),
     }
 }
 
@@ -461,6 +507,7 @@ impl pb::projects_service_server::ProjectsService for ProjectsApi {
         check_read(&view.project, &who)?;
         let mut message = project_to_pb(&view.project);
         message.stage_history = view.history.iter().map(transition_to_pb).collect();
+        message.verifier_history = view.verifiers.iter().map(assignment_to_pb).collect();
         Ok(Response::new(pb::GetProjectResponse {
             project: Some(message),
         }))
@@ -531,14 +578,97 @@ impl pb::projects_service_server::ProjectsService for ProjectsApi {
                 )
                 .into());
         }
-        let verifier_org = r.verifier_org.trim().to_uppercase();
-        cwsm_platform::credit_code::check("verifier_org", &verifier_org)?;
+        let verifier_org = verifier_code("verifier_org", &r.verifier_org)?;
         let project = self
             .store
-            .assign_verifier(&key, project_id, r.expected_version, &verifier_org)
+            .assign_verifier(&key, project_id, r.expected_version, &verifier_org, &who)
             .await?;
         Ok(Response::new(pb::AssignVerifierResponse {
             project: Some(project_to_pb(&project)),
+        }))
+    }
+
+    async fn propose_verifier(
+        &self,
+        request: Request<pb::ProposeVerifierRequest>,
+    ) -> Result<Response<pb::ProposeVerifierResponse>, Status> {
+        let who = principal(&request)?;
+        let r = request.into_inner();
+        check_lengths(&[
+            ("project_id", &r.project_id, MAX_CODE),
+            ("verifier_credit_code", &r.verifier_credit_code, MAX_CODE),
+            ("note", &r.note, MAX_TEXT),
+        ])?;
+        let key = RequestKey::new(&who, "ProposeVerifier", &r.project_id, &r.request_id, &r)?;
+        let project_id = required_id("project_id", &r.project_id)?;
+        let verifier_org = verifier_code("verifier_credit_code", &r.verifier_credit_code)?;
+        let proposal = self
+            .store
+            .propose_verifier(&key, project_id, &verifier_org, &r.note, &who)
+            .await?;
+        Ok(Response::new(pb::ProposeVerifierResponse {
+            proposal: Some(proposal_to_pb(&proposal)),
+        }))
+    }
+
+    async fn list_verifier_proposals(
+        &self,
+        request: Request<pb::ListVerifierProposalsRequest>,
+    ) -> Result<Response<pb::ListVerifierProposalsResponse>, Status> {
+        let who = principal(&request)?;
+        let r = request.into_inner();
+        check_len("project_id", &r.project_id, MAX_CODE)?;
+        let page = Page::from_request(r.page_size, &r.page_token)?;
+        let project = self.readable_project(&who, &r.project_id).await?;
+        let (rows, next) = self.store.verifier_proposals(&project.id, &page).await?;
+        Ok(Response::new(pb::ListVerifierProposalsResponse {
+            proposals: rows.iter().map(proposal_to_pb).collect(),
+            next_page_token: next,
+        }))
+    }
+
+    async fn decide_verifier_proposal(
+        &self,
+        request: Request<pb::DecideVerifierProposalRequest>,
+    ) -> Result<Response<pb::DecideVerifierProposalResponse>, Status> {
+        let who = principal(&request)?;
+        let r = request.into_inner();
+        check_lengths(&[
+            ("proposal_id", &r.proposal_id, MAX_CODE),
+            ("reason", &r.reason, MAX_TEXT),
+        ])?;
+        let key = RequestKey::new(
+            &who,
+            "DecideVerifierProposal",
+            &r.proposal_id,
+            &r.request_id,
+            &r,
+        )?;
+        let proposal_id = required_id("proposal_id", &r.proposal_id)?;
+        let decision = match pb::VerifierDecision::try_from(r.decision) {
+            Ok(pb::VerifierDecision::Approve) => Decision::Approve,
+            Ok(pb::VerifierDecision::Decline) => Decision::Decline,
+            _ => {
+                return Err(Error::invalid("decision", "required: APPROVE or DECLINE").into());
+            }
+        };
+        if decision == Decision::Decline && r.reason.trim().is_empty() {
+            return Err(Error::invalid("reason", "required to decline: say why").into());
+        }
+        let (proposal, project) = self
+            .store
+            .decide_verifier_proposal(
+                &key,
+                proposal_id,
+                r.expected_version,
+                decision,
+                &r.reason,
+                &who,
+            )
+            .await?;
+        Ok(Response::new(pb::DecideVerifierProposalResponse {
+            proposal: Some(proposal_to_pb(&proposal)),
+            project: project.as_ref().map(project_to_pb),
         }))
     }
 
@@ -1051,6 +1181,16 @@ impl pb::projects_service_server::ProjectsService for ProjectsApi {
             return Err(Error::invalid("adjustment.litres", "must not be 0").into());
         }
         quantity::signed_litres("adjustment.litres", a.litres)?;
+        crate::ledger::check_adjustment_bound(
+            &project,
+            a.litres,
+            crate::ledger::date("adjustment.start_date", &a.start_date)?,
+            if a.end_date.is_empty() {
+                None
+            } else {
+                Some(crate::ledger::date("adjustment.end_date", &a.end_date)?)
+            },
+        )?;
         let created = self
             .store
             .create_adjustment(
@@ -1063,6 +1203,8 @@ impl pb::projects_service_server::ProjectsService for ProjectsApi {
                     litres: a.litres,
                     reason: a.reason.trim().to_string(),
                     evidence: a.evidence,
+                    recorded_by: who.subject.clone(),
+                    recorded_by_org: who.org.clone().unwrap_or_default(),
                     created_at_ms: 0,
                     updated_at_ms: 0,
                     version: 0,

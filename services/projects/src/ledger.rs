@@ -1,7 +1,7 @@
 //! Reporting periods, their verification and disputes, non-routine adjustments and
 //! settlements, in plain Rust: the records and who may move a period to which status.
 
-use cwsm_platform::auth::{Principal, Role};
+use cwsm_platform::auth::Principal;
 use cwsm_platform::quantity::{Litres, Overflow};
 use cwsm_platform::vocab::ContractModel;
 use cwsm_platform::{Error, Result};
@@ -120,12 +120,8 @@ pub fn check_step(
     who: &Principal,
     step: PeriodStep,
 ) -> Result<()> {
-    let company = &project.contract.company.credit_code;
-    let user = &project.contract.water_user.credit_code;
     // A party in its own role (not an administrator acting as one) or the assigned verifier.
-    let raises = who.is(Role::Company, company)
-        || who.is(Role::WaterUser, user)
-        || project.assigned_verifier(who);
+    let raises = project.own_party(who) || project.assigned_verifier(who);
     let allowed = match step {
         // The independent third party assigned to the project checks the savings.
         PeriodStep::Verify => project.assigned_verifier(who),
@@ -136,7 +132,7 @@ pub fn check_step(
     if !allowed {
         let why = match step {
             PeriodStep::Verify if project.verifier_org.is_empty() => format!(
-                "project {} has no verifier assigned yet; an administrator assigns one (AssignVerifier)",
+                "project {} has no verifier assigned yet; an administrator assigns one (AssignVerifier) or approves one a party proposes (ProposeVerifier)",
                 project.id
             ),
             PeriodStep::Verify => format!(
@@ -209,6 +205,9 @@ pub struct NonRoutineAdjustment {
     pub litres: i64,
     pub reason: String,
     pub evidence: String,
+    /// Who documented it (subject) and the organization acted for.
+    pub recorded_by: String,
+    pub recorded_by_org: String,
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
     pub version: i64,
@@ -305,6 +304,70 @@ pub fn non_routine_litres(
     Ok(total.0)
 }
 
+/// The last day of the contract term, where an open-ended adjustment ends: the term from the
+/// first reporting day (from `from` while the baseline period is not set; 12 months when the
+/// term is not known).
+pub fn term_last_day(project: &Project, from: chrono::NaiveDate) -> Option<chrono::NaiveDate> {
+    let first = baseline_dates(project).map(|b| b.2).unwrap_or(from);
+    let term = u32::try_from(project.contract.contract_term_months)
+        .ok()
+        .filter(|t| *t > 0)
+        .unwrap_or(12);
+    first
+        .checked_add_months(chrono::Months::new(term))
+        .and_then(|d| d.pred_opt())
+}
+
+/// Checks a non-routine adjustment of `litres` over `start..=end` (`None`: to the end of the
+/// term) against the contract's baseline use: at most that use over the same days (the
+/// yearly use pro rata), so an adjustment can double a site's expected use or take it all
+/// away, not more. Without a known baseline use only the volume bound applies.
+pub fn check_adjustment_bound(
+    project: &Project,
+    litres: i64,
+    start: chrono::NaiveDate,
+    end: Option<chrono::NaiveDate>,
+) -> Result<()> {
+    let yearly = project.contract.baseline_use_litres;
+    if yearly <= 0 {
+        return Ok(());
+    }
+    let last = end
+        .or_else(|| term_last_day(project, start))
+        .unwrap_or(start);
+    let days = ((last - start).num_days() + 1).max(1);
+    let most = Litres(yearly)
+        .pro_rata(days, 365, "adjustment.litres")
+        .map(|l| l.0)
+        .unwrap_or(i64::MAX);
+    if litres.unsigned_abs() > most.unsigned_abs() {
+        return Err(Error::invalid(
+            "adjustment.litres",
+            format!(
+                "{litres} L is beyond ±{most} L, the contract's baseline use over the adjustment's {days} days ({yearly} L a year × {days} / 365)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a period's dispute adjustments after a resolution (`total`, litres): together at
+/// most its adjusted baseline use either way, as a dispute corrects the savings measured,
+/// it cannot make up more water than the site was expected to use.
+pub fn check_dispute_adjustment(figures: &PeriodFigures, added: i64) -> Result<()> {
+    let most = figures.adjusted_baseline_litres.unsigned_abs();
+    if figures.dispute_adjustment_litres.unsigned_abs() > most {
+        return Err(Error::invalid(
+            "adjustment_litres",
+            format!(
+                "{added:+} L would make the period's dispute adjustments {:+} L, beyond ±{most} L (its adjusted baseline use)",
+                figures.dispute_adjustment_litres
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Computes a period from readings (status REPORTED, not stored).
 pub fn compute_period(
     project: &Project,
@@ -315,16 +378,7 @@ pub fn compute_period(
     start: chrono::NaiveDate,
     end: chrono::NaiveDate,
 ) -> Result<Period, Overflow> {
-    let first = baseline_dates(project).map(|b| b.2).unwrap_or(start);
-    let term = if project.contract.contract_term_months > 0 {
-        project.contract.contract_term_months as u32
-    } else {
-        12
-    };
-    let open_end = first
-        .checked_add_months(chrono::Months::new(term))
-        .and_then(|d| d.pred_opt())
-        .unwrap_or(end);
+    let open_end = term_last_day(project, start).unwrap_or(end);
     let nra = non_routine_litres(adjustments, start, end, open_end)?;
     let figures = crate::mv::period_figures(fit, days, start, end, drivers, nra, 0)?;
     let mut notes = figures.notes.clone();
@@ -467,6 +521,8 @@ mod tests {
             litres: 3_000,
             reason: "new dormitory wing".into(),
             evidence: String::new(),
+            recorded_by: String::new(),
+            recorded_by_org: String::new(),
             created_at_ms: 0,
             updated_at_ms: 0,
             version: 1,

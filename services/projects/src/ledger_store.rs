@@ -82,6 +82,8 @@ struct AdjustmentRow {
     litres: i64,
     reason: String,
     evidence: String,
+    recorded_by: String,
+    recorded_by_org: String,
     created_at_ms: i64,
     updated_at_ms: i64,
     version: i64,
@@ -97,6 +99,8 @@ impl From<AdjustmentRow> for NonRoutineAdjustment {
             litres: r.litres,
             reason: r.reason,
             evidence: r.evidence,
+            recorded_by: r.recorded_by,
+            recorded_by_org: r.recorded_by_org,
             created_at_ms: r.created_at_ms,
             updated_at_ms: r.updated_at_ms,
             version: r.version,
@@ -246,8 +250,9 @@ impl Store {
         let id: String = keyed_write!(&self.db, key, tx => {
                     let id = new_id();
                     let now = now_ms();
-                    sqlx::query("INSERT INTO non_routine_adjustments (id, project_id, start_date, end_date, litres, reason, evidence, created_at_ms, updated_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)")
-                        .bind(&id).bind(&a.project_id).bind(&a.start_date).bind(&a.end_date).bind(a.litres).bind(&a.reason).bind(&a.evidence).bind(now)
+                    sqlx::query("INSERT INTO non_routine_adjustments (id, project_id, start_date, end_date, litres, reason, evidence, recorded_by, recorded_by_org, created_at_ms, updated_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)")
+                        .bind(&id).bind(&a.project_id).bind(&a.start_date).bind(&a.end_date).bind(a.litres).bind(&a.reason).bind(&a.evidence)
+                        .bind(&a.recorded_by).bind(&a.recorded_by_org).bind(now)
                         .execute(&mut *tx).await?;
                     id
         });
@@ -477,6 +482,7 @@ impl Store {
                         let overflow = || Error::invalid("adjustment_litres", format!(
                             "{} L would take the period's savings beyond what can be stored", ask.adjustment_litres));
                         f.dispute_adjustment_litres = f.dispute_adjustment_litres.checked_add(ask.adjustment_litres).ok_or_else(overflow)?;
+                        check_dispute_adjustment(f, ask.adjustment_litres)?;
                         f.savings_litres = f.savings_litres.checked_add(ask.adjustment_litres).ok_or_else(overflow)?;
                         f.savings_bp = Litres(f.savings_litres).share_of(Litres(f.adjusted_baseline_litres), "savings_bp")?.0;
                         period.notes.push(format!("dispute resolved by {} with {:+} L: {text}", who.subject, ask.adjustment_litres));

@@ -10,6 +10,8 @@
 //!   reporting periods; plain Rust.
 //! - [`readings`] and [`ledger_store`]: their tables (bulk ingestion; periods, disputes,
 //!   settlements, with PERIOD_VERIFIED through the outbox).
+//! - [`verifiers`]: who verifies a project: an administrator's assignment, or a party's
+//!   proposal an administrator approves, through one assignment path with its audit row.
 //! - [`cache`]: projects as last read, kept in memory for GetProject and forgotten on every
 //!   change (in other replicas through PostgreSQL's NOTIFY).
 //! - [`grpc`]: the adapter between `cwsm.projects.v1` and the domain.
@@ -25,6 +27,7 @@ pub mod mv;
 pub mod readings;
 pub mod settle;
 pub mod store;
+pub mod verifiers;
 
 use std::sync::Arc;
 

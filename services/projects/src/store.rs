@@ -350,7 +350,12 @@ impl Store {
                 },
             )
             .await?;
-        let view = Arc::new(ProjectView { project, history });
+        let verifiers = self.verifier_assignments(id).await?;
+        let view = Arc::new(ProjectView {
+            project,
+            history,
+            verifiers,
+        });
         self.cache.fill(view.clone(), start);
         Ok(view)
     }
@@ -457,39 +462,6 @@ impl Store {
         .into_iter().map(Project::from).collect();
         let next = page.finish(&mut rows, |p| p.id.clone());
         Ok((rows, next))
-    }
-
-    /// Assigns the verifier body `verifier_org` to a project (administrators; checked by the
-    /// caller): independence is checked here, on the project as it stands in the transaction.
-    pub async fn assign_verifier(
-        &self,
-        key: &RequestKey,
-        project_id: &str,
-        expected_version: i64,
-        verifier_org: &str,
-    ) -> Result<Project> {
-        let _forget = self.cache.forget_when_done(project_id);
-        let id: String = keyed_write!(&self.db, key, tx => {
-            let row: Option<ProjectRow> = sqlx::query_as("SELECT * FROM projects WHERE id = $1").bind(project_id).fetch_optional(&mut *tx).await?;
-            let project = row.map(Project::from).ok_or_else(|| Error::not_found("project", project_id))?;
-            if expected_version != 0 && project.version != expected_version {
-                return Err(Error::Aborted(format!(
-                    "project {project_id} is at version {}, not {expected_version}; read it again and retry", project.version)));
-            }
-            // Independence: the verifier checks both parties' figures, so it is neither.
-            if verifier_org == project.contract.company.credit_code || verifier_org == project.contract.water_user.credit_code {
-                return Err(Error::precondition(format!(
-                    "verifier_org {verifier_org} is a party to project {project_id}; the verifier must be independent of the company and the water user")));
-            }
-            let written = sqlx::query("UPDATE projects SET verifier_org = $1, updated_at_ms = $2, version = version + 1 WHERE id = $3 AND version = $4")
-                .bind(verifier_org).bind(now_ms()).bind(project_id).bind(project.version).execute(&mut *tx).await?.rows_affected();
-            if written == 0 {
-                return Err(Error::Aborted(format!(
-                    "project {project_id} changed while the verifier was being assigned; read it again and retry")));
-            }
-            project_id.to_string()
-        });
-        self.project(&id).await
     }
 
     /// Moves a project a step through its lifecycle. `check` decides whether the step is

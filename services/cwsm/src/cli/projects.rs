@@ -47,6 +47,9 @@ pub enum ProjectsCommand {
         project_id: String,
         verifier_org: String,
     },
+    /// Verifier proposals: a party proposes a verifier body, an administrator decides.
+    #[command(subcommand)]
+    Verifier(VerifierCommand),
     /// Set the baseline period and the reporting period length (while contracted).
     Baseline {
         project_id: String,
@@ -186,6 +189,30 @@ pub enum PeriodsCommand {
     },
     /// Settle a verified period by the contract model.
     Settle { period_id: String },
+}
+
+#[derive(Subcommand)]
+pub enum VerifierCommand {
+    /// Propose a verifier body (its credit code) for a project (its company or water user;
+    /// the body must be independent of both).
+    Propose {
+        project_id: String,
+        verifier_org: String,
+        /// Why this body, e.g. the contract clause that names it.
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// A project's verifier proposals, oldest first.
+    Proposals { project_id: String },
+    /// Approve or decline an open proposal (an administrator); approval assigns the body.
+    Decide {
+        proposal_id: String,
+        /// approve or decline.
+        decision: String,
+        /// Why (required to decline).
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
 }
 
 pub async fn projects(args: ProjectsArgs) -> anyhow::Result<()> {
@@ -378,6 +405,7 @@ pub async fn projects(args: ProjectsArgs) -> anyhow::Result<()> {
             savings(&c, &project_id, svg.as_deref(), conn.json).await?
         }
         ProjectsCommand::Periods(cmd) => periods(&c, cmd, conn.json).await?,
+        ProjectsCommand::Verifier(cmd) => verifier(&c, cmd, conn.json).await?,
         ProjectsCommand::Settlements { project_id } => {
             settlements(&c, &project_id, conn.json).await?
         }
@@ -874,6 +902,102 @@ fn savings_svg(report: &ppb::GetSavingsReportResponse) -> String {
         "<line x1=\"{left}\" y1=\"{y0}\" x2=\"{width}\" y2=\"{y0}\" stroke=\"black\"/>\n</svg>\n"
     ));
     out
+}
+
+fn proposal_row(p: &ppb::VerifierProposal) -> Vec<String> {
+    vec![
+        p.id.clone(),
+        p.verifier_org.clone(),
+        ppb::VerifierProposalState::try_from(p.state)
+            .map(|s| {
+                s.as_str_name()
+                    .trim_start_matches("VERIFIER_PROPOSAL_STATE_")
+                    .to_lowercase()
+            })
+            .unwrap_or_default(),
+        format!("{} {}", p.proposer_role, p.proposer_org),
+        p.decision_reason.clone(),
+        p.version.to_string(),
+    ]
+}
+
+fn verifier_decision(word: &str) -> anyhow::Result<ppb::VerifierDecision> {
+    match word {
+        "approve" => Ok(ppb::VerifierDecision::Approve),
+        "decline" => Ok(ppb::VerifierDecision::Decline),
+        other => anyhow::bail!("unknown decision {other:?}: approve or decline"),
+    }
+}
+
+async fn verifier(c: &Clients, cmd: VerifierCommand, json: bool) -> anyhow::Result<()> {
+    let rows = match cmd {
+        VerifierCommand::Propose {
+            project_id,
+            verifier_org,
+            note,
+        } => {
+            let p = c
+                .projects()
+                .propose_verifier(ppb::ProposeVerifierRequest {
+                    request_id: request_id(),
+                    project_id,
+                    verifier_credit_code: verifier_org,
+                    note,
+                })
+                .await?
+                .into_inner()
+                .proposal
+                .unwrap_or_default();
+            vec![proposal_row(&p)]
+        }
+        VerifierCommand::Proposals { project_id } => c
+            .projects()
+            .list_verifier_proposals(ppb::ListVerifierProposalsRequest {
+                project_id,
+                page_size: 500,
+                ..Default::default()
+            })
+            .await?
+            .into_inner()
+            .proposals
+            .iter()
+            .map(proposal_row)
+            .collect(),
+        VerifierCommand::Decide {
+            proposal_id,
+            decision,
+            reason,
+        } => {
+            let decision = verifier_decision(&decision)?;
+            let p = c
+                .projects()
+                .decide_verifier_proposal(ppb::DecideVerifierProposalRequest {
+                    request_id: request_id(),
+                    proposal_id,
+                    decision: decision as i32,
+                    reason,
+                    expected_version: 0,
+                })
+                .await?
+                .into_inner()
+                .proposal
+                .unwrap_or_default();
+            vec![proposal_row(&p)]
+        }
+    };
+    Output {
+        headers: vec![
+            "id",
+            "verifier_org",
+            "state",
+            "proposed by",
+            "reason",
+            "version",
+        ],
+        rows,
+    }
+    .print(json);
+    Ok(())
 }
 
 async fn periods(c: &Clients, cmd: PeriodsCommand, json: bool) -> anyhow::Result<()> {
@@ -1377,5 +1501,41 @@ mod tests {
             ("2025-01-01", 312.5)
         );
         assert!(parse_driver_csv("2025-13-01,1\n").is_err());
+    }
+
+    #[test]
+    fn verifier_commands_parse() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(subcommand)]
+            command: ProjectsCommand,
+        }
+        let cli = Cli::try_parse_from([
+            "projects",
+            "verifier",
+            "decide",
+            "p-1",
+            "decline",
+            "--reason",
+            "未认证",
+        ])
+        .expect("parses");
+        assert!(matches!(
+            cli.command,
+            ProjectsCommand::Verifier(VerifierCommand::Decide { ref proposal_id, ref decision, ref reason })
+                if proposal_id == "p-1" && decision == "decline" && reason == "未认证"
+        ));
+        let cli = Cli::try_parse_from(["projects", "verifier", "propose", "x-1", "CODE"])
+            .expect("parses");
+        assert!(matches!(
+            cli.command,
+            ProjectsCommand::Verifier(VerifierCommand::Propose { ref note, .. }) if note.is_empty()
+        ));
+        assert_eq!(
+            verifier_decision("approve").ok(),
+            Some(ppb::VerifierDecision::Approve)
+        );
+        assert!(verifier_decision("maybe").is_err());
     }
 }
