@@ -54,6 +54,7 @@ async fn register(
                 password: PASSWORD.into(),
                 display_name: "Li Wei".into(),
             }),
+            ..Default::default()
         })
         .await?
         .into_inner();
@@ -245,6 +246,7 @@ async fn sign_in_and_act(backend: Backend) -> anyhow::Result<()> {
                 password: PASSWORD.into(),
                 display_name: "X".into(),
             }),
+            ..Default::default()
         })
         .await
         .expect_err("bad code");
@@ -301,6 +303,7 @@ async fn no_enumeration_and_lockout(backend: Backend) -> anyhow::Result<()> {
                 password: "another password".into(),
                 display_name: "X".into(),
             }),
+            ..Default::default()
         })
         .await
         .expect_err("taken login");

@@ -392,6 +392,7 @@ async fn world(app: &TestApp) -> anyhow::Result<World> {
                 password: "a long enough password".into(),
                 display_name: "李工".into(),
             }),
+            ..Default::default()
         })
         .await?;
     accounts
@@ -474,6 +475,7 @@ async fn signed_in_person(
                 password: password.into(),
                 display_name: "张工".into(),
             }),
+            ..Default::default()
         })
         .await?;
     accounts
