@@ -3,7 +3,10 @@
 //! - Organizations, named by their unified social credit code, with a kind (company, water
 //!   user, verifier body, district office) that decides their members' role; registered with
 //!   their first member and reviewed by an administrator: pending → approved → suspended (with
-//!   a reason) → approved again.
+//!   a reason) → approved again. Each belongs to a jurisdiction (GB/T 2260 code; the platform's
+//!   district when none is given) and a district office's department names its department:
+//!   administrators review the organizations of their own jurisdiction only
+//!   (`Principal::may_administer`), and access tokens carry the scope (`jur`, `dept`).
 //! - People (a login: e-mail or phone, normalized) with an argon2id password hash
 //!   ([`password`]); memberships person × organization × role; invitations (a code shown once,
 //!   kept as its SHA-256) that a person redeems to join.

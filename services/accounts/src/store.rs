@@ -635,3 +635,43 @@ impl Store {
             .bind(action).bind(lo).bind(hi).bind(after).bind(page.fetch_limit()).fetch_all(pool).await?))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Organizations registered before jurisdictions (0004 left them '') get the platform's
+    /// district when the service starts; those registered with one keep theirs.
+    #[tokio::test]
+    async fn organizations_from_before_jurisdictions_get_the_platforms_district() {
+        let dir = std::env::temp_dir().join(format!("cwsm-accounts-{}", new_id()));
+        cwsm_platform::db::create_private_dir(&dir).expect("dir");
+        let url = format!("sqlite://{}", dir.join("accounts.db").display());
+        let store = Store::connect(&url).await.expect("store");
+        let insert = |code: &str, jurisdiction: &str| {
+            format!(
+                "INSERT INTO organizations (credit_code, name, kind, status, version, registered_at_ms, jurisdiction) VALUES ('{code}', 'x', 'company', 'approved', 1, 0, '{jurisdiction}')"
+            )
+        };
+        for (code, jurisdiction) in [("OLD", ""), ("WUJIN", "320412")] {
+            with_db!(&store.db, pool => {
+                sqlx::query(sqlx::AssertSqlSafe(insert(code, jurisdiction))).execute(pool).await.expect("insert");
+            });
+        }
+        // Unreadable until settled: no jurisdiction is never read as "anywhere".
+        assert!(store.organization("OLD").await.is_err());
+        let xinbei = Jurisdiction::default_district();
+        assert_eq!(store.settle_jurisdictions(&xinbei).await.ok(), Some(1));
+        let old = store.organization("OLD").await.ok().flatten().expect("old");
+        assert_eq!(old.jurisdiction, xinbei);
+        let wujin = store
+            .organization("WUJIN")
+            .await
+            .ok()
+            .flatten()
+            .expect("wujin");
+        assert_eq!(wujin.jurisdiction.as_str(), "320412");
+        assert_eq!(store.settle_jurisdictions(&xinbei).await.ok(), Some(0));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
