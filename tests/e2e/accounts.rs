@@ -1206,3 +1206,69 @@ async fn administrators_review_only_their_jurisdiction_on_sqlite() -> anyhow::Re
 async fn administrators_review_only_their_jurisdiction_on_postgres() -> anyhow::Result<()> {
     jurisdictions(Backend::Postgres).await
 }
+
+/// The district an organization registered without a jurisdiction belongs to is the
+/// `district_code` setting; a malformed setting stops the server from starting, naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_platforms_district_is_a_setting() -> anyhow::Result<()> {
+    let app = TestApp::start(Backend::Sqlite).await?;
+    let dir = std::env::temp_dir().join(format!("cwsm-test-wujin-{}", cwsm_platform::new_id()));
+    let settings = Settings {
+        listen: "127.0.0.1:0".into(),
+        data_dir: dir.clone(),
+        district_code: "320412".into(),
+        ..Settings::default()
+    };
+    let stop = CancellationToken::new();
+    let wujin = app::start(
+        &settings,
+        Services::only("accounts")?,
+        app.bus.clone(),
+        app.keys.clone(),
+        stop.clone(),
+    )
+    .await?;
+    let channel = Channel::from_shared(format!("http://{}", wujin.addr))?
+        .connect()
+        .await?;
+    let org = AccountsServiceClient::new(channel)
+        .register_organization(a::RegisterOrganizationRequest {
+            credit_code: fresh_credit_code("91320412MA"),
+            name: "武进某节水服务公司".into(),
+            kind: a::OrganizationKind::Company as i32,
+            registrant: Some(a::NewCredentials {
+                login: login("wujin"),
+                password: PASSWORD.into(),
+                display_name: "周工".into(),
+            }),
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .organization
+        .unwrap_or_default();
+    assert_eq!(org.jurisdiction, "320412");
+    stop.cancel();
+
+    let malformed = Settings {
+        district_code: "32041".into(),
+        data_dir: dir.join("other"),
+        ..settings
+    };
+    let refused = app::start(
+        &malformed,
+        Services::only("accounts")?,
+        app.bus.clone(),
+        app.keys.clone(),
+        CancellationToken::new(),
+    )
+    .await
+    .err()
+    .ok_or_else(|| anyhow::anyhow!("a malformed district_code started"))?;
+    assert!(
+        format!("{refused:#}").contains("district_code"),
+        "{refused:#}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+    app.stop().await
+}
