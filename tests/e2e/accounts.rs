@@ -13,7 +13,10 @@ use cwsm_proto::accounts::v1::accounts_service_client::AccountsServiceClient;
 use cwsm_proto::matching::v1 as m;
 use cwsm_proto::projects::v1 as p;
 use cwsm_proto::reporting::v1 as r;
-use cwsm_tests::{Backend, Bearer, TestApp, credit_code, eventually, postgres_and_redis_available};
+use cwsm_tests::{
+    Backend, Bearer, TestApp, credit_code, eventually, fresh_credit_code,
+    postgres_and_redis_available,
+};
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
 use tonic::service::interceptor::InterceptedService;
@@ -43,17 +46,32 @@ async fn register(
     kind: a::OrganizationKind,
 ) -> anyhow::Result<(String, String)> {
     let code = credit_code(body);
+    let org = register_in(app, &code, kind, "", "").await?;
+    Ok((code, org.1))
+}
+
+/// Registers organization `code` of `kind` in `jurisdiction` (empty: the platform's district)
+/// and `department`, with a new registrant; returns it as registered and the registrant's login.
+async fn register_in(
+    app: &TestApp,
+    code: &str,
+    kind: a::OrganizationKind,
+    jurisdiction: &str,
+    department: &str,
+) -> anyhow::Result<(a::Organization, String)> {
     let login = login("reg");
     let answer = accounts(&app.channel, "")
         .register_organization(a::RegisterOrganizationRequest {
-            credit_code: code.clone(),
-            name: format!("Org {body}"),
+            credit_code: code.to_string(),
+            name: format!("Org {code}"),
             kind: kind as i32,
             registrant: Some(a::NewCredentials {
                 login: login.clone(),
                 password: PASSWORD.into(),
                 display_name: "Li Wei".into(),
             }),
+            jurisdiction: jurisdiction.into(),
+            department: department.into(),
         })
         .await?
         .into_inner();
@@ -61,7 +79,7 @@ async fn register(
         .organization
         .ok_or_else(|| anyhow::anyhow!("no organization"))?;
     assert_eq!(org.status, a::OrganizationStatus::Pending as i32);
-    Ok((code, login))
+    Ok((org, login))
 }
 
 async fn approve(app: &TestApp, code: &str) -> anyhow::Result<()> {
@@ -245,6 +263,7 @@ async fn sign_in_and_act(backend: Backend) -> anyhow::Result<()> {
                 password: PASSWORD.into(),
                 display_name: "X".into(),
             }),
+            ..Default::default()
         })
         .await
         .expect_err("bad code");
@@ -301,6 +320,7 @@ async fn no_enumeration_and_lockout(backend: Backend) -> anyhow::Result<()> {
                 password: "another password".into(),
                 display_name: "X".into(),
             }),
+            ..Default::default()
         })
         .await
         .expect_err("taken login");
@@ -879,5 +899,376 @@ async fn token_issue_signs_only_for_registered_organizations_in_their_role() -> 
         String::from_utf8_lossy(&waiting.stderr).contains("approves it first"),
         "{waiting:?}"
     );
+    app.stop().await
+}
+
+// ---------------------------------------------------------------------------------------------
+// Jurisdictions: administrators review the organizations of their own jurisdiction only.
+
+/// A district office (or department) of `jurisdiction`, approved by an operator, and the access
+/// token of its first member.
+async fn office_admin(
+    app: &TestApp,
+    jurisdiction: &str,
+    department: &str,
+) -> anyhow::Result<(String, a::Tokens)> {
+    let code = fresh_credit_code(&format!("11{jurisdiction}MB"));
+    let (_, login) = register_in(
+        app,
+        &code,
+        a::OrganizationKind::DistrictOffice,
+        jurisdiction,
+        department,
+    )
+    .await?;
+    approve(app, &code).await?;
+    Ok((code, sign_in(app, &login, PASSWORD).await?))
+}
+
+/// Every organization `token` lists, a page of `page_size` at a time.
+async fn listed_organizations(
+    app: &TestApp,
+    token: &str,
+    page_size: i32,
+) -> anyhow::Result<Vec<a::Organization>> {
+    let mut all = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = accounts(&app.channel, token)
+            .list_organizations(a::ListOrganizationsRequest {
+                status: 0,
+                page_size,
+                page_token,
+            })
+            .await?
+            .into_inner();
+        // Filtered in SQL: every page but the last is full.
+        if !page.next_page_token.is_empty() {
+            assert_eq!(page.organizations.len(), page_size as usize);
+        }
+        all.extend(page.organizations);
+        if page.next_page_token.is_empty() {
+            return Ok(all);
+        }
+        page_token = page.next_page_token;
+    }
+}
+
+/// The targets of the `approve` entries of the audit log as `token` sees it.
+async fn approvals_seen(app: &TestApp, token: &str) -> anyhow::Result<Vec<String>> {
+    Ok(accounts(&app.channel, token)
+        .list_audit_events(a::ListAuditEventsRequest {
+            action: "approve".into(),
+            page_size: 100,
+            page_token: String::new(),
+        })
+        .await?
+        .into_inner()
+        .events
+        .into_iter()
+        .map(|e| e.target)
+        .collect())
+}
+
+/// A department of 新北区 (农业农村局, "agri"), approved by the district office (`office`, a
+/// token): its token says so; organization reviews stay the office's.
+async fn departments_review_no_organizations(app: &TestApp, office: &str) -> anyhow::Result<()> {
+    let agri_code = fresh_credit_code("11320411MB");
+    let (org, agri_login) = register_in(
+        app,
+        &agri_code,
+        a::OrganizationKind::DistrictOffice,
+        "320411",
+        "agri",
+    )
+    .await?;
+    assert_eq!(org.department, "agri");
+    accounts(&app.channel, office)
+        .approve_organization(a::ApproveOrganizationRequest {
+            credit_code: agri_code.clone(),
+            note: String::new(),
+            expected_version: 0,
+        })
+        .await?;
+    let agri = sign_in(app, &agri_login, PASSWORD).await?;
+    assert_eq!(
+        (agri.jurisdiction.as_str(), agri.department.as_str()),
+        ("320411", "agri")
+    );
+    let pending = fresh_credit_code("91320411MA");
+    register_in(app, &pending, a::OrganizationKind::Company, "", "").await?;
+    let denied = accounts(&app.channel, &agri.access_token)
+        .approve_organization(a::ApproveOrganizationRequest {
+            credit_code: pending.clone(),
+            note: String::new(),
+            expected_version: 0,
+        })
+        .await
+        .expect_err("a department does not review organizations");
+    assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+    assert!(
+        denied
+            .message()
+            .contains("department agri of jurisdiction 320411 only"),
+        "{}",
+        denied.message()
+    );
+    let denied = accounts(&app.channel, &agri.access_token)
+        .list_organizations(a::ListOrganizationsRequest::default())
+        .await
+        .expect_err("a department does not list organizations");
+    assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+
+    Ok(())
+}
+
+/// A malformed code, a province that does not exist, a department for a company:
+/// INVALID_ARGUMENT naming the field.
+async fn malformed_places_name_their_field(app: &TestApp) -> anyhow::Result<()> {
+    for (jurisdiction, department, kind, field) in [
+        ("32041", "", a::OrganizationKind::Company, "jurisdiction"),
+        ("3204111", "", a::OrganizationKind::Company, "jurisdiction"),
+        ("990411", "", a::OrganizationKind::WaterUser, "jurisdiction"),
+        ("320411", "agri", a::OrganizationKind::Company, "department"),
+        (
+            "320411",
+            "农业农村局",
+            a::OrganizationKind::DistrictOffice,
+            "department",
+        ),
+    ] {
+        let bad = register_in(
+            app,
+            &fresh_credit_code("91320411MA"),
+            kind,
+            jurisdiction,
+            department,
+        )
+        .await
+        .expect_err("malformed");
+        let status = bad
+            .downcast_ref::<tonic::Status>()
+            .ok_or_else(|| anyhow::anyhow!("{bad:#}"))?;
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        assert_eq!(
+            crate::projects::field(status),
+            field,
+            "{jurisdiction:?} {department:?}"
+        );
+    }
+    Ok(())
+}
+
+async fn jurisdictions(backend: Backend) -> anyhow::Result<()> {
+    let Some(app) = start(backend).await? else {
+        return Ok(());
+    };
+    // 新北区 320411's office and 武进区 320412's, each approved by an operator.
+    let (xinbei_office, xinbei) = office_admin(&app, "320411", "").await?;
+    let (wujin_office, wujin) = office_admin(&app, "320412", "").await?;
+    // The token carries the scope.
+    assert_eq!(
+        (xinbei.jurisdiction.as_str(), xinbei.department.as_str()),
+        ("320411", "")
+    );
+    assert_eq!(wujin.jurisdiction, "320412");
+    let (xinbei, wujin) = (xinbei.access_token, wujin.access_token);
+
+    // A company registered without a jurisdiction belongs to the platform's district (320411);
+    // another registers in 武进区.
+    let ours = fresh_credit_code("91320411MA");
+    let (org, _) = register_in(&app, &ours, a::OrganizationKind::Company, "", "").await?;
+    assert_eq!(org.jurisdiction, "320411");
+    let theirs = fresh_credit_code("91320412MA");
+    let (org, _) = register_in(&app, &theirs, a::OrganizationKind::Company, "320412", "").await?;
+    assert_eq!(org.jurisdiction, "320412");
+
+    // 新北区 approves its own, and is told which jurisdiction it may act in for 武进区's.
+    let approved = accounts(&app.channel, &xinbei)
+        .approve_organization(a::ApproveOrganizationRequest {
+            credit_code: ours.clone(),
+            note: "papers checked".into(),
+            expected_version: 0,
+        })
+        .await?
+        .into_inner()
+        .organization
+        .unwrap_or_default();
+    assert_eq!(approved.status, a::OrganizationStatus::Approved as i32);
+    let denied = accounts(&app.channel, &xinbei)
+        .approve_organization(a::ApproveOrganizationRequest {
+            credit_code: theirs.clone(),
+            note: String::new(),
+            expected_version: 0,
+        })
+        .await
+        .expect_err("another district's organization");
+    assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+    assert!(
+        denied.message().contains("jurisdiction 320412")
+            && denied
+                .message()
+                .contains("administers jurisdiction 320411 only"),
+        "{}",
+        denied.message()
+    );
+    let denied = accounts(&app.channel, &xinbei)
+        .suspend_organization(a::SuspendOrganizationRequest {
+            credit_code: theirs.clone(),
+            reason: "not ours".into(),
+            expected_version: 0,
+        })
+        .await
+        .expect_err("another district's organization");
+    assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+    // … nor sees it (to it, it does not exist).
+    let hidden = accounts(&app.channel, &xinbei)
+        .get_organization(a::GetOrganizationRequest {
+            credit_code: theirs.clone(),
+        })
+        .await
+        .expect_err("another district's organization");
+    assert_eq!(hidden.code(), Code::NotFound, "{hidden:?}");
+    // 武进区 approves its own.
+    accounts(&app.channel, &wujin)
+        .approve_organization(a::ApproveOrganizationRequest {
+            credit_code: theirs.clone(),
+            note: String::new(),
+            expected_version: 0,
+        })
+        .await?;
+
+    // Lists: each administrator its own jurisdiction's (its office and its company: 2), pages
+    // of 1 staying full; an operator all 4.
+    let codes = |orgs: &[a::Organization]| -> Vec<String> {
+        let mut c: Vec<String> = orgs.iter().map(|o| o.credit_code.clone()).collect();
+        c.sort();
+        c
+    };
+    let sorted = |mut v: Vec<String>| {
+        v.sort();
+        v
+    };
+    let seen = listed_organizations(&app, &xinbei, 1).await?;
+    assert!(seen.iter().all(|o| o.jurisdiction == "320411"), "{seen:?}");
+    assert_eq!(
+        codes(&seen),
+        sorted(vec![xinbei_office.clone(), ours.clone()])
+    );
+    let seen = listed_organizations(&app, &wujin, 1).await?;
+    assert_eq!(
+        codes(&seen),
+        sorted(vec![wujin_office.clone(), theirs.clone()])
+    );
+    let operator = app.token(Role::Admin, None);
+    let seen = listed_organizations(&app, &operator, 1).await?;
+    assert_eq!(seen.len(), 2 + 2, "{seen:?}");
+
+    // The audit log: approvals of its own jurisdiction's organizations only (the operator
+    // approved both offices; each district approved its company).
+    assert_eq!(
+        sorted(approvals_seen(&app, &xinbei).await?),
+        sorted(vec![xinbei_office.clone(), ours.clone()])
+    );
+    assert_eq!(
+        sorted(approvals_seen(&app, &wujin).await?),
+        sorted(vec![wujin_office.clone(), theirs.clone()])
+    );
+    assert_eq!(approvals_seen(&app, &operator).await?.len(), 4);
+    // The signing keys are no district's.
+    let denied = accounts(&app.channel, &xinbei)
+        .rotate_signing_key(a::RotateSigningKeyRequest {})
+        .await
+        .expect_err("a district's administrator");
+    assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+
+    // Changzhou city (320400) administers its districts: it suspends 武进区's company.
+    let (_, city) = office_admin(&app, "320400", "").await?;
+    accounts(&app.channel, &city.access_token)
+        .suspend_organization(a::SuspendOrganizationRequest {
+            credit_code: theirs.clone(),
+            reason: "licence withdrawn".into(),
+            expected_version: 0,
+        })
+        .await?;
+
+    departments_review_no_organizations(&app, &xinbei).await?;
+    malformed_places_name_their_field(&app).await?;
+    app.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn administrators_review_only_their_jurisdiction_on_sqlite() -> anyhow::Result<()> {
+    jurisdictions(Backend::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn administrators_review_only_their_jurisdiction_on_postgres() -> anyhow::Result<()> {
+    jurisdictions(Backend::Postgres).await
+}
+
+/// The district an organization registered without a jurisdiction belongs to is the
+/// `district_code` setting; a malformed setting stops the server from starting, naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_platforms_district_is_a_setting() -> anyhow::Result<()> {
+    let app = TestApp::start(Backend::Sqlite).await?;
+    let dir = std::env::temp_dir().join(format!("cwsm-test-wujin-{}", cwsm_platform::new_id()));
+    let settings = Settings {
+        listen: "127.0.0.1:0".into(),
+        data_dir: dir.clone(),
+        district_code: "320412".into(),
+        ..Settings::default()
+    };
+    let stop = CancellationToken::new();
+    let wujin = app::start(
+        &settings,
+        Services::only("accounts")?,
+        app.bus.clone(),
+        app.keys.clone(),
+        stop.clone(),
+    )
+    .await?;
+    let channel = Channel::from_shared(format!("http://{}", wujin.addr))?
+        .connect()
+        .await?;
+    let org = AccountsServiceClient::new(channel)
+        .register_organization(a::RegisterOrganizationRequest {
+            credit_code: fresh_credit_code("91320412MA"),
+            name: "武进某节水服务公司".into(),
+            kind: a::OrganizationKind::Company as i32,
+            registrant: Some(a::NewCredentials {
+                login: login("wujin"),
+                password: PASSWORD.into(),
+                display_name: "周工".into(),
+            }),
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .organization
+        .unwrap_or_default();
+    assert_eq!(org.jurisdiction, "320412");
+    stop.cancel();
+
+    let malformed = Settings {
+        district_code: "32041".into(),
+        data_dir: dir.join("other"),
+        ..settings
+    };
+    let refused = app::start(
+        &malformed,
+        Services::only("accounts")?,
+        app.bus.clone(),
+        app.keys.clone(),
+        CancellationToken::new(),
+    )
+    .await
+    .err()
+    .ok_or_else(|| anyhow::anyhow!("a malformed district_code started"))?;
+    assert!(
+        format!("{refused:#}").contains("district_code"),
+        "{refused:#}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
     app.stop().await
 }

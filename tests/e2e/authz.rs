@@ -198,9 +198,16 @@ enum Caller {
     Suspended,
     /// A person who signed out everywhere: their access token is revoked.
     SignedOut,
+    /// A person of the district office of 320411 (新北区, the project's district) signed in:
+    /// an administrator scoped to that jurisdiction.
+    DistrictAdmin,
+    /// A person of another district's office (320412 武进区) signed in: an administrator, but
+    /// not of the organizations of 320411. Until issue 11 gives them a jurisdiction, the
+    /// resources of matching, projects and reporting are every administrator's.
+    OtherDistrictAdmin,
 }
 
-const CALLERS: [Caller; 13] = [
+const CALLERS: [Caller; 15] = [
     Caller::NoToken,
     Caller::Expired,
     Caller::Admin,
@@ -214,6 +221,8 @@ const CALLERS: [Caller; 13] = [
     Caller::UnassignedVerifier,
     Caller::Suspended,
     Caller::SignedOut,
+    Caller::DistrictAdmin,
+    Caller::OtherDistrictAdmin,
 ];
 
 use Caller::*;
@@ -222,11 +231,13 @@ use Caller::*;
 struct Expect(BTreeMap<Caller, Code>);
 
 impl Expect {
-    /// Every signed-in caller gets `code`; without a valid token UNAUTHENTICATED.
+    /// Every signed-in caller gets `code`; without a valid token UNAUTHENTICATED. The signed-in
+    /// administrators get what `Admin` gets unless a row says otherwise ([`Expect::want`]).
     fn all(code: Code) -> Expect {
         Expect(
             CALLERS
                 .iter()
+                .filter(|c| !matches!(c, DistrictAdmin | OtherDistrictAdmin))
                 .map(|c| {
                     let code = match c {
                         NoToken | Expired | Suspended | SignedOut => Code::Unauthenticated,
@@ -274,6 +285,20 @@ impl Expect {
     fn with(mut self, caller: Caller, code: Code) -> Expect {
         self.0.insert(caller, code);
         self
+    }
+
+    /// What `caller` gets: its own entry, or for the signed-in administrators without one what
+    /// an operator's administrator token gets (the RPCs where jurisdiction does not matter yet).
+    fn want(&self, caller: Caller) -> Code {
+        let fallback = match caller {
+            DistrictAdmin | OtherDistrictAdmin => self.0.get(&Admin),
+            _ => None,
+        };
+        self.0
+            .get(&caller)
+            .or(fallback)
+            .copied()
+            .unwrap_or(Code::Unknown)
     }
 }
 
@@ -415,6 +440,7 @@ async fn world(app: &TestApp) -> anyhow::Result<World> {
                 password: "a long enough password".into(),
                 display_name: "李工".into(),
             }),
+            ..Default::default()
         })
         .await?;
     accounts
@@ -434,6 +460,22 @@ async fn world(app: &TestApp) -> anyhow::Result<World> {
         })
         .await?;
     let signed_out = signed_in_person(app, &mut accounts).await?;
+    let district_admin = signed_in_member(
+        app,
+        &mut accounts,
+        a::OrganizationKind::DistrictOffice,
+        "11320411MB",
+        "320411",
+    )
+    .await?;
+    let other_district_admin = signed_in_member(
+        app,
+        &mut accounts,
+        a::OrganizationKind::DistrictOffice,
+        "11320412MB",
+        "320412",
+    )
+    .await?;
     cwsm_proto::accounts::v1::accounts_service_client::AccountsServiceClient::with_interceptor(
         app.channel.clone(),
         cwsm_tests::Bearer(signed_out.0.clone()),
@@ -463,6 +505,8 @@ async fn world(app: &TestApp) -> anyhow::Result<World> {
         ),
         (Suspended, Some(suspended.0)),
         (SignedOut, Some(signed_out.0)),
+        (DistrictAdmin, Some(district_admin.0)),
+        (OtherDistrictAdmin, Some(other_district_admin.0)),
     ]);
     Ok(World {
         tokens,
@@ -477,27 +521,55 @@ async fn world(app: &TestApp) -> anyhow::Result<World> {
     })
 }
 
+type AdminAccounts = cwsm_proto::accounts::v1::accounts_service_client::AccountsServiceClient<
+    tonic::service::interceptor::InterceptedService<Channel, cwsm_tests::Bearer>,
+>;
+
 /// A company registered and approved in accounts, and the access token of its first member
 /// signed in with a password: (token, the company's credit code).
 async fn signed_in_person(
     app: &TestApp,
-    accounts: &mut cwsm_proto::accounts::v1::accounts_service_client::AccountsServiceClient<
-        tonic::service::interceptor::InterceptedService<Channel, cwsm_tests::Bearer>,
-    >,
+    accounts: &mut AdminAccounts,
 ) -> anyhow::Result<(String, String)> {
-    let code = fresh_credit_code("91320411MA");
+    signed_in_member(
+        app,
+        accounts,
+        a::OrganizationKind::Company,
+        "91320411MA",
+        "",
+    )
+    .await
+}
+
+/// An organization of `kind` (credit code starting with `prefix`) registered in
+/// `jurisdiction` (empty: the platform's district) and approved, and the access token of its
+/// first member signed in with a password: (token, its credit code).
+async fn signed_in_member(
+    app: &TestApp,
+    accounts: &mut AdminAccounts,
+    kind: a::OrganizationKind,
+    prefix: &str,
+    jurisdiction: &str,
+) -> anyhow::Result<(String, String)> {
+    let code = fresh_credit_code(prefix);
     let login = format!("p-{}@example.com", cwsm_platform::new_id());
     let password = "a long enough password";
     accounts
         .register_organization(a::RegisterOrganizationRequest {
             credit_code: code.clone(),
-            name: "常州某节水服务公司".into(),
-            kind: a::OrganizationKind::Company as i32,
+            name: match kind {
+                a::OrganizationKind::DistrictOffice => "区水利局",
+                _ => "常州某节水服务公司",
+            }
+            .into(),
+            kind: kind as i32,
+            jurisdiction: jurisdiction.into(),
             registrant: Some(a::NewCredentials {
                 login: login.clone(),
                 password: password.into(),
                 display_name: "张工".into(),
             }),
+            ..Default::default()
         })
         .await?;
     accounts
@@ -543,23 +615,27 @@ fn rows(w: &World) -> Vec<(&'static str, Vec<u8>, Expect)> {
             Expect::public(InvalidArgument),
         ),
         (
+            // The company (of 320411) is approved already: its administrators are told it is,
+            // another district's is denied before that.
             "ApproveOrganization",
             a::ApproveOrganizationRequest {
-                credit_code: fresh_credit_code("91320411MA"),
+                credit_code: company_code.clone(),
                 ..Default::default()
             }
             .encode_to_vec(),
-            Expect::only(&[Admin], NotFound, PermissionDenied),
+            Expect::only(&[Admin], FailedPrecondition, PermissionDenied)
+                .with(OtherDistrictAdmin, PermissionDenied),
         ),
         (
             "SuspendOrganization",
             a::SuspendOrganizationRequest {
-                credit_code: fresh_credit_code("91320411MA"),
+                credit_code: company_code.clone(),
                 reason: "audit".into(),
-                ..Default::default()
+                expected_version: STALE,
             }
             .encode_to_vec(),
-            Expect::only(&[Admin], NotFound, PermissionDenied),
+            Expect::only(&[Admin], Aborted, PermissionDenied)
+                .with(OtherDistrictAdmin, PermissionDenied),
         ),
         (
             "GetOrganization",
@@ -567,7 +643,7 @@ fn rows(w: &World) -> Vec<(&'static str, Vec<u8>, Expect)> {
                 credit_code: company_code.clone(),
             }
             .encode_to_vec(),
-            Expect::only(&[Admin, Company], Ok, NotFound),
+            Expect::only(&[Admin, Company], Ok, NotFound).with(OtherDistrictAdmin, NotFound),
         ),
         (
             "ListOrganizations",
@@ -581,7 +657,7 @@ fn rows(w: &World) -> Vec<(&'static str, Vec<u8>, Expect)> {
                 valid_hours: 24,
             }
             .encode_to_vec(),
-            Expect::only(&[Admin, Company], Ok, NotFound),
+            Expect::only(&[Admin, Company], Ok, NotFound).with(OtherDistrictAdmin, NotFound),
         ),
         (
             "AcceptInvitation",
@@ -598,7 +674,7 @@ fn rows(w: &World) -> Vec<(&'static str, Vec<u8>, Expect)> {
                 credit_code: company_code.clone(),
             }
             .encode_to_vec(),
-            Expect::only(&[Admin, Company], Ok, NotFound),
+            Expect::only(&[Admin, Company], Ok, NotFound).with(OtherDistrictAdmin, NotFound),
         ),
         (
             "RemoveMember",
@@ -636,9 +712,13 @@ fn rows(w: &World) -> Vec<(&'static str, Vec<u8>, Expect)> {
             Expect::public(Ok),
         ),
         (
+            // Operators' tokens have no sessions; a person's are ended (the matrix runs this
+            // row last, so the signed-in administrators' tokens serve every other row).
             "SignOutEverywhere",
             a::SignOutEverywhereRequest::default().encode_to_vec(),
-            Expect::all(FailedPrecondition),
+            Expect::all(FailedPrecondition)
+                .with(DistrictAdmin, Ok)
+                .with(OtherDistrictAdmin, Ok),
         ),
         (
             "GetVerificationKeys",
@@ -646,9 +726,12 @@ fn rows(w: &World) -> Vec<(&'static str, Vec<u8>, Expect)> {
             Expect::public(Ok),
         ),
         (
+            // The keys are the platform's: its operators only, no district's administrator.
             "RotateSigningKey",
             a::RotateSigningKeyRequest::default().encode_to_vec(),
-            Expect::only(&[Admin], Ok, PermissionDenied),
+            Expect::only(&[Admin], Ok, PermissionDenied)
+                .with(DistrictAdmin, PermissionDenied)
+                .with(OtherDistrictAdmin, PermissionDenied),
         ),
         (
             "ListAuditEvents",
@@ -1347,7 +1430,9 @@ async fn the_matrix(backend: Backend) -> anyhow::Result<()> {
     let app = TestApp::start(backend).await?;
     let w = world(&app).await?;
     let rpcs = every_rpc()?;
-    let rows = rows(&w);
+    let mut rows = rows(&w);
+    // SignOutEverywhere ends the signed-in callers' sessions: last (a stable sort).
+    rows.sort_by_key(|(name, _, _)| *name == "SignOutEverywhere");
     // Every RPC has exactly one row, and every row an RPC.
     let named: BTreeSet<&str> = rows.iter().map(|(name, _, _)| *name).collect();
     assert_eq!(named.len(), rows.len(), "an RPC has two rows");
@@ -1367,7 +1452,7 @@ async fn the_matrix(backend: Backend) -> anyhow::Result<()> {
             let token = w.tokens.get(&caller).cloned().flatten();
             let got = call(&app.channel, rpc, token.as_deref(), body).await;
             calls += 1;
-            let want = expect.0.get(&caller).copied().unwrap_or(Code::Unknown);
+            let want = expect.want(caller);
             if got != want {
                 wrong.push(format!("{name} as {caller:?}: got {got:?}, want {want:?}"));
             }

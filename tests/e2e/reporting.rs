@@ -977,6 +977,12 @@ async fn the_report_counts_exactly_the_demo_projects_that_should_count() -> anyh
         .tokens
         .ok_or_else(|| anyhow::anyhow!("no tokens for {login}"))?;
         assert_eq!(tokens.role, role as i32, "{login}");
+        // The demo is Xinbei's: the district office's people administer 320411.
+        assert_eq!(
+            tokens.jurisdiction,
+            cwsm::demo::DEMO_JURISDICTION,
+            "{login}"
+        );
         app.reporting(&tokens.access_token)
             .get_report(r::GetReportRequest {
                 plan_code: "xinbei-2020".into(),

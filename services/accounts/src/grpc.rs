@@ -55,11 +55,7 @@ fn caller<T>(
         .map_err(|e| Status::unauthenticated(format!("invalid token: {e}")))?;
     if header.alg == jsonwebtoken::Algorithm::EdDSA {
         let claims = accounts.verifier().verify_access(token)?;
-        let principal = Principal {
-            subject: claims.sub.clone(),
-            role: claims.role,
-            org: Some(claims.org.clone()),
-        };
+        let principal = claims.principal()?;
         // A pending organization's member acts for nobody yet, administrators included.
         let principal = if claims.approved {
             principal
@@ -135,6 +131,8 @@ fn org_to(o: crate::Organization) -> pb::Organization {
         registered_at: Some(timestamp(o.registered_at_ms)),
         reviewed_at: o.reviewed_at_ms.map(timestamp),
         reviewed_by: o.reviewed_by,
+        jurisdiction: o.jurisdiction.to_string(),
+        department: o.department.unwrap_or_default(),
     }
 }
 
@@ -160,6 +158,8 @@ fn tokens_to(t: crate::Tokens) -> pb::Tokens {
         credit_code: t.credit_code,
         role: role_to(t.role) as i32,
         organization_status: status_to(t.status) as i32,
+        jurisdiction: t.jurisdiction.to_string(),
+        department: t.department.unwrap_or_default(),
     }
 }
 
@@ -186,11 +186,17 @@ impl AccountsService for AccountsApi {
         let r = request.into_inner();
         code("credit_code", &r.credit_code)?;
         cwsm_platform::input::check_len("name", &r.name, cwsm_platform::input::MAX_NAME)?;
+        code("jurisdiction", &r.jurisdiction)?;
+        code("department", &r.department)?;
         let kind = kind_from(r.kind)?;
         let registrant = creds(r.registrant, "registrant")?;
+        let place = crate::Place {
+            jurisdiction: &r.jurisdiction,
+            department: &r.department,
+        };
         let (org, person_id) = self
             .accounts
-            .register(&r.credit_code, &r.name, kind, &registrant)
+            .register(&r.credit_code, &r.name, kind, &place, &registrant)
             .await?;
         Ok(Response::new(pb::RegisterOrganizationResponse {
             organization: Some(org_to(org)),

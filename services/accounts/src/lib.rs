@@ -3,7 +3,10 @@
 //! - Organizations, named by their unified social credit code, with a kind (company, water
 //!   user, verifier body, district office) that decides their members' role; registered with
 //!   their first member and reviewed by an administrator: pending → approved → suspended (with
-//!   a reason) → approved again.
+//!   a reason) → approved again. Each belongs to a jurisdiction (GB/T 2260 code; the platform's
+//!   district when none is given) and a district office's department names its department:
+//!   administrators review the organizations of their own jurisdiction only
+//!   (`Principal::may_administer`), and access tokens carry the scope (`jur`, `dept`).
 //! - People (a login: e-mail or phone, normalized) with an argon2id password hash
 //!   ([`password`]); memberships person × organization × role; invitations (a code shown once,
 //!   kept as its SHA-256) that a person redeems to join.
@@ -34,6 +37,7 @@ use cwsm_platform::auth::{
 };
 use cwsm_platform::db::Db;
 use cwsm_platform::grpc::Page;
+use cwsm_platform::jurisdiction::Jurisdiction;
 use cwsm_platform::{Error, Result, new_id, now_ms};
 use jsonwebtoken::jwk::JwkSet;
 use sha2::{Digest, Sha256};
@@ -71,6 +75,9 @@ pub struct Options {
     pub failure_window: Duration,
     /// …for this long.
     pub lockout: Duration,
+    /// The district the platform serves: the jurisdiction of an organization registered
+    /// without one, and of those registered before jurisdictions (the `district_code` setting).
+    pub district: Jurisdiction,
 }
 
 impl Default for Options {
@@ -82,6 +89,7 @@ impl Default for Options {
             max_failures: 5,
             failure_window: Duration::from_secs(15 * 60),
             lockout: Duration::from_secs(15 * 60),
+            district: Jurisdiction::default_district(),
         }
     }
 }
@@ -164,6 +172,10 @@ pub struct Organization {
     pub registered_at_ms: i64,
     pub reviewed_at_ms: Option<i64>,
     pub reviewed_by: String,
+    /// Where it belongs and is reviewed; for a district office, where its members administer.
+    pub jurisdiction: Jurisdiction,
+    /// For a department of a district office, its code as the plans name it.
+    pub department: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -183,6 +195,14 @@ pub struct Credentials {
     pub display_name: String,
 }
 
+/// Where an organization registers, as the request gives it (empty: the platform's district;
+/// no department).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Place<'a> {
+    pub jurisdiction: &'a str,
+    pub department: &'a str,
+}
+
 /// Tokens of a session, as handed out.
 #[derive(Clone, Debug)]
 pub struct Tokens {
@@ -194,6 +214,8 @@ pub struct Tokens {
     pub credit_code: String,
     pub role: Role,
     pub status: Status,
+    pub jurisdiction: Jurisdiction,
+    pub department: Option<String>,
 }
 
 /// A login as stored and compared: trimmed; an e-mail address in lower case; a phone number's
@@ -288,6 +310,14 @@ impl Accounts {
             anyhow::bail!("access tokens live between 1 second and 15 minutes");
         }
         let store = Store::connect(database_url).await?;
+        let settled = store.settle_jurisdictions(&options.district).await?;
+        if settled > 0 {
+            tracing::info!(
+                organizations = settled,
+                district = %options.district,
+                "organizations registered before jurisdictions belong to the platform's district"
+            );
+        }
         let accounts = Accounts {
             store,
             hasher: password::Hasher::new()?,
@@ -474,6 +504,7 @@ impl Accounts {
         credit_code: &str,
         name: &str,
         kind: Kind,
+        place: &Place<'_>,
         registrant: &Credentials,
     ) -> Result<(Organization, String)> {
         cwsm_platform::credit_code::check("credit_code", credit_code)?;
@@ -481,6 +512,7 @@ impl Accounts {
         if name.is_empty() || name.chars().count() > cwsm_platform::input::MAX_NAME {
             return Err(Error::invalid("name", "required, at most 200 characters"));
         }
+        let (jurisdiction, department) = self.place(kind, place)?;
         if self.store.organization(credit_code).await?.is_some() {
             return Err(Error::AlreadyExists(format!(
                 "organization {credit_code} is registered already"
@@ -498,18 +530,66 @@ impl Accounts {
             registered_at_ms: now,
             reviewed_at_ms: None,
             reviewed_by: String::new(),
+            jurisdiction,
+            department,
         };
         let audit = AuditEvent::new(
             now,
             joiner.id(),
             "register",
             credit_code,
-            &format!("{} {name}", kind.as_str()),
+            &format!(
+                "{} {name} in {}{}",
+                kind.as_str(),
+                org.jurisdiction,
+                org.department
+                    .as_deref()
+                    .map(|d| format!(", department {d}"))
+                    .unwrap_or_default()
+            ),
         );
         self.store
             .register(&org, &joiner, kind.role().as_str(), &audit)
             .await?;
         Ok((org, joiner.id().to_string()))
+    }
+
+    /// Where an organization registers: its jurisdiction (the platform's district when none
+    /// is given) and, for a district office's department, the department.
+    fn place(&self, kind: Kind, place: &Place<'_>) -> Result<(Jurisdiction, Option<String>)> {
+        let jurisdiction = if place.jurisdiction.trim().is_empty() {
+            self.options.district.clone()
+        } else {
+            Jurisdiction::parse("jurisdiction", place.jurisdiction)?
+        };
+        let department = cwsm_platform::jurisdiction::department("department", place.department)?;
+        if department.is_some() && kind != Kind::DistrictOffice {
+            return Err(Error::invalid(
+                "department",
+                format!(
+                    "only a district office's department names a department, not a {}",
+                    kind.as_str()
+                ),
+            ));
+        }
+        Ok((jurisdiction, department))
+    }
+
+    /// The organization `code` for a review by `p`: an administrator of its jurisdiction
+    /// (reviews are the district office's, not a department's).
+    async fn for_review(&self, p: &Principal, code: &str, act: &str) -> Result<Organization> {
+        p.require_admin(&format!("{act} organizations"))?;
+        let org = self
+            .store
+            .organization(code)
+            .await?
+            .ok_or_else(|| Error::not_found("organization", code))?;
+        p.require_administer(
+            &format!("{act} organization {code}"),
+            &org.jurisdiction,
+            None,
+        )?;
+        Ok(org)
     }
 
     pub async fn approve(
@@ -519,7 +599,7 @@ impl Accounts {
         note: &str,
         expected: i64,
     ) -> Result<Organization> {
-        p.require_admin("approve organizations")?;
+        self.for_review(p, code, "approve").await?;
         cwsm_platform::input::check_len("note", note, cwsm_platform::input::MAX_TEXT)?;
         let audit = AuditEvent::new(now_ms(), &p.subject, "approve", code, note);
         let org = self
@@ -545,7 +625,7 @@ impl Accounts {
         reason: &str,
         expected: i64,
     ) -> Result<Organization> {
-        p.require_admin("suspend organizations")?;
+        self.for_review(p, code, "suspend").await?;
         let reason = reason.trim();
         if reason.is_empty() {
             return Err(Error::invalid(
@@ -571,11 +651,15 @@ impl Accounts {
         Ok(org)
     }
 
-    /// An organization, for its members and administrators (others: NOT_FOUND, so that
-    /// membership of codes is not probed).
+    /// An organization, for its members and the administrators of its jurisdiction (others:
+    /// NOT_FOUND, so that membership of codes is not probed).
     pub async fn organization(&self, p: &Principal, code: &str) -> Result<Organization> {
         match self.store.organization(code).await? {
-            Some(org) if p.acts_as(org.kind.role(), code) => Ok(org),
+            Some(org)
+                if p.is(org.kind.role(), code) || p.may_administer(&org.jurisdiction, None) =>
+            {
+                Ok(org)
+            }
             _ => Err(Error::not_found("organization", code)),
         }
     }
@@ -586,8 +670,11 @@ impl Accounts {
         status: Option<Status>,
         page: &Page,
     ) -> Result<(Vec<Organization>, String)> {
-        p.require_admin("list organizations")?;
-        let mut rows = self.store.organizations(status, page).await?;
+        let within = p.administered_range("list organizations", None)?;
+        let mut rows = self
+            .store
+            .organizations(status, within.as_ref(), page)
+            .await?;
         let next = page.finish(&mut rows, |o| o.credit_code.clone());
         Ok((rows, next))
     }
@@ -704,6 +791,8 @@ impl Accounts {
             org: org.credit_code.clone(),
             approved: org.status == Status::Approved,
             sid: session_id.to_string(),
+            jur: org.jurisdiction.to_string(),
+            dept: org.department.clone(),
             iat: now / 1000,
             exp: exp_ms / 1000,
             iss: ACCOUNTS_ISSUER.to_string(),
@@ -718,6 +807,8 @@ impl Accounts {
             credit_code: org.credit_code.clone(),
             role,
             status: org.status,
+            jurisdiction: org.jurisdiction.clone(),
+            department: org.department.clone(),
         })
     }
 
@@ -971,7 +1062,7 @@ impl Accounts {
     // -- keys and audit -----------------------------------------------------------------------
 
     pub async fn rotate_key(&self, p: &Principal) -> Result<(String, i64)> {
-        p.require_admin("rotate the signing key")?;
+        p.require_platform_admin("rotate the signing key")?;
         let now = now_ms();
         let from = now.saturating_add(ms(self.options.key_publish_delay));
         let key = StoredKey::generate(now, from)?;
@@ -993,9 +1084,12 @@ impl Accounts {
         action: &str,
         page: &Page,
     ) -> Result<(Vec<AuditEvent>, String)> {
-        p.require_admin("read the audit log")?;
+        let within = p.administered_range("read the audit log", None)?;
         cwsm_platform::input::check_len("action", action, cwsm_platform::input::MAX_CODE)?;
-        let mut rows = self.store.audit_events(action, page).await?;
+        let mut rows = self
+            .store
+            .audit_events(action, within.as_ref(), page)
+            .await?;
         let next = page.finish(&mut rows, |e| e.id.clone());
         Ok((rows, next))
     }

@@ -3,6 +3,7 @@
 
 use cwsm_platform::db::{BeginWrite, Db, is_unique_violation};
 use cwsm_platform::grpc::Page;
+use cwsm_platform::jurisdiction::Jurisdiction;
 use cwsm_platform::{Error, Result, new_id, with_db};
 
 use crate::keys::StoredKey;
@@ -53,6 +54,8 @@ struct OrgRow {
     registered_at_ms: i64,
     reviewed_at_ms: Option<i64>,
     reviewed_by: String,
+    jurisdiction: String,
+    department: String,
 }
 
 impl TryFrom<OrgRow> for Organization {
@@ -67,6 +70,9 @@ impl TryFrom<OrgRow> for Organization {
         Ok(Organization {
             kind: Kind::parse(&r.kind).ok_or_else(|| bad("kind"))?,
             status: Status::parse(&r.status).ok_or_else(|| bad("status"))?,
+            jurisdiction: Jurisdiction::parse("jurisdiction", &r.jurisdiction)
+                .map_err(|_| bad("jurisdiction"))?,
+            department: (!r.department.is_empty()).then_some(r.department),
             credit_code: r.credit_code,
             name: r.name,
             status_reason: r.status_reason,
@@ -78,7 +84,7 @@ impl TryFrom<OrgRow> for Organization {
     }
 }
 
-const ORG_COLUMNS: &str = "credit_code, name, kind, status, status_reason, version, registered_at_ms, reviewed_at_ms, reviewed_by";
+const ORG_COLUMNS: &str = "credit_code, name, kind, status, status_reason, version, registered_at_ms, reviewed_at_ms, reviewed_by, jurisdiction, department";
 
 /// A person as the sign-in needs them.
 #[derive(Clone, Debug, sqlx::FromRow)]
@@ -171,6 +177,18 @@ impl Store {
         })
     }
 
+    /// Gives organizations registered before jurisdictions (migration 0004 left them '') the
+    /// platform's district: there was only one. Returns how many.
+    pub async fn settle_jurisdictions(&self, district: &Jurisdiction) -> Result<u64> {
+        Ok(with_db!(&self.db, pool => {
+            let mut tx = pool.begin_write().await?;
+            let n = sqlx::query("UPDATE organizations SET jurisdiction = $1 WHERE jurisdiction = ''")
+                .bind(district.as_str()).execute(&mut *tx).await?.rows_affected();
+            tx.commit().await?;
+            n
+        }))
+    }
+
     pub async fn person_by_login(&self, login: &str) -> Result<Option<Person>> {
         Ok(
             with_db!(&self.db, pool => sqlx::query_as("SELECT id, login, password_hash, display_name FROM people WHERE login = $1").bind(login).fetch_optional(pool).await?),
@@ -193,8 +211,9 @@ impl Store {
     ) -> Result<()> {
         with_db!(&self.db, pool => {
             let mut tx = pool.begin_write().await?;
-            let inserted = sqlx::query("INSERT INTO organizations (credit_code, name, kind, status, status_reason, version, registered_at_ms, reviewed_at_ms, reviewed_by) VALUES ($1, $2, $3, $4, '', 1, $5, NULL, '')")
+            let inserted = sqlx::query("INSERT INTO organizations (credit_code, name, kind, status, status_reason, version, registered_at_ms, reviewed_at_ms, reviewed_by, jurisdiction, department) VALUES ($1, $2, $3, $4, '', 1, $5, NULL, '', $6, $7)")
                 .bind(&org.credit_code).bind(&org.name).bind(org.kind.as_str()).bind(org.status.as_str()).bind(org.registered_at_ms)
+                .bind(org.jurisdiction.as_str()).bind(org.department.as_deref().unwrap_or(""))
                 .execute(&mut *tx).await;
             if let Err(e) = inserted {
                 return Err(if is_unique_violation(&e) {
@@ -217,16 +236,24 @@ impl Store {
         row.map(Organization::try_from).transpose()
     }
 
+    /// Organizations in `status` (None: any) whose jurisdiction lies in `within` (lowest and
+    /// highest code; None: anywhere), in credit-code order after the page's key.
     pub async fn organizations(
         &self,
         status: Option<Status>,
+        within: Option<&(String, String)>,
         page: &Page,
     ) -> Result<Vec<Organization>> {
         let sql = format!(
-            "SELECT {ORG_COLUMNS} FROM organizations WHERE ($1 = '' OR status = $1) AND credit_code > $2 ORDER BY credit_code LIMIT $3"
+            "SELECT {ORG_COLUMNS} FROM organizations WHERE ($1 = '' OR status = $1) AND ($2 = '' OR jurisdiction BETWEEN $2 AND $3) AND credit_code > $4 ORDER BY credit_code LIMIT $5"
         );
+        let (lo, hi) = within
+            .map(|(lo, hi)| (lo.as_str(), hi.as_str()))
+            .unwrap_or(("", ""));
         let rows: Vec<OrgRow> = with_db!(&self.db, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(status.map(|s| s.as_str()).unwrap_or(""))
+            .bind(lo)
+            .bind(hi)
             .bind(page.after.as_deref().unwrap_or(""))
             .bind(page.fetch_limit())
             .fetch_all(pool).await?);
@@ -588,12 +615,63 @@ impl Store {
         Ok(())
     }
 
-    /// Audit entries, newest first (ids are time-ordered), after the page's key.
-    pub async fn audit_events(&self, action: &str, page: &Page) -> Result<Vec<AuditEvent>> {
+    /// Audit entries, newest first (ids are time-ordered), after the page's key; with
+    /// `within` (lowest and highest jurisdiction code) only the entries about an organization of
+    /// those jurisdictions (an entry's target is a credit code; entries about a login or a key
+    /// belong to no jurisdiction).
+    pub async fn audit_events(
+        &self,
+        action: &str,
+        within: Option<&(String, String)>,
+        page: &Page,
+    ) -> Result<Vec<AuditEvent>> {
         let after = page.after.clone().unwrap_or_else(|| "~".to_string());
-        Ok(
-            with_db!(&self.db, pool => sqlx::query_as("SELECT id, at_ms, actor, action, target, detail FROM audit_events WHERE ($1 = '' OR action = $1) AND id < $2 ORDER BY id DESC LIMIT $3")
-            .bind(action).bind(after).bind(page.fetch_limit()).fetch_all(pool).await?),
-        )
+        let (lo, hi) = within
+            .map(|(lo, hi)| (lo.as_str(), hi.as_str()))
+            .unwrap_or(("", ""));
+        Ok(with_db!(&self.db, pool => sqlx::query_as(
+                "SELECT a.id, a.at_ms, a.actor, a.action, a.target, a.detail FROM audit_events a LEFT JOIN organizations o ON o.credit_code = a.target
+                 WHERE ($1 = '' OR a.action = $1) AND ($2 = '' OR o.jurisdiction BETWEEN $2 AND $3) AND a.id < $4 ORDER BY a.id DESC LIMIT $5")
+            .bind(action).bind(lo).bind(hi).bind(after).bind(page.fetch_limit()).fetch_all(pool).await?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Organizations registered before jurisdictions (0004 left them '') get the platform's
+    /// district when the service starts; those registered with one keep theirs.
+    #[tokio::test]
+    async fn organizations_from_before_jurisdictions_get_the_platforms_district() {
+        let dir = std::env::temp_dir().join(format!("cwsm-accounts-{}", new_id()));
+        cwsm_platform::db::create_private_dir(&dir).expect("dir");
+        let url = format!("sqlite://{}", dir.join("accounts.db").display());
+        let store = Store::connect(&url).await.expect("store");
+        let insert = |code: &str, jurisdiction: &str| {
+            format!(
+                "INSERT INTO organizations (credit_code, name, kind, status, version, registered_at_ms, jurisdiction) VALUES ('{code}', 'x', 'company', 'approved', 1, 0, '{jurisdiction}')"
+            )
+        };
+        for (code, jurisdiction) in [("OLD", ""), ("WUJIN", "320412")] {
+            with_db!(&store.db, pool => {
+                sqlx::query(sqlx::AssertSqlSafe(insert(code, jurisdiction))).execute(pool).await.expect("insert");
+            });
+        }
+        // Unreadable until settled: no jurisdiction is never read as "anywhere".
+        assert!(store.organization("OLD").await.is_err());
+        let xinbei = Jurisdiction::default_district();
+        assert_eq!(store.settle_jurisdictions(&xinbei).await.ok(), Some(1));
+        let old = store.organization("OLD").await.ok().flatten().expect("old");
+        assert_eq!(old.jurisdiction, xinbei);
+        let wujin = store
+            .organization("WUJIN")
+            .await
+            .ok()
+            .flatten()
+            .expect("wujin");
+        assert_eq!(wujin.jurisdiction.as_str(), "320412");
+        assert_eq!(store.settle_jurisdictions(&xinbei).await.ok(), Some(0));
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

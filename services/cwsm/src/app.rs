@@ -209,7 +209,14 @@ pub async fn start(
     if services.accounts {
         let accounts = cwsm_accounts::Accounts::connect(
             &settings.database_url_for("accounts"),
-            cwsm_accounts::Options::default(),
+            cwsm_accounts::Options {
+                district: cwsm_platform::jurisdiction::Jurisdiction::parse(
+                    "district_code",
+                    &settings.district_code,
+                )
+                .context("the district_code setting")?,
+                ..Default::default()
+            },
             verifier.clone(),
         )
         .await

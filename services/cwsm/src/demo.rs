@@ -325,6 +325,10 @@ pub const DEMO_PEOPLE: [(&str, &str); 4] = [
     ("office@demo.cwsm.cn", "陈科长 (区水利局)"),
 ];
 
+/// The jurisdiction of the demo's organizations: 常州市新北区 (GB/T 2260). The district
+/// office's people administer it, and only it.
+pub const DEMO_JURISDICTION: &str = "320411";
+
 /// The first 17 characters of the district water office's credit code (a government agency).
 const DEMO_DISTRICT_OFFICE: &str = "11320411MB1A2B3C4";
 
@@ -1124,6 +1128,10 @@ impl Loader<'_> {
                     password: DEMO_PASSWORD.to_string(),
                     display_name: display_name.to_string(),
                 }),
+                // The demo is Xinbei's: every organization, the district office too, belongs
+                // to 320411, so the office's people administer Xinbei (and only Xinbei).
+                jurisdiction: DEMO_JURISDICTION.to_string(),
+                department: String::new(),
             })
             .await
             .with_context(|| format!("registering {name} ({code}) in accounts"))?;

@@ -81,7 +81,9 @@ struct ServeArgs {
 enum TokenCommand {
     /// Print a bearer token signed with the server's key.
     Issue {
-        /// company, water_user, admin or verifier.
+        /// company, water_user, admin or verifier. An operator's admin token administers the
+        /// whole platform, every jurisdiction (a district office's people sign in instead:
+        /// theirs reach their own jurisdiction only).
         #[arg(long)]
         role: String,
         /// The unified social credit code of the organization (companies and water users).

@@ -20,6 +20,8 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use tonic::{Request, Status};
 
+use crate::jurisdiction::Jurisdiction;
+
 /// What a caller may do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -71,6 +73,39 @@ impl fmt::Display for Role {
     }
 }
 
+/// Where a caller's administrator rights reach.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// The whole platform: an operator's token (`cwsm token issue`, HS256), whatever its `org`,
+    /// and other services.
+    Platform,
+    /// The jurisdiction of the caller's organization, as its access token says (`jur`), and
+    /// for a department of a district office that department (`dept`, the plan's code). An
+    /// administrator reaches what lies inside the jurisdiction (a city's administrator its
+    /// districts); a department's administrator only what is the department's. For callers
+    /// of other roles it grants nothing.
+    Within {
+        jurisdiction: Jurisdiction,
+        department: Option<String>,
+    },
+}
+
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Scope::Platform => f.write_str("the whole platform"),
+            Scope::Within {
+                jurisdiction,
+                department: None,
+            } => write!(f, "jurisdiction {jurisdiction}"),
+            Scope::Within {
+                jurisdiction,
+                department: Some(d),
+            } => write!(f, "department {d} of jurisdiction {jurisdiction}"),
+        }
+    }
+}
+
 /// The caller of an RPC.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Principal {
@@ -80,11 +115,98 @@ pub struct Principal {
     /// The unified social credit code of the organization acted for (companies, water users,
     /// verifier bodies).
     pub org: Option<String>,
+    /// Where an administrator's rights reach ([`Principal::may_administer`]).
+    pub scope: Scope,
 }
 
 impl Principal {
     pub fn is_admin(&self) -> bool {
         self.role == Role::Admin
+    }
+
+    /// Whether this caller administers what belongs to `jurisdiction` (and to `department`:
+    /// `None` for what is the district office's as a whole, such as reviewing organizations).
+    /// The one rule for administrator scope: an operator everything; an administrator what lies
+    /// inside its jurisdiction; a department's administrator only its department's part of it.
+    /// Resources without a jurisdiction yet (matching, projects, reporting until issue 11) are
+    /// checked with [`Principal::is_admin`] alone.
+    pub fn may_administer(&self, jurisdiction: &Jurisdiction, department: Option<&str>) -> bool {
+        self.is_admin()
+            && match &self.scope {
+                Scope::Platform => true,
+                Scope::Within {
+                    jurisdiction: own,
+                    department: own_department,
+                } => {
+                    own.contains(jurisdiction)
+                        && (own_department.is_none() || own_department.as_deref() == department)
+                }
+            }
+    }
+
+    /// PERMISSION_DENIED unless [`Principal::may_administer`], saying which jurisdiction the
+    /// caller may act in. `what` is the act ("approve organization 91…"), for the message.
+    pub fn require_administer(
+        &self,
+        what: &str,
+        jurisdiction: &Jurisdiction,
+        department: Option<&str>,
+    ) -> Result<(), crate::Error> {
+        self.require_admin(what)?;
+        if self.may_administer(jurisdiction, department) {
+            return Ok(());
+        }
+        let belongs = match department {
+            Some(d) => format!("department {d} of jurisdiction {jurisdiction}"),
+            None => format!("jurisdiction {jurisdiction}"),
+        };
+        Err(crate::Error::denied(format!(
+            "may not {what}: it belongs to {belongs}, and the caller administers {} only",
+            self.scope
+        )))
+    }
+
+    /// For lists filtered in SQL: the lowest and highest jurisdiction code this caller
+    /// administers for `department` (`jurisdiction BETWEEN lo AND hi`), `None` when it
+    /// administers the whole platform; PERMISSION_DENIED saying why when it administers nothing
+    /// of the kind (not an administrator, or a department asked for the office's).
+    pub fn administered_range(
+        &self,
+        what: &str,
+        department: Option<&str>,
+    ) -> Result<Option<(String, String)>, crate::Error> {
+        self.require_admin(what)?;
+        match &self.scope {
+            Scope::Platform => Ok(None),
+            Scope::Within {
+                jurisdiction,
+                department: own,
+            } => {
+                if own.is_some() && own.as_deref() != department {
+                    let theirs = match department {
+                        Some(d) => format!("department {d}'s"),
+                        None => "the district office's".to_string(),
+                    };
+                    return Err(crate::Error::denied(format!(
+                        "may not {what}: that is {theirs}, and the caller administers {} only",
+                        self.scope
+                    )));
+                }
+                Ok(Some(jurisdiction.bounds()))
+            }
+        }
+    }
+
+    /// PERMISSION_DENIED unless this caller administers the whole platform (an operator): for
+    /// what no jurisdiction owns, such as the signing keys.
+    pub fn require_platform_admin(&self, what: &str) -> Result<(), crate::Error> {
+        self.require_admin(what)?;
+        match &self.scope {
+            Scope::Platform => Ok(()),
+            within => Err(crate::Error::denied(format!(
+                "only the platform's operators may {what}; the caller administers {within} only"
+            ))),
+        }
     }
 
     /// Whether this caller acts for the organization with `credit_code` in `role`, the role
@@ -241,12 +363,15 @@ impl Keys {
         )?)
     }
 
+    /// The caller an operator's token names: platform-wide whatever its `org` (an operator is
+    /// no district's administrator).
     pub fn verify(&self, token: &str) -> Result<Principal, jsonwebtoken::errors::Error> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)?;
         Ok(Principal {
             subject: data.claims.sub,
             role: data.claims.role,
             org: data.claims.org,
+            scope: Scope::Platform,
         })
     }
 }
@@ -291,10 +416,40 @@ pub struct AccessClaims {
     /// The sign-in session (refresh-token family) the token belongs to: revoking a session
     /// revokes its access tokens through the revocation list.
     pub sid: String,
+    /// The jurisdiction the organization is registered in (GB/T 2260, six digits): for an
+    /// administrator, where its rights reach. Required: a token without it is refused, never
+    /// read as platform-wide.
+    pub jur: String,
+    /// The department of a district office's department (the plan's code), if it is one: its
+    /// administrators reach only that department's part of the jurisdiction.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dept: Option<String>,
     pub iat: i64,
     pub exp: i64,
     pub iss: String,
     pub aud: String,
+}
+
+impl AccessClaims {
+    /// The caller these claims name (whether the organization is approved is the caller's
+    /// business: see [`TokenVerifier::verify`]).
+    pub fn principal(&self) -> Result<Principal, Status> {
+        let refused = |e: crate::Error| Status::unauthenticated(format!("invalid token: {e}"));
+        let jurisdiction = Jurisdiction::parse("jur", &self.jur).map_err(refused)?;
+        let department = match &self.dept {
+            Some(d) => crate::jurisdiction::department("dept", d).map_err(refused)?,
+            None => None,
+        };
+        Ok(Principal {
+            subject: self.sub.clone(),
+            role: self.role,
+            org: Some(self.org.clone()),
+            scope: Scope::Within {
+                jurisdiction,
+                department,
+            },
+        })
+    }
 }
 
 /// What must stop working before its tokens expire: suspended organizations and people, removed
@@ -482,11 +637,7 @@ impl TokenVerifier {
                         claims.org
                     )));
                 }
-                Ok(Principal {
-                    subject: claims.sub,
-                    role: claims.role,
-                    org: Some(claims.org),
-                })
+                claims.principal()
             }
             other => Err(Status::unauthenticated(format!(
                 "invalid token: algorithm {other:?} is not accepted"
@@ -589,6 +740,117 @@ mod tests {
         assert!(!admin.is(Role::Company, "91320411MA1N2B3C4D"));
         let other = Keys::from_secret(&[8u8; 32]).expect("keys");
         assert!(other.verify(&token).is_err());
+    }
+
+    fn jur(code: &str) -> Jurisdiction {
+        Jurisdiction::parse("j", code).unwrap_or_else(|e| panic!("{code}: {e}"))
+    }
+
+    fn admin_of(code: &str, department: Option<&str>) -> Principal {
+        Principal {
+            subject: "clerk".into(),
+            role: Role::Admin,
+            org: Some("11320411MB0000000X".into()),
+            scope: Scope::Within {
+                jurisdiction: jur(code),
+                department: department.map(str::to_string),
+            },
+        }
+    }
+
+    #[test]
+    fn administrators_reach_their_jurisdiction_and_operators_everything() {
+        let (xinbei, wujin) = (jur("320411"), jur("320412"));
+        let district = admin_of("320411", None);
+        assert!(district.may_administer(&xinbei, None));
+        assert!(district.may_administer(&xinbei, Some("agri")));
+        assert!(!district.may_administer(&wujin, None));
+        let err = district
+            .require_administer("approve organization X", &wujin, None)
+            .expect_err("another district");
+        assert!(
+            matches!(&err, crate::Error::PermissionDenied(m)
+                if m.contains("jurisdiction 320412") && m.contains("administers jurisdiction 320411 only")),
+            "{err:?}"
+        );
+        // A city's administrator reaches its districts, not another city's.
+        let city = admin_of("320400", None);
+        assert!(city.may_administer(&xinbei, None) && city.may_administer(&wujin, None));
+        assert!(!city.may_administer(&jur("320505"), None));
+        // A department reaches its own part only, not the office's.
+        let agri = admin_of("320411", Some("agri"));
+        assert!(agri.may_administer(&xinbei, Some("agri")));
+        assert!(!agri.may_administer(&xinbei, Some("housing")));
+        assert!(!agri.may_administer(&xinbei, None));
+        assert_eq!(
+            agri.administered_range("list", Some("agri")).ok(),
+            Some(Some(("320411".into(), "320411".into())))
+        );
+        assert!(agri.administered_range("list", None).is_err());
+        assert_eq!(
+            city.administered_range("list", None).ok(),
+            Some(Some(("320400".into(), "320499".into())))
+        );
+        // An operator everything, whatever its org; other roles nothing.
+        let keys = Keys::from_secret(&[7u8; 32]).expect("keys");
+        let token = keys
+            .issue(
+                "op",
+                Role::Admin,
+                Some("11320412MB0000000X"),
+                Duration::from_secs(60),
+            )
+            .expect("token");
+        let operator = keys.verify(&token).expect("valid");
+        assert_eq!(operator.scope, Scope::Platform);
+        assert!(operator.may_administer(&wujin, Some("agri")));
+        assert!(operator.require_platform_admin("rotate keys").is_ok());
+        assert_eq!(operator.administered_range("list", None).ok(), Some(None));
+        assert!(district.require_platform_admin("rotate keys").is_err());
+        let company = Principal {
+            role: Role::Company,
+            ..district.clone()
+        };
+        assert!(!company.may_administer(&xinbei, None));
+    }
+
+    #[test]
+    fn access_claims_without_a_valid_jurisdiction_name_nobody() {
+        let claims = AccessClaims {
+            sub: "p".into(),
+            role: Role::Admin,
+            org: "11320411MB0000000X".into(),
+            approved: true,
+            sid: "s".into(),
+            jur: "320411".into(),
+            dept: Some("agri".into()),
+            iat: 0,
+            exp: 0,
+            iss: ACCOUNTS_ISSUER.into(),
+            aud: ACCESS_AUDIENCE.into(),
+        };
+        assert_eq!(
+            claims.principal().map(|p| p.scope).ok(),
+            Some(Scope::Within {
+                jurisdiction: jur("320411"),
+                department: Some("agri".into())
+            })
+        );
+        for bad in ["", "3204", "platform"] {
+            let claims = AccessClaims {
+                jur: bad.into(),
+                ..claims.clone()
+            };
+            assert_eq!(
+                claims.principal().map_err(|s| s.code()).err(),
+                Some(tonic::Code::Unauthenticated),
+                "{bad:?}"
+            );
+        }
+        // A token signed before jurisdictions (no `jur`) does not decode: refused, not
+        // platform-wide.
+        let json = r#"{"sub":"p","role":"admin","org":"o","approved":true,"sid":"s","iat":0,"exp":0,"iss":"cwsm-accounts","aud":"cwsm"}"#;
+        assert!(serde_json::from_str::<AccessClaims>(json).is_err());
     }
 
     #[test]

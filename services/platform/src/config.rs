@@ -31,6 +31,7 @@
 //! | `tls_ca` | `CWSM_TLS_CA` | none: the system's roots | PEM CA the services trust when they call each other over `https://` (reporting's RebuildCounts calls projects); with `tls_client_ca` set they present `tls_cert` as their client certificate |
 //! | `accounts_url` | `CWSM_ACCOUNTS_URL` | the own process when it runs accounts, else none | where the services fetch the accounts service's public keys and revocations (GetVerificationKeys) |
 //! | `accounts_refresh_secs` | `CWSM_ACCOUNTS_REFRESH_SECS` | `30` | how often they are fetched (at most 60: a revocation must bite within a minute) |
+//! | `district_code` | `CWSM_DISTRICT_CODE` | `320411` | the district the platform serves (GB/T 2260, 320411 = 常州市新北区): the jurisdiction of an organization registered without one |
 //! | `trust_forwarded_proto` | `CWSM_TRUST_FORWARDED_PROTO` | `false` | believe `X-Forwarded-Proto: https` (only behind a TLS-terminating proxy): the dashboard's cookie is then `Secure` |
 //!
 //! OpenTelemetry export is configured by the standard `OTEL_EXPORTER_OTLP_ENDPOINT` variables.
@@ -84,6 +85,7 @@ pub struct Settings {
     pub trust_forwarded_proto: bool,
     pub accounts_url: Option<String>,
     pub accounts_refresh_secs: u64,
+    pub district_code: String,
 }
 
 impl Default for Settings {
@@ -118,6 +120,7 @@ impl Default for Settings {
             trust_forwarded_proto: false,
             accounts_url: None,
             accounts_refresh_secs: 30,
+            district_code: crate::jurisdiction::DEFAULT_DISTRICT.to_string(),
         }
     }
 }
@@ -169,6 +172,7 @@ impl Settings {
                 "trust_forwarded_proto",
                 "accounts_url",
                 "accounts_refresh_secs",
+                "district_code",
             ]))
             .merge(Serialized::defaults(flags))
             .extract()

@@ -172,6 +172,7 @@ mod tests {
             subject: subject.to_string(),
             role: Role::Company,
             org: org.map(str::to_string),
+            scope: crate::auth::Scope::Platform,
         }
     }
 

@@ -18,6 +18,7 @@
 //! - [`quantity`]: litres, fen and basis points with checked arithmetic, and the ranges every
 //!   incoming volume, amount and rate is checked against.
 //! - [`input`]: length limits of strings and lists, `LIKE` patterns escaped.
+//! - [`jurisdiction`]: administrative division codes (GB/T 2260) and what contains what.
 //! - [`credit_code`]: the unified social credit code check (GB 32100).
 //! - [`server`]: the gRPC server with health and reflection, and graceful shutdown.
 //! - [`metrics`]: OpenTelemetry metrics: RPC latency and status per method, outbox depth,
@@ -34,6 +35,7 @@ pub mod error;
 pub mod grpc;
 pub mod idempotency;
 pub mod input;
+pub mod jurisdiction;
 pub mod metrics;
 pub mod outbox;
 pub mod quantity;

@@ -877,6 +877,7 @@ mod tests {
             subject: "tester".into(),
             role,
             org: None,
+            scope: cwsm_platform::auth::Scope::Platform,
         });
         r
     }

@@ -106,6 +106,7 @@ impl Reporting {
                         subject: "seed".into(),
                         role: cwsm_platform::auth::Role::Admin,
                         org: None,
+                        scope: cwsm_platform::auth::Scope::Platform,
                     },
                     "LoadPlan",
                     &parsed.code,
@@ -611,6 +612,7 @@ mod tests {
             subject: "t".into(),
             role: cwsm_platform::auth::Role::Admin,
             org: None,
+            scope: cwsm_platform::auth::Scope::Platform,
         };
         let (letters, _) = r
             .dead_letters(&admin, &Page::from_request(10, "").expect("page"))
@@ -724,6 +726,7 @@ mod tests {
                 subject: "t".into(),
                 role: cwsm_platform::auth::Role::Admin,
                 org: None,
+                scope: cwsm_platform::auth::Scope::Platform,
             };
             r.forget_facts(&admin).await.expect("forget");
         }
@@ -741,6 +744,7 @@ mod tests {
             subject: "t".into(),
             role: cwsm_platform::auth::Role::Admin,
             org: None,
+            scope: cwsm_platform::auth::Scope::Platform,
         };
         let removing = plan::DEFAULT_PLAN_TOML
             .replace("on_terminated = \"keep\"", "on_terminated = \"remove\"");

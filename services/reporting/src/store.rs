@@ -810,6 +810,7 @@ mod tests {
             subject: scope.to_string(),
             role: cwsm_platform::auth::Role::Admin,
             org: None,
+            scope: cwsm_platform::auth::Scope::Platform,
         };
         RequestKey::from_bytes(&who, "test", "", id, id.as_bytes()).expect("key")
     }

@@ -274,6 +274,7 @@ async fn bench(args: &BenchArgs, running: &app::Running, keys: &Keys) -> anyhow:
         subject: "bench".into(),
         role: Role::Admin,
         org: None,
+        scope: cwsm_platform::auth::Scope::Platform,
     };
     let key = |id: &str| RequestKey::from_bytes(&bench, "bench", "", id, id.as_bytes());
     // The request: a university in 新桥街道 wanting leak detection and metering.
