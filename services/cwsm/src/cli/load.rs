@@ -721,6 +721,8 @@ impl Member {
                     password: self.password.clone(),
                     display_name: self.name.into(),
                 }),
+                // The platform's district.
+                ..Default::default()
             })
             .await
             .with_context(|| format!("registering {}", self.code))?;
