@@ -46,6 +46,7 @@ async fn register(
     let login = login("reg");
     let answer = accounts(&app.channel, "")
         .register_organization(a::RegisterOrganizationRequest {
+            request_id: rid("reg"),
             credit_code: code.clone(),
             name: format!("Org {body}"),
             kind: kind as i32,
@@ -237,6 +238,7 @@ async fn sign_in_and_act(backend: Backend) -> anyhow::Result<()> {
     // A malformed credit code names the field.
     let bad = accounts(&app.channel, "")
         .register_organization(a::RegisterOrganizationRequest {
+            request_id: rid("reg"),
             credit_code: "notacode".into(),
             name: "X".into(),
             kind: a::OrganizationKind::Company as i32,
@@ -293,6 +295,7 @@ async fn no_enumeration_and_lockout(backend: Backend) -> anyhow::Result<()> {
     // Registering with a taken login and a wrong password says no more than sign-in does.
     let taken = accounts(&app.channel, "")
         .register_organization(a::RegisterOrganizationRequest {
+            request_id: rid("reg"),
             credit_code: credit_code("91320411MA1N2B3D5"),
             name: "X".into(),
             kind: a::OrganizationKind::Company as i32,
@@ -678,6 +681,7 @@ async fn invitations(backend: Backend) -> anyhow::Result<()> {
     // Pending: no invitations yet.
     let early = accounts(&app.channel, &owner.access_token)
         .create_invitation(a::CreateInvitationRequest {
+            request_id: rid("inv"),
             credit_code: code.clone(),
             valid_hours: 0,
         })
@@ -688,6 +692,7 @@ async fn invitations(backend: Backend) -> anyhow::Result<()> {
     let owner = sign_in(&app, &login, PASSWORD).await?;
     let invitation = accounts(&app.channel, &owner.access_token)
         .create_invitation(a::CreateInvitationRequest {
+            request_id: rid("inv"),
             credit_code: code.clone(),
             valid_hours: 1,
         })
@@ -696,6 +701,7 @@ async fn invitations(backend: Backend) -> anyhow::Result<()> {
     let member_login = login_str();
     let joined = accounts(&app.channel, "")
         .accept_invitation(a::AcceptInvitationRequest {
+            request_id: rid("join"),
             code: invitation.code.clone(),
             person: Some(a::NewCredentials {
                 login: member_login.clone(),
@@ -711,6 +717,7 @@ async fn invitations(backend: Backend) -> anyhow::Result<()> {
     );
     let twice = accounts(&app.channel, "")
         .accept_invitation(a::AcceptInvitationRequest {
+            request_id: rid("join"),
             code: invitation.code,
             person: Some(a::NewCredentials {
                 login: login_str(),

@@ -384,6 +384,7 @@ async fn world(app: &TestApp) -> anyhow::Result<World> {
         );
     accounts
         .register_organization(a::RegisterOrganizationRequest {
+            request_id: rid("reg"),
             credit_code: company.credit_code.clone(),
             name: company.name.clone(),
             kind: a::OrganizationKind::Company as i32,
@@ -466,6 +467,7 @@ async fn signed_in_person(
     let password = "a long enough password";
     accounts
         .register_organization(a::RegisterOrganizationRequest {
+            request_id: rid("reg"),
             credit_code: code.clone(),
             name: "常州某节水服务公司".into(),
             kind: a::OrganizationKind::Company as i32,
@@ -512,6 +514,7 @@ fn rows(w: &World) -> Vec<(&'static str, Vec<u8>, Expect)> {
         (
             "RegisterOrganization",
             a::RegisterOrganizationRequest {
+                request_id: rid("reg"),
                 credit_code: "not-a-code".into(),
                 ..Default::default()
             }
@@ -553,6 +556,7 @@ fn rows(w: &World) -> Vec<(&'static str, Vec<u8>, Expect)> {
         (
             "CreateInvitation",
             a::CreateInvitationRequest {
+                request_id: rid("inv"),
                 credit_code: company_code.clone(),
                 valid_hours: 24,
             }
@@ -562,6 +566,7 @@ fn rows(w: &World) -> Vec<(&'static str, Vec<u8>, Expect)> {
         (
             "AcceptInvitation",
             a::AcceptInvitationRequest {
+                request_id: rid("join"),
                 code: "no-such-invitation".into(),
                 ..Default::default()
             }

@@ -1124,6 +1124,7 @@ impl Loader<'_> {
                     password: DEMO_PASSWORD.to_string(),
                     display_name: display_name.to_string(),
                 }),
+                request_id: format!("demo:register:{code}"),
             })
             .await
             .with_context(|| format!("registering {name} ({code}) in accounts"))?;
