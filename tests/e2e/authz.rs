@@ -1,5 +1,5 @@
 //! Authorization: the matrix (every RPC of accounts, matching, projects and reporting × every kind of
-//! caller → the code it gets, through the real gRPC API) and the findings of issue 10 it
+//! caller, a gateway's API key among them → the code it gets, through the real gRPC API) and the findings of issue 10 it
 //! guards, each as its own scenario. The RPCs are read from the proto descriptors, so an RPC
 //! added without a row fails `the_matrix_*`.
 //!
@@ -198,9 +198,12 @@ enum Caller {
     Suspended,
     /// A person who signed out everywhere: their access token is revoked.
     SignedOut,
+    /// A machine client (a meter gateway) with the project company's API key, exchanged for
+    /// an access token: the company's rights, but not over who may act for it.
+    Gateway,
 }
 
-const CALLERS: [Caller; 13] = [
+const CALLERS: [Caller; 14] = [
     Caller::NoToken,
     Caller::Expired,
     Caller::Admin,
@@ -214,6 +217,7 @@ const CALLERS: [Caller; 13] = [
     Caller::UnassignedVerifier,
     Caller::Suspended,
     Caller::SignedOut,
+    Caller::Gateway,
 ];
 
 use Caller::*;
@@ -280,6 +284,8 @@ impl Expect {
 /// The world the matrix runs in, and the tokens of its callers.
 struct World {
     tokens: BTreeMap<Caller, Option<String>>,
+    /// An API key of the project's company (not the gateway's).
+    api_key_id: String,
     project: p::Project,
     company: m::Company,
     user: m::WaterUser,
@@ -418,6 +424,19 @@ async fn world(app: &TestApp) -> anyhow::Result<World> {
     )
     .sign_out_everywhere(a::SignOutEverywhereRequest::default())
     .await?;
+    // The company's gateway, with an API key of its own; and another key, for the row that
+    // revokes one.
+    let gateway_key = api_key(&mut accounts, &company.credit_code).await?;
+    let revocable_key = api_key(&mut accounts, &company.credit_code).await?;
+    let gateway = cwsm_proto::accounts::v1::accounts_service_client::AccountsServiceClient::new(
+        app.channel.clone(),
+    )
+    .exchange_api_key(a::ExchangeApiKeyRequest {
+        api_key: gateway_key.1,
+    })
+    .await?
+    .into_inner()
+    .access_token;
     let tokens = BTreeMap::from([
         (NoToken, None),
         (Expired, Some(app.expired_token(Role::Admin, None))),
@@ -441,9 +460,11 @@ async fn world(app: &TestApp) -> anyhow::Result<World> {
         ),
         (Suspended, Some(suspended.0)),
         (SignedOut, Some(signed_out.0)),
+        (Gateway, Some(gateway)),
     ]);
     Ok(World {
         tokens,
+        api_key_id: revocable_key.0,
         project,
         company,
         user,
@@ -452,6 +473,25 @@ async fn world(app: &TestApp) -> anyhow::Result<World> {
         period,
         reading,
     })
+}
+
+/// A new API key of `credit_code`, made by the administrator of `accounts`: (id, key).
+async fn api_key(
+    accounts: &mut cwsm_proto::accounts::v1::accounts_service_client::AccountsServiceClient<
+        tonic::service::interceptor::InterceptedService<Channel, cwsm_tests::Bearer>,
+    >,
+    credit_code: &str,
+) -> anyhow::Result<(String, String)> {
+    let made = accounts
+        .create_api_key(a::CreateApiKeyRequest {
+            credit_code: credit_code.to_string(),
+            name: "水表网关".into(),
+            valid_days: 30,
+            request_id: rid("key"),
+        })
+        .await?
+        .into_inner();
+    Ok((made.key.unwrap_or_default().id, made.api_key))
 }
 
 /// A company registered and approved in accounts, and the access token of its first member
@@ -500,8 +540,25 @@ async fn signed_in_person(
     Ok((tokens.access_token, code))
 }
 
-/// One row per RPC: the request sent and what each caller gets.
+/// One row per RPC: the request sent and what each caller gets. The company's gateway gets
+/// what the company gets, except where an API key's token would decide who may act for the
+/// company (new keys, revocations, invitations, removals): PERMISSION_DENIED.
 fn rows(w: &World) -> Vec<(&'static str, Vec<u8>, Expect)> {
+    let mut rows = rows_for_people(w);
+    for (name, _, expect) in &mut rows {
+        let code = match *name {
+            "CreateApiKey" | "RevokeApiKey" | "CreateInvitation" | "RemoveMember" => {
+                Code::PermissionDenied
+            }
+            _ => expect.0.get(&Company).copied().unwrap_or(Code::Unknown),
+        };
+        expect.0.insert(Gateway, code);
+    }
+    rows
+}
+
+/// The rows, as people's and operators' tokens get them.
+fn rows_for_people(w: &World) -> Vec<(&'static str, Vec<u8>, Expect)> {
     use Code::*;
     let project_id = w.project.id.clone();
     let period_id = w.period.id.clone();
@@ -635,6 +692,60 @@ fn rows(w: &World) -> Vec<(&'static str, Vec<u8>, Expect)> {
             "ListAuditEvents",
             a::ListAuditEventsRequest::default().encode_to_vec(),
             Expect::only(&[Admin], Ok, PermissionDenied),
+        ),
+        (
+            "CreateApiKey",
+            a::CreateApiKeyRequest {
+                credit_code: company_code.clone(),
+                name: "gateway".into(),
+                valid_days: 30,
+                request_id: rid("key"),
+            }
+            .encode_to_vec(),
+            Expect::only(&[Admin, Company], Ok, NotFound),
+        ),
+        (
+            "ListApiKeys",
+            a::ListApiKeysRequest {
+                credit_code: company_code.clone(),
+                ..Default::default()
+            }
+            .encode_to_vec(),
+            Expect::only(&[Admin, Company], Ok, NotFound),
+        ),
+        (
+            // Revoking a revoked key answers it as it is, so both who may revoke get OK.
+            "RevokeApiKey",
+            a::RevokeApiKeyRequest {
+                id: w.api_key_id.clone(),
+            }
+            .encode_to_vec(),
+            Expect::only(&[Admin, Company], Ok, NotFound),
+        ),
+        (
+            "ExchangeApiKey",
+            a::ExchangeApiKeyRequest {
+                api_key: "cwsm_ak_not-a-key_x".into(),
+            }
+            .encode_to_vec(),
+            Expect::public(Unauthenticated),
+        ),
+        (
+            "SuspendPerson",
+            a::SuspendPersonRequest {
+                person_id: "no-such-person".into(),
+                reason: "audit".into(),
+            }
+            .encode_to_vec(),
+            Expect::only(&[Admin], NotFound, PermissionDenied),
+        ),
+        (
+            "ReinstatePerson",
+            a::ReinstatePersonRequest {
+                person_id: "no-such-person".into(),
+            }
+            .encode_to_vec(),
+            Expect::only(&[Admin], NotFound, PermissionDenied),
         ),
         // -- matching: companies and offerings (records are public; writes are the owner's) --
         (
