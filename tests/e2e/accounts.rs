@@ -1173,8 +1173,26 @@ async fn gateway_with_an_api_key(backend: Backend) -> anyhow::Result<()> {
     );
     remote.stop().await?;
 
-    // Audited: creation, revocation, the refused exchanges (expired, unknown, revoked).
+    // A key of a suspended organization: the same answer again.
+    let spare = create_key(&app, &member.access_token, &code, "spare gateway").await?;
+    let spare_id = spare.key.clone().unwrap_or_default().id;
+    exchange(&app, &spare.api_key).await?;
     let admin = app.token(Role::Admin, None);
+    accounts(&app.channel, &admin)
+        .suspend_organization(a::SuspendOrganizationRequest {
+            credit_code: code.clone(),
+            reason: "meter tampering".into(),
+            expected_version: 0,
+        })
+        .await?;
+    let suspended = exchange(&app, &spare.api_key).await.expect_err("suspended");
+    assert_eq!(
+        (suspended.code(), suspended.message()),
+        (expired.code(), expired.message())
+    );
+
+    // Audited: creation, revocation, the refused exchanges (expired, unknown, revoked,
+    // suspended).
     let log = accounts(&app.channel, &admin)
         .list_audit_events(a::ListAuditEventsRequest {
             page_size: 500,
@@ -1198,6 +1216,10 @@ async fn gateway_with_an_api_key(backend: Backend) -> anyhow::Result<()> {
     assert_eq!(
         about(&old_id, "api_key_refused"),
         vec!["expired".to_string()]
+    );
+    assert_eq!(
+        about(&spare_id, "api_key_refused"),
+        vec!["organization suspended".to_string()]
     );
     assert_eq!(
         about(&format!("api_key:{old_id}"), "api_key_refused"),
