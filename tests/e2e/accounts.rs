@@ -1388,3 +1388,72 @@ async fn a_suspended_person_is_refused_and_their_tokens_stop_on_sqlite() -> anyh
 async fn a_suspended_person_is_refused_and_their_tokens_stop_on_postgres() -> anyhow::Result<()> {
     person_suspension(Backend::Postgres).await
 }
+
+/// The CLI of a gateway's operator and of the gateway: `cwsm api-keys create|list|revoke`
+/// with a member's token, then any command with `CWSM_API_KEY` (exchanged first), refused
+/// once the key is revoked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_manages_api_keys_and_runs_commands_with_one() -> anyhow::Result<()> {
+    let app = TestApp::start(Backend::Sqlite).await?;
+    let contracted = cwsm_tests::contract_a_project(&app, "新桥街道").await?;
+    let (code, member) = company_in_accounts(&app, &contracted.project_id).await?;
+    let bin = std::path::PathBuf::from(env!("CARGO_BIN_EXE_cwsm-serve"));
+    let server = format!(
+        "http://{}",
+        app.running
+            .as_ref()
+            .map(|r| r.addr)
+            .ok_or_else(|| anyhow::anyhow!("not running"))?
+    );
+    let cli = |args: &[&str], env: (&str, &str)| {
+        std::process::Command::new(&bin)
+            .args(args)
+            .args(["--server", &server, "--json"])
+            .env_remove("CWSM_TOKEN")
+            .env_remove("CWSM_API_KEY")
+            .env(env.0, env.1)
+            .output()
+    };
+    let as_member = ("CWSM_TOKEN", member.access_token.as_str());
+    let made = cli(
+        &[
+            "api-keys",
+            "create",
+            "--org",
+            &code,
+            "--name",
+            "泵房网关",
+            "--valid-days",
+            "30",
+        ],
+        as_member,
+    )?;
+    assert!(made.status.success(), "{made:?}");
+    let made: serde_json::Value = serde_json::from_slice(&made.stdout)?;
+    let key = made["api_key"].as_str().unwrap_or_default().to_string();
+    let id = made["id"].as_str().unwrap_or_default().to_string();
+    assert!(key.starts_with(&format!("cwsm_ak_{id}_")), "{made}");
+
+    let listed = cli(&["api-keys", "list", "--org", &code], as_member)?;
+    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout)?;
+    assert_eq!(listed[0]["id"], id.as_str(), "{listed}");
+    assert_eq!(listed[0]["role"], "company", "{listed}");
+
+    // The gateway: any command with its key. It sees its company's project.
+    let projects = cli(&["projects", "list"], ("CWSM_API_KEY", &key))?;
+    assert!(projects.status.success(), "{projects:?}");
+    let projects: serde_json::Value = serde_json::from_slice(&projects.stdout)?;
+    assert_eq!(
+        projects.as_array().map(Vec::len),
+        Some(1),
+        "its company's one project: {projects}"
+    );
+
+    let revoked = cli(&["api-keys", "revoke", &id], as_member)?;
+    assert!(revoked.status.success(), "{revoked:?}");
+    let refused = cli(&["projects", "list"], ("CWSM_API_KEY", &key))?;
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("API key not valid"), "{stderr}");
+    app.stop().await
+}
