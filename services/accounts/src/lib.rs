@@ -1433,41 +1433,41 @@ impl Accounts {
     pub async fn exchange_api_key(&self, api_key: &str) -> Result<Exchanged> {
         let api_key = api_key.trim();
         let now = now_ms();
-        let (row, why) = if api_key.len() > cwsm_platform::input::MAX_CODE {
-            (None, "not an API key")
+        let found = if api_key.len() > cwsm_platform::input::MAX_CODE {
+            None
         } else {
-            match self.store.api_key_by_hash(&api_key_hash(api_key)).await? {
-                None => (None, "unknown key"),
-                Some(k) if k.revoked_at_ms.is_some() => (Some(k), "revoked"),
-                Some(k) if k.expires_at_ms <= now => (Some(k), "expired"),
-                Some(k) => (Some(k), ""),
-            }
+            self.store.api_key_by_hash(&api_key_hash(api_key)).await?
         };
-        let org = match &row {
+        let org = match &found {
             Some(k) => self.store.organization(&k.credit_code).await?,
             None => None,
         };
-        let why = match &org {
-            Some(o) if why.is_empty() && o.status == Status::Suspended => "organization suspended",
-            _ => why,
+        let refusal = match (&found, &org) {
+            (None, _) => Some("unknown key"),
+            (Some(k), _) if k.revoked_at_ms.is_some() => Some("revoked"),
+            (Some(k), _) if k.expires_at_ms <= now => Some("expired"),
+            (Some(_), Some(o)) if o.status == Status::Suspended => Some("organization suspended"),
+            (Some(_), None) => Some("organization unknown"),
+            (Some(_), Some(_)) => None,
         };
-        let role = row.as_ref().and_then(|k| Role::parse(&k.role));
-        let (Some(key), Some(org), Some(role), "") = (row.as_ref(), org, role, why) else {
-            let target = match (&row, api_key_id(api_key)) {
+        let role = found
+            .as_ref()
+            .and_then(|k| Role::parse(&k.role))
+            .filter(|r| *r != Role::Service);
+        let (Some(key), Some(org), Some(role), None) = (&found, org, role, refusal) else {
+            let target = match (&found, api_key_id(api_key)) {
                 (Some(k), _) => k.id.clone(),
                 (None, Some(id)) => format!("api_key:{id}"),
                 (None, None) => "api_key:malformed".to_string(),
             };
-            let why = if why.is_empty() { "unreadable" } else { why };
-            self.store
-                .audit(&AuditEvent::new(
-                    now,
-                    "anonymous",
-                    "api_key_refused",
-                    &target,
-                    why,
-                ))
-                .await?;
+            let audit = AuditEvent::new(
+                now,
+                "anonymous",
+                "api_key_refused",
+                &target,
+                refusal.unwrap_or("a role no key has"),
+            );
+            self.store.audit(&audit).await?;
             return Err(Error::Unauthenticated(API_KEY_REFUSED.to_string()));
         };
         let exp_ms = now
