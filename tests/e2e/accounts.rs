@@ -22,11 +22,11 @@ use tonic::Code;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
-const PASSWORD: &str = "correct horse battery";
+pub(crate) const PASSWORD: &str = "correct horse battery";
 
 type Client = AccountsServiceClient<InterceptedService<Channel, Bearer>>;
 
-fn accounts(channel: &Channel, token: &str) -> Client {
+pub(crate) fn accounts(channel: &Channel, token: &str) -> Client {
     AccountsServiceClient::with_interceptor(channel.clone(), Bearer(token.to_string()))
 }
 
@@ -45,9 +45,18 @@ async fn register(
     body: &str,
     kind: a::OrganizationKind,
 ) -> anyhow::Result<(String, String)> {
-    let code = credit_code(body);
-    let org = register_in(app, &code, kind, "", "").await?;
-    Ok((code, org.1))
+    register_code(app, &credit_code(body), kind).await
+}
+
+/// Registers the organization with credit code `code` in the platform's district; returns its
+/// code and the registrant's login.
+pub(crate) async fn register_code(
+    app: &TestApp,
+    code: &str,
+    kind: a::OrganizationKind,
+) -> anyhow::Result<(String, String)> {
+    let (org, login) = register_in(app, code, kind, "", "").await?;
+    Ok((org.credit_code, login))
 }
 
 /// Registers organization `code` of `kind` in `jurisdiction` (empty: the platform's district)
@@ -62,6 +71,7 @@ async fn register_in(
     let login = login("reg");
     let answer = accounts(&app.channel, "")
         .register_organization(a::RegisterOrganizationRequest {
+            request_id: rid("reg"),
             credit_code: code.to_string(),
             name: format!("Org {code}"),
             kind: kind as i32,
@@ -82,7 +92,7 @@ async fn register_in(
     Ok((org, login))
 }
 
-async fn approve(app: &TestApp, code: &str) -> anyhow::Result<()> {
+pub(crate) async fn approve(app: &TestApp, code: &str) -> anyhow::Result<()> {
     let admin = app.token(Role::Admin, None);
     accounts(&app.channel, &admin)
         .approve_organization(a::ApproveOrganizationRequest {
@@ -94,7 +104,11 @@ async fn approve(app: &TestApp, code: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn sign_in(app: &TestApp, login: &str, password: &str) -> Result<a::Tokens, tonic::Status> {
+pub(crate) async fn sign_in(
+    app: &TestApp,
+    login: &str,
+    password: &str,
+) -> Result<a::Tokens, tonic::Status> {
     accounts(&app.channel, "")
         .sign_in(a::SignInRequest {
             login: login.into(),
@@ -255,6 +269,7 @@ async fn sign_in_and_act(backend: Backend) -> anyhow::Result<()> {
     // A malformed credit code names the field.
     let bad = accounts(&app.channel, "")
         .register_organization(a::RegisterOrganizationRequest {
+            request_id: rid("reg"),
             credit_code: "notacode".into(),
             name: "X".into(),
             kind: a::OrganizationKind::Company as i32,
@@ -312,6 +327,7 @@ async fn no_enumeration_and_lockout(backend: Backend) -> anyhow::Result<()> {
     // Registering with a taken login and a wrong password says no more than sign-in does.
     let taken = accounts(&app.channel, "")
         .register_organization(a::RegisterOrganizationRequest {
+            request_id: rid("reg"),
             credit_code: credit_code("91320411MA1N2B3D5"),
             name: "X".into(),
             kind: a::OrganizationKind::Company as i32,
@@ -454,6 +470,87 @@ async fn refresh_tokens_rotate_and_reuse_revokes_the_session_on_postgres() -> an
     refresh_rotation(Backend::Postgres).await
 }
 
+/// Matching alone in a process of its own (its own SQLite folder), verifying tokens from the
+/// accounts service of `app`, whose revocation list it fetches every second.
+struct Remote {
+    running: app::Running,
+    channel: Channel,
+    dir: std::path::PathBuf,
+}
+
+impl Remote {
+    async fn start(app: &TestApp) -> anyhow::Result<Remote> {
+        let dir =
+            std::env::temp_dir().join(format!("cwsm-test-remote-{}", cwsm_platform::new_id()));
+        let settings = Settings {
+            listen: "127.0.0.1:0".into(),
+            data_dir: dir.clone(),
+            accounts_url: Some(format!(
+                "http://{}",
+                app.running
+                    .as_ref()
+                    .map(|r| r.addr)
+                    .ok_or_else(|| anyhow::anyhow!("not running"))?
+            )),
+            accounts_refresh_secs: 1,
+            ..Settings::default()
+        };
+        let running = app::start(
+            &settings,
+            Services::only("matching")?,
+            app.bus.clone(),
+            app.keys.clone(),
+            CancellationToken::new(),
+        )
+        .await?;
+        let channel = Channel::from_shared(format!("http://{}", running.addr))?
+            .connect()
+            .await?;
+        Ok(Remote {
+            running,
+            channel,
+            dir,
+        })
+    }
+
+    /// The code the remote matching answers a read with `token`.
+    async fn answer(&self, token: &str) -> Code {
+        let mut c = m::matching_service_client::MatchingServiceClient::with_interceptor(
+            self.channel.clone(),
+            Bearer(token.to_string()),
+        );
+        match c.list_companies(m::ListCompaniesRequest::default()).await {
+            Ok(_) => Code::Ok,
+            Err(s) => s.code(),
+        }
+    }
+
+    /// Whether the remote accepts `token` within 20 s (it fetches the keys first).
+    async fn accepts(&self, token: &str) -> bool {
+        eventually(Duration::from_secs(20), || async {
+            (self.answer(token).await == Code::Ok).then_some(())
+        })
+        .await
+        .is_some()
+    }
+
+    /// Whether the remote refuses `token` as UNAUTHENTICATED within 20 s (its next refresh of
+    /// the revocation list).
+    async fn refuses(&self, token: &str) -> bool {
+        eventually(Duration::from_secs(20), || async {
+            (self.answer(token).await == Code::Unauthenticated).then_some(())
+        })
+        .await
+        .is_some()
+    }
+
+    async fn stop(self) -> anyhow::Result<()> {
+        self.running.stop().await?;
+        let _ = std::fs::remove_dir_all(&self.dir);
+        Ok(())
+    }
+}
+
 /// A suspended organization: its refresh fails saying why, its access token stops at once in
 /// this process and within the refresh interval in a process that fetches the revocations
 /// from the accounts service (a matching-only process with `accounts_url`).
@@ -465,49 +562,9 @@ async fn suspension(backend: Backend) -> anyhow::Result<()> {
     approve(&app, &code).await?;
     let tokens = sign_in(&app, &login, PASSWORD).await?;
 
-    // Matching alone, elsewhere, verifying from the accounts service every second.
-    let dir = std::env::temp_dir().join(format!("cwsm-test-remote-{}", cwsm_platform::new_id()));
-    let settings = Settings {
-        listen: "127.0.0.1:0".into(),
-        data_dir: dir.clone(),
-        accounts_url: Some(format!(
-            "http://{}",
-            app.running
-                .as_ref()
-                .map(|r| r.addr)
-                .ok_or_else(|| anyhow::anyhow!("not running"))?
-        )),
-        accounts_refresh_secs: 1,
-        ..Settings::default()
-    };
-    let remote = app::start(
-        &settings,
-        Services::only("matching")?,
-        app.bus.clone(),
-        app.keys.clone(),
-        CancellationToken::new(),
-    )
-    .await?;
-    let remote_channel = Channel::from_shared(format!("http://{}", remote.addr))?
-        .connect()
-        .await?;
-    let remote_matching = |token: &str| {
-        m::matching_service_client::MatchingServiceClient::with_interceptor(
-            remote_channel.clone(),
-            Bearer(token.to_string()),
-        )
-    };
-    let works = eventually(Duration::from_secs(20), || {
-        let mut c = remote_matching(&tokens.access_token);
-        async move {
-            c.list_companies(m::ListCompaniesRequest::default())
-                .await
-                .ok()
-        }
-    })
-    .await;
+    let remote = Remote::start(&app).await?;
     assert!(
-        works.is_some(),
+        remote.accepts(&tokens.access_token).await,
         "the remote matching never accepted the access token"
     );
 
@@ -526,18 +583,8 @@ async fn suspension(backend: Backend) -> anyhow::Result<()> {
     assert_eq!(here.code(), Code::Unauthenticated);
     assert!(here.message().contains("suspended"), "{}", here.message());
     // Elsewhere: within the refresh interval.
-    let stopped = eventually(Duration::from_secs(20), || {
-        let mut c = remote_matching(&tokens.access_token);
-        async move {
-            match c.list_companies(m::ListCompaniesRequest::default()).await {
-                Err(s) if s.code() == Code::Unauthenticated => Some(s),
-                _ => None,
-            }
-        }
-    })
-    .await;
     assert!(
-        stopped.is_some(),
+        remote.refuses(&tokens.access_token).await,
         "the remote matching kept accepting a suspended organization's token"
     );
     // Refresh: refused, saying why.
@@ -558,7 +605,6 @@ async fn suspension(backend: Backend) -> anyhow::Result<()> {
         again.message()
     );
     remote.stop().await?;
-    let _ = std::fs::remove_dir_all(dir);
     app.stop().await
 }
 
@@ -698,6 +744,7 @@ async fn invitations(backend: Backend) -> anyhow::Result<()> {
     // Pending: no invitations yet.
     let early = accounts(&app.channel, &owner.access_token)
         .create_invitation(a::CreateInvitationRequest {
+            request_id: rid("inv"),
             credit_code: code.clone(),
             valid_hours: 0,
         })
@@ -708,6 +755,7 @@ async fn invitations(backend: Backend) -> anyhow::Result<()> {
     let owner = sign_in(&app, &login, PASSWORD).await?;
     let invitation = accounts(&app.channel, &owner.access_token)
         .create_invitation(a::CreateInvitationRequest {
+            request_id: rid("inv"),
             credit_code: code.clone(),
             valid_hours: 1,
         })
@@ -716,6 +764,7 @@ async fn invitations(backend: Backend) -> anyhow::Result<()> {
     let member_login = login_str();
     let joined = accounts(&app.channel, "")
         .accept_invitation(a::AcceptInvitationRequest {
+            request_id: rid("join"),
             code: invitation.code.clone(),
             person: Some(a::NewCredentials {
                 login: member_login.clone(),
@@ -731,6 +780,7 @@ async fn invitations(backend: Backend) -> anyhow::Result<()> {
     );
     let twice = accounts(&app.channel, "")
         .accept_invitation(a::AcceptInvitationRequest {
+            request_id: rid("join"),
             code: invitation.code,
             person: Some(a::NewCredentials {
                 login: login_str(),
@@ -1233,6 +1283,7 @@ async fn the_platforms_district_is_a_setting() -> anyhow::Result<()> {
         .await?;
     let org = AccountsServiceClient::new(channel)
         .register_organization(a::RegisterOrganizationRequest {
+            request_id: rid("reg"),
             credit_code: fresh_credit_code("91320412MA"),
             name: "武进某节水服务公司".into(),
             kind: a::OrganizationKind::Company as i32,
@@ -1270,5 +1321,531 @@ async fn the_platforms_district_is_a_setting() -> anyhow::Result<()> {
         "{refused:#}"
     );
     let _ = std::fs::remove_dir_all(dir);
+    app.stop().await
+}
+
+// ---------------------------------------------------------------------------------------------
+// API keys and suspended people
+// ---------------------------------------------------------------------------------------------
+
+/// Runs `sql` on the accounts database of `app` and returns its one text column.
+async fn accounts_texts(app: &TestApp, sql: &str, bind: &str) -> anyhow::Result<Vec<String>> {
+    let db = app
+        .running
+        .as_ref()
+        .and_then(|r| r.databases.iter().find(|(name, _)| *name == "accounts"))
+        .map(|(_, db)| db.clone())
+        .ok_or_else(|| anyhow::anyhow!("no accounts database"))?;
+    Ok(
+        cwsm_platform::with_db!(&db, pool => sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_string())).bind(bind).fetch_all(pool).await?),
+    )
+}
+
+/// The credit code of a contracted project's company, registered and approved in accounts;
+/// returns it and its first member's access token.
+async fn company_in_accounts(
+    app: &TestApp,
+    project_id: &str,
+) -> anyhow::Result<(String, a::Tokens)> {
+    let project = app
+        .projects(&app.token(Role::Admin, None))
+        .get_project(p::GetProjectRequest {
+            project_id: project_id.to_string(),
+        })
+        .await?
+        .into_inner()
+        .project
+        .ok_or_else(|| anyhow::anyhow!("no project"))?;
+    let code = project.company.unwrap_or_default().credit_code;
+    let (_, login) = register_code(app, &code, a::OrganizationKind::Company).await?;
+    approve(app, &code).await?;
+    Ok((code, sign_in(app, &login, PASSWORD).await?))
+}
+
+async fn create_key(
+    app: &TestApp,
+    token: &str,
+    code: &str,
+    name: &str,
+) -> Result<a::CreateApiKeyResponse, tonic::Status> {
+    Ok(accounts(&app.channel, token)
+        .create_api_key(a::CreateApiKeyRequest {
+            credit_code: code.to_string(),
+            name: name.to_string(),
+            valid_days: 30,
+            request_id: rid("key"),
+        })
+        .await?
+        .into_inner())
+}
+
+async fn exchange(app: &TestApp, key: &str) -> Result<a::ExchangeApiKeyResponse, tonic::Status> {
+    Ok(accounts(&app.channel, "")
+        .exchange_api_key(a::ExchangeApiKeyRequest {
+            api_key: key.to_string(),
+        })
+        .await?
+        .into_inner())
+}
+
+/// A meter gateway with its company's API key streams readings through IngestReadings; the
+/// key is kept as a hash only; it acts for its company alone; an expired key and a revoked one
+/// are refused alike, and a revoked key's access token stops here at once and elsewhere at
+/// the next revocation refresh.
+async fn gateway_with_an_api_key(backend: Backend) -> anyhow::Result<()> {
+    let Some(app) = start(backend).await? else {
+        return Ok(());
+    };
+    let ours = cwsm_tests::contract_a_project(&app, "新桥街道").await?;
+    let theirs = cwsm_tests::contract_a_project(&app, "三井街道").await?;
+    let (code, member) = company_in_accounts(&app, &ours.project_id).await?;
+    let (their_code, their_member) = company_in_accounts(&app, &theirs.project_id).await?;
+
+    // A member creates the key; it is shown once and names its id.
+    let made = create_key(&app, &member.access_token, &code, "水表网关 泵房2").await?;
+    let key = made.key.clone().unwrap_or_default();
+    assert!(!made.replayed);
+    assert!(
+        made.api_key.starts_with(&format!("cwsm_ak_{}_", key.id)),
+        "{}",
+        made.api_key
+    );
+    assert_eq!(key.role, a::Role::Company as i32);
+    assert_eq!(key.credit_code, code);
+
+    // Only its SHA-256 is in the database: not the key, not its secret part, in any row.
+    // (The secret is base64url, which has `_` and `-` too: cut after the id.)
+    let secret = made
+        .api_key
+        .strip_prefix(&format!("cwsm_ak_{}_", key.id))
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(secret.len(), 43, "256 bits in base64url");
+    let hashes = accounts_texts(
+        &app,
+        "SELECT secret_hash FROM api_keys WHERE id = $1",
+        &key.id,
+    )
+    .await?;
+    assert_eq!(hashes.len(), 1);
+    assert_eq!(hashes[0], sha256_hex(&made.api_key));
+    for sql in [
+        "SELECT id || name || credit_code || role || created_by || revoked_by || secret_hash FROM api_keys WHERE $1 <> ''",
+        "SELECT scope || request_id || resource_id || request_hash FROM idempotency WHERE $1 <> ''",
+        "SELECT actor || action || target || detail FROM audit_events WHERE $1 <> ''",
+    ] {
+        for row in accounts_texts(&app, sql, "x").await? {
+            assert!(!row.contains(&secret), "the secret is stored: {row}");
+        }
+    }
+
+    // The gateway exchanges it and streams readings as the company: 10 days sent, 10 stored.
+    let meter = crate::projects::meter(&app, &ours.company_token, &ours.project_id).await?;
+    let exchanged = exchange(&app, &made.api_key).await?;
+    assert_eq!(exchanged.key_id, key.id);
+    assert_eq!(exchanged.credit_code, code);
+    let gateway = exchanged.access_token.clone();
+    let ten: Vec<p::Reading> = crate::projects::daily_readings(&crate::projects::Calendar::now())
+        .into_iter()
+        .take(10)
+        .collect();
+    let sent = crate::projects::ingest(
+        &app,
+        &gateway,
+        &meter.id,
+        p::ReadingValueKind::IntervalUse,
+        ten.clone(),
+    )
+    .await?;
+    assert_eq!((sent.accepted, sent.rejected), (10, 0), "{sent:?}");
+    // Its token lives at most 15 minutes (and no longer than the key).
+    let claims = claims_of(&gateway)?;
+    assert!(claims.exp - claims.iat <= 15 * 60, "{claims:?}");
+    assert_eq!(claims.sid, key.id);
+    assert_eq!(claims.sub, format!("apikey:{}", key.id));
+
+    // Listed with its last use, never with its secret.
+    let listed = accounts(&app.channel, &member.access_token)
+        .list_api_keys(a::ListApiKeysRequest {
+            credit_code: code.clone(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    assert_eq!(listed.keys.len(), 1);
+    assert!(listed.keys[0].last_used_at.is_some());
+
+    // It acts for its company only: the other company's meter is unknown to it, its record is
+    // not its to edit, its keys are not its to see.
+    let their_meter =
+        crate::projects::meter(&app, &theirs.company_token, &theirs.project_id).await?;
+    let foreign = crate::projects::ingest(
+        &app,
+        &gateway,
+        &their_meter.id,
+        p::ReadingValueKind::IntervalUse,
+        ten.clone(),
+    )
+    .await?;
+    assert_eq!(
+        (foreign.accepted, foreign.unknown_meters),
+        (0, 1),
+        "{foreign:?}"
+    );
+    let err = accounts(&app.channel, &gateway)
+        .list_api_keys(a::ListApiKeysRequest {
+            credit_code: their_code.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("another organization's keys");
+    assert_eq!(err.code(), Code::NotFound);
+    let err = create_key(&app, &their_member.access_token, &code, "x")
+        .await
+        .expect_err("a key for another organization");
+    assert_eq!(err.code(), Code::NotFound);
+    // Nor does it make keys or invitations (a stolen key cannot outlive its revocation).
+    let err = create_key(&app, &gateway, &code, "next")
+        .await
+        .expect_err("a key's token makes no keys");
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+
+    // An expired key is refused with the same answer as an unknown one.
+    let old = create_key(&app, &member.access_token, &code, "old gateway").await?;
+    let old_id = old.key.clone().unwrap_or_default().id;
+    accounts_texts(
+        &app,
+        "UPDATE api_keys SET expires_at_ms = 1000 WHERE id = $1 RETURNING id",
+        &old_id,
+    )
+    .await?;
+    let expired = exchange(&app, &old.api_key).await.expect_err("expired");
+    let unknown = exchange(&app, &format!("cwsm_ak_{}_{}", old_id, "A".repeat(43)))
+        .await
+        .expect_err("unknown");
+    assert_eq!(expired.code(), Code::Unauthenticated);
+    assert_eq!(
+        (unknown.code(), unknown.message()),
+        (expired.code(), expired.message())
+    );
+
+    // Revoked: no new exchange, the same answer; the old token stops at once here and, in a
+    // process that polls the revocation list, within its refresh.
+    let remote = Remote::start(&app).await?;
+    assert!(
+        remote.accepts(&gateway).await,
+        "the remote never accepted the gateway"
+    );
+    let revoked = accounts(&app.channel, &member.access_token)
+        .revoke_api_key(a::RevokeApiKeyRequest { id: key.id.clone() })
+        .await?
+        .into_inner()
+        .key
+        .unwrap_or_default();
+    assert!(revoked.revoked_at.is_some());
+    assert_eq!(revoked.revoked_by, member.person_id);
+    let again = exchange(&app, &made.api_key).await.expect_err("revoked");
+    assert_eq!(
+        (again.code(), again.message()),
+        (expired.code(), expired.message())
+    );
+    let here = crate::projects::ingest(
+        &app,
+        &gateway,
+        &meter.id,
+        p::ReadingValueKind::IntervalUse,
+        ten,
+    )
+    .await
+    .expect_err("revoked");
+    assert_eq!(here.code(), Code::Unauthenticated, "{here:?}");
+    assert!(
+        remote.refuses(&gateway).await,
+        "the remote kept the revoked key's token"
+    );
+    remote.stop().await?;
+
+    // A key of a suspended organization: the same answer again.
+    let spare = create_key(&app, &member.access_token, &code, "spare gateway").await?;
+    let spare_id = spare.key.clone().unwrap_or_default().id;
+    exchange(&app, &spare.api_key).await?;
+    let admin = app.token(Role::Admin, None);
+    accounts(&app.channel, &admin)
+        .suspend_organization(a::SuspendOrganizationRequest {
+            credit_code: code.clone(),
+            reason: "meter tampering".into(),
+            expected_version: 0,
+        })
+        .await?;
+    let suspended = exchange(&app, &spare.api_key).await.expect_err("suspended");
+    assert_eq!(
+        (suspended.code(), suspended.message()),
+        (expired.code(), expired.message())
+    );
+
+    // Audited: creation, revocation, the refused exchanges (expired, unknown, revoked,
+    // suspended).
+    let log = accounts(&app.channel, &admin)
+        .list_audit_events(a::ListAuditEventsRequest {
+            page_size: 500,
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .events;
+    let about = |target: &str, action: &str| {
+        log.iter()
+            .filter(|e| e.target == target && e.action == action)
+            .map(|e| e.detail.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(about(&key.id, "create_api_key").len(), 1);
+    assert_eq!(about(&key.id, "revoke_api_key").len(), 1);
+    assert_eq!(
+        about(&key.id, "api_key_refused"),
+        vec!["revoked".to_string()]
+    );
+    assert_eq!(
+        about(&old_id, "api_key_refused"),
+        vec!["expired".to_string()]
+    );
+    assert_eq!(
+        about(&spare_id, "api_key_refused"),
+        vec!["organization suspended".to_string()]
+    );
+    assert_eq!(
+        about(&format!("api_key:{old_id}"), "api_key_refused"),
+        vec!["unknown key".to_string()]
+    );
+    app.stop().await
+}
+
+fn sha256_hex(text: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The claims of an access token, read without checking it (the services check it).
+fn claims_of(token: &str) -> anyhow::Result<AccessClaims> {
+    use base64::Engine;
+    let payload = token
+        .split('.')
+        .nth(1)
+        .ok_or_else(|| anyhow::anyhow!("not a JWT"))?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload)?;
+    Ok(serde_json::from_slice(&bytes)?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_streams_readings_with_an_api_key_until_it_is_revoked_on_sqlite()
+-> anyhow::Result<()> {
+    gateway_with_an_api_key(Backend::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_streams_readings_with_an_api_key_until_it_is_revoked_on_postgres()
+-> anyhow::Result<()> {
+    gateway_with_an_api_key(Backend::Postgres).await
+}
+
+/// An administrator suspends a person: their token stops here at once and elsewhere within
+/// the refresh, refresh and sign-in are refused saying why; reinstated, they sign in again
+/// while the old token stays stopped.
+async fn person_suspension(backend: Backend) -> anyhow::Result<()> {
+    let Some(app) = start(backend).await? else {
+        return Ok(());
+    };
+    let (code, login) = register(&app, "91320411MA1N2B3P7", a::OrganizationKind::Company).await?;
+    approve(&app, &code).await?;
+    let tokens = sign_in(&app, &login, PASSWORD).await?;
+    let remote = Remote::start(&app).await?;
+    assert!(remote.accepts(&tokens.access_token).await);
+
+    let admin = app.token(Role::Admin, None);
+    let suspend = |reason: &str| {
+        let mut client = accounts(&app.channel, &admin);
+        let request = a::SuspendPersonRequest {
+            person_id: tokens.person_id.clone(),
+            reason: reason.to_string(),
+        };
+        async move { client.suspend_person(request).await }
+    };
+    let err = suspend("  ").await.expect_err("no reason");
+    assert_eq!(err.code(), Code::InvalidArgument);
+    let person = suspend("离职 (left the company)")
+        .await?
+        .into_inner()
+        .person
+        .unwrap_or_default();
+    assert!(person.suspended);
+    // Suspending again changes nothing: the first reason and time stay.
+    let twice = suspend("another reason")
+        .await?
+        .into_inner()
+        .person
+        .unwrap_or_default();
+    assert_eq!(
+        (twice.suspended_reason.as_str(), twice.suspended_at),
+        (person.suspended_reason.as_str(), person.suspended_at)
+    );
+
+    let here = create_company(&app, &tokens.access_token, &code)
+        .await
+        .expect_err("suspended");
+    assert_eq!(here.code(), Code::Unauthenticated);
+    assert!(
+        here.message().contains("account is suspended"),
+        "{}",
+        here.message()
+    );
+    assert!(remote.refuses(&tokens.access_token).await);
+    let refresh = accounts(&app.channel, "")
+        .refresh_token(a::RefreshTokenRequest {
+            refresh_token: tokens.refresh_token.clone(),
+        })
+        .await
+        .expect_err("suspended");
+    assert_eq!(refresh.code(), Code::Unauthenticated);
+    assert!(
+        refresh.message().contains("left the company"),
+        "{}",
+        refresh.message()
+    );
+    let again = sign_in(&app, &login, PASSWORD)
+        .await
+        .expect_err("suspended");
+    assert_eq!(again.code(), Code::PermissionDenied);
+    assert!(
+        again.message().contains("left the company"),
+        "{}",
+        again.message()
+    );
+    // A wrong password learns nothing of the suspension.
+    let wrong = sign_in(&app, &login, "not the password at all")
+        .await
+        .expect_err("wrong password");
+    assert_eq!(wrong.code(), Code::Unauthenticated);
+    assert!(
+        !wrong.message().contains("suspended"),
+        "{}",
+        wrong.message()
+    );
+
+    let back = accounts(&app.channel, &admin)
+        .reinstate_person(a::ReinstatePersonRequest {
+            person_id: tokens.person_id.clone(),
+        })
+        .await?
+        .into_inner()
+        .person
+        .unwrap_or_default();
+    assert!(!back.suspended);
+    let fresh = sign_in(&app, &login, PASSWORD).await?;
+    create_company(&app, &fresh.access_token, &code).await?;
+    // The token of before the suspension stays stopped: its session ended.
+    let old = app
+        .matching(&tokens.access_token)
+        .list_companies(m::ListCompaniesRequest::default())
+        .await
+        .expect_err("its session ended");
+    assert_eq!(old.code(), Code::Unauthenticated);
+
+    let log = accounts(&app.channel, &admin)
+        .list_audit_events(a::ListAuditEventsRequest {
+            page_size: 500,
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .events;
+    let actions: Vec<&str> = log
+        .iter()
+        .filter(|e| e.target == tokens.person_id)
+        .map(|e| e.action.as_str())
+        .collect();
+    assert_eq!(actions, vec!["reinstate_person", "suspend_person"]);
+    remote.stop().await?;
+    app.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_suspended_person_is_refused_and_their_tokens_stop_on_sqlite() -> anyhow::Result<()> {
+    person_suspension(Backend::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_suspended_person_is_refused_and_their_tokens_stop_on_postgres() -> anyhow::Result<()> {
+    person_suspension(Backend::Postgres).await
+}
+
+/// The CLI of a gateway's operator and of the gateway: `cwsm api-keys create|list|revoke`
+/// with a member's token, then any command with `CWSM_API_KEY` (exchanged first), refused
+/// once the key is revoked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_manages_api_keys_and_runs_commands_with_one() -> anyhow::Result<()> {
+    let app = TestApp::start(Backend::Sqlite).await?;
+    let contracted = cwsm_tests::contract_a_project(&app, "新桥街道").await?;
+    let (code, member) = company_in_accounts(&app, &contracted.project_id).await?;
+    let bin = std::path::PathBuf::from(env!("CARGO_BIN_EXE_cwsm-serve"));
+    let server = format!(
+        "http://{}",
+        app.running
+            .as_ref()
+            .map(|r| r.addr)
+            .ok_or_else(|| anyhow::anyhow!("not running"))?
+    );
+    let cli = |args: &[&str], env: (&str, &str)| {
+        std::process::Command::new(&bin)
+            .args(args)
+            .args(["--server", &server, "--json"])
+            .env_remove("CWSM_TOKEN")
+            .env_remove("CWSM_API_KEY")
+            .env(env.0, env.1)
+            .output()
+    };
+    let as_member = ("CWSM_TOKEN", member.access_token.as_str());
+    let made = cli(
+        &[
+            "api-keys",
+            "create",
+            "--org",
+            &code,
+            "--name",
+            "泵房网关",
+            "--valid-days",
+            "30",
+        ],
+        as_member,
+    )?;
+    assert!(made.status.success(), "{made:?}");
+    let made: serde_json::Value = serde_json::from_slice(&made.stdout)?;
+    let key = made["api_key"].as_str().unwrap_or_default().to_string();
+    let id = made["id"].as_str().unwrap_or_default().to_string();
+    assert!(key.starts_with(&format!("cwsm_ak_{id}_")), "{made}");
+
+    let listed = cli(&["api-keys", "list", "--org", &code], as_member)?;
+    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout)?;
+    assert_eq!(listed[0]["id"], id.as_str(), "{listed}");
+    assert_eq!(listed[0]["role"], "company", "{listed}");
+
+    // The gateway: any command with its key. It sees its company's project.
+    let projects = cli(&["projects", "list"], ("CWSM_API_KEY", &key))?;
+    assert!(projects.status.success(), "{projects:?}");
+    let projects: serde_json::Value = serde_json::from_slice(&projects.stdout)?;
+    assert_eq!(
+        projects.as_array().map(Vec::len),
+        Some(1),
+        "its company's one project: {projects}"
+    );
+
+    let revoked = cli(&["api-keys", "revoke", &id], as_member)?;
+    assert!(revoked.status.success(), "{revoked:?}");
+    let refused = cli(&["projects", "list"], ("CWSM_API_KEY", &key))?;
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("API key not valid"), "{stderr}");
     app.stop().await
 }

@@ -1,5 +1,5 @@
 //! Authorization: the matrix (every RPC of accounts, matching, projects and reporting × every kind of
-//! caller → the code it gets, through the real gRPC API) and the findings of issue 10 it
+//! caller, a gateway's API key among them → the code it gets, through the real gRPC API) and the findings of issue 10 it
 //! guards, each as its own scenario. The RPCs are read from the proto descriptors, so an RPC
 //! added without a row fails `the_matrix_*`.
 //!
@@ -205,9 +205,12 @@ enum Caller {
     /// not of the organizations of 320411. Until issue 11 gives them a jurisdiction, the
     /// resources of matching, projects and reporting are every administrator's.
     OtherDistrictAdmin,
+    /// A machine client (a meter gateway) with the project company's API key, exchanged for
+    /// an access token: the company's rights, but not over who may act for it.
+    Gateway,
 }
 
-const CALLERS: [Caller; 15] = [
+const CALLERS: [Caller; 16] = [
     Caller::NoToken,
     Caller::Expired,
     Caller::Admin,
@@ -223,6 +226,7 @@ const CALLERS: [Caller; 15] = [
     Caller::SignedOut,
     Caller::DistrictAdmin,
     Caller::OtherDistrictAdmin,
+    Caller::Gateway,
 ];
 
 use Caller::*;
@@ -305,6 +309,8 @@ impl Expect {
 /// The world the matrix runs in, and the tokens of its callers.
 struct World {
     tokens: BTreeMap<Caller, Option<String>>,
+    /// An API key of the project's company (not the gateway's).
+    api_key_id: String,
     project: p::Project,
     company: m::Company,
     user: m::WaterUser,
@@ -432,6 +438,7 @@ async fn world(app: &TestApp) -> anyhow::Result<World> {
         );
     accounts
         .register_organization(a::RegisterOrganizationRequest {
+            request_id: rid("reg"),
             credit_code: company.credit_code.clone(),
             name: company.name.clone(),
             kind: a::OrganizationKind::Company as i32,
@@ -482,6 +489,19 @@ async fn world(app: &TestApp) -> anyhow::Result<World> {
     )
     .sign_out_everywhere(a::SignOutEverywhereRequest::default())
     .await?;
+    // The company's gateway, with an API key of its own; and another key, for the row that
+    // revokes one.
+    let gateway_key = api_key(&mut accounts, &company.credit_code).await?;
+    let revocable_key = api_key(&mut accounts, &company.credit_code).await?;
+    let gateway = cwsm_proto::accounts::v1::accounts_service_client::AccountsServiceClient::new(
+        app.channel.clone(),
+    )
+    .exchange_api_key(a::ExchangeApiKeyRequest {
+        api_key: gateway_key.1,
+    })
+    .await?
+    .into_inner()
+    .access_token;
     let tokens = BTreeMap::from([
         (NoToken, None),
         (Expired, Some(app.expired_token(Role::Admin, None))),
@@ -507,9 +527,11 @@ async fn world(app: &TestApp) -> anyhow::Result<World> {
         (SignedOut, Some(signed_out.0)),
         (DistrictAdmin, Some(district_admin.0)),
         (OtherDistrictAdmin, Some(other_district_admin.0)),
+        (Gateway, Some(gateway)),
     ]);
     Ok(World {
         tokens,
+        api_key_id: revocable_key.0,
         project,
         company,
         user,
@@ -524,6 +546,24 @@ async fn world(app: &TestApp) -> anyhow::Result<World> {
 type AdminAccounts = cwsm_proto::accounts::v1::accounts_service_client::AccountsServiceClient<
     tonic::service::interceptor::InterceptedService<Channel, cwsm_tests::Bearer>,
 >;
+/// A new API key of `credit_code`, made by the administrator of `accounts`: (id, key).
+async fn api_key(
+    accounts: &mut cwsm_proto::accounts::v1::accounts_service_client::AccountsServiceClient<
+        tonic::service::interceptor::InterceptedService<Channel, cwsm_tests::Bearer>,
+    >,
+    credit_code: &str,
+) -> anyhow::Result<(String, String)> {
+    let made = accounts
+        .create_api_key(a::CreateApiKeyRequest {
+            credit_code: credit_code.to_string(),
+            name: "水表网关".into(),
+            valid_days: 30,
+            request_id: rid("key"),
+        })
+        .await?
+        .into_inner();
+    Ok((made.key.unwrap_or_default().id, made.api_key))
+}
 
 /// A company registered and approved in accounts, and the access token of its first member
 /// signed in with a password: (token, the company's credit code).
@@ -556,6 +596,7 @@ async fn signed_in_member(
     let password = "a long enough password";
     accounts
         .register_organization(a::RegisterOrganizationRequest {
+            request_id: rid("reg"),
             credit_code: code.clone(),
             name: match kind {
                 a::OrganizationKind::DistrictOffice => "区水利局",
@@ -594,8 +635,25 @@ async fn signed_in_member(
     Ok((tokens.access_token, code))
 }
 
-/// One row per RPC: the request sent and what each caller gets.
+/// One row per RPC: the request sent and what each caller gets. The company's gateway gets
+/// what the company gets, except where an API key's token would decide who may act for the
+/// company (new keys, revocations, invitations, removals): PERMISSION_DENIED.
 fn rows(w: &World) -> Vec<(&'static str, Vec<u8>, Expect)> {
+    let mut rows = rows_for_people(w);
+    for (name, _, expect) in &mut rows {
+        let code = match *name {
+            "CreateApiKey" | "RevokeApiKey" | "CreateInvitation" | "RemoveMember" => {
+                Code::PermissionDenied
+            }
+            _ => expect.0.get(&Company).copied().unwrap_or(Code::Unknown),
+        };
+        expect.0.insert(Gateway, code);
+    }
+    rows
+}
+
+/// The rows, as people's and operators' tokens get them.
+fn rows_for_people(w: &World) -> Vec<(&'static str, Vec<u8>, Expect)> {
     use Code::*;
     let project_id = w.project.id.clone();
     let period_id = w.period.id.clone();
@@ -608,6 +666,7 @@ fn rows(w: &World) -> Vec<(&'static str, Vec<u8>, Expect)> {
         (
             "RegisterOrganization",
             a::RegisterOrganizationRequest {
+                request_id: rid("reg"),
                 credit_code: "not-a-code".into(),
                 ..Default::default()
             }
@@ -653,6 +712,7 @@ fn rows(w: &World) -> Vec<(&'static str, Vec<u8>, Expect)> {
         (
             "CreateInvitation",
             a::CreateInvitationRequest {
+                request_id: rid("inv"),
                 credit_code: company_code.clone(),
                 valid_hours: 24,
             }
@@ -662,6 +722,7 @@ fn rows(w: &World) -> Vec<(&'static str, Vec<u8>, Expect)> {
         (
             "AcceptInvitation",
             a::AcceptInvitationRequest {
+                request_id: rid("join"),
                 code: "no-such-invitation".into(),
                 ..Default::default()
             }
@@ -737,6 +798,63 @@ fn rows(w: &World) -> Vec<(&'static str, Vec<u8>, Expect)> {
             "ListAuditEvents",
             a::ListAuditEventsRequest::default().encode_to_vec(),
             Expect::only(&[Admin], Ok, PermissionDenied),
+        ),
+        (
+            "CreateApiKey",
+            a::CreateApiKeyRequest {
+                credit_code: company_code.clone(),
+                name: "gateway".into(),
+                valid_days: 30,
+                request_id: rid("key"),
+            }
+            .encode_to_vec(),
+            // A company of 320411: another district's administrator does not see it.
+            Expect::only(&[Admin, Company], Ok, NotFound).with(OtherDistrictAdmin, NotFound),
+        ),
+        (
+            "ListApiKeys",
+            a::ListApiKeysRequest {
+                credit_code: company_code.clone(),
+                ..Default::default()
+            }
+            .encode_to_vec(),
+            // A company of 320411: another district's administrator does not see it.
+            Expect::only(&[Admin, Company], Ok, NotFound).with(OtherDistrictAdmin, NotFound),
+        ),
+        (
+            // Revoking a revoked key answers it as it is, so both who may revoke get OK.
+            "RevokeApiKey",
+            a::RevokeApiKeyRequest {
+                id: w.api_key_id.clone(),
+            }
+            .encode_to_vec(),
+            // A company of 320411: another district's administrator does not see it.
+            Expect::only(&[Admin, Company], Ok, NotFound).with(OtherDistrictAdmin, NotFound),
+        ),
+        (
+            "ExchangeApiKey",
+            a::ExchangeApiKeyRequest {
+                api_key: "cwsm_ak_not-a-key_x".into(),
+            }
+            .encode_to_vec(),
+            Expect::public(Unauthenticated),
+        ),
+        (
+            "SuspendPerson",
+            a::SuspendPersonRequest {
+                person_id: "no-such-person".into(),
+                reason: "audit".into(),
+            }
+            .encode_to_vec(),
+            Expect::only(&[Admin], NotFound, PermissionDenied),
+        ),
+        (
+            "ReinstatePerson",
+            a::ReinstatePersonRequest {
+                person_id: "no-such-person".into(),
+            }
+            .encode_to_vec(),
+            Expect::only(&[Admin], NotFound, PermissionDenied),
         ),
         // -- matching: companies and offerings (records are public; writes are the owner's) --
         (

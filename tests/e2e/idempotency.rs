@@ -1,11 +1,14 @@
 //! The one idempotency rule and concurrent writers, through the real gRPC API on both backends:
 //! 32 concurrent steps of one project apply once; 32 concurrent retries of one request have
 //! one effect and one answer; a request id is bound to its caller, method and target, and
-//! reusing it for a different request is refused; updates and steps honour their request id.
+//! reusing it for a different request is refused; updates and steps honour their request id;
+//! so do accounts' creates (registration, invitations and their redemption, API keys), whose
+//! secrets are shown once.
 
 use std::collections::BTreeMap;
 
 use cwsm_platform::auth::Role;
+use cwsm_proto::accounts::v1 as a;
 use cwsm_proto::matching::v1 as m;
 use cwsm_proto::projects::v1 as p;
 use cwsm_proto::types;
@@ -439,4 +442,187 @@ async fn updates_honour_their_request_id_on_postgres() -> anyhow::Result<()> {
         return Ok(());
     }
     updates_honour_request_ids(Backend::Postgres).await
+}
+
+/// Accounts' creates follow the one rule: a retry answers the first result (a retried
+/// registration or redemption proves the password again; a retried invitation or API key
+/// comes without its secret, shown once), the same id with another request is refused, and
+/// concurrent retries of one API key make one key.
+async fn accounts_creates_honour_request_ids(backend: Backend) -> anyhow::Result<()> {
+    use crate::accounts::{PASSWORD, accounts, approve, sign_in};
+    let app = TestApp::start(backend).await?;
+    let code = credit_code("91320411MA1N2B3R8");
+    let login = format!("owner-{}@example.cn", cwsm_platform::new_id());
+    let register = |request_id: &str, name: &str, password: &str| {
+        let mut client = accounts(&app.channel, "");
+        let request = a::RegisterOrganizationRequest {
+            credit_code: code.clone(),
+            name: name.to_string(),
+            kind: a::OrganizationKind::Company as i32,
+            registrant: Some(a::NewCredentials {
+                login: login.clone(),
+                password: password.to_string(),
+                display_name: "王工".into(),
+            }),
+            request_id: request_id.to_string(),
+            // The platform's district.
+            ..Default::default()
+        };
+        async move {
+            client
+                .register_organization(request)
+                .await
+                .map(|r| r.into_inner())
+        }
+    };
+    let r = rid("register");
+    let first = register(&r, "清源节水", PASSWORD).await?;
+    let again = register(&r, "清源节水", PASSWORD).await?;
+    assert_eq!(
+        again.person_id, first.person_id,
+        "a retry answers the first person"
+    );
+    assert_eq!(again.organization, first.organization);
+    // A retry with another password is not the registrant's: it is told what sign-in tells.
+    let wrong = register(&r, "清源节水", "not the password at all")
+        .await
+        .expect_err("another password");
+    assert_eq!(wrong.code(), Code::Unauthenticated, "{}", wrong.message());
+    let other = register(&r, "另一个名字", PASSWORD)
+        .await
+        .expect_err("another request");
+    assert_eq!(other.code(), Code::InvalidArgument, "{}", other.message());
+    assert_eq!(field(&other), "request_id");
+    // A new request id is a new registration: the code is taken.
+    let taken = register(&rid("register"), "清源节水", PASSWORD)
+        .await
+        .expect_err("registered already");
+    assert_eq!(taken.code(), Code::AlreadyExists);
+
+    approve(&app, &code).await?;
+    let owner = sign_in(&app, &login, PASSWORD).await?;
+    let invite = |request_id: &str, hours: i32| {
+        let mut client = accounts(&app.channel, &owner.access_token);
+        let request = a::CreateInvitationRequest {
+            credit_code: code.clone(),
+            valid_hours: hours,
+            request_id: request_id.to_string(),
+        };
+        async move {
+            client
+                .create_invitation(request)
+                .await
+                .map(|r| r.into_inner())
+        }
+    };
+    let i = rid("invite");
+    let invitation = invite(&i, 24).await?;
+    assert!(!invitation.replayed && !invitation.code.is_empty());
+    let retried = invite(&i, 24).await?;
+    assert!(retried.replayed, "a retry says it is one");
+    assert_eq!(retried.code, "", "the code is shown once");
+    assert_eq!(retried.expires_at, invitation.expires_at);
+    let other = invite(&i, 48).await.expect_err("another request");
+    assert_eq!(field(&other), "request_id");
+
+    let member_login = format!("member-{}@example.cn", cwsm_platform::new_id());
+    let join = |request_id: &str, display_name: &str| {
+        let mut client = accounts(&app.channel, "");
+        let request = a::AcceptInvitationRequest {
+            code: invitation.code.clone(),
+            person: Some(a::NewCredentials {
+                login: member_login.clone(),
+                password: PASSWORD.into(),
+                display_name: display_name.to_string(),
+            }),
+            request_id: request_id.to_string(),
+        };
+        async move {
+            client
+                .accept_invitation(request)
+                .await
+                .map(|r| r.into_inner())
+        }
+    };
+    let j = rid("join");
+    let joined = join(&j, "李工").await?;
+    let rejoined = join(&j, "李工").await?;
+    assert_eq!(rejoined.person_id, joined.person_id);
+    assert_eq!(rejoined.membership, joined.membership);
+    let other = join(&j, "李四").await.expect_err("another request");
+    assert_eq!(field(&other), "request_id");
+    let members = accounts(&app.channel, &owner.access_token)
+        .list_members(a::ListMembersRequest {
+            credit_code: code.clone(),
+        })
+        .await?
+        .into_inner()
+        .members;
+    assert_eq!(members.len(), 2, "the owner and one member: {members:?}");
+
+    // 8 concurrent sends of one API key request: one key, made once; the others answer it
+    // without the secret.
+    let k = rid("key");
+    let create = |name: &str| {
+        let mut client = accounts(&app.channel, &owner.access_token);
+        let request = a::CreateApiKeyRequest {
+            credit_code: code.clone(),
+            name: name.to_string(),
+            valid_days: 30,
+            request_id: k.clone(),
+        };
+        async move { client.create_api_key(request).await.map(|r| r.into_inner()) }
+    };
+    let answers = futures::future::join_all((0..8).map(|_| create("网关"))).await;
+    let answers: Vec<a::CreateApiKeyResponse> = answers.into_iter().collect::<Result<_, _>>()?;
+    let made: Vec<&a::CreateApiKeyResponse> = answers.iter().filter(|a| !a.replayed).collect();
+    assert_eq!(made.len(), 1, "one answer carries the key");
+    assert!(made[0].api_key.starts_with("cwsm_ak_"));
+    let ids: std::collections::BTreeSet<String> = answers
+        .iter()
+        .map(|a| a.key.clone().unwrap_or_default().id)
+        .collect();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    assert!(
+        answers
+            .iter()
+            .filter(|a| a.replayed)
+            .all(|a| a.api_key.is_empty())
+    );
+    let other = create("另一个网关").await.expect_err("another request");
+    assert_eq!(field(&other), "request_id");
+    let keys = accounts(&app.channel, &owner.access_token)
+        .list_api_keys(a::ListApiKeysRequest {
+            credit_code: code.clone(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .keys;
+    assert_eq!(keys.len(), 1);
+    // Without a request id, nothing is created.
+    let err = accounts(&app.channel, &owner.access_token)
+        .create_api_key(a::CreateApiKeyRequest {
+            credit_code: code.clone(),
+            name: "网关".into(),
+            valid_days: 30,
+            request_id: String::new(),
+        })
+        .await
+        .expect_err("no request id");
+    assert_eq!(field(&err), "request_id");
+    app.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn accounts_creates_honour_their_request_id_on_sqlite() -> anyhow::Result<()> {
+    accounts_creates_honour_request_ids(Backend::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn accounts_creates_honour_their_request_id_on_postgres() -> anyhow::Result<()> {
+    if !postgres_and_redis_available().await {
+        return Ok(());
+    }
+    accounts_creates_honour_request_ids(Backend::Postgres).await
 }

@@ -9,6 +9,7 @@ use cwsm_platform::auth::{AccessClaims, Principal, Role};
 use cwsm_platform::grpc::{Page, timestamp};
 use cwsm_proto::accounts::v1 as pb;
 use cwsm_proto::accounts::v1::accounts_service_server::{AccountsService, AccountsServiceServer};
+use prost::Message;
 use tonic::{Request, Response, Status};
 
 use crate::{Accounts, Credentials, Kind, Status as OrgStatus};
@@ -189,6 +190,11 @@ impl AccountsService for AccountsApi {
         code("jurisdiction", &r.jurisdiction)?;
         code("department", &r.department)?;
         let kind = kind_from(r.kind)?;
+        // The fingerprint of the request leaves the password out (see `Accounts::register`).
+        let mut fingerprinted = r.clone();
+        if let Some(c) = fingerprinted.registrant.as_mut() {
+            c.password.clear();
+        }
         let registrant = creds(r.registrant, "registrant")?;
         let place = crate::Place {
             jurisdiction: &r.jurisdiction,
@@ -196,7 +202,15 @@ impl AccountsService for AccountsApi {
         };
         let (org, person_id) = self
             .accounts
-            .register(&r.credit_code, &r.name, kind, &place, &registrant)
+            .register(
+                &r.credit_code,
+                &r.name,
+                kind,
+                &place,
+                &registrant,
+                &r.request_id,
+                &fingerprinted.encode_to_vec(),
+            )
             .await?;
         Ok(Response::new(pb::RegisterOrganizationResponse {
             organization: Some(org_to(org)),
@@ -283,13 +297,20 @@ impl AccountsService for AccountsApi {
         let (p, _) = caller(&self.accounts, &request)?;
         let r = request.into_inner();
         code("credit_code", &r.credit_code)?;
-        let (code, expires) = self
+        let (code, expires, replayed) = self
             .accounts
-            .invite(&p, &r.credit_code, r.valid_hours)
+            .invite(
+                &p,
+                &r.credit_code,
+                r.valid_hours,
+                &r.request_id,
+                &r.encode_to_vec(),
+            )
             .await?;
         Ok(Response::new(pb::CreateInvitationResponse {
             code,
             expires_at: Some(timestamp(expires)),
+            replayed,
         }))
     }
 
@@ -298,8 +319,20 @@ impl AccountsService for AccountsApi {
         request: Request<pb::AcceptInvitationRequest>,
     ) -> Result<Response<pb::AcceptInvitationResponse>, Status> {
         let r = request.into_inner();
+        let mut fingerprinted = r.clone();
+        if let Some(c) = fingerprinted.person.as_mut() {
+            c.password.clear();
+        }
         let person = creds(r.person, "person")?;
-        let (person_id, m) = self.accounts.accept(&r.code, &person).await?;
+        let (person_id, m) = self
+            .accounts
+            .accept(
+                &r.code,
+                &person,
+                &r.request_id,
+                &fingerprinted.encode_to_vec(),
+            )
+            .await?;
         Ok(Response::new(pb::AcceptInvitationResponse {
             person_id,
             membership: Some(membership_to(m)),
@@ -437,6 +470,138 @@ impl AccountsService for AccountsApi {
                 .collect(),
             next_page_token,
         }))
+    }
+
+    async fn create_api_key(
+        &self,
+        request: Request<pb::CreateApiKeyRequest>,
+    ) -> Result<Response<pb::CreateApiKeyResponse>, Status> {
+        let (p, _) = caller(&self.accounts, &request)?;
+        let r = request.into_inner();
+        code("credit_code", &r.credit_code)?;
+        cwsm_platform::input::check_len("name", &r.name, cwsm_platform::input::MAX_NAME)?;
+        let made = self
+            .accounts
+            .create_api_key(
+                &p,
+                &r.credit_code,
+                &r.name,
+                r.valid_days,
+                &r.request_id,
+                &r.encode_to_vec(),
+            )
+            .await?;
+        Ok(Response::new(pb::CreateApiKeyResponse {
+            key: Some(api_key_to(made.key)),
+            api_key: made.api_key,
+            replayed: made.replayed,
+        }))
+    }
+
+    async fn list_api_keys(
+        &self,
+        request: Request<pb::ListApiKeysRequest>,
+    ) -> Result<Response<pb::ListApiKeysResponse>, Status> {
+        let (p, _) = caller(&self.accounts, &request)?;
+        let r = request.into_inner();
+        code("credit_code", &r.credit_code)?;
+        cwsm_platform::input::check_len(
+            "page_token",
+            &r.page_token,
+            cwsm_platform::input::MAX_TOKEN,
+        )?;
+        let page = Page::from_request(r.page_size, &r.page_token)?;
+        let (keys, next_page_token) = self.accounts.api_keys(&p, &r.credit_code, &page).await?;
+        Ok(Response::new(pb::ListApiKeysResponse {
+            keys: keys.into_iter().map(api_key_to).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn revoke_api_key(
+        &self,
+        request: Request<pb::RevokeApiKeyRequest>,
+    ) -> Result<Response<pb::RevokeApiKeyResponse>, Status> {
+        let (p, _) = caller(&self.accounts, &request)?;
+        let r = request.into_inner();
+        code("id", &r.id)?;
+        let key = self.accounts.revoke_api_key(&p, &r.id).await?;
+        Ok(Response::new(pb::RevokeApiKeyResponse {
+            key: Some(api_key_to(key)),
+        }))
+    }
+
+    async fn exchange_api_key(
+        &self,
+        request: Request<pb::ExchangeApiKeyRequest>,
+    ) -> Result<Response<pb::ExchangeApiKeyResponse>, Status> {
+        let r = request.into_inner();
+        let t = self.accounts.exchange_api_key(&r.api_key).await?;
+        Ok(Response::new(pb::ExchangeApiKeyResponse {
+            access_token: t.access_token,
+            access_token_expires_at: Some(timestamp(t.expires_at_ms)),
+            key_id: t.key_id,
+            credit_code: t.credit_code,
+            role: role_to(t.role) as i32,
+            organization_status: status_to(t.status) as i32,
+        }))
+    }
+
+    async fn suspend_person(
+        &self,
+        request: Request<pb::SuspendPersonRequest>,
+    ) -> Result<Response<pb::SuspendPersonResponse>, Status> {
+        let (p, _) = caller(&self.accounts, &request)?;
+        let r = request.into_inner();
+        code("person_id", &r.person_id)?;
+        let person = self
+            .accounts
+            .suspend_person(&p, &r.person_id, &r.reason)
+            .await?;
+        Ok(Response::new(pb::SuspendPersonResponse {
+            person: Some(person_to(person)),
+        }))
+    }
+
+    async fn reinstate_person(
+        &self,
+        request: Request<pb::ReinstatePersonRequest>,
+    ) -> Result<Response<pb::ReinstatePersonResponse>, Status> {
+        let (p, _) = caller(&self.accounts, &request)?;
+        let r = request.into_inner();
+        code("person_id", &r.person_id)?;
+        let person = self.accounts.reinstate_person(&p, &r.person_id).await?;
+        Ok(Response::new(pb::ReinstatePersonResponse {
+            person: Some(person_to(person)),
+        }))
+    }
+}
+
+fn api_key_to(k: crate::store::ApiKeyRow) -> pb::ApiKey {
+    pb::ApiKey {
+        id: k.id,
+        name: k.name,
+        credit_code: k.credit_code,
+        role: Role::parse(&k.role)
+            .map(role_to)
+            .unwrap_or(pb::Role::Unspecified) as i32,
+        created_by: k.created_by,
+        created_at: Some(timestamp(k.created_at_ms)),
+        expires_at: Some(timestamp(k.expires_at_ms)),
+        revoked_at: k.revoked_at_ms.map(timestamp),
+        revoked_by: k.revoked_by,
+        last_used_at: k.last_used_at_ms.map(timestamp),
+    }
+}
+
+fn person_to(p: crate::PersonStanding) -> pb::Person {
+    pb::Person {
+        person_id: p.person_id,
+        display_name: p.display_name,
+        suspended: p.suspended_at_ms.is_some(),
+        suspended_reason: p.suspended_reason,
+        suspended_at: p.suspended_at_ms.map(timestamp),
+        suspended_by: p.suspended_by,
     }
 }
 

@@ -18,6 +18,13 @@
 //!   every use — one used twice revokes its whole session. Keys in [`keys`], published as a
 //!   JWKS ([`Accounts::jwks`]); revocations (suspended organizations, removed memberships,
 //!   ended sessions) for the verifiers ([`Accounts::revocations`]).
+//! - API keys for machine clients ([`Accounts::create_api_key`]): `cwsm_ak_<id>_<secret>`,
+//!   kept as a SHA-256, scoped to an organization in its role, expiring, revocable; exchanged
+//!   ([`Accounts::exchange_api_key`]) for an access token whose session is the key, so the
+//!   services verify JWTs only and a revoked key's tokens are in the revocation list.
+//! - Suspended people ([`Accounts::suspend_person`]): no sign-in, no refresh, tokens revoked.
+//! - Creates (registration, invitations, redemptions, API keys) follow the one idempotency
+//!   rule (`platform::idempotency`).
 //! - Every change and every sign-in is audited in the same transaction.
 //!
 //! The domain is plain Rust; [`grpc`] is the adapter, [`store`] the tables.
@@ -37,13 +44,14 @@ use cwsm_platform::auth::{
 };
 use cwsm_platform::db::Db;
 use cwsm_platform::grpc::Page;
+use cwsm_platform::idempotency::{self, RequestKey};
 use cwsm_platform::jurisdiction::Jurisdiction;
 use cwsm_platform::{Error, Result, new_id, now_ms};
 use jsonwebtoken::jwk::JwkSet;
 use sha2::{Digest, Sha256};
 
 use crate::keys::StoredKey;
-use crate::store::{AuditEvent, Joiner, NewRefresh, Store};
+use crate::store::{ApiKeyRow, AuditEvent, Joiner, NewRefresh, Person, Store};
 
 /// The fully qualified gRPC service name, for health and reflection.
 pub const SERVICE_NAME: &str = "cwsm.accounts.v1.AccountsService";
@@ -55,6 +63,24 @@ pub const SIGN_IN_REFUSED: &str = "sign-in refused: the login or the password is
 /// The longest an access token may live: revocation is checked at refresh, so this bounds
 /// how long a token can outlive what revoked it were the revocation list not consulted.
 pub const MAX_ACCESS_TTL: Duration = Duration::from_secs(15 * 60);
+
+/// The one answer to an API key that cannot be exchanged, whatever the reason (unknown,
+/// expired, revoked, or of a suspended organization): the reason is in the audit log.
+pub const API_KEY_REFUSED: &str =
+    "API key not valid: unknown, expired or revoked, or its organization is suspended";
+
+/// How an API key begins: `cwsm_ak_<id>_<secret>`.
+pub const API_KEY_PREFIX: &str = "cwsm_ak_";
+
+/// The subject of an access token exchanged for an API key: `apikey:<key id>`.
+pub const API_KEY_SUBJECT: &str = "apikey:";
+
+/// Longest an API key is valid, and its default (days).
+pub const MAX_API_KEY_DAYS: i32 = 366;
+pub const DEFAULT_API_KEY_DAYS: i32 = 90;
+
+/// Keys neither revoked nor expired an organization may hold at once.
+pub const MAX_LIVE_API_KEYS: i64 = 50;
 
 /// Password length bounds (characters).
 pub const MIN_PASSWORD: usize = 10;
@@ -187,6 +213,48 @@ pub struct Membership {
     pub joined_at_ms: i64,
 }
 
+/// A person's standing, as administrators see it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PersonStanding {
+    pub person_id: String,
+    pub display_name: String,
+    pub suspended_at_ms: Option<i64>,
+    pub suspended_reason: String,
+    pub suspended_by: String,
+}
+
+impl From<Person> for PersonStanding {
+    fn from(p: Person) -> PersonStanding {
+        PersonStanding {
+            person_id: p.id,
+            display_name: p.display_name,
+            suspended_at_ms: p.suspended_at_ms,
+            suspended_reason: p.suspended_reason,
+            suspended_by: p.suspended_by,
+        }
+    }
+}
+
+/// An API key just created: its row and the key itself (empty when the creation was a retry:
+/// the key is shown once).
+#[derive(Clone, Debug)]
+pub struct NewApiKey {
+    pub key: ApiKeyRow,
+    pub api_key: String,
+    pub replayed: bool,
+}
+
+/// An access token exchanged for an API key.
+#[derive(Clone, Debug)]
+pub struct Exchanged {
+    pub access_token: String,
+    pub expires_at_ms: i64,
+    pub key_id: String,
+    pub credit_code: String,
+    pub role: Role,
+    pub status: Status,
+}
+
 /// Credentials of a person joining (registering or accepting an invitation).
 #[derive(Clone, Debug)]
 pub struct Credentials {
@@ -276,6 +344,50 @@ fn sha256_hex(text: &str) -> String {
     hex::encode(Sha256::digest(text.as_bytes()))
 }
 
+/// What is kept of an API key: its plain SHA-256. A slow password hash (argon2) exists to make
+/// guessing a human's low-entropy password expensive; an API key carries 256 random bits, so
+/// no dictionary exists and a brute force of 2^256 is out of reach at any hashing speed. A
+/// fast hash also lets the key be found by an index look-up instead of one argon2 run per
+/// stored key, and an exchange costs microseconds, not 19 MiB.
+fn api_key_hash(api_key: &str) -> String {
+    sha256_hex(api_key)
+}
+
+/// The key id in `cwsm_ak_<id>_<secret>`, when it looks like one of ours (for the audit log:
+/// a stranger's text is not logged).
+fn api_key_id(api_key: &str) -> Option<&str> {
+    let (id, _) = api_key.strip_prefix(API_KEY_PREFIX)?.split_once('_')?;
+    (id.len() == 36 && id.chars().all(|c| c.is_ascii_hexdigit() || c == '-')).then_some(id)
+}
+
+/// Whether `p` is a machine client's token exchanged for an API key.
+pub fn is_api_key(p: &Principal) -> bool {
+    p.subject.starts_with(API_KEY_SUBJECT)
+}
+
+/// PERMISSION_DENIED for a machine client's token: it acts on the marketplace, not on who may
+/// act (else a stolen key could mint the next key before it is revoked).
+fn refuse_api_key(p: &Principal, what: &str) -> Result<()> {
+    if is_api_key(p) {
+        return Err(Error::denied(format!(
+            "an API key's token may not {what}: a member of the organization signs in for that"
+        )));
+    }
+    Ok(())
+}
+
+/// The caller that sends a request without a token (registration, redemption), as the
+/// idempotency key names it.
+fn anonymous() -> Principal {
+    Principal {
+        subject: "anonymous".to_string(),
+        role: Role::WaterUser,
+        org: None,
+        // Names the key only: a caller that is no administrator administers nothing.
+        scope: cwsm_platform::auth::Scope::Platform,
+    }
+}
+
 /// A login as the audit log names it: not the login itself (an unknown login may be someone's
 /// password typed in the wrong box), a prefix of its hash.
 fn login_tag(login: &str) -> String {
@@ -284,6 +396,18 @@ fn login_tag(login: &str) -> String {
 
 fn unauthenticated() -> Error {
     Error::Unauthenticated(SIGN_IN_REFUSED.to_string())
+}
+
+/// Why a person may not sign in or join, if they are suspended (told only to whoever proved
+/// the password).
+fn refuse_suspended_person(person: &Person) -> Result<()> {
+    if person.suspended_at_ms.is_some() {
+        return Err(Error::denied(format!(
+            "the account is suspended: {}; an administrator may reinstate it",
+            person.suspended_reason
+        )));
+    }
+    Ok(())
 }
 
 /// The accounts service.
@@ -423,8 +547,14 @@ impl Accounts {
         }
         match self.store.person_by_login(&login).await? {
             Some(person) => {
-                self.check_password_of(&login, &creds.password, Some(person.password_hash), "join")
-                    .await?;
+                self.check_password_of(
+                    &login,
+                    &creds.password,
+                    Some(person.password_hash.clone()),
+                    "join",
+                )
+                .await?;
+                refuse_suspended_person(&person)?;
                 Ok(Joiner::Existing(person.id))
             }
             None => Ok(Joiner::New {
@@ -499,6 +629,9 @@ impl Accounts {
 
     // -- organizations ------------------------------------------------------------------------
 
+    /// Registers an organization with its first member, once per request id. `request` stands
+    /// for the request in the idempotency fingerprint and must not hold the password: a fast
+    /// hash of it would undo argon2, so a retry proves the password again instead.
     pub async fn register(
         &self,
         credit_code: &str,
@@ -506,13 +639,27 @@ impl Accounts {
         kind: Kind,
         place: &Place<'_>,
         registrant: &Credentials,
+        request_id: &str,
+        request: &[u8],
     ) -> Result<(Organization, String)> {
         cwsm_platform::credit_code::check("credit_code", credit_code)?;
+        let key = RequestKey::from_bytes(
+            &anonymous(),
+            "RegisterOrganization",
+            credit_code,
+            request_id,
+            request,
+        )?;
         let name = name.trim();
         if name.is_empty() || name.chars().count() > cwsm_platform::input::MAX_NAME {
             return Err(Error::invalid("name", "required, at most 200 characters"));
         }
         let (jurisdiction, department) = self.place(kind, place)?;
+        if let Some(person_id) = idempotency::recorded(self.db(), &key).await? {
+            return self
+                .registered_before(credit_code, &person_id, registrant)
+                .await;
+        }
         if self.store.organization(credit_code).await?.is_some() {
             return Err(Error::AlreadyExists(format!(
                 "organization {credit_code} is registered already"
@@ -548,10 +695,17 @@ impl Accounts {
                     .unwrap_or_default()
             ),
         );
-        self.store
-            .register(&org, &joiner, kind.role().as_str(), &audit)
+        let person_id = self
+            .store
+            .register(&key, &org, &joiner, kind.role().as_str(), &audit)
             .await?;
-        Ok((org, joiner.id().to_string()))
+        if person_id != joiner.id() {
+            // A retry that raced the first call: answered as a retry.
+            return self
+                .registered_before(credit_code, &person_id, registrant)
+                .await;
+        }
+        Ok((org, person_id))
     }
 
     /// Where an organization registers: its jurisdiction (the platform's district when none
@@ -592,6 +746,48 @@ impl Accounts {
         Ok(org)
     }
 
+    /// The answer to a retried registration: the organization as it is now and its first
+    /// member, once the retry has proved that member's password.
+    async fn registered_before(
+        &self,
+        credit_code: &str,
+        person_id: &str,
+        registrant: &Credentials,
+    ) -> Result<(Organization, String)> {
+        self.prove_password_of(person_id, registrant, "registrant")
+            .await?;
+        let org = self
+            .store
+            .organization(credit_code)
+            .await?
+            .ok_or_else(|| Error::not_found("organization", credit_code))?;
+        Ok((org, person_id.to_string()))
+    }
+
+    /// A retry of a request that made `person_id` join proves it is theirs: the password of
+    /// `creds` is theirs (counted and locked like a sign-in).
+    async fn prove_password_of(
+        &self,
+        person_id: &str,
+        creds: &Credentials,
+        prefix: &str,
+    ) -> Result<()> {
+        let login = normalize_login(&format!("{prefix}.login"), &creds.login)?;
+        let person = self
+            .store
+            .person(person_id)
+            .await?
+            .filter(|p| p.login == login);
+        self.check_password_of(
+            &login,
+            &creds.password,
+            person.map(|p| p.password_hash),
+            "retry",
+        )
+        .await
+    }
+
+    /// Approves a pending or suspended organization (`note` for the audit log).
     pub async fn approve(
         &self,
         p: &Principal,
@@ -599,25 +795,11 @@ impl Accounts {
         note: &str,
         expected: i64,
     ) -> Result<Organization> {
-        self.for_review(p, code, "approve").await?;
-        cwsm_platform::input::check_len("note", note, cwsm_platform::input::MAX_TEXT)?;
-        let audit = AuditEvent::new(now_ms(), &p.subject, "approve", code, note);
-        let org = self
-            .store
-            .set_status(
-                code,
-                &[Status::Pending, Status::Suspended],
-                Status::Approved,
-                "",
-                expected,
-                &p.subject,
-                &audit,
-            )
-            .await?;
-        self.publish().await;
-        Ok(org)
+        self.change_status(p, code, Status::Approved, note, expected)
+            .await
     }
 
+    /// Suspends a pending or approved organization, with a reason.
     pub async fn suspend(
         &self,
         p: &Principal,
@@ -625,27 +807,44 @@ impl Accounts {
         reason: &str,
         expected: i64,
     ) -> Result<Organization> {
-        self.for_review(p, code, "suspend").await?;
-        let reason = reason.trim();
-        if reason.is_empty() {
+        self.change_status(p, code, Status::Suspended, reason, expected)
+            .await
+    }
+
+    /// The one status change of an organization, by an administrator: approved from pending or
+    /// suspended (`why` an optional note), suspended from pending or approved (`why` the
+    /// required reason, kept on the organization). Audited; the revocation list follows.
+    async fn change_status(
+        &self,
+        p: &Principal,
+        code: &str,
+        to: Status,
+        why: &str,
+        expected: i64,
+    ) -> Result<Organization> {
+        let (action, from, field): (&str, &[Status], &str) = match to {
+            Status::Approved => ("approve", &[Status::Pending, Status::Suspended], "note"),
+            Status::Suspended => ("suspend", &[Status::Pending, Status::Approved], "reason"),
+            Status::Pending => {
+                return Err(Error::precondition(
+                    "an organization is pending only until its first review",
+                ));
+            }
+        };
+        self.for_review(p, code, action).await?;
+        let why = why.trim();
+        cwsm_platform::input::check_len(field, why, cwsm_platform::input::MAX_TEXT)?;
+        if to == Status::Suspended && why.is_empty() {
             return Err(Error::invalid(
-                "reason",
+                field,
                 "required: why the organization is suspended",
             ));
         }
-        cwsm_platform::input::check_len("reason", reason, cwsm_platform::input::MAX_TEXT)?;
-        let audit = AuditEvent::new(now_ms(), &p.subject, "suspend", code, reason);
+        let reason = if to == Status::Suspended { why } else { "" };
+        let audit = AuditEvent::new(now_ms(), &p.subject, action, code, why);
         let org = self
             .store
-            .set_status(
-                code,
-                &[Status::Pending, Status::Approved],
-                Status::Suspended,
-                reason,
-                expected,
-                &p.subject,
-                &audit,
-            )
+            .set_status(code, from, to, reason, expected, &p.subject, &audit)
             .await?;
         self.publish().await;
         Ok(org)
@@ -681,12 +880,19 @@ impl Accounts {
 
     // -- memberships --------------------------------------------------------------------------
 
+    /// An invitation to join `code`, once per request id: the code and when it expires. A
+    /// retry gets the same invitation without its code (shown once: only its hash is kept),
+    /// and `true` for "replayed".
     pub async fn invite(
         &self,
         p: &Principal,
         code: &str,
         valid_hours: i32,
-    ) -> Result<(String, i64)> {
+        request_id: &str,
+        request: &[u8],
+    ) -> Result<(String, i64, bool)> {
+        let key = RequestKey::from_bytes(p, "CreateInvitation", code, request_id, request)?;
+        refuse_api_key(p, "invite members")?;
         let org = self.organization(p, code).await?;
         if org.status != Status::Approved && !p.is_admin() {
             return Err(Error::denied(format!(
@@ -700,28 +906,42 @@ impl Accounts {
             _ => return Err(Error::invalid("valid_hours", "1 to 168 (0: 72)")),
         };
         let invitation = secret("inv_")?;
+        let hash = sha256_hex(&invitation);
         let now = now_ms();
         let expires = now.saturating_add(hours.saturating_mul(3_600_000));
         let audit = AuditEvent::new(now, &p.subject, "invite", code, &format!("valid {hours} h"));
-        self.store
-            .create_invitation(
-                &sha256_hex(&invitation),
-                code,
-                org.kind.role().as_str(),
-                expires,
-                &audit,
-            )
+        let stored = self
+            .store
+            .create_invitation(&key, &hash, code, org.kind.role().as_str(), expires, &audit)
             .await?;
-        Ok((invitation, expires))
+        if stored == hash {
+            return Ok((invitation, expires, false));
+        }
+        let (expires, _, _) = self
+            .store
+            .invitation_by_hash(&stored)
+            .await?
+            .ok_or_else(|| Error::not_found("invitation", "of this request"))?;
+        Ok((String::new(), expires, true))
     }
 
+    /// Redeems an invitation, once per request id (`request` without the password, as for
+    /// [`Accounts::register`]): the person and their new membership.
     pub async fn accept(
         &self,
         invitation: &str,
         creds: &Credentials,
+        request_id: &str,
+        request: &[u8],
     ) -> Result<(String, Membership)> {
         cwsm_platform::input::check_len("code", invitation, cwsm_platform::input::MAX_CODE)?;
         let hash = sha256_hex(invitation.trim());
+        // The target is the code's hash: the code itself is kept nowhere.
+        let key =
+            RequestKey::from_bytes(&anonymous(), "AcceptInvitation", &hash, request_id, request)?;
+        if let Some(person_id) = idempotency::recorded(self.db(), &key).await? {
+            return self.accepted_before(&hash, &person_id, creds).await;
+        }
         let Some((code, role)) = self.store.invitation(&hash, now_ms()).await? else {
             return Err(Error::not_found(
                 "invitation",
@@ -731,9 +951,13 @@ impl Accounts {
         let joiner = self.joiner(creds, "person").await?;
         let now = now_ms();
         let audit = AuditEvent::new(now, joiner.id(), "join", &code, &role);
-        self.store
-            .accept_invitation(&hash, &joiner, &code, &role, &audit)
+        let person_id = self
+            .store
+            .accept_invitation(&key, &hash, &joiner, &code, &role, &audit)
             .await?;
+        if person_id != joiner.id() {
+            return self.accepted_before(&hash, &person_id, creds).await;
+        }
         self.publish().await;
         let display_name = self
             .store
@@ -752,12 +976,34 @@ impl Accounts {
         ))
     }
 
+    /// The answer to a retried redemption, once the retry proved the person's password.
+    async fn accepted_before(
+        &self,
+        hash: &str,
+        person_id: &str,
+        creds: &Credentials,
+    ) -> Result<(String, Membership)> {
+        self.prove_password_of(person_id, creds, "person").await?;
+        let (_, code, _) = self
+            .store
+            .invitation_by_hash(hash)
+            .await?
+            .ok_or_else(|| Error::not_found("invitation", "with this code"))?;
+        let membership = self
+            .store
+            .membership(person_id, &code)
+            .await?
+            .ok_or_else(|| Error::not_found("membership", format!("{person_id} of {code}")))?;
+        Ok((person_id.to_string(), membership))
+    }
+
     pub async fn members(&self, p: &Principal, code: &str) -> Result<Vec<Membership>> {
         self.organization(p, code).await?;
         self.store.members(code).await
     }
 
     pub async fn remove_member(&self, p: &Principal, code: &str, person_id: &str) -> Result<()> {
+        refuse_api_key(p, "remove members")?;
         self.organization(p, code).await?;
         let audit = AuditEvent::new(now_ms(), &p.subject, "remove_member", code, person_id);
         if !self.store.remove_member(person_id, code, &audit).await? {
@@ -785,8 +1031,33 @@ impl Accounts {
         now: i64,
     ) -> Result<Tokens> {
         let exp_ms = now.saturating_add(ms(self.options.access_ttl));
-        let claims = AccessClaims {
-            sub: person_id.to_string(),
+        Ok(Tokens {
+            access_token: self.access_token(person_id, org, role, session_id, now, exp_ms)?,
+            access_expires_at_ms: exp_ms,
+            refresh_token,
+            refresh_expires_at_ms: refresh_expires,
+            person_id: person_id.to_string(),
+            credit_code: org.credit_code.clone(),
+            role,
+            status: org.status,
+            jurisdiction: org.jurisdiction.clone(),
+            department: org.department.clone(),
+        })
+    }
+
+    /// A signed access token for `subject` acting for `org` in `role`, in `session_id`, from
+    /// `now` until `exp_ms` (both milliseconds).
+    fn access_token(
+        &self,
+        subject: &str,
+        org: &Organization,
+        role: Role,
+        session_id: &str,
+        now: i64,
+        exp_ms: i64,
+    ) -> Result<String> {
+        self.sign(&AccessClaims {
+            sub: subject.to_string(),
             role,
             org: org.credit_code.clone(),
             approved: org.status == Status::Approved,
@@ -797,18 +1068,6 @@ impl Accounts {
             exp: exp_ms / 1000,
             iss: ACCOUNTS_ISSUER.to_string(),
             aud: ACCESS_AUDIENCE.to_string(),
-        };
-        Ok(Tokens {
-            access_token: self.sign(&claims)?,
-            access_expires_at_ms: exp_ms,
-            refresh_token,
-            refresh_expires_at_ms: refresh_expires,
-            person_id: person_id.to_string(),
-            credit_code: org.credit_code.clone(),
-            role,
-            status: org.status,
-            jurisdiction: org.jurisdiction.clone(),
-            department: org.department.clone(),
         })
     }
 
@@ -844,7 +1103,9 @@ impl Accounts {
         )
         .await?;
         let person = person.ok_or_else(unauthenticated)?;
-        // The password was right: from here on the person may learn about their memberships.
+        // The password was right: from here on the person may learn about their standing and
+        // their memberships.
+        refuse_suspended_person(&person)?;
         let memberships = self.store.memberships_of(&person.id).await?;
         let code = if credit_code.is_empty() {
             match memberships.as_slice() {
@@ -922,6 +1183,16 @@ impl Accounts {
             return Err(refused());
         };
         let now = now_ms();
+        // Said before "revoked" (a suspension revokes the sessions too): the holder of a
+        // refresh token is the person, who may learn why.
+        if let Some(person) = self.store.person(&row.person_id).await?
+            && person.suspended_at_ms.is_some()
+        {
+            return Err(Error::Unauthenticated(format!(
+                "the account is suspended: {}; an administrator may reinstate it",
+                person.suspended_reason
+            )));
+        }
         if row.revoked_at_ms.is_some() {
             return Err(refused());
         }
@@ -1038,6 +1309,11 @@ impl Accounts {
 
     /// Ends every session of the person `claims` names, the current one included.
     pub async fn sign_out_everywhere(&self, claims: &AccessClaims) -> Result<u64> {
+        if claims.sub.starts_with(API_KEY_SUBJECT) {
+            return Err(Error::precondition(
+                "an API key's token has no sessions to end: revoke the key (RevokeApiKey)",
+            ));
+        }
         let mut sessions = self.store.live_sessions(&claims.sub).await?;
         if !sessions.contains(&claims.sid) {
             sessions.push(claims.sid.clone());
@@ -1057,6 +1333,256 @@ impl Accounts {
             .await?;
         self.publish().await;
         Ok(n)
+    }
+
+    // -- suspended people ---------------------------------------------------------------------
+
+    async fn standing(&self, person_id: &str) -> Result<PersonStanding> {
+        self.store
+            .person(person_id)
+            .await?
+            .map(PersonStanding::from)
+            .ok_or_else(|| Error::not_found("person", person_id))
+    }
+
+    /// Suspends a person (administrators): no sign-in or refresh, their sessions end and
+    /// their tokens stop (here at once, elsewhere at the next revocation refresh). A person
+    /// suspended already stays as they are.
+    pub async fn suspend_person(
+        &self,
+        p: &Principal,
+        person_id: &str,
+        reason: &str,
+    ) -> Result<PersonStanding> {
+        p.require_admin("suspend people")?;
+        let reason = reason.trim();
+        cwsm_platform::input::check_len("reason", reason, cwsm_platform::input::MAX_TEXT)?;
+        if reason.is_empty() {
+            return Err(Error::invalid(
+                "reason",
+                "required: why the person is suspended",
+            ));
+        }
+        if p.subject == person_id {
+            return Err(Error::precondition(
+                "administrators cannot suspend themselves: another administrator may",
+            ));
+        }
+        self.standing(person_id).await?;
+        let audit = AuditEvent::new(now_ms(), &p.subject, "suspend_person", person_id, reason);
+        if self.store.suspend_person(person_id, reason, &audit).await? {
+            self.publish().await;
+        }
+        self.standing(person_id).await
+    }
+
+    /// Lifts a person's suspension (administrators); their old sessions stay ended.
+    pub async fn reinstate_person(&self, p: &Principal, person_id: &str) -> Result<PersonStanding> {
+        p.require_admin("reinstate people")?;
+        self.standing(person_id).await?;
+        let audit = AuditEvent::new(now_ms(), &p.subject, "reinstate_person", person_id, "");
+        if self.store.reinstate_person(person_id, &audit).await? {
+            self.publish().await;
+        }
+        self.standing(person_id).await
+    }
+
+    // -- API keys -----------------------------------------------------------------------------
+
+    /// A new API key of `code` in its role, valid `valid_days` (0: 90, at most 366), once per
+    /// request id. For members of the approved organization and administrators; not for a
+    /// district office (an administrator acts in person) nor with an API key's token.
+    pub async fn create_api_key(
+        &self,
+        p: &Principal,
+        code: &str,
+        name: &str,
+        valid_days: i32,
+        request_id: &str,
+        request: &[u8],
+    ) -> Result<NewApiKey> {
+        let key = RequestKey::from_bytes(p, "CreateApiKey", code, request_id, request)?;
+        refuse_api_key(p, "create API keys")?;
+        let name = name.trim();
+        if name.is_empty() || name.chars().count() > cwsm_platform::input::MAX_NAME {
+            return Err(Error::invalid(
+                "name",
+                "required (what the key is for), at most 200 characters",
+            ));
+        }
+        let days = match valid_days {
+            0 => DEFAULT_API_KEY_DAYS,
+            d if (1..=MAX_API_KEY_DAYS).contains(&d) => d,
+            _ => {
+                return Err(Error::invalid(
+                    "valid_days",
+                    format!("1 to {MAX_API_KEY_DAYS} (0: {DEFAULT_API_KEY_DAYS})"),
+                ));
+            }
+        };
+        let org = self.organization(p, code).await?;
+        if org.kind == Kind::DistrictOffice {
+            return Err(Error::denied(
+                "API keys act for companies, water users and verifier bodies; a district office's \
+                 administrators act in person",
+            ));
+        }
+        if org.status != Status::Approved {
+            return Err(Error::denied(format!(
+                "organization {code} is {}: only an approved organization has API keys",
+                org.status.as_str()
+            )));
+        }
+        let id = new_id();
+        // 256 bits from the OS, base64url: `cwsm_ak_<id>_<secret>`.
+        let api_key = secret(&format!("{API_KEY_PREFIX}{id}_"))?;
+        let now = now_ms();
+        let row = ApiKeyRow {
+            id: id.clone(),
+            name: name.to_string(),
+            credit_code: code.to_string(),
+            role: org.kind.role().as_str().to_string(),
+            created_by: p.subject.clone(),
+            created_at_ms: now,
+            expires_at_ms: now.saturating_add(i64::from(days).saturating_mul(86_400_000)),
+            revoked_at_ms: None,
+            revoked_by: String::new(),
+            last_used_at_ms: None,
+        };
+        let audit = AuditEvent::new(
+            now,
+            &p.subject,
+            "create_api_key",
+            &id,
+            &format!("{code} {}: {name}, {days} days", row.role),
+        );
+        let stored = self
+            .store
+            .create_api_key(
+                &key,
+                &row,
+                &api_key_hash(&api_key),
+                MAX_LIVE_API_KEYS,
+                &audit,
+            )
+            .await?;
+        if stored == id {
+            return Ok(NewApiKey {
+                key: row,
+                api_key,
+                replayed: false,
+            });
+        }
+        let key = self
+            .store
+            .api_key(&stored)
+            .await?
+            .ok_or_else(|| Error::not_found("API key", &stored))?;
+        Ok(NewApiKey {
+            key,
+            api_key: String::new(),
+            replayed: true,
+        })
+    }
+
+    /// The API keys of `code`, for its members and administrators.
+    pub async fn api_keys(
+        &self,
+        p: &Principal,
+        code: &str,
+        page: &Page,
+    ) -> Result<(Vec<ApiKeyRow>, String)> {
+        self.organization(p, code).await?;
+        let mut rows = self.store.api_keys(code, page).await?;
+        let next = page.finish(&mut rows, |k| k.id.clone());
+        Ok((rows, next))
+    }
+
+    /// Revokes an API key (members of its organization and administrators; to others it does
+    /// not exist). Its tokens stop here at once and elsewhere at the next revocation refresh.
+    pub async fn revoke_api_key(&self, p: &Principal, id: &str) -> Result<ApiKeyRow> {
+        let not_found = || Error::not_found("API key", id);
+        let key = self.store.api_key(id).await?.ok_or_else(not_found)?;
+        self.organization(p, &key.credit_code)
+            .await
+            .map_err(|_| not_found())?;
+        refuse_api_key(p, "revoke API keys")?;
+        let audit = AuditEvent::new(
+            now_ms(),
+            &p.subject,
+            "revoke_api_key",
+            id,
+            &format!("{} {}", key.credit_code, key.name),
+        );
+        if self.store.revoke_api_key(id, &audit).await? {
+            self.publish().await;
+        }
+        self.store.api_key(id).await?.ok_or_else(not_found)
+    }
+
+    /// An access token for an API key: the key's organization in its role, in the key's
+    /// session, for at most the access-token lifetime and never beyond the key's expiry. Every
+    /// refusal is the one UNAUTHENTICATED answer ([`API_KEY_REFUSED`]); the audit log says why.
+    pub async fn exchange_api_key(&self, api_key: &str) -> Result<Exchanged> {
+        let api_key = api_key.trim();
+        let now = now_ms();
+        let found = if api_key.len() > cwsm_platform::input::MAX_CODE {
+            None
+        } else {
+            self.store.api_key_by_hash(&api_key_hash(api_key)).await?
+        };
+        let org = match &found {
+            Some(k) => self.store.organization(&k.credit_code).await?,
+            None => None,
+        };
+        let refusal = match (&found, &org) {
+            (None, _) => Some("unknown key"),
+            (Some(k), _) if k.revoked_at_ms.is_some() => Some("revoked"),
+            (Some(k), _) if k.expires_at_ms <= now => Some("expired"),
+            (Some(_), Some(o)) if o.status == Status::Suspended => Some("organization suspended"),
+            (Some(_), None) => Some("organization unknown"),
+            (Some(_), Some(_)) => None,
+        };
+        let role = found
+            .as_ref()
+            .and_then(|k| Role::parse(&k.role))
+            .filter(|r| *r != Role::Service);
+        let (Some(key), Some(org), Some(role), None) = (&found, org, role, refusal) else {
+            let target = match (&found, api_key_id(api_key)) {
+                (Some(k), _) => k.id.clone(),
+                (None, Some(id)) => format!("api_key:{id}"),
+                (None, None) => "api_key:malformed".to_string(),
+            };
+            let audit = AuditEvent::new(
+                now,
+                "anonymous",
+                "api_key_refused",
+                &target,
+                refusal.unwrap_or("a role no key has"),
+            );
+            self.store.audit(&audit).await?;
+            return Err(Error::Unauthenticated(API_KEY_REFUSED.to_string()));
+        };
+        let exp_ms = now
+            .saturating_add(ms(self.options.access_ttl))
+            .min(key.expires_at_ms);
+        let access_token = self.access_token(
+            &format!("{API_KEY_SUBJECT}{}", key.id),
+            &org,
+            role,
+            &key.id,
+            now,
+            exp_ms,
+        )?;
+        self.store.api_key_used(&key.id, now).await?;
+        Ok(Exchanged {
+            access_token,
+            expires_at_ms: exp_ms,
+            key_id: key.id.clone(),
+            credit_code: org.credit_code.clone(),
+            role,
+            status: org.status,
+        })
     }
 
     // -- keys and audit -----------------------------------------------------------------------
@@ -1111,5 +1637,19 @@ mod tests {
         );
         assert!(normalize_login("l", "li wei").is_err());
         assert!(normalize_login("l", "").is_err());
+    }
+
+    #[test]
+    fn api_keys_name_their_id_and_carry_256_random_bits() -> Result<()> {
+        let id = new_id();
+        let key = secret(&format!("{API_KEY_PREFIX}{id}_"))?;
+        assert_eq!(api_key_id(&key), Some(id.as_str()));
+        // 32 bytes in base64url without padding: 43 characters after the id's underscore.
+        assert_eq!(key.len(), API_KEY_PREFIX.len() + 36 + 1 + 43);
+        assert_ne!(key, secret(&format!("{API_KEY_PREFIX}{id}_"))?);
+        // Strangers' text is not taken for an id.
+        assert_eq!(api_key_id("cwsm_ak_<script>_x"), None);
+        assert_eq!(api_key_id("hello"), None);
+        Ok(())
     }
 }

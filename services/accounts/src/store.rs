@@ -3,8 +3,9 @@
 
 use cwsm_platform::db::{BeginWrite, Db, is_unique_violation};
 use cwsm_platform::grpc::Page;
+use cwsm_platform::idempotency::RequestKey;
 use cwsm_platform::jurisdiction::Jurisdiction;
-use cwsm_platform::{Error, Result, new_id, with_db};
+use cwsm_platform::{Error, Result, keyed_write, new_id, with_db};
 
 use crate::keys::StoredKey;
 use crate::{Kind, Membership, Organization, Status};
@@ -93,7 +94,31 @@ pub struct Person {
     pub login: String,
     pub password_hash: String,
     pub display_name: String,
+    /// Set while an administrator has the person suspended.
+    pub suspended_at_ms: Option<i64>,
+    pub suspended_reason: String,
+    pub suspended_by: String,
 }
+
+const PERSON_COLUMNS: &str =
+    "id, login, password_hash, display_name, suspended_at_ms, suspended_reason, suspended_by";
+
+/// An API key's row: everything but the secret, which is kept as its hash only.
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
+pub struct ApiKeyRow {
+    pub id: String,
+    pub name: String,
+    pub credit_code: String,
+    pub role: String,
+    pub created_by: String,
+    pub created_at_ms: i64,
+    pub expires_at_ms: i64,
+    pub revoked_at_ms: Option<i64>,
+    pub revoked_by: String,
+    pub last_used_at_ms: Option<i64>,
+}
+
+const API_KEY_COLUMNS: &str = "id, name, credit_code, role, created_by, created_at_ms, expires_at_ms, revoked_at_ms, revoked_by, last_used_at_ms";
 
 /// Who registers or accepts an invitation: an existing person (password checked before) or a
 /// new one.
@@ -190,8 +215,16 @@ impl Store {
     }
 
     pub async fn person_by_login(&self, login: &str) -> Result<Option<Person>> {
+        let sql = format!("SELECT {PERSON_COLUMNS} FROM people WHERE login = $1");
         Ok(
-            with_db!(&self.db, pool => sqlx::query_as("SELECT id, login, password_hash, display_name FROM people WHERE login = $1").bind(login).fetch_optional(pool).await?),
+            with_db!(&self.db, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(login).fetch_optional(pool).await?),
+        )
+    }
+
+    pub async fn person(&self, id: &str) -> Result<Option<Person>> {
+        let sql = format!("SELECT {PERSON_COLUMNS} FROM people WHERE id = $1");
+        Ok(
+            with_db!(&self.db, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(pool).await?),
         )
     }
 
@@ -201,16 +234,17 @@ impl Store {
         )
     }
 
-    /// Registers `org` with `joiner` as its first member, in one transaction.
+    /// Registers `org` with `joiner` as its first member, in one transaction, once per `key`.
+    /// Returns the first member's person id (a retry: the first call's).
     pub async fn register(
         &self,
+        key: &RequestKey,
         org: &Organization,
         joiner: &Joiner,
         role: &str,
         audit: &AuditEvent,
-    ) -> Result<()> {
-        with_db!(&self.db, pool => {
-            let mut tx = pool.begin_write().await?;
+    ) -> Result<String> {
+        Ok(keyed_write!(&self.db, key, tx => {
             let inserted = sqlx::query("INSERT INTO organizations (credit_code, name, kind, status, status_reason, version, registered_at_ms, reviewed_at_ms, reviewed_by, jurisdiction, department) VALUES ($1, $2, $3, $4, '', 1, $5, NULL, '', $6, $7)")
                 .bind(&org.credit_code).bind(&org.name).bind(org.kind.as_str()).bind(org.status.as_str()).bind(org.registered_at_ms)
                 .bind(org.jurisdiction.as_str()).bind(org.department.as_deref().unwrap_or(""))
@@ -225,9 +259,8 @@ impl Store {
                 .bind(joiner.id()).bind(&org.credit_code).bind(role).bind(org.registered_at_ms)
                 .execute(&mut *tx).await?;
             audit!(tx, audit);
-            tx.commit().await?;
-        });
-        Ok(())
+            joiner.id().to_string()
+        }))
     }
 
     pub async fn organization(&self, code: &str) -> Result<Option<Organization>> {
@@ -350,23 +383,35 @@ impl Store {
             .collect())
     }
 
+    /// Stores an invitation (its code's hash), once per `key`; returns the hash stored (a
+    /// retry: the first call's).
     pub async fn create_invitation(
         &self,
+        key: &RequestKey,
         code_hash: &str,
         credit_code: &str,
         role: &str,
         expires_at_ms: i64,
         audit: &AuditEvent,
-    ) -> Result<()> {
-        with_db!(&self.db, pool => {
-            let mut tx = pool.begin_write().await?;
+    ) -> Result<String> {
+        Ok(keyed_write!(&self.db, key, tx => {
             sqlx::query("INSERT INTO invitations (code_hash, credit_code, role, created_by, expires_at_ms) VALUES ($1, $2, $3, $4, $5)")
                 .bind(code_hash).bind(credit_code).bind(role).bind(&audit.actor).bind(expires_at_ms)
                 .execute(&mut *tx).await?;
             audit!(tx, audit);
-            tx.commit().await?;
-        });
-        Ok(())
+            code_hash.to_string()
+        }))
+    }
+
+    /// When an invitation expires, and the organization and role it is for (used or not).
+    pub async fn invitation_by_hash(
+        &self,
+        code_hash: &str,
+    ) -> Result<Option<(i64, String, String)>> {
+        Ok(
+            with_db!(&self.db, pool => sqlx::query_as("SELECT expires_at_ms, credit_code, role FROM invitations WHERE code_hash = $1")
+            .bind(code_hash).fetch_optional(pool).await?),
+        )
     }
 
     /// The organization and role of an unused, unexpired invitation.
@@ -381,18 +426,19 @@ impl Store {
         )
     }
 
-    /// Uses an invitation: the joiner becomes a member, in one transaction.
+    /// Uses an invitation: the joiner becomes a member, in one transaction, once per `key`.
+    /// Returns the member's person id (a retry: the first call's).
     pub async fn accept_invitation(
         &self,
+        key: &RequestKey,
         code_hash: &str,
         joiner: &Joiner,
         credit_code: &str,
         role: &str,
         audit: &AuditEvent,
-    ) -> Result<()> {
+    ) -> Result<String> {
         let now = audit.at_ms;
-        with_db!(&self.db, pool => {
-            let mut tx = pool.begin_write().await?;
+        Ok(keyed_write!(&self.db, key, tx => {
             let n = sqlx::query("UPDATE invitations SET used_at_ms = $1, used_by = $2 WHERE code_hash = $3 AND used_at_ms IS NULL AND expires_at_ms > $1")
                 .bind(now).bind(joiner.id()).bind(code_hash).execute(&mut *tx).await?.rows_affected();
             if n != 1 {
@@ -411,9 +457,17 @@ impl Store {
                 .bind(cwsm_platform::auth::Revocations::membership_key(joiner.id(), credit_code))
                 .execute(&mut *tx).await?;
             audit!(tx, audit);
-            tx.commit().await?;
-        });
-        Ok(())
+            joiner.id().to_string()
+        }))
+    }
+
+    /// One membership.
+    pub async fn membership(&self, person_id: &str, code: &str) -> Result<Option<Membership>> {
+        Ok(self
+            .members(code)
+            .await?
+            .into_iter()
+            .find(|m| m.person_id == person_id))
     }
 
     /// Removes a membership, ends the person's sessions for the organization and lists the
@@ -572,17 +626,21 @@ impl Store {
         )
     }
 
-    /// The revocation list: suspended organizations, and sessions and memberships revoked
+    /// The revocation list: suspended organizations and people, and sessions (API keys
+    /// among them) and memberships revoked
     /// since `since_ms` (older ones have no live access token left); older entries are pruned.
     pub async fn revocations(&self, since_ms: i64) -> Result<cwsm_platform::auth::Revocations> {
-        let (orgs, rows): (Vec<String>, Vec<(String, String)>) = with_db!(&self.db, pool => {
+        #[allow(clippy::type_complexity)]
+        let (orgs, people, rows): (Vec<String>, Vec<String>, Vec<(String, String)>) = with_db!(&self.db, pool => {
             sqlx::query("DELETE FROM revocations WHERE at_ms < $1").bind(since_ms).execute(pool).await?;
             let orgs = sqlx::query_scalar("SELECT credit_code FROM organizations WHERE status = 'suspended'").fetch_all(pool).await?;
+            let people: Vec<String> = sqlx::query_scalar("SELECT id FROM people WHERE suspended_at_ms IS NOT NULL").fetch_all(pool).await?;
             let rows = sqlx::query_as("SELECT kind, value FROM revocations").fetch_all(pool).await?;
-            (orgs, rows)
+            (orgs, people, rows)
         });
         let mut r = cwsm_platform::auth::Revocations {
             organizations: orgs.into_iter().collect(),
+            subjects: people.into_iter().collect(),
             ..Default::default()
         };
         for (kind, value) in rows {
@@ -593,6 +651,131 @@ impl Store {
             };
         }
         Ok(r)
+    }
+
+    // -- suspended people ---------------------------------------------------------------------
+
+    /// Suspends a person not suspended: their sessions end (refresh tokens revoked, and listed
+    /// as revoked so that their access tokens stay stopped after a reinstatement). False when
+    /// the person was suspended already.
+    pub async fn suspend_person(
+        &self,
+        person_id: &str,
+        reason: &str,
+        audit: &AuditEvent,
+    ) -> Result<bool> {
+        let now = audit.at_ms;
+        Ok(with_db!(&self.db, pool => {
+            let mut tx = pool.begin_write().await?;
+            let n = sqlx::query("UPDATE people SET suspended_at_ms = $1, suspended_reason = $2, suspended_by = $3 WHERE id = $4 AND suspended_at_ms IS NULL")
+                .bind(now).bind(reason).bind(&audit.actor).bind(person_id)
+                .execute(&mut *tx).await?.rows_affected();
+            if n == 1 {
+                sqlx::query("INSERT INTO revocations (kind, value, at_ms) SELECT DISTINCT 'session', session_id, $1 FROM refresh_tokens WHERE person_id = $2 AND revoked_at_ms IS NULL ON CONFLICT (kind, value) DO NOTHING")
+                    .bind(now).bind(person_id).execute(&mut *tx).await?;
+                sqlx::query("UPDATE refresh_tokens SET revoked_at_ms = $1 WHERE person_id = $2 AND revoked_at_ms IS NULL")
+                    .bind(now).bind(person_id).execute(&mut *tx).await?;
+                audit!(tx, audit);
+                tx.commit().await?;
+            }
+            n == 1
+        }))
+    }
+
+    /// Lifts a person's suspension; false when they were not suspended.
+    pub async fn reinstate_person(&self, person_id: &str, audit: &AuditEvent) -> Result<bool> {
+        Ok(with_db!(&self.db, pool => {
+            let mut tx = pool.begin_write().await?;
+            let n = sqlx::query("UPDATE people SET suspended_at_ms = NULL, suspended_reason = '', suspended_by = '' WHERE id = $1 AND suspended_at_ms IS NOT NULL")
+                .bind(person_id).execute(&mut *tx).await?.rows_affected();
+            if n == 1 {
+                audit!(tx, audit);
+                tx.commit().await?;
+            }
+            n == 1
+        }))
+    }
+
+    // -- API keys -----------------------------------------------------------------------------
+
+    /// Stores a new API key (its hash), once per `key`, unless its organization has `max_live`
+    /// keys neither revoked nor expired already. Returns the key's id (a retry: the first
+    /// call's).
+    pub async fn create_api_key(
+        &self,
+        key: &RequestKey,
+        row: &ApiKeyRow,
+        secret_hash: &str,
+        max_live: i64,
+        audit: &AuditEvent,
+    ) -> Result<String> {
+        Ok(keyed_write!(&self.db, key, tx => {
+            let live: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM api_keys WHERE credit_code = $1 AND revoked_at_ms IS NULL AND expires_at_ms > $2")
+                .bind(&row.credit_code).bind(row.created_at_ms).fetch_one(&mut *tx).await?;
+            if live >= max_live {
+                return Err(Error::precondition(format!(
+                    "organization {} has {live} live API keys, the most it may have: revoke one first (RevokeApiKey)",
+                    row.credit_code
+                )));
+            }
+            sqlx::query("INSERT INTO api_keys (id, secret_hash, name, credit_code, role, created_by, created_at_ms, expires_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
+                .bind(&row.id).bind(secret_hash).bind(&row.name).bind(&row.credit_code).bind(&row.role)
+                .bind(&row.created_by).bind(row.created_at_ms).bind(row.expires_at_ms)
+                .execute(&mut *tx).await?;
+            audit!(tx, audit);
+            row.id.clone()
+        }))
+    }
+
+    pub async fn api_key(&self, id: &str) -> Result<Option<ApiKeyRow>> {
+        let sql = format!("SELECT {API_KEY_COLUMNS} FROM api_keys WHERE id = $1");
+        Ok(
+            with_db!(&self.db, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(pool).await?),
+        )
+    }
+
+    pub async fn api_key_by_hash(&self, secret_hash: &str) -> Result<Option<ApiKeyRow>> {
+        let sql = format!("SELECT {API_KEY_COLUMNS} FROM api_keys WHERE secret_hash = $1");
+        Ok(
+            with_db!(&self.db, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(secret_hash).fetch_optional(pool).await?),
+        )
+    }
+
+    /// An organization's API keys by id (oldest first: ids are time-ordered), after the page's
+    /// key.
+    pub async fn api_keys(&self, code: &str, page: &Page) -> Result<Vec<ApiKeyRow>> {
+        let sql = format!(
+            "SELECT {API_KEY_COLUMNS} FROM api_keys WHERE credit_code = $1 AND id > $2 ORDER BY id LIMIT $3"
+        );
+        Ok(
+            with_db!(&self.db, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(code).bind(page.after.as_deref().unwrap_or("")).bind(page.fetch_limit())
+            .fetch_all(pool).await?),
+        )
+    }
+
+    /// Revokes a key not revoked yet and lists its session (the key's id) as revoked, so the
+    /// access tokens it was exchanged for stop; false when it was revoked already.
+    pub async fn revoke_api_key(&self, id: &str, audit: &AuditEvent) -> Result<bool> {
+        let now = audit.at_ms;
+        Ok(with_db!(&self.db, pool => {
+            let mut tx = pool.begin_write().await?;
+            let n = sqlx::query("UPDATE api_keys SET revoked_at_ms = $1, revoked_by = $2 WHERE id = $3 AND revoked_at_ms IS NULL")
+                .bind(now).bind(&audit.actor).bind(id).execute(&mut *tx).await?.rows_affected();
+            if n == 1 {
+                sqlx::query("INSERT INTO revocations (kind, value, at_ms) VALUES ('session', $1, $2) ON CONFLICT (kind, value) DO NOTHING")
+                    .bind(id).bind(now).execute(&mut *tx).await?;
+                audit!(tx, audit);
+                tx.commit().await?;
+            }
+            n == 1
+        }))
+    }
+
+    /// Notes that a key was exchanged at `now_ms`.
+    pub async fn api_key_used(&self, id: &str, now_ms: i64) -> Result<()> {
+        with_db!(&self.db, pool => { sqlx::query("UPDATE api_keys SET last_used_at_ms = $1 WHERE id = $2").bind(now_ms).bind(id).execute(pool).await?; });
+        Ok(())
     }
 
     // -- keys and audit -----------------------------------------------------------------------

@@ -1132,6 +1132,7 @@ impl Loader<'_> {
                 // to 320411, so the office's people administer Xinbei (and only Xinbei).
                 jurisdiction: DEMO_JURISDICTION.to_string(),
                 department: String::new(),
+                request_id: format!("demo:register:{code}"),
             })
             .await
             .with_context(|| format!("registering {name} ({code}) in accounts"))?;

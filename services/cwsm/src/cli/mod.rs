@@ -1,9 +1,10 @@
 //! The command-line client: tables for people, `--json` for scripts. One file per service.
 //!
 //! It talks gRPC to `--server` (default the embedded `cwsm serve` address) with the bearer token
-//! in `--token` / `CWSM_TOKEN`. With no token, and a signing key in the local data folder (the
-//! embedded mode on this machine), it signs itself an administrator token: whoever can read
-//! that file can sign any token anyway.
+//! in `--token` / `CWSM_TOKEN`, or with an API key in `--api-key` / `CWSM_API_KEY` (a machine
+//! client: exchanged at the accounts service for a short-lived access token first). With
+//! neither, and a signing key in the local data folder (the embedded mode on this machine), it
+//! signs itself an administrator token: whoever can read that file can sign any token anyway.
 
 mod accounts;
 mod health;
@@ -19,6 +20,7 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use comfy_table::{ContentArrangement, Table, presets::UTF8_FULL_CONDENSED};
 use cwsm_platform::auth::{Keys, Role};
+use cwsm_proto::accounts::v1::accounts_service_client::AccountsServiceClient;
 use cwsm_proto::matching::v1::matching_service_client::MatchingServiceClient;
 use cwsm_proto::projects::v1 as ppb;
 use cwsm_proto::projects::v1::projects_service_client::ProjectsServiceClient;
@@ -61,6 +63,16 @@ pub struct Connection {
     /// Bearer token (see `cwsm token issue`).
     #[arg(long, global = true, env = "CWSM_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// API key of a machine client (`cwsm api-keys create`): exchanged for an access token
+    /// before the command runs. Prefer CWSM_API_KEY: a command line is visible to other users.
+    #[arg(
+        long,
+        global = true,
+        env = "CWSM_API_KEY",
+        hide_env_values = true,
+        conflicts_with = "token"
+    )]
+    pub api_key: Option<String>,
     /// Data folder whose signing key may sign an admin token when no token is given.
     #[arg(
         long,
@@ -95,6 +107,8 @@ pub enum ClientCommand {
     /// Sign in with your login and password (from CWSM_PASSWORD or standard input); prints an
     /// access token for CWSM_TOKEN.
     SignIn(accounts::SignInArgs),
+    /// API keys of machine clients (a meter-data gateway): create, list, revoke.
+    ApiKeys(accounts::ApiKeysArgs),
     /// Benchmarks that start their own servers: `cwsm bench load` (the issue's load figures).
     Bench(load::BenchArgs),
 }
@@ -110,6 +124,7 @@ pub async fn run(command: ClientCommand) -> anyhow::Result<()> {
         ClientCommand::Projects(args) => projects::projects(args).await,
         ClientCommand::Health(args) => health::health(args).await,
         ClientCommand::SignIn(args) => accounts::sign_in(args).await,
+        ClientCommand::ApiKeys(args) => accounts::api_keys(args).await,
         ClientCommand::Bench(args) => load::run(args).await,
     }
 }
@@ -138,13 +153,19 @@ pub(crate) async fn channel(conn: &Connection) -> anyhow::Result<Channel> {
 
 impl Clients {
     pub(crate) async fn connect(conn: &Connection) -> anyhow::Result<Clients> {
-        let token = match &conn.token {
-            Some(t) => t.clone(),
-            None => {
+        let token = match (&conn.token, &conn.api_key) {
+            (Some(t), _) => t.clone(),
+            (None, Some(key)) => {
+                let channel = channel(conn).await?;
+                let token = accounts::exchange(&channel, key).await?;
+                return Ok(Clients { channel, token });
+            }
+            (None, None) => {
                 let key = conn.data_dir.join(cwsm_platform::auth::KEY_FILE);
                 if !key.exists() {
                     anyhow::bail!(
-                        "no token: pass --token or set CWSM_TOKEN (cwsm token issue --role …)"
+                        "no token: pass --token or set CWSM_TOKEN (cwsm token issue --role …), \
+                         or CWSM_API_KEY for a machine client"
                     );
                 }
                 Keys::load_or_create(&conn.data_dir)?.issue(
@@ -170,6 +191,9 @@ impl Clients {
         })
     }
 
+    pub(crate) fn accounts(&self) -> AccountsServiceClient<InterceptedService<Channel, Auth>> {
+        AccountsServiceClient::with_interceptor(self.channel.clone(), self.auth())
+    }
     pub(crate) fn matching(&self) -> MatchingServiceClient<InterceptedService<Channel, Auth>> {
         MatchingServiceClient::with_interceptor(self.channel.clone(), self.auth())
     }
@@ -250,6 +274,17 @@ pub(crate) fn stage_name(n: i32) -> String {
             s.as_str_name()
                 .trim_start_matches("PROJECT_STAGE_")
                 .to_lowercase()
+        })
+        .unwrap_or_default()
+}
+
+/// An instant (milliseconds) as China Standard Time, for people.
+pub(crate) fn cst(ms: Option<i64>) -> String {
+    ms.and_then(chrono::DateTime::from_timestamp_millis)
+        .map(|t| {
+            (t + chrono::Duration::hours(8))
+                .format("%Y-%m-%d %H:%M")
+                .to_string()
         })
         .unwrap_or_default()
 }

@@ -13,7 +13,7 @@ use cwsm_projects::settle::{cubic_metres, yuan};
 use cwsm_proto::projects::v1 as ppb;
 use tokio_stream::StreamExt;
 
-use super::{Clients, Connection, Output, name_of, request_id, stage_name};
+use super::{Clients, Connection, Output, cst, name_of, request_id, stage_name};
 
 #[derive(Args)]
 pub struct ProjectsArgs {
@@ -695,17 +695,6 @@ async fn readings(c: &Clients, cmd: ReadingsCommand, json: bool) -> anyhow::Resu
         }
     }
     Ok(())
-}
-
-/// An instant as China Standard Time, for people.
-fn cst(ms: Option<i64>) -> String {
-    ms.and_then(chrono::DateTime::from_timestamp_millis)
-        .map(|t| {
-            (t + chrono::Duration::hours(8))
-                .format("%Y-%m-%d %H:%M")
-                .to_string()
-        })
-        .unwrap_or_default()
 }
 
 fn status_name(n: i32) -> String {
