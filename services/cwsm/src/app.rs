@@ -209,7 +209,10 @@ pub async fn start(
     if services.accounts {
         let accounts = cwsm_accounts::Accounts::connect(
             &settings.database_url_for("accounts"),
-            cwsm_accounts::Options::default(),
+            cwsm_accounts::Options {
+                oidc_providers: settings.oidc_providers.clone(),
+                ..Default::default()
+            },
             verifier.clone(),
         )
         .await
