@@ -22,6 +22,7 @@ use tonic::transport::Channel;
 
 const PROVIDER: &str = "test-sso";
 const DOWN: &str = "down-sso";
+const CLI: &str = "cli-sso";
 const PASSWORD: &str = "correct horse battery";
 
 type Client = AccountsServiceClient<InterceptedService<Channel, Bearer>>;
@@ -50,7 +51,7 @@ async fn start(backend: Backend) -> anyhow::Result<Option<(IdentityProvider, Bro
     let mut down = idp.settings(DOWN);
     // Nothing listens there: the provider "does not answer".
     down.issuer = format!("http://127.0.0.1:{}", free_port()?);
-    let providers = vec![idp.settings(PROVIDER), down];
+    let providers = vec![idp.settings(PROVIDER), down, idp.cli_settings(CLI)];
     let app = TestApp::start_with(backend, move |s| s.oidc_providers = providers).await?;
     Ok(Some((idp, browser, app)))
 }
@@ -476,4 +477,81 @@ async fn a_person_signs_in_through_a_real_openid_provider_on_sqlite() -> anyhow:
 #[tokio::test]
 async fn a_person_signs_in_through_a_real_openid_provider_on_postgres() -> anyhow::Result<()> {
     external_sign_in(Backend::Postgres).await
+}
+
+/// `cwsm sign-in --provider`: the CLI listens on a loopback port, prints the provider's address,
+/// the person signs in there in the browser, which comes back to the CLI's port; the CLI
+/// prints the tokens. The provider's client here is public (PKCE alone, no secret).
+#[tokio::test]
+async fn the_cli_signs_in_through_a_provider_with_a_loopback_redirect() -> anyhow::Result<()> {
+    use std::io::BufRead;
+    let Some((_idp, browser, app)) = start(Backend::Sqlite).await? else {
+        return Ok(());
+    };
+    let login = format!("wang.gong-{}@example.cn", &cwsm_platform::new_id()[24..]);
+    let (code, person_id) = water_user_with_person(&app, &login).await?;
+    let addr = app
+        .running
+        .as_ref()
+        .map(|r| r.addr)
+        .ok_or_else(|| anyhow::anyhow!("not running"))?;
+    let mut cli = std::process::Command::new(env!("CARGO_BIN_EXE_cwsm-serve"))
+        .args(["sign-in", "--provider", CLI, "--json", "--server"])
+        .arg(format!("http://{addr}"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    let stderr = cli
+        .stderr
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("no stderr"))?;
+    // The second line the CLI prints is the address to open.
+    let url = tokio::task::spawn_blocking(move || {
+        std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .find(|l| l.starts_with("http"))
+    })
+    .await?
+    .ok_or_else(|| anyhow::anyhow!("the CLI printed no address"))?;
+    let redirect_uri = url::Url::parse(&url)?
+        .query_pairs()
+        .find(|(k, _)| k == "redirect_uri")
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default();
+    assert!(
+        redirect_uri.starts_with("http://127.0.0.1:"),
+        "{redirect_uri}"
+    );
+    sign_in_in_browser(&browser, &url, &redirect_uri, &format!("verified/{login}")).await?;
+    let page = browser.eval("return document.body.innerText;").await?;
+    assert!(
+        page.as_str().unwrap_or_default().contains("可以关闭此窗口"),
+        "{page}"
+    );
+    let out = tokio::task::spawn_blocking(move || cli.wait_with_output()).await??;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let access = printed["access_token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    // The printed token is the person's, for their water user.
+    let own = create_water_user(&app, &access, &code).await?;
+    assert_eq!(own.credit_code, code);
+    let mine = accounts(&app, &access)
+        .list_external_identities(a::ListExternalIdentitiesRequest {
+            person_id: person_id.clone(),
+        })
+        .await?
+        .into_inner()
+        .identities;
+    assert_eq!(mine.len(), 1, "linked by the verified e-mail: {mine:?}");
+    browser.quit().await;
+    app.stop().await
 }

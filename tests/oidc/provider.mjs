@@ -3,9 +3,11 @@
 //
 // Prints one JSON line {"issuer": "http://127.0.0.1:PORT"} on stdout once it listens.
 //
-// Client: CLIENT_ID / CLIENT_SECRET (client_secret_basic), PKCE required (S256), redirect
-// URIs `${issuer}/signed-in` (a page here that only says so: the browser stops there and the
-// test reads its URL) and REDIRECT_URIS (comma-separated, optional).
+// Clients (PKCE required, S256):
+// - CLIENT_ID / CLIENT_SECRET (client_secret_basic), redirect URI `${issuer}/signed-in` (a page
+//   here that only says so: the browser stops there and the test reads its URL);
+// - `cwsm-cli`, a public native client (no secret: PKCE alone) whose redirect URI
+//   `http://127.0.0.1/callback` allows any port (RFC 8252), for `cwsm sign-in --provider`.
 //
 // Accounts: any login on the login page, any password (these are the provider's development
 // pages: the test drives them like a person would). The login says what the account is:
@@ -18,7 +20,6 @@ import Provider from 'oidc-provider';
 
 const clientId = process.env.CLIENT_ID || 'cwsm-test';
 const clientSecret = process.env.CLIENT_SECRET || 'cwsm-test-secret';
-const extraRedirects = (process.env.REDIRECT_URIS || '').split(',').filter(Boolean);
 
 function claimsOf(login) {
   const [kind, ...rest] = login.split('/');
@@ -37,10 +38,18 @@ server.listen(0, '127.0.0.1', () => {
       {
         client_id: clientId,
         client_secret: clientSecret,
-        redirect_uris: [`${issuer}/signed-in`, ...extraRedirects],
+        redirect_uris: [`${issuer}/signed-in`],
         grant_types: ['authorization_code'],
         response_types: ['code'],
         token_endpoint_auth_method: 'client_secret_basic',
+      },
+      {
+        client_id: 'cwsm-cli',
+        application_type: 'native',
+        redirect_uris: ['http://127.0.0.1/callback'],
+        grant_types: ['authorization_code'],
+        response_types: ['code'],
+        token_endpoint_auth_method: 'none',
       },
     ],
     pkce: { required: () => true },

@@ -103,6 +103,18 @@ impl IdentityProvider {
         format!("{}/signed-in", self.issuer)
     }
 
+    /// The server's settings for the provider's public native client (`cwsm sign-in
+    /// --provider`: a loopback redirect on any port, no secret), named `name`.
+    pub fn cli_settings(&self, name: &str) -> OidcProvider {
+        OidcProvider {
+            name: name.to_string(),
+            issuer: self.issuer.clone(),
+            client_id: "cwsm-cli".to_string(),
+            client_secret: String::new(),
+            redirect_uris: vec!["http://127.0.0.1/callback".to_string()],
+        }
+    }
+
     /// The server's settings for this provider, named `name`.
     pub fn settings(&self, name: &str) -> OidcProvider {
         OidcProvider {
