@@ -799,6 +799,55 @@ fn rows_for_people(w: &World) -> Vec<(&'static str, Vec<u8>, Expect)> {
             a::ListAuditEventsRequest::default().encode_to_vec(),
             Expect::only(&[Admin], Ok, PermissionDenied),
         ),
+        // -- accounts: sign-in through an external OpenID provider (none is configured here) --
+        (
+            "StartExternalSignIn",
+            a::StartExternalSignInRequest {
+                provider: "no-such-sso".into(),
+                redirect_uri: "https://cwsm.example.cn/signed-in".into(),
+            }
+            .encode_to_vec(),
+            Expect::public(InvalidArgument),
+        ),
+        (
+            "CompleteExternalSignIn",
+            a::CompleteExternalSignInRequest {
+                state: "no-such-state".into(),
+                code: "some-code".into(),
+                credit_code: String::new(),
+            }
+            .encode_to_vec(),
+            Expect::public(Unauthenticated),
+        ),
+        (
+            // The provider is checked after the caller: administrators are told it is unknown.
+            "LinkExternalIdentity",
+            a::LinkExternalIdentityRequest {
+                request_id: rid("link"),
+                person_id: "no-such-person".into(),
+                provider: "no-such-sso".into(),
+                subject: "someone".into(),
+            }
+            .encode_to_vec(),
+            Expect::only(&[Admin], InvalidArgument, PermissionDenied),
+        ),
+        (
+            "ListExternalIdentities",
+            a::ListExternalIdentitiesRequest {
+                person_id: "no-such-person".into(),
+            }
+            .encode_to_vec(),
+            Expect::only(&[Admin], Ok, PermissionDenied),
+        ),
+        (
+            "UnlinkExternalIdentity",
+            a::UnlinkExternalIdentityRequest {
+                provider: "no-such-sso".into(),
+                subject: "someone".into(),
+            }
+            .encode_to_vec(),
+            Expect::only(&[Admin], InvalidArgument, PermissionDenied),
+        ),
         (
             "CreateApiKey",
             a::CreateApiKeyRequest {

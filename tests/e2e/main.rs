@@ -13,6 +13,7 @@ mod input;
 mod limits;
 mod matching;
 mod metrics;
+mod oidc;
 mod projects;
 mod reflection;
 mod reporting;

@@ -5,6 +5,9 @@
 //! under a fresh key prefix). PostgreSQL and Redis tests fail when those servers are unreachable
 //! and `CWSM_REQUIRE_POSTGRES=1` (as `.ci/run` sets); otherwise they say they were skipped.
 
+pub mod oidc;
+pub mod web;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -76,6 +79,15 @@ pub async fn postgres_and_redis_available() -> bool {
 
 impl TestApp {
     pub async fn start(backend: Backend) -> anyhow::Result<TestApp> {
+        Self::start_with(backend, |_| {}).await
+    }
+
+    /// As [`TestApp::start`], with settings changed by `configure` first (e.g. OpenID
+    /// providers).
+    pub async fn start_with(
+        backend: Backend,
+        configure: impl FnOnce(&mut Settings),
+    ) -> anyhow::Result<TestApp> {
         let id = cwsm_platform::new_id().replace('-', "");
         let data_dir = std::env::temp_dir().join(format!("cwsm-test-{id}"));
         let mut settings = Settings {
@@ -111,6 +123,7 @@ impl TestApp {
                 )
             }
         };
+        configure(&mut settings);
         let keys = Arc::new(Keys::from_secret(&TEST_SECRET)?);
         let running = app::start(
             &settings,

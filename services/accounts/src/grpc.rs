@@ -575,6 +575,82 @@ impl AccountsService for AccountsApi {
             person: Some(person_to(person)),
         }))
     }
+
+    async fn start_external_sign_in(
+        &self,
+        request: Request<pb::StartExternalSignInRequest>,
+    ) -> Result<Response<pb::StartExternalSignInResponse>, Status> {
+        let r = request.into_inner();
+        let (authorization_url, state, expires) = self
+            .accounts
+            .start_external_sign_in(&r.provider, &r.redirect_uri)
+            .await?;
+        Ok(Response::new(pb::StartExternalSignInResponse {
+            authorization_url,
+            state,
+            expires_at: Some(timestamp(expires)),
+        }))
+    }
+
+    async fn complete_external_sign_in(
+        &self,
+        request: Request<pb::CompleteExternalSignInRequest>,
+    ) -> Result<Response<pb::CompleteExternalSignInResponse>, Status> {
+        let r = request.into_inner();
+        let tokens = self
+            .accounts
+            .complete_external_sign_in(&r.state, &r.code, &r.credit_code)
+            .await?;
+        Ok(Response::new(pb::CompleteExternalSignInResponse {
+            tokens: Some(tokens_to(tokens)),
+        }))
+    }
+
+    async fn link_external_identity(
+        &self,
+        request: Request<pb::LinkExternalIdentityRequest>,
+    ) -> Result<Response<pb::LinkExternalIdentityResponse>, Status> {
+        let (p, _) = caller(&self.accounts, &request)?;
+        let r = request.into_inner();
+        let key = cwsm_platform::idempotency::RequestKey::new(
+            &p,
+            "LinkExternalIdentity",
+            &r.person_id,
+            &r.request_id,
+            &r,
+        )?;
+        let identity = self
+            .accounts
+            .link_external_identity(&p, &key, &r.person_id, &r.provider, &r.subject)
+            .await?;
+        Ok(Response::new(pb::LinkExternalIdentityResponse {
+            identity: Some(identity_to(identity)),
+        }))
+    }
+
+    async fn list_external_identities(
+        &self,
+        request: Request<pb::ListExternalIdentitiesRequest>,
+    ) -> Result<Response<pb::ListExternalIdentitiesResponse>, Status> {
+        let (p, _) = caller(&self.accounts, &request)?;
+        let r = request.into_inner();
+        let identities = self.accounts.external_identities(&p, &r.person_id).await?;
+        Ok(Response::new(pb::ListExternalIdentitiesResponse {
+            identities: identities.into_iter().map(identity_to).collect(),
+        }))
+    }
+
+    async fn unlink_external_identity(
+        &self,
+        request: Request<pb::UnlinkExternalIdentityRequest>,
+    ) -> Result<Response<pb::UnlinkExternalIdentityResponse>, Status> {
+        let (p, _) = caller(&self.accounts, &request)?;
+        let r = request.into_inner();
+        self.accounts
+            .unlink_external_identity(&p, &r.provider, &r.subject)
+            .await?;
+        Ok(Response::new(pb::UnlinkExternalIdentityResponse {}))
+    }
 }
 
 fn api_key_to(k: crate::store::ApiKeyRow) -> pb::ApiKey {
@@ -602,6 +678,18 @@ fn person_to(p: crate::PersonStanding) -> pb::Person {
         suspended_reason: p.suspended_reason,
         suspended_at: p.suspended_at_ms.map(timestamp),
         suspended_by: p.suspended_by,
+    }
+}
+
+fn identity_to(i: crate::store::ExternalIdentity) -> pb::ExternalIdentity {
+    pb::ExternalIdentity {
+        person_id: i.person_id,
+        provider: i.provider,
+        issuer: i.issuer,
+        subject: i.subject,
+        email: i.email,
+        linked_at: Some(timestamp(i.linked_at_ms)),
+        linked_by: i.linked_by,
     }
 }
 

@@ -29,8 +29,10 @@
 //!
 //! The domain is plain Rust; [`grpc`] is the adapter, [`store`] the tables.
 
+pub mod external;
 pub mod grpc;
 pub mod keys;
+pub mod oidc;
 pub mod password;
 pub mod store;
 
@@ -104,6 +106,8 @@ pub struct Options {
     /// The district the platform serves: the jurisdiction of an organization registered
     /// without one, and of those registered before jurisdictions (the `district_code` setting).
     pub district: Jurisdiction,
+    /// External OpenID Connect providers people may sign in through.
+    pub oidc_providers: Vec<cwsm_platform::config::OidcProvider>,
 }
 
 impl Default for Options {
@@ -116,6 +120,7 @@ impl Default for Options {
             failure_window: Duration::from_secs(15 * 60),
             lockout: Duration::from_secs(15 * 60),
             district: Jurisdiction::default_district(),
+            oidc_providers: Vec::new(),
         }
     }
 }
@@ -420,6 +425,8 @@ pub struct Accounts {
     keys: Arc<RwLock<Vec<StoredKey>>>,
     /// The verifier of this process: fed the JWKS and revocations on every change.
     verifier: Arc<TokenVerifier>,
+    /// External OpenID Connect providers, with their documents and keys as last fetched.
+    providers: Arc<oidc::Providers>,
 }
 
 impl Accounts {
@@ -433,6 +440,7 @@ impl Accounts {
         if options.access_ttl > MAX_ACCESS_TTL || options.access_ttl.is_zero() {
             anyhow::bail!("access tokens live between 1 second and 15 minutes");
         }
+        let providers = Arc::new(oidc::Providers::new(&options.oidc_providers)?);
         let store = Store::connect(database_url).await?;
         let settled = store.settle_jurisdictions(&options.district).await?;
         if settled > 0 {
@@ -448,6 +456,7 @@ impl Accounts {
             options,
             keys: Arc::default(),
             verifier,
+            providers,
         };
         if accounts.store.keys().await?.is_empty() {
             // The first key signs at once: nothing was signed before it.
@@ -1103,10 +1112,19 @@ impl Accounts {
         )
         .await?;
         let person = person.ok_or_else(unauthenticated)?;
-        // The password was right: from here on the person may learn about their standing and
-        // their memberships.
-        refuse_suspended_person(&person)?;
-        let memberships = self.store.memberships_of(&person.id).await?;
+        // The password was right: from here on the person may learn about their memberships.
+        self.open_session(&person.id, credit_code, "password").await
+    }
+
+    /// A session for a person who proved who they are (`via`: "password", "oidc:NAME"), for
+    /// `credit_code` or their only organization: the membership and the organization are
+    /// checked, the sign-in audited with the session's start.
+    async fn open_session(&self, person_id: &str, credit_code: &str, via: &str) -> Result<Tokens> {
+        // Whichever way they proved who they are, a suspended person gets no session.
+        if let Some(person) = self.store.person(person_id).await? {
+            refuse_suspended_person(&person)?;
+        }
+        let memberships = self.store.memberships_of(person_id).await?;
         let code = if credit_code.is_empty() {
             match memberships.as_slice() {
                 [only] => only.clone(),
@@ -1131,7 +1149,7 @@ impl Accounts {
             .await?
             .ok_or_else(|| Error::not_found("organization", &code))?;
         Self::refuse_suspended(&org)?;
-        let role = self.role_of(&person.id, &code).await?;
+        let role = self.role_of(person_id, &code).await?;
         let now = now_ms();
         let session = new_id();
         let refresh = secret("rt_")?;
@@ -1142,16 +1160,22 @@ impl Accounts {
                 &NewRefresh {
                     token_hash: &hash,
                     session_id: &session,
-                    person_id: &person.id,
+                    person_id,
                     credit_code: &code,
                     issued_at_ms: now,
                     expires_at_ms: refresh_expires,
                 },
-                &AuditEvent::new(now, &person.id, "sign_in", &code, role.as_str()),
+                &AuditEvent::new(
+                    now,
+                    person_id,
+                    "sign_in",
+                    &code,
+                    &format!("{} via {via}", role.as_str()),
+                ),
             )
             .await?;
         self.tokens(
-            &person.id,
+            person_id,
             &org,
             role,
             &session,

@@ -163,6 +163,31 @@ pub struct NewRefresh<'a> {
     pub expires_at_ms: i64,
 }
 
+/// An identity at an external OpenID provider, linked to a person.
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
+pub struct ExternalIdentity {
+    pub issuer: String,
+    pub subject: String,
+    pub provider: String,
+    pub person_id: String,
+    pub email: String,
+    pub linked_at_ms: i64,
+    pub linked_by: String,
+}
+
+/// A sign-in through an external provider, started and not yet completed.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct ExternalSignIn {
+    pub provider: String,
+    pub redirect_uri: String,
+    pub nonce: String,
+    pub code_verifier: String,
+    pub expires_at_ms: i64,
+}
+
+const IDENTITY_COLUMNS: &str =
+    "issuer, subject, provider, person_id, email, linked_at_ms, linked_by";
+
 /// What the failure counter said about a login.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Failures {
@@ -816,6 +841,131 @@ impl Store {
                 "SELECT a.id, a.at_ms, a.actor, a.action, a.target, a.detail FROM audit_events a LEFT JOIN organizations o ON o.credit_code = a.target
                  WHERE ($1 = '' OR a.action = $1) AND ($2 = '' OR o.jurisdiction BETWEEN $2 AND $3) AND a.id < $4 ORDER BY a.id DESC LIMIT $5")
             .bind(action).bind(lo).bind(hi).bind(after).bind(page.fetch_limit()).fetch_all(pool).await?))
+    }
+
+    // -- external identities (OpenID Connect) -------------------------------------------------
+
+    /// Keeps a started sign-in (and forgets the ones that expired).
+    pub async fn start_external(
+        &self,
+        state_hash: &str,
+        started: &ExternalSignIn,
+        now_ms: i64,
+    ) -> Result<()> {
+        with_db!(&self.db, pool => {
+            let mut tx = pool.begin_write().await?;
+            sqlx::query("DELETE FROM external_sign_ins WHERE expires_at_ms <= $1").bind(now_ms).execute(&mut *tx).await?;
+            sqlx::query("INSERT INTO external_sign_ins (state_hash, provider, redirect_uri, nonce, code_verifier, expires_at_ms) VALUES ($1, $2, $3, $4, $5, $6)")
+                .bind(state_hash).bind(&started.provider).bind(&started.redirect_uri).bind(&started.nonce)
+                .bind(&started.code_verifier).bind(started.expires_at_ms)
+                .execute(&mut *tx).await?;
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// Takes a started sign-in: one use (the row is deleted, so of two concurrent completions
+    /// one gets it); `None` when unknown, used or expired.
+    pub async fn take_external(
+        &self,
+        state_hash: &str,
+        now_ms: i64,
+    ) -> Result<Option<ExternalSignIn>> {
+        let row: Option<ExternalSignIn> = with_db!(&self.db, pool => {
+            let mut tx = pool.begin_write().await?;
+            let row = sqlx::query_as("DELETE FROM external_sign_ins WHERE state_hash = $1 RETURNING provider, redirect_uri, nonce, code_verifier, expires_at_ms")
+                .bind(state_hash).fetch_optional(&mut *tx).await?;
+            tx.commit().await?;
+            row
+        });
+        Ok(row.filter(|r| r.expires_at_ms > now_ms))
+    }
+
+    pub async fn external_identity(
+        &self,
+        issuer: &str,
+        subject: &str,
+    ) -> Result<Option<ExternalIdentity>> {
+        let sql = format!(
+            "SELECT {IDENTITY_COLUMNS} FROM external_identities WHERE issuer = $1 AND subject = $2"
+        );
+        Ok(
+            with_db!(&self.db, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(issuer).bind(subject).fetch_optional(pool).await?),
+        )
+    }
+
+    pub async fn external_identities(&self, person_id: &str) -> Result<Vec<ExternalIdentity>> {
+        let sql = format!(
+            "SELECT {IDENTITY_COLUMNS} FROM external_identities WHERE person_id = $1 ORDER BY provider, subject"
+        );
+        Ok(
+            with_db!(&self.db, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(person_id).fetch_all(pool).await?),
+        )
+    }
+
+    pub async fn person_exists(&self, person_id: &str) -> Result<bool> {
+        let n: i64 = with_db!(&self.db, pool => sqlx::query_scalar("SELECT COUNT(*) FROM people WHERE id = $1").bind(person_id).fetch_one(pool).await?);
+        Ok(n > 0)
+    }
+
+    /// Links an identity, with its audit entry; ALREADY_EXISTS when it is linked already.
+    /// With `key` (an administrator's LinkExternalIdentity) a retry gets the first answer.
+    pub async fn link_external(
+        &self,
+        key: Option<&RequestKey>,
+        identity: &ExternalIdentity,
+        audit: &AuditEvent,
+    ) -> Result<()> {
+        macro_rules! insert {
+            ($tx:ident) => {{
+                let inserted = sqlx::query("INSERT INTO external_identities (issuer, subject, provider, person_id, email, linked_at_ms, linked_by) VALUES ($1, $2, $3, $4, $5, $6, $7)")
+                    .bind(&identity.issuer).bind(&identity.subject).bind(&identity.provider).bind(&identity.person_id)
+                    .bind(&identity.email).bind(identity.linked_at_ms).bind(&identity.linked_by)
+                    .execute(&mut *$tx).await;
+                if let Err(e) = inserted {
+                    return Err(if is_unique_violation(&e) {
+                        Error::AlreadyExists(format!(
+                            "subject {:?} of provider {} is linked already: unlink it first",
+                            identity.subject, identity.provider
+                        ))
+                    } else { e.into() });
+                }
+                audit!($tx, audit);
+            }};
+        }
+        match key {
+            Some(key) => {
+                keyed_write!(&self.db, key, tx => {
+                    insert!(tx);
+                    format!("{} {}", identity.issuer, identity.subject)
+                });
+            }
+            None => with_db!(&self.db, pool => {
+                let mut tx = pool.begin_write().await?;
+                insert!(tx);
+                tx.commit().await?;
+            }),
+        }
+        Ok(())
+    }
+
+    /// Unlinks an identity; false when it was not linked.
+    pub async fn unlink_external(
+        &self,
+        issuer: &str,
+        subject: &str,
+        audit: &AuditEvent,
+    ) -> Result<bool> {
+        Ok(with_db!(&self.db, pool => {
+            let mut tx = pool.begin_write().await?;
+            let n = sqlx::query("DELETE FROM external_identities WHERE issuer = $1 AND subject = $2")
+                .bind(issuer).bind(subject).execute(&mut *tx).await?.rows_affected();
+            if n == 1 {
+                audit!(tx, audit);
+                tx.commit().await?;
+            }
+            n == 1
+        }))
     }
 }
 

@@ -215,6 +215,7 @@ pub async fn start(
                     &settings.district_code,
                 )
                 .context("the district_code setting")?,
+                oidc_providers: settings.oidc_providers.clone(),
                 ..Default::default()
             },
             verifier.clone(),

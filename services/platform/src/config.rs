@@ -33,6 +33,7 @@
 //! | `accounts_refresh_secs` | `CWSM_ACCOUNTS_REFRESH_SECS` | `30` | how often they are fetched (at most 60: a revocation must bite within a minute) |
 //! | `district_code` | `CWSM_DISTRICT_CODE` | `320411` | the district the platform serves (GB/T 2260, 320411 = 常州市新北区): the jurisdiction of an organization registered without one |
 //! | `trust_forwarded_proto` | `CWSM_TRUST_FORWARDED_PROTO` | `false` | believe `X-Forwarded-Proto: https` (only behind a TLS-terminating proxy): the dashboard's cookie is then `Secure` |
+//! | `oidc_providers` | `CWSM_OIDC_PROVIDERS` | none | external OpenID Connect providers people may sign in through (see [`OidcProvider`]); in TOML `[[oidc_providers]]` tables |
 //!
 //! OpenTelemetry export is configured by the standard `OTEL_EXPORTER_OTLP_ENDPOINT` variables.
 
@@ -51,6 +52,47 @@ pub enum LogFormat {
     Human,
     /// One JSON object per line, for log collectors.
     Json,
+}
+
+/// An external OpenID Connect provider (a government's or a company's single sign-on) that
+/// people may sign in through: registered there as a client of cwsm, its endpoints read from
+/// `{issuer}/.well-known/openid-configuration`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcProvider {
+    /// What clients name it by (`StartExternalSignIn.provider`, `cwsm sign-in --provider`).
+    pub name: String,
+    /// The issuer URL, exactly as its ID tokens' `iss` says it.
+    pub issuer: String,
+    pub client_id: String,
+    /// The client secret (HTTP Basic at the token endpoint); empty for a public client, which
+    /// then relies on PKCE alone.
+    #[serde(default)]
+    pub client_secret: String,
+    /// The redirect URIs a sign-in may ask for (registered with the provider too). One of the
+    /// form `http://127.0.0.1/…` (or `[::1]`, `localhost`) allows any port (RFC 8252 §7.3:
+    /// the CLI's loopback listener).
+    pub redirect_uris: Vec<String>,
+}
+
+/// Without the client secret: settings are logged.
+impl std::fmt::Debug for OidcProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OidcProvider")
+            .field("name", &self.name)
+            .field("issuer", &self.issuer)
+            .field("client_id", &self.client_id)
+            .field(
+                "client_secret",
+                &if self.client_secret.is_empty() {
+                    ""
+                } else {
+                    "…"
+                },
+            )
+            .field("redirect_uris", &self.redirect_uris)
+            .finish()
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -86,6 +128,7 @@ pub struct Settings {
     pub accounts_url: Option<String>,
     pub accounts_refresh_secs: u64,
     pub district_code: String,
+    pub oidc_providers: Vec<OidcProvider>,
 }
 
 impl Default for Settings {
@@ -121,6 +164,7 @@ impl Default for Settings {
             accounts_url: None,
             accounts_refresh_secs: 30,
             district_code: crate::jurisdiction::DEFAULT_DISTRICT.to_string(),
+            oidc_providers: Vec::new(),
         }
     }
 }
@@ -173,6 +217,7 @@ impl Settings {
                 "accounts_url",
                 "accounts_refresh_secs",
                 "district_code",
+                "oidc_providers",
             ]))
             .merge(Serialized::defaults(flags))
             .extract()
@@ -220,6 +265,27 @@ mod tests {
         .expect("load");
         assert_eq!(flagged.listen, "127.0.0.1:7000");
         std::fs::write(&file, "lisen = \"typo\"\n").expect("write");
+        assert!(Settings::load(Some(&file), Flags { listen: None }).is_err());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn oidc_providers_are_tables_of_the_file() {
+        let dir = std::env::temp_dir().join(format!("cwsm-config-{}", crate::new_id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let file = dir.join("cwsm.toml");
+        std::fs::write(
+            &file,
+            "[[oidc_providers]]\nname = \"gov\"\nissuer = \"https://sso.example.gov.cn\"\nclient_id = \"cwsm\"\nclient_secret = \"s3cret\"\nredirect_uris = [\"https://cwsm.example.cn/signed-in\", \"http://127.0.0.1/callback\"]\n",
+        )
+        .expect("write");
+        let s = Settings::load(Some(&file), Flags { listen: None }).expect("load");
+        assert_eq!(s.oidc_providers.len(), 1);
+        assert_eq!(s.oidc_providers[0].name, "gov");
+        assert_eq!(s.oidc_providers[0].redirect_uris.len(), 2);
+        // A misspelt key of a provider is refused, not ignored.
+        std::fs::write(&file, "[[oidc_providers]]\nname = \"gov\"\nisuer = \"x\"\n")
+            .expect("write");
         assert!(Settings::load(Some(&file), Flags { listen: None }).is_err());
         let _ = std::fs::remove_dir_all(dir);
     }

@@ -29,6 +29,10 @@ pub enum Error {
     /// The caller's credentials are missing, wrong or no longer valid.
     #[error("{0}")]
     Unauthenticated(String),
+    /// Something outside this service that the call needs did not answer (an external identity
+    /// provider): the caller may retry later.
+    #[error("{0}")]
+    Unavailable(String),
     /// Something the caller cannot fix: the database or the bus failed.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),

@@ -23,6 +23,7 @@ impl From<Error> for Status {
             Error::Aborted(m) => Status::aborted(m),
             Error::ResourceExhausted(m) => Status::resource_exhausted(m),
             Error::Unauthenticated(m) => Status::unauthenticated(m),
+            Error::Unavailable(m) => Status::unavailable(m),
             Error::Internal(e) => {
                 // The caller gets no internals; the log gets all of them.
                 tracing::error!(error = %format!("{e:#}"), "internal error");

@@ -109,6 +109,7 @@ fn owned(e: &Error) -> Error {
         Error::PermissionDenied(m) => Error::PermissionDenied(m.clone()),
         Error::Aborted(m) => Error::Aborted(m.clone()),
         Error::ResourceExhausted(m) => Error::ResourceExhausted(m.clone()),
+        Error::Unavailable(m) => Error::Unavailable(m.clone()),
         Error::Unauthenticated(m) => Error::Unauthenticated(m.clone()),
         Error::Internal(inner) => Error::Internal(anyhow::anyhow!("{inner:#}")),
     }

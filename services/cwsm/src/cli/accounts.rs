@@ -5,6 +5,11 @@
 //!
 //! `cwsm api-keys create|list|revoke`: API keys of a machine client (a meter-data gateway),
 //! which then runs any command with `CWSM_API_KEY` set ([`exchange`]).
+//! `cwsm sign-in --provider NAME` signs in through an external OpenID Connect provider instead
+//! (RFC 8252, a native app): it listens on a loopback port of its own, prints the provider's
+//! address to open in a browser, and takes the code the browser brings back to
+//! `http://127.0.0.1:PORT/callback` (the provider's settings must allow
+//! `http://127.0.0.1/callback`).
 
 use std::io::BufRead;
 
@@ -19,8 +24,16 @@ use super::{Clients, Connection, Output, cst, request_id};
 #[derive(Args)]
 pub struct SignInArgs {
     /// Your login: an e-mail address or a phone number.
+    #[arg(
+        long,
+        required_unless_present = "provider",
+        conflicts_with = "provider"
+    )]
+    pub login: Option<String>,
+    /// Sign in through this external OpenID Connect provider (its name in the server's
+    /// settings) in a browser, instead of with a password.
     #[arg(long)]
-    pub login: String,
+    pub provider: Option<String>,
     /// The organization to act for (its credit code), when you are a member of several.
     #[arg(long, default_value = "")]
     pub org: String,
@@ -29,6 +42,26 @@ pub struct SignInArgs {
 }
 
 pub async fn sign_in(args: SignInArgs) -> anyhow::Result<()> {
+    let tokens = match (&args.login, &args.provider) {
+        (_, Some(provider)) => external_sign_in(&args, provider).await?,
+        (Some(login), None) => password_sign_in(&args, login).await?,
+        (None, None) => anyhow::bail!("--login or --provider is required"),
+    };
+    if args.conn.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "access_token": tokens.access_token,
+                "refresh_token": tokens.refresh_token,
+            })
+        );
+    } else {
+        println!("{}", tokens.access_token);
+    }
+    Ok(())
+}
+
+async fn password_sign_in(args: &SignInArgs, login: &str) -> anyhow::Result<apb::Tokens> {
     let password = match std::env::var("CWSM_PASSWORD") {
         Ok(p) if !p.is_empty() => p,
         _ => {
@@ -43,7 +76,7 @@ pub async fn sign_in(args: SignInArgs) -> anyhow::Result<()> {
     let channel = super::channel(&args.conn).await?;
     let tokens = AccountsServiceClient::new(channel)
         .sign_in(apb::SignInRequest {
-            login: args.login.clone(),
+            login: login.to_string(),
             password,
             credit_code: args.org.clone(),
         })
@@ -52,18 +85,109 @@ pub async fn sign_in(args: SignInArgs) -> anyhow::Result<()> {
         .into_inner()
         .tokens
         .ok_or_else(|| anyhow::anyhow!("the accounts service answered no tokens"))?;
-    if args.conn.json {
-        println!(
-            "{}",
-            serde_json::json!({
-                "access_token": tokens.access_token,
-                "refresh_token": tokens.refresh_token,
-            })
+    Ok(tokens)
+}
+
+/// The loopback redirect's path.
+const CALLBACK: &str = "/callback";
+
+async fn external_sign_in(args: &SignInArgs, provider: &str) -> anyhow::Result<apb::Tokens> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .context("listening on a loopback port for the provider's redirect")?;
+    let port = listener.local_addr()?.port();
+    let redirect_uri = format!("http://127.0.0.1:{port}{CALLBACK}");
+    let channel = super::channel(&args.conn).await?;
+    let mut client = AccountsServiceClient::new(channel);
+    let started = client
+        .start_external_sign_in(apb::StartExternalSignInRequest {
+            provider: provider.to_string(),
+            redirect_uri: redirect_uri.clone(),
+        })
+        .await
+        .map_err(|s| anyhow::anyhow!("{}", s.message()))?
+        .into_inner();
+    eprintln!("在浏览器中打开此地址登录 / Open this address in a browser to sign in:");
+    eprintln!("{}", started.authorization_url);
+    // The sign-in lives ten minutes on the server; so does this wait.
+    let (code, state) = tokio::time::timeout(
+        std::time::Duration::from_secs(600),
+        redirected(&listener, &started.state),
+    )
+    .await
+    .map_err(|_| anyhow::anyhow!("no sign-in came back within 10 minutes"))??;
+    let tokens = client
+        .complete_external_sign_in(apb::CompleteExternalSignInRequest {
+            state,
+            code,
+            credit_code: args.org.clone(),
+        })
+        .await
+        .map_err(|s| anyhow::anyhow!("{}", s.message()))?
+        .into_inner()
+        .tokens
+        .ok_or_else(|| anyhow::anyhow!("the accounts service answered no tokens"))?;
+    Ok(tokens)
+}
+
+/// Waits for the browser's request to the callback with this sign-in's state; answers it with
+/// a page saying what happened. Other requests (a favicon) get 404.
+async fn redirected(
+    listener: &tokio::net::TcpListener,
+    state: &str,
+) -> anyhow::Result<(String, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    loop {
+        let (mut stream, _) = listener.accept().await?;
+        let mut head = Vec::new();
+        let mut buf = [0u8; 4096];
+        // The request line and headers, at most 16 KiB.
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16 * 1024 {
+            let n = stream.read(&mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            head.extend_from_slice(&buf[..n]);
+        }
+        let head = String::from_utf8_lossy(&head);
+        let target = head.split_whitespace().nth(1).unwrap_or("/");
+        let url = url::Url::parse(&format!("http://127.0.0.1{target}"))?;
+        let param = |name: &str| {
+            url.query_pairs()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.into_owned())
+        };
+        if url.path() != CALLBACK || param("state").as_deref() != Some(state) {
+            let _ = stream
+                .write_all(
+                    b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                )
+                .await;
+            continue;
+        }
+        let (page, outcome) = match (param("code"), param("error")) {
+            (Some(code), _) => (
+                "已返回 cwsm，可以关闭此窗口。/ Back in cwsm: you may close this window.",
+                Ok((code, state.to_string())),
+            ),
+            (None, error) => (
+                "登录未完成。/ The sign-in did not complete.",
+                Err(anyhow::anyhow!(
+                    "the provider answered {}: {}",
+                    error.unwrap_or_else(|| "no code".into()),
+                    param("error_description").unwrap_or_default()
+                )),
+            ),
+        };
+        let body =
+            format!("<!doctype html><meta charset=\"utf-8\"><title>cwsm</title><p>{page}</p>");
+        let reply = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\nCache-Control: no-store\r\nReferrer-Policy: no-referrer\r\n\r\n{body}",
+            body.len()
         );
-    } else {
-        println!("{}", tokens.access_token);
+        let _ = stream.write_all(reply.as_bytes()).await;
+        return outcome;
     }
-    Ok(())
 }
 
 /// An access token for `api_key`, from the accounts service on `channel`.
