@@ -641,6 +641,8 @@ impl Accounts {
     /// Registers an organization with its first member, once per request id. `request` stands
     /// for the request in the idempotency fingerprint and must not hold the password: a fast
     /// hash of it would undo argon2, so a retry proves the password again instead.
+    // The registration's fields one by one, as the request has them (left: a struct for them).
+    #[allow(clippy::too_many_arguments)]
     pub async fn register(
         &self,
         credit_code: &str,
