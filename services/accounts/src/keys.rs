@@ -112,6 +112,64 @@ pub fn published(keys: &[StoredKey], now_ms: i64, keep_ms: i64) -> JwkSet {
 mod tests {
     use super::*;
 
+    /// Verified tokens are kept, but a revoked one is refused at once and a withdrawn key's
+    /// tokens are refused as soon as the key set no longer has it.
+    #[test]
+    fn kept_verified_tokens_still_meet_revocation_and_withdrawn_keys() {
+        use cwsm_platform::auth::{AccessClaims, Revocations, Role, TokenVerifier};
+        let key = StoredKey::generate(0, 0).expect("key");
+        let other = StoredKey::generate(0, 0).expect("key");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs() as i64;
+        let claims = AccessClaims {
+            sub: "person-1".into(),
+            role: Role::Company,
+            org: "91320411MA1MQ2H7XU".into(),
+            approved: true,
+            sid: "session-1".into(),
+            jur: "320411".into(),
+            dept: None,
+            iat: now,
+            exp: now + 600,
+            iss: cwsm_platform::auth::ACCOUNTS_ISSUER.into(),
+            aud: cwsm_platform::auth::ACCESS_AUDIENCE.into(),
+        };
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
+        header.kid = Some(key.kid.clone());
+        let token = jsonwebtoken::encode(&header, &claims, &key.encoding_key().expect("key"))
+            .expect("token");
+        let verifier = TokenVerifier::new(None);
+        verifier
+            .set_jwks(&JwkSet {
+                keys: vec![key.jwk(), other.jwk()],
+            })
+            .expect("jwks");
+        assert_eq!(verifier.verify_access(&token).ok(), Some(claims.clone()));
+        // Kept: the same answer from memory.
+        assert_eq!(verifier.verify_access(&token).ok(), Some(claims.clone()));
+        // The same keys again keep it; a revoked session is refused though kept.
+        verifier
+            .set_jwks(&JwkSet {
+                keys: vec![other.jwk(), key.jwk()],
+            })
+            .expect("jwks");
+        let mut revoked = Revocations::default();
+        revoked.sessions.insert("session-1".into());
+        verifier.set_revocations(revoked);
+        assert!(verifier.verify_access(&token).is_err());
+        verifier.set_revocations(Revocations::default());
+        assert!(verifier.verify_access(&token).is_ok());
+        // Its key withdrawn: refused.
+        verifier
+            .set_jwks(&JwkSet {
+                keys: vec![other.jwk()],
+            })
+            .expect("jwks");
+        assert!(verifier.verify_access(&token).is_err());
+    }
+
     #[test]
     fn a_new_key_is_published_before_it_signs_and_the_old_one_until_its_tokens_expire() {
         let old = StoredKey::generate(0, 0).expect("key");

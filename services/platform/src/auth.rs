@@ -499,6 +499,20 @@ pub struct TokenVerifier {
     keys: RwLock<HashMap<String, DecodingKey>>,
     revoked: RwLock<Revocations>,
     validation: Validation,
+    /// Access tokens whose signature and claims were checked, until they expire: the Ed25519
+    /// check (tens of microseconds) is made once per token, not on every call. Revocation is
+    /// checked on every call; the whole set is forgotten when the published keys change.
+    verified: quick_cache::sync::Cache<String, Arc<AccessClaims>>,
+}
+
+/// Access tokens kept verified (a token is ~0.5 KB: a few MB at most).
+const VERIFIED_TOKENS_KEPT: usize = 10_000;
+
+/// Seconds since 1970 now (0 if the clock is before it).
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 impl fmt::Debug for TokenVerifier {
@@ -521,6 +535,7 @@ impl TokenVerifier {
             keys: RwLock::default(),
             revoked: RwLock::default(),
             validation,
+            verified: quick_cache::sync::Cache::new(VERIFIED_TOKENS_KEPT),
         })
     }
 
@@ -556,7 +571,16 @@ impl TokenVerifier {
             keys.insert(kid, DecodingKey::from_ed_der(&x));
         }
         let n = keys.len();
-        *self.keys.write().unwrap_or_else(|e| e.into_inner()) = keys;
+        let mut current = self.keys.write().unwrap_or_else(|e| e.into_inner());
+        let mut before: Vec<&String> = current.keys().collect();
+        let mut after: Vec<&String> = keys.keys().collect();
+        before.sort();
+        after.sort();
+        if before != after {
+            // A withdrawn key's tokens must not outlive it here.
+            self.verified.clear();
+        }
+        *current = keys;
         Ok(n)
     }
 
@@ -582,6 +606,32 @@ impl TokenVerifier {
     /// expiry, and the revocation list. A pending organization's token is returned too (the
     /// caller decides whether it may act).
     pub fn verify_access(&self, token: &str) -> Result<AccessClaims, Status> {
+        let claims = match self.verified.get(token) {
+            // Within its lifetime as the full check counts it (the same leeway).
+            Some(claims)
+                if claims.exp.saturating_add(self.validation.leeway as i64) > now_secs() =>
+            {
+                claims
+            }
+            _ => {
+                let claims = Arc::new(self.check_signature_and_claims(token)?);
+                self.verified.insert(token.to_string(), claims.clone());
+                claims
+            }
+        };
+        if let Some(reason) = self
+            .revoked
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .reason(&claims)
+        {
+            return Err(Status::unauthenticated(format!("token revoked: {reason}")));
+        }
+        Ok(AccessClaims::clone(&claims))
+    }
+
+    /// The signature by a published key, issuer, audience and expiry of an access token.
+    fn check_signature_and_claims(&self, token: &str) -> Result<AccessClaims, Status> {
         let header = jsonwebtoken::decode_header(token)
             .map_err(|e| Status::unauthenticated(format!("invalid token: {e}")))?;
         if header.alg != Algorithm::EdDSA {
@@ -603,16 +653,7 @@ impl TokenVerifier {
             })?;
         let data = jsonwebtoken::decode::<AccessClaims>(token, &key, &self.validation)
             .map_err(|e| Status::unauthenticated(format!("invalid token: {e}")))?;
-        let claims = data.claims;
-        if let Some(reason) = self
-            .revoked
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .reason(&claims)
-        {
-            return Err(Status::unauthenticated(format!("token revoked: {reason}")));
-        }
-        Ok(claims)
+        Ok(data.claims)
     }
 
     /// The caller of a service RPC: an operator token, or an access token of an approved
