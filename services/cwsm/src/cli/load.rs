@@ -713,6 +713,7 @@ impl Member {
         let mut accounts = AccountsServiceClient::new(channel.clone());
         accounts
             .register_organization(apb::RegisterOrganizationRequest {
+                request_id: format!("bench-load:register:{}", self.code),
                 credit_code: self.code.clone(),
                 name: self.name.into(),
                 kind: self.kind as i32,
