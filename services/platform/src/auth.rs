@@ -825,12 +825,12 @@ mod tests {
         assert!(!agri.may_administer(&xinbei, None));
         assert_eq!(
             agri.administered_range("list", Some("agri")).ok(),
-            Some(Some(("320411".into(), "320411".into())))
+            Some(Some(("320411".into(), "320411999".into())))
         );
         assert!(agri.administered_range("list", None).is_err());
         assert_eq!(
             city.administered_range("list", None).ok(),
-            Some(Some(("320400".into(), "320499".into())))
+            Some(Some(("320400".into(), "320499999".into())))
         );
         // An operator everything, whatever its org; other roles nothing.
         let keys = Keys::from_secret(&[7u8; 32]).expect("keys");

@@ -1,11 +1,12 @@
 //! Jurisdictions named by their administrative division code (行政区划代码, GB/T 2260): six
 //! digits, two for the province, two for the city, two for the district or county — Jiangsu
-//! 320000, Changzhou 320400, Xinbei 320411.
+//! 320000, Changzhou 320400, Xinbei 320411 — and three more for a town or sub-district below a
+//! district (320411004 新桥街道).
 //!
 //! The code alone says what contains what: a province (`PP0000`) contains every code starting
 //! with `PP`, a city (`PPCC00`) every code starting with `PPCC`, a district only itself. So an
-//! administrator of Changzhou city reaches its districts without a gazetteer (the gazetteer, with
-//! names and towns, is issue 11's).
+//! administrator of Changzhou city reaches its districts and their towns by the code alone. Which
+//! codes exist, and their names, is the gazetteer's ([`crate::gazetteer`]).
 
 use std::fmt;
 
@@ -29,6 +30,8 @@ pub enum Level {
     Province,
     City,
     District,
+    /// A town (镇) or sub-district (街道): nine digits, the district's six first.
+    Town,
 }
 
 impl Jurisdiction {
@@ -36,11 +39,11 @@ impl Jurisdiction {
     /// wrong.
     pub fn parse(field: &str, code: &str) -> Result<Jurisdiction, Error> {
         let code = code.trim();
-        if code.len() != 6 || !code.bytes().all(|b| b.is_ascii_digit()) {
+        if !matches!(code.len(), 6 | 9) || !code.bytes().all(|b| b.is_ascii_digit()) {
             return Err(Error::invalid(
                 field,
                 format!(
-                    "an administrative division code (行政区划代码, GB/T 2260) has six digits, e.g. 320411 for 常州市新北区; got {:?}",
+                    "an administrative division code (行政区划代码, GB/T 2260) has six digits, e.g. 320411 for 常州市新北区 (nine for a town or sub-district); got {:?}",
                     code.chars().take(32).collect::<String>()
                 ),
             ));
@@ -60,6 +63,14 @@ impl Jurisdiction {
                 format!("{code}: a code without a city part (PP00..) names the province, PP0000"),
             ));
         }
+        if code.len() == 9 && (code[4..6] == *"00" || code[6..] == *"000") {
+            return Err(Error::invalid(
+                field,
+                format!(
+                    "{code}: a town's nine digits are its district's six (PPCCDD, DD not 00) and three not all 0"
+                ),
+            ));
+        }
         Ok(Jurisdiction(code.to_string()))
     }
 
@@ -73,7 +84,9 @@ impl Jurisdiction {
     }
 
     pub fn level(&self) -> Level {
-        if self.0.ends_with("0000") {
+        if self.0.len() == 9 {
+            Level::Town
+        } else if self.0.ends_with("0000") {
             Level::Province
         } else if self.0.ends_with("00") {
             Level::City
@@ -87,7 +100,28 @@ impl Jurisdiction {
         match self.level() {
             Level::Province => &self.0[..2],
             Level::City => &self.0[..4],
-            Level::District => &self.0,
+            Level::District | Level::Town => &self.0,
+        }
+    }
+
+    /// The jurisdiction directly above: a town's district, a district's city, a city's
+    /// province; `None` for a province. (A municipality's districts, 110101, have the city
+    /// part 01 above them as in GB/T 2260.)
+    pub fn parent(&self) -> Option<Jurisdiction> {
+        match self.level() {
+            Level::Province => None,
+            Level::City => Some(Jurisdiction(format!("{}0000", &self.0[..2]))),
+            Level::District => Some(Jurisdiction(format!("{}00", &self.0[..4]))),
+            Level::Town => Some(Jurisdiction(self.0[..6].to_string())),
+        }
+    }
+
+    /// The district a town lies in, or the district itself; `None` above district level.
+    pub fn district(&self) -> Option<Jurisdiction> {
+        match self.level() {
+            Level::Town => self.parent(),
+            Level::District => Some(self.clone()),
+            Level::Province | Level::City => None,
         }
     }
 
@@ -97,14 +131,16 @@ impl Jurisdiction {
     }
 
     /// The smallest and the largest code inside this jurisdiction, for
-    /// `jurisdiction BETWEEN $lo AND $hi` in SQL (codes are fixed-width digits, so text order
-    /// is numeric order).
+    /// `jurisdiction BETWEEN $lo AND $hi` in SQL: text order, so the six-digit code sorts
+    /// before the nine-digit codes of its towns and the upper bound is padded to nine.
     pub fn bounds(&self) -> (String, String) {
         let prefix = self.prefix();
-        let pad = 6 - prefix.len();
         (
-            format!("{prefix}{}", "0".repeat(pad)),
-            format!("{prefix}{}", "9".repeat(pad)),
+            format!(
+                "{prefix}{}",
+                "0".repeat(6usize.saturating_sub(prefix.len()))
+            ),
+            format!("{prefix}{}", "9".repeat(9 - prefix.len())),
         )
     }
 }
@@ -164,6 +200,10 @@ mod tests {
             "990411",
             "000000",
             "320011",
+            "32041100",
+            "320411000",
+            "320400001",
+            "3204110011",
         ] {
             let err = Jurisdiction::parse("jurisdiction", bad).expect_err(bad);
             assert!(
@@ -187,9 +227,37 @@ mod tests {
         assert!(!changzhou.contains(&j("320500")));
         assert!(jiangsu.contains(&xinbei) && jiangsu.contains(&changzhou));
         assert!(!jiangsu.contains(&j("330106")));
-        assert_eq!(xinbei.bounds(), ("320411".into(), "320411".into()));
-        assert_eq!(changzhou.bounds(), ("320400".into(), "320499".into()));
-        assert_eq!(jiangsu.bounds(), ("320000".into(), "329999".into()));
+        let xinqiao = j("320411004");
+        assert_eq!(xinqiao.level(), Level::Town);
+        assert!(xinbei.contains(&xinqiao) && changzhou.contains(&xinqiao));
+        assert!(!wujin.contains(&xinqiao) && !xinqiao.contains(&xinbei));
+        assert_eq!(xinqiao.parent(), Some(xinbei.clone()));
+        assert_eq!(xinqiao.district(), Some(xinbei.clone()));
+        assert_eq!(xinbei.parent(), Some(changzhou.clone()));
+        assert_eq!(changzhou.parent(), Some(jiangsu.clone()));
+        assert_eq!(jiangsu.parent(), None);
+        assert_eq!(changzhou.district(), None);
+        // Text order: each range holds its own codes and its towns', nothing of a neighbour's.
+        assert_eq!(xinbei.bounds(), ("320411".into(), "320411999".into()));
+        assert_eq!(changzhou.bounds(), ("320400".into(), "320499999".into()));
+        assert_eq!(jiangsu.bounds(), ("320000".into(), "329999999".into()));
+        assert_eq!(xinqiao.bounds(), ("320411004".into(), "320411004".into()));
+        let within = |outer: &Jurisdiction, code: &str| {
+            let (lo, hi) = outer.bounds();
+            lo.as_str() <= code && code <= hi.as_str()
+        };
+        for (outer, code, inside) in [
+            (&xinbei, "320411", true),
+            (&xinbei, "320411004", true),
+            (&xinbei, "320412", false),
+            (&xinbei, "320412100", false),
+            (&xinbei, "320410", false),
+            (&changzhou, "320411004", true),
+            (&changzhou, "320500", false),
+            (&jiangsu, "330106", false),
+        ] {
+            assert_eq!(within(outer, code), inside, "{outer} ∋ {code}");
+        }
     }
 
     #[test]

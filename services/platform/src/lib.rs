@@ -32,6 +32,7 @@ pub mod config;
 pub mod credit_code;
 pub mod db;
 pub mod error;
+pub mod gazetteer;
 pub mod grpc;
 pub mod idempotency;
 pub mod input;

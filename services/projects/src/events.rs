@@ -41,6 +41,10 @@ pub fn encode_milestone(m: &MilestoneFacts) -> Vec<u8> {
         period_id: m.period_id.clone(),
         period_savings_litres: m.period_savings_litres,
         reason: m.reason.clone(),
+        // Filled by the effective-dates and gazetteer work (issue 11); empty reads as before.
+        effective_date: String::new(),
+        jurisdiction_code: String::new(),
+        investment_fen: c.investment_fen,
     }
     .encode_to_vec()
 }

@@ -181,6 +181,13 @@ fn plan_message(s: &StoredPlan) -> pb::Plan {
         title_zh: p.title_zh.clone(),
         district: p.district.clone(),
         district_zh: p.district_zh.clone(),
+        jurisdiction_code: p.jurisdiction.to_string(),
+        jurisdiction_name: cwsm_platform::gazetteer::Gazetteer::builtin()
+            .get(&p.jurisdiction)
+            .map(|place| place.name_zh.clone())
+            .unwrap_or_default(),
+        window_start: p.window.from.to_string(),
+        window_end: p.window.to.to_string(),
         year: p.year,
         source: p.source.clone(),
         departments: p

@@ -5,6 +5,8 @@ use std::collections::HashSet;
 use std::fmt;
 
 use chrono::NaiveDate;
+use cwsm_platform::gazetteer::Gazetteer;
+use cwsm_platform::jurisdiction::{Jurisdiction, Level};
 use cwsm_platform::vocab::{IndicatorTag, Milestone, Sector};
 use serde::Deserialize;
 use toml::Spanned;
@@ -147,6 +149,20 @@ pub struct Action {
     pub participants: Vec<String>,
 }
 
+/// The days a plan counts facts in, inclusive at both ends, China Standard Time: "2020年" is
+/// 2020-01-01..2020-12-31.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Window {
+    pub from: NaiveDate,
+    pub to: NaiveDate,
+}
+
+impl Window {
+    pub fn contains(&self, date: NaiveDate) -> bool {
+        self.from <= date && date <= self.to
+    }
+}
+
 /// A water-saving action plan, validated.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Plan {
@@ -155,6 +171,11 @@ pub struct Plan {
     pub title_zh: String,
     pub district: String,
     pub district_zh: String,
+    /// The district, city or province the plan is for (a gazetteer code): only facts inside it
+    /// count.
+    pub jurisdiction: Jurisdiction,
+    /// Only facts dated inside it count; every deadline lies inside it.
+    pub window: Window,
     pub year: i32,
     pub source: String,
     pub departments: Vec<Department>,
@@ -178,9 +199,10 @@ impl Plan {
             .find(|i| i.code == code)
     }
 
-    /// January 1st of the plan year.
+    /// The first day of the counting window (January 1st of the plan year for a yearly plan):
+    /// where "time elapsed" starts for the on-track judgement.
     pub fn year_start(&self) -> NaiveDate {
-        NaiveDate::from_ymd_opt(self.year, 1, 1).unwrap_or(NaiveDate::MIN)
+        self.window.from
     }
 }
 
@@ -243,6 +265,12 @@ struct PlanFile {
     district: String,
     #[serde(default)]
     district_zh: String,
+    /// Required for a plan loaded now; `None` only in documents stored before plans had one
+    /// (read back as the platform's district, see [`parse_stored`]).
+    #[serde(default)]
+    jurisdiction: Option<Spanned<String>>,
+    #[serde(default)]
+    window: Option<Spanned<WindowFile>>,
     year: Spanned<i32>,
     #[serde(default)]
     source: String,
@@ -254,6 +282,13 @@ struct PlanFile {
     actions: Vec<ActionFile>,
     #[serde(default)]
     indicators: Vec<IndicatorFile>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WindowFile {
+    from: String,
+    to: String,
 }
 
 #[derive(Deserialize)]
@@ -330,17 +365,29 @@ struct RuleFile {
 // ---------------------------------------------------------------------------------------------
 // Parsing and validation
 
-/// Parses and validates a plan file.
+/// Parses and validates a plan file as loaded now: `jurisdiction` and `window` are required.
 pub fn parse(text: &str) -> Result<Plan, PlanError> {
+    parse_as(text, false)
+}
+
+/// Parses a plan document kept by the store. Documents stored before plans named their
+/// jurisdiction and window read back as the platform's default district (新北区) and the plan
+/// year, which is what they meant then; everything else is checked as [`parse`] does.
+pub fn parse_stored(text: &str) -> Result<Plan, PlanError> {
+    parse_as(text, true)
+}
+
+fn parse_as(text: &str, legacy: bool) -> Result<Plan, PlanError> {
     let file: PlanFile = toml::from_str(text).map_err(|e| PlanError {
         line: e.span().map(|s| line_of(text, s.start)),
         message: e.message().trim().to_string(),
     })?;
-    Checker { text }.plan(file)
+    Checker { text, legacy }.plan(file)
 }
 
 struct Checker<'a> {
     text: &'a str,
+    legacy: bool,
 }
 
 impl Checker<'_> {
@@ -367,6 +414,8 @@ impl Checker<'_> {
         if !(1900..=2200).contains(&year) {
             return Err(self.err(f.year.span(), format!("year {year} is out of range")));
         }
+        let jurisdiction = self.jurisdiction(f.jurisdiction.as_ref(), &f.year)?;
+        let window = self.window(f.window.as_ref(), &f.year)?;
 
         let mut departments = Vec::new();
         let mut department_codes = HashSet::new();
@@ -435,6 +484,19 @@ impl Checker<'_> {
         for i in f.indicators {
             indicators.push(self.indicator(i, false, &action_numbers, &mut indicator_codes)?);
         }
+        // Every deadline inside the window: a target judged outside the days that count for it
+        // could never be met (or would count another year's facts).
+        for i in goals.iter().chain(indicators.iter()) {
+            if !window.contains(i.deadline) {
+                return Err(PlanError {
+                    line: self.line_of_code(&i.code),
+                    message: format!(
+                        "indicator {}: deadline {} is outside the plan's window {}..{}",
+                        i.code, i.deadline, window.from, window.to
+                    ),
+                });
+            }
+        }
         // Department references of goals and indicators (after the shape checks above, so
         // that the message names the indicator).
         for i in goals.iter().chain(indicators.iter()) {
@@ -457,6 +519,8 @@ impl Checker<'_> {
             title_zh: f.title_zh,
             district: f.district,
             district_zh: f.district_zh,
+            jurisdiction,
+            window,
             year,
             source: f.source,
             departments,
@@ -464,6 +528,76 @@ impl Checker<'_> {
             actions,
             indicators,
         })
+    }
+
+    /// The plan's jurisdiction: a district, city or province of the gazetteer.
+    fn jurisdiction(
+        &self,
+        field: Option<&Spanned<String>>,
+        year: &Spanned<i32>,
+    ) -> Result<Jurisdiction, PlanError> {
+        let Some(field) = field else {
+            return if self.legacy {
+                Ok(Jurisdiction::default_district())
+            } else {
+                Err(self.err(
+                    year.span(),
+                    "missing field `jurisdiction`: the gazetteer code of the district, city or province the plan is for, e.g. jurisdiction = \"320411\" (常州市新北区)",
+                ))
+            };
+        };
+        let place = Gazetteer::builtin()
+            .place("jurisdiction", field.get_ref())
+            .map_err(|e| self.err(field.span(), e.to_string()))?;
+        if place.level() == Level::Town {
+            return Err(self.err(
+                field.span(),
+                format!(
+                    "jurisdiction {} {} is a town: plans are for a district, city or province",
+                    place.code, place.name_zh
+                ),
+            ));
+        }
+        Ok(place.code.clone())
+    }
+
+    /// The counting window; a stored legacy plan's is its year.
+    fn window(
+        &self,
+        field: Option<&Spanned<WindowFile>>,
+        year: &Spanned<i32>,
+    ) -> Result<Window, PlanError> {
+        let Some(field) = field else {
+            let y = *year.get_ref();
+            return match (
+                self.legacy,
+                NaiveDate::from_ymd_opt(y, 1, 1),
+                NaiveDate::from_ymd_opt(y, 12, 31),
+            ) {
+                (true, Some(from), Some(to)) => Ok(Window { from, to }),
+                _ => Err(self.err(
+                    year.span(),
+                    "missing field `window`: the days the plan counts, e.g. window = { from = \"2020-01-01\", to = \"2020-12-31\" }",
+                )),
+            };
+        };
+        let w = field.get_ref();
+        let date = |name: &str, text: &str| {
+            NaiveDate::parse_from_str(text.trim(), "%Y-%m-%d").map_err(|_| {
+                self.err(
+                    field.span(),
+                    format!("window.{name} {text:?} is not a date YYYY-MM-DD"),
+                )
+            })
+        };
+        let (from, to) = (date("from", &w.from)?, date("to", &w.to)?);
+        if from > to {
+            return Err(self.err(
+                field.span(),
+                format!("window: from {from} is after to {to}"),
+            ));
+        }
+        Ok(Window { from, to })
     }
 
     /// The line of `code = "<code>"` in the file, for messages about an indicator.
@@ -774,5 +908,81 @@ mod tests {
         let dup_dept = DEFAULT_PLAN_TOML.replacen("code = \"housing\"", "code = \"agri\"", 1);
         let e = parse(&dup_dept).expect_err("duplicate department");
         assert!(e.message.contains("duplicate department"), "{e}");
+    }
+
+    #[test]
+    fn a_plan_names_its_jurisdiction_and_window() {
+        let plan = parse(DEFAULT_PLAN_TOML).expect("seed plan");
+        assert_eq!(plan.jurisdiction.as_str(), "320411");
+        assert_eq!(
+            (plan.window.from.to_string(), plan.window.to.to_string()),
+            ("2020-01-01".into(), "2020-12-31".into())
+        );
+        let line_of = |text: &str, needle: &str| {
+            text.lines()
+                .position(|l| l.starts_with(needle))
+                .map(|p| p + 1)
+        };
+        let jurisdiction = "jurisdiction = \"320411\"";
+        let window = "window = { from = \"2020-01-01\", to = \"2020-12-31\" }";
+        let cases = [
+            (
+                jurisdiction,
+                "jurisdiction = \"320499\"",
+                "jurisdiction",
+                "not in the gazetteer",
+            ),
+            (
+                jurisdiction,
+                "jurisdiction = \"3204\"",
+                "jurisdiction",
+                "six digits",
+            ),
+            (
+                jurisdiction,
+                "jurisdiction = \"320411004\"",
+                "jurisdiction",
+                "is a town",
+            ),
+            (
+                window,
+                "window = { from = \"2020-01-01\", to = \"2020-13-01\" }",
+                "window",
+                "window.to",
+            ),
+            (
+                window,
+                "window = { from = \"2021-01-01\", to = \"2020-12-31\" }",
+                "window",
+                "after",
+            ),
+        ];
+        for (from, to, key, expected) in cases {
+            let broken = DEFAULT_PLAN_TOML.replacen(from, to, 1);
+            assert_ne!(broken, DEFAULT_PLAN_TOML, "{to}");
+            let e = parse(&broken).expect_err(to);
+            assert!(e.message.contains(expected), "{to}: {e}");
+            assert_eq!(e.line, line_of(&broken, key), "{to}: {e}");
+        }
+        // A deadline outside the window names the indicator.
+        let narrow = DEFAULT_PLAN_TOML.replacen(
+            window,
+            "window = { from = \"2020-01-01\", to = \"2020-11-30\" }",
+            1,
+        );
+        let e = parse(&narrow).expect_err("deadline outside");
+        assert!(
+            e.message.contains("outside the plan's window") && e.message.contains("2020-12-31"),
+            "{e}"
+        );
+        // Required now; documents stored before read back as the default district's year.
+        let old = DEFAULT_PLAN_TOML
+            .replacen(jurisdiction, "", 1)
+            .replacen(window, "", 1);
+        let e = parse(&old).expect_err("missing");
+        assert!(e.message.contains("missing field `jurisdiction`"), "{e}");
+        let stored = parse_stored(&old).expect("a stored plan of before");
+        assert_eq!(stored.jurisdiction, Jurisdiction::default_district());
+        assert_eq!(stored.window, plan.window);
     }
 }

@@ -88,7 +88,7 @@ struct PlanRow {
 impl TryFrom<PlanRow> for StoredPlan {
     type Error = Error;
     fn try_from(r: PlanRow) -> Result<StoredPlan> {
-        let parsed = plan::parse(&r.document).map_err(|e| {
+        let parsed = plan::parse_stored(&r.document).map_err(|e| {
             Error::Internal(anyhow::anyhow!(
                 "stored plan {} no longer parses: {e}",
                 r.id
