@@ -1130,7 +1130,8 @@ async fn jurisdictions(backend: Backend) -> anyhow::Result<()> {
     let (org, _) = register_in(&app, &ours, a::OrganizationKind::Company, "", "").await?;
     assert_eq!(org.jurisdiction, "320411");
     let theirs = fresh_credit_code("91320412MA");
-    let (org, _) = register_in(&app, &theirs, a::OrganizationKind::Company, "320412", "").await?;
+    let (org, their_login) =
+        register_in(&app, &theirs, a::OrganizationKind::Company, "320412", "").await?;
     assert_eq!(org.jurisdiction, "320412");
 
     // 新北区 approves its own, and is told which jurisdiction it may act in for 武进区's.
@@ -1185,6 +1186,45 @@ async fn jurisdictions(backend: Backend) -> anyhow::Result<()> {
             credit_code: theirs.clone(),
             note: String::new(),
             expected_version: 0,
+        })
+        .await?;
+
+    // A person is stopped only by an administrator of every organization they belong to:
+    // 新北区's may not suspend (nor reinstate) 武进区's company's registrant; 武进区's may.
+    let theirs_person = sign_in(&app, &their_login, PASSWORD).await?.person_id;
+    let suspend = |token: &str| {
+        let mut client = accounts(&app.channel, token);
+        let request = a::SuspendPersonRequest {
+            person_id: theirs_person.clone(),
+            reason: "审计 (audit)".into(),
+        };
+        async move { client.suspend_person(request).await }
+    };
+    let denied = suspend(&xinbei)
+        .await
+        .expect_err("another district's person");
+    assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+    assert!(
+        denied.message().contains(&theirs) && denied.message().contains("jurisdiction 320412"),
+        "{}",
+        denied.message()
+    );
+    let person = suspend(&wujin)
+        .await?
+        .into_inner()
+        .person
+        .unwrap_or_default();
+    assert!(person.suspended);
+    let denied = accounts(&app.channel, &xinbei)
+        .reinstate_person(a::ReinstatePersonRequest {
+            person_id: theirs_person.clone(),
+        })
+        .await
+        .expect_err("another district's person");
+    assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+    accounts(&app.channel, &wujin)
+        .reinstate_person(a::ReinstatePersonRequest {
+            person_id: theirs_person.clone(),
         })
         .await?;
 

@@ -1371,9 +1371,38 @@ impl Accounts {
             .ok_or_else(|| Error::not_found("person", person_id))
     }
 
-    /// Suspends a person (administrators): no sign-in or refresh, their sessions end and
-    /// their tokens stop (here at once, elsewhere at the next revocation refresh). A person
-    /// suspended already stays as they are.
+    /// PERMISSION_DENIED unless `p` administers every organization the person belongs to (its
+    /// jurisdiction, as for reviewing it): a district's administrator may not stop a person who
+    /// also acts for another district's organization. A person without memberships belongs to
+    /// no jurisdiction: only the platform's operators.
+    async fn require_administer_person(
+        &self,
+        p: &Principal,
+        act: &str,
+        person_id: &str,
+    ) -> Result<()> {
+        let codes = self.store.memberships_of(person_id).await?;
+        if codes.is_empty() {
+            return p.require_platform_admin(&format!(
+                "{act} person {person_id}, who belongs to no organization"
+            ));
+        }
+        for code in codes {
+            let Some(org) = self.store.organization(&code).await? else {
+                continue;
+            };
+            p.require_administer(
+                &format!("{act} person {person_id}, a member of organization {code}"),
+                &org.jurisdiction,
+                None,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Suspends a person (administrators of every organization they belong to): no sign-in or
+    /// refresh, their sessions end and their tokens stop (here at once, elsewhere at the next
+    /// revocation refresh). A person suspended already stays as they are.
     pub async fn suspend_person(
         &self,
         p: &Principal,
@@ -1395,6 +1424,8 @@ impl Accounts {
             ));
         }
         self.standing(person_id).await?;
+        self.require_administer_person(p, "suspend", person_id)
+            .await?;
         let audit = AuditEvent::new(now_ms(), &p.subject, "suspend_person", person_id, reason);
         if self.store.suspend_person(person_id, reason, &audit).await? {
             self.publish().await;
@@ -1402,10 +1433,13 @@ impl Accounts {
         self.standing(person_id).await
     }
 
-    /// Lifts a person's suspension (administrators); their old sessions stay ended.
+    /// Lifts a person's suspension (administrators of every organization they belong to);
+    /// their old sessions stay ended.
     pub async fn reinstate_person(&self, p: &Principal, person_id: &str) -> Result<PersonStanding> {
         p.require_admin("reinstate people")?;
         self.standing(person_id).await?;
+        self.require_administer_person(p, "reinstate", person_id)
+            .await?;
         let audit = AuditEvent::new(now_ms(), &p.subject, "reinstate_person", person_id, "");
         if self.store.reinstate_person(person_id, &audit).await? {
             self.publish().await;
