@@ -5,7 +5,9 @@
 //!
 //! - [`plan`]: the plan model, parsed and validated from the TOML schema of `seeds/README.md`.
 //! - [`report`]: actual, progress, status and history of an indicator; pure functions.
-//! - [`achievement`]: recorded achievements and their corrections.
+//! - [`achievement`]: recorded achievements, their corrections, approvals and rejections, and
+//!   who may make them.
+//! - [`rollup`]: a city's or province's report over the plans of its districts.
 //! - [`store`]: the tables, on SQLite or PostgreSQL.
 //! - [`grpc`]: the adapter between `cwsm.reporting.v1` (and the milestone event) and the above.
 //! - [`export`]: the report as CSV or an Excel workbook.
@@ -28,6 +30,7 @@ pub mod export;
 pub mod grpc;
 pub mod plan;
 pub mod report;
+pub mod rollup;
 pub mod sha256;
 pub mod store;
 pub mod watch;
@@ -43,7 +46,7 @@ use cwsm_platform::idempotency::RequestKey;
 use cwsm_platform::vocab::Sector;
 use cwsm_platform::{Error, Result, now_ms};
 
-use crate::achievement::{Achievement, Correction, NewAchievement};
+use crate::achievement::{Achievement, Correction, NewAchievement, State};
 use crate::plan::{Kind, StoredPlan};
 use crate::report::{Fact, Report};
 use crate::store::{AchievementFilter, PlanFilter, Store};
@@ -66,6 +69,14 @@ pub struct Reporting {
     computations: Arc<AtomicU64>,
     /// The live reports shared by their watchers (see [`watch`]).
     feeds: Arc<watch::Feeds>,
+}
+
+/// `validate` has already refused an unknown indicator; an error, not a panic, if it did not.
+fn unreachable_indicator(code: &str) -> Result<State> {
+    Err(Error::invalid(
+        "indicator_code",
+        format!("no indicator {code:?}"),
+    ))
 }
 
 /// Today in China Standard Time.
@@ -246,6 +257,12 @@ impl Reporting {
                 loaded_at_ms: now_ms(),
             });
         }
+        // Administrators load plans of their own jurisdiction only (a department none).
+        caller.require_administer(
+            &format!("load plan {}", parsed.code),
+            &parsed.jurisdiction,
+            None,
+        )?;
         let key = RequestKey::from_bytes(caller, "LoadPlan", &parsed.code, request_id, request)?;
         let id = self
             .store
@@ -303,6 +320,69 @@ impl Reporting {
             &recorded,
             as_of,
             now_ms(),
+        ))
+    }
+
+    /// The report of a stored plan as of `as_of`.
+    pub async fn report_of(&self, stored: &StoredPlan, as_of: NaiveDate) -> Result<Report> {
+        self.computations.fetch_add(1, Ordering::Relaxed);
+        let totals = self
+            .store
+            .count_totals(&stored.id, report::day_number(as_of))
+            .await?;
+        let recorded = self.store.recorded(&stored.plan.code).await?;
+        Ok(report::report_from_totals(
+            stored,
+            &totals,
+            &recorded,
+            as_of,
+            now_ms(),
+        ))
+    }
+
+    /// The roll-up of city or province `code` for plans of `year` (0: the year of `as_of`) as
+    /// of `as_of`, over the builtin gazetteer. Public like the reports it is made of.
+    pub async fn rollup(&self, code: &str, year: i32, as_of: NaiveDate) -> Result<rollup::Rollup> {
+        let gazetteer = cwsm_platform::gazetteer::Gazetteer::builtin();
+        let place = rollup::place(gazetteer, "jurisdiction_code", code)?;
+        let year = if year == 0 {
+            chrono::Datelike::year(&as_of)
+        } else if (1900..=2200).contains(&year) {
+            year
+        } else {
+            return Err(Error::invalid("year", format!("{year} is out of range")));
+        };
+        let plans = self.store.latest_plans().await?;
+        let (own, districts) = rollup::select(gazetteer, &place.code, year, &plans);
+        self.rollup_of(gazetteer, place, year, as_of, &own, &districts)
+            .await
+    }
+
+    /// The roll-up of `place` over the given plans (the bench gives its own gazetteer).
+    pub async fn rollup_of(
+        &self,
+        gazetteer: &cwsm_platform::gazetteer::Gazetteer,
+        place: &cwsm_platform::gazetteer::Place,
+        year: i32,
+        as_of: NaiveDate,
+        own: &[&StoredPlan],
+        districts: &[&StoredPlan],
+    ) -> Result<rollup::Rollup> {
+        let mut own_reports = Vec::with_capacity(own.len());
+        for p in own {
+            own_reports.push(self.report_of(p, as_of).await?);
+        }
+        let mut district_reports = Vec::with_capacity(districts.len());
+        for p in districts {
+            district_reports.push(self.report_of(p, as_of).await?);
+        }
+        Ok(rollup::build(
+            gazetteer,
+            place,
+            year,
+            as_of,
+            own_reports,
+            district_reports,
         ))
     }
 
@@ -399,10 +479,31 @@ impl Reporting {
         }
         let stored = self.store.plan_by_code(new.plan_code.trim(), 0).await?;
         new.plan_code = stored.plan.code.clone();
-        new.validate(&stored.plan)?;
+        achievement::require_plan_jurisdiction(caller, "record achievements", &stored.plan)?;
+        // A department records as itself.
+        if let Some(own) = achievement::caller_department(caller) {
+            if new.department.is_empty() {
+                new.department = own.to_string();
+            } else if new.department != own {
+                return Err(Error::denied(format!(
+                    "department {own} records achievements as {own}, not as {}",
+                    new.department
+                )));
+            }
+        }
+        new.validate(&stored.plan, today())?;
+        let state = match stored.plan.indicator(&new.indicator_code) {
+            Some(indicator) => achievement::recording_state(
+                caller,
+                "record achievements",
+                &stored.plan,
+                indicator,
+            )?,
+            None => unreachable_indicator(&new.indicator_code)?,
+        };
         let id = self
             .store
-            .record_achievement(&key, &new, &caller.subject)
+            .record_achievement(&key, &new, &caller.subject, state)
             .await?;
         self.notify();
         self.store.achievement(&id).await
@@ -428,19 +529,83 @@ impl Reporting {
         if achievement_id.is_empty() {
             return Err(Error::invalid("achievement_id", "required"));
         }
-        if !correction.retract {
-            let current = self.store.achievement(achievement_id).await?;
-            let stored = self.store.plan_by_code(&current.plan_code, 0).await?;
-            if let Some(indicator) = stored.plan.indicator(&current.indicator_code) {
-                achievement::check_range(indicator, correction.value)?;
-            }
-        }
+        let current = self.store.achievement(achievement_id).await?;
+        let stored = self.store.plan_by_code(&current.plan_code, 0).await?;
+        let indicator = stored
+            .plan
+            .indicator(&current.indicator_code)
+            .ok_or_else(|| {
+                Error::precondition(format!(
+                    "the latest version of plan {} has no indicator {}: its achievements can no longer be corrected",
+                    stored.plan.code, current.indicator_code
+                ))
+            })?;
+        let state =
+            achievement::recording_state(caller, "correct achievements", &stored.plan, indicator)?;
+        correction.check_against(&stored.plan, indicator, today())?;
         self.store
             .correct_achievement(
                 &key,
                 achievement_id,
                 expected_version,
                 correction,
+                &caller.subject,
+                state,
+            )
+            .await?;
+        self.notify();
+        self.store.achievement(achievement_id).await
+    }
+
+    /// Approves (`State::Approved`) or rejects (`State::Rejected`, `reason` required) a
+    /// pending achievement: administrators of a lead department of its indicator, or of the
+    /// plan's jurisdiction without a department.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn decide_achievement(
+        &self,
+        caller: &Principal,
+        request_id: &str,
+        request: &[u8],
+        achievement_id: &str,
+        expected_version: i64,
+        decision: State,
+        reason: &str,
+    ) -> Result<Achievement> {
+        let (method, what) = match decision {
+            State::Approved => ("ApproveAchievement", "approve achievements"),
+            State::Rejected => ("RejectAchievement", "reject achievements"),
+            State::Pending => {
+                return Err(Error::Internal(anyhow::anyhow!(
+                    "a decision is approved or rejected"
+                )));
+            }
+        };
+        caller.require_admin(what)?;
+        let key = RequestKey::from_bytes(caller, method, achievement_id, request_id, request)?;
+        if achievement_id.is_empty() {
+            return Err(Error::invalid("achievement_id", "required"));
+        }
+        if decision == State::Rejected && reason.trim().is_empty() {
+            return Err(Error::invalid(
+                "reason",
+                "required: why the achievement is rejected",
+            ));
+        }
+        let current = self.store.achievement(achievement_id).await?;
+        let stored = self.store.plan_by_code(&current.plan_code, 0).await?;
+        match stored.plan.indicator(&current.indicator_code) {
+            Some(indicator) => {
+                achievement::require_approver(caller, what, &stored.plan, indicator)?
+            }
+            None => achievement::require_plan_jurisdiction(caller, what, &stored.plan)?,
+        }
+        self.store
+            .decide_achievement(
+                &key,
+                achievement_id,
+                expected_version,
+                decision,
+                reason.trim(),
                 &caller.subject,
             )
             .await?;
@@ -460,6 +625,7 @@ impl Reporting {
     /// plan `plan_code` as of today, in the order they were counted.
     pub async fn counted_projects(
         &self,
+        caller: &Principal,
         plan_code: &str,
         indicator_code: &str,
         town: &str,
@@ -473,6 +639,8 @@ impl Reporting {
             ));
         }
         let stored = self.store.plan_by_code(plan_code.trim(), 0).await?;
+        // The projects counted name water users and companies: the plan's administrators only.
+        achievement::require_plan_jurisdiction(caller, "list the counted projects", &stored.plan)?;
         let indicator = stored.plan.indicator(indicator_code).ok_or_else(|| {
             Error::invalid(
                 "indicator_code",
@@ -627,7 +795,7 @@ mod tests {
         );
         let user = Principal {
             role: cwsm_platform::auth::Role::WaterUser,
-            ..admin
+            ..admin.clone()
         };
         assert!(
             r.dead_letters(&user, &Page::from_request(10, "").expect("page"))
@@ -650,14 +818,28 @@ mod tests {
 
         let page = Page::from_request(1, "").expect("page");
         let (first, next) = r
-            .counted_projects("xinbei-2020", "A8-CONTRACT-PROJECTS", "", None, &page)
+            .counted_projects(
+                &admin,
+                "xinbei-2020",
+                "A8-CONTRACT-PROJECTS",
+                "",
+                None,
+                &page,
+            )
             .await
             .expect("counted");
         assert_eq!(first.len(), 1);
         assert!(!next.is_empty());
         let page = Page::from_request(1, &next).expect("next page");
         let (second, last) = r
-            .counted_projects("xinbei-2020", "A8-CONTRACT-PROJECTS", "", None, &page)
+            .counted_projects(
+                &admin,
+                "xinbei-2020",
+                "A8-CONTRACT-PROJECTS",
+                "",
+                None,
+                &page,
+            )
             .await
             .expect("counted");
         assert_eq!(second.len(), 1);
