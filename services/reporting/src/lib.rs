@@ -916,6 +916,285 @@ mod tests {
         cleanup(&path);
     }
 
+    fn within(jurisdiction: &str, department: Option<&str>) -> Principal {
+        Principal {
+            subject: format!("{jurisdiction}-{}", department.unwrap_or("office")),
+            role: cwsm_platform::auth::Role::Admin,
+            org: None,
+            scope: cwsm_platform::auth::Scope::Within {
+                jurisdiction: cwsm_platform::jurisdiction::Jurisdiction::parse("j", jurisdiction)
+                    .expect("code"),
+                department: department.map(str::to_string),
+            },
+        }
+    }
+
+    fn gov_agency(unit: &str, date: &str) -> NewAchievement {
+        NewAchievement {
+            plan_code: "xinbei-2020".into(),
+            indicator_code: "A2-GOV-AGENCIES".into(),
+            unit_name: unit.into(),
+            achieved_date: date.into(),
+            evidence: "常新水〔2020〕12号".into(),
+            value: 1.0,
+            note: String::new(),
+            department: String::new(),
+            town: String::new(),
+            sector: None,
+        }
+    }
+
+    async fn gov_agencies(r: &Reporting) -> f64 {
+        let report = r
+            .report("xinbei-2020", 0, report::parse_date("2020-12-31").expect("date"))
+            .await
+            .expect("report");
+        report
+            .lines
+            .iter()
+            .find(|l| l.indicator.code == "A2-GOV-AGENCIES")
+            .expect("A2-GOV-AGENCIES")
+            .actual
+    }
+
+    /// Issue 11 §3: an achievement dated 9999-12-31 (or outside the plan's window) and the same
+    /// agency recorded twice were accepted.
+    #[tokio::test]
+    async fn achievements_inside_the_window_and_each_unit_once() {
+        let (r, path) = temp().await;
+        r.seed_default_plan().await.expect("seed");
+        let office = within("320411", None);
+        let first = r
+            .record_achievement(&office, "r1", b"1", gov_agency("新北区财政局", "2020-06-01"))
+            .await
+            .expect("recorded");
+        assert_eq!(first.state(), State::Approved);
+        for (k, date) in ["9999-12-31", "2019-12-31", "2021-01-01"].into_iter().enumerate() {
+            let e = r
+                .record_achievement(
+                    &office,
+                    &format!("d{k}"),
+                    b"d",
+                    gov_agency("新北区卫健局", date),
+                )
+                .await
+                .expect_err(date);
+            assert!(
+                matches!(&e, Error::InvalidArgument { field, reason } if field == "achieved_date" && (reason.contains("future") || reason.contains("2020-01-01..2020-12-31"))),
+                "{date}: {e:?}"
+            );
+        }
+        // The same unit again, spelt with blanks around it: ALREADY_EXISTS naming the first.
+        let e = r
+            .record_achievement(&office, "r2", b"2", gov_agency("  新北区财政局 ", "2020-07-01"))
+            .await
+            .expect_err("twice");
+        assert!(
+            matches!(&e, Error::AlreadyExists(m) if m.contains(&first.id)),
+            "{e:?}"
+        );
+        // Case does not make another unit.
+        r.record_achievement(&office, "r3", b"3", gov_agency("Xinbei Audit Office", "2020-07-01"))
+            .await
+            .expect("another unit");
+        let e = r
+            .record_achievement(&office, "r4", b"4", gov_agency("xinbei audit office", "2020-08-01"))
+            .await
+            .expect_err("the same unit in lower case");
+        assert!(matches!(e, Error::AlreadyExists(_)), "{e:?}");
+        // A retried request is answered with its first result, not refused as a duplicate.
+        let again = r
+            .record_achievement(&office, "r1", b"1", gov_agency("新北区财政局", "2020-06-01"))
+            .await
+            .expect("retry");
+        assert_eq!(again.id, first.id);
+        // Corrections follow the same rules.
+        let fix = |date: &str| Correction {
+            value: 1.0,
+            achieved_date: date.into(),
+            evidence: "doc".into(),
+            note: String::new(),
+            retract: false,
+            reason: "date".into(),
+        };
+        let e = r
+            .correct_achievement(&office, "c1", b"c1", &first.id, 0, fix("9999-12-31"))
+            .await
+            .expect_err("future");
+        assert!(matches!(e, Error::InvalidArgument { field, .. } if field == "achieved_date"));
+        // Once retracted, the unit may be recorded again.
+        r.correct_achievement(
+            &office,
+            "c2",
+            b"c2",
+            &first.id,
+            0,
+            Correction {
+                retract: true,
+                ..fix("2020-06-01")
+            },
+        )
+        .await
+        .expect("retracted");
+        r.record_achievement(&office, "r5", b"5", gov_agency("新北区财政局", "2020-09-01"))
+            .await
+            .expect("recorded again after the retraction");
+        // 新北区财政局 (again) + Xinbei Audit Office = 2.
+        assert_eq!(gov_agencies(&r).await, 2.0);
+        r.db().close().await;
+        cleanup(&path);
+    }
+
+    /// Issue 11 §6: a participating department's achievement waits for a lead department; a
+    /// department not named by the indicator may not record; administrators keep to their
+    /// jurisdiction.
+    #[tokio::test]
+    async fn departments_record_their_own_and_lead_departments_approve() {
+        let (r, path) = temp().await;
+        r.seed_default_plan().await.expect("seed");
+        // A2-GOV-AGENCIES: lead agri, office; participants finance, housing, market, ecoenv, towns.
+        let finance = within("320411", Some("finance"));
+        let agri = within("320411", Some("agri"));
+        let edu = within("320411", Some("edu"));
+        let wujin = within("320412", None);
+        let changzhou = within("320400", None);
+
+        let e = r
+            .record_achievement(&edu, "e1", b"e", gov_agency("新北区教育局", "2020-06-01"))
+            .await
+            .expect_err("edu is not named by A2-GOV-AGENCIES");
+        assert!(
+            matches!(&e, Error::PermissionDenied(m) if m.contains("agri, office") && m.contains("finance")),
+            "{e:?}"
+        );
+        let e = r
+            .record_achievement(&wujin, "w1", b"w", gov_agency("武进区财政局", "2020-06-01"))
+            .await
+            .expect_err("Wujin's office, Xinbei's plan");
+        assert!(matches!(e, Error::PermissionDenied(_)), "{e:?}");
+        // A department records as itself.
+        let mut as_agri = gov_agency("新北区财政局", "2020-06-01");
+        as_agri.department = "agri".into();
+        assert!(matches!(
+            r.record_achievement(&finance, "f0", b"f0", as_agri).await,
+            Err(Error::PermissionDenied(_))
+        ));
+
+        let pending = r
+            .record_achievement(&finance, "f1", b"f1", gov_agency("新北区财政局", "2020-06-01"))
+            .await
+            .expect("a participant records");
+        assert_eq!(pending.state(), State::Pending);
+        assert_eq!(pending.department, "finance");
+        let led = r
+            .record_achievement(&agri, "a1", b"a1", gov_agency("新北区农业农村局", "2020-06-02"))
+            .await
+            .expect("a lead records");
+        assert_eq!(led.state(), State::Approved);
+        // Only the lead's counts: 1.
+        assert_eq!(gov_agencies(&r).await, 1.0);
+        let page = Page::from_request(10, "").expect("page");
+        let (waiting, _) = r
+            .list_achievements(
+                &AchievementFilter {
+                    state: Some(State::Pending),
+                    ..Default::default()
+                },
+                &page,
+            )
+            .await
+            .expect("list");
+        assert_eq!(
+            waiting.iter().map(|a| a.id.as_str()).collect::<Vec<_>>(),
+            [pending.id.as_str()]
+        );
+
+        // Neither the participant itself nor another district approves.
+        for who in [&finance, &wujin] {
+            let e = r
+                .decide_achievement(who, "x", b"x", &pending.id, 0, State::Approved, "")
+                .await
+                .expect_err("not a lead");
+            assert!(matches!(e, Error::PermissionDenied(_)), "{e:?}");
+        }
+        let e = r
+            .decide_achievement(&agri, "rj0", b"rj0", &pending.id, 0, State::Rejected, " ")
+            .await
+            .expect_err("a rejection needs its reason");
+        assert!(matches!(e, Error::InvalidArgument { field, .. } if field == "reason"));
+        let rejected = r
+            .decide_achievement(&agri, "rj1", b"rj1", &pending.id, 1, State::Rejected, "no document number")
+            .await
+            .expect("rejected");
+        assert_eq!(rejected.state(), State::Rejected);
+        assert_eq!(rejected.current().reason, "no document number");
+        assert_eq!(gov_agencies(&r).await, 1.0);
+        // Corrected by its department: pending again; approved by the city's office (it
+        // administers Xinbei); then it counts: 1 + 1 = 2.
+        let corrected = r
+            .correct_achievement(
+                &finance,
+                "fc",
+                b"fc",
+                &pending.id,
+                2,
+                Correction {
+                    value: 1.0,
+                    achieved_date: "2020-06-01".into(),
+                    evidence: "常新财〔2020〕7号".into(),
+                    note: String::new(),
+                    retract: false,
+                    reason: "document number added".into(),
+                },
+            )
+            .await
+            .expect("corrected");
+        assert_eq!(corrected.state(), State::Pending);
+        let approved = r
+            .decide_achievement(&changzhou, "ap", b"ap", &pending.id, 3, State::Approved, "")
+            .await
+            .expect("approved");
+        assert_eq!(approved.state(), State::Approved);
+        assert_eq!(gov_agencies(&r).await, 2.0);
+        // The history: recorded (pending), rejected, corrected (pending), approved.
+        let states: Vec<(State, &str)> = approved
+            .revisions
+            .iter()
+            .map(|v| (v.state, v.recorded_by.as_str()))
+            .collect();
+        assert_eq!(
+            states,
+            [
+                (State::Pending, "320411-finance"),
+                (State::Rejected, "320411-agri"),
+                (State::Pending, "320411-finance"),
+                (State::Approved, "320400-office"),
+            ]
+        );
+        // Only pending ones are decided.
+        let e = r
+            .decide_achievement(&agri, "ap2", b"ap2", &pending.id, 0, State::Approved, "")
+            .await
+            .expect_err("approved already");
+        assert!(matches!(&e, Error::FailedPrecondition(m) if m.contains("CorrectAchievement")), "{e:?}");
+        // Another district's office neither loads Xinbei's plan nor lists its counted projects.
+        let e = r
+            .load_plan(&wujin, "lp", b"lp", plan::DEFAULT_PLAN_TOML, false)
+            .await
+            .expect_err("Xinbei's plan");
+        assert!(matches!(e, Error::PermissionDenied(_)), "{e:?}");
+        assert!(matches!(
+            r.counted_projects(&wujin, "xinbei-2020", "A8-CONTRACT-PROJECTS", "", None, &page)
+                .await,
+            Err(Error::PermissionDenied(_))
+        ));
+        r.counted_projects(&changzhou, "xinbei-2020", "A8-CONTRACT-PROJECTS", "", None, &page)
+            .await
+            .expect("the city's office");
+        r.db().close().await;
+        cleanup(&path);
+    }
+
     /// The kept counts give the same report as counting the facts, on every date, whatever
     /// the order events arrive in, for a plan loaded before the facts and one loaded after.
     #[tokio::test]
