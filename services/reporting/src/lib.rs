@@ -946,7 +946,11 @@ mod tests {
 
     async fn gov_agencies(r: &Reporting) -> f64 {
         let report = r
-            .report("xinbei-2020", 0, report::parse_date("2020-12-31").expect("date"))
+            .report(
+                "xinbei-2020",
+                0,
+                report::parse_date("2020-12-31").expect("date"),
+            )
             .await
             .expect("report");
         report
@@ -965,11 +969,19 @@ mod tests {
         r.seed_default_plan().await.expect("seed");
         let office = within("320411", None);
         let first = r
-            .record_achievement(&office, "r1", b"1", gov_agency("新北区财政局", "2020-06-01"))
+            .record_achievement(
+                &office,
+                "r1",
+                b"1",
+                gov_agency("新北区财政局", "2020-06-01"),
+            )
             .await
             .expect("recorded");
         assert_eq!(first.state(), State::Approved);
-        for (k, date) in ["9999-12-31", "2019-12-31", "2021-01-01"].into_iter().enumerate() {
+        for (k, date) in ["9999-12-31", "2019-12-31", "2021-01-01"]
+            .into_iter()
+            .enumerate()
+        {
             let e = r
                 .record_achievement(
                     &office,
@@ -986,7 +998,12 @@ mod tests {
         }
         // The same unit again, spelt with blanks around it: ALREADY_EXISTS naming the first.
         let e = r
-            .record_achievement(&office, "r2", b"2", gov_agency("  新北区财政局 ", "2020-07-01"))
+            .record_achievement(
+                &office,
+                "r2",
+                b"2",
+                gov_agency("  新北区财政局 ", "2020-07-01"),
+            )
             .await
             .expect_err("twice");
         assert!(
@@ -994,17 +1011,32 @@ mod tests {
             "{e:?}"
         );
         // Case does not make another unit.
-        r.record_achievement(&office, "r3", b"3", gov_agency("Xinbei Audit Office", "2020-07-01"))
-            .await
-            .expect("another unit");
+        r.record_achievement(
+            &office,
+            "r3",
+            b"3",
+            gov_agency("Xinbei Audit Office", "2020-07-01"),
+        )
+        .await
+        .expect("another unit");
         let e = r
-            .record_achievement(&office, "r4", b"4", gov_agency("xinbei audit office", "2020-08-01"))
+            .record_achievement(
+                &office,
+                "r4",
+                b"4",
+                gov_agency("xinbei audit office", "2020-08-01"),
+            )
             .await
             .expect_err("the same unit in lower case");
         assert!(matches!(e, Error::AlreadyExists(_)), "{e:?}");
         // A retried request is answered with its first result, not refused as a duplicate.
         let again = r
-            .record_achievement(&office, "r1", b"1", gov_agency("新北区财政局", "2020-06-01"))
+            .record_achievement(
+                &office,
+                "r1",
+                b"1",
+                gov_agency("新北区财政局", "2020-06-01"),
+            )
             .await
             .expect("retry");
         assert_eq!(again.id, first.id);
@@ -1036,9 +1068,14 @@ mod tests {
         )
         .await
         .expect("retracted");
-        r.record_achievement(&office, "r5", b"5", gov_agency("新北区财政局", "2020-09-01"))
-            .await
-            .expect("recorded again after the retraction");
+        r.record_achievement(
+            &office,
+            "r5",
+            b"5",
+            gov_agency("新北区财政局", "2020-09-01"),
+        )
+        .await
+        .expect("recorded again after the retraction");
         // 新北区财政局 (again) + Xinbei Audit Office = 2.
         assert_eq!(gov_agencies(&r).await, 2.0);
         r.db().close().await;
@@ -1081,13 +1118,23 @@ mod tests {
         ));
 
         let pending = r
-            .record_achievement(&finance, "f1", b"f1", gov_agency("新北区财政局", "2020-06-01"))
+            .record_achievement(
+                &finance,
+                "f1",
+                b"f1",
+                gov_agency("新北区财政局", "2020-06-01"),
+            )
             .await
             .expect("a participant records");
         assert_eq!(pending.state(), State::Pending);
         assert_eq!(pending.department, "finance");
         let led = r
-            .record_achievement(&agri, "a1", b"a1", gov_agency("新北区农业农村局", "2020-06-02"))
+            .record_achievement(
+                &agri,
+                "a1",
+                b"a1",
+                gov_agency("新北区农业农村局", "2020-06-02"),
+            )
             .await
             .expect("a lead records");
         assert_eq!(led.state(), State::Approved);
@@ -1123,7 +1170,15 @@ mod tests {
             .expect_err("a rejection needs its reason");
         assert!(matches!(e, Error::InvalidArgument { field, .. } if field == "reason"));
         let rejected = r
-            .decide_achievement(&agri, "rj1", b"rj1", &pending.id, 1, State::Rejected, "no document number")
+            .decide_achievement(
+                &agri,
+                "rj1",
+                b"rj1",
+                &pending.id,
+                1,
+                State::Rejected,
+                "no document number",
+            )
             .await
             .expect("rejected");
         assert_eq!(rejected.state(), State::Rejected);
@@ -1176,7 +1231,10 @@ mod tests {
             .decide_achievement(&agri, "ap2", b"ap2", &pending.id, 0, State::Approved, "")
             .await
             .expect_err("approved already");
-        assert!(matches!(&e, Error::FailedPrecondition(m) if m.contains("CorrectAchievement")), "{e:?}");
+        assert!(
+            matches!(&e, Error::FailedPrecondition(m) if m.contains("CorrectAchievement")),
+            "{e:?}"
+        );
         // Another district's office neither loads Xinbei's plan nor lists its counted projects.
         let e = r
             .load_plan(&wujin, "lp", b"lp", plan::DEFAULT_PLAN_TOML, false)
@@ -1184,13 +1242,27 @@ mod tests {
             .expect_err("Xinbei's plan");
         assert!(matches!(e, Error::PermissionDenied(_)), "{e:?}");
         assert!(matches!(
-            r.counted_projects(&wujin, "xinbei-2020", "A8-CONTRACT-PROJECTS", "", None, &page)
-                .await,
+            r.counted_projects(
+                &wujin,
+                "xinbei-2020",
+                "A8-CONTRACT-PROJECTS",
+                "",
+                None,
+                &page
+            )
+            .await,
             Err(Error::PermissionDenied(_))
         ));
-        r.counted_projects(&changzhou, "xinbei-2020", "A8-CONTRACT-PROJECTS", "", None, &page)
-            .await
-            .expect("the city's office");
+        r.counted_projects(
+            &changzhou,
+            "xinbei-2020",
+            "A8-CONTRACT-PROJECTS",
+            "",
+            None,
+            &page,
+        )
+        .await
+        .expect("the city's office");
         r.db().close().await;
         cleanup(&path);
     }
