@@ -67,7 +67,7 @@ fn rules_of(plan: &StoredPlan) -> Vec<PlanRule> {
 const COUNT_LOCK: i64 = 0x636f_756e_7473;
 /// Taken by every achievement write on PostgreSQL, so two records of the same unit cannot both
 /// pass the check that it is not recorded yet ("achieve").
-const ACHIEVEMENT_LOCK: i64 = 0x6163_6869_6576_65;
+const ACHIEVEMENT_LOCK: i64 = 0x0061_6368_6965_7665;
 
 /// The pattern of a "contains" filter, for `lower(column) LIKE $n ESCAPE '\'`: `%` and `_` in
 /// the query are the characters themselves, not wildcards.
