@@ -1538,7 +1538,9 @@ fn rows_for_people(w: &World) -> Vec<(&'static str, Vec<u8>, Expect)> {
                 ..Default::default()
             }
             .encode_to_vec(),
-            Expect::only(&[Admin], InvalidArgument, PermissionDenied),
+            // Xinbei's plan: Wujin's administrators may not record toward it.
+            Expect::only(&[Admin], InvalidArgument, PermissionDenied)
+                .with(OtherDistrictAdmin, PermissionDenied),
         ),
         (
             "ListAchievements",
@@ -1568,7 +1570,8 @@ fn rows_for_people(w: &World) -> Vec<(&'static str, Vec<u8>, Expect)> {
                 ..Default::default()
             }
             .encode_to_vec(),
-            Expect::only(&[Admin], Ok, PermissionDenied),
+            // The projects of Xinbei's plan, by name: its administrators (and the operators).
+            Expect::only(&[Admin], Ok, PermissionDenied).with(OtherDistrictAdmin, PermissionDenied),
         ),
         (
             "RebuildCounts",
@@ -1589,6 +1592,37 @@ fn rows_for_people(w: &World) -> Vec<(&'static str, Vec<u8>, Expect)> {
             "ListDeadLetters",
             r::ListDeadLettersRequest::default().encode_to_vec(),
             Expect::only(&[Admin], Ok, PermissionDenied),
+        ),
+        (
+            "ApproveAchievement",
+            r::ApproveAchievementRequest {
+                request_id: rid("aa"),
+                achievement_id: "no-such-achievement".into(),
+                ..Default::default()
+            }
+            .encode_to_vec(),
+            Expect::only(&[Admin], NotFound, PermissionDenied),
+        ),
+        (
+            "RejectAchievement",
+            r::RejectAchievementRequest {
+                request_id: rid("rj"),
+                achievement_id: "no-such-achievement".into(),
+                reason: "no evidence".into(),
+                ..Default::default()
+            }
+            .encode_to_vec(),
+            Expect::only(&[Admin], NotFound, PermissionDenied),
+        ),
+        (
+            "GetRollup",
+            r::GetRollupRequest {
+                jurisdiction_code: "320400".into(),
+                ..Default::default()
+            }
+            .encode_to_vec(),
+            // Public like the reports it is made of.
+            Expect::all(Ok),
         ),
     ]
 }

@@ -17,6 +17,7 @@ mod oidc;
 mod projects;
 mod reflection;
 mod reporting;
+mod rollup;
 mod tls;
 mod trace_context;
 mod verifiers;

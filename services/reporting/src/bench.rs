@@ -8,7 +8,10 @@ use cwsm_platform::vocab::{IndicatorTag, Milestone, Sector};
 use cwsm_proto::events::v1::ProjectMilestone;
 use prost::Message;
 
+use cwsm_platform::gazetteer::Gazetteer;
+
 use crate::Reporting;
+use crate::plan::StoredPlan;
 use crate::report::{Fact, parse_date};
 
 /// Figures of one run.
@@ -209,6 +212,172 @@ pub async fn run(dir: &std::path::Path, facts: usize, calls: usize) -> anyhow::R
     })
 }
 
+/// Figures of the roll-up case: a province of `districts` districts, each with its plan and
+/// `facts_per_district` facts counted.
+#[derive(Clone, Debug)]
+pub struct RollupFigures {
+    pub districts: usize,
+    pub facts_per_district: usize,
+    pub calls: usize,
+    /// The province's roll-up as the service computes it (no network): the latest plans read,
+    /// the districts' reports from their kept counts, grouped.
+    pub province_p50: Duration,
+    pub province_p99: Duration,
+    /// One district's report.
+    pub district_p50: Duration,
+    pub district_p99: Duration,
+    /// The province's A8 total and the sum of its districts' A8, which must be equal.
+    pub a8_total: f64,
+    pub a8_sum_of_districts: f64,
+}
+
+/// A synthetic province (code 320000) of `districts` districts in cities of up to 10 districts
+/// each: the builtin gazetteer has only Changzhou's six.
+pub fn synthetic_gazetteer(districts: usize) -> anyhow::Result<Gazetteer> {
+    let cities = districts.div_ceil(10).max(1);
+    if cities > 99 {
+        anyhow::bail!("at most 990 districts");
+    }
+    let mut text = String::from(
+        "version = \"bench\"\nsource = \"synthetic\"\n[[places]]\ncode = \"320000\"\nname_zh = \"江苏省\"\nname = \"Jiangsu\"\n",
+    );
+    for c in 1..=cities {
+        text.push_str(&format!(
+            "[[places]]\ncode = \"32{c:02}00\"\nname_zh = \"市{c}\"\nname = \"City {c}\"\n"
+        ));
+    }
+    for d in 0..districts {
+        let (c, k) = (d / 10 + 1, d % 10 + 1);
+        text.push_str(&format!(
+            "[[places]]\ncode = \"32{c:02}{k:02}\"\nname_zh = \"区{c}-{k}\"\nname = \"District {c}-{k}\"\n"
+        ));
+    }
+    Gazetteer::from_sources(&[("bench.toml", &text)]).map_err(|e| anyhow::anyhow!(e))
+}
+
+/// Runs the roll-up case in a fresh database under `dir`. The district plans are copies of the
+/// Xinbei plan under codes of their own; each counts the same `facts_per_district` facts (so
+/// each has that many), and is placed in its synthetic district after it is read (the stored
+/// documents name a builtin district), inside the timed part.
+pub async fn run_rollup(
+    dir: &std::path::Path,
+    districts: usize,
+    facts_per_district: usize,
+    calls: usize,
+) -> anyhow::Result<RollupFigures> {
+    use std::collections::HashMap;
+
+    use cwsm_platform::auth::{Principal, Role, Scope};
+    use cwsm_platform::jurisdiction::Jurisdiction;
+
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join(format!("bench-rollup-{}.db", cwsm_platform::new_id()));
+    let reporting = Reporting::connect(&format!("sqlite://{}", path.display())).await?;
+    let gazetteer = synthetic_gazetteer(districts)?;
+    let province = gazetteer
+        .get(&Jurisdiction::parse("province", "320000")?)
+        .ok_or_else(|| anyhow::anyhow!("no province"))?
+        .clone();
+    let as_of = parse_date("2020-12-31").ok_or_else(|| anyhow::anyhow!("date"))?;
+    let start_ms = 1_577_836_800_000i64;
+    let span_ms = 364 * 86_400_000i64;
+    let at = |n: usize| {
+        let n = u64::try_from(n).unwrap_or(0);
+        start_ms + i64::try_from(n.wrapping_mul(2_654_435_761) % span_ms as u64).unwrap_or(0)
+    };
+    let all: Vec<Fact> = (0..facts_per_district)
+        .map(|n| fact(n, MILESTONES[n % 3], at(n)))
+        .collect();
+    for chunk in all.chunks(10_000) {
+        reporting.store.insert_facts(chunk).await?;
+    }
+    let operator = Principal {
+        subject: "bench".into(),
+        role: Role::Admin,
+        org: None,
+        scope: Scope::Platform,
+    };
+    let mut placed: HashMap<String, Jurisdiction> = HashMap::new();
+    for (k, district) in gazetteer.districts_within(&province.code).enumerate() {
+        let code = format!("bench-{k:03}");
+        let toml = crate::plan::DEFAULT_PLAN_TOML.replacen(
+            "code = \"xinbei-2020\"",
+            &format!("code = \"{code}\""),
+            1,
+        );
+        reporting
+            .load_plan(
+                &operator,
+                &format!("load-{code}"),
+                toml.as_bytes(),
+                &toml,
+                false,
+            )
+            .await?;
+        placed.insert(code, district.code.clone());
+    }
+    let place_plans = |mut plans: Vec<StoredPlan>| {
+        plans.retain_mut(|p| match placed.get(&p.plan.code) {
+            Some(j) => {
+                p.plan.jurisdiction = j.clone();
+                true
+            }
+            None => false,
+        });
+        plans
+    };
+
+    let mut province_times = Vec::with_capacity(calls);
+    let mut last = None;
+    for _ in 0..calls {
+        let t = Instant::now();
+        let plans = place_plans(reporting.store.latest_plans().await?);
+        let (own, inside) = crate::rollup::select(&gazetteer, &province.code, 2020, &plans);
+        let rollup = reporting
+            .rollup_of(&gazetteer, &province, 2020, as_of, &own, &inside)
+            .await?;
+        province_times.push(t.elapsed());
+        last = Some(rollup);
+    }
+    province_times.sort();
+    let rollup = last.ok_or_else(|| anyhow::anyhow!("no calls"))?;
+    let a8 = rollup
+        .lines
+        .iter()
+        .find(|l| l.code == "A8-CONTRACT-PROJECTS")
+        .ok_or_else(|| anyhow::anyhow!("no A8 in the roll-up"))?;
+    let a8_total = a8.total.map(|t| t.actual).unwrap_or(f64::NAN);
+    let a8_sum_of_districts = a8.rows.iter().map(|r| r.actual).sum();
+    if a8.rows.len() != districts {
+        anyhow::bail!("{} district rows, not {districts}", a8.rows.len());
+    }
+
+    let one = reporting.store.plan_by_code("bench-000", 0).await?;
+    let mut district_times = Vec::with_capacity(calls);
+    for _ in 0..calls {
+        let t = Instant::now();
+        let report = reporting.report_of(&one, as_of).await?;
+        district_times.push(t.elapsed());
+        std::hint::black_box(report);
+    }
+    district_times.sort();
+    reporting.db().close().await;
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+    Ok(RollupFigures {
+        districts,
+        facts_per_district,
+        calls,
+        province_p50: percentile(&province_times, 0.50),
+        province_p99: percentile(&province_times, 0.99),
+        district_p50: percentile(&district_times, 0.50),
+        district_p99: percentile(&district_times, 0.99),
+        a8_total,
+        a8_sum_of_districts,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     #[tokio::test]
@@ -217,6 +386,16 @@ mod tests {
         let f = super::run(&dir, 300, 3).await.expect("bench");
         assert_eq!(f.facts, 300);
         assert!(f.apply_per_second > 0.0);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn a_small_rollup_bench_runs_and_its_total_is_the_sum() {
+        let dir = std::env::temp_dir().join(format!("cwsm-bench-{}", cwsm_platform::new_id()));
+        let f = super::run_rollup(&dir, 12, 60, 2).await.expect("bench");
+        assert_eq!(f.districts, 12);
+        // Every district plan counts the same facts: the total is 12 times one district's.
+        assert_eq!(f.a8_total, f.a8_sum_of_districts);
         let _ = std::fs::remove_dir_all(dir);
     }
 }

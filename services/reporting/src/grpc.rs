@@ -20,10 +20,11 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::Reporting;
-use crate::achievement::{Achievement, Correction, NewAchievement};
+use crate::achievement::{Achievement, Correction, NewAchievement, State};
 use crate::export::FileFormat;
 use crate::plan::{self, Aggregation, Comparator, Indicator, Kind, OnTerminated, StoredPlan};
 use crate::report::{self, Fact, IndicatorReport, Report, Status as Progress};
+use crate::rollup::Rollup;
 use crate::store::{AchievementFilter, PlanFilter};
 use crate::watch::WatchKey;
 
@@ -295,11 +296,82 @@ fn achievement_message(a: &Achievement) -> pb::Achievement {
                 reason: r.reason.clone(),
                 recorded_by: r.recorded_by.clone(),
                 record_time: Some(timestamp(r.recorded_at_ms)),
+                state: achievement_state(r.state) as i32,
             })
             .collect(),
         create_time: Some(timestamp(a.created_at_ms())),
         update_time: Some(timestamp(current.recorded_at_ms)),
         version: a.version(),
+        state: achievement_state(a.state()) as i32,
+    }
+}
+
+fn achievement_state(s: State) -> pb::AchievementState {
+    match s {
+        State::Pending => pb::AchievementState::Pending,
+        State::Approved => pb::AchievementState::Approved,
+        State::Rejected => pb::AchievementState::Rejected,
+    }
+}
+
+/// An optional achievement state: 0 is any, an unknown number is an error.
+fn state_filter(field: &str, number: i32) -> Result<Option<State>, Error> {
+    match pb::AchievementState::try_from(number) {
+        Ok(pb::AchievementState::Unspecified) => Ok(None),
+        Ok(pb::AchievementState::Pending) => Ok(Some(State::Pending)),
+        Ok(pb::AchievementState::Approved) => Ok(Some(State::Approved)),
+        Ok(pb::AchievementState::Rejected) => Ok(Some(State::Rejected)),
+        Err(_) => Err(Error::invalid(
+            field,
+            format!("unknown achievement state {number}"),
+        )),
+    }
+}
+
+fn rollup_place(p: &cwsm_platform::gazetteer::Place) -> pb::RollupPlace {
+    pb::RollupPlace {
+        code: p.code.as_str().to_string(),
+        name_zh: p.name_zh.clone(),
+        name: p.name.clone(),
+    }
+}
+
+fn rollup_message(r: &Rollup) -> pb::Rollup {
+    pb::Rollup {
+        place: Some(rollup_place(&r.place)),
+        year: r.year,
+        as_of_date: r.as_of.format("%Y-%m-%d").to_string(),
+        indicators: r
+            .lines
+            .iter()
+            .map(|l| pb::RollupIndicator {
+                code: l.code.clone(),
+                name: l.name.clone(),
+                name_zh: l.name_zh.clone(),
+                unit: l.unit.clone(),
+                comparator: comparator(l.comparator) as i32,
+                summed: l.total.is_some(),
+                total_actual: l.total.map(|t| t.actual).unwrap_or(0.0),
+                total_target: l.total.map(|t| t.target).unwrap_or(0.0),
+                rows: l
+                    .rows
+                    .iter()
+                    .map(|row| pb::RollupRow {
+                        district: Some(rollup_place(&row.district)),
+                        plan_code: row.plan_code.clone(),
+                        plan_version: row.plan_version,
+                        actual: row.actual,
+                        target: row.target,
+                        status: progress(row.status) as i32,
+                        progress_bp: row.progress_bp,
+                        deadline: row.deadline.format("%Y-%m-%d").to_string(),
+                    })
+                    .collect(),
+            })
+            .collect(),
+        own_reports: r.own.iter().map(report_message).collect(),
+        districts_without_plan: r.without_plan.iter().map(rollup_place).collect(),
+        generate_time: Some(timestamp(now_ms())),
     }
 }
 
@@ -588,6 +660,7 @@ impl ReportingService for ReportingApi {
             sector: sector("sector", req.sector)?,
             include_retracted: req.include_retracted,
             query: req.query,
+            state: state_filter("state", req.state)?,
         };
         let (list, next) = self.reporting.list_achievements(&filter, &page).await?;
         Ok(Response::new(pb::ListAchievementsResponse {
@@ -656,6 +729,7 @@ impl ReportingService for ReportingApi {
         let (facts, next) = self
             .reporting
             .counted_projects(
+                &caller,
                 &req.plan_code,
                 &req.indicator_code,
                 &req.town,
@@ -744,6 +818,82 @@ impl ReportingService for ReportingApi {
                 })
                 .collect(),
             next_page_token: next,
+        }))
+    }
+
+    async fn approve_achievement(
+        &self,
+        request: Request<pb::ApproveAchievementRequest>,
+    ) -> Result<Response<pb::ApproveAchievementResponse>, Status> {
+        let caller = principal(&request)?;
+        let req = request.into_inner();
+        check(&[
+            ("request_id", &req.request_id, MAX_CODE),
+            ("achievement_id", &req.achievement_id, MAX_CODE),
+            ("note", &req.note, MAX_TEXT),
+        ])?;
+        let a = self
+            .reporting
+            .decide_achievement(
+                &caller,
+                &req.request_id,
+                &req.encode_to_vec(),
+                &req.achievement_id,
+                req.expected_version,
+                State::Approved,
+                &req.note,
+            )
+            .await?;
+        Ok(Response::new(pb::ApproveAchievementResponse {
+            achievement: Some(achievement_message(&a)),
+        }))
+    }
+
+    async fn reject_achievement(
+        &self,
+        request: Request<pb::RejectAchievementRequest>,
+    ) -> Result<Response<pb::RejectAchievementResponse>, Status> {
+        let caller = principal(&request)?;
+        let req = request.into_inner();
+        check(&[
+            ("request_id", &req.request_id, MAX_CODE),
+            ("achievement_id", &req.achievement_id, MAX_CODE),
+            ("reason", &req.reason, MAX_TEXT),
+        ])?;
+        let a = self
+            .reporting
+            .decide_achievement(
+                &caller,
+                &req.request_id,
+                &req.encode_to_vec(),
+                &req.achievement_id,
+                req.expected_version,
+                State::Rejected,
+                &req.reason,
+            )
+            .await?;
+        Ok(Response::new(pb::RejectAchievementResponse {
+            achievement: Some(achievement_message(&a)),
+        }))
+    }
+
+    async fn get_rollup(
+        &self,
+        request: Request<pb::GetRollupRequest>,
+    ) -> Result<Response<pb::GetRollupResponse>, Status> {
+        principal(&request)?;
+        let req = request.into_inner();
+        check(&[
+            ("jurisdiction_code", &req.jurisdiction_code, MAX_CODE),
+            ("as_of_date", &req.as_of_date, MAX_DATE),
+        ])?;
+        let as_of = as_of_date(&req.as_of_date)?;
+        let rollup = self
+            .reporting
+            .rollup(&req.jurisdiction_code, req.year, as_of)
+            .await?;
+        Ok(Response::new(pb::GetRollupResponse {
+            rollup: Some(rollup_message(&rollup)),
         }))
     }
 

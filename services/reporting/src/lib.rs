@@ -5,7 +5,9 @@
 //!
 //! - [`plan`]: the plan model, parsed and validated from the TOML schema of `seeds/README.md`.
 //! - [`report`]: actual, progress, status and history of an indicator; pure functions.
-//! - [`achievement`]: recorded achievements and their corrections.
+//! - [`achievement`]: recorded achievements, their corrections, approvals and rejections, and
+//!   who may make them.
+//! - [`rollup`]: a city's or province's report over the plans of its districts.
 //! - [`store`]: the tables, on SQLite or PostgreSQL.
 //! - [`grpc`]: the adapter between `cwsm.reporting.v1` (and the milestone event) and the above.
 //! - [`export`]: the report as CSV or an Excel workbook.
@@ -28,6 +30,7 @@ pub mod export;
 pub mod grpc;
 pub mod plan;
 pub mod report;
+pub mod rollup;
 pub mod sha256;
 pub mod store;
 pub mod watch;
@@ -43,7 +46,7 @@ use cwsm_platform::idempotency::RequestKey;
 use cwsm_platform::vocab::Sector;
 use cwsm_platform::{Error, Result, now_ms};
 
-use crate::achievement::{Achievement, Correction, NewAchievement};
+use crate::achievement::{Achievement, Correction, NewAchievement, State};
 use crate::plan::{Kind, StoredPlan};
 use crate::report::{Fact, Report};
 use crate::store::{AchievementFilter, PlanFilter, Store};
@@ -66,6 +69,14 @@ pub struct Reporting {
     computations: Arc<AtomicU64>,
     /// The live reports shared by their watchers (see [`watch`]).
     feeds: Arc<watch::Feeds>,
+}
+
+/// `validate` has already refused an unknown indicator; an error, not a panic, if it did not.
+fn unreachable_indicator(code: &str) -> Result<State> {
+    Err(Error::invalid(
+        "indicator_code",
+        format!("no indicator {code:?}"),
+    ))
 }
 
 /// Today in China Standard Time.
@@ -246,6 +257,12 @@ impl Reporting {
                 loaded_at_ms: now_ms(),
             });
         }
+        // Administrators load plans of their own jurisdiction only (a department none).
+        caller.require_administer(
+            &format!("load plan {}", parsed.code),
+            &parsed.jurisdiction,
+            None,
+        )?;
         let key = RequestKey::from_bytes(caller, "LoadPlan", &parsed.code, request_id, request)?;
         let id = self
             .store
@@ -303,6 +320,69 @@ impl Reporting {
             &recorded,
             as_of,
             now_ms(),
+        ))
+    }
+
+    /// The report of a stored plan as of `as_of`.
+    pub async fn report_of(&self, stored: &StoredPlan, as_of: NaiveDate) -> Result<Report> {
+        self.computations.fetch_add(1, Ordering::Relaxed);
+        let totals = self
+            .store
+            .count_totals(&stored.id, report::day_number(as_of))
+            .await?;
+        let recorded = self.store.recorded(&stored.plan.code).await?;
+        Ok(report::report_from_totals(
+            stored,
+            &totals,
+            &recorded,
+            as_of,
+            now_ms(),
+        ))
+    }
+
+    /// The roll-up of city or province `code` for plans of `year` (0: the year of `as_of`) as
+    /// of `as_of`, over the builtin gazetteer. Public like the reports it is made of.
+    pub async fn rollup(&self, code: &str, year: i32, as_of: NaiveDate) -> Result<rollup::Rollup> {
+        let gazetteer = cwsm_platform::gazetteer::Gazetteer::builtin();
+        let place = rollup::place(gazetteer, "jurisdiction_code", code)?;
+        let year = if year == 0 {
+            chrono::Datelike::year(&as_of)
+        } else if (1900..=2200).contains(&year) {
+            year
+        } else {
+            return Err(Error::invalid("year", format!("{year} is out of range")));
+        };
+        let plans = self.store.latest_plans().await?;
+        let (own, districts) = rollup::select(gazetteer, &place.code, year, &plans);
+        self.rollup_of(gazetteer, place, year, as_of, &own, &districts)
+            .await
+    }
+
+    /// The roll-up of `place` over the given plans (the bench gives its own gazetteer).
+    pub async fn rollup_of(
+        &self,
+        gazetteer: &cwsm_platform::gazetteer::Gazetteer,
+        place: &cwsm_platform::gazetteer::Place,
+        year: i32,
+        as_of: NaiveDate,
+        own: &[&StoredPlan],
+        districts: &[&StoredPlan],
+    ) -> Result<rollup::Rollup> {
+        let mut own_reports = Vec::with_capacity(own.len());
+        for p in own {
+            own_reports.push(self.report_of(p, as_of).await?);
+        }
+        let mut district_reports = Vec::with_capacity(districts.len());
+        for p in districts {
+            district_reports.push(self.report_of(p, as_of).await?);
+        }
+        Ok(rollup::build(
+            gazetteer,
+            place,
+            year,
+            as_of,
+            own_reports,
+            district_reports,
         ))
     }
 
@@ -399,10 +479,31 @@ impl Reporting {
         }
         let stored = self.store.plan_by_code(new.plan_code.trim(), 0).await?;
         new.plan_code = stored.plan.code.clone();
-        new.validate(&stored.plan)?;
+        achievement::require_plan_jurisdiction(caller, "record achievements", &stored.plan)?;
+        // A department records as itself.
+        if let Some(own) = achievement::caller_department(caller) {
+            if new.department.is_empty() {
+                new.department = own.to_string();
+            } else if new.department != own {
+                return Err(Error::denied(format!(
+                    "department {own} records achievements as {own}, not as {}",
+                    new.department
+                )));
+            }
+        }
+        new.validate(&stored.plan, today())?;
+        let state = match stored.plan.indicator(&new.indicator_code) {
+            Some(indicator) => achievement::recording_state(
+                caller,
+                "record achievements",
+                &stored.plan,
+                indicator,
+            )?,
+            None => unreachable_indicator(&new.indicator_code)?,
+        };
         let id = self
             .store
-            .record_achievement(&key, &new, &caller.subject)
+            .record_achievement(&key, &new, &caller.subject, state)
             .await?;
         self.notify();
         self.store.achievement(&id).await
@@ -428,19 +529,83 @@ impl Reporting {
         if achievement_id.is_empty() {
             return Err(Error::invalid("achievement_id", "required"));
         }
-        if !correction.retract {
-            let current = self.store.achievement(achievement_id).await?;
-            let stored = self.store.plan_by_code(&current.plan_code, 0).await?;
-            if let Some(indicator) = stored.plan.indicator(&current.indicator_code) {
-                achievement::check_range(indicator, correction.value)?;
-            }
-        }
+        let current = self.store.achievement(achievement_id).await?;
+        let stored = self.store.plan_by_code(&current.plan_code, 0).await?;
+        let indicator = stored
+            .plan
+            .indicator(&current.indicator_code)
+            .ok_or_else(|| {
+                Error::precondition(format!(
+                    "the latest version of plan {} has no indicator {}: its achievements can no longer be corrected",
+                    stored.plan.code, current.indicator_code
+                ))
+            })?;
+        let state =
+            achievement::recording_state(caller, "correct achievements", &stored.plan, indicator)?;
+        correction.check_against(&stored.plan, indicator, today())?;
         self.store
             .correct_achievement(
                 &key,
                 achievement_id,
                 expected_version,
                 correction,
+                &caller.subject,
+                state,
+            )
+            .await?;
+        self.notify();
+        self.store.achievement(achievement_id).await
+    }
+
+    /// Approves (`State::Approved`) or rejects (`State::Rejected`, `reason` required) a
+    /// pending achievement: administrators of a lead department of its indicator, or of the
+    /// plan's jurisdiction without a department.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn decide_achievement(
+        &self,
+        caller: &Principal,
+        request_id: &str,
+        request: &[u8],
+        achievement_id: &str,
+        expected_version: i64,
+        decision: State,
+        reason: &str,
+    ) -> Result<Achievement> {
+        let (method, what) = match decision {
+            State::Approved => ("ApproveAchievement", "approve achievements"),
+            State::Rejected => ("RejectAchievement", "reject achievements"),
+            State::Pending => {
+                return Err(Error::Internal(anyhow::anyhow!(
+                    "a decision is approved or rejected"
+                )));
+            }
+        };
+        caller.require_admin(what)?;
+        let key = RequestKey::from_bytes(caller, method, achievement_id, request_id, request)?;
+        if achievement_id.is_empty() {
+            return Err(Error::invalid("achievement_id", "required"));
+        }
+        if decision == State::Rejected && reason.trim().is_empty() {
+            return Err(Error::invalid(
+                "reason",
+                "required: why the achievement is rejected",
+            ));
+        }
+        let current = self.store.achievement(achievement_id).await?;
+        let stored = self.store.plan_by_code(&current.plan_code, 0).await?;
+        match stored.plan.indicator(&current.indicator_code) {
+            Some(indicator) => {
+                achievement::require_approver(caller, what, &stored.plan, indicator)?
+            }
+            None => achievement::require_plan_jurisdiction(caller, what, &stored.plan)?,
+        }
+        self.store
+            .decide_achievement(
+                &key,
+                achievement_id,
+                expected_version,
+                decision,
+                reason.trim(),
                 &caller.subject,
             )
             .await?;
@@ -460,6 +625,7 @@ impl Reporting {
     /// plan `plan_code` as of today, in the order they were counted.
     pub async fn counted_projects(
         &self,
+        caller: &Principal,
         plan_code: &str,
         indicator_code: &str,
         town: &str,
@@ -473,6 +639,8 @@ impl Reporting {
             ));
         }
         let stored = self.store.plan_by_code(plan_code.trim(), 0).await?;
+        // The projects counted name water users and companies: the plan's administrators only.
+        achievement::require_plan_jurisdiction(caller, "list the counted projects", &stored.plan)?;
         let indicator = stored.plan.indicator(indicator_code).ok_or_else(|| {
             Error::invalid(
                 "indicator_code",
@@ -627,7 +795,7 @@ mod tests {
         );
         let user = Principal {
             role: cwsm_platform::auth::Role::WaterUser,
-            ..admin
+            ..admin.clone()
         };
         assert!(
             r.dead_letters(&user, &Page::from_request(10, "").expect("page"))
@@ -650,14 +818,28 @@ mod tests {
 
         let page = Page::from_request(1, "").expect("page");
         let (first, next) = r
-            .counted_projects("xinbei-2020", "A8-CONTRACT-PROJECTS", "", None, &page)
+            .counted_projects(
+                &admin,
+                "xinbei-2020",
+                "A8-CONTRACT-PROJECTS",
+                "",
+                None,
+                &page,
+            )
             .await
             .expect("counted");
         assert_eq!(first.len(), 1);
         assert!(!next.is_empty());
         let page = Page::from_request(1, &next).expect("next page");
         let (second, last) = r
-            .counted_projects("xinbei-2020", "A8-CONTRACT-PROJECTS", "", None, &page)
+            .counted_projects(
+                &admin,
+                "xinbei-2020",
+                "A8-CONTRACT-PROJECTS",
+                "",
+                None,
+                &page,
+            )
             .await
             .expect("counted");
         assert_eq!(second.len(), 1);
@@ -730,6 +912,357 @@ mod tests {
             };
             r.forget_facts(&admin).await.expect("forget");
         }
+        r.db().close().await;
+        cleanup(&path);
+    }
+
+    fn within(jurisdiction: &str, department: Option<&str>) -> Principal {
+        Principal {
+            subject: format!("{jurisdiction}-{}", department.unwrap_or("office")),
+            role: cwsm_platform::auth::Role::Admin,
+            org: None,
+            scope: cwsm_platform::auth::Scope::Within {
+                jurisdiction: cwsm_platform::jurisdiction::Jurisdiction::parse("j", jurisdiction)
+                    .expect("code"),
+                department: department.map(str::to_string),
+            },
+        }
+    }
+
+    fn gov_agency(unit: &str, date: &str) -> NewAchievement {
+        NewAchievement {
+            plan_code: "xinbei-2020".into(),
+            indicator_code: "A2-GOV-AGENCIES".into(),
+            unit_name: unit.into(),
+            achieved_date: date.into(),
+            evidence: "常新水〔2020〕12号".into(),
+            value: 1.0,
+            note: String::new(),
+            department: String::new(),
+            town: String::new(),
+            sector: None,
+        }
+    }
+
+    async fn gov_agencies(r: &Reporting) -> f64 {
+        let report = r
+            .report(
+                "xinbei-2020",
+                0,
+                report::parse_date("2020-12-31").expect("date"),
+            )
+            .await
+            .expect("report");
+        report
+            .lines
+            .iter()
+            .find(|l| l.indicator.code == "A2-GOV-AGENCIES")
+            .expect("A2-GOV-AGENCIES")
+            .actual
+    }
+
+    /// Issue 11 §3: an achievement dated 9999-12-31 (or outside the plan's window) and the same
+    /// agency recorded twice were accepted.
+    #[tokio::test]
+    async fn achievements_inside_the_window_and_each_unit_once() {
+        let (r, path) = temp().await;
+        r.seed_default_plan().await.expect("seed");
+        let office = within("320411", None);
+        let first = r
+            .record_achievement(
+                &office,
+                "r1",
+                b"1",
+                gov_agency("新北区财政局", "2020-06-01"),
+            )
+            .await
+            .expect("recorded");
+        assert_eq!(first.state(), State::Approved);
+        for (k, date) in ["9999-12-31", "2019-12-31", "2021-01-01"]
+            .into_iter()
+            .enumerate()
+        {
+            let e = r
+                .record_achievement(
+                    &office,
+                    &format!("d{k}"),
+                    b"d",
+                    gov_agency("新北区卫健局", date),
+                )
+                .await
+                .expect_err(date);
+            assert!(
+                matches!(&e, Error::InvalidArgument { field, reason } if field == "achieved_date" && (reason.contains("future") || reason.contains("2020-01-01..2020-12-31"))),
+                "{date}: {e:?}"
+            );
+        }
+        // The same unit again, spelt with blanks around it: ALREADY_EXISTS naming the first.
+        let e = r
+            .record_achievement(
+                &office,
+                "r2",
+                b"2",
+                gov_agency("  新北区财政局 ", "2020-07-01"),
+            )
+            .await
+            .expect_err("twice");
+        assert!(
+            matches!(&e, Error::AlreadyExists(m) if m.contains(&first.id)),
+            "{e:?}"
+        );
+        // Case does not make another unit.
+        r.record_achievement(
+            &office,
+            "r3",
+            b"3",
+            gov_agency("Xinbei Audit Office", "2020-07-01"),
+        )
+        .await
+        .expect("another unit");
+        let e = r
+            .record_achievement(
+                &office,
+                "r4",
+                b"4",
+                gov_agency("xinbei audit office", "2020-08-01"),
+            )
+            .await
+            .expect_err("the same unit in lower case");
+        assert!(matches!(e, Error::AlreadyExists(_)), "{e:?}");
+        // A retried request is answered with its first result, not refused as a duplicate.
+        let again = r
+            .record_achievement(
+                &office,
+                "r1",
+                b"1",
+                gov_agency("新北区财政局", "2020-06-01"),
+            )
+            .await
+            .expect("retry");
+        assert_eq!(again.id, first.id);
+        // Corrections follow the same rules.
+        let fix = |date: &str| Correction {
+            value: 1.0,
+            achieved_date: date.into(),
+            evidence: "doc".into(),
+            note: String::new(),
+            retract: false,
+            reason: "date".into(),
+        };
+        let e = r
+            .correct_achievement(&office, "c1", b"c1", &first.id, 0, fix("9999-12-31"))
+            .await
+            .expect_err("future");
+        assert!(matches!(e, Error::InvalidArgument { field, .. } if field == "achieved_date"));
+        // Once retracted, the unit may be recorded again.
+        r.correct_achievement(
+            &office,
+            "c2",
+            b"c2",
+            &first.id,
+            0,
+            Correction {
+                retract: true,
+                ..fix("2020-06-01")
+            },
+        )
+        .await
+        .expect("retracted");
+        r.record_achievement(
+            &office,
+            "r5",
+            b"5",
+            gov_agency("新北区财政局", "2020-09-01"),
+        )
+        .await
+        .expect("recorded again after the retraction");
+        // 新北区财政局 (again) + Xinbei Audit Office = 2.
+        assert_eq!(gov_agencies(&r).await, 2.0);
+        r.db().close().await;
+        cleanup(&path);
+    }
+
+    /// Issue 11 §6: a participating department's achievement waits for a lead department; a
+    /// department not named by the indicator may not record; administrators keep to their
+    /// jurisdiction.
+    #[tokio::test]
+    async fn departments_record_their_own_and_lead_departments_approve() {
+        let (r, path) = temp().await;
+        r.seed_default_plan().await.expect("seed");
+        // A2-GOV-AGENCIES: lead agri, office; participants finance, housing, market, ecoenv, towns.
+        let finance = within("320411", Some("finance"));
+        let agri = within("320411", Some("agri"));
+        let edu = within("320411", Some("edu"));
+        let wujin = within("320412", None);
+        let changzhou = within("320400", None);
+
+        let e = r
+            .record_achievement(&edu, "e1", b"e", gov_agency("新北区教育局", "2020-06-01"))
+            .await
+            .expect_err("edu is not named by A2-GOV-AGENCIES");
+        assert!(
+            matches!(&e, Error::PermissionDenied(m) if m.contains("agri, office") && m.contains("finance")),
+            "{e:?}"
+        );
+        let e = r
+            .record_achievement(&wujin, "w1", b"w", gov_agency("武进区财政局", "2020-06-01"))
+            .await
+            .expect_err("Wujin's office, Xinbei's plan");
+        assert!(matches!(e, Error::PermissionDenied(_)), "{e:?}");
+        // A department records as itself.
+        let mut as_agri = gov_agency("新北区财政局", "2020-06-01");
+        as_agri.department = "agri".into();
+        assert!(matches!(
+            r.record_achievement(&finance, "f0", b"f0", as_agri).await,
+            Err(Error::PermissionDenied(_))
+        ));
+
+        let pending = r
+            .record_achievement(
+                &finance,
+                "f1",
+                b"f1",
+                gov_agency("新北区财政局", "2020-06-01"),
+            )
+            .await
+            .expect("a participant records");
+        assert_eq!(pending.state(), State::Pending);
+        assert_eq!(pending.department, "finance");
+        let led = r
+            .record_achievement(
+                &agri,
+                "a1",
+                b"a1",
+                gov_agency("新北区农业农村局", "2020-06-02"),
+            )
+            .await
+            .expect("a lead records");
+        assert_eq!(led.state(), State::Approved);
+        // Only the lead's counts: 1.
+        assert_eq!(gov_agencies(&r).await, 1.0);
+        let page = Page::from_request(10, "").expect("page");
+        let (waiting, _) = r
+            .list_achievements(
+                &AchievementFilter {
+                    state: Some(State::Pending),
+                    ..Default::default()
+                },
+                &page,
+            )
+            .await
+            .expect("list");
+        assert_eq!(
+            waiting.iter().map(|a| a.id.as_str()).collect::<Vec<_>>(),
+            [pending.id.as_str()]
+        );
+
+        // Neither the participant itself nor another district approves.
+        for who in [&finance, &wujin] {
+            let e = r
+                .decide_achievement(who, "x", b"x", &pending.id, 0, State::Approved, "")
+                .await
+                .expect_err("not a lead");
+            assert!(matches!(e, Error::PermissionDenied(_)), "{e:?}");
+        }
+        let e = r
+            .decide_achievement(&agri, "rj0", b"rj0", &pending.id, 0, State::Rejected, " ")
+            .await
+            .expect_err("a rejection needs its reason");
+        assert!(matches!(e, Error::InvalidArgument { field, .. } if field == "reason"));
+        let rejected = r
+            .decide_achievement(
+                &agri,
+                "rj1",
+                b"rj1",
+                &pending.id,
+                1,
+                State::Rejected,
+                "no document number",
+            )
+            .await
+            .expect("rejected");
+        assert_eq!(rejected.state(), State::Rejected);
+        assert_eq!(rejected.current().reason, "no document number");
+        assert_eq!(gov_agencies(&r).await, 1.0);
+        // Corrected by its department: pending again; approved by the city's office (it
+        // administers Xinbei); then it counts: 1 + 1 = 2.
+        let corrected = r
+            .correct_achievement(
+                &finance,
+                "fc",
+                b"fc",
+                &pending.id,
+                2,
+                Correction {
+                    value: 1.0,
+                    achieved_date: "2020-06-01".into(),
+                    evidence: "常新财〔2020〕7号".into(),
+                    note: String::new(),
+                    retract: false,
+                    reason: "document number added".into(),
+                },
+            )
+            .await
+            .expect("corrected");
+        assert_eq!(corrected.state(), State::Pending);
+        let approved = r
+            .decide_achievement(&changzhou, "ap", b"ap", &pending.id, 3, State::Approved, "")
+            .await
+            .expect("approved");
+        assert_eq!(approved.state(), State::Approved);
+        assert_eq!(gov_agencies(&r).await, 2.0);
+        // The history: recorded (pending), rejected, corrected (pending), approved.
+        let states: Vec<(State, &str)> = approved
+            .revisions
+            .iter()
+            .map(|v| (v.state, v.recorded_by.as_str()))
+            .collect();
+        assert_eq!(
+            states,
+            [
+                (State::Pending, "320411-finance"),
+                (State::Rejected, "320411-agri"),
+                (State::Pending, "320411-finance"),
+                (State::Approved, "320400-office"),
+            ]
+        );
+        // Only pending ones are decided.
+        let e = r
+            .decide_achievement(&agri, "ap2", b"ap2", &pending.id, 0, State::Approved, "")
+            .await
+            .expect_err("approved already");
+        assert!(
+            matches!(&e, Error::FailedPrecondition(m) if m.contains("CorrectAchievement")),
+            "{e:?}"
+        );
+        // Another district's office neither loads Xinbei's plan nor lists its counted projects.
+        let e = r
+            .load_plan(&wujin, "lp", b"lp", plan::DEFAULT_PLAN_TOML, false)
+            .await
+            .expect_err("Xinbei's plan");
+        assert!(matches!(e, Error::PermissionDenied(_)), "{e:?}");
+        assert!(matches!(
+            r.counted_projects(
+                &wujin,
+                "xinbei-2020",
+                "A8-CONTRACT-PROJECTS",
+                "",
+                None,
+                &page
+            )
+            .await,
+            Err(Error::PermissionDenied(_))
+        ));
+        r.counted_projects(
+            &changzhou,
+            "xinbei-2020",
+            "A8-CONTRACT-PROJECTS",
+            "",
+            None,
+            &page,
+        )
+        .await
+        .expect("the city's office");
         r.db().close().await;
         cleanup(&path);
     }

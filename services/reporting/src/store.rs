@@ -11,7 +11,7 @@ use cwsm_platform::idempotency::RequestKey;
 use cwsm_platform::vocab::{IndicatorTag, Milestone, Sector};
 use cwsm_platform::{Error, Result, keyed_write, new_id, now_ms, with_db};
 
-use crate::achievement::{Achievement, Correction, NewAchievement, Revision};
+use crate::achievement::{Achievement, Correction, NewAchievement, Revision, State, unit_key};
 use crate::plan::{self, StoredPlan};
 use crate::plan::{CountingRule, Kind, OnTerminated};
 use crate::report::{CountedTotals, Fact, Recorded, cst_day, matches, parse_date};
@@ -65,6 +65,9 @@ fn rules_of(plan: &StoredPlan) -> Vec<PlanRule> {
 /// A key for PostgreSQL advisory locks: counting a fact takes it shared, loading a plan (which
 /// counts the facts already there for the new plan) exclusive, so neither misses the other.
 const COUNT_LOCK: i64 = 0x636f_756e_7473;
+/// Taken by every achievement write on PostgreSQL, so two records of the same unit cannot both
+/// pass the check that it is not recorded yet ("achieve").
+const ACHIEVEMENT_LOCK: i64 = 0x0061_6368_6965_7665;
 
 /// The pattern of a "contains" filter, for `lower(column) LIKE $n ESCAPE '\'`: `%` and `_` in
 /// the query are the characters themselves, not wildcards.
@@ -172,6 +175,7 @@ struct AchievementRow {
     reason: String,
     recorded_by: String,
     recorded_at_ms: i64,
+    state: String,
 }
 
 impl AchievementRow {
@@ -187,6 +191,8 @@ impl AchievementRow {
             reason: self.reason.clone(),
             recorded_by: self.recorded_by.clone(),
             recorded_at_ms: self.recorded_at_ms,
+            // An unknown state (a newer version's) does not count.
+            state: State::from_code(&self.state).unwrap_or(State::Pending),
         }
     }
 }
@@ -213,7 +219,29 @@ fn achievements_of(rows: Vec<AchievementRow>) -> Vec<Achievement> {
     out
 }
 
-const ACHIEVEMENT_COLUMNS: &str = "id, achievement_id, revision, plan_code, indicator_code, unit_name, achieved_date, evidence, value, note, department, town, sector, retracted, reason, recorded_by, recorded_at_ms";
+const ACHIEVEMENT_COLUMNS: &str = "id, achievement_id, revision, plan_code, indicator_code, unit_name, achieved_date, evidence, value, note, department, town, sector, retracted, reason, recorded_by, recorded_at_ms, state";
+
+/// ALREADY_EXISTS when another current achievement of the same plan code and indicator, neither
+/// retracted nor rejected, is about the same unit (trimmed, case-insensitive), naming its id.
+macro_rules! refuse_duplicate_unit {
+    ($tx:expr, $plan_code:expr, $indicator_code:expr, $unit_name:expr, $except:expr) => {{
+        let others: Vec<(String, String, String)> = sqlx::query_as(
+            "SELECT achievement_id, unit_name, state FROM achievements WHERE plan_code = $1 AND indicator_code = $2 \
+             AND superseded_by = '' AND retracted = 0 AND achievement_id <> $3")
+            .bind($plan_code).bind($indicator_code).bind($except)
+            .fetch_all(&mut *$tx).await?;
+        let key = unit_key($unit_name);
+        if let Some((id, name, _)) = others
+            .iter()
+            .find(|(_, name, state)| unit_key(name) == key && state.as_str() != State::Rejected.code())
+        {
+            return Err(Error::AlreadyExists(format!(
+                "{name:?} is already recorded for {} of plan {} as achievement {id}; correct that one instead",
+                $indicator_code, $plan_code
+            )));
+        }
+    }};
+}
 
 /// Filters of ListPlans; empty or zero means "any".
 #[derive(Clone, Debug, Default)]
@@ -235,6 +263,8 @@ pub struct AchievementFilter {
     pub sector: Option<Sector>,
     pub include_retracted: bool,
     pub query: String,
+    /// Only achievements whose current revision is in this state.
+    pub state: Option<State>,
 }
 
 /// Adds `delta` to a count on `day` for (town, sector).
@@ -682,19 +712,27 @@ impl Store {
     // -- achievements -------------------------------------------------------------------------
 
     /// Records an achievement (revision 1), once per idempotency key. Returns its id.
+    /// ALREADY_EXISTS when the unit is recorded for the indicator already (not retracted, not
+    /// rejected). `state` is what the recorder's department makes it.
     pub async fn record_achievement(
         &self,
         key: &RequestKey,
         a: &NewAchievement,
         recorded_by: &str,
+        state: State,
     ) -> Result<String> {
+        let postgres = self.is_postgres();
         Ok(keyed_write!(&self.db, key, tx => {
+            if postgres {
+                sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(ACHIEVEMENT_LOCK).execute(&mut *tx).await?;
+            }
+            refuse_duplicate_unit!(tx, &a.plan_code, &a.indicator_code, &a.unit_name, "");
             let id = new_id();
-            sqlx::query("INSERT INTO achievements (id, achievement_id, revision, plan_code, indicator_code, unit_name, achieved_date, evidence, value, note, department, town, sector, retracted, reason, recorded_by, recorded_at_ms) \
-                VALUES ($1, $1, 1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 0, '', $12, $13)")
-                .bind(&id).bind(&a.plan_code).bind(&a.indicator_code).bind(&a.unit_name).bind(&a.achieved_date)
+            sqlx::query("INSERT INTO achievements (id, achievement_id, revision, plan_code, indicator_code, unit_name, achieved_date, evidence, value, note, department, town, sector, retracted, reason, recorded_by, recorded_at_ms, state) \
+                VALUES ($1, $1, 1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 0, '', $12, $13, $14)")
+                .bind(&id).bind(&a.plan_code).bind(&a.indicator_code).bind(a.unit_name.trim()).bind(&a.achieved_date)
                 .bind(&a.evidence).bind(a.value).bind(&a.note).bind(&a.department).bind(&a.town)
-                .bind(a.sector.map(|s| s.code()).unwrap_or("")).bind(recorded_by).bind(now_ms())
+                .bind(a.sector.map(|s| s.code()).unwrap_or("")).bind(recorded_by).bind(now_ms()).bind(state.code())
                 .execute(&mut *tx).await?;
             id
         }))
@@ -719,6 +757,59 @@ impl Store {
         expected_version: i64,
         mut correction: Correction,
         recorded_by: &str,
+        state: State,
+    ) -> Result<()> {
+        let sql = format!(
+            "SELECT {ACHIEVEMENT_COLUMNS} FROM achievements WHERE achievement_id = $1 AND superseded_by = ''"
+        );
+        let postgres = self.is_postgres();
+        keyed_write!(&self.db, key, tx => {
+            if postgres {
+                sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(ACHIEVEMENT_LOCK).execute(&mut *tx).await?;
+            }
+            let current: Option<AchievementRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(id).fetch_optional(&mut *tx).await?;
+            let current = current.ok_or_else(|| Error::not_found("achievement", id))?;
+            if expected_version != 0 && expected_version != current.revision {
+                return Err(Error::Aborted(format!(
+                    "achievement {id} is at version {}, not {expected_version}; read it again and retry",
+                    current.revision
+                )));
+            }
+            correction.validate(&current.revision())?;
+            // A rejected achievement corrected counts (or waits) again: its unit must be free.
+            if !correction.retract && current.state == State::Rejected.code() {
+                refuse_duplicate_unit!(tx, &current.plan_code, &current.indicator_code, &current.unit_name, id);
+            }
+            let new_row = new_id();
+            sqlx::query("INSERT INTO achievements (id, achievement_id, revision, plan_code, indicator_code, unit_name, achieved_date, evidence, value, note, department, town, sector, retracted, reason, recorded_by, recorded_at_ms, state) \
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)")
+                .bind(&new_row).bind(id).bind(current.revision + 1).bind(&current.plan_code).bind(&current.indicator_code)
+                .bind(&current.unit_name).bind(&correction.achieved_date).bind(&correction.evidence).bind(correction.value)
+                .bind(&correction.note).bind(&current.department).bind(&current.town).bind(&current.sector)
+                .bind(i64::from(correction.retract)).bind(&correction.reason).bind(recorded_by).bind(now_ms()).bind(state.code())
+                .execute(&mut *tx).await?;
+            let superseded = sqlx::query("UPDATE achievements SET superseded_by = $1 WHERE id = $2 AND superseded_by = ''")
+                .bind(&new_row).bind(&current.id).execute(&mut *tx).await?.rows_affected();
+            if superseded != 1 {
+                return Err(Error::Aborted(format!("achievement {id} changed meanwhile; retry")));
+            }
+            id.to_string()
+        });
+        Ok(())
+    }
+
+    /// A lead department's decision on a pending achievement: a revision with the same values
+    /// in `state` (approved or rejected) and `reason`, once per idempotency key.
+    /// FAILED_PRECONDITION unless the achievement is pending.
+    pub async fn decide_achievement(
+        &self,
+        key: &RequestKey,
+        id: &str,
+        expected_version: i64,
+        state: State,
+        reason: &str,
+        decided_by: &str,
     ) -> Result<()> {
         let sql = format!(
             "SELECT {ACHIEVEMENT_COLUMNS} FROM achievements WHERE achievement_id = $1 AND superseded_by = ''"
@@ -733,14 +824,24 @@ impl Store {
                     current.revision
                 )));
             }
-            correction.validate(&current.revision())?;
+            if current.retracted != 0 {
+                return Err(Error::precondition(format!(
+                    "achievement {id} is retracted; nothing to decide (record a new one)"
+                )));
+            }
+            if current.state != State::Pending.code() {
+                return Err(Error::precondition(format!(
+                    "achievement {id} is {}, not pending: only pending achievements are approved or rejected; correct it instead (CorrectAchievement)",
+                    current.state
+                )));
+            }
             let new_row = new_id();
-            sqlx::query("INSERT INTO achievements (id, achievement_id, revision, plan_code, indicator_code, unit_name, achieved_date, evidence, value, note, department, town, sector, retracted, reason, recorded_by, recorded_at_ms) \
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)")
+            sqlx::query("INSERT INTO achievements (id, achievement_id, revision, plan_code, indicator_code, unit_name, achieved_date, evidence, value, note, department, town, sector, retracted, reason, recorded_by, recorded_at_ms, state) \
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 0, $14, $15, $16, $17)")
                 .bind(&new_row).bind(id).bind(current.revision + 1).bind(&current.plan_code).bind(&current.indicator_code)
-                .bind(&current.unit_name).bind(&correction.achieved_date).bind(&correction.evidence).bind(correction.value)
-                .bind(&correction.note).bind(&current.department).bind(&current.town).bind(&current.sector)
-                .bind(i64::from(correction.retract)).bind(&correction.reason).bind(recorded_by).bind(now_ms())
+                .bind(&current.unit_name).bind(&current.achieved_date).bind(&current.evidence).bind(current.value)
+                .bind(&current.note).bind(&current.department).bind(&current.town).bind(&current.sector)
+                .bind(reason).bind(decided_by).bind(now_ms()).bind(state.code())
                 .execute(&mut *tx).await?;
             let superseded = sqlx::query("UPDATE achievements SET superseded_by = $1 WHERE id = $2 AND superseded_by = ''")
                 .bind(&new_row).bind(&current.id).execute(&mut *tx).await?.rows_affected();
@@ -760,11 +861,12 @@ impl Store {
         let sql = "SELECT achievement_id FROM achievements WHERE superseded_by = '' AND ($1 = '' OR plan_code = $1) \
              AND ($2 = '' OR indicator_code = $2) AND ($3 = '' OR department = $3) AND ($4 = '' OR town = $4) \
              AND ($5 = '' OR sector = $5) AND ($6 = 1 OR retracted = 0) AND ($7 = '' OR lower(unit_name) LIKE $7 ESCAPE '\\' OR lower(note) LIKE $7 ESCAPE '\\') \
-             AND ($8 = '' OR achievement_id > $8) ORDER BY achievement_id LIMIT $9";
+             AND ($8 = '' OR achievement_id > $8) AND ($10 = '' OR state = $10) ORDER BY achievement_id LIMIT $9";
         let mut ids: Vec<String> = with_db!(&self.db, pool => sqlx::query_scalar(sql)
             .bind(&f.plan_code).bind(&f.indicator_code).bind(&f.department).bind(&f.town)
             .bind(f.sector.map(|s| s.code()).unwrap_or("")).bind(i32::from(f.include_retracted))
             .bind(like(&f.query)).bind(page.after.clone().unwrap_or_default()).bind(page.fetch_limit())
+            .bind(f.state.map(State::code).unwrap_or(""))
             .fetch_all(pool).await?);
         let next = page.finish(&mut ids, Clone::clone);
         let mut out = Vec::with_capacity(ids.len());
@@ -774,10 +876,11 @@ impl Store {
         Ok((out, next))
     }
 
-    /// Current, not retracted achievements of a plan code, by indicator code.
+    /// Current, not retracted, approved achievements of a plan code, by indicator code (pending
+    /// and rejected ones do not count).
     pub async fn recorded(&self, plan_code: &str) -> Result<HashMap<String, Vec<Recorded>>> {
         let sql = format!(
-            "SELECT {ACHIEVEMENT_COLUMNS} FROM achievements WHERE plan_code = $1 AND superseded_by = '' AND retracted = 0"
+            "SELECT {ACHIEVEMENT_COLUMNS} FROM achievements WHERE plan_code = $1 AND superseded_by = '' AND retracted = 0 AND state = 'approved'"
         );
         let rows: Vec<AchievementRow> = with_db!(&self.db, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(plan_code).fetch_all(pool).await?);
         let mut out: HashMap<String, Vec<Recorded>> = HashMap::new();
@@ -795,6 +898,20 @@ impl Store {
                     town: r.town,
                     sector: Sector::from_code(&r.sector),
                 });
+        }
+        Ok(out)
+    }
+
+    // -- roll-up ------------------------------------------------------------------------------
+
+    /// The latest version of every plan code (plans are kept parsed by id, so this reads ids).
+    pub async fn latest_plans(&self) -> Result<Vec<StoredPlan>> {
+        let ids: Vec<String> = with_db!(&self.db, pool => sqlx::query_scalar(
+            "SELECT id FROM plans p WHERE version = (SELECT MAX(q.version) FROM plans q WHERE q.code = p.code) ORDER BY code")
+            .fetch_all(pool).await?);
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            out.push(self.plan_by_id(&id).await?);
         }
         Ok(out)
     }
@@ -898,12 +1015,12 @@ mod tests {
             sector: None,
         };
         let id = store
-            .record_achievement(&key("s", "r1"), &new, "alice")
+            .record_achievement(&key("s", "r1"), &new, "alice", State::Approved)
             .await
             .expect("record");
         assert_eq!(
             store
-                .record_achievement(&key("s", "r1"), &new, "alice")
+                .record_achievement(&key("s", "r1"), &new, "alice", State::Approved)
                 .await
                 .expect("replay"),
             id
@@ -917,15 +1034,15 @@ mod tests {
             reason: "typo".into(),
         };
         let stale = store
-            .correct_achievement(&key("s", "c0"), &id, 5, fix.clone(), "bob")
+            .correct_achievement(&key("s", "c0"), &id, 5, fix.clone(), "bob", State::Approved)
             .await;
         assert!(matches!(stale, Err(Error::Aborted(_))));
         store
-            .correct_achievement(&key("s", "c1"), &id, 1, fix.clone(), "bob")
+            .correct_achievement(&key("s", "c1"), &id, 1, fix.clone(), "bob", State::Approved)
             .await
             .expect("correct");
         store
-            .correct_achievement(&key("s", "c1"), &id, 1, fix, "bob")
+            .correct_achievement(&key("s", "c1"), &id, 1, fix, "bob", State::Approved)
             .await
             .expect("replayed");
         let a = store.achievement(&id).await.expect("get");
@@ -1077,7 +1194,7 @@ mod tests {
             sector: Some(Sector::GovernmentAgency),
         };
         let a = store
-            .record_achievement(&key("s", "a1"), &new, "alice")
+            .record_achievement(&key("s", "a1"), &new, "alice", State::Approved)
             .await
             .expect("record");
         let fix = Correction {
@@ -1089,7 +1206,7 @@ mod tests {
             reason: "wrong".into(),
         };
         store
-            .correct_achievement(&key("s", "c1"), &a, 1, fix, "bob")
+            .correct_achievement(&key("s", "c1"), &a, 1, fix, "bob", State::Approved)
             .await
             .expect("correct");
         let filter = AchievementFilter {

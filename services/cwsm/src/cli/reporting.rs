@@ -1,5 +1,6 @@
 //! `cwsm report`: the action plan's indicators: the status table, `--json`, `--export FILE`
-//! (CSV or Excel), and `load`, `record`, `correct`, `rebuild`, `bench`.
+//! (CSV or Excel), and `load`, `record`, `correct`, `approve`, `reject`, `rollup`, `rebuild`,
+//! `bench`.
 
 use std::path::PathBuf;
 
@@ -94,6 +95,29 @@ pub enum ReportCommand {
         #[arg(long)]
         retract: bool,
     },
+    /// Approve a pending achievement (a lead department of its indicator, or the district office).
+    Approve {
+        achievement_id: String,
+        /// Kept with the approval.
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// Reject a pending achievement, with the reason (a lead department, or the district office).
+    Reject {
+        achievement_id: String,
+        /// Why; required.
+        #[arg(long)]
+        reason: String,
+    },
+    /// A city's or province's report over its districts' plans: totals where they add up, one
+    /// row per district (`--date` as for the report).
+    Rollup {
+        /// City or province code, e.g. 320400 (常州市) or 320000 (江苏省).
+        jurisdiction: String,
+        /// The plans' year [default: the year of --date].
+        #[arg(long, default_value_t = 0)]
+        year: i32,
+    },
     /// Rebuild the counts from the projects service's milestone log (administrators).
     Rebuild,
     /// Events the consumer set aside (undecodable, unknown milestone, no project).
@@ -107,6 +131,12 @@ pub enum ReportCommand {
         /// Report calls per run.
         #[arg(long, default_value_t = 200)]
         calls: usize,
+        /// Districts of the roll-up case's province (0: skip the case).
+        #[arg(long, default_value_t = 100)]
+        rollup_districts: usize,
+        /// Facts each district plan counts in the roll-up case.
+        #[arg(long, default_value_t = 10_000)]
+        rollup_facts: usize,
     },
 }
 
@@ -137,8 +167,18 @@ pub async fn report(args: ReportArgs) -> anyhow::Result<()> {
         export,
         command,
     } = args;
-    if let Some(ReportCommand::Bench { facts, calls }) = &command {
-        return bench(facts, *calls, conn.json).await;
+    if let Some(ReportCommand::Bench {
+        facts,
+        calls,
+        rollup_districts,
+        rollup_facts,
+    }) = &command
+    {
+        bench(facts, *calls, conn.json).await?;
+        if *rollup_districts > 0 {
+            return bench_rollup(*rollup_districts, *rollup_facts, *calls, conn.json).await;
+        }
+        return Ok(());
     }
     let c = Clients::connect(&conn).await?;
     match command {
@@ -315,6 +355,47 @@ pub async fn report(args: ReportArgs) -> anyhow::Result<()> {
             print_achievements(&[a], conn.json);
             Ok(())
         }
+        Some(ReportCommand::Approve {
+            achievement_id,
+            note,
+        }) => {
+            let a = c
+                .reporting()
+                .approve_achievement(rpb::ApproveAchievementRequest {
+                    request_id: request_id(),
+                    achievement_id,
+                    expected_version: 0,
+                    note,
+                })
+                .await?
+                .into_inner()
+                .achievement
+                .context("empty reply")?;
+            print_achievements(&[a], conn.json);
+            Ok(())
+        }
+        Some(ReportCommand::Reject {
+            achievement_id,
+            reason,
+        }) => {
+            let a = c
+                .reporting()
+                .reject_achievement(rpb::RejectAchievementRequest {
+                    request_id: request_id(),
+                    achievement_id,
+                    expected_version: 0,
+                    reason,
+                })
+                .await?
+                .into_inner()
+                .achievement
+                .context("empty reply")?;
+            print_achievements(&[a], conn.json);
+            Ok(())
+        }
+        Some(ReportCommand::Rollup { jurisdiction, year }) => {
+            rollup(&c, conn.json, jurisdiction, year, date).await
+        }
         Some(ReportCommand::Rebuild) => {
             let r = c
                 .reporting()
@@ -392,6 +473,101 @@ pub async fn report(args: ReportArgs) -> anyhow::Result<()> {
         }
         Some(ReportCommand::Bench { .. }) => Ok(()),
     }
+}
+
+async fn rollup(
+    c: &Clients,
+    json: bool,
+    jurisdiction: String,
+    year: i32,
+    date: String,
+) -> anyhow::Result<()> {
+    let r = c
+        .reporting()
+        .get_rollup(rpb::GetRollupRequest {
+            jurisdiction_code: jurisdiction,
+            as_of_date: date,
+            year,
+        })
+        .await?
+        .into_inner()
+        .rollup
+        .context("empty reply")?;
+    if !json {
+        if let Some(p) = &r.place {
+            println!(
+                "{} {} ({}): plans of {} as of {}",
+                p.name_zh, p.name, p.code, r.year, r.as_of_date
+            );
+        }
+        for own in &r.own_reports {
+            if let Some(p) = &own.plan {
+                println!(
+                    "own plan: {} v{} ({} indicators; `cwsm report --plan {}`)",
+                    p.code,
+                    p.version,
+                    own.indicators.len(),
+                    p.code
+                );
+            }
+        }
+        if !r.districts_without_plan.is_empty() {
+            let names: Vec<String> = r
+                .districts_without_plan
+                .iter()
+                .map(|d| format!("{} {}", d.code, d.name_zh))
+                .collect();
+            println!("no plan: {}", names.join(", "));
+        }
+    }
+    // One line per indicator (its total, or "per district"), then one per district row.
+    let mut rows = Vec::new();
+    for i in &r.indicators {
+        rows.push(vec![
+            i.code.clone(),
+            "total".into(),
+            String::new(),
+            if i.summed {
+                num(i.total_actual)
+            } else {
+                "per district".into()
+            },
+            if i.summed {
+                num(i.total_target)
+            } else {
+                String::new()
+            },
+            String::new(),
+        ]);
+        for row in &i.rows {
+            let district = row
+                .district
+                .as_ref()
+                .map(|d| format!("{} {}", d.code, d.name_zh))
+                .unwrap_or_default();
+            rows.push(vec![
+                i.code.clone(),
+                district,
+                format!("{} v{}", row.plan_code, row.plan_version),
+                num(row.actual),
+                num(row.target),
+                status_code(row.status),
+            ]);
+        }
+    }
+    Output {
+        headers: vec![
+            "indicator",
+            "district",
+            "plan",
+            "actual",
+            "target",
+            "status",
+        ],
+        rows,
+    }
+    .print(json);
+    Ok(())
 }
 
 async fn table(
@@ -506,6 +682,13 @@ fn print_achievements(list: &[rpb::Achievement], json: bool) {
                 a.department.clone(),
                 a.version.to_string(),
                 if a.retracted { "yes" } else { "" }.to_string(),
+                rpb::AchievementState::try_from(a.state)
+                    .map(|s| {
+                        s.as_str_name()
+                            .trim_start_matches("ACHIEVEMENT_STATE_")
+                            .to_lowercase()
+                    })
+                    .unwrap_or_default(),
             ]
         })
         .collect();
@@ -520,10 +703,60 @@ fn print_achievements(list: &[rpb::Achievement], json: bool) {
             "department",
             "version",
             "retracted",
+            "state",
         ],
         rows,
     }
     .print(json);
+}
+
+/// The roll-up case, printed beside its ceilings (a benchmark, not a test: nothing fails).
+async fn bench_rollup(
+    districts: usize,
+    facts: usize,
+    calls: usize,
+    json: bool,
+) -> anyhow::Result<()> {
+    let dir = std::env::temp_dir().join(format!("cwsm-bench-{}", cwsm_platform::new_id()));
+    let ms = |d: std::time::Duration| format!("{:.2}", d.as_secs_f64() * 1000.0);
+    if !json {
+        eprintln!("bench: roll-up of a province of {districts} districts, {facts} facts each …");
+    }
+    let f = cwsm_reporting::bench::run_rollup(&dir, districts, facts, calls.max(1)).await?;
+    let _ = std::fs::remove_dir_all(&dir);
+    Output {
+        headers: vec![
+            "case",
+            "calls",
+            "p50_ms",
+            "p99_ms",
+            "goal_p99_ms",
+            "A8 total = sum",
+        ],
+        rows: vec![
+            vec![
+                format!(
+                    "province ({} districts × {} facts)",
+                    f.districts, f.facts_per_district
+                ),
+                f.calls.to_string(),
+                ms(f.province_p50),
+                ms(f.province_p99),
+                "10".into(),
+                format!("{} = {}", num(f.a8_total), num(f.a8_sum_of_districts)),
+            ],
+            vec![
+                "one district".into(),
+                f.calls.to_string(),
+                ms(f.district_p50),
+                ms(f.district_p99),
+                "2".into(),
+                String::new(),
+            ],
+        ],
+    }
+    .print(json);
+    Ok(())
 }
 
 async fn bench(facts: &[usize], calls: usize, json: bool) -> anyhow::Result<()> {
