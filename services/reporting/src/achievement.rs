@@ -5,7 +5,7 @@ use chrono::NaiveDate;
 use cwsm_platform::vocab::Sector;
 use cwsm_platform::{Error, Result};
 
-use crate::plan::{Kind, Plan};
+use crate::plan::Plan;
 use crate::report::parse_date;
 
 /// One revision of an achievement.
@@ -141,11 +141,11 @@ impl NewAchievement {
                 ),
             )
         })?;
-        if indicator.kind != Kind::Recorded {
+        if !indicator.kind.records() {
             return Err(Error::invalid(
                 "indicator_code",
                 format!(
-                    "{} is counted from project milestones; only recorded indicators take achievements",
+                    "{} is counted from project milestones; only recorded (and counted_and_recorded) indicators take achievements",
                     indicator.code
                 ),
             ));

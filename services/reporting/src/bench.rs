@@ -59,6 +59,11 @@ fn fact(n: usize, milestone: Milestone, occurred_at_ms: i64) -> Fact {
         milestone,
         occurred_at_ms,
         counted_at_ms: occurred_at_ms,
+        effective_date: crate::report::cst_date(occurred_at_ms),
+        jurisdiction: cwsm_platform::jurisdiction::Jurisdiction::default_district(),
+        investment_fen: 0,
+        period_id: String::new(),
+        period_savings_litres: 0,
         sector: Some(sectors[project % sectors.len()]),
         unit_type: if project.is_multiple_of(4) {
             "university".into()

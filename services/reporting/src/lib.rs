@@ -44,7 +44,7 @@ use cwsm_platform::vocab::Sector;
 use cwsm_platform::{Error, Result, now_ms};
 
 use crate::achievement::{Achievement, Correction, NewAchievement};
-use crate::plan::{Kind, StoredPlan};
+use crate::plan::StoredPlan;
 use crate::report::{Fact, Report};
 use crate::store::{AchievementFilter, PlanFilter, Store};
 
@@ -66,6 +66,9 @@ pub struct Reporting {
     computations: Arc<AtomicU64>,
     /// The live reports shared by their watchers (see [`watch`]).
     feeds: Arc<watch::Feeds>,
+    /// The platform's district (the `district_code` setting): where a milestone without a
+    /// jurisdiction code is.
+    district: cwsm_platform::jurisdiction::Jurisdiction,
 }
 
 /// Today in China Standard Time.
@@ -75,12 +78,29 @@ pub fn today() -> NaiveDate {
 
 impl Reporting {
     pub async fn connect(database_url: &str) -> anyhow::Result<Reporting> {
-        Ok(Self::with_store(Store::connect(database_url).await?))
+        Self::connect_in(
+            database_url,
+            cwsm_platform::jurisdiction::Jurisdiction::default_district(),
+        )
+        .await
     }
 
-    fn with_store(store: Store) -> Reporting {
+    /// Connects for a platform serving `district` (the `district_code` setting): milestones
+    /// published without a jurisdiction code are there.
+    pub async fn connect_in(
+        database_url: &str,
+        district: cwsm_platform::jurisdiction::Jurisdiction,
+    ) -> anyhow::Result<Reporting> {
+        Ok(Self::with_store(
+            Store::connect_in(database_url, district.clone()).await?,
+            district,
+        ))
+    }
+
+    fn with_store(store: Store, district: cwsm_platform::jurisdiction::Jurisdiction) -> Reporting {
         let (changes, _) = tokio::sync::watch::channel(0);
         Reporting {
+            district,
             store,
             changes: Arc::new(changes),
             projects_url: Arc::new(std::sync::RwLock::new(None)),
@@ -163,6 +183,11 @@ impl Reporting {
 
     pub fn db(&self) -> &Db {
         &self.store.db
+    }
+
+    /// The platform's district.
+    pub fn district(&self) -> &cwsm_platform::jurisdiction::Jurisdiction {
+        &self.district
     }
 
     /// Where the projects service answers, for RebuildCounts: the own server in the embedded
@@ -306,6 +331,30 @@ impl Reporting {
         ))
     }
 
+    /// The date a report of plan `code` is as of: `asked`, or when none is asked today, or the
+    /// last day of the plan's window when today is past it ([`report::default_as_of`]).
+    pub async fn as_of(
+        &self,
+        code: &str,
+        version: i64,
+        asked: Option<NaiveDate>,
+    ) -> Result<NaiveDate> {
+        if let Some(date) = asked {
+            return Ok(date);
+        }
+        if code.trim().is_empty() {
+            return Err(Error::invalid(
+                "plan_code",
+                "required, e.g. \"xinbei-2020\"",
+            ));
+        }
+        if version < 0 {
+            return Err(Error::invalid("plan_version", "must not be negative"));
+        }
+        let stored = self.store.plan_by_code(code.trim(), version).await?;
+        Ok(report::default_as_of(&stored.plan, today()))
+    }
+
     /// How many reports this service has computed since it started (every [`Reporting::report`]).
     pub fn report_computations(&self) -> u64 {
         self.computations.load(Ordering::Relaxed)
@@ -362,13 +411,15 @@ impl Reporting {
         export::export(&report, format)
     }
 
-    /// The counts of the counted indicators of plan `code` (latest version) as of today.
+    /// The counts of the counted indicators of plan `code` (latest version) as of today (or
+    /// the end of its window when today is past it).
     pub async fn counts(&self, code: &str) -> Result<Vec<(String, i64)>> {
-        let report = self.report(code, 0, today()).await?;
+        let as_of = self.as_of(code, 0, None).await?;
+        let report = self.report(code, 0, as_of).await?;
         Ok(report
             .lines
             .iter()
-            .filter(|l| l.indicator.kind == Kind::Counted)
+            .filter(|l| l.indicator.kind.counts())
             .map(|l| (l.indicator.code.clone(), l.actual as i64))
             .collect())
     }
@@ -482,8 +533,8 @@ impl Reporting {
                 ),
             )
         })?;
-        let rule = match (&indicator.kind, &indicator.rule) {
-            (Kind::Counted, Some(rule)) => rule,
+        let rule = match (indicator.kind.counts(), &indicator.rule) {
+            (true, Some(rule)) => rule,
             _ => {
                 return Err(Error::invalid(
                     "indicator_code",
@@ -493,7 +544,9 @@ impl Reporting {
         };
         let facts = self.store.facts(&[rule.milestone]).await?;
         let key = |f: &Fact| format!("{:020}|{}", f.counted_at_ms, f.event_id);
-        let mut rows: Vec<Fact> = report::counted(rule, &facts, today())
+        let as_of = report::default_as_of(&stored.plan, today());
+        let scope = report::Scope::of(&stored.plan);
+        let mut rows: Vec<Fact> = report::counted(rule, &scope, &facts, as_of)
             .into_iter()
             .filter(|f| town.is_empty() || f.town == town)
             .filter(|f| sector.is_none() || f.sector == sector)
@@ -769,6 +822,11 @@ mod tests {
                 milestone: Milestone::HandedOver,
                 occurred_at_ms: day(p * 7 % 300),
                 counted_at_ms: 0,
+                effective_date: crate::report::cst_date(day(p * 7 % 300)),
+                jurisdiction: cwsm_platform::jurisdiction::Jurisdiction::default_district(),
+                investment_fen: 0,
+                period_id: String::new(),
+                period_savings_litres: 0,
                 sector: Some(sectors[p as usize % sectors.len()]),
                 unit_type: "university".into(),
                 town: towns[p as usize % towns.len()].into(),
