@@ -1210,7 +1210,7 @@ mod tests {
             event_id: "e1".into(),
             project_id: "p1".into(),
             sequence: 1,
-            milestone: Milestone::HandedOver,
+            milestone: Milestone::Contracted,
             occurred_at_ms: 1_598_918_400_000,
             counted_at_ms: 0,
             effective_date: crate::report::cst_date(1_598_918_400_000),
@@ -1261,7 +1261,7 @@ mod tests {
             event_id: event_id.into(),
             project_id: project_id.into(),
             sequence: 1,
-            milestone: Milestone::HandedOver,
+            milestone: Milestone::Contracted,
             // 2020-09-01T00:00:00Z
             occurred_at_ms: 1_598_918_400_000,
             counted_at_ms: 0,
@@ -1436,7 +1436,7 @@ mod tests {
             rule.sectors,
             vec![types::Sector::IndustrialEnterprise as i32]
         );
-        assert_eq!(a7.kind, pb::IndicatorKind::Counted as i32);
+        assert_eq!(a7.kind, pb::IndicatorKind::CountedAndRecorded as i32);
         let e = plan_message_from_toml("code = \"x\"\ntitle = 1\nyear = 2020\n").expect_err("bad");
         let status = Status::from(e);
         assert_eq!(status.code(), tonic::Code::InvalidArgument);

@@ -957,15 +957,17 @@ mod tests {
         assert_eq!(plan.goals.len(), 6);
         assert_eq!(plan.actions.len(), 10);
         assert_eq!(plan.indicators.len(), 12);
-        let counted: Vec<_> = plan
-            .indicators
-            .iter()
-            .filter(|i| i.kind == Kind::Counted)
-            .collect();
+        let counted: Vec<_> = plan.indicators.iter().filter(|i| i.kind.counts()).collect();
         assert_eq!(counted.len(), 2);
         let a8 = plan.indicator("A8-CONTRACT-PROJECTS").expect("A8");
         let rule = a8.rule.as_ref().expect("rule");
-        assert_eq!(rule.milestone, Milestone::HandedOver);
+        // 开展: a project counts when its contract is signed.
+        assert_eq!(rule.milestone, Milestone::Contracted);
+        assert_eq!(rule.measure, Measure::Projects);
+        assert_eq!(
+            plan.indicator("A7-TECH-RETROFITS").expect("A7").kind,
+            Kind::CountedAndRecorded
+        );
         assert_eq!(rule.tags, vec![IndicatorTag::ContractProject]);
         assert_eq!(rule.sectors.len(), 6);
         assert_eq!(a8.deadline, NaiveDate::from_ymd_opt(2020, 12, 31).unwrap());
@@ -1146,5 +1148,61 @@ mod tests {
         let stored = parse_stored(&old).expect("a stored plan of before");
         assert_eq!(stored.jurisdiction, Jurisdiction::default_district());
         assert_eq!(stored.window, plan.window);
+    }
+
+    /// Issue 11 "bad input": a measure that does not fit the indicator's unit names its line.
+    #[test]
+    fn a_measure_that_does_not_fit_the_unit_names_its_line() {
+        let a8_rule = "measure = \"projects\"\nmilestone = \"contracted\"";
+        let cases = [
+            // m³ summed on a count of projects.
+            (
+                a8_rule,
+                "measure = \"verified_m3\"\nmilestone = \"period_verified\"",
+                "does not fit the indicator's unit \"projects\"",
+            ),
+            (
+                a8_rule,
+                "measure = \"investment_yuan\"\nmilestone = \"contracted\"",
+                "does not fit",
+            ),
+            (a8_rule, "measure = \"litres\"\nmilestone = \"contracted\"", "unknown measure"),
+            (
+                "unit = \"projects\"\ncomparator = \"at_least\"\ntarget = 1.0\ndeadline = \"2020-12-31\"\nlead = [\"agri\"]\nparticipants = []\nkind = \"counted\"",
+                "unit = \"m³\"\ncomparator = \"at_least\"\ntarget = 1.0\ndeadline = \"2020-12-31\"\nlead = [\"agri\"]\nparticipants = []\nkind = \"counted\"",
+                "projects does not fit the indicator's unit \"m³\"",
+            ),
+        ];
+        for (from, to, expected) in cases {
+            let broken = DEFAULT_PLAN_TOML.replacen(from, to, 1);
+            assert_ne!(broken, DEFAULT_PLAN_TOML, "{to}");
+            let e = parse(&broken).expect_err(to);
+            assert!(e.message.contains("A8-CONTRACT-PROJECTS"), "{e}");
+            assert!(e.message.contains(expected), "{to}: {e}");
+            // The line of A8's `measure = …`.
+            let a8 = broken
+                .lines()
+                .position(|l| l.contains("\"A8-CONTRACT-PROJECTS\""))
+                .expect("a8");
+            let line = broken
+                .lines()
+                .enumerate()
+                .skip(a8)
+                .find(|(_, l)| l.starts_with("measure = "))
+                .map(|(n, _)| n + 1);
+            assert_eq!(e.line, line, "{to}: {e}");
+        }
+        // Verified m³ on an m³ indicator loads; on another milestone it does not.
+        let volume = DEFAULT_PLAN_TOML
+            .replacen("unit = \"projects\"\ncomparator = \"at_least\"\ntarget = 1.0\ndeadline = \"2020-12-31\"", "unit = \"m³\"\ncomparator = \"at_least\"\ntarget = 1000.0\ndeadline = \"2020-12-31\"", 1)
+            .replacen(a8_rule, "measure = \"verified_m3\"\nmilestone = \"period_verified\"", 1);
+        let plan = parse(&volume).expect("a volume indicator");
+        assert_eq!(
+            plan.indicator("A8-CONTRACT-PROJECTS").and_then(|i| i.rule.as_ref()).map(|r| r.measure),
+            Some(Measure::VerifiedM3)
+        );
+        let e = parse(&volume.replacen("milestone = \"period_verified\"", "milestone = \"accepted\"", 1))
+            .expect_err("verified m³ of acceptances");
+        assert!(e.message.contains("period_verified"), "{e}");
     }
 }

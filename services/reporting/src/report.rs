@@ -879,13 +879,18 @@ pub fn default_as_of(plan: &Plan, today: NaiveDate) -> NaiveDate {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan;
+    use crate::plan::{self, Kind};
 
     fn d(text: &str) -> NaiveDate {
         parse_date(text).expect("date")
     }
 
+    /// A target of 1 due 2020-12-31; what is there was there since 2020-06-01.
     fn at_least_one(actual: Option<f64>, as_of: &str) -> Evaluation {
+        let history: Vec<(NaiveDate, f64)> = actual
+            .filter(|a| *a > 0.0)
+            .map(|a| vec![(d("2020-06-01"), a)])
+            .unwrap_or_default();
         evaluate(
             Comparator::AtLeast,
             1.0,
@@ -893,6 +898,7 @@ mod tests {
             d("2020-01-01"),
             actual,
             d(as_of),
+            &history,
         )
     }
 
@@ -908,7 +914,7 @@ mod tests {
         assert_eq!(done.progress_bp, 10000);
         assert_eq!(
             at_least_one(Some(0.0), "2021-01-05").status,
-            Status::Overdue
+            Status::Missed
         );
         assert_eq!(at_least_one(Some(0.0), "2021-01-05").days_remaining, -5);
         assert_eq!(
@@ -934,6 +940,7 @@ mod tests {
                 d("2020-01-01"),
                 Some(actual),
                 d(as_of),
+                &[(d("2020-03-01"), actual)],
             )
         };
         // Mid-year (about half elapsed): 3 of 10 is 0.30 ≥ 0.50 − 0.25.
@@ -946,7 +953,9 @@ mod tests {
 
     #[test]
     fn caps_need_data_to_be_met() {
-        let e = |actual, as_of| {
+        let e = |actual: Option<f64>, as_of| {
+            let history: Vec<(NaiveDate, f64)> =
+                actual.map(|a| vec![(d("2020-03-01"), a)]).unwrap_or_default();
             evaluate(
                 Comparator::AtMost,
                 871.0,
@@ -954,16 +963,17 @@ mod tests {
                 d("2020-01-01"),
                 actual,
                 d(as_of),
+                &history,
             )
         };
         assert_eq!(e(None, "2020-06-01").status, Status::NotStarted);
-        assert_eq!(e(None, "2021-02-01").status, Status::Overdue);
+        assert_eq!(e(None, "2021-02-01").status, Status::Missed);
         assert_eq!(e(Some(850.0), "2020-12-31").status, Status::Achieved);
         assert_eq!(e(Some(850.0), "2020-12-31").progress_bp, 10000);
         let over = e(Some(900.0), "2020-12-31");
         assert_eq!(over.status, Status::AtRisk);
         assert_eq!(over.progress_bp, 9677);
-        assert_eq!(e(Some(900.0), "2021-01-01").status, Status::Overdue);
+        assert_eq!(e(Some(900.0), "2021-01-01").status, Status::Missed);
     }
 
     fn fact(event: &str, project: &str, milestone: Milestone, date: &str) -> Fact {
@@ -974,8 +984,8 @@ mod tests {
             milestone,
             occurred_at_ms: end_of_day_ms(d(date)) - 3_600_000,
             counted_at_ms: end_of_day_ms(d(date)),
-            effective_date: crate::report::cst_date(end_of_day_ms(d(date)) - 3_600_000),
-            jurisdiction: cwsm_platform::jurisdiction::Jurisdiction::default_district(),
+            effective_date: d(date),
+            jurisdiction: Jurisdiction::default_district(),
             investment_fen: 0,
             period_id: String::new(),
             period_savings_litres: 0,
@@ -999,6 +1009,18 @@ mod tests {
             towns: vec![],
             tags: vec![IndicatorTag::ContractProject],
             on_terminated: OnTerminated::Keep,
+            measure: Measure::Projects,
+        }
+    }
+
+    /// Xinbei in 2020.
+    fn xinbei_2020() -> Scope {
+        Scope {
+            jurisdiction: Jurisdiction::default_district(),
+            window: Window {
+                from: d("2020-01-01"),
+                to: d("2020-12-31"),
+            },
         }
     }
 
@@ -1018,32 +1040,32 @@ mod tests {
             fact("e7", "p6", Milestone::Terminated, "2020-10-01"),
         ];
         let r = rule();
-        assert_eq!(counted(&r, &facts, d("2020-04-30")).len(), 0);
-        assert_eq!(counted(&r, &facts, d("2020-05-01")).len(), 1);
-        assert_eq!(counted(&r, &facts, d("2020-12-31")).len(), 2);
+        assert_eq!(counted(&r, &xinbei_2020(), &facts, d("2020-04-30")).len(), 0);
+        assert_eq!(counted(&r, &xinbei_2020(), &facts, d("2020-05-01")).len(), 1);
+        assert_eq!(counted(&r, &xinbei_2020(), &facts, d("2020-12-31")).len(), 2);
         let remove = CountingRule {
             on_terminated: OnTerminated::Remove,
             ..rule()
         };
-        assert_eq!(counted(&remove, &facts, d("2020-09-15")).len(), 2);
-        assert_eq!(counted(&remove, &facts, d("2020-12-31")).len(), 1);
+        assert_eq!(counted(&remove, &xinbei_2020(), &facts, d("2020-09-15")).len(), 2);
+        assert_eq!(counted(&remove, &xinbei_2020(), &facts, d("2020-12-31")).len(), 1);
         // The history agrees with the count on every date.
         for (r, day) in [
             (&rule(), "2020-12-31"),
             (&remove, "2020-12-31"),
             (&remove, "2020-09-15"),
         ] {
-            let history = counted_history(r, &facts, d(day));
+            let history = counted_history(r, &xinbei_2020(), &facts, d(day));
             assert_eq!(
                 history.last().map(|p| p.1),
-                Some(counted(r, &facts, d(day)).len() as f64)
+                Some(counted(r, &xinbei_2020(), &facts, d(day)).len() as f64)
             );
             for (date, value) in &history {
-                assert_eq!(*value, counted(r, &facts, *date).len() as f64, "{date}");
+                assert_eq!(*value, counted(r, &xinbei_2020(), &facts, *date).len() as f64, "{date}");
             }
         }
         assert_eq!(
-            counted_history(&remove, &facts, d("2020-12-31")),
+            counted_history(&remove, &xinbei_2020(), &facts, d("2020-12-31")),
             vec![
                 (d("2020-05-01"), 1.0),
                 (d("2020-09-01"), 2.0),
@@ -1054,12 +1076,12 @@ mod tests {
             towns: vec!["Chunjiang".into()],
             ..rule()
         };
-        assert!(counted(&by_town, &facts, d("2020-12-31")).is_empty());
+        assert!(counted(&by_town, &xinbei_2020(), &facts, d("2020-12-31")).is_empty());
         let by_unit = CountingRule {
             unit_types: vec!["university".into()],
             ..rule()
         };
-        assert_eq!(counted(&by_unit, &facts, d("2020-12-31")).len(), 2);
+        assert_eq!(counted(&by_unit, &xinbei_2020(), &facts, d("2020-12-31")).len(), 2);
     }
 
     #[test]
@@ -1116,9 +1138,10 @@ mod tests {
     fn a_report_line_for_the_seed_plan() {
         let plan = plan::parse(plan::DEFAULT_PLAN_TOML).expect("plan");
         let a8 = plan.indicator("A8-CONTRACT-PROJECTS").expect("a8");
-        let facts = vec![fact("e1", "p1", Milestone::HandedOver, "2020-05-01")];
+        let facts = vec![fact("e1", "p1", Milestone::Contracted, "2020-05-01")];
         let line = indicator_report(&plan, a8, &facts, &[], d("2020-06-01"));
         assert_eq!(line.actual, 1.0);
+        assert_eq!(line.completed, Some(0));
         assert_eq!(line.evaluation.status, Status::Achieved);
         assert_eq!(line.by_town, vec![("Xuejia".to_string(), 1.0)]);
         assert_eq!(line.by_sector, vec![("school".to_string(), 1.0)]);
@@ -1126,5 +1149,179 @@ mod tests {
         let g1 = plan.indicator("G1").expect("g1");
         let line = indicator_report(&plan, g1, &facts, &[], d("2020-06-01"));
         assert_eq!(line.evaluation.status, Status::NotStarted);
+    }
+
+    /// Issue 11 §2/§3: a plan counts only the facts inside its jurisdiction whose effective
+    /// date lies in its window, whenever they were entered.
+    #[test]
+    fn a_plan_counts_inside_its_jurisdiction_and_window_by_effective_date() {
+        let wujin = Jurisdiction::parse("j", "320412").expect("wujin");
+        let xinqiao = Jurisdiction::parse("j", "320411004").expect("新桥街道");
+        let mut in_town = fact("e1", "p1", Milestone::HandedOver, "2020-05-01");
+        in_town.jurisdiction = xinqiao;
+        let mut in_wujin = fact("e2", "p2", Milestone::HandedOver, "2020-05-01");
+        in_wujin.jurisdiction = wujin.clone();
+        // Signed in 2026: not a 2020 project.
+        let late = fact("e3", "p3", Milestone::HandedOver, "2026-03-01");
+        // Entered in 2026 (recorded then) with its 2020 date: a 2020 project.
+        let mut entered_late = fact("e4", "p4", Milestone::HandedOver, "2026-12-01");
+        entered_late.effective_date = d("2020-11-20");
+        let facts = vec![in_town, in_wujin, late, entered_late];
+        let r = rule();
+        let xinbei = xinbei_2020();
+        let ids = |as_of: &str, scope: &Scope| -> Vec<String> {
+            let mut v: Vec<String> = counted(&r, scope, &facts, d(as_of))
+                .iter()
+                .map(|f| f.project_id.clone())
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(ids("2020-12-31", &xinbei), ["p1", "p4"]);
+        // As of a date: effective on or before it.
+        assert_eq!(ids("2020-11-19", &xinbei), ["p1"]);
+        // Read in 2027, the 2020 plan still counts only 2020's.
+        assert_eq!(ids("2027-01-01", &xinbei), ["p1", "p4"]);
+        let wujin_2020 = Scope {
+            jurisdiction: wujin,
+            ..xinbei.clone()
+        };
+        assert_eq!(ids("2020-12-31", &wujin_2020), ["p2"]);
+        // A city plan contains both districts.
+        let changzhou = Scope {
+            jurisdiction: Jurisdiction::parse("j", "320400").expect("city"),
+            ..xinbei.clone()
+        };
+        assert_eq!(ids("2020-12-31", &changzhou), ["p1", "p2", "p4"]);
+        assert_eq!(
+            counted_history(&r, &xinbei, &facts, d("2020-12-31")),
+            vec![(d("2020-05-01"), 1.0), (d("2020-11-20"), 2.0)]
+        );
+    }
+
+    /// Issue 11 §2: verified m³ are summed exactly from the litres of each verified period.
+    #[test]
+    fn verified_savings_sum_exactly_in_litres() {
+        let r = CountingRule {
+            milestone: Milestone::PeriodVerified,
+            measure: Measure::VerifiedM3,
+            ..rule()
+        };
+        let period = |event: &str, project: &str, id: &str, date: &str, litres: i64| Fact {
+            period_id: id.into(),
+            period_savings_litres: litres,
+            ..fact(event, project, Milestone::PeriodVerified, date)
+        };
+        let facts = vec![
+            period("v1", "p1", "2020-03", "2020-04-10", 400_125),
+            period("v2", "p1", "2020-04", "2020-05-10", 350_250),
+            period("v3", "p2", "2020-06", "2020-07-10", 249_626),
+            // Verified in 2021: another window's.
+            period("v4", "p2", "2020-12", "2021-01-10", 999_999),
+        ];
+        let counted_facts = counted(&r, &xinbei_2020(), &facts, d("2020-12-31"));
+        // 400,125 L + 350,250 L + 249,626 L = 1,000,001 L = 1,000.001 m³.
+        assert_eq!(amount(r.measure, &counted_facts), 1_000_001);
+        let mut plan = plan::parse(plan::DEFAULT_PLAN_TOML).expect("plan");
+        let mut saved = plan.indicator("A8-CONTRACT-PROJECTS").expect("a8").clone();
+        saved.code = "SAVED".into();
+        saved.unit = "m³".into();
+        saved.target = 1000.0;
+        saved.rule = Some(r.clone());
+        plan.indicators.push(saved.clone());
+        let line = indicator_report(&plan, &saved, &facts, &[], d("2020-12-31"));
+        assert_eq!(line.actual, 1000.001);
+        assert_eq!(line.completed, None);
+        assert_eq!(line.evaluation.status, Status::Achieved);
+        assert_eq!(
+            line.history,
+            vec![
+                (d("2020-04-10"), 400.125),
+                (d("2020-05-10"), 750.375),
+                (d("2020-07-10"), 1000.001)
+            ]
+        );
+    }
+
+    /// Issue 11 §4: met after the deadline is achieved late, by the days from the deadline to
+    /// the first date it was met; met by the deadline stays achieved; not met is missed.
+    #[test]
+    fn a_target_met_after_its_deadline_is_achieved_late() {
+        let e = |history: &[(NaiveDate, f64)], as_of: &str| {
+            evaluate(
+                Comparator::AtLeast,
+                2.0,
+                d("2020-11-30"),
+                d("2020-01-01"),
+                history.last().map(|p| p.1),
+                d(as_of),
+                history,
+            )
+        };
+        // One retrofit on 2020-10-01, the second on 2020-12-15: 15 days after 2020-11-30.
+        let late = [(d("2020-10-01"), 1.0), (d("2020-12-15"), 2.0)];
+        let status = e(&late, "2020-12-31");
+        assert_eq!(
+            (status.status, status.days_late),
+            (Status::AchievedLate, 15)
+        );
+        assert_eq!(status.label_zh(), "逾期完成（晚15天）");
+        assert_eq!(status.label_en(), "Achieved late (15 days)");
+        assert_eq!(e(&late[..1], "2020-12-31").status, Status::Missed);
+        let on_time = [(d("2020-10-01"), 1.0), (d("2020-11-30"), 2.0)];
+        let status = e(&on_time, "2020-12-31");
+        assert_eq!((status.status, status.days_late), (Status::Achieved, 0));
+        // Before the deadline, half of it with 91% of the time gone: at risk, not missed.
+        assert_eq!(e(&on_time[..1], "2020-11-01").status, Status::AtRisk);
+    }
+
+    /// Issue 11 §3: A7 adds the recorded retrofits to the contract projects it counts, and a
+    /// count of projects shows how many are handed over.
+    #[test]
+    fn counted_and_recorded_add_up_and_completions_are_shown() {
+        let plan = plan::parse(plan::DEFAULT_PLAN_TOML).expect("plan");
+        let a7 = plan.indicator("A7-TECH-RETROFITS").expect("a7");
+        assert_eq!(a7.kind, Kind::CountedAndRecorded);
+        let mut accepted = fact("e1", "p1", Milestone::Accepted, "2020-09-01");
+        accepted.sector = Some(Sector::IndustrialEnterprise);
+        accepted.tags = vec![IndicatorTag::TechnicalRetrofit];
+        let handed = Fact {
+            event_id: "e2".into(),
+            milestone: Milestone::HandedOver,
+            effective_date: d("2020-10-01"),
+            ..accepted.clone()
+        };
+        let facts = vec![accepted, handed];
+        let recorded = vec![Recorded {
+            value: 1.0,
+            achieved_date: d("2020-11-01"),
+            recorded_at_ms: 0,
+            department: "econ".into(),
+            town: String::new(),
+            sector: None,
+        }];
+        let line = indicator_report(&plan, a7, &facts, &recorded, d("2020-11-30"));
+        // 1 contract project accepted + 1 recorded retrofit = 2, the target, by the deadline.
+        assert_eq!(line.actual, 2.0);
+        assert_eq!(line.evaluation.status, Status::Achieved);
+        assert_eq!(line.completed, Some(1));
+        assert_eq!(
+            line.history,
+            vec![(d("2020-09-01"), 1.0), (d("2020-11-01"), 2.0)]
+        );
+        assert_eq!(
+            line.by_department,
+            vec![("agri".to_string(), 1.0), ("econ".to_string(), 2.0)]
+        );
+        // As of before the hand-over: counted, not completed.
+        let line = indicator_report(&plan, a7, &facts, &recorded, d("2020-09-15"));
+        assert_eq!((line.actual, line.completed), (1.0, Some(0)));
+    }
+
+    #[test]
+    fn the_default_report_date_is_the_window_end_once_past_it() {
+        let plan = plan::parse(plan::DEFAULT_PLAN_TOML).expect("plan");
+        assert_eq!(default_as_of(&plan, d("2026-12-02")), d("2020-12-31"));
+        assert_eq!(default_as_of(&plan, d("2020-06-01")), d("2020-06-01"));
     }
 }
