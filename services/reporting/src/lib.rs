@@ -792,7 +792,9 @@ mod tests {
     }
 
     /// The kept counts give the same report as counting the facts, on every date, whatever
-    /// the order events arrive in, for a plan loaded before the facts and one loaded after.
+    /// the order events arrive in, for a plan loaded before the facts and one loaded after:
+    /// for every measure, with facts inside and outside the plans' jurisdictions and windows,
+    /// back-dated (effective before they were recorded) and re-dated sites.
     #[tokio::test]
     async fn kept_counts_equal_counting_the_facts() {
         let (r, path) = temp().await;
@@ -803,12 +805,47 @@ mod tests {
             org: None,
             scope: cwsm_platform::auth::Scope::Platform,
         };
-        let removing = plan::DEFAULT_PLAN_TOML
-            .replace("on_terminated = \"keep\"", "on_terminated = \"remove\"");
-        let removing = removing.replacen("code = \"xinbei-2020\"", "code = \"xinbei-remove\"", 1);
-        r.load_plan(&admin, "before", b"", &removing, false)
-            .await
-            .expect("plan before");
+        let a8_head = "unit = \"projects\"\ncomparator = \"at_least\"\ntarget = 1.0\ndeadline = \"2020-12-31\"";
+        let a8_rule = "measure = \"projects\"\nmilestone = \"contracted\"";
+        let variant = |code: &str, edits: &[(&str, &str)]| {
+            let mut text =
+                plan::DEFAULT_PLAN_TOML.replacen("code = \"xinbei-2020\"", &format!("code = \"{code}\""), 1);
+            for (from, to) in edits {
+                assert!(text.contains(from), "{from}");
+                text = text.replacen(from, to, 1);
+            }
+            text
+        };
+        let plans = [
+            variant(
+                "xinbei-remove",
+                &[("on_terminated = \"keep\"", "on_terminated = \"remove\""),
+                  ("on_terminated = \"keep\"", "on_terminated = \"remove\"")],
+            ),
+            variant("wujin-2020", &[("jurisdiction = \"320411\"", "jurisdiction = \"320412\"")]),
+            variant("changzhou-2020", &[("jurisdiction = \"320411\"", "jurisdiction = \"320400\"")]),
+            variant("xinbei-sites", &[(a8_rule, "measure = \"sites\"\nmilestone = \"contracted\"")]),
+            variant(
+                "xinbei-m3",
+                &[
+                    (a8_head, "unit = \"m³\"\ncomparator = \"at_least\"\ntarget = 1000.0\ndeadline = \"2020-12-31\""),
+                    (a8_rule, "measure = \"verified_m3\"\nmilestone = \"period_verified\""),
+                ],
+            ),
+            variant(
+                "xinbei-invest",
+                &[
+                    (a8_head, "unit = \"yuan\"\ncomparator = \"at_least\"\ntarget = 100000.0\ndeadline = \"2020-12-31\""),
+                    (a8_rule, "measure = \"investment_yuan\"\nmilestone = \"contracted\"\non_terminated = \"remove\""),
+                    ("on_terminated = \"keep\"\n\n[[indicators]]\ncode = \"A9", "\n[[indicators]]\ncode = \"A9"),
+                ],
+            ),
+        ];
+        for text in &plans {
+            r.load_plan(&admin, "before", b"", text, false)
+                .await
+                .expect("plan before");
+        }
         let day = |d: u32| 1_577_836_800_000i64 + i64::from(d) * 86_400_000 + 3_600_000;
         let sectors = [
             Sector::School,
@@ -817,18 +854,21 @@ mod tests {
             Sector::IndustrialEnterprise,
         ];
         let towns = ["新桥街道", "薛家镇", ""];
+        let places = ["320411004", "320411", "320412", "320411101"]
+            .map(|c| cwsm_platform::jurisdiction::Jurisdiction::parse("j", c).expect("code"));
         let mut facts = Vec::new();
-        for p in 0..40u32 {
+        for p in 0..48u32 {
+            let recorded = day(p * 7 % 330);
             let base = Fact {
                 event_id: String::new(),
                 project_id: format!("p{p}"),
                 sequence: 0,
                 milestone: Milestone::HandedOver,
-                occurred_at_ms: day(p * 7 % 300),
+                occurred_at_ms: recorded,
                 counted_at_ms: 0,
-                effective_date: crate::report::cst_date(day(p * 7 % 300)),
-                jurisdiction: cwsm_platform::jurisdiction::Jurisdiction::default_district(),
-                investment_fen: 0,
+                effective_date: report::cst_date(recorded),
+                jurisdiction: places[p as usize % places.len()].clone(),
+                investment_fen: 1_000_000 + i64::from(p) * 12_345,
                 period_id: String::new(),
                 period_savings_litres: 0,
                 sector: Some(sectors[p as usize % sectors.len()]),
@@ -845,7 +885,8 @@ mod tests {
                 project_title: String::new(),
                 company_id: String::new(),
                 company_name: String::new(),
-                water_user_credit_code: String::new(),
+                // Five water users: projects at the same site count once as sites.
+                water_user_credit_code: format!("user-{}", p % 5),
                 water_user_name: String::new(),
             };
             for (k, m) in [
@@ -856,20 +897,43 @@ mod tests {
             .into_iter()
             .enumerate()
             {
+                let at = base.occurred_at_ms + i64::try_from(k).unwrap_or(0) * 86_400_000 * 5;
+                let mut effective = report::cst_date(at);
+                if p % 6 == 2 {
+                    // Entered later than it took effect: dated 40 days back.
+                    effective = effective - chrono::Duration::days(40);
+                }
+                if p % 7 == 3 {
+                    // Took effect in 2021, outside the window.
+                    effective = report::parse_date("2021-02-01").expect("date");
+                }
                 facts.push(Fact {
                     event_id: format!("e{p}-{k}"),
                     milestone: m,
-                    occurred_at_ms: base.occurred_at_ms
-                        + i64::try_from(k).unwrap_or(0) * 86_400_000 * 5,
+                    occurred_at_ms: at,
+                    effective_date: effective,
+                    ..base.clone()
+                });
+            }
+            for q in 0..(p % 3) {
+                facts.push(Fact {
+                    event_id: format!("e{p}-v{q}"),
+                    milestone: Milestone::PeriodVerified,
+                    occurred_at_ms: base.occurred_at_ms + i64::from(q + 1) * 86_400_000 * 20,
+                    effective_date: report::cst_date(base.occurred_at_ms + i64::from(q + 1) * 86_400_000 * 20),
+                    period_id: format!("period-{q}"),
+                    period_savings_litres: 123_457 * i64::from(p + 1) + i64::from(q),
                     ..base.clone()
                 });
             }
             if p % 4 == 1 {
                 // Terminated, sometimes before, sometimes after it would count.
+                let at = base.occurred_at_ms + i64::from(p % 3) * 86_400_000 * 6;
                 facts.push(Fact {
                     event_id: format!("e{p}-t"),
                     milestone: Milestone::Terminated,
-                    occurred_at_ms: base.occurred_at_ms + i64::from(p % 3) * 86_400_000 * 6,
+                    occurred_at_ms: at,
+                    effective_date: report::cst_date(at),
                     ..base.clone()
                 });
             }
@@ -882,21 +946,32 @@ mod tests {
             r.apply_fact(f).await.expect("apply");
             r.apply_fact(f).await.expect("again");
         }
-        r.load_plan(&admin, "after", b"", &removing, false)
+        for text in &plans {
+            r.load_plan(&admin, "after", b"", text, false)
+                .await
+                .expect("plan after");
+        }
+        let stored_facts = r
+            .store
+            .facts(&[
+                Milestone::Contracted,
+                Milestone::Accepted,
+                Milestone::HandedOver,
+                Milestone::PeriodVerified,
+            ])
             .await
-            .expect("plan after");
-        for code in ["xinbei-2020", "xinbei-remove"] {
-            for version in [0, 1] {
-                let stored = r.store.plan_by_code(code, version).await.expect("plan");
-                let stored_facts = r
-                    .store
-                    .facts(&[
-                        Milestone::Contracted,
-                        Milestone::Accepted,
-                        Milestone::HandedOver,
-                    ])
-                    .await
-                    .expect("facts");
+            .expect("facts");
+        let mut compared = 0;
+        let mut nonzero = 0;
+        let codes = ["xinbei-2020", "xinbei-remove", "wujin-2020", "changzhou-2020", "xinbei-sites", "xinbei-m3", "xinbei-invest"];
+        for code in codes {
+            for version in [1, 2] {
+                let stored = r.store.plan_by_code(code, version).await;
+                let Ok(stored) = stored else {
+                    // The seed plan was loaded once.
+                    assert_eq!((code, version), ("xinbei-2020", 2));
+                    continue;
+                };
                 for date in [
                     "2020-01-01",
                     "2020-03-15",
@@ -915,12 +990,16 @@ mod tests {
                         kept.generated_at_ms,
                     );
                     for (a, b) in kept.lines.iter().zip(&counted.lines) {
-                        if a.indicator.kind != plan::Kind::Counted {
+                        if !a.indicator.kind.counts() {
                             continue;
                         }
+                        compared += 1;
+                        if a.actual > 0.0 {
+                            nonzero += 1;
+                        }
                         assert_eq!(
-                            (a.actual, &a.by_town, &a.by_sector, &a.history, a.evaluation),
-                            (b.actual, &b.by_town, &b.by_sector, &b.history, b.evaluation),
+                            (a.actual, &a.by_town, &a.by_sector, &a.history, a.evaluation, a.completed),
+                            (b.actual, &b.by_town, &b.by_sector, &b.history, b.evaluation, b.completed),
                             "{code} v{version} {} as of {date}",
                             a.indicator.code
                         );
@@ -928,6 +1007,9 @@ mod tests {
                 }
             }
         }
+        // Every plan, version, date and counted indicator, most of them counting something.
+        assert_eq!(compared, (1 + 6 * 2) * 6 * 2);
+        assert!(nonzero > compared / 2, "{nonzero} of {compared}");
         r.db().close().await;
         cleanup(&path);
     }

@@ -580,6 +580,21 @@ fn sums<'a>(entries: impl Iterator<Item = (&'a str, f64)>) -> Vec<(String, f64)>
     map.into_iter().collect()
 }
 
+/// Amounts summed exactly per key (litres, fen, units), then shown in the measure's unit.
+fn exact_sums<'a>(
+    measure: Measure,
+    entries: impl Iterator<Item = (&'a str, i128)>,
+) -> Vec<(String, f64)> {
+    let mut map: BTreeMap<String, i128> = BTreeMap::new();
+    for (key, value) in entries {
+        let key = if key.is_empty() { UNSPECIFIED } else { key };
+        *map.entry(key.to_string()).or_default() += value;
+    }
+    map.into_iter()
+        .map(|(k, v)| (k, measure.display(v)))
+        .collect()
+}
+
 /// What one source (the counting rule, or the recorded entries) adds to an indicator's line.
 #[derive(Clone, Debug, Default, PartialEq)]
 struct Part {
@@ -598,16 +613,18 @@ fn counted_part(
     facts: &[Fact],
     as_of: NaiveDate,
 ) -> Part {
+    let m = rule.measure;
     let units = counted(rule, scope, facts, as_of);
-    let shown = |f: &Fact| rule.measure.display(i128::from(f.unit_of(rule.measure).1));
-    let actual = rule.measure.display(amount(rule.measure, &units));
+    let exact = |f: &Fact| i128::from(f.unit_of(m).1);
+    let actual = m.display(amount(m, &units));
     Part {
         actual: Some(actual),
-        by_town: sums(units.iter().map(|f| (f.town.as_str(), shown(f)))),
-        by_sector: sums(
+        by_town: exact_sums(m, units.iter().map(|f| (f.town.as_str(), exact(f)))),
+        by_sector: exact_sums(
+            m,
             units
                 .iter()
-                .map(|f| (f.sector.map(|s| s.code()).unwrap_or(""), shown(f))),
+                .map(|f| (f.sector.map(|s| s.code()).unwrap_or(""), exact(f))),
         ),
         by_department: indicator.lead.iter().map(|d| (d.clone(), actual)).collect(),
         last_change_ms: units.iter().map(|f| f.occurred_at_ms).max(),
@@ -770,8 +787,8 @@ fn totals_part(indicator: &Indicator, rule: &CountingRule, totals: &CountedTotal
     }
     Part {
         actual: Some(actual),
-        by_town: sums(cells.iter().map(|c| (c.0.as_str(), m.display(i128::from(c.2))))),
-        by_sector: sums(cells.iter().map(|c| (c.1.as_str(), m.display(i128::from(c.2))))),
+        by_town: exact_sums(m, cells.iter().map(|c| (c.0.as_str(), i128::from(c.2)))),
+        by_sector: exact_sums(m, cells.iter().map(|c| (c.1.as_str(), i128::from(c.2)))),
         by_department: indicator.lead.iter().map(|d| (d.clone(), actual)).collect(),
         last_change_ms: totals.cells.iter().map(|c| c.3).max(),
         history,
