@@ -4,6 +4,7 @@
 mod accounts;
 mod authz;
 mod bus;
+mod counting;
 mod data_dir;
 mod embedded_crash;
 mod faults;
