@@ -112,11 +112,7 @@ async fn load(app: &TestApp, admin: &str, toml: &str) -> Result<r::Plan, tonic::
 
 /// The seed plan as another plan: its code and the given edits.
 fn variant(code: &str, edits: &[(&str, &str)]) -> String {
-    let mut text = SEED.replacen(
-        "code = \"xinbei-2020\"",
-        &format!("code = \"{code}\""),
-        1,
-    );
+    let mut text = SEED.replacen("code = \"xinbei-2020\"", &format!("code = \"{code}\""), 1);
     for (from, to) in edits {
         assert!(text.contains(from), "the seed plan has no {from:?}");
         text = text.replacen(from, to, 1);
@@ -144,12 +140,22 @@ async fn districts(backend: Backend) -> anyhow::Result<()> {
     // Xinbei's project at a site in 新桥街道, Wujin's in the district.
     publish(
         &app,
-        &milestone("xinbei-1", types::Milestone::Contracted, "2020-05-01", "320411004"),
+        &milestone(
+            "xinbei-1",
+            types::Milestone::Contracted,
+            "2020-05-01",
+            "320411004",
+        ),
     )
     .await?;
     publish(
         &app,
-        &milestone("wujin-1", types::Milestone::Contracted, "2020-06-01", "320412"),
+        &milestone(
+            "wujin-1",
+            types::Milestone::Contracted,
+            "2020-06-01",
+            "320412",
+        ),
     )
     .await?;
     let in_wujin = reaches(&app, &admin, "wujin-2020", A8, "2020-12-31", 1.0).await?;
@@ -171,8 +177,7 @@ async fn a_second_districts_plan_counts_only_its_own_projects_on_sqlite() -> any
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_second_districts_plan_counts_only_its_own_projects_on_postgres() -> anyhow::Result<()>
-{
+async fn a_second_districts_plan_counts_only_its_own_projects_on_postgres() -> anyhow::Result<()> {
     if !postgres_and_redis_available().await {
         return Ok(());
     }
@@ -189,7 +194,12 @@ async fn effective_dates(backend: Backend) -> anyhow::Result<()> {
     let admin = app.token(Role::Admin, None);
     publish(
         &app,
-        &milestone("signed-2026", types::Milestone::Contracted, "2026-03-01", ""),
+        &milestone(
+            "signed-2026",
+            types::Milestone::Contracted,
+            "2026-03-01",
+            "",
+        ),
     )
     .await?;
     // An event of before effective dates: it took effect when it was recorded, today.
@@ -200,7 +210,12 @@ async fn effective_dates(backend: Backend) -> anyhow::Result<()> {
     .await?;
     publish(
         &app,
-        &milestone("signed-2020", types::Milestone::Contracted, "2020-11-20", ""),
+        &milestone(
+            "signed-2020",
+            types::Milestone::Contracted,
+            "2020-11-20",
+            "",
+        ),
     )
     .await?;
     let a8 = reaches(&app, &admin, "xinbei-2020", A8, "2020-12-31", 1.0).await?;
@@ -216,11 +231,18 @@ async fn effective_dates(backend: Backend) -> anyhow::Result<()> {
     let before = report(&app, &admin, "xinbei-2020", "2020-11-19").await?;
     assert_eq!(line(&before, A8).actual, 0.0);
     // Handed over in 2021 (after the window): counted in 2020, completed as of 2021.
-    let mut handed = milestone("signed-2020", types::Milestone::HandedOver, "2021-03-01", "");
+    let mut handed = milestone(
+        "signed-2020",
+        types::Milestone::HandedOver,
+        "2021-03-01",
+        "",
+    );
     handed.sector = types::Sector::School as i32;
     publish(&app, &handed).await?;
     let completed = eventually(WAIT, || async {
-        let r = report(&app, &admin, "xinbei-2020", "2021-06-30").await.ok()?;
+        let r = report(&app, &admin, "xinbei-2020", "2021-06-30")
+            .await
+            .ok()?;
         Some(line(&r, A8).clone()).filter(|l| l.completed_projects == 1)
     })
     .await
@@ -234,7 +256,10 @@ async fn effective_dates(backend: Backend) -> anyhow::Result<()> {
     if cwsm_platform::now_ms() > 1_609_430_399_999 {
         assert_eq!(default.as_of_date, "2020-12-31");
     }
-    assert_eq!(line(&default, A8).status, r::ProgressStatus::Achieved as i32);
+    assert_eq!(
+        line(&default, A8).status,
+        r::ProgressStatus::Achieved as i32
+    );
     app.stop().await
 }
 
@@ -256,11 +281,14 @@ async fn projects_count_by_their_effective_date_on_postgres() -> anyhow::Result<
 async fn volumes(backend: Backend) -> anyhow::Result<()> {
     let app = TestApp::start(backend).await?;
     let admin = app.token(Role::Admin, None);
-    let a8_head = "unit = \"projects\"\ncomparator = \"at_least\"\ntarget = 1.0\ndeadline = \"2020-12-31\"";
+    let a8_head =
+        "unit = \"projects\"\ncomparator = \"at_least\"\ntarget = 1.0\ndeadline = \"2020-12-31\"";
     let a8_rule = "measure = \"projects\"\nmilestone = \"contracted\"";
     let verified = "measure = \"verified_m3\"\nmilestone = \"period_verified\"";
     let wrong = variant("xinbei-wrong", &[(a8_rule, verified)]);
-    let refused = load(&app, &admin, &wrong).await.expect_err("m³ on projects");
+    let refused = load(&app, &admin, &wrong)
+        .await
+        .expect_err("m³ on projects");
     assert_eq!(refused.code(), tonic::Code::InvalidArgument);
     let line_no = wrong
         .lines()
@@ -289,7 +317,12 @@ async fn volumes(backend: Backend) -> anyhow::Result<()> {
     let period = |project: &str, id: &str, effective: &str, litres: i64| ProjectMilestone {
         period_id: id.into(),
         period_savings_litres: litres,
-        ..milestone(project, types::Milestone::PeriodVerified, effective, "320411004")
+        ..milestone(
+            project,
+            types::Milestone::PeriodVerified,
+            effective,
+            "320411004",
+        )
     };
     // Verified in 2021: another year's savings. Then three 2020 periods of two projects.
     publish(&app, &period("v-1", "2020-12", "2021-01-10", 999_999)).await?;
@@ -383,8 +416,8 @@ async fn an_indicator_reached_after_its_deadline_is_achieved_late_on_sqlite() ->
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_indicator_reached_after_its_deadline_is_achieved_late_on_postgres()
--> anyhow::Result<()> {
+async fn an_indicator_reached_after_its_deadline_is_achieved_late_on_postgres() -> anyhow::Result<()>
+{
     if !postgres_and_redis_available().await {
         return Ok(());
     }

@@ -505,7 +505,11 @@ async fn current_json(d: &Dashboard, w: &Wanted) -> Result<Value, Error> {
     let generation = *d.reporting.subscribe().borrow();
     let report = d
         .reporting
-        .report(&w.plan, w.version, d.reporting.as_of(&w.plan, w.version, w.date).await?)
+        .report(
+            &w.plan,
+            w.version,
+            d.reporting.as_of(&w.plan, w.version, w.date).await?,
+        )
         .await?;
     let mut v = report_json(&report, generation);
     v["dead_letters"] = json!(d.reporting.dead_letter_count().await?);
@@ -626,7 +630,11 @@ async fn export_file(d: Dashboard, request: Request<Body>, format: FileFormat) -
         let w = wanted(&d, &q).await?;
         let report = d
             .reporting
-            .report(&w.plan, w.version, d.reporting.as_of(&w.plan, w.version, w.date).await?)
+            .report(
+                &w.plan,
+                w.version,
+                d.reporting.as_of(&w.plan, w.version, w.date).await?,
+            )
             .await?;
         export::export(&report, format)
     }

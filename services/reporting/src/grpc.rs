@@ -81,8 +81,8 @@ pub fn fact_from_event(
             .map_err(|e| e.to_string())?
     };
     // Amounts within the platform's ranges, so that sums of them stay exact.
-    let investment_fen =
-        cwsm_platform::quantity::fen("investment_fen", m.investment_fen).map_err(|e| e.to_string())?;
+    let investment_fen = cwsm_platform::quantity::fen("investment_fen", m.investment_fen)
+        .map_err(|e| e.to_string())?;
     let period_savings_litres =
         cwsm_platform::quantity::signed_litres("period_savings_litres", m.period_savings_litres)
             .map_err(|e| e.to_string())?;

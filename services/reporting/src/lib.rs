@@ -808,8 +808,11 @@ mod tests {
         let a8_head = "unit = \"projects\"\ncomparator = \"at_least\"\ntarget = 1.0\ndeadline = \"2020-12-31\"";
         let a8_rule = "measure = \"projects\"\nmilestone = \"contracted\"";
         let variant = |code: &str, edits: &[(&str, &str)]| {
-            let mut text =
-                plan::DEFAULT_PLAN_TOML.replacen("code = \"xinbei-2020\"", &format!("code = \"{code}\""), 1);
+            let mut text = plan::DEFAULT_PLAN_TOML.replacen(
+                "code = \"xinbei-2020\"",
+                &format!("code = \"{code}\""),
+                1,
+            );
             for (from, to) in edits {
                 assert!(text.contains(from), "{from}");
                 text = text.replacen(from, to, 1);
@@ -819,25 +822,51 @@ mod tests {
         let plans = [
             variant(
                 "xinbei-remove",
-                &[("on_terminated = \"keep\"", "on_terminated = \"remove\""),
-                  ("on_terminated = \"keep\"", "on_terminated = \"remove\"")],
+                &[
+                    ("on_terminated = \"keep\"", "on_terminated = \"remove\""),
+                    ("on_terminated = \"keep\"", "on_terminated = \"remove\""),
+                ],
             ),
-            variant("wujin-2020", &[("jurisdiction = \"320411\"", "jurisdiction = \"320412\"")]),
-            variant("changzhou-2020", &[("jurisdiction = \"320411\"", "jurisdiction = \"320400\"")]),
-            variant("xinbei-sites", &[(a8_rule, "measure = \"sites\"\nmilestone = \"contracted\"")]),
+            variant(
+                "wujin-2020",
+                &[("jurisdiction = \"320411\"", "jurisdiction = \"320412\"")],
+            ),
+            variant(
+                "changzhou-2020",
+                &[("jurisdiction = \"320411\"", "jurisdiction = \"320400\"")],
+            ),
+            variant(
+                "xinbei-sites",
+                &[(a8_rule, "measure = \"sites\"\nmilestone = \"contracted\"")],
+            ),
             variant(
                 "xinbei-m3",
                 &[
-                    (a8_head, "unit = \"m³\"\ncomparator = \"at_least\"\ntarget = 1000.0\ndeadline = \"2020-12-31\""),
-                    (a8_rule, "measure = \"verified_m3\"\nmilestone = \"period_verified\""),
+                    (
+                        a8_head,
+                        "unit = \"m³\"\ncomparator = \"at_least\"\ntarget = 1000.0\ndeadline = \"2020-12-31\"",
+                    ),
+                    (
+                        a8_rule,
+                        "measure = \"verified_m3\"\nmilestone = \"period_verified\"",
+                    ),
                 ],
             ),
             variant(
                 "xinbei-invest",
                 &[
-                    (a8_head, "unit = \"yuan\"\ncomparator = \"at_least\"\ntarget = 100000.0\ndeadline = \"2020-12-31\""),
-                    (a8_rule, "measure = \"investment_yuan\"\nmilestone = \"contracted\"\non_terminated = \"remove\""),
-                    ("on_terminated = \"keep\"\n\n[[indicators]]\ncode = \"A9", "\n[[indicators]]\ncode = \"A9"),
+                    (
+                        a8_head,
+                        "unit = \"yuan\"\ncomparator = \"at_least\"\ntarget = 100000.0\ndeadline = \"2020-12-31\"",
+                    ),
+                    (
+                        a8_rule,
+                        "measure = \"investment_yuan\"\nmilestone = \"contracted\"\non_terminated = \"remove\"",
+                    ),
+                    (
+                        "on_terminated = \"keep\"\n\n[[indicators]]\ncode = \"A9",
+                        "\n[[indicators]]\ncode = \"A9",
+                    ),
                 ],
             ),
         ];
@@ -920,7 +949,9 @@ mod tests {
                     event_id: format!("e{p}-v{q}"),
                     milestone: Milestone::PeriodVerified,
                     occurred_at_ms: base.occurred_at_ms + i64::from(q + 1) * 86_400_000 * 20,
-                    effective_date: report::cst_date(base.occurred_at_ms + i64::from(q + 1) * 86_400_000 * 20),
+                    effective_date: report::cst_date(
+                        base.occurred_at_ms + i64::from(q + 1) * 86_400_000 * 20,
+                    ),
                     period_id: format!("period-{q}"),
                     period_savings_litres: 123_457 * i64::from(p + 1) + i64::from(q),
                     ..base.clone()
@@ -963,7 +994,15 @@ mod tests {
             .expect("facts");
         let mut compared = 0;
         let mut nonzero = 0;
-        let codes = ["xinbei-2020", "xinbei-remove", "wujin-2020", "changzhou-2020", "xinbei-sites", "xinbei-m3", "xinbei-invest"];
+        let codes = [
+            "xinbei-2020",
+            "xinbei-remove",
+            "wujin-2020",
+            "changzhou-2020",
+            "xinbei-sites",
+            "xinbei-m3",
+            "xinbei-invest",
+        ];
         for code in codes {
             for version in [1, 2] {
                 let stored = r.store.plan_by_code(code, version).await;
@@ -998,8 +1037,22 @@ mod tests {
                             nonzero += 1;
                         }
                         assert_eq!(
-                            (a.actual, &a.by_town, &a.by_sector, &a.history, a.evaluation, a.completed),
-                            (b.actual, &b.by_town, &b.by_sector, &b.history, b.evaluation, b.completed),
+                            (
+                                a.actual,
+                                &a.by_town,
+                                &a.by_sector,
+                                &a.history,
+                                a.evaluation,
+                                a.completed
+                            ),
+                            (
+                                b.actual,
+                                &b.by_town,
+                                &b.by_sector,
+                                &b.history,
+                                b.evaluation,
+                                b.completed
+                            ),
                             "{code} v{version} {} as of {date}",
                             a.indicator.code
                         );

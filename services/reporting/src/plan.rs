@@ -146,7 +146,11 @@ impl Measure {
             "m³" | "m3" | "cubic metres" | "cubic meters" | "立方米"
         );
         let money = matches!(u.as_str(), "yuan" | "元" | "cny" | "rmb");
-        let other_quantity = u.contains("m³") || u.contains("m3") || u.contains('%') || u.contains("yuan") || u.contains('元');
+        let other_quantity = u.contains("m³")
+            || u.contains("m3")
+            || u.contains('%')
+            || u.contains("yuan")
+            || u.contains('元');
         match self {
             Measure::VerifiedM3 => volume,
             Measure::InvestmentYuan => money,
@@ -899,7 +903,8 @@ impl Checker<'_> {
                         measure.code(),
                         match measure {
                             Measure::VerifiedM3 => "verified_m3 sums m³: the unit is \"m³\"",
-                            Measure::InvestmentYuan => "investment_yuan sums yuan: the unit is \"yuan\"",
+                            Measure::InvestmentYuan =>
+                                "investment_yuan sums yuan: the unit is \"yuan\"",
                             Measure::Projects | Measure::Sites =>
                                 "a count of projects or sites is not a volume, an amount or a rate",
                         }
@@ -1166,7 +1171,11 @@ mod tests {
                 "measure = \"investment_yuan\"\nmilestone = \"contracted\"",
                 "does not fit",
             ),
-            (a8_rule, "measure = \"litres\"\nmilestone = \"contracted\"", "unknown measure"),
+            (
+                a8_rule,
+                "measure = \"litres\"\nmilestone = \"contracted\"",
+                "unknown measure",
+            ),
             (
                 "unit = \"projects\"\ncomparator = \"at_least\"\ntarget = 1.0\ndeadline = \"2020-12-31\"\nlead = [\"agri\"]\nparticipants = []\nkind = \"counted\"",
                 "unit = \"m³\"\ncomparator = \"at_least\"\ntarget = 1.0\ndeadline = \"2020-12-31\"\nlead = [\"agri\"]\nparticipants = []\nkind = \"counted\"",
@@ -1198,11 +1207,17 @@ mod tests {
             .replacen(a8_rule, "measure = \"verified_m3\"\nmilestone = \"period_verified\"", 1);
         let plan = parse(&volume).expect("a volume indicator");
         assert_eq!(
-            plan.indicator("A8-CONTRACT-PROJECTS").and_then(|i| i.rule.as_ref()).map(|r| r.measure),
+            plan.indicator("A8-CONTRACT-PROJECTS")
+                .and_then(|i| i.rule.as_ref())
+                .map(|r| r.measure),
             Some(Measure::VerifiedM3)
         );
-        let e = parse(&volume.replacen("milestone = \"period_verified\"", "milestone = \"accepted\"", 1))
-            .expect_err("verified m³ of acceptances");
+        let e = parse(&volume.replacen(
+            "milestone = \"period_verified\"",
+            "milestone = \"accepted\"",
+            1,
+        ))
+        .expect_err("verified m³ of acceptances");
         assert!(e.message.contains("period_verified"), "{e}");
     }
 }

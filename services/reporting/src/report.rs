@@ -929,10 +929,7 @@ mod tests {
         let done = at_least_one(Some(1.0), "2020-11-15");
         assert_eq!(done.status, Status::Achieved);
         assert_eq!(done.progress_bp, 10000);
-        assert_eq!(
-            at_least_one(Some(0.0), "2021-01-05").status,
-            Status::Missed
-        );
+        assert_eq!(at_least_one(Some(0.0), "2021-01-05").status, Status::Missed);
         assert_eq!(at_least_one(Some(0.0), "2021-01-05").days_remaining, -5);
         assert_eq!(
             at_least_one(Some(1.0), "2021-01-05").status,
@@ -971,8 +968,9 @@ mod tests {
     #[test]
     fn caps_need_data_to_be_met() {
         let e = |actual: Option<f64>, as_of| {
-            let history: Vec<(NaiveDate, f64)> =
-                actual.map(|a| vec![(d("2020-03-01"), a)]).unwrap_or_default();
+            let history: Vec<(NaiveDate, f64)> = actual
+                .map(|a| vec![(d("2020-03-01"), a)])
+                .unwrap_or_default();
             evaluate(
                 Comparator::AtMost,
                 871.0,
@@ -1057,15 +1055,30 @@ mod tests {
             fact("e7", "p6", Milestone::Terminated, "2020-10-01"),
         ];
         let r = rule();
-        assert_eq!(counted(&r, &xinbei_2020(), &facts, d("2020-04-30")).len(), 0);
-        assert_eq!(counted(&r, &xinbei_2020(), &facts, d("2020-05-01")).len(), 1);
-        assert_eq!(counted(&r, &xinbei_2020(), &facts, d("2020-12-31")).len(), 2);
+        assert_eq!(
+            counted(&r, &xinbei_2020(), &facts, d("2020-04-30")).len(),
+            0
+        );
+        assert_eq!(
+            counted(&r, &xinbei_2020(), &facts, d("2020-05-01")).len(),
+            1
+        );
+        assert_eq!(
+            counted(&r, &xinbei_2020(), &facts, d("2020-12-31")).len(),
+            2
+        );
         let remove = CountingRule {
             on_terminated: OnTerminated::Remove,
             ..rule()
         };
-        assert_eq!(counted(&remove, &xinbei_2020(), &facts, d("2020-09-15")).len(), 2);
-        assert_eq!(counted(&remove, &xinbei_2020(), &facts, d("2020-12-31")).len(), 1);
+        assert_eq!(
+            counted(&remove, &xinbei_2020(), &facts, d("2020-09-15")).len(),
+            2
+        );
+        assert_eq!(
+            counted(&remove, &xinbei_2020(), &facts, d("2020-12-31")).len(),
+            1
+        );
         // The history agrees with the count on every date.
         for (r, day) in [
             (&rule(), "2020-12-31"),
@@ -1078,7 +1091,11 @@ mod tests {
                 Some(counted(r, &xinbei_2020(), &facts, d(day)).len() as f64)
             );
             for (date, value) in &history {
-                assert_eq!(*value, counted(r, &xinbei_2020(), &facts, *date).len() as f64, "{date}");
+                assert_eq!(
+                    *value,
+                    counted(r, &xinbei_2020(), &facts, *date).len() as f64,
+                    "{date}"
+                );
             }
         }
         assert_eq!(
@@ -1098,7 +1115,10 @@ mod tests {
             unit_types: vec!["university".into()],
             ..rule()
         };
-        assert_eq!(counted(&by_unit, &xinbei_2020(), &facts, d("2020-12-31")).len(), 2);
+        assert_eq!(
+            counted(&by_unit, &xinbei_2020(), &facts, d("2020-12-31")).len(),
+            2
+        );
     }
 
     #[test]

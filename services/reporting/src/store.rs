@@ -412,9 +412,14 @@ macro_rules! count_stored_facts {
     ($self:expr, $tx:expr, $rules:expr) => {{
         let rules: &[PlanRule] = $rules;
         if !rules.is_empty() {
-            let rows: Vec<FactRow> = sqlx::query_as("SELECT * FROM milestone_facts ORDER BY effective_day, event_id")
-                .fetch_all(&mut *$tx).await?;
-            for fact in rows.into_iter().filter_map(|r| r.into_fact(&$self.district)) {
+            let rows: Vec<FactRow> =
+                sqlx::query_as("SELECT * FROM milestone_facts ORDER BY effective_day, event_id")
+                    .fetch_all(&mut *$tx)
+                    .await?;
+            for fact in rows
+                .into_iter()
+                .filter_map(|r| r.into_fact(&$self.district))
+            {
                 count_fact!($tx, rules, &fact);
             }
         }
