@@ -930,7 +930,7 @@ mod tests {
                 let mut effective = report::cst_date(at);
                 if p % 6 == 2 {
                     // Entered later than it took effect: dated 40 days back.
-                    effective = effective - chrono::Duration::days(40);
+                    effective -= chrono::Duration::days(40);
                 }
                 if p % 7 == 3 {
                     // Took effect in 2021, outside the window.
