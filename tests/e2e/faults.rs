@@ -1158,6 +1158,8 @@ async fn postgres_restarted_under_load_loses_and_doubles_nothing() -> anyhow::Re
             running: Some(running),
             shutdown,
         };
+        // The synthetic signings take effect today: counted by a plan for this year.
+        cwsm_tests::count_this_year(node.reporting(&admin)).await?;
         for n in 0..N {
             bus.publish(&hand_over(&run, n, &event_id(&run, n))).await?;
         }
