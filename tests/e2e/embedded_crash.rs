@@ -296,6 +296,8 @@ async fn drive(
 }
 
 async fn setup(c: &Clients, run: &str) -> anyhow::Result<Market> {
+    // The projects of this test take effect today: counted by a plan for this year.
+    cwsm_tests::count_this_year(c.reporting(&c.token(Role::Admin, None))).await?;
     let code = fresh_credit_code("91320411MA");
     let company_token = c.token(Role::Company, Some(&code));
     let company = c

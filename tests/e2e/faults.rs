@@ -190,6 +190,8 @@ struct Env {
 impl Env {
     async fn new() -> anyhow::Result<Env> {
         let mut app = TestApp::start(Backend::Postgres).await?;
+        // The projects of these tests take effect today: counted by a plan for this year.
+        cwsm_tests::count_this_year(app.reporting(&app.token(Role::Admin, None))).await?;
         let db = app
             .running
             .as_ref()
@@ -387,8 +389,8 @@ impl Drop for RedisProcess {
 // ---------------------------------------------------------------------------------------------
 // Events, counts, figures
 
-/// A synthetic hand-over of project `n` of run `run`: a school's contract project, so A8 counts
-/// it.
+/// A synthetic milestone of project `n` of run `run`: a school's contract signed (today, the
+/// plan of this year's window), so A8 counts it.
 fn hand_over(run: &str, n: usize, event_id: &str) -> Envelope {
     let now = cwsm_platform::now_ms() / 1000 - 60;
     let event = ProjectMilestone {
@@ -396,7 +398,7 @@ fn hand_over(run: &str, n: usize, event_id: &str) -> Envelope {
         project_id: format!("{run}-project-{n}"),
         proposal_id: format!("{run}-proposal-{n}"),
         sequence: i64::try_from(n).unwrap_or_default() + 1,
-        milestone: types::Milestone::HandedOver as i32,
+        milestone: types::Milestone::Contracted as i32,
         occurred_time: Some(prost_types::Timestamp {
             seconds: now,
             nanos: 0,
@@ -1156,6 +1158,8 @@ async fn postgres_restarted_under_load_loses_and_doubles_nothing() -> anyhow::Re
             running: Some(running),
             shutdown,
         };
+        // The synthetic signings take effect today: counted by a plan for this year.
+        cwsm_tests::count_this_year(node.reporting(&admin)).await?;
         for n in 0..N {
             bus.publish(&hand_over(&run, n, &event_id(&run, n))).await?;
         }

@@ -4,6 +4,7 @@
 mod accounts;
 mod authz;
 mod bus;
+mod counting;
 mod data_dir;
 mod embedded_crash;
 mod faults;
@@ -64,6 +65,8 @@ async fn contract_projects_counted(app: &TestApp, admin: &str) -> Option<f64> {
 
 async fn marketplace_flow(backend: Backend) -> anyhow::Result<()> {
     let app = TestApp::start(backend).await?;
+    // The project below takes effect today: counted by a plan for this year.
+    cwsm_tests::count_this_year(app.reporting(&app.token(Role::Admin, None))).await?;
     let admin = app.token(Role::Admin, None);
     let company_code = credit_code("91320411MA1QX7B2F");
     let user_code = credit_code("12320411466001122");
@@ -354,7 +357,8 @@ async fn marketplace_flow(backend: Backend) -> anyhow::Result<()> {
     .await;
     assert_eq!(counted, Some(1.0));
 
-    // The completion event delivered twice, and re-emitted under another event id: still one.
+    // The signing event (what A8 counts: 开展, carried out) delivered twice, and re-emitted
+    // under another event id: still one.
     let log = app
         .projects(&admin)
         .list_milestones(p::ListMilestonesRequest {
@@ -368,8 +372,8 @@ async fn marketplace_flow(backend: Backend) -> anyhow::Result<()> {
         .milestones;
     let handed_over = log
         .iter()
-        .find(|e| e.milestone == types::Milestone::HandedOver as i32)
-        .expect("the milestone log holds the hand-over")
+        .find(|e| e.milestone == types::Milestone::Contracted as i32)
+        .expect("the milestone log holds the signing")
         .clone();
     let envelope = |event: &ProjectMilestone| Envelope {
         event_id: event.event_id.clone(),
@@ -385,7 +389,7 @@ async fn marketplace_flow(backend: Backend) -> anyhow::Result<()> {
         ..handed_over.clone()
     };
     app.bus.publish(&envelope(&reemitted)).await?;
-    // A hand-over of another project, published after the duplicates: once it is counted, the
+    // A signing of another project, published after the duplicates: once it is counted, the
     // consumer has been through the duplicates too.
     let other = ProjectMilestone {
         event_id: rid("other"),

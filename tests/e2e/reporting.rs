@@ -198,6 +198,8 @@ async fn dashboard_headers(addr: &str, admin: &str, company: &str) -> anyhow::Re
 
 async fn dashboard(backend: Backend) -> anyhow::Result<()> {
     let app = TestApp::start(backend).await?;
+    // The projects below take effect today: counted by a plan for this year.
+    cwsm_tests::count_this_year(app.reporting(&app.token(Role::Admin, None))).await?;
     let addr = app
         .running
         .as_ref()
@@ -303,8 +305,16 @@ async fn dashboard(backend: Backend) -> anyhow::Result<()> {
             .await
             .ok_or_else(|| anyhow::anyhow!("the dashboard never showed A8"))?;
         assert_eq!(before["actual"], "0", "{before}");
-        assert_eq!(before["status"], "overdue", "{before}");
-        assert_eq!(before["pill"], "已逾期", "{before}");
+        // Nothing yet, the deadline (December 31st of this year) ahead: on track or at risk
+        // by the time of year.
+        let (status, pill) = (before["status"].as_str(), before["pill"].as_str());
+        assert!(
+            matches!(
+                (status, pill),
+                (Some("on_track"), Some("进展正常")) | (Some("at_risk"), Some("有风险"))
+            ),
+            "{before}"
+        );
         // The token left the address bar for the cookie.
         let url = browser.command("GET", "/url", None).await?;
         assert!(!url.as_str().unwrap_or("").contains("token="), "{url}");
@@ -398,6 +408,8 @@ async fn dashboard_updates_live_in_a_real_browser_on_postgres() -> anyhow::Resul
 
 async fn rebuild(backend: Backend) -> anyhow::Result<()> {
     let app = TestApp::start(backend).await?;
+    // The projects below take effect today: counted by a plan for this year.
+    cwsm_tests::count_this_year(app.reporting(&app.token(Role::Admin, None))).await?;
     let admin = app.token(Role::Admin, None);
     complete_a_project(&app, "薛家镇").await?;
     complete_a_project(&app, "罗溪镇").await?;
@@ -487,6 +499,8 @@ async fn rebuild_counts_restores_exact_counts_on_postgres() -> anyhow::Result<()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reports_export_and_plans_load_as_new_versions_over_grpc() -> anyhow::Result<()> {
     let app = TestApp::start(Backend::Sqlite).await?;
+    // The projects below take effect today: counted by a plan for this year.
+    cwsm_tests::count_this_year(app.reporting(&app.token(Role::Admin, None))).await?;
     let admin = app.token(Role::Admin, None);
     let project = complete_a_project(&app, "春江街道").await?;
     assert!(!project.is_empty());
@@ -537,23 +551,24 @@ async fn reports_export_and_plans_load_as_new_versions_over_grpc() -> anyhow::Re
             file.content_type
         );
         assert!(file.content.starts_with(magic));
-        assert!(file.file_name.starts_with("xinbei-2020-v1-"));
+        assert!(file.file_name.starts_with("xinbei-2020-v2-"));
     }
 
-    // Another plan loads as version 2, version 1 stays; a broken one is refused with its line.
-    let toml = include_str!("../../seeds/plans/xinbei-2020.toml");
+    // Another plan loads as version 3 (the seed is 1, this year's 2), version 1 stays; a broken
+    // one is refused with its line.
+    let toml = cwsm_tests::this_year_plan_toml();
     let v2 = app
         .reporting(&admin)
         .load_plan(r::LoadPlanRequest {
             request_id: "load-v2".into(),
-            plan_toml: toml.into(),
+            plan_toml: toml.clone(),
             validate_only: false,
         })
         .await?
         .into_inner()
         .plan
         .ok_or_else(|| anyhow::anyhow!("no plan"))?;
-    assert_eq!(v2.version, 2);
+    assert_eq!(v2.version, 3);
     let v1 = app
         .reporting(&admin)
         .get_plan(r::GetPlanRequest {
@@ -627,7 +642,9 @@ async fn expected_counts(app: &TestApp, admin: &str) -> anyhow::Result<Vec<(Stri
         let Some(rule) = i.counting_rule.as_ref() else {
             continue;
         };
-        if i.kind != r::IndicatorKind::Counted as i32 {
+        if i.kind != r::IndicatorKind::Counted as i32
+            && i.kind != r::IndicatorKind::CountedAndRecorded as i32
+        {
             continue;
         }
         let mut counted: HashMap<&str, ()> = HashMap::new();
@@ -658,6 +675,8 @@ async fn expected_counts(app: &TestApp, admin: &str) -> anyhow::Result<Vec<(Stri
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_report_counts_exactly_the_demo_projects_that_should_count() -> anyhow::Result<()> {
     let app = TestApp::start(Backend::Sqlite).await?;
+    // The projects below take effect today: counted by a plan for this year.
+    cwsm_tests::count_this_year(app.reporting(&app.token(Role::Admin, None))).await?;
     let admin = app.token(Role::Admin, None);
     let summary = cwsm::demo::load(app.channel.clone(), &app.keys).await?;
     assert_eq!(summary.people, cwsm::demo::DEMO_PEOPLE.len());

@@ -646,6 +646,37 @@ pub async fn contract_a_project(app: &TestApp, town: &str) -> anyhow::Result<Con
     })
 }
 
+/// The seed plan with its window and deadlines moved from 2020 to the current year (China
+/// Standard Time).
+pub fn this_year_plan_toml() -> String {
+    let year = (chrono::Utc::now() + chrono::Duration::hours(8))
+        .format("%Y")
+        .to_string();
+    include_str!("../../seeds/plans/xinbei-2020.toml")
+        .replace(
+            "window = { from = \"2020-01-01\", to = \"2020-12-31\" }",
+            &format!("window = {{ from = \"{year}-01-01\", to = \"{year}-12-31\" }}"),
+        )
+        .replace("deadline = \"2020-", &format!("deadline = \"{year}-"))
+}
+
+/// Loads the seed plan again as the next version of `xinbei-2020`, with its window and
+/// deadlines moved from 2020 to the current year (China Standard Time). Milestones count by
+/// their effective date inside the plan's window, and the projects a test runs through today
+/// take effect today: a test that counts them against the plan loads this first.
+pub async fn count_this_year(mut reporting: Reporting) -> anyhow::Result<()> {
+    use cwsm_proto::reporting::v1 as r;
+    let toml = this_year_plan_toml();
+    reporting
+        .load_plan(r::LoadPlanRequest {
+            request_id: format!("this-year-{}", cwsm_platform::new_id()),
+            plan_toml: toml,
+            validate_only: false,
+        })
+        .await?;
+    Ok(())
+}
+
 /// The reporting client of the helpers below.
 pub type Reporting = ReportingServiceClient<InterceptedService<Channel, Bearer>>;
 

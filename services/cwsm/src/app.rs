@@ -323,10 +323,17 @@ pub async fn start(
         healthy.push(cwsm_projects::SERVICE_NAME);
     }
     if services.reporting {
-        let mut reporting =
-            cwsm_reporting::Reporting::connect(&settings.database_url_for("reporting"))
-                .await
-                .context("starting reporting")?;
+        // Milestones published without a jurisdiction code are in the platform's district.
+        let mut reporting = cwsm_reporting::Reporting::connect_in(
+            &settings.database_url_for("reporting"),
+            cwsm_platform::jurisdiction::Jurisdiction::parse(
+                "district_code",
+                &settings.district_code,
+            )
+            .context("the district_code setting")?,
+        )
+        .await
+        .context("starting reporting")?;
         reporting.limit_watchers_per_caller(settings.streams_per_caller);
         if reporting.seed_default_plan().await? {
             tracing::info!("loaded the 2020 Xinbei action plan from seeds/");

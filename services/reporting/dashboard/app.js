@@ -4,28 +4,28 @@
   "use strict";
   var T = {
     zh: {
-      achieved: "已完成", on_track: "进展正常", at_risk: "有风险", overdue: "已逾期", not_started: "未开始",
+      achieved: "已完成", achieved_late: "逾期完成", on_track: "进展正常", at_risk: "有风险", missed: "未完成", not_started: "未开始",
       timeline: "截止日期时间轴", completions: "完成数量随时间变化", indicators: "指标进度",
       indicator: "指标", progress: "进度（实际 / 目标）", status: "状态", deadline: "截止日期", lead: "牵头单位",
       departments: "各部门指标", goals: "区级主要目标", action: "行动", asOf: "统计日期", version: "版本",
       live: "实时", connecting: "连接中", offline: "已断开", daysLeft: "剩余 {n} 天", daysOver: "逾期 {n} 天", dueToday: "今日截止",
       leads: "牵头", participates: "参与", noIndicators: "无指标", noCompletions: "尚无完成记录",
-      counted: "项目计数", recorded: "人工填报", today: "今天", target: "目标", updated: "更新于",
+      counted: "项目计数", recorded: "人工填报", counted_and_recorded: "项目计数 + 人工填报", completed: "已移交 {n} 项", today: "今天", target: "目标", updated: "更新于",
       source: "来源", afterYear: "统计日期 {d} 已在计划年度之后", deadLetters: "{n} 条无法处理的事件（cwsm report dead-letters）"
     },
     en: {
-      achieved: "Achieved", on_track: "On track", at_risk: "At risk", overdue: "Overdue", not_started: "Not started",
+      achieved: "Achieved", achieved_late: "Achieved late", on_track: "On track", at_risk: "At risk", missed: "Missed", not_started: "Not started",
       timeline: "Deadlines", completions: "Completions over time", indicators: "Indicators",
       indicator: "Indicator", progress: "Progress (actual / target)", status: "Status", deadline: "Deadline", lead: "Lead",
       departments: "By department", goals: "District goals", action: "Action", asOf: "As of", version: "version",
       live: "Live", connecting: "Connecting", offline: "Offline", daysLeft: "{n} days left", daysOver: "{n} days overdue", dueToday: "due today",
       leads: "leads", participates: "participates", noIndicators: "no indicators", noCompletions: "No completions yet",
-      counted: "counted from projects", recorded: "recorded", today: "today", target: "target", updated: "Updated",
+      counted: "counted from projects", recorded: "recorded", counted_and_recorded: "counted and recorded", completed: "{n} handed over", today: "today", target: "target", updated: "Updated",
       source: "Source", afterYear: "as of {d}, after the plan year", deadLetters: "{n} events set aside (cwsm report dead-letters)"
     }
   };
-  var STATUSES = ["achieved", "on_track", "at_risk", "overdue", "not_started"];
-  var COLORS = { achieved: "#1e9e5a", on_track: "#2f7fd8", at_risk: "#e39b12", overdue: "#d64541", not_started: "#98a2ad" };
+  var STATUSES = ["achieved", "achieved_late", "on_track", "at_risk", "missed", "not_started"];
+  var COLORS = { achieved: "#1e9e5a", achieved_late: "#6aa84f", on_track: "#2f7fd8", at_risk: "#e39b12", missed: "#d64541", not_started: "#98a2ad" };
   var SERIES = ["#0f4c81", "#e36414", "#2a9d8f", "#8e44ad", "#c0392b", "#6c757d"];
   var params = new URLSearchParams(location.search);
   var lang = params.get("lang") || localStorage.getItem("cwsm-lang") || ((navigator.language || "zh").indexOf("zh") === 0 ? "zh" : "en");
@@ -58,10 +58,15 @@
     var cmp = { at_least: "≥ ", at_most: "≤ ", percent_reduction: "↓ ", rate_at_least: "≥ ", rate_at_most: "≤ ", coverage: "≥ " }[i.comparator] || "";
     return cmp + num(i.target) + unit + (i.base_year ? " (" + i.base_year + ")" : "");
   }
+  // The status as the CLI and the exports show it: "逾期完成（晚15天）", "Achieved late (15 days)".
+  function statusLabel(i) {
+    return (lang === "zh" ? i.status_zh : i.status_en) || t(i.status);
+  }
   function due(i) {
     var n = i.days_remaining;
     var rel = n > 0 ? t("daysLeft", { n: n }) : n === 0 ? t("dueToday") : t("daysOver", { n: -n });
-    return '<div class="due">' + esc(i.deadline) + "<small>" + esc(i.status === "achieved" ? "" : rel) + "</small></div>";
+    var met = i.status === "achieved" || i.status === "achieved_late";
+    return '<div class="due">' + esc(i.deadline) + "<small>" + esc(met ? "" : rel) + "</small></div>";
   }
 
   function renderHeader() {
@@ -107,7 +112,8 @@
         (chips ? '<div class="chips">' + chips + "</div>" : "") + "</td>" +
         '<td class="bar-wrap"><div class="bar"><span data-w="' + pct + '"></span><em>' + num(pct) + '%</em></div>' +
         '<div class="nums"><span class="actual">' + esc(num(i.actual)) + '</span> / <span class="target">' + esc(target(i)) + "</span></div></td>" +
-        '<td><span class="pill status">' + esc(t(i.status)) + "</span></td>" +
+        '<td><span class="pill status">' + esc(statusLabel(i)) + "</span>" +
+        (i.completed === null || i.completed === undefined ? "" : '<small class="completed">' + esc(t("completed", { n: i.completed })) + "</small>") + "</td>" +
         "<td>" + due(i) + "</td>" +
         '<td class="lead">' + esc(i.lead.map(dept).join("、")) + "</td></tr>");
     });
@@ -144,7 +150,7 @@
     keys.forEach(function (k) {
       var x = X(day(k)), list = groups[k];
       var worst = null;
-      ["overdue", "at_risk", "on_track", "achieved"].some(function (s) { if (list.some(function (i) { return i.status === s; })) { worst = s; return true; } return false; });
+      ["missed", "at_risk", "on_track", "achieved_late", "achieved"].some(function (s) { if (list.some(function (i) { return i.status === s; })) { worst = s; return true; } return false; });
       b += '<g><title>' + esc(k + ": " + list.map(function (i) { return i.code; }).join(", ")) + "</title>" +
         '<line x1="' + x + '" x2="' + x + '" y1="' + (axisY - 6) + '" y2="' + (axisY + 4) + '" stroke="' + COLORS[worst || "not_started"] + '" stroke-width="2"/>' +
         '<circle cx="' + x + '" cy="' + (axisY - 16) + '" r="11" fill="' + COLORS[worst || "not_started"] + '" stroke="#fff" stroke-width="2"/>' +
@@ -209,11 +215,11 @@
       var lead = data.indicators.filter(function (i) { return i.lead.indexOf(d.code) >= 0; });
       var part = data.indicators.filter(function (i) { return i.lead.indexOf(d.code) < 0 && i.participants.indexOf(d.code) >= 0; });
       if (!lead.length) { if (part.length) helpers.push(name(d) + " (" + part.length + ")"); return ""; }
-      var done = lead.filter(function (i) { return i.status === "achieved"; }).length;
+      var done = lead.filter(function (i) { return i.status === "achieved" || i.status === "achieved_late"; }).length;
       var row = function (i) {
         return '<tr data-status="' + i.status + '"><td class="dn" title="' + esc(i.code) + '">' + esc(name(i)) + "<small>" + esc(i.code) + "</small></td>" +
           '<td><div class="mini"><span data-w="' + Math.min(100, i.progress_bp / 100) + '"></span></div></td>' +
-          '<td><span class="pill">' + esc(t(i.status)) + "</span></td></tr>";
+          '<td><span class="pill">' + esc(statusLabel(i)) + "</span></td></tr>";
       };
       return '<div class="dept" data-department="' + esc(d.code) + '"><h3>' + esc(name(d)) + "</h3>" +
         '<div class="sub">' + esc(t("leads")) + " " + lead.length + " · " + esc(t("achieved")) + " " + done + (part.length ? " · " + esc(t("participates")) + " " + part.length : "") + "</div>" +

@@ -12,7 +12,7 @@ use cwsm_platform::auth::{Principal, Scope};
 use cwsm_platform::vocab::Sector;
 use cwsm_platform::{Error, Result};
 
-use crate::plan::{Indicator, Kind, Plan};
+use crate::plan::{Indicator, Plan};
 use crate::report::parse_date;
 
 /// Whether a revision counts.
@@ -208,11 +208,11 @@ impl NewAchievement {
                 ),
             )
         })?;
-        if indicator.kind != Kind::Recorded {
+        if !indicator.kind.records() {
             return Err(Error::invalid(
                 "indicator_code",
                 format!(
-                    "{} is counted from project milestones; only recorded indicators take achievements",
+                    "{} is counted from project milestones; only recorded (and counted_and_recorded) indicators take achievements",
                     indicator.code
                 ),
             ));

@@ -62,6 +62,11 @@ fn fact(n: usize, milestone: Milestone, occurred_at_ms: i64) -> Fact {
         milestone,
         occurred_at_ms,
         counted_at_ms: occurred_at_ms,
+        effective_date: crate::report::cst_date(occurred_at_ms),
+        jurisdiction: cwsm_platform::jurisdiction::Jurisdiction::default_district(),
+        investment_fen: 0,
+        period_id: String::new(),
+        period_savings_litres: 0,
         sector: Some(sectors[project % sectors.len()]),
         unit_type: if project.is_multiple_of(4) {
             "university".into()
@@ -170,8 +175,9 @@ pub async fn run(dir: &std::path::Path, facts: usize, calls: usize) -> anyhow::R
 
     let mut reflect = Vec::new();
     for k in 0..20 {
-        let n = 3 * (facts + k) + 2;
-        let mut new = fact(n, Milestone::HandedOver, at(n));
+        // A contract signed: what A8 counts.
+        let n = 3 * (facts + k);
+        let mut new = fact(n, Milestone::Contracted, at(n));
         new.sector = Some(Sector::School);
         let before = reporting.report("xinbei-2020", 0, as_of).await?;
         let count = |r: &crate::report::Report| {

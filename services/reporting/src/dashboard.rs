@@ -42,7 +42,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Reporting;
 use crate::export::{self, FileFormat};
-use crate::plan::Kind;
 use crate::report::{IndicatorReport, Report, Status, parse_date};
 use crate::store::PlanFilter;
 use crate::watch::{Snapshot, WatchKey};
@@ -401,14 +400,19 @@ fn line_json(line: &IndicatorReport) -> Value {
         "target": i.target,
         "base_year": i.base_year,
         "deadline": i.deadline.format("%Y-%m-%d").to_string(),
-        "kind": match i.kind { Kind::Counted => "counted", Kind::Recorded => "recorded" },
+        "kind": i.kind.code(),
         "milestone": i.rule.as_ref().map(|r| r.milestone.code()),
+        "measure": i.rule.as_ref().map(|r| r.measure.code()),
         "lead": i.lead,
         "participants": i.participants,
         "actual": line.actual,
         "progress_bp": line.evaluation.progress_bp,
         "status": line.evaluation.status.code(),
         "days_remaining": line.evaluation.days_remaining,
+        "days_late": line.evaluation.days_late,
+        "status_zh": line.evaluation.label_zh(),
+        "status_en": line.evaluation.label_en(),
+        "completed": line.completed,
         "by_town": pairs(&line.by_town),
         "by_sector": pairs(&line.by_sector),
         "by_department": pairs(&line.by_department),
@@ -501,7 +505,11 @@ async fn current_json(d: &Dashboard, w: &Wanted) -> Result<Value, Error> {
     let generation = *d.reporting.subscribe().borrow();
     let report = d
         .reporting
-        .report(&w.plan, w.version, w.date.unwrap_or_else(crate::today))
+        .report(
+            &w.plan,
+            w.version,
+            d.reporting.as_of(&w.plan, w.version, w.date).await?,
+        )
         .await?;
     let mut v = report_json(&report, generation);
     v["dead_letters"] = json!(d.reporting.dead_letter_count().await?);
@@ -622,7 +630,11 @@ async fn export_file(d: Dashboard, request: Request<Body>, format: FileFormat) -
         let w = wanted(&d, &q).await?;
         let report = d
             .reporting
-            .report(&w.plan, w.version, w.date.unwrap_or_else(crate::today))
+            .report(
+                &w.plan,
+                w.version,
+                d.reporting.as_of(&w.plan, w.version, w.date).await?,
+            )
             .await?;
         export::export(&report, format)
     }

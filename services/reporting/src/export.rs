@@ -53,7 +53,7 @@ impl FileFormat {
 }
 
 /// The columns of the report, one row per indicator.
-pub const HEADERS: [&str; 17] = [
+pub const HEADERS: [&str; 19] = [
     "code",
     "indicator",
     "指标",
@@ -71,10 +71,12 @@ pub const HEADERS: [&str; 17] = [
     "by_town",
     "by_sector",
     "by_department",
+    "days_late",
+    "completed_projects",
 ];
 
 /// The columns of [`HEADERS`] that hold numbers we format ourselves (never a user's text).
-pub const NUMERIC_COLUMNS: [usize; 5] = [3, 6, 7, 8, 10];
+pub const NUMERIC_COLUMNS: [usize; 7] = [3, 6, 7, 8, 10, 17, 18];
 
 fn breakdown(list: &[(String, f64)]) -> String {
     list.iter()
@@ -111,11 +113,14 @@ fn row(line: &IndicatorReport) -> Vec<String> {
         i.deadline.format("%Y-%m-%d").to_string(),
         line.evaluation.days_remaining.to_string(),
         status(line).code().to_string(),
-        status(line).label_zh().to_string(),
+        line.evaluation.label_zh(),
         i.lead.join(" "),
         breakdown(&line.by_town),
         breakdown(&line.by_sector),
         breakdown(&line.by_department),
+        line.evaluation.days_late.to_string(),
+        // Empty where the rule does not count projects.
+        line.completed.map(|n| n.to_string()).unwrap_or_default(),
     ]
 }
 
@@ -173,9 +178,10 @@ fn xlsx_error(e: XlsxError) -> Error {
 fn status_color(s: Status) -> Color {
     match s {
         Status::Achieved => Color::RGB(0xD1F2DC),
+        Status::AchievedLate => Color::RGB(0xE4F2C8),
         Status::OnTrack => Color::RGB(0xD6E6FB),
         Status::AtRisk => Color::RGB(0xFDEBC8),
-        Status::Overdue => Color::RGB(0xF9D2D0),
+        Status::Missed => Color::RGB(0xF9D2D0),
         Status::NotStarted => Color::RGB(0xE9ECEF),
     }
 }

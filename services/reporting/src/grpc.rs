@@ -22,7 +22,9 @@ use tonic::{Request, Response, Status};
 use crate::Reporting;
 use crate::achievement::{Achievement, Correction, NewAchievement, State};
 use crate::export::FileFormat;
-use crate::plan::{self, Aggregation, Comparator, Indicator, Kind, OnTerminated, StoredPlan};
+use crate::plan::{
+    self, Aggregation, Comparator, Indicator, Kind, Measure, OnTerminated, StoredPlan,
+};
 use crate::report::{self, Fact, IndicatorReport, Report, Status as Progress};
 use crate::rollup::Rollup;
 use crate::store::{AchievementFilter, PlanFilter};
@@ -42,25 +44,65 @@ impl MilestoneHandler {
     }
 }
 
-/// The fact a milestone event carries; `None` when its milestone is unknown.
-pub fn fact_from_event(envelope: &Envelope, m: &ProjectMilestone) -> Option<Fact> {
-    let milestone = Milestone::from_number(m.milestone)?;
+/// The fact a milestone event carries, or why it cannot be used (an unknown milestone, a
+/// malformed effective date or jurisdiction code). An event without an effective date
+/// (published before they existed) takes effect on the CST date it occurred; one without a
+/// jurisdiction is in the platform's `district`.
+pub fn fact_from_event(
+    envelope: &Envelope,
+    m: &ProjectMilestone,
+    district: &cwsm_platform::jurisdiction::Jurisdiction,
+) -> Result<Fact, String> {
+    let milestone = Milestone::from_number(m.milestone)
+        .ok_or_else(|| format!("unknown milestone {}", m.milestone))?;
     let event_id = if m.event_id.is_empty() {
         envelope.event_id.clone()
     } else {
         m.event_id.clone()
     };
-    Some(Fact {
+    let occurred_at_ms = m
+        .occurred_time
+        .as_ref()
+        .map(millis)
+        .unwrap_or(envelope.occurred_at_ms);
+    let effective_date = if m.effective_date.trim().is_empty() {
+        report::cst_date(occurred_at_ms)
+    } else {
+        report::parse_date(&m.effective_date).ok_or_else(|| {
+            format!(
+                "effective_date {:?} is not a date YYYY-MM-DD",
+                m.effective_date.chars().take(32).collect::<String>()
+            )
+        })?
+    };
+    let jurisdiction = if m.jurisdiction_code.trim().is_empty() {
+        district.clone()
+    } else {
+        cwsm_platform::jurisdiction::Jurisdiction::parse("jurisdiction_code", &m.jurisdiction_code)
+            .map_err(|e| e.to_string())?
+    };
+    // Amounts within the platform's ranges, so that sums of them stay exact.
+    let investment_fen = cwsm_platform::quantity::fen("investment_fen", m.investment_fen)
+        .map_err(|e| e.to_string())?;
+    let period_savings_litres =
+        cwsm_platform::quantity::signed_litres("period_savings_litres", m.period_savings_litres)
+            .map_err(|e| e.to_string())?;
+    Ok(Fact {
         event_id,
         project_id: m.project_id.clone(),
         sequence: m.sequence,
         milestone,
-        occurred_at_ms: m
-            .occurred_time
-            .as_ref()
-            .map(millis)
-            .unwrap_or(envelope.occurred_at_ms),
+        occurred_at_ms,
         counted_at_ms: now_ms(),
+        effective_date,
+        jurisdiction,
+        investment_fen: investment_fen.0,
+        period_id: if milestone == Milestone::PeriodVerified {
+            m.period_id.clone()
+        } else {
+            String::new()
+        },
+        period_savings_litres: period_savings_litres.0,
         sector: Sector::from_number(m.sector),
         unit_type: m.unit_type.clone(),
         town: m.town.clone(),
@@ -94,11 +136,12 @@ impl EventHandler for MilestoneHandler {
                 return Ok(());
             }
         };
-        let Some(fact) = fact_from_event(event, &m) else {
-            self.reporting
-                .dead_letter(event, &format!("unknown milestone {}", m.milestone))
-                .await?;
-            return Ok(());
+        let fact = match fact_from_event(event, &m, self.reporting.district()) {
+            Ok(fact) => fact,
+            Err(reason) => {
+                self.reporting.dead_letter(event, &reason).await?;
+                return Ok(());
+            }
         };
         if fact.project_id.is_empty() {
             self.reporting
@@ -128,9 +171,10 @@ fn comparator(c: Comparator) -> pb::Comparator {
 fn progress(s: Progress) -> pb::ProgressStatus {
     match s {
         Progress::Achieved => pb::ProgressStatus::Achieved,
+        Progress::AchievedLate => pb::ProgressStatus::AchievedLate,
         Progress::OnTrack => pb::ProgressStatus::OnTrack,
         Progress::AtRisk => pb::ProgressStatus::AtRisk,
-        Progress::Overdue => pb::ProgressStatus::Overdue,
+        Progress::Missed => pb::ProgressStatus::Missed,
         Progress::NotStarted => pb::ProgressStatus::NotStarted,
     }
 }
@@ -151,6 +195,7 @@ fn indicator(i: &Indicator) -> pb::Indicator {
         kind: match i.kind {
             Kind::Counted => pb::IndicatorKind::Counted,
             Kind::Recorded => pb::IndicatorKind::Recorded,
+            Kind::CountedAndRecorded => pb::IndicatorKind::CountedAndRecorded,
         } as i32,
         counting_rule: i.rule.as_ref().map(|r| pb::CountingRule {
             milestone: r.milestone.number(),
@@ -162,11 +207,19 @@ fn indicator(i: &Indicator) -> pb::Indicator {
                 OnTerminated::Keep => pb::OnTerminated::Keep,
                 OnTerminated::Remove => pb::OnTerminated::Remove,
             } as i32,
+            measure: match r.measure {
+                Measure::Projects => pb::Measure::Projects,
+                Measure::VerifiedM3 => pb::Measure::VerifiedM3,
+                Measure::InvestmentYuan => pb::Measure::InvestmentYuan,
+                Measure::Sites => pb::Measure::Sites,
+            } as i32,
         }),
         aggregation: match (i.kind, i.aggregation) {
             (Kind::Counted, _) => pb::Aggregation::Unspecified,
-            (Kind::Recorded, Aggregation::Sum) => pb::Aggregation::Sum,
-            (Kind::Recorded, Aggregation::Latest) => pb::Aggregation::Latest,
+            (Kind::Recorded | Kind::CountedAndRecorded, Aggregation::Sum) => pb::Aggregation::Sum,
+            (Kind::Recorded | Kind::CountedAndRecorded, Aggregation::Latest) => {
+                pb::Aggregation::Latest
+            }
         } as i32,
         note: i.note.clone(),
     }
@@ -248,6 +301,9 @@ fn indicator_status(line: &IndicatorReport) -> pb::IndicatorStatus {
                 actual: *actual,
             })
             .collect(),
+        days_late: line.evaluation.days_late,
+        completed_projects: line.completed.unwrap_or(0),
+        counts_projects: line.completed.is_some(),
     }
 }
 
@@ -405,12 +461,13 @@ fn sector(field: &str, number: i32) -> Result<Option<Sector>, Error> {
         .ok_or_else(|| Error::invalid(field, format!("unknown sector {number}")))
 }
 
-/// "YYYY-MM-DD", or today (China Standard Time) when empty.
-fn as_of_date(text: &str) -> Result<chrono::NaiveDate, Error> {
+/// "YYYY-MM-DD", or `None` when empty (the plan's default: see `Reporting::as_of`).
+fn as_of_date(text: &str) -> Result<Option<chrono::NaiveDate>, Error> {
     if text.trim().is_empty() {
-        return Ok(crate::today());
+        return Ok(None);
     }
     report::parse_date(text)
+        .map(Some)
         .ok_or_else(|| Error::invalid("as_of_date", format!("{text:?} is not a date YYYY-MM-DD")))
 }
 
@@ -523,7 +580,11 @@ impl ReportingService for ReportingApi {
         if req.plan_code.trim().is_empty() {
             return Err(Error::invalid("plan_code", "required, e.g. \"xinbei-2020\"").into());
         }
-        let as_of = as_of_date(&req.as_of_date)?;
+        let asked = as_of_date(&req.as_of_date)?;
+        let as_of = self
+            .reporting
+            .as_of(&req.plan_code, req.plan_version, asked)
+            .await?;
         let report = self
             .reporting
             .report(&req.plan_code, req.plan_version, as_of)
@@ -549,11 +610,7 @@ impl ReportingService for ReportingApi {
             return Err(Error::invalid("plan_code", "required, e.g. \"xinbei-2020\"").into());
         }
         // Empty means today, moving with the date.
-        let fixed_date = if req.as_of_date.trim().is_empty() {
-            None
-        } else {
-            Some(as_of_date(&req.as_of_date)?)
-        };
+        let fixed_date = as_of_date(&req.as_of_date)?;
         // One feed per plan, version and date computes the report once per change for every
         // watcher (see `watch`); this stream only converts and sends it.
         let mut watch = self
@@ -887,7 +944,16 @@ impl ReportingService for ReportingApi {
             ("jurisdiction_code", &req.jurisdiction_code, MAX_CODE),
             ("as_of_date", &req.as_of_date, MAX_DATE),
         ])?;
-        let as_of = as_of_date(&req.as_of_date)?;
+        // As for a report: today, or the last day of the year asked once today is past it.
+        let as_of = match as_of_date(&req.as_of_date)? {
+            Some(date) => date,
+            None => {
+                let today = crate::today();
+                chrono::NaiveDate::from_ymd_opt(req.year, 12, 31)
+                    .filter(|end| req.year > 0 && *end < today)
+                    .unwrap_or(today)
+            }
+        };
         let rollup = self
             .reporting
             .rollup(&req.jurisdiction_code, req.year, as_of)
@@ -919,7 +985,11 @@ impl ReportingService for ReportingApi {
                 );
             }
         };
-        let as_of = as_of_date(&req.as_of_date)?;
+        let asked = as_of_date(&req.as_of_date)?;
+        let as_of = self
+            .reporting
+            .as_of(&req.plan_code, req.plan_version, asked)
+            .await?;
         let file = self
             .reporting
             .export(&req.plan_code, req.plan_version, as_of, format)
@@ -967,12 +1037,15 @@ pub async fn rebuild_from_log(
                 occurred_at_ms: 0,
                 trace_parent: String::new(),
             };
-            match fact_from_event(&envelope, m) {
-                Some(fact) if !fact.project_id.is_empty() => {
+            match fact_from_event(&envelope, m, reporting.district()) {
+                Ok(fact) if !fact.project_id.is_empty() => {
                     reporting.apply_fact(&fact).await?;
                 }
-                _ => {
-                    tracing::warn!(event_id = %m.event_id, sequence = m.sequence, "milestone log entry with an unknown milestone or no project; skipped");
+                Ok(_) => {
+                    tracing::warn!(event_id = %m.event_id, sequence = m.sequence, "milestone log entry without a project; skipped");
+                }
+                Err(reason) => {
+                    tracing::warn!(event_id = %m.event_id, sequence = m.sequence, reason, "milestone log entry skipped");
                 }
             }
         }
@@ -1296,9 +1369,14 @@ mod tests {
             event_id: "e1".into(),
             project_id: "p1".into(),
             sequence: 1,
-            milestone: Milestone::HandedOver,
+            milestone: Milestone::Contracted,
             occurred_at_ms: 1_598_918_400_000,
             counted_at_ms: 0,
+            effective_date: crate::report::cst_date(1_598_918_400_000),
+            jurisdiction: cwsm_platform::jurisdiction::Jurisdiction::default_district(),
+            investment_fen: 0,
+            period_id: String::new(),
+            period_savings_litres: 0,
             sector: Some(Sector::Hospital),
             unit_type: String::new(),
             town: "Longhutang".into(),
@@ -1342,10 +1420,15 @@ mod tests {
             event_id: event_id.into(),
             project_id: project_id.into(),
             sequence: 1,
-            milestone: Milestone::HandedOver,
+            milestone: Milestone::Contracted,
             // 2020-09-01T00:00:00Z
             occurred_at_ms: 1_598_918_400_000,
             counted_at_ms: 0,
+            effective_date: crate::report::cst_date(1_598_918_400_000),
+            jurisdiction: cwsm_platform::jurisdiction::Jurisdiction::default_district(),
+            investment_fen: 0,
+            period_id: String::new(),
+            period_savings_litres: 0,
             sector: Some(Sector::Hospital),
             unit_type: String::new(),
             town: "Longhutang".into(),
@@ -1512,7 +1595,7 @@ mod tests {
             rule.sectors,
             vec![types::Sector::IndustrialEnterprise as i32]
         );
-        assert_eq!(a7.kind, pb::IndicatorKind::Counted as i32);
+        assert_eq!(a7.kind, pb::IndicatorKind::CountedAndRecorded as i32);
         let e = plan_message_from_toml("code = \"x\"\ntitle = 1\nyear = 2020\n").expect_err("bad");
         let status = Status::from(e);
         assert_eq!(status.code(), tonic::Code::InvalidArgument);

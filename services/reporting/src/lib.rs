@@ -47,7 +47,7 @@ use cwsm_platform::vocab::Sector;
 use cwsm_platform::{Error, Result, now_ms};
 
 use crate::achievement::{Achievement, Correction, NewAchievement, State};
-use crate::plan::{Kind, StoredPlan};
+use crate::plan::StoredPlan;
 use crate::report::{Fact, Report};
 use crate::store::{AchievementFilter, PlanFilter, Store};
 
@@ -69,6 +69,9 @@ pub struct Reporting {
     computations: Arc<AtomicU64>,
     /// The live reports shared by their watchers (see [`watch`]).
     feeds: Arc<watch::Feeds>,
+    /// The platform's district (the `district_code` setting): where a milestone without a
+    /// jurisdiction code is.
+    district: cwsm_platform::jurisdiction::Jurisdiction,
 }
 
 /// `validate` has already refused an unknown indicator; an error, not a panic, if it did not.
@@ -86,12 +89,29 @@ pub fn today() -> NaiveDate {
 
 impl Reporting {
     pub async fn connect(database_url: &str) -> anyhow::Result<Reporting> {
-        Ok(Self::with_store(Store::connect(database_url).await?))
+        Self::connect_in(
+            database_url,
+            cwsm_platform::jurisdiction::Jurisdiction::default_district(),
+        )
+        .await
     }
 
-    fn with_store(store: Store) -> Reporting {
+    /// Connects for a platform serving `district` (the `district_code` setting): milestones
+    /// published without a jurisdiction code are there.
+    pub async fn connect_in(
+        database_url: &str,
+        district: cwsm_platform::jurisdiction::Jurisdiction,
+    ) -> anyhow::Result<Reporting> {
+        Ok(Self::with_store(
+            Store::connect_in(database_url, district.clone()).await?,
+            district,
+        ))
+    }
+
+    fn with_store(store: Store, district: cwsm_platform::jurisdiction::Jurisdiction) -> Reporting {
         let (changes, _) = tokio::sync::watch::channel(0);
         Reporting {
+            district,
             store,
             changes: Arc::new(changes),
             projects_url: Arc::new(std::sync::RwLock::new(None)),
@@ -174,6 +194,11 @@ impl Reporting {
 
     pub fn db(&self) -> &Db {
         &self.store.db
+    }
+
+    /// The platform's district.
+    pub fn district(&self) -> &cwsm_platform::jurisdiction::Jurisdiction {
+        &self.district
     }
 
     /// Where the projects service answers, for RebuildCounts: the own server in the embedded
@@ -386,6 +411,30 @@ impl Reporting {
         ))
     }
 
+    /// The date a report of plan `code` is as of: `asked`, or when none is asked today, or the
+    /// last day of the plan's window when today is past it ([`report::default_as_of`]).
+    pub async fn as_of(
+        &self,
+        code: &str,
+        version: i64,
+        asked: Option<NaiveDate>,
+    ) -> Result<NaiveDate> {
+        if let Some(date) = asked {
+            return Ok(date);
+        }
+        if code.trim().is_empty() {
+            return Err(Error::invalid(
+                "plan_code",
+                "required, e.g. \"xinbei-2020\"",
+            ));
+        }
+        if version < 0 {
+            return Err(Error::invalid("plan_version", "must not be negative"));
+        }
+        let stored = self.store.plan_by_code(code.trim(), version).await?;
+        Ok(report::default_as_of(&stored.plan, today()))
+    }
+
     /// How many reports this service has computed since it started (every [`Reporting::report`]).
     pub fn report_computations(&self) -> u64 {
         self.computations.load(Ordering::Relaxed)
@@ -442,13 +491,15 @@ impl Reporting {
         export::export(&report, format)
     }
 
-    /// The counts of the counted indicators of plan `code` (latest version) as of today.
+    /// The counts of the counted indicators of plan `code` (latest version) as of today (or
+    /// the end of its window when today is past it).
     pub async fn counts(&self, code: &str) -> Result<Vec<(String, i64)>> {
-        let report = self.report(code, 0, today()).await?;
+        let as_of = self.as_of(code, 0, None).await?;
+        let report = self.report(code, 0, as_of).await?;
         Ok(report
             .lines
             .iter()
-            .filter(|l| l.indicator.kind == Kind::Counted)
+            .filter(|l| l.indicator.kind.counts())
             .map(|l| (l.indicator.code.clone(), l.actual as i64))
             .collect())
     }
@@ -650,8 +701,8 @@ impl Reporting {
                 ),
             )
         })?;
-        let rule = match (&indicator.kind, &indicator.rule) {
-            (Kind::Counted, Some(rule)) => rule,
+        let rule = match (indicator.kind.counts(), &indicator.rule) {
+            (true, Some(rule)) => rule,
             _ => {
                 return Err(Error::invalid(
                     "indicator_code",
@@ -661,7 +712,9 @@ impl Reporting {
         };
         let facts = self.store.facts(&[rule.milestone]).await?;
         let key = |f: &Fact| format!("{:020}|{}", f.counted_at_ms, f.event_id);
-        let mut rows: Vec<Fact> = report::counted(rule, &facts, today())
+        let as_of = report::default_as_of(&stored.plan, today());
+        let scope = report::Scope::of(&stored.plan);
+        let mut rows: Vec<Fact> = report::counted(rule, &scope, &facts, as_of)
             .into_iter()
             .filter(|f| town.is_empty() || f.town == town)
             .filter(|f| sector.is_none() || f.sector == sector)
@@ -744,7 +797,7 @@ mod tests {
         let mut watcher = r.subscribe();
         watcher.borrow_and_update();
 
-        let e = envelope("ev-1", "p-1", Milestone::HandedOver);
+        let e = envelope("ev-1", "p-1", Milestone::Contracted);
         handler.handle(&e).await.expect("first");
         assert!(watcher.has_changed().expect("watch"));
         watcher.borrow_and_update();
@@ -757,17 +810,17 @@ mod tests {
 
         // The same project's handover re-emitted under another event id.
         handler
-            .handle(&envelope("ev-2", "p-1", Milestone::HandedOver))
+            .handle(&envelope("ev-2", "p-1", Milestone::Contracted))
             .await
             .expect("re-emitted");
         assert_eq!(a8(&r).await, 1.0);
 
         // A malformed event and one of an unknown milestone are set aside, not retried.
-        let mut broken = envelope("ev-bad", "p-9", Milestone::HandedOver);
+        let mut broken = envelope("ev-bad", "p-9", Milestone::Contracted);
         broken.payload = vec![0xff, 0xff, 0xff];
         handler.handle(&broken).await.expect("set aside");
         handler.handle(&broken).await.expect("set aside once");
-        let mut unknown = envelope("ev-unknown", "p-9", Milestone::HandedOver);
+        let mut unknown = envelope("ev-unknown", "p-9", Milestone::Contracted);
         unknown.payload = ProjectMilestone {
             event_id: "ev-unknown".into(),
             project_id: "p-9".into(),
@@ -804,14 +857,14 @@ mod tests {
         );
 
         // Another kind on the topic is acknowledged and ignored.
-        let mut other = envelope("ev-3", "p-2", Milestone::HandedOver);
+        let mut other = envelope("ev-3", "p-2", Milestone::Contracted);
         other.kind = "cwsm.events.v1.Something".into();
         handler.handle(&other).await.expect("ignored");
         assert_eq!(a8(&r).await, 1.0);
 
         // A second project counts.
         handler
-            .handle(&envelope("ev-4", "p-2", Milestone::HandedOver))
+            .handle(&envelope("ev-4", "p-2", Milestone::Contracted))
             .await
             .expect("second project");
         assert_eq!(a8(&r).await, 2.0);
@@ -869,7 +922,7 @@ mod tests {
         .into_iter()
         .enumerate()
         {
-            let mut e = envelope(&format!("ev-{k}"), &format!("p-{k}"), Milestone::HandedOver);
+            let mut e = envelope(&format!("ev-{k}"), &format!("p-{k}"), Milestone::Contracted);
             let mut m = ProjectMilestone::decode(e.payload.as_slice()).expect("decode");
             m.town = town.to_string();
             e.payload = m.encode_to_vec();
@@ -894,7 +947,11 @@ mod tests {
             for line in text.lines().skip(1) {
                 for (c, field) in export::split_csv_line(line).iter().enumerate() {
                     if export::NUMERIC_COLUMNS.contains(&c) {
-                        assert!(field.parse::<f64>().is_ok(), "column {c}: {field:?}");
+                        // Empty where it does not apply (completed projects of a recorded one).
+                        assert!(
+                            field.is_empty() || field.parse::<f64>().is_ok(),
+                            "column {c}: {field:?}"
+                        );
                         continue;
                     }
                     assert!(
@@ -1268,7 +1325,9 @@ mod tests {
     }
 
     /// The kept counts give the same report as counting the facts, on every date, whatever
-    /// the order events arrive in, for a plan loaded before the facts and one loaded after.
+    /// the order events arrive in, for a plan loaded before the facts and one loaded after:
+    /// for every measure, with facts inside and outside the plans' jurisdictions and windows,
+    /// back-dated (effective before they were recorded) and re-dated sites.
     #[tokio::test]
     async fn kept_counts_equal_counting_the_facts() {
         let (r, path) = temp().await;
@@ -1279,12 +1338,76 @@ mod tests {
             org: None,
             scope: cwsm_platform::auth::Scope::Platform,
         };
-        let removing = plan::DEFAULT_PLAN_TOML
-            .replace("on_terminated = \"keep\"", "on_terminated = \"remove\"");
-        let removing = removing.replacen("code = \"xinbei-2020\"", "code = \"xinbei-remove\"", 1);
-        r.load_plan(&admin, "before", b"", &removing, false)
-            .await
-            .expect("plan before");
+        let a8_head = "unit = \"projects\"\ncomparator = \"at_least\"\ntarget = 1.0\ndeadline = \"2020-12-31\"";
+        let a8_rule = "measure = \"projects\"\nmilestone = \"contracted\"";
+        let variant = |code: &str, edits: &[(&str, &str)]| {
+            let mut text = plan::DEFAULT_PLAN_TOML.replacen(
+                "code = \"xinbei-2020\"",
+                &format!("code = \"{code}\""),
+                1,
+            );
+            for (from, to) in edits {
+                assert!(text.contains(from), "{from}");
+                text = text.replacen(from, to, 1);
+            }
+            text
+        };
+        let plans = [
+            variant(
+                "xinbei-remove",
+                &[
+                    ("on_terminated = \"keep\"", "on_terminated = \"remove\""),
+                    ("on_terminated = \"keep\"", "on_terminated = \"remove\""),
+                ],
+            ),
+            variant(
+                "wujin-2020",
+                &[("jurisdiction = \"320411\"", "jurisdiction = \"320412\"")],
+            ),
+            variant(
+                "changzhou-2020",
+                &[("jurisdiction = \"320411\"", "jurisdiction = \"320400\"")],
+            ),
+            variant(
+                "xinbei-sites",
+                &[(a8_rule, "measure = \"sites\"\nmilestone = \"contracted\"")],
+            ),
+            variant(
+                "xinbei-m3",
+                &[
+                    (
+                        a8_head,
+                        "unit = \"m³\"\ncomparator = \"at_least\"\ntarget = 1000.0\ndeadline = \"2020-12-31\"",
+                    ),
+                    (
+                        a8_rule,
+                        "measure = \"verified_m3\"\nmilestone = \"period_verified\"",
+                    ),
+                ],
+            ),
+            variant(
+                "xinbei-invest",
+                &[
+                    (
+                        a8_head,
+                        "unit = \"yuan\"\ncomparator = \"at_least\"\ntarget = 100000.0\ndeadline = \"2020-12-31\"",
+                    ),
+                    (
+                        a8_rule,
+                        "measure = \"investment_yuan\"\nmilestone = \"contracted\"\non_terminated = \"remove\"",
+                    ),
+                    (
+                        "on_terminated = \"keep\"\n\n[[indicators]]\ncode = \"A9",
+                        "\n[[indicators]]\ncode = \"A9",
+                    ),
+                ],
+            ),
+        ];
+        for text in &plans {
+            r.load_plan(&admin, "before", b"", text, false)
+                .await
+                .expect("plan before");
+        }
         let day = |d: u32| 1_577_836_800_000i64 + i64::from(d) * 86_400_000 + 3_600_000;
         let sectors = [
             Sector::School,
@@ -1293,15 +1416,23 @@ mod tests {
             Sector::IndustrialEnterprise,
         ];
         let towns = ["新桥街道", "薛家镇", ""];
+        let places = ["320411004", "320411", "320412", "320411101"]
+            .map(|c| cwsm_platform::jurisdiction::Jurisdiction::parse("j", c).expect("code"));
         let mut facts = Vec::new();
-        for p in 0..40u32 {
+        for p in 0..48u32 {
+            let recorded = day(p * 7 % 330);
             let base = Fact {
                 event_id: String::new(),
                 project_id: format!("p{p}"),
                 sequence: 0,
                 milestone: Milestone::HandedOver,
-                occurred_at_ms: day(p * 7 % 300),
+                occurred_at_ms: recorded,
                 counted_at_ms: 0,
+                effective_date: report::cst_date(recorded),
+                jurisdiction: places[p as usize % places.len()].clone(),
+                investment_fen: 1_000_000 + i64::from(p) * 12_345,
+                period_id: String::new(),
+                period_savings_litres: 0,
                 sector: Some(sectors[p as usize % sectors.len()]),
                 unit_type: "university".into(),
                 town: towns[p as usize % towns.len()].into(),
@@ -1316,7 +1447,8 @@ mod tests {
                 project_title: String::new(),
                 company_id: String::new(),
                 company_name: String::new(),
-                water_user_credit_code: String::new(),
+                // Five water users: projects at the same site count once as sites.
+                water_user_credit_code: format!("user-{}", p % 5),
                 water_user_name: String::new(),
             };
             for (k, m) in [
@@ -1327,20 +1459,45 @@ mod tests {
             .into_iter()
             .enumerate()
             {
+                let at = base.occurred_at_ms + i64::try_from(k).unwrap_or(0) * 86_400_000 * 5;
+                let mut effective = report::cst_date(at);
+                if p % 6 == 2 {
+                    // Entered later than it took effect: dated 40 days back.
+                    effective -= chrono::Duration::days(40);
+                }
+                if p % 7 == 3 {
+                    // Took effect in 2021, outside the window.
+                    effective = report::parse_date("2021-02-01").expect("date");
+                }
                 facts.push(Fact {
                     event_id: format!("e{p}-{k}"),
                     milestone: m,
-                    occurred_at_ms: base.occurred_at_ms
-                        + i64::try_from(k).unwrap_or(0) * 86_400_000 * 5,
+                    occurred_at_ms: at,
+                    effective_date: effective,
+                    ..base.clone()
+                });
+            }
+            for q in 0..(p % 3) {
+                facts.push(Fact {
+                    event_id: format!("e{p}-v{q}"),
+                    milestone: Milestone::PeriodVerified,
+                    occurred_at_ms: base.occurred_at_ms + i64::from(q + 1) * 86_400_000 * 20,
+                    effective_date: report::cst_date(
+                        base.occurred_at_ms + i64::from(q + 1) * 86_400_000 * 20,
+                    ),
+                    period_id: format!("period-{q}"),
+                    period_savings_litres: 123_457 * i64::from(p + 1) + i64::from(q),
                     ..base.clone()
                 });
             }
             if p % 4 == 1 {
                 // Terminated, sometimes before, sometimes after it would count.
+                let at = base.occurred_at_ms + i64::from(p % 3) * 86_400_000 * 6;
                 facts.push(Fact {
                     event_id: format!("e{p}-t"),
                     milestone: Milestone::Terminated,
-                    occurred_at_ms: base.occurred_at_ms + i64::from(p % 3) * 86_400_000 * 6,
+                    occurred_at_ms: at,
+                    effective_date: report::cst_date(at),
                     ..base.clone()
                 });
             }
@@ -1353,21 +1510,40 @@ mod tests {
             r.apply_fact(f).await.expect("apply");
             r.apply_fact(f).await.expect("again");
         }
-        r.load_plan(&admin, "after", b"", &removing, false)
+        for text in &plans {
+            r.load_plan(&admin, "after", b"", text, false)
+                .await
+                .expect("plan after");
+        }
+        let stored_facts = r
+            .store
+            .facts(&[
+                Milestone::Contracted,
+                Milestone::Accepted,
+                Milestone::HandedOver,
+                Milestone::PeriodVerified,
+            ])
             .await
-            .expect("plan after");
-        for code in ["xinbei-2020", "xinbei-remove"] {
-            for version in [0, 1] {
-                let stored = r.store.plan_by_code(code, version).await.expect("plan");
-                let stored_facts = r
-                    .store
-                    .facts(&[
-                        Milestone::Contracted,
-                        Milestone::Accepted,
-                        Milestone::HandedOver,
-                    ])
-                    .await
-                    .expect("facts");
+            .expect("facts");
+        let mut compared = 0;
+        let mut nonzero = 0;
+        let codes = [
+            "xinbei-2020",
+            "xinbei-remove",
+            "wujin-2020",
+            "changzhou-2020",
+            "xinbei-sites",
+            "xinbei-m3",
+            "xinbei-invest",
+        ];
+        for code in codes {
+            for version in [1, 2] {
+                let stored = r.store.plan_by_code(code, version).await;
+                let Ok(stored) = stored else {
+                    // The seed plan was loaded once.
+                    assert_eq!((code, version), ("xinbei-2020", 2));
+                    continue;
+                };
                 for date in [
                     "2020-01-01",
                     "2020-03-15",
@@ -1386,12 +1562,30 @@ mod tests {
                         kept.generated_at_ms,
                     );
                     for (a, b) in kept.lines.iter().zip(&counted.lines) {
-                        if a.indicator.kind != plan::Kind::Counted {
+                        if !a.indicator.kind.counts() {
                             continue;
                         }
+                        compared += 1;
+                        if a.actual > 0.0 {
+                            nonzero += 1;
+                        }
                         assert_eq!(
-                            (a.actual, &a.by_town, &a.by_sector, &a.history, a.evaluation),
-                            (b.actual, &b.by_town, &b.by_sector, &b.history, b.evaluation),
+                            (
+                                a.actual,
+                                &a.by_town,
+                                &a.by_sector,
+                                &a.history,
+                                a.evaluation,
+                                a.completed
+                            ),
+                            (
+                                b.actual,
+                                &b.by_town,
+                                &b.by_sector,
+                                &b.history,
+                                b.evaluation,
+                                b.completed
+                            ),
                             "{code} v{version} {} as of {date}",
                             a.indicator.code
                         );
@@ -1399,6 +1593,9 @@ mod tests {
                 }
             }
         }
+        // Every plan, version, date and counted indicator, most of them counting something.
+        assert_eq!(compared, (1 + 6 * 2) * 6 * 2);
+        assert!(nonzero > compared / 2, "{nonzero} of {compared}");
         r.db().close().await;
         cleanup(&path);
     }

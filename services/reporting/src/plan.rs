@@ -63,6 +63,100 @@ pub enum Kind {
     Counted,
     /// Recorded by administrators with evidence.
     Recorded,
+    /// Both: the projects the rule counts plus the entries recorded with evidence for what
+    /// happened outside the platform (A7: retrofits declared, in the contract mode or not).
+    CountedAndRecorded,
+}
+
+impl Kind {
+    pub fn code(self) -> &'static str {
+        match self {
+            Kind::Counted => "counted",
+            Kind::Recorded => "recorded",
+            Kind::CountedAndRecorded => "counted_and_recorded",
+        }
+    }
+
+    /// Whether a counting rule makes (part of) its actual value.
+    pub fn counts(self) -> bool {
+        matches!(self, Kind::Counted | Kind::CountedAndRecorded)
+    }
+
+    /// Whether administrators record achievements toward it.
+    pub fn records(self) -> bool {
+        matches!(self, Kind::Recorded | Kind::CountedAndRecorded)
+    }
+}
+
+/// What a counting rule sums over the facts it counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Measure {
+    /// Distinct projects (the default).
+    Projects,
+    /// The savings of PERIOD_VERIFIED facts, each verified period once, in litres, shown in m³.
+    VerifiedM3,
+    /// The investment of each counted project (from its milestone fact), in fen, shown in yuan.
+    InvestmentYuan,
+    /// Distinct sites of water users (the water user's credit code and its site's
+    /// jurisdiction code; a project without a credit code is its own site).
+    Sites,
+}
+
+impl Measure {
+    pub const ALL: [Measure; 4] = [
+        Measure::Projects,
+        Measure::VerifiedM3,
+        Measure::InvestmentYuan,
+        Measure::Sites,
+    ];
+
+    pub fn code(self) -> &'static str {
+        match self {
+            Measure::Projects => "projects",
+            Measure::VerifiedM3 => "verified_m3",
+            Measure::InvestmentYuan => "investment_yuan",
+            Measure::Sites => "sites",
+        }
+    }
+
+    pub fn from_code(code: &str) -> Option<Measure> {
+        Measure::ALL.into_iter().find(|m| m.code() == code)
+    }
+
+    /// How many stored units (litres, fen, or 1 for a count) make one unit of the indicator.
+    pub fn per_unit(self) -> i64 {
+        match self {
+            Measure::Projects | Measure::Sites => 1,
+            Measure::VerifiedM3 => 1000,
+            Measure::InvestmentYuan => 100,
+        }
+    }
+
+    /// A summed amount (exact, in litres, fen or units) in the indicator's unit.
+    pub fn display(self, amount: i128) -> f64 {
+        amount as f64 / self.per_unit() as f64
+    }
+
+    /// Whether an indicator in `unit` can show this measure: m³ only for verified_m3, yuan
+    /// only for investment_yuan, and counts (projects, sites) on neither.
+    pub fn fits_unit(self, unit: &str) -> bool {
+        let u = unit.trim().to_lowercase();
+        let volume = matches!(
+            u.as_str(),
+            "m³" | "m3" | "cubic metres" | "cubic meters" | "立方米"
+        );
+        let money = matches!(u.as_str(), "yuan" | "元" | "cny" | "rmb");
+        let other_quantity = u.contains("m³")
+            || u.contains("m3")
+            || u.contains('%')
+            || u.contains("yuan")
+            || u.contains('元');
+        match self {
+            Measure::VerifiedM3 => volume,
+            Measure::InvestmentYuan => money,
+            Measure::Projects | Measure::Sites => !volume && !money && !other_quantity,
+        }
+    }
 }
 
 /// How the achievements of a recorded indicator make its actual value.
@@ -99,6 +193,8 @@ pub struct CountingRule {
     /// The project must carry all of them.
     pub tags: Vec<IndicatorTag>,
     pub on_terminated: OnTerminated,
+    /// What is summed over the matching facts.
+    pub measure: Measure,
 }
 
 /// A district goal (action 0) or an indicator of an action.
@@ -360,6 +456,8 @@ struct RuleFile {
     unit_types: Vec<String>,
     #[serde(default)]
     on_terminated: Option<String>,
+    #[serde(default)]
+    measure: Option<Spanned<String>>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -669,29 +767,34 @@ impl Checker<'_> {
                 f.deadline
             ))
         })?;
+        let kinds = "counted, recorded or counted_and_recorded";
         let kind = match f.kind.as_deref() {
             None if goal => Kind::Recorded,
             Some("counted") => Kind::Counted,
             Some("recorded") => Kind::Recorded,
-            None => return Err(bad("missing field `kind` (counted or recorded)".into())),
+            Some("counted_and_recorded") => Kind::CountedAndRecorded,
+            None => return Err(bad(format!("missing field `kind` ({kinds})"))),
             Some(other) => {
-                return Err(bad(format!("unknown kind {other:?} (counted or recorded)")));
+                return Err(bad(format!("unknown kind {other:?} ({kinds})")));
             }
         };
-        let rule = match (kind, f.rule) {
-            (Kind::Counted, Some(r)) => Some(self.rule(r, &bad)?),
-            (Kind::Counted, None) => {
-                return Err(bad("a counted indicator needs [indicators.rule]".into()));
+        let rule = match (kind.counts(), f.rule) {
+            (true, Some(r)) => Some(self.rule(r, &f.unit, &bad)?),
+            (true, None) => {
+                return Err(bad(format!(
+                    "a {} indicator needs [indicators.rule]",
+                    kind.code()
+                )));
             }
-            (Kind::Recorded, Some(_)) => {
+            (false, Some(_)) => {
                 return Err(bad("a recorded indicator has no rule".into()));
             }
-            (Kind::Recorded, None) => None,
+            (false, None) => None,
         };
-        if kind == Kind::Counted && !matches!(comparator, Comparator::AtLeast | Comparator::AtMost)
-        {
+        if kind.counts() && !matches!(comparator, Comparator::AtLeast | Comparator::AtMost) {
             return Err(bad(format!(
-                "a counted indicator counts projects: comparator must be at_least or at_most, not {}",
+                "a {} indicator sums what its rule counts: comparator must be at_least or at_most, not {}",
+                kind.code(),
                 comparator.code()
             )));
         }
@@ -720,6 +823,13 @@ impl Checker<'_> {
         if kind == Kind::Counted && f.aggregation.is_some() {
             return Err(bad("aggregation is only for recorded indicators".into()));
         }
+        // Recorded entries add to what the rule counts: a sum, nothing else.
+        if kind == Kind::CountedAndRecorded && aggregation != Aggregation::Sum {
+            return Err(bad(
+                "a counted_and_recorded indicator adds its entries to the count: aggregation is sum"
+                    .into(),
+            ));
+        }
         Ok(Indicator {
             code,
             name: f.name,
@@ -742,6 +852,7 @@ impl Checker<'_> {
     fn rule(
         &self,
         r: RuleFile,
+        unit: &str,
         bad: &dyn Fn(String) -> PlanError,
     ) -> Result<CountingRule, PlanError> {
         let milestone = Milestone::from_code(&r.milestone)
@@ -768,6 +879,61 @@ impl Checker<'_> {
                 )));
             }
         };
+        let measure = match &r.measure {
+            None => Measure::Projects,
+            Some(m) => {
+                // Errors about the measure name its own line.
+                let at = |message: String| {
+                    let e = bad(message);
+                    PlanError {
+                        line: Some(line_of(self.text, m.span().start)),
+                        message: e.message,
+                    }
+                };
+                let measure = Measure::from_code(m.get_ref().trim()).ok_or_else(|| {
+                    at(format!(
+                        "rule.measure: unknown measure {:?} (expected one of {})",
+                        m.get_ref(),
+                        Measure::ALL.map(|m| m.code()).join(", ")
+                    ))
+                })?;
+                if !measure.fits_unit(unit) {
+                    return Err(at(format!(
+                        "rule.measure: {} does not fit the indicator's unit {unit:?} ({})",
+                        measure.code(),
+                        match measure {
+                            Measure::VerifiedM3 => "verified_m3 sums m³: the unit is \"m³\"",
+                            Measure::InvestmentYuan =>
+                                "investment_yuan sums yuan: the unit is \"yuan\"",
+                            Measure::Projects | Measure::Sites =>
+                                "a count of projects or sites is not a volume, an amount or a rate",
+                        }
+                    )));
+                }
+                if measure == Measure::VerifiedM3 && milestone != Milestone::PeriodVerified {
+                    return Err(at(format!(
+                        "rule.measure: verified_m3 sums the savings of verified periods: the rule's milestone is period_verified, not {}",
+                        milestone.code()
+                    )));
+                }
+                measure
+            }
+        };
+        if measure == Measure::Projects && !Measure::Projects.fits_unit(unit) {
+            return Err(bad(format!(
+                "rule.measure: the rule counts projects (the default measure) but the unit is {unit:?}: set measure = \"verified_m3\" or \"investment_yuan\""
+            )));
+        }
+        // Verified savings stay saved, and a site stays the site it was, whatever later
+        // happens to one contract: only project counts and investments are taken off.
+        if on_terminated == OnTerminated::Remove
+            && matches!(measure, Measure::VerifiedM3 | Measure::Sites)
+        {
+            return Err(bad(format!(
+                "rule: on_terminated = \"remove\" is for the measures projects and investment_yuan, not {}",
+                measure.code()
+            )));
+        }
         Ok(CountingRule {
             milestone,
             sectors,
@@ -775,6 +941,7 @@ impl Checker<'_> {
             towns: r.towns,
             tags,
             on_terminated,
+            measure,
         })
     }
 }
@@ -795,15 +962,17 @@ mod tests {
         assert_eq!(plan.goals.len(), 6);
         assert_eq!(plan.actions.len(), 10);
         assert_eq!(plan.indicators.len(), 12);
-        let counted: Vec<_> = plan
-            .indicators
-            .iter()
-            .filter(|i| i.kind == Kind::Counted)
-            .collect();
+        let counted: Vec<_> = plan.indicators.iter().filter(|i| i.kind.counts()).collect();
         assert_eq!(counted.len(), 2);
         let a8 = plan.indicator("A8-CONTRACT-PROJECTS").expect("A8");
         let rule = a8.rule.as_ref().expect("rule");
-        assert_eq!(rule.milestone, Milestone::HandedOver);
+        // 开展: a project counts when its contract is signed.
+        assert_eq!(rule.milestone, Milestone::Contracted);
+        assert_eq!(rule.measure, Measure::Projects);
+        assert_eq!(
+            plan.indicator("A7-TECH-RETROFITS").expect("A7").kind,
+            Kind::CountedAndRecorded
+        );
         assert_eq!(rule.tags, vec![IndicatorTag::ContractProject]);
         assert_eq!(rule.sectors.len(), 6);
         assert_eq!(a8.deadline, NaiveDate::from_ymd_opt(2020, 12, 31).unwrap());
@@ -984,5 +1153,71 @@ mod tests {
         let stored = parse_stored(&old).expect("a stored plan of before");
         assert_eq!(stored.jurisdiction, Jurisdiction::default_district());
         assert_eq!(stored.window, plan.window);
+    }
+
+    /// Issue 11 "bad input": a measure that does not fit the indicator's unit names its line.
+    #[test]
+    fn a_measure_that_does_not_fit_the_unit_names_its_line() {
+        let a8_rule = "measure = \"projects\"\nmilestone = \"contracted\"";
+        let cases = [
+            // m³ summed on a count of projects.
+            (
+                a8_rule,
+                "measure = \"verified_m3\"\nmilestone = \"period_verified\"",
+                "does not fit the indicator's unit \"projects\"",
+            ),
+            (
+                a8_rule,
+                "measure = \"investment_yuan\"\nmilestone = \"contracted\"",
+                "does not fit",
+            ),
+            (
+                a8_rule,
+                "measure = \"litres\"\nmilestone = \"contracted\"",
+                "unknown measure",
+            ),
+            (
+                "unit = \"projects\"\ncomparator = \"at_least\"\ntarget = 1.0\ndeadline = \"2020-12-31\"\nlead = [\"agri\"]\nparticipants = []\nkind = \"counted\"",
+                "unit = \"m³\"\ncomparator = \"at_least\"\ntarget = 1.0\ndeadline = \"2020-12-31\"\nlead = [\"agri\"]\nparticipants = []\nkind = \"counted\"",
+                "projects does not fit the indicator's unit \"m³\"",
+            ),
+        ];
+        for (from, to, expected) in cases {
+            let broken = DEFAULT_PLAN_TOML.replacen(from, to, 1);
+            assert_ne!(broken, DEFAULT_PLAN_TOML, "{to}");
+            let e = parse(&broken).expect_err(to);
+            assert!(e.message.contains("A8-CONTRACT-PROJECTS"), "{e}");
+            assert!(e.message.contains(expected), "{to}: {e}");
+            // The line of A8's `measure = …`.
+            let a8 = broken
+                .lines()
+                .position(|l| l.contains("\"A8-CONTRACT-PROJECTS\""))
+                .expect("a8");
+            let line = broken
+                .lines()
+                .enumerate()
+                .skip(a8)
+                .find(|(_, l)| l.starts_with("measure = "))
+                .map(|(n, _)| n + 1);
+            assert_eq!(e.line, line, "{to}: {e}");
+        }
+        // Verified m³ on an m³ indicator loads; on another milestone it does not.
+        let volume = DEFAULT_PLAN_TOML
+            .replacen("unit = \"projects\"\ncomparator = \"at_least\"\ntarget = 1.0\ndeadline = \"2020-12-31\"", "unit = \"m³\"\ncomparator = \"at_least\"\ntarget = 1000.0\ndeadline = \"2020-12-31\"", 1)
+            .replacen(a8_rule, "measure = \"verified_m3\"\nmilestone = \"period_verified\"", 1);
+        let plan = parse(&volume).expect("a volume indicator");
+        assert_eq!(
+            plan.indicator("A8-CONTRACT-PROJECTS")
+                .and_then(|i| i.rule.as_ref())
+                .map(|r| r.measure),
+            Some(Measure::VerifiedM3)
+        );
+        let e = parse(&volume.replacen(
+            "milestone = \"period_verified\"",
+            "milestone = \"accepted\"",
+            1,
+        ))
+        .expect_err("verified m³ of acceptances");
+        assert!(e.message.contains("period_verified"), "{e}");
     }
 }

@@ -13,8 +13,9 @@ use cwsm_platform::{Error, Result, keyed_write, new_id, now_ms, with_db};
 
 use crate::achievement::{Achievement, Correction, NewAchievement, Revision, State, unit_key};
 use crate::plan::{self, StoredPlan};
-use crate::plan::{CountingRule, Kind, OnTerminated};
-use crate::report::{CountedTotals, Fact, Recorded, cst_day, matches, parse_date};
+use crate::plan::{CountingRule, OnTerminated};
+use crate::report::{CountedTotals, Fact, Recorded, Scope, counts_for, date_of_day, parse_date};
+use cwsm_platform::jurisdiction::Jurisdiction;
 
 pub static MIGRATIONS: cwsm_platform::db::Migrations = cwsm_platform::db::Migrations {
     sqlite: &sqlx::migrate!("migrations/sqlite"),
@@ -26,6 +27,9 @@ pub struct Store {
     pub db: Db,
     /// Parsed plans by id: plans never change, so a plan read once is kept.
     plans: std::sync::Arc<std::sync::RwLock<HashMap<String, StoredPlan>>>,
+    /// The platform's district (the `district_code` setting): where facts stored before they
+    /// carried a jurisdiction are.
+    district: Jurisdiction,
 }
 
 /// An event the consumer could not use.
@@ -39,24 +43,27 @@ pub struct DeadLetter {
     pub received_at_ms: i64,
 }
 
-/// A counted indicator of a stored plan version, with its rule.
+/// A counted indicator of a stored plan version, with its rule and where and when its plan
+/// counts.
 #[derive(Clone, Debug)]
 pub struct PlanRule {
     pub plan_id: String,
     pub indicator_code: String,
     pub rule: CountingRule,
+    pub scope: Scope,
 }
 
 fn rules_of(plan: &StoredPlan) -> Vec<PlanRule> {
     plan.plan
         .all_indicators()
         .into_iter()
-        .filter(|i| i.kind == Kind::Counted)
+        .filter(|i| i.kind.counts())
         .filter_map(|i| {
             i.rule.as_ref().map(|rule| PlanRule {
                 plan_id: plan.id.clone(),
                 indicator_code: i.code.clone(),
                 rule: rule.clone(),
+                scope: Scope::of(&plan.plan),
             })
         })
         .collect()
@@ -128,10 +135,16 @@ struct FactRow {
     water_user_name: String,
     project_title: String,
     counted_at_ms: i64,
+    effective_day: i64,
+    jurisdiction_code: String,
+    investment_fen: i64,
+    period_id: String,
+    period_savings_litres: i64,
 }
 
 impl FactRow {
-    fn into_fact(self) -> Option<Fact> {
+    /// The fact; one stored before facts had a jurisdiction is in `district`.
+    fn into_fact(self, district: &Jurisdiction) -> Option<Fact> {
         let tags: Vec<String> = serde_json::from_str(&self.indicator_tags).unwrap_or_default();
         Some(Fact {
             milestone: Milestone::from_code(&self.milestone)?,
@@ -140,6 +153,12 @@ impl FactRow {
             sequence: self.sequence,
             occurred_at_ms: self.occurred_at_ms,
             counted_at_ms: self.counted_at_ms,
+            effective_date: date_of_day(self.effective_day),
+            jurisdiction: Jurisdiction::parse("jurisdiction_code", &self.jurisdiction_code)
+                .unwrap_or_else(|_| district.clone()),
+            investment_fen: self.investment_fen,
+            period_id: self.period_id,
+            period_savings_litres: self.period_savings_litres,
             sector: Sector::from_code(&self.sector),
             unit_type: self.unit_type,
             town: self.town,
@@ -310,20 +329,21 @@ macro_rules! change_count {
     };
 }
 
-/// Takes a counted project off a rule's count (it was terminated at `$at_ms`): on the day of
-/// the termination, or the day it counted if that is later. Nothing when it does not count.
+/// Takes a counted project off a rule's count (it was terminated, effective on day `$at_day`,
+/// recorded at `$at_ms`): on the day of the termination, or the day it counted if that is
+/// later. Nothing when it does not count.
 macro_rules! take_off {
-    ($tx:expr, $r:expr, $project_id:expr, $at_ms:expr) => {{
-        let row: Option<(i64, String, String)> = sqlx::query_as(
-            "SELECT counted_day, town, sector FROM counted_projects WHERE plan_id = $1 AND indicator_code = $2 AND project_id = $3 AND removed_day = -1",
+    ($tx:expr, $r:expr, $project_id:expr, $at_day:expr, $at_ms:expr) => {{
+        let row: Option<(i64, String, String, i64)> = sqlx::query_as(
+            "SELECT counted_day, town, sector, amount FROM counted_projects WHERE plan_id = $1 AND indicator_code = $2 AND project_id = $3 AND removed_day = -1",
         )
         .bind(&$r.plan_id)
         .bind(&$r.indicator_code)
         .bind($project_id)
         .fetch_optional(&mut *$tx)
         .await?;
-        if let Some((counted_day, town, sector)) = row {
-            let day = counted_day.max(cst_day($at_ms));
+        if let Some((counted_day, town, sector, amount)) = row {
+            let day = counted_day.max($at_day);
             sqlx::query("UPDATE counted_projects SET removed_day = $4 WHERE plan_id = $1 AND indicator_code = $2 AND project_id = $3")
                 .bind(&$r.plan_id)
                 .bind(&$r.indicator_code)
@@ -331,54 +351,106 @@ macro_rules! take_off {
                 .bind(day)
                 .execute(&mut *$tx)
                 .await?;
-            change_count!($tx, &$r.plan_id, &$r.indicator_code, day, &town, &sector, -1i64, $at_ms);
+            change_count!($tx, &$r.plan_id, &$r.indicator_code, day, &town, &sector, -amount, $at_ms);
         }
     }};
 }
 
-/// Counts a newly stored fact toward every rule it matches (once per project), and takes a
-/// terminated project off the rules that remove them.
+/// Counts a newly stored fact toward every rule it matches inside its plan's jurisdiction
+/// and window (once per unit of the rule's measure: a project, a verified period, a site; the
+/// unit counts from its earliest fact by effective date), and takes a terminated project off
+/// the rules that remove them.
 macro_rules! count_fact {
     ($tx:expr, $rules:expr, $fact:expr) => {{
         let fact: &Fact = $fact;
         for r in $rules.iter() {
             let r: &PlanRule = r;
-            if r.rule.milestone == fact.milestone && matches(&r.rule, fact) {
-                let day = cst_day(fact.occurred_at_ms);
+            if counts_for(&r.rule, &r.scope, fact) {
+                let day = fact.effective_day();
                 let sector = fact.sector.map(|s| s.code()).unwrap_or("");
-                let inserted = sqlx::query(
-                    "INSERT INTO counted_projects (plan_id, indicator_code, project_id, event_id, counted_day, removed_day, town, sector) \
-                     VALUES ($1, $2, $3, $4, $5, -1, $6, $7) ON CONFLICT DO NOTHING",
+                let (unit, amount) = fact.unit_of(r.rule.measure);
+                let existing: Option<(i64, String, i64, String, String, i64)> = sqlx::query_as(
+                    "SELECT counted_day, event_id, removed_day, town, sector, amount FROM counted_projects WHERE plan_id = $1 AND indicator_code = $2 AND project_id = $3",
                 )
                 .bind(&r.plan_id)
                 .bind(&r.indicator_code)
-                .bind(&fact.project_id)
-                .bind(&fact.event_id)
-                .bind(day)
-                .bind(&fact.town)
-                .bind(sector)
-                .execute(&mut *$tx)
-                .await?
-                .rows_affected()
-                    == 1;
-                if inserted {
-                    change_count!($tx, &r.plan_id, &r.indicator_code, day, &fact.town, sector, 1i64, fact.occurred_at_ms);
+                .bind(&unit)
+                .fetch_optional(&mut *$tx)
+                .await?;
+                let fresh = match existing {
+                    None => true,
+                    // An earlier fact of a unit already counted (a site's earlier project, a
+                    // history entered late): the unit counts from it instead.
+                    Some((old_day, old_event, removed, old_town, old_sector, old_amount))
+                        if (day, fact.event_id.as_str()) < (old_day, old_event.as_str()) =>
+                    {
+                        change_count!($tx, &r.plan_id, &r.indicator_code, old_day, &old_town, &old_sector, -old_amount, fact.occurred_at_ms);
+                        if removed != -1 {
+                            change_count!($tx, &r.plan_id, &r.indicator_code, removed, &old_town, &old_sector, old_amount, fact.occurred_at_ms);
+                        }
+                        sqlx::query("DELETE FROM counted_projects WHERE plan_id = $1 AND indicator_code = $2 AND project_id = $3")
+                            .bind(&r.plan_id)
+                            .bind(&r.indicator_code)
+                            .bind(&unit)
+                            .execute(&mut *$tx)
+                            .await?;
+                        true
+                    }
+                    Some(_) => false,
+                };
+                if fresh {
+                    sqlx::query(
+                        "INSERT INTO counted_projects (plan_id, indicator_code, project_id, event_id, counted_day, removed_day, town, sector, amount) \
+                         VALUES ($1, $2, $3, $4, $5, -1, $6, $7, $8)",
+                    )
+                    .bind(&r.plan_id)
+                    .bind(&r.indicator_code)
+                    .bind(&unit)
+                    .bind(&fact.event_id)
+                    .bind(day)
+                    .bind(&fact.town)
+                    .bind(sector)
+                    .bind(amount)
+                    .execute(&mut *$tx)
+                    .await?;
+                    change_count!($tx, &r.plan_id, &r.indicator_code, day, &fact.town, sector, amount, fact.occurred_at_ms);
                     if r.rule.on_terminated == OnTerminated::Remove {
-                        let terminated: Option<i64> = sqlx::query_scalar(
-                            "SELECT occurred_at_ms FROM milestone_facts WHERE project_id = $1 AND milestone = $2",
+                        let terminated: Option<(i64, i64)> = sqlx::query_as(
+                            "SELECT effective_day, occurred_at_ms FROM milestone_facts WHERE project_id = $1 AND milestone = $2",
                         )
                         .bind(&fact.project_id)
                         .bind(Milestone::Terminated.code())
                         .fetch_optional(&mut *$tx)
                         .await?;
-                        if let Some(at) = terminated {
-                            take_off!($tx, r, &fact.project_id, at);
+                        if let Some((at_day, at_ms)) = terminated {
+                            take_off!($tx, r, &unit, at_day, at_ms);
                         }
                     }
                 }
             }
             if fact.milestone == Milestone::Terminated && r.rule.on_terminated == OnTerminated::Remove {
-                take_off!($tx, r, &fact.project_id, fact.occurred_at_ms);
+                // Rules that remove count projects (or their investment): the unit is the project.
+                take_off!($tx, r, &fact.project_id, fact.effective_day(), fact.occurred_at_ms);
+            }
+        }
+    }};
+}
+
+/// Counts every stored fact toward the rules of one plan (a plan just loaded, or one whose
+/// kept counts are made again).
+macro_rules! count_stored_facts {
+    ($self:expr, $tx:expr, $rules:expr) => {{
+        let rules: &[PlanRule] = $rules;
+        if !rules.is_empty() {
+            let rows: Vec<FactRow> =
+                sqlx::query_as("SELECT * FROM milestone_facts ORDER BY effective_day, event_id")
+                    .fetch_all(&mut *$tx)
+                    .await?;
+            for fact in rows
+                .into_iter()
+                .filter_map(|r| r.into_fact(&$self.district))
+            {
+                count_fact!($tx, rules, &fact);
             }
         }
     }};
@@ -390,13 +462,15 @@ macro_rules! insert_fact {
         let fact: &Fact = $fact;
         let tags: Vec<&str> = fact.tags.iter().map(|t| t.code()).collect();
         let tags = serde_json::to_string(&tags).unwrap_or_else(|_| "[]".into());
-        sqlx::query("INSERT INTO milestone_facts (event_id, project_id, sequence, milestone, occurred_at_ms, sector, unit_type, town, indicator_tags, company_id, company_name, water_user_credit_code, water_user_name, project_title, counted_at_ms) \
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) ON CONFLICT DO NOTHING")
+        sqlx::query("INSERT INTO milestone_facts (event_id, project_id, sequence, milestone, occurred_at_ms, sector, unit_type, town, indicator_tags, company_id, company_name, water_user_credit_code, water_user_name, project_title, counted_at_ms, effective_day, jurisdiction_code, investment_fen, period_id, period_savings_litres) \
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20) ON CONFLICT DO NOTHING")
             .bind(&fact.event_id).bind(&fact.project_id).bind(fact.sequence).bind(fact.milestone.code())
             .bind(fact.occurred_at_ms).bind(fact.sector.map(|s| s.code()).unwrap_or(""))
             .bind(&fact.unit_type).bind(&fact.town).bind(&tags).bind(&fact.company_id)
             .bind(&fact.company_name).bind(&fact.water_user_credit_code).bind(&fact.water_user_name)
             .bind(&fact.project_title).bind($now)
+            .bind(fact.effective_day()).bind(fact.jurisdiction.as_str()).bind(fact.investment_fen)
+            .bind(&fact.period_id).bind(fact.period_savings_litres)
             .execute(&mut *$tx).await?.rows_affected() == 1
     }};
 }
@@ -431,10 +505,46 @@ macro_rules! all_rules {
 
 impl Store {
     pub async fn connect(url: &str) -> anyhow::Result<Store> {
-        Ok(Store {
+        Self::connect_in(url, Jurisdiction::default_district()).await
+    }
+
+    /// Connects for a platform serving `district`, and makes again the kept counts a
+    /// migration asked for.
+    pub async fn connect_in(url: &str, district: Jurisdiction) -> anyhow::Result<Store> {
+        let store = Store {
             db: Db::connect(url, "reporting", &MIGRATIONS).await?,
             plans: Default::default(),
-        })
+            district,
+        };
+        store.recount_pending().await?;
+        Ok(store)
+    }
+
+    /// Counts the stored facts again for every plan listed in `pending_recounts` (filled by a
+    /// migration that changed how facts count), each plan in one transaction that takes it off
+    /// the list, so of two replicas starting together one does it.
+    async fn recount_pending(&self) -> Result<()> {
+        let ids: Vec<String> = with_db!(&self.db, pool => sqlx::query_scalar("SELECT plan_id FROM pending_recounts")
+            .fetch_all(pool).await?);
+        let postgres = self.is_postgres();
+        for id in ids {
+            let plan = self.plan_by_id(&id).await?;
+            let rules = rules_of(&plan);
+            with_db!(&self.db, pool => {
+                let mut tx = pool.begin_write().await?;
+                if postgres {
+                    sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(COUNT_LOCK).execute(&mut *tx).await?;
+                }
+                let mine = sqlx::query("DELETE FROM pending_recounts WHERE plan_id = $1")
+                    .bind(&id).execute(&mut *tx).await?.rows_affected() == 1;
+                if mine {
+                    count_stored_facts!(self, tx, &rules);
+                }
+                tx.commit().await?;
+            });
+            tracing::info!(plan = %id, "counted the facts again");
+        }
+        Ok(())
     }
 
     fn cached_plan(&self, id: &str) -> Option<StoredPlan> {
@@ -498,13 +608,7 @@ impl Store {
                 loaded_at_ms: 0,
             };
             let rules = rules_of(&stored);
-            if !rules.is_empty() {
-                let rows: Vec<FactRow> = sqlx::query_as("SELECT * FROM milestone_facts ORDER BY occurred_at_ms, event_id")
-                    .fetch_all(&mut *tx).await?;
-                for fact in rows.into_iter().filter_map(FactRow::into_fact) {
-                    count_fact!(tx, rules, &fact);
-                }
-            }
+            count_stored_facts!(self, tx, &rules);
             id
         }))
     }
@@ -625,20 +729,32 @@ impl Store {
         for (code, d, delta) in changes.into_iter().filter(|c| c.1 <= day) {
             out.entry(code).or_default().changes.push((d, delta));
         }
+        // Of the projects counted as of the day, those handed over (completed) by then.
+        let completed: Vec<(String, i64)> = with_db!(&self.db, pool => sqlx::query_as(
+            "SELECT cp.indicator_code, COUNT(*) FROM counted_projects cp JOIN milestone_facts f \
+             ON f.project_id = cp.project_id AND f.milestone = $3 \
+             WHERE cp.plan_id = $1 AND cp.counted_day <= $2 AND (cp.removed_day = -1 OR cp.removed_day > $2) \
+             AND f.effective_day <= $2 GROUP BY cp.indicator_code")
+            .bind(plan_id).bind(day).bind(Milestone::HandedOver.code()).fetch_all(pool).await?);
+        for (code, n) in completed {
+            out.entry(code).or_default().completed = n;
+        }
         Ok(out)
     }
 
-    /// The facts of the given milestones (and terminations, which rules may subtract).
+    /// The facts of the given milestones (and terminations, which rules may subtract, and
+    /// hand-overs, which make the completion counts).
     pub async fn facts(&self, milestones: &[Milestone]) -> Result<Vec<Fact>> {
         let mut wanted: Vec<Milestone> = milestones.to_vec();
         wanted.push(Milestone::Terminated);
+        wanted.push(Milestone::HandedOver);
         wanted.sort();
         wanted.dedup();
         let mut facts = Vec::new();
         for m in wanted {
             let rows: Vec<FactRow> = with_db!(&self.db, pool => sqlx::query_as("SELECT * FROM milestone_facts WHERE milestone = $1")
                 .bind(m.code()).fetch_all(pool).await?);
-            facts.extend(rows.into_iter().filter_map(FactRow::into_fact));
+            facts.extend(rows.into_iter().filter_map(|r| r.into_fact(&self.district)));
         }
         Ok(facts)
     }
@@ -704,6 +820,7 @@ impl Store {
             sqlx::query("DELETE FROM count_changes").execute(&mut *tx).await?;
             sqlx::query("DELETE FROM count_cells").execute(&mut *tx).await?;
             sqlx::query("DELETE FROM count_days").execute(&mut *tx).await?;
+            sqlx::query("DELETE FROM pending_recounts").execute(&mut *tx).await?;
             tx.commit().await?;
             Ok(n)
         })
@@ -1160,6 +1277,11 @@ mod tests {
             milestone: Milestone::HandedOver,
             occurred_at_ms: 1,
             counted_at_ms: 1,
+            effective_date: crate::report::cst_date(1),
+            jurisdiction: cwsm_platform::jurisdiction::Jurisdiction::default_district(),
+            investment_fen: 0,
+            period_id: String::new(),
+            period_savings_litres: 0,
             sector: Some(Sector::School),
             unit_type: String::new(),
             town: "Xuejia".into(),

@@ -164,7 +164,9 @@ async fn feed(reporting: Reporting, key: WatchKey, tx: Arc<watch::Sender<Slot>>)
     loop {
         let generation = *changes.borrow_and_update();
         let computed = async {
-            let as_of = key.date.unwrap_or_else(crate::today);
+            let as_of = reporting
+                .as_of(&key.plan_code, key.version, key.date)
+                .await?;
             let report = reporting.report(&key.plan_code, key.version, as_of).await?;
             let dead_letters = reporting.dead_letter_count().await?;
             Ok::<_, Error>((report, dead_letters))

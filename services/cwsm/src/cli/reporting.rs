@@ -150,6 +150,15 @@ fn status_code(n: i32) -> String {
         .unwrap_or_default()
 }
 
+/// The status as the dashboard and the exports show it: "achieved_late 逾期完成（晚15天）".
+fn status_label(s: &rpb::IndicatorStatus) -> String {
+    let code = status_code(s.status);
+    match cwsm_reporting::report::Status::from_code(&code) {
+        Some(status) => format!("{code} {}", status.label_zh_with(s.days_late)),
+        None => code,
+    }
+}
+
 fn num(v: f64) -> String {
     if v.fract() == 0.0 && v.abs() < 1e15 {
         format!("{}", v as i64)
@@ -603,7 +612,13 @@ async fn table(
                 num(s.actual),
                 format!("{:.0}%", f64::from(s.progress_bp) / 100.0),
                 i.deadline,
-                status_code(s.status),
+                status_label(s),
+                // Of the projects counted, how many are handed over (completed).
+                if s.counts_projects {
+                    s.completed_projects.to_string()
+                } else {
+                    String::new()
+                },
                 i.lead_departments.join(", "),
             ]
         })
@@ -617,6 +632,7 @@ async fn table(
             "progress",
             "deadline",
             "status",
+            "completed",
             "lead",
         ],
         rows,
