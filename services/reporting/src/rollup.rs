@@ -230,12 +230,14 @@ mod tests {
                     progress_bp: 0,
                     status: Status::OnTrack,
                     days_remaining: 0,
+                    days_late: 0,
                 },
                 by_town: vec![],
                 by_sector: vec![],
                 by_department: vec![],
                 last_change_ms: None,
                 history: vec![],
+                completed: None,
             })
             .collect();
         Report {
