@@ -1182,6 +1182,7 @@ mod bench {
             sector: Sector::School,
             unit_type: "university".into(),
             town: String::new(),
+            jurisdiction_code: String::new(),
             title: title.to_string(),
             measures: String::new(),
             contract_model: ContractModel::SharedSavings,
@@ -1256,6 +1257,7 @@ mod bench {
                 &project_id,
                 &contract("bench ingest"),
                 "bench",
+                &cwsm_projects::store::Signing::at_acceptance(0),
             )
             .await?;
         let meter = c
@@ -1315,6 +1317,7 @@ mod bench {
                 &project2,
                 &contract("bench M&V"),
                 "bench",
+                &cwsm_projects::store::Signing::at_acceptance(0),
             )
             .await?;
         let mut p = c

@@ -287,6 +287,7 @@ async fn bench(args: &BenchArgs, running: &app::Running, keys: &Keys) -> anyhow:
                 sector: Sector::School,
                 unit_type: "university".into(),
                 town: "新桥街道".into(),
+                jurisdiction_code: "320411004".into(),
                 annual_use_litres: 2_430_000_000,
                 annual_quota_litres: 0,
                 contact: Contact::default(),
