@@ -274,6 +274,7 @@ async fn marketplace_flow(backend: Backend) -> anyhow::Result<()> {
             reason: String::new(),
             expected_version: 0,
             evidence: String::new(),
+            effective_date: String::new(),
         })
         .await
         .expect_err("contracted cannot jump to handed over");
@@ -292,6 +293,7 @@ async fn marketplace_flow(backend: Backend) -> anyhow::Result<()> {
             reason: String::new(),
             expected_version: project.version + 5,
             evidence: String::new(),
+            effective_date: String::new(),
         })
         .await
         .expect_err("stale version");
@@ -306,6 +308,7 @@ async fn marketplace_flow(backend: Backend) -> anyhow::Result<()> {
             reason: String::new(),
             expected_version: 0,
             evidence: String::new(),
+            effective_date: String::new(),
         })
         .await
         .expect_err("not a party");
@@ -338,6 +341,7 @@ async fn marketplace_flow(backend: Backend) -> anyhow::Result<()> {
                 reason: String::new(),
                 expected_version: 0,
                 evidence: format!("{} report 2026-001", stage.as_str_name()),
+                effective_date: String::new(),
             })
             .await?
             .into_inner();

@@ -416,7 +416,7 @@ mod tests {
         assert_eq!(c1.len(), 10);
         assert_eq!(c1, [c2a, c2b].concat());
         assert_eq!(o1, [o2a, o2b].concat());
-        assert!(o1.iter().all(|o| o.draft.validate("o").is_ok()));
+        assert!(o1.iter().all(|o| o.draft.clone().validate("o").is_ok()));
         assert_eq!(percentiles(vec![]), (0.0, 0.0));
     }
 }
