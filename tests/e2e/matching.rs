@@ -1489,7 +1489,11 @@ async fn sites_are_towns_of_the_gazetteer(backend: Backend) -> anyhow::Result<()
         .await
         .expect_err("新桥 is not a town");
     assert_eq!(field_of(&e), "water_user.town");
-    assert!(e.message().contains("320411004 新桥街道"), "{}", e.message());
+    assert!(
+        e.message().contains("320411004 新桥街道"),
+        "{}",
+        e.message()
+    );
     // Nothing stored: the unit registers afterwards with the same credit code.
     let created = app
         .matching(&user_token)

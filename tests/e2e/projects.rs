@@ -1365,8 +1365,16 @@ async fn milestones_take_effect_on_their_dates(backend: Backend) -> anyhow::Resu
     assert_eq!(
         events,
         vec![
-            (types::Milestone::Contracted as i32, "2020-03-15", "320411004"),
-            (types::Milestone::Implementing as i32, "2020-05-01", "320411004"),
+            (
+                types::Milestone::Contracted as i32,
+                "2020-03-15",
+                "320411004"
+            ),
+            (
+                types::Milestone::Implementing as i32,
+                "2020-05-01",
+                "320411004"
+            ),
         ]
     );
     // A second CreateProject for the same proposal returns the project made the first time.

@@ -1,10 +1,10 @@
 //! The contract water-saving project in plain Rust: its parties and terms (frozen at signing),
 //! and the lifecycle state machine.
 
+use chrono::NaiveDate;
 use cwsm_platform::auth::{Principal, Role};
 use cwsm_platform::vocab::{ContractModel, IndicatorTag, Milestone, MvOption, Sector};
 use cwsm_platform::{Error, Result};
-use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 
 /// Where a project stands. Suspended and terminated are side states, entered from contracted
@@ -240,10 +240,16 @@ pub fn check_effective_date(
     if date > today {
         return Err(Error::invalid(
             field,
-            format!("{date} is after today ({today}, China Standard Time): a milestone cannot take effect in the future"),
+            format!(
+                "{date} is after today ({today}, China Standard Time): a milestone cannot take effect in the future"
+            ),
         ));
     }
-    if let Some((stage, latest)) = earlier.iter().filter(|(_, d)| *d > date).max_by_key(|(_, d)| *d) {
+    if let Some((stage, latest)) = earlier
+        .iter()
+        .filter(|(_, d)| *d > date)
+        .max_by_key(|(_, d)| *d)
+    {
         return Err(Error::invalid(
             field,
             format!(
@@ -255,7 +261,9 @@ pub fn check_effective_date(
     if date < today && evidence.trim().is_empty() {
         return Err(Error::invalid(
             "evidence",
-            format!("a milestone dated {date}, before today ({today}), needs evidence of that date (contract number, report reference)"),
+            format!(
+                "a milestone dated {date}, before today ({today}), needs evidence of that date (contract number, report reference)"
+            ),
         ));
     }
     Ok(())
@@ -390,7 +398,10 @@ mod tests {
             check_effective_date("effective_date", day(d), today, evidence, &contracted)
         };
         assert!(ok("2026-12-02", "").is_ok(), "today needs no evidence");
-        assert!(ok("2020-03-15", "report 7").is_ok(), "the same day as signing");
+        assert!(
+            ok("2020-03-15", "report 7").is_ok(),
+            "the same day as signing"
+        );
         let field = |r: Result<()>| match r {
             Err(Error::InvalidArgument { field, .. }) => field,
             other => panic!("{other:?}"),

@@ -247,7 +247,11 @@ fn contract_from_pb(p: pb::Project) -> Result<Contract> {
     let proposal_id = required_id("project.proposal_id", &p.proposal_id)?.to_string();
     check_lengths(&[
         ("project.proposal_id", &proposal_id, MAX_CODE),
-        ("project.project_request_id", &p.project_request_id, MAX_CODE),
+        (
+            "project.project_request_id",
+            &p.project_request_id,
+            MAX_CODE,
+        ),
         ("project.title", &p.title, MAX_NAME),
         ("project.measures", &p.measures, MAX_TEXT),
     ])?;
@@ -286,12 +290,7 @@ fn contract_from_pb(p: pb::Project) -> Result<Contract> {
     check_len("project.water_user.unit_type", &user.unit_type, MAX_NAME)?;
     let town = cwsm_platform::gazetteer::Gazetteer::builtin()
         .town("project.water_user.town", &user.town)?;
-    let water_user = party(
-        "project.water_user",
-        user.id,
-        user.name,
-        user.credit_code,
-    )?;
+    let water_user = party("project.water_user", user.id, user.name, user.credit_code)?;
     required_id("project.title", &p.title)?;
     let contract_model = ContractModel::from_number(p.contract_model)
         .ok_or_else(|| Error::invalid("project.contract_model", "required: the contract model"))?;

@@ -54,7 +54,11 @@ impl Signing {
     /// A project of the marketplace: signed on the day its proposal was accepted (`accepted_ms`;
     /// now when the event carries no time).
     pub fn at_acceptance(accepted_ms: i64) -> Signing {
-        let at = if accepted_ms > 0 { accepted_ms } else { now_ms() };
+        let at = if accepted_ms > 0 {
+            accepted_ms
+        } else {
+            now_ms()
+        };
         Signing {
             date: recorded_day(at),
             evidence: String::new(),
@@ -482,7 +486,9 @@ impl Store {
 
     /// The id of the project of `proposal_id`, if there is one.
     pub async fn project_of_proposal(&self, proposal_id: &str) -> Result<Option<String>> {
-        Ok(with_db!(&self.db, pool => sqlx::query_scalar("SELECT id FROM projects WHERE proposal_id = $1").bind(proposal_id).fetch_optional(pool).await?))
+        Ok(
+            with_db!(&self.db, pool => sqlx::query_scalar("SELECT id FROM projects WHERE proposal_id = $1").bind(proposal_id).fetch_optional(pool).await?),
+        )
     }
 
     pub async fn project(&self, id: &str) -> Result<Project> {
