@@ -212,10 +212,10 @@ impl Gazetteer {
     pub fn town(&self, field: &str, text: &str) -> Result<&Place, Error> {
         let text = text.trim();
         let towns = || self.places.values().filter(|p| p.level() == Level::Town);
-        if let Ok(code) = Jurisdiction::parse(field, text) {
-            if let Some(p) = self.places.get(&code).filter(|p| p.level() == Level::Town) {
-                return Ok(p);
-            }
+        if let Ok(code) = Jurisdiction::parse(field, text)
+            && let Some(p) = self.places.get(&code).filter(|p| p.level() == Level::Town)
+        {
+            return Ok(p);
         }
         let named: Vec<&Place> = towns().filter(|p| p.name_zh == text).collect();
         match named.as_slice() {
