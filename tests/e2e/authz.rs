@@ -1222,9 +1222,11 @@ fn rows_for_people(w: &World) -> Vec<(&'static str, Vec<u8>, Expect)> {
         ),
         // -- projects: read by the parties, the assigned verifier and administrators --
         (
+            // An administrator enters a project signed outside the platform; the empty
+            // request is then INVALID_ARGUMENT (request_id), for anyone else PERMISSION_DENIED.
             "CreateProject",
             p::CreateProjectRequest::default().encode_to_vec(),
-            Expect::all(Unimplemented),
+            Expect::only(&[Admin], InvalidArgument, PermissionDenied),
         ),
         (
             "GetProject",

@@ -194,6 +194,7 @@ async fn advance(c: &Clients, market: &Market, lane: &mut Lane) -> Result<Outcom
                     reason: String::new(),
                     expected_version: 0,
                     evidence: format!("{} report {}", stage.as_str_name(), lane.n),
+                    effective_date: String::new(),
                 })
                 .await;
             match moved {

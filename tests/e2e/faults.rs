@@ -751,6 +751,7 @@ async fn complete_a_project(app: &TestApp, town: &str) -> anyhow::Result<String>
                 reason: String::new(),
                 expected_version: 0,
                 evidence: format!("{} report 2020-001", stage.as_str_name()),
+                effective_date: String::new(),
             })
             .await?;
     }

@@ -48,6 +48,7 @@ fn ask(project_id: &str, request_id: &str, to: p::ProjectStage) -> p::Transition
         reason: String::new(),
         expected_version: 0,
         evidence: String::new(),
+        effective_date: String::new(),
     }
 }
 

@@ -132,6 +132,7 @@ async fn filters_and_limits(backend: Backend) -> anyhow::Result<()> {
             reason: "x".repeat(5_000),
             expected_version: 0,
             evidence: String::new(),
+            effective_date: String::new(),
         })
         .await
         .expect_err("a 5,000-character reason");

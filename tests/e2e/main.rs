@@ -278,6 +278,7 @@ async fn marketplace_flow(backend: Backend) -> anyhow::Result<()> {
             reason: String::new(),
             expected_version: 0,
             evidence: String::new(),
+            effective_date: String::new(),
         })
         .await
         .expect_err("contracted cannot jump to handed over");
@@ -296,6 +297,7 @@ async fn marketplace_flow(backend: Backend) -> anyhow::Result<()> {
             reason: String::new(),
             expected_version: project.version + 5,
             evidence: String::new(),
+            effective_date: String::new(),
         })
         .await
         .expect_err("stale version");
@@ -310,6 +312,7 @@ async fn marketplace_flow(backend: Backend) -> anyhow::Result<()> {
             reason: String::new(),
             expected_version: 0,
             evidence: String::new(),
+            effective_date: String::new(),
         })
         .await
         .expect_err("not a party");
@@ -342,6 +345,7 @@ async fn marketplace_flow(backend: Backend) -> anyhow::Result<()> {
                 reason: String::new(),
                 expected_version: 0,
                 evidence: format!("{} report 2026-001", stage.as_str_name()),
+                effective_date: String::new(),
             })
             .await?
             .into_inner();

@@ -1457,3 +1457,118 @@ on_both_backends!(
     certification_is_confirmed_by_the_district_on_postgres,
     certification_is_confirmed_by_the_district
 );
+
+/// Issue 11 §1: a water user's site is a town of the gazetteer. "新桥" is not one (the
+/// sub-district is 新桥街道, 320411004): INVALID_ARGUMENT naming the valid towns. With
+/// "新桥街道" the water user carries the code, and so does its project's milestone event.
+async fn sites_are_towns_of_the_gazetteer(backend: Backend) -> anyhow::Result<()> {
+    let app = TestApp::start(backend).await?;
+    let admin = app.token(Role::Admin, None);
+    let user_code = cwsm_tests::fresh_credit_code("12320411");
+    let user_token = app.token(Role::WaterUser, Some(&user_code));
+    let water_user = |town: &str| m::CreateWaterUserRequest {
+        request_id: format!("user-{}", cwsm_platform::new_id()),
+        water_user: Some(m::WaterUser {
+            credit_code: user_code.clone(),
+            name: "常州市新桥实验小学".into(),
+            sector: types::Sector::School as i32,
+            town: town.into(),
+            ..Default::default()
+        }),
+    };
+    let field_of = |e: &tonic::Status| {
+        assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+        e.get_error_details()
+            .bad_request()
+            .and_then(|b| b.field_violations.first().map(|v| v.field.clone()))
+            .unwrap_or_default()
+    };
+    let e = app
+        .matching(&user_token)
+        .create_water_user(water_user("新桥"))
+        .await
+        .expect_err("新桥 is not a town");
+    assert_eq!(field_of(&e), "water_user.town");
+    assert!(
+        e.message().contains("320411004 新桥街道"),
+        "{}",
+        e.message()
+    );
+    // Nothing stored: the unit registers afterwards with the same credit code.
+    let created = app
+        .matching(&user_token)
+        .create_water_user(water_user("320411004"))
+        .await?
+        .into_inner()
+        .water_user
+        .unwrap_or_default();
+    assert_eq!(
+        (created.town.as_str(), created.jurisdiction_code.as_str()),
+        ("新桥街道", "320411004"),
+        "a code is read as its town, stored by its Chinese name"
+    );
+
+    // A company's towns served are gazetteer towns too.
+    let company_code = cwsm_tests::fresh_credit_code("91320411MA");
+    let e = app
+        .matching(&app.token(Role::Company, Some(&company_code)))
+        .create_company(m::CreateCompanyRequest {
+            request_id: format!("company-{}", cwsm_platform::new_id()),
+            company: Some(m::Company {
+                credit_code: company_code.clone(),
+                name: "常州清源节水科技有限公司".into(),
+                towns: vec!["新桥街道".into(), "Luoxi".into()],
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect_err("Luoxi is not a town of the gazetteer");
+    assert_eq!(field_of(&e), "company.towns[1]");
+
+    // Through the marketplace: the project of a school in 新桥街道 carries 320411004 to its
+    // water user, and to its CONTRACTED milestone, which takes effect on the day of acceptance.
+    let today_cst = || (cwsm_platform::now_ms() + 8 * 3_600_000).div_euclid(86_400_000);
+    let before = today_cst();
+    let contracted = cwsm_tests::contract_a_project(&app, "新桥街道").await?;
+    let after = today_cst();
+    let project = app
+        .projects(&admin)
+        .get_project(cwsm_proto::projects::v1::GetProjectRequest {
+            project_id: contracted.project_id.clone(),
+        })
+        .await?
+        .into_inner()
+        .project
+        .unwrap_or_default();
+    let user = project.water_user.unwrap_or_default();
+    assert_eq!(user.jurisdiction_code, "320411004");
+    let milestones = app
+        .projects(&admin)
+        .list_milestones(cwsm_proto::projects::v1::ListMilestonesRequest {
+            project_id: contracted.project_id.clone(),
+            page_size: 10,
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .milestones;
+    let signed = milestones
+        .iter()
+        .find(|e| e.milestone == types::Milestone::Contracted as i32)
+        .expect("the CONTRACTED milestone");
+    assert_eq!(signed.jurisdiction_code, "320411004");
+    // (Across midnight China Standard Time either day is right.)
+    assert!(
+        [crate::projects::date(before), crate::projects::date(after)]
+            .contains(&signed.effective_date),
+        "{}",
+        signed.effective_date
+    );
+    app.stop().await
+}
+
+on_both_backends!(
+    sites_are_towns_of_the_gazetteer_on_sqlite,
+    sites_are_towns_of_the_gazetteer_on_postgres,
+    sites_are_towns_of_the_gazetteer
+);

@@ -280,6 +280,7 @@ pub(crate) async fn contracted(
             sector: types::Sector::School as i32,
             unit_type: "university".into(),
             town: "新桥街道".into(),
+            jurisdiction_code: String::new(),
         }),
         title: "Campus water network retrofit".into(),
         measures: "leak repair, smart meters".into(),
@@ -345,6 +346,7 @@ pub(crate) async fn move_to(
             reason: String::new(),
             expected_version: 0,
             evidence: evidence.to_string(),
+            effective_date: String::new(),
         })
         .await?
         .into_inner()
@@ -1145,6 +1147,7 @@ async fn a_project_changed_through_one_replica_is_seen_through_another() -> anyh
                             reason: String::new(),
                             expected_version: 0,
                             evidence: String::new(),
+                            effective_date: String::new(),
                         })
                         .await
                 }
@@ -1189,4 +1192,212 @@ async fn a_project_changed_through_one_replica_is_seen_through_another() -> anyh
     .await;
     app.stop().await?;
     result
+}
+
+/// Issue 11 §3: a district enters a project signed in 2020 (CreateProject with its signing
+/// date and the contract as evidence) and moves it to IMPLEMENTING as of the day works began:
+/// the transitions and the milestone events carry those days, not today. A date in the future,
+/// one before the previous milestone, and a back date without evidence are INVALID_ARGUMENT
+/// naming the field, and store nothing.
+async fn milestones_take_effect_on_their_dates(backend: Backend) -> anyhow::Result<()> {
+    let app = TestApp::start(backend).await?;
+    let admin = app.token(Role::Admin, None);
+    let company_code = cwsm_tests::fresh_credit_code("91320411MA");
+    let user_code = cwsm_tests::fresh_credit_code("12320411");
+    let company = app.token(Role::Company, Some(&company_code));
+    let today = (cwsm_platform::now_ms() + CST_MS).div_euclid(DAY_MS);
+    let field_of = |e: &tonic::Status| {
+        assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+        e.get_error_details()
+            .bad_request()
+            .and_then(|b| b.field_violations.first().map(|v| v.field.clone()))
+            .unwrap_or_default()
+    };
+    let proposal_id = cwsm_platform::new_id();
+    let create = |signing_date: &str, evidence: &str| p::CreateProjectRequest {
+        request_id: rid("history"),
+        project: Some(p::Project {
+            proposal_id: proposal_id.clone(),
+            company: Some(types::CompanyRef {
+                id: String::new(),
+                name: "常州清源节水科技有限公司".into(),
+                credit_code: company_code.clone(),
+            }),
+            water_user: Some(types::WaterUserRef {
+                name: "常州工学院新北校区".into(),
+                credit_code: user_code.clone(),
+                sector: types::Sector::School as i32,
+                unit_type: "university".into(),
+                town: "新桥街道".into(),
+                ..Default::default()
+            }),
+            title: "Campus water network retrofit (2020)".into(),
+            contract_model: types::ContractModel::SharedSavings as i32,
+            investment_fen: 120_000_000,
+            ..Default::default()
+        }),
+        project_id: String::new(),
+        signing_date: signing_date.into(),
+        evidence: evidence.into(),
+    };
+    let e = app
+        .projects(&admin)
+        .create_project(create(&date(today + 1), "合同 XB-2020-017"))
+        .await
+        .expect_err("signed tomorrow");
+    assert_eq!(field_of(&e), "signing_date");
+    let e = app
+        .projects(&admin)
+        .create_project(create("2020-03-15", ""))
+        .await
+        .expect_err("back-dated without evidence");
+    assert_eq!(field_of(&e), "evidence");
+    let e = app
+        .projects(&company)
+        .create_project(create("2020-03-15", "合同 XB-2020-017"))
+        .await
+        .expect_err("a company does not enter history");
+    assert_eq!(e.code(), Code::PermissionDenied);
+    let project = app
+        .projects(&admin)
+        .create_project(create("2020-03-15", "合同 XB-2020-017"))
+        .await?
+        .into_inner()
+        .project
+        .unwrap_or_default();
+    let id = project.id.clone();
+    assert_eq!(project.stage, p::ProjectStage::Contracted as i32);
+    assert_eq!(project.stage_history.len(), 1);
+    assert_eq!(project.stage_history[0].effective_date, "2020-03-15");
+    assert_eq!(
+        project.water_user.unwrap_or_default().jurisdiction_code,
+        "320411004"
+    );
+
+    // CONTRACTED (2020-03-15) → IMPLEMENTING, back-dated to 2020-05-01 with the start report.
+    let step = |to: p::ProjectStage, effective_date: &str, evidence: &str| {
+        let mut client = app.projects(&company);
+        let request = p::TransitionProjectRequest {
+            request_id: rid("step"),
+            project_id: id.clone(),
+            to_stage: to as i32,
+            reason: String::new(),
+            expected_version: 0,
+            evidence: evidence.into(),
+            effective_date: effective_date.into(),
+        };
+        async move { client.transition_project(request).await }
+    };
+    let e = step(p::ProjectStage::Implementing, "2020-03-14", "开工报告 7")
+        .await
+        .expect_err("before the signing");
+    assert_eq!(field_of(&e), "effective_date");
+    assert!(
+        e.message().contains("contracted") && e.message().contains("2020-03-15"),
+        "names the milestone and its date: {}",
+        e.message()
+    );
+    let moved = step(p::ProjectStage::Implementing, "2020-05-01", "开工报告 7")
+        .await?
+        .into_inner();
+    assert_eq!(
+        moved.transition.unwrap_or_default().effective_date,
+        "2020-05-01"
+    );
+
+    // IMPLEMENTING (2020-05-01) → COMMISSIONED: tomorrow, 2020-04-30, and 2020-06-01 without
+    // evidence are refused; nothing is stored (the project stays at version 2, implementing).
+    let tomorrow = date(today + 1);
+    for (effective_date, evidence, field) in [
+        (tomorrow.as_str(), "调试报告 3", "effective_date"),
+        ("2020-04-30", "调试报告 3", "effective_date"),
+        ("2020-06-01", "", "evidence"),
+    ] {
+        let e = step(p::ProjectStage::Commissioned, effective_date, evidence)
+            .await
+            .expect_err(effective_date);
+        assert_eq!(field_of(&e), field, "{effective_date} {evidence:?}");
+    }
+    let transitions = app
+        .projects(&admin)
+        .list_project_transitions(p::ListProjectTransitionsRequest {
+            project_id: id.clone(),
+            page_size: 10,
+            page_token: String::new(),
+        })
+        .await?
+        .into_inner()
+        .transitions;
+    let dated: Vec<(i32, &str)> = transitions
+        .iter()
+        .map(|t| (t.to_stage, t.effective_date.as_str()))
+        .collect();
+    assert_eq!(
+        dated,
+        vec![
+            (p::ProjectStage::Contracted as i32, "2020-03-15"),
+            (p::ProjectStage::Implementing as i32, "2020-05-01"),
+        ]
+    );
+
+    // The milestone events carry the effective dates (and the site's code) beside the
+    // recording time, which is today.
+    let log = app
+        .projects(&admin)
+        .list_milestones(p::ListMilestonesRequest {
+            project_id: id.clone(),
+            page_size: 10,
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .milestones;
+    let events: Vec<(i32, &str, &str)> = log
+        .iter()
+        .map(|e| {
+            (
+                e.milestone,
+                e.effective_date.as_str(),
+                e.jurisdiction_code.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        events,
+        vec![
+            (
+                types::Milestone::Contracted as i32,
+                "2020-03-15",
+                "320411004"
+            ),
+            (
+                types::Milestone::Implementing as i32,
+                "2020-05-01",
+                "320411004"
+            ),
+        ]
+    );
+    // A second CreateProject for the same proposal returns the project made the first time.
+    let again = app
+        .projects(&admin)
+        .create_project(create("2020-03-15", "合同 XB-2020-017"))
+        .await?
+        .into_inner()
+        .project
+        .unwrap_or_default();
+    assert_eq!(again.id, id);
+    app.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn milestones_take_effect_on_their_dates_on_sqlite() -> anyhow::Result<()> {
+    milestones_take_effect_on_their_dates(Backend::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn milestones_take_effect_on_their_dates_on_postgres() -> anyhow::Result<()> {
+    if !postgres_and_redis_available().await {
+        return Ok(());
+    }
+    milestones_take_effect_on_their_dates(Backend::Postgres).await
 }

@@ -1695,6 +1695,7 @@ impl Loader<'_> {
                         r.key.to_uppercase(),
                         step.code().to_uppercase()
                     ),
+                    effective_date: String::new(),
                 })
                 .await
                 .with_context(|| {

@@ -195,6 +195,8 @@ pub fn water_user_profile(u: pb::WaterUser) -> Result<WaterUserProfile> {
         sector: one("water_user.sector", u.sector, Sector::from_number)?,
         unit_type: u.unit_type,
         town: u.town.trim().to_string(),
+        // Output only: set from the town when the profile is checked.
+        jurisdiction_code: String::new(),
         annual_use_litres: u.annual_use_litres,
         annual_quota_litres: u.annual_quota_litres,
         contact: contact_in(u.contact),
@@ -217,6 +219,7 @@ pub fn water_user(u: &WaterUser) -> pb::WaterUser {
         create_time: Some(timestamp(u.created_at_ms)),
         update_time: Some(timestamp(u.updated_at_ms)),
         version: u.version,
+        jurisdiction_code: p.jurisdiction_code.clone(),
     }
 }
 
@@ -228,6 +231,7 @@ pub fn water_user_ref(u: &WaterUser) -> types::WaterUserRef {
         sector: u.profile.sector.number(),
         unit_type: u.profile.unit_type.clone(),
         town: u.profile.town.clone(),
+        jurisdiction_code: u.profile.jurisdiction_code.clone(),
     }
 }
 

@@ -166,7 +166,10 @@ pub struct WaterUserProfile {
     pub name: String,
     pub sector: Sector,
     pub unit_type: String,
+    /// The gazetteer town's Chinese name (free text only in units registered before it).
     pub town: String,
+    /// The town's code in the gazetteer (`320411004`); '' when the gazetteer does not know it.
+    pub jurisdiction_code: String,
     pub annual_use_litres: i64,
     pub annual_quota_litres: i64,
     pub contact: Contact,
@@ -508,8 +511,35 @@ pub fn optional_date(field: &str, value: &str) -> Result<()> {
 /// Unified social credit code (统一社会信用代码, GB 32100-2015): see [`cwsm_platform::credit_code`].
 pub use cwsm_platform::credit_code::check as check_credit_code;
 
+/// A town of the gazetteer, by code or Chinese name: (its Chinese name, its code). An unknown
+/// one is INVALID_ARGUMENT on `field` naming the valid towns.
+pub fn gazetteer_town(field: &str, text: &str) -> Result<(String, String)> {
+    let place = cwsm_platform::gazetteer::Gazetteer::builtin().town(field, text)?;
+    Ok((place.name_zh.clone(), place.code.as_str().to_string()))
+}
+
+/// The code of a town stored by name, for rows written before the gazetteer: '' when the
+/// gazetteer does not know the name (free text stays readable).
+pub fn town_code_of(name: &str) -> String {
+    if name.trim().is_empty() {
+        return String::new();
+    }
+    gazetteer_town("town", name)
+        .map(|(_, code)| code)
+        .unwrap_or_default()
+}
+
+/// Replaces each town served by its gazetteer name (`field[i]` names a bad one).
+fn gazetteer_towns(field: &str, towns: &mut [String]) -> Result<()> {
+    for (i, town) in towns.iter_mut().enumerate() {
+        *town = gazetteer_town(&format!("{field}[{i}]"), town)?.0;
+    }
+    Ok(())
+}
+
 impl CompanyProfile {
-    pub fn validate(&self, prefix: &str) -> Result<()> {
+    /// Checks the profile; the towns served become the gazetteer's names.
+    pub fn validate(&mut self, prefix: &str) -> Result<()> {
         check_credit_code(&format!("{prefix}.credit_code"), &self.credit_code)?;
         required(&format!("{prefix}.name"), &self.name, MAX_NAME)?;
         bounded(
@@ -526,12 +556,14 @@ impl CompanyProfile {
             &format!("{prefix}.financing_capacity_fen"),
             self.financing_capacity_fen,
         )?;
+        gazetteer_towns(&format!("{prefix}.towns"), &mut self.towns)?;
         Ok(())
     }
 }
 
 impl OfferingDraft {
-    pub fn validate(&self, prefix: &str) -> Result<()> {
+    /// Checks the draft; the towns served become the gazetteer's names.
+    pub fn validate(&mut self, prefix: &str) -> Result<()> {
         required(&format!("{prefix}.company_id"), &self.company_id, MAX_NAME)?;
         required(&format!("{prefix}.title"), &self.title, MAX_NAME)?;
         bounded(
@@ -575,15 +607,19 @@ impl OfferingDraft {
                 "must not be negative",
             ));
         }
+        gazetteer_towns(&format!("{prefix}.towns"), &mut self.towns)?;
         Ok(())
     }
 }
 
 impl WaterUserProfile {
-    pub fn validate(&self, prefix: &str) -> Result<()> {
+    /// Checks the profile; the town becomes the gazetteer's name, with its code.
+    pub fn validate(&mut self, prefix: &str) -> Result<()> {
         check_credit_code(&format!("{prefix}.credit_code"), &self.credit_code)?;
         required(&format!("{prefix}.name"), &self.name, MAX_NAME)?;
         required(&format!("{prefix}.town"), &self.town, MAX_NAME)?;
+        (self.town, self.jurisdiction_code) =
+            gazetteer_town(&format!("{prefix}.town"), &self.town)?;
         bounded(&format!("{prefix}.unit_type"), &self.unit_type, MAX_NAME)?;
         not_negative(
             &format!("{prefix}.annual_use_litres"),

@@ -285,7 +285,7 @@ impl MatchingService for MatchingApi {
         let who = principal(&request)?;
         let r = request.into_inner();
         let key = RequestKey::new(&who, "CreateCompany", "", &r.request_id, &r)?;
-        let profile = convert::company_profile(
+        let mut profile = convert::company_profile(
             r.company
                 .ok_or_else(|| Error::invalid("company", "required"))?,
         )?;
@@ -453,7 +453,7 @@ impl MatchingService for MatchingApi {
         let who = principal(&request)?;
         let r = request.into_inner();
         let key = RequestKey::new(&who, "CreateOffering", "", &r.request_id, &r)?;
-        let draft = convert::offering_draft(
+        let mut draft = convert::offering_draft(
             r.offering
                 .ok_or_else(|| Error::invalid("offering", "required"))?,
         )?;
@@ -615,7 +615,7 @@ impl MatchingService for MatchingApi {
         let who = principal(&request)?;
         let r = request.into_inner();
         let key = RequestKey::new(&who, "CreateWaterUser", "", &r.request_id, &r)?;
-        let profile = convert::water_user_profile(
+        let mut profile = convert::water_user_profile(
             r.water_user
                 .ok_or_else(|| Error::invalid("water_user", "required"))?,
         )?;

@@ -694,6 +694,7 @@ mod tests {
                 sector: Sector::School,
                 unit_type: String::new(),
                 town: "新桥街道".into(),
+                jurisdiction_code: "320411004".into(),
                 annual_use_litres: 0,
                 annual_quota_litres: 0,
                 contact: Contact::default(),

@@ -215,6 +215,7 @@ struct WaterUserRow {
     created_at_ms: i64,
     updated_at_ms: i64,
     version: i64,
+    jurisdiction_code: String,
 }
 
 impl From<WaterUserRow> for WaterUser {
@@ -226,6 +227,12 @@ impl From<WaterUserRow> for WaterUser {
                 name: r.name,
                 sector: Sector::from_code(&r.sector).unwrap_or(Sector::PublicInstitution),
                 unit_type: r.unit_type,
+                // Units registered before the gazetteer: their town's code, if it knows the name.
+                jurisdiction_code: if r.jurisdiction_code.is_empty() {
+                    crate::domain::town_code_of(&r.town)
+                } else {
+                    r.jurisdiction_code
+                },
                 town: r.town,
                 annual_use_litres: r.annual_use_litres,
                 annual_quota_litres: r.annual_quota_litres,
@@ -839,10 +846,10 @@ impl Store {
                     return Err(Error::AlreadyExists(format!(
                         "water user with credit code {} exists already as {existing}", p.credit_code)));
                 }
-                sqlx::query("INSERT INTO water_users (id, credit_code, name, sector, unit_type, town, annual_use_litres, annual_quota_litres, contact_name, contact_phone, contact_email, created_at_ms, updated_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12)")
+                sqlx::query("INSERT INTO water_users (id, credit_code, name, sector, unit_type, town, annual_use_litres, annual_quota_litres, contact_name, contact_phone, contact_email, created_at_ms, updated_at_ms, jurisdiction_code) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12, $13)")
                     .bind(&id).bind(&p.credit_code).bind(&p.name).bind(p.sector.code()).bind(&p.unit_type).bind(&p.town)
                     .bind(p.annual_use_litres).bind(p.annual_quota_litres)
-                    .bind(&p.contact.name).bind(&p.contact.phone).bind(&p.contact.email).bind(now_ms())
+                    .bind(&p.contact.name).bind(&p.contact.phone).bind(&p.contact.email).bind(now_ms()).bind(&p.jurisdiction_code)
                     .execute(&mut *tx).await?;
                 id
         });
@@ -886,9 +893,9 @@ impl Store {
         p: &WaterUserProfile,
     ) -> Result<WaterUser> {
         keyed_write!(&self.db, key, tx => {
-        let done = sqlx::query("UPDATE water_users SET name = $1, sector = $2, unit_type = $3, town = $4, annual_use_litres = $5, annual_quota_litres = $6, contact_name = $7, contact_phone = $8, contact_email = $9, updated_at_ms = $10, version = version + 1 WHERE id = $11 AND ($12 = 0 OR version = $12)")
+        let done = sqlx::query("UPDATE water_users SET name = $1, sector = $2, unit_type = $3, town = $4, annual_use_litres = $5, annual_quota_litres = $6, contact_name = $7, contact_phone = $8, contact_email = $9, updated_at_ms = $10, version = version + 1, jurisdiction_code = $13 WHERE id = $11 AND ($12 = 0 OR version = $12)")
             .bind(&p.name).bind(p.sector.code()).bind(&p.unit_type).bind(&p.town).bind(p.annual_use_litres).bind(p.annual_quota_litres)
-            .bind(&p.contact.name).bind(&p.contact.phone).bind(&p.contact.email).bind(now_ms()).bind(id).bind(expected_version)
+            .bind(&p.contact.name).bind(&p.contact.phone).bind(&p.contact.email).bind(now_ms()).bind(id).bind(expected_version).bind(&p.jurisdiction_code)
             .execute(&mut *tx).await?.rows_affected();
         if done == 0 {
             let _: WaterUser = read_in_tx!(tx, WaterUserRow, "SELECT * FROM water_users WHERE id = $1", id, "water user");

@@ -172,6 +172,7 @@ mod tests {
                 sector: Sector::PublicInstitution,
                 unit_type: String::new(),
                 town: String::new(),
+                jurisdiction_code: String::new(),
                 title: "Campus pipe-network retrofit".into(),
                 measures: String::new(),
                 contract_model: ContractModel::SharedSavings,

@@ -1,6 +1,7 @@
 //! The contract water-saving project in plain Rust: its parties and terms (frozen at signing),
 //! and the lifecycle state machine.
 
+use chrono::NaiveDate;
 use cwsm_platform::auth::{Principal, Role};
 use cwsm_platform::vocab::{ContractModel, IndicatorTag, Milestone, MvOption, Sector};
 use cwsm_platform::{Error, Result};
@@ -143,6 +144,9 @@ pub struct Contract {
     pub sector: Sector,
     pub unit_type: String,
     pub town: String,
+    /// Where the water user's site is, by the gazetteer's code (a town's nine digits); '' when
+    /// the accepted proposal's town is not in the gazetteer.
+    pub jurisdiction_code: String,
     pub title: String,
     pub measures: String,
     pub contract_model: ContractModel,
@@ -187,7 +191,10 @@ pub struct Transition {
     pub evidence: String,
     pub actor: String,
     pub actor_org: String,
+    /// When it was recorded.
     pub at_ms: i64,
+    /// The day it took effect (China Standard Time).
+    pub effective_date: NaiveDate,
 }
 
 /// What a caller asks of the lifecycle.
@@ -196,6 +203,70 @@ pub struct TransitionAsk {
     pub to: Stage,
     pub reason: String,
     pub evidence: String,
+    /// The day the change took effect; today when the caller named none.
+    pub effective_date: NaiveDate,
+}
+
+/// The day (China Standard Time) of the instant `at_ms`: what a milestone recorded before
+/// effective dates existed is read as.
+pub fn recorded_day(at_ms: i64) -> NaiveDate {
+    crate::readings::day_date(crate::readings::day_index(at_ms.saturating_add(1)))
+}
+
+/// Reads an effective date ("YYYY-MM-DD"; empty means `today`).
+pub fn effective_date(field: &str, text: &str, today: NaiveDate) -> Result<NaiveDate> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(today);
+    }
+    NaiveDate::parse_from_str(text, "%Y-%m-%d").map_err(|_| {
+        Error::invalid(
+            field,
+            format!("{text:?} is not a date (YYYY-MM-DD, China Standard Time)"),
+        )
+    })
+}
+
+/// The rules of back-dating a milestone to `date` (its `field`): never after `today`; a date
+/// before today needs `evidence`; never before the effective date of any of the project's
+/// `earlier` milestones (stage and day), whose order it would otherwise contradict.
+pub fn check_effective_date(
+    field: &str,
+    date: NaiveDate,
+    today: NaiveDate,
+    evidence: &str,
+    earlier: &[(Stage, NaiveDate)],
+) -> Result<()> {
+    if date > today {
+        return Err(Error::invalid(
+            field,
+            format!(
+                "{date} is after today ({today}, China Standard Time): a milestone cannot take effect in the future"
+            ),
+        ));
+    }
+    if let Some((stage, latest)) = earlier
+        .iter()
+        .filter(|(_, d)| *d > date)
+        .max_by_key(|(_, d)| *d)
+    {
+        return Err(Error::invalid(
+            field,
+            format!(
+                "{date} is before the project's {} milestone, effective {latest}: a later step cannot take effect before an earlier one",
+                stage.code()
+            ),
+        ));
+    }
+    if date < today && evidence.trim().is_empty() {
+        return Err(Error::invalid(
+            "evidence",
+            format!(
+                "a milestone dated {date}, before today ({today}), needs evidence of that date (contract number, report reference)"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 impl Project {
@@ -314,6 +385,31 @@ impl Project {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn day(s: &str) -> NaiveDate {
+        NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap()
+    }
+
+    #[test]
+    fn effective_dates_are_not_future_not_out_of_order_and_back_dates_have_evidence() {
+        let today = day("2026-12-02");
+        let contracted = [(Stage::Contracted, day("2020-03-15"))];
+        let ok = |d: &str, evidence: &str| {
+            check_effective_date("effective_date", day(d), today, evidence, &contracted)
+        };
+        assert!(ok("2026-12-02", "").is_ok(), "today needs no evidence");
+        assert!(
+            ok("2020-03-15", "report 7").is_ok(),
+            "the same day as signing"
+        );
+        let field = |r: Result<()>| match r {
+            Err(Error::InvalidArgument { field, .. }) => field,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(field(ok("2026-12-03", "x")), "effective_date");
+        assert_eq!(field(ok("2020-03-14", "x")), "effective_date");
+        assert_eq!(field(ok("2020-05-01", "")), "evidence");
+    }
 
     #[test]
     fn the_normal_course_and_its_side_states() {

@@ -11,7 +11,7 @@ use cwsm_proto::events::v1 as wire;
 use prost::Message;
 
 use crate::domain::{Contract, ContractTerms, Party};
-use crate::store::{MilestoneFacts, Store};
+use crate::store::{MilestoneFacts, Signing, Store};
 
 /// Encodes a milestone as `cwsm.events.v1.ProjectMilestone`.
 pub fn encode_milestone(m: &MilestoneFacts) -> Vec<u8> {
@@ -41,9 +41,8 @@ pub fn encode_milestone(m: &MilestoneFacts) -> Vec<u8> {
         period_id: m.period_id.clone(),
         period_savings_litres: m.period_savings_litres,
         reason: m.reason.clone(),
-        // Filled by the effective-dates and gazetteer work (issue 11); empty reads as before.
-        effective_date: String::new(),
-        jurisdiction_code: String::new(),
+        effective_date: m.effective_date.to_string(),
+        jurisdiction_code: c.jurisdiction_code.clone(),
         investment_fen: c.investment_fen,
     }
     .encode_to_vec()
@@ -74,6 +73,12 @@ pub fn decode_accepted(payload: &[u8]) -> anyhow::Result<(String, String, Contra
         },
         sector,
         unit_type: user.unit_type,
+        // Events from before the gazetteer carry only the town's name: look it up.
+        jurisdiction_code: if user.jurisdiction_code.is_empty() {
+            crate::store::town_code_of(&user.town)
+        } else {
+            user.jurisdiction_code
+        },
         town: user.town,
         title: e.title,
         measures: e.measures,
@@ -118,10 +123,16 @@ impl EventHandler for AcceptedProposals {
         if event.kind != topics::PROPOSAL_ACCEPTED_KIND {
             return Ok(());
         }
-        let (event_id, project_id, contract, _) = decode_accepted(&event.payload)?;
+        let (event_id, project_id, contract, accepted_ms) = decode_accepted(&event.payload)?;
         let created = self
             .store
-            .create_from_contract(&event_id, &project_id, &contract, "matching")
+            .create_from_contract(
+                &event_id,
+                &project_id,
+                &contract,
+                "matching",
+                &Signing::at_acceptance(accepted_ms),
+            )
             .await
             .map_err(|e| anyhow::anyhow!("creating project {project_id}: {e}"))?;
         if created {

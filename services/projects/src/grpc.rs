@@ -1,7 +1,8 @@
 //! The adapter between `cwsm.projects.v1` and the domain: projects (get, list, update), the
 //! lifecycle (transition, history), meters and readings (client-streaming ingestion), the
 //! savings report, periods (submit, verify, dispute, resolve), settlement and the milestone
-//! log. Projects are created from `ProposalAccepted` events, not by `CreateProject`.
+//! log. Projects of the marketplace are created from `ProposalAccepted` events; `CreateProject`
+//! is an administrator entering a project signed outside the platform, with its signing date.
 //!
 //! Who may do what (ARCHITECTURE.md, "Access rules"): the parties (each in its own role), the
 //! assigned verifier and administrators read a project and everything under it, and to anyone
@@ -19,7 +20,7 @@ use cwsm_platform::input::{
     check_lengths,
 };
 use cwsm_platform::quantity;
-use cwsm_platform::vocab::{ContractModel, IndicatorTag, Sector};
+use cwsm_platform::vocab::{ContractModel, IndicatorTag, MvOption, Sector};
 use cwsm_platform::{Error, Result};
 use cwsm_proto::events::v1::ProjectMilestone;
 use cwsm_proto::projects::v1 as pb;
@@ -27,14 +28,17 @@ use cwsm_proto::types;
 use prost::Message;
 use tonic::{Request, Response, Status};
 
-use crate::domain::{Project, Stage, Transition, TransitionAsk};
+use crate::domain::{
+    Contract, ContractTerms, Party, Project, Stage, Transition, TransitionAsk,
+    check_effective_date, effective_date,
+};
 use crate::ledger::{
     NonRoutineAdjustment, Period, PeriodStatus, PeriodStep, SavingsReport, Settlement,
 };
 use crate::ledger_store::{ProjectUpdate, StepAsk};
 use crate::metering::{Incoming, Meter, MeterKind, ValueKind, flag};
 use crate::readings::{Aggregation, IngestSession, Point};
-use crate::store::{ProjectFilter, SeenBy, Store};
+use crate::store::{ProjectFilter, SeenBy, Signing, Store};
 use crate::verifiers::{Decision, ProposalState, VerifierAssignment, VerifierProposal};
 
 pub struct ProjectsApi {
@@ -182,6 +186,7 @@ pub fn project_to_pb(p: &Project) -> pb::Project {
             sector: c.sector.number(),
             unit_type: c.unit_type.clone(),
             town: c.town.clone(),
+            jurisdiction_code: c.jurisdiction_code.clone(),
         }),
         title: c.title.clone(),
         sites: p.sites.clone(),
@@ -232,7 +237,121 @@ fn transition_to_pb(t: &Transition) -> pb::ProjectTransition {
         actor: t.actor.clone(),
         actor_org: t.actor_org.clone(),
         transition_time: Some(timestamp(t.at_ms)),
+        effective_date: t.effective_date.to_string(),
     }
+}
+
+/// The contract of a project an administrator enters (CreateProject), checked: the parties by
+/// credit code, the water user's town in the gazetteer, the vocabulary by number.
+fn contract_from_pb(p: pb::Project) -> Result<Contract> {
+    let proposal_id = required_id("project.proposal_id", &p.proposal_id)?.to_string();
+    check_lengths(&[
+        ("project.proposal_id", &proposal_id, MAX_CODE),
+        (
+            "project.project_request_id",
+            &p.project_request_id,
+            MAX_CODE,
+        ),
+        ("project.title", &p.title, MAX_NAME),
+        ("project.measures", &p.measures, MAX_TEXT),
+    ])?;
+    let company = p
+        .company
+        .ok_or_else(|| Error::invalid("project.company", "required"))?;
+    let user = p
+        .water_user
+        .ok_or_else(|| Error::invalid("project.water_user", "required"))?;
+    let party = |field: &str, id: String, name: String, code: String| -> Result<Party> {
+        let code = code.trim().to_uppercase();
+        cwsm_platform::credit_code::check(&format!("{field}.credit_code"), &code)?;
+        check_lengths(&[
+            (&format!("{field}.id"), &id, MAX_CODE),
+            (&format!("{field}.name"), &name, MAX_NAME),
+        ])?;
+        required_id(&format!("{field}.name"), &name)?;
+        Ok(Party {
+            id: id.trim().to_string(),
+            name: name.trim().to_string(),
+            credit_code: code,
+        })
+    };
+    let company = party(
+        "project.company",
+        company.id,
+        company.name,
+        company.credit_code,
+    )?;
+    let sector = Sector::from_number(user.sector).ok_or_else(|| {
+        Error::invalid(
+            "project.water_user.sector",
+            "required: the water user's sector",
+        )
+    })?;
+    check_len("project.water_user.unit_type", &user.unit_type, MAX_NAME)?;
+    let town = cwsm_platform::gazetteer::Gazetteer::builtin()
+        .town("project.water_user.town", &user.town)?;
+    let water_user = party("project.water_user", user.id, user.name, user.credit_code)?;
+    required_id("project.title", &p.title)?;
+    let contract_model = ContractModel::from_number(p.contract_model)
+        .ok_or_else(|| Error::invalid("project.contract_model", "required: the contract model"))?;
+    let terms = p.terms.unwrap_or_default();
+    let mv = p.mv_plan.unwrap_or_default();
+    for (field, value) in [
+        ("project.investment_fen", p.investment_fen),
+        ("project.promised_savings_litres", p.promised_savings_litres),
+        ("project.price_fen_per_m3", p.price_fen_per_m3),
+    ] {
+        if value < 0 {
+            return Err(Error::invalid(field, "must not be negative"));
+        }
+    }
+    if p.contract_term_months < 0 || p.promised_savings_bp < 0 {
+        return Err(Error::invalid(
+            "project.contract_term_months",
+            "terms and basis points must not be negative",
+        ));
+    }
+    check_count("project.mv_plan.drivers", mv.drivers.len(), MAX_ITEMS)?;
+    let mut indicator_tags = Vec::new();
+    for (i, t) in p.indicator_tags.iter().enumerate() {
+        indicator_tags.push(IndicatorTag::from_number(*t).ok_or_else(|| {
+            Error::invalid(
+                format!("project.indicator_tags[{i}]"),
+                format!("unknown tag {t}"),
+            )
+        })?);
+    }
+    Ok(Contract {
+        proposal_id,
+        project_request_id: p.project_request_id.trim().to_string(),
+        company,
+        water_user,
+        sector,
+        unit_type: user.unit_type.trim().to_string(),
+        town: town.name_zh.clone(),
+        jurisdiction_code: town.code.as_str().to_string(),
+        title: p.title.trim().to_string(),
+        measures: p.measures,
+        contract_model,
+        terms: ContractTerms {
+            share_ratio_bp: terms.share_ratio_bp,
+            sharing_period_months: terms.sharing_period_months,
+            guaranteed_savings_litres: terms.guaranteed_savings_litres,
+            shortfall_price_fen_per_m3: terms.shortfall_price_fen_per_m3,
+            bonus_share_bp: terms.bonus_share_bp,
+            hosting_fee_fen: terms.hosting_fee_fen,
+            water_rights_share_bp: terms.water_rights_share_bp,
+        },
+        investment_fen: p.investment_fen,
+        promised_savings_litres: p.promised_savings_litres,
+        promised_savings_bp: p.promised_savings_bp,
+        contract_term_months: p.contract_term_months,
+        baseline_use_litres: 0,
+        mv_option: MvOption::from_number(mv.option).unwrap_or(MvOption::C),
+        drivers: mv.drivers,
+        price_fen_per_m3: p.price_fen_per_m3,
+        indicator_tags,
+    })
 }
 
 fn assignment_to_pb(a: &VerifierAssignment) -> pb::VerifierAssignment {
@@ -494,6 +613,74 @@ fn check_date(field: &str, value: &str, required: bool) -> Result<()> {
 
 #[tonic::async_trait]
 impl pb::projects_service_server::ProjectsService for ProjectsApi {
+    async fn create_project(
+        &self,
+        request: Request<pb::CreateProjectRequest>,
+    ) -> Result<Response<pb::CreateProjectResponse>, Status> {
+        let who = principal(&request)?;
+        let r = request.into_inner();
+        who.require_admin("enter a project signed outside the platform")?;
+        cwsm_platform::grpc::request_id(&r.request_id)?;
+        check_lengths(&[
+            ("project_id", &r.project_id, MAX_CODE),
+            ("signing_date", &r.signing_date, MAX_DATE),
+            ("evidence", &r.evidence, MAX_TEXT),
+        ])?;
+        let contract = contract_from_pb(
+            r.project
+                .ok_or_else(|| Error::invalid("project", "required"))?,
+        )?;
+        // An administrator enters the projects of the jurisdiction it administers.
+        let site = cwsm_platform::jurisdiction::Jurisdiction::parse(
+            "project.water_user.town",
+            &contract.jurisdiction_code,
+        )?;
+        let district = site.district().unwrap_or(site);
+        who.require_administer(
+            &format!("enter a project of {}", contract.town),
+            &district,
+            None,
+        )?;
+        let today = crate::ledger_store::today_cst();
+        let signed = effective_date("signing_date", &r.signing_date, today)?;
+        check_effective_date("signing_date", signed, today, &r.evidence, &[])?;
+        let project_id = if r.project_id.trim().is_empty() {
+            cwsm_platform::new_id()
+        } else {
+            r.project_id.trim().to_string()
+        };
+        let signing = Signing {
+            date: signed,
+            evidence: r.evidence.trim().to_string(),
+            reason: "entered by an administrator (signed outside the platform)".to_string(),
+            actor_org: who.org.clone().unwrap_or_default(),
+        };
+        // Once per proposal: a retry (or a second call) finds the project made the first time.
+        let event_id = format!("create-project:{}", contract.proposal_id);
+        let created = self
+            .store
+            .create_from_contract(&event_id, &project_id, &contract, &who.subject, &signing)
+            .await?;
+        let existing = self
+            .store
+            .project_of_proposal(&contract.proposal_id)
+            .await?
+            .ok_or_else(|| {
+                Error::AlreadyExists(format!(
+                    "project id {project_id} is taken by another proposal's project"
+                ))
+            })?;
+        if created {
+            (self.on_change)();
+        }
+        let view = self.store.project_view(&existing).await?;
+        let mut message = project_to_pb(&view.project);
+        message.stage_history = view.history.iter().map(transition_to_pb).collect();
+        Ok(Response::new(pb::CreateProjectResponse {
+            project: Some(message),
+        }))
+    }
+
     async fn get_project(
         &self,
         request: Request<pb::GetProjectRequest>,
@@ -681,15 +868,19 @@ impl pb::projects_service_server::ProjectsService for ProjectsApi {
         check_lengths(&[
             ("reason", &r.reason, MAX_TEXT),
             ("evidence", &r.evidence, MAX_TEXT),
+            ("effective_date", &r.effective_date, MAX_DATE),
         ])?;
+        // The request as sent is the fingerprint: its effective date included.
         let key = RequestKey::new(&who, "TransitionProject", &r.project_id, &r.request_id, &r)?;
         let project_id = required_id("project_id", &r.project_id)?;
         let to = stage_from_pb("to_stage", r.to_stage)?
             .ok_or_else(|| Error::invalid("to_stage", "required: the stage to move to"))?;
+        let today = crate::ledger_store::today_cst();
         let ask = TransitionAsk {
             to,
             reason: r.reason,
             evidence: r.evidence,
+            effective_date: effective_date("effective_date", &r.effective_date, today)?,
         };
         let (project, transition) = self
             .store

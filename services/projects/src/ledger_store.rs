@@ -507,6 +507,8 @@ impl Store {
                         sequence: 0,
                         milestone: Milestone::PeriodVerified,
                         occurred_at_ms: now,
+                        // The day of verification: the savings count from when they are verified.
+                        effective_date: crate::domain::recorded_day(now),
                         reason: format!("period {} to {} verified", period.start_date, period.end_date),
                         project: project.clone(),
                         verified_savings_litres: verified,

@@ -28,6 +28,8 @@ pub struct MilestoneFacts {
     pub sequence: i64,
     pub milestone: Milestone,
     pub occurred_at_ms: i64,
+    /// The day it took effect (China Standard Time), which may lie before `occurred_at_ms`.
+    pub effective_date: chrono::NaiveDate,
     pub reason: String,
     pub project: Project,
     /// Savings verified so far over the project's periods, and promised for the same periods.
@@ -36,6 +38,34 @@ pub struct MilestoneFacts {
     /// For PERIOD_VERIFIED: the period and its savings.
     pub period_id: String,
     pub period_savings_litres: i64,
+}
+
+/// How a project came to be signed: the CONTRACTED milestone's effective date, evidence and
+/// reason, and the organization of who entered it ('' for the service itself).
+#[derive(Clone, Debug)]
+pub struct Signing {
+    pub date: chrono::NaiveDate,
+    pub evidence: String,
+    pub reason: String,
+    pub actor_org: String,
+}
+
+impl Signing {
+    /// A project of the marketplace: signed on the day its proposal was accepted (`accepted_ms`;
+    /// now when the event carries no time).
+    pub fn at_acceptance(accepted_ms: i64) -> Signing {
+        let at = if accepted_ms > 0 {
+            accepted_ms
+        } else {
+            now_ms()
+        };
+        Signing {
+            date: recorded_day(at),
+            evidence: String::new(),
+            reason: "proposal accepted".to_string(),
+            actor_org: String::new(),
+        }
+    }
 }
 
 /// Encodes a milestone for the bus (protobuf, by the events adapter): the store stays free of
@@ -149,6 +179,19 @@ pub(crate) struct ProjectRow {
     created_at_ms: i64,
     updated_at_ms: i64,
     version: i64,
+    jurisdiction_code: String,
+}
+
+/// The gazetteer code of a town known only by name (projects contracted before the
+/// gazetteer, or from older events): '' when the gazetteer does not know it.
+pub fn town_code_of(town: &str) -> String {
+    if town.trim().is_empty() {
+        return String::new();
+    }
+    cwsm_platform::gazetteer::Gazetteer::builtin()
+        .town("town", town)
+        .map(|p| p.code.as_str().to_string())
+        .unwrap_or_default()
 }
 
 fn json_list(s: &str) -> Vec<String> {
@@ -174,6 +217,11 @@ impl From<ProjectRow> for Project {
                 },
                 sector: Sector::from_code(&r.sector).unwrap_or(Sector::PublicInstitution),
                 unit_type: r.unit_type,
+                jurisdiction_code: if r.jurisdiction_code.is_empty() {
+                    town_code_of(&r.town)
+                } else {
+                    r.jurisdiction_code
+                },
                 town: r.town,
                 title: r.title,
                 measures: r.measures,
@@ -219,6 +267,7 @@ struct TransitionRow {
     actor: String,
     actor_org: String,
     at_ms: i64,
+    effective_date: String,
 }
 
 impl From<TransitionRow> for Transition {
@@ -233,6 +282,9 @@ impl From<TransitionRow> for Transition {
             actor: r.actor,
             actor_org: r.actor_org,
             at_ms: r.at_ms,
+            // Recorded before effective dates were: the day it was recorded.
+            effective_date: chrono::NaiveDate::parse_from_str(&r.effective_date, "%Y-%m-%d")
+                .unwrap_or_else(|_| recorded_day(r.at_ms)),
         }
     }
 }
@@ -274,12 +326,13 @@ pub(crate) use verified_totals;
 
 /// Writes a transition, its milestone log entry and its outbox event on `$tx`.
 macro_rules! record_stage_change {
-    ($self:expr, $tx:expr, $project:expr, $from:expr, $reason:expr, $evidence:expr, $actor:expr, $actor_org:expr, $now:expr) => {{
+    ($self:expr, $tx:expr, $project:expr, $from:expr, $reason:expr, $evidence:expr, $actor:expr, $actor_org:expr, $now:expr, $effective:expr) => {{
         let project: &Project = $project;
+        let effective: chrono::NaiveDate = $effective;
         let transition_id = new_id();
-        sqlx::query("INSERT INTO project_transitions (id, project_id, from_stage, to_stage, reason, evidence, actor, actor_org, at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)")
+        sqlx::query("INSERT INTO project_transitions (id, project_id, from_stage, to_stage, reason, evidence, actor, actor_org, at_ms, effective_date) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)")
             .bind(&transition_id).bind(&project.id).bind($from).bind(project.stage.code())
-            .bind($reason).bind($evidence).bind($actor).bind($actor_org).bind($now)
+            .bind($reason).bind($evidence).bind($actor).bind($actor_org).bind($now).bind(effective.to_string())
             .execute(&mut *$tx).await?;
         let (verified, promised) = verified_totals!($tx, &project.id);
         record_milestone!($self, $tx, MilestoneFacts {
@@ -287,6 +340,7 @@ macro_rules! record_stage_change {
             sequence: 0,
             milestone: project.stage.milestone(),
             occurred_at_ms: $now,
+            effective_date: effective,
             reason: $reason.to_string(),
             project: project.clone(),
             verified_savings_litres: verified,
@@ -385,6 +439,7 @@ impl Store {
         project_id: &str,
         c: &Contract,
         actor: &str,
+        signing: &Signing,
     ) -> Result<bool> {
         with_db!(&self.db, pool => {
             let mut tx = pool.begin_write().await?;
@@ -397,7 +452,7 @@ impl Store {
                 return Ok(false);
             }
             let now = now_ms();
-            sqlx::query("INSERT INTO projects (id, proposal_id, project_request_id, company_id, company_name, company_credit_code, water_user_id, water_user_name, water_user_credit_code, sector, unit_type, town, title, measures, contract_model, terms, investment_fen, promised_savings_litres, promised_savings_bp, contract_term_months, baseline_use_litres, mv_option, drivers, price_fen_per_m3, indicator_tags, stage, created_at_ms, updated_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, 'contracted', $26, $26)")
+            sqlx::query("INSERT INTO projects (id, proposal_id, project_request_id, company_id, company_name, company_credit_code, water_user_id, water_user_name, water_user_credit_code, sector, unit_type, town, title, measures, contract_model, terms, investment_fen, promised_savings_litres, promised_savings_bp, contract_term_months, baseline_use_litres, mv_option, drivers, price_fen_per_m3, indicator_tags, stage, created_at_ms, updated_at_ms, jurisdiction_code) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, 'contracted', $26, $26, $27)")
                 .bind(project_id).bind(&c.proposal_id).bind(&c.project_request_id)
                 .bind(&c.company.id).bind(&c.company.name).bind(&c.company.credit_code)
                 .bind(&c.water_user.id).bind(&c.water_user.name).bind(&c.water_user.credit_code)
@@ -407,7 +462,7 @@ impl Store {
                 .bind(c.baseline_use_litres).bind(c.mv_option.code()).bind(serde_json::to_string(&c.drivers).unwrap_or_default())
                 .bind(c.price_fen_per_m3)
                 .bind(serde_json::to_string(&c.indicator_tags.iter().map(|t| t.code()).collect::<Vec<_>>()).unwrap_or_default())
-                .bind(now).execute(&mut *tx).await?;
+                .bind(now).bind(&c.jurisdiction_code).execute(&mut *tx).await?;
             let project = Project {
                 id: project_id.to_string(),
                 contract: c.clone(),
@@ -423,10 +478,17 @@ impl Store {
                 updated_at_ms: now,
                 version: 1,
             };
-            record_stage_change!(self, tx, &project, "", "proposal accepted", "", actor, "", now);
+            record_stage_change!(self, tx, &project, "", signing.reason.as_str(), signing.evidence.as_str(), actor, signing.actor_org.as_str(), now, signing.date);
             tx.commit().await?;
             Ok(true)
         })
+    }
+
+    /// The id of the project of `proposal_id`, if there is one.
+    pub async fn project_of_proposal(&self, proposal_id: &str) -> Result<Option<String>> {
+        Ok(
+            with_db!(&self.db, pool => sqlx::query_scalar("SELECT id FROM projects WHERE proposal_id = $1").bind(proposal_id).fetch_optional(pool).await?),
+        )
     }
 
     pub async fn project(&self, id: &str) -> Result<Project> {
@@ -502,6 +564,14 @@ impl Store {
                             "project {project_id} cannot be handed over before a reporting period is submitted, verified and settled")));
                     }
                 }
+                // The effective date keeps the project's milestones in order, and is never ahead.
+                let earlier: Vec<(String, String, i64)> = sqlx::query_as("SELECT to_stage, effective_date, at_ms FROM project_transitions WHERE project_id = $1")
+                    .bind(project_id).fetch_all(&mut *tx).await?;
+                let earlier: Vec<(Stage, chrono::NaiveDate)> = earlier.into_iter().filter_map(|(stage, date, at_ms)| {
+                    let date = chrono::NaiveDate::parse_from_str(&date, "%Y-%m-%d").unwrap_or_else(|_| recorded_day(at_ms));
+                    Stage::from_code(&stage).map(|s| (s, date))
+                }).collect();
+                check_effective_date("effective_date", ask.effective_date, crate::ledger_store::today_cst(), &ask.evidence, &earlier)?;
                 let from = project.stage;
                 let now = now_ms();
                 project.suspended_from = match ask.to {
@@ -521,7 +591,7 @@ impl Store {
                     return Err(Error::Aborted(format!(
                         "project {project_id} changed while this step was being made; read it again and retry")));
                 }
-                record_stage_change!(self, tx, &project, from.code(), ask.reason.as_str(), ask.evidence.as_str(), actor, actor_org, now)
+                record_stage_change!(self, tx, &project, from.code(), ask.reason.as_str(), ask.evidence.as_str(), actor, actor_org, now, ask.effective_date)
         });
         let transition: Option<TransitionRow> = with_db!(&self.db, pool => sqlx::query_as("SELECT * FROM project_transitions WHERE id = $1").bind(&transition_id).fetch_optional(pool).await?);
         let transition = transition

@@ -1037,6 +1037,7 @@ async fn transition(
             reason: String::new(),
             expected_version: 0,
             evidence: "acceptance report 2026-001".into(),
+            effective_date: String::new(),
         })
         .await
         .with_context(|| format!("moving {project_id} to {}", stage.as_str_name()))?;

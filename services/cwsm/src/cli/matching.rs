@@ -88,7 +88,8 @@ pub enum CompaniesCommand {
         name: String,
         #[arg(long, default_value = "")]
         description: String,
-        /// Town or sub-district served (repeat); none means all.
+        /// Town or sub-district served (repeat), a gazetteer town by Chinese name or code
+        /// (新桥街道 or 320411004); none means all.
         #[arg(long = "town")]
         towns: Vec<String>,
         /// Sector served (repeat), e.g. school; none means all.
@@ -156,7 +157,8 @@ pub enum OfferingsCommand {
         /// Sector served (repeat); none means the company's.
         #[arg(long = "sector")]
         sectors: Vec<String>,
-        /// Town served (repeat); none means the company's.
+        /// Town served (repeat), a gazetteer town by Chinese name or code; none means the
+        /// company's.
         #[arg(long = "town")]
         towns: Vec<String>,
         #[arg(long, default_value_t = 0.0)]
@@ -205,6 +207,8 @@ pub enum UsersCommand {
         /// Kind of unit, e.g. university, textile mill.
         #[arg(long, default_value = "")]
         unit_type: String,
+        /// Town or sub-district (镇/街道) of the gazetteer, by Chinese name or code (新桥街道 or
+        /// 320411004); an unknown one is refused with the valid ones named.
         #[arg(long)]
         town: String,
         /// Water used last year, m³.
@@ -740,6 +744,7 @@ fn user_row(u: &mpb::WaterUser) -> Vec<String> {
         name_of(u.sector, Sector::from_number, Sector::code),
         u.unit_type.clone(),
         u.town.clone(),
+        u.jurisdiction_code.clone(),
         (u.annual_use_litres / 1000).to_string(),
         if u.planned_use_supervised {
             "yes"
@@ -750,13 +755,14 @@ fn user_row(u: &mpb::WaterUser) -> Vec<String> {
     ]
 }
 
-const USER_HEADERS: [&str; 8] = [
+const USER_HEADERS: [&str; 9] = [
     "id",
     "name",
     "credit_code",
     "sector",
     "unit_type",
     "town",
+    "jurisdiction_code",
     "annual_use_m3",
     "planned_use",
 ];

@@ -37,9 +37,14 @@ pub enum ProjectsCommand {
         stage: String,
         #[arg(long, default_value = "")]
         reason: String,
-        /// Evidence, e.g. the post-installation verification report (required for accepted).
+        /// Evidence, e.g. the post-installation verification report (required for accepted,
+        /// and for a date before today).
         #[arg(long, default_value = "")]
         evidence: String,
+        /// The day the change took effect, YYYY-MM-DD (China Standard Time); today if not
+        /// given. Not in the future, not before the project's earlier milestones.
+        #[arg(long, default_value = "")]
+        effective_date: String,
     },
     /// Assign the verifier body (its credit code) that verifies a project (an administrator;
     /// neither party may be it).
@@ -278,6 +283,7 @@ pub async fn projects(args: ProjectsArgs) -> anyhow::Result<()> {
             stage,
             reason,
             evidence,
+            effective_date,
         } => {
             let to = ppb::ProjectStage::from_str_name(&format!(
                 "PROJECT_STAGE_{}",
@@ -293,16 +299,19 @@ pub async fn projects(args: ProjectsArgs) -> anyhow::Result<()> {
                     reason,
                     expected_version: 0,
                     evidence,
+                    effective_date,
                 })
                 .await?
                 .into_inner();
             let p = reply.project.unwrap_or_default();
+            let effective = reply.transition.unwrap_or_default().effective_date;
             Output {
-                headers: vec!["id", "title", "stage", "version"],
+                headers: vec!["id", "title", "stage", "effective", "version"],
                 rows: vec![vec![
                     p.id,
                     p.title,
                     stage_name(p.stage),
+                    effective,
                     p.version.to_string(),
                 ]],
             }
@@ -1182,6 +1191,7 @@ mod bench {
             sector: Sector::School,
             unit_type: "university".into(),
             town: String::new(),
+            jurisdiction_code: String::new(),
             title: title.to_string(),
             measures: String::new(),
             contract_model: ContractModel::SharedSavings,
@@ -1256,6 +1266,7 @@ mod bench {
                 &project_id,
                 &contract("bench ingest"),
                 "bench",
+                &cwsm_projects::store::Signing::at_acceptance(0),
             )
             .await?;
         let meter = c
@@ -1315,6 +1326,7 @@ mod bench {
                 &project2,
                 &contract("bench M&V"),
                 "bench",
+                &cwsm_projects::store::Signing::at_acceptance(0),
             )
             .await?;
         let mut p = c

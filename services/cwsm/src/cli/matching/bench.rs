@@ -287,6 +287,7 @@ async fn bench(args: &BenchArgs, running: &app::Running, keys: &Keys) -> anyhow:
                 sector: Sector::School,
                 unit_type: "university".into(),
                 town: "新桥街道".into(),
+                jurisdiction_code: "320411004".into(),
                 annual_use_litres: 2_430_000_000,
                 annual_quota_litres: 0,
                 contact: Contact::default(),
@@ -415,7 +416,7 @@ mod tests {
         assert_eq!(c1.len(), 10);
         assert_eq!(c1, [c2a, c2b].concat());
         assert_eq!(o1, [o2a, o2b].concat());
-        assert!(o1.iter().all(|o| o.draft.validate("o").is_ok()));
+        assert!(o1.iter().all(|o| o.draft.clone().validate("o").is_ok()));
         assert_eq!(percentiles(vec![]), (0.0, 0.0));
     }
 }
