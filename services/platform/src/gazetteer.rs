@@ -207,33 +207,44 @@ impl Gazetteer {
         })
     }
 
-    /// Like [`Gazetteer::site`] for a town named anywhere in the gazetteer (no district given):
-    /// by code, or by a Chinese name that only one town has.
+    /// Like [`Gazetteer::site`] with no district given: a town or sub-district named anywhere in
+    /// the gazetteer — by code, or by a Chinese name only one place has — or a district the
+    /// gazetteer has no towns of yet (天宁区 320402 today), which is then its own site, so that
+    /// water users there can still register.
     pub fn town(&self, field: &str, text: &str) -> Result<&Place, Error> {
         let text = text.trim();
-        let towns = || self.places.values().filter(|p| p.level() == Level::Town);
+        let sites = || self.places.values().filter(|p| self.is_site(p));
         if let Ok(code) = Jurisdiction::parse(field, text)
-            && let Some(p) = self.places.get(&code).filter(|p| p.level() == Level::Town)
+            && let Some(p) = self.places.get(&code).filter(|p| self.is_site(p))
         {
             return Ok(p);
         }
-        let named: Vec<&Place> = towns().filter(|p| p.name_zh == text).collect();
+        let named: Vec<&Place> = sites().filter(|p| p.name_zh == text).collect();
         match named.as_slice() {
             [one] => Ok(one),
             [] => Err(Error::invalid(
                 field,
                 format!(
-                    "{text:?} is not a town or sub-district (镇/街道) of the gazetteer; the valid ones: {}",
-                    self.named(towns())
+                    "{text:?} is not a town or sub-district (镇/街道) of the gazetteer (nor a district it has no towns of yet); the valid ones: {}",
+                    self.named(sites())
                 ),
             )),
             many => Err(Error::invalid(
                 field,
                 format!(
-                    "{text:?} names more than one town; give the code: {}",
+                    "{text:?} names more than one place; give the code: {}",
                     self.named(many.iter().copied())
                 ),
             )),
+        }
+    }
+
+    /// Whether a site can be at `place`: a town, or a district without towns in the gazetteer.
+    fn is_site(&self, place: &Place) -> bool {
+        match place.level() {
+            Level::Town => true,
+            Level::District => self.children(&place.code).next().is_none(),
+            Level::Province | Level::City => false,
         }
     }
 
@@ -343,8 +354,31 @@ mod tests {
             g.town("t", "320411004").map(|p| p.name_zh.as_str()).ok(),
             Some("新桥街道")
         );
-        assert!(g.town("t", "320411").is_err(), "a district is not a town");
+        assert!(
+            g.town("t", "320411").is_err(),
+            "a district with towns is not a site"
+        );
+        assert!(
+            g.town("t", "新北区").is_err(),
+            "a district with towns is not a site"
+        );
+        assert!(g.town("t", "320400").is_err(), "a city is not a site");
         assert!(g.town("t", "不存在镇").is_err());
+        // 天宁区 has no towns in the gazetteer yet: a water user there names the district.
+        assert_eq!(
+            g.town("t", "320402").map(|p| p.name_zh.as_str()).ok(),
+            Some("天宁区")
+        );
+        assert_eq!(
+            g.town("t", "天宁区").map(|p| p.code.as_str()).ok(),
+            Some("320402")
+        );
+        let err = g.town("t", "新桥").expect_err("not a town");
+        let text = err.to_string();
+        assert!(
+            text.contains("320411004 新桥街道") && text.contains("320402 天宁区"),
+            "{text}"
+        );
     }
 
     #[test]
