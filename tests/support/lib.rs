@@ -649,15 +649,8 @@ pub async fn contract_a_project(app: &TestApp, town: &str) -> anyhow::Result<Con
 /// The seed plan with its window and deadlines moved from 2020 to the current year (China
 /// Standard Time).
 pub fn this_year_plan_toml() -> String {
-    let year = (chrono::Utc::now() + chrono::Duration::hours(8))
-        .format("%Y")
-        .to_string();
-    include_str!("../../seeds/plans/xinbei-2020.toml")
-        .replace(
-            "window = { from = \"2020-01-01\", to = \"2020-12-31\" }",
-            &format!("window = {{ from = \"{year}-01-01\", to = \"{year}-12-31\" }}"),
-        )
-        .replace("deadline = \"2020-", &format!("deadline = \"{year}-"))
+    let year = chrono::Datelike::year(&(chrono::Utc::now() + chrono::Duration::hours(8)));
+    cwsm_reporting::plan::seed_plan_for_year(year)
 }
 
 /// Loads the seed plan again as the next version of `xinbei-2020`, with its window and

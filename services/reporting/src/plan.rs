@@ -949,6 +949,19 @@ impl Checker<'_> {
 /// The plan every fresh installation starts with.
 pub const DEFAULT_PLAN_TOML: &str = include_str!("../../../seeds/plans/xinbei-2020.toml");
 
+/// The seed plan with its counting window and deadlines moved from 2020 to `year`: what the
+/// tests and the load benchmark count projects against, since the projects they run through
+/// today take effect today, outside the 2020 window. Loaded, it is the next version of
+/// `xinbei-2020`.
+pub fn seed_plan_for_year(year: i32) -> String {
+    DEFAULT_PLAN_TOML
+        .replace(
+            "window = { from = \"2020-01-01\", to = \"2020-12-31\" }",
+            &format!("window = {{ from = \"{year}-01-01\", to = \"{year}-12-31\" }}"),
+        )
+        .replace("deadline = \"2020-", &format!("deadline = \"{year}-"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1077,6 +1090,24 @@ mod tests {
         let dup_dept = DEFAULT_PLAN_TOML.replacen("code = \"housing\"", "code = \"agri\"", 1);
         let e = parse(&dup_dept).expect_err("duplicate department");
         assert!(e.message.contains("duplicate department"), "{e}");
+    }
+
+    #[test]
+    fn the_seed_plan_moves_to_another_year() {
+        let plan = parse(&seed_plan_for_year(2027)).expect("moved plan");
+        assert_eq!(
+            plan.window.from,
+            NaiveDate::from_ymd_opt(2027, 1, 1).unwrap()
+        );
+        assert_eq!(
+            plan.window.to,
+            NaiveDate::from_ymd_opt(2027, 12, 31).unwrap()
+        );
+        assert!(
+            plan.all_indicators()
+                .iter()
+                .all(|i| chrono::Datelike::year(&i.deadline) == 2027)
+        );
     }
 
     #[test]

@@ -1056,6 +1056,17 @@ async fn event_lag(
     let mut user = matching(&seeded.user_token)?;
     let mut company_projects = projects(&seeded.company_token)?;
     let mut user_projects = projects(&seeded.user_token)?;
+    // The seed plan counts 2020; these projects take effect today: count them against the
+    // seed plan moved to this year (its next version, which GetReport reads).
+    let year = chrono::Datelike::year(&cwsm_reporting::today());
+    reporting
+        .load_plan(rpb::LoadPlanRequest {
+            request_id: format!("{id}:lag:plan"),
+            plan_toml: cwsm_reporting::plan::seed_plan_for_year(year),
+            validate_only: false,
+        })
+        .await
+        .context("loading this year's plan")?;
     // Projects made and brought to commissioned first, so the lag runs see a quiet system.
     let mut ready = Vec::with_capacity(args.lag_samples);
     for i in 0..args.lag_samples {
