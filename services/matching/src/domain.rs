@@ -518,17 +518,6 @@ pub fn gazetteer_town(field: &str, text: &str) -> Result<(String, String)> {
     Ok((place.name_zh.clone(), place.code.as_str().to_string()))
 }
 
-/// The code of a town stored by name, for rows written before the gazetteer: '' when the
-/// gazetteer does not know the name (free text stays readable).
-pub fn town_code_of(name: &str) -> String {
-    if name.trim().is_empty() {
-        return String::new();
-    }
-    gazetteer_town("town", name)
-        .map(|(_, code)| code)
-        .unwrap_or_default()
-}
-
 /// Replaces each town served by its gazetteer name (`field[i]` names a bad one).
 fn gazetteer_towns(field: &str, towns: &mut [String]) -> Result<()> {
     for (i, town) in towns.iter_mut().enumerate() {

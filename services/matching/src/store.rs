@@ -229,7 +229,7 @@ impl From<WaterUserRow> for WaterUser {
                 unit_type: r.unit_type,
                 // Units registered before the gazetteer: their town's code, if it knows the name.
                 jurisdiction_code: if r.jurisdiction_code.is_empty() {
-                    crate::domain::town_code_of(&r.town)
+                    cwsm_platform::gazetteer::Gazetteer::builtin().code_of_site(&r.town)
                 } else {
                     r.jurisdiction_code
                 },

@@ -239,6 +239,18 @@ impl Gazetteer {
         }
     }
 
+    /// The code of a site known only by its name (rows and events written before the
+    /// gazetteer): '' when the name is empty or not a site of the gazetteer, whose free text
+    /// stays readable as it was.
+    pub fn code_of_site(&self, name: &str) -> String {
+        if name.trim().is_empty() {
+            return String::new();
+        }
+        self.town("town", name)
+            .map(|p| p.code.as_str().to_string())
+            .unwrap_or_default()
+    }
+
     /// Whether a site can be at `place`: a town, or a district without towns in the gazetteer.
     fn is_site(&self, place: &Place) -> bool {
         match place.level() {
@@ -364,6 +376,9 @@ mod tests {
         );
         assert!(g.town("t", "320400").is_err(), "a city is not a site");
         assert!(g.town("t", "不存在镇").is_err());
+        assert_eq!(g.code_of_site(" 新桥街道 "), "320411004");
+        assert_eq!(g.code_of_site("不存在镇"), "");
+        assert_eq!(g.code_of_site(""), "");
         // 天宁区 has no towns in the gazetteer yet: a water user there names the district.
         assert_eq!(
             g.town("t", "320402").map(|p| p.name_zh.as_str()).ok(),

@@ -75,7 +75,7 @@ pub fn decode_accepted(payload: &[u8]) -> anyhow::Result<(String, String, Contra
         unit_type: user.unit_type,
         // Events from before the gazetteer carry only the town's name: look it up.
         jurisdiction_code: if user.jurisdiction_code.is_empty() {
-            crate::store::town_code_of(&user.town)
+            cwsm_platform::gazetteer::Gazetteer::builtin().code_of_site(&user.town)
         } else {
             user.jurisdiction_code
         },

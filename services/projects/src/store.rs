@@ -182,18 +182,6 @@ pub(crate) struct ProjectRow {
     jurisdiction_code: String,
 }
 
-/// The gazetteer code of a town known only by name (projects contracted before the
-/// gazetteer, or from older events): '' when the gazetteer does not know it.
-pub fn town_code_of(town: &str) -> String {
-    if town.trim().is_empty() {
-        return String::new();
-    }
-    cwsm_platform::gazetteer::Gazetteer::builtin()
-        .town("town", town)
-        .map(|p| p.code.as_str().to_string())
-        .unwrap_or_default()
-}
-
 fn json_list(s: &str) -> Vec<String> {
     serde_json::from_str(s).unwrap_or_default()
 }
@@ -218,7 +206,7 @@ impl From<ProjectRow> for Project {
                 sector: Sector::from_code(&r.sector).unwrap_or(Sector::PublicInstitution),
                 unit_type: r.unit_type,
                 jurisdiction_code: if r.jurisdiction_code.is_empty() {
-                    town_code_of(&r.town)
+                    cwsm_platform::gazetteer::Gazetteer::builtin().code_of_site(&r.town)
                 } else {
                     r.jurisdiction_code
                 },
