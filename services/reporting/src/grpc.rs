@@ -196,6 +196,7 @@ fn indicator(i: &Indicator) -> pb::Indicator {
             Kind::Counted => pb::IndicatorKind::Counted,
             Kind::Recorded => pb::IndicatorKind::Recorded,
             Kind::CountedAndRecorded => pb::IndicatorKind::CountedAndRecorded,
+            Kind::RolledUp => pb::IndicatorKind::RolledUp,
         } as i32,
         counting_rule: i.rule.as_ref().map(|r| pb::CountingRule {
             milestone: r.milestone.number(),
@@ -215,13 +216,14 @@ fn indicator(i: &Indicator) -> pb::Indicator {
             } as i32,
         }),
         aggregation: match (i.kind, i.aggregation) {
-            (Kind::Counted, _) => pb::Aggregation::Unspecified,
+            (Kind::Counted | Kind::RolledUp, _) => pb::Aggregation::Unspecified,
             (Kind::Recorded | Kind::CountedAndRecorded, Aggregation::Sum) => pb::Aggregation::Sum,
             (Kind::Recorded | Kind::CountedAndRecorded, Aggregation::Latest) => {
                 pb::Aggregation::Latest
             }
         } as i32,
         note: i.note.clone(),
+        rolled_up_from: i.rolled_up_from.clone(),
     }
 }
 
@@ -421,11 +423,22 @@ fn rollup_message(r: &Rollup) -> pb::Rollup {
                         status: progress(row.status) as i32,
                         progress_bp: row.progress_bp,
                         deadline: row.deadline.format("%Y-%m-%d").to_string(),
+                        indicator_code: row.indicator_code.clone(),
+                        city: row.city.as_ref().map(rollup_place),
                     })
                     .collect(),
+                own_target: l.own.as_ref().map(|o| pb::RollupOwnTarget {
+                    plan_code: o.plan_code.clone(),
+                    target: o.target,
+                    deadline: o.deadline.format("%Y-%m-%d").to_string(),
+                    status: progress(o.status) as i32,
+                    progress_bp: o.progress_bp,
+                    rolled_up_from: o.from.clone(),
+                }),
             })
             .collect(),
         own_reports: r.own.iter().map(report_message).collect(),
+        city_reports: r.cities.iter().map(report_message).collect(),
         districts_without_plan: r.without_plan.iter().map(rollup_place).collect(),
         generate_time: Some(timestamp(now_ms())),
     }

@@ -66,6 +66,10 @@ pub enum Kind {
     /// Both: the projects the rule counts plus the entries recorded with evidence for what
     /// happened outside the platform (A7: retrofits declared, in the contract mode or not).
     CountedAndRecorded,
+    /// In a city's or province's plan: the sum of the indicators `rolled_up_from` names in the
+    /// plans of the districts inside it, of the same year, as of the same date (the mapping of
+    /// a higher plan's indicator onto its districts' codes).
+    RolledUp,
 }
 
 impl Kind {
@@ -74,6 +78,7 @@ impl Kind {
             Kind::Counted => "counted",
             Kind::Recorded => "recorded",
             Kind::CountedAndRecorded => "counted_and_recorded",
+            Kind::RolledUp => "rolled_up",
         }
     }
 
@@ -220,6 +225,9 @@ pub struct Indicator {
     /// How recorded achievements add up (also set, unused, for counted ones).
     pub aggregation: Aggregation,
     pub note: String,
+    /// The district plans' indicator codes a [`Kind::RolledUp`] indicator sums; empty for
+    /// every other kind.
+    pub rolled_up_from: Vec<String>,
 }
 
 impl Indicator {
@@ -299,6 +307,11 @@ impl Plan {
     /// where "time elapsed" starts for the on-track judgement.
     pub fn year_start(&self) -> NaiveDate {
         self.window.from
+    }
+
+    /// Whether an indicator sums the plans of the districts inside (a city's or province's).
+    pub fn rolls_up(&self) -> bool {
+        self.indicators.iter().any(|i| i.kind == Kind::RolledUp)
     }
 }
 
@@ -440,6 +453,9 @@ struct IndicatorFile {
     note: String,
     #[serde(default)]
     rule: Option<RuleFile>,
+    /// Only with `kind = "rolled_up"`.
+    #[serde(default)]
+    from: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -594,6 +610,18 @@ impl Checker<'_> {
                     ),
                 });
             }
+        }
+        // A district's plan has no districts inside it to roll up.
+        if matches!(jurisdiction.level(), Level::District | Level::Town)
+            && let Some(i) = indicators.iter().find(|i| i.kind == Kind::RolledUp)
+        {
+            return Err(PlanError {
+                line: self.line_of_code(&i.code),
+                message: format!(
+                    "indicator {}: rolled_up sums the plans of the districts inside a city or province; jurisdiction {jurisdiction} is a district",
+                    i.code
+                ),
+            });
         }
         // Department references of goals and indicators (after the shape checks above, so
         // that the message names the indicator).
@@ -767,12 +795,13 @@ impl Checker<'_> {
                 f.deadline
             ))
         })?;
-        let kinds = "counted, recorded or counted_and_recorded";
+        let kinds = "counted, recorded, counted_and_recorded or rolled_up";
         let kind = match f.kind.as_deref() {
             None if goal => Kind::Recorded,
             Some("counted") => Kind::Counted,
             Some("recorded") => Kind::Recorded,
             Some("counted_and_recorded") => Kind::CountedAndRecorded,
+            Some("rolled_up") => Kind::RolledUp,
             None => return Err(bad(format!("missing field `kind` ({kinds})"))),
             Some(other) => {
                 return Err(bad(format!("unknown kind {other:?} ({kinds})")));
@@ -787,10 +816,46 @@ impl Checker<'_> {
                 )));
             }
             (false, Some(_)) => {
-                return Err(bad("a recorded indicator has no rule".into()));
+                return Err(bad(format!("a {} indicator has no rule", kind.code())));
             }
             (false, None) => None,
         };
+        let mut rolled_up_from: Vec<String> = Vec::with_capacity(f.from.len());
+        for c in &f.from {
+            let c = c.trim();
+            if c.is_empty() {
+                return Err(bad("from: an empty indicator code".into()));
+            }
+            if !rolled_up_from.iter().any(|o| o == c) {
+                rolled_up_from.push(c.to_string());
+            }
+        }
+        match (kind, rolled_up_from.is_empty()) {
+            (Kind::RolledUp, true) => {
+                return Err(bad(
+                    "a rolled_up indicator names the district plans' indicators it sums: from = [\"A8-CONTRACT-PROJECTS\"]"
+                        .into(),
+                ));
+            }
+            (Kind::RolledUp, false) => {
+                if !matches!(comparator, Comparator::AtLeast | Comparator::AtMost) {
+                    return Err(bad(format!(
+                        "a rolled_up indicator sums its districts' values: comparator must be at_least or at_most, not {}",
+                        comparator.code()
+                    )));
+                }
+                if f.aggregation.is_some() {
+                    return Err(bad("aggregation is only for recorded indicators".into()));
+                }
+            }
+            (_, false) => {
+                return Err(bad(format!(
+                    "from is only for rolled_up indicators, not {}",
+                    kind.code()
+                )));
+            }
+            (_, true) => {}
+        }
         if kind.counts() && !matches!(comparator, Comparator::AtLeast | Comparator::AtMost) {
             return Err(bad(format!(
                 "a {} indicator sums what its rule counts: comparator must be at_least or at_most, not {}",
@@ -846,6 +911,7 @@ impl Checker<'_> {
             rule,
             aggregation,
             note: f.note,
+            rolled_up_from,
         })
     }
 
@@ -1184,6 +1250,61 @@ mod tests {
         let stored = parse_stored(&old).expect("a stored plan of before");
         assert_eq!(stored.jurisdiction, Jurisdiction::default_district());
         assert_eq!(stored.window, plan.window);
+    }
+
+    /// A `rolled_up` indicator: only in a city's or province's plan, with `from`, summing
+    /// (at_least / at_most), without a rule; `from` on any other kind is refused.
+    #[test]
+    fn rolled_up_indicators_belong_to_higher_plans_and_name_what_they_sum() {
+        let city = |jurisdiction: &str, body: &str| {
+            format!(
+                "code = \"cz\"\ntitle = \"t\"\ndistrict = \"d\"\nyear = 2020\njurisdiction = \"{jurisdiction}\"\n\
+                 window = {{ from = \"2020-01-01\", to = \"2020-12-31\" }}\nsource = \"s\"\n\
+                 [[actions]]\nnumber = 1\nname = \"a\"\n\
+                 [[indicators]]\ncode = \"CZ1\"\naction = 1\nname = \"n\"\nunit = \"projects\"\n\
+                 target = 3.0\ndeadline = \"2020-12-31\"\n{body}\n"
+            )
+        };
+        let ok = parse(&city(
+            "320400",
+            "comparator = \"at_least\"\nkind = \"rolled_up\"\nfrom = [\"A8-CONTRACT-PROJECTS\", \"A8-CONTRACT-PROJECTS\"]",
+        ))
+        .expect("a city's rolled-up indicator");
+        assert!(ok.rolls_up());
+        assert_eq!(ok.indicators[0].rolled_up_from, ["A8-CONTRACT-PROJECTS"]);
+        let cases = [
+            (
+                "320411",
+                "comparator = \"at_least\"\nkind = \"rolled_up\"\nfrom = [\"A8\"]",
+                "320411 is a district",
+            ),
+            (
+                "320400",
+                "comparator = \"at_least\"\nkind = \"rolled_up\"",
+                "from = [",
+            ),
+            (
+                "320400",
+                "comparator = \"rate_at_least\"\nkind = \"rolled_up\"\nfrom = [\"A8\"]",
+                "comparator must be at_least or at_most",
+            ),
+            (
+                "320400",
+                "comparator = \"at_least\"\nkind = \"recorded\"\nfrom = [\"A8\"]",
+                "from is only for rolled_up indicators",
+            ),
+            (
+                "320400",
+                "comparator = \"at_least\"\nkind = \"rolled_up\"\nfrom = [\" \"]",
+                "empty indicator code",
+            ),
+        ];
+        for (jurisdiction, body, expected) in cases {
+            let e = parse(&city(jurisdiction, body)).expect_err(body);
+            assert!(e.message.contains("CZ1"), "{e}");
+            assert!(e.message.contains(expected), "{body}: {e}");
+            assert!(e.line.is_some(), "{body}: {e}");
+        }
     }
 
     /// Issue 11 "bad input": a measure that does not fit the indicator's unit names its line.

@@ -15,8 +15,8 @@ use cwsm_platform::jurisdiction::Jurisdiction;
 use cwsm_platform::vocab::{IndicatorTag, Milestone, Sector};
 
 use crate::plan::{
-    Aggregation, Comparator, CountingRule, Indicator, Measure, OnTerminated, Plan, StoredPlan,
-    Window,
+    Aggregation, Comparator, CountingRule, Indicator, Kind, Measure, OnTerminated, Plan,
+    StoredPlan, Window,
 };
 
 /// UTC+8, the offset of China Standard Time, in milliseconds.
@@ -848,6 +848,41 @@ pub fn report_from_totals(
         as_of,
         lines,
         generated_at_ms,
+    }
+}
+
+/// Fills the rolled-up indicators of `report` (a city's or province's plan) from `districts`,
+/// the reports of the district plans inside it as of the same date: each line the sum of the
+/// districts' lines of the codes it names, with their histories added up, and its breakdown by
+/// place giving each district (by code) instead of towns.
+pub fn roll_up_into(report: &mut Report, districts: &[&Report]) {
+    let plan = report.plan.plan.clone();
+    let as_of = report.as_of;
+    for line in report
+        .lines
+        .iter_mut()
+        .filter(|l| l.indicator.kind == Kind::RolledUp)
+    {
+        let from = &line.indicator.rolled_up_from;
+        let mut parts = Vec::new();
+        let mut completed: Option<i64> = None;
+        for d in districts {
+            for l in d.lines.iter().filter(|l| from.contains(&l.indicator.code)) {
+                parts.push(Part {
+                    actual: Some(l.actual),
+                    by_town: vec![(d.plan.plan.jurisdiction.to_string(), l.actual)],
+                    by_sector: l.by_sector.clone(),
+                    by_department: Vec::new(),
+                    last_change_ms: l.last_change_ms,
+                    history: l.history.clone(),
+                });
+                if let Some(n) = l.completed {
+                    completed = Some(completed.unwrap_or(0).saturating_add(n));
+                }
+            }
+        }
+        let indicator = line.indicator.clone();
+        *line = self::line(&plan, &indicator, parts, completed, as_of);
     }
 }
 

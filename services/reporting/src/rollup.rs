@@ -10,6 +10,8 @@
 //!
 //! Pure: the service reads the plans and their reports, this module groups them.
 
+use std::sync::Arc;
+
 use chrono::NaiveDate;
 use cwsm_platform::gazetteer::{Gazetteer, Place};
 use cwsm_platform::jurisdiction::{Jurisdiction, Level};
@@ -22,6 +24,11 @@ use crate::report::{Report, Status};
 #[derive(Clone, Debug, PartialEq)]
 pub struct Row {
     pub district: Place,
+    /// The city the district is in (for a province's drill-down by city).
+    pub city: Option<Place>,
+    /// The district plan's indicator code: the line's own, or for a line of a higher plan's
+    /// rolled-up indicator one of the codes it sums.
+    pub indicator_code: String,
     pub plan_code: String,
     pub plan_version: i64,
     pub actual: f64,
@@ -45,6 +52,21 @@ pub struct Line {
     pub total: Option<Total>,
     /// By district code, then plan code.
     pub rows: Vec<Row>,
+    /// For a rolled-up indicator of the city's or province's own plan: that plan's target and
+    /// status against the total (the rows are the districts' lines of the codes it sums).
+    pub own: Option<OwnTarget>,
+}
+
+/// A higher plan's own target over the sum of its districts (a rolled-up indicator).
+#[derive(Clone, Debug, PartialEq)]
+pub struct OwnTarget {
+    pub plan_code: String,
+    pub target: f64,
+    pub deadline: NaiveDate,
+    pub status: Status,
+    pub progress_bp: i32,
+    /// The district indicator codes summed.
+    pub from: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -61,6 +83,9 @@ pub struct Rollup {
     pub as_of: NaiveDate,
     /// The reports of the plans made for the city or province itself (usually none or one).
     pub own: Vec<Report>,
+    /// In a province's roll-up: the reports of the plans of the cities inside it, which set
+    /// targets of their own (their rolled-up lines summing their own districts).
+    pub cities: Vec<Report>,
     /// Indicator codes in the order the district plans list them (goals first).
     pub lines: Vec<Line>,
     /// The districts inside with no plan of the year.
@@ -81,6 +106,21 @@ pub fn place<'g>(gazetteer: &'g Gazetteer, field: &str, code: &str) -> Result<&'
             ),
         )),
     }
+}
+
+/// The plans of the cities strictly inside `place` (a province) for `year`, of `plans`.
+pub fn select_cities<'p>(
+    place: &Jurisdiction,
+    year: i32,
+    plans: &'p [StoredPlan],
+) -> Vec<&'p StoredPlan> {
+    plans
+        .iter()
+        .filter(|p| {
+            let j = &p.plan.jurisdiction;
+            p.plan.year == year && j.level() == Level::City && j != place && place.contains(j)
+        })
+        .collect()
 }
 
 /// Which of `plans` (the latest version of each code) the roll-up of `place` for `year` reads:
@@ -117,7 +157,8 @@ pub fn build(
     year: i32,
     as_of: NaiveDate,
     own: Vec<Report>,
-    mut districts: Vec<Report>,
+    cities: Vec<Report>,
+    mut districts: Vec<Arc<Report>>,
 ) -> Rollup {
     districts.sort_by(|a, b| {
         (a.plan.plan.jurisdiction.as_str(), a.plan.plan.code.as_str())
@@ -134,6 +175,8 @@ pub fn build(
             let i = &l.indicator;
             let row = Row {
                 district: district.clone(),
+                city: city_of(gazetteer, &district.code),
+                indicator_code: i.code.clone(),
                 plan_code: report.plan.plan.code.clone(),
                 plan_version: report.plan.version,
                 actual: l.actual,
@@ -161,22 +204,53 @@ pub fn build(
                         comparator: i.comparator,
                         total: None,
                         rows: vec![row],
+                        own: None,
                     });
                 }
             }
         }
     }
     for (line, adds) in lines.iter_mut().zip(summable) {
-        if !adds {
-            continue;
-        }
-        let actual: f64 = line.rows.iter().map(|r| r.actual).sum();
-        let target: f64 = line.rows.iter().map(|r| r.target).sum();
-        // Finite inputs of at most 10¹⁵ stay finite; a total that is not is left out.
-        if actual.is_finite() && target.is_finite() {
-            line.total = Some(Total { actual, target });
+        if adds {
+            line.total = total_of(&line.rows);
         }
     }
+    // The own plans' rolled-up indicators: a line each, over the district rows of the codes
+    // it sums, with the higher plan's own target and status (its report summed the same).
+    let mut rolled = Vec::new();
+    for report in &own {
+        for l in report
+            .lines
+            .iter()
+            .filter(|l| l.indicator.kind == Kind::RolledUp)
+        {
+            let i = &l.indicator;
+            let rows: Vec<Row> = lines
+                .iter()
+                .filter(|line| i.rolled_up_from.contains(&line.code))
+                .flat_map(|line| line.rows.iter().cloned())
+                .collect();
+            rolled.push(Line {
+                code: i.code.clone(),
+                name: i.name.clone(),
+                name_zh: i.name_zh.clone(),
+                unit: i.unit.clone(),
+                comparator: i.comparator,
+                total: total_of(&rows),
+                rows,
+                own: Some(OwnTarget {
+                    plan_code: report.plan.plan.code.clone(),
+                    target: i.target,
+                    deadline: i.deadline,
+                    status: l.evaluation.status,
+                    progress_bp: l.evaluation.progress_bp,
+                    from: i.rolled_up_from.clone(),
+                }),
+            });
+        }
+    }
+    rolled.append(&mut lines);
+    let lines = rolled;
     let planned: Vec<&Jurisdiction> = districts
         .iter()
         .map(|r| &r.plan.plan.jurisdiction)
@@ -191,9 +265,27 @@ pub fn build(
         year,
         as_of,
         own,
+        cities,
         lines,
         without_plan,
     }
+}
+
+/// The sums of `rows`' actuals and targets; `None` when one is not finite (finite inputs of at
+/// most 10¹⁵ stay finite).
+fn total_of(rows: &[Row]) -> Option<Total> {
+    let actual: f64 = rows.iter().map(|r| r.actual).sum();
+    let target: f64 = rows.iter().map(|r| r.target).sum();
+    (actual.is_finite() && target.is_finite()).then_some(Total { actual, target })
+}
+
+/// The city a district belongs to, when `gazetteer` knows it.
+fn city_of(gazetteer: &Gazetteer, district: &Jurisdiction) -> Option<Place> {
+    gazetteer
+        .ancestors(district)
+        .into_iter()
+        .find(|p| p.level() == Level::City)
+        .cloned()
 }
 
 #[cfg(test)]
@@ -260,9 +352,10 @@ mod tests {
             2020,
             as_of,
             vec![],
+            vec![],
             vec![
-                report(stored("wujin-2020", "320412", 1), 3.0),
-                report(stored("xinbei-2020", "320411", 2), 2.0),
+                Arc::new(report(stored("wujin-2020", "320412", 1), 3.0)),
+                Arc::new(report(stored("xinbei-2020", "320411", 2), 2.0)),
             ],
         );
         let a8 = r

@@ -329,6 +329,52 @@ macro_rules! change_count {
     };
 }
 
+/// Raises the generation of plan `$plan_id` (see migration 0006): a report kept of it is stale.
+macro_rules! bump_generation {
+    ($tx:expr, $plan_id:expr) => {
+        sqlx::query(
+            "INSERT INTO report_generations (plan_id, generation) VALUES ($1, 1) \
+             ON CONFLICT (plan_id) DO UPDATE SET generation = report_generations.generation + 1",
+        )
+        .bind($plan_id)
+        .execute(&mut *$tx)
+        .await?
+    };
+}
+
+/// Raises the generation of every version of plan code `$code` (`None`: of every plan).
+macro_rules! bump_generations {
+    ($tx:expr, $code:expr) => {{
+        let code: Option<&str> = $code;
+        sqlx::query(
+            "INSERT INTO report_generations (plan_id, generation) SELECT id, 1 FROM plans WHERE $1 = '' OR code = $1 \
+             ON CONFLICT (plan_id) DO UPDATE SET generation = report_generations.generation + 1",
+        )
+        .bind(code.unwrap_or(""))
+        .execute(&mut *$tx)
+        .await?
+    }};
+}
+
+/// Raises the generation of every plan (with counted rules `$rules`) whose jurisdiction holds a
+/// new fact's site, whether or not a rule counts it: a hand-over changes the completion counts
+/// of projects counted long before.
+macro_rules! bump_plans_of_place {
+    ($tx:expr, $rules:expr, $fact:expr) => {{
+        let fact: &Fact = $fact;
+        let mut touched: Vec<&str> = $rules
+            .iter()
+            .filter(|r: &&PlanRule| r.scope.jurisdiction.contains(&fact.jurisdiction))
+            .map(|r| r.plan_id.as_str())
+            .collect();
+        touched.sort_unstable();
+        touched.dedup();
+        for id in touched {
+            bump_generation!($tx, id);
+        }
+    }};
+}
+
 /// Takes a counted project off a rule's count (it was terminated, effective on day `$at_day`,
 /// recorded at `$at_ms`): on the day of the termination, or the day it counted if that is
 /// later. Nothing when it does not count.
@@ -539,6 +585,7 @@ impl Store {
                     .bind(&id).execute(&mut *tx).await?.rows_affected() == 1;
                 if mine {
                     count_stored_facts!(self, tx, &rules);
+                    bump_generation!(tx, &id);
                 }
                 tx.commit().await?;
             });
@@ -609,6 +656,7 @@ impl Store {
             };
             let rules = rules_of(&stored);
             count_stored_facts!(self, tx, &rules);
+            bump_generation!(tx, &id);
             id
         }))
     }
@@ -687,6 +735,7 @@ impl Store {
                 if added {
                     let rules = all_rules!(self, tx);
                     count_fact!(tx, rules, fact);
+                    bump_plans_of_place!(tx, rules, fact);
                 }
             }
             tx.commit().await?;
@@ -772,6 +821,7 @@ impl Store {
             for fact in facts {
                 if insert_fact!(tx, fact, fact.counted_at_ms) {
                     count_fact!(tx, rules, fact);
+                    bump_plans_of_place!(tx, rules, fact);
                 }
             }
             tx.commit().await?;
@@ -821,6 +871,7 @@ impl Store {
             sqlx::query("DELETE FROM count_cells").execute(&mut *tx).await?;
             sqlx::query("DELETE FROM count_days").execute(&mut *tx).await?;
             sqlx::query("DELETE FROM pending_recounts").execute(&mut *tx).await?;
+            bump_generations!(tx, None);
             tx.commit().await?;
             Ok(n)
         })
@@ -851,6 +902,7 @@ impl Store {
                 .bind(&a.evidence).bind(a.value).bind(&a.note).bind(&a.department).bind(&a.town)
                 .bind(a.sector.map(|s| s.code()).unwrap_or("")).bind(recorded_by).bind(now_ms()).bind(state.code())
                 .execute(&mut *tx).await?;
+            bump_generations!(tx, Some(a.plan_code.as_str()));
             id
         }))
     }
@@ -911,6 +963,7 @@ impl Store {
             if superseded != 1 {
                 return Err(Error::Aborted(format!("achievement {id} changed meanwhile; retry")));
             }
+            bump_generations!(tx, Some(current.plan_code.as_str()));
             id.to_string()
         });
         Ok(())
@@ -965,6 +1018,7 @@ impl Store {
             if superseded != 1 {
                 return Err(Error::Aborted(format!("achievement {id} changed meanwhile; retry")));
             }
+            bump_generations!(tx, Some(current.plan_code.as_str()));
             id.to_string()
         });
         Ok(())
@@ -1017,6 +1071,41 @@ impl Store {
                 });
         }
         Ok(out)
+    }
+
+    // -- kept reports -------------------------------------------------------------------------
+
+    /// The generations of the given plans (0 for a plan never changed; see migration 0006), in
+    /// the order given.
+    pub async fn generations(&self, plan_ids: &[&str]) -> Result<Vec<i64>> {
+        let rows: Vec<(String, i64)> = match plan_ids {
+            [] => Vec::new(),
+            [one] => with_db!(&self.db, pool => sqlx::query_as(
+                "SELECT plan_id, generation FROM report_generations WHERE plan_id = $1")
+                .bind(*one).fetch_all(pool).await?),
+            // A roll-up's hundred plans: one read of the few hundred rows there are.
+            _ => with_db!(&self.db, pool => sqlx::query_as(
+                "SELECT plan_id, generation FROM report_generations")
+                .fetch_all(pool).await?),
+        };
+        let by_id: HashMap<String, i64> = rows.into_iter().collect();
+        Ok(plan_ids
+            .iter()
+            .map(|id| by_id.get(*id).copied().unwrap_or(0))
+            .collect())
+    }
+
+    /// Raises the generations of `plan_ids` as a change to them would, without changing them:
+    /// the benchmark's way to have districts change between its calls.
+    pub async fn mark_changed(&self, plan_ids: &[&str]) -> Result<()> {
+        with_db!(&self.db, pool => {
+            let mut tx = pool.begin_write().await?;
+            for id in plan_ids {
+                bump_generation!(tx, *id);
+            }
+            tx.commit().await?;
+            Ok(())
+        })
     }
 
     // -- roll-up ------------------------------------------------------------------------------

@@ -740,36 +740,30 @@ async fn bench_rollup(
     }
     let f = cwsm_reporting::bench::run_rollup(&dir, districts, facts, calls.max(1)).await?;
     let _ = std::fs::remove_dir_all(&dir);
+    if !json {
+        eprintln!(
+            "province ({} districts × {} facts each): A8 total {} = sum of the districts {}",
+            f.districts,
+            f.facts_per_district,
+            num(f.a8_total),
+            num(f.a8_sum_of_districts)
+        );
+    }
     Output {
-        headers: vec![
-            "case",
-            "calls",
-            "p50_ms",
-            "p99_ms",
-            "goal_p99_ms",
-            "A8 total = sum",
-        ],
-        rows: vec![
-            vec![
-                format!(
-                    "province ({} districts × {} facts)",
-                    f.districts, f.facts_per_district
-                ),
-                f.calls.to_string(),
-                ms(f.province_p50),
-                ms(f.province_p99),
-                "10".into(),
-                format!("{} = {}", num(f.a8_total), num(f.a8_sum_of_districts)),
-            ],
-            vec![
-                "one district".into(),
-                f.calls.to_string(),
-                ms(f.district_p50),
-                ms(f.district_p99),
-                "2".into(),
-                String::new(),
-            ],
-        ],
+        headers: vec!["case", "calls", "p50_ms", "p99_ms", "goal_p99_ms"],
+        rows: f
+            .cases
+            .iter()
+            .map(|c| {
+                vec![
+                    c.name.clone(),
+                    c.calls.to_string(),
+                    ms(c.p50),
+                    ms(c.p99),
+                    c.goal_p99.map(ms).unwrap_or_else(|| "-".into()),
+                ]
+            })
+            .collect(),
     }
     .print(json);
     Ok(())
