@@ -10,6 +10,13 @@
 //! 6. Accepted projects are moved along the normal lifecycle path to their target stage, each
 //!    step by the party whose step it is (the company builds, commissions and operates; the
 //!    water user accepts the works and takes them over).
+//! 7. The plans' year: the demo's second district plan (Wujin 2020, seeds/plans) is loaded, the
+//!    projects signed in 2020 (`[[history]]`) are entered by an administrator with their
+//!    signing date and then moved with their 2020 effective dates and evidence, and the
+//!    achievements of 2020 (`[[achievements]]`) are recorded: so the 2020 reports, as of their
+//!    window's end, show what a district's year looks like (achieved, achieved late, missed),
+//!    and the roll-ups of Changzhou and Jiangsu add two districts up. Marketplace activity
+//!    (steps 1–6) is dated today, outside 2020's window.
 //!
 //! Every call carries a deterministic `request_id` ("demo:…"), so a replayed call returns the
 //! first result instead of duplicating it. The loader does nothing when any company already
@@ -30,6 +37,8 @@ use cwsm_proto::matching::v1 as mpb;
 use cwsm_proto::matching::v1::matching_service_client::MatchingServiceClient;
 use cwsm_proto::projects::v1 as ppb;
 use cwsm_proto::projects::v1::projects_service_client::ProjectsServiceClient;
+use cwsm_proto::reporting::v1 as rpb;
+use cwsm_proto::reporting::v1::reporting_service_client::ReportingServiceClient;
 use cwsm_proto::types;
 use serde::Deserialize;
 use tonic::metadata::{Ascii, MetadataValue};
@@ -40,6 +49,13 @@ use tonic::{Code, Request, Status};
 
 /// The demo data, embedded in the binary.
 const MARKETPLACE: &str = include_str!("../../../seeds/demo/marketplace.toml");
+
+/// The plans the demo loads besides the seed plan the reporting service starts with (Xinbei
+/// 2020): (code, TOML).
+const DEMO_PLANS: [(&str, &str); 1] = [(
+    "wujin-2020",
+    include_str!("../../../seeds/plans/wujin-2020.toml"),
+)];
 
 /// How many parties the loader registers at once.
 const LOAD_CONCURRENCY: usize = 16;
@@ -109,12 +125,88 @@ pub async fn load(channel: Channel, keys: &Keys) -> Result<Summary> {
 #[serde(deny_unknown_fields)]
 struct Marketplace {
     towns: Vec<String>,
+    /// Towns of other districts where water users of `[[history]]` are (Wujin's), kept out of
+    /// the generated part.
+    #[serde(default)]
+    other_towns: Vec<String>,
     companies: Vec<CompanyData>,
     water_users: Vec<WaterUserData>,
     requests: Vec<RequestData>,
+    /// Projects signed in the plans' year, entered by an administrator with their dates.
+    #[serde(default)]
+    history: Vec<HistoryData>,
+    /// Achievements of recorded indicators in the plans' year.
+    #[serde(default)]
+    achievements: Vec<AchievementData>,
     /// The rest of the district, generated from a seed (see [`Generated`]).
     #[serde(default)]
     generated: Option<Generated>,
+}
+
+/// A project signed outside the platform in the plans' year (the contract's signing date and
+/// number), and the dates its later milestones took effect (each with its evidence).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HistoryData {
+    key: String,
+    title: String,
+    water_user: String,
+    company: String,
+    measures: String,
+    contract_model: ContractModel,
+    #[serde(default)]
+    terms: TermsData,
+    investment_fen: i64,
+    promised_savings_bp: i32,
+    contract_term_months: i32,
+    price_fen_per_m3: i64,
+    #[serde(default)]
+    indicator_tags: Vec<IndicatorTag>,
+    /// The contract's number (the evidence of the back-dated signing).
+    contract_no: String,
+    /// "YYYY-MM-DD" (China Standard Time) of each milestone reached; `signed` required.
+    signed: String,
+    #[serde(default)]
+    implementing: Option<String>,
+    #[serde(default)]
+    commissioned: Option<String>,
+    #[serde(default)]
+    accepted: Option<String>,
+    #[serde(default)]
+    operating: Option<String>,
+}
+
+impl HistoryData {
+    /// The milestones after signing, in order: (stage, date).
+    fn steps(&self) -> Vec<(Stage, &str)> {
+        [
+            (Stage::Implementing, &self.implementing),
+            (Stage::Commissioned, &self.commissioned),
+            (Stage::Accepted, &self.accepted),
+            (Stage::Operating, &self.operating),
+        ]
+        .into_iter()
+        .filter_map(|(stage, date)| date.as_deref().map(|d| (stage, d)))
+        .collect()
+    }
+}
+
+/// An achievement of a recorded indicator, recorded by an administrator (approved).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AchievementData {
+    key: String,
+    plan: String,
+    indicator: String,
+    unit_name: String,
+    /// "YYYY-MM-DD".
+    date: String,
+    value: f64,
+    evidence: String,
+    #[serde(default)]
+    town: String,
+    #[serde(default)]
+    note: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -369,7 +461,12 @@ impl Marketplace {
     /// known towns, references that resolve, proposals that fit their offerings, terms that
     /// match their contract models.
     fn check(&self) -> Result<()> {
-        let towns: HashSet<&str> = self.towns.iter().map(String::as_str).collect();
+        let towns: HashSet<&str> = self
+            .towns
+            .iter()
+            .chain(&self.other_towns)
+            .map(String::as_str)
+            .collect();
         let known_town = |what: &str, town: &str| -> Result<()> {
             ensure!(towns.contains(town), "{what}: {town:?} is not in `towns`");
             Ok(())
@@ -919,6 +1016,7 @@ impl Interceptor for Bearer {
 
 type Matching = MatchingServiceClient<InterceptedService<Channel, Bearer>>;
 type Projects = ProjectsServiceClient<InterceptedService<Channel, Bearer>>;
+type Reporting = ReportingServiceClient<InterceptedService<Channel, Bearer>>;
 
 fn bearer(token: &str) -> Result<Bearer> {
     let value: MetadataValue<Ascii> = format!("Bearer {token}")
@@ -956,6 +1054,13 @@ impl Loader<'_> {
 
     fn projects(&self, token: &str) -> Result<Projects> {
         Ok(ProjectsServiceClient::with_interceptor(
+            self.channel.clone(),
+            bearer(token)?,
+        ))
+    }
+
+    fn reporting(&self, token: &str) -> Result<Reporting> {
+        Ok(ReportingServiceClient::with_interceptor(
             self.channel.clone(),
             bearer(token)?,
         ))
@@ -1059,7 +1164,11 @@ impl Loader<'_> {
             self.advance(r, project, user, company).await?;
         }
 
-        // 7. People who sign in with a password, one per role (README: "Sign in as each role").
+        // 7. The plans' year: the other plans, the projects signed in 2020 with their dates, the
+        // achievements of 2020.
+        self.year(data, &companies, &users, &mut summary).await?;
+
+        // 8. People who sign in with a password, one per role (README: "Sign in as each role").
         let first_company = data
             .companies
             .first()
@@ -1653,6 +1762,149 @@ impl Loader<'_> {
     }
 
     /// Takes the project along the normal path to the request's target stage.
+    /// Step 7: loads [`DEMO_PLANS`], enters `data.history` with their dates and records
+    /// `data.achievements`, as a platform administrator.
+    async fn year(
+        &self,
+        data: &Marketplace,
+        companies: &HashMap<&str, Party>,
+        users: &HashMap<&str, Party>,
+        summary: &mut Summary,
+    ) -> Result<()> {
+        let admin = self.token("cwsm demo loader", Role::Admin, None)?;
+        for (code, toml) in DEMO_PLANS {
+            self.reporting(&admin)?
+                .load_plan(rpb::LoadPlanRequest {
+                    request_id: format!("demo:plan:{code}"),
+                    plan_toml: toml.to_string(),
+                    validate_only: false,
+                })
+                .await
+                .with_context(|| format!("loading plan {code}"))?;
+            tracing::info!(plan = code, "plan loaded");
+        }
+        for h in &data.history {
+            let user_data = data
+                .water_user(&h.water_user)
+                .ok_or_else(|| anyhow!("history {}: no water user {}", h.key, h.water_user))?;
+            let company_data = data
+                .company(&h.company)
+                .ok_or_else(|| anyhow!("history {}: no company {}", h.key, h.company))?;
+            let user = party(users, &h.water_user)?;
+            let company = party(companies, &h.company)?;
+            let t = &h.terms;
+            let baseline = user_data.annual_use_litres;
+            let project = ppb::Project {
+                proposal_id: format!("demo-history-{}", h.key),
+                company: Some(types::CompanyRef {
+                    id: company.id.clone(),
+                    name: company.name.clone(),
+                    credit_code: credit_code(&company_data.credit_code)?,
+                }),
+                water_user: Some(types::WaterUserRef {
+                    id: user.id.clone(),
+                    name: user.name.clone(),
+                    credit_code: credit_code(&user_data.credit_code)?,
+                    sector: user_data.sector.number(),
+                    unit_type: user_data.unit_type.clone(),
+                    town: user_data.town.clone(),
+                    jurisdiction_code: String::new(),
+                }),
+                title: h.title.clone(),
+                measures: h.measures.clone(),
+                contract_model: h.contract_model.number(),
+                terms: Some(types::ContractTerms {
+                    share_ratio_bp: t.share_ratio_bp,
+                    sharing_period_months: t.sharing_period_months,
+                    guaranteed_savings_litres: t.guaranteed_savings_litres,
+                    shortfall_price_fen_per_m3: t.shortfall_price_fen_per_m3,
+                    bonus_share_bp: t.bonus_share_bp,
+                    hosting_fee_fen: t.hosting_fee_fen,
+                    water_rights_share_bp: t.water_rights_share_bp,
+                }),
+                investment_fen: h.investment_fen,
+                promised_savings_litres: baseline
+                    .checked_mul(i64::from(h.promised_savings_bp))
+                    .map(|v| v / 10_000)
+                    .ok_or_else(|| anyhow!("history {}: promised savings overflow", h.key))?,
+                promised_savings_bp: h.promised_savings_bp,
+                contract_term_months: h.contract_term_months,
+                price_fen_per_m3: h.price_fen_per_m3,
+                indicator_tags: h.indicator_tags.iter().map(|t| t.number()).collect(),
+                ..Default::default()
+            };
+            let created = self
+                .projects(&admin)?
+                .create_project(ppb::CreateProjectRequest {
+                    request_id: format!("demo:history:{}", h.key),
+                    project: Some(project),
+                    project_id: String::new(),
+                    signing_date: h.signed.clone(),
+                    evidence: format!("合同 {}", h.contract_no),
+                })
+                .await
+                .with_context(|| format!("entering the 2020 project {:?}", h.title))?
+                .into_inner()
+                .project
+                .ok_or_else(|| anyhow!("history {}: the response has no project", h.key))?;
+            summary.projects += 1;
+            for (step, date) in h.steps() {
+                if Stage::from_proto(created.stage).is_some_and(|s| s >= step) {
+                    continue;
+                }
+                let actor = if step.by_water_user() { user } else { company };
+                self.projects(&actor.token)?
+                    .transition_project(ppb::TransitionProjectRequest {
+                        request_id: format!("demo:history-stage:{}:{}", h.key, step.code()),
+                        project_id: created.id.clone(),
+                        to_stage: step.proto() as i32,
+                        reason: step.reason().to_string(),
+                        expected_version: 0,
+                        evidence: format!(
+                            "{} {}-{}",
+                            step.evidence_kind(),
+                            h.contract_no,
+                            step.code().to_uppercase()
+                        ),
+                        effective_date: date.to_string(),
+                    })
+                    .await
+                    .with_context(|| {
+                        format!(
+                            "{} moving the 2020 project {:?} to {} on {date}",
+                            actor.name,
+                            h.title,
+                            step.code()
+                        )
+                    })?;
+            }
+            tracing::info!(project = %created.id, title = %h.title, signed = %h.signed, "2020 project entered");
+        }
+        for a in &data.achievements {
+            self.reporting(&admin)?
+                .record_achievement(rpb::RecordAchievementRequest {
+                    request_id: format!("demo:achievement:{}", a.key),
+                    plan_code: a.plan.clone(),
+                    indicator_code: a.indicator.clone(),
+                    unit_name: a.unit_name.clone(),
+                    achieved_date: a.date.clone(),
+                    evidence: a.evidence.clone(),
+                    value: a.value,
+                    note: a.note.clone(),
+                    department: String::new(),
+                    town: a.town.clone(),
+                    sector: 0,
+                })
+                .await
+                .with_context(|| format!("recording achievement {}", a.key))?;
+        }
+        tracing::info!(
+            achievements = data.achievements.len(),
+            "2020 achievements recorded"
+        );
+        Ok(())
+    }
+
     async fn advance(
         &self,
         r: &RequestData,
