@@ -650,7 +650,14 @@ async fn expected_counts(app: &TestApp, admin: &str) -> anyhow::Result<Vec<(Stri
         }
         let mut counted: HashMap<&str, ()> = HashMap::new();
         for m in &log {
-            let ok = m.milestone == rule.milestone
+            // Inside the plan's window and district (the demo also enters Xinbei's and Wujin's
+            // 2020 projects).
+            let ok = (plan.window_start.as_str()..=plan.window_end.as_str())
+                .contains(&m.effective_date.as_str())
+                && cwsm_platform::gazetteer::Gazetteer::builtin()
+                    .town("town", &m.town)
+                    .is_ok_and(|t| t.code.as_str().starts_with(&plan.jurisdiction_code))
+                && m.milestone == rule.milestone
                 && (rule.sectors.is_empty() || rule.sectors.contains(&m.sector))
                 && (rule.unit_types.is_empty()
                     || rule
