@@ -171,3 +171,144 @@ async fn the_demo_reports_2020_with_two_districts_on_postgres() -> anyhow::Resul
     }
     demo_reports_2020(Backend::Postgres).await
 }
+
+/// The Xinbei view's A7 row and its link to the roll-up, once drawn.
+const READ_A7: &str = r#"
+var row = document.querySelector('tr[data-code="A7-TECH-RETROFITS"]');
+if (!row || document.body.getAttribute('data-ready') !== '1') return null;
+var link = document.getElementById('rollup-link');
+return { status: row.getAttribute('data-status'), pill: row.querySelector('.status').textContent,
+         link: link && !link.hidden ? link.getAttribute('href') : null,
+         csp: document.body.getAttribute('data-csp-violations') };
+"#;
+
+/// The roll-up page's A8 table: its district rows and its total, once drawn.
+const READ_ROLLUP: &str = r#"
+if (document.body.getAttribute('data-ready') !== '1') return null;
+var box = document.querySelector('.rollup-indicator[data-code="A8-CONTRACT-PROJECTS"]');
+var a7 = document.querySelector('.rollup-indicator[data-code="A7-TECH-RETROFITS"] tr[data-district="320411"] .status');
+if (!box) return null;
+var rows = Array.prototype.map.call(box.querySelectorAll('tr[data-district]'), function (r) {
+  return [r.getAttribute('data-district'), r.querySelector('.actual').textContent]; });
+var total = box.querySelector('tr[data-total] .actual');
+return { rows: rows, total: total ? total.textContent : null, a7_xinbei: a7 ? a7.textContent : null,
+         title: document.getElementById('place-title').textContent,
+         as_of: document.getElementById('as-of').textContent,
+         csp: document.body.getAttribute('data-csp-violations') };
+"#;
+
+/// The dashboard over the demo: the Xinbei 2020 view shows achieved late with its days
+/// (逾期完成（晚18天）), links to Changzhou's roll-up, and the roll-up page shows both districts
+/// and their total.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_shows_late_statuses_and_the_rollup_over_the_demo() -> anyhow::Result<()> {
+    use cwsm_tests::web::{Browser, http};
+    let app = TestApp::start(Backend::Sqlite).await?;
+    let admin = app.token(Role::Admin, None);
+    cwsm::demo::load(app.channel.clone(), &app.keys).await?;
+    let addr = app
+        .running
+        .as_ref()
+        .map(|r| r.addr.to_string())
+        .ok_or_else(|| anyhow::anyhow!("not running"))?;
+    let cookie = format!("cwsm_dashboard_token={admin}");
+    // The data the pages draw.
+    let rollup = eventually(WAIT, || async {
+        let v = http(
+            &addr,
+            "GET",
+            "/dashboard/rollup.json?place=320400&year=2020",
+            &[("Cookie", cookie.as_str())],
+            None,
+        )
+        .await
+        .ok()?
+        .json()
+        .ok()?;
+        let a8 = v["indicators"]
+            .as_array()?
+            .iter()
+            .find(|i| i["code"] == "A8-CONTRACT-PROJECTS")?
+            .clone();
+        (a8["total_actual"].as_f64() == Some(5.0)).then_some(v)
+    })
+    .await
+    .ok_or_else(|| anyhow::anyhow!("rollup.json never totalled A8 = 5 over Xinbei and Wujin"))?;
+    assert_eq!(rollup["as_of"], "2020-12-31");
+    assert_eq!(rollup["place"]["name_zh"], "常州市");
+    // Another role: refused, as on the district view.
+    let company = app.token(
+        Role::Company,
+        Some(&cwsm_tests::fresh_credit_code("91320411MA")),
+    );
+    let denied = http(
+        &addr,
+        "GET",
+        &format!("/dashboard/rollup?token={company}"),
+        &[],
+        None,
+    )
+    .await?;
+    assert_eq!(denied.status, 403);
+    assert_eq!(
+        http(&addr, "GET", "/dashboard/rollup.json", &[], None)
+            .await?
+            .status,
+        401
+    );
+
+    let Some(browser) = Browser::start().await? else {
+        return app.stop().await;
+    };
+    let result = async {
+        browser
+            .open(&format!(
+                "http://{addr}/dashboard?token={admin}&plan=xinbei-2020&lang=zh"
+            ))
+            .await?;
+        let a7 = eventually(WAIT, || async {
+            browser.eval(READ_A7).await.ok().filter(|v| !v.is_null())
+        })
+        .await
+        .ok_or_else(|| anyhow::anyhow!("the dashboard never showed A7"))?;
+        assert_eq!(a7["status"], "achieved_late", "{a7}");
+        assert_eq!(a7["pill"], "逾期完成（晚18天）", "{a7}");
+        let link = a7["link"].as_str().unwrap_or("").to_string();
+        assert!(
+            link.starts_with("/dashboard/rollup?place=320400&year=2020"),
+            "{a7}"
+        );
+        browser.open(&format!("http://{addr}{link}")).await?;
+        let page = eventually(WAIT, || async {
+            browser
+                .eval(READ_ROLLUP)
+                .await
+                .ok()
+                .filter(|v| !v.is_null())
+        })
+        .await
+        .ok_or_else(|| anyhow::anyhow!("the roll-up page never drew A8"))?;
+        assert_eq!(
+            page["rows"],
+            serde_json::json!([["320411", "3"], ["320412", "2"]]),
+            "{page}"
+        );
+        assert_eq!(page["total"], "5", "{page}");
+        assert_eq!(page["a7_xinbei"], "逾期完成", "{page}");
+        assert!(
+            page["title"].as_str().unwrap_or("").contains("常州市"),
+            "{page}"
+        );
+        assert!(
+            page["as_of"].as_str().unwrap_or("").contains("2020-12-31"),
+            "{page}"
+        );
+        assert!(page["csp"].is_null(), "CSP violations: {page}");
+        let _ = browser.screenshot("/tmp/dashboard-rollup.png").await;
+        Ok::<_, anyhow::Error>(())
+    }
+    .await;
+    browser.quit().await;
+    result?;
+    app.stop().await
+}

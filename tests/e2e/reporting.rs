@@ -139,6 +139,31 @@ async fn dashboard_headers(addr: &str, admin: &str, company: &str) -> anyhow::Re
             404,
         ),
         ("404", "/dashboard/nothing-here".into(), with_cookie, 404),
+        (
+            "roll-up page",
+            format!("/dashboard/rollup?token={admin}"),
+            &[],
+            200,
+        ),
+        (
+            "roll-up 403 page",
+            format!("/dashboard/rollup?token={company}"),
+            &[],
+            403,
+        ),
+        ("rollup.js", "/dashboard/rollup.js".into(), &[], 200),
+        (
+            "rollup.json",
+            "/dashboard/rollup.json".into(),
+            with_cookie,
+            200,
+        ),
+        (
+            "rollup.json, a district",
+            "/dashboard/rollup.json?place=320411".into(),
+            with_cookie,
+            400,
+        ),
         ("CSV", "/dashboard/export.csv".into(), with_cookie, 200),
         ("xlsx", "/dashboard/export.xlsx".into(), with_cookie, 200),
     ];

@@ -11,7 +11,7 @@
       live: "实时", connecting: "连接中", offline: "已断开", daysLeft: "剩余 {n} 天", daysOver: "逾期 {n} 天", dueToday: "今日截止",
       leads: "牵头", participates: "参与", noIndicators: "无指标", noCompletions: "尚无完成记录",
       counted: "项目计数", recorded: "人工填报", counted_and_recorded: "项目计数 + 人工填报", completed: "已移交 {n} 项", today: "今天", target: "目标", updated: "更新于",
-      source: "来源", afterYear: "统计日期 {d} 已在计划年度之后", deadLetters: "{n} 条无法处理的事件（cwsm report dead-letters）"
+      rollup: "全市汇总", source: "来源", afterYear: "统计日期 {d} 已在计划年度之后", deadLetters: "{n} 条无法处理的事件（cwsm report dead-letters）"
     },
     en: {
       achieved: "Achieved", achieved_late: "Achieved late", on_track: "On track", at_risk: "At risk", missed: "Missed", not_started: "Not started",
@@ -21,7 +21,7 @@
       live: "Live", connecting: "Connecting", offline: "Offline", daysLeft: "{n} days left", daysOver: "{n} days overdue", dueToday: "due today",
       leads: "leads", participates: "participates", noIndicators: "no indicators", noCompletions: "No completions yet",
       counted: "counted from projects", recorded: "recorded", counted_and_recorded: "counted and recorded", completed: "{n} handed over", today: "today", target: "target", updated: "Updated",
-      source: "Source", afterYear: "as of {d}, after the plan year", deadLetters: "{n} events set aside (cwsm report dead-letters)"
+      rollup: "City roll-up", source: "Source", afterYear: "as of {d}, after the plan year", deadLetters: "{n} events set aside (cwsm report dead-letters)"
     }
   };
   var STATUSES = ["achieved", "achieved_late", "on_track", "at_risk", "missed", "not_started"];
@@ -78,6 +78,13 @@
     el("plan-version").textContent = p.code + " " + t("version") + " " + p.version;
     el("export-xlsx").href = "/dashboard/export.xlsx" + qs;
     el("export-csv").href = "/dashboard/export.csv" + qs;
+    // The city's roll-up of this district's year, as of the same date.
+    var link = el("rollup-link");
+    if (p.rollup_place) {
+      link.href = "/dashboard/rollup?place=" + encodeURIComponent(p.rollup_place) + "&year=" + p.year + "&date=" + encodeURIComponent(data.as_of) + "&lang=" + lang;
+      link.textContent = t("rollup");
+      link.hidden = false;
+    } else link.hidden = true;
     document.querySelectorAll("[data-t]").forEach(function (n) { n.textContent = t(n.getAttribute("data-t")); });
     document.querySelectorAll(".lang button").forEach(function (b) { b.classList.toggle("on", b.getAttribute("data-lang") === lang); });
     document.documentElement.lang = lang === "zh" ? "zh-CN" : "en";

@@ -4,7 +4,11 @@
 //! - `GET /dashboard/data.json`: the report the page draws, as JSON;
 //! - `GET /dashboard/events`: Server-Sent Events, one `report` event at once and another
 //!   whenever a count or record changes (the same shared feed as `WatchReport`, see `watch`);
-//! - `GET /dashboard/export.csv`, `/dashboard/export.xlsx`: the report as a file.
+//! - `GET /dashboard/export.csv`, `/dashboard/export.xlsx`: the report as a file;
+//! - `GET /dashboard/rollup`: a city's or province's roll-up (per-district rows, totals where
+//!   they add up), linked from the district view; `GET /dashboard/rollup.json` its data
+//!   (query `place`, default the city of the first plan's district; `year`, `date`: as
+//!   GetRollup, the year's last day once it is past).
 //!
 //! Query parameters: `plan` (code, default the first plan), `version` (0: latest), `date`
 //! (YYYY-MM-DD, default today), `lang` (`zh` or `en`), `token`.
@@ -50,6 +54,8 @@ const INDEX_HTML: &str = include_str!("../dashboard/index.html");
 const APP_JS: &str = include_str!("../dashboard/app.js");
 const APP_CSS: &str = include_str!("../dashboard/app.css");
 const UNAUTHORIZED_HTML: &str = include_str!("../dashboard/401.html");
+const ROLLUP_HTML: &str = include_str!("../dashboard/rollup.html");
+const ROLLUP_JS: &str = include_str!("../dashboard/rollup.js");
 
 /// The cookie that keeps the token for the page's own requests.
 pub const COOKIE: &str = "cwsm_dashboard_token";
@@ -99,6 +105,12 @@ pub fn router(
         .route("/dashboard/events", get(events))
         .route("/dashboard/export.csv", get(export_csv))
         .route("/dashboard/export.xlsx", get(export_xlsx))
+        .route("/dashboard/rollup", get(rollup_page))
+        .route("/dashboard/rollup.json", get(rollup_data))
+        .route(
+            "/dashboard/rollup.js",
+            get(|| async { asset("text/javascript; charset=utf-8", ROLLUP_JS) }),
+        )
         .route(
             "/dashboard/app.js",
             get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }),
@@ -454,6 +466,9 @@ pub fn report_json(report: &Report, generation: u64) -> Value {
             "district_zh": p.district_zh,
             "year": p.year,
             "source": p.source,
+            "jurisdiction": p.jurisdiction.as_str(),
+            // Where the district view links to its roll-up: the city above the district.
+            "rollup_place": p.jurisdiction.parent().map(|c| c.as_str().to_string()),
         },
         "as_of": report.as_of.format("%Y-%m-%d").to_string(),
         "today": crate::today().format("%Y-%m-%d").to_string(),
@@ -520,8 +535,18 @@ async fn current_json(d: &Dashboard, w: &Wanted) -> Result<Value, Error> {
 // Handlers
 
 async fn page(State(d): State<Dashboard>, request: Request<Body>) -> Response {
-    let q = query(&request);
-    let access = access(&d, &request, &q);
+    html_page(&d, &request, INDEX_HTML)
+}
+
+async fn rollup_page(State(d): State<Dashboard>, request: Request<Body>) -> Response {
+    html_page(&d, &request, ROLLUP_HTML)
+}
+
+/// A page of the dashboard for an administrator (the cookie set from `?token=`), else the
+/// denied page.
+fn html_page<B>(d: &Dashboard, request: &Request<B>, html: &'static str) -> Response {
+    let q = query(request);
+    let access = access(d, request, &q);
     if let Some(refused) = refuse(&access, true) {
         return refused;
     }
@@ -530,15 +555,112 @@ async fn page(State(d): State<Dashboard>, request: Request<Body>) -> Response {
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
             (header::CACHE_CONTROL, "no-store"),
         ],
-        INDEX_HTML,
+        html,
     )
         .into_response();
     if let Access::Admin(Some(token)) = &access
-        && let Some(value) = session_cookie(token, is_https(&request, d.trust_forwarded_proto))
+        && let Some(value) = session_cookie(token, is_https(request, d.trust_forwarded_proto))
     {
         response.headers_mut().insert(header::SET_COOKIE, value);
     }
     response
+}
+
+/// The roll-up the roll-up page draws: `place` (a city or province; default the city of the
+/// first plan's district), `year` (0 or empty: the year of `date`), `date` (default today, or
+/// the year's last day once it is past, as GetRollup).
+async fn rollup_json(d: &Dashboard, q: &HashMap<String, String>) -> Result<Value, Error> {
+    use crate::grpc::{MAX_CODE, MAX_DATE};
+    for (name, max) in [("place", MAX_CODE), ("year", MAX_DATE), ("date", MAX_DATE)] {
+        cwsm_platform::input::check_len(name, q.get(name).map_or("", |v| v.as_str()), max)?;
+    }
+    let given = |k: &str| q.get(k).map(|v| v.trim()).filter(|v| !v.is_empty());
+    let place = match given("place") {
+        Some(p) => p.to_string(),
+        None => {
+            let page = cwsm_platform::grpc::Page::from_request(1, "")?;
+            let (plans, _) = d
+                .reporting
+                .list_plans(&PlanFilter::default(), &page)
+                .await?;
+            plans
+                .first()
+                .and_then(|p| p.plan.jurisdiction.parent())
+                .map(|c| c.as_str().to_string())
+                .ok_or_else(|| Error::not_found("plan", "any"))?
+        }
+    };
+    let year = match given("year") {
+        Some(y) => y
+            .parse::<i32>()
+            .map_err(|_| Error::invalid("year", format!("{y:?} is not a year")))?,
+        None => 0,
+    };
+    let today = crate::today();
+    let as_of = match given("date") {
+        Some(text) => parse_date(text)
+            .ok_or_else(|| Error::invalid("date", format!("{text:?} is not YYYY-MM-DD")))?,
+        None => NaiveDate::from_ymd_opt(year, 12, 31)
+            .filter(|end| year > 0 && *end < today)
+            .unwrap_or(today),
+    };
+    let r = d.reporting.rollup(&place, year, as_of).await?;
+    let place_json = |p: &cwsm_platform::gazetteer::Place| json!({ "code": p.code.as_str(), "name": p.name, "name_zh": p.name_zh });
+    let lines: Vec<Value> = r
+        .lines
+        .iter()
+        .map(|l| {
+            json!({
+                "code": l.code,
+                "name": l.name,
+                "name_zh": l.name_zh,
+                "unit": l.unit,
+                "comparator": l.comparator.code(),
+                "summed": l.total.is_some(),
+                "total_actual": l.total.map(|t| t.actual),
+                "total_target": l.total.map(|t| t.target),
+                "own": l.own.as_ref().map(|o| json!({
+                    "plan_code": o.plan_code,
+                    "target": o.target,
+                    "status": o.status.code(),
+                    "status_zh": o.status.label_zh(),
+                    "status_en": o.status.label_en(),
+                })),
+                "rows": l.rows.iter().map(|row| json!({
+                    "district": place_json(&row.district),
+                    "city": row.city.as_ref().map(place_json),
+                    "indicator_code": row.indicator_code,
+                    "plan_code": row.plan_code,
+                    "actual": row.actual,
+                    "target": row.target,
+                    "status": row.status.code(),
+                    "status_zh": row.status.label_zh(),
+                    "status_en": row.status.label_en(),
+                    "progress_bp": row.progress_bp,
+                    "deadline": row.deadline.format("%Y-%m-%d").to_string(),
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    Ok(json!({
+        "place": place_json(&r.place),
+        "year": r.year,
+        "as_of": r.as_of.format("%Y-%m-%d").to_string(),
+        "today": today.format("%Y-%m-%d").to_string(),
+        "indicators": lines,
+        "without_plan": r.without_plan.iter().map(place_json).collect::<Vec<_>>(),
+    }))
+}
+
+async fn rollup_data(State(d): State<Dashboard>, request: Request<Body>) -> Response {
+    let q = query(&request);
+    if let Some(refused) = refuse(&access(&d, &request, &q), false) {
+        return refused;
+    }
+    match rollup_json(&d, &q).await {
+        Ok(v) => json_response(StatusCode::OK, &v),
+        Err(e) => error_response(e),
+    }
 }
 
 async fn data(State(d): State<Dashboard>, request: Request<Body>) -> Response {
