@@ -177,7 +177,9 @@ const READ_A7: &str = r#"
 var row = document.querySelector('tr[data-code="A7-TECH-RETROFITS"]');
 if (!row || document.body.getAttribute('data-ready') !== '1') return null;
 var link = document.getElementById('rollup-link');
-return { status: row.getAttribute('data-status'), pill: row.querySelector('.status').textContent,
+var recorded = document.querySelectorAll('#achievements tr[data-achievement]');
+var states = Array.prototype.map.call(recorded, function (r) { return r.getAttribute('data-state') + ' ' + r.querySelector('.state').textContent; });
+return { status: row.getAttribute('data-status'), pill: row.querySelector('.status').textContent, states: states,
          link: link && !link.hidden ? link.getAttribute('href') : null,
          csp: document.body.getAttribute('data-csp-violations') };
 "#;
@@ -273,6 +275,10 @@ async fn the_dashboard_shows_late_statuses_and_the_rollup_over_the_demo() -> any
         .ok_or_else(|| anyhow::anyhow!("the dashboard never showed A7"))?;
         assert_eq!(a7["status"], "achieved_late", "{a7}");
         assert_eq!(a7["pill"], "逾期完成（晚18天）", "{a7}");
+        // The demo's ten Xinbei achievements, recorded by an administrator: approved (已通过).
+        let states = a7["states"].as_array().cloned().unwrap_or_default();
+        assert_eq!(states.len(), 10, "{a7}");
+        assert!(states.iter().all(|s| s == "approved 已通过"), "{a7}");
         let link = a7["link"].as_str().unwrap_or("").to_string();
         assert!(
             link.starts_with("/dashboard/rollup?place=320400&year=2020"),

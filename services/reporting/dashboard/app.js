@@ -11,7 +11,8 @@
       live: "实时", connecting: "连接中", offline: "已断开", daysLeft: "剩余 {n} 天", daysOver: "逾期 {n} 天", dueToday: "今日截止",
       leads: "牵头", participates: "参与", noIndicators: "无指标", noCompletions: "尚无完成记录",
       counted: "项目计数", recorded: "人工填报", counted_and_recorded: "项目计数 + 人工填报", completed: "已移交 {n} 项", today: "今天", target: "目标", updated: "更新于",
-      rollup: "全市汇总", source: "来源", afterYear: "统计日期 {d} 已在计划年度之后", deadLetters: "{n} 条无法处理的事件（cwsm report dead-letters）"
+      rollup: "全市汇总", achievements: "填报记录", pending: "待审核", approved: "已通过", rejected: "已驳回", unit: "单位", achievedOn: "完成日期", value: "数量", noAchievements: "尚无填报记录",
+      source: "来源", afterYear: "统计日期 {d} 已在计划年度之后", deadLetters: "{n} 条无法处理的事件（cwsm report dead-letters）"
     },
     en: {
       achieved: "Achieved", achieved_late: "Achieved late", on_track: "On track", at_risk: "At risk", missed: "Missed", not_started: "Not started",
@@ -21,7 +22,8 @@
       live: "Live", connecting: "Connecting", offline: "Offline", daysLeft: "{n} days left", daysOver: "{n} days overdue", dueToday: "due today",
       leads: "leads", participates: "participates", noIndicators: "no indicators", noCompletions: "No completions yet",
       counted: "counted from projects", recorded: "recorded", counted_and_recorded: "counted and recorded", completed: "{n} handed over", today: "today", target: "target", updated: "Updated",
-      rollup: "City roll-up", source: "Source", afterYear: "as of {d}, after the plan year", deadLetters: "{n} events set aside (cwsm report dead-letters)"
+      rollup: "City roll-up", achievements: "Recorded achievements", pending: "Pending", approved: "Approved", rejected: "Rejected", unit: "Unit", achievedOn: "Achieved", value: "Value", noAchievements: "No achievements recorded",
+      source: "Source", afterYear: "as of {d}, after the plan year", deadLetters: "{n} events set aside (cwsm report dead-letters)"
     }
   };
   var STATUSES = ["achieved", "achieved_late", "on_track", "at_risk", "missed", "not_started"];
@@ -235,9 +237,24 @@
     el("departments").innerHTML = cards + (helpers.length ? '<div class="helpers">' + esc(t("participates")) + ": " + esc(helpers.join("、")) + "</div>" : "");
   }
 
+  // The recorded achievements with their state (data.json carries them; a live report keeps the last).
+  var achievements = [];
+  function renderAchievements() {
+    var box = el("achievements"); if (!box) return;
+    var byCode = {}; data.indicators.forEach(function (i) { byCode[i.code] = i; });
+    box.innerHTML = achievements.length ? '<table class="indicators"><thead><tr><th>' + t("unit") + "</th><th>" + t("indicator") + "</th><th>" + t("achievedOn") +
+      "</th><th>" + t("value") + "</th><th>" + t("status") + "</th></tr></thead><tbody>" + achievements.map(function (a) {
+        var i = byCode[a.indicator_code];
+        return '<tr data-achievement="' + esc(a.id) + '" data-state="' + esc(a.state) + '"><td>' + esc(a.unit_name) + (a.town ? "<small> · " + esc(a.town) + "</small>" : "") + "</td>" +
+          "<td>" + esc(i ? name(i) : a.indicator_code) + "<small> " + esc(a.indicator_code) + "</small></td><td>" + esc(a.achieved_date) + "</td><td>" + num(a.value) + "</td>" +
+          '<td><span class="pill state">' + esc(t(a.state)) + (a.state === "rejected" && a.reason ? "：" + esc(a.reason) : "") + "</span></td></tr>";
+      }).join("") + "</tbody></table>" : '<p class="muted">' + t("noAchievements") + "</p>";
+  }
+
   function render() {
     if (!data) return;
-    renderHeader(); renderTiles(); renderTable(); renderTimeline(); renderCompletions(); renderDepartments();
+    if (data.achievements) achievements = data.achievements;
+    renderHeader(); renderTiles(); renderTable(); renderTimeline(); renderCompletions(); renderDepartments(); renderAchievements();
     paint();
     el("footer").textContent = t("updated") + " " + new Date(data.generated_at_ms).toLocaleString(lang === "zh" ? "zh-CN" : "en-GB") +
       (data.dead_letters ? " · ⚠ " + t("deadLetters", { n: data.dead_letters }) : "") + (data.plan.source ? " · " + t("source") + ": " + data.plan.source : "");

@@ -528,7 +528,43 @@ async fn current_json(d: &Dashboard, w: &Wanted) -> Result<Value, Error> {
         .await?;
     let mut v = report_json(&report, generation);
     v["dead_letters"] = json!(d.reporting.dead_letter_count().await?);
+    v["achievements"] = achievements_json(d, &report.plan.plan.code).await?;
     Ok(v)
+}
+
+/// The plan's recorded achievements, newest first (up to a page), each with its state
+/// (pending, approved, rejected) as ListAchievements gives it.
+async fn achievements_json(d: &Dashboard, plan_code: &str) -> Result<Value, Error> {
+    let filter = crate::store::AchievementFilter {
+        plan_code: plan_code.to_string(),
+        ..Default::default()
+    };
+    let page = cwsm_platform::grpc::Page::from_request(200, "")?;
+    let (list, _) = d.reporting.list_achievements(&filter, &page).await?;
+    let mut rows: Vec<Value> = list
+        .iter()
+        .map(|a| {
+            let c = a.current();
+            json!({
+                "id": a.id,
+                "indicator_code": a.indicator_code,
+                "unit_name": a.unit_name,
+                "department": a.department,
+                "town": a.town,
+                "achieved_date": c.achieved_date,
+                "value": c.value,
+                "evidence": c.evidence,
+                "state": c.state.code(),
+                "reason": c.reason,
+            })
+        })
+        .collect();
+    rows.sort_by(|a, b| {
+        b["achieved_date"]
+            .as_str()
+            .cmp(&a["achieved_date"].as_str())
+    });
+    Ok(Value::Array(rows))
 }
 
 // ---------------------------------------------------------------------------------------------
