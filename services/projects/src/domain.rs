@@ -273,13 +273,32 @@ impl Project {
     /// Whether `who` acts for this project's company (a company token with its credit code) or
     /// is an administrator.
     pub fn company(&self, who: &Principal) -> bool {
-        who.acts_as(Role::Company, &self.contract.company.credit_code)
+        who.is(Role::Company, &self.contract.company.credit_code) || self.administered_by(who)
+    }
+
+    /// Whether `who` administers this project: an operator any; an administrator (of the
+    /// whole office, not one department) those whose site lies inside its jurisdiction. A
+    /// project without a jurisdiction code (its site not in the gazetteer) only operators.
+    /// The one rule for an administrator's reach in projects; lists apply it in SQL
+    /// ([`crate::store::SeenBy::of`]).
+    pub fn administered_by(&self, who: &Principal) -> bool {
+        if !who.is_admin() {
+            return false;
+        }
+        if who.scope == cwsm_platform::auth::Scope::Platform {
+            return true;
+        }
+        cwsm_platform::jurisdiction::Jurisdiction::parse(
+            "jurisdiction_code",
+            &self.contract.jurisdiction_code,
+        )
+        .is_ok_and(|site| who.may_administer(&site, None))
     }
 
     /// Whether `who` is a party to this project, each in its own role: the company with a
     /// company token, the water user with a water-user token (or an administrator).
     pub fn party(&self, who: &Principal) -> bool {
-        self.company(who) || who.acts_as(Role::WaterUser, &self.contract.water_user.credit_code)
+        self.company(who) || who.is(Role::WaterUser, &self.contract.water_user.credit_code)
     }
 
     /// Whether `who` is one of the two parties in its own role (an administrator acting as one

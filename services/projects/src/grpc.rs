@@ -755,9 +755,9 @@ impl pb::projects_service_server::ProjectsService for ProjectsApi {
         ])?;
         let key = RequestKey::new(&who, "AssignVerifier", &r.project_id, &r.request_id, &r)?;
         let project_id = required_id("project_id", &r.project_id)?;
-        if !who.is_admin() {
+        let project = self.store.project(project_id).await?;
+        if !project.administered_by(&who) {
             // The parties and the verifier may read the project but not choose its verifier.
-            let project = self.store.project(project_id).await?;
             return Err(project
                 .refuse(
                     &who,
@@ -1580,9 +1580,9 @@ impl pb::projects_service_server::ProjectsService for ProjectsApi {
         let who = principal(&request)?;
         let r = request.into_inner();
         check_len("project_id", &r.project_id, MAX_CODE)?;
-        // Administrators and services (reporting rebuilding its counts) read the whole log;
-        // the others the milestones of the projects they may read.
-        let seen_by = if who.is_admin() || who.role == Role::Service {
+        // Operators and services (reporting rebuilding its counts) read the whole log; the
+        // others (administrators too) the milestones of the projects they may read.
+        let seen_by = if who.role == Role::Service || SeenBy::of(&who) == SeenBy::All {
             SeenBy::All
         } else {
             if !r.project_id.is_empty() {

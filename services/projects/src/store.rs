@@ -98,12 +98,16 @@ pub struct ProjectFilter {
     pub seen_by: SeenBy,
 }
 
-/// The projects a caller may read, as a list filter: administrators all; a company, a water
-/// user or a verifier body those whose credit code (or assigned verifier) is its org; anyone
-/// else (a service, a token without an org) none.
+/// The projects a caller may read, as a list filter: operators all; an administrator of an
+/// office (not of one department) those whose stored `jurisdiction_code` lies in its
+/// jurisdiction's code range (see [`crate::domain::Project::administered_by`]); a company, a
+/// water user or a verifier body those whose credit code (or assigned verifier) is its org;
+/// anyone else (a service, a token without an org, a department's administrator) none.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum SeenBy {
     All,
+    /// The codes from `.0` to `.1` ([`cwsm_platform::jurisdiction::Jurisdiction::bounds`]).
+    Within(String, String),
     Company(String),
     WaterUser(String),
     Verifier(String),
@@ -114,8 +118,19 @@ pub enum SeenBy {
 impl SeenBy {
     pub fn of(who: &cwsm_platform::auth::Principal) -> SeenBy {
         use cwsm_platform::auth::Role;
+        use cwsm_platform::auth::Scope;
         if who.is_admin() {
-            return SeenBy::All;
+            return match &who.scope {
+                Scope::Platform => SeenBy::All,
+                Scope::Within {
+                    jurisdiction,
+                    department: None,
+                } => {
+                    let (lo, hi) = jurisdiction.bounds();
+                    SeenBy::Within(lo, hi)
+                }
+                Scope::Within { .. } => SeenBy::Nobody,
+            };
         }
         let Some(org) = who.org.clone().filter(|o| !o.is_empty()) else {
             return SeenBy::Nobody;
@@ -128,14 +143,17 @@ impl SeenBy {
         }
     }
 
-    /// (all, company code, water user code, verifier org) to bind; `None` when nothing is seen.
-    fn binds(&self) -> Option<(i64, String, String, String)> {
+    /// (all, company code, water user code, verifier org, lowest and highest jurisdiction code)
+    /// to bind; `None` when nothing is seen.
+    #[allow(clippy::type_complexity)]
+    fn binds(&self) -> Option<(i64, String, String, String, String, String)> {
         let none = String::new;
         Some(match self {
-            SeenBy::All => (1, none(), none(), none()),
-            SeenBy::Company(c) => (0, c.clone(), none(), none()),
-            SeenBy::WaterUser(c) => (0, none(), c.clone(), none()),
-            SeenBy::Verifier(c) => (0, none(), none(), c.clone()),
+            SeenBy::All => (1, none(), none(), none(), none(), none()),
+            SeenBy::Within(lo, hi) => (0, none(), none(), none(), lo.clone(), hi.clone()),
+            SeenBy::Company(c) => (0, c.clone(), none(), none(), none(), none()),
+            SeenBy::WaterUser(c) => (0, none(), c.clone(), none(), none(), none()),
+            SeenBy::Verifier(c) => (0, none(), none(), c.clone(), none(), none()),
             SeenBy::Nobody => return None,
         })
     }
@@ -497,17 +515,17 @@ impl Store {
             like_contains(&format!("\"{}\"", f.indicator_tag))
         };
         let query = like_contains(&f.query.to_lowercase());
-        let Some((all, company, user, verifier)) = f.seen_by.binds() else {
+        let Some((all, company, user, verifier, lo, hi)) = f.seen_by.binds() else {
             return Ok((Vec::new(), String::new()));
         };
         let mut rows: Vec<Project> = with_db!(&self.db, pool => sqlx::query_as::<_, ProjectRow>(
             "SELECT * FROM projects WHERE ($1 = '' OR stage = $1) AND ($2 = '' OR company_id = $2) AND ($3 = '' OR water_user_id = $3) \
              AND ($4 = '' OR sector = $4) AND ($5 = '' OR town = $5) AND ($6 = '' OR contract_model = $6) AND ($7 = '' OR indicator_tags LIKE $7 ESCAPE '\\') \
              AND ($8 = '' OR lower(title) LIKE $8 ESCAPE '\\' OR lower(company_name) LIKE $8 ESCAPE '\\' OR lower(water_user_name) LIKE $8 ESCAPE '\\') AND ($9 = '' OR id > $9) \
-             AND ($11 = 1 OR ($12 <> '' AND company_credit_code = $12) OR ($13 <> '' AND water_user_credit_code = $13) OR ($14 <> '' AND verifier_org = $14)) ORDER BY id LIMIT $10")
+             AND ($11 = 1 OR ($12 <> '' AND company_credit_code = $12) OR ($13 <> '' AND water_user_credit_code = $13) OR ($14 <> '' AND verifier_org = $14) OR ($15 <> '' AND jurisdiction_code >= $15 AND jurisdiction_code <= $16)) ORDER BY id LIMIT $10")
             .bind(&f.stage).bind(&f.company_id).bind(&f.water_user_id).bind(&f.sector).bind(&f.town)
             .bind(&f.contract_model).bind(tag).bind(query).bind(page.after.clone().unwrap_or_default()).bind(page.fetch_limit())
-            .bind(all).bind(company).bind(user).bind(verifier)
+            .bind(all).bind(company).bind(user).bind(verifier).bind(lo).bind(hi)
             .fetch_all(pool).await?)
         .into_iter().map(Project::from).collect();
         let next = page.finish(&mut rows, |p| p.id.clone());
@@ -617,15 +635,15 @@ impl Store {
                 .bind(after_sequence).bind(project_id).bind(limit).fetch_all(pool).await?),
             );
         }
-        let Some((_, company, user, verifier)) = seen_by.binds() else {
+        let Some((_, company, user, verifier, lo, hi)) = seen_by.binds() else {
             return Ok(Vec::new());
         };
         Ok(
             with_db!(&self.db, pool => sqlx::query_as::<_, (i64, Vec<u8>)>(
             "SELECT m.seq, m.payload FROM milestones m JOIN projects p ON p.id = m.project_id \
              WHERE m.seq > $1 AND ($2 = '' OR m.project_id = $2) \
-             AND (($4 <> '' AND p.company_credit_code = $4) OR ($5 <> '' AND p.water_user_credit_code = $5) OR ($6 <> '' AND p.verifier_org = $6)) ORDER BY m.seq LIMIT $3")
-            .bind(after_sequence).bind(project_id).bind(limit).bind(company).bind(user).bind(verifier).fetch_all(pool).await?),
+             AND (($4 <> '' AND p.company_credit_code = $4) OR ($5 <> '' AND p.water_user_credit_code = $5) OR ($6 <> '' AND p.verifier_org = $6) OR ($7 <> '' AND p.jurisdiction_code >= $7 AND p.jurisdiction_code <= $8)) ORDER BY m.seq LIMIT $3")
+            .bind(after_sequence).bind(project_id).bind(limit).bind(company).bind(user).bind(verifier).bind(lo).bind(hi).fetch_all(pool).await?),
         )
     }
 }
