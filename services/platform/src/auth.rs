@@ -218,6 +218,17 @@ impl Principal {
         self.is_admin() || self.is(role, credit_code)
     }
 
+    /// [`Principal::may_administer`] for a resource known by its stored jurisdiction code (a
+    /// project's site, a water user): a code that is empty or not a jurisdiction (rows from
+    /// before the gazetteer that it does not place) only operators administer.
+    pub fn may_administer_code(&self, code: &str, department: Option<&str>) -> bool {
+        match &self.scope {
+            Scope::Platform => self.is_admin(),
+            Scope::Within { .. } => Jurisdiction::parse("jurisdiction_code", code)
+                .is_ok_and(|site| self.may_administer(&site, department)),
+        }
+    }
+
     /// PERMISSION_DENIED unless this caller is an administrator, saying what it may not do.
     pub fn require_admin(&self, what: &str) -> Result<(), crate::Error> {
         if self.is_admin() {

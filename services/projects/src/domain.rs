@@ -282,17 +282,7 @@ impl Project {
     /// The one rule for an administrator's reach in projects; lists apply it in SQL
     /// ([`crate::store::SeenBy::of`]).
     pub fn administered_by(&self, who: &Principal) -> bool {
-        if !who.is_admin() {
-            return false;
-        }
-        if who.scope == cwsm_platform::auth::Scope::Platform {
-            return true;
-        }
-        cwsm_platform::jurisdiction::Jurisdiction::parse(
-            "jurisdiction_code",
-            &self.contract.jurisdiction_code,
-        )
-        .is_ok_and(|site| who.may_administer(&site, None))
+        who.may_administer_code(&self.contract.jurisdiction_code, None)
     }
 
     /// Whether `who` is a party to this project, each in its own role: the company with a

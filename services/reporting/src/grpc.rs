@@ -832,6 +832,14 @@ impl ReportingService for ReportingApi {
             return Err(Error::invalid("plan_code", "required, e.g. \"xinbei-2020\"").into());
         }
         let plan_code = req.plan_code.trim().to_string();
+        // Counts are the plan's jurisdiction's: its administrators (a city's its districts'
+        // plans) and operators rebuild them; a department's administrator does not.
+        let stored = self.reporting.plan("", &plan_code, 0).await?;
+        caller.require_administer(
+            &format!("rebuild the counts of plan {plan_code}"),
+            &stored.plan.jurisdiction,
+            None,
+        )?;
         let before = self.reporting.counts(&plan_code).await?;
         let (url, tls) = self.reporting.projects_url().ok_or_else(|| {
             Status::failed_precondition(
