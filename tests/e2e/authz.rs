@@ -202,8 +202,8 @@ enum Caller {
     /// an administrator scoped to that jurisdiction.
     DistrictAdmin,
     /// A person of another district's office (320412 武进区) signed in: an administrator, but
-    /// not of the organizations of 320411. Until issue 11 gives them a jurisdiction, the
-    /// resources of matching, projects and reporting are every administrator's.
+    /// not of the organizations, projects and plans of 320411: the project is a stranger's to
+    /// it (NOT_FOUND), like to a party of another project.
     OtherDistrictAdmin,
     /// A machine client (a meter gateway) with the project company's API key, exchanged for
     /// an access token: the company's rights, but not over who may act for it.
@@ -268,13 +268,15 @@ impl Expect {
         e
     }
 
-    /// About the project: `callers` get `code`; the others who may read it (administrators,
-    /// the parties, the assigned verifier) PERMISSION_DENIED; everyone else NOT_FOUND.
+    /// About the project: `callers` get `code`; the others who may read it (administrators
+    /// of its jurisdiction, the parties, the assigned verifier) PERMISSION_DENIED; everyone
+    /// else (another district's administrator too) NOT_FOUND.
     fn project(callers: &[Caller], code: Code) -> Expect {
         let mut e = Expect::all(Code::NotFound);
         for c in [Admin, Company, User, Verifier] {
             e.0.insert(c, Code::PermissionDenied);
         }
+        e.0.insert(OtherDistrictAdmin, Code::NotFound);
         for c in callers {
             e.0.insert(*c, code);
         }
