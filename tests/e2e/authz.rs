@@ -1578,9 +1578,15 @@ fn rows_for_people(w: &World) -> Vec<(&'static str, Vec<u8>, Expect)> {
             Expect::only(&[Admin], Ok, PermissionDenied).with(OtherDistrictAdmin, PermissionDenied),
         ),
         (
+            // Xinbei's counts, rebuilt from the milestone log: its administrators (and the
+            // operators); another district's PERMISSION_DENIED naming the plan's jurisdiction.
             "RebuildCounts",
-            r::RebuildCountsRequest::default().encode_to_vec(),
-            Expect::only(&[Admin], InvalidArgument, PermissionDenied),
+            r::RebuildCountsRequest {
+                request_id: rid("rc"),
+                plan_code: "xinbei-2020".into(),
+            }
+            .encode_to_vec(),
+            Expect::only(&[Admin], Ok, PermissionDenied).with(OtherDistrictAdmin, PermissionDenied),
         ),
         (
             "ExportReport",

@@ -128,8 +128,8 @@ impl Principal {
     /// `None` for what is the district office's as a whole, such as reviewing organizations).
     /// The one rule for administrator scope: an operator everything; an administrator what lies
     /// inside its jurisdiction; a department's administrator only its department's part of it.
-    /// Resources without a jurisdiction yet (matching, projects, reporting until issue 11) are
-    /// checked with [`Principal::is_admin`] alone.
+    /// Resources known by a stored code (a project's site, a water user) go through
+    /// [`Principal::may_administer_code`].
     pub fn may_administer(&self, jurisdiction: &Jurisdiction, department: Option<&str>) -> bool {
         self.is_admin()
             && match &self.scope {
