@@ -510,15 +510,17 @@ async fn rollup(
             );
         }
         for (what, reports) in [("own plan", &r.own_reports), ("city plan", &r.city_reports)] {
-            for plan in reports.iter().filter_map(|report| report.plan.as_ref()) {
-                println!(
-                    "{what}: {} v{} {} ({} indicators; `cwsm report --plan {}`)",
-                    plan.code,
-                    plan.version,
-                    plan.jurisdiction_name,
-                    plan.indicators.len() + plan.goals.len(),
-                    plan.code
-                );
+            for report in reports {
+                if let Some(plan) = &report.plan {
+                    println!(
+                        "{what}: {} v{} {} ({} indicators; `cwsm report --plan {}`)",
+                        plan.code,
+                        plan.version,
+                        plan.district,
+                        report.indicators.len(),
+                        plan.code
+                    );
+                }
             }
         }
         if !r.districts_without_plan.is_empty() {
