@@ -274,7 +274,7 @@ impl Store {
             let project = project_row.map(Project::from).ok_or_else(|| Error::not_found("project", &proposal.project_id))?;
             if !project.administered_by(who) {
                 return Err(project.refuse(who, format!(
-                    "only an administrator approves or declines the verifier proposals of project {}", project.id)));
+                    "only an administrator of {} approves or declines the verifier proposals of project {}", project.jurisdiction(), project.id)));
             }
             if proposal.state != ProposalState::Open {
                 return Err(Error::precondition(format!(

@@ -832,12 +832,12 @@ impl ReportingService for ReportingApi {
             return Err(Error::invalid("plan_code", "required, e.g. \"xinbei-2020\"").into());
         }
         let plan_code = req.plan_code.trim().to_string();
-        // Counts are the plan's jurisdiction's: its administrators (a city's its districts'
-        // plans) and operators rebuild them; a department's administrator does not.
-        let stored = self.reporting.plan("", &plan_code, 0).await?;
+        // Administrators of the plan's jurisdiction only (the log they replay is the part of
+        // the projects service they may read).
+        let plan = self.reporting.plan("", &plan_code, 0).await?;
         caller.require_administer(
             &format!("rebuild the counts of plan {plan_code}"),
-            &stored.plan.jurisdiction,
+            &plan.plan.jurisdiction,
             None,
         )?;
         let before = self.reporting.counts(&plan_code).await?;
