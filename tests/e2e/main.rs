@@ -6,6 +6,7 @@ mod authz;
 mod bus;
 mod counting;
 mod data_dir;
+mod demo;
 mod embedded_crash;
 mod faults;
 mod idempotency;

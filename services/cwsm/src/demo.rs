@@ -10,6 +10,11 @@
 //! 6. Accepted projects are moved along the normal lifecycle path to their target stage, each
 //!    step by the party whose step it is (the company builds, commissions and operates; the
 //!    water user accepts the works and takes them over).
+//! 7. The accounts' people (one per role) sign in with the demo password.
+//! 8. The plans' year, 2020: the other districts' plans ([`DEMO_PLANS`]: Wujin), the projects
+//!    signed outside the platform in 2020 (`[[history]]`, entered by the district office with
+//!    their signing date, then moved on their milestones' 2020 dates with evidence) and the
+//!    2020 achievements (`[[achievements]]`). Steps 1–6 are dated today, outside 2020's window.
 //!
 //! Every call carries a deterministic `request_id` ("demo:…"), so a replayed call returns the
 //! first result instead of duplicating it. The loader does nothing when any company already
@@ -30,6 +35,8 @@ use cwsm_proto::matching::v1 as mpb;
 use cwsm_proto::matching::v1::matching_service_client::MatchingServiceClient;
 use cwsm_proto::projects::v1 as ppb;
 use cwsm_proto::projects::v1::projects_service_client::ProjectsServiceClient;
+use cwsm_proto::reporting::v1 as rpb;
+use cwsm_proto::reporting::v1::reporting_service_client::ReportingServiceClient;
 use cwsm_proto::types;
 use serde::Deserialize;
 use tonic::metadata::{Ascii, MetadataValue};
@@ -115,7 +122,77 @@ struct Marketplace {
     /// The rest of the district, generated from a seed (see [`Generated`]).
     #[serde(default)]
     generated: Option<Generated>,
+    /// Projects signed outside the platform in the plans' year, entered by the district office
+    /// with their dated milestones (CreateProject, TransitionProject.effective_date).
+    #[serde(default)]
+    history: Vec<HistoryData>,
+    /// Achievements the district offices recorded in the plans' year (RecordAchievement).
+    #[serde(default)]
+    achievements: Vec<AchievementData>,
 }
+
+/// A project signed outside the platform, with its milestones' dates and evidence.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HistoryData {
+    key: String,
+    /// Key of the demo company that carried it out.
+    company: String,
+    title: String,
+    water_user: HistoricUserData,
+    contract_model: ContractModel,
+    investment_fen: i64,
+    promised_savings_litres: i64,
+    #[serde(default)]
+    indicator_tags: Vec<IndicatorTag>,
+    /// In order, starting with the signing (`contracted`); each step on the normal path.
+    milestones: Vec<MilestoneData>,
+}
+
+/// The water user of a project entered from history (not one of the marketplace's parties).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HistoricUserData {
+    /// First 17 characters; the check character is appended.
+    credit_code: String,
+    name: String,
+    sector: Sector,
+    unit_type: String,
+    /// A town of the gazetteer (any district's).
+    town: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MilestoneData {
+    stage: Stage,
+    /// "YYYY-MM-DD", China Standard Time.
+    date: chrono::NaiveDate,
+    evidence: String,
+}
+
+/// An achievement of a plan's recorded indicator, recorded by the plan's district office.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AchievementData {
+    key: String,
+    plan: String,
+    indicator: String,
+    unit_name: String,
+    achieved_date: chrono::NaiveDate,
+    evidence: String,
+    value: f64,
+    #[serde(default)]
+    department: String,
+    #[serde(default)]
+    town: String,
+}
+
+/// The demo's plans besides the built-in Xinbei plan, loaded through LoadPlan.
+const DEMO_PLANS: [(&str, &str); 1] = [(
+    "wujin-2020",
+    include_str!("../../../seeds/plans/wujin-2020.toml"),
+)];
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -481,6 +558,45 @@ impl Marketplace {
                 (None, Some(_)) => bail!("{what}: a stage needs an accepted proposal (`accept`)"),
                 (None, None) => {}
             }
+        }
+        for h in &self.history {
+            let what = format!("history {}", h.key);
+            ensure!(keys.insert(format!("h:{}", h.key)), "{what}: duplicate key");
+            ensure!(
+                self.company(&h.company).is_some(),
+                "{what}: no company {:?}",
+                h.company
+            );
+            ensure!(
+                codes.insert(credit_code(&h.water_user.credit_code).context(what.clone())?),
+                "{what}: duplicate credit code"
+            );
+            cwsm_platform::gazetteer::Gazetteer::builtin()
+                .town("water_user.town", &h.water_user.town)
+                .map_err(|e| anyhow!("{what}: {e:?}"))?;
+            let stages: Vec<Stage> = h.milestones.iter().map(|m| m.stage).collect();
+            ensure!(
+                stages.first() == Some(&Stage::Contracted),
+                "{what}: the first milestone is the signing (contracted)"
+            );
+            ensure!(
+                stages.iter().zip(Stage::PATH).all(|(a, b)| *a == b),
+                "{what}: the milestones follow the normal path ({:?})",
+                Stage::PATH.map(Stage::code)
+            );
+            ensure!(
+                h.milestones.windows(2).all(|w| w[0].date <= w[1].date),
+                "{what}: the milestones' dates are in order"
+            );
+            ensure!(
+                h.milestones.iter().all(|m| !m.evidence.trim().is_empty()),
+                "{what}: a back-dated milestone needs evidence"
+            );
+        }
+        for a in &self.achievements {
+            let what = format!("achievement {}", a.key);
+            ensure!(keys.insert(format!("a:{}", a.key)), "{what}: duplicate key");
+            ensure!(!a.evidence.trim().is_empty(), "{what}: no evidence");
         }
         Ok(())
     }
@@ -919,6 +1035,7 @@ impl Interceptor for Bearer {
 
 type Matching = MatchingServiceClient<InterceptedService<Channel, Bearer>>;
 type Projects = ProjectsServiceClient<InterceptedService<Channel, Bearer>>;
+type Reporting = ReportingServiceClient<InterceptedService<Channel, Bearer>>;
 
 fn bearer(token: &str) -> Result<Bearer> {
     let value: MetadataValue<Ascii> = format!("Bearer {token}")
@@ -956,6 +1073,13 @@ impl Loader<'_> {
 
     fn projects(&self, token: &str) -> Result<Projects> {
         Ok(ProjectsServiceClient::with_interceptor(
+            self.channel.clone(),
+            bearer(token)?,
+        ))
+    }
+
+    fn reporting(&self, token: &str) -> Result<Reporting> {
+        Ok(ReportingServiceClient::with_interceptor(
             self.channel.clone(),
             bearer(token)?,
         ))
@@ -1099,6 +1223,45 @@ impl Loader<'_> {
             self.person(&admin, &code, name, kind, login, person)
                 .await?;
             summary.people += 1;
+        }
+
+        // 8. The plans' year: the other districts' plans, projects signed outside the platform
+        // in 2020 with their dated milestones, and recorded achievements.
+        for (code, toml) in DEMO_PLANS {
+            self.reporting(&admin)?
+                .load_plan(rpb::LoadPlanRequest {
+                    request_id: format!("demo:plan:{code}"),
+                    plan_toml: toml.to_string(),
+                    validate_only: false,
+                })
+                .await
+                .with_context(|| format!("loading plan {code}"))?;
+        }
+        for h in &data.history {
+            let code = data
+                .company(&h.company)
+                .ok_or_else(|| anyhow!("history {}: no company {}", h.key, h.company))
+                .and_then(|c| credit_code(&c.credit_code))?;
+            self.history(h, party(&companies, &h.company)?, code)
+                .await?;
+            summary.projects += 1;
+        }
+        for a in &data.achievements {
+            self.reporting(&admin)?
+                .record_achievement(rpb::RecordAchievementRequest {
+                    request_id: format!("demo:achievement:{}", a.key),
+                    plan_code: a.plan.clone(),
+                    indicator_code: a.indicator.clone(),
+                    unit_name: a.unit_name.clone(),
+                    achieved_date: a.achieved_date.to_string(),
+                    evidence: a.evidence.clone(),
+                    value: a.value,
+                    department: a.department.clone(),
+                    town: a.town.clone(),
+                    ..Default::default()
+                })
+                .await
+                .with_context(|| format!("recording achievement {}", a.key))?;
         }
 
         tracing::info!(%summary, "demo data loaded");
@@ -1477,6 +1640,82 @@ impl Loader<'_> {
         );
         tracing::info!(water_user = %user.name, company = %company.name, project = %resp.project_id, "proposal accepted");
         Ok(resp.project_id)
+    }
+
+    /// Enters a project signed outside the platform (as the district office) and takes it
+    /// through its milestones on their dates, each step by its party, with its evidence.
+    async fn history(&self, h: &HistoryData, company: &Party, company_code: String) -> Result<()> {
+        let (signing, steps) = h
+            .milestones
+            .split_first()
+            .ok_or_else(|| anyhow!("history {}: no milestones", h.key))?;
+        let user_code = credit_code(&h.water_user.credit_code)?;
+        let admin = self.token("demo-district-office", Role::Admin, None)?;
+        let project = self
+            .projects(&admin)?
+            .create_project(ppb::CreateProjectRequest {
+                request_id: format!("demo:history:{}", h.key),
+                project: Some(ppb::Project {
+                    proposal_id: format!("demo-history-{}", h.key),
+                    company: Some(types::CompanyRef {
+                        id: company.id.clone(),
+                        name: company.name.clone(),
+                        credit_code: company_code,
+                    }),
+                    water_user: Some(types::WaterUserRef {
+                        name: h.water_user.name.clone(),
+                        credit_code: user_code.clone(),
+                        sector: h.water_user.sector.number(),
+                        unit_type: h.water_user.unit_type.clone(),
+                        town: h.water_user.town.clone(),
+                        ..Default::default()
+                    }),
+                    title: h.title.clone(),
+                    contract_model: h.contract_model.number(),
+                    investment_fen: h.investment_fen,
+                    promised_savings_litres: h.promised_savings_litres,
+                    indicator_tags: h.indicator_tags.iter().map(|t| t.number()).collect(),
+                    ..Default::default()
+                }),
+                project_id: String::new(),
+                signing_date: signing.date.to_string(),
+                evidence: signing.evidence.clone(),
+            })
+            .await
+            .with_context(|| format!("entering project {} ({})", h.key, h.title))?
+            .into_inner()
+            .project
+            .ok_or_else(|| anyhow!("history {}: no project in the response", h.key))?;
+        let user_token = self.token(&h.water_user.name, Role::WaterUser, Some(&user_code))?;
+        for m in steps {
+            let token = if m.stage.by_water_user() {
+                &user_token
+            } else {
+                &company.token
+            };
+            self.projects(token)?
+                .transition_project(ppb::TransitionProjectRequest {
+                    request_id: format!("demo:history:{}:{}", h.key, m.stage.code()),
+                    project_id: project.id.clone(),
+                    to_stage: m.stage.proto() as i32,
+                    reason: m.stage.reason().to_string(),
+                    expected_version: 0,
+                    evidence: m.evidence.clone(),
+                    effective_date: m.date.to_string(),
+                })
+                .await
+                .with_context(|| {
+                    format!(
+                        "moving project {} ({}) to {} on {}",
+                        project.id,
+                        h.key,
+                        m.stage.code(),
+                        m.date
+                    )
+                })?;
+        }
+        tracing::info!(project = %project.id, title = %h.title, "demo project entered from 2020");
+        Ok(())
     }
 
     /// Polls until the projects service has created the project from the acceptance event.
