@@ -128,8 +128,7 @@ impl Principal {
     /// `None` for what is the district office's as a whole, such as reviewing organizations).
     /// The one rule for administrator scope: an operator everything; an administrator what lies
     /// inside its jurisdiction; a department's administrator only its department's part of it.
-    /// Resources known by a stored code (a project's site, a water user) go through
-    /// [`Principal::may_administer_code`].
+    /// Water users, known by a stored code, go through [`Principal::may_administer_code`].
     pub fn may_administer(&self, jurisdiction: &Jurisdiction, department: Option<&str>) -> bool {
         self.is_admin()
             && match &self.scope {
@@ -219,8 +218,9 @@ impl Principal {
     }
 
     /// [`Principal::may_administer`] for a resource known by its stored jurisdiction code (a
-    /// project's site, a water user): a code that is empty or not a jurisdiction (rows from
-    /// before the gazetteer that it does not place) only operators administer.
+    /// water user): a code that is empty or not a jurisdiction (rows from before the gazetteer
+    /// that it does not place) only operators administer. (Projects place such rows in the
+    /// platform's first district instead: `Project::jurisdiction`.)
     pub fn may_administer_code(&self, code: &str, department: Option<&str>) -> bool {
         match &self.scope {
             Scope::Platform => self.is_admin(),
