@@ -957,7 +957,7 @@ async fn token_issue_signs_only_for_registered_organizations_in_their_role() -> 
 
 /// A district office (or department) of `jurisdiction`, approved by an operator, and the access
 /// token of its first member.
-async fn office_admin(
+pub(crate) async fn office_admin(
     app: &TestApp,
     jurisdiction: &str,
     department: &str,

@@ -202,8 +202,8 @@ enum Caller {
     /// an administrator scoped to that jurisdiction.
     DistrictAdmin,
     /// A person of another district's office (320412 武进区) signed in: an administrator, but
-    /// not of the organizations of 320411. Until issue 11 gives them a jurisdiction, the
-    /// resources of matching, projects and reporting are every administrator's.
+    /// not of 320411's organizations, projects (a stranger to them: NOT_FOUND) or plans.
+    /// Matching's marketplace is still every administrator's.
     OtherDistrictAdmin,
     /// A machine client (a meter gateway) with the project company's API key, exchanged for
     /// an access token: the company's rights, but not over who may act for it.
@@ -270,11 +270,13 @@ impl Expect {
 
     /// About the project: `callers` get `code`; the others who may read it (administrators,
     /// the parties, the assigned verifier) PERMISSION_DENIED; everyone else NOT_FOUND.
+    /// Another district's administrator is a stranger to the project (it is in 320411).
     fn project(callers: &[Caller], code: Code) -> Expect {
         let mut e = Expect::all(Code::NotFound);
         for c in [Admin, Company, User, Verifier] {
             e.0.insert(c, Code::PermissionDenied);
         }
+        e.0.insert(OtherDistrictAdmin, Code::NotFound);
         for c in callers {
             e.0.insert(*c, code);
         }
@@ -1867,8 +1869,52 @@ async fn projects_read_by_their_own(backend: Backend) -> anyhow::Result<()> {
     assert_eq!(
         listed(&app, &parties.admin, 100).await?.concat().len(),
         4,
-        "administrators list every project"
+        "operators list every project"
     );
+    // Administrators list the projects of their jurisdiction (all four are in 新北区 320411):
+    // the city's (常州市 320400) all, another district's (武进区 320412) none; a department's
+    // administrator none either (departments run no contracts).
+    let mut accounts =
+        cwsm_proto::accounts::v1::accounts_service_client::AccountsServiceClient::with_interceptor(
+            app.channel.clone(),
+            cwsm_tests::Bearer(parties.admin.clone()),
+        );
+    for (prefix, jurisdiction, expected) in [
+        ("11320400MB", "320400", 4),
+        ("11320411MB", "320411", 4),
+        ("11320412MB", "320412", 0),
+    ] {
+        let (token, _) = signed_in_member(
+            &app,
+            &mut accounts,
+            a::OrganizationKind::DistrictOffice,
+            prefix,
+            jurisdiction,
+        )
+        .await?;
+        assert_eq!(
+            listed(&app, &token, 3).await?.concat().len(),
+            expected,
+            "the administrators of {jurisdiction}"
+        );
+        let read = app
+            .projects(&token)
+            .get_project(p::GetProjectRequest {
+                project_id: ours[0].clone(),
+            })
+            .await
+            .map(|_| ())
+            .map_err(|e| e.code());
+        let want = if expected == 0 {
+            Err(tonic::Code::NotFound)
+        } else {
+            Ok(())
+        };
+        assert_eq!(
+            read, want,
+            "the administrators of {jurisdiction} read ours[0]"
+        );
+    }
 
     // The other project's company reads none of ours: not the project, its history, its
     // milestones.

@@ -1401,3 +1401,128 @@ async fn milestones_take_effect_on_their_dates_on_postgres() -> anyhow::Result<(
     }
     milestones_take_effect_on_their_dates(Backend::Postgres).await
 }
+
+/// Administrators are scoped to their jurisdiction in projects and in matching's contact
+/// details: 武进区's office (320412) neither lists nor reads a project of 新北区 (320411, at
+/// 薛家镇) nor sees its water user's contact; 常州市's (320400, the city) does, as an operator.
+async fn administrators_within(backend: Backend) -> anyhow::Result<()> {
+    use cwsm_proto::matching::v1 as m;
+    use cwsm_proto::matching::v1::matching_service_client::MatchingServiceClient;
+    let app = TestApp::start(backend).await?;
+    let result = async {
+        let c = cwsm_tests::contract_a_project(&app, "薛家镇").await?;
+        let operator = app.token(Role::Admin, None);
+        let (_, wujin) = crate::accounts::office_admin(&app, "320412", "").await?;
+        let (_, city) = crate::accounts::office_admin(&app, "320400", "").await?;
+        let projects = |token: &str| {
+            ProjectsServiceClient::with_interceptor(
+                app.channel.clone(),
+                cwsm_tests::Bearer(token.to_string()),
+            )
+        };
+        let matching = |token: &str| {
+            MatchingServiceClient::with_interceptor(
+                app.channel.clone(),
+                cwsm_tests::Bearer(token.to_string()),
+            )
+        };
+        let get = p::GetProjectRequest {
+            project_id: c.project_id.clone(),
+        };
+        let project = projects(&operator)
+            .get_project(get.clone())
+            .await?
+            .into_inner()
+            .project
+            .ok_or_else(|| anyhow::anyhow!("no project"))?;
+        let user_id = project.water_user.clone().unwrap_or_default().id;
+        let listed = |token: String| {
+            let mut client = projects(&token);
+            let water_user_id = user_id.clone();
+            async move {
+                anyhow::Ok(
+                    client
+                        .list_projects(p::ListProjectsRequest {
+                            water_user_id,
+                            ..Default::default()
+                        })
+                        .await?
+                        .into_inner()
+                        .projects
+                        .into_iter()
+                        .map(|p| p.id)
+                        .collect::<Vec<_>>(),
+                )
+            }
+        };
+        let water_user = |token: String| {
+            let mut client = matching(&token);
+            let id = project.water_user.clone().unwrap_or_default().id;
+            async move {
+                anyhow::Ok(
+                    client
+                        .get_water_user(m::GetWaterUserRequest {
+                            water_user_id: id,
+                            credit_code: String::new(),
+                        })
+                        .await?
+                        .into_inner()
+                        .water_user
+                        .and_then(|u| u.contact)
+                        .unwrap_or_default(),
+                )
+            }
+        };
+        // The school's contact, for the offices to see or not.
+        let mut school = matching(&operator)
+            .get_water_user(m::GetWaterUserRequest {
+                water_user_id: user_id.clone(),
+                credit_code: String::new(),
+            })
+            .await?
+            .into_inner()
+            .water_user
+            .ok_or_else(|| anyhow::anyhow!("no water user"))?;
+        school.contact = Some(types::Contact {
+            name: "李老师".into(),
+            phone: "0519-80000000".into(),
+            email: String::new(),
+        });
+        matching(&operator)
+            .update_water_user(m::UpdateWaterUserRequest {
+                request_id: rid("uw"),
+                water_user: Some(school),
+                expected_version: 0,
+            })
+            .await?;
+        // 武进区's office: not listed, NOT_FOUND like a stranger, the contact withheld.
+        let wujin = wujin.access_token;
+        assert!(!listed(wujin.clone()).await?.contains(&c.project_id));
+        let err = projects(&wujin).get_project(get.clone()).await.unwrap_err();
+        assert_eq!(err.code(), Code::NotFound, "{err:?}");
+        assert_eq!(water_user(wujin.clone()).await?, types::Contact::default());
+        // The city's office: listed, read, the contact shown.
+        let city = city.access_token;
+        assert!(listed(city.clone()).await?.contains(&c.project_id));
+        projects(&city).get_project(get.clone()).await?;
+        assert_ne!(water_user(operator).await?, types::Contact::default());
+        assert_ne!(water_user(city).await?, types::Contact::default());
+        anyhow::Ok(())
+    }
+    .await;
+    let stopped = app.stop().await;
+    result.and(stopped)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn administrators_see_the_projects_of_their_jurisdiction_on_sqlite() -> anyhow::Result<()> {
+    administrators_within(Backend::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn administrators_see_the_projects_of_their_jurisdiction_on_postgres() -> anyhow::Result<()> {
+    if !postgres_and_redis_available().await {
+        return Ok(());
+    }
+    administrators_within(Backend::Postgres).await
+}

@@ -10,13 +10,11 @@
 //! 6. Accepted projects are moved along the normal lifecycle path to their target stage, each
 //!    step by the party whose step it is (the company builds, commissions and operates; the
 //!    water user accepts the works and takes them over).
-//! 7. The plans' year: the demo's second district plan (Wujin 2020, seeds/plans) is loaded, the
-//!    projects signed in 2020 (`[[history]]`) are entered by an administrator with their
-//!    signing date and then moved with their 2020 effective dates and evidence, and the
-//!    achievements of 2020 (`[[achievements]]`) are recorded: so the 2020 reports, as of their
-//!    window's end, show what a district's year looks like (achieved, achieved late, missed),
-//!    and the roll-ups of Changzhou and Jiangsu add two districts up. Marketplace activity
-//!    (steps 1–6) is dated today, outside 2020's window.
+//! 7. The accounts' people (one per role) sign in with the demo password.
+//! 8. The plans' year, 2020: the other districts' plans ([`DEMO_PLANS`]: Wujin), the projects
+//!    signed outside the platform in 2020 (`[[history]]`, entered by the district office with
+//!    their signing date, then moved on their milestones' 2020 dates with evidence) and the
+//!    2020 achievements (`[[achievements]]`). Steps 1–6 are dated today, outside 2020's window.
 //!
 //! Every call carries a deterministic `request_id` ("demo:…"), so a replayed call returns the
 //! first result instead of duplicating it. The loader does nothing when any company already
@@ -49,13 +47,6 @@ use tonic::{Code, Request, Status};
 
 /// The demo data, embedded in the binary.
 const MARKETPLACE: &str = include_str!("../../../seeds/demo/marketplace.toml");
-
-/// The plans the demo loads besides the seed plan the reporting service starts with (Xinbei
-/// 2020): (code, TOML).
-const DEMO_PLANS: [(&str, &str); 1] = [(
-    "wujin-2020",
-    include_str!("../../../seeds/plans/wujin-2020.toml"),
-)];
 
 /// How many parties the loader registers at once.
 const LOAD_CONCURRENCY: usize = 16;
@@ -125,73 +116,62 @@ pub async fn load(channel: Channel, keys: &Keys) -> Result<Summary> {
 #[serde(deny_unknown_fields)]
 struct Marketplace {
     towns: Vec<String>,
-    /// Towns of other districts where water users of `[[history]]` are (Wujin's), kept out of
-    /// the generated part.
-    #[serde(default)]
-    other_towns: Vec<String>,
     companies: Vec<CompanyData>,
     water_users: Vec<WaterUserData>,
     requests: Vec<RequestData>,
-    /// Projects signed in the plans' year, entered by an administrator with their dates.
-    #[serde(default)]
-    history: Vec<HistoryData>,
-    /// Achievements of recorded indicators in the plans' year.
-    #[serde(default)]
-    achievements: Vec<AchievementData>,
     /// The rest of the district, generated from a seed (see [`Generated`]).
     #[serde(default)]
     generated: Option<Generated>,
+    /// Projects signed outside the platform in the plans' year, entered by the district office
+    /// with their dated milestones (CreateProject, TransitionProject.effective_date).
+    #[serde(default)]
+    history: Vec<HistoryData>,
+    /// Achievements the district offices recorded in the plans' year (RecordAchievement).
+    #[serde(default)]
+    achievements: Vec<AchievementData>,
 }
 
-/// A project signed outside the platform in the plans' year (the contract's signing date and
-/// number), and the dates its later milestones took effect (each with its evidence).
+/// A project signed outside the platform, with its milestones' dates and evidence.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct HistoryData {
     key: String,
-    title: String,
-    water_user: String,
+    /// Key of the demo company that carried it out.
     company: String,
-    measures: String,
+    title: String,
+    water_user: HistoricUserData,
     contract_model: ContractModel,
-    #[serde(default)]
-    terms: TermsData,
     investment_fen: i64,
-    promised_savings_bp: i32,
-    contract_term_months: i32,
-    price_fen_per_m3: i64,
+    promised_savings_litres: i64,
     #[serde(default)]
     indicator_tags: Vec<IndicatorTag>,
-    /// The contract's number (the evidence of the back-dated signing).
-    contract_no: String,
-    /// "YYYY-MM-DD" (China Standard Time) of each milestone reached; `signed` required.
-    signed: String,
-    #[serde(default)]
-    implementing: Option<String>,
-    #[serde(default)]
-    commissioned: Option<String>,
-    #[serde(default)]
-    accepted: Option<String>,
-    #[serde(default)]
-    operating: Option<String>,
+    /// In order, starting with the signing (`contracted`); each step on the normal path.
+    milestones: Vec<MilestoneData>,
 }
 
-impl HistoryData {
-    /// The milestones after signing, in order: (stage, date).
-    fn steps(&self) -> Vec<(Stage, &str)> {
-        [
-            (Stage::Implementing, &self.implementing),
-            (Stage::Commissioned, &self.commissioned),
-            (Stage::Accepted, &self.accepted),
-            (Stage::Operating, &self.operating),
-        ]
-        .into_iter()
-        .filter_map(|(stage, date)| date.as_deref().map(|d| (stage, d)))
-        .collect()
-    }
+/// The water user of a project entered from history (not one of the marketplace's parties).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HistoricUserData {
+    /// First 17 characters; the check character is appended.
+    credit_code: String,
+    name: String,
+    sector: Sector,
+    unit_type: String,
+    /// A town of the gazetteer (any district's).
+    town: String,
 }
 
-/// An achievement of a recorded indicator, recorded by an administrator (approved).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MilestoneData {
+    stage: Stage,
+    /// "YYYY-MM-DD", China Standard Time.
+    date: chrono::NaiveDate,
+    evidence: String,
+}
+
+/// An achievement of a plan's recorded indicator, recorded by the plan's district office.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AchievementData {
@@ -199,15 +179,20 @@ struct AchievementData {
     plan: String,
     indicator: String,
     unit_name: String,
-    /// "YYYY-MM-DD".
-    date: String,
-    value: f64,
+    achieved_date: chrono::NaiveDate,
     evidence: String,
+    value: f64,
+    #[serde(default)]
+    department: String,
     #[serde(default)]
     town: String,
-    #[serde(default)]
-    note: String,
 }
+
+/// The demo's plans besides the built-in Xinbei plan, loaded through LoadPlan.
+const DEMO_PLANS: [(&str, &str); 1] = [(
+    "wujin-2020",
+    include_str!("../../../seeds/plans/wujin-2020.toml"),
+)];
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -461,12 +446,7 @@ impl Marketplace {
     /// known towns, references that resolve, proposals that fit their offerings, terms that
     /// match their contract models.
     fn check(&self) -> Result<()> {
-        let towns: HashSet<&str> = self
-            .towns
-            .iter()
-            .chain(&self.other_towns)
-            .map(String::as_str)
-            .collect();
+        let towns: HashSet<&str> = self.towns.iter().map(String::as_str).collect();
         let known_town = |what: &str, town: &str| -> Result<()> {
             ensure!(towns.contains(town), "{what}: {town:?} is not in `towns`");
             Ok(())
@@ -578,6 +558,45 @@ impl Marketplace {
                 (None, Some(_)) => bail!("{what}: a stage needs an accepted proposal (`accept`)"),
                 (None, None) => {}
             }
+        }
+        for h in &self.history {
+            let what = format!("history {}", h.key);
+            ensure!(keys.insert(format!("h:{}", h.key)), "{what}: duplicate key");
+            ensure!(
+                self.company(&h.company).is_some(),
+                "{what}: no company {:?}",
+                h.company
+            );
+            ensure!(
+                codes.insert(credit_code(&h.water_user.credit_code).context(what.clone())?),
+                "{what}: duplicate credit code"
+            );
+            cwsm_platform::gazetteer::Gazetteer::builtin()
+                .town("water_user.town", &h.water_user.town)
+                .map_err(|e| anyhow!("{what}: {e:?}"))?;
+            let stages: Vec<Stage> = h.milestones.iter().map(|m| m.stage).collect();
+            ensure!(
+                stages.first() == Some(&Stage::Contracted),
+                "{what}: the first milestone is the signing (contracted)"
+            );
+            ensure!(
+                stages.iter().zip(Stage::PATH).all(|(a, b)| *a == b),
+                "{what}: the milestones follow the normal path ({:?})",
+                Stage::PATH.map(Stage::code)
+            );
+            ensure!(
+                h.milestones.windows(2).all(|w| w[0].date <= w[1].date),
+                "{what}: the milestones' dates are in order"
+            );
+            ensure!(
+                h.milestones.iter().all(|m| !m.evidence.trim().is_empty()),
+                "{what}: a back-dated milestone needs evidence"
+            );
+        }
+        for a in &self.achievements {
+            let what = format!("achievement {}", a.key);
+            ensure!(keys.insert(format!("a:{}", a.key)), "{what}: duplicate key");
+            ensure!(!a.evidence.trim().is_empty(), "{what}: no evidence");
         }
         Ok(())
     }
@@ -1164,11 +1183,7 @@ impl Loader<'_> {
             self.advance(r, project, user, company).await?;
         }
 
-        // 7. The plans' year: the other plans, the projects signed in 2020 with their dates, the
-        // achievements of 2020.
-        self.year(data, &companies, &users, &mut summary).await?;
-
-        // 8. People who sign in with a password, one per role (README: "Sign in as each role").
+        // 7. People who sign in with a password, one per role (README: "Sign in as each role").
         let first_company = data
             .companies
             .first()
@@ -1208,6 +1223,45 @@ impl Loader<'_> {
             self.person(&admin, &code, name, kind, login, person)
                 .await?;
             summary.people += 1;
+        }
+
+        // 8. The plans' year: the other districts' plans, projects signed outside the platform
+        // in 2020 with their dated milestones, and recorded achievements.
+        for (code, toml) in DEMO_PLANS {
+            self.reporting(&admin)?
+                .load_plan(rpb::LoadPlanRequest {
+                    request_id: format!("demo:plan:{code}"),
+                    plan_toml: toml.to_string(),
+                    validate_only: false,
+                })
+                .await
+                .with_context(|| format!("loading plan {code}"))?;
+        }
+        for h in &data.history {
+            let code = data
+                .company(&h.company)
+                .ok_or_else(|| anyhow!("history {}: no company {}", h.key, h.company))
+                .and_then(|c| credit_code(&c.credit_code))?;
+            self.history(h, party(&companies, &h.company)?, code)
+                .await?;
+            summary.projects += 1;
+        }
+        for a in &data.achievements {
+            self.reporting(&admin)?
+                .record_achievement(rpb::RecordAchievementRequest {
+                    request_id: format!("demo:achievement:{}", a.key),
+                    plan_code: a.plan.clone(),
+                    indicator_code: a.indicator.clone(),
+                    unit_name: a.unit_name.clone(),
+                    achieved_date: a.achieved_date.to_string(),
+                    evidence: a.evidence.clone(),
+                    value: a.value,
+                    department: a.department.clone(),
+                    town: a.town.clone(),
+                    ..Default::default()
+                })
+                .await
+                .with_context(|| format!("recording achievement {}", a.key))?;
         }
 
         tracing::info!(%summary, "demo data loaded");
@@ -1588,6 +1642,82 @@ impl Loader<'_> {
         Ok(resp.project_id)
     }
 
+    /// Enters a project signed outside the platform (as the district office) and takes it
+    /// through its milestones on their dates, each step by its party, with its evidence.
+    async fn history(&self, h: &HistoryData, company: &Party, company_code: String) -> Result<()> {
+        let (signing, steps) = h
+            .milestones
+            .split_first()
+            .ok_or_else(|| anyhow!("history {}: no milestones", h.key))?;
+        let user_code = credit_code(&h.water_user.credit_code)?;
+        let admin = self.token("demo-district-office", Role::Admin, None)?;
+        let project = self
+            .projects(&admin)?
+            .create_project(ppb::CreateProjectRequest {
+                request_id: format!("demo:history:{}", h.key),
+                project: Some(ppb::Project {
+                    proposal_id: format!("demo-history-{}", h.key),
+                    company: Some(types::CompanyRef {
+                        id: company.id.clone(),
+                        name: company.name.clone(),
+                        credit_code: company_code,
+                    }),
+                    water_user: Some(types::WaterUserRef {
+                        name: h.water_user.name.clone(),
+                        credit_code: user_code.clone(),
+                        sector: h.water_user.sector.number(),
+                        unit_type: h.water_user.unit_type.clone(),
+                        town: h.water_user.town.clone(),
+                        ..Default::default()
+                    }),
+                    title: h.title.clone(),
+                    contract_model: h.contract_model.number(),
+                    investment_fen: h.investment_fen,
+                    promised_savings_litres: h.promised_savings_litres,
+                    indicator_tags: h.indicator_tags.iter().map(|t| t.number()).collect(),
+                    ..Default::default()
+                }),
+                project_id: String::new(),
+                signing_date: signing.date.to_string(),
+                evidence: signing.evidence.clone(),
+            })
+            .await
+            .with_context(|| format!("entering project {} ({})", h.key, h.title))?
+            .into_inner()
+            .project
+            .ok_or_else(|| anyhow!("history {}: no project in the response", h.key))?;
+        let user_token = self.token(&h.water_user.name, Role::WaterUser, Some(&user_code))?;
+        for m in steps {
+            let token = if m.stage.by_water_user() {
+                &user_token
+            } else {
+                &company.token
+            };
+            self.projects(token)?
+                .transition_project(ppb::TransitionProjectRequest {
+                    request_id: format!("demo:history:{}:{}", h.key, m.stage.code()),
+                    project_id: project.id.clone(),
+                    to_stage: m.stage.proto() as i32,
+                    reason: m.stage.reason().to_string(),
+                    expected_version: 0,
+                    evidence: m.evidence.clone(),
+                    effective_date: m.date.to_string(),
+                })
+                .await
+                .with_context(|| {
+                    format!(
+                        "moving project {} ({}) to {} on {}",
+                        project.id,
+                        h.key,
+                        m.stage.code(),
+                        m.date
+                    )
+                })?;
+        }
+        tracing::info!(project = %project.id, title = %h.title, "demo project entered from 2020");
+        Ok(())
+    }
+
     /// Polls until the projects service has created the project from the acceptance event.
     async fn wait_for_project(
         &self,
@@ -1762,170 +1892,6 @@ impl Loader<'_> {
     }
 
     /// Takes the project along the normal path to the request's target stage.
-    /// Step 7: loads [`DEMO_PLANS`], enters `data.history` with their dates and records
-    /// `data.achievements`, as a platform administrator.
-    async fn year(
-        &self,
-        data: &Marketplace,
-        companies: &HashMap<&str, Party>,
-        users: &HashMap<&str, Party>,
-        summary: &mut Summary,
-    ) -> Result<()> {
-        let admin = self.token("cwsm demo loader", Role::Admin, None)?;
-        for (code, toml) in DEMO_PLANS {
-            self.reporting(&admin)?
-                .load_plan(rpb::LoadPlanRequest {
-                    request_id: format!("demo:plan:{code}"),
-                    plan_toml: toml.to_string(),
-                    validate_only: false,
-                })
-                .await
-                .with_context(|| format!("loading plan {code}"))?;
-            tracing::info!(plan = code, "plan loaded");
-        }
-        for h in &data.history {
-            let user_data = data
-                .water_user(&h.water_user)
-                .ok_or_else(|| anyhow!("history {}: no water user {}", h.key, h.water_user))?;
-            let company_data = data
-                .company(&h.company)
-                .ok_or_else(|| anyhow!("history {}: no company {}", h.key, h.company))?;
-            let user = party(users, &h.water_user)?;
-            let company = party(companies, &h.company)?;
-            let t = &h.terms;
-            let baseline = user_data.annual_use_litres;
-            let project = ppb::Project {
-                proposal_id: format!("demo-history-{}", h.key),
-                company: Some(types::CompanyRef {
-                    id: company.id.clone(),
-                    name: company.name.clone(),
-                    credit_code: credit_code(&company_data.credit_code)?,
-                }),
-                water_user: Some(types::WaterUserRef {
-                    id: user.id.clone(),
-                    name: user.name.clone(),
-                    credit_code: credit_code(&user_data.credit_code)?,
-                    sector: user_data.sector.number(),
-                    unit_type: user_data.unit_type.clone(),
-                    town: user_data.town.clone(),
-                    jurisdiction_code: String::new(),
-                }),
-                title: h.title.clone(),
-                measures: h.measures.clone(),
-                contract_model: h.contract_model.number(),
-                terms: Some(types::ContractTerms {
-                    share_ratio_bp: t.share_ratio_bp,
-                    sharing_period_months: t.sharing_period_months,
-                    guaranteed_savings_litres: t.guaranteed_savings_litres,
-                    shortfall_price_fen_per_m3: t.shortfall_price_fen_per_m3,
-                    bonus_share_bp: t.bonus_share_bp,
-                    hosting_fee_fen: t.hosting_fee_fen,
-                    water_rights_share_bp: t.water_rights_share_bp,
-                }),
-                investment_fen: h.investment_fen,
-                promised_savings_litres: baseline
-                    .checked_mul(i64::from(h.promised_savings_bp))
-                    .map(|v| v / 10_000)
-                    .ok_or_else(|| anyhow!("history {}: promised savings overflow", h.key))?,
-                promised_savings_bp: h.promised_savings_bp,
-                contract_term_months: h.contract_term_months,
-                price_fen_per_m3: h.price_fen_per_m3,
-                indicator_tags: h.indicator_tags.iter().map(|t| t.number()).collect(),
-                ..Default::default()
-            };
-            let created = self
-                .projects(&admin)?
-                .create_project(ppb::CreateProjectRequest {
-                    request_id: format!("demo:history:{}", h.key),
-                    project: Some(project),
-                    project_id: String::new(),
-                    signing_date: h.signed.clone(),
-                    evidence: format!("合同 {}", h.contract_no),
-                })
-                .await
-                .with_context(|| format!("entering the 2020 project {:?}", h.title))?
-                .into_inner()
-                .project
-                .ok_or_else(|| anyhow!("history {}: the response has no project", h.key))?;
-            summary.projects += 1;
-            for (step, date) in h.steps() {
-                if Stage::from_proto(created.stage).is_some_and(|s| s >= step) {
-                    continue;
-                }
-                let actor = if step.by_water_user() { user } else { company };
-                self.projects(&actor.token)?
-                    .transition_project(ppb::TransitionProjectRequest {
-                        request_id: format!("demo:history-stage:{}:{}", h.key, step.code()),
-                        project_id: created.id.clone(),
-                        to_stage: step.proto() as i32,
-                        reason: step.reason().to_string(),
-                        expected_version: 0,
-                        evidence: format!(
-                            "{} {}-{}",
-                            step.evidence_kind(),
-                            h.contract_no,
-                            step.code().to_uppercase()
-                        ),
-                        effective_date: date.to_string(),
-                    })
-                    .await
-                    .with_context(|| {
-                        format!(
-                            "{} moving the 2020 project {:?} to {} on {date}",
-                            actor.name,
-                            h.title,
-                            step.code()
-                        )
-                    })?;
-            }
-            tracing::info!(project = %created.id, title = %h.title, signed = %h.signed, "2020 project entered");
-        }
-        // An achievement is recorded only inside its plan's window as loaded now (a test may
-        // have moved the seed plan to this year; the 2020 achievements then do not apply).
-        let mut windows: HashMap<&str, (String, String)> = HashMap::new();
-        let mut recorded = 0usize;
-        for a in &data.achievements {
-            if !windows.contains_key(a.plan.as_str()) {
-                let plan = self
-                    .reporting(&admin)?
-                    .get_plan(rpb::GetPlanRequest {
-                        code: a.plan.clone(),
-                        ..Default::default()
-                    })
-                    .await
-                    .with_context(|| format!("getting plan {} for its window", a.plan))?
-                    .into_inner()
-                    .plan
-                    .ok_or_else(|| anyhow!("plan {}: the response has no plan", a.plan))?;
-                windows.insert(a.plan.as_str(), (plan.window_start, plan.window_end));
-            }
-            let (from, to) = &windows[a.plan.as_str()];
-            if !(from.as_str()..=to.as_str()).contains(&a.date.as_str()) {
-                tracing::warn!(achievement = %a.key, plan = %a.plan, window = %format!("{from}..{to}"), "achievement outside its plan's window; not recorded");
-                continue;
-            }
-            recorded += 1;
-            self.reporting(&admin)?
-                .record_achievement(rpb::RecordAchievementRequest {
-                    request_id: format!("demo:achievement:{}", a.key),
-                    plan_code: a.plan.clone(),
-                    indicator_code: a.indicator.clone(),
-                    unit_name: a.unit_name.clone(),
-                    achieved_date: a.date.clone(),
-                    evidence: a.evidence.clone(),
-                    value: a.value,
-                    note: a.note.clone(),
-                    department: String::new(),
-                    town: a.town.clone(),
-                    sector: 0,
-                })
-                .await
-                .with_context(|| format!("recording achievement {}", a.key))?;
-        }
-        tracing::info!(achievements = recorded, "2020 achievements recorded");
-        Ok(())
-    }
-
     async fn advance(
         &self,
         r: &RequestData,

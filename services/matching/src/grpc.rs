@@ -74,10 +74,13 @@ fn parse_fitting_key(key: &str) -> Result<(f64, String)> {
     Ok((f64::from_bits(bits), id.to_string()))
 }
 
-/// Whose contact details (names, phones, e-mails) a caller sees: administrators and services
-/// everyone's, an organization its own, and a counterparty once a proposal links them.
+/// Whose contact details (names, phones, e-mails) a caller sees: services and operators
+/// everyone's, an administrator companies' and those of the water users inside its
+/// jurisdiction, an organization its own, and a counterparty once a proposal links them.
 struct ContactsSeen {
     viewer: Viewer,
+    /// The caller, when an administrator: its jurisdiction bounds the water users it sees.
+    admin: Option<Principal>,
     linked: std::collections::HashSet<String>,
 }
 
@@ -89,7 +92,11 @@ impl ContactsSeen {
     }
 
     fn water_user(&self, u: &WaterUser) -> bool {
-        self.viewer.all
+        (self.viewer.all
+            && self
+                .admin
+                .as_ref()
+                .is_none_or(|a| a.may_administer_code(&u.profile.jurisdiction_code, None)))
             || self.viewer.is_water_user(&u.id)
             || (self.viewer.company_id.is_some() && self.linked.contains(&u.id))
     }
@@ -150,7 +157,11 @@ impl MatchingApi {
         } else {
             self.store.linked_counterparts(&viewer).await?
         };
-        Ok(ContactsSeen { viewer, linked })
+        Ok(ContactsSeen {
+            viewer,
+            linked,
+            admin: who.is_admin().then(|| who.clone()),
+        })
     }
 
     /// The request, if the caller may see it; NOT_FOUND otherwise.

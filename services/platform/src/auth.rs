@@ -128,8 +128,7 @@ impl Principal {
     /// `None` for what is the district office's as a whole, such as reviewing organizations).
     /// The one rule for administrator scope: an operator everything; an administrator what lies
     /// inside its jurisdiction; a department's administrator only its department's part of it.
-    /// Resources without a jurisdiction yet (matching, projects, reporting until issue 11) are
-    /// checked with [`Principal::is_admin`] alone.
+    /// Water users, known by a stored code, go through [`Principal::may_administer_code`].
     pub fn may_administer(&self, jurisdiction: &Jurisdiction, department: Option<&str>) -> bool {
         self.is_admin()
             && match &self.scope {
@@ -216,6 +215,18 @@ impl Principal {
     /// for nobody.
     pub fn acts_as(&self, role: Role, credit_code: &str) -> bool {
         self.is_admin() || self.is(role, credit_code)
+    }
+
+    /// [`Principal::may_administer`] for a resource known by its stored jurisdiction code (a
+    /// water user): a code that is empty or not a jurisdiction (rows from before the gazetteer
+    /// that it does not place) only operators administer. (Projects place such rows in the
+    /// platform's first district instead: `Project::jurisdiction`.)
+    pub fn may_administer_code(&self, code: &str, department: Option<&str>) -> bool {
+        match &self.scope {
+            Scope::Platform => self.is_admin(),
+            Scope::Within { .. } => Jurisdiction::parse("jurisdiction_code", code)
+                .is_ok_and(|site| self.may_administer(&site, department)),
+        }
     }
 
     /// PERMISSION_DENIED unless this caller is an administrator, saying what it may not do.

@@ -270,16 +270,32 @@ pub fn check_effective_date(
 }
 
 impl Project {
+    /// Where the project's site is, for administrator scope: its site's gazetteer code, or for
+    /// a project whose site the gazetteer does not know (contracted before it existed) the
+    /// platform's first district, as reporting places milestones without a code.
+    pub fn jurisdiction(&self) -> cwsm_platform::jurisdiction::Jurisdiction {
+        use cwsm_platform::jurisdiction::Jurisdiction;
+        Jurisdiction::parse("jurisdiction_code", &self.contract.jurisdiction_code)
+            .unwrap_or_else(|_| Jurisdiction::default_district())
+    }
+
+    /// Whether `who` administers this project: an operator, or an administrator of a
+    /// jurisdiction containing its site (a department's administrator does not: departments
+    /// record the plan's achievements, they do not run contracts).
+    pub fn administered_by(&self, who: &Principal) -> bool {
+        who.may_administer(&self.jurisdiction(), None)
+    }
+
     /// Whether `who` acts for this project's company (a company token with its credit code) or
-    /// is an administrator.
+    /// administers the project.
     pub fn company(&self, who: &Principal) -> bool {
-        who.acts_as(Role::Company, &self.contract.company.credit_code)
+        who.is(Role::Company, &self.contract.company.credit_code) || self.administered_by(who)
     }
 
     /// Whether `who` is a party to this project, each in its own role: the company with a
-    /// company token, the water user with a water-user token (or an administrator).
+    /// company token, the water user with a water-user token (or an administrator of it).
     pub fn party(&self, who: &Principal) -> bool {
-        self.company(who) || who.acts_as(Role::WaterUser, &self.contract.water_user.credit_code)
+        self.company(who) || who.is(Role::WaterUser, &self.contract.water_user.credit_code)
     }
 
     /// Whether `who` is one of the two parties in its own role (an administrator acting as one

@@ -755,15 +755,20 @@ impl pb::projects_service_server::ProjectsService for ProjectsApi {
         ])?;
         let key = RequestKey::new(&who, "AssignVerifier", &r.project_id, &r.request_id, &r)?;
         let project_id = required_id("project_id", &r.project_id)?;
-        if !who.is_admin() {
+        {
             // The parties and the verifier may read the project but not choose its verifier.
             let project = self.store.project(project_id).await?;
-            return Err(project
-                .refuse(
-                    &who,
-                    format!("only an administrator assigns the verifier of project {project_id}"),
-                )
-                .into());
+            if !project.administered_by(&who) {
+                return Err(project
+                    .refuse(
+                        &who,
+                        format!(
+                            "only an administrator of {} assigns the verifier of project {project_id}",
+                            project.jurisdiction()
+                        ),
+                    )
+                    .into());
+            }
         }
         let verifier_org = verifier_code("verifier_org", &r.verifier_org)?;
         let project = self
@@ -1582,7 +1587,7 @@ impl pb::projects_service_server::ProjectsService for ProjectsApi {
         check_len("project_id", &r.project_id, MAX_CODE)?;
         // Administrators and services (reporting rebuilding its counts) read the whole log;
         // the others the milestones of the projects they may read.
-        let seen_by = if who.is_admin() || who.role == Role::Service {
+        let seen_by = if who.role == Role::Service {
             SeenBy::All
         } else {
             if !r.project_id.is_empty() {

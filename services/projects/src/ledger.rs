@@ -126,7 +126,7 @@ pub fn check_step(
         // The independent third party assigned to the project checks the savings.
         PeriodStep::Verify => project.assigned_verifier(who),
         PeriodStep::Dispute => raises,
-        PeriodStep::Resolve => project.assigned_verifier(who) || who.is_admin(),
+        PeriodStep::Resolve => project.assigned_verifier(who) || project.administered_by(who),
         PeriodStep::Settle => project.party(who),
     };
     if !allowed {

@@ -104,6 +104,15 @@ pub struct ProjectFilter {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum SeenBy {
     All,
+    /// An administrator of a jurisdiction: the projects whose site code lies in
+    /// `Jurisdiction::bounds` (lowest, highest), and those without a code when
+    /// `without_code` (the administrator's jurisdiction holds the default district, where
+    /// they are, see [`crate::domain::Project::jurisdiction`]).
+    Within {
+        lowest: String,
+        highest: String,
+        without_code: bool,
+    },
     Company(String),
     WaterUser(String),
     Verifier(String),
@@ -113,9 +122,30 @@ pub enum SeenBy {
 
 impl SeenBy {
     pub fn of(who: &cwsm_platform::auth::Principal) -> SeenBy {
-        use cwsm_platform::auth::Role;
+        use cwsm_platform::auth::{Role, Scope};
         if who.is_admin() {
-            return SeenBy::All;
+            return match &who.scope {
+                Scope::Platform => SeenBy::All,
+                // A department's administrator runs no contracts (see
+                // `Project::administered_by`).
+                Scope::Within {
+                    department: Some(_),
+                    ..
+                } => SeenBy::Nobody,
+                Scope::Within {
+                    jurisdiction,
+                    department: None,
+                } => {
+                    let (lowest, highest) = jurisdiction.bounds();
+                    SeenBy::Within {
+                        lowest,
+                        highest,
+                        without_code: jurisdiction.contains(
+                            &cwsm_platform::jurisdiction::Jurisdiction::default_district(),
+                        ),
+                    }
+                }
+            };
         }
         let Some(org) = who.org.clone().filter(|o| !o.is_empty()) else {
             return SeenBy::Nobody;
@@ -128,17 +158,51 @@ impl SeenBy {
         }
     }
 
-    /// (all, company code, water user code, verifier org) to bind; `None` when nothing is seen.
-    fn binds(&self) -> Option<(i64, String, String, String)> {
-        let none = String::new;
-        Some(match self {
-            SeenBy::All => (1, none(), none(), none()),
-            SeenBy::Company(c) => (0, c.clone(), none(), none()),
-            SeenBy::WaterUser(c) => (0, none(), c.clone(), none()),
-            SeenBy::Verifier(c) => (0, none(), none(), c.clone()),
+    /// What a list query binds for it; `None` when nothing is seen.
+    fn binds(&self) -> Option<SeenBinds> {
+        let mut b = SeenBinds::default();
+        match self {
+            SeenBy::All => b.all = 1,
+            SeenBy::Within {
+                lowest,
+                highest,
+                without_code,
+            } => {
+                b.lowest = lowest.clone();
+                b.highest = highest.clone();
+                b.without_code = i64::from(*without_code);
+            }
+            SeenBy::Company(c) => b.company = c.clone(),
+            SeenBy::WaterUser(c) => b.water_user = c.clone(),
+            SeenBy::Verifier(c) => b.verifier = c.clone(),
             SeenBy::Nobody => return None,
-        })
+        }
+        Some(b)
     }
+}
+
+/// The values of the SQL condition "the caller sees this project" (see [`SEEN`]).
+#[derive(Default)]
+struct SeenBinds {
+    all: i64,
+    company: String,
+    water_user: String,
+    verifier: String,
+    lowest: String,
+    highest: String,
+    without_code: i64,
+}
+
+/// The one SQL condition of [`SeenBy`] over a `projects` row aliased `p`, binding `$n`…`$n+6`
+/// as [`SeenBinds`] in field order.
+fn seen_sql(n: usize) -> String {
+    let [all, company, user, verifier, lowest, highest, without] =
+        std::array::from_fn(|k| format!("${}", n + k));
+    format!(
+        "({all} = 1 OR ({company} <> '' AND p.company_credit_code = {company}) \
+         OR ({user} <> '' AND p.water_user_credit_code = {user}) OR ({verifier} <> '' AND p.verifier_org = {verifier}) \
+         OR ({lowest} <> '' AND p.jurisdiction_code BETWEEN {lowest} AND {highest}) OR ({without} = 1 AND p.jurisdiction_code = ''))"
+    )
 }
 
 #[derive(sqlx::FromRow)]
@@ -497,17 +561,21 @@ impl Store {
             like_contains(&format!("\"{}\"", f.indicator_tag))
         };
         let query = like_contains(&f.query.to_lowercase());
-        let Some((all, company, user, verifier)) = f.seen_by.binds() else {
+        let Some(seen) = f.seen_by.binds() else {
             return Ok((Vec::new(), String::new()));
         };
-        let mut rows: Vec<Project> = with_db!(&self.db, pool => sqlx::query_as::<_, ProjectRow>(
-            "SELECT * FROM projects WHERE ($1 = '' OR stage = $1) AND ($2 = '' OR company_id = $2) AND ($3 = '' OR water_user_id = $3) \
+        let sql = format!(
+            "SELECT * FROM projects p WHERE ($1 = '' OR stage = $1) AND ($2 = '' OR company_id = $2) AND ($3 = '' OR water_user_id = $3) \
              AND ($4 = '' OR sector = $4) AND ($5 = '' OR town = $5) AND ($6 = '' OR contract_model = $6) AND ($7 = '' OR indicator_tags LIKE $7 ESCAPE '\\') \
              AND ($8 = '' OR lower(title) LIKE $8 ESCAPE '\\' OR lower(company_name) LIKE $8 ESCAPE '\\' OR lower(water_user_name) LIKE $8 ESCAPE '\\') AND ($9 = '' OR id > $9) \
-             AND ($11 = 1 OR ($12 <> '' AND company_credit_code = $12) OR ($13 <> '' AND water_user_credit_code = $13) OR ($14 <> '' AND verifier_org = $14)) ORDER BY id LIMIT $10")
+             AND {} ORDER BY id LIMIT $10",
+            seen_sql(11)
+        );
+        let mut rows: Vec<Project> = with_db!(&self.db, pool => sqlx::query_as::<_, ProjectRow>(sqlx::AssertSqlSafe(sql.clone()))
             .bind(&f.stage).bind(&f.company_id).bind(&f.water_user_id).bind(&f.sector).bind(&f.town)
             .bind(&f.contract_model).bind(tag).bind(query).bind(page.after.clone().unwrap_or_default()).bind(page.fetch_limit())
-            .bind(all).bind(company).bind(user).bind(verifier)
+            .bind(seen.all).bind(&seen.company).bind(&seen.water_user).bind(&seen.verifier)
+            .bind(&seen.lowest).bind(&seen.highest).bind(seen.without_code)
             .fetch_all(pool).await?)
         .into_iter().map(Project::from).collect();
         let next = page.finish(&mut rows, |p| p.id.clone());
@@ -617,15 +685,20 @@ impl Store {
                 .bind(after_sequence).bind(project_id).bind(limit).fetch_all(pool).await?),
             );
         }
-        let Some((_, company, user, verifier)) = seen_by.binds() else {
+        let Some(seen) = seen_by.binds() else {
             return Ok(Vec::new());
         };
-        Ok(
-            with_db!(&self.db, pool => sqlx::query_as::<_, (i64, Vec<u8>)>(
+        let sql = format!(
             "SELECT m.seq, m.payload FROM milestones m JOIN projects p ON p.id = m.project_id \
-             WHERE m.seq > $1 AND ($2 = '' OR m.project_id = $2) \
-             AND (($4 <> '' AND p.company_credit_code = $4) OR ($5 <> '' AND p.water_user_credit_code = $5) OR ($6 <> '' AND p.verifier_org = $6)) ORDER BY m.seq LIMIT $3")
-            .bind(after_sequence).bind(project_id).bind(limit).bind(company).bind(user).bind(verifier).fetch_all(pool).await?),
+             WHERE m.seq > $1 AND ($2 = '' OR m.project_id = $2) AND {} ORDER BY m.seq LIMIT $3",
+            seen_sql(4)
+        );
+        Ok(
+            with_db!(&self.db, pool => sqlx::query_as::<_, (i64, Vec<u8>)>(sqlx::AssertSqlSafe(sql.clone()))
+            .bind(after_sequence).bind(project_id).bind(limit)
+            .bind(seen.all).bind(&seen.company).bind(&seen.water_user).bind(&seen.verifier)
+            .bind(&seen.lowest).bind(&seen.highest).bind(seen.without_code)
+            .fetch_all(pool).await?),
         )
     }
 }

@@ -186,7 +186,7 @@ impl Store {
             let row: Option<ProjectRow> = sqlx::query_as("SELECT * FROM projects WHERE id = $1").bind(project_id).fetch_optional(&mut *tx).await?;
             let project = row.map(Project::from).ok_or_else(|| Error::not_found("project", project_id))?;
             if !project.own_party(who) {
-                let why = if who.is_admin() {
+                let why = if project.administered_by(who) {
                     format!("administrators assign the verifier of project {project_id} directly (AssignVerifier); proposals are the parties'")
                 } else {
                     format!("only the company or the water user of project {project_id} proposes its verifier")
@@ -272,9 +272,9 @@ impl Store {
             let proposal = row.map(VerifierProposal::from).ok_or_else(|| Error::not_found("verifier proposal", proposal_id))?;
             let project_row: Option<ProjectRow> = sqlx::query_as("SELECT * FROM projects WHERE id = $1").bind(&proposal.project_id).fetch_optional(&mut *tx).await?;
             let project = project_row.map(Project::from).ok_or_else(|| Error::not_found("project", &proposal.project_id))?;
-            if !who.is_admin() {
+            if !project.administered_by(who) {
                 return Err(project.refuse(who, format!(
-                    "only an administrator approves or declines the verifier proposals of project {}", project.id)));
+                    "only an administrator of {} approves or declines the verifier proposals of project {}", project.jurisdiction(), project.id)));
             }
             if proposal.state != ProposalState::Open {
                 return Err(Error::precondition(format!(

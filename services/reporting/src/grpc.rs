@@ -832,6 +832,14 @@ impl ReportingService for ReportingApi {
             return Err(Error::invalid("plan_code", "required, e.g. \"xinbei-2020\"").into());
         }
         let plan_code = req.plan_code.trim().to_string();
+        // Administrators of the plan's jurisdiction only (the log they replay is the part of
+        // the projects service they may read).
+        let plan = self.reporting.plan("", &plan_code, 0).await?;
+        caller.require_administer(
+            &format!("rebuild the counts of plan {plan_code}"),
+            &plan.plan.jurisdiction,
+            None,
+        )?;
         let before = self.reporting.counts(&plan_code).await?;
         let (url, tls) = self.reporting.projects_url().ok_or_else(|| {
             Status::failed_precondition(

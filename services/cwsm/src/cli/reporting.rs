@@ -509,15 +509,18 @@ async fn rollup(
                 p.name_zh, p.name, p.code, r.year, r.as_of_date
             );
         }
-        for own in &r.own_reports {
-            if let Some(p) = &own.plan {
-                println!(
-                    "own plan: {} v{} ({} indicators; `cwsm report --plan {}`)",
-                    p.code,
-                    p.version,
-                    own.indicators.len(),
-                    p.code
-                );
+        for (what, reports) in [("own plan", &r.own_reports), ("city plan", &r.city_reports)] {
+            for report in reports {
+                if let Some(plan) = &report.plan {
+                    println!(
+                        "{what}: {} v{} {} ({} indicators; `cwsm report --plan {}`)",
+                        plan.code,
+                        plan.version,
+                        plan.district,
+                        report.indicators.len(),
+                        plan.code
+                    );
+                }
             }
         }
         if !r.districts_without_plan.is_empty() {
@@ -532,21 +535,24 @@ async fn rollup(
     // One line per indicator (its total, or "per district"), then one per district row.
     let mut rows = Vec::new();
     for i in &r.indicators {
+        // A rolled-up line of the higher plan: its own target and status against the total.
+        let own = i.own_target.as_ref();
         rows.push(vec![
             i.code.clone(),
             "total".into(),
-            String::new(),
+            own.map(|o| format!("{} ← {}", o.plan_code, o.rolled_up_from.join(" + ")))
+                .unwrap_or_default(),
             if i.summed {
                 num(i.total_actual)
             } else {
                 "per district".into()
             },
-            if i.summed {
-                num(i.total_target)
-            } else {
-                String::new()
+            match own {
+                Some(o) => num(o.target),
+                None if i.summed => num(i.total_target),
+                None => String::new(),
             },
-            String::new(),
+            own.map(|o| status_code(o.status)).unwrap_or_default(),
         ]);
         for row in &i.rows {
             let district = row
@@ -557,7 +563,14 @@ async fn rollup(
             rows.push(vec![
                 i.code.clone(),
                 district,
-                format!("{} v{}", row.plan_code, row.plan_version),
+                if row.indicator_code.is_empty() || row.indicator_code == i.code {
+                    format!("{} v{}", row.plan_code, row.plan_version)
+                } else {
+                    format!(
+                        "{} v{} {}",
+                        row.plan_code, row.plan_version, row.indicator_code
+                    )
+                },
                 num(row.actual),
                 num(row.target),
                 status_code(row.status),
