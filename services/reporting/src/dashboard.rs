@@ -636,9 +636,7 @@ async fn rollup_json(d: &Dashboard, q: &HashMap<String, String>) -> Result<Value
     let as_of = match given("date") {
         Some(text) => parse_date(text)
             .ok_or_else(|| Error::invalid("date", format!("{text:?} is not YYYY-MM-DD")))?,
-        None => NaiveDate::from_ymd_opt(year, 12, 31)
-            .filter(|end| year > 0 && *end < today)
-            .unwrap_or(today),
+        None => crate::rollup::default_as_of(year, today),
     };
     let r = d.reporting.rollup(&place, year, as_of).await?;
     let place_json = |p: &cwsm_platform::gazetteer::Place| json!({ "code": p.code.as_str(), "name": p.name, "name_zh": p.name_zh });

@@ -968,12 +968,7 @@ impl ReportingService for ReportingApi {
         // As for a report: today, or the last day of the year asked once today is past it.
         let as_of = match as_of_date(&req.as_of_date)? {
             Some(date) => date,
-            None => {
-                let today = crate::today();
-                chrono::NaiveDate::from_ymd_opt(req.year, 12, 31)
-                    .filter(|end| req.year > 0 && *end < today)
-                    .unwrap_or(today)
-            }
+            None => crate::rollup::default_as_of(req.year, crate::today()),
         };
         let rollup = self
             .reporting

@@ -92,6 +92,14 @@ pub struct Rollup {
     pub without_plan: Vec<Place>,
 }
 
+/// The date a roll-up of `year` (0: none given) is as of when no date is asked: today, or
+/// the year's last day once today is past it (as a report of a closed window).
+pub fn default_as_of(year: i32, today: NaiveDate) -> NaiveDate {
+    NaiveDate::from_ymd_opt(year, 12, 31)
+        .filter(|end| year > 0 && *end < today)
+        .unwrap_or(today)
+}
+
 /// The place a roll-up is asked for: a city or a province of `gazetteer`, else
 /// INVALID_ARGUMENT on `field`.
 pub fn place<'g>(gazetteer: &'g Gazetteer, field: &str, code: &str) -> Result<&'g Place> {
@@ -385,6 +393,14 @@ mod tests {
         // The other four districts of Changzhou have no plan.
         assert_eq!(r.without_plan.len(), 4);
         assert!(r.without_plan.iter().all(|p| p.code.as_str() != "320411"));
+    }
+
+    #[test]
+    fn a_past_year_is_rolled_up_as_of_its_last_day() {
+        let d = |y, m, day| NaiveDate::from_ymd_opt(y, m, day).expect("date");
+        assert_eq!(default_as_of(2020, d(2026, 12, 2)), d(2020, 12, 31));
+        assert_eq!(default_as_of(2026, d(2026, 12, 2)), d(2026, 12, 2));
+        assert_eq!(default_as_of(0, d(2026, 12, 2)), d(2026, 12, 2));
     }
 
     #[test]
