@@ -281,7 +281,7 @@ async fn the_dashboard_shows_late_statuses_and_the_rollup_over_the_demo() -> any
             "{page}"
         );
         assert_eq!(page["total"], "5", "{page}");
-        assert_eq!(page["a7_xinbei"], "逾期完成", "{page}");
+        assert_eq!(page["a7_xinbei"], "逾期完成（晚18天）", "{page}");
         assert!(
             page["title"].as_str().unwrap_or("").contains("常州市"),
             "{page}"

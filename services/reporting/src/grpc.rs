@@ -425,6 +425,7 @@ fn rollup_message(r: &Rollup) -> pb::Rollup {
                         deadline: row.deadline.format("%Y-%m-%d").to_string(),
                         indicator_code: row.indicator_code.clone(),
                         city: row.city.as_ref().map(rollup_place),
+                        days_late: row.days_late,
                     })
                     .collect(),
                 own_target: l.own.as_ref().map(|o| pb::RollupOwnTarget {
@@ -434,6 +435,7 @@ fn rollup_message(r: &Rollup) -> pb::Rollup {
                     status: progress(o.status) as i32,
                     progress_bp: o.progress_bp,
                     rolled_up_from: o.from.clone(),
+                    days_late: o.days_late,
                 }),
             })
             .collect(),

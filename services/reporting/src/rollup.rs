@@ -34,6 +34,8 @@ pub struct Row {
     pub actual: f64,
     pub target: f64,
     pub status: Status,
+    /// How late it was achieved (with [`Status::AchievedLate`]), days.
+    pub days_late: i32,
     pub progress_bp: i32,
     pub deadline: NaiveDate,
 }
@@ -64,6 +66,7 @@ pub struct OwnTarget {
     pub target: f64,
     pub deadline: NaiveDate,
     pub status: Status,
+    pub days_late: i32,
     pub progress_bp: i32,
     /// The district indicator codes summed.
     pub from: Vec<String>,
@@ -190,6 +193,7 @@ pub fn build(
                 actual: l.actual,
                 target: i.target,
                 status: l.evaluation.status,
+                days_late: l.evaluation.days_late,
                 progress_bp: l.evaluation.progress_bp,
                 deadline: i.deadline,
             };
@@ -251,6 +255,7 @@ pub fn build(
                     target: i.target,
                     deadline: i.deadline,
                     status: l.evaluation.status,
+                    days_late: l.evaluation.days_late,
                     progress_bp: l.evaluation.progress_bp,
                     from: i.rolled_up_from.clone(),
                 }),
@@ -393,6 +398,23 @@ mod tests {
         // The other four districts of Changzhou have no plan.
         assert_eq!(r.without_plan.len(), 4);
         assert!(r.without_plan.iter().all(|p| p.code.as_str() != "320411"));
+    }
+
+    /// A district's "achieved late by 18 days" reaches its row with the days (the dashboard and
+    /// the CLI print 逾期完成（晚18天）).
+    #[test]
+    fn a_row_says_how_late_its_district_achieved() {
+        let g = Gazetteer::builtin();
+        let city = place(g, "jurisdiction_code", "320400").expect("Changzhou");
+        let mut late = report(stored("xinbei-2020", "320411", 1), 2.0);
+        for l in &mut late.lines {
+            l.evaluation.status = Status::AchievedLate;
+            l.evaluation.days_late = 18;
+        }
+        let as_of = NaiveDate::from_ymd_opt(2020, 12, 31).expect("date");
+        let r = build(g, city, 2020, as_of, vec![], vec![], vec![Arc::new(late)]);
+        let row = &r.lines[0].rows[0];
+        assert_eq!((row.status, row.days_late), (Status::AchievedLate, 18));
     }
 
     #[test]

@@ -152,9 +152,14 @@ fn status_code(n: i32) -> String {
 
 /// The status as the dashboard and the exports show it: "achieved_late 逾期完成（晚15天）".
 fn status_label(s: &rpb::IndicatorStatus) -> String {
-    let code = status_code(s.status);
+    status_label_of(s.status, s.days_late)
+}
+
+/// [`status_label`] of a status number and its days late (a roll-up's rows).
+fn status_label_of(status: i32, days_late: i32) -> String {
+    let code = status_code(status);
     match cwsm_reporting::report::Status::from_code(&code) {
-        Some(status) => format!("{code} {}", status.label_zh_with(s.days_late)),
+        Some(status) => format!("{code} {}", status.label_zh_with(days_late)),
         None => code,
     }
 }
@@ -552,7 +557,8 @@ async fn rollup(
                 None if i.summed => num(i.total_target),
                 None => String::new(),
             },
-            own.map(|o| status_code(o.status)).unwrap_or_default(),
+            own.map(|o| status_label_of(o.status, o.days_late))
+                .unwrap_or_default(),
         ]);
         for row in &i.rows {
             let district = row
@@ -573,7 +579,7 @@ async fn rollup(
                 },
                 num(row.actual),
                 num(row.target),
-                status_code(row.status),
+                status_label_of(row.status, row.days_late),
             ]);
         }
     }
