@@ -364,17 +364,7 @@ async fn wanted(d: &Dashboard, q: &HashMap<String, String>) -> Result<Wanted, Er
     }
     let plan = match q.get("plan").map(|p| p.trim()).filter(|p| !p.is_empty()) {
         Some(p) => p.to_string(),
-        None => {
-            let page = cwsm_platform::grpc::Page::from_request(1, "")?;
-            let (plans, _) = d
-                .reporting
-                .list_plans(&PlanFilter::default(), &page)
-                .await?;
-            plans
-                .first()
-                .map(|p| p.plan.code.clone())
-                .ok_or_else(|| Error::not_found("plan", "any"))?
-        }
+        None => first_plan(d).await?.plan.code,
     };
     let version = match q.get("version").map(|v| v.trim()).filter(|v| !v.is_empty()) {
         Some(v) => v
@@ -602,6 +592,19 @@ fn html_page<B>(d: &Dashboard, request: &Request<B>, html: &'static str) -> Resp
     response
 }
 
+/// The plan a page shows when none is asked: the first listed (the platform's own).
+async fn first_plan(d: &Dashboard) -> Result<crate::plan::StoredPlan, Error> {
+    let page = cwsm_platform::grpc::Page::from_request(1, "")?;
+    let (plans, _) = d
+        .reporting
+        .list_plans(&PlanFilter::default(), &page)
+        .await?;
+    plans
+        .into_iter()
+        .next()
+        .ok_or_else(|| Error::not_found("plan", "any"))
+}
+
 /// The roll-up the roll-up page draws: `place` (a city or province; default the city of the
 /// first plan's district), `year` (0 or empty: the year of `date`), `date` (default today, or
 /// the year's last day once it is past, as GetRollup).
@@ -613,18 +616,13 @@ async fn rollup_json(d: &Dashboard, q: &HashMap<String, String>) -> Result<Value
     let given = |k: &str| q.get(k).map(|v| v.trim()).filter(|v| !v.is_empty());
     let place = match given("place") {
         Some(p) => p.to_string(),
-        None => {
-            let page = cwsm_platform::grpc::Page::from_request(1, "")?;
-            let (plans, _) = d
-                .reporting
-                .list_plans(&PlanFilter::default(), &page)
-                .await?;
-            plans
-                .first()
-                .and_then(|p| p.plan.jurisdiction.parent())
-                .map(|c| c.as_str().to_string())
-                .ok_or_else(|| Error::not_found("plan", "any"))?
-        }
+        None => first_plan(d)
+            .await?
+            .plan
+            .jurisdiction
+            .parent()
+            .map(|c| c.as_str().to_string())
+            .ok_or_else(|| Error::not_found("plan", "any"))?,
     };
     let year = match given("year") {
         Some(y) => y
