@@ -202,8 +202,8 @@ enum Caller {
     /// an administrator scoped to that jurisdiction.
     DistrictAdmin,
     /// A person of another district's office (320412 武进区) signed in: an administrator, but
-    /// not of 320411's organizations, projects (a stranger to them: NOT_FOUND) or plans.
-    /// Matching's marketplace is still every administrator's.
+    /// not of 320411's organizations (it may not act for them), projects and proposals (a
+    /// stranger to them: NOT_FOUND) or plans; what every member sees it sees.
     OtherDistrictAdmin,
     /// A machine client (a meter gateway) with the project company's API key, exchanged for
     /// an access token: the company's rights, but not over who may act for it.
@@ -915,7 +915,8 @@ fn rows_for_people(w: &World) -> Vec<(&'static str, Vec<u8>, Expect)> {
                 company: Some(w.company.clone()),
             }
             .encode_to_vec(),
-            Expect::only(&[Admin, Company], AlreadyExists, PermissionDenied),
+            Expect::only(&[Admin, Company], AlreadyExists, PermissionDenied)
+                .with(OtherDistrictAdmin, PermissionDenied),
         ),
         (
             "GetCompany",
@@ -942,21 +943,23 @@ fn rows_for_people(w: &World) -> Vec<(&'static str, Vec<u8>, Expect)> {
                 expected_version: STALE,
             }
             .encode_to_vec(),
-            Expect::only(&[Admin, Company], InvalidArgument, PermissionDenied),
+            Expect::only(&[Admin, Company], InvalidArgument, PermissionDenied)
+                .with(OtherDistrictAdmin, PermissionDenied),
         ),
         (
-            // The district confirms grades, never the company itself; a company that does not
-            // exist, so the administrator's call changes nothing.
+            // The company's district confirms grades, never the company itself nor another
+            // district; at a stale version, so the administrators' calls change nothing.
             "ConfirmCertification",
             m::ConfirmCertificationRequest {
-                company_id: cwsm_platform::new_id(),
+                company_id: w.company.id.clone(),
                 grade: types::CertificationGrade::A as i32,
                 note: String::new(),
                 request_id: rid("cc"),
-                expected_version: 0,
+                expected_version: STALE,
             }
             .encode_to_vec(),
-            Expect::only(&[Admin], NotFound, PermissionDenied),
+            Expect::only(&[Admin], Aborted, PermissionDenied)
+                .with(OtherDistrictAdmin, PermissionDenied),
         ),
         (
             "CreateOffering",
@@ -971,7 +974,8 @@ fn rows_for_people(w: &World) -> Vec<(&'static str, Vec<u8>, Expect)> {
                 }),
             }
             .encode_to_vec(),
-            Expect::only(&[Admin, Company], Ok, PermissionDenied),
+            Expect::only(&[Admin, Company], Ok, PermissionDenied)
+                .with(OtherDistrictAdmin, PermissionDenied),
         ),
         (
             "GetOffering",
@@ -997,7 +1001,8 @@ fn rows_for_people(w: &World) -> Vec<(&'static str, Vec<u8>, Expect)> {
                 expected_version: STALE,
             }
             .encode_to_vec(),
-            Expect::only(&[Admin, Company], InvalidArgument, PermissionDenied),
+            Expect::only(&[Admin, Company], InvalidArgument, PermissionDenied)
+                .with(OtherDistrictAdmin, PermissionDenied),
         ),
         (
             // Published already: publishing again answers it as it is.
@@ -1008,7 +1013,8 @@ fn rows_for_people(w: &World) -> Vec<(&'static str, Vec<u8>, Expect)> {
                 expected_version: STALE,
             }
             .encode_to_vec(),
-            Expect::only(&[Admin, Company], Ok, PermissionDenied),
+            Expect::only(&[Admin, Company], Ok, PermissionDenied)
+                .with(OtherDistrictAdmin, PermissionDenied),
         ),
         (
             "WithdrawOffering",
@@ -1019,7 +1025,8 @@ fn rows_for_people(w: &World) -> Vec<(&'static str, Vec<u8>, Expect)> {
                 reason: String::new(),
             }
             .encode_to_vec(),
-            Expect::only(&[Admin, Company], Aborted, PermissionDenied),
+            Expect::only(&[Admin, Company], Aborted, PermissionDenied)
+                .with(OtherDistrictAdmin, PermissionDenied),
         ),
         // -- matching: water users and their requests --
         (
@@ -1029,7 +1036,8 @@ fn rows_for_people(w: &World) -> Vec<(&'static str, Vec<u8>, Expect)> {
                 water_user: Some(w.user.clone()),
             }
             .encode_to_vec(),
-            Expect::only(&[Admin, User], AlreadyExists, PermissionDenied),
+            Expect::only(&[Admin, User], AlreadyExists, PermissionDenied)
+                .with(OtherDistrictAdmin, PermissionDenied),
         ),
         (
             "GetWaterUser",
@@ -1056,7 +1064,8 @@ fn rows_for_people(w: &World) -> Vec<(&'static str, Vec<u8>, Expect)> {
                 expected_version: STALE,
             }
             .encode_to_vec(),
-            Expect::only(&[Admin, User], InvalidArgument, PermissionDenied),
+            Expect::only(&[Admin, User], InvalidArgument, PermissionDenied)
+                .with(OtherDistrictAdmin, PermissionDenied),
         ),
         (
             "CreateProjectRequest",
@@ -1072,7 +1081,8 @@ fn rows_for_people(w: &World) -> Vec<(&'static str, Vec<u8>, Expect)> {
                 }),
             }
             .encode_to_vec(),
-            Expect::only(&[Admin, User], Ok, PermissionDenied),
+            Expect::only(&[Admin, User], Ok, PermissionDenied)
+                .with(OtherDistrictAdmin, PermissionDenied),
         ),
         (
             "GetProjectRequest",
@@ -1098,7 +1108,8 @@ fn rows_for_people(w: &World) -> Vec<(&'static str, Vec<u8>, Expect)> {
                 expected_version: STALE,
             }
             .encode_to_vec(),
-            Expect::only(&[Admin, User], InvalidArgument, PermissionDenied),
+            Expect::only(&[Admin, User], InvalidArgument, PermissionDenied)
+                .with(OtherDistrictAdmin, PermissionDenied),
         ),
         (
             "OpenProjectRequest",
@@ -1108,7 +1119,8 @@ fn rows_for_people(w: &World) -> Vec<(&'static str, Vec<u8>, Expect)> {
                 expected_version: STALE,
             }
             .encode_to_vec(),
-            Expect::only(&[Admin, User], FailedPrecondition, PermissionDenied),
+            Expect::only(&[Admin, User], FailedPrecondition, PermissionDenied)
+                .with(OtherDistrictAdmin, PermissionDenied),
         ),
         (
             "CloseProjectRequest",
@@ -1119,7 +1131,8 @@ fn rows_for_people(w: &World) -> Vec<(&'static str, Vec<u8>, Expect)> {
                 reason: String::new(),
             }
             .encode_to_vec(),
-            Expect::only(&[Admin, User], FailedPrecondition, PermissionDenied),
+            Expect::only(&[Admin, User], FailedPrecondition, PermissionDenied)
+                .with(OtherDistrictAdmin, PermissionDenied),
         ),
         (
             "CancelProjectRequest",
@@ -1130,7 +1143,8 @@ fn rows_for_people(w: &World) -> Vec<(&'static str, Vec<u8>, Expect)> {
                 reason: String::new(),
             }
             .encode_to_vec(),
-            Expect::only(&[Admin, User], FailedPrecondition, PermissionDenied),
+            Expect::only(&[Admin, User], FailedPrecondition, PermissionDenied)
+                .with(OtherDistrictAdmin, PermissionDenied),
         ),
         (
             "RankOfferings",
@@ -1174,7 +1188,8 @@ fn rows_for_people(w: &World) -> Vec<(&'static str, Vec<u8>, Expect)> {
                 }),
             }
             .encode_to_vec(),
-            Expect::only(&[Admin, Company], FailedPrecondition, PermissionDenied),
+            Expect::only(&[Admin, Company], FailedPrecondition, PermissionDenied)
+                .with(OtherDistrictAdmin, PermissionDenied),
         ),
         (
             "GetProposal",
@@ -1182,7 +1197,8 @@ fn rows_for_people(w: &World) -> Vec<(&'static str, Vec<u8>, Expect)> {
                 proposal_id: proposal_id.clone(),
             }
             .encode_to_vec(),
-            Expect::only(&[Admin, Service, Company, User], Ok, NotFound),
+            Expect::only(&[Admin, Service, Company, User], Ok, NotFound)
+                .with(OtherDistrictAdmin, NotFound),
         ),
         (
             "ListProposals",
@@ -1198,7 +1214,8 @@ fn rows_for_people(w: &World) -> Vec<(&'static str, Vec<u8>, Expect)> {
                 expected_version: STALE,
             }
             .encode_to_vec(),
-            Expect::only(&[Admin, User], Ok, PermissionDenied),
+            Expect::only(&[Admin, User], Ok, PermissionDenied)
+                .with(OtherDistrictAdmin, PermissionDenied),
         ),
         (
             "DeclineProposal",
@@ -1209,7 +1226,8 @@ fn rows_for_people(w: &World) -> Vec<(&'static str, Vec<u8>, Expect)> {
                 reason: String::new(),
             }
             .encode_to_vec(),
-            Expect::only(&[Admin, User], FailedPrecondition, PermissionDenied),
+            Expect::only(&[Admin, User], FailedPrecondition, PermissionDenied)
+                .with(OtherDistrictAdmin, PermissionDenied),
         ),
         (
             "WithdrawProposal",
@@ -1220,7 +1238,8 @@ fn rows_for_people(w: &World) -> Vec<(&'static str, Vec<u8>, Expect)> {
                 reason: String::new(),
             }
             .encode_to_vec(),
-            Expect::only(&[Admin, Company], FailedPrecondition, PermissionDenied),
+            Expect::only(&[Admin, Company], FailedPrecondition, PermissionDenied)
+                .with(OtherDistrictAdmin, PermissionDenied),
         ),
         // -- projects: read by the parties, the assigned verifier and administrators --
         (

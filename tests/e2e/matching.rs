@@ -1572,3 +1572,233 @@ on_both_backends!(
     sites_are_towns_of_the_gazetteer_on_postgres,
     sites_are_towns_of_the_gazetteer
 );
+
+/// Administrators act in the marketplace for the organizations of their jurisdiction only: a
+/// company is registered in a district (checked: a town or an unknown code is INVALID_ARGUMENT,
+/// and UpdateCompany does not move it); that district's office confirms its grade and sees its
+/// contact, another's may not; a water user's draft request and its proposals are seen by its
+/// district's office, not by another's, which may not act for it either.
+async fn marketplace_administrators_within(backend: Backend) -> anyhow::Result<()> {
+    use cwsm_tests::fresh_credit_code;
+    let market = Market::start(backend).await?;
+    let app = &market.app;
+    let (_, xinbei) = crate::accounts::office_admin(app, "320411", "").await?;
+    let (_, wujin) = crate::accounts::office_admin(app, "320412", "").await?;
+    let (xinbei, wujin) = (xinbei.access_token, wujin.access_token);
+
+    // A Wujin company registers in 320412; a town or an unknown code is refused.
+    let code = fresh_credit_code("91320412MA");
+    let token = app.token(Role::Company, Some(&code));
+    let registering = |jurisdiction: &str| m::CreateCompanyRequest {
+        request_id: rid("company"),
+        company: Some(m::Company {
+            credit_code: code.clone(),
+            name: "武进节水服务公司".into(),
+            certification_grade: types::CertificationGrade::Aa as i32,
+            contact: Some(types::Contact {
+                name: "王经理".into(),
+                phone: "0519-86000000".into(),
+                email: String::new(),
+            }),
+            jurisdiction_code: jurisdiction.into(),
+            ..Default::default()
+        }),
+    };
+    for bad in ["320412100", "320499"] {
+        let err = app
+            .matching(&token)
+            .create_company(registering(bad))
+            .await
+            .expect_err(bad);
+        assert_eq!(
+            violation(&err),
+            "company.jurisdiction_code",
+            "{bad}: {err:?}"
+        );
+    }
+    let company = app
+        .matching(&token)
+        .create_company(registering("320412"))
+        .await?
+        .into_inner()
+        .company
+        .ok_or_else(|| anyhow::anyhow!("no company"))?;
+    assert_eq!(company.jurisdiction_code, "320412");
+    let moved = app
+        .matching(&token)
+        .update_company(m::UpdateCompanyRequest {
+            request_id: rid("move"),
+            company: Some(m::Company {
+                jurisdiction_code: "320411".into(),
+                ..company.clone()
+            }),
+            expected_version: 0,
+        })
+        .await
+        .expect_err("moved");
+    assert_eq!(violation(&moved), "company.jurisdiction_code", "{moved:?}");
+
+    // Xinbei's office may not confirm its grade, nor see its contact; Wujin's does both.
+    let confirm = |token: &str| {
+        let mut client = app.matching(token);
+        let company_id = company.id.clone();
+        async move {
+            client
+                .confirm_certification(m::ConfirmCertificationRequest {
+                    company_id,
+                    grade: types::CertificationGrade::Aa as i32,
+                    note: "证书已核".into(),
+                    request_id: rid("confirm"),
+                    expected_version: 0,
+                })
+                .await
+        }
+    };
+    let denied = confirm(&xinbei).await.expect_err("another district");
+    assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+    assert!(
+        denied.message().contains("jurisdiction 320412")
+            && denied.message().contains("jurisdiction 320411 only"),
+        "{}",
+        denied.message()
+    );
+    let confirmed = confirm(&wujin)
+        .await?
+        .into_inner()
+        .company
+        .unwrap_or_default();
+    assert_eq!(
+        confirmed.confirmed_certification_grade,
+        types::CertificationGrade::Aa as i32
+    );
+    let contact = |token: &str| {
+        let mut client = app.matching(token);
+        let company_id = company.id.clone();
+        async move {
+            anyhow::Ok(
+                client
+                    .get_company(m::GetCompanyRequest {
+                        company_id,
+                        credit_code: String::new(),
+                    })
+                    .await?
+                    .into_inner()
+                    .company
+                    .and_then(|c| c.contact)
+                    .unwrap_or_default()
+                    .name,
+            )
+        }
+    };
+    assert_eq!(contact(&wujin).await?, "王经理");
+    assert_eq!(contact(&xinbei).await?, "");
+
+    // A Xinbei school's draft request and a proposal on its open one.
+    let school = market
+        .water_user(&format!("1232041146{}", &code[10..17]), "新桥学校")
+        .await?;
+    let draft = market.request(&school, "Draft", &[], true).await?;
+    let open = market.request(&school, "Open", &[], false).await?;
+    let (bidder, _) = market
+        .claiming_company(
+            &format!("91320411MA{}", &code[10..17]),
+            "新北节水",
+            types::CertificationGrade::None,
+            vec![],
+        )
+        .await?;
+    let proposal = market.propose(&bidder, &open).await?;
+    let requests = |token: &str| {
+        let mut client = app.matching(token);
+        let water_user_id = school.id.clone();
+        async move {
+            anyhow::Ok(
+                client
+                    .list_project_requests(m::ListProjectRequestsRequest {
+                        water_user_id,
+                        ..Default::default()
+                    })
+                    .await?
+                    .into_inner()
+                    .project_requests
+                    .into_iter()
+                    .map(|r| r.id)
+                    .collect::<Vec<_>>(),
+            )
+        }
+    };
+    let proposals = |token: &str| {
+        let mut client = app.matching(token);
+        let project_request_id = open.clone();
+        async move {
+            anyhow::Ok(
+                client
+                    .list_proposals(m::ListProposalsRequest {
+                        project_request_id,
+                        ..Default::default()
+                    })
+                    .await?
+                    .into_inner()
+                    .proposals
+                    .len(),
+            )
+        }
+    };
+    // Xinbei's office: the draft listed and read, the proposal listed and read.
+    assert!(requests(&xinbei).await?.contains(&draft));
+    app.matching(&xinbei)
+        .get_project_request(m::GetProjectRequestRequest {
+            project_request_id: draft.clone(),
+        })
+        .await?;
+    assert_eq!(proposals(&xinbei).await?, 1);
+    app.matching(&xinbei)
+        .get_proposal(m::GetProposalRequest {
+            proposal_id: proposal.id.clone(),
+        })
+        .await?;
+    // Wujin's office: the open request as any member sees it, not the draft nor the proposal.
+    let seen = requests(&wujin).await?;
+    assert!(seen.contains(&open) && !seen.contains(&draft), "{seen:?}");
+    let hidden = app
+        .matching(&wujin)
+        .get_project_request(m::GetProjectRequestRequest {
+            project_request_id: draft.clone(),
+        })
+        .await
+        .expect_err("a draft of another district");
+    assert_eq!(hidden.code(), Code::NotFound, "{hidden:?}");
+    assert_eq!(proposals(&wujin).await?, 0);
+    let hidden = app
+        .matching(&wujin)
+        .get_proposal(m::GetProposalRequest {
+            proposal_id: proposal.id.clone(),
+        })
+        .await
+        .expect_err("a proposal of another district");
+    assert_eq!(hidden.code(), Code::NotFound, "{hidden:?}");
+    // Nor may it act for the school.
+    let acting = app
+        .matching(&wujin)
+        .decline_proposal(m::DeclineProposalRequest {
+            request_id: rid("decline"),
+            proposal_id: proposal.id.clone(),
+            expected_version: 0,
+            reason: "不合适".into(),
+        })
+        .await
+        .expect_err("acting for another district's school");
+    assert_eq!(acting.code(), Code::PermissionDenied, "{acting:?}");
+    assert!(
+        acting.message().contains("jurisdiction 320411"),
+        "{}",
+        acting.message()
+    );
+    market.app.stop().await
+}
+
+on_both_backends!(
+    marketplace_administrators_within_on_sqlite,
+    marketplace_administrators_within_on_postgres,
+    marketplace_administrators_within
+);

@@ -82,6 +82,7 @@ pub fn company_profile(c: pb::Company) -> Result<CompanyProfile> {
         },
         certification_evidence: c.certification_evidence.trim().to_string(),
         financing_capacity_fen: c.financing_capacity_fen,
+        jurisdiction_code: c.jurisdiction_code.trim().to_string(),
     })
 }
 
@@ -119,6 +120,10 @@ pub fn company(c: &Company) -> pb::Company {
         certification_confirm_time: (c.certification.at_ms > 0)
             .then(|| timestamp(c.certification.at_ms)),
         certification_note: c.certification.note.clone(),
+        jurisdiction_code: cwsm_platform::jurisdiction::Jurisdiction::of_stored(
+            &p.jurisdiction_code,
+        )
+        .to_string(),
     }
 }
 

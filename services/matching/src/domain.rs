@@ -55,6 +55,10 @@ pub struct CompanyProfile {
     /// What backs the claim (certificate number, issuing body), free text for the reviewer.
     pub certification_evidence: String,
     pub financing_capacity_fen: i64,
+    /// Where the company is registered (a district's, city's or province's code): whose
+    /// administrators act for it. '' in rows from before: the platform's district
+    /// (`Jurisdiction::of_stored`).
+    pub jurisdiction_code: String,
 }
 
 /// The district's review of a company's claimed grade: only an administrator sets it, and a
@@ -375,11 +379,15 @@ impl Proposal {
 // ---------------------------------------------------------------------------------------------
 // Who sees what.
 
-/// The caller as the marketplace sees it: an administrator (or another cwsm service) sees
-/// everything; a company or water user is known by its record here, when it has one.
+/// The caller as the marketplace sees it: an operator (or another cwsm service) sees
+/// everything, an administrator of a jurisdiction everything of the organizations inside it;
+/// a company or water user is known by its record here, when it has one.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Viewer {
+    /// An operator or a service: everything.
     pub all: bool,
+    /// An administrator of a jurisdiction: everything of the organizations inside it too.
+    pub reach: Option<cwsm_platform::auth::Codes>,
     /// The caller's company record, when the caller acts for a company.
     pub company_id: Option<String>,
     /// The caller's water user record, when the caller acts for a water user.
@@ -400,6 +408,11 @@ impl Viewer {
 
     pub fn is_water_user(&self, id: &str) -> bool {
         self.water_user_id.as_deref() == Some(id)
+    }
+
+    /// Whether the caller administers an organization with stored jurisdiction `code`.
+    pub fn administers(&self, code: &str) -> bool {
+        self.all || self.reach.as_ref().is_some_and(|r| r.hold(code))
     }
 }
 
@@ -546,8 +559,32 @@ impl CompanyProfile {
             self.financing_capacity_fen,
         )?;
         gazetteer_towns(&format!("{prefix}.towns"), &mut self.towns)?;
+        self.jurisdiction_code = registration_place(
+            &format!("{prefix}.jurisdiction_code"),
+            &self.jurisdiction_code,
+        )?;
         Ok(())
     }
+}
+
+/// Where a company registers: a district, city or province of the gazetteer (a market
+/// regulator's level; a town registers nobody), or the platform's district when none is given.
+fn registration_place(field: &str, code: &str) -> Result<String> {
+    use cwsm_platform::jurisdiction::{Jurisdiction, Level};
+    if code.trim().is_empty() {
+        return Ok(Jurisdiction::default_district().to_string());
+    }
+    let place = cwsm_platform::gazetteer::Gazetteer::builtin().place(field, code)?;
+    if place.level() == Level::Town {
+        return Err(Error::invalid(
+            field,
+            format!(
+                "{code} is a town ({}); a company is registered with a district, city or province",
+                place.name_zh
+            ),
+        ));
+    }
+    Ok(place.code.to_string())
 }
 
 impl OfferingDraft {

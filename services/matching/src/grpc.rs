@@ -4,18 +4,22 @@
 //! draft, and an invited-only request is seen only by the invited companies (besides its water
 //! user and administrators); a proposal is seen by its company and the request's water user. What
 //! a caller may not see answers NOT_FOUND, as if it did not exist. Writes need the caller to act
-//! for the organization concerned (its unified social credit code is the token's `org`) or to
-//! be an administrator, in the role the organization has here (see `Principal::acts_as`).
-//! Contact details of companies and water users are shown to administrators, to the
-//! organization itself and to a counterparty once a proposal links them; others get the record
-//! with the contact empty.
+//! for the organization concerned (its unified social credit code is the token's `org`), in the
+//! role the organization has here, or to administer its jurisdiction (see `Principal::acts_as`):
+//! a company's where it is registered, a water user's where its town is. Administrators see
+//! what every member sees, and besides everything of the organizations of their jurisdiction
+//! (drafts, the requests and proposals of its water users); operators everything. Contact
+//! details of companies and water users are shown to those administrators, to the organization
+//! itself and to a counterparty once a proposal links them; others get the record with the
+//! contact empty.
 
 use std::sync::Arc;
 
-use cwsm_platform::auth::{Principal, Role, principal};
+use cwsm_platform::auth::{Principal, Reach, Role, principal};
 use cwsm_platform::bus::{Envelope, topics};
 use cwsm_platform::grpc::{Page, timestamp};
 use cwsm_platform::idempotency::RequestKey;
+use cwsm_platform::jurisdiction::Jurisdiction;
 use cwsm_platform::vocab::{CertificationGrade, ContractModel, Sector, Technology};
 use cwsm_platform::{Error, Result, new_id, now_ms};
 use cwsm_proto::events::v1 as events;
@@ -28,7 +32,7 @@ use tonic::{Request, Response, Status};
 use crate::convert::{self, filter};
 use crate::domain::*;
 use crate::ranking;
-use crate::store::{ListFilter, Store};
+use crate::store::{ListFilter, Owner, Store};
 
 pub struct MatchingApi {
     pub store: Store,
@@ -47,14 +51,30 @@ fn required_id<'a>(field: &str, value: &'a str) -> Result<&'a str> {
     }
 }
 
-/// `who` must act for the organization with `credit_code` in the role it has here (a company
-/// record: a company token; a water user's: a water-user token) or be an administrator.
-fn must_act_as(who: &Principal, role: Role, credit_code: &str, what: &str) -> Result<()> {
-    if who.acts_as(role, credit_code) {
+/// Whether `who` acts for `owner` in the role it has here (a company record: a company token;
+/// a water user's: a water-user token) or administers its jurisdiction.
+fn acts_for(who: &Principal, role: Role, owner: &Owner) -> bool {
+    who.acts_as(
+        role,
+        &owner.credit_code,
+        &Jurisdiction::of_stored(&owner.jurisdiction_code),
+    )
+}
+
+/// PERMISSION_DENIED unless [`acts_for`], saying who may.
+fn must_act_as(who: &Principal, role: Role, owner: &Owner, what: &str) -> Result<()> {
+    let credit_code = &owner.credit_code;
+    if acts_for(who, role, owner) {
         Ok(())
+    } else if who.is_admin() {
+        Err(Error::denied(format!(
+            "{what} ({credit_code}) belongs to jurisdiction {}, and the caller administers {} only",
+            Jurisdiction::of_stored(&owner.jurisdiction_code),
+            who.scope
+        )))
     } else {
         Err(Error::denied(format!(
-            "only {what} (a {role} token with org {credit_code}) or an administrator may do this"
+            "only {what} (a {role} token with org {credit_code}) or an administrator of its jurisdiction may do this"
         )))
     }
 }
@@ -75,28 +95,22 @@ fn parse_fitting_key(key: &str) -> Result<(f64, String)> {
 }
 
 /// Whose contact details (names, phones, e-mails) a caller sees: services and operators
-/// everyone's, an administrator companies' and those of the water users inside its
-/// jurisdiction, an organization its own, and a counterparty once a proposal links them.
+/// everyone's, an administrator those of the organizations inside its jurisdiction, an
+/// organization its own, and a counterparty once a proposal links them.
 struct ContactsSeen {
     viewer: Viewer,
-    /// The caller, when an administrator: its jurisdiction bounds the water users it sees.
-    admin: Option<Principal>,
     linked: std::collections::HashSet<String>,
 }
 
 impl ContactsSeen {
     fn company(&self, c: &Company) -> bool {
-        self.viewer.all
+        self.viewer.administers(&c.profile.jurisdiction_code)
             || self.viewer.is_company(&c.id)
             || (self.viewer.water_user_id.is_some() && self.linked.contains(&c.id))
     }
 
     fn water_user(&self, u: &WaterUser) -> bool {
-        (self.viewer.all
-            && self
-                .admin
-                .as_ref()
-                .is_none_or(|a| a.may_administer_code(&u.profile.jurisdiction_code, None)))
+        self.viewer.administers(&u.profile.jurisdiction_code)
             || self.viewer.is_water_user(&u.id)
             || (self.viewer.company_id.is_some() && self.linked.contains(&u.id))
     }
@@ -121,8 +135,19 @@ impl ContactsSeen {
 impl MatchingApi {
     /// Who the caller is in the marketplace: its company or water user record, if any.
     async fn viewer(&self, who: &Principal) -> Result<Viewer> {
-        if who.is_admin() || who.role == Role::Service {
+        if who.role == Role::Service {
             return Ok(Viewer::everything());
+        }
+        if who.is_admin() {
+            return Ok(match who.reach() {
+                Reach::Everything => Viewer::everything(),
+                Reach::Codes(codes) => Viewer {
+                    reach: Some(codes),
+                    ..Viewer::default()
+                },
+                // A department's administrator: what every member sees.
+                Reach::Nothing => Viewer::default(),
+            });
         }
         let Some(org) = who.org.as_deref() else {
             return Ok(Viewer::default());
@@ -157,32 +182,54 @@ impl MatchingApi {
         } else {
             self.store.linked_counterparts(&viewer).await?
         };
-        Ok(ContactsSeen {
-            viewer,
-            linked,
-            admin: who.is_admin().then(|| who.clone()),
-        })
+        Ok(ContactsSeen { viewer, linked })
+    }
+
+    /// Whether the caller administers the jurisdiction of water user `id` (of company `id`
+    /// with `company`), when it administers one at all.
+    async fn administers(&self, viewer: &Viewer, company: bool, id: &str) -> Result<bool> {
+        if viewer.all {
+            return Ok(true);
+        }
+        if viewer.reach.is_none() {
+            return Ok(false);
+        }
+        let owner = if company {
+            self.store.company_owner(id).await?
+        } else {
+            self.store.water_user_owner(id).await?
+        };
+        Ok(viewer.administers(&owner.jurisdiction_code))
     }
 
     /// The request, if the caller may see it; NOT_FOUND otherwise.
     async fn visible_request(&self, viewer: &Viewer, id: &str) -> Result<ProjectRequest> {
         let found = self.store.request(id).await?;
-        if found.visible_to(viewer) {
+        if found.visible_to(viewer)
+            || self
+                .administers(viewer, false, &found.draft.water_user_id)
+                .await?
+        {
             Ok(found)
         } else {
             Err(Error::not_found("project request", id))
         }
     }
 
-    /// The proposal, if the caller is its company, the request's water user or an administrator.
+    /// The proposal, if the caller is its company, the request's water user or an
+    /// administrator of that water user.
     async fn visible_proposal(&self, viewer: &Viewer, id: &str) -> Result<Proposal> {
         let found = self.store.proposal(id).await?;
         if viewer.all || viewer.is_company(&found.draft.company_id) {
             return Ok(found);
         }
-        if let Some(user) = &viewer.water_user_id {
+        if viewer.water_user_id.is_some() || viewer.reach.is_some() {
             let req = self.store.request(&found.draft.project_request_id).await?;
-            if &req.draft.water_user_id == user {
+            if viewer.is_water_user(&req.draft.water_user_id)
+                || self
+                    .administers(viewer, false, &req.draft.water_user_id)
+                    .await?
+            {
                 return Ok(found);
             }
         }
@@ -202,18 +249,18 @@ impl MatchingApi {
         Ok(())
     }
 
-    /// Checks that `who` may write for company `company_id`; returns its credit code.
-    async fn company_for_write(&self, who: &Principal, company_id: &str) -> Result<String> {
-        let code = self.store.company_credit_code(company_id).await?;
-        must_act_as(who, Role::Company, &code, "the company")?;
-        Ok(code)
+    /// Checks that `who` may write for company `company_id`; returns who it is.
+    async fn company_for_write(&self, who: &Principal, company_id: &str) -> Result<Owner> {
+        let owner = self.store.company_owner(company_id).await?;
+        must_act_as(who, Role::Company, &owner, "the company")?;
+        Ok(owner)
     }
 
-    /// Checks that `who` may write for water user `water_user_id`; returns its credit code.
-    async fn user_for_write(&self, who: &Principal, water_user_id: &str) -> Result<String> {
-        let code = self.store.water_user_credit_code(water_user_id).await?;
-        must_act_as(who, Role::WaterUser, &code, "the water user")?;
-        Ok(code)
+    /// Checks that `who` may write for water user `water_user_id`; returns who it is.
+    async fn user_for_write(&self, who: &Principal, water_user_id: &str) -> Result<Owner> {
+        let owner = self.store.water_user_owner(water_user_id).await?;
+        must_act_as(who, Role::WaterUser, &owner, "the water user")?;
+        Ok(owner)
     }
 
     async fn request_reply(&self, r: &ProjectRequest) -> Result<pb::ProjectRequest> {
@@ -301,8 +348,12 @@ impl MatchingService for MatchingApi {
                 .ok_or_else(|| Error::invalid("company", "required"))?,
         )?;
         profile.validate("company")?;
-        if !who.acts_as(Role::Company, &profile.credit_code) {
-            return Err(Error::denied("a company registers itself: the token's role must be company and its org the company's credit code").into());
+        let owner = Owner {
+            credit_code: profile.credit_code.clone(),
+            jurisdiction_code: profile.jurisdiction_code.clone(),
+        };
+        if !acts_for(&who, Role::Company, &owner) {
+            return Err(Error::denied("a company registers itself: the token's role must be company and its org the company's credit code (or an administrator of the jurisdiction it registers in)").into());
         }
         let company = self.store.create_company(&key, &profile).await?;
         Ok(Response::new(pb::CreateCompanyResponse {
@@ -399,11 +450,25 @@ impl MatchingService for MatchingApi {
             .company
             .ok_or_else(|| Error::invalid("company", "required"))?;
         let id = required_id("company.id", &message.id)?.to_string();
-        let credit_code = self.company_for_write(&who, &id).await?;
+        let owner = self.company_for_write(&who, &id).await?;
         let mut profile = convert::company_profile(message)?;
-        // The credit code identifies the company: it cannot change.
-        profile.credit_code = credit_code;
+        // The credit code identifies the company: it cannot change; nor can where it is
+        // registered (its registration moves in accounts, reviewed there).
+        profile.credit_code = owner.credit_code;
+        let registered = Jurisdiction::of_stored(&owner.jurisdiction_code);
+        if profile.jurisdiction_code.is_empty() {
+            profile.jurisdiction_code = registered.to_string();
+        }
         profile.validate("company")?;
+        if profile.jurisdiction_code != registered.as_str() {
+            return Err(Error::invalid(
+                "company.jurisdiction_code",
+                format!(
+                    "the company is registered in {registered}, which UpdateCompany does not change; leave it empty or {registered}"
+                ),
+            )
+            .into());
+        }
         let company = self
             .store
             .update_company(&key, &id, r.expected_version, &profile)
@@ -428,6 +493,9 @@ impl MatchingService for MatchingApi {
         }
         let r = request.into_inner();
         let id = required_id("company_id", &r.company_id)?.to_string();
+        // The district the company is registered in reviews it (another district's
+        // administrator may not; companies are public, so nothing is given away).
+        self.company_for_write(&who, &id).await?;
         let key = RequestKey::new(&who, "ConfirmCertification", &id, &r.request_id, &r)?;
         let grade = if r.grade == 0 {
             None
@@ -484,7 +552,12 @@ impl MatchingService for MatchingApi {
         let r = request.into_inner();
         let id = required_id("offering_id", &r.offering_id)?;
         let offering = self.store.offering(id).await?;
-        if !offering.visible_to(&self.viewer(&who).await?) {
+        let viewer = self.viewer(&who).await?;
+        if !offering.visible_to(&viewer)
+            && !self
+                .administers(&viewer, true, &offering.draft.company_id)
+                .await?
+        {
             return Err(Error::not_found("offering", id).into());
         }
         Ok(Response::new(pb::GetOfferingResponse {
@@ -631,8 +704,12 @@ impl MatchingService for MatchingApi {
                 .ok_or_else(|| Error::invalid("water_user", "required"))?,
         )?;
         profile.validate("water_user")?;
-        if !who.acts_as(Role::WaterUser, &profile.credit_code) {
-            return Err(Error::denied("a water user registers itself: the token's role must be water_user and its org the unit's credit code").into());
+        let owner = Owner {
+            credit_code: profile.credit_code.clone(),
+            jurisdiction_code: profile.jurisdiction_code.clone(),
+        };
+        if !acts_for(&who, Role::WaterUser, &owner) {
+            return Err(Error::denied("a water user registers itself: the token's role must be water_user and its org the unit's credit code (or an administrator of its town's jurisdiction)").into());
         }
         let user = self.store.create_water_user(&key, &profile).await?;
         Ok(Response::new(pb::CreateWaterUserResponse {
@@ -706,10 +783,21 @@ impl MatchingService for MatchingApi {
             .water_user
             .ok_or_else(|| Error::invalid("water_user", "required"))?;
         let id = required_id("water_user.id", &message.id)?.to_string();
-        let credit_code = self.user_for_write(&who, &id).await?;
+        let owner = self.user_for_write(&who, &id).await?;
         let mut profile = convert::water_user_profile(message)?;
-        profile.credit_code = credit_code;
+        profile.credit_code = owner.credit_code;
         profile.validate("water_user")?;
+        // An administrator moving the unit to another town must administer that one too.
+        let moved = Owner {
+            credit_code: profile.credit_code.clone(),
+            jurisdiction_code: profile.jurisdiction_code.clone(),
+        };
+        must_act_as(
+            &who,
+            Role::WaterUser,
+            &moved,
+            "the water user in its new town",
+        )?;
         let user = self
             .store
             .update_water_user(&key, &id, r.expected_version, &profile)

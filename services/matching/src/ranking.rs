@@ -623,6 +623,7 @@ mod tests {
                 claimed_certification: grade,
                 certification_evidence: String::new(),
                 financing_capacity_fen: capacity,
+                jurisdiction_code: String::new(),
             },
             // Confirmed as claimed, as the district would.
             certification: Certification {

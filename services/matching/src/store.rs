@@ -34,14 +34,23 @@ pub struct Store {
     catalog: Arc<Mutex<Catalog>>,
     /// Held while the catalogue loads, so that concurrent rankings load it once.
     catalog_loading: Arc<tokio::sync::Mutex<()>>,
-    /// Credit code by company or water-user id, for the "acts for" check of every write. A
-    /// party's credit code never changes and parties are never deleted, so an entry can never
-    /// go stale: no invalidation is needed, in this replica or any other.
-    credit_codes: Arc<quick_cache::sync::Cache<String, String>>,
+    /// Credit code and jurisdiction by company id, for the "acts for" check of every write of
+    /// a company (an offering's, a proposal's). Neither changes and companies are never
+    /// deleted, so an entry can never go stale: no invalidation is needed, in this replica or
+    /// any other.
+    company_owners: Arc<quick_cache::sync::Cache<String, Owner>>,
 }
 
-/// Parties whose credit codes are kept in memory.
-const CREDIT_CODES_KEPT: usize = 10_000;
+/// Companies whose owner is kept in memory.
+const OWNERS_KEPT: usize = 10_000;
+
+/// Who a company or water user record is, for the "acts for" check of a write
+/// (`Principal::acts_as`): its credit code and its stored jurisdiction code.
+#[derive(Clone, Debug)]
+pub struct Owner {
+    pub credit_code: String,
+    pub jurisdiction_code: String,
+}
 
 fn to_json<T: Serialize>(v: &T) -> String {
     serde_json::to_string(v).unwrap_or_else(|_| "[]".into())
@@ -87,6 +96,28 @@ fn viewer_binds(v: &Viewer) -> (i64, String, String) {
     )
 }
 
+/// `Viewer::administers` in SQL for the stored jurisdiction `column`, with [`reach_binds`] as
+/// parameters `$n`, `$n+1`, `$n+2`.
+fn reach_sql(column: &str, n: usize) -> String {
+    let [lowest, highest, without] = std::array::from_fn(|k| format!("${}", n + k));
+    format!(
+        "({lowest} <> '' AND ({column} BETWEEN {lowest} AND {highest} OR ({without} = 1 AND {column} = '')))"
+    )
+}
+
+/// The codes an administrator reaches (empty: none), and 1 when it reaches rows without one.
+fn reach_binds(v: &Viewer) -> (String, String, i64) {
+    v.reach
+        .as_ref()
+        .map_or((String::new(), String::new(), 0), |r| {
+            (
+                r.lowest.clone(),
+                r.highest.clone(),
+                i64::from(r.without_code),
+            )
+        })
+}
+
 // ---------------------------------------------------------------------------------------------
 // Rows
 
@@ -114,6 +145,7 @@ struct CompanyRow {
     created_at_ms: i64,
     updated_at_ms: i64,
     version: i64,
+    jurisdiction_code: String,
 }
 
 impl From<CompanyRow> for Company {
@@ -135,6 +167,7 @@ impl From<CompanyRow> for Company {
                     .unwrap_or(CertificationGrade::None),
                 certification_evidence: r.certification_evidence,
                 financing_capacity_fen: r.financing_capacity_fen,
+                jurisdiction_code: r.jurisdiction_code,
             },
             certification: Certification {
                 grade: CertificationGrade::from_code(&r.confirmed_certification),
@@ -227,12 +260,9 @@ impl From<WaterUserRow> for WaterUser {
                 name: r.name,
                 sector: Sector::from_code(&r.sector).unwrap_or(Sector::PublicInstitution),
                 unit_type: r.unit_type,
-                // Units registered before the gazetteer: their town's code, if it knows the name.
-                jurisdiction_code: if r.jurisdiction_code.is_empty() {
-                    cwsm_platform::gazetteer::Gazetteer::builtin().code_of_site(&r.town)
-                } else {
-                    r.jurisdiction_code
-                },
+                // '' for a unit whose free-text town the gazetteer does not know (those it
+                // knows got their code when the store connected: `settle_water_user_codes`).
+                jurisdiction_code: r.jurisdiction_code,
                 town: r.town,
                 annual_use_litres: r.annual_use_litres,
                 annual_quota_litres: r.annual_quota_litres,
@@ -363,7 +393,7 @@ impl From<ProposalRow> for Proposal {
     }
 }
 
-const COMPANY_COLUMNS: &str = "id, credit_code, name, description, contact_name, contact_phone, contact_email, towns, sectors, certification, certification_evidence, confirmed_certification, certification_confirmed_by, certification_confirmed_at_ms, certification_note, financing_capacity_fen, projects_completed, verified_savings_litres, promised_savings_litres, created_at_ms, updated_at_ms, version";
+const COMPANY_COLUMNS: &str = "id, credit_code, name, description, contact_name, contact_phone, contact_email, towns, sectors, certification, certification_evidence, confirmed_certification, certification_confirmed_by, certification_confirmed_at_ms, certification_note, financing_capacity_fen, projects_completed, verified_savings_litres, promised_savings_litres, created_at_ms, updated_at_ms, version, jurisdiction_code";
 
 const REQUEST_SELECT: &str = "SELECT r.id, r.water_user_id, r.title, r.problem, r.scope, r.baseline_use_litres, r.expected_savings_bp, r.contract_models, r.technologies, r.investment_wanted_fen, r.price_fen_per_m3, r.proposal_deadline, r.visibility, r.invited_company_ids, r.indicator_tags, r.status, r.status_reason, r.awarded_proposal_id, (SELECT COUNT(*) FROM proposals p WHERE p.project_request_id = r.id) AS proposal_count, r.created_at_ms, r.updated_at_ms, r.version FROM project_requests r";
 
@@ -406,7 +436,25 @@ fn stale(kind: &'static str, id: &str, expected: i64) -> Error {
 
 impl Store {
     pub async fn connect(url: &str) -> anyhow::Result<Store> {
-        Ok(Store::new(Db::connect(url, "matching", &MIGRATIONS).await?))
+        let store = Store::new(Db::connect(url, "matching", &MIGRATIONS).await?);
+        store.settle_water_user_codes().await?;
+        Ok(store)
+    }
+
+    /// Gives the water users registered before the gazetteer their town's code where the
+    /// gazetteer knows the town by name, so that lists filtered by jurisdiction in SQL see
+    /// them where they are; the others (free-text towns) keep '' and belong to the platform's
+    /// district. Idempotent: a store connecting again finds nothing to do.
+    async fn settle_water_user_codes(&self) -> Result<()> {
+        let unplaced: Vec<(String, String)> = with_db!(&self.db, pool => sqlx::query_as("SELECT id, town FROM water_users WHERE jurisdiction_code = ''").fetch_all(pool).await?);
+        let gazetteer = cwsm_platform::gazetteer::Gazetteer::builtin();
+        for (id, town) in unplaced {
+            let code = gazetteer.code_of_site(&town);
+            if !code.is_empty() {
+                with_db!(&self.db, pool => sqlx::query("UPDATE water_users SET jurisdiction_code = $1 WHERE id = $2 AND jurisdiction_code = ''").bind(&code).bind(&id).execute(pool).await?.rows_affected());
+            }
+        }
+        Ok(())
     }
 
     /// A store on a database already connected and migrated.
@@ -415,7 +463,7 @@ impl Store {
             db,
             catalog: Arc::new(Mutex::new(None)),
             catalog_loading: Arc::new(tokio::sync::Mutex::new(())),
-            credit_codes: Arc::new(quick_cache::sync::Cache::new(CREDIT_CODES_KEPT)),
+            company_owners: Arc::new(quick_cache::sync::Cache::new(OWNERS_KEPT)),
         }
     }
 
@@ -431,12 +479,12 @@ impl Store {
                         "company with credit code {} exists already as {existing}", p.credit_code)));
                 }
                 let now = now_ms();
-                sqlx::query("INSERT INTO companies (id, credit_code, name, description, contact_name, contact_phone, contact_email, towns, sectors, certification, financing_capacity_fen, created_at_ms, updated_at_ms, certification_evidence) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12, $13)")
+                sqlx::query("INSERT INTO companies (id, credit_code, name, description, contact_name, contact_phone, contact_email, towns, sectors, certification, financing_capacity_fen, created_at_ms, updated_at_ms, certification_evidence, jurisdiction_code) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12, $13, $14)")
                     .bind(&id).bind(&p.credit_code).bind(&p.name).bind(&p.description)
                     .bind(&p.contact.name).bind(&p.contact.phone).bind(&p.contact.email)
                     .bind(to_json(&p.towns)).bind(codes(&p.sectors, Sector::code))
                     .bind(p.claimed_certification.code()).bind(p.financing_capacity_fen).bind(now)
-                    .bind(&p.certification_evidence)
+                    .bind(&p.certification_evidence).bind(&p.jurisdiction_code)
                     .execute(&mut *tx).await?;
                 id
         });
@@ -450,30 +498,31 @@ impl Store {
             .ok_or_else(|| Error::not_found("company", id))
     }
 
-    /// The credit code of company `id` (NOT_FOUND when there is none), kept in memory.
-    pub async fn company_credit_code(&self, id: &str) -> Result<String> {
-        self.credit_code("companies", "company", id).await
-    }
-
-    /// The credit code of water user `id` (NOT_FOUND when there is none), kept in memory.
-    pub async fn water_user_credit_code(&self, id: &str) -> Result<String> {
-        self.credit_code("water_users", "water user", id).await
-    }
-
-    async fn credit_code(
-        &self,
-        table: &'static str,
-        what: &'static str,
-        id: &str,
-    ) -> Result<String> {
-        if let Some(code) = self.credit_codes.get(id) {
-            return Ok(code);
+    /// Who company `id` is, for a write's check (NOT_FOUND when there is none): kept in memory,
+    /// since a company's credit code and jurisdiction never change.
+    pub async fn company_owner(&self, id: &str) -> Result<Owner> {
+        if let Some(owner) = self.company_owners.get(id) {
+            return Ok(owner);
         }
-        let sql = format!("SELECT credit_code FROM {table} WHERE id = $1");
-        let code: Option<String> = with_db!(&self.db, pool => sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(pool).await?);
-        let code = code.ok_or_else(|| Error::not_found(what, id))?;
-        self.credit_codes.insert(id.to_string(), code.clone());
-        Ok(code)
+        let owner = self.owner("companies", "company", id).await?;
+        self.company_owners.insert(id.to_string(), owner.clone());
+        Ok(owner)
+    }
+
+    /// Who water user `id` is (NOT_FOUND when there is none); read each time, since its town,
+    /// and so its jurisdiction, may change.
+    pub async fn water_user_owner(&self, id: &str) -> Result<Owner> {
+        self.owner("water_users", "water user", id).await
+    }
+
+    async fn owner(&self, table: &'static str, what: &'static str, id: &str) -> Result<Owner> {
+        let sql = format!("SELECT credit_code, jurisdiction_code FROM {table} WHERE id = $1");
+        let row: Option<(String, String)> = with_db!(&self.db, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(pool).await?);
+        let (credit_code, jurisdiction_code) = row.ok_or_else(|| Error::not_found(what, id))?;
+        Ok(Owner {
+            credit_code,
+            jurisdiction_code,
+        })
     }
 
     pub async fn company_by_credit_code(&self, code: &str) -> Result<Company> {
@@ -666,19 +715,23 @@ impl Store {
         page: &Page,
     ) -> Result<(Vec<Offering>, String)> {
         let (all, viewer_company, _) = viewer_binds(&f.viewer);
+        let (lowest, highest, without_code) = reach_binds(&f.viewer);
         // An offering naming no sectors (towns) serves its company's.
-        let mut rows: Vec<Offering> = with_db!(&self.db, pool => sqlx::query_as::<_, OfferingRow>(
+        let sql = format!(
             "SELECT o.* FROM offerings o JOIN companies c ON c.id = o.company_id WHERE ($1 = '' OR o.company_id = $1) \
              AND ($2 = '' OR o.sectors LIKE $2 ESCAPE '\\' OR (o.sectors = '[]' AND (c.sectors LIKE $2 ESCAPE '\\' OR c.sectors = '[]'))) \
              AND ($3 = '' OR o.towns LIKE $3 ESCAPE '\\' OR (o.towns = '[]' AND (c.towns LIKE $3 ESCAPE '\\' OR c.towns = '[]'))) \
              AND ($4 = '' OR o.technologies LIKE $4 ESCAPE '\\') AND ($5 = '' OR o.contract_models LIKE $5 ESCAPE '\\') \
              AND ($6 = '' OR o.status = $6) AND ($7 = '' OR lower(o.title) LIKE $7 ESCAPE '\\' OR lower(o.description) LIKE $7 ESCAPE '\\') \
-             AND ($10 = 1 OR o.status = 'published' OR o.company_id = $11) \
-             AND ($8 = '' OR o.id > $8) ORDER BY o.id LIMIT $9")
+             AND ($10 = 1 OR o.status = 'published' OR o.company_id = $11 OR {}) \
+             AND ($8 = '' OR o.id > $8) ORDER BY o.id LIMIT $9",
+            reach_sql("c.jurisdiction_code", 12)
+        );
+        let mut rows: Vec<Offering> = with_db!(&self.db, pool => sqlx::query_as::<_, OfferingRow>(sqlx::AssertSqlSafe(sql))
             .bind(&f.owner_id).bind(json_member(&f.sector)).bind(json_member(&f.town))
             .bind(json_member(&f.technology)).bind(json_member(&f.contract_model)).bind(&f.status)
             .bind(like(&f.query)).bind(page.after.clone().unwrap_or_default()).bind(page.fetch_limit())
-            .bind(all).bind(&viewer_company)
+            .bind(all).bind(&viewer_company).bind(&lowest).bind(&highest).bind(without_code)
             .fetch_all(pool).await?)
         .into_iter()
         .map(Offering::from)
@@ -946,14 +999,17 @@ impl Store {
             "{REQUEST_SELECT} JOIN water_users u ON u.id = r.water_user_id WHERE ($1 = '' OR r.water_user_id = $1) AND ($2 = '' OR u.sector = $2) \
              AND ($3 = '' OR u.town = $3) AND ($4 = '' OR r.technologies LIKE $4 ESCAPE '\\' OR r.technologies = '[]') AND ($5 = '' OR r.contract_models LIKE $5 ESCAPE '\\' OR r.contract_models = '[]') \
              AND ($6 = '' OR r.status = $6) AND ($7 = '' OR lower(r.title) LIKE $7 ESCAPE '\\' OR lower(r.problem) LIKE $7 ESCAPE '\\' OR lower(u.name) LIKE $7 ESCAPE '\\') \
-             AND ($10 = 1 OR r.water_user_id = $11 OR (r.status <> 'draft' AND (r.visibility = 'public' OR ($12 <> '' AND r.invited_company_ids LIKE $12 ESCAPE '\\')))) \
-             AND ($8 = '' OR r.id > $8) ORDER BY r.id LIMIT $9"
+             AND ($10 = 1 OR r.water_user_id = $11 OR (r.status <> 'draft' AND (r.visibility = 'public' OR ($12 <> '' AND r.invited_company_ids LIKE $12 ESCAPE '\\'))) OR {}) \
+             AND ($8 = '' OR r.id > $8) ORDER BY r.id LIMIT $9",
+            reach_sql("u.jurisdiction_code", 13)
         );
         let (all, viewer_company, viewer_user) = viewer_binds(&f.viewer);
+        let (lowest, highest, without_code) = reach_binds(&f.viewer);
         let mut rows: Vec<ProjectRequest> = with_db!(&self.db, pool => sqlx::query_as::<_, RequestRow>(sqlx::AssertSqlSafe(sql))
             .bind(&f.owner_id).bind(&f.sector).bind(&f.town).bind(json_member(&f.technology)).bind(json_member(&f.contract_model))
             .bind(&f.status).bind(like(&f.query)).bind(page.after.clone().unwrap_or_default()).bind(page.fetch_limit())
             .bind(all).bind(&viewer_user).bind(json_member(&viewer_company))
+            .bind(&lowest).bind(&highest).bind(without_code)
             .fetch_all(pool).await?)
         .into_iter().map(ProjectRequest::from).collect();
         let next = page.finish(&mut rows, |r| r.id.clone());
@@ -1109,16 +1165,22 @@ impl Store {
         page: &Page,
     ) -> Result<(Vec<Proposal>, String)> {
         // A company sees its own proposals; a water user those to its requests.
+        // An administrator those to the requests of the water users of its jurisdiction.
         let (all, viewer_company, viewer_user) = viewer_binds(&f.viewer);
-        let mut rows: Vec<Proposal> = with_db!(&self.db, pool => sqlx::query_as::<_, ProposalRow>(
+        let (lowest, highest, without_code) = reach_binds(&f.viewer);
+        let sql = format!(
             "SELECT p.* FROM proposals p JOIN companies c ON c.id = p.company_id JOIN project_requests r ON r.id = p.project_request_id \
+             JOIN water_users u ON u.id = r.water_user_id \
              WHERE ($1 = '' OR p.project_request_id = $1) AND ($2 = '' OR p.company_id = $2) AND ($3 = '' OR p.status = $3) \
              AND ($4 = '' OR p.contract_model = $4) AND ($5 = '' OR lower(p.measures) LIKE $5 ESCAPE '\\' OR lower(c.name) LIKE $5 ESCAPE '\\') \
-             AND ($8 = 1 OR p.company_id = $9 OR r.water_user_id = $10) \
-             AND ($6 = '' OR p.id > $6) ORDER BY p.id LIMIT $7")
+             AND ($8 = 1 OR p.company_id = $9 OR r.water_user_id = $10 OR {}) \
+             AND ($6 = '' OR p.id > $6) ORDER BY p.id LIMIT $7",
+            reach_sql("u.jurisdiction_code", 11)
+        );
+        let mut rows: Vec<Proposal> = with_db!(&self.db, pool => sqlx::query_as::<_, ProposalRow>(sqlx::AssertSqlSafe(sql))
             .bind(project_request_id).bind(company_id).bind(&f.status).bind(&f.contract_model).bind(like(&f.query))
             .bind(page.after.clone().unwrap_or_default()).bind(page.fetch_limit())
-            .bind(all).bind(&viewer_company).bind(&viewer_user)
+            .bind(all).bind(&viewer_company).bind(&viewer_user).bind(&lowest).bind(&highest).bind(without_code)
             .fetch_all(pool).await?)
         .into_iter().map(Proposal::from).collect();
         let next = page.finish(&mut rows, |p| p.id.clone());

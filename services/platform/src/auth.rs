@@ -106,6 +106,39 @@ impl fmt::Display for Scope {
     }
 }
 
+/// Which stored rows an administrator reaches ([`Principal::reach`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reach {
+    /// An operator: every row.
+    Everything,
+    /// An administrator of a jurisdiction: the rows whose code lies in it.
+    Codes(Codes),
+    /// Not an administrator of any jurisdiction's office.
+    Nothing,
+}
+
+/// The stored jurisdiction codes inside an administrator's jurisdiction, for SQL:
+/// `code BETWEEN lowest AND highest OR (without_code AND code = '')`; `without_code` when the
+/// jurisdiction holds the platform's district, where rows without a code belong
+/// ([`Jurisdiction::of_stored`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Codes {
+    pub lowest: String,
+    pub highest: String,
+    pub without_code: bool,
+}
+
+impl Codes {
+    /// Whether a row with stored `code` lies inside, as the SQL reads it.
+    pub fn hold(&self, code: &str) -> bool {
+        if code.is_empty() {
+            self.without_code
+        } else {
+            self.lowest.as_str() <= code && code <= self.highest.as_str()
+        }
+    }
+}
+
 /// The caller of an RPC.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Principal {
@@ -128,7 +161,7 @@ impl Principal {
     /// `None` for what is the district office's as a whole, such as reviewing organizations).
     /// The one rule for administrator scope: an operator everything; an administrator what lies
     /// inside its jurisdiction; a department's administrator only its department's part of it.
-    /// Water users, known by a stored code, go through [`Principal::may_administer_code`].
+    /// Rows known by a stored code go through [`Principal::may_administer_code`].
     pub fn may_administer(&self, jurisdiction: &Jurisdiction, department: Option<&str>) -> bool {
         self.is_admin()
             && match &self.scope {
@@ -210,22 +243,43 @@ impl Principal {
 
     /// Whether this caller acts for the organization with `credit_code` in `role`, the role
     /// that organization has on the platform (a company record is the company's, a water user's
-    /// record the water user's), or is an administrator. The one rule for "may act for": a
-    /// token whose org is right but whose role is not (a verifier token naming a company) acts
-    /// for nobody.
-    pub fn acts_as(&self, role: Role, credit_code: &str) -> bool {
-        self.is_admin() || self.is(role, credit_code)
+    /// record the water user's), or administers the organization's `jurisdiction`. The one rule
+    /// for "may act for": a token whose org is right but whose role is not (a verifier token
+    /// naming a company) acts for nobody, and another district's administrator for nobody of
+    /// this one.
+    pub fn acts_as(&self, role: Role, credit_code: &str, jurisdiction: &Jurisdiction) -> bool {
+        self.is(role, credit_code) || self.may_administer(jurisdiction, None)
     }
 
     /// [`Principal::may_administer`] for a resource known by its stored jurisdiction code (a
-    /// water user): a code that is empty or not a jurisdiction (rows from before the gazetteer
-    /// that it does not place) only operators administer. (Projects place such rows in the
-    /// platform's first district instead: `Project::jurisdiction`.)
+    /// water user's, a company's): a row without a code belongs to the platform's district
+    /// ([`Jurisdiction::of_stored`]).
     pub fn may_administer_code(&self, code: &str, department: Option<&str>) -> bool {
-        match &self.scope {
-            Scope::Platform => self.is_admin(),
-            Scope::Within { .. } => Jurisdiction::parse("jurisdiction_code", code)
-                .is_ok_and(|site| self.may_administer(&site, department)),
+        self.may_administer(&Jurisdiction::of_stored(code), department)
+    }
+
+    /// Which stored rows this caller administers as the office of a jurisdiction (not a
+    /// department's part), for a list filtered in SQL.
+    pub fn reach(&self) -> Reach {
+        match (&self.role, &self.scope) {
+            (Role::Admin, Scope::Platform) => Reach::Everything,
+            (
+                Role::Admin,
+                Scope::Within {
+                    jurisdiction,
+                    department: None,
+                },
+            ) => {
+                let (lowest, highest) = jurisdiction.bounds();
+                Reach::Codes(Codes {
+                    lowest,
+                    highest,
+                    without_code: jurisdiction.contains(&Jurisdiction::default_district()),
+                })
+            }
+            // A department's administrator runs no organizations or contracts: it records the
+            // plan's achievements of its department.
+            _ => Reach::Nothing,
         }
     }
 
@@ -773,22 +827,23 @@ mod tests {
         let p = keys.verify(&token).expect("valid");
         assert_eq!(p.role, Role::Company);
         assert_eq!(p.org.as_deref(), Some("91320411MA1N2B3C4D"));
-        assert!(p.acts_as(Role::Company, "91320411MA1N2B3C4D"));
-        assert!(!p.acts_as(Role::Company, "91320411MA1N2B3C4X"));
+        let xinbei = Jurisdiction::default_district();
+        assert!(p.acts_as(Role::Company, "91320411MA1N2B3C4D", &xinbei));
+        assert!(!p.acts_as(Role::Company, "91320411MA1N2B3C4X", &xinbei));
         // The right org in the wrong role acts for nobody.
-        assert!(!p.acts_as(Role::WaterUser, "91320411MA1N2B3C4D"));
+        assert!(!p.acts_as(Role::WaterUser, "91320411MA1N2B3C4D", &xinbei));
         let verifier = Principal {
             role: Role::Verifier,
             ..p.clone()
         };
-        assert!(!verifier.acts_as(Role::Company, "91320411MA1N2B3C4D"));
+        assert!(!verifier.acts_as(Role::Company, "91320411MA1N2B3C4D", &xinbei));
         assert!(verifier.is(Role::Verifier, "91320411MA1N2B3C4D"));
         let admin = Principal {
             role: Role::Admin,
             org: None,
             ..p
         };
-        assert!(admin.acts_as(Role::Company, "91320411MA1N2B3C4D"));
+        assert!(admin.acts_as(Role::Company, "91320411MA1N2B3C4D", &xinbei));
         assert!(!admin.is(Role::Company, "91320411MA1N2B3C4D"));
         let other = Keys::from_secret(&[8u8; 32]).expect("keys");
         assert!(other.verify(&token).is_err());
@@ -864,6 +919,54 @@ mod tests {
             ..district.clone()
         };
         assert!(!company.may_administer(&xinbei, None));
+    }
+
+    #[test]
+    fn an_administrator_acts_for_the_organizations_of_its_jurisdiction_only() {
+        let (xinbei, wujin) = (jur("320411"), jur("320412"));
+        let district = admin_of("320411", None);
+        assert!(district.acts_as(Role::Company, "91320411MA1N2B3C4D", &xinbei));
+        assert!(!district.acts_as(Role::Company, "91320412MA1N2B3C4D", &wujin));
+        assert!(!admin_of("320411", Some("agri")).acts_as(Role::WaterUser, "x", &xinbei));
+        // Rows without a code are the platform's district's.
+        assert_eq!(Jurisdiction::of_stored(""), xinbei);
+        assert_eq!(Jurisdiction::of_stored("320412003"), jur("320412003"));
+        assert!(district.may_administer_code("", None));
+        assert!(!admin_of("320412", None).may_administer_code("", None));
+        assert!(admin_of("320412", None).may_administer_code("320412003", None));
+    }
+
+    #[test]
+    fn reach_reads_as_the_sql_filters_do() {
+        let Reach::Codes(xinbei) = admin_of("320411", None).reach() else {
+            panic!("a district office reaches codes");
+        };
+        // 320411 and its towns 320411001..320411999, and rows without a code.
+        assert!(xinbei.hold("320411") && xinbei.hold("320411004") && xinbei.hold(""));
+        assert!(!xinbei.hold("320412") && !xinbei.hold("320412003"));
+        let Reach::Codes(changzhou) = admin_of("320400", None).reach() else {
+            panic!("a city office reaches codes");
+        };
+        assert!(changzhou.hold("320411004") && changzhou.hold("320412") && changzhou.hold(""));
+        assert!(!changzhou.hold("320505"));
+        let Reach::Codes(wujin) = admin_of("320412", None).reach() else {
+            panic!("a district office reaches codes");
+        };
+        assert!(
+            !wujin.hold(""),
+            "rows without a code are Xinbei's, not Wujin's"
+        );
+        assert_eq!(admin_of("320411", Some("agri")).reach(), Reach::Nothing);
+        let operator = Principal {
+            scope: Scope::Platform,
+            ..admin_of("320411", None)
+        };
+        assert_eq!(operator.reach(), Reach::Everything);
+        let company = Principal {
+            role: Role::Company,
+            ..operator
+        };
+        assert_eq!(company.reach(), Reach::Nothing);
     }
 
     #[test]

@@ -79,6 +79,14 @@ impl Jurisdiction {
         Jurisdiction(DEFAULT_DISTRICT.to_string())
     }
 
+    /// Where a stored row belongs: its code, or, for a row without one (or with one that is not
+    /// a code: rows from before jurisdictions), the platform's district. The one rule for rows
+    /// without a code, in every service: they were all entered when the platform served one
+    /// district.
+    pub fn of_stored(code: &str) -> Jurisdiction {
+        Jurisdiction::parse("jurisdiction_code", code).unwrap_or_else(|_| Self::default_district())
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }

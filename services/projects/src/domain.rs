@@ -274,9 +274,7 @@ impl Project {
     /// a project whose site the gazetteer does not know (contracted before it existed) the
     /// platform's first district, as reporting places milestones without a code.
     pub fn jurisdiction(&self) -> cwsm_platform::jurisdiction::Jurisdiction {
-        use cwsm_platform::jurisdiction::Jurisdiction;
-        Jurisdiction::parse("jurisdiction_code", &self.contract.jurisdiction_code)
-            .unwrap_or_else(|_| Jurisdiction::default_district())
+        cwsm_platform::jurisdiction::Jurisdiction::of_stored(&self.contract.jurisdiction_code)
     }
 
     /// Whether `who` administers this project: an operator, or an administrator of a

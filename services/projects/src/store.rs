@@ -104,15 +104,9 @@ pub struct ProjectFilter {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum SeenBy {
     All,
-    /// An administrator of a jurisdiction: the projects whose site code lies in
-    /// `Jurisdiction::bounds` (lowest, highest), and those without a code when
-    /// `without_code` (the administrator's jurisdiction holds the default district, where
-    /// they are, see [`crate::domain::Project::jurisdiction`]).
-    Within {
-        lowest: String,
-        highest: String,
-        without_code: bool,
-    },
+    /// An administrator of a jurisdiction: the projects whose site code it holds (those
+    /// without a code are the platform's district's, see [`crate::domain::Project::jurisdiction`]).
+    Within(cwsm_platform::auth::Codes),
     Company(String),
     WaterUser(String),
     Verifier(String),
@@ -122,29 +116,13 @@ pub enum SeenBy {
 
 impl SeenBy {
     pub fn of(who: &cwsm_platform::auth::Principal) -> SeenBy {
-        use cwsm_platform::auth::{Role, Scope};
+        use cwsm_platform::auth::{Reach, Role};
         if who.is_admin() {
-            return match &who.scope {
-                Scope::Platform => SeenBy::All,
-                // A department's administrator runs no contracts (see
-                // `Project::administered_by`).
-                Scope::Within {
-                    department: Some(_),
-                    ..
-                } => SeenBy::Nobody,
-                Scope::Within {
-                    jurisdiction,
-                    department: None,
-                } => {
-                    let (lowest, highest) = jurisdiction.bounds();
-                    SeenBy::Within {
-                        lowest,
-                        highest,
-                        without_code: jurisdiction.contains(
-                            &cwsm_platform::jurisdiction::Jurisdiction::default_district(),
-                        ),
-                    }
-                }
+            // A department's administrator runs no contracts (see `Project::administered_by`).
+            return match who.reach() {
+                Reach::Everything => SeenBy::All,
+                Reach::Codes(codes) => SeenBy::Within(codes),
+                Reach::Nothing => SeenBy::Nobody,
             };
         }
         let Some(org) = who.org.clone().filter(|o| !o.is_empty()) else {
@@ -163,14 +141,10 @@ impl SeenBy {
         let mut b = SeenBinds::default();
         match self {
             SeenBy::All => b.all = 1,
-            SeenBy::Within {
-                lowest,
-                highest,
-                without_code,
-            } => {
-                b.lowest = lowest.clone();
-                b.highest = highest.clone();
-                b.without_code = i64::from(*without_code);
+            SeenBy::Within(codes) => {
+                b.lowest = codes.lowest.clone();
+                b.highest = codes.highest.clone();
+                b.without_code = i64::from(codes.without_code);
             }
             SeenBy::Company(c) => b.company = c.clone(),
             SeenBy::WaterUser(c) => b.water_user = c.clone(),

@@ -111,9 +111,14 @@ pub enum CompaniesCommand {
         phone: String,
         #[arg(long, default_value = "")]
         email: String,
+        /// Where the company is registered: a district's (city's, province's) code, e.g.
+        /// 320412; its administrators act for it and confirm its grade. Default: the
+        /// platform's district.
+        #[arg(long, default_value = "")]
+        jurisdiction: String,
     },
-    /// Confirm a company's claimed certification grade (administrators: the district office).
-    /// The grade may be lower than claimed; `withdraw` withdraws a confirmation.
+    /// Confirm a company's claimed certification grade (administrators of the company's
+    /// jurisdiction). The grade may be lower than claimed; `withdraw` withdraws a confirmation.
     ConfirmGrade {
         company_id: String,
         /// none, a, aa, aaa, aaaa, aaaaa, or withdraw.
@@ -432,6 +437,7 @@ pub async fn companies(args: CompaniesArgs) -> anyhow::Result<()> {
             contact_name,
             phone,
             email,
+            jurisdiction,
         } => {
             let created = c
                 .matching()
@@ -452,6 +458,7 @@ pub async fn companies(args: CompaniesArgs) -> anyhow::Result<()> {
                         )?,
                         certification_evidence: evidence,
                         financing_capacity_fen: fen(financing_yuan),
+                        jurisdiction_code: jurisdiction,
                         ..Default::default()
                     }),
                 })

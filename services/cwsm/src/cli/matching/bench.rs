@@ -136,6 +136,7 @@ fn catalogue(from: usize, to: usize) -> (Vec<Company>, Vec<Offering>) {
                         [crng.below(CertificationGrade::ALL.len() as u64) as usize],
                     certification_evidence: String::new(),
                     financing_capacity_fen: 10_000_000 * (1 + crng.below(500) as i64),
+                    jurisdiction_code: String::new(),
                 },
                 certification: Certification::default(),
                 track_record: TrackRecord {
