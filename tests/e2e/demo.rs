@@ -24,8 +24,9 @@ const XINBEI_EXPECTED: [(&str, r::ProgressStatus, f64, i32); 6] = [
     ("A3-WATER-AUDITS", r::ProgressStatus::Achieved, 3.0, 0),
     // The third community on 2020-12-10, after 2020-11-30.
     ("A2-COMMUNITIES", r::ProgressStatus::AchievedLate, 3.0, 10),
-    // 4 of 10, due 2020-12-31: on its deadline day, at risk, not yet missed.
-    ("A2-GOV-AGENCIES", r::ProgressStatus::AtRisk, 4.0, 0),
+    // 4 of 10, due 2020-12-31: as of its deadline day, read after that day is over, missed
+    // (at risk only while the day lasts).
+    ("A2-GOV-AGENCIES", r::ProgressStatus::Missed, 4.0, 0),
     // Nothing recorded, due 2020-10-31: missed.
     (
         "A6-WATER-EFFICIENCY-LEADER",

@@ -222,6 +222,32 @@ impl BeginWrite for PgPool {
     }
 }
 
+/// Begins a read-only transaction whose reads all see one snapshot, for a result made of
+/// several queries that a concurrent commit must not split (a report's counts and their
+/// history). On SQLite (WAL) a deferred transaction reads one snapshot from its first read; on
+/// PostgreSQL it takes `REPEATABLE READ`.
+pub trait BeginSnapshot {
+    type Database: sqlx::Database;
+    fn begin_snapshot(
+        &self,
+    ) -> impl Future<Output = Result<Transaction<'static, Self::Database>, sqlx::Error>> + Send;
+}
+
+impl BeginSnapshot for SqlitePool {
+    type Database = sqlx::Sqlite;
+    async fn begin_snapshot(&self) -> Result<Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
+        self.begin_with("BEGIN DEFERRED").await
+    }
+}
+
+impl BeginSnapshot for PgPool {
+    type Database = sqlx::Postgres;
+    async fn begin_snapshot(&self) -> Result<Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+        self.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .await
+    }
+}
+
 /// What [`follow_notifications`] reports.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Notice<'a> {

@@ -259,7 +259,8 @@
     el("footer").textContent = t("updated") + " " + new Date(data.generated_at_ms).toLocaleString(lang === "zh" ? "zh-CN" : "en-GB") +
       (data.dead_letters ? " · ⚠ " + t("deadLetters", { n: data.dead_letters }) : "") + (data.plan.source ? " · " + t("source") + ": " + data.plan.source : "");
     document.body.setAttribute("data-generation", String(data.generation));
-    document.body.setAttribute("data-ready", "1");
+    // Ready once data.json came (it carries the achievements, the live reports do not).
+    if (loaded) document.body.setAttribute("data-ready", "1");
     previous = {};
     data.indicators.forEach(function (i) { previous[i.code] = i.actual; });
   }
@@ -280,9 +281,18 @@
     b.addEventListener("click", function () { lang = b.getAttribute("data-lang"); localStorage.setItem("cwsm-lang", lang); render(); setLive(el("live").getAttribute("data-state")); });
   });
 
+  // Whether data.json came; a live report may come first, and data.json older than it must
+  // not draw over it (it still brings the achievements).
+  var loaded = false;
   function load() {
     fetch("/dashboard/data.json" + qs, { credentials: "same-origin" }).then(function (r) { return r.json(); })
-      .then(function (d) { if (d && d.indicators) { data = d; render(); } }).catch(function () {});
+      .then(function (d) {
+        if (!d || !d.indicators) return;
+        loaded = true;
+        if (d.achievements) achievements = d.achievements;
+        if (!data || d.generation >= data.generation) data = d;
+        render();
+      }).catch(function () {});
   }
 
   setLive("connecting");

@@ -32,12 +32,22 @@ pub struct KeptReports {
 }
 
 impl KeptReports {
-    /// The report of plan `plan_id` as of `as_of`, if it was kept at `generation`.
-    pub fn get(&self, plan_id: &str, as_of: NaiveDate, generation: i64) -> Option<Arc<Report>> {
+    /// The report of plan `plan_id` as of `as_of`, if it was kept at `generation` and, when
+    /// it was made while its day lasted, that day is not over on `today` (its statuses on a
+    /// deadline day change when the day ends: [`crate::report::evaluate`]).
+    pub fn get(
+        &self,
+        plan_id: &str,
+        as_of: NaiveDate,
+        generation: i64,
+        today: NaiveDate,
+    ) -> Option<Arc<Report>> {
         let guard = self.inner.lock().ok()?;
         let entry = guard.0.get(&(plan_id.to_string(), as_of))?;
-        if entry.generation == generation {
-            entry.report.clone()
+        let report = entry.report.as_ref()?;
+        let made_after_the_day = crate::report::day_over(as_of, report.generated_at_ms);
+        if entry.generation == generation && made_after_the_day == (as_of < today) {
+            Some(Arc::clone(report))
         } else {
             None
         }
@@ -107,15 +117,36 @@ mod tests {
         let kept = KeptReports::default();
         let day = NaiveDate::from_ymd_opt(2020, 12, 31).expect("date");
         kept.keep("p", day, 3, report());
-        assert!(kept.get("p", day, 3).is_some());
+        assert!(kept.get("p", day, 3, day).is_some());
         // A change since: generation 4 is not served by the report of 3.
-        assert!(kept.get("p", day, 4).is_none());
+        assert!(kept.get("p", day, 4, day).is_none());
         // Nor another date.
-        assert!(kept.get("p", day.pred_opt().expect("day"), 3).is_none());
+        assert!(
+            kept.get("p", day.pred_opt().expect("day"), 3, day)
+                .is_none()
+        );
         // A slow caller's report of generation 2 does not replace the one of 3.
         kept.keep("p", day, 2, report());
-        assert!(kept.get("p", day, 3).is_some());
-        assert!(kept.get("p", day, 2).is_none());
+        assert!(kept.get("p", day, 3, day).is_some());
+        assert!(kept.get("p", day, 2, day).is_none());
+    }
+
+    #[test]
+    fn a_report_made_on_its_own_day_is_not_served_once_the_day_is_over() {
+        let kept = KeptReports::default();
+        let day = NaiveDate::from_ymd_opt(2020, 12, 31).expect("date");
+        let next = day.succ_opt().expect("day");
+        // Made at 2020-12-31 12:00 China Standard Time (04:00 UTC), while the day lasted.
+        let mut during = Report::clone(&report());
+        during.generated_at_ms = 1_609_387_200_000;
+        kept.keep("p", day, 1, Arc::new(during));
+        assert!(kept.get("p", day, 1, day).is_some());
+        assert!(kept.get("p", day, 1, next).is_none(), "the day is over");
+        // Made after it: served from then on.
+        let mut after = Report::clone(&report());
+        after.generated_at_ms = 1_609_430_400_000;
+        kept.keep("p", day, 1, Arc::new(after));
+        assert!(kept.get("p", day, 1, next).is_some());
     }
 
     #[test]
@@ -130,8 +161,11 @@ mod tests {
         kept.keep("newest", day, 0, r);
         // 4096 kept; the 2048 oldest dropped; the newest in: 2049.
         assert_eq!(kept.len(), CAPACITY / 2 + 1);
-        assert!(kept.get("p0", day, 0).is_none());
-        assert!(kept.get(&format!("p{}", CAPACITY - 1), day, 0).is_some());
-        assert!(kept.get("newest", day, 0).is_some());
+        assert!(kept.get("p0", day, 0, day).is_none());
+        assert!(
+            kept.get(&format!("p{}", CAPACITY - 1), day, 0, day)
+                .is_some()
+        );
+        assert!(kept.get("newest", day, 0, day).is_some());
     }
 }

@@ -390,7 +390,7 @@ impl Reporting {
         as_of: NaiveDate,
         generation: i64,
     ) -> Result<Arc<Report>> {
-        if let Some(report) = self.kept.get(&stored.id, as_of, generation) {
+        if let Some(report) = self.kept.get(&stored.id, as_of, generation, today()) {
             return Ok(report);
         }
         let report = Arc::new(self.compute_report(stored, as_of).await?);

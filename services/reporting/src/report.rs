@@ -389,6 +389,14 @@ fn value_on(history: &[(NaiveDate, f64)], date: NaiveDate) -> Option<f64> {
         .map(|(_, v)| *v)
 }
 
+/// The date a status is as of, and whether that day was over when it was judged (see
+/// [`day_over`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AsOf {
+    pub date: NaiveDate,
+    pub day_over: bool,
+}
+
 /// Evaluates `actual` (`None`: nothing counted or recorded) against the target, with the
 /// indicator's `history` up to `as_of` (for when it was met):
 ///
@@ -396,7 +404,8 @@ fn value_on(history: &[(NaiveDate, f64)], date: NaiveDate) -> Option<f64> {
 ///   (or the deadline is still ahead);
 /// - ACHIEVED_LATE when it is met as of the date but was not at the deadline: `days_late`
 ///   from the deadline to the first date after it on which it was met;
-/// - MISSED after the deadline otherwise;
+/// - MISSED after the deadline otherwise, and on the deadline itself once that day is over
+///   (`day_over`: a report as of a past day; as of today, the day still counts);
 /// - NOT_STARTED for a cap with no data yet, or nothing at all before the window begins;
 /// - AT_RISK for a cap exceeded before the deadline;
 /// - else ON_TRACK when progress ≥ (time elapsed from the window's start to the deadline) −
@@ -407,9 +416,13 @@ pub fn evaluate(
     deadline: NaiveDate,
     year_start: NaiveDate,
     actual: Option<f64>,
-    as_of: NaiveDate,
+    as_of: AsOf,
     history: &[(NaiveDate, f64)],
 ) -> Evaluation {
+    let AsOf {
+        date: as_of,
+        day_over,
+    } = as_of;
     let days_remaining = i32::try_from((deadline - as_of).num_days()).unwrap_or(i32::MIN);
     let cap = comparator.is_cap();
     let a = actual.unwrap_or(0.0);
@@ -446,7 +459,7 @@ pub fn evaluate(
                 None => Status::Achieved,
             }
         }
-    } else if as_of > deadline {
+    } else if as_of > deadline || (as_of == deadline && day_over) {
         Status::Missed
     } else if (cap && actual.is_none()) || (!cap && a <= 0.0 && as_of < year_start) {
         Status::NotStarted
@@ -690,6 +703,7 @@ fn line(
     parts: Vec<Part>,
     completed: Option<i64>,
     as_of: NaiveDate,
+    day_over: bool,
 ) -> IndicatorReport {
     let mut parts = parts.into_iter();
     let mut total = parts.next().unwrap_or_default();
@@ -715,7 +729,10 @@ fn line(
             indicator.deadline,
             plan.year_start(),
             total.actual,
-            as_of,
+            AsOf {
+                date: as_of,
+                day_over,
+            },
             &total.history,
         ),
         by_town: total.by_town,
@@ -735,6 +752,7 @@ pub fn indicator_report(
     facts: &[Fact],
     recorded: &[Recorded],
     as_of: NaiveDate,
+    day_over: bool,
 ) -> IndicatorReport {
     let scope = Scope::of(plan);
     let mut parts = Vec::new();
@@ -752,7 +770,7 @@ pub fn indicator_report(
     if indicator.kind.records() || indicator.rule.is_none() {
         parts.push(recorded_part(indicator, recorded, as_of));
     }
-    line(plan, indicator, parts, done, as_of)
+    line(plan, indicator, parts, done, as_of, day_over)
 }
 
 /// A counted indicator's count as of a date, read from the kept count changes (see
@@ -804,6 +822,7 @@ pub fn counted_line(
     totals: &CountedTotals,
     recorded: &[Recorded],
     as_of: NaiveDate,
+    day_over: bool,
 ) -> IndicatorReport {
     let mut parts = Vec::new();
     let mut done = None;
@@ -816,7 +835,13 @@ pub fn counted_line(
     if indicator.kind.records() {
         parts.push(recorded_part(indicator, recorded, as_of));
     }
-    line(plan, indicator, parts, done, as_of)
+    line(plan, indicator, parts, done, as_of, day_over)
+}
+
+/// Whether the day a report is as of was over when it was made: then an indicator due that
+/// day and not met is missed (see [`evaluate`]).
+pub fn day_over(as_of: NaiveDate, generated_at_ms: i64) -> bool {
+    as_of < cst_date(generated_at_ms)
 }
 
 /// The report of `plan` from the kept totals of its counted indicators (by code) and the
@@ -829,6 +854,7 @@ pub fn report_from_totals(
     generated_at_ms: i64,
 ) -> Report {
     let empty = CountedTotals::default();
+    let day_over = day_over(as_of, generated_at_ms);
     let lines = plan
         .plan
         .all_indicators()
@@ -837,9 +863,9 @@ pub fn report_from_totals(
             let items = recorded.get(&i.code).map(Vec::as_slice).unwrap_or(&[]);
             if i.kind.counts() && i.rule.is_some() {
                 let t = totals.get(&i.code).unwrap_or(&empty);
-                counted_line(&plan.plan, i, t, items, as_of)
+                counted_line(&plan.plan, i, t, items, as_of, day_over)
             } else {
-                indicator_report(&plan.plan, i, &[], items, as_of)
+                indicator_report(&plan.plan, i, &[], items, as_of, day_over)
             }
         })
         .collect();
@@ -858,6 +884,7 @@ pub fn report_from_totals(
 pub fn roll_up_into(report: &mut Report, districts: &[&Report]) {
     let plan = report.plan.plan.clone();
     let as_of = report.as_of;
+    let day_over = day_over(as_of, report.generated_at_ms);
     for line in report
         .lines
         .iter_mut()
@@ -882,7 +909,7 @@ pub fn roll_up_into(report: &mut Report, districts: &[&Report]) {
             }
         }
         let indicator = line.indicator.clone();
-        *line = self::line(&plan, &indicator, parts, completed, as_of);
+        *line = self::line(&plan, &indicator, parts, completed, as_of, day_over);
     }
 }
 
@@ -905,13 +932,14 @@ pub fn build_report(
     as_of: NaiveDate,
     generated_at_ms: i64,
 ) -> Report {
+    let day_over = day_over(as_of, generated_at_ms);
     let lines = plan
         .plan
         .all_indicators()
         .into_iter()
         .map(|i| {
             let items = recorded.get(&i.code).map(Vec::as_slice).unwrap_or(&[]);
-            indicator_report(&plan.plan, i, facts, items, as_of)
+            indicator_report(&plan.plan, i, facts, items, as_of, day_over)
         })
         .collect();
     Report {
@@ -949,7 +977,10 @@ mod tests {
             d("2020-12-31"),
             d("2020-01-01"),
             actual,
-            d(as_of),
+            AsOf {
+                date: d(as_of),
+                day_over: false,
+            },
             &history,
         )
     }
@@ -979,6 +1010,34 @@ mod tests {
         assert_eq!(at_least_one(Some(0.0), "2020-12-31").status, Status::AtRisk);
     }
 
+    /// As of its deadline day, a target not met is at risk while the day lasts and missed once
+    /// it is over (a report as of a past deadline, read later): nothing more can count by then.
+    #[test]
+    fn a_target_not_met_by_the_end_of_its_deadline_day_is_missed() {
+        let e = |actual: f64, day_over: bool| {
+            evaluate(
+                Comparator::AtLeast,
+                10.0,
+                d("2020-12-31"),
+                d("2020-01-01"),
+                Some(actual),
+                AsOf {
+                    date: d("2020-12-31"),
+                    day_over,
+                },
+                &[(d("2020-06-30"), actual)],
+            )
+            .status
+        };
+        assert_eq!(e(4.0, false), Status::AtRisk);
+        assert_eq!(e(4.0, true), Status::Missed);
+        assert_eq!(e(10.0, true), Status::Achieved);
+        // The report of a day decides it from when it was made (China Standard Time).
+        let new_year_cst = 1_609_430_400_000; // 2021-01-01 00:00 +08:00
+        assert!(!day_over(d("2020-12-31"), new_year_cst - 1));
+        assert!(day_over(d("2020-12-31"), new_year_cst));
+    }
+
     #[test]
     fn progress_is_capped_and_compared_with_time_elapsed() {
         let e = |actual, as_of| {
@@ -988,7 +1047,10 @@ mod tests {
                 d("2020-12-31"),
                 d("2020-01-01"),
                 Some(actual),
-                d(as_of),
+                AsOf {
+                    date: d(as_of),
+                    day_over: false,
+                },
                 &[(d("2020-03-01"), actual)],
             )
         };
@@ -1012,7 +1074,10 @@ mod tests {
                 d("2020-12-31"),
                 d("2020-01-01"),
                 actual,
-                d(as_of),
+                AsOf {
+                    date: d(as_of),
+                    day_over: false,
+                },
                 &history,
             )
         };
@@ -1211,7 +1276,7 @@ mod tests {
         let plan = plan::parse(plan::DEFAULT_PLAN_TOML).expect("plan");
         let a8 = plan.indicator("A8-CONTRACT-PROJECTS").expect("a8");
         let facts = vec![fact("e1", "p1", Milestone::Contracted, "2020-05-01")];
-        let line = indicator_report(&plan, a8, &facts, &[], d("2020-06-01"));
+        let line = indicator_report(&plan, a8, &facts, &[], d("2020-06-01"), false);
         assert_eq!(line.actual, 1.0);
         assert_eq!(line.completed, Some(0));
         assert_eq!(line.evaluation.status, Status::Achieved);
@@ -1219,7 +1284,7 @@ mod tests {
         assert_eq!(line.by_sector, vec![("school".to_string(), 1.0)]);
         assert_eq!(line.by_department, vec![("agri".to_string(), 1.0)]);
         let g1 = plan.indicator("G1").expect("g1");
-        let line = indicator_report(&plan, g1, &facts, &[], d("2020-06-01"));
+        let line = indicator_report(&plan, g1, &facts, &[], d("2020-06-01"), false);
         assert_eq!(line.evaluation.status, Status::NotStarted);
     }
 
@@ -1301,7 +1366,7 @@ mod tests {
         saved.target = 1000.0;
         saved.rule = Some(r.clone());
         plan.indicators.push(saved.clone());
-        let line = indicator_report(&plan, &saved, &facts, &[], d("2020-12-31"));
+        let line = indicator_report(&plan, &saved, &facts, &[], d("2020-12-31"), false);
         assert_eq!(line.actual, 1000.001);
         assert_eq!(line.completed, None);
         assert_eq!(line.evaluation.status, Status::Achieved);
@@ -1326,7 +1391,10 @@ mod tests {
                 d("2020-11-30"),
                 d("2020-01-01"),
                 history.last().map(|p| p.1),
-                d(as_of),
+                AsOf {
+                    date: d(as_of),
+                    day_over: false,
+                },
                 history,
             )
         };
@@ -1372,7 +1440,7 @@ mod tests {
             town: String::new(),
             sector: None,
         }];
-        let line = indicator_report(&plan, a7, &facts, &recorded, d("2020-11-30"));
+        let line = indicator_report(&plan, a7, &facts, &recorded, d("2020-11-30"), false);
         // 1 contract project accepted + 1 recorded retrofit = 2, the target, by the deadline.
         assert_eq!(line.actual, 2.0);
         assert_eq!(line.evaluation.status, Status::Achieved);
@@ -1386,7 +1454,7 @@ mod tests {
             vec![("agri".to_string(), 1.0), ("econ".to_string(), 2.0)]
         );
         // As of before the hand-over: counted, not completed.
-        let line = indicator_report(&plan, a7, &facts, &recorded, d("2020-09-15"));
+        let line = indicator_report(&plan, a7, &facts, &recorded, d("2020-09-15"), false);
         assert_eq!((line.actual, line.completed), (1.0, Some(0)));
     }
 

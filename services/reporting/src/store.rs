@@ -750,24 +750,40 @@ impl Store {
         plan_id: &str,
         day: i64,
     ) -> Result<HashMap<String, CountedTotals>> {
-        let changes: Vec<(String, i64, i64)> = with_db!(&self.db, pool => sqlx::query_as(
-            "SELECT indicator_code, day, delta FROM count_days WHERE plan_id = $1")
-            .bind(plan_id).fetch_all(pool).await?);
-        let last_day = changes.iter().map(|c| c.1).max();
-        // As of a date after the last change: the running totals, a few rows. Before it: the
-        // changes by day, town and sector up to the date.
-        let cells: Vec<(String, String, String, i64, i64)> = if last_day
-            .is_none_or(|last| last <= day)
-        {
-            with_db!(&self.db, pool => sqlx::query_as(
-                "SELECT indicator_code, town, sector, n, last_ms FROM count_cells WHERE plan_id = $1")
-                .bind(plan_id).fetch_all(pool).await?)
-        } else {
-            with_db!(&self.db, pool => sqlx::query_as(
-                "SELECT indicator_code, town, sector, CAST(SUM(delta) AS BIGINT), CAST(MAX(last_ms) AS BIGINT) FROM count_changes \
-                 WHERE plan_id = $1 AND day <= $2 GROUP BY indicator_code, town, sector")
-                .bind(plan_id).bind(day).fetch_all(pool).await?)
-        };
+        // One snapshot for the three reads: a fact committed between them would give a report
+        // whose total and history disagree.
+        type Changes = Vec<(String, i64, i64)>;
+        type Cells = Vec<(String, String, String, i64, i64)>;
+        type Completed = Vec<(String, i64)>;
+        let (changes, cells, completed): (Changes, Cells, Completed) = with_db!(&self.db, pool => {
+            use cwsm_platform::db::BeginSnapshot;
+            let mut tx = pool.begin_snapshot().await?;
+            let changes: Vec<(String, i64, i64)> = sqlx::query_as(
+                "SELECT indicator_code, day, delta FROM count_days WHERE plan_id = $1")
+                .bind(plan_id).fetch_all(&mut *tx).await?;
+            let last_day = changes.iter().map(|c| c.1).max();
+            // As of a date after the last change: the running totals, a few rows. Before it:
+            // the changes by day, town and sector up to the date.
+            let cells: Cells = if last_day.is_none_or(|last| last <= day) {
+                sqlx::query_as(
+                    "SELECT indicator_code, town, sector, n, last_ms FROM count_cells WHERE plan_id = $1")
+                    .bind(plan_id).fetch_all(&mut *tx).await?
+            } else {
+                sqlx::query_as(
+                    "SELECT indicator_code, town, sector, CAST(SUM(delta) AS BIGINT), CAST(MAX(last_ms) AS BIGINT) FROM count_changes \
+                     WHERE plan_id = $1 AND day <= $2 GROUP BY indicator_code, town, sector")
+                    .bind(plan_id).bind(day).fetch_all(&mut *tx).await?
+            };
+            // Of the projects counted as of the day, those handed over (completed) by then.
+            let completed: Vec<(String, i64)> = sqlx::query_as(
+                "SELECT cp.indicator_code, COUNT(*) FROM counted_projects cp JOIN milestone_facts f \
+                 ON f.project_id = cp.project_id AND f.milestone = $3 \
+                 WHERE cp.plan_id = $1 AND cp.counted_day <= $2 AND (cp.removed_day = -1 OR cp.removed_day > $2) \
+                 AND f.effective_day <= $2 GROUP BY cp.indicator_code")
+                .bind(plan_id).bind(day).bind(Milestone::HandedOver.code()).fetch_all(&mut *tx).await?;
+            tx.commit().await?;
+            (changes, cells, completed)
+        });
         let mut out: HashMap<String, CountedTotals> = HashMap::new();
         for (code, town, sector, n, last) in cells {
             out.entry(code)
@@ -778,13 +794,6 @@ impl Store {
         for (code, d, delta) in changes.into_iter().filter(|c| c.1 <= day) {
             out.entry(code).or_default().changes.push((d, delta));
         }
-        // Of the projects counted as of the day, those handed over (completed) by then.
-        let completed: Vec<(String, i64)> = with_db!(&self.db, pool => sqlx::query_as(
-            "SELECT cp.indicator_code, COUNT(*) FROM counted_projects cp JOIN milestone_facts f \
-             ON f.project_id = cp.project_id AND f.milestone = $3 \
-             WHERE cp.plan_id = $1 AND cp.counted_day <= $2 AND (cp.removed_day = -1 OR cp.removed_day > $2) \
-             AND f.effective_day <= $2 GROUP BY cp.indicator_code")
-            .bind(plan_id).bind(day).bind(Milestone::HandedOver.code()).fetch_all(pool).await?);
         for (code, n) in completed {
             out.entry(code).or_default().completed = n;
         }
