@@ -472,6 +472,36 @@ async fn external_sign_in(backend: Backend) -> anyhow::Result<()> {
     app.stop().await
 }
 
+/// A provider that rotated its signing key (started again on the same issuer with a new one):
+/// the next ID token has a kid the service's kept key set does not hold, so it fetches the
+/// provider's keys again, once, and the person signs in as before.
+#[tokio::test]
+async fn a_provider_that_rotated_its_key_is_followed() -> anyhow::Result<()> {
+    let Some((idp, browser, app)) = start(Backend::Sqlite).await? else {
+        return Ok(());
+    };
+    let result = async {
+        let login = format!("wang.fang-{}@example.cn", &cwsm_platform::new_id()[24..]);
+        let (_, person_id) = water_user_with_person(&app, &login).await?;
+        let verified = format!("verified/{login}");
+        let (_, back) = at_provider(&app, &idp, &browser, &verified).await?;
+        assert_eq!(
+            complete(&app, &back.state, &back.code).await?.person_id,
+            person_id
+        );
+        let before = idp.kid.clone();
+        let idp = idp.restart_with_a_new_key().await?;
+        assert_ne!(idp.kid, before, "a new key");
+        let (_, back) = at_provider(&app, &idp, &browser, &verified).await?;
+        let tokens = complete(&app, &back.state, &back.code).await?;
+        assert_eq!(tokens.person_id, person_id);
+        anyhow::Ok(())
+    }
+    .await;
+    let stopped = app.stop().await;
+    result.and(stopped)
+}
+
 #[tokio::test]
 async fn a_person_signs_in_through_a_real_openid_provider_on_sqlite() -> anyhow::Result<()> {
     external_sign_in(Backend::Sqlite).await

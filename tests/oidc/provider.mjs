@@ -1,7 +1,11 @@
 // A real OpenID Connect provider for the e2e tests of external sign-in: the certified
 // `oidc-provider` package, on a free loopback port, with its own login and consent pages.
 //
-// Prints one JSON line {"issuer": "http://127.0.0.1:PORT"} on stdout once it listens.
+// Prints one JSON line {"issuer": "http://127.0.0.1:PORT", "kid": "..."} on stdout once it
+// listens: on PORT from the environment, else a free port.
+//
+// Signs ID tokens (RS256) with a key made at start, its kid new each time: a provider started
+// again on the same port has rotated its key, as a real one does.
 //
 // Clients (PKCE required, S256):
 // - CLIENT_ID / CLIENT_SECRET (client_secret_basic), redirect URI `${issuer}/signed-in` (a page
@@ -15,6 +19,7 @@
 //   unverified/<email>  one whose e-mail it does not vouch for (email_verified false)
 //   anything else       an account with no e-mail at all
 // and the subject (`sub`) is the login itself, so a test knows it in advance.
+import crypto from 'node:crypto';
 import http from 'node:http';
 import Provider from 'oidc-provider';
 
@@ -29,8 +34,15 @@ function claimsOf(login) {
   return {};
 }
 
+const signingKey = {
+  ...crypto.generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey.export({ format: 'jwk' }),
+  kid: crypto.randomUUID(),
+  alg: 'RS256',
+  use: 'sig',
+};
+
 const server = http.createServer();
-server.listen(0, '127.0.0.1', () => {
+server.listen(Number(process.env.PORT || 0), '127.0.0.1', () => {
   const { port } = server.address();
   const issuer = `http://127.0.0.1:${port}`;
   const provider = new Provider(issuer, {
@@ -60,6 +72,7 @@ server.listen(0, '127.0.0.1', () => {
     scopes: ['openid', 'email'],
     features: { devInteractions: { enabled: true } },
     cookies: { keys: ['cwsm-test-only-cookie-key'] },
+    jwks: { keys: [signingKey] },
     async findAccount(ctx, sub) {
       return {
         accountId: sub,
@@ -80,7 +93,7 @@ server.listen(0, '127.0.0.1', () => {
     await next();
   });
   server.on('request', provider.callback());
-  console.log(JSON.stringify({ issuer }));
+  console.log(JSON.stringify({ issuer, kid: signingKey.kid }));
 });
 
 process.on('SIGTERM', () => server.close(() => process.exit(0)));

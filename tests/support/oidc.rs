@@ -23,6 +23,8 @@ pub struct IdentityProvider {
     child: Child,
     /// `http://127.0.0.1:PORT`
     pub issuer: String,
+    /// The kid of the key it signs ID tokens with, new at every start.
+    pub kid: String,
 }
 
 fn required() -> bool {
@@ -33,6 +35,29 @@ impl IdentityProvider {
     /// Starts the provider and waits for its discovery document; `None` when it cannot run
     /// here and is not required.
     pub async fn start() -> anyhow::Result<Option<IdentityProvider>> {
+        Self::start_on(0).await
+    }
+
+    /// The provider started again where this one was (same issuer), with a new signing key:
+    /// a provider that rotated its key. This one is stopped first.
+    pub async fn restart_with_a_new_key(self) -> anyhow::Result<IdentityProvider> {
+        let port: u16 = self.addr().rsplit(':').next().unwrap_or_default().parse()?;
+        drop(self);
+        // The port is free again once the process is gone; retry briefly while it closes.
+        let mut last = None;
+        for _ in 0..50 {
+            match Self::start_on(port).await {
+                Ok(Some(idp)) => return Ok(idp),
+                Ok(None) => anyhow::bail!("the OpenID provider cannot run here"),
+                Err(e) => last = Some(e),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(last.unwrap_or_else(|| anyhow::anyhow!("the provider did not start again")))
+    }
+
+    /// [`IdentityProvider::start`] on `port` (0: a free one).
+    async fn start_on(port: u16) -> anyhow::Result<Option<IdentityProvider>> {
         let folder = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("oidc");
         let node = which("node");
         if node.is_none() || !folder.join("node_modules/oidc-provider").is_dir() {
@@ -48,6 +73,7 @@ impl IdentityProvider {
             .current_dir(&folder)
             .env("CLIENT_ID", CLIENT_ID)
             .env("CLIENT_SECRET", CLIENT_SECRET)
+            .env("PORT", port.to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -68,11 +94,18 @@ impl IdentityProvider {
         let line = tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(30)))
             .await?
             .map_err(|_| anyhow::anyhow!("the OpenID provider printed no issuer within 30 s"))?;
-        let issuer = serde_json::from_str::<serde_json::Value>(&line)?["issuer"]
-            .as_str()
-            .ok_or_else(|| anyhow::anyhow!("the provider printed {line:?}, not its issuer"))?
-            .to_string();
-        let provider = IdentityProvider { child, issuer };
+        let printed: serde_json::Value = serde_json::from_str(&line)?;
+        let field = |name: &str| {
+            printed[name]
+                .as_str()
+                .map(str::to_string)
+                .ok_or_else(|| anyhow::anyhow!("the provider printed {line:?}, without {name}"))
+        };
+        let provider = IdentityProvider {
+            issuer: field("issuer")?,
+            kid: field("kid")?,
+            child,
+        };
         let addr = provider.addr();
         let up = eventually(Duration::from_secs(20), || {
             let addr = addr.clone();
