@@ -1076,6 +1076,122 @@ async fn savings_are_measured_verified_disputed_and_settled_on_postgres() -> any
     savings_and_settlement(Backend::Postgres).await
 }
 
+/// Issue 12's findings: a ×20 spike in the baseline was flagged and fitted (the fit failed
+/// Guideline 14) and one in the period moved that month's savings. The quality rule leaves
+/// both days out: the fit is of the other 364 days, the period's savings of its other days,
+/// each exclusion counted and named in the report.
+async fn flagged_readings_stay_out_of_the_savings(backend: Backend) -> anyhow::Result<()> {
+    let app = TestApp::start(backend).await?;
+    let parties = contracted(
+        &app,
+        types::ContractModel::SharedSavings,
+        types::ContractTerms {
+            share_ratio_bp: 7000,
+            sharing_period_months: 60,
+            ..Default::default()
+        },
+        &[],
+    )
+    .await?;
+    let id = parties.project_id.clone();
+    let cal = Calendar::now();
+    set_baseline(&app, &parties.user, &id, &cal).await?;
+    to_operating(&app, &parties).await?;
+    let m = meter(&app, &parties.company, &id).await?;
+    // Baseline day 200 and the period's day 3 read 20 times the usual.
+    let (spike_b, spike_p) = (200, 3);
+    let mut readings = daily_readings(&cal);
+    let i_p = (cal.period_start - cal.baseline_start + spike_p) as usize;
+    readings[spike_b as usize].value_litres *= 20;
+    readings[i_p].value_litres *= 20;
+    let sent = ingest(
+        &app,
+        &parties.company,
+        &m.id,
+        p::ReadingValueKind::IntervalUse,
+        readings,
+    )
+    .await?;
+    let spikes: i64 = sent
+        .flagged
+        .iter()
+        .filter(|f| f.flag == p::ReadingFlag::Spike as i32)
+        .map(|f| f.count)
+        .sum();
+    assert_eq!(spikes, 2, "{:?}", sent.flagged);
+    let report = app
+        .projects(&parties.user)
+        .get_savings_report(p::GetSavingsReportRequest {
+            project_id: id.clone(),
+        })
+        .await?
+        .into_inner();
+    let fit = report.baseline_fit.clone().expect("fit");
+    // The fit of the 364 other days: their mean, and their spread.
+    let ys: Vec<f64> = (0..365)
+        .filter(|i| *i != spike_b)
+        .map(|i| baseline_litres(i) as f64)
+        .collect();
+    let n = ys.len() as f64;
+    let mean = ys.iter().sum::<f64>() / n;
+    let cv = (ys.iter().map(|y| (y - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt() / mean;
+    assert_eq!(fit.observations, 364);
+    assert!((fit.coefficients[0].value - mean).abs() < 1e-6);
+    assert!((fit.cv_rmse - cv).abs() < 1e-9);
+    assert!(fit.ashrae_g14_pass, "CV(RMSE) {}", fit.cv_rmse);
+    let sufficiency = fit.data_sufficiency.clone().expect("sufficiency");
+    assert_eq!(
+        (sufficiency.excluded_days, sufficiency.missing_days),
+        (1, 1)
+    );
+    let spike_day = date(cal.baseline_start + spike_b);
+    assert!(
+        sufficiency
+            .notes
+            .iter()
+            .any(|n| n == &format!("1 day left out by the quality rule (spike 1): {spike_day}")),
+        "{:?}",
+        sufficiency.notes
+    );
+    // The period's other days: the model over them against their use.
+    let days = cal.period_days() - 1;
+    let adjusted = (mean * days as f64).round() as i64;
+    let actual: i64 = (0..cal.period_days())
+        .filter(|j| *j != spike_p)
+        .map(reporting_litres)
+        .sum();
+    let period = report
+        .periods
+        .iter()
+        .find(|x| x.start_date == date(cal.period_start))
+        .expect("last month is reported");
+    assert_eq!(period.adjusted_baseline_litres, adjusted);
+    assert_eq!(period.actual_litres, actual);
+    assert_eq!(period.savings_litres, adjusted - actual);
+    assert!(
+        period.notes.iter().any(|n| n.starts_with(&format!(
+            "1 day left out by the quality rule (spike 1): {}",
+            date(cal.period_start + spike_p)
+        ))),
+        "{:?}",
+        period.notes
+    );
+    app.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flagged_readings_stay_out_of_the_savings_on_sqlite() -> anyhow::Result<()> {
+    flagged_readings_stay_out_of_the_savings(Backend::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flagged_readings_stay_out_of_the_savings_on_postgres() -> anyhow::Result<()> {
+    if !postgres_and_redis_available().await {
+        return Ok(());
+    }
+    flagged_readings_stay_out_of_the_savings(Backend::Postgres).await
+}
+
 /// GetProject of a project through one replica, as `token`.
 async fn stage_through(
     channel: &tonic::transport::Channel,

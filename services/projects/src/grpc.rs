@@ -524,6 +524,7 @@ fn report_to_pb(r: &SavingsReport) -> pb::GetSavingsReportResponse {
             estimated_readings: i32::try_from(s.estimated_readings).unwrap_or(i32::MAX),
             ok: s.ok,
             notes,
+            excluded_days: i32::try_from(s.excluded_days).unwrap_or(i32::MAX),
         }
     });
     let baseline_fit = match (&r.fit, sufficiency) {

@@ -98,14 +98,40 @@ pub mod flag {
     pub const SPIKE: i32 = 1 << 3;
     pub const OUT_OF_ORDER: i32 = 1 << 4;
     pub const NEGATIVE_USE: i32 = 1 << 5;
+    /// The meter's first register reading: it opens the register, so the use up to it is
+    /// unknown (not 0).
+    pub const REGISTER_OPENED: i32 = 1 << 6;
+    /// The quality rule until M&V plans name their own per flag (issue 12): a reading that is
+    /// a spike, shows the register going back or opening (its use unknown), or has negative
+    /// use says nothing true about the water used, so it is left out of the baseline model and
+    /// of the savings — its day counts as a day without data (data sufficiency, a period's
+    /// days), and the report says so. Estimated readings, gaps and late arrivals stay in (they
+    /// are flagged, not wrong).
+    pub const EXCLUDED: i32 = REGISTER_DECREASED | SPIKE | NEGATIVE_USE | REGISTER_OPENED;
+
+    /// How a report names a flag.
+    pub fn name(bit: i32) -> &'static str {
+        match bit {
+            ESTIMATED => "estimated",
+            GAP_BEFORE => "gap before",
+            REGISTER_DECREASED => "register decreased",
+            SPIKE => "spike",
+            OUT_OF_ORDER => "out of order",
+            NEGATIVE_USE => "negative use",
+            REGISTER_OPENED => "register opened",
+            _ => "unknown flag",
+        }
+    }
+
     /// (proto number, bit) of every flag.
-    pub const ALL: [(i32, i32); 6] = [
+    pub const ALL: [(i32, i32); 7] = [
         (1, ESTIMATED),
         (2, GAP_BEFORE),
         (3, REGISTER_DECREASED),
         (4, SPIKE),
         (5, OUT_OF_ORDER),
         (6, NEGATIVE_USE),
+        (7, REGISTER_OPENED),
     ];
 }
 
@@ -251,6 +277,8 @@ impl MeterState {
     /// - gap before: more than one interval missing since the newest reading (> 2 intervals);
     /// - register decreased: a register below the previous one (meter swap or rollover): the
     ///   use across it is unknown, stored as 0 and flagged, and the new value is the new base;
+    /// - register opened: the meter's first register reading, the base of the next ones: the
+    ///   use up to it is unknown, stored as 0 and flagged;
     /// - negative use: an interval use below zero, stored as sent;
     /// - spike: use above 10 × the mean of the meter's last 48 uses (once it has 8).
     pub fn classify(&mut self, kind: ValueKind, r: Incoming) -> Classified {
@@ -272,7 +300,7 @@ impl MeterState {
                 match self.latest_register {
                     Some(prev) if r.value_litres < prev => flags |= flag::REGISTER_DECREASED,
                     Some(prev) => use_litres = r.value_litres.saturating_sub(prev),
-                    None => {}
+                    None => flags |= flag::REGISTER_OPENED,
                 }
                 self.latest_register = Some(r.value_litres);
             }
@@ -350,8 +378,10 @@ mod tests {
     #[test]
     fn register_differences_and_decreases() {
         let mut s = MeterState::new(3600, &[]);
+        // The first reading opens the register: the use before it is unknown, not 0 (issue 12:
+        // a register file's first day was a day of 0 use).
         let first = s.classify(ValueKind::Register, reading(1, 1_000));
-        assert_eq!((first.use_litres, first.flags), (0, 0));
+        assert_eq!((first.use_litres, first.flags), (0, flag::REGISTER_OPENED));
         let second = s.classify(ValueKind::Register, reading(2, 1_250));
         assert_eq!((second.use_litres, second.flags), (250, 0));
         let swapped = s.classify(ValueKind::Register, reading(3, 10));

@@ -286,6 +286,50 @@ pub struct DayUse {
     pub litres: i64,
     pub readings: i64,
     pub estimated: i64,
+    /// The flags by which the quality rule leaves the day out (`metering::flag::EXCLUDED`);
+    /// 0 when it is used.
+    pub excluded: i32,
+}
+
+impl DayUse {
+    /// Whether the model and the savings use this day.
+    pub fn usable(&self) -> bool {
+        self.excluded == 0
+    }
+}
+
+/// The days the quality rule left out among `days` inside `[start, end]`, and a note naming
+/// them by flag ("2 days left out by the quality rule (spike 1, register decreased 1)");
+/// `None` when there are none.
+pub fn exclusions(days: &[DayUse], start: NaiveDate, end: NaiveDate) -> (i64, Option<String>) {
+    use crate::metering::flag;
+    let out: Vec<&DayUse> = days
+        .iter()
+        .filter(|d| d.day >= start && d.day <= end && !d.usable())
+        .collect();
+    if out.is_empty() {
+        return (0, None);
+    }
+    let by_flag: Vec<String> = flag::ALL
+        .iter()
+        .filter(|(_, bit)| bit & flag::EXCLUDED != 0)
+        .filter_map(|(_, bit)| {
+            let n = out.iter().filter(|d| d.excluded & bit != 0).count();
+            (n > 0).then(|| format!("{} {n}", flag::name(*bit)))
+        })
+        .collect();
+    let first: Vec<String> = out.iter().take(5).map(|d| d.day.to_string()).collect();
+    let n = out.len() as i64;
+    (
+        n,
+        Some(format!(
+            "{n} day{} left out by the quality rule ({}): {}{}",
+            if n == 1 { "" } else { "s" },
+            by_flag.join(", "),
+            first.join(", "),
+            if n > 5 { ", …" } else { "" }
+        )),
+    )
 }
 
 /// Whether the baseline data suffice (CalTRACK habits).
@@ -295,6 +339,8 @@ pub struct Sufficiency {
     pub missing_days: i64,
     pub coverage_bp: i64,
     pub estimated_readings: i64,
+    /// Days the quality rule left out (counted among the missing).
+    pub excluded_days: i64,
     pub ok: bool,
     pub notes: Vec<String>,
 }
@@ -310,7 +356,8 @@ pub fn sufficiency(days: &[DayUse], start: NaiveDate, end: NaiveDate) -> Suffici
         .iter()
         .filter(|d| d.day >= start && d.day <= end)
         .collect();
-    let with_data = inside.len() as i64;
+    let with_data = inside.iter().filter(|d| d.usable()).count() as i64;
+    let (excluded_days, excluded_note) = exclusions(days, start, end);
     let missing_days = (baseline_days - with_data).max(0);
     let coverage_bp = if baseline_days > 0 {
         with_data * 10_000 / baseline_days
@@ -326,10 +373,11 @@ pub fn sufficiency(days: &[DayUse], start: NaiveDate, end: NaiveDate) -> Suffici
     }
     if missing_days * 10_000 > baseline_days * MAX_MISSING_BP {
         notes.push(format!(
-            "{missing_days} of {baseline_days} baseline days have no readings; at most 10% may be missing"
+            "{missing_days} of {baseline_days} baseline days have no usable readings; at most 10% may be missing"
         ));
     }
     let ok = notes.is_empty();
+    notes.extend(excluded_note);
     if estimated_readings > 0 {
         notes.push(format!(
             "{estimated_readings} baseline readings are estimated"
@@ -340,6 +388,7 @@ pub fn sufficiency(days: &[DayUse], start: NaiveDate, end: NaiveDate) -> Suffici
         missing_days,
         coverage_bp,
         estimated_readings,
+        excluded_days,
         ok,
         notes,
     }
@@ -360,8 +409,9 @@ pub struct Observation {
 }
 
 /// The observations of the baseline (or of a reporting period) in `[start, end]`. A day
-/// counts when it has readings and a value of every driver; the others drop out (of both the
-/// baseline and the actual use of a period, so they compare like with like).
+/// counts when it has readings, none the quality rule leaves out, and a value of every
+/// driver; the others drop out (of both the baseline and the actual use of a period, so they
+/// compare like with like).
 pub fn observations(
     days: &[DayUse],
     start: NaiveDate,
@@ -371,7 +421,7 @@ pub fn observations(
 ) -> Vec<Observation> {
     let usable = days
         .iter()
-        .filter(|d| d.day >= start && d.day <= end)
+        .filter(|d| d.day >= start && d.day <= end && d.usable())
         .filter_map(|d| {
             let x: Option<Vec<f64>> = drivers.iter().map(|v| v.get(&d.day).copied()).collect();
             x.map(|x| (d, x))
@@ -487,10 +537,11 @@ pub fn period_figures(
     let mut notes = Vec::new();
     if days_with_data < period_days {
         notes.push(format!(
-            "{} of {period_days} days have no readings (or no driver values); baseline and actual both cover the other {days_with_data}",
+            "{} of {period_days} days have no usable readings (or no driver values); baseline and actual both cover the other {days_with_data}",
             period_days - days_with_data
         ));
     }
+    notes.extend(exclusions(days, start, end).1);
     let u = |c| savings_uncertainty(fit, c, baseline, obs.len()).round() as i64;
     let uncertainty_68_litres = u(Confidence::P68);
     if savings_litres > 0 && uncertainty_68_litres * 2 >= savings_litres {
@@ -663,8 +714,66 @@ mod tests {
                 litres: litres(i),
                 readings: 1,
                 estimated: 0,
+                excluded: 0,
             })
             .collect()
+    }
+
+    /// Issue 12: a ×20 spike in the baseline was flagged and still fitted (CV(RMSE) 131.6%);
+    /// a register going back counted its day as 0 use. Both days are left out now: of the
+    /// fit, of the savings, and counted among the missing days, with a note naming them.
+    #[test]
+    fn days_the_quality_rule_leaves_out_are_not_modelled_nor_saved() {
+        use crate::metering::flag;
+        // A steady 1,000 L a day through 2024, the 2024-03-10 reading a ×20 spike.
+        let mut days = series("2024-01-01", 366, |_| 1000);
+        days[69].litres = 20_000;
+        days[69].excluded = flag::SPIKE;
+        let fit = fit_baseline(
+            &days,
+            day("2024-01-01"),
+            day("2024-12-31"),
+            Granularity::Daily,
+            &[],
+        )
+        .expect("fit");
+        // Without the spike the mean is 1,000 exactly and nothing varies.
+        assert_eq!(fit.observations, 365);
+        assert!(close(fit.coefficients[0], 1000.0, 1e-9));
+        assert!(fit.cv_rmse < 1e-12 && fit.g14_pass);
+        let s = sufficiency(&days, day("2024-01-01"), day("2024-12-31"));
+        assert_eq!((s.missing_days, s.excluded_days), (1, 1));
+        assert!(
+            s.notes
+                .iter()
+                .any(|n| n == "1 day left out by the quality rule (spike 1): 2024-03-10"),
+            "{:?}",
+            s.notes
+        );
+        // January 2025: 800 L a day, one day's register going back (stored as 0 use).
+        let mut period = series("2025-01-01", 31, |_| 800);
+        period[4].litres = 0;
+        period[4].excluded = flag::REGISTER_DECREASED;
+        let p = period_figures(
+            &fit,
+            &period,
+            day("2025-01-01"),
+            day("2025-01-31"),
+            &[],
+            0,
+            0,
+        )
+        .expect("figures");
+        // 30 days of (1,000 − 800) L: 6,000 L, not 6,800 L with the 0-use day as saved.
+        assert_eq!(p.days_with_data, 30);
+        assert_eq!(p.savings_litres, 6_000);
+        assert!(
+            p.notes
+                .iter()
+                .any(|n| n.starts_with("1 day left out by the quality rule (register decreased 1)")),
+            "{:?}",
+            p.notes
+        );
     }
 
     #[test]

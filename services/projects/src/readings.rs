@@ -124,7 +124,7 @@ pub struct IngestSession {
     index: HashMap<String, Option<usize>>,
     meters: Vec<MeterCtx>,
     pending_rows: usize,
-    flag_counts: [i64; 6],
+    flag_counts: [i64; flag::ALL.len()],
     outcome: IngestOutcome,
 }
 
@@ -135,7 +135,7 @@ impl IngestSession {
             index: HashMap::new(),
             meters: Vec::new(),
             pending_rows: 0,
-            flag_counts: [0; 6],
+            flag_counts: [0; flag::ALL.len()],
             outcome: IngestOutcome::default(),
         }
     }
@@ -546,14 +546,18 @@ impl Store {
     ) -> Result<Vec<DayRow>> {
         let (from_ms, to_ms) = within_reading_range(from_ms, to_ms);
         let most = max_interval_litres(interval_seconds);
-        Ok(with_db!(&self.db, pool => sqlx::query_as(
+        let sql = format!(
             "SELECT (read_at_ms - 1 + 28800000) / 86400000 AS d, CAST(SUM(use_litres) AS BIGINT), \
              CAST(MAX(CASE WHEN value_kind = 1 THEN value_litres ELSE 0 END) AS BIGINT), CAST(COUNT(*) AS BIGINT), \
-             CAST(SUM(flags & 1) AS BIGINT), \
-             CAST(MAX(flags & 1) + MAX(flags & 2) + MAX(flags & 4) + MAX(flags & 8) + MAX(flags & 16) + MAX(flags & 32) AS BIGINT) \
+             CAST(SUM(flags & 1) AS BIGINT), CAST({} AS BIGINT) \
              FROM readings WHERE meter_id = $1 AND read_at_ms >= $2 AND read_at_ms < $3 \
-             AND use_litres BETWEEN $5 AND $6 GROUP BY d ORDER BY d LIMIT $4")
-            .bind(meter_id).bind(from_ms).bind(to_ms).bind(limit).bind(-most).bind(most).fetch_all(pool).await?))
+             AND use_litres BETWEEN $5 AND $6 GROUP BY d ORDER BY d LIMIT $4",
+            flags_of_day("flags", !0)
+        );
+        Ok(
+            with_db!(&self.db, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(meter_id).bind(from_ms).bind(to_ms).bind(limit).bind(-most).bind(most).fetch_all(pool).await?),
+        )
     }
 
     /// A project's metered use per CST day, for M&V: its whole-site meters (option C), or its
@@ -576,27 +580,43 @@ impl Store {
         } else {
             Granularity::Monthly
         };
-        let rows: Vec<(i64, i64, i64, i64)> = with_db!(&self.db, pool => sqlx::query_as(
+        // The flags of the quality rule's exclusions the day holds.
+        let excluded = flags_of_day("r.flags", flag::EXCLUDED);
+        let sql = format!(
             "SELECT (r.read_at_ms - 1 + 28800000) / 86400000 AS d, CAST(SUM(r.use_litres) AS BIGINT), \
-             CAST(COUNT(*) AS BIGINT), CAST(SUM(r.flags & 1) AS BIGINT) \
+             CAST(COUNT(*) AS BIGINT), CAST(SUM(r.flags & 1) AS BIGINT), CAST({excluded} AS BIGINT) \
              FROM readings r JOIN meters m ON m.id = r.meter_id WHERE m.project_id = $1 AND m.kind = $2 \
              AND r.read_at_ms >= $3 AND r.read_at_ms < $4 \
              AND r.use_litres BETWEEN -$5 * CAST(m.interval_seconds AS BIGINT) AND $5 * CAST(m.interval_seconds AS BIGINT) \
-             GROUP BY d ORDER BY d")
+             GROUP BY d ORDER BY d"
+        );
+        let rows: Vec<(i64, i64, i64, i64, i64)> = with_db!(&self.db, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(project_id).bind(kind.code()).bind(MIN_READING_SECONDS * 1000).bind(MAX_READING_SECONDS * 1000)
             .bind(MAX_FLOW_LITRES_PER_SECOND).fetch_all(pool).await?);
         Ok((
             rows.into_iter()
-                .map(|(d, litres, readings, estimated)| DayUse {
+                .map(|(d, litres, readings, estimated, excluded)| DayUse {
                     day: day_date(d),
                     litres,
                     readings,
                     estimated,
+                    excluded: i32::try_from(excluded).unwrap_or(flag::EXCLUDED),
                 })
                 .collect(),
             granularity,
         ))
     }
+}
+
+/// The flags of `mask` that any reading of a group has, in SQL: the sum of each bit's MAX is
+/// their bitwise OR (the engines share no OR aggregate).
+fn flags_of_day(column: &str, mask: i32) -> String {
+    flag::ALL
+        .iter()
+        .filter(|(_, bit)| bit & mask != 0)
+        .map(|(_, bit)| format!("MAX({column} & {bit})"))
+        .collect::<Vec<_>>()
+        .join(" + ")
 }
 
 /// `[from, to)` cut to the instants readings may have (1970..2100).

@@ -1411,6 +1411,7 @@ mod bench {
                         litres: use_at(h),
                         readings: 1,
                         estimated: 0,
+                        excluded: 0,
                     }),
                 }
             }
