@@ -741,8 +741,24 @@ async fn savings_and_settlement(backend: Backend) -> anyhow::Result<()> {
         i64::from(period.savings_bp),
         (measured as f64 * 10_000.0 / adjusted as f64).round() as i64
     );
-    // Guideline 14 B-14 with t(0.95; 364) = 1.6490 from the tables.
-    let u90 = 1.6490 * 1.26 * cv * adjusted as f64 * ((1.0 + 2.0 / n) / m_days as f64).sqrt();
+    // Guideline 14 B-14 with B-15's n′ from ρ, the lag-1 autocorrelation of the residuals
+    // (ŷ − y = mean − y), and Student's t at n′ − 1 from statrs (tables: t(0.95; 364) =
+    // 1.6490; the server's t is checked against the tables in mv's unit tests).
+    let residuals: Vec<f64> = ys.iter().map(|y| mean - y).collect();
+    let rho = residuals.windows(2).map(|w| w[0] * w[1]).sum::<f64>()
+        / residuals.iter().map(|e| e * e).sum::<f64>();
+    assert!((fit.autocorrelation - rho).abs() < 1e-9);
+    let n_eff = n * (1.0 - rho.max(0.0)) / (1.0 + rho.max(0.0));
+    assert!((fit.effective_observations - n_eff).abs() < 1e-9);
+    let t90 = {
+        use statrs::distribution::ContinuousCDF;
+        statrs::distribution::StudentsT::new(0.0, 1.0, n_eff - 1.0)?.inverse_cdf(0.95)
+    };
+    let u90 = t90
+        * 1.26
+        * cv
+        * adjusted as f64
+        * ((n / n_eff) * (1.0 + 2.0 / n_eff) / m_days as f64).sqrt();
     assert!(
         (period.uncertainty_90_litres as f64 - u90).abs() < u90 * 0.002,
         "{} vs {u90}",

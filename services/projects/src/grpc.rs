@@ -547,6 +547,8 @@ fn report_to_pb(r: &SavingsReport) -> pb::GetSavingsReportResponse {
             nmbe: f.nmbe,
             ashrae_g14_pass: f.g14_pass,
             data_sufficiency: sufficiency,
+            autocorrelation: f.autocorrelation,
+            effective_observations: f.effective_observations,
         }),
         // No fit: the sufficiency still says why.
         (None, Some(s)) => Some(pb::BaselineFit {

@@ -73,6 +73,12 @@ pub struct Fit {
     pub nmbe: f64,
     pub granularity: Granularity,
     pub g14_pass: bool,
+    /// ρ: the lag-1 autocorrelation of the residuals in time order,
+    /// Σ eᵢ·eᵢ₋₁ / Σ eᵢ² (0 for a perfect fit).
+    pub autocorrelation: f64,
+    /// n′ = n·(1 − ρ)/(1 + ρ), ρ taken as 0 when negative (Guideline 14 corrects for positive
+    /// autocorrelation only): the independent observations the n observations are worth.
+    pub effective_observations: f64,
 }
 
 impl Fit {
@@ -133,6 +139,8 @@ pub fn fit(
     let mut sse = 0.0;
     let mut sst = 0.0;
     let mut bias = 0.0;
+    let mut lagged = 0.0;
+    let mut previous: Option<f64> = None;
     for (i, y) in ys.iter().enumerate() {
         let x: &[f64] = xs.get(i).map(Vec::as_slice).unwrap_or(&[]);
         let predicted = coefficients[0]
@@ -142,6 +150,10 @@ pub fn fit(
                 .map(|(b, v)| b * v)
                 .sum::<f64>();
         let residual = predicted - y;
+        if let Some(e) = previous {
+            lagged += residual * e;
+        }
+        previous = Some(residual);
         sse += residual * residual;
         bias += residual;
         sst += (y - mean) * (y - mean);
@@ -159,6 +171,9 @@ pub fn fit(
     let standard_errors = (0..p)
         .map(|j| (sigma2 * inverse[j][j]).max(0.0).sqrt())
         .collect();
+    let autocorrelation = if sse > 0.0 { lagged / sse } else { 0.0 };
+    let rho = autocorrelation.clamp(0.0, MAX_AUTOCORRELATION);
+    let effective_observations = n as f64 * (1.0 - rho) / (1.0 + rho);
     let (max_cv, max_nmbe) = granularity.thresholds();
     let mut names = vec![INTERCEPT.to_string()];
     names.extend(drivers.iter().cloned());
@@ -174,8 +189,13 @@ pub fn fit(
         nmbe,
         granularity,
         g14_pass: cv_rmse <= max_cv && nmbe.abs() <= max_nmbe,
+        autocorrelation,
+        effective_observations,
     })
 }
+
+/// ρ is taken at most this close to 1 (n′ > 0).
+const MAX_AUTOCORRELATION: f64 = 0.99;
 
 /// Inverts a small square matrix by Gauss-Jordan elimination with partial pivoting; `None`
 /// when it is singular (relative to its scale).
@@ -222,42 +242,40 @@ pub enum Confidence {
     P90,
 }
 
-/// Student's t quantile for a two-sided `confidence` with `dof` degrees of freedom, by the
-/// Cornish-Fisher expansion around the normal quantile (Abramowitz & Stegun 26.7.5, four
-/// terms): within 1e-4 of the tables from 5 degrees of freedom up. Below that it is a little
-/// low; the fit needs more observations than that anyway.
-pub fn t_value(confidence: Confidence, dof: usize) -> f64 {
-    // Normal quantiles at 0.84 and 0.95 (one-sided).
-    let z: f64 = match confidence {
-        Confidence::P68 => 0.994_457_883_209_753,
-        Confidence::P90 => 1.644_853_626_951_472,
+/// Student's t quantile for a two-sided `confidence` with `dof` degrees of freedom (not
+/// necessarily whole: n′ − p), exact (statrs); at least one degree of freedom.
+pub fn t_value(confidence: Confidence, dof: f64) -> f64 {
+    let one_sided = match confidence {
+        Confidence::P68 => 0.84,
+        Confidence::P90 => 0.95,
     };
-    let v = dof.max(1) as f64;
-    let z3 = z.powi(3);
-    let z5 = z.powi(5);
-    let z7 = z.powi(7);
-    let z9 = z.powi(9);
-    z + (z3 + z) / (4.0 * v)
-        + (5.0 * z5 + 16.0 * z3 + 3.0 * z) / (96.0 * v * v)
-        + (3.0 * z7 + 19.0 * z5 + 17.0 * z3 - 15.0 * z) / (384.0 * v.powi(3))
-        + (79.0 * z9 + 776.0 * z7 + 1482.0 * z5 - 1920.0 * z3 - 945.0 * z) / (92_160.0 * v.powi(4))
+    use statrs::distribution::ContinuousCDF;
+    statrs::distribution::StudentsT::new(0.0, 1.0, dof.max(1.0))
+        .map(|t| t.inverse_cdf(one_sided))
+        // Unreachable for a dof ≥ 1; the normal quantile is its limit.
+        .unwrap_or(match confidence {
+            Confidence::P68 => 0.994_457_883_209_753,
+            Confidence::P90 => 1.644_853_626_951_472,
+        })
 }
 
 /// Absolute savings uncertainty, ± litres, at `confidence`.
 ///
-/// ASHRAE Guideline 14-2014, Annex B, eq. B-14 (fractional savings uncertainty; no
-/// autocorrelation correction, so n' = n):
+/// ASHRAE Guideline 14-2014, Annex B, eq. B-14 (fractional savings uncertainty), with the
+/// autocorrelation correction of B-15:
 ///
 /// ```text
-/// ΔE_save / E_save = t · 1.26 · CV(RMSE) · sqrt( (n/n') · (1 + 2/n') · (1/m) ) / F
+/// ΔE_save / E_save = t · 1.26 · CV(RMSE) · sqrt( (n/n′) · (1 + 2/n′) · (1/m) ) / F
+/// n′ = n · (1 − ρ) / (1 + ρ)
 /// ```
 ///
-/// with F = E_save / E_baseline the fractional savings, n the baseline observations, m the
-/// reporting-period observations and t Student's t at n − p degrees of freedom. Multiplying by
-/// E_save cancels F:
+/// with F = E_save / E_baseline the fractional savings, n the baseline observations, ρ the
+/// lag-1 autocorrelation of the baseline residuals (taken as 0 when negative), m the
+/// reporting-period observations and t Student's t at n′ − p degrees of freedom. Multiplying
+/// by E_save cancels F:
 ///
 /// ```text
-/// ΔE_save = t · 1.26 · CV(RMSE) · E_baseline · sqrt( (1 + 2/n) / m )
+/// ΔE_save = t · 1.26 · CV(RMSE) · E_baseline · sqrt( (n/n′) · (1 + 2/n′) / m )
 /// ```
 ///
 /// where E_baseline is the adjusted baseline of the reporting period (litres).
@@ -271,12 +289,13 @@ pub fn savings_uncertainty(
         return 0.0;
     }
     let n = fit.observations as f64;
+    let n_eff = fit.effective_observations.max(1.0);
     let m = reporting_observations as f64;
-    t_value(confidence, fit.dof())
+    t_value(confidence, n_eff - fit.parameters as f64)
         * 1.26
         * fit.cv_rmse
         * adjusted_baseline_litres.abs()
-        * ((1.0 + 2.0 / n) / m).sqrt()
+        * ((n / n_eff) * (1.0 + 2.0 / n_eff) / m).sqrt()
 }
 
 /// A day's metered use (China Standard Time calendar day).
@@ -677,12 +696,14 @@ mod tests {
     fn t_values_match_the_tables() {
         // Student's t tables: t(0.95; 10) = 1.8125, t(0.95; 30) = 1.6973, t(0.95; 5) = 2.0150;
         // large samples tend to the normal 1.6449 and 0.9945.
-        assert!((t_value(Confidence::P90, 10) - 1.8125).abs() < 1e-3);
-        assert!((t_value(Confidence::P90, 30) - 1.6973).abs() < 1e-3);
-        assert!((t_value(Confidence::P90, 5) - 2.0150).abs() < 5e-3);
-        assert!((t_value(Confidence::P90, 100_000) - 1.6449).abs() < 1e-3);
-        assert!((t_value(Confidence::P68, 100_000) - 0.9945).abs() < 1e-3);
-        assert!(t_value(Confidence::P68, 10) > t_value(Confidence::P68, 100));
+        // Exact now: to the tables' four decimals, from 1 degree of freedom (6.3138) up.
+        assert!((t_value(Confidence::P90, 10.0) - 1.8125).abs() < 1e-4);
+        assert!((t_value(Confidence::P90, 30.0) - 1.6973).abs() < 1e-4);
+        assert!((t_value(Confidence::P90, 5.0) - 2.0150).abs() < 1e-4);
+        assert!((t_value(Confidence::P90, 1.0) - 6.3138).abs() < 1e-4);
+        assert!((t_value(Confidence::P90, 100_000.0) - 1.6449).abs() < 1e-4);
+        assert!((t_value(Confidence::P68, 100_000.0) - 0.9945).abs() < 1e-4);
+        assert!(t_value(Confidence::P68, 10.0) > t_value(Confidence::P68, 100.0));
     }
 
     #[test]
@@ -701,6 +722,35 @@ mod tests {
         // t(0.95; 11) = 1.7959 from the tables.
         assert!(close(got, expected90, 1e-3), "{got} vs {expected90}");
         assert!(savings_uncertainty(&f, Confidence::P68, baseline, 3) < got);
+        // These residuals alternate (ρ < 0): no correction, n′ = n.
+        assert!(f.autocorrelation < 0.0);
+        assert_eq!(f.effective_observations, 12.0);
+    }
+
+    /// Issue 12: the uncertainty left out Annex B's autocorrelation correction and so
+    /// understated it on real daily water data (ρ of 0.3–0.7).
+    #[test]
+    fn autocorrelated_residuals_widen_the_uncertainty_as_annex_b_says() {
+        // A slow wave around 100: residuals (ŷ − y with ŷ = 100) −2 −4 −3 −1 +1 +3 +4 +2, sums
+        // Σ e² = 4+16+9+1+1+9+16+4 = 60, Σ eᵢeᵢ₋₁ = 8+12+3−1+3+12+8 = 45: ρ = 0.75.
+        let ys = [102.0, 104.0, 103.0, 101.0, 99.0, 97.0, 96.0, 98.0];
+        let f = fit(&[], &ys, &[], Granularity::Monthly).expect("fits");
+        assert!(close(f.autocorrelation, 0.75, 1e-12));
+        // n′ = 8 · 0.25 / 1.75 = 8/7.
+        assert!(close(f.effective_observations, 8.0 / 7.0, 1e-12));
+        let cv = (60.0_f64 / 7.0).sqrt() / 100.0;
+        let n_eff = 8.0 / 7.0;
+        // t at n′ − p = 1/7 degree of freedom is taken at 1: t(0.95; 1) = 6.3138.
+        let expected = t_value(Confidence::P90, 1.0)
+            * 1.26
+            * cv
+            * 900.0
+            * ((8.0 / n_eff) * (1.0 + 2.0 / n_eff) / 3.0_f64).sqrt();
+        let got = savings_uncertainty(&f, Confidence::P90, 900.0, 3);
+        assert!(close(got, expected, 1e-9), "{got} vs {expected}");
+        // Against the same fit without the correction (n′ = n, t at n − p = 7 → 1.8946):
+        let uncorrected = 1.8946 * 1.26 * cv * 900.0 * ((1.0 + 2.0 / 8.0) / 3.0_f64).sqrt();
+        assert!(got > 5.0 * uncorrected, "{got} vs {uncorrected}");
     }
 
     fn day(s: &str) -> NaiveDate {
@@ -834,7 +884,8 @@ mod tests {
             p.savings_bp,
             (9_100.0_f64 * 10_000.0 / 33_000.0).round() as i64
         );
-        let u90 = t_value(Confidence::P90, 365)
+        // Alternating residuals: ρ < 0, no correction (n′ = n).
+        let u90 = t_value(Confidence::P90, 365.0)
             * 1.26
             * cv
             * 33_000.0

@@ -778,7 +778,7 @@ async fn savings(
                 .map(|k| format!("{} {:.1} (± {:.1})", k.name, k.value, k.standard_error))
                 .collect();
             println!(
-                "Baseline model: use per day = {}; n = {} ({}), R² = {:.3}, CV(RMSE) = {:.1}%, NMBE = {:.2}%, ASHRAE Guideline 14: {}",
+                "Baseline model: use per day = {}; n = {} ({}), R² = {:.3}, CV(RMSE) = {:.1}%, NMBE = {:.2}%, ASHRAE Guideline 14: {}; residuals' ρ = {:.2}, n′ = {:.1}",
                 terms.join(" + "),
                 f.observations,
                 if f.interval_seconds == 86_400 {
@@ -789,7 +789,9 @@ async fn savings(
                 f.r_squared,
                 f.cv_rmse * 100.0,
                 f.nmbe * 100.0,
-                if f.ashrae_g14_pass { "pass" } else { "FAIL" }
+                if f.ashrae_g14_pass { "pass" } else { "FAIL" },
+                f.autocorrelation,
+                f.effective_observations
             );
         }
         _ => println!("Baseline model: none yet"),
