@@ -604,10 +604,11 @@ async fn readings(backend: Backend) -> anyhow::Result<()> {
     app.stop().await
 }
 
-async fn savings_and_settlement(backend: Backend) -> anyhow::Result<()> {
-    let app = TestApp::start(backend).await?;
+/// A shared-savings project (70% to the company for 60 months) operating, its baseline the
+/// year before last month, with a daily whole-site meter: (parties, its dates, the meter).
+async fn measured_project(app: &TestApp) -> anyhow::Result<(Parties, Calendar, p::Meter)> {
     let parties = contracted(
-        &app,
+        app,
         types::ContractModel::SharedSavings,
         types::ContractTerms {
             share_ratio_bp: 7000,
@@ -617,13 +618,19 @@ async fn savings_and_settlement(backend: Backend) -> anyhow::Result<()> {
         &[],
     )
     .await?;
-    let id = parties.project_id.clone();
     let cal = Calendar::now();
-    set_baseline(&app, &parties.user, &id, &cal).await?;
-    to_operating(&app, &parties).await?;
+    set_baseline(app, &parties.user, &parties.project_id, &cal).await?;
+    to_operating(app, &parties).await?;
+    let m = meter(app, &parties.company, &parties.project_id).await?;
+    Ok((parties, cal, m))
+}
+
+async fn savings_and_settlement(backend: Backend) -> anyhow::Result<()> {
+    let app = TestApp::start(backend).await?;
+    let (parties, cal, m) = measured_project(&app).await?;
+    let id = parties.project_id.clone();
 
     // Only 200 baseline days of data: the savings cannot be measured, and the report says why.
-    let m = meter(&app, &parties.company, &id).await?;
     let all = daily_readings(&cal);
     let skip = 165;
     ingest(
@@ -1098,22 +1105,8 @@ async fn savings_are_measured_verified_disputed_and_settled_on_postgres() -> any
 /// each exclusion counted and named in the report.
 async fn flagged_readings_stay_out_of_the_savings(backend: Backend) -> anyhow::Result<()> {
     let app = TestApp::start(backend).await?;
-    let parties = contracted(
-        &app,
-        types::ContractModel::SharedSavings,
-        types::ContractTerms {
-            share_ratio_bp: 7000,
-            sharing_period_months: 60,
-            ..Default::default()
-        },
-        &[],
-    )
-    .await?;
+    let (parties, cal, m) = measured_project(&app).await?;
     let id = parties.project_id.clone();
-    let cal = Calendar::now();
-    set_baseline(&app, &parties.user, &id, &cal).await?;
-    to_operating(&app, &parties).await?;
-    let m = meter(&app, &parties.company, &id).await?;
     // Baseline day 200 and the period's day 3 read 20 times the usual.
     let (spike_b, spike_p) = (200, 3);
     let mut readings = daily_readings(&cal);
