@@ -1442,6 +1442,19 @@ fn rows_for_people(w: &World) -> Vec<(&'static str, Vec<u8>, Expect)> {
             Expect::project(&[Admin, Company], FailedPrecondition),
         ),
         (
+            // Only the assigned verifier waives; this period is submitted already.
+            "WaivePeriodCheck",
+            p::WaivePeriodCheckRequest {
+                request_id: rid("wc"),
+                project_id: project_id.clone(),
+                start_date: w.period.start_date.clone(),
+                check: p::MeasurementCheck::BaselineG14 as i32,
+                reason: "checked by hand".into(),
+            }
+            .encode_to_vec(),
+            Expect::project(&[Verifier], FailedPrecondition),
+        ),
+        (
             // Only the assigned verifier verifies (not even an administrator).
             "VerifyPeriod",
             p::VerifyPeriodRequest {

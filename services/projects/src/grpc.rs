@@ -33,7 +33,8 @@ use crate::domain::{
     check_effective_date, effective_date,
 };
 use crate::ledger::{
-    NonRoutineAdjustment, Period, PeriodStatus, PeriodStep, SavingsReport, Settlement,
+    MeasurementCheck, NonRoutineAdjustment, Period, PeriodStatus, PeriodStep, SavingsReport,
+    SavingsSummary, Settlement, Waiver,
 };
 use crate::ledger_store::{ProjectUpdate, StepAsk};
 use crate::metering::{Incoming, Meter, MeterKind, ValueKind, flag};
@@ -478,6 +479,50 @@ fn point_to_pb(p: &Point) -> pb::ReadingPoint {
     }
 }
 
+/// A check's proto value, by name (MEASUREMENT_CHECK_ and the code in capitals).
+fn check_to_pb(c: MeasurementCheck) -> pb::MeasurementCheck {
+    pb::MeasurementCheck::from_str_name(&format!("MEASUREMENT_CHECK_{}", c.code().to_uppercase()))
+        .unwrap_or(pb::MeasurementCheck::Unspecified)
+}
+
+fn check_from_pb(number: i32) -> Result<MeasurementCheck, Status> {
+    MeasurementCheck::ALL
+        .into_iter()
+        .find(|c| check_to_pb(*c) as i32 == number)
+        .ok_or_else(|| {
+            let codes: Vec<&str> = MeasurementCheck::ALL.iter().map(|c| c.code()).collect();
+            Error::invalid("check", format!("required: one of {}", codes.join(", "))).into()
+        })
+}
+
+fn waiver_to_pb(w: &Waiver) -> pb::CheckWaiver {
+    pb::CheckWaiver {
+        project_id: w.project_id.clone(),
+        period_start_date: w.period_start_date.clone(),
+        check: check_to_pb(w.check) as i32,
+        reason: w.reason.clone(),
+        failure: w.failure.clone(),
+        waived_by: w.waived_by.clone(),
+        waived_by_org: w.waived_by_org.clone(),
+        create_time: Some(timestamp(w.created_at_ms)),
+    }
+}
+
+fn summary_to_pb(s: &SavingsSummary) -> pb::SavingsSummary {
+    pb::SavingsSummary {
+        start_date: s.start_date.clone(),
+        end_date: s.end_date.clone(),
+        periods: i32::try_from(s.periods).unwrap_or(i32::MAX),
+        complete: s.complete,
+        adjusted_baseline_litres: s.adjusted_baseline_litres,
+        actual_litres: s.actual_litres,
+        savings_litres: s.savings_litres,
+        uncertainty_68_litres: s.uncertainty_68_litres,
+        uncertainty_90_litres: s.uncertainty_90_litres,
+        observations: s.observations,
+    }
+}
+
 fn status_to_pb(s: PeriodStatus) -> pb::PeriodStatus {
     match s {
         PeriodStatus::Reported => pb::PeriodStatus::Reported,
@@ -510,6 +555,8 @@ fn period_to_pb(p: &Period) -> pb::PeriodSavings {
         create_time: (p.created_at_ms > 0).then(|| timestamp(p.created_at_ms)),
         update_time: (p.updated_at_ms > 0).then(|| timestamp(p.updated_at_ms)),
         version: p.version,
+        observations: f.observations,
+        waivers: p.waivers.iter().map(waiver_to_pb).collect(),
     }
 }
 
@@ -564,6 +611,8 @@ fn report_to_pb(r: &SavingsReport) -> pb::GetSavingsReportResponse {
         verified_savings_litres: r.verified_savings_litres,
         promised_savings_litres: r.promised_savings_litres,
         generate_time: Some(timestamp(cwsm_platform::now_ms())),
+        contract_years: r.contract_years.iter().map(summary_to_pb).collect(),
+        contract_to_date: r.contract_to_date.as_ref().map(summary_to_pb),
     }
 }
 
@@ -1449,6 +1498,37 @@ impl pb::projects_service_server::ProjectsService for ProjectsApi {
             .await?;
         Ok(Response::new(pb::SubmitPeriodResponse {
             period: Some(period_to_pb(&period)),
+        }))
+    }
+
+    async fn waive_period_check(
+        &self,
+        request: Request<pb::WaivePeriodCheckRequest>,
+    ) -> Result<Response<pb::WaivePeriodCheckResponse>, Status> {
+        let who = principal(&request)?;
+        let r = request.into_inner();
+        check_lengths(&[
+            ("reason", &r.reason, MAX_TEXT),
+            ("start_date", &r.start_date, MAX_DATE),
+        ])?;
+        let key = RequestKey::new(&who, "WaivePeriodCheck", &r.project_id, &r.request_id, &r)?;
+        let project_id = required_id("project_id", &r.project_id)?;
+        check_date("start_date", &r.start_date, true)?;
+        let check = check_from_pb(r.check)?;
+        let reason = r.reason.trim();
+        if reason.chars().count() < 4 {
+            return Err(Error::invalid(
+                "reason",
+                "required, at least 4 characters: why the failing check may stand",
+            )
+            .into());
+        }
+        let waiver = self
+            .store
+            .waive_period_check(&key, project_id, &r.start_date, check, reason, &who)
+            .await?;
+        Ok(Response::new(pb::WaivePeriodCheckResponse {
+            waiver: Some(waiver_to_pb(&waiver)),
         }))
     }
 

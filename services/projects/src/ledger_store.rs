@@ -33,6 +33,7 @@ struct PeriodRow {
     savings_bp: i32,
     uncertainty_68_litres: i64,
     uncertainty_90_litres: i64,
+    observations: i64,
     promised_savings_litres: i64,
     status: String,
     dispute_reason: String,
@@ -59,6 +60,7 @@ impl From<PeriodRow> for Period {
                 savings_bp: i64::from(r.savings_bp),
                 uncertainty_68_litres: r.uncertainty_68_litres,
                 uncertainty_90_litres: r.uncertainty_90_litres,
+                observations: r.observations,
                 ..Default::default()
             },
             promised_savings_litres: r.promised_savings_litres,
@@ -66,10 +68,38 @@ impl From<PeriodRow> for Period {
             dispute_reason: r.dispute_reason,
             disputed_by: r.disputed_by,
             notes: serde_json::from_str(&r.notes).unwrap_or_default(),
+            waivers: Vec::new(),
             created_at_ms: r.created_at_ms,
             updated_at_ms: r.updated_at_ms,
             version: r.version,
         }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct WaiverRow {
+    project_id: String,
+    period_start_date: String,
+    check_code: String,
+    reason: String,
+    failure: String,
+    waived_by: String,
+    waived_by_org: String,
+    created_at_ms: i64,
+}
+
+impl WaiverRow {
+    fn into_waiver(self) -> Option<Waiver> {
+        Some(Waiver {
+            check: MeasurementCheck::from_code(&self.check_code)?,
+            project_id: self.project_id,
+            period_start_date: self.period_start_date,
+            reason: self.reason,
+            failure: self.failure,
+            waived_by: self.waived_by,
+            waived_by_org: self.waived_by_org,
+            created_at_ms: self.created_at_ms,
+        })
     }
 }
 
@@ -326,10 +356,19 @@ impl Store {
         .collect())
     }
 
+    /// A stored period, with the checks waived for it.
     pub async fn period(&self, id: &str) -> Result<Period> {
         let row: Option<PeriodRow> = with_db!(&self.db, pool => sqlx::query_as("SELECT * FROM periods WHERE id = $1").bind(id).fetch_optional(pool).await?);
-        row.map(Period::from)
-            .ok_or_else(|| Error::not_found("period", id))
+        let mut period = row
+            .map(Period::from)
+            .ok_or_else(|| Error::not_found("period", id))?;
+        period.waivers = self
+            .waivers(&period.project_id)
+            .await?
+            .into_iter()
+            .filter(|w| w.period_start_date == period.start_date)
+            .collect();
+        Ok(period)
     }
 
     /// The project's savings report, computed now from its readings.
@@ -347,16 +386,72 @@ impl Store {
             .await?;
         let stored = self.stored_periods(project_id).await?;
         let drivers = self.driver_values(project_id).await?;
+        let waivers = self.waivers(project_id).await?;
         let r = report(
             &project,
-            &days,
-            granularity,
-            &drivers,
-            &adjustments,
-            stored,
+            ReportData {
+                days: &days,
+                granularity,
+                drivers: &drivers,
+                adjustments: &adjustments,
+                stored,
+                waivers,
+            },
             today_cst(),
         );
         Ok((project, r))
+    }
+
+    async fn waivers(&self, project_id: &str) -> Result<Vec<Waiver>> {
+        Ok(with_db!(&self.db, pool => sqlx::query_as::<_, WaiverRow>(
+            "SELECT * FROM period_waivers WHERE project_id = $1 ORDER BY period_start_date, created_at_ms")
+            .bind(project_id).fetch_all(pool).await?)
+        .into_iter()
+        .filter_map(WaiverRow::into_waiver)
+        .collect())
+    }
+
+    /// Waives `check` of the project's reported period starting `start_date`, for the
+    /// assigned verifier ([`check_waiver`]).
+    pub async fn waive_period_check(
+        &self,
+        key: &RequestKey,
+        project_id: &str,
+        start_date: &str,
+        check: MeasurementCheck,
+        reason: &str,
+        who: &Principal,
+    ) -> Result<Waiver> {
+        let find = |waivers: Vec<Waiver>| {
+            waivers
+                .into_iter()
+                .find(|w| w.period_start_date == start_date && w.check == check)
+                .ok_or_else(|| Error::not_found("waiver", format!("{start_date} {}", check.code())))
+        };
+        if idempotency::recorded(&self.db, key).await?.is_some() {
+            return find(self.waivers(project_id).await?);
+        }
+        let (project, report) = self.savings_report(project_id).await?;
+        let failure = check_waiver(&project, &report, start_date, who, check)?;
+        let org = who.org.clone().unwrap_or_default();
+        keyed_write!(&self.db, key, tx => {
+            let inserted = sqlx::query("INSERT INTO period_waivers (project_id, period_start_date, check_code, reason, failure, waived_by, waived_by_org, created_at_ms) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (project_id, period_start_date, check_code) DO NOTHING")
+                .bind(project_id).bind(start_date).bind(check.code()).bind(reason).bind(&failure)
+                .bind(&who.subject).bind(&org).bind(now_ms())
+                .execute(&mut *tx).await?.rows_affected();
+            if inserted == 0 {
+                return Err(Error::AlreadyExists(format!("{} of the period starting {start_date} was waived meanwhile", check.label())));
+            }
+            // Not submitted meanwhile (a waiver is for a period not yet frozen).
+            let submitted: Option<String> = sqlx::query_scalar("SELECT id FROM periods WHERE project_id = $1 AND start_date = $2")
+                .bind(project_id).bind(start_date).fetch_optional(&mut *tx).await?;
+            if let Some(id) = submitted {
+                return Err(Error::precondition(format!("the period starting {start_date} was submitted meanwhile (period {id}): checks are waived before submission")));
+            }
+            start_date.to_string()
+        });
+        find(self.waivers(project_id).await?)
     }
 
     /// Submits the period starting `start_date`: computes its figures and freezes them.
@@ -387,30 +482,10 @@ impl Store {
                 project.stage.code()
             )));
         }
-        report
+        let fit = report
             .usable_fit()
             .map_err(|why| Error::precondition(format!("the savings cannot be measured: {why}")))?;
-        let Some(period) = report
-            .periods
-            .iter()
-            .find(|p| p.start_date == start_date)
-            .cloned()
-        else {
-            let listed: Vec<&str> = report
-                .periods
-                .iter()
-                .filter(|p| p.status == PeriodStatus::Reported)
-                .map(|p| p.start_date.as_str())
-                .collect();
-            return Err(Error::precondition(format!(
-                "no ended reporting period of project {project_id} with readings to its end starts on {start_date} (submittable: {})",
-                if listed.is_empty() {
-                    "none yet".to_string()
-                } else {
-                    listed.join(", ")
-                }
-            )));
-        };
+        let period = period_starting(&report, project_id, start_date)?.clone();
         if period.status != PeriodStatus::Reported {
             return Err(Error::precondition(format!(
                 "the period starting {start_date} is {} already (period {})",
@@ -418,7 +493,9 @@ impl Store {
                 period.id
             )));
         }
+        check_submittable(fit, &period)?;
         let mut notes = period.notes.clone();
+        notes.extend(period.waivers.iter().map(Waiver::note));
         notes.push(if note.trim().is_empty() {
             format!("submitted by {}", who.subject)
         } else {
@@ -429,12 +506,12 @@ impl Store {
             let id = new_id();
             let now = now_ms();
             let inserted = sqlx::query("INSERT INTO periods (id, project_id, start_date, end_date, adjusted_baseline_litres, actual_litres, non_routine_adjustment_litres, dispute_adjustment_litres, \
-                         savings_litres, savings_bp, uncertainty_68_litres, uncertainty_90_litres, promised_savings_litres, status, notes, created_at_ms, updated_at_ms) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8, $9, $10, $11, $12, 'submitted', $13, $14, $14) ON CONFLICT (project_id, start_date) DO NOTHING")
+                         savings_litres, savings_bp, uncertainty_68_litres, uncertainty_90_litres, observations, promised_savings_litres, status, notes, created_at_ms, updated_at_ms) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8, $9, $10, $11, $12, $13, 'submitted', $14, $15, $15) ON CONFLICT (project_id, start_date) DO NOTHING")
                 .bind(&id).bind(project_id).bind(&period.start_date).bind(&period.end_date)
                 .bind(f.adjusted_baseline_litres).bind(f.actual_litres).bind(f.non_routine_adjustment_litres)
                 .bind(f.savings_litres).bind(i32::try_from(f.savings_bp).unwrap_or(0)).bind(f.uncertainty_68_litres).bind(f.uncertainty_90_litres)
-                .bind(period.promised_savings_litres).bind(json(&notes)).bind(now)
+                .bind(f.observations).bind(period.promised_savings_litres).bind(json(&notes)).bind(now)
                 .execute(&mut *tx).await?.rows_affected();
             if inserted == 0 {
                 return Err(Error::precondition(format!("the period starting {start_date} was submitted meanwhile")));

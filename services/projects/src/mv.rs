@@ -518,6 +518,9 @@ pub struct PeriodFigures {
     pub uncertainty_90_litres: i64,
     pub days: i64,
     pub days_with_data: i64,
+    /// m: the reporting observations the savings stand on (days, or months of data), which
+    /// the uncertainty of several periods together takes as their sum.
+    pub observations: i64,
     pub notes: Vec<String>,
 }
 
@@ -561,14 +564,10 @@ pub fn period_figures(
         ));
     }
     notes.extend(exclusions(days, start, end).1);
-    let u = |c| savings_uncertainty(fit, c, baseline, obs.len()).round() as i64;
-    let uncertainty_68_litres = u(Confidence::P68);
-    if savings_litres > 0 && uncertainty_68_litres * 2 >= savings_litres {
-        notes.push(
-            "the savings' uncertainty at 68% is 50% of the savings or more (Guideline 14 asks less)"
-                .to_string(),
-        );
-    }
+    // Of the rounded baseline the period shows, so that its figures and the sums of several
+    // periods (contract years) are recomputed from what is shown, exactly.
+    let u =
+        |c| savings_uncertainty(fit, c, adjusted_baseline_litres as f64, obs.len()).round() as i64;
     Ok(PeriodFigures {
         adjusted_baseline_litres,
         actual_litres: actual,
@@ -576,10 +575,11 @@ pub fn period_figures(
         dispute_adjustment_litres: dispute_litres,
         savings_litres,
         savings_bp,
-        uncertainty_68_litres,
+        uncertainty_68_litres: u(Confidence::P68),
         uncertainty_90_litres: u(Confidence::P90),
         days: period_days,
         days_with_data,
+        observations: obs.len() as i64,
         notes,
     })
 }

@@ -194,6 +194,17 @@ pub enum PeriodsCommand {
     },
     /// Settle a verified period by the contract model.
     Settle { period_id: String },
+    /// Let a failing measurement check of the period starting START_DATE stand (the
+    /// project's assigned verifier, before submission): baseline_g14 or savings_uncertainty.
+    Waive {
+        project_id: String,
+        start_date: String,
+        #[arg(long)]
+        check: String,
+        /// Why the failing check may stand (the report shows it).
+        #[arg(long)]
+        reason: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -818,6 +829,41 @@ async fn savings(
         cubic_metres(report.verified_savings_litres),
         cubic_metres(report.promised_savings_litres)
     );
+    let summary = |label: &str, s: &ppb::SavingsSummary| {
+        println!(
+            "{label} {} – {} ({} period{}{}): savings {} ± {} (68%) ± {} (90%) of an adjusted baseline of {}",
+            s.start_date,
+            s.end_date,
+            s.periods,
+            if s.periods == 1 { "" } else { "s" },
+            if s.complete { "" } else { ", not complete" },
+            cubic_metres(s.savings_litres),
+            cubic_metres(s.uncertainty_68_litres),
+            cubic_metres(s.uncertainty_90_litres),
+            cubic_metres(s.adjusted_baseline_litres)
+        )
+    };
+    for y in &report.contract_years {
+        summary("Contract year", y);
+    }
+    if let Some(s) = &report.contract_to_date {
+        summary("Contract to date", s);
+    }
+    for p in report.periods.iter().filter(|p| !p.notes.is_empty()) {
+        println!("Period {}:", p.start_date);
+        for note in &p.notes {
+            println!("  - {note}");
+        }
+        // A reported period's waivers are not in its notes until it is submitted.
+        if p.id.is_empty() {
+            for w in &p.waivers {
+                println!(
+                    "  - waived by verifier {}: {} ({})",
+                    w.waived_by_org, w.reason, w.failure
+                );
+            }
+        }
+    }
     // A small chart: adjusted baseline (░) and actual (█) per period.
     let max = report
         .periods
@@ -1058,6 +1104,45 @@ async fn periods(c: &Clients, cmd: PeriodsCommand, json: bool) -> anyhow::Result
                 .await?
                 .into_inner()
                 .period
+        }
+        PeriodsCommand::Waive {
+            project_id,
+            start_date,
+            check,
+            reason,
+        } => {
+            let number = ppb::MeasurementCheck::from_str_name(&format!(
+                "MEASUREMENT_CHECK_{}",
+                check.to_uppercase()
+            ))
+            .with_context(|| {
+                format!("unknown check {check:?}: baseline_g14 or savings_uncertainty")
+            })?;
+            let w = c
+                .projects()
+                .waive_period_check(ppb::WaivePeriodCheckRequest {
+                    request_id: request_id(),
+                    project_id,
+                    start_date,
+                    check: number as i32,
+                    reason,
+                })
+                .await?
+                .into_inner()
+                .waiver
+                .unwrap_or_default();
+            Output {
+                headers: vec!["period", "check", "waived by", "reason", "failed as"],
+                rows: vec![vec![
+                    w.period_start_date,
+                    check,
+                    w.waived_by_org,
+                    w.reason,
+                    w.failure,
+                ]],
+            }
+            .print(json);
+            return Ok(());
         }
         PeriodsCommand::Settle { period_id } => {
             let reply = c
@@ -1419,11 +1504,14 @@ mod bench {
             }
             let report = cwsm_projects::ledger::report(
                 &project,
-                &days,
-                cwsm_projects::mv::Granularity::Daily,
-                &[],
-                &[],
-                Vec::new(),
+                cwsm_projects::ledger::ReportData {
+                    days: &days,
+                    granularity: cwsm_projects::mv::Granularity::Daily,
+                    drivers: &[],
+                    adjustments: &[],
+                    stored: Vec::new(),
+                    waivers: Vec::new(),
+                },
                 day_date(today),
             );
             timings.push(began.elapsed());
