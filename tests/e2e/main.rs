@@ -15,6 +15,7 @@ mod input;
 mod limits;
 mod matching;
 mod metrics;
+mod mv_check;
 mod oidc;
 mod projects;
 mod reflection;

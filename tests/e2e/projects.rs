@@ -56,7 +56,7 @@ pub(crate) fn date(day: i64) -> String {
 }
 
 /// Noon CST of a day, as a timestamp: a daily reading stamped mid-day belongs to that day.
-fn noon(day: i64) -> prost_types::Timestamp {
+pub(crate) fn noon(day: i64) -> prost_types::Timestamp {
     cwsm_platform::grpc::timestamp(day * DAY_MS - CST_MS + 12 * 3_600_000)
 }
 
