@@ -1375,6 +1375,7 @@ fn rows_for_people(w: &World) -> Vec<(&'static str, Vec<u8>, Expect)> {
                 meter_id: w.meter_id.clone(),
                 value_kind: p::ReadingValueKind::IntervalUse as i32,
                 readings: vec![w.reading],
+                ..Default::default()
             }
             .encode_to_vec(),
             Expect::all(Ok)

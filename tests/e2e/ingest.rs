@@ -52,6 +52,7 @@ fn message(meter_id: &str, hours: std::ops::Range<i64>) -> p::IngestReadingsRequ
                 estimated: false,
             })
             .collect(),
+        ..Default::default()
     }
 }
 

@@ -133,6 +133,7 @@ pub async fn ingest(
             meter_id: meter_id.to_string(),
             value_kind: kind as i32,
             readings: c.to_vec(),
+            ..Default::default()
         })
         .collect();
     Ok(app
@@ -1199,6 +1200,327 @@ async fn flagged_readings_stay_out_of_the_savings_on_postgres() -> anyhow::Resul
         return Ok(());
     }
     flagged_readings_stay_out_of_the_savings(Backend::Postgres).await
+}
+
+/// Issue 12's finding: a file whose timestamps mark the start of each interval (the common
+/// export: 00:00 for that day's use) was taken as interval ends, silently: every day's use
+/// moved to the day before, the first post-retrofit day into the baseline. Now such a file
+/// is answered with a warning, and `INTERVAL_START` stores each reading at its interval's
+/// end, so each day keeps its own use.
+async fn readings_stamped_at_interval_starts(backend: Backend) -> anyhow::Result<()> {
+    let app = TestApp::start(backend).await?;
+    // Whole months: from the 1st of the baseline's first month to the period's last day,
+    // each reading stamped 00:00 of its day (China Standard Time).
+    let cal = Calendar::now();
+    let (y, m, _) = civil_from_days(cal.baseline_start);
+    let file_start = days_from_civil(y, m, 1);
+    let readings: Vec<p::Reading> = (file_start..=cal.period_end)
+        .map(|day| p::Reading {
+            read_time: Some(cwsm_platform::grpc::timestamp(day * DAY_MS - CST_MS)),
+            value_litres: if day < cal.baseline_start {
+                baseline_litres(0)
+            } else if day <= cal.baseline_end {
+                baseline_litres(day - cal.baseline_start)
+            } else {
+                reporting_litres(day - cal.period_start)
+            },
+            estimated: false,
+        })
+        .collect();
+    let send = |meter: String, token: String, timestamps: p::ReadingTimestamps| {
+        let readings = readings.clone();
+        let app = &app;
+        async move {
+            let messages: Vec<p::IngestReadingsRequest> = readings
+                .chunks(200)
+                .map(|c| p::IngestReadingsRequest {
+                    meter_id: meter.clone(),
+                    value_kind: p::ReadingValueKind::IntervalUse as i32,
+                    readings: c.to_vec(),
+                    timestamps: timestamps as i32,
+                })
+                .collect();
+            anyhow::Ok(
+                app.projects(&token)
+                    .ingest_readings(tokio_stream::iter(messages))
+                    .await?
+                    .into_inner(),
+            )
+        }
+    };
+    let fit_of = |project_id: String, token: String| {
+        let app = &app;
+        async move {
+            let r = app
+                .projects(&token)
+                .get_savings_report(p::GetSavingsReportRequest { project_id })
+                .await?
+                .into_inner();
+            anyhow::Ok(r.baseline_fit.expect("fit"))
+        }
+    };
+    let baseline: Vec<i64> = (0..365).map(baseline_litres).collect();
+
+    // Taken as interval ends (the default): each day gets the next day's use, the last
+    // baseline day the first post-retrofit day's; the answer says the file looks otherwise.
+    let (taken_as_ends, _, m) = measured_project(&app).await?;
+    let answer = send(
+        m.id.clone(),
+        taken_as_ends.company.clone(),
+        p::ReadingTimestamps::Unspecified,
+    )
+    .await?;
+    assert_eq!(answer.warnings.len(), 1, "{:?}", answer.warnings);
+    assert!(
+        answer.warnings[0].contains("looks like timestamps marking the start of each interval"),
+        "{}",
+        answer.warnings[0]
+    );
+    let shifted = fit_of(taken_as_ends.project_id.clone(), taken_as_ends.user.clone()).await?;
+    let mean_shifted = (baseline[1..].iter().sum::<i64>() + reporting_litres(0)) as f64 / 365.0;
+    assert!((shifted.coefficients[0].value - mean_shifted).abs() < 1e-6);
+
+    // Taken as interval starts: each day has its own use, no warning.
+    let (taken_as_starts, _, m) = measured_project(&app).await?;
+    let answer = send(
+        m.id.clone(),
+        taken_as_starts.company.clone(),
+        p::ReadingTimestamps::IntervalStart,
+    )
+    .await?;
+    assert!(answer.warnings.is_empty(), "{:?}", answer.warnings);
+    assert_eq!(answer.accepted, readings.len() as i64);
+    let fit = fit_of(
+        taken_as_starts.project_id.clone(),
+        taken_as_starts.user.clone(),
+    )
+    .await?;
+    let mean = baseline.iter().sum::<i64>() as f64 / 365.0;
+    assert!(
+        (fit.coefficients[0].value - mean).abs() < 1e-6,
+        "{} vs {mean}",
+        fit.coefficients[0].value
+    );
+    assert_eq!(fit.data_sufficiency.expect("sufficiency").missing_days, 0);
+    let days = app
+        .projects(&taken_as_starts.company)
+        .list_readings(p::ListReadingsRequest {
+            meter_id: m.id.clone(),
+            aggregation: p::ReadingAggregation::Day as i32,
+            // Just after the period's first instant, where the baseline's last day ends.
+            start_time: Some(cwsm_platform::grpc::timestamp(
+                cal.period_start * DAY_MS - CST_MS + 1,
+            )),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    assert_eq!(
+        days.points.first().map(|d| d.use_litres),
+        Some(reporting_litres(0))
+    );
+
+    // A register is read at an instant: the start of an interval means nothing for it.
+    let err = app
+        .projects(&taken_as_starts.company)
+        .ingest_readings(tokio_stream::iter(vec![p::IngestReadingsRequest {
+            meter_id: m.id.clone(),
+            value_kind: p::ReadingValueKind::CumulativeRegister as i32,
+            readings: readings[..1].to_vec(),
+            timestamps: p::ReadingTimestamps::IntervalStart as i32,
+        }]))
+        .await
+        .expect_err("a register at an interval's start");
+    assert_eq!(
+        (err.code(), field(&err)),
+        (Code::InvalidArgument, "messages[0].timestamps".to_string())
+    );
+    app.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readings_stamped_at_interval_starts_on_sqlite() -> anyhow::Result<()> {
+    readings_stamped_at_interval_starts(Backend::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readings_stamped_at_interval_starts_on_postgres() -> anyhow::Result<()> {
+    if !postgres_and_redis_available().await {
+        return Ok(());
+    }
+    readings_stamped_at_interval_starts(Backend::Postgres).await
+}
+
+/// Runs the `cwsm` binary's client command `args` against `app` with `token`; returns
+/// (success, stdout, stderr).
+async fn cli(
+    app: &TestApp,
+    token: &str,
+    args: Vec<String>,
+) -> anyhow::Result<(bool, String, String)> {
+    let bin = std::path::PathBuf::from(env!("CARGO_BIN_EXE_cwsm-serve"));
+    let addr = app
+        .running
+        .as_ref()
+        .map(|r| r.addr)
+        .ok_or_else(|| anyhow::anyhow!("the app is not running"))?;
+    let token = token.to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(bin)
+            .args(&args)
+            .args(["--server", &format!("http://{addr}"), "--token", &token])
+            .output()
+    })
+    .await??;
+    Ok((
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+/// Issue 12's findings at the door, through the CLI: m³ with decimals were refused (integer
+/// litres only), a file stamped at interval starts was taken as ends without a word, xlsx
+/// could not be read, and the second column of any driver file was taken as the driver. A
+/// workbook of m³ stamped at 00:00 of each day is refused until `--timestamps start`, then
+/// read exactly; the drivers come by their header; the fit is then exact (use = 2,000 L + 30
+/// L an occupant), which one day's shift or a float's rounding would break.
+async fn the_cli_imports_a_workbook_and_drivers_by_header(backend: Backend) -> anyhow::Result<()> {
+    let app = TestApp::start(backend).await?;
+    let parties = contracted(
+        &app,
+        types::ContractModel::SharedSavings,
+        types::ContractTerms {
+            share_ratio_bp: 7000,
+            sharing_period_months: 60,
+            ..Default::default()
+        },
+        &["occupancy"],
+    )
+    .await?;
+    let id = parties.project_id.clone();
+    let cal = Calendar::now();
+    set_baseline(&app, &parties.user, &id, &cal).await?;
+    to_operating(&app, &parties).await?;
+    let m = meter(&app, &parties.company, &id).await?;
+    let occupancy = |day: i64| 100 + (day * 37).rem_euclid(200);
+    let dir = tempfile::tempdir()?;
+
+    // The workbook: timestamp (date-time cells, 00:00 of each day, whole months) and value_m3.
+    let (y, mo, _) = civil_from_days(cal.baseline_start);
+    let file_start = days_from_civil(y, mo, 1);
+    let mut book = rust_xlsxwriter::Workbook::new();
+    let sheet = book.add_worksheet();
+    sheet.write_string(0, 0, "timestamp")?;
+    sheet.write_string(0, 1, "value_m3")?;
+    let format = rust_xlsxwriter::Format::new().set_num_format("yyyy-mm-dd hh:mm");
+    for (row, day) in (file_start..=cal.period_end).enumerate() {
+        let row = u32::try_from(row + 1)?;
+        let at =
+            rust_xlsxwriter::ExcelDateTime::parse_from_str(&format!("{} 00:00:00", date(day)))?;
+        sheet.write_datetime_with_format(row, 0, &at, &format)?;
+        let litres = if day <= cal.baseline_end {
+            2_000
+        } else {
+            1_500
+        } + 30 * occupancy(day);
+        // m³ with three decimals, e.g. 7.43: a float in the workbook, litres exactly here.
+        sheet.write_number(row, 1, litres as f64 / 1000.0)?;
+    }
+    let workbook = dir.path().join("读数.xlsx");
+    book.save(&workbook)?;
+    let import = |timestamps: Option<&str>| {
+        let mut args: Vec<String> = ["projects", "readings", "import"]
+            .map(String::from)
+            .to_vec();
+        args.push(workbook.to_string_lossy().into_owned());
+        args.extend(["--meter".to_string(), m.id.clone()]);
+        if let Some(t) = timestamps {
+            args.extend(["--timestamps".to_string(), t.to_string()]);
+        }
+        args
+    };
+    let (ok, _, stderr) = cli(&app, &parties.company, import(None)).await?;
+    assert!(
+        !ok && stderr.contains("Nothing was sent: give --timestamps start"),
+        "{stderr}"
+    );
+    let stored = app
+        .projects(&parties.company)
+        .list_readings(p::ListReadingsRequest {
+            meter_id: m.id.clone(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    assert!(
+        stored.points.is_empty(),
+        "nothing is sent from a refused file"
+    );
+    let (ok, stdout, stderr) = cli(&app, &parties.company, import(Some("start"))).await?;
+    assert!(ok, "{stderr}");
+    let sent = (cal.period_end - file_start + 1).to_string();
+    assert!(stdout.contains(&sent), "{stdout}");
+
+    // Drivers by header: a column the plan does not name is refused by name.
+    let drivers = dir.path().join("drivers.csv");
+    let mut text = String::from("date,occupancy\n");
+    for day in cal.baseline_start..=cal.period_end {
+        text.push_str(&format!("{},{}\n", date(day), occupancy(day)));
+    }
+    std::fs::write(&drivers, &text)?;
+    let (ok, stdout, stderr) = cli(
+        &app,
+        &parties.company,
+        vec![
+            "projects".into(),
+            "drivers".into(),
+            id.clone(),
+            drivers.to_string_lossy().into_owned(),
+        ],
+    )
+    .await?;
+    assert!(ok && stdout.contains("occupancy"), "{stdout} {stderr}");
+    std::fs::write(&drivers, "date,students\n2025-01-01,3\n")?;
+    let (ok, _, stderr) = cli(
+        &app,
+        &parties.company,
+        vec![
+            "projects".into(),
+            "drivers".into(),
+            id.clone(),
+            drivers.to_string_lossy().into_owned(),
+        ],
+    )
+    .await?;
+    assert!(!ok && stderr.contains("students"), "{stderr}");
+
+    let report = app
+        .projects(&parties.user)
+        .get_savings_report(p::GetSavingsReportRequest {
+            project_id: id.clone(),
+        })
+        .await?
+        .into_inner();
+    let fit = report.baseline_fit.expect("fit");
+    assert_eq!(fit.observations, 365);
+    assert!(
+        (fit.coefficients[0].value - 2_000.0).abs() < 1e-6,
+        "{:?}",
+        fit.coefficients
+    );
+    assert!(
+        (fit.coefficients[1].value - 30.0).abs() < 1e-9,
+        "{:?}",
+        fit.coefficients
+    );
+    assert!(fit.cv_rmse < 1e-9, "CV(RMSE) {}", fit.cv_rmse);
+    app.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_imports_a_workbook_and_drivers_by_header_on_sqlite() -> anyhow::Result<()> {
+    the_cli_imports_a_workbook_and_drivers_by_header(Backend::Sqlite).await
 }
 
 /// Issue 12's findings: a baseline that fails Guideline 14 and savings whose uncertainty is

@@ -1838,6 +1838,7 @@ impl Loader<'_> {
                 meter_id: meter.id.clone(),
                 value_kind: ppb::ReadingValueKind::IntervalUse as i32,
                 readings: c.to_vec(),
+                ..Default::default()
             })
             .collect();
         client

@@ -37,7 +37,7 @@ use crate::ledger::{
     SavingsSummary, Settlement, Waiver,
 };
 use crate::ledger_store::{ProjectUpdate, StepAsk};
-use crate::metering::{Incoming, Meter, MeterKind, ValueKind, flag};
+use crate::metering::{Incoming, Meter, MeterKind, TimestampsMark, ValueKind, flag};
 use crate::readings::{Aggregation, IngestSession, Point};
 use crate::store::{ProjectFilter, SeenBy, Signing, Store};
 use crate::verifiers::{Decision, ProposalState, VerifierAssignment, VerifierProposal};
@@ -54,7 +54,7 @@ fn ingest_message(
     index: usize,
     message: &pb::IngestReadingsRequest,
     batch: &mut Vec<Incoming>,
-) -> Result<ValueKind, Error> {
+) -> Result<(ValueKind, TimestampsMark), Error> {
     let at = |field: &str| format!("messages[{index}].{field}");
     if message.meter_id.trim().is_empty() {
         return Err(Error::invalid(at("meter_id"), "required"));
@@ -81,6 +81,22 @@ fn ingest_message(
             ));
         }
     };
+    let mark = match pb::ReadingTimestamps::try_from(message.timestamps) {
+        Ok(pb::ReadingTimestamps::IntervalStart) if kind == ValueKind::Register => {
+            return Err(Error::invalid(
+                at("timestamps"),
+                "a register is read at an instant; INTERVAL_START applies to interval use",
+            ));
+        }
+        Ok(pb::ReadingTimestamps::IntervalStart) => TimestampsMark::Start,
+        Ok(_) => TimestampsMark::End,
+        Err(_) => {
+            return Err(Error::invalid(
+                at("timestamps"),
+                format!("unknown convention {}", message.timestamps),
+            ));
+        }
+    };
     batch.clear();
     for (i, r) in message.readings.iter().enumerate() {
         let field = || at(&format!("readings[{i}].read_time"));
@@ -95,7 +111,7 @@ fn ingest_message(
             estimated: r.estimated,
         });
     }
-    Ok(kind)
+    Ok((kind, mark))
 }
 
 /// Stores the messages taken before a malformed one and says so in `error`.
@@ -1207,9 +1223,9 @@ impl pb::projects_service_server::ProjectsService for ProjectsApi {
             };
             let parsed = ingest_message(index, &message, &mut batch);
             let step = match parsed {
-                Ok(kind) => {
+                Ok((kind, mark)) => {
                     self.store
-                        .ingest_batch(&mut session, &message.meter_id, kind, &batch)
+                        .ingest_batch(&mut session, &message.meter_id, kind, mark, &batch)
                         .await
                 }
                 Err(e) => Err(e),
@@ -1256,6 +1272,7 @@ impl pb::projects_service_server::ProjectsService for ProjectsApi {
             stored_messages: outcome.stored_messages,
             unknown_meters: outcome.unknown_meters,
             unknown_meter_ids: outcome.unknown_meter_ids,
+            warnings: outcome.warnings,
         }))
     }
 

@@ -135,6 +135,105 @@ pub mod flag {
     ];
 }
 
+/// What an interval-use reading's timestamp marks: the end of its interval (as stored, and
+/// the default) or its start (the common export of meter systems and spreadsheets: "00:00"
+/// for the day or hour that begins then).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TimestampsMark {
+    #[default]
+    End,
+    Start,
+}
+
+impl TimestampsMark {
+    pub fn code(self) -> &'static str {
+        match self {
+            TimestampsMark::End => "end",
+            TimestampsMark::Start => "start",
+        }
+    }
+
+    /// The end of the interval of a reading stamped `at_ms`, for a meter reading every
+    /// `interval_ms`; `None` beyond the instants an `i64` holds.
+    pub fn interval_end(self, at_ms: i64, interval_ms: i64) -> Option<i64> {
+        match self {
+            TimestampsMark::End => Some(at_ms),
+            TimestampsMark::Start => at_ms.checked_add(interval_ms),
+        }
+    }
+}
+
+const CST_MS: i64 = 8 * 3_600_000;
+const DAY_MS: i64 = 86_400_000;
+
+/// Whether `at_ms` is where a file of readings every `interval_ms` would begin or end: the
+/// start of a calendar month for daily (or longer) readings, of a day for shorter ones, in
+/// China Standard Time.
+fn on_boundary(at_ms: i64, interval_ms: i64) -> bool {
+    let local = at_ms.saturating_add(CST_MS);
+    if local.rem_euclid(DAY_MS) != 0 {
+        return false;
+    }
+    if interval_ms < DAY_MS {
+        return true;
+    }
+    chrono::DateTime::from_timestamp_millis(local).is_some_and(|d| chrono::Datelike::day(&d) == 1)
+}
+
+/// Which convention readings stamped from `first_ms` to `last_ms` (as sent, every
+/// `interval_ms`) look like, if either: a file of whole days (or months) that starts on a
+/// boundary and stops one interval short of the next marks interval starts (2024-01-01 00:00
+/// … 2024-12-31 00:00 daily; 00:00 … 23:00 hourly); one that starts an interval after a
+/// boundary and ends on one marks interval ends.
+pub fn looks_like(first_ms: i64, last_ms: i64, interval_ms: i64) -> Option<TimestampsMark> {
+    if interval_ms <= 0 || last_ms <= first_ms {
+        return None;
+    }
+    let starts = on_boundary(first_ms, interval_ms)
+        && on_boundary(last_ms.saturating_add(interval_ms), interval_ms);
+    let ends = on_boundary(first_ms.saturating_sub(interval_ms), interval_ms)
+        && on_boundary(last_ms, interval_ms);
+    match (starts, ends) {
+        (true, false) => Some(TimestampsMark::Start),
+        (false, true) => Some(TimestampsMark::End),
+        _ => None,
+    }
+}
+
+/// A warning when readings of `meter` stamped from `first_ms` to `last_ms` look like the
+/// other convention than `taken_as`.
+pub fn timestamps_warning(
+    meter: &str,
+    first_ms: i64,
+    last_ms: i64,
+    interval_ms: i64,
+    taken_as: TimestampsMark,
+) -> Option<String> {
+    let looks = looks_like(first_ms, last_ms, interval_ms)?;
+    if looks == taken_as {
+        return None;
+    }
+    let local = |ms: i64| {
+        chrono::DateTime::from_timestamp_millis(ms.saturating_add(CST_MS))
+            .map(|d| d.format("%Y-%m-%d %H:%M").to_string())
+            .unwrap_or_default()
+    };
+    Some(format!(
+        "meter {meter}: the readings run from {} to {} (China Standard Time), which looks like timestamps marking the {} of each interval; they were taken as its {}{}",
+        local(first_ms),
+        local(last_ms),
+        looks.code(),
+        taken_as.code(),
+        match taken_as {
+            TimestampsMark::End => format!(
+                " (the default), so the first reading's use is counted on the day before {}",
+                &local(first_ms)[..10]
+            ),
+            TimestampsMark::Start => String::new(),
+        }
+    ))
+}
+
 /// Readings are taken in 1970..2100 (UTC): see [`Instant`].
 pub const MIN_READING_SECONDS: i64 = Instant::MIN_SECONDS;
 /// 2100-01-01T00:00:00Z.
@@ -253,6 +352,11 @@ impl MeterState {
         }
     }
 
+    /// The meter's interval, ms.
+    pub fn interval_ms(&self) -> i64 {
+        self.interval_ms
+    }
+
     /// The time of the newest reading seen.
     pub fn latest_ms(&self) -> Option<i64> {
         self.latest_ms
@@ -333,6 +437,67 @@ mod tests {
     use super::*;
 
     const H: i64 = 3_600_000;
+
+    /// ms of `YYYY-MM-DD HH:MM` China Standard Time.
+    fn cst(s: &str) -> i64 {
+        chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M")
+            .expect("time")
+            .and_utc()
+            .timestamp_millis()
+            - 8 * H
+    }
+
+    #[test]
+    fn files_that_look_like_interval_starts_or_ends() {
+        let day = 24 * H;
+        // A year of daily readings stamped at the start of each day, and at the end.
+        let (first, last) = (cst("2024-01-01 00:00"), cst("2024-12-31 00:00"));
+        assert_eq!(looks_like(first, last, day), Some(TimestampsMark::Start));
+        let (first_end, last_end) = (cst("2024-01-02 00:00"), cst("2025-01-01 00:00"));
+        assert_eq!(
+            looks_like(first_end, last_end, day),
+            Some(TimestampsMark::End)
+        );
+        // Hourly: 00:00 … 23:00 starts, 01:00 … 00:00 (the next day) ends.
+        assert_eq!(
+            looks_like(cst("2024-03-05 00:00"), cst("2024-03-07 23:00"), H),
+            Some(TimestampsMark::Start)
+        );
+        assert_eq!(
+            looks_like(cst("2024-03-05 01:00"), cst("2024-03-08 00:00"), H),
+            Some(TimestampsMark::End)
+        );
+        // Noon stamps, or a file from mid-month, say nothing.
+        assert_eq!(
+            looks_like(cst("2024-01-01 12:00"), cst("2024-12-31 12:00"), day),
+            None
+        );
+        assert_eq!(
+            looks_like(cst("2024-01-10 00:00"), cst("2024-02-19 00:00"), day),
+            None
+        );
+        let warning = timestamps_warning("m1", first, last, day, TimestampsMark::End)
+            .expect("taken as ends, it looks like starts");
+        assert!(
+            warning.contains("from 2024-01-01 00:00 to 2024-12-31 00:00")
+                && warning.contains("counted on the day before 2024-01-01"),
+            "{warning}"
+        );
+        assert_eq!(
+            timestamps_warning("m1", first, last, day, TimestampsMark::Start),
+            None
+        );
+        assert!(
+            timestamps_warning("m1", first_end, last_end, day, TimestampsMark::Start).is_some()
+        );
+        // Taken as starts, a reading's interval ends one interval later.
+        assert_eq!(
+            TimestampsMark::Start.interval_end(first, day),
+            Some(first + day)
+        );
+        assert_eq!(TimestampsMark::End.interval_end(first, day), Some(first));
+        assert_eq!(TimestampsMark::Start.interval_end(i64::MAX, day), None);
+    }
 
     fn reading(hour: i64, value: i64) -> Incoming {
         Incoming {

@@ -15,7 +15,8 @@ use cwsm_platform::{Error, Result, keyed_write, new_id, now_ms, with_db};
 use crate::domain::Project;
 use crate::metering::{
     Classified, Incoming, MAX_FLOW_LITRES_PER_SECOND, MAX_READING_SECONDS, MIN_READING_SECONDS,
-    Meter, MeterKind, MeterState, ValueKind, flag, max_interval_litres,
+    Meter, MeterKind, MeterState, TimestampsMark, ValueKind, flag, max_interval_litres,
+    timestamps_warning,
 };
 use crate::mv::{DayUse, Granularity};
 use crate::store::Store;
@@ -110,12 +111,16 @@ pub struct IngestOutcome {
     pub unknown_meters: i64,
     /// The first unknown meter ids (at most 10).
     pub unknown_meter_ids: Vec<String>,
+    /// Per meter, when its readings look stamped by the other convention than taken.
+    pub warnings: Vec<String>,
 }
 
 struct MeterCtx {
     id: String,
     state: MeterState,
     pending: Vec<Classified>,
+    /// The earliest and latest interval-use timestamps sent, as sent, and how they were taken.
+    sent: Option<(i64, i64, TimestampsMark)>,
 }
 
 /// One client stream of readings: the meters seen, the rows not yet written, the counts.
@@ -262,6 +267,7 @@ impl Store {
             id: meter.id.clone(),
             state: MeterState::new(meter.interval_seconds, &stored),
             pending: Vec::new(),
+            sent: None,
         });
         let i = s.meters.len() - 1;
         s.index.insert(meter_id.to_string(), Some(i));
@@ -276,6 +282,7 @@ impl Store {
         s: &mut IngestSession,
         meter_id: &str,
         kind: ValueKind,
+        mark: TimestampsMark,
         readings: &[Incoming],
     ) -> Result<()> {
         let Some(m) = self.meter_ctx(s, meter_id).await? else {
@@ -283,6 +290,34 @@ impl Store {
             s.outcome.rejected += readings.len() as i64;
             s.outcome.stored_messages += 1;
             return Ok(());
+        };
+        // Stored by the end of each interval: readings stamped at its start move one
+        // interval on (and the span sent is kept, to warn of a file that looks otherwise).
+        let shifted: Vec<Incoming>;
+        let readings = if kind == ValueKind::IntervalUse {
+            let ctx = &mut s.meters[m];
+            if let (Some(lo), Some(hi)) = (
+                readings.iter().map(|r| r.at_ms).min(),
+                readings.iter().map(|r| r.at_ms).max(),
+            ) {
+                ctx.sent = Some(match ctx.sent {
+                    Some((a, b, _)) => (a.min(lo), b.max(hi), mark),
+                    None => (lo, hi, mark),
+                });
+            }
+            let interval = ctx.state.interval_ms();
+            shifted = readings
+                .iter()
+                .map(|r| {
+                    let at_ms = mark.interval_end(r.at_ms, interval).ok_or_else(|| {
+                        Error::invalid("read_time", "beyond the times a reading may have")
+                    })?;
+                    Ok(Incoming { at_ms, ..*r })
+                })
+                .collect::<Result<_>>()?;
+            &shifted[..]
+        } else {
+            readings
         };
         let latest0 = s.meters[m].state.latest_ms();
         // Readings not after the newest one seen may be stored already: look them up (after
@@ -352,6 +387,14 @@ impl Store {
     /// Writes what is pending and returns the stream's outcome.
     pub async fn finish_ingest(&self, mut s: IngestSession) -> Result<IngestOutcome> {
         self.flush(&mut s).await?;
+        s.outcome.warnings = s
+            .meters
+            .iter()
+            .filter_map(|ctx| {
+                let (first, last, mark) = ctx.sent?;
+                timestamps_warning(&ctx.id, first, last, ctx.state.interval_ms(), mark)
+            })
+            .collect();
         s.outcome.flagged = flag::ALL
             .iter()
             .zip(s.flag_counts)

@@ -74,13 +74,16 @@ pub enum ProjectsCommand {
     /// Meter readings: import from CSV, list raw or by day or month.
     #[command(subcommand)]
     Readings(ReadingsCommand),
-    /// Record daily values of an M&V plan driver from a CSV file (columns: date YYYY-MM-DD,
-    /// value; a header row is optional).
+    /// Record daily values of the M&V plan's drivers from a CSV or xlsx file: a header row
+    /// `date,<driver>,<driver>…` (each column recorded as the driver its header names), or no
+    /// header and two columns (date YYYY-MM-DD, value) with --driver.
     Drivers {
         project_id: String,
-        /// The driver, as the M&V plan names it (e.g. occupancy).
-        driver: String,
         file: PathBuf,
+        /// Only this driver's column (as the M&V plan names it, e.g. occupancy); a file without
+        /// a header row needs it.
+        #[arg(long)]
+        driver: Option<String>,
     },
     /// The measured savings of a project: the baseline fit, a table per period and a chart.
     Savings {
@@ -135,13 +138,23 @@ pub enum MetersCommand {
 
 #[derive(Subcommand)]
 pub enum ReadingsCommand {
-    /// Import readings from a CSV file (columns: meter_id, timestamp (RFC 3339), value_litres,
-    /// estimated; meter_id may be left out with --meter; a header row is optional).
+    /// Import readings from a CSV or xlsx file (columns: meter_id, timestamp, value_litres or
+    /// value_m3, estimated; meter_id may be left out with --meter; a header row is optional).
+    /// A timestamp is RFC 3339, or YYYY-MM-DD HH:MM[:SS] in China Standard Time.
     Import {
         file: PathBuf,
         /// The meter of every row (the file then has no meter_id column).
         #[arg(long)]
         meter: Option<String>,
+        /// What each interval-use timestamp marks: `end` (the default: 2024-01-02 00:00 is the
+        /// use of 2024-01-01) or `start` (2024-01-01 00:00 is that day's use, as most meter
+        /// systems export). A file that looks stamped at starts is refused until this is given.
+        #[arg(long, value_parser = ["end", "start"])]
+        timestamps: Option<String>,
+        /// The unit of a file without a header row: litres (whole) or m3 (up to three
+        /// decimals); a header's value_litres or value_m3 says it.
+        #[arg(long, value_parser = ["litres", "m3"], default_value = "litres")]
+        unit: String,
         /// Values are the meter's cumulative register, not use per interval.
         #[arg(long)]
         register: bool,
@@ -397,25 +410,33 @@ pub async fn projects(args: ProjectsArgs) -> anyhow::Result<()> {
         }
         ProjectsCommand::Drivers {
             project_id,
-            driver,
             file,
+            driver,
         } => {
-            let text = std::fs::read_to_string(&file)
-                .with_context(|| format!("reading {}", file.display()))?;
-            let values = parse_driver_csv(&text)?;
-            let sent = values.len();
-            let reply = c
-                .projects()
-                .record_driver_values(ppb::RecordDriverValuesRequest {
-                    project_id,
-                    driver: driver.clone(),
-                    values,
-                })
-                .await?
-                .into_inner();
+            let rows = read_rows(&file)?;
+            let drivers = crate::import::driver_values(&rows, driver.as_deref())
+                .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            let mut table = Vec::new();
+            for (driver, values) in drivers {
+                let sent = values.len();
+                let reply = c
+                    .projects()
+                    .record_driver_values(ppb::RecordDriverValuesRequest {
+                        project_id: project_id.clone(),
+                        driver: driver.clone(),
+                        values: values
+                            .into_iter()
+                            .map(|(date, value)| ppb::DriverValue { date, value })
+                            .collect(),
+                    })
+                    .await
+                    .with_context(|| format!("driver {driver}"))?
+                    .into_inner();
+                table.push(vec![driver, sent.to_string(), reply.recorded.to_string()]);
+            }
             Output {
                 headers: vec!["driver", "sent", "recorded"],
-                rows: vec![vec![driver, sent.to_string(), reply.recorded.to_string()]],
+                rows: table,
             }
             .print(conn.json);
         }
@@ -514,48 +535,43 @@ async fn meters(c: &Clients, cmd: MetersCommand, json: bool) -> anyhow::Result<(
 }
 
 /// Reads "date,value" lines (a header row is skipped).
-fn parse_driver_csv(text: &str) -> anyhow::Result<Vec<ppb::DriverValue>> {
-    let mut out = Vec::new();
-    for (n, line) in text.lines().enumerate() {
-        let cells: Vec<&str> = line.split(',').map(str::trim).collect();
-        if line.trim().is_empty() || (n == 0 && cells[0].eq_ignore_ascii_case("date")) {
+/// The rows of a CSV or xlsx file ([`crate::import::read_table`]).
+fn read_rows(file: &std::path::Path) -> anyhow::Result<Vec<crate::import::TableRow>> {
+    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    crate::import::read_table(&file.to_string_lossy(), &bytes)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))
+}
+
+/// Checks the timestamps convention of `rows` against the one asked (`None`: the default,
+/// interval ends): a file that looks stamped at interval starts is refused unless asked for
+/// explicitly; one that looks otherwise than asked is warned of.
+fn check_timestamps(
+    rows: &[crate::import::FileReading],
+    asked: Option<&str>,
+) -> anyhow::Result<cwsm_projects::metering::TimestampsMark> {
+    use cwsm_projects::metering::{TimestampsMark, timestamps_warning};
+    let mark = match asked {
+        Some("start") => TimestampsMark::Start,
+        _ => TimestampsMark::End,
+    };
+    for (meter, looks, first, interval) in crate::import::timestamp_conventions(rows) {
+        let last = rows
+            .iter()
+            .filter(|r| r.meter_id == meter)
+            .map(|r| r.at_ms)
+            .max()
+            .unwrap_or(first);
+        let Some(warning) = timestamps_warning(&meter, first, last, interval, mark) else {
             continue;
-        }
-        let (Some(date), Some(value)) = (cells.first(), cells.get(1)) else {
-            anyhow::bail!("line {}: expected date,value", n + 1);
         };
-        chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d")
-            .with_context(|| format!("line {}: {date:?} is not YYYY-MM-DD", n + 1))?;
-        out.push(ppb::DriverValue {
-            date: date.to_string(),
-            value: value
-                .parse()
-                .with_context(|| format!("line {}: {value:?} is not a number", n + 1))?,
-        });
+        if asked.is_none() && looks == TimestampsMark::Start {
+            anyhow::bail!(
+                "{warning}. Nothing was sent: give --timestamps start if they mark the start of each interval, or --timestamps end to take them as ends"
+            );
+        }
+        eprintln!("warning: {warning}");
     }
-    Ok(out)
-}
-
-/// One CSV row.
-struct Row {
-    meter_id: String,
-    reading: ppb::Reading,
-}
-
-/// Reads the CSV (see [`crate::import::readings_csv`]).
-fn parse_csv(text: &str, meter: Option<&str>) -> anyhow::Result<Vec<Row>> {
-    Ok(crate::import::readings_csv(text, meter)
-        .map_err(anyhow::Error::msg)?
-        .into_iter()
-        .map(|r| Row {
-            meter_id: r.meter_id,
-            reading: ppb::Reading {
-                read_time: Some(cwsm_platform::grpc::timestamp(r.at_ms)),
-                value_litres: r.value_litres,
-                estimated: r.estimated,
-            },
-        })
-        .collect())
+    Ok(mark)
 }
 
 async fn readings(c: &Clients, cmd: ReadingsCommand, json: bool) -> anyhow::Result<()> {
@@ -563,28 +579,55 @@ async fn readings(c: &Clients, cmd: ReadingsCommand, json: bool) -> anyhow::Resu
         ReadingsCommand::Import {
             file,
             meter,
+            timestamps,
+            unit,
             register,
             batch,
         } => {
-            let text = std::fs::read_to_string(&file)
-                .with_context(|| format!("reading {}", file.display()))?;
-            let rows = parse_csv(&text, meter.as_deref())?;
-            let kind = if register {
-                ppb::ReadingValueKind::CumulativeRegister
+            let unit = match unit.as_str() {
+                "m3" => crate::import::Unit::CubicMetres,
+                _ => crate::import::Unit::Litres,
+            };
+            let rows = crate::import::readings(&read_rows(&file)?, meter.as_deref(), unit)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            let (kind, mark) = if register {
+                if timestamps.as_deref() == Some("start") {
+                    anyhow::bail!(
+                        "a register is read at an instant: --timestamps start applies to interval use"
+                    );
+                }
+                (
+                    ppb::ReadingValueKind::CumulativeRegister,
+                    ppb::ReadingTimestamps::IntervalEnd,
+                )
             } else {
-                ppb::ReadingValueKind::IntervalUse
+                let mark = match check_timestamps(&rows, timestamps.as_deref())? {
+                    cwsm_projects::metering::TimestampsMark::Start => {
+                        ppb::ReadingTimestamps::IntervalStart
+                    }
+                    cwsm_projects::metering::TimestampsMark::End => {
+                        ppb::ReadingTimestamps::IntervalEnd
+                    }
+                };
+                (ppb::ReadingValueKind::IntervalUse, mark)
             };
             // One message per run of rows of the same meter, at most `batch` readings.
             let mut messages: Vec<ppb::IngestReadingsRequest> = Vec::new();
             for row in rows {
+                let reading = ppb::Reading {
+                    read_time: Some(cwsm_platform::grpc::timestamp(row.at_ms)),
+                    value_litres: row.value_litres,
+                    estimated: row.estimated,
+                };
                 match messages.last_mut() {
                     Some(m) if m.meter_id == row.meter_id && m.readings.len() < batch.max(1) => {
-                        m.readings.push(row.reading)
+                        m.readings.push(reading)
                     }
                     _ => messages.push(ppb::IngestReadingsRequest {
                         meter_id: row.meter_id,
                         value_kind: kind as i32,
-                        readings: vec![row.reading],
+                        readings: vec![reading],
+                        timestamps: mark as i32,
                     }),
                 }
             }
@@ -1387,6 +1430,7 @@ mod bench {
                         estimated: false,
                     })
                     .collect(),
+                ..Default::default()
             }
         }));
         let began = Instant::now();
@@ -1473,6 +1517,7 @@ mod bench {
                 meter_id: meter2.id.clone(),
                 value_kind: ppb::ReadingValueKind::IntervalUse as i32,
                 readings: chunk.to_vec(),
+                ..Default::default()
             })
             .collect();
         c.projects()
@@ -1569,30 +1614,46 @@ mod bench {
 mod tests {
     use super::*;
 
+    /// Issue 12's finding: a file stamped at interval starts was taken as ends, silently.
     #[test]
-    fn readings_become_messages_and_drivers_parse() {
-        // The CSV itself is `crate::import`'s (tested there); here: rows become readings.
-        let rows = parse_csv("m1,2025-01-01T12:00:00+08:00,1200,true\n", None).expect("parses");
-        assert_eq!(rows[0].meter_id, "m1");
-        assert!(rows[0].reading.estimated);
-        assert_eq!(
-            rows[0]
-                .reading
-                .read_time
-                .as_ref()
-                .map(cwsm_platform::grpc::millis),
-            Some(1_735_704_000_000)
+    fn a_file_stamped_at_interval_starts_is_sent_only_when_said() {
+        use cwsm_projects::metering::TimestampsMark;
+        let text: String = (1..=31)
+            .map(|d| format!("m1,2025-01-{d:02} 00:00,1000\n"))
+            .collect();
+        let rows = crate::import::readings(
+            &crate::import::csv_rows(&text).expect("csv"),
+            None,
+            crate::import::Unit::Litres,
+        )
+        .expect("parses");
+        let err = check_timestamps(&rows, None).expect_err("it looks like starts");
+        assert!(
+            err.to_string()
+                .contains("Nothing was sent: give --timestamps start"),
+            "{err}"
         );
-        let err = parse_csv("m1,yesterday,5\n", None)
-            .err()
-            .map(|e| e.to_string());
-        assert!(err.is_some_and(|e| e.contains("line 1")));
-        let drivers = parse_driver_csv("date,value\n2025-01-01,312.5\n").expect("parses");
         assert_eq!(
-            (drivers[0].date.as_str(), drivers[0].value),
-            ("2025-01-01", 312.5)
+            check_timestamps(&rows, Some("start")).ok(),
+            Some(TimestampsMark::Start)
         );
-        assert!(parse_driver_csv("2025-13-01,1\n").is_err());
+        // Said to be ends: taken so (with a warning).
+        assert_eq!(
+            check_timestamps(&rows, Some("end")).ok(),
+            Some(TimestampsMark::End)
+        );
+        // Noon stamps look like neither.
+        let noon = crate::import::readings(
+            &crate::import::csv_rows("m1,2025-01-01 12:00,1\nm1,2025-01-02 12:00,1\n")
+                .expect("csv"),
+            None,
+            crate::import::Unit::Litres,
+        )
+        .expect("parses");
+        assert_eq!(
+            check_timestamps(&noon, None).ok(),
+            Some(TimestampsMark::End)
+        );
     }
 
     #[test]
