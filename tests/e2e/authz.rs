@@ -322,6 +322,8 @@ struct World {
     reading: p::Reading,
     /// A verifier proposal the water user made and an administrator declined.
     declined_proposal_id: String,
+    /// A correction of the period's last reading the company proposed before submitting it.
+    correction_id: String,
 }
 
 /// A project contracted through the marketplace with the test verifier assigned, measured
@@ -355,6 +357,24 @@ async fn world(app: &TestApp) -> anyhow::Result<World> {
     )
     .await?;
     anyhow::ensure!(sent.rejected == 0, "{:?}", sent.rejections);
+    let last = daily_readings(&cal).last().copied().unwrap_or_default();
+    let correction = app
+        .projects(&contracted.company_token)
+        .propose_reading_correction(p::ProposeReadingCorrectionRequest {
+            request_id: rid("pc"),
+            correction: Some(p::ReadingCorrection {
+                meter_id: meter.id.clone(),
+                read_time: last.read_time,
+                action: p::CorrectionAction::Exclude as i32,
+                reason: "the meter was being replaced".into(),
+                evidence: "site log 12".into(),
+                ..Default::default()
+            }),
+        })
+        .await?
+        .into_inner()
+        .correction
+        .ok_or_else(|| anyhow::anyhow!("no correction"))?;
     let period = app
         .projects(&contracted.company_token)
         .submit_period(p::SubmitPeriodRequest {
@@ -542,6 +562,7 @@ async fn world(app: &TestApp) -> anyhow::Result<World> {
         period,
         reading,
         declined_proposal_id: proposed.id,
+        correction_id: correction.id,
     })
 }
 
@@ -1381,6 +1402,46 @@ fn rows_for_people(w: &World) -> Vec<(&'static str, Vec<u8>, Expect)> {
             Expect::all(Ok)
                 .with(User, PermissionDenied)
                 .with(Verifier, PermissionDenied),
+        ),
+        (
+            // The first reading is in the baseline, agreed since the period was submitted:
+            // the parties get past the check to that.
+            "ProposeReadingCorrection",
+            p::ProposeReadingCorrectionRequest {
+                request_id: rid("prc"),
+                correction: Some(p::ReadingCorrection {
+                    meter_id: w.meter_id.clone(),
+                    read_time: w.reading.read_time,
+                    action: p::CorrectionAction::Exclude as i32,
+                    reason: "a burst main, repaired".into(),
+                    evidence: "repair order 7".into(),
+                    ..Default::default()
+                }),
+            }
+            .encode_to_vec(),
+            Expect::project(&[Admin, Company, User], FailedPrecondition),
+        ),
+        (
+            // Only the assigned verifier decides.
+            "DecideReadingCorrection",
+            p::DecideReadingCorrectionRequest {
+                request_id: rid("drc"),
+                correction_id: w.correction_id.clone(),
+                expected_version: STALE,
+                accept: true,
+                note: String::new(),
+            }
+            .encode_to_vec(),
+            Expect::project(&[Verifier], Aborted),
+        ),
+        (
+            "ListReadingCorrections",
+            p::ListReadingCorrectionsRequest {
+                project_id: w.project.id.clone(),
+                ..Default::default()
+            }
+            .encode_to_vec(),
+            Expect::project_read(),
         ),
         (
             "ListReadings",

@@ -127,13 +127,26 @@ pub async fn ingest(
     kind: p::ReadingValueKind,
     readings: Vec<p::Reading>,
 ) -> Result<p::IngestReadingsResponse, tonic::Status> {
+    let unspecified = p::ReadingTimestamps::Unspecified;
+    ingest_stamped(app, token, meter_id, kind, unspecified, readings).await
+}
+
+/// [`ingest`], the timestamps marking `timestamps` of each interval.
+pub async fn ingest_stamped(
+    app: &TestApp,
+    token: &str,
+    meter_id: &str,
+    kind: p::ReadingValueKind,
+    timestamps: p::ReadingTimestamps,
+    readings: Vec<p::Reading>,
+) -> Result<p::IngestReadingsResponse, tonic::Status> {
     let messages: Vec<p::IngestReadingsRequest> = readings
         .chunks(200)
         .map(|c| p::IngestReadingsRequest {
             meter_id: meter_id.to_string(),
             value_kind: kind as i32,
             readings: c.to_vec(),
-            ..Default::default()
+            timestamps: timestamps as i32,
         })
         .collect();
     Ok(app
@@ -1228,24 +1241,10 @@ async fn readings_stamped_at_interval_starts(backend: Backend) -> anyhow::Result
         })
         .collect();
     let send = |meter: String, token: String, timestamps: p::ReadingTimestamps| {
-        let readings = readings.clone();
-        let app = &app;
+        let (app, readings) = (&app, readings.clone());
         async move {
-            let messages: Vec<p::IngestReadingsRequest> = readings
-                .chunks(200)
-                .map(|c| p::IngestReadingsRequest {
-                    meter_id: meter.clone(),
-                    value_kind: p::ReadingValueKind::IntervalUse as i32,
-                    readings: c.to_vec(),
-                    timestamps: timestamps as i32,
-                })
-                .collect();
-            anyhow::Ok(
-                app.projects(&token)
-                    .ingest_readings(tokio_stream::iter(messages))
-                    .await?
-                    .into_inner(),
-            )
+            let kind = p::ReadingValueKind::IntervalUse;
+            anyhow::Ok(ingest_stamped(app, &token, &meter, kind, timestamps, readings).await?)
         }
     };
     let fit_of = |project_id: String, token: String| {
@@ -1349,6 +1348,513 @@ async fn readings_stamped_at_interval_starts_on_postgres() -> anyhow::Result<()>
         return Ok(());
     }
     readings_stamped_at_interval_starts(Backend::Postgres).await
+}
+
+/// Issue 12's whole path (its "done when"): a site with two mains, one exported with
+/// start-of-interval timestamps and two spikes, the other a register that rolls over in the
+/// reporting month, goes through import → exclusion (the quality rules leave the spikes and
+/// the rollover out, each named) → correction (the company proposes the true uses from its
+/// site log; the verifier accepts two and rejects one) → verification → settlement, with
+/// figures worked out here.
+async fn readings_through_exclusion_correction_and_settlement(
+    backend: Backend,
+) -> anyhow::Result<()> {
+    let app = TestApp::start(backend).await?;
+    let (parties, cal, main_a) = measured_project(&app).await?;
+    let id = parties.project_id.clone();
+    let verifier = cwsm_tests::assign_verifier(&app, &id).await?;
+    let main_b = app
+        .projects(&parties.company)
+        .create_meter(p::CreateMeterRequest {
+            request_id: rid("meter"),
+            meter: Some(p::Meter {
+                project_id: id.clone(),
+                name: "east supply DN100 (register)".into(),
+                kind: p::MeterKind::WholeSite as i32,
+                interval_seconds: 86_400,
+                ..Default::default()
+            }),
+        })
+        .await?
+        .into_inner()
+        .meter
+        .expect("meter");
+    let at = |day: i64| cwsm_platform::grpc::timestamp(day * DAY_MS - CST_MS); // 00:00 CST
+    // Main A: each day's use stamped 00:00 of that day; ×20 on baseline day 200 and period day 3.
+    let (spike_b, spike_p) = (200, 3);
+    let a_use = |day: i64| {
+        if day <= cal.baseline_end {
+            baseline_litres(day - cal.baseline_start)
+        } else {
+            reporting_litres(day - cal.period_start)
+        }
+    };
+    let a: Vec<p::Reading> = (cal.baseline_start..=cal.period_end)
+        .map(|day| {
+            let spiked = day == cal.baseline_start + spike_b || day == cal.period_start + spike_p;
+            p::Reading {
+                read_time: Some(at(day)),
+                value_litres: a_use(day) * if spiked { 20 } else { 1 },
+                estimated: false,
+            }
+        })
+        .collect();
+    // Main B: a 7-digit register of litres read at 00:00 (the day before's use): 2,000 L a day
+    // in the baseline, 1,600 after; it passes 9,999,999 during period day 10.
+    let rollover = 10;
+    let b_use = |day: i64| {
+        if day <= cal.baseline_end {
+            2_000
+        } else {
+            1_600
+        }
+    };
+    let before: i64 = (cal.baseline_start..cal.period_start + rollover)
+        .map(b_use)
+        .sum();
+    let opening = 10_000_000 - before - 800;
+    let mut register = opening;
+    let mut b = vec![p::Reading {
+        read_time: Some(at(cal.baseline_start)),
+        value_litres: opening,
+        estimated: false,
+    }];
+    for day in cal.baseline_start..=cal.period_end {
+        register += b_use(day);
+        b.push(p::Reading {
+            read_time: Some(at(day + 1)),
+            value_litres: register % 10_000_000,
+            estimated: false,
+        });
+    }
+    let kind = p::ReadingValueKind::IntervalUse;
+    let sent_a = ingest_stamped(
+        &app,
+        &parties.company,
+        &main_a.id,
+        kind,
+        p::ReadingTimestamps::IntervalStart,
+        a,
+    )
+    .await?;
+    let register_kind = p::ReadingValueKind::CumulativeRegister;
+    let sent_b = ingest(&app, &parties.company, &main_b.id, register_kind, b).await?;
+    let count = |sent: &p::IngestReadingsResponse, flag: p::ReadingFlag| -> i64 {
+        sent.flagged
+            .iter()
+            .filter(|f| f.flag == flag as i32)
+            .map(|f| f.count)
+            .sum()
+    };
+    assert_eq!(
+        count(&sent_a, p::ReadingFlag::Spike),
+        2,
+        "{:?}",
+        sent_a.flagged
+    );
+    assert_eq!(
+        count(&sent_b, p::ReadingFlag::RegisterDecreased),
+        1,
+        "{:?}",
+        sent_b.flagged
+    );
+    assert_eq!(
+        count(&sent_b, p::ReadingFlag::RegisterOpened),
+        1,
+        "{:?}",
+        sent_b.flagged
+    );
+
+    let report = || {
+        let (app, id, token) = (&app, id.clone(), parties.user.clone());
+        async move {
+            anyhow::Ok(
+                app.projects(&token)
+                    .get_savings_report(p::GetSavingsReportRequest { project_id: id })
+                    .await?
+                    .into_inner(),
+            )
+        }
+    };
+    let start = date(cal.period_start);
+    let period_of =
+        |r: &p::GetSavingsReportResponse| r.periods.iter().find(|x| x.start_date == start).cloned();
+    // Excluded: the baseline spike (the fit is of the other 364 days) and, in the period, the
+    // spike and the rollover, each named.
+    let r = report().await?;
+    let fit = r.baseline_fit.clone().expect("fit");
+    assert_eq!(fit.observations, 364);
+    let period = period_of(&r).expect("the period is reported");
+    assert_eq!(period.observations, cal.period_days() - 2);
+    assert!(
+        period.notes.iter().any(|n| n
+            .starts_with("2 days left out by the quality rule (register decreased 1, spike 1)")),
+        "{:?}",
+        period.notes
+    );
+
+    // Corrections from the site log: main A's period spike was a meter fault (its true use is
+    // known), main B's rollover is 800 + 800 L; a proposal to drop a normal day is rejected.
+    let propose = |meter: String, day: i64, action: p::CorrectionAction, litres: i64| {
+        let (app, token) = (&app, parties.company.clone());
+        async move {
+            app.projects(&token)
+                .propose_reading_correction(p::ProposeReadingCorrectionRequest {
+                    request_id: rid("correct"),
+                    correction: Some(p::ReadingCorrection {
+                        meter_id: meter,
+                        read_time: Some(at(day)),
+                        action: action as i32,
+                        corrected_use_litres: litres,
+                        reason: "现场抄表记录".into(),
+                        evidence: "site log 2026-11".into(),
+                        ..Default::default()
+                    }),
+                })
+                .await
+                .map(|r| r.into_inner().correction.unwrap_or_default())
+        }
+    };
+    // Main A's readings are stored at the end of their day (start-stamped: one day on).
+    let spike_day = cal.period_start + spike_p;
+    let replace = p::CorrectionAction::Replace;
+    let fix_spike = propose(main_a.id.clone(), spike_day + 1, replace, a_use(spike_day)).await?;
+    assert_eq!(fix_spike.original_use_litres, 20 * a_use(spike_day));
+    assert_eq!(fix_spike.original_flags, vec![p::ReadingFlag::Spike as i32]);
+    let fix_rollover = propose(
+        main_b.id.clone(),
+        cal.period_start + rollover + 1,
+        replace,
+        1_600,
+    )
+    .await?;
+    let err = propose(
+        main_b.id.clone(),
+        cal.period_start + rollover + 1,
+        replace,
+        1_600,
+    )
+    .await
+    .expect_err("one open proposal per reading");
+    assert_eq!(err.code(), Code::AlreadyExists, "{}", err.message());
+    let exclude = p::CorrectionAction::Exclude;
+    let drop_day = propose(main_a.id.clone(), cal.period_start + 8, exclude, 0).await?;
+    let err = propose(
+        main_a.id.clone(),
+        cal.period_start + 5,
+        p::CorrectionAction::Keep,
+        0,
+    )
+    .await
+    .expect_err("nothing to keep");
+    assert_eq!(err.code(), Code::FailedPrecondition, "{}", err.message());
+    // Proposed, nothing changes yet.
+    assert_eq!(
+        period_of(&report().await?).expect("period").observations,
+        cal.period_days() - 2
+    );
+    let decide = |token: String, c: &p::ReadingCorrection, accept: bool, note: &str| {
+        let (app, c_id, note) = (&app, c.id.clone(), note.to_string());
+        async move {
+            app.projects(&token)
+                .decide_reading_correction(p::DecideReadingCorrectionRequest {
+                    request_id: rid("decide"),
+                    correction_id: c_id,
+                    expected_version: 0,
+                    accept,
+                    note,
+                })
+                .await
+                .map(|r| r.into_inner().correction.unwrap_or_default())
+        }
+    };
+    let err = decide(parties.company.clone(), &fix_spike, true, "")
+        .await
+        .expect_err("the company decides nothing");
+    assert_eq!(err.code(), Code::PermissionDenied, "{}", err.message());
+    let accepted = decide(verifier.clone(), &fix_spike, true, "log checked").await?;
+    assert_eq!(accepted.status, p::CorrectionStatus::Accepted as i32);
+    decide(
+        verifier.clone(),
+        &fix_rollover,
+        true,
+        "register photo checked",
+    )
+    .await?;
+    let err = decide(verifier.clone(), &drop_day, false, "")
+        .await
+        .expect_err("a rejection says why");
+    assert_eq!(
+        (err.code(), field(&err)),
+        (Code::InvalidArgument, "note".to_string())
+    );
+    let rejected = decide(
+        verifier.clone(),
+        &drop_day,
+        false,
+        "the day's use is consistent with the others",
+    )
+    .await?;
+    assert_eq!(rejected.status, p::CorrectionStatus::Rejected as i32);
+    let err = decide(verifier.clone(), &drop_day, true, "")
+        .await
+        .expect_err("decided already");
+    assert_eq!(err.code(), Code::FailedPrecondition, "{}", err.message());
+
+    // The period with the corrections: every day used, figures by hand.
+    let r = report().await?;
+    let period = period_of(&r).expect("period");
+    assert_eq!(period.observations, cal.period_days());
+    assert!(
+        !period.notes.iter().any(|n| n.contains("left out")),
+        "{:?}",
+        period.notes
+    );
+    let baseline: Vec<i64> = (0..365)
+        .filter(|i| *i != spike_b)
+        .map(|i| baseline_litres(i) + 2_000)
+        .collect();
+    let mean = baseline.iter().sum::<i64>() as f64 / 364.0;
+    let adjusted = (mean * cal.period_days() as f64).round() as i64;
+    let actual: i64 = (0..cal.period_days())
+        .map(|j| reporting_litres(j) + 1_600)
+        .sum();
+    assert_eq!(
+        (period.adjusted_baseline_litres, period.actual_litres),
+        (adjusted, actual)
+    );
+    assert_eq!(period.savings_litres, adjusted - actual);
+    let listed = app
+        .projects(&verifier)
+        .list_reading_corrections(p::ListReadingCorrectionsRequest {
+            project_id: id.clone(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .corrections;
+    assert_eq!(listed.len(), 3);
+
+    // Verified and settled: 70% of the savings' value to the company.
+    let submitted = app
+        .projects(&parties.company)
+        .submit_period(p::SubmitPeriodRequest {
+            request_id: rid("submit"),
+            project_id: id.clone(),
+            start_date: start.clone(),
+            note: String::new(),
+        })
+        .await?
+        .into_inner()
+        .period
+        .expect("period");
+    assert_eq!(submitted.savings_litres, adjusted - actual);
+    // The period's readings are frozen now.
+    let err = propose(main_a.id.clone(), cal.period_start + 12, exclude, 0)
+        .await
+        .expect_err("frozen");
+    assert_eq!(err.code(), Code::FailedPrecondition, "{}", err.message());
+    app.projects(&verifier)
+        .verify_period(p::VerifyPeriodRequest {
+            request_id: rid("verify"),
+            period_id: submitted.id.clone(),
+            expected_version: 0,
+            note: String::new(),
+        })
+        .await?;
+    let settlement = app
+        .projects(&parties.company)
+        .settle_period(p::SettlePeriodRequest {
+            request_id: rid("settle"),
+            period_id: submitted.id.clone(),
+            expected_version: 0,
+        })
+        .await?
+        .into_inner()
+        .settlement
+        .expect("settlement");
+    assert_eq!(settlement.savings_litres, adjusted - actual);
+    // 410 fen a m³; the company's 70%.
+    let value = ((adjusted - actual) as f64 * 410.0 / 1000.0).round() as i64;
+    assert_eq!(settlement.savings_value_fen, value);
+    assert_eq!(
+        settlement.company_due_fen,
+        (value as f64 * 0.7).round() as i64
+    );
+    app.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readings_through_exclusion_correction_and_settlement_on_sqlite() -> anyhow::Result<()> {
+    readings_through_exclusion_correction_and_settlement(Backend::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readings_through_exclusion_correction_and_settlement_on_postgres() -> anyhow::Result<()> {
+    if !postgres_and_redis_available().await {
+        return Ok(());
+    }
+    readings_through_exclusion_correction_and_settlement(Backend::Postgres).await
+}
+
+/// Issue 12's "quality rules that act": per flag, the M&V plan says exclude, include or
+/// confirm, agreed while contracted and frozen with the plan. Here estimated readings wait
+/// for the verifier's confirmation and spikes are used as read.
+async fn the_plan_sets_a_rule_per_flag(backend: Backend) -> anyhow::Result<()> {
+    let app = TestApp::start(backend).await?;
+    let parties = contracted(
+        &app,
+        types::ContractModel::SharedSavings,
+        types::ContractTerms {
+            share_ratio_bp: 7000,
+            sharing_period_months: 60,
+            ..Default::default()
+        },
+        &[],
+    )
+    .await?;
+    let id = parties.project_id.clone();
+    let cal = Calendar::now();
+    let mut project = set_baseline(&app, &parties.user, &id, &cal).await?;
+    let rules = |p: &p::Project| p.mv_plan.clone().unwrap_or_default().quality_rules;
+    let action_of = |p: &p::Project, flag: p::ReadingFlag| {
+        rules(p)
+            .iter()
+            .find(|r| r.flag == flag as i32)
+            .map(|r| r.action)
+    };
+    assert_eq!(rules(&project).len(), 7, "every flag's rule is shown");
+    assert_eq!(
+        action_of(&project, p::ReadingFlag::Spike),
+        Some(p::QualityAction::Exclude as i32)
+    );
+    assert_eq!(
+        action_of(&project, p::ReadingFlag::Estimated),
+        Some(p::QualityAction::Include as i32)
+    );
+    let update = |project: p::Project, token: String| {
+        let app = &app;
+        async move {
+            app.projects(&token)
+                .update_project(p::UpdateProjectRequest {
+                    request_id: rid("rules"),
+                    project: Some(project),
+                    expected_version: 0,
+                })
+                .await
+                .map(|r| r.into_inner().project.unwrap_or_default())
+        }
+    };
+    let with_rules = |project: &p::Project, rules: Vec<(p::ReadingFlag, p::QualityAction)>| {
+        let mut project = project.clone();
+        project.stage_history.clear();
+        let mut plan = project.mv_plan.clone().unwrap_or_default();
+        plan.quality_rules = rules
+            .into_iter()
+            .map(|(f, a)| p::QualityRule {
+                flag: f as i32,
+                action: a as i32,
+            })
+            .collect();
+        project.mv_plan = Some(plan);
+        project
+    };
+    let err = update(
+        with_rules(
+            &project,
+            vec![(p::ReadingFlag::RegisterOpened, p::QualityAction::Include)],
+        ),
+        parties.user.clone(),
+    )
+    .await
+    .expect_err("a first register reading's use is unknown");
+    assert_eq!(
+        (err.code(), field(&err)),
+        (
+            Code::InvalidArgument,
+            "project.mv_plan.quality_rules[0].action".to_string()
+        )
+    );
+    project = update(
+        with_rules(
+            &project,
+            vec![
+                (p::ReadingFlag::Estimated, p::QualityAction::Confirm),
+                (p::ReadingFlag::Spike, p::QualityAction::Include),
+            ],
+        ),
+        parties.user.clone(),
+    )
+    .await?;
+    assert_eq!(
+        action_of(&project, p::ReadingFlag::Estimated),
+        Some(p::QualityAction::Confirm as i32)
+    );
+    assert_eq!(
+        action_of(&project, p::ReadingFlag::Spike),
+        Some(p::QualityAction::Include as i32)
+    );
+    // A flag not named keeps its default.
+    assert_eq!(
+        action_of(&project, p::ReadingFlag::NegativeUse),
+        Some(p::QualityAction::Exclude as i32)
+    );
+    to_operating(&app, &parties).await?;
+    let err = update(with_rules(&project, vec![]), parties.user.clone())
+        .await
+        .expect_err("frozen with the plan");
+    assert_eq!(err.code(), Code::FailedPrecondition, "{}", err.message());
+
+    // Baseline day 100 estimated and day 200 a ×20 spike: the first waits, the second counts.
+    let m = meter(&app, &parties.company, &id).await?;
+    let mut readings = daily_readings(&cal);
+    readings[100].estimated = true;
+    readings[200].value_litres *= 20;
+    ingest(
+        &app,
+        &parties.company,
+        &m.id,
+        p::ReadingValueKind::IntervalUse,
+        readings,
+    )
+    .await?;
+    let fit = app
+        .projects(&parties.user)
+        .get_savings_report(p::GetSavingsReportRequest {
+            project_id: id.clone(),
+        })
+        .await?
+        .into_inner()
+        .baseline_fit
+        .expect("fit");
+    assert_eq!(fit.observations, 364);
+    let ys: Vec<i64> = (0..365)
+        .filter(|i| *i != 100)
+        .map(|i| baseline_litres(i) * if i == 200 { 20 } else { 1 })
+        .collect();
+    let mean = ys.iter().sum::<i64>() as f64 / 364.0;
+    assert!((fit.coefficients[0].value - mean).abs() < 1e-6);
+    let notes = fit.data_sufficiency.expect("sufficiency").notes;
+    assert!(
+        notes.iter().any(|n| n.starts_with(
+            "1 day left out by the quality rule (awaiting the verifier's confirmation 1)"
+        )),
+        "{notes:?}"
+    );
+    app.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_plan_sets_a_rule_per_flag_on_sqlite() -> anyhow::Result<()> {
+    the_plan_sets_a_rule_per_flag(Backend::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_plan_sets_a_rule_per_flag_on_postgres() -> anyhow::Result<()> {
+    if !postgres_and_redis_available().await {
+        return Ok(());
+    }
+    the_plan_sets_a_rule_per_flag(Backend::Postgres).await
 }
 
 /// Runs the `cwsm` binary's client command `args` against `app` with `token`; returns

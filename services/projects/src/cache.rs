@@ -194,6 +194,7 @@ mod tests {
             suspended_from: None,
             reporting_period_months: 1,
             mv_model_description: String::new(),
+            quality_rules: Default::default(),
             verifier_org: String::new(),
             created_at_ms: 0,
             updated_at_ms: 0,

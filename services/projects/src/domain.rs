@@ -174,6 +174,8 @@ pub struct Project {
     /// Months per reporting (and settlement) period; 1 monthly, 3 quarterly.
     pub reporting_period_months: i32,
     pub mv_model_description: String,
+    /// What the M&V does with flagged readings; frozen with the plan.
+    pub quality_rules: crate::metering::QualityRules,
     /// The credit code of the verifier body an administrator assigned ('' until then).
     pub verifier_org: String,
     pub created_at_ms: i64,

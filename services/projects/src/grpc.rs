@@ -28,6 +28,8 @@ use cwsm_proto::types;
 use prost::Message;
 use tonic::{Request, Response, Status};
 
+use crate::corrections::{Correction, CorrectionAction, CorrectionStatus};
+use crate::corrections_store::CorrectionAsk;
 use crate::domain::{
     Contract, ContractTerms, Party, Project, Stage, Transition, TransitionAsk,
     check_effective_date, effective_date,
@@ -37,7 +39,9 @@ use crate::ledger::{
     SavingsSummary, Settlement, Waiver,
 };
 use crate::ledger_store::{ProjectUpdate, StepAsk};
-use crate::metering::{Incoming, Meter, MeterKind, TimestampsMark, ValueKind, flag};
+use crate::metering::{
+    Incoming, Meter, MeterKind, QualityAction, QualityRules, TimestampsMark, ValueKind, flag,
+};
 use crate::readings::{Aggregation, IngestSession, Point};
 use crate::store::{ProjectFilter, SeenBy, Signing, Store};
 use crate::verifiers::{Decision, ProposalState, VerifierAssignment, VerifierProposal};
@@ -229,6 +233,7 @@ pub fn project_to_pb(p: &Project) -> pb::Project {
             drivers: c.drivers.clone(),
             model_description: p.mv_model_description.clone(),
             reporting_period_months: p.reporting_period_months,
+            quality_rules: quality_rules_to_pb(p.quality_rules),
         }),
         price_fen_per_m3: c.price_fen_per_m3,
         indicator_tags: c.indicator_tags.iter().map(|t| t.number()).collect(),
@@ -483,6 +488,39 @@ fn flags_to_pb(bits: i32) -> Vec<i32> {
         .collect()
 }
 
+fn correction_to_pb(c: &Correction) -> pb::ReadingCorrection {
+    pb::ReadingCorrection {
+        id: c.id.clone(),
+        project_id: c.project_id.clone(),
+        meter_id: c.meter_id.clone(),
+        read_time: Some(timestamp(c.read_at_ms)),
+        action: match c.action {
+            CorrectionAction::Replace => pb::CorrectionAction::Replace,
+            CorrectionAction::Exclude => pb::CorrectionAction::Exclude,
+            CorrectionAction::Keep => pb::CorrectionAction::Keep,
+        } as i32,
+        corrected_use_litres: c.corrected_use_litres,
+        original_use_litres: c.original_use_litres,
+        original_flags: flags_to_pb(c.original_flags),
+        reason: c.reason.clone(),
+        evidence: c.evidence.clone(),
+        status: match c.status {
+            CorrectionStatus::Proposed => pb::CorrectionStatus::Proposed,
+            CorrectionStatus::Accepted => pb::CorrectionStatus::Accepted,
+            CorrectionStatus::Rejected => pb::CorrectionStatus::Rejected,
+            CorrectionStatus::Superseded => pb::CorrectionStatus::Superseded,
+        } as i32,
+        proposed_by: c.proposed_by.clone(),
+        proposed_by_org: c.proposed_by_org.clone(),
+        decided_by: c.decided_by.clone(),
+        decided_by_org: c.decided_by_org.clone(),
+        decision_note: c.decision_note.clone(),
+        create_time: Some(timestamp(c.created_at_ms)),
+        update_time: Some(timestamp(c.updated_at_ms)),
+        version: c.version,
+    }
+}
+
 fn point_to_pb(p: &Point) -> pb::ReadingPoint {
     pb::ReadingPoint {
         start_time: Some(timestamp(p.start_ms)),
@@ -493,6 +531,54 @@ fn point_to_pb(p: &Point) -> pb::ReadingPoint {
         estimated_count: i32::try_from(p.estimated_count).unwrap_or(i32::MAX),
         flags: flags_to_pb(p.flags),
     }
+}
+
+/// Every flag's rule.
+fn quality_rules_to_pb(rules: QualityRules) -> Vec<pb::QualityRule> {
+    flag::ALL
+        .iter()
+        .map(|(number, bit)| pb::QualityRule {
+            flag: *number,
+            action: match rules.action(*bit) {
+                QualityAction::Exclude => pb::QualityAction::Exclude,
+                QualityAction::Include => pb::QualityAction::Include,
+                QualityAction::Confirm => pb::QualityAction::Confirm,
+            } as i32,
+        })
+        .collect()
+}
+
+/// The rules named, the default for the flags not named.
+fn quality_rules_from_pb(rules: &[pb::QualityRule]) -> Result<QualityRules, Status> {
+    let mut out = QualityRules::default();
+    for (i, r) in rules.iter().enumerate() {
+        let field = |name: &str| format!("project.mv_plan.quality_rules[{i}].{name}");
+        let bit = flag::ALL
+            .iter()
+            .find(|(number, _)| *number == r.flag)
+            .map(|(_, bit)| *bit)
+            .ok_or_else(|| Error::invalid(field("flag"), format!("unknown flag {}", r.flag)))?;
+        let action = match pb::QualityAction::try_from(r.action) {
+            Ok(pb::QualityAction::Exclude) => QualityAction::Exclude,
+            Ok(pb::QualityAction::Include) => QualityAction::Include,
+            Ok(pb::QualityAction::Confirm) => QualityAction::Confirm,
+            _ => {
+                return Err(Error::invalid(
+                    field("action"),
+                    "required: EXCLUDE, INCLUDE or CONFIRM",
+                )
+                .into());
+            }
+        };
+        out = out.with(bit, action).map_err(|e| match e {
+            Error::InvalidArgument { reason, .. } => Error::InvalidArgument {
+                field: field("action"),
+                reason,
+            },
+            other => other,
+        })?;
+    }
+    Ok(out)
 }
 
 /// A check's proto value, by name (MEASUREMENT_CHECK_ and the code in capitals).
@@ -1082,6 +1168,7 @@ impl pb::projects_service_server::ProjectsService for ProjectsApi {
             baseline_end_date: p.baseline_end_date,
             reporting_period_months: months,
             mv_model_description: plan.model_description,
+            quality_rules: quality_rules_from_pb(&plan.quality_rules)?,
             drivers: plan.drivers,
             price_fen_per_m3: p.price_fen_per_m3,
         };
@@ -1478,6 +1565,120 @@ impl pb::projects_service_server::ProjectsService for ProjectsApi {
             .await?;
         Ok(Response::new(pb::CreateNonRoutineAdjustmentResponse {
             adjustment: Some(adjustment_to_pb(&created)),
+        }))
+    }
+
+    async fn propose_reading_correction(
+        &self,
+        request: Request<pb::ProposeReadingCorrectionRequest>,
+    ) -> Result<Response<pb::ProposeReadingCorrectionResponse>, Status> {
+        let who = principal(&request)?;
+        let r = request.into_inner();
+        let c = r
+            .correction
+            .as_ref()
+            .ok_or_else(|| Error::invalid("correction", "required"))?;
+        check_lengths(&[
+            ("correction.reason", &c.reason, MAX_TEXT),
+            ("correction.evidence", &c.evidence, MAX_TEXT),
+        ])?;
+        let key = RequestKey::new(
+            &who,
+            "ProposeReadingCorrection",
+            &c.meter_id,
+            &r.request_id,
+            &r,
+        )?;
+        let meter_id = required_id("correction.meter_id", &c.meter_id)?;
+        let read_time = c
+            .read_time
+            .as_ref()
+            .ok_or_else(|| Error::invalid("correction.read_time", "required"))?;
+        let read_at_ms = crate::metering::reading_time_ms(read_time.seconds, read_time.nanos)
+            .map_err(|why| Error::invalid("correction.read_time", why))?;
+        let action = match pb::CorrectionAction::try_from(c.action) {
+            Ok(pb::CorrectionAction::Replace) => CorrectionAction::Replace,
+            Ok(pb::CorrectionAction::Exclude) => CorrectionAction::Exclude,
+            Ok(pb::CorrectionAction::Keep) => CorrectionAction::Keep,
+            _ => {
+                return Err(Error::invalid(
+                    "correction.action",
+                    "required: REPLACE, EXCLUDE or KEEP",
+                )
+                .into());
+            }
+        };
+        if c.reason.trim().chars().count() < 4 {
+            return Err(Error::invalid(
+                "correction.reason",
+                "required, at least 4 characters: what was wrong with the reading",
+            )
+            .into());
+        }
+        if c.evidence.trim().is_empty() {
+            return Err(Error::invalid(
+                "correction.evidence",
+                "required: the record that shows the correction (a site log, a photo of the register, a bill)",
+            )
+            .into());
+        }
+        let ask = CorrectionAsk {
+            meter_id: meter_id.to_string(),
+            read_at_ms,
+            action,
+            corrected_use_litres: c.corrected_use_litres,
+            reason: c.reason.trim().to_string(),
+            evidence: c.evidence.trim().to_string(),
+        };
+        let correction = self.store.propose_correction(&key, &ask, &who).await?;
+        Ok(Response::new(pb::ProposeReadingCorrectionResponse {
+            correction: Some(correction_to_pb(&correction)),
+        }))
+    }
+
+    async fn decide_reading_correction(
+        &self,
+        request: Request<pb::DecideReadingCorrectionRequest>,
+    ) -> Result<Response<pb::DecideReadingCorrectionResponse>, Status> {
+        let who = principal(&request)?;
+        let r = request.into_inner();
+        check_lengths(&[("note", &r.note, MAX_TEXT)])?;
+        let key = RequestKey::new(
+            &who,
+            "DecideReadingCorrection",
+            &r.correction_id,
+            &r.request_id,
+            &r,
+        )?;
+        let id = required_id("correction_id", &r.correction_id)?;
+        if !r.accept && r.note.trim().is_empty() {
+            return Err(Error::invalid(
+                "note",
+                "required to reject: why the correction does not stand",
+            )
+            .into());
+        }
+        let correction = self
+            .store
+            .decide_correction(&key, id, r.expected_version, r.accept, r.note.trim(), &who)
+            .await?;
+        Ok(Response::new(pb::DecideReadingCorrectionResponse {
+            correction: Some(correction_to_pb(&correction)),
+        }))
+    }
+
+    async fn list_reading_corrections(
+        &self,
+        request: Request<pb::ListReadingCorrectionsRequest>,
+    ) -> Result<Response<pb::ListReadingCorrectionsResponse>, Status> {
+        let who = principal(&request)?;
+        let r = request.into_inner();
+        let page = Page::from_request(r.page_size, &r.page_token)?;
+        let project = self.readable_project(&who, &r.project_id).await?;
+        let (rows, next) = self.store.corrections(&project.id, &page).await?;
+        Ok(Response::new(pb::ListReadingCorrectionsResponse {
+            corrections: rows.iter().map(correction_to_pb).collect(),
+            next_page_token: next,
         }))
     }
 

@@ -199,6 +199,7 @@ pub struct ProjectUpdate {
     pub mv_model_description: String,
     pub drivers: Vec<String>,
     pub price_fen_per_m3: i64,
+    pub quality_rules: crate::metering::QualityRules,
 }
 
 /// What a verify, dispute or resolve carries.
@@ -246,7 +247,8 @@ impl Store {
                     || project.reporting_period_months != u.reporting_period_months
                     || project.contract.drivers != u.drivers
                     || project.contract.price_fen_per_m3 != u.price_fen_per_m3
-                    || project.mv_model_description != u.mv_model_description;
+                    || project.mv_model_description != u.mv_model_description
+                    || project.quality_rules != u.quality_rules;
                 // Frozen at signing; a project that left contracted without a baseline period
                 // may still have it set once (the first setting then freezes it).
                 let first_setting = project.baseline_start_date.is_empty() && project.baseline_end_date.is_empty();
@@ -258,10 +260,11 @@ impl Store {
                 let now = now_ms();
                 // Only over the version read and checked (a concurrent change makes it stale).
                 let written = sqlx::query("UPDATE projects SET title = $1, sites = $2, measures = $3, indicator_tags = $4, baseline_start_date = $5, baseline_end_date = $6, \
-                             reporting_period_months = $7, mv_model_description = $8, drivers = $9, price_fen_per_m3 = $10, updated_at_ms = $11, version = version + 1 WHERE id = $12 AND version = $13")
+                             reporting_period_months = $7, mv_model_description = $8, drivers = $9, price_fen_per_m3 = $10, updated_at_ms = $11, quality_rules = $14, version = version + 1 WHERE id = $12 AND version = $13")
                     .bind(&u.title).bind(json(&u.sites)).bind(&u.measures).bind(json(&u.indicator_tags))
                     .bind(&u.baseline_start_date).bind(&u.baseline_end_date).bind(u.reporting_period_months)
                     .bind(&u.mv_model_description).bind(json(&u.drivers)).bind(u.price_fen_per_m3).bind(now).bind(project_id).bind(project.version)
+                    .bind(u.quality_rules.to_stored())
                     .execute(&mut *tx).await?.rows_affected();
                 if written == 0 {
                     return Err(Error::Aborted(format!(
@@ -347,7 +350,7 @@ impl Store {
         Ok(out)
     }
 
-    async fn stored_periods(&self, project_id: &str) -> Result<Vec<Period>> {
+    pub(crate) async fn stored_periods(&self, project_id: &str) -> Result<Vec<Period>> {
         Ok(with_db!(&self.db, pool => sqlx::query_as::<_, PeriodRow>(
             "SELECT * FROM periods WHERE project_id = $1 ORDER BY start_date")
             .bind(project_id).fetch_all(pool).await?)
@@ -374,7 +377,7 @@ impl Store {
     /// The project's savings report, computed now from its readings.
     pub async fn savings_report(&self, project_id: &str) -> Result<(Project, SavingsReport)> {
         let project = self.project(project_id).await?;
-        let (days, granularity) = self.project_days(project_id).await?;
+        let (days, granularity) = self.project_days(project_id, project.quality_rules).await?;
         let (adjustments, _) = self
             .adjustments(
                 project_id,

@@ -10,6 +10,8 @@
 //!   reporting periods; plain Rust.
 //! - [`readings`] and [`ledger_store`]: their tables (bulk ingestion; periods, disputes,
 //!   settlements, with PERIOD_VERIFIED through the outbox).
+//! - [`corrections`] and [`corrections_store`]: corrections of stored readings, proposed by a
+//!   party and decided by the verifier; accepted ones count in the M&V instead of the reading.
 //! - [`verifiers`]: who verifies a project: an administrator's assignment, or a party's
 //!   proposal an administrator approves, through one assignment path with its audit row.
 //! - [`cache`]: projects as last read, kept in memory for GetProject and forgotten on every
@@ -17,6 +19,8 @@
 //! - [`grpc`]: the adapter between `cwsm.projects.v1` and the domain.
 
 pub mod cache;
+pub mod corrections;
+pub mod corrections_store;
 pub mod domain;
 pub mod events;
 pub mod grpc;

@@ -101,17 +101,25 @@ pub mod flag {
     /// The meter's first register reading: it opens the register, so the use up to it is
     /// unknown (not 0).
     pub const REGISTER_OPENED: i32 = 1 << 6;
-    /// The quality rule until M&V plans name their own per flag (issue 12): a reading that is
-    /// a spike, shows the register going back or opening (its use unknown), or has negative
+    /// The flags the default quality rules exclude ([`super::QualityRules`]): a reading that
+    /// is a spike, shows the register going back or opening (its use unknown), or has negative
     /// use says nothing true about the water used, so it is left out of the baseline model and
     /// of the savings — its day counts as a day without data (data sufficiency, a period's
     /// days), and the report says so. Estimated readings, gaps and late arrivals stay in (they
     /// are flagged, not wrong).
     pub const EXCLUDED: i32 = REGISTER_DECREASED | SPIKE | NEGATIVE_USE | REGISTER_OPENED;
+    /// Not a stored flag: a day left out because the verifier accepted a correction that
+    /// excludes one of its readings.
+    pub const CORRECTED_OUT: i32 = 1 << 7;
+    /// Not a stored flag: a day left out because one of its readings carries a flag the M&V
+    /// plan has confirmed (its rule `confirm`) and the verifier has not accepted it as read.
+    pub const UNCONFIRMED: i32 = 1 << 8;
 
     /// How a report names a flag.
     pub fn name(bit: i32) -> &'static str {
         match bit {
+            CORRECTED_OUT => "excluded by a correction",
+            UNCONFIRMED => "awaiting the verifier's confirmation",
             ESTIMATED => "estimated",
             GAP_BEFORE => "gap before",
             REGISTER_DECREASED => "register decreased",
@@ -133,6 +141,100 @@ pub mod flag {
         (6, NEGATIVE_USE),
         (7, REGISTER_OPENED),
     ];
+}
+
+/// What the M&V does with readings that carry a flag (the M&V plan's rule for it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QualityAction {
+    /// Left out of the baseline model and the savings; the day counts as missing.
+    Exclude,
+    /// Used as read.
+    Include,
+    /// Left out until the verifier accepts the reading as read (a KEEP correction).
+    Confirm,
+}
+
+impl QualityAction {
+    pub fn code(self) -> &'static str {
+        match self {
+            QualityAction::Exclude => "exclude",
+            QualityAction::Include => "include",
+            QualityAction::Confirm => "confirm",
+        }
+    }
+}
+
+/// The M&V plan's quality rules: a flag bit set in `exclude` or `confirm` has that action,
+/// any other is included. Agreed with the plan and frozen with it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct QualityRules {
+    pub exclude: i32,
+    pub confirm: i32,
+}
+
+impl Default for QualityRules {
+    /// What says nothing true about the water used is left out: a spike, a register going
+    /// back or opening (its use unknown), negative use. Estimated readings, gaps and late
+    /// arrivals are flagged, not wrong: included.
+    fn default() -> Self {
+        QualityRules {
+            exclude: flag::EXCLUDED,
+            confirm: 0,
+        }
+    }
+}
+
+impl QualityRules {
+    /// The flags that leave a reading's day out unless a correction says otherwise.
+    pub fn leaving_out(self) -> i32 {
+        self.exclude | self.confirm
+    }
+
+    pub fn action(self, bit: i32) -> QualityAction {
+        if self.exclude & bit != 0 {
+            QualityAction::Exclude
+        } else if self.confirm & bit != 0 {
+            QualityAction::Confirm
+        } else {
+            QualityAction::Include
+        }
+    }
+
+    /// These rules with `action` for the flag `bit`; a first register reading's use is
+    /// unknown, so it cannot be included as read.
+    pub fn with(self, bit: i32, action: QualityAction) -> Result<QualityRules> {
+        if bit == flag::REGISTER_OPENED && action == QualityAction::Include {
+            return Err(Error::invalid(
+                "quality_rules",
+                "a meter's first register reading has no known use: it can be excluded or confirmed, not included",
+            ));
+        }
+        let (exclude, confirm) = (self.exclude & !bit, self.confirm & !bit);
+        Ok(match action {
+            QualityAction::Exclude => QualityRules {
+                exclude: exclude | bit,
+                confirm,
+            },
+            QualityAction::Confirm => QualityRules {
+                exclude,
+                confirm: confirm | bit,
+            },
+            QualityAction::Include => QualityRules { exclude, confirm },
+        })
+    }
+
+    /// As stored: "" for the default rules, else JSON.
+    pub fn to_stored(self) -> String {
+        if self == QualityRules::default() {
+            String::new()
+        } else {
+            serde_json::to_string(&self).unwrap_or_default()
+        }
+    }
+
+    pub fn from_stored(s: &str) -> QualityRules {
+        serde_json::from_str(s).unwrap_or_default()
+    }
 }
 
 /// What an interval-use reading's timestamp marks: the end of its interval (as stored, and

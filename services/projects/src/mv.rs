@@ -305,8 +305,9 @@ pub struct DayUse {
     pub litres: i64,
     pub readings: i64,
     pub estimated: i64,
-    /// The flags by which the quality rule leaves the day out (`metering::flag::EXCLUDED`);
-    /// 0 when it is used.
+    /// The flags by which the M&V plan's quality rules leave the day out
+    /// (`metering::QualityRules`, and `flag::CORRECTED_OUT`, `flag::UNCONFIRMED`); 0 when it
+    /// is used.
     pub excluded: i32,
 }
 
@@ -331,10 +332,11 @@ pub fn exclusions(days: &[DayUse], start: NaiveDate, end: NaiveDate) -> (i64, Op
     }
     let by_flag: Vec<String> = flag::ALL
         .iter()
-        .filter(|(_, bit)| bit & flag::EXCLUDED != 0)
-        .filter_map(|(_, bit)| {
+        .map(|(_, bit)| *bit)
+        .chain([flag::CORRECTED_OUT, flag::UNCONFIRMED])
+        .filter_map(|bit| {
             let n = out.iter().filter(|d| d.excluded & bit != 0).count();
-            (n > 0).then(|| format!("{} {n}", flag::name(*bit)))
+            (n > 0).then(|| format!("{} {n}", flag::name(bit)))
         })
         .collect();
     let first: Vec<String> = out.iter().take(5).map(|d| d.day.to_string()).collect();

@@ -15,8 +15,8 @@ use cwsm_platform::{Error, Result, keyed_write, new_id, now_ms, with_db};
 use crate::domain::Project;
 use crate::metering::{
     Classified, Incoming, MAX_FLOW_LITRES_PER_SECOND, MAX_READING_SECONDS, MIN_READING_SECONDS,
-    Meter, MeterKind, MeterState, TimestampsMark, ValueKind, flag, max_interval_litres,
-    timestamps_warning,
+    Meter, MeterKind, MeterState, QualityRules, TimestampsMark, ValueKind, flag,
+    max_interval_litres, timestamps_warning,
 };
 use crate::mv::{DayUse, Granularity};
 use crate::store::Store;
@@ -605,7 +605,11 @@ impl Store {
 
     /// A project's metered use per CST day, for M&V: its whole-site meters (option C), or its
     /// sub-meters when it has no whole-site meter; and the granularity their intervals allow.
-    pub async fn project_days(&self, project_id: &str) -> Result<(Vec<DayUse>, Granularity)> {
+    pub async fn project_days(
+        &self,
+        project_id: &str,
+        rules: QualityRules,
+    ) -> Result<(Vec<DayUse>, Granularity)> {
         let kinds: Vec<(String, i32)> = with_db!(&self.db, pool => sqlx::query_as(
             "SELECT kind, interval_seconds FROM meters WHERE project_id = $1")
             .bind(project_id).fetch_all(pool).await?);
@@ -623,8 +627,8 @@ impl Store {
         } else {
             Granularity::Monthly
         };
-        // The flags of the quality rule's exclusions the day holds.
-        let excluded = flags_of_day("r.flags", flag::EXCLUDED);
+        // The flags the day holds that the M&V plan's quality rules leave out (or confirm).
+        let excluded = flags_of_day("r.flags", rules.leaving_out());
         let sql = format!(
             "SELECT (r.read_at_ms - 1 + 28800000) / 86400000 AS d, CAST(SUM(r.use_litres) AS BIGINT), \
              CAST(COUNT(*) AS BIGINT), CAST(SUM(r.flags & 1) AS BIGINT), CAST({excluded} AS BIGINT) \
@@ -636,18 +640,22 @@ impl Store {
         let rows: Vec<(i64, i64, i64, i64, i64)> = with_db!(&self.db, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(project_id).bind(kind.code()).bind(MIN_READING_SECONDS * 1000).bind(MAX_READING_SECONDS * 1000)
             .bind(MAX_FLOW_LITRES_PER_SECOND).fetch_all(pool).await?);
-        Ok((
-            rows.into_iter()
-                .map(|(d, litres, readings, estimated, excluded)| DayUse {
-                    day: day_date(d),
-                    litres,
-                    readings,
-                    estimated,
-                    excluded: i32::try_from(excluded).unwrap_or(flag::EXCLUDED),
-                })
-                .collect(),
-            granularity,
-        ))
+        let mut days: Vec<DayUse> = rows
+            .into_iter()
+            .map(|(d, litres, readings, estimated, excluded)| DayUse {
+                day: day_date(d),
+                litres,
+                readings,
+                estimated,
+                excluded: crate::corrections::day_exclusion(
+                    i32::try_from(excluded).unwrap_or(rules.leaving_out()),
+                    rules,
+                ),
+            })
+            .collect();
+        self.apply_corrections(project_id, kind.code(), rules, &mut days)
+            .await?;
+        Ok((days, granularity))
     }
 }
 

@@ -218,6 +218,7 @@ pub(crate) struct ProjectRow {
     updated_at_ms: i64,
     version: i64,
     jurisdiction_code: String,
+    quality_rules: String,
 }
 
 fn json_list(s: &str) -> Vec<String> {
@@ -274,6 +275,7 @@ impl From<ProjectRow> for Project {
             suspended_from: Stage::from_code(&r.suspended_from_stage),
             reporting_period_months: r.reporting_period_months,
             mv_model_description: r.mv_model_description,
+            quality_rules: crate::metering::QualityRules::from_stored(&r.quality_rules),
             verifier_org: r.verifier_org,
             created_at_ms: r.created_at_ms,
             updated_at_ms: r.updated_at_ms,
@@ -499,6 +501,7 @@ impl Store {
                 suspended_from: None,
                 reporting_period_months: 1,
                 mv_model_description: String::new(),
+                quality_rules: Default::default(),
                 verifier_org: String::new(),
                 created_at_ms: now,
                 updated_at_ms: now,

@@ -71,7 +71,7 @@ pub enum ProjectsCommand {
     /// A project's meters.
     #[command(subcommand)]
     Meters(MetersCommand),
-    /// Meter readings: import from CSV, list raw or by day or month.
+    /// Meter readings: import from CSV or xlsx, list raw or by day or month, corrections.
     #[command(subcommand)]
     Readings(ReadingsCommand),
     /// Record daily values of the M&V plan's drivers from a CSV or xlsx file: a header row
@@ -172,6 +172,73 @@ pub enum ReadingsCommand {
         #[arg(long, default_value_t = 100)]
         limit: i32,
     },
+    /// Propose a correction of the reading of METER_ID at TIME (as stored: the end of its
+    /// interval; RFC 3339 or YYYY-MM-DD HH:MM in China Standard Time): --use LITRES replaces
+    /// its use, --exclude leaves it out, --keep uses a flagged reading as read.
+    Correct {
+        meter_id: String,
+        time: String,
+        #[arg(long = "use", allow_hyphen_values = true, conflicts_with_all = ["exclude", "keep"])]
+        use_litres: Option<i64>,
+        #[arg(long, conflicts_with = "keep")]
+        exclude: bool,
+        #[arg(long)]
+        keep: bool,
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        evidence: String,
+    },
+    /// A project's reading corrections, every status.
+    Corrections { project_id: String },
+    /// Accept or reject a proposed correction (the project's assigned verifier).
+    Decide {
+        correction_id: String,
+        #[arg(long, conflicts_with = "reject")]
+        accept: bool,
+        #[arg(long)]
+        reject: bool,
+        /// Required to reject.
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+}
+
+fn correction_rows(list: &[ppb::ReadingCorrection]) -> Output {
+    let name = |n: &str, prefix: &str| n.trim_start_matches(prefix).to_lowercase();
+    Output {
+        headers: vec![
+            "id",
+            "meter",
+            "time (CST)",
+            "action",
+            "use_l",
+            "was_l",
+            "status",
+            "reason",
+            "decision",
+        ],
+        rows: list
+            .iter()
+            .map(|c| {
+                vec![
+                    c.id.clone(),
+                    c.meter_id.clone(),
+                    cst(c.read_time.as_ref().map(cwsm_platform::grpc::millis)),
+                    ppb::CorrectionAction::try_from(c.action)
+                        .map(|a| name(a.as_str_name(), "CORRECTION_ACTION_"))
+                        .unwrap_or_default(),
+                    c.corrected_use_litres.to_string(),
+                    c.original_use_litres.to_string(),
+                    ppb::CorrectionStatus::try_from(c.status)
+                        .map(|a| name(a.as_str_name(), "CORRECTION_STATUS_"))
+                        .unwrap_or_default(),
+                    c.reason.clone(),
+                    c.decision_note.clone(),
+                ]
+            })
+            .collect(),
+    }
 }
 
 #[derive(Subcommand)]
@@ -755,6 +822,80 @@ async fn readings(c: &Clients, cmd: ReadingsCommand, json: bool) -> anyhow::Resu
                 rows,
             }
             .print(json);
+        }
+        ReadingsCommand::Correct {
+            meter_id,
+            time,
+            use_litres,
+            exclude,
+            keep,
+            reason,
+            evidence,
+        } => {
+            let action = match (use_litres, exclude, keep) {
+                (Some(_), _, _) => ppb::CorrectionAction::Replace,
+                (None, true, _) => ppb::CorrectionAction::Exclude,
+                (None, false, true) => ppb::CorrectionAction::Keep,
+                _ => {
+                    anyhow::bail!("say what the correction does: --use LITRES, --exclude or --keep")
+                }
+            };
+            let at = crate::import::instant(&time).map_err(anyhow::Error::msg)?;
+            let c = c
+                .projects()
+                .propose_reading_correction(ppb::ProposeReadingCorrectionRequest {
+                    request_id: request_id(),
+                    correction: Some(ppb::ReadingCorrection {
+                        meter_id,
+                        read_time: Some(cwsm_platform::grpc::timestamp(at)),
+                        action: action as i32,
+                        corrected_use_litres: use_litres.unwrap_or(0),
+                        reason,
+                        evidence,
+                        ..Default::default()
+                    }),
+                })
+                .await?
+                .into_inner()
+                .correction
+                .unwrap_or_default();
+            correction_rows(std::slice::from_ref(&c)).print(json);
+        }
+        ReadingsCommand::Corrections { project_id } => {
+            let reply = c
+                .projects()
+                .list_reading_corrections(ppb::ListReadingCorrectionsRequest {
+                    project_id,
+                    page_size: 1000,
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            correction_rows(&reply.corrections).print(json);
+        }
+        ReadingsCommand::Decide {
+            correction_id,
+            accept,
+            reject,
+            note,
+        } => {
+            if accept == reject {
+                anyhow::bail!("give --accept or --reject");
+            }
+            let c = c
+                .projects()
+                .decide_reading_correction(ppb::DecideReadingCorrectionRequest {
+                    request_id: request_id(),
+                    correction_id,
+                    expected_version: 0,
+                    accept,
+                    note,
+                })
+                .await?
+                .into_inner()
+                .correction
+                .unwrap_or_default();
+            correction_rows(std::slice::from_ref(&c)).print(json);
         }
     }
     Ok(())
@@ -1690,5 +1831,25 @@ mod tests {
             Some(ppb::VerifierDecision::Approve)
         );
         assert!(verifier_decision("maybe").is_err());
+        let correct = |extra: &[&str]| {
+            let mut args = vec!["projects", "readings", "correct", "m-1", "2025-01-11 00:00"];
+            args.extend(extra);
+            args.extend(["--reason", "现场抄表", "--evidence", "log 7"]);
+            Cli::try_parse_from(args).map(|c| c.command)
+        };
+        assert!(matches!(
+            correct(&["--use", "-1600"]),
+            Ok(ProjectsCommand::Readings(ReadingsCommand::Correct {
+                use_litres: Some(-1600),
+                exclude: false,
+                keep: false,
+                ..
+            }))
+        ));
+        assert!(
+            correct(&["--use", "1600", "--exclude"]).is_err(),
+            "one action"
+        );
+        assert!(correct(&["--exclude", "--keep"]).is_err(), "one action");
     }
 }
