@@ -1723,7 +1723,7 @@ async fn the_plan_sets_a_rule_per_flag(backend: Backend) -> anyhow::Result<()> {
             .find(|r| r.flag == flag as i32)
             .map(|r| r.action)
     };
-    assert_eq!(rules(&project).len(), 7, "every flag's rule is shown");
+    assert_eq!(rules(&project).len(), 8, "every flag's rule is shown");
     assert_eq!(
         action_of(&project, p::ReadingFlag::Spike),
         Some(p::QualityAction::Exclude as i32)
@@ -1855,6 +1855,196 @@ async fn the_plan_sets_a_rule_per_flag_on_postgres() -> anyhow::Result<()> {
         return Ok(());
     }
     the_plan_sets_a_rule_per_flag(Backend::Postgres).await
+}
+
+/// Registers a meter of `kind` on `project_id` whose register holds `capacity` litres.
+async fn register_meter(
+    app: &TestApp,
+    token: &str,
+    project_id: &str,
+    name: &str,
+    kind: p::MeterKind,
+    interval_seconds: i32,
+    capacity: i64,
+) -> anyhow::Result<p::Meter> {
+    app.projects(token)
+        .create_meter(p::CreateMeterRequest {
+            request_id: rid("meter"),
+            meter: Some(p::Meter {
+                project_id: project_id.to_string(),
+                name: name.to_string(),
+                kind: kind as i32,
+                interval_seconds,
+                register_capacity_litres: capacity,
+                ..Default::default()
+            }),
+        })
+        .await?
+        .into_inner()
+        .meter
+        .ok_or_else(|| anyhow::anyhow!("no meter"))
+}
+
+/// Issue 12's finding: a register rollover was flagged "decreased", stored as no use and the
+/// unmetered water counted as saved. With the register's capacity (7 digits of litres) the
+/// rollover is counted (flagged REGISTER_ROLLED_OVER), the month keeps every day, and a
+/// decrease no rollover explains is refused as impossible.
+async fn a_register_rolls_over_within_its_capacity(backend: Backend) -> anyhow::Result<()> {
+    let app = TestApp::start(backend).await?;
+    let (parties, cal, _) = measured_project(&app).await?;
+    let id = parties.project_id.clone();
+    let main = register_meter(
+        &app,
+        &parties.company,
+        &id,
+        "main register",
+        p::MeterKind::WholeSite,
+        86_400,
+        10_000_000,
+    )
+    .await?;
+    let at = |day: i64| cwsm_platform::grpc::timestamp(day * DAY_MS - CST_MS);
+    let day_use = |day: i64| {
+        if day <= cal.baseline_end {
+            10_000
+        } else {
+            8_000
+        }
+    };
+    // Past 9,999,999 during the period's 10th day.
+    let before: i64 = (cal.baseline_start..cal.period_start + 10)
+        .map(day_use)
+        .sum();
+    let mut register = 10_000_000 - before - 3_000;
+    let mut readings = vec![p::Reading {
+        read_time: Some(at(cal.baseline_start)),
+        value_litres: register,
+        estimated: false,
+    }];
+    for day in cal.baseline_start..=cal.period_end {
+        register += day_use(day);
+        readings.push(p::Reading {
+            read_time: Some(at(day + 1)),
+            value_litres: register % 10_000_000,
+            estimated: false,
+        });
+    }
+    let sent = ingest(
+        &app,
+        &parties.company,
+        &main.id,
+        p::ReadingValueKind::CumulativeRegister,
+        readings,
+    )
+    .await?;
+    let count = |flag: p::ReadingFlag| -> i64 {
+        sent.flagged
+            .iter()
+            .filter(|f| f.flag == flag as i32)
+            .map(|f| f.count)
+            .sum()
+    };
+    assert_eq!(
+        count(p::ReadingFlag::RegisterRolledOver),
+        1,
+        "{:?}",
+        sent.flagged
+    );
+    assert_eq!(
+        count(p::ReadingFlag::RegisterDecreased),
+        0,
+        "{:?}",
+        sent.flagged
+    );
+    let report = app
+        .projects(&parties.user)
+        .get_savings_report(p::GetSavingsReportRequest {
+            project_id: id.clone(),
+        })
+        .await?
+        .into_inner();
+    let period = report
+        .periods
+        .iter()
+        .find(|x| x.start_date == date(cal.period_start))
+        .expect("period");
+    assert_eq!(period.observations, cal.period_days());
+    assert_eq!(period.actual_litres, 8_000 * cal.period_days());
+    assert_eq!(period.adjusted_baseline_litres, 10_000 * cal.period_days());
+
+    // An hourly sub-meter: 9,999,800 → 150 is a rollover (350 L); 150 → 100 an hour later
+    // would be 9,999,950 L in an hour, beyond what a pipe passes: refused, saying why.
+    let sub = register_meter(
+        &app,
+        &parties.company,
+        &id,
+        "cooling tower register",
+        p::MeterKind::SubMeter,
+        3_600,
+        10_000_000,
+    )
+    .await?;
+    let hour = |h: i64| {
+        cwsm_platform::grpc::timestamp(cal.baseline_start * DAY_MS - CST_MS + h * 3_600_000)
+    };
+    let values = [9_999_800, 150, 100];
+    let readings = values
+        .iter()
+        .enumerate()
+        .map(|(h, v)| p::Reading {
+            read_time: Some(hour(h as i64 + 1)),
+            value_litres: *v,
+            estimated: false,
+        })
+        .collect();
+    let sent = ingest(
+        &app,
+        &parties.company,
+        &sub.id,
+        p::ReadingValueKind::CumulativeRegister,
+        readings,
+    )
+    .await?;
+    assert_eq!(
+        (sent.accepted, sent.rejected),
+        (2, 1),
+        "{:?}",
+        sent.rejections
+    );
+    assert!(
+        sent.rejections[0]
+            .reason
+            .contains("went back from 150 to 100"),
+        "{}",
+        sent.rejections[0].reason
+    );
+    let err = register_meter(
+        &app,
+        &parties.company,
+        &id,
+        "toy",
+        p::MeterKind::SubMeter,
+        3_600,
+        10,
+    )
+    .await
+    .expect_err("10 L is no register");
+    let err = err.downcast::<tonic::Status>()?;
+    assert_eq!(field(&err), "meter.register_capacity_litres");
+    app.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_register_rolls_over_within_its_capacity_on_sqlite() -> anyhow::Result<()> {
+    a_register_rolls_over_within_its_capacity(Backend::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_register_rolls_over_within_its_capacity_on_postgres() -> anyhow::Result<()> {
+    if !postgres_and_redis_available().await {
+        return Ok(());
+    }
+    a_register_rolls_over_within_its_capacity(Backend::Postgres).await
 }
 
 /// Runs the `cwsm` binary's client command `args` against `app` with `token`; returns

@@ -41,6 +41,10 @@ pub struct Meter {
     pub kind: MeterKind,
     pub interval_seconds: i32,
     pub serial_number: String,
+    /// The value, litres, at which the meter's register starts again at 0 (a 5-digit m³
+    /// register: 100,000 m³ = 100,000,000 L); 0 when not known. A register that goes back
+    /// is a rollover when this fits, else an impossible reading.
+    pub register_capacity_litres: i64,
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
     pub version: i64,
@@ -59,6 +63,14 @@ impl Meter {
             return Err(Error::invalid(
                 "meter.interval_seconds",
                 "between 60 (one minute) and 2678400 (31 days)",
+            ));
+        }
+        if self.register_capacity_litres != 0
+            && !(1_000..=MAX_REGISTER_LITRES).contains(&self.register_capacity_litres)
+        {
+            return Err(Error::invalid(
+                "meter.register_capacity_litres",
+                format!("0 (not known) or between 1000 (1 m³) and {MAX_REGISTER_LITRES}"),
             ));
         }
         if !sites.is_empty() && !self.site.is_empty() && !sites.contains(&self.site) {
@@ -101,6 +113,9 @@ pub mod flag {
     /// The meter's first register reading: it opens the register, so the use up to it is
     /// unknown (not 0).
     pub const REGISTER_OPENED: i32 = 1 << 6;
+    /// The register went back and started again at 0 (its capacity known): the use is the
+    /// rest of the register plus the new value. Included by default.
+    pub const REGISTER_ROLLED_OVER: i32 = 1 << 7;
     /// The flags the default quality rules exclude ([`super::QualityRules`]): a reading that
     /// is a spike, shows the register going back or opening (its use unknown), or has negative
     /// use says nothing true about the water used, so it is left out of the baseline model and
@@ -110,10 +125,10 @@ pub mod flag {
     pub const EXCLUDED: i32 = REGISTER_DECREASED | SPIKE | NEGATIVE_USE | REGISTER_OPENED;
     /// Not a stored flag: a day left out because the verifier accepted a correction that
     /// excludes one of its readings.
-    pub const CORRECTED_OUT: i32 = 1 << 7;
+    pub const CORRECTED_OUT: i32 = 1 << 20;
     /// Not a stored flag: a day left out because one of its readings carries a flag the M&V
     /// plan has confirmed (its rule `confirm`) and the verifier has not accepted it as read.
-    pub const UNCONFIRMED: i32 = 1 << 8;
+    pub const UNCONFIRMED: i32 = 1 << 21;
 
     /// How a report names a flag.
     pub fn name(bit: i32) -> &'static str {
@@ -127,12 +142,13 @@ pub mod flag {
             OUT_OF_ORDER => "out of order",
             NEGATIVE_USE => "negative use",
             REGISTER_OPENED => "register opened",
+            REGISTER_ROLLED_OVER => "register rolled over",
             _ => "unknown flag",
         }
     }
 
     /// (proto number, bit) of every flag.
-    pub const ALL: [(i32, i32); 7] = [
+    pub const ALL: [(i32, i32); 8] = [
         (1, ESTIMATED),
         (2, GAP_BEFORE),
         (3, REGISTER_DECREASED),
@@ -140,6 +156,7 @@ pub mod flag {
         (5, OUT_OF_ORDER),
         (6, NEGATIVE_USE),
         (7, REGISTER_OPENED),
+        (8, REGISTER_ROLLED_OVER),
     ];
 }
 
@@ -388,6 +405,8 @@ const SPIKE_FACTOR: i64 = 10;
 #[derive(Clone, Debug)]
 pub struct MeterState {
     interval_ms: i64,
+    /// The register's capacity, litres; 0 when not known.
+    capacity: i64,
     latest_ms: Option<i64>,
     latest_register: Option<i64>,
     recent: VecDeque<i64>,
@@ -399,6 +418,7 @@ impl MeterState {
     pub fn new(interval_seconds: i32, stored: &[(i64, i64, i64, i32)]) -> MeterState {
         let mut s = MeterState {
             interval_ms: i64::from(interval_seconds) * 1000,
+            capacity: 0,
             latest_ms: stored.first().map(|r| r.0),
             latest_register: stored
                 .first()
@@ -435,15 +455,33 @@ impl MeterState {
                         r.value_litres
                     ));
                 }
+                if self.capacity > 0 && !(0..self.capacity).contains(&r.value_litres) {
+                    return Some(format!(
+                        "impossible: register {} L outside its capacity 0 to {} L",
+                        r.value_litres,
+                        self.capacity - 1
+                    ));
+                }
                 let (Some(prev_at), Some(prev)) = (self.latest_ms, self.latest_register) else {
                     return None;
                 };
-                if r.at_ms <= prev_at || r.value_litres <= prev {
+                if r.at_ms <= prev_at || r.value_litres == prev {
                     return None;
                 }
                 // Both in range: no overflow.
                 let elapsed_s = ((r.at_ms - prev_at) / 1000).max(interval_s).max(1);
                 let most = MAX_FLOW_LITRES_PER_SECOND.saturating_mul(elapsed_s);
+                if r.value_litres < prev {
+                    // Back: flagged when the capacity is not known; a rollover that fits, or
+                    // impossible.
+                    return match self.rolled_over(prev, r.value_litres) {
+                        Some(used) if used > most => Some(format!(
+                            "impossible: the register went back from {prev} to {} L; as a rollover of its {} L register that is {used} L in {elapsed_s} s, more than {MAX_FLOW_LITRES_PER_SECOND} L/s could pass",
+                            r.value_litres, self.capacity
+                        )),
+                        _ => None,
+                    };
+                }
                 let rose = r.value_litres - prev;
                 (rose > most).then(|| {
                     format!(
@@ -452,6 +490,19 @@ impl MeterState {
                 })
             }
         }
+    }
+
+    /// This state for a meter whose register holds `capacity` litres (0: not known).
+    pub fn with_capacity(mut self, capacity: i64) -> MeterState {
+        self.capacity = capacity.max(0);
+        self
+    }
+
+    /// The use of a register reading `value` after `prev` that went back, if the register's
+    /// capacity makes it a rollover: the rest of the register and the new value.
+    fn rolled_over(&self, prev: i64, value: i64) -> Option<i64> {
+        (self.capacity > 0 && value < prev && (0..self.capacity).contains(&prev) && value >= 0)
+            .then(|| self.capacity - prev + value)
     }
 
     /// The meter's interval, ms.
@@ -504,7 +555,15 @@ impl MeterState {
             }
             if kind == ValueKind::Register {
                 match self.latest_register {
-                    Some(prev) if r.value_litres < prev => flags |= flag::REGISTER_DECREASED,
+                    Some(prev) if r.value_litres < prev => {
+                        match self.rolled_over(prev, r.value_litres) {
+                            Some(used) => {
+                                use_litres = used;
+                                flags |= flag::REGISTER_ROLLED_OVER;
+                            }
+                            None => flags |= flag::REGISTER_DECREASED,
+                        }
+                    }
                     Some(prev) => use_litres = r.value_litres.saturating_sub(prev),
                     None => flags |= flag::REGISTER_OPENED,
                 }
@@ -661,6 +720,43 @@ mod tests {
         // A late register reading: its water is already in the next one's difference.
         let late = s.classify(ValueKind::Register, reading(0, 900));
         assert_eq!((late.use_litres, late.flags), (0, flag::OUT_OF_ORDER));
+    }
+
+    /// Issue 12's finding: a register rollover was flagged "decreased" and its interval's
+    /// water lost; with the register's capacity known it is the rest of the register plus
+    /// the new value, and a decrease no rollover explains is refused as impossible.
+    #[test]
+    fn a_register_that_rolls_over_within_its_capacity() {
+        // A 7-digit litre register (0 … 9,999,999 L), hourly.
+        let mut s = MeterState::new(3600, &[]).with_capacity(10_000_000);
+        s.classify(ValueKind::Register, reading(1, 9_999_800));
+        // 9,999,800 → 150: 200 L to the top, 150 after it.
+        let next = reading(2, 150);
+        assert_eq!(s.impossible(ValueKind::Register, next), None);
+        let rolled = s.classify(ValueKind::Register, next);
+        assert_eq!(
+            (rolled.use_litres, rolled.flags),
+            (350, flag::REGISTER_ROLLED_OVER)
+        );
+        // 150 → 100 in an hour would be a rollover of 9,999,950 L: more than can pass
+        // (1,500 L/s × 3,600 s = 5,400,000 L).
+        let back = reading(3, 100);
+        let why = s
+            .impossible(ValueKind::Register, back)
+            .expect("not a rollover");
+        assert!(why.contains("went back from 150 to 100"), "{why}");
+        // A value at or beyond the capacity is no register value.
+        assert!(
+            s.impossible(ValueKind::Register, reading(3, 10_000_000))
+                .is_some()
+        );
+        // Without the capacity, a decrease is flagged and left out, as before.
+        let mut unknown = MeterState::new(3600, &[]);
+        unknown.classify(ValueKind::Register, reading(1, 9_999_800));
+        assert_eq!(
+            unknown.classify(ValueKind::Register, reading(2, 150)).flags,
+            flag::REGISTER_DECREASED
+        );
     }
 
     #[test]

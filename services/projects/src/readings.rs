@@ -66,6 +66,7 @@ struct MeterRow {
     kind: String,
     interval_seconds: i32,
     serial_number: String,
+    register_capacity_litres: i64,
     created_at_ms: i64,
     updated_at_ms: i64,
     version: i64,
@@ -81,6 +82,7 @@ impl From<MeterRow> for Meter {
             kind: MeterKind::from_code(&r.kind).unwrap_or(MeterKind::WholeSite),
             interval_seconds: r.interval_seconds,
             serial_number: r.serial_number,
+            register_capacity_litres: r.register_capacity_litres,
             created_at_ms: r.created_at_ms,
             updated_at_ms: r.updated_at_ms,
             version: r.version,
@@ -195,9 +197,9 @@ impl Store {
                 }
                 let id = new_id();
                 let now = now_ms();
-                sqlx::query("INSERT INTO meters (id, project_id, site, name, kind, interval_seconds, serial_number, created_at_ms, updated_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)")
+                sqlx::query("INSERT INTO meters (id, project_id, site, name, kind, interval_seconds, serial_number, created_at_ms, updated_at_ms, register_capacity_litres) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9)")
                     .bind(&id).bind(&m.project_id).bind(&m.site).bind(&m.name).bind(m.kind.code())
-                    .bind(m.interval_seconds).bind(&m.serial_number).bind(now).execute(&mut *tx).await?;
+                    .bind(m.interval_seconds).bind(&m.serial_number).bind(now).bind(m.register_capacity_litres).execute(&mut *tx).await?;
                 id
         });
         self.meter(&id).await
@@ -265,7 +267,8 @@ impl Store {
             .bind(meter_id).fetch_all(pool).await?);
         s.meters.push(MeterCtx {
             id: meter.id.clone(),
-            state: MeterState::new(meter.interval_seconds, &stored),
+            state: MeterState::new(meter.interval_seconds, &stored)
+                .with_capacity(meter.register_capacity_litres),
             pending: Vec::new(),
             sent: None,
         });

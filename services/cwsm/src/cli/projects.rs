@@ -130,6 +130,10 @@ pub enum MetersCommand {
         site: String,
         #[arg(long, default_value = "")]
         serial: String,
+        /// Digits of the register in m³ (a 5-digit register rolls over at 100,000 m³): a
+        /// register that goes back is then a rollover when the water fits the time.
+        #[arg(long)]
+        register_digits: Option<u32>,
     },
     List {
         project_id: String,
@@ -556,7 +560,14 @@ async fn meters(c: &Clients, cmd: MetersCommand, json: bool) -> anyhow::Result<(
             interval,
             site,
             serial,
+            register_digits,
         } => {
+            // 10^digits m³ in litres; beyond 10 digits no register (nor i64 litres) holds it.
+            let capacity = match register_digits {
+                None => 0,
+                Some(d @ 1..=10) => 10i64.pow(d + 3),
+                Some(d) => anyhow::bail!("--register-digits {d}: a register has 1 to 10 digits"),
+            };
             let m = c
                 .projects()
                 .create_meter(ppb::CreateMeterRequest {
@@ -568,6 +579,7 @@ async fn meters(c: &Clients, cmd: MetersCommand, json: bool) -> anyhow::Result<(
                         interval_seconds: interval,
                         site,
                         serial_number: serial,
+                        register_capacity_litres: capacity,
                         ..Default::default()
                     }),
                 })
