@@ -6,8 +6,10 @@ autocorrelation correction), from the raw daily data, nothing of cwsm's code.
 Reads JSON on stdin:
   {"drivers": ["students", ...],
    "baseline": [{"litres": 123, "x": [..]}, ...],      # in time order
-   "periods": [[{"litres": .., "x": [..]}, ...], ...]}  # each reporting period's days
-Writes JSON on stdout: the fit and, per period, its figures.
+   "periods": [[{"litres": .., "x": [..]}, ...], ...]}  # each reporting period's observations
+An observation may carry "days" (a billing period's): it is then its use per day, weighted by
+its days (weighted least squares, CalTRACK's billing method), and the drivers are its days'
+means. Writes JSON on stdout: the fit and, per period, its figures.
 """
 import json
 import sys
@@ -20,25 +22,40 @@ from statsmodels.tsa.stattools import acf
 
 def main():
     data = json.load(sys.stdin)
-    y = np.array([d["litres"] for d in data["baseline"]], dtype=float)
-    x = np.array([d["x"] for d in data["baseline"]], dtype=float).reshape(len(y), -1)
-    model = sm.OLS(y, sm.add_constant(x, has_constant="add")).fit()
+    baseline = data["baseline"]
+    days = np.array([d.get("days", 1) for d in baseline], dtype=float)
+    y = np.array([d["litres"] for d in baseline], dtype=float) / days
+    x = np.array([d["x"] for d in baseline], dtype=float).reshape(len(y), -1)
+    X = sm.add_constant(x, has_constant="add")
+    weighted = any("days" in d for d in baseline)
+    if weighted:
+        # Weights scaled to a mean of 1: the statistics stay per observation.
+        w = days / days.mean()
+        model = sm.WLS(y, X, weights=w).fit()
+    else:
+        w = np.ones(len(y))
+        model = sm.OLS(y, X).fit()
     n, p = len(y), model.df_model + 1
-    mean = y.mean()
+    mean = float((w * y).sum() / w.sum())
     resid = model.resid
-    # Guideline 14: CV(RMSE) and NMBE over n − p; ŷ − y for the bias.
+    # Guideline 14: CV(RMSE) and NMBE over n − p (weighted sums of squares); ŷ − y for the bias.
     cv = np.sqrt(model.ssr / (n - p)) / mean
-    nmbe = -resid.sum() / ((n - p) * mean)
-    # Lag-1 autocorrelation of the residuals (statsmodels' acf), n′ = n(1 − ρ)/(1 + ρ) for ρ ≥ 0.
-    rho = float(acf(resid, nlags=1, fft=False)[1])
+    nmbe = -(w * resid).sum() / ((n - p) * mean)
+    # Lag-1 autocorrelation of the residuals, n′ = n(1 − ρ)/(1 + ρ) for ρ ≥ 0: statsmodels'
+    # acf for OLS (whose residuals average 0); Σeᵢeᵢ₋₁/Σeᵢ² as Annex B writes it for WLS.
+    if weighted:
+        rho = float((resid[1:] * resid[:-1]).sum() / (resid * resid).sum())
+    else:
+        rho = float(acf(resid, nlags=1, fft=False)[1])
     r = min(max(rho, 0.0), 0.99)
     n_eff = n * (1 - r) / (1 + r)
     periods = []
-    for days in data["periods"]:
-        py = np.array([d["litres"] for d in days], dtype=float)
-        px = np.array([d["x"] for d in days], dtype=float).reshape(len(py), -1)
-        baseline = float(model.predict(sm.add_constant(px, has_constant="add")).sum())
-        e_base = round(baseline)
+    for obs in data["periods"]:
+        py = np.array([d["litres"] for d in obs], dtype=float)
+        pdays = np.array([d.get("days", 1) for d in obs], dtype=float)
+        px = np.array([d["x"] for d in obs], dtype=float).reshape(len(py), -1)
+        per_day = model.predict(sm.add_constant(px, has_constant="add"))
+        e_base = round(float((per_day * pdays).sum()))
         m = len(py)
         out = {
             "adjusted_baseline_litres": e_base,

@@ -249,6 +249,7 @@ mod tests {
             readings: 2,
             estimated: 0,
             excluded: 0,
+            billed_from: None,
         }
     }
 

@@ -228,8 +228,22 @@ impl Store {
         Ok((rows, next))
     }
 
-    /// Recomputes the days of `days` that hold a reading with an accepted correction, from
-    /// the readings of the meters of `kind` and those corrections, under `rules`.
+    /// The accepted corrections of the project's meters of `kind`, oldest reading first.
+    pub(crate) async fn accepted_corrections(
+        &self,
+        project_id: &str,
+        kind: &str,
+    ) -> Result<Vec<Correction>> {
+        Ok(with_db!(&self.db, pool => sqlx::query_as::<_, CorrectionRow>(
+            "SELECT c.* FROM reading_corrections c JOIN meters m ON m.id = c.meter_id \
+             WHERE c.project_id = $1 AND c.status = 'accepted' AND m.kind = $2 ORDER BY c.read_at_ms")
+            .bind(project_id).bind(kind).fetch_all(pool).await?)
+        .into_iter().map(Correction::from).collect())
+    }
+
+    /// Recomputes the days of `days` that hold a reading of a meter read daily or finer with
+    /// an accepted correction, from those readings and corrections, under `rules` (a bill's
+    /// correction applies to the bill before it is spread).
     pub(crate) async fn apply_corrections(
         &self,
         project_id: &str,
@@ -237,11 +251,7 @@ impl Store {
         rules: QualityRules,
         days: &mut [DayUse],
     ) -> Result<()> {
-        let accepted: Vec<Correction> = with_db!(&self.db, pool => sqlx::query_as::<_, CorrectionRow>(
-            "SELECT c.* FROM reading_corrections c JOIN meters m ON m.id = c.meter_id \
-             WHERE c.project_id = $1 AND c.status = 'accepted' AND m.kind = $2 ORDER BY c.read_at_ms")
-            .bind(project_id).bind(kind).fetch_all(pool).await?)
-        .into_iter().map(Correction::from).collect();
+        let accepted = self.accepted_corrections(project_id, kind).await?;
         let mut by_day: BTreeMap<i64, Vec<&Correction>> = BTreeMap::new();
         for c in &accepted {
             by_day.entry(day_index(c.read_at_ms)).or_default().push(c);
@@ -253,7 +263,7 @@ impl Store {
             // The day's readings (a day holds the instants (start, end]), as aggregated.
             let readings: Vec<(String, i64, i64, i32)> = with_db!(&self.db, pool => sqlx::query_as(
                 "SELECT r.meter_id, r.read_at_ms, r.use_litres, r.flags FROM readings r JOIN meters m ON m.id = r.meter_id \
-                 WHERE m.project_id = $1 AND m.kind = $2 AND r.read_at_ms > $3 AND r.read_at_ms <= $4 \
+                 WHERE m.project_id = $1 AND m.kind = $2 AND m.interval_seconds <= 86400 AND r.read_at_ms > $3 AND r.read_at_ms <= $4 \
                  AND r.use_litres BETWEEN -$5 * CAST(m.interval_seconds AS BIGINT) AND $5 * CAST(m.interval_seconds AS BIGINT)")
                 .bind(project_id).bind(kind).bind(day_start_ms(d)).bind(day_start_ms(d + 1)).bind(MAX_FLOW_LITRES_PER_SECOND)
                 .fetch_all(pool).await?);

@@ -699,6 +699,10 @@ fn report_to_pb(r: &SavingsReport) -> pb::GetSavingsReportResponse {
             data_sufficiency: sufficiency,
             autocorrelation: f.autocorrelation,
             effective_observations: f.effective_observations,
+            granularity: match f.granularity {
+                crate::mv::Granularity::Daily => pb::ModelGranularity::Daily,
+                crate::mv::Granularity::Billing => pb::ModelGranularity::BillingPeriod,
+            } as i32,
         }),
         // No fit: the sufficiency still says why.
         (None, Some(s)) => Some(pb::BaselineFit {

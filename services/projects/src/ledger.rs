@@ -808,7 +808,17 @@ pub fn report(project: &Project, data: ReportData<'_>, today: chrono::NaiveDate)
     r.sufficiency = Some(sufficiency);
     let values: Vec<&crate::mv::DriverDays> = used.iter().map(|(_, v)| *v).collect();
     match crate::mv::fit_baseline(days, start, end, granularity, &used) {
-        Ok(f) => r.fit = Some(f),
+        Ok(f) => {
+            if f.granularity == crate::mv::Granularity::Billing
+                && let Some(s) = r.sufficiency.as_mut()
+            {
+                s.notes.push(format!(
+                    "modelled per billing period: {} bills, each its use per day with the drivers averaged over its days, weighted by its days",
+                    f.observations
+                ));
+            }
+            r.fit = Some(f)
+        }
         Err(e) => r
             .problems
             .push(format!("the baseline cannot be fitted: {e}")),

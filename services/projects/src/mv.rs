@@ -8,7 +8,7 @@
 //! the model's prediction summed over the period's days with data, so a missing day drops out
 //! of both sides of "baseline − actual" rather than counting as saved water.
 
-use chrono::{Datelike, NaiveDate};
+use chrono::NaiveDate;
 use cwsm_platform::quantity::{Litres, MAX_LITRES, Overflow};
 
 /// The name of the constant term.
@@ -20,15 +20,17 @@ pub enum Granularity {
     /// One observation per day (hourly and daily data both; the brief and Guideline 14's
     /// "hourly" thresholds apply to them).
     Daily,
-    /// One observation per calendar month.
-    Monthly,
+    /// One observation per billing period: the use between two readings of a meter read
+    /// every few weeks (a utility's bill), per day, the drivers averaged over the same days,
+    /// weighted by the days (CalTRACK's billing method). Guideline 14's monthly thresholds.
+    Billing,
 }
 
 impl Granularity {
     /// Guideline 14 acceptance: (max CV(RMSE), max |NMBE|), as fractions.
     pub fn thresholds(self) -> (f64, f64) {
         match self {
-            Granularity::Monthly => (0.15, 0.05),
+            Granularity::Billing => (0.15, 0.05),
             Granularity::Daily => (0.30, 0.10),
         }
     }
@@ -37,7 +39,7 @@ impl Granularity {
         match self {
             Granularity::Daily => 86_400,
             // The mean Gregorian month.
-            Granularity::Monthly => 2_629_746,
+            Granularity::Billing => 2_629_746,
         }
     }
 }
@@ -107,11 +109,36 @@ pub fn fit(
     xs: &[Vec<f64>],
     granularity: Granularity,
 ) -> Result<Fit, FitError> {
+    fit_weighted(drivers, ys, xs, None, granularity)
+}
+
+/// [`fit`] by weighted least squares when `weights` are given (a billing period's days):
+/// XᵀWX·b = XᵀWy, with the weights scaled to a mean of 1 so that the statistics stay per
+/// observation: ȳ = Σwy/Σw, SSE = Σwe², R² = 1 − SSE/Σw(y − ȳ)², CV(RMSE) =
+/// sqrt(SSE/(n − p))/ȳ, NMBE = Σw(ŷ − y)/((n − p)·ȳ) (statsmodels' WLS computes the same);
+/// ρ is of the residuals as they are.
+pub fn fit_weighted(
+    drivers: &[String],
+    ys: &[f64],
+    xs: &[Vec<f64>],
+    weights: Option<&[f64]>,
+    granularity: Granularity,
+) -> Result<Fit, FitError> {
     let n = ys.len();
     let p = drivers.len() + 1;
     if n <= p {
         return Err(FitError::TooFewObservations { n, p });
     }
+    let scale = weights
+        .map(|w| w.iter().sum::<f64>() / n as f64)
+        .filter(|s| *s > 0.0)
+        .unwrap_or(1.0);
+    let weight = |i: usize| {
+        weights
+            .and_then(|w| w.get(i))
+            .map(|w| w / scale)
+            .unwrap_or(1.0)
+    };
     // XᵀX and Xᵀy in one pass; row i of X is [1, xs[i]…].
     let mut xtx = vec![vec![0.0; p]; p];
     let mut xty = vec![0.0; p];
@@ -121,10 +148,11 @@ pub fn fit(
         for (j, v) in row.iter_mut().enumerate().skip(1) {
             *v = xs.get(i).and_then(|x| x.get(j - 1)).copied().unwrap_or(0.0);
         }
+        let w = weight(i);
         for (a, ra) in row.iter().enumerate() {
-            xty[a] += ra * y;
+            xty[a] += w * ra * y;
             for (b, rb) in row.iter().enumerate() {
-                xtx[a][b] += ra * rb;
+                xtx[a][b] += w * ra * rb;
             }
         }
     }
@@ -132,11 +160,17 @@ pub fn fit(
     let coefficients: Vec<f64> = (0..p)
         .map(|a| (0..p).map(|b| inverse[a][b] * xty[b]).sum())
         .collect();
-    let mean = ys.iter().sum::<f64>() / n as f64;
+    let mean = ys
+        .iter()
+        .enumerate()
+        .map(|(i, y)| weight(i) * y)
+        .sum::<f64>()
+        / n as f64;
     if mean <= 0.0 {
         return Err(FitError::NoUse(mean));
     }
     let mut sse = 0.0;
+    let mut raw_sse = 0.0;
     let mut sst = 0.0;
     let mut bias = 0.0;
     let mut lagged = 0.0;
@@ -154,9 +188,11 @@ pub fn fit(
             lagged += residual * e;
         }
         previous = Some(residual);
-        sse += residual * residual;
-        bias += residual;
-        sst += (y - mean) * (y - mean);
+        let w = weight(i);
+        raw_sse += residual * residual;
+        sse += w * residual * residual;
+        bias += w * residual;
+        sst += w * (y - mean) * (y - mean);
     }
     let dof = (n - p) as f64;
     let sigma2 = sse / dof;
@@ -171,7 +207,7 @@ pub fn fit(
     let standard_errors = (0..p)
         .map(|j| (sigma2 * inverse[j][j]).max(0.0).sqrt())
         .collect();
-    let autocorrelation = if sse > 0.0 { lagged / sse } else { 0.0 };
+    let autocorrelation = if raw_sse > 0.0 { lagged / raw_sse } else { 0.0 };
     let rho = autocorrelation.clamp(0.0, MAX_AUTOCORRELATION);
     let effective_observations = n as f64 * (1.0 - rho) / (1.0 + rho);
     let (max_cv, max_nmbe) = granularity.thresholds();
@@ -309,6 +345,9 @@ pub struct DayUse {
     /// (`metering::QualityRules`, and `flag::CORRECTED_OUT`, `flag::UNCONFIRMED`); 0 when it
     /// is used.
     pub excluded: i32,
+    /// Billing data: the first day of the billing period the day's use was spread from (the
+    /// observation it belongs to); `None` for days metered by themselves.
+    pub billed_from: Option<NaiveDate>,
 }
 
 impl DayUse {
@@ -456,10 +495,11 @@ pub fn observations(
                 litres: d.litres,
             })
             .collect(),
-        Granularity::Monthly => {
-            let mut months: Vec<((i32, u32), Observation)> = Vec::new();
+        Granularity::Billing => {
+            // One observation per billing period (a day metered by itself is its own).
+            let mut months: Vec<(NaiveDate, Observation)> = Vec::new();
             for (d, x) in usable {
-                let key = (d.day.year(), d.day.month());
+                let key = d.billed_from.unwrap_or(d.day);
                 match months.last_mut() {
                     Some((k, o)) if *k == key => {
                         o.litres += d.litres;
@@ -503,8 +543,10 @@ pub fn fit_baseline(
     let names: Vec<String> = drivers.iter().map(|(n, _)| n.clone()).collect();
     let obs = observations(days, start, end, granularity, &values);
     let ys: Vec<f64> = obs.iter().map(|o| o.y).collect();
+    let weights: Vec<f64> = obs.iter().map(|o| o.days as f64).collect();
     let xs: Vec<Vec<f64>> = obs.into_iter().map(|o| o.x).collect();
-    fit(&names, &ys, &xs, granularity)
+    let weighted = (granularity == Granularity::Billing).then_some(&weights[..]);
+    fit_weighted(&names, &ys, &xs, weighted, granularity)
 }
 
 /// One reporting period's figures.
@@ -628,7 +670,7 @@ mod tests {
         // SE(b0) = sqrt(0.8·(1/5 + 9/10)) = 0.938083.
         let xs: Vec<Vec<f64>> = (1..=5).map(|x| vec![x as f64]).collect();
         let ys = [2.0, 4.0, 5.0, 4.0, 5.0];
-        let f = fit(&["occupancy".into()], &ys, &xs, Granularity::Monthly).expect("fits");
+        let f = fit(&["occupancy".into()], &ys, &xs, Granularity::Billing).expect("fits");
         assert!(close(f.coefficients[0], 2.2, 1e-9), "{:?}", f.coefficients);
         assert!(close(f.coefficients[1], 0.6, 1e-9));
         assert!(close(f.r_squared, 0.6, 1e-9));
@@ -664,7 +706,7 @@ mod tests {
         // Spreadsheet-style: y = 90, 100, 110, 100. ȳ = 100; SSE = 100+0+100+0 = 200;
         // n − p = 3; CV = sqrt(200/3)/100 = 0.0816497.
         let ys = [90.0, 100.0, 110.0, 100.0];
-        let f = fit(&[], &ys, &[], Granularity::Monthly).expect("fits");
+        let f = fit(&[], &ys, &[], Granularity::Billing).expect("fits");
         assert!(close(f.coefficients[0], 100.0, 1e-12));
         assert!(close(f.cv_rmse, (200.0_f64 / 3.0).sqrt() / 100.0, 1e-12));
         assert_eq!(f.r_squared, 0.0);
@@ -714,7 +756,7 @@ mod tests {
         let ys = [
             100.0, 104.0, 96.0, 102.0, 98.0, 100.0, 101.0, 99.0, 103.0, 97.0, 100.0, 100.0,
         ];
-        let f = fit(&[], &ys, &[], Granularity::Monthly).expect("fits");
+        let f = fit(&[], &ys, &[], Granularity::Billing).expect("fits");
         // SSE = 0+16+16+4+4+0+1+1+9+9+0+0 = 60; CV = sqrt(60/11)/100.
         let cv = (60.0_f64 / 11.0).sqrt() / 100.0;
         assert!(close(f.cv_rmse, cv, 1e-12));
@@ -736,7 +778,7 @@ mod tests {
         // A slow wave around 100: residuals (ŷ − y with ŷ = 100) −2 −4 −3 −1 +1 +3 +4 +2, sums
         // Σ e² = 4+16+9+1+1+9+16+4 = 60, Σ eᵢeᵢ₋₁ = 8+12+3−1+3+12+8 = 45: ρ = 0.75.
         let ys = [102.0, 104.0, 103.0, 101.0, 99.0, 97.0, 96.0, 98.0];
-        let f = fit(&[], &ys, &[], Granularity::Monthly).expect("fits");
+        let f = fit(&[], &ys, &[], Granularity::Billing).expect("fits");
         assert!(close(f.autocorrelation, 0.75, 1e-12));
         // n′ = 8 · 0.25 / 1.75 = 8/7.
         assert!(close(f.effective_observations, 8.0 / 7.0, 1e-12));
@@ -767,6 +809,7 @@ mod tests {
                 readings: 1,
                 estimated: 0,
                 excluded: 0,
+                billed_from: None,
             })
             .collect()
     }
@@ -835,7 +878,7 @@ mod tests {
         assert!(full.ok, "{:?}", full.notes);
         assert_eq!(full.coverage_bp, 10_000);
         // Drop 40 days: 40 > 36.6 (10% of 366).
-        days.retain(|d| d.day.ordinal() > 40);
+        days.retain(|d| chrono::Datelike::ordinal(&d.day) > 40);
         let gappy = sufficiency(&days, day("2024-01-01"), day("2024-12-31"));
         assert!(!gappy.ok);
         assert_eq!(gappy.missing_days, 40);
@@ -897,17 +940,49 @@ mod tests {
     }
 
     #[test]
-    fn monthly_observations_are_use_per_day() {
-        let days = series("2024-01-01", 60, |i| if i < 31 { 310 } else { 290 });
+    fn billing_observations_are_use_per_day_of_each_bill() {
+        // Two bills, 2024-01-15 … 02-14 (31 days at 310 L) and 02-15 … 03-14 (29 at 290).
+        let mut days = series("2024-01-15", 60, |i| if i < 31 { 310 } else { 290 });
+        for (i, d) in days.iter_mut().enumerate() {
+            d.billed_from = Some(if i < 31 {
+                day("2024-01-15")
+            } else {
+                day("2024-02-15")
+            });
+        }
         let obs = observations(
             &days,
-            day("2024-01-01"),
-            day("2024-02-29"),
-            Granularity::Monthly,
+            day("2024-01-15"),
+            day("2024-03-14"),
+            Granularity::Billing,
             &[],
         );
         let got: Vec<(f64, i64)> = obs.iter().map(|o| (o.y, o.days)).collect();
         assert_eq!(got, vec![(310.0, 31), (290.0, 29)]);
+    }
+
+    #[test]
+    fn billing_periods_weigh_by_their_days() {
+        // Intercept only: the weighted mean, Σw·y/Σw = (31·310 + 29·290)/60, not 300.
+        let ys = [310.0, 290.0, 300.0];
+        let w = [31.0, 29.0, 30.0];
+        let f = fit_weighted(&[], &ys, &[], Some(&w), Granularity::Billing).expect("fits");
+        let mean = (31.0 * 310.0 + 29.0 * 290.0 + 30.0 * 300.0) / 90.0;
+        assert!(
+            close(f.coefficients[0], mean, 1e-9),
+            "{}",
+            f.coefficients[0]
+        );
+        // Weights scaled to a mean of 1 (31/30, 29/30, 1): SSE = Σw·e², CV = sqrt(SSE/2)/ȳ.
+        let sse: f64 = ys
+            .iter()
+            .zip(w)
+            .map(|(y, w)| w / 30.0 * (y - mean) * (y - mean))
+            .sum();
+        assert!(close(f.cv_rmse, (sse / 2.0).sqrt() / mean, 1e-12));
+        // Unweighted, the plain mean.
+        let plain = fit(&[], &ys, &[], Granularity::Billing).expect("fits");
+        assert!(close(plain.coefficients[0], 300.0, 1e-9));
     }
 
     #[test]

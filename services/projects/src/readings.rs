@@ -12,6 +12,7 @@ use cwsm_platform::grpc::Page;
 use cwsm_platform::idempotency::RequestKey;
 use cwsm_platform::{Error, Result, keyed_write, new_id, now_ms, with_db};
 
+use crate::corrections::CorrectionAction;
 use crate::domain::Project;
 use crate::metering::{
     Classified, Incoming, MAX_FLOW_LITRES_PER_SECOND, MAX_READING_SECONDS, MIN_READING_SECONDS,
@@ -628,7 +629,7 @@ impl Store {
         {
             Granularity::Daily
         } else {
-            Granularity::Monthly
+            Granularity::Billing
         };
         // The flags the day holds that the M&V plan's quality rules leave out (or confirm).
         let excluded = flags_of_day("r.flags", rules.leaving_out());
@@ -636,7 +637,7 @@ impl Store {
             "SELECT (r.read_at_ms - 1 + 28800000) / 86400000 AS d, CAST(SUM(r.use_litres) AS BIGINT), \
              CAST(COUNT(*) AS BIGINT), CAST(SUM(r.flags & 1) AS BIGINT), CAST({excluded} AS BIGINT) \
              FROM readings r JOIN meters m ON m.id = r.meter_id WHERE m.project_id = $1 AND m.kind = $2 \
-             AND r.read_at_ms >= $3 AND r.read_at_ms < $4 \
+             AND m.interval_seconds <= 86400 AND r.read_at_ms >= $3 AND r.read_at_ms < $4 \
              AND r.use_litres BETWEEN -$5 * CAST(m.interval_seconds AS BIGINT) AND $5 * CAST(m.interval_seconds AS BIGINT) \
              GROUP BY d ORDER BY d"
         );
@@ -654,12 +655,155 @@ impl Store {
                     i32::try_from(excluded).unwrap_or(rules.leaving_out()),
                     rules,
                 ),
+                billed_from: None,
             })
             .collect();
         self.apply_corrections(project_id, kind.code(), rules, &mut days)
             .await?;
+        if granularity == Granularity::Billing {
+            days = self
+                .with_bills(project_id, kind.code(), rules, days)
+                .await?;
+        }
         Ok((days, granularity))
     }
+
+    /// `days` (of the meters read daily or finer) with the bills of the project's meters of
+    /// `kind` read less often spread over the days they cover ([`spread_bills`], accepted
+    /// corrections applied to each bill first), every day marked with the billing period it
+    /// belongs to: the latest first day of a bill on or before it.
+    async fn with_bills(
+        &self,
+        project_id: &str,
+        kind: &str,
+        rules: QualityRules,
+        days: Vec<DayUse>,
+    ) -> Result<Vec<DayUse>> {
+        let rows: Vec<(String, i32, i64, i64, i32)> = with_db!(&self.db, pool => sqlx::query_as(
+            "SELECT r.meter_id, m.interval_seconds, r.read_at_ms, r.use_litres, r.flags FROM readings r JOIN meters m ON m.id = r.meter_id \
+             WHERE m.project_id = $1 AND m.kind = $2 AND m.interval_seconds > 86400 \
+             AND r.use_litres BETWEEN -$3 * CAST(m.interval_seconds AS BIGINT) AND $3 * CAST(m.interval_seconds AS BIGINT) \
+             ORDER BY r.meter_id, r.read_at_ms")
+            .bind(project_id).bind(kind).bind(MAX_FLOW_LITRES_PER_SECOND).fetch_all(pool).await?);
+        let corrections = self.accepted_corrections(project_id, kind).await?;
+        let mut by_day: std::collections::BTreeMap<i64, DayUse> =
+            days.into_iter().map(|d| (date_index(d.day), d)).collect();
+        let mut firsts: Vec<i64> = Vec::new();
+        for meter in rows.chunk_by(|a, b| a.0 == b.0) {
+            let interval_ms = i64::from(meter[0].1) * 1000;
+            let bills: Vec<BillReading> = meter
+                .iter()
+                .map(|(id, _, at, use_litres, flags)| {
+                    let c = corrections
+                        .iter()
+                        .find(|c| &c.meter_id == id && c.read_at_ms == *at);
+                    let (use_litres, day_bits) = match c.map(|c| c.action) {
+                        Some(CorrectionAction::Replace) => {
+                            (c.map(|c| c.corrected_use_litres).unwrap_or(0), 0)
+                        }
+                        Some(CorrectionAction::Exclude) => (0, flag::CORRECTED_OUT),
+                        Some(CorrectionAction::Keep) => (*use_litres, 0),
+                        None => (
+                            *use_litres,
+                            crate::corrections::day_exclusion(*flags, rules),
+                        ),
+                    };
+                    BillReading {
+                        at_ms: *at,
+                        use_litres,
+                        excluded: day_bits,
+                        estimated: flags & flag::ESTIMATED != 0,
+                        opened: flags & flag::REGISTER_OPENED != 0,
+                    }
+                })
+                .collect();
+            for d in spread_bills(&bills, interval_ms) {
+                firsts.push(d.first_day);
+                let day = by_day.entry(d.day).or_insert(DayUse {
+                    day: day_date(d.day),
+                    litres: 0,
+                    readings: 0,
+                    estimated: 0,
+                    excluded: 0,
+                    billed_from: None,
+                });
+                day.litres = day.litres.saturating_add(d.litres);
+                day.readings += 1;
+                day.estimated += i64::from(d.estimated);
+                day.excluded |= d.excluded;
+            }
+        }
+        firsts.sort_unstable();
+        firsts.dedup();
+        Ok(by_day
+            .into_iter()
+            .map(|(index, mut d)| {
+                let at = firsts.partition_point(|f| *f <= index);
+                d.billed_from = Some(day_date(if at == 0 { index } else { firsts[at - 1] }));
+                d
+            })
+            .collect())
+    }
+}
+
+/// One reading of a meter read every few weeks, as the spread needs it (corrections applied).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BillReading {
+    pub at_ms: i64,
+    pub use_litres: i64,
+    /// The day-exclusion bits it gives ([`crate::corrections::day_exclusion`]).
+    pub excluded: i32,
+    pub estimated: bool,
+    /// The meter's first register reading: it covers no known days.
+    pub opened: bool,
+}
+
+/// A day's share of a bill.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BillDay {
+    pub day: i64,
+    pub litres: i64,
+    pub excluded: i32,
+    pub estimated: bool,
+    /// The bill's first day (day index).
+    pub first_day: i64,
+}
+
+/// Spreads a meter's bills (in time order) over the days they cover: a reading's use covers
+/// the days after the previous reading's instant up to its own (a day holds the instants
+/// (00:00, 24:00] CST, as [`day_index`] counts); the first reading one nominal interval
+/// back, or nothing when it opens a register. Each day gets an equal share, the remainder
+/// one litre each to the first days, so that the days add up to the bill exactly.
+pub fn spread_bills(bills: &[BillReading], interval_ms: i64) -> Vec<BillDay> {
+    let mut out = Vec::new();
+    let mut previous: Option<i64> = None;
+    for b in bills {
+        let from = match previous {
+            Some(p) => p,
+            None if b.opened => {
+                previous = Some(b.at_ms);
+                continue;
+            }
+            None => b.at_ms.saturating_sub(interval_ms),
+        };
+        previous = Some(b.at_ms);
+        let (first, last) = (day_index(from.saturating_add(1)), day_index(b.at_ms));
+        let n = last - first + 1;
+        if n <= 0 {
+            continue;
+        }
+        let (share, rest) = (b.use_litres.div_euclid(n), b.use_litres.rem_euclid(n));
+        for (k, day) in (first..=last).enumerate() {
+            out.push(BillDay {
+                day,
+                litres: share + i64::from((k as i64) < rest),
+                excluded: b.excluded,
+                estimated: b.estimated,
+                first_day: first,
+            });
+        }
+    }
+    out
 }
 
 /// The flags of `mask` that any reading of a group has, in SQL: the sum of each bit's MAX is
@@ -717,5 +861,56 @@ mod tests {
         let d = day_index(midnight + 1);
         assert_eq!(day_start_ms(d), midnight);
         assert_eq!(date_index(day_date(d)), d);
+    }
+
+    /// Issue 12's finding: a monthly bill was modelled as one day's use (intercept 53 million
+    /// L/day). It covers the days since the previous reading, each an equal share.
+    #[test]
+    fn a_bill_is_spread_over_the_days_it_covers() {
+        let at = |s: &str| {
+            chrono::DateTime::parse_from_rfc3339(s)
+                .expect("time")
+                .timestamp_millis()
+        };
+        let bill = |t: &str, litres: i64| BillReading {
+            at_ms: at(t),
+            use_litres: litres,
+            excluded: 0,
+            estimated: false,
+            opened: false,
+        };
+        // Read 00:00 on 01-15, 02-15 and 03-15: the first covers one nominal 31-day interval
+        // back (12-15 … 01-14), the second 01-15 … 02-14 (31 days), the third 02-15 … 03-14
+        // (29 days in 2024).
+        let bills = [
+            bill("2024-01-15T00:00:00+08:00", 31_000),
+            bill("2024-02-15T00:00:00+08:00", 31_010),
+            bill("2024-03-15T00:00:00+08:00", 29_000),
+        ];
+        let days = spread_bills(&bills, 31 * DAY_MS);
+        assert_eq!(days.len(), 31 + 31 + 29);
+        let second: Vec<&BillDay> = days
+            .iter()
+            .filter(|d| d.first_day == days[31].day)
+            .collect();
+        assert_eq!(second.len(), 31);
+        assert_eq!(day_date(second[0].day).to_string(), "2024-01-15");
+        assert_eq!(day_date(second[30].day).to_string(), "2024-02-14");
+        // 31,010 / 31 = 1,000 rest 10: the first ten days 1,001, the sum exact.
+        assert_eq!(
+            (second[0].litres, second[9].litres, second[10].litres),
+            (1_001, 1_001, 1_000)
+        );
+        assert_eq!(second.iter().map(|d| d.litres).sum::<i64>(), 31_010);
+        assert_eq!(
+            days.iter().filter(|d| d.litres == 1_000).count(),
+            31 + 21 + 29
+        );
+        // A register's first reading opens it: it covers nothing.
+        let opened = BillReading {
+            opened: true,
+            ..bills[0]
+        };
+        assert_eq!(spread_bills(&[opened, bills[1]], 31 * DAY_MS).len(), 31);
     }
 }

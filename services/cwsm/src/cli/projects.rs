@@ -988,10 +988,10 @@ async fn savings(
                 "Baseline model: use per day = {}; n = {} ({}), R² = {:.3}, CV(RMSE) = {:.1}%, NMBE = {:.2}%, ASHRAE Guideline 14: {}; residuals' ρ = {:.2}, n′ = {:.1}",
                 terms.join(" + "),
                 f.observations,
-                if f.interval_seconds == 86_400 {
-                    "days"
+                if f.granularity == ppb::ModelGranularity::BillingPeriod as i32 {
+                    "billing periods, weighted by their days"
                 } else {
-                    "months"
+                    "days"
                 },
                 f.r_squared,
                 f.cv_rmse * 100.0,
@@ -1697,6 +1697,7 @@ mod bench {
                         readings: 1,
                         estimated: 0,
                         excluded: 0,
+                        billed_from: None,
                     }),
                 }
             }
