@@ -324,6 +324,8 @@ struct World {
     declined_proposal_id: String,
     /// A correction of the period's last reading the company proposed before submitting it.
     correction_id: String,
+    /// A non-routine adjustment the company documented (proposed, for the verifier).
+    adjustment_id: String,
 }
 
 /// A project contracted through the marketplace with the test verifier assigned, measured
@@ -375,6 +377,24 @@ async fn world(app: &TestApp) -> anyhow::Result<World> {
         .into_inner()
         .correction
         .ok_or_else(|| anyhow::anyhow!("no correction"))?;
+    let adjustment = app
+        .projects(&contracted.company_token)
+        .create_non_routine_adjustment(p::CreateNonRoutineAdjustmentRequest {
+            request_id: rid("na"),
+            adjustment: Some(p::NonRoutineAdjustment {
+                project_id: project_id.clone(),
+                start_date: date(cal.period_start),
+                end_date: date(cal.period_end),
+                litres: 1_000,
+                reason: "a summer school on campus".into(),
+                evidence: "registrar's notice 9".into(),
+                ..Default::default()
+            }),
+        })
+        .await?
+        .into_inner()
+        .adjustment
+        .ok_or_else(|| anyhow::anyhow!("no adjustment"))?;
     let period = app
         .projects(&contracted.company_token)
         .submit_period(p::SubmitPeriodRequest {
@@ -563,6 +583,7 @@ async fn world(app: &TestApp) -> anyhow::Result<World> {
         reading,
         declined_proposal_id: proposed.id,
         correction_id: correction.id,
+        adjustment_id: adjustment.id,
     })
 }
 
@@ -1481,6 +1502,28 @@ fn rows_for_people(w: &World) -> Vec<(&'static str, Vec<u8>, Expect)> {
             }
             .encode_to_vec(),
             Expect::project(&[Admin, Company, Verifier], InvalidArgument),
+        ),
+        (
+            // Only the assigned verifier decides.
+            "DecideNonRoutineAdjustment",
+            p::DecideNonRoutineAdjustmentRequest {
+                request_id: rid("dna"),
+                adjustment_id: w.adjustment_id.clone(),
+                expected_version: STALE,
+                approve: true,
+                note: String::new(),
+            }
+            .encode_to_vec(),
+            Expect::project(&[Verifier], Aborted),
+        ),
+        (
+            "ListDriverValueChanges",
+            p::ListDriverValueChangesRequest {
+                project_id: project_id.clone(),
+                ..Default::default()
+            }
+            .encode_to_vec(),
+            Expect::project_read(),
         ),
         (
             "ListNonRoutineAdjustments",

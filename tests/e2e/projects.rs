@@ -711,20 +711,82 @@ async fn savings_and_settlement(backend: Backend) -> anyhow::Result<()> {
         .await
         .expect_err("no reason");
     assert_eq!(field(&err), "adjustment.reason");
-    app.projects(&parties.company)
-        .create_non_routine_adjustment(p::CreateNonRoutineAdjustmentRequest {
-            request_id: rid("nra"),
-            adjustment: Some(p::NonRoutineAdjustment {
-                project_id: id.clone(),
-                start_date: date(cal.period_start),
-                end_date: date(cal.period_end),
-                litres: 3_000,
-                reason: "visiting exam candidates housed on campus".into(),
-                evidence: "registrar's letter 2026-17".into(),
-                ..Default::default()
-            }),
+    // Issue 12's finding: a word ("x") and no evidence made an adjustment that counted.
+    let adjust = |reason: &str, evidence: &str| {
+        let (app, id, token) = (&app, id.clone(), parties.company.clone());
+        let (reason, evidence) = (reason.to_string(), evidence.to_string());
+        async move {
+            app.projects(&token)
+                .create_non_routine_adjustment(p::CreateNonRoutineAdjustmentRequest {
+                    request_id: rid("nra"),
+                    adjustment: Some(p::NonRoutineAdjustment {
+                        project_id: id,
+                        start_date: date(cal.period_start),
+                        end_date: date(cal.period_end),
+                        litres: 3_000,
+                        reason,
+                        evidence,
+                        ..Default::default()
+                    }),
+                })
+                .await
+                .map(|r| r.into_inner().adjustment.unwrap_or_default())
+        }
+    };
+    let err = adjust("x", "a letter")
+        .await
+        .expect_err("a word is no reason");
+    assert_eq!(field(&err), "adjustment.reason");
+    let err = adjust("visiting exam candidates", "")
+        .await
+        .expect_err("no evidence");
+    assert_eq!(field(&err), "adjustment.evidence");
+    let proposed = adjust(
+        "visiting exam candidates housed on campus",
+        "registrar's letter 2026-17",
+    )
+    .await?;
+    assert_eq!(proposed.status, p::AdjustmentStatus::Proposed as i32);
+    // Not counted until the verifier approves it.
+    let before = app
+        .projects(&parties.user)
+        .get_savings_report(p::GetSavingsReportRequest {
+            project_id: id.clone(),
         })
-        .await?;
+        .await?
+        .into_inner();
+    let unapproved = before
+        .periods
+        .iter()
+        .find(|x| x.start_date == date(cal.period_start))
+        .expect("period");
+    assert_eq!(unapproved.non_routine_adjustment_litres, 0);
+    let decide = |token: String, approve: bool| {
+        let (app, adjustment_id) = (&app, proposed.id.clone());
+        async move {
+            app.projects(&token)
+                .decide_non_routine_adjustment(p::DecideNonRoutineAdjustmentRequest {
+                    request_id: rid("decide"),
+                    adjustment_id,
+                    expected_version: 0,
+                    approve,
+                    note: String::new(),
+                })
+                .await
+                .map(|r| r.into_inner().adjustment.unwrap_or_default())
+        }
+    };
+    let err = decide(parties.company.clone(), true)
+        .await
+        .expect_err("not its own");
+    assert_eq!(err.code(), Code::PermissionDenied, "{}", err.message());
+    let err = decide(parties.verifier.clone(), false)
+        .await
+        .expect_err("a rejection says why");
+    assert_eq!(field(&err), "note");
+    let approved = decide(parties.verifier.clone(), true).await?;
+    assert_eq!(approved.status, p::AdjustmentStatus::Approved as i32);
+    assert_eq!(approved.decided_by_org, cwsm_tests::test_verifier_org());
     let report = app
         .projects(&parties.user)
         .get_savings_report(p::GetSavingsReportRequest {
@@ -2045,6 +2107,136 @@ async fn a_register_rolls_over_within_its_capacity_on_postgres() -> anyhow::Resu
         return Ok(());
     }
     a_register_rolls_over_within_its_capacity(Backend::Postgres).await
+}
+
+/// Issue 12's finding: driver values could be rewritten at any time, baseline years
+/// included, with no trace (+10% students in the baseline moved a month's savings from
+/// 11,152 to 10,356 m³). Every change is kept with the value it replaced; once a period is
+/// submitted the baseline's and the stored periods' values are agreed, and a change to them
+/// is refused, naming the way that remains (a non-routine adjustment for the verifier).
+async fn driver_values_are_agreed_with_the_baseline(backend: Backend) -> anyhow::Result<()> {
+    let app = TestApp::start(backend).await?;
+    let parties = contracted(
+        &app,
+        types::ContractModel::SharedSavings,
+        types::ContractTerms {
+            share_ratio_bp: 7000,
+            sharing_period_months: 60,
+            ..Default::default()
+        },
+        &["occupancy"],
+    )
+    .await?;
+    let id = parties.project_id.clone();
+    let cal = Calendar::now();
+    set_baseline(&app, &parties.user, &id, &cal).await?;
+    to_operating(&app, &parties).await?;
+    let occupancy = |day: i64| (100 + (day * 37).rem_euclid(200)) as f64;
+    let record = |days: Vec<(i64, f64)>| {
+        let (app, id, token) = (&app, id.clone(), parties.company.clone());
+        async move {
+            app.projects(&token)
+                .record_driver_values(p::RecordDriverValuesRequest {
+                    project_id: id,
+                    driver: "occupancy".into(),
+                    values: days
+                        .into_iter()
+                        .map(|(d, v)| p::DriverValue {
+                            date: date(d),
+                            value: v,
+                        })
+                        .collect(),
+                })
+                .await
+                .map(|r| r.into_inner())
+        }
+    };
+    let all: Vec<(i64, f64)> = (cal.baseline_start..=cal.period_end)
+        .map(|d| (d, occupancy(d)))
+        .collect();
+    let first = record(all.clone()).await?;
+    assert_eq!((first.recorded, first.unchanged), (all.len() as i64, 0));
+    // The same again changes nothing; one baseline day corrected before submission is kept.
+    let again = record(all.clone()).await?;
+    assert_eq!((again.recorded, again.unchanged), (0, all.len() as i64));
+    let day = cal.baseline_start + 40;
+    record(vec![(day, occupancy(day) + 5.0)]).await?;
+    let m = meter(&app, &parties.company, &id).await?;
+    let readings: Vec<p::Reading> = (cal.baseline_start..=cal.period_end)
+        .map(|d| p::Reading {
+            read_time: Some(noon(d)),
+            value_litres: if d <= cal.baseline_end { 2_000 } else { 1_500 }
+                + 30 * occupancy(d) as i64
+                + if d == day { 150 } else { 0 },
+            estimated: false,
+        })
+        .collect();
+    ingest(
+        &app,
+        &parties.company,
+        &m.id,
+        p::ReadingValueKind::IntervalUse,
+        readings,
+    )
+    .await?;
+    app.projects(&parties.company)
+        .submit_period(p::SubmitPeriodRequest {
+            request_id: rid("submit"),
+            project_id: id.clone(),
+            start_date: date(cal.period_start),
+            note: String::new(),
+        })
+        .await?;
+    // +10% in the baseline, and a day of the submitted period: refused, nothing written.
+    let plus_ten: Vec<(i64, f64)> = (cal.baseline_start..=cal.baseline_end)
+        .map(|d| (d, occupancy(d) * 1.1))
+        .collect();
+    let err = record(plus_ten).await.expect_err("the baseline is agreed");
+    assert_eq!(err.code(), Code::FailedPrecondition, "{}", err.message());
+    assert!(
+        err.message().contains("non-routine adjustment"),
+        "{}",
+        err.message()
+    );
+    let err = record(vec![(cal.period_start + 2, 1.0)])
+        .await
+        .expect_err("a submitted period");
+    assert!(err.message().contains("frozen"), "{}", err.message());
+    let changes = app
+        .projects(&parties.user)
+        .list_driver_value_changes(p::ListDriverValueChangesRequest {
+            project_id: id.clone(),
+            page_size: 1000,
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    assert_eq!(
+        changes.changes.len(),
+        all.len() + 1,
+        "each first value and the one change"
+    );
+    let changed = changes.changes.last().expect("the change");
+    assert_eq!(
+        (changed.date.clone(), changed.value, changed.previous_value),
+        (date(day), occupancy(day) + 5.0, Some(occupancy(day)))
+    );
+    assert_eq!(changes.changes[0].previous_value, None);
+    assert!(!changed.recorded_by_org.is_empty());
+    app.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn driver_values_are_agreed_with_the_baseline_on_sqlite() -> anyhow::Result<()> {
+    driver_values_are_agreed_with_the_baseline(Backend::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn driver_values_are_agreed_with_the_baseline_on_postgres() -> anyhow::Result<()> {
+    if !postgres_and_redis_available().await {
+        return Ok(());
+    }
+    driver_values_are_agreed_with_the_baseline(Backend::Postgres).await
 }
 
 /// Runs the `cwsm` binary's client command `args` against `app` with `token`; returns

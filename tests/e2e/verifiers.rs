@@ -447,6 +447,7 @@ async fn adjustments(backend: Backend) -> anyhow::Result<()> {
                         end_date: date(cal.period_end),
                         litres,
                         reason: "new dormitory wing".into(),
+                        evidence: "building permit 2026-031".into(),
                         ..Default::default()
                     }),
                 })

@@ -35,8 +35,8 @@ use crate::domain::{
     check_effective_date, effective_date,
 };
 use crate::ledger::{
-    MeasurementCheck, NonRoutineAdjustment, Period, PeriodStatus, PeriodStep, SavingsReport,
-    SavingsSummary, Settlement, Waiver,
+    AdjustmentStatus, MeasurementCheck, NonRoutineAdjustment, Period, PeriodStatus, PeriodStep,
+    SavingsReport, SavingsSummary, Settlement, Waiver,
 };
 use crate::ledger_store::{ProjectUpdate, StepAsk};
 use crate::metering::{
@@ -737,6 +737,14 @@ fn adjustment_to_pb(a: &NonRoutineAdjustment) -> pb::NonRoutineAdjustment {
         version: a.version,
         recorded_by: a.recorded_by.clone(),
         recorded_by_org: a.recorded_by_org.clone(),
+        status: match a.status {
+            AdjustmentStatus::Proposed => pb::AdjustmentStatus::Proposed,
+            AdjustmentStatus::Approved => pb::AdjustmentStatus::Approved,
+            AdjustmentStatus::Rejected => pb::AdjustmentStatus::Rejected,
+        } as i32,
+        decided_by: a.decided_by.clone(),
+        decided_by_org: a.decided_by_org.clone(),
+        decision_note: a.decision_note.clone(),
     }
 }
 
@@ -1474,9 +1482,13 @@ impl pb::projects_service_server::ProjectsService for ProjectsApi {
         }
         let recorded = self
             .store
-            .record_driver_values(&project.id, &r.driver, &values)
+            .record_driver_values(&project, &r.driver, &values, &who)
             .await?;
-        Ok(Response::new(pb::RecordDriverValuesResponse { recorded }))
+        let (recorded, unchanged) = recorded;
+        Ok(Response::new(pb::RecordDriverValuesResponse {
+            recorded,
+            unchanged,
+        }))
     }
 
     async fn create_non_routine_adjustment(
@@ -1521,6 +1533,7 @@ impl pb::projects_service_server::ProjectsService for ProjectsApi {
                 )
                 .into());
         }
+        let verifier = project.assigned_verifier(&who);
         check_date("adjustment.start_date", &a.start_date, true)?;
         check_date("adjustment.end_date", &a.end_date, false)?;
         if !a.end_date.is_empty() && a.end_date < a.start_date {
@@ -1528,10 +1541,17 @@ impl pb::projects_service_server::ProjectsService for ProjectsApi {
                 Error::invalid("adjustment.end_date", "must not be before start_date").into(),
             );
         }
-        if a.reason.trim().is_empty() {
+        if a.reason.trim().chars().count() < 4 {
             return Err(Error::invalid(
                 "adjustment.reason",
-                "required: the non-routine event (a new wing, a change of use)",
+                "required, at least 4 characters: the non-routine event (a new wing, a change of use)",
+            )
+            .into());
+        }
+        if a.evidence.trim().is_empty() {
+            return Err(Error::invalid(
+                "adjustment.evidence",
+                "required: the record that shows the event (a permit, a work order, a meter photo)",
             )
             .into());
         }
@@ -1563,6 +1583,23 @@ impl pb::projects_service_server::ProjectsService for ProjectsApi {
                     evidence: a.evidence,
                     recorded_by: who.subject.clone(),
                     recorded_by_org: who.org.clone().unwrap_or_default(),
+                    // The independent verifier's own is approved as documented.
+                    status: if verifier {
+                        AdjustmentStatus::Approved
+                    } else {
+                        AdjustmentStatus::Proposed
+                    },
+                    decided_by: if verifier {
+                        who.subject.clone()
+                    } else {
+                        String::new()
+                    },
+                    decided_by_org: if verifier {
+                        who.org.clone().unwrap_or_default()
+                    } else {
+                        String::new()
+                    },
+                    decision_note: String::new(),
                     created_at_ms: 0,
                     updated_at_ms: 0,
                     version: 0,
@@ -1571,6 +1608,68 @@ impl pb::projects_service_server::ProjectsService for ProjectsApi {
             .await?;
         Ok(Response::new(pb::CreateNonRoutineAdjustmentResponse {
             adjustment: Some(adjustment_to_pb(&created)),
+        }))
+    }
+
+    async fn decide_non_routine_adjustment(
+        &self,
+        request: Request<pb::DecideNonRoutineAdjustmentRequest>,
+    ) -> Result<Response<pb::DecideNonRoutineAdjustmentResponse>, Status> {
+        let who = principal(&request)?;
+        let r = request.into_inner();
+        check_lengths(&[("note", &r.note, MAX_TEXT)])?;
+        let key = RequestKey::new(
+            &who,
+            "DecideNonRoutineAdjustment",
+            &r.adjustment_id,
+            &r.request_id,
+            &r,
+        )?;
+        let id = required_id("adjustment_id", &r.adjustment_id)?;
+        if !r.approve && r.note.trim().is_empty() {
+            return Err(Error::invalid(
+                "note",
+                "required to reject: why the adjustment does not stand",
+            )
+            .into());
+        }
+        let adjustment = self
+            .store
+            .decide_adjustment(&key, id, r.expected_version, r.approve, r.note.trim(), &who)
+            .await?;
+        (self.on_change)();
+        Ok(Response::new(pb::DecideNonRoutineAdjustmentResponse {
+            adjustment: Some(adjustment_to_pb(&adjustment)),
+        }))
+    }
+
+    async fn list_driver_value_changes(
+        &self,
+        request: Request<pb::ListDriverValueChangesRequest>,
+    ) -> Result<Response<pb::ListDriverValueChangesResponse>, Status> {
+        let who = principal(&request)?;
+        let r = request.into_inner();
+        check_lengths(&[("driver", &r.driver, MAX_CODE)])?;
+        let page = Page::from_request(r.page_size, &r.page_token)?;
+        let project = self.readable_project(&who, &r.project_id).await?;
+        let (rows, next) = self
+            .store
+            .driver_value_changes(&project.id, &r.driver, &page)
+            .await?;
+        Ok(Response::new(pb::ListDriverValueChangesResponse {
+            changes: rows
+                .iter()
+                .map(|c| pb::DriverValueChange {
+                    driver: c.driver.clone(),
+                    date: c.day.clone(),
+                    value: c.value,
+                    previous_value: c.previous_value,
+                    recorded_by: c.recorded_by.clone(),
+                    recorded_by_org: c.recorded_by_org.clone(),
+                    record_time: Some(timestamp(c.recorded_at_ms)),
+                })
+                .collect(),
+            next_page_token: next,
         }))
     }
 

@@ -500,9 +500,74 @@ pub struct NonRoutineAdjustment {
     /// Who documented it (subject) and the organization acted for.
     pub recorded_by: String,
     pub recorded_by_org: String,
+    /// Counted in the M&V once approved by the assigned verifier.
+    pub status: AdjustmentStatus,
+    pub decided_by: String,
+    pub decided_by_org: String,
+    pub decision_note: String,
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
     pub version: i64,
+}
+
+/// Where a non-routine adjustment stands: the verifier assigned to the project approves what
+/// a party documents (one the verifier documents is approved as it is).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AdjustmentStatus {
+    Proposed,
+    Approved,
+    Rejected,
+}
+
+impl AdjustmentStatus {
+    pub fn code(self) -> &'static str {
+        match self {
+            AdjustmentStatus::Proposed => "proposed",
+            AdjustmentStatus::Approved => "approved",
+            AdjustmentStatus::Rejected => "rejected",
+        }
+    }
+
+    pub fn from_code(s: &str) -> Option<AdjustmentStatus> {
+        [
+            AdjustmentStatus::Proposed,
+            AdjustmentStatus::Approved,
+            AdjustmentStatus::Rejected,
+        ]
+        .into_iter()
+        .find(|a| a.code() == s)
+    }
+}
+
+/// Checks that `who` may decide `adjustment` of `project`: its assigned verifier, while the
+/// adjustment is proposed.
+pub fn check_adjustment_decision(
+    project: &Project,
+    who: &Principal,
+    adjustment: &NonRoutineAdjustment,
+) -> Result<()> {
+    if !project.assigned_verifier(who) {
+        return Err(project.refuse(
+            who,
+            format!(
+                "only the verifier assigned to project {} approves its non-routine adjustments{}",
+                project.id,
+                if project.verifier_org.is_empty() {
+                    " (none is assigned yet)"
+                } else {
+                    ""
+                }
+            ),
+        ));
+    }
+    if adjustment.status != AdjustmentStatus::Proposed {
+        return Err(Error::precondition(format!(
+            "adjustment {} is {}; only a proposed adjustment is decided (allowed: none; document another)",
+            adjustment.id,
+            adjustment.status.code()
+        )));
+    }
+    Ok(())
 }
 
 /// The money of one settled period.
@@ -609,7 +674,11 @@ pub fn non_routine_litres(
     end: chrono::NaiveDate,
     open_end: chrono::NaiveDate,
 ) -> Result<i64, Overflow> {
-    let parts = adjustments.iter().filter_map(|a| {
+    // Only what the verifier approved counts.
+    let approved = adjustments
+        .iter()
+        .filter(|a| a.status == AdjustmentStatus::Approved);
+    let parts = approved.filter_map(|a| {
         let s = date("start_date", &a.start_date).ok()?;
         let e = if a.end_date.is_empty() {
             open_end
@@ -898,6 +967,10 @@ mod tests {
             evidence: String::new(),
             recorded_by: String::new(),
             recorded_by_org: String::new(),
+            status: AdjustmentStatus::Approved,
+            decided_by: String::new(),
+            decided_by_org: String::new(),
+            decision_note: String::new(),
             created_at_ms: 0,
             updated_at_ms: 0,
             version: 1,

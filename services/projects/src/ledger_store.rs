@@ -117,6 +117,10 @@ struct AdjustmentRow {
     created_at_ms: i64,
     updated_at_ms: i64,
     version: i64,
+    status: String,
+    decided_by: String,
+    decided_by_org: String,
+    decision_note: String,
 }
 
 impl From<AdjustmentRow> for NonRoutineAdjustment {
@@ -131,6 +135,10 @@ impl From<AdjustmentRow> for NonRoutineAdjustment {
             evidence: r.evidence,
             recorded_by: r.recorded_by,
             recorded_by_org: r.recorded_by_org,
+            status: AdjustmentStatus::from_code(&r.status).unwrap_or(AdjustmentStatus::Proposed),
+            decided_by: r.decided_by,
+            decided_by_org: r.decided_by_org,
+            decision_note: r.decision_note,
             created_at_ms: r.created_at_ms,
             updated_at_ms: r.updated_at_ms,
             version: r.version,
@@ -184,6 +192,20 @@ impl From<SettlementRow> for Settlement {
             version: r.version,
         }
     }
+}
+
+/// One change of a driver value: the value recorded for a day, and the one it replaced.
+#[derive(Clone, Debug, PartialEq, sqlx::FromRow)]
+pub struct DriverValueChange {
+    pub id: String,
+    pub driver: String,
+    pub day: String,
+    pub value: f64,
+    /// `None` for the day's first value.
+    pub previous_value: Option<f64>,
+    pub recorded_by: String,
+    pub recorded_by_org: String,
+    pub recorded_at_ms: i64,
 }
 
 /// The mutable fields of a project (UpdateProject).
@@ -283,11 +305,48 @@ impl Store {
         let id: String = keyed_write!(&self.db, key, tx => {
                     let id = new_id();
                     let now = now_ms();
-                    sqlx::query("INSERT INTO non_routine_adjustments (id, project_id, start_date, end_date, litres, reason, evidence, recorded_by, recorded_by_org, created_at_ms, updated_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)")
+                    sqlx::query("INSERT INTO non_routine_adjustments (id, project_id, start_date, end_date, litres, reason, evidence, recorded_by, recorded_by_org, created_at_ms, updated_at_ms, status, decided_by, decided_by_org) \
+                                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11, $12, $13)")
                         .bind(&id).bind(&a.project_id).bind(&a.start_date).bind(&a.end_date).bind(a.litres).bind(&a.reason).bind(&a.evidence)
-                        .bind(&a.recorded_by).bind(&a.recorded_by_org).bind(now)
+                        .bind(&a.recorded_by).bind(&a.recorded_by_org).bind(now).bind(a.status.code()).bind(&a.decided_by).bind(&a.decided_by_org)
                         .execute(&mut *tx).await?;
                     id
+        });
+        let row: Option<AdjustmentRow> = with_db!(&self.db, pool => sqlx::query_as("SELECT * FROM non_routine_adjustments WHERE id = $1").bind(&id).fetch_optional(pool).await?);
+        row.map(NonRoutineAdjustment::from)
+            .ok_or_else(|| Error::not_found("non-routine adjustment", id))
+    }
+
+    /// Approves or rejects a proposed adjustment ([`check_adjustment_decision`]).
+    pub async fn decide_adjustment(
+        &self,
+        key: &RequestKey,
+        id: &str,
+        expected_version: i64,
+        approve: bool,
+        note: &str,
+        who: &Principal,
+    ) -> Result<NonRoutineAdjustment> {
+        let org = who.org.clone().unwrap_or_default();
+        let id = keyed_write!(&self.db, key, tx => {
+            let row: Option<AdjustmentRow> = sqlx::query_as("SELECT * FROM non_routine_adjustments WHERE id = $1").bind(id).fetch_optional(&mut *tx).await?;
+            let a = row.map(NonRoutineAdjustment::from).ok_or_else(|| Error::not_found("non-routine adjustment", id))?;
+            let project_row: Option<ProjectRow> = sqlx::query_as("SELECT * FROM projects WHERE id = $1").bind(&a.project_id).fetch_optional(&mut *tx).await?;
+            let project = project_row.map(Project::from).ok_or_else(|| Error::not_found("project", &a.project_id))?;
+            check_adjustment_decision(&project, who, &a)?;
+            if expected_version != 0 && a.version != expected_version {
+                return Err(Error::Aborted(format!(
+                    "adjustment {id} is at version {}, not {expected_version}; read it again and retry", a.version)));
+            }
+            let status = if approve { AdjustmentStatus::Approved } else { AdjustmentStatus::Rejected };
+            let written = sqlx::query("UPDATE non_routine_adjustments SET status = $1, decided_by = $2, decided_by_org = $3, decision_note = $4, updated_at_ms = $5, version = version + 1 \
+                         WHERE id = $6 AND version = $7 AND status = 'proposed'")
+                .bind(status.code()).bind(&who.subject).bind(&org).bind(note).bind(now_ms()).bind(id).bind(a.version)
+                .execute(&mut *tx).await?.rows_affected();
+            if written == 0 {
+                return Err(Error::Aborted(format!("adjustment {id} changed while it was being decided; read it again and retry")));
+            }
+            id.to_string()
         });
         let row: Option<AdjustmentRow> = with_db!(&self.db, pool => sqlx::query_as("SELECT * FROM non_routine_adjustments WHERE id = $1").bind(&id).fetch_optional(pool).await?);
         row.map(NonRoutineAdjustment::from)
@@ -308,23 +367,70 @@ impl Store {
     }
 
     /// Records a driver's values by day ("YYYY-MM-DD", value), replacing those of the same
-    /// days; returns how many were written.
+    /// days, each change kept with the value it replaced and who made it. All or nothing: a
+    /// value of a day whose driver values are agreed ([`crate::corrections::frozen`]: a stored
+    /// period's days, the baseline once a period is submitted) that would change is refused.
+    /// Returns (changed, unchanged).
     pub async fn record_driver_values(
         &self,
-        project_id: &str,
+        project: &Project,
         driver: &str,
         values: &[(String, f64)],
-    ) -> Result<i64> {
+        who: &Principal,
+    ) -> Result<(i64, i64)> {
+        let periods = self.stored_periods(&project.id).await?;
+        let org = who.org.clone().unwrap_or_default();
+        let (mut changed, mut unchanged) = (0i64, 0i64);
         with_db!(&self.db, pool => {
             let mut tx = pool.begin_write().await?;
+            // Not submitted meanwhile: the write lock is held from here.
+            let submitted: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM periods WHERE project_id = $1")
+                .bind(&project.id).fetch_one(&mut *tx).await?;
+            if submitted as usize != periods.len() {
+                return Err(Error::Aborted(format!("a period of project {} was submitted meanwhile; send the values again", project.id)));
+            }
             for (day, value) in values {
+                let previous: Option<f64> = sqlx::query_scalar("SELECT value FROM driver_values WHERE project_id = $1 AND driver = $2 AND day = $3")
+                    .bind(&project.id).bind(driver).bind(day).fetch_optional(&mut *tx).await?;
+                if previous == Some(*value) {
+                    unchanged += 1;
+                    continue;
+                }
+                let date = crate::ledger::date("values.date", day)?;
+                if let Some(why) = crate::corrections::frozen(project, &periods, date) {
+                    return Err(Error::precondition(format!(
+                        "{driver} on {day}: {} (driver values are agreed with it: document a non-routine adjustment with evidence for the verifier to approve)",
+                        why.replacen("the reading's day", "the day", 1)
+                    )));
+                }
                 sqlx::query("INSERT INTO driver_values (project_id, driver, day, value) VALUES ($1, $2, $3, $4) \
                              ON CONFLICT (project_id, driver, day) DO UPDATE SET value = excluded.value")
-                    .bind(project_id).bind(driver).bind(day).bind(*value).execute(&mut *tx).await?;
+                    .bind(&project.id).bind(driver).bind(day).bind(*value).execute(&mut *tx).await?;
+                sqlx::query("INSERT INTO driver_value_changes (id, project_id, driver, day, value, previous_value, recorded_by, recorded_by_org, recorded_at_ms) \
+                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)")
+                    .bind(new_id()).bind(&project.id).bind(driver).bind(day).bind(*value).bind(previous)
+                    .bind(&who.subject).bind(&org).bind(now_ms()).execute(&mut *tx).await?;
+                changed += 1;
             }
             tx.commit().await?;
         });
-        Ok(values.len() as i64)
+        Ok((changed, unchanged))
+    }
+
+    /// Every change of the project's driver values (of `driver` when not empty), oldest
+    /// first.
+    pub async fn driver_value_changes(
+        &self,
+        project_id: &str,
+        driver: &str,
+        page: &Page,
+    ) -> Result<(Vec<DriverValueChange>, String)> {
+        let mut rows: Vec<DriverValueChange> = with_db!(&self.db, pool => sqlx::query_as::<_, DriverValueChange>(
+            "SELECT id, driver, day, value, previous_value, recorded_by, recorded_by_org, recorded_at_ms FROM driver_value_changes \
+             WHERE project_id = $1 AND ($2 = '' OR driver = $2) AND ($3 = '' OR id > $3) ORDER BY id LIMIT $4")
+            .bind(project_id).bind(driver).bind(page.after.clone().unwrap_or_default()).bind(page.fetch_limit()).fetch_all(pool).await?);
+        let next = page.finish(&mut rows, |c| c.id.clone());
+        Ok((rows, next))
     }
 
     /// The recorded driver values of a project, by driver.
