@@ -2239,6 +2239,150 @@ async fn driver_values_are_agreed_with_the_baseline_on_postgres() -> anyhow::Res
     driver_values_are_agreed_with_the_baseline(Backend::Postgres).await
 }
 
+/// Issue 12's finding: a guarantee was reconciled month by month, never over the contract
+/// year, and months were pro-rated by days/365. Two months of a guaranteed-savings contract
+/// (2,000 L a day guaranteed, 730,000 L a year, 1/12 of it a month): the first short, the
+/// second well over; the second statement returns the first's provisional shortfall.
+async fn a_guarantee_is_reconciled_over_the_contract_year(backend: Backend) -> anyhow::Result<()> {
+    let app = TestApp::start(backend).await?;
+    let parties = contracted(
+        &app,
+        types::ContractModel::GuaranteedSavings,
+        types::ContractTerms {
+            guaranteed_savings_litres: 730_000,
+            shortfall_price_fen_per_m3: 500,
+            ..Default::default()
+        },
+        &[],
+    )
+    .await?;
+    let id = parties.project_id.clone();
+    let now = Calendar::now();
+    let (y, m, _) = civil_from_days(now.period_start);
+    let (py, pm) = if m == 1 { (y - 1, 12) } else { (y, m - 1) };
+    let first = days_from_civil(py, pm, 1);
+    let cal = Calendar {
+        baseline_start: first - 365,
+        baseline_end: first - 1,
+        period_start: first,
+        period_end: now.period_end,
+    };
+    set_baseline(&app, &parties.user, &id, &cal).await?;
+    to_operating(&app, &parties).await?;
+    let meter = meter(&app, &parties.company, &id).await?;
+    // 10,000 L a day before; 9,000 the first month (1,000 saved a day), 6,000 the second.
+    let use_on = |d: i64| {
+        if d < first {
+            10_000
+        } else if d < now.period_start {
+            9_000
+        } else {
+            6_000
+        }
+    };
+    let readings = (cal.baseline_start..=cal.period_end)
+        .map(|d| p::Reading {
+            read_time: Some(noon(d)),
+            value_litres: use_on(d),
+            estimated: false,
+        })
+        .collect();
+    ingest(
+        &app,
+        &parties.company,
+        &meter.id,
+        p::ReadingValueKind::IntervalUse,
+        readings,
+    )
+    .await?;
+    let mut settled = Vec::new();
+    for start in [first, now.period_start] {
+        let period = app
+            .projects(&parties.company)
+            .submit_period(p::SubmitPeriodRequest {
+                request_id: rid("submit"),
+                project_id: id.clone(),
+                start_date: date(start),
+                note: String::new(),
+            })
+            .await?
+            .into_inner()
+            .period
+            .expect("period");
+        app.projects(&parties.verifier)
+            .verify_period(p::VerifyPeriodRequest {
+                request_id: rid("verify"),
+                period_id: period.id.clone(),
+                expected_version: 0,
+                note: String::new(),
+            })
+            .await?;
+        let settlement = app
+            .projects(&parties.company)
+            .settle_period(p::SettlePeriodRequest {
+                request_id: rid("settle"),
+                period_id: period.id.clone(),
+                expected_version: 0,
+            })
+            .await?
+            .into_inner()
+            .settlement
+            .expect("settlement");
+        settled.push((period, settlement));
+    }
+    let guaranteed = 60_833; // 730,000 L / 12, a month whatever its days
+    let (d1, d2) = (
+        now.period_start - first,
+        cal.period_end - now.period_start + 1,
+    );
+    let (s1, s2) = (1_000 * d1, 4_000 * d2);
+    assert_eq!(
+        (settled[0].0.savings_litres, settled[1].0.savings_litres),
+        (s1, s2)
+    );
+    // Month 1: short (60,833 − s1) L at 5.00 yuan a m³, provisional.
+    let short1 = ((guaranteed - s1) * 500 + 500) / 1000;
+    assert_eq!(settled[0].1.shortfall_fen, short1);
+    let lines = &settled[0].1.statement_lines;
+    assert!(
+        lines.iter().any(|l| l.contains("× 1/12 months")),
+        "{lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("Provisional until the contract year closes on")),
+        "{lines:?}"
+    );
+    // Month 2: the year to date is over its guarantee (s1 + s2 > 121,666): no shortfall
+    // for the year, so the first month's goes back to the company.
+    assert!(s1 + s2 > 2 * guaranteed);
+    assert_eq!(settled[1].1.shortfall_fen, -short1);
+    assert!(
+        settled[1]
+            .1
+            .statement_lines
+            .iter()
+            .any(|l| l.contains("returned to the company")),
+        "{:?}",
+        settled[1].1.statement_lines
+    );
+    app.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guarantee_is_reconciled_over_the_contract_year_on_sqlite() -> anyhow::Result<()> {
+    a_guarantee_is_reconciled_over_the_contract_year(Backend::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guarantee_is_reconciled_over_the_contract_year_on_postgres() -> anyhow::Result<()> {
+    if !postgres_and_redis_available().await {
+        return Ok(());
+    }
+    a_guarantee_is_reconciled_over_the_contract_year(Backend::Postgres).await
+}
+
 /// Runs the `cwsm` binary's client command `args` against `app` with `token`; returns
 /// (success, stdout, stderr).
 async fn cli(

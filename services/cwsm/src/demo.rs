@@ -310,6 +310,9 @@ struct TermsData {
     bonus_share_bp: i32,
     hosting_fee_fen: i64,
     water_rights_share_bp: i32,
+    /// Annual terms by days over the contract year, not by months.
+    #[serde(default)]
+    pro_rate_by_days: bool,
 }
 
 /// The stages of the normal path a demo project can be taken to.
@@ -1587,6 +1590,7 @@ impl Loader<'_> {
                         bonus_share_bp: t.bonus_share_bp,
                         hosting_fee_fen: t.hosting_fee_fen,
                         water_rights_share_bp: t.water_rights_share_bp,
+                        pro_rate_by_days: t.pro_rate_by_days,
                     }),
                     contract_term_months: p.contract_term_months,
                     mv_option: p.mv_option.number(),

@@ -344,6 +344,7 @@ pub fn terms_in(t: Option<types::ContractTerms>) -> ContractTerms {
         bonus_share_bp: t.bonus_share_bp,
         hosting_fee_fen: t.hosting_fee_fen,
         water_rights_share_bp: t.water_rights_share_bp,
+        pro_rate_by_days: t.pro_rate_by_days,
     }
 }
 
@@ -356,6 +357,7 @@ pub fn terms_out(t: &ContractTerms) -> types::ContractTerms {
         bonus_share_bp: t.bonus_share_bp,
         hosting_fee_fen: t.hosting_fee_fen,
         water_rights_share_bp: t.water_rights_share_bp,
+        pro_rate_by_days: t.pro_rate_by_days,
     }
 }
 

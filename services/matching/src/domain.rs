@@ -292,6 +292,8 @@ pub struct ContractTerms {
     pub bonus_share_bp: i32,
     pub hosting_fee_fen: i64,
     pub water_rights_share_bp: i32,
+    /// Annual terms pro-rated by days over the contract year's days, not by months.
+    pub pro_rate_by_days: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -363,15 +365,48 @@ impl Proposal {
         }
     }
 
-    /// Months until the yearly savings value repays the investment, at `price_fen_per_m3`;
-    /// 0 when it cannot be told.
+    /// The company's yearly income from the promised savings at `price_fen_per_m3`, fen, by
+    /// the contract model: its share of the savings value (shared savings), its bonus share
+    /// of the value above the guarantee (guaranteed savings, guarantee + sharing), the hosting
+    /// fee less the water bill it pays after the retrofit (hosting); 0 when it cannot be told.
+    pub fn company_yearly_income_fen(&self, price_fen_per_m3: i64) -> i128 {
+        let d = &self.draft;
+        let t = &d.terms;
+        let value = |litres: i64| i128::from(litres.max(0)) * i128::from(price_fen_per_m3) / 1000;
+        let share = |fen: i128, bp: i32| fen * i128::from(bp) / 10_000;
+        match d.contract_model {
+            ContractModel::SharedSavings | ContractModel::SavingsPlusWaterRights => {
+                share(value(d.promised_savings_litres), t.share_ratio_bp)
+            }
+            ContractModel::GuaranteedSavings => share(
+                value(d.promised_savings_litres - t.guaranteed_savings_litres),
+                t.bonus_share_bp,
+            ),
+            ContractModel::GuaranteePlusSharing => share(
+                value(d.promised_savings_litres - t.guaranteed_savings_litres),
+                t.share_ratio_bp,
+            ),
+            ContractModel::WaterCostHosting | ContractModel::HostingPlusGuarantee => {
+                // The baseline use from the promise and its share of it.
+                if d.promised_savings_bp <= 0 {
+                    return 0;
+                }
+                let baseline = i128::from(d.promised_savings_litres) * 10_000
+                    / i128::from(d.promised_savings_bp);
+                let after = baseline - i128::from(d.promised_savings_litres);
+                i128::from(t.hosting_fee_fen) - after * i128::from(price_fen_per_m3) / 1000
+            }
+        }
+    }
+
+    /// Months until the company's yearly income ([`Self::company_yearly_income_fen`]) repays
+    /// its investment, at `price_fen_per_m3`; 0 when it cannot be told (no income).
     pub fn payback_months(&self, price_fen_per_m3: i64) -> i32 {
-        let yearly_value_fen =
-            i128::from(self.draft.promised_savings_litres) * i128::from(price_fen_per_m3) / 1000;
-        if yearly_value_fen <= 0 {
+        let income = self.company_yearly_income_fen(price_fen_per_m3);
+        if income <= 0 {
             return 0;
         }
-        let months = i128::from(self.draft.investment_fen) * 12 / yearly_value_fen;
+        let months = i128::from(self.draft.investment_fen) * 12 / income;
         i32::try_from(months).unwrap_or(i32::MAX)
     }
 }
@@ -823,7 +858,10 @@ mod tests {
                 promised_savings_litres: 400_000_000, // 400,000 m³ a year
                 promised_savings_bp: 2000,
                 contract_model: ContractModel::SharedSavings,
-                terms: ContractTerms::default(),
+                terms: ContractTerms {
+                    share_ratio_bp: 7000,
+                    ..Default::default()
+                },
                 contract_term_months: 96,
                 mv_option: MvOption::C,
                 drivers: vec![],
@@ -837,7 +875,33 @@ mod tests {
             version: 1,
         };
         assert_eq!(p.cost_per_m3_saved_fen(), 300); // 3 yuan per m³ of yearly saving
-        // 400,000 m³ × 4.10 yuan = 1.64 million a year: 1.2 million repays in 8 months.
-        assert_eq!(p.payback_months(410), 8);
+        // Issue 12's finding: the payback took the whole savings value (1.64 million a year:
+        // 8 months). The company's 70% is 1.148 million a year: 1.2 million repays in 12
+        // months (12.54, whole months).
+        assert_eq!(p.company_yearly_income_fen(410), 114_800_000);
+        assert_eq!(p.payback_months(410), 12);
+        // Guaranteed savings: its 20% bonus on the 100,000 m³ above a 300,000 m³ guarantee,
+        // 82,000 yuan a year: 175 months.
+        let mut g = p.clone();
+        g.draft.contract_model = ContractModel::GuaranteedSavings;
+        g.draft.terms = ContractTerms {
+            guaranteed_savings_litres: 300_000_000,
+            bonus_share_bp: 2000,
+            ..Default::default()
+        };
+        assert_eq!(g.company_yearly_income_fen(410), 8_200_000);
+        assert_eq!(g.payback_months(410), 175);
+        // Hosting: the fee less the bill after the retrofit (baseline 2,000,000 m³ at 20%).
+        let mut h = p.clone();
+        h.draft.contract_model = ContractModel::WaterCostHosting;
+        h.draft.terms = ContractTerms {
+            hosting_fee_fen: 800_000_000,
+            ..Default::default()
+        };
+        assert_eq!(
+            h.company_yearly_income_fen(410),
+            800_000_000 - 1_600_000 * 410
+        );
+        assert_eq!(h.payback_months(410), 120_000_000 * 12 / 144_000_000);
     }
 }

@@ -125,6 +125,8 @@ pub struct ContractTerms {
     pub bonus_share_bp: i32,
     pub hosting_fee_fen: i64,
     pub water_rights_share_bp: i32,
+    /// Annual terms pro-rated by days over the contract year's days, not by months.
+    pub pro_rate_by_days: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

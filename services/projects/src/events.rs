@@ -91,6 +91,7 @@ pub fn decode_accepted(payload: &[u8]) -> anyhow::Result<(String, String, Contra
             bonus_share_bp: terms.bonus_share_bp,
             hosting_fee_fen: terms.hosting_fee_fen,
             water_rights_share_bp: terms.water_rights_share_bp,
+            pro_rate_by_days: terms.pro_rate_by_days,
         },
         investment_fen: e.investment_fen,
         promised_savings_litres: e.promised_savings_litres,

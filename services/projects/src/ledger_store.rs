@@ -10,7 +10,7 @@ use cwsm_platform::db::BeginWrite;
 use cwsm_platform::grpc::Page;
 use cwsm_platform::idempotency::{self, RequestKey};
 use cwsm_platform::outbox::OutboxWrite;
-use cwsm_platform::quantity::Litres;
+use cwsm_platform::quantity::{Fen, Litres};
 use cwsm_platform::vocab::{ContractModel, Milestone};
 use cwsm_platform::{Error, Result, keyed_write, new_id, now_ms, with_db};
 
@@ -236,6 +236,19 @@ pub struct StepAsk {
 
 fn json<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).unwrap_or_else(|_| "[]".to_string())
+}
+
+/// The first day of the contract year `day` falls in: twelve-month steps from `first`, the
+/// first reporting day.
+pub fn contract_year_start(first: chrono::NaiveDate, day: chrono::NaiveDate) -> chrono::NaiveDate {
+    let mut start = first;
+    while let Some(next) = start.checked_add_months(chrono::Months::new(12)) {
+        if next > day {
+            break;
+        }
+        start = next;
+    }
+    start
 }
 
 /// Today in China Standard Time.
@@ -738,6 +751,30 @@ impl Store {
                     })
                     .unwrap_or(0);
                 let c = &project.contract;
+                // The contract year the period starts in, and what its earlier statements settled.
+                let first = baseline_dates(&project).map(|b| b.2).unwrap_or(start);
+                let year_start = contract_year_start(first, start);
+                let year_end = year_start.checked_add_months(chrono::Months::new(12)).and_then(|d| d.pred_opt()).unwrap_or(end);
+                let earlier: Vec<SettlementRow> = sqlx::query_as("SELECT * FROM settlements WHERE project_id = $1 AND period_start_date >= $2 AND period_start_date < $3 ORDER BY period_start_date")
+                    .bind(&project.id).bind(year_start.to_string()).bind(&period.start_date).fetch_all(&mut *tx).await?;
+                let by_days = c.terms.pro_rate_by_days;
+                let mut ytd = crate::settle::YearToDate {
+                    start_date: year_start.to_string(),
+                    end_date: year_end.to_string(),
+                    closes: end >= year_end,
+                    ..Default::default()
+                };
+                for s in earlier.into_iter().map(Settlement::from) {
+                    let (s_start, s_end) = (date("start_date", &s.period_start_date)?, date("end_date", &s.period_end_date)?);
+                    let share = crate::settle::share_of_year(s_start, s_end, year_start, by_days);
+                    let guaranteed = Litres(c.terms.guaranteed_savings_litres).pro_rata(share.parts, share.of, "guaranteed_savings_litres")?;
+                    ytd.guaranteed_litres = Litres(ytd.guaranteed_litres).checked_add(guaranteed, "guaranteed_savings_litres")?.0;
+                    ytd.savings_litres = Litres(ytd.savings_litres).checked_add(Litres(s.savings_litres), "savings_litres")?.0;
+                    ytd.shortfall_fen = Fen(ytd.shortfall_fen).checked_add(Fen(s.shortfall_fen), "shortfall_fen")?.0;
+                    if matches!(c.contract_model, ContractModel::GuaranteedSavings | ContractModel::GuaranteePlusSharing) {
+                        ytd.above_guarantee_fen = Fen(ytd.above_guarantee_fen).checked_add(Fen(s.company_due_fen), "company_due_fen")?.0;
+                    }
+                }
                 let figures = crate::settle::settle(&crate::settle::SettleInput {
                     model: c.contract_model,
                     terms: &c.terms,
@@ -748,6 +785,8 @@ impl Store {
                     start_date: period.start_date.clone(),
                     end_date: period.end_date.clone(),
                     months_into_operation,
+                    share_of_year: crate::settle::share_of_year(start, end, year_start, by_days),
+                    year_to_date: ytd,
                 })?;
                 let now = now_ms();
                 let mut notes = period.notes.clone();

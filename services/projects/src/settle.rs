@@ -2,7 +2,12 @@
 //!
 //! Rounding: every amount is an integer number of fen, rounded to the nearest fen with halves
 //! away from zero, at each line of the statement (so the lines add up as printed). Annual
-//! figures (guarantee, hosting fee) are pro-rated by the period's days over 365.
+//! figures (guarantee, hosting fee) are pro-rated as the contract says: by calendar months (a
+//! whole month is 1/12 of the year, so twelve monthly statements add up to the year's), or by
+//! days over the days of the contract year (365 or 366). A guarantee is reconciled over the
+//! contract year: each statement settles the shortfall (or the share above the guarantee) of
+//! the year to date less what earlier statements of the year settled, so a good month carries
+//! over; statements before the year's last are provisional.
 
 use cwsm_platform::quantity::{BasisPoints, Fen, Litres, Overflow};
 use cwsm_platform::vocab::ContractModel;
@@ -26,6 +31,71 @@ pub struct SettleInput<'a> {
     /// Whole months from the start of operation (the first reporting day) to the period's
     /// start: decides whether the sharing period is still running.
     pub months_into_operation: i64,
+    /// The period's share of a year, for the annual terms ([`share_of_year`]).
+    pub share_of_year: ShareOfYear,
+    /// The contract year so far, before this period ([`YearToDate`]).
+    pub year_to_date: YearToDate,
+}
+
+/// A period's share of a year: `parts` of `of` (1 of 12 months, or 31 of 366 days).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ShareOfYear {
+    pub parts: i64,
+    pub of: i64,
+    pub unit: &'static str,
+}
+
+/// `[start, end]`'s share of the contract year beginning `year_start`: by whole calendar
+/// months (k/12) unless `by_days` or the period is not whole months; else its days over the
+/// contract year's days.
+pub fn share_of_year(
+    start: chrono::NaiveDate,
+    end: chrono::NaiveDate,
+    year_start: chrono::NaiveDate,
+    by_days: bool,
+) -> ShareOfYear {
+    let days = (end - start).num_days() + 1;
+    if !by_days {
+        let whole = (1..=12u32).find(|k| {
+            start
+                .checked_add_months(chrono::Months::new(*k))
+                .and_then(|d| d.pred_opt())
+                == Some(end)
+        });
+        if let Some(k) = whole {
+            return ShareOfYear {
+                parts: i64::from(k),
+                of: 12,
+                unit: "months",
+            };
+        }
+    }
+    let year_days = year_start
+        .checked_add_months(chrono::Months::new(12))
+        .map(|next| (next - year_start).num_days())
+        .unwrap_or(365);
+    ShareOfYear {
+        parts: days,
+        of: year_days,
+        unit: "days",
+    }
+}
+
+/// What earlier statements of the same contract year settled, for the guarantee's
+/// reconciliation over the year.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct YearToDate {
+    /// The contract year, "YYYY-MM-DD" to "YYYY-MM-DD".
+    pub start_date: String,
+    pub end_date: String,
+    /// Whether this period ends the contract year (its statement is final, not provisional).
+    pub closes: bool,
+    /// Guaranteed and verified savings of the earlier periods of the year, litres.
+    pub guaranteed_litres: i64,
+    pub savings_litres: i64,
+    /// The shortfall and the company's share above the guarantee they settled, fen.
+    pub shortfall_fen: i64,
+    pub above_guarantee_fen: i64,
 }
 
 /// The money of one period.
@@ -136,40 +206,88 @@ pub fn settle(i: &SettleInput) -> Result<Figures, Overflow> {
         Ok(share)
     };
 
+    let ytd = &i.year_to_date;
+    let share = i.share_of_year;
+    // The guarantee over the contract year to date: returns the year's savings above the
+    // guarantee so far (litres, ≥ 0).
     let guarantee = |f: &mut Figures, lines: &mut Vec<String>| -> Result<i64, Overflow> {
         let guaranteed = Litres(t.guaranteed_savings_litres)
-            .pro_rata(i.period_days, 365, "guaranteed_savings_litres")?
+            .pro_rata(share.parts, share.of, "guaranteed_savings_litres")?
             .0;
         lines.push(format!(
-            "Guaranteed savings: {} a year × {}/365 days = {}",
+            "Guaranteed savings: {} a year × {}/{} {} = {}",
             cubic_metres(t.guaranteed_savings_litres),
-            i.period_days,
+            share.parts,
+            share.of,
+            share.unit,
             cubic_metres(guaranteed)
         ));
-        if i.savings_litres < guaranteed {
-            let shortfall_price = if t.shortfall_price_fen_per_m3 > 0 {
-                t.shortfall_price_fen_per_m3
-            } else {
-                price
-            };
-            let short = Litres(guaranteed).checked_sub(savings, "shortfall_litres")?;
-            f.shortfall_fen = short.value_at(shortfall_price, "shortfall_fen")?.0;
-            let short = short.0;
+        let guaranteed_ytd = Litres(ytd.guaranteed_litres)
+            .checked_add(Litres(guaranteed), "guaranteed_savings_litres")?;
+        let savings_ytd = Litres(ytd.savings_litres).checked_add(savings, "savings_litres")?;
+        let shortfall_price = if t.shortfall_price_fen_per_m3 > 0 {
+            t.shortfall_price_fen_per_m3
+        } else {
+            price
+        };
+        let short_ytd = guaranteed_ytd
+            .checked_sub(savings_ytd, "shortfall_litres")?
+            .0
+            .max(0);
+        let short_ytd_fen = Litres(short_ytd)
+            .value_at(shortfall_price, "shortfall_fen")?
+            .0;
+        f.shortfall_fen = Fen(short_ytd_fen)
+            .checked_sub(Fen(ytd.shortfall_fen), "shortfall_fen")?
+            .0;
+        if !ytd.start_date.is_empty() {
             lines.push(format!(
-                "Shortfall: {} × {} per m³ = {}, paid by the company to the water user",
-                cubic_metres(short),
+                "Contract year {} to {}, to date: guaranteed {}, verified {}",
+                ytd.start_date,
+                ytd.end_date,
+                cubic_metres(guaranteed_ytd.0),
+                cubic_metres(savings_ytd.0)
+            ));
+        }
+        if short_ytd > 0 || ytd.shortfall_fen != 0 {
+            lines.push(format!(
+                "Shortfall to date: {} × {} per m³ = {}, less {} settled before: {}{}",
+                cubic_metres(short_ytd),
                 yuan(shortfall_price),
-                yuan(f.shortfall_fen)
+                yuan(short_ytd_fen),
+                yuan(ytd.shortfall_fen),
+                yuan(f.shortfall_fen),
+                if f.shortfall_fen >= 0 {
+                    ", paid by the company to the water user"
+                } else {
+                    ", returned to the company (a good period carries over)"
+                }
             ));
         } else {
             lines.push("The guarantee is met: no shortfall".to_string());
         }
-        Ok(guaranteed)
+        if !ytd.start_date.is_empty() {
+            lines.push(if ytd.closes {
+                format!(
+                    "This statement closes the contract year ending {}: final",
+                    ytd.end_date
+                )
+            } else {
+                format!(
+                    "Provisional until the contract year closes on {}",
+                    ytd.end_date
+                )
+            });
+        }
+        Ok(savings_ytd
+            .checked_sub(guaranteed_ytd, "excess_litres")?
+            .0
+            .max(0))
     };
 
     let hosting = |f: &mut Figures, lines: &mut Vec<String>| -> Result<(), Overflow> {
         f.hosting_fee_fen = Fen(t.hosting_fee_fen)
-            .pro_rata(i.period_days, 365, "hosting_fee_fen")?
+            .pro_rata(share.parts, share.of, "hosting_fee_fen")?
             .0;
         f.water_bill_fen = Litres(i.actual_litres).value_at(price, "water_bill_fen")?.0;
         f.company_due_fen = Fen(f.company_due_fen)
@@ -178,9 +296,11 @@ pub fn settle(i: &SettleInput) -> Result<Figures, Overflow> {
         let margin =
             Fen(f.hosting_fee_fen).checked_sub(Fen(f.water_bill_fen), "company_margin_fen")?;
         lines.push(format!(
-            "Hosting fee: {} a year × {}/365 days = {}, paid by the water user to the company",
+            "Hosting fee: {} a year × {}/{} {} = {}, paid by the water user to the company",
             yuan(t.hosting_fee_fen),
-            i.period_days,
+            share.parts,
+            share.of,
+            share.unit,
             yuan(f.hosting_fee_fen)
         ));
         lines.push(format!(
@@ -212,19 +332,23 @@ pub fn settle(i: &SettleInput) -> Result<Figures, Overflow> {
             }
         }
         ContractModel::GuaranteedSavings => {
-            let guaranteed = guarantee(&mut f, &mut lines)?;
-            let excess = savings.checked_sub(Litres(guaranteed), "excess_litres")?.0;
-            if excess > 0 && t.bonus_share_bp > 0 {
+            let excess = guarantee(&mut f, &mut lines)?;
+            if (excess > 0 || ytd.above_guarantee_fen != 0) && t.bonus_share_bp > 0 {
                 let excess_value = Litres(excess).value_at(price, "excess_value_fen")?.0;
-                let bonus = Fen(excess_value)
+                let bonus_ytd = Fen(excess_value)
                     .share(BasisPoints(i64::from(t.bonus_share_bp)), "company_due_fen")?
+                    .0;
+                let bonus = Fen(bonus_ytd)
+                    .checked_sub(Fen(ytd.above_guarantee_fen), "company_due_fen")?
                     .0;
                 f.company_due_fen = bonus;
                 lines.push(format!(
-                    "Bonus: {} of the excess {} valued {} = {}",
+                    "Bonus: {} of the excess to date {} valued {} = {}, less {} settled before: {}",
                     percent(i64::from(t.bonus_share_bp)),
                     cubic_metres(excess),
                     yuan(excess_value),
+                    yuan(bonus_ytd),
+                    yuan(ytd.above_guarantee_fen),
                     yuan(bonus)
                 ));
             }
@@ -264,22 +388,30 @@ pub fn settle(i: &SettleInput) -> Result<Figures, Overflow> {
             ));
         }
         ContractModel::GuaranteePlusSharing => {
-            let guaranteed = guarantee(&mut f, &mut lines)?;
-            let excess = savings
-                .checked_sub(Litres(guaranteed), "excess_litres")?
-                .0
-                .max(0);
+            let excess = guarantee(&mut f, &mut lines)?;
             let excess_value = Litres(excess).value_at(price, "excess_value_fen")?.0;
-            let share = if excess > 0 {
+            let share_ytd = if excess > 0 {
                 sharing(
                     &mut f,
                     &mut lines,
                     excess_value,
-                    "the value above the guarantee",
+                    "the value above the guarantee to date",
                 )?
             } else {
                 0
             };
+            // Less what earlier statements of the year paid of it.
+            let share = Fen(share_ytd)
+                .checked_sub(Fen(ytd.above_guarantee_fen), "company_due_fen")?
+                .0;
+            if ytd.above_guarantee_fen != 0 {
+                lines.push(format!(
+                    "Less {} settled before: company share this period {}",
+                    yuan(ytd.above_guarantee_fen),
+                    yuan(share)
+                ));
+            }
+            f.company_due_fen = share;
             f.user_due_fen = Fen(f.savings_value_fen)
                 .checked_sub(Fen(share), "user_due_fen")?
                 .checked_add(Fen(f.shortfall_fen), "user_due_fen")?
@@ -291,7 +423,7 @@ pub fn settle(i: &SettleInput) -> Result<Figures, Overflow> {
         }
     }
     lines.push(
-        "Amounts in fen, rounded to the nearest fen at each line (halves away from zero); annual terms pro-rated by days/365."
+        "Amounts in fen, rounded to the nearest fen at each line (halves away from zero); annual terms pro-rated by calendar months (1/12 a month) or by days over the contract year's days, as the contract says."
             .to_string(),
     );
     f.lines = lines;
@@ -318,7 +450,135 @@ mod tests {
             start_date: "2025-01-01".into(),
             end_date: "2025-01-31".into(),
             months_into_operation: 0,
+            // By days, over a 365-day contract year: 31/365 (the figures below).
+            share_of_year: ShareOfYear {
+                parts: 31,
+                of: 365,
+                unit: "days",
+            },
+            year_to_date: YearToDate::default(),
         }
+    }
+
+    fn day(s: &str) -> chrono::NaiveDate {
+        chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").expect("date")
+    }
+
+    /// Issue 12's finding: twelve monthly settlements of 2020 added up to 366/365 of the
+    /// annual fee (each month pro-rated by days/365).
+    #[test]
+    fn twelve_months_add_up_to_the_year() {
+        let year = day("2020-01-01");
+        let months: Vec<ShareOfYear> = (0..12u32)
+            .map(|k| {
+                let s = year + chrono::Months::new(k);
+                let e = (s + chrono::Months::new(1)).pred_opt().expect("day");
+                share_of_year(s, e, year, false)
+            })
+            .collect();
+        assert!(months.iter().all(|m| (m.parts, m.of) == (1, 12)));
+        // By days, over the contract year's 366 days: they add up to 366/366.
+        let by_days: i64 = (0..12u32)
+            .map(|k| {
+                let s = year + chrono::Months::new(k);
+                let e = (s + chrono::Months::new(1)).pred_opt().expect("day");
+                let share = share_of_year(s, e, year, true);
+                assert_eq!(share.of, 366);
+                share.parts
+            })
+            .sum();
+        assert_eq!(by_days, 366);
+        // A month from any day is a month (01-10 … 02-09); a period not of whole months is by days.
+        let from_the_tenth = share_of_year(day("2020-01-10"), day("2020-02-09"), year, false);
+        assert_eq!((from_the_tenth.parts, from_the_tenth.of), (1, 12));
+        let odd = share_of_year(day("2020-01-10"), day("2020-02-20"), year, false);
+        assert_eq!((odd.parts, odd.of), (42, 366));
+        // The hosting fee of 36,500,000 fen a year over the twelve months: exactly the year's.
+        let terms = ContractTerms {
+            hosting_fee_fen: 36_500_000,
+            ..Default::default()
+        };
+        let fees: i64 = months
+            .iter()
+            .map(|m| {
+                let mut i = input(ContractModel::WaterCostHosting, &terms, 0);
+                i.share_of_year = *m;
+                settle(&i).hosting_fee_fen
+            })
+            .sum();
+        // 36,500,000 / 12 = 3,041,666.67 → 3,041,667 a month, 12 fen over from rounding
+        // each line (the year's statements round month by month).
+        assert_eq!(fees, 12 * 3_041_667);
+    }
+
+    /// Issue 12's finding: guarantees were reconciled month by month, never over the contract
+    /// year. A short month followed by a good one: the good one returns the earlier shortfall
+    /// as far as it covers it, and the year-end statement is final.
+    #[test]
+    fn the_guarantee_is_reconciled_over_the_contract_year() {
+        let terms = ContractTerms {
+            guaranteed_savings_litres: 3_650_000, // 304,166.67 L a month by months
+            shortfall_price_fen_per_m3: 500,
+            ..Default::default()
+        };
+        let month = ShareOfYear {
+            parts: 1,
+            of: 12,
+            unit: "months",
+        };
+        let guaranteed = 304_167; // 3,650,000 / 12, rounded
+        // Month 1: 204,167 L, short 100,000 L × 5.00 = 50,000 fen, provisional.
+        let mut first = input(
+            ContractModel::GuaranteedSavings,
+            &terms,
+            guaranteed - 100_000,
+        );
+        first.share_of_year = month;
+        first.year_to_date = YearToDate {
+            start_date: "2025-01-01".into(),
+            end_date: "2025-12-31".into(),
+            ..Default::default()
+        };
+        let f1 = settle(&first);
+        assert_eq!(f1.shortfall_fen, 50_000);
+        assert!(
+            f1.lines
+                .iter()
+                .any(|l| l.starts_with("Provisional until the contract year closes on 2025-12-31"))
+        );
+        // Month 2: 60,000 L over its guarantee: the year to date is short 40,000 L = 20,000
+        // fen; 50,000 settled before, so 30,000 fen go back to the company.
+        let mut second = input(
+            ContractModel::GuaranteedSavings,
+            &terms,
+            guaranteed + 60_000,
+        );
+        second.share_of_year = month;
+        second.year_to_date = YearToDate {
+            start_date: "2025-01-01".into(),
+            end_date: "2025-12-31".into(),
+            closes: true,
+            guaranteed_litres: guaranteed,
+            savings_litres: guaranteed - 100_000,
+            shortfall_fen: 50_000,
+            above_guarantee_fen: 0,
+        };
+        let f2 = settle(&second);
+        assert_eq!(f2.shortfall_fen, 20_000 - 50_000);
+        assert!(
+            f2.lines
+                .iter()
+                .any(|l| l.contains("returned to the company")),
+            "{:?}",
+            f2.lines
+        );
+        assert!(
+            f2.lines
+                .iter()
+                .any(|l| l.starts_with("This statement closes the contract year"))
+        );
+        // The two statements together: the year's shortfall, 40,000 L × 5.00.
+        assert_eq!(f1.shortfall_fen + f2.shortfall_fen, 20_000);
     }
 
     #[test]
@@ -453,6 +713,7 @@ mod properties {
                     bonus_share_bp: bonus,
                     hosting_fee_fen: fee,
                     water_rights_share_bp: share,
+                    pro_rate_by_days: false,
                 }
             })
     }
@@ -476,6 +737,12 @@ mod properties {
             start_date: "2026-01-01".into(),
             end_date: "2026-01-31".into(),
             months_into_operation: months,
+            share_of_year: ShareOfYear {
+                parts: days,
+                of: 365,
+                unit: "days",
+            },
+            year_to_date: YearToDate::default(),
         })
     }
 
