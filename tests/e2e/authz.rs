@@ -1560,6 +1560,16 @@ fn rows_for_people(w: &World) -> Vec<(&'static str, Vec<u8>, Expect)> {
             Expect::project(&[Verifier], FailedPrecondition),
         ),
         (
+            // The submitted period's report, drawn now (not verified yet).
+            "GetVerificationReport",
+            p::GetVerificationReportRequest {
+                period_id: period_id.clone(),
+                format: p::ReportFormat::Html as i32,
+            }
+            .encode_to_vec(),
+            Expect::project_read(),
+        ),
+        (
             // Only the assigned verifier verifies (not even an administrator).
             "VerifyPeriod",
             p::VerifyPeriodRequest {

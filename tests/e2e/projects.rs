@@ -1412,6 +1412,24 @@ async fn readings_stamped_at_interval_starts_on_postgres() -> anyhow::Result<()>
     readings_stamped_at_interval_starts(Backend::Postgres).await
 }
 
+/// Litres as the reports print them: "12,345.678 m³".
+fn cubic_metres(litres: i64) -> String {
+    let abs = litres.unsigned_abs();
+    let whole = (abs / 1000).to_string();
+    let mut grouped = String::new();
+    for (i, c) in whole.chars().enumerate() {
+        if i > 0 && (whole.len() - i).is_multiple_of(3) {
+            grouped.push(',');
+        }
+        grouped.push(c);
+    }
+    format!(
+        "{}{grouped}.{:03} m³",
+        if litres < 0 { "−" } else { "" },
+        abs % 1000
+    )
+}
+
 /// Issue 12's whole path (its "done when"): a site with two mains, one exported with
 /// start-of-interval timestamps and two spikes, the other a register that rolls over in the
 /// reporting month, goes through import → exclusion (the quality rules leave the spikes and
@@ -1716,14 +1734,73 @@ async fn readings_through_exclusion_correction_and_settlement(
         .await
         .expect_err("frozen");
     assert_eq!(err.code(), Code::FailedPrecondition, "{}", err.message());
-    app.projects(&verifier)
+    // Before verification the report is drawn now; at verification it is archived.
+    let report_of = |format: p::ReportFormat| {
+        let (app, token, period_id) = (&app, parties.user.clone(), submitted.id.clone());
+        async move {
+            anyhow::Ok(
+                app.projects(&token)
+                    .get_verification_report(p::GetVerificationReportRequest {
+                        period_id,
+                        format: format as i32,
+                    })
+                    .await?
+                    .into_inner(),
+            )
+        }
+    };
+    assert!(!report_of(p::ReportFormat::Html).await?.archived);
+    let verified = app
+        .projects(&verifier)
         .verify_period(p::VerifyPeriodRequest {
             request_id: rid("verify"),
             period_id: submitted.id.clone(),
             expected_version: 0,
-            note: String::new(),
+            note: "现场核查 site visit 2026-12-02".into(),
         })
-        .await?;
+        .await?
+        .into_inner()
+        .period
+        .expect("period");
+    // Issue 12 §9: the verification report, archived with its SHA-256 when verified, names
+    // the figures, the exclusions, the corrections and the verifier's decision.
+    let page = report_of(p::ReportFormat::Html).await?;
+    assert!(page.archived);
+    let sha = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(&page.content))
+    };
+    assert_eq!(
+        (
+            page.sha256.as_str(),
+            verified.verification_report_sha256.as_str()
+        ),
+        (sha.as_str(), sha.as_str())
+    );
+    let text = String::from_utf8(page.content.clone())?;
+    for shown in [
+        "节水量核查报告".to_string(),
+        cubic_metres(adjusted - actual),
+        "1 day left out by the quality rule (spike 1)".to_string(),
+        "accepted by".to_string(),
+        "现场核查 site visit 2026-12-02".to_string(),
+        "<svg".to_string(),
+    ] {
+        assert!(text.contains(&shown), "{shown} not in the report");
+    }
+    // The same bytes again (archived, not redrawn).
+    assert_eq!(
+        report_of(p::ReportFormat::Html).await?.content,
+        page.content
+    );
+    let book = report_of(p::ReportFormat::Xlsx).await?;
+    assert!(book.archived);
+    let rows = cwsm::import::xlsx_rows(&book.content).map_err(anyhow::Error::msg)?;
+    let savings = rows
+        .iter()
+        .find(|r| r.cells.first().is_some_and(|c| c.starts_with("节水量")))
+        .expect("a savings row");
+    assert_eq!(savings.cells.get(1), Some(&cubic_metres(adjusted - actual)));
     let settlement = app
         .projects(&parties.company)
         .settle_period(p::SettlePeriodRequest {

@@ -662,6 +662,7 @@ fn period_to_pb(p: &Period) -> pb::PeriodSavings {
         version: p.version,
         observations: f.observations,
         waivers: p.waivers.iter().map(waiver_to_pb).collect(),
+        verification_report_sha256: p.verification_report_sha256.clone(),
     }
 }
 
@@ -1823,6 +1824,40 @@ impl pb::projects_service_server::ProjectsService for ProjectsApi {
             .await?;
         Ok(Response::new(pb::SubmitPeriodResponse {
             period: Some(period_to_pb(&period)),
+        }))
+    }
+
+    async fn get_verification_report(
+        &self,
+        request: Request<pb::GetVerificationReportRequest>,
+    ) -> Result<Response<pb::GetVerificationReportResponse>, Status> {
+        let who = principal(&request)?;
+        let r = request.into_inner();
+        let id = required_id("period_id", &r.period_id)?;
+        let xlsx = match pb::ReportFormat::try_from(r.format) {
+            Ok(pb::ReportFormat::Xlsx) => true,
+            Ok(_) => false,
+            Err(_) => {
+                return Err(
+                    Error::invalid("format", format!("unknown format {}", r.format)).into(),
+                );
+            }
+        };
+        let served = self.store.verification_report(id, xlsx, &who).await?;
+        let (content_type, extension) = if xlsx {
+            (
+                "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+                "xlsx",
+            )
+        } else {
+            ("text/html; charset=utf-8", "html")
+        };
+        Ok(Response::new(pb::GetVerificationReportResponse {
+            content: served.content,
+            content_type: content_type.to_string(),
+            file_name: format!("verification-{id}.{extension}"),
+            sha256: served.sha256,
+            archived: served.archived,
         }))
     }
 

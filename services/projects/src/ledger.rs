@@ -65,6 +65,8 @@ pub struct Period {
     pub notes: Vec<String>,
     /// The checks the assigned verifier waived for this period (see [`check_submittable`]).
     pub waivers: Vec<Waiver>,
+    /// The SHA-256 of the verification report archived when it was (last) verified; '' until.
+    pub verification_report_sha256: String,
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
     pub version: i64,
@@ -794,6 +796,7 @@ pub fn compute_period(
         disputed_by: String::new(),
         notes,
         waivers: Vec::new(),
+        verification_report_sha256: String::new(),
         created_at_ms: 0,
         updated_at_ms: 0,
         version: 0,
@@ -1028,6 +1031,7 @@ mod tests {
             disputed_by: String::new(),
             notes: Vec::new(),
             waivers: Vec::new(),
+            verification_report_sha256: String::new(),
             created_at_ms: 0,
             updated_at_ms: 0,
             version: 0,

@@ -69,6 +69,7 @@ impl From<PeriodRow> for Period {
             disputed_by: r.disputed_by,
             notes: serde_json::from_str(&r.notes).unwrap_or_default(),
             waivers: Vec::new(),
+            verification_report_sha256: String::new(),
             created_at_ms: r.created_at_ms,
             updated_at_ms: r.updated_at_ms,
             version: r.version,
@@ -470,12 +471,23 @@ impl Store {
     }
 
     pub(crate) async fn stored_periods(&self, project_id: &str) -> Result<Vec<Period>> {
-        Ok(with_db!(&self.db, pool => sqlx::query_as::<_, PeriodRow>(
+        let mut periods: Vec<Period> = with_db!(&self.db, pool => sqlx::query_as::<_, PeriodRow>(
             "SELECT * FROM periods WHERE project_id = $1 ORDER BY start_date")
             .bind(project_id).fetch_all(pool).await?)
         .into_iter()
         .map(Period::from)
-        .collect())
+        .collect();
+        // Each period's latest archived report (versions ascend, so the last one stays).
+        let hashes: Vec<(String, String)> = with_db!(&self.db, pool => sqlx::query_as(
+            "SELECT v.period_id, v.html_sha256 FROM verification_reports v JOIN periods p ON p.id = v.period_id \
+             WHERE p.project_id = $1 ORDER BY v.period_version")
+            .bind(project_id).fetch_all(pool).await?);
+        for (id, sha) in hashes {
+            if let Some(p) = periods.iter_mut().find(|p| p.id == id) {
+                p.verification_report_sha256 = sha;
+            }
+        }
+        Ok(periods)
     }
 
     /// A stored period, with the checks waived for it.
@@ -490,6 +502,10 @@ impl Store {
             .into_iter()
             .filter(|w| w.period_start_date == period.start_date)
             .collect();
+        period.verification_report_sha256 = with_db!(&self.db, pool => sqlx::query_scalar(
+            "SELECT html_sha256 FROM verification_reports WHERE period_id = $1 ORDER BY period_version DESC LIMIT 1")
+            .bind(id).fetch_optional(pool).await?)
+        .unwrap_or_default();
         Ok(period)
     }
 
@@ -653,6 +669,15 @@ impl Store {
         who: &Principal,
         ask: &StepAsk,
     ) -> Result<Period> {
+        // What the verification report is drawn from, read before the write (the write
+        // re-checks the period; the report shows the period as the write leaves it).
+        let before = match ask.step {
+            PeriodStep::Verify | PeriodStep::Resolve => match self.period(period_id).await {
+                Ok(p) => Some((self.report_context(&p).await?, p.waivers)),
+                Err(_) => None,
+            },
+            _ => None,
+        };
         keyed_write!(&self.db, key, tx => {
                 let row: Option<PeriodRow> = sqlx::query_as("SELECT * FROM periods WHERE id = $1").bind(period_id).fetch_optional(&mut *tx).await?;
                 let mut period = row.map(Period::from).ok_or_else(|| Error::not_found("period", period_id))?;
@@ -698,6 +723,14 @@ impl Store {
                     .bind(now).bind(period.version).bind(period_id).bind(period.version - 1).bind(&period.disputed_by).execute(&mut *tx).await?.rows_affected();
                 if written == 0 {
                     return Err(Error::Aborted(format!("period {period_id} changed meanwhile; read it again and retry")));
+                }
+                if period.status == PeriodStatus::Verified && let Some((ctx, waivers)) = &before {
+                    // The report the verifier signs, archived with its hashes.
+                    period.waivers = waivers.clone();
+                    let doc = crate::verification_store::archive(ctx, &period)?;
+                    sqlx::query("INSERT INTO verification_reports (period_id, period_version, html, xlsx, html_sha256, xlsx_sha256, created_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)")
+                        .bind(period_id).bind(period.version).bind(&doc.html).bind(&doc.xlsx).bind(&doc.html_sha256).bind(&doc.xlsx_sha256).bind(now)
+                        .execute(&mut *tx).await?;
                 }
                 if period.status == PeriodStatus::Verified {
                     let (verified, promised) = verified_totals!(tx, &period.project_id);

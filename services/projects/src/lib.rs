@@ -14,6 +14,8 @@
 //!   party and decided by the verifier; accepted ones count in the M&V instead of the reading.
 //! - [`verifiers`]: who verifies a project: an administrator's assignment, or a party's
 //!   proposal an administrator approves, through one assignment path with its audit row.
+//! - [`verification`] and [`verification_store`]: a period's verification report (HTML and
+//!   xlsx), archived with its SHA-256 when the period is verified.
 //! - [`cache`]: projects as last read, kept in memory for GetProject and forgotten on every
 //!   change (in other replicas through PostgreSQL's NOTIFY).
 //! - [`grpc`]: the adapter between `cwsm.projects.v1` and the domain.
@@ -31,6 +33,8 @@ pub mod mv;
 pub mod readings;
 pub mod settle;
 pub mod store;
+pub mod verification;
+pub mod verification_store;
 pub mod verifiers;
 
 use std::sync::Arc;

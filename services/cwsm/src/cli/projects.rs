@@ -278,6 +278,15 @@ pub enum PeriodsCommand {
     },
     /// Settle a verified period by the contract model.
     Settle { period_id: String },
+    /// Save a period's verification report (the one archived at verification, else drawn
+    /// now) as HTML, or xlsx with --xlsx, to --out (default verification-PERIOD_ID.html|xlsx).
+    Report {
+        period_id: String,
+        #[arg(long)]
+        xlsx: bool,
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Let a failing measurement check of the period starting START_DATE stand (the
     /// project's assigned verifier, before submission): baseline_g14 or savings_uncertainty.
     Waive {
@@ -1300,6 +1309,42 @@ async fn periods(c: &Clients, cmd: PeriodsCommand, json: bool) -> anyhow::Result
                 .await?
                 .into_inner()
                 .period
+        }
+        PeriodsCommand::Report {
+            period_id,
+            xlsx,
+            out,
+        } => {
+            let format = if xlsx {
+                ppb::ReportFormat::Xlsx
+            } else {
+                ppb::ReportFormat::Html
+            };
+            let r = c
+                .projects()
+                .get_verification_report(ppb::GetVerificationReportRequest {
+                    period_id,
+                    format: format as i32,
+                })
+                .await?
+                .into_inner();
+            let path = out.unwrap_or_else(|| PathBuf::from(&r.file_name));
+            std::fs::write(&path, &r.content)
+                .with_context(|| format!("writing {}", path.display()))?;
+            Output {
+                headers: vec!["file", "sha256", "archived"],
+                rows: vec![vec![
+                    path.display().to_string(),
+                    r.sha256,
+                    if r.archived {
+                        "yes (as verified)".to_string()
+                    } else {
+                        "no (drawn now)".to_string()
+                    },
+                ]],
+            }
+            .print(json);
+            return Ok(());
         }
         PeriodsCommand::Waive {
             project_id,

@@ -1,0 +1,154 @@
+//! Verification reports in the store: what a period's report is drawn from, the archived
+//! documents written with the verification, and the report as asked for.
+
+use cwsm_platform::auth::Principal;
+use cwsm_platform::grpc::Page;
+use cwsm_platform::{Error, Result, with_db};
+
+use crate::corrections::CorrectionStatus;
+use crate::ledger::{Period, baseline_dates, date};
+use crate::store::Store;
+use crate::verification::{Context, Document, render};
+
+/// A report as served: the bytes, and whether they are the archived ones of a verification.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServedReport {
+    pub content: Vec<u8>,
+    pub sha256: String,
+    /// Recorded when the period was verified (else drawn now, for a period not verified yet).
+    pub archived: bool,
+}
+
+impl Store {
+    /// What `period`'s report is drawn from: the project's baseline fit and its remarks, the
+    /// accepted corrections of readings in the baseline or the period, the adjustments over
+    /// the period, and the period's observations for the chart.
+    pub async fn report_context(&self, period: &Period) -> Result<Context> {
+        let (project, report) = self.savings_report(&period.project_id).await?;
+        let mut ctx = Context::of(&project);
+        ctx.baseline_notes = report
+            .sufficiency
+            .as_ref()
+            .map(|s| s.notes.clone())
+            .unwrap_or_default();
+        let (start, end) = (
+            date("start_date", &period.start_date)?,
+            date("end_date", &period.end_date)?,
+        );
+        let baseline = baseline_dates(&project);
+        let in_scope = |day: chrono::NaiveDate| {
+            (start..=end).contains(&day) || baseline.is_some_and(|(s, e, _)| (s..=e).contains(&day))
+        };
+        let (corrections, _) = self
+            .corrections(
+                &project.id,
+                &Page {
+                    size: 10_000,
+                    after: None,
+                },
+            )
+            .await?;
+        ctx.corrections = corrections
+            .into_iter()
+            .filter(|c| c.status == CorrectionStatus::Accepted)
+            .filter(|c| {
+                in_scope(crate::readings::day_date(crate::readings::day_index(
+                    c.read_at_ms,
+                )))
+            })
+            .collect();
+        let (adjustments, _) = self
+            .adjustments(
+                &project.id,
+                &Page {
+                    size: 10_000,
+                    after: None,
+                },
+            )
+            .await?;
+        ctx.adjustments = adjustments
+            .into_iter()
+            .filter(|a| {
+                let s = date("start_date", &a.start_date).ok();
+                let e = date("end_date", &a.end_date).ok();
+                s.is_some_and(|s| s <= end) && e.is_none_or(|e| e >= start)
+            })
+            .collect();
+        if let Some(fit) = &report.fit {
+            let (days, _) = self
+                .project_days(&project.id, project.quality_rules)
+                .await?;
+            let drivers = self.driver_values(&project.id).await?;
+            let values: Vec<&crate::mv::DriverDays> = fit.names[1..]
+                .iter()
+                .filter_map(|n| drivers.iter().find(|(d, _)| d == n).map(|(_, v)| v))
+                .collect();
+            ctx.points = crate::mv::observations(&days, start, end, fit.granularity, &values)
+                .iter()
+                .map(|o| (fit.predict(&o.x), o.y))
+                .collect();
+        }
+        ctx.fit = report.fit;
+        Ok(ctx)
+    }
+
+    /// The period's report in `xlsx` or HTML, for `who` who may read the project: the
+    /// archived one of its latest verification, else drawn now.
+    pub async fn verification_report(
+        &self,
+        period_id: &str,
+        xlsx: bool,
+        who: &Principal,
+    ) -> Result<ServedReport> {
+        let period = self.period(period_id).await?;
+        let project = self.project(&period.project_id).await?;
+        if !project.readable_by(who) {
+            return Err(Error::not_found("period", period_id));
+        }
+        let archived: Option<(Vec<u8>, Vec<u8>, String, String)> = with_db!(&self.db, pool => sqlx::query_as(
+            "SELECT html, xlsx, html_sha256, xlsx_sha256 FROM verification_reports WHERE period_id = $1 ORDER BY period_version DESC LIMIT 1")
+            .bind(period_id).fetch_optional(pool).await?);
+        if let Some((html, book, html_sha, book_sha)) = archived {
+            return Ok(if xlsx {
+                ServedReport {
+                    content: book,
+                    sha256: book_sha,
+                    archived: true,
+                }
+            } else {
+                ServedReport {
+                    content: html,
+                    sha256: html_sha,
+                    archived: true,
+                }
+            });
+        }
+        let ctx = self.report_context(&period).await?;
+        let doc = render(&ctx, &period, &generated_now())?;
+        Ok(if xlsx {
+            ServedReport {
+                content: doc.xlsx,
+                sha256: doc.xlsx_sha256,
+                archived: false,
+            }
+        } else {
+            ServedReport {
+                content: doc.html,
+                sha256: doc.html_sha256,
+                archived: false,
+            }
+        })
+    }
+}
+
+/// When a report is drawn, for people (China Standard Time).
+pub fn generated_now() -> String {
+    chrono::DateTime::from_timestamp_millis(cwsm_platform::now_ms() + 8 * 3_600_000)
+        .map(|t| t.format("%Y-%m-%d %H:%M CST").to_string())
+        .unwrap_or_default()
+}
+
+/// The documents to archive for `period` as verified.
+pub fn archive(ctx: &Context, period: &Period) -> Result<Document> {
+    render(ctx, period, &generated_now())
+}
