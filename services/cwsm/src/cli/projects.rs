@@ -1788,14 +1788,17 @@ mod bench {
         }
         direct.sort();
         let fit = fit.unwrap_or_default();
+        // Issue 12's ceiling: M&V of 3 years hourly from the database, the quality rules on.
+        const CEILING_MS: f64 = 20.0;
+        let from_database = direct[direct.len() / 2].as_secs_f64() * 1000.0;
         println!(
             "{label}: M&V for 3 years of hourly data ({hours} readings, {} baseline days, {periods} monthly periods; CV(RMSE) {:.1}%, G14 {}): \
-             fit + report {:.2} ms in memory (median of 20), {:.1} ms from the database, GetSavingsReport over gRPC {:.1} ms (medians of 5)",
+             fit + report {:.2} ms in memory (median of 20), {from_database:.1} ms from the database (ceiling {CEILING_MS} ms: {}), GetSavingsReport over gRPC {:.1} ms (medians of 5)",
             fit.observations,
             fit.cv_rmse * 100.0,
             if fit.ashrae_g14_pass { "pass" } else { "fail" },
             in_memory.as_secs_f64() * 1000.0,
-            direct[direct.len() / 2].as_secs_f64() * 1000.0,
+            if from_database <= CEILING_MS { "met" } else { "NOT met" },
             served[served.len() / 2].as_secs_f64() * 1000.0,
         );
 
