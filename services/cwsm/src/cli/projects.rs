@@ -2051,5 +2051,24 @@ mod tests {
             "one action"
         );
         assert!(correct(&["--exclude", "--keep"]).is_err(), "one action");
+        let cli = Cli::try_parse_from([
+            "projects",
+            "adjustments",
+            "create",
+            "p-1",
+            "--start",
+            "2026-01-01",
+            "--litres",
+            "-3000",
+            "--reason",
+            "宿舍楼停用",
+            "--evidence",
+            "后勤处通知 12",
+        ])
+        .expect("parses");
+        assert!(matches!(
+            cli.command,
+            ProjectsCommand::Adjustments(AdjustmentsCommand::Create { litres: -3000, ref end, .. }) if end.is_empty()
+        ));
     }
 }
