@@ -13,11 +13,10 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 
 use cwsm_proto::projects::v1 as p;
-use cwsm_proto::types;
 use cwsm_tests::{Backend, TestApp, postgres_and_redis_available};
 
 use crate::projects::{
-    Calendar, contracted, date, ingest, meter, noon, set_baseline, to_operating,
+    Calendar, date, ingest, meter, noon, set_baseline, shared_savings, to_operating,
 };
 
 /// A Python that imports statsmodels: `CWSM_PYTHON`, else Debian's (where apt installs it),
@@ -160,17 +159,7 @@ async fn the_report_agrees_with_statsmodels(backend: Backend) -> anyhow::Result<
         return Ok(());
     };
     let app = TestApp::start(backend).await?;
-    let parties = contracted(
-        &app,
-        types::ContractModel::SharedSavings,
-        types::ContractTerms {
-            share_ratio_bp: 7000,
-            sharing_period_months: 60,
-            ..Default::default()
-        },
-        &["students", "cdd"],
-    )
-    .await?;
+    let parties = shared_savings(&app, &["students", "cdd"]).await?;
     let id = parties.project_id.clone();
     let cal = Calendar::now();
     set_baseline(&app, &parties.user, &id, &cal).await?;
@@ -266,17 +255,7 @@ async fn the_billing_report_agrees_with_statsmodels(backend: Backend) -> anyhow:
         return Ok(());
     };
     let app = TestApp::start(backend).await?;
-    let parties = contracted(
-        &app,
-        types::ContractModel::SharedSavings,
-        types::ContractTerms {
-            share_ratio_bp: 7000,
-            sharing_period_months: 60,
-            ..Default::default()
-        },
-        &["students", "cdd"],
-    )
-    .await?;
+    let parties = shared_savings(&app, &["students", "cdd"]).await?;
     let id = parties.project_id.clone();
     let cal = Calendar::now();
     set_baseline(&app, &parties.user, &id, &cal).await?;

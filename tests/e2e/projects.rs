@@ -344,6 +344,17 @@ pub(crate) async fn contracted(
     })
 }
 
+/// A contracted shared-savings project (the company's share 70% for 60 months) with the M&V
+/// plan's `drivers`.
+pub(crate) async fn shared_savings(app: &TestApp, drivers: &[&str]) -> anyhow::Result<Parties> {
+    let terms = types::ContractTerms {
+        share_ratio_bp: 7000,
+        sharing_period_months: 60,
+        ..Default::default()
+    };
+    contracted(app, types::ContractModel::SharedSavings, terms, drivers).await
+}
+
 pub(crate) async fn move_to(
     app: &TestApp,
     token: &str,
@@ -621,17 +632,7 @@ async fn readings(backend: Backend) -> anyhow::Result<()> {
 /// A shared-savings project (70% to the company for 60 months) operating, its baseline the
 /// year before last month, with a daily whole-site meter: (parties, its dates, the meter).
 async fn measured_project(app: &TestApp) -> anyhow::Result<(Parties, Calendar, p::Meter)> {
-    let parties = contracted(
-        app,
-        types::ContractModel::SharedSavings,
-        types::ContractTerms {
-            share_ratio_bp: 7000,
-            sharing_period_months: 60,
-            ..Default::default()
-        },
-        &[],
-    )
-    .await?;
+    let parties = shared_savings(app, &[]).await?;
     let cal = Calendar::now();
     set_baseline(app, &parties.user, &parties.project_id, &cal).await?;
     to_operating(app, &parties).await?;
@@ -1841,17 +1842,7 @@ async fn readings_through_exclusion_correction_and_settlement_on_postgres() -> a
 /// for the verifier's confirmation and spikes are used as read.
 async fn the_plan_sets_a_rule_per_flag(backend: Backend) -> anyhow::Result<()> {
     let app = TestApp::start(backend).await?;
-    let parties = contracted(
-        &app,
-        types::ContractModel::SharedSavings,
-        types::ContractTerms {
-            share_ratio_bp: 7000,
-            sharing_period_months: 60,
-            ..Default::default()
-        },
-        &[],
-    )
-    .await?;
+    let parties = shared_savings(&app, &[]).await?;
     let id = parties.project_id.clone();
     let cal = Calendar::now();
     let mut project = set_baseline(&app, &parties.user, &id, &cal).await?;
@@ -2193,17 +2184,7 @@ async fn a_register_rolls_over_within_its_capacity_on_postgres() -> anyhow::Resu
 /// is refused, naming the way that remains (a non-routine adjustment for the verifier).
 async fn driver_values_are_agreed_with_the_baseline(backend: Backend) -> anyhow::Result<()> {
     let app = TestApp::start(backend).await?;
-    let parties = contracted(
-        &app,
-        types::ContractModel::SharedSavings,
-        types::ContractTerms {
-            share_ratio_bp: 7000,
-            sharing_period_months: 60,
-            ..Default::default()
-        },
-        &["occupancy"],
-    )
-    .await?;
+    let parties = shared_savings(&app, &["occupancy"]).await?;
     let id = parties.project_id.clone();
     let cal = Calendar::now();
     set_baseline(&app, &parties.user, &id, &cal).await?;
@@ -2496,17 +2477,7 @@ async fn cli(
 /// L an occupant), which one day's shift or a float's rounding would break.
 async fn the_cli_imports_a_workbook_and_drivers_by_header(backend: Backend) -> anyhow::Result<()> {
     let app = TestApp::start(backend).await?;
-    let parties = contracted(
-        &app,
-        types::ContractModel::SharedSavings,
-        types::ContractTerms {
-            share_ratio_bp: 7000,
-            sharing_period_months: 60,
-            ..Default::default()
-        },
-        &["occupancy"],
-    )
-    .await?;
+    let parties = shared_savings(&app, &["occupancy"]).await?;
     let id = parties.project_id.clone();
     let cal = Calendar::now();
     set_baseline(&app, &parties.user, &id, &cal).await?;
