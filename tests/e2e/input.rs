@@ -261,3 +261,164 @@ async fn filters_are_literal_and_strings_bounded_on_postgres() -> anyhow::Result
     }
     filters_and_limits(Backend::Postgres).await
 }
+
+/// The measurement RPCs of issue 12 name the field a careless client got wrong, before
+/// anything is looked up.
+async fn measurement_requests_name_their_field(backend: Backend) -> anyhow::Result<()> {
+    let app = TestApp::start(backend).await?;
+    let parties = crate::projects::shared_savings(&app, &[]).await?;
+    let (company, verifier) = (parties.company.clone(), parties.verifier.clone());
+    let invalid = |err: tonic::Status, expected: &str| {
+        assert_eq!(
+            err.code(),
+            Code::InvalidArgument,
+            "{expected}: {}",
+            err.message()
+        );
+        assert_eq!(field(&err), expected);
+    };
+    let waive = |check: i32, reason: &str| p::WaivePeriodCheckRequest {
+        request_id: rid("w"),
+        project_id: parties.project_id.clone(),
+        start_date: "2026-11-01".into(),
+        check,
+        reason: reason.into(),
+    };
+    invalid(
+        app.projects(&verifier)
+            .waive_period_check(waive(0, "checked on site"))
+            .await
+            .expect_err("no check"),
+        "check",
+    );
+    invalid(
+        app.projects(&verifier)
+            .waive_period_check(waive(1, ""))
+            .await
+            .expect_err("no reason"),
+        "reason",
+    );
+    let correction = |c: p::ReadingCorrection| p::ProposeReadingCorrectionRequest {
+        request_id: rid("c"),
+        correction: Some(c),
+    };
+    let good = p::ReadingCorrection {
+        meter_id: cwsm_platform::new_id(),
+        read_time: Some(cwsm_platform::grpc::timestamp(1_767_196_800_000)),
+        action: p::CorrectionAction::Exclude as i32,
+        reason: "a burst main".into(),
+        evidence: "repair order 7".into(),
+        ..Default::default()
+    };
+    for (broken, expected) in [
+        (
+            p::ReadingCorrection {
+                read_time: None,
+                ..good.clone()
+            },
+            "correction.read_time",
+        ),
+        (
+            p::ReadingCorrection {
+                action: 0,
+                ..good.clone()
+            },
+            "correction.action",
+        ),
+        (
+            p::ReadingCorrection {
+                evidence: " ".into(),
+                ..good.clone()
+            },
+            "correction.evidence",
+        ),
+        (
+            p::ReadingCorrection {
+                reason: "x".into(),
+                ..good.clone()
+            },
+            "correction.reason",
+        ),
+        (
+            p::ReadingCorrection {
+                meter_id: String::new(),
+                ..good.clone()
+            },
+            "correction.meter_id",
+        ),
+    ] {
+        invalid(
+            app.projects(&company)
+                .propose_reading_correction(correction(broken))
+                .await
+                .expect_err(expected),
+            expected,
+        );
+    }
+    // A good request about a meter nobody has: NOT_FOUND, not INVALID_ARGUMENT.
+    let err = app
+        .projects(&company)
+        .propose_reading_correction(correction(good))
+        .await
+        .expect_err("no such meter");
+    assert_eq!(err.code(), Code::NotFound, "{}", err.message());
+    let err = app
+        .projects(&company)
+        .get_verification_report(p::GetVerificationReportRequest {
+            period_id: cwsm_platform::new_id(),
+            format: 99,
+        })
+        .await
+        .expect_err("format 99");
+    invalid(err, "format");
+    let err = app
+        .projects(&company)
+        .ingest_readings(tokio_stream::iter(vec![p::IngestReadingsRequest {
+            meter_id: cwsm_platform::new_id(),
+            value_kind: p::ReadingValueKind::IntervalUse as i32,
+            readings: vec![],
+            timestamps: 99,
+        }]))
+        .await
+        .expect_err("timestamps 99");
+    invalid(err, "messages[0].timestamps");
+    let decide = p::DecideReadingCorrectionRequest {
+        request_id: rid("d"),
+        correction_id: String::new(),
+        ..Default::default()
+    };
+    invalid(
+        app.projects(&verifier)
+            .decide_reading_correction(decide)
+            .await
+            .expect_err("no id"),
+        "correction_id",
+    );
+    let decide = p::DecideNonRoutineAdjustmentRequest {
+        request_id: rid("d"),
+        adjustment_id: cwsm_platform::new_id(),
+        approve: false,
+        ..Default::default()
+    };
+    invalid(
+        app.projects(&verifier)
+            .decide_non_routine_adjustment(decide)
+            .await
+            .expect_err("a rejection without a note"),
+        "note",
+    );
+    app.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn measurement_requests_name_their_field_on_sqlite() -> anyhow::Result<()> {
+    measurement_requests_name_their_field(Backend::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn measurement_requests_name_their_field_on_postgres() -> anyhow::Result<()> {
+    if !postgres_and_redis_available().await {
+        return Ok(());
+    }
+    measurement_requests_name_their_field(Backend::Postgres).await
+}
