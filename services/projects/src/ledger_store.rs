@@ -195,6 +195,15 @@ impl From<SettlementRow> for Settlement {
     }
 }
 
+/// A savings report and what it was computed from.
+pub struct Measured {
+    pub project: Project,
+    pub report: SavingsReport,
+    pub days: Vec<crate::mv::DayUse>,
+    pub drivers: Vec<(String, crate::mv::DriverDays)>,
+    pub adjustments: Vec<NonRoutineAdjustment>,
+}
+
 /// One change of a driver value: the value recorded for a day, and the one it replaced.
 #[derive(Clone, Debug, PartialEq, sqlx::FromRow)]
 pub struct DriverValueChange {
@@ -511,6 +520,13 @@ impl Store {
 
     /// The project's savings report, computed now from its readings.
     pub async fn savings_report(&self, project_id: &str) -> Result<(Project, SavingsReport)> {
+        let m = self.measured(project_id).await?;
+        Ok((m.project, m.report))
+    }
+
+    /// The project's savings report with what it was computed from (the verification report
+    /// draws its chart from the same days and adjustments).
+    pub(crate) async fn measured(&self, project_id: &str) -> Result<Measured> {
         let project = self.project(project_id).await?;
         let (days, granularity) = self.project_days(project_id, project.quality_rules).await?;
         let (adjustments, _) = self
@@ -525,7 +541,7 @@ impl Store {
         let stored = self.stored_periods(project_id).await?;
         let drivers = self.driver_values(project_id).await?;
         let waivers = self.waivers(project_id).await?;
-        let r = report(
+        let report = report(
             &project,
             ReportData {
                 days: &days,
@@ -537,7 +553,13 @@ impl Store {
             },
             today_cst(),
         );
-        Ok((project, r))
+        Ok(Measured {
+            project,
+            report,
+            days,
+            drivers,
+            adjustments,
+        })
     }
 
     async fn waivers(&self, project_id: &str) -> Result<Vec<Waiver>> {

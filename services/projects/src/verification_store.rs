@@ -24,7 +24,13 @@ impl Store {
     /// accepted corrections of readings in the baseline or the period, the adjustments over
     /// the period, and the period's observations for the chart.
     pub async fn report_context(&self, period: &Period) -> Result<Context> {
-        let (project, report) = self.savings_report(&period.project_id).await?;
+        let crate::ledger_store::Measured {
+            project,
+            report,
+            days,
+            drivers,
+            adjustments,
+        } = self.measured(&period.project_id).await?;
         let mut ctx = Context::of(&project);
         ctx.baseline_notes = report
             .sufficiency
@@ -57,15 +63,6 @@ impl Store {
                 )))
             })
             .collect();
-        let (adjustments, _) = self
-            .adjustments(
-                &project.id,
-                &Page {
-                    size: 10_000,
-                    after: None,
-                },
-            )
-            .await?;
         ctx.adjustments = adjustments
             .into_iter()
             .filter(|a| {
@@ -75,10 +72,6 @@ impl Store {
             })
             .collect();
         if let Some(fit) = &report.fit {
-            let (days, _) = self
-                .project_days(&project.id, project.quality_rules)
-                .await?;
-            let drivers = self.driver_values(&project.id).await?;
             let values: Vec<&crate::mv::DriverDays> = fit.names[1..]
                 .iter()
                 .filter_map(|n| drivers.iter().find(|(d, _)| d == n).map(|(_, v)| v))
