@@ -326,6 +326,8 @@ struct World {
     correction_id: String,
     /// A non-routine adjustment the company documented (proposed, for the verifier).
     adjustment_id: String,
+    /// The SHA-256 of an evidence document the company uploaded.
+    evidence_sha256: String,
 }
 
 /// A project contracted through the marketplace with the test verifier assigned, measured
@@ -377,6 +379,17 @@ async fn world(app: &TestApp) -> anyhow::Result<World> {
         .into_inner()
         .correction
         .ok_or_else(|| anyhow::anyhow!("no correction"))?;
+    let evidence = app
+        .projects(&contracted.company_token)
+        .upload_evidence(tokio_stream::iter(vec![p::UploadEvidenceRequest {
+            project_id: project_id.clone(),
+            file_name: "合同.pdf".into(),
+            chunk: b"%PDF-1.4 a contract".to_vec(),
+        }]))
+        .await?
+        .into_inner()
+        .document
+        .ok_or_else(|| anyhow::anyhow!("no document"))?;
     let adjustment = app
         .projects(&contracted.company_token)
         .create_non_routine_adjustment(p::CreateNonRoutineAdjustmentRequest {
@@ -584,6 +597,7 @@ async fn world(app: &TestApp) -> anyhow::Result<World> {
         declined_proposal_id: proposed.id,
         correction_id: correction.id,
         adjustment_id: adjustment.id,
+        evidence_sha256: evidence.sha256,
     })
 }
 
@@ -1515,6 +1529,35 @@ fn rows_for_people(w: &World) -> Vec<(&'static str, Vec<u8>, Expect)> {
             }
             .encode_to_vec(),
             Expect::project(&[Verifier], Aborted),
+        ),
+        (
+            // Not a document type: the uploaders get past the check to that.
+            "UploadEvidence",
+            p::UploadEvidenceRequest {
+                project_id: project_id.clone(),
+                file_name: "x.pdf".into(),
+                chunk: b"MZ not a pdf".to_vec(),
+            }
+            .encode_to_vec(),
+            Expect::project(&[Admin, Company, User, Verifier], InvalidArgument),
+        ),
+        (
+            "GetEvidence",
+            p::GetEvidenceRequest {
+                project_id: project_id.clone(),
+                sha256: w.evidence_sha256.clone(),
+            }
+            .encode_to_vec(),
+            Expect::project_read(),
+        ),
+        (
+            "ListEvidence",
+            p::ListEvidenceRequest {
+                project_id: project_id.clone(),
+                ..Default::default()
+            }
+            .encode_to_vec(),
+            Expect::project_read(),
         ),
         (
             "ListDriverValueChanges",

@@ -2441,6 +2441,159 @@ async fn a_guarantee_is_reconciled_over_the_contract_year_on_postgres() -> anyho
     a_guarantee_is_reconciled_over_the_contract_year(Backend::Postgres).await
 }
 
+/// Issue 12 §8: evidence documents uploaded once (by SHA-256), type-checked and
+/// size-limited, downloaded by whoever may read the project.
+async fn evidence_documents(backend: Backend) -> anyhow::Result<()> {
+    let app = TestApp::start(backend).await?;
+    let parties = shared_savings(&app, &[]).await?;
+    let id = parties.project_id.clone();
+    let upload = |token: String, name: &str, content: Vec<u8>| {
+        let (app, id, name) = (&app, id.clone(), name.to_string());
+        async move {
+            // In chunks of 1 MiB, the first naming the project and the file.
+            let messages: Vec<p::UploadEvidenceRequest> = content
+                .chunks(1024 * 1024)
+                .enumerate()
+                .map(|(i, c)| p::UploadEvidenceRequest {
+                    project_id: if i == 0 { id.clone() } else { String::new() },
+                    file_name: if i == 0 { name.clone() } else { String::new() },
+                    chunk: c.to_vec(),
+                })
+                .collect();
+            app.projects(&token)
+                .upload_evidence(tokio_stream::iter(messages))
+                .await
+                .map(|r| r.into_inner())
+        }
+    };
+    // A 2.5 MiB PDF: three chunks.
+    let mut pdf = b"%PDF-1.7\n".to_vec();
+    pdf.extend((0..2_621_440u32).map(|i| (i % 251) as u8));
+    let sha = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(&pdf))
+    };
+    let first = upload(parties.company.clone(), "验收报告.pdf", pdf.clone()).await?;
+    let doc = first.document.clone().expect("document");
+    assert_eq!(
+        (doc.sha256.as_str(), doc.media_type.as_str(), doc.size_bytes),
+        (sha.as_str(), "application/pdf", pdf.len() as i64)
+    );
+    assert!(!first.already_uploaded);
+    // Uploaded once: the same content again (by the verifier) is the same document.
+    let again = upload(parties.verifier.clone(), "copy.pdf", pdf.clone()).await?;
+    assert!(again.already_uploaded);
+    assert_eq!(
+        again.document.map(|d| d.file_name),
+        Some("验收报告.pdf".to_string())
+    );
+    // Not a document; too big; a stranger.
+    let err = upload(parties.company.clone(), "setup.pdf", b"MZ\x90\x00".to_vec())
+        .await
+        .expect_err("an executable");
+    assert_eq!(
+        (err.code(), field(&err)),
+        (Code::InvalidArgument, "chunk".to_string())
+    );
+    let mut big = b"%PDF-1.7\n".to_vec();
+    big.resize(16 * 1024 * 1024 + 1, 0);
+    let err = upload(parties.company.clone(), "big.pdf", big)
+        .await
+        .expect_err("beyond 16 MiB");
+    assert_eq!(err.code(), Code::InvalidArgument, "{}", err.message());
+    assert!(err.message().contains("16 MiB"), "{}", err.message());
+    let stranger = app.token(
+        cwsm_platform::auth::Role::Company,
+        Some(&cwsm_tests::credit_code("91320412MA1XY712A")),
+    );
+    let err = upload(stranger.clone(), "x.pdf", pdf.clone())
+        .await
+        .expect_err("not its project");
+    assert_eq!(err.code(), Code::NotFound, "{}", err.message());
+    // Downloaded whole by a reader (the water user), refused to a stranger.
+    let get = |token: String| {
+        let (app, id, sha) = (&app, id.clone(), sha.clone());
+        async move {
+            let mut stream = app
+                .projects(&token)
+                .get_evidence(p::GetEvidenceRequest {
+                    project_id: id,
+                    sha256: sha,
+                })
+                .await?
+                .into_inner();
+            let mut record = None;
+            let mut bytes = Vec::new();
+            while let Some(m) = stream.message().await? {
+                if m.document.is_some() {
+                    record = m.document;
+                }
+                bytes.extend(m.chunk);
+            }
+            Ok::<_, tonic::Status>((record, bytes))
+        }
+    };
+    let (record, bytes) = get(parties.user.clone()).await?;
+    assert_eq!(record.map(|d| d.sha256), Some(sha.clone()));
+    assert!(bytes == pdf, "the same bytes back");
+    assert_eq!(
+        get(stranger).await.expect_err("a stranger").code(),
+        Code::NotFound
+    );
+    let listed = app
+        .projects(&parties.verifier)
+        .list_evidence(p::ListEvidenceRequest {
+            project_id: id.clone(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    assert_eq!(listed.documents.len(), 1);
+    // Evidence fields cite documents by hash: an uploaded one, or the call is refused.
+    let cal = Calendar::now();
+    let adjust = |evidence: String| {
+        let (app, id, token) = (&app, id.clone(), parties.company.clone());
+        async move {
+            app.projects(&token)
+                .create_non_routine_adjustment(p::CreateNonRoutineAdjustmentRequest {
+                    request_id: rid("nra"),
+                    adjustment: Some(p::NonRoutineAdjustment {
+                        project_id: id,
+                        start_date: date(cal.period_start),
+                        end_date: date(cal.period_end),
+                        litres: 1_000,
+                        reason: "a summer school on campus".into(),
+                        evidence,
+                        ..Default::default()
+                    }),
+                })
+                .await
+        }
+    };
+    adjust(format!("验收报告 sha256:{sha}")).await?;
+    let err = adjust(format!("sha256:{}", "0".repeat(64)))
+        .await
+        .expect_err("not uploaded");
+    assert_eq!(
+        (err.code(), field(&err)),
+        (Code::InvalidArgument, "adjustment.evidence".to_string())
+    );
+    app.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn evidence_documents_on_sqlite() -> anyhow::Result<()> {
+    evidence_documents(Backend::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn evidence_documents_on_postgres() -> anyhow::Result<()> {
+    if !postgres_and_redis_available().await {
+        return Ok(());
+    }
+    evidence_documents(Backend::Postgres).await
+}
+
 /// Runs the `cwsm` binary's client command `args` against `app` with `token`; returns
 /// (success, stdout, stderr).
 async fn cli(

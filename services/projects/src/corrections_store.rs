@@ -113,6 +113,8 @@ impl Store {
             use_litres,
             flags,
         };
+        self.check_cited(&project.id, "correction.evidence", &ask.evidence)
+            .await?;
         let periods = self.stored_periods(&project.id).await?;
         let day = day_date(day_index(ask.read_at_ms));
         check_proposal(

@@ -491,6 +491,19 @@ fn flags_to_pb(bits: i32) -> Vec<i32> {
         .collect()
 }
 
+fn document_to_pb(d: &crate::evidence::Document) -> pb::EvidenceDocument {
+    pb::EvidenceDocument {
+        project_id: d.project_id.clone(),
+        sha256: d.sha256.clone(),
+        file_name: d.file_name.clone(),
+        media_type: d.media_type.clone(),
+        size_bytes: d.size_bytes,
+        uploaded_by: d.uploaded_by.clone(),
+        uploaded_by_org: d.uploaded_by_org.clone(),
+        create_time: Some(timestamp(d.created_at_ms)),
+    }
+}
+
 fn correction_to_pb(c: &Correction) -> pb::ReadingCorrection {
     pb::ReadingCorrection {
         id: c.id.clone(),
@@ -1050,6 +1063,9 @@ impl pb::projects_service_server::ProjectsService for ProjectsApi {
         let project_id = required_id("project_id", &r.project_id)?;
         let to = stage_from_pb("to_stage", r.to_stage)?
             .ok_or_else(|| Error::invalid("to_stage", "required: the stage to move to"))?;
+        self.store
+            .check_cited(project_id, "evidence", &r.evidence)
+            .await?;
         let today = crate::ledger_store::today_cst();
         let ask = TransitionAsk {
             to,
@@ -1537,6 +1553,9 @@ impl pb::projects_service_server::ProjectsService for ProjectsApi {
                 .into());
         }
         let verifier = project.assigned_verifier(&who);
+        self.store
+            .check_cited(&project.id, "adjustment.evidence", &a.evidence)
+            .await?;
         check_date("adjustment.start_date", &a.start_date, true)?;
         check_date("adjustment.end_date", &a.end_date, false)?;
         if !a.end_date.is_empty() && a.end_date < a.start_date {
@@ -1672,6 +1691,98 @@ impl pb::projects_service_server::ProjectsService for ProjectsApi {
                     record_time: Some(timestamp(c.recorded_at_ms)),
                 })
                 .collect(),
+            next_page_token: next,
+        }))
+    }
+
+    async fn upload_evidence(
+        &self,
+        request: Request<tonic::Streaming<pb::UploadEvidenceRequest>>,
+    ) -> Result<Response<pb::UploadEvidenceResponse>, Status> {
+        let who = principal(&request)?;
+        let mut stream = request.into_inner();
+        let (mut project_id, mut file_name) = (String::new(), String::new());
+        let mut content: Vec<u8> = Vec::new();
+        let mut index = 0usize;
+        while let Some(m) = stream.message().await? {
+            if index == 0 {
+                check_lengths(&[("file_name", &m.file_name, MAX_NAME)])?;
+                project_id = required_id("project_id", &m.project_id)?.to_string();
+                file_name = m.file_name.trim().to_string();
+                if file_name.is_empty() {
+                    return Err(Error::invalid("file_name", "required, e.g. 合同.pdf").into());
+                }
+            }
+            if content.len().saturating_add(m.chunk.len()) > crate::evidence::MAX_DOCUMENT_BYTES {
+                return Err(Error::invalid(
+                    format!("messages[{index}].chunk"),
+                    format!(
+                        "the document is beyond {} MiB",
+                        crate::evidence::MAX_DOCUMENT_BYTES / (1024 * 1024)
+                    ),
+                )
+                .into());
+            }
+            content.extend_from_slice(&m.chunk);
+            index += 1;
+        }
+        if index == 0 {
+            return Err(
+                Error::invalid("project_id", "required: the stream sent no message").into(),
+            );
+        }
+        let (doc, already) = self
+            .store
+            .upload_evidence(&project_id, &file_name, &content, &who)
+            .await?;
+        Ok(Response::new(pb::UploadEvidenceResponse {
+            document: Some(document_to_pb(&doc)),
+            already_uploaded: already,
+        }))
+    }
+
+    async fn get_evidence(
+        &self,
+        request: Request<pb::GetEvidenceRequest>,
+    ) -> Result<Response<tonic::codegen::BoxStream<pb::GetEvidenceResponse>>, Status> {
+        let who = principal(&request)?;
+        let r = request.into_inner();
+        let project_id = required_id("project_id", &r.project_id)?;
+        if r.sha256.len() != 64 || !r.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(Error::invalid("sha256", "64 hexadecimal digits").into());
+        }
+        let (doc, content) = self
+            .store
+            .evidence(project_id, &r.sha256.to_lowercase(), &who)
+            .await?;
+        let mut messages = vec![pb::GetEvidenceResponse {
+            document: Some(document_to_pb(&doc)),
+            chunk: Vec::new(),
+        }];
+        messages.extend(
+            content
+                .chunks(1024 * 1024)
+                .map(|c| pb::GetEvidenceResponse {
+                    document: None,
+                    chunk: c.to_vec(),
+                }),
+        );
+        Ok(Response::new(Box::pin(tokio_stream::iter(
+            messages.into_iter().map(Ok),
+        ))))
+    }
+
+    async fn list_evidence(
+        &self,
+        request: Request<pb::ListEvidenceRequest>,
+    ) -> Result<Response<pb::ListEvidenceResponse>, Status> {
+        let who = principal(&request)?;
+        let r = request.into_inner();
+        let page = Page::from_request(r.page_size, &r.page_token)?;
+        let project = self.readable_project(&who, &r.project_id).await?;
+        let (rows, next) = self.store.evidence_list(&project.id, &page).await?;
+        Ok(Response::new(pb::ListEvidenceResponse {
+            documents: rows.iter().map(document_to_pb).collect(),
             next_page_token: next,
         }))
     }

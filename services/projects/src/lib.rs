@@ -14,6 +14,7 @@
 //!   party and decided by the verifier; accepted ones count in the M&V instead of the reading.
 //! - [`verifiers`]: who verifies a project: an administrator's assignment, or a party's
 //!   proposal an administrator approves, through one assignment path with its audit row.
+//! - [`evidence`]: evidence documents of a project, by SHA-256, in the database.
 //! - [`verification`] and [`verification_store`]: a period's verification report (HTML and
 //!   xlsx), archived with its SHA-256 when the period is verified.
 //! - [`cache`]: projects as last read, kept in memory for GetProject and forgotten on every
@@ -25,6 +26,7 @@ pub mod corrections;
 pub mod corrections_store;
 pub mod domain;
 pub mod events;
+pub mod evidence;
 pub mod grpc;
 pub mod ledger;
 pub mod ledger_store;

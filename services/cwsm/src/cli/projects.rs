@@ -99,6 +99,10 @@ pub enum ProjectsCommand {
     /// (the assigned verifier), list them.
     #[command(subcommand)]
     Adjustments(AdjustmentsCommand),
+    /// Evidence documents (PDF, PNG, JPEG, Office; at most 16 MiB): upload one, download one,
+    /// list them. Evidence fields cite a document as sha256:<hex>.
+    #[command(subcommand)]
+    Evidence(EvidenceCommand),
     /// A project's settlements and their statements.
     Settlements { project_id: String },
     /// Benchmark: readings ingested per second through IngestReadings, and the M&V time for
@@ -247,6 +251,123 @@ fn correction_rows(list: &[ppb::ReadingCorrection]) -> Output {
             })
             .collect(),
     }
+}
+
+#[derive(Subcommand)]
+pub enum EvidenceCommand {
+    Upload {
+        project_id: String,
+        file: PathBuf,
+    },
+    /// Save the document to --out (default: its file name).
+    Get {
+        project_id: String,
+        sha256: String,
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    List {
+        project_id: String,
+    },
+}
+
+fn document_rows(list: &[ppb::EvidenceDocument]) -> Output {
+    Output {
+        headers: vec!["sha256", "file", "type", "bytes", "uploaded by"],
+        rows: list
+            .iter()
+            .map(|d| {
+                vec![
+                    d.sha256.clone(),
+                    d.file_name.clone(),
+                    d.media_type.clone(),
+                    d.size_bytes.to_string(),
+                    d.uploaded_by_org.clone(),
+                ]
+            })
+            .collect(),
+    }
+}
+
+async fn evidence(c: &Clients, cmd: EvidenceCommand, json: bool) -> anyhow::Result<()> {
+    match cmd {
+        EvidenceCommand::Upload { project_id, file } => {
+            let content =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let name = file
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let messages: Vec<ppb::UploadEvidenceRequest> = content
+                .chunks(1024 * 1024)
+                .enumerate()
+                .map(|(i, chunk)| ppb::UploadEvidenceRequest {
+                    project_id: if i == 0 {
+                        project_id.clone()
+                    } else {
+                        String::new()
+                    },
+                    file_name: if i == 0 { name.clone() } else { String::new() },
+                    chunk: chunk.to_vec(),
+                })
+                .collect();
+            let reply = c
+                .projects()
+                .upload_evidence(tokio_stream::iter(messages))
+                .await?
+                .into_inner();
+            if reply.already_uploaded {
+                eprintln!("the project had this document already");
+            }
+            document_rows(&reply.document.into_iter().collect::<Vec<_>>()).print(json);
+        }
+        EvidenceCommand::Get {
+            project_id,
+            sha256,
+            out,
+        } => {
+            let mut stream = c
+                .projects()
+                .get_evidence(ppb::GetEvidenceRequest { project_id, sha256 })
+                .await?
+                .into_inner();
+            let (mut record, mut bytes) = (None, Vec::new());
+            while let Some(m) = stream.message().await? {
+                if m.document.is_some() {
+                    record = m.document;
+                }
+                bytes.extend(m.chunk);
+            }
+            let record = record.unwrap_or_default();
+            // The stored name is another party's text: only its last part, in this folder.
+            let path = out.unwrap_or_else(|| {
+                std::path::Path::new(&record.file_name)
+                    .file_name()
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|| PathBuf::from(format!("{}.bin", record.sha256)))
+            });
+            std::fs::write(&path, &bytes).with_context(|| format!("writing {}", path.display()))?;
+            println!(
+                "{} ({} bytes) written to {}",
+                record.sha256,
+                bytes.len(),
+                path.display()
+            );
+        }
+        EvidenceCommand::List { project_id } => {
+            let reply = c
+                .projects()
+                .list_evidence(ppb::ListEvidenceRequest {
+                    project_id,
+                    page_size: 1000,
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            document_rows(&reply.documents).print(json);
+        }
+    }
+    Ok(())
 }
 
 #[derive(Subcommand)]
@@ -661,6 +782,7 @@ pub async fn projects(args: ProjectsArgs) -> anyhow::Result<()> {
         }
         ProjectsCommand::Periods(cmd) => periods(&c, cmd, conn.json).await?,
         ProjectsCommand::Adjustments(cmd) => adjustments(&c, cmd, conn.json).await?,
+        ProjectsCommand::Evidence(cmd) => evidence(&c, cmd, conn.json).await?,
         ProjectsCommand::Verifier(cmd) => verifier(&c, cmd, conn.json).await?,
         ProjectsCommand::Settlements { project_id } => {
             settlements(&c, &project_id, conn.json).await?

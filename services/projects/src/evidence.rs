@@ -1,0 +1,212 @@
+//! Evidence documents of a project (contracts, acceptance reports, audit and M&V reports,
+//! invoices, meter photos): what may be uploaded, told from the content itself, and their
+//! store (by SHA-256, once, in the service's database, so every replica serves the same bytes
+//! and an upload is one transaction).
+
+use cwsm_platform::auth::Principal;
+use cwsm_platform::grpc::Page;
+use cwsm_platform::{Error, Result, now_ms, with_db};
+
+use crate::store::Store;
+use crate::verification::sha256_hex;
+
+/// The most an evidence document may hold.
+pub const MAX_DOCUMENT_BYTES: usize = 16 * 1024 * 1024;
+
+/// The media type of `content` named `file_name`, told from its first bytes: PDF, PNG, JPEG,
+/// or an Office Open XML file (a zip named .xlsx, .docx or .pptx); anything else is refused.
+pub fn media_type(file_name: &str, content: &[u8]) -> Result<&'static str> {
+    let name = file_name.to_lowercase();
+    let office = |ext: &str| name.ends_with(ext);
+    let kind = if content.starts_with(b"%PDF-") {
+        Some("application/pdf")
+    } else if content.starts_with(b"\x89PNG\r\n\x1a\n") {
+        Some("image/png")
+    } else if content.starts_with(b"\xff\xd8\xff") {
+        Some("image/jpeg")
+    } else if content.starts_with(b"PK\x03\x04") && office(".xlsx") {
+        Some("application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")
+    } else if content.starts_with(b"PK\x03\x04") && office(".docx") {
+        Some("application/vnd.openxmlformats-officedocument.wordprocessingml.document")
+    } else if content.starts_with(b"PK\x03\x04") && office(".pptx") {
+        Some("application/vnd.openxmlformats-officedocument.presentationml.presentation")
+    } else {
+        None
+    };
+    kind.ok_or_else(|| {
+        Error::invalid(
+            "chunk",
+            "not a PDF, PNG, JPEG or Office (.xlsx, .docx, .pptx) document: its first bytes say otherwise",
+        )
+    })
+}
+
+/// An evidence document as a project has it.
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
+pub struct Document {
+    pub project_id: String,
+    pub sha256: String,
+    pub file_name: String,
+    pub media_type: String,
+    pub size_bytes: i64,
+    pub uploaded_by: String,
+    pub uploaded_by_org: String,
+    pub created_at_ms: i64,
+}
+
+/// The documents `text` cites: each "sha256:" followed by 64 hexadecimal digits (lower-cased).
+pub fn cited(text: &str) -> Vec<String> {
+    text.match_indices("sha256:")
+        .filter_map(|(i, m)| {
+            let hex: String = text[i + m.len()..]
+                .chars()
+                .take_while(char::is_ascii_hexdigit)
+                .collect();
+            (hex.len() == 64).then(|| hex.to_lowercase())
+        })
+        .collect()
+}
+
+const SELECT: &str = "SELECT p.project_id, p.sha256, p.file_name, d.media_type, d.size_bytes, p.uploaded_by, p.uploaded_by_org, p.created_at_ms \
+                      FROM project_documents p JOIN documents d ON d.sha256 = p.sha256";
+
+impl Store {
+    /// Stores `content` as an evidence document of the project, for a party or the
+    /// assigned verifier; returns it and whether the project had it already.
+    pub async fn upload_evidence(
+        &self,
+        project_id: &str,
+        file_name: &str,
+        content: &[u8],
+        who: &Principal,
+    ) -> Result<(Document, bool)> {
+        let project = self.project(project_id).await?;
+        if !project.readable_by(who) {
+            return Err(Error::not_found("project", project_id));
+        }
+        if !(project.party(who) || project.assigned_verifier(who)) {
+            return Err(Error::denied(format!(
+                "evidence of project {project_id} is uploaded by its parties or its assigned verifier"
+            )));
+        }
+        if content.is_empty() {
+            return Err(Error::invalid("chunk", "the document is empty"));
+        }
+        let media = media_type(file_name, content)?;
+        let sha = sha256_hex(content);
+        let size = i64::try_from(content.len()).unwrap_or(i64::MAX);
+        let org = who.org.clone().unwrap_or_default();
+        let now = now_ms();
+        let added: u64 = with_db!(&self.db, pool => {
+            let mut tx = cwsm_platform::db::BeginWrite::begin_write(pool).await?;
+            sqlx::query("INSERT INTO documents (sha256, media_type, size_bytes, content, created_at_ms) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (sha256) DO NOTHING")
+                .bind(&sha).bind(media).bind(size).bind(content).bind(now).execute(&mut *tx).await?;
+            let added = sqlx::query("INSERT INTO project_documents (project_id, sha256, file_name, uploaded_by, uploaded_by_org, created_at_ms) VALUES ($1, $2, $3, $4, $5, $6) \
+                         ON CONFLICT (project_id, sha256) DO NOTHING")
+                .bind(project_id).bind(&sha).bind(file_name).bind(&who.subject).bind(&org).bind(now)
+                .execute(&mut *tx).await?.rows_affected();
+            tx.commit().await?;
+            added
+        });
+        let (doc, _) = self.evidence(project_id, &sha, who).await?;
+        Ok((doc, added == 0))
+    }
+
+    /// A document of the project and its content, for whoever may read the project.
+    pub async fn evidence(
+        &self,
+        project_id: &str,
+        sha256: &str,
+        who: &Principal,
+    ) -> Result<(Document, Vec<u8>)> {
+        let project = self.project(project_id).await?;
+        if !project.readable_by(who) {
+            return Err(Error::not_found("project", project_id));
+        }
+        let sql = format!("{SELECT} WHERE p.project_id = $1 AND p.sha256 = $2");
+        let doc: Option<Document> = with_db!(&self.db, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(project_id).bind(sha256).fetch_optional(pool).await?);
+        let doc = doc.ok_or_else(|| Error::not_found("evidence document", sha256))?;
+        let content: Vec<u8> = with_db!(&self.db, pool => sqlx::query_scalar("SELECT content FROM documents WHERE sha256 = $1")
+            .bind(sha256).fetch_one(pool).await?);
+        Ok((doc, content))
+    }
+
+    /// Checks that every document `text` cites ([`cited`]) was uploaded to the project:
+    /// INVALID_ARGUMENT on `field` naming the first that was not.
+    pub async fn check_cited(&self, project_id: &str, field: &str, text: &str) -> Result<()> {
+        for sha in cited(text) {
+            let found: Option<String> = with_db!(&self.db, pool => sqlx::query_scalar(
+                "SELECT sha256 FROM project_documents WHERE project_id = $1 AND sha256 = $2")
+                .bind(project_id).bind(&sha).fetch_optional(pool).await?);
+            if found.is_none() {
+                return Err(Error::invalid(
+                    field,
+                    format!(
+                        "sha256:{sha} names no evidence document of this project (UploadEvidence first)"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// A project's documents, oldest first.
+    pub async fn evidence_list(
+        &self,
+        project_id: &str,
+        page: &Page,
+    ) -> Result<(Vec<Document>, String)> {
+        // Keyset by (created, sha256) in one token: "ms:sha".
+        let after = page.after.clone().unwrap_or_default();
+        let (after_ms, after_sha) = after
+            .split_once(':')
+            .map(|(m, s)| (m.parse::<i64>().unwrap_or(i64::MIN), s.to_string()))
+            .unwrap_or((i64::MIN, String::new()));
+        let sql = format!(
+            "{SELECT} WHERE p.project_id = $1 AND (p.created_at_ms > $2 OR (p.created_at_ms = $2 AND p.sha256 > $3)) \
+             ORDER BY p.created_at_ms, p.sha256 LIMIT $4"
+        );
+        let mut rows: Vec<Document> = with_db!(&self.db, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(project_id).bind(after_ms).bind(after_sha).bind(page.fetch_limit()).fetch_all(pool).await?);
+        let next = page.finish(&mut rows, |d| format!("{}:{}", d.created_at_ms, d.sha256));
+        Ok((rows, next))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn evidence_cites_documents_by_their_hash() {
+        let sha = "ab".repeat(32);
+        let text = format!(
+            "验收报告 sha256:{} and sha256:{sha}; sha256:abc",
+            sha.to_uppercase()
+        );
+        assert_eq!(cited(&text), vec![sha.clone(), sha]);
+        assert!(cited("site log 12").is_empty());
+    }
+
+    #[test]
+    fn documents_are_told_from_their_first_bytes() {
+        assert_eq!(
+            media_type("合同.pdf", b"%PDF-1.7 ...").ok(),
+            Some("application/pdf")
+        );
+        assert_eq!(
+            media_type("x", b"\x89PNG\r\n\x1a\n....").ok(),
+            Some("image/png")
+        );
+        assert_eq!(
+            media_type("meter.JPG", b"\xff\xd8\xff\xe0").ok(),
+            Some("image/jpeg")
+        );
+        assert!(media_type("bill.XLSX", b"PK\x03\x04...").is_ok_and(|m| m.contains("spreadsheet")));
+        // A zip that is not an Office file, a renamed executable, a script: refused.
+        assert!(media_type("archive.zip", b"PK\x03\x04...").is_err());
+        assert!(media_type("contract.pdf", b"MZ\x90\x00").is_err());
+        assert!(media_type("report.pdf", b"<script>").is_err());
+    }
+}
