@@ -1608,6 +1608,7 @@ fn rows_for_people(w: &World) -> Vec<(&'static str, Vec<u8>, Expect)> {
             p::GetVerificationReportRequest {
                 period_id: period_id.clone(),
                 format: p::ReportFormat::Html as i32,
+                ..Default::default()
             }
             .encode_to_vec(),
             Expect::project_read(),

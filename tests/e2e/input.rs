@@ -367,6 +367,7 @@ async fn measurement_requests_name_their_field(backend: Backend) -> anyhow::Resu
         .get_verification_report(p::GetVerificationReportRequest {
             period_id: cwsm_platform::new_id(),
             format: 99,
+            ..Default::default()
         })
         .await
         .expect_err("format 99");

@@ -1744,6 +1744,7 @@ async fn readings_through_exclusion_correction_and_settlement(
                     .get_verification_report(p::GetVerificationReportRequest {
                         period_id,
                         format: format as i32,
+                        ..Default::default()
                     })
                     .await?
                     .into_inner(),
@@ -2424,6 +2425,45 @@ async fn a_guarantee_is_reconciled_over_the_contract_year(backend: Backend) -> a
             .any(|l| l.contains("returned to the company")),
         "{:?}",
         settled[1].1.statement_lines
+    );
+    // Issue 12 §9: the contract year's report, its two periods with their reports' hashes.
+    let year = |start: String| {
+        let (app, id, token) = (&app, id.clone(), parties.verifier.clone());
+        async move {
+            app.projects(&token)
+                .get_verification_report(p::GetVerificationReportRequest {
+                    project_id: id,
+                    contract_year_start_date: start,
+                    format: p::ReportFormat::Html as i32,
+                    ..Default::default()
+                })
+                .await
+                .map(|r| r.into_inner())
+        }
+    };
+    let page = String::from_utf8(year(date(first)).await?.content)?;
+    assert!(
+        page.contains("合同年度节水量报告") && page.contains("2 (the year is not complete)"),
+        "{page}"
+    );
+    for (period, _) in &settled {
+        assert!(page.contains(&period.start_date));
+    }
+    let hashes = settled.iter().filter(|_| true).count();
+    assert_eq!(
+        page.matches("report SHA-256").count(),
+        hashes,
+        "each verified period's report hash"
+    );
+    let err = year(date(first + 3))
+        .await
+        .expect_err("no year starts then");
+    assert_eq!(
+        (err.code(), field(&err)),
+        (
+            Code::InvalidArgument,
+            "contract_year_start_date".to_string()
+        )
     );
     app.stop().await
 }

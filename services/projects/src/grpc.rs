@@ -1944,7 +1944,11 @@ impl pb::projects_service_server::ProjectsService for ProjectsApi {
     ) -> Result<Response<pb::GetVerificationReportResponse>, Status> {
         let who = principal(&request)?;
         let r = request.into_inner();
-        let id = required_id("period_id", &r.period_id)?;
+        check_lengths(&[(
+            "contract_year_start_date",
+            &r.contract_year_start_date,
+            MAX_DATE,
+        )])?;
         let xlsx = match pb::ReportFormat::try_from(r.format) {
             Ok(pb::ReportFormat::Xlsx) => true,
             Ok(_) => false,
@@ -1954,7 +1958,29 @@ impl pb::projects_service_server::ProjectsService for ProjectsApi {
                 );
             }
         };
-        let served = self.store.verification_report(id, xlsx, &who).await?;
+        // A period's report, or a contract year's (no period, a project and the year's start).
+        let (id, served) = if r.period_id.is_empty() && !r.project_id.is_empty() {
+            let project_id = required_id("project_id", &r.project_id)?;
+            check_date(
+                "contract_year_start_date",
+                &r.contract_year_start_date,
+                true,
+            )?;
+            let served = self
+                .store
+                .contract_year_report(project_id, &r.contract_year_start_date, xlsx, &who)
+                .await?;
+            (
+                format!("{project_id}-{}", r.contract_year_start_date),
+                served,
+            )
+        } else {
+            let id = required_id("period_id", &r.period_id)?;
+            (
+                id.to_string(),
+                self.store.verification_report(id, xlsx, &who).await?,
+            )
+        };
         let (content_type, extension) = if xlsx {
             (
                 "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",

@@ -414,6 +414,153 @@ pub fn xlsx(ctx: &Context, period: &Period, generated: &str) -> Result<Vec<u8>> 
     book.save_to_buffer().map_err(failed)
 }
 
+/// What a contract year's report shows.
+#[derive(Clone, Debug, Default)]
+pub struct YearContext {
+    pub project_title: String,
+    pub company: String,
+    pub water_user: String,
+    pub verifier_org: String,
+    pub summary: crate::ledger::SavingsSummary,
+    /// The year's periods, oldest first.
+    pub periods: Vec<Period>,
+}
+
+fn year_rows(y: &YearContext) -> Vec<(String, String)> {
+    let s = &y.summary;
+    vec![
+        ("项目 Project".into(), y.project_title.clone()),
+        ("节水服务企业 Company".into(), y.company.clone()),
+        ("用水单位 Water user".into(), y.water_user.clone()),
+        ("核查机构 Verifier".into(), y.verifier_org.clone()),
+        (
+            "合同年度 Contract year".into(),
+            format!("{} – {}", s.start_date, s.end_date),
+        ),
+        (
+            "报告期 Periods".into(),
+            format!(
+                "{}{}",
+                s.periods,
+                if s.complete {
+                    ""
+                } else {
+                    " (the year is not complete)"
+                }
+            ),
+        ),
+        (
+            "调整后基线 Adjusted baseline".into(),
+            cubic_metres(s.adjusted_baseline_litres),
+        ),
+        ("实际用水 Actual use".into(), cubic_metres(s.actual_litres)),
+        ("节水量 Savings".into(), cubic_metres(s.savings_litres)),
+        (
+            "不确定度 Uncertainty (68% / 90%)".into(),
+            format!(
+                "± {} / ± {} (Guideline 14 B-14 over the year's {} observations)",
+                cubic_metres(s.uncertainty_68_litres),
+                cubic_metres(s.uncertainty_90_litres),
+                s.observations
+            ),
+        ),
+    ]
+}
+
+fn year_period_line(p: &Period) -> String {
+    format!(
+        "{} – {}: {}, savings {} ± {}{}",
+        p.start_date,
+        p.end_date,
+        p.status.code(),
+        cubic_metres(p.figures.savings_litres),
+        cubic_metres(p.figures.uncertainty_68_litres),
+        if p.verification_report_sha256.is_empty() {
+            String::new()
+        } else {
+            format!("; report SHA-256 {}", p.verification_report_sha256)
+        }
+    )
+}
+
+/// A contract year's report, HTML and xlsx (drawn now).
+pub fn render_year(y: &YearContext, generated: &str) -> Result<Document> {
+    let mut page = String::from(
+        "<!DOCTYPE html><html lang=\"zh-CN\"><head><meta charset=\"utf-8\"><title>合同年度节水量报告 Contract year report</title>\
+         <style>body{font-family:sans-serif;max-width:800px;margin:2em auto;color:#222}table{border-collapse:collapse;width:100%}\
+         th,td{border:1px solid #ccc;padding:4px 8px;text-align:left}th{background:#f3f3f3;width:40%}</style></head><body>\
+         <h1>合同年度节水量报告 Contract year report</h1><table>",
+    );
+    for (label, value) in year_rows(y) {
+        page.push_str(&format!(
+            "<tr><th>{}</th><td>{}</td></tr>",
+            escape(&label),
+            escape(&value)
+        ));
+    }
+    page.push_str("</table><h2>各报告期 Periods</h2>");
+    let points: Vec<(f64, f64)> = y
+        .periods
+        .iter()
+        .map(|p| {
+            let days = p.figures.days.max(1) as f64;
+            (
+                p.figures.adjusted_baseline_litres as f64 / days,
+                p.figures.actual_litres as f64 / days,
+            )
+        })
+        .collect();
+    page.push_str(&chart_svg(
+        &points,
+        &y.summary.start_date,
+        &y.summary.end_date,
+    ));
+    page.push_str("<ul>");
+    for p in &y.periods {
+        page.push_str(&format!("<li>{}</li>", escape(&year_period_line(p))));
+    }
+    page.push_str(&format!(
+        "</ul><p><small>生成 Generated {}</small></p></body></html>",
+        escape(generated)
+    ));
+    let failed = |e: XlsxError| Error::Internal(anyhow::anyhow!("the contract year workbook: {e}"));
+    let mut book = Workbook::new();
+    let bold = Format::new().set_bold();
+    let sheet = book.add_worksheet().set_name("合同年度").map_err(failed)?;
+    sheet.set_column_width(0, 36).map_err(failed)?;
+    sheet.set_column_width(1, 90).map_err(failed)?;
+    let mut r: u32 = 0;
+    for (label, value) in year_rows(y) {
+        sheet
+            .write_string_with_format(r, 0, &label, &bold)
+            .map_err(failed)?;
+        sheet.write_string(r, 1, &value).map_err(failed)?;
+        r += 1;
+    }
+    r += 1;
+    sheet
+        .write_string_with_format(r, 0, "各报告期 Periods", &bold)
+        .map_err(failed)?;
+    for p in &y.periods {
+        sheet
+            .write_string(r, 1, year_period_line(p))
+            .map_err(failed)?;
+        r += 1;
+    }
+    sheet
+        .write_string(r + 1, 0, "生成 Generated")
+        .map_err(failed)?;
+    sheet.write_string(r + 1, 1, generated).map_err(failed)?;
+    let xlsx = book.save_to_buffer().map_err(failed)?;
+    let html = page.into_bytes();
+    Ok(Document {
+        html_sha256: sha256_hex(&html),
+        xlsx_sha256: sha256_hex(&xlsx),
+        html,
+        xlsx,
+    })
+}
+
 /// Both documents and their hashes.
 pub fn render(ctx: &Context, period: &Period, generated: &str) -> Result<Document> {
     let html = html(ctx, period, generated).into_bytes();

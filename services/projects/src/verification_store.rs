@@ -134,6 +134,68 @@ impl Store {
     }
 }
 
+impl Store {
+    /// A contract year's report (drawn now), for whoever may read the project.
+    pub async fn contract_year_report(
+        &self,
+        project_id: &str,
+        start_date: &str,
+        xlsx: bool,
+        who: &Principal,
+    ) -> Result<ServedReport> {
+        let (project, report) = self.savings_report(project_id).await?;
+        if !project.readable_by(who) {
+            return Err(Error::not_found("project", project_id));
+        }
+        let summary = report
+            .contract_years
+            .iter()
+            .find(|y| y.start_date == start_date)
+            .cloned()
+            .ok_or_else(|| {
+                let years: Vec<&str> = report.contract_years.iter().map(|y| y.start_date.as_str()).collect();
+                Error::invalid(
+                    "contract_year_start_date",
+                    format!(
+                        "no contract year of project {project_id} with a period starts on {start_date} (they start: {})",
+                        if years.is_empty() { "none yet".to_string() } else { years.join(", ") }
+                    ),
+                )
+            })?;
+        let periods: Vec<Period> = report
+            .periods
+            .into_iter()
+            .filter(|p| {
+                p.start_date.as_str() >= summary.start_date.as_str()
+                    && p.start_date.as_str() <= summary.end_date.as_str()
+            })
+            .collect();
+        let ctx = Context::of(&project);
+        let year = crate::verification::YearContext {
+            project_title: ctx.project_title,
+            company: ctx.company,
+            water_user: ctx.water_user,
+            verifier_org: ctx.verifier_org,
+            summary,
+            periods,
+        };
+        let doc = crate::verification::render_year(&year, &generated_now())?;
+        Ok(if xlsx {
+            ServedReport {
+                content: doc.xlsx,
+                sha256: doc.xlsx_sha256,
+                archived: false,
+            }
+        } else {
+            ServedReport {
+                content: doc.html,
+                sha256: doc.html_sha256,
+                archived: false,
+            }
+        })
+    }
+}
+
 /// When a report is drawn, for people (China Standard Time).
 pub fn generated_now() -> String {
     chrono::DateTime::from_timestamp_millis(cwsm_platform::now_ms() + 8 * 3_600_000)

@@ -1582,6 +1582,7 @@ async fn periods(c: &Clients, cmd: PeriodsCommand, json: bool) -> anyhow::Result
                 .get_verification_report(ppb::GetVerificationReportRequest {
                     period_id,
                     format: format as i32,
+                    ..Default::default()
                 })
                 .await?
                 .into_inner();
