@@ -1432,8 +1432,8 @@ fn cubic_metres(litres: i64) -> String {
 }
 
 /// Issue 12's whole path (its "done when"): a site with two mains, one exported with
-/// start-of-interval timestamps and two spikes, the other a register that rolls over in the
-/// reporting month, goes through import → exclusion (the quality rules leave the spikes and
+/// start-of-interval timestamps (in m³) and two spikes, the other a register that rolls over in
+/// the reporting month, goes through import of their files (the CLI) → exclusion (the quality rules leave the spikes and
 /// the rollover out, each named) → correction (the company proposes the true uses from its
 /// site log; the verifier accepts two and rejects one) → verification → settlement, with
 /// figures worked out here.
@@ -1508,43 +1508,62 @@ async fn readings_through_exclusion_correction_and_settlement(
             estimated: false,
         });
     }
-    let kind = p::ReadingValueKind::IntervalUse;
-    let sent_a = ingest_stamped(
+    // The files, as a site exports them: main A's in m³ with its start-of-interval stamps,
+    // main B's register in litres; both imported with the CLI.
+    let dir = tempfile::tempdir()?;
+    let stamp = |r: &p::Reading| {
+        let ms = r
+            .read_time
+            .as_ref()
+            .map(cwsm_platform::grpc::millis)
+            .unwrap_or_default();
+        chrono::DateTime::from_timestamp_millis(ms + CST_MS)
+            .map(|t| t.format("%Y-%m-%d %H:%M").to_string())
+            .unwrap_or_default()
+    };
+    let mut file_a = String::from("timestamp,value_m3\n");
+    for r in &a {
+        file_a.push_str(&format!(
+            "{},{}.{:03}\n",
+            stamp(r),
+            r.value_litres / 1000,
+            r.value_litres % 1000
+        ));
+    }
+    let mut file_b = String::from("timestamp,value_litres\n");
+    for r in &b {
+        file_b.push_str(&format!("{},{}\n", stamp(r), r.value_litres));
+    }
+    let (path_a, path_b) = (dir.path().join("main-a.csv"), dir.path().join("main-b.csv"));
+    std::fs::write(&path_a, file_a)?;
+    std::fs::write(&path_b, file_b)?;
+    let import = |path: &std::path::Path, meter: &str, extra: &[&str]| {
+        let mut args: Vec<String> = ["projects", "readings", "import"]
+            .map(String::from)
+            .to_vec();
+        args.push(path.to_string_lossy().into_owned());
+        args.extend(["--meter".to_string(), meter.to_string()]);
+        args.extend(extra.iter().map(|e| e.to_string()));
+        args
+    };
+    let (ok, stdout_a, stderr) = cli(
         &app,
         &parties.company,
-        &main_a.id,
-        kind,
-        p::ReadingTimestamps::IntervalStart,
-        a,
+        import(&path_a, &main_a.id, &["--timestamps", "start"]),
     )
     .await?;
-    let register_kind = p::ReadingValueKind::CumulativeRegister;
-    let sent_b = ingest(&app, &parties.company, &main_b.id, register_kind, b).await?;
-    let count = |sent: &p::IngestReadingsResponse, flag: p::ReadingFlag| -> i64 {
-        sent.flagged
-            .iter()
-            .filter(|f| f.flag == flag as i32)
-            .map(|f| f.count)
-            .sum()
-    };
-    assert_eq!(
-        count(&sent_a, p::ReadingFlag::Spike),
-        2,
-        "{:?}",
-        sent_a.flagged
-    );
-    assert_eq!(
-        count(&sent_b, p::ReadingFlag::RegisterDecreased),
-        1,
-        "{:?}",
-        sent_b.flagged
-    );
-    assert_eq!(
-        count(&sent_b, p::ReadingFlag::RegisterOpened),
-        1,
-        "{:?}",
-        sent_b.flagged
-    );
+    assert!(ok, "{stderr}");
+    assert!(stdout_a.contains("spike 2"), "{stdout_a}");
+    let (ok, stdout_b, stderr) = cli(
+        &app,
+        &parties.company,
+        import(&path_b, &main_b.id, &["--register"]),
+    )
+    .await?;
+    assert!(ok, "{stderr}");
+    for flagged in ["register_decreased 1", "register_opened 1"] {
+        assert!(stdout_b.contains(flagged), "{flagged}: {stdout_b}");
+    }
 
     let report = || {
         let (app, id, token) = (&app, id.clone(), parties.user.clone());
