@@ -534,9 +534,14 @@ pub enum PeriodsCommand {
     /// Settle a verified period by the contract model.
     Settle { period_id: String },
     /// Save a period's verification report (the one archived at verification, else drawn
-    /// now) as HTML, or xlsx with --xlsx, to --out (default verification-PERIOD_ID.html|xlsx).
+    /// now) as HTML, or xlsx with --xlsx, to --out (default verification-PERIOD_ID.html|xlsx);
+    /// with --year START instead of a period, the contract year's report of PROJECT_ID.
     Report {
-        period_id: String,
+        /// The period, or with --year the project.
+        id: String,
+        /// The contract year's first day (as `savings` lists the contract years).
+        #[arg(long)]
+        year: Option<String>,
         #[arg(long)]
         xlsx: bool,
         #[arg(long)]
@@ -1568,10 +1573,15 @@ async fn periods(c: &Clients, cmd: PeriodsCommand, json: bool) -> anyhow::Result
                 .period
         }
         PeriodsCommand::Report {
-            period_id,
+            id,
+            year,
             xlsx,
             out,
         } => {
+            let (period_id, project_id, contract_year_start_date) = match year {
+                Some(start) => (String::new(), id, start),
+                None => (id, String::new(), String::new()),
+            };
             let format = if xlsx {
                 ppb::ReportFormat::Xlsx
             } else {
@@ -1582,7 +1592,8 @@ async fn periods(c: &Clients, cmd: PeriodsCommand, json: bool) -> anyhow::Result
                 .get_verification_report(ppb::GetVerificationReportRequest {
                     period_id,
                     format: format as i32,
-                    ..Default::default()
+                    project_id,
+                    contract_year_start_date,
                 })
                 .await?
                 .into_inner();
@@ -2174,6 +2185,21 @@ mod tests {
             "one action"
         );
         assert!(correct(&["--exclude", "--keep"]).is_err(), "one action");
+        let cli = Cli::try_parse_from([
+            "projects",
+            "periods",
+            "report",
+            "p-1",
+            "--year",
+            "2025-12-01",
+            "--xlsx",
+        ])
+        .expect("parses");
+        assert!(matches!(
+            cli.command,
+            ProjectsCommand::Periods(PeriodsCommand::Report { ref id, year: Some(ref y), xlsx: true, .. })
+                if id == "p-1" && y == "2025-12-01"
+        ));
         let cli = Cli::try_parse_from([
             "projects",
             "adjustments",
