@@ -383,6 +383,32 @@ async fn measurement_requests_name_their_field(backend: Backend) -> anyhow::Resu
         .await
         .expect_err("timestamps 99");
     invalid(err, "messages[0].timestamps");
+    let upload = |file_name: &str| p::UploadEvidenceRequest {
+        project_id: parties.project_id.clone(),
+        file_name: file_name.into(),
+        chunk: b"%PDF-1.7".to_vec(),
+    };
+    let err = app
+        .projects(&company)
+        .upload_evidence(tokio_stream::iter(vec![upload(" ")]))
+        .await
+        .expect_err("no file name");
+    invalid(err, "file_name");
+    let err = app
+        .projects(&company)
+        .upload_evidence(tokio_stream::iter(Vec::<p::UploadEvidenceRequest>::new()))
+        .await
+        .expect_err("no message");
+    invalid(err, "project_id");
+    let err = app
+        .projects(&company)
+        .get_evidence(p::GetEvidenceRequest {
+            project_id: parties.project_id.clone(),
+            sha256: "not-a-hash".into(),
+        })
+        .await
+        .expect_err("not a hash");
+    invalid(err, "sha256");
     let decide = p::DecideReadingCorrectionRequest {
         request_id: rid("d"),
         correction_id: String::new(),

@@ -313,28 +313,42 @@ pub fn chart_svg(points: &[(f64, f64)], first: &str, last: &str) -> String {
     svg
 }
 
-/// The HTML document.
-pub fn html(ctx: &Context, period: &Period, generated: &str) -> String {
-    let mut out = String::from(
-        "<!DOCTYPE html><html lang=\"zh-CN\"><head><meta charset=\"utf-8\"><title>节水量核查报告 Verification report</title>\
-         <style>body{font-family:sans-serif;max-width:800px;margin:2em auto;color:#222}table{border-collapse:collapse;width:100%}\
-         th,td{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}th{background:#f3f3f3;width:40%}\
-         h2{margin-top:1.5em;font-size:1.1em}</style></head><body>",
+/// The start of a report page: its title, an optional line under it, and the table of `rows`
+/// (escaped), the table closed.
+fn page_start(title: &str, subtitle: Option<String>, rows: &[(String, String)]) -> String {
+    let mut out = format!(
+        "<!DOCTYPE html><html lang=\"zh-CN\"><head><meta charset=\"utf-8\"><title>{0}</title>\
+         <style>body{{font-family:sans-serif;max-width:800px;margin:2em auto;color:#222}}table{{border-collapse:collapse;width:100%}}\
+         th,td{{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}}th{{background:#f3f3f3;width:40%}}\
+         h2{{margin-top:1.5em;font-size:1.1em}}</style></head><body><h1>{0}</h1>",
+        escape(title)
     );
-    out.push_str(&format!(
-        "<h1>节水量核查报告 Verification report</h1><p>{} · {} – {}</p><table>",
-        escape(&ctx.project_title),
-        escape(&period.start_date),
-        escape(&period.end_date)
-    ));
-    for (label, value) in rows(ctx, period) {
+    if let Some(line) = subtitle {
+        out.push_str(&format!("<p>{}</p>", escape(&line)));
+    }
+    out.push_str("<table>");
+    for (label, value) in rows {
         out.push_str(&format!(
             "<tr><th>{}</th><td>{}</td></tr>",
-            escape(&label),
-            escape(&value)
+            escape(label),
+            escape(value)
         ));
     }
-    out.push_str("</table><h2>基线与实际 Adjusted baseline and metered use</h2>");
+    out.push_str("</table>");
+    out
+}
+
+/// The HTML document.
+pub fn html(ctx: &Context, period: &Period, generated: &str) -> String {
+    let mut out = page_start(
+        "节水量核查报告 Verification report",
+        Some(format!(
+            "{} · {} – {}",
+            ctx.project_title, period.start_date, period.end_date
+        )),
+        &rows(ctx, period),
+    );
+    out.push_str("<h2>基线与实际 Adjusted baseline and metered use</h2>");
     out.push_str(&chart_svg(
         &ctx.points,
         &period.start_date,
@@ -485,20 +499,12 @@ fn year_period_line(p: &Period) -> String {
 
 /// A contract year's report, HTML and xlsx (drawn now).
 pub fn render_year(y: &YearContext, generated: &str) -> Result<Document> {
-    let mut page = String::from(
-        "<!DOCTYPE html><html lang=\"zh-CN\"><head><meta charset=\"utf-8\"><title>合同年度节水量报告 Contract year report</title>\
-         <style>body{font-family:sans-serif;max-width:800px;margin:2em auto;color:#222}table{border-collapse:collapse;width:100%}\
-         th,td{border:1px solid #ccc;padding:4px 8px;text-align:left}th{background:#f3f3f3;width:40%}</style></head><body>\
-         <h1>合同年度节水量报告 Contract year report</h1><table>",
+    let mut page = page_start(
+        "合同年度节水量报告 Contract year report",
+        None,
+        &year_rows(y),
     );
-    for (label, value) in year_rows(y) {
-        page.push_str(&format!(
-            "<tr><th>{}</th><td>{}</td></tr>",
-            escape(&label),
-            escape(&value)
-        ));
-    }
-    page.push_str("</table><h2>各报告期 Periods</h2>");
+    page.push_str("<h2>各报告期 Periods</h2>");
     let points: Vec<(f64, f64)> = y
         .periods
         .iter()
