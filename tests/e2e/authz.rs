@@ -1626,7 +1626,7 @@ fn rows_for_people(w: &World) -> Vec<(&'static str, Vec<u8>, Expect)> {
             Expect::project(&[Verifier], Aborted),
         ),
         (
-            // Raised by a party or the assigned verifier; administrators resolve.
+            // Raised by a party only; the assigned verifier or an administrator resolves.
             "DisputePeriod",
             p::DisputePeriodRequest {
                 request_id: rid("dp"),
@@ -1635,7 +1635,7 @@ fn rows_for_people(w: &World) -> Vec<(&'static str, Vec<u8>, Expect)> {
                 reason: "the meter was replaced".into(),
             }
             .encode_to_vec(),
-            Expect::project(&[Company, User, Verifier], Aborted),
+            Expect::project(&[Company, User], Aborted),
         ),
         (
             // Not disputed: the resolvers get past the check to the period's status.
@@ -2229,7 +2229,7 @@ async fn step(
 }
 
 /// Finding 3: an administrator assigns an independent verifier; only it verifies; disputes
-/// are raised by a party or the verifier and never resolved by their raiser.
+/// are raised by a party (not the verifier) and never resolved by their raiser.
 async fn assigned_verifier(backend: Backend) -> anyhow::Result<()> {
     let app = TestApp::start(backend).await?;
     let admin = app.token(Role::Admin, None);
@@ -2332,13 +2332,23 @@ async fn assigned_verifier(backend: Backend) -> anyhow::Result<()> {
         assert_eq!(err.code(), Code::PermissionDenied);
         assert!(err.message().contains("assigned"), "{}", err.message());
     }
-    // The verifier disputes; it cannot resolve its own dispute; an administrator does.
-    step(&app, &parties.verifier, &period.id, "dispute").await?;
-    let err = step(&app, &parties.verifier, &period.id, "resolve")
+    // The verifier does not raise disputes (issue 10 §4: a party raises them, the assigned
+    // verifier or an administrator resolves them); the water user does, an administrator resolves.
+    let err = step(&app, &parties.verifier, &period.id, "dispute")
+        .await
+        .expect_err("a verifier raises no dispute");
+    assert_eq!(err.code(), Code::PermissionDenied);
+    assert!(
+        err.message()
+            .contains("raised by its company or its water user"),
+        "{}",
+        err.message()
+    );
+    step(&app, &parties.user, &period.id, "dispute").await?;
+    let err = step(&app, &parties.user, &period.id, "resolve")
         .await
         .expect_err("its own dispute");
     assert_eq!(err.code(), Code::PermissionDenied);
-    assert!(err.message().contains("raised by"), "{}", err.message());
     let resolved = step(&app, &parties.admin, &period.id, "resolve").await?;
     assert_eq!(resolved.status, p::PeriodStatus::Verified as i32);
     // The company disputes; it cannot resolve; another verifier cannot; the assigned one does.

@@ -414,12 +414,12 @@ pub fn check_step(
     who: &Principal,
     step: PeriodStep,
 ) -> Result<()> {
-    // A party in its own role (not an administrator acting as one) or the assigned verifier.
-    let raises = project.own_party(who) || project.assigned_verifier(who);
     let allowed = match step {
         // The independent third party assigned to the project checks the savings.
         PeriodStep::Verify => project.assigned_verifier(who),
-        PeriodStep::Dispute => raises,
+        // A party in its own role (not an administrator acting as one): the verifier who doubts
+        // figures does not verify them, and would otherwise resolve what another raised.
+        PeriodStep::Dispute => project.own_party(who),
         PeriodStep::Resolve => project.assigned_verifier(who) || project.administered_by(who),
         PeriodStep::Settle => project.party(who),
     };
@@ -434,7 +434,7 @@ pub fn check_step(
                 project.id, project.verifier_org
             ),
             PeriodStep::Dispute => format!(
-                "disputes on project {} are raised by its company, its water user or its assigned verifier (administrators resolve them)",
+                "disputes on project {} are raised by its company or its water user (its assigned verifier or an administrator resolves them)",
                 project.id
             ),
             PeriodStep::Resolve => format!(
