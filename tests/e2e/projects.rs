@@ -2500,10 +2500,18 @@ async fn a_guarantee_is_reconciled_over_the_contract_year_on_postgres() -> anyho
     a_guarantee_is_reconciled_over_the_contract_year(Backend::Postgres).await
 }
 
-/// Issue 12 §8: evidence documents uploaded once (by SHA-256), type-checked and
-/// size-limited, downloaded by whoever may read the project.
+/// Evidence documents (issue 12 §8): uploaded once by content, type-checked, size-limited, their
+/// bytes in the document store — the data folder on SQLite, a real S3-compatible server
+/// (s3s-fs) beside PostgreSQL — downloaded by the project's readers and cited by hash.
 async fn evidence_documents(backend: Backend) -> anyhow::Result<()> {
-    let app = TestApp::start(backend).await?;
+    let s3 = match backend {
+        Backend::Postgres => cwsm_tests::s3::ObjectStorage::start().await?,
+        Backend::Sqlite => None,
+    };
+    let app = match &s3 {
+        Some(s3) => TestApp::start_with(backend, |s| s3.configure(s, "projects")).await?,
+        None => TestApp::start(backend).await?,
+    };
     let parties = shared_savings(&app, &[]).await?;
     let id = parties.project_id.clone();
     let upload = |token: String, name: &str, content: Vec<u8>| {
@@ -2595,6 +2603,14 @@ async fn evidence_documents(backend: Backend) -> anyhow::Result<()> {
     let (record, bytes) = get(parties.user.clone()).await?;
     assert_eq!(record.map(|d| d.sha256), Some(sha.clone()));
     assert!(bytes == pdf, "the same bytes back");
+    // The bytes are in the document store, named by their hash (not in the database).
+    let key = format!("{}/{sha}", &sha[..2]);
+    let kept = match &s3 {
+        Some(s3) => s3.object_file(&format!("projects/{key}")),
+        None => app.data_dir().join("documents").join(&key),
+    };
+    let stored = std::fs::read(&kept).map_err(|e| anyhow::anyhow!("{}: {e}", kept.display()))?;
+    assert!(stored == pdf, "kept at {}", kept.display());
     assert_eq!(
         get(stranger).await.expect_err("a stranger").code(),
         Code::NotFound
@@ -2636,6 +2652,24 @@ async fn evidence_documents(backend: Backend) -> anyhow::Result<()> {
     assert_eq!(
         (err.code(), field(&err)),
         (Code::InvalidArgument, "adjustment.evidence".to_string())
+    );
+    // A period's waiver cites documents the same way (as do verification notes and disputes).
+    let err = app
+        .projects(&parties.verifier)
+        .waive_period_check(p::WaivePeriodCheckRequest {
+            request_id: rid("waive"),
+            project_id: id.clone(),
+            start_date: date(cal.period_start),
+            check: p::MeasurementCheck::BaselineG14 as i32,
+            reason: format!("site survey sha256:{}", "1".repeat(64)),
+        })
+        .await
+        .expect_err("not uploaded");
+    assert_eq!(
+        (err.code(), field(&err)),
+        (Code::InvalidArgument, "reason".to_string()),
+        "{}",
+        err.message()
     );
     app.stop().await
 }

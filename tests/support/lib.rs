@@ -6,6 +6,7 @@
 //! and `CWSM_REQUIRE_POSTGRES=1` (as `.ci/run` sets); otherwise they say they were skipped.
 
 pub mod oidc;
+pub mod s3;
 pub mod web;
 
 use std::path::PathBuf;
@@ -191,6 +192,11 @@ impl TestApp {
             .connect()
             .await?;
         Ok((running, channel))
+    }
+
+    /// The server's data folder.
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.data_dir
     }
 
     /// Clients of this app's server (the same as [`TestApp::matching`] and the others).

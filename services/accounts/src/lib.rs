@@ -50,7 +50,6 @@ use cwsm_platform::idempotency::{self, RequestKey};
 use cwsm_platform::jurisdiction::Jurisdiction;
 use cwsm_platform::{Error, Result, new_id, now_ms};
 use jsonwebtoken::jwk::JwkSet;
-use sha2::{Digest, Sha256};
 
 use crate::keys::StoredKey;
 use crate::store::{ApiKeyRow, AuditEvent, Joiner, NewRefresh, Person, Store};
@@ -345,8 +344,9 @@ fn secret(prefix: &str) -> Result<String> {
     Ok(format!("{prefix}{}", URL_SAFE_NO_PAD.encode(bytes)))
 }
 
+/// The SHA-256 of a text (secrets are kept only as this).
 fn sha256_hex(text: &str) -> String {
-    hex::encode(Sha256::digest(text.as_bytes()))
+    cwsm_platform::documents::sha256_hex(text.as_bytes())
 }
 
 /// What is kept of an API key: its plain SHA-256. A slow password hash (argon2) exists to make

@@ -309,6 +309,12 @@ pub async fn start(
         .await
         .context("starting projects")?;
         projects.keep_in_memory(settings.projects_kept_in_memory);
+        let documents = settings.documents().context("the documents_url setting")?;
+        tracing::info!(
+            documents = documents.location(),
+            "evidence documents kept in"
+        );
+        projects.keep_documents_in(documents);
         projects.limit(settings.streams_per_caller, settings.max_message_bytes);
         tasks.spawn(projects.clone().follow_changes(shutdown.clone()));
         relay(&mut tasks, projects.db().clone(), waker, "projects");

@@ -129,6 +129,12 @@ pub struct Settings {
     pub accounts_refresh_secs: u64,
     pub district_code: String,
     pub oidc_providers: Vec<OidcProvider>,
+    /// Where evidence documents' bytes are kept: a folder, `file:///folder` or `s3://bucket`
+    /// (see `documents::DocumentStore::open`); none: the `documents` folder in `data_dir`.
+    pub documents_url: Option<String>,
+    /// Options of an `s3://` document store, by `object_store`'s names (`aws_endpoint`,
+    /// `aws_region`, `aws_allow_http`, `aws_access_key_id`, …), over the `AWS_*` variables.
+    pub documents_options: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for Settings {
@@ -165,6 +171,8 @@ impl Default for Settings {
             accounts_refresh_secs: 30,
             district_code: crate::jurisdiction::DEFAULT_DISTRICT.to_string(),
             oidc_providers: Vec::new(),
+            documents_url: None,
+            documents_options: Default::default(),
         }
     }
 }
@@ -218,10 +226,21 @@ impl Settings {
                 "accounts_refresh_secs",
                 "district_code",
                 "oidc_providers",
+                "documents_url",
+                "documents_options",
             ]))
             .merge(Serialized::defaults(flags))
             .extract()
             .context("reading settings")
+    }
+
+    /// Where evidence documents' bytes are kept: the configured location, or the `documents`
+    /// folder in the data folder.
+    pub fn documents(&self) -> anyhow::Result<crate::documents::DocumentStore> {
+        match &self.documents_url {
+            Some(url) => crate::documents::DocumentStore::open_with(url, &self.documents_options),
+            None => crate::documents::DocumentStore::in_folder(&self.data_dir.join("documents")),
+        }
     }
 
     /// The database of `service`: the configured URL, or its own SQLite file in the data folder.

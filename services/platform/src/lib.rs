@@ -31,6 +31,7 @@ pub mod bus;
 pub mod config;
 pub mod credit_code;
 pub mod db;
+pub mod documents;
 pub mod error;
 pub mod gazetteer;
 pub mod grpc;

@@ -1,14 +1,14 @@
 //! Evidence documents of a project (contracts, acceptance reports, audit and M&V reports,
-//! invoices, meter photos): what may be uploaded, told from the content itself, and their
-//! store (by SHA-256, once, in the service's database, so every replica serves the same bytes
-//! and an upload is one transaction).
+//! invoices, meter photos): what may be uploaded, told from the content itself, and where:
+//! the bytes once by SHA-256 in the document store (`cwsm_platform::documents`: a folder, or
+//! S3-compatible object storage shared by every replica), what each is and which project it
+//! belongs to in the service's database.
 
 use cwsm_platform::auth::Principal;
 use cwsm_platform::grpc::Page;
 use cwsm_platform::{Error, Result, now_ms, with_db};
 
 use crate::store::Store;
-use crate::verification::sha256_hex;
 
 /// The most an evidence document may hold.
 pub const MAX_DOCUMENT_BYTES: usize = 16 * 1024 * 1024;
@@ -93,14 +93,16 @@ impl Store {
             return Err(Error::invalid("chunk", "the document is empty"));
         }
         let media = media_type(file_name, content)?;
-        let sha = sha256_hex(content);
+        let documents = self.documents()?;
+        // The bytes first (content-addressed, so idempotent), then the rows that name them.
+        let sha = documents.put(content).await?;
         let size = i64::try_from(content.len()).unwrap_or(i64::MAX);
         let org = who.org.clone().unwrap_or_default();
         let now = now_ms();
         let added: u64 = with_db!(&self.db, pool => {
             let mut tx = cwsm_platform::db::BeginWrite::begin_write(pool).await?;
-            sqlx::query("INSERT INTO documents (sha256, media_type, size_bytes, content, created_at_ms) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (sha256) DO NOTHING")
-                .bind(&sha).bind(media).bind(size).bind(content).bind(now).execute(&mut *tx).await?;
+            sqlx::query("INSERT INTO documents (sha256, media_type, size_bytes, content, kept_in, created_at_ms) VALUES ($1, $2, $3, $4, 'objects', $5) ON CONFLICT (sha256) DO NOTHING")
+                .bind(&sha).bind(media).bind(size).bind(Vec::<u8>::new()).bind(now).execute(&mut *tx).await?;
             let added = sqlx::query("INSERT INTO project_documents (project_id, sha256, file_name, uploaded_by, uploaded_by_org, created_at_ms) VALUES ($1, $2, $3, $4, $5, $6) \
                          ON CONFLICT (project_id, sha256) DO NOTHING")
                 .bind(project_id).bind(&sha).bind(file_name).bind(&who.subject).bind(&org).bind(now)
@@ -127,9 +129,22 @@ impl Store {
         let doc: Option<Document> = with_db!(&self.db, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(project_id).bind(sha256).fetch_optional(pool).await?);
         let doc = doc.ok_or_else(|| Error::not_found("evidence document", sha256))?;
-        let content: Vec<u8> = with_db!(&self.db, pool => sqlx::query_scalar("SELECT content FROM documents WHERE sha256 = $1")
+        let (kept_in, content): (String, Vec<u8>) = with_db!(&self.db, pool => sqlx::query_as("SELECT kept_in, content FROM documents WHERE sha256 = $1")
             .bind(sha256).fetch_one(pool).await?);
-        Ok((doc, content))
+        if kept_in == "database" {
+            // Uploaded before documents moved to the document store (migration 0014).
+            return Ok((doc, content));
+        }
+        Ok((doc, self.documents()?.get(sha256).await?))
+    }
+
+    /// Where documents' bytes are kept, or why none can be.
+    fn documents(&self) -> Result<&cwsm_platform::documents::DocumentStore> {
+        self.documents.as_ref().ok_or_else(|| {
+            Error::precondition(
+                "this server keeps no evidence documents: it was started without a document store (documents_url)",
+            )
+        })
     }
 
     /// Checks that every document `text` cites ([`cited`]) was uploaded to the project:

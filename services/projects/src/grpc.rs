@@ -2020,6 +2020,9 @@ impl pb::projects_service_server::ProjectsService for ProjectsApi {
             )
             .into());
         }
+        if self.store.project(project_id).await?.readable_by(&who) {
+            self.store.check_cited(project_id, "reason", reason).await?;
+        }
         let waiver = self
             .store
             .waive_period_check(&key, project_id, &r.start_date, check, reason, &who)

@@ -691,6 +691,21 @@ impl Store {
         who: &Principal,
         ask: &StepAsk,
     ) -> Result<Period> {
+        // A note or reason citing documents (`sha256:<hex>`) cites the project's own.
+        if !crate::evidence::cited(&ask.text).is_empty() {
+            let field = if ask.step == PeriodStep::Dispute {
+                "reason"
+            } else {
+                "note"
+            };
+            let project = self
+                .project(&self.period(period_id).await?.project_id)
+                .await?;
+            // Others are told nothing of the project's documents (the step says NOT_FOUND).
+            if project.readable_by(who) {
+                self.check_cited(&project.id, field, &ask.text).await?;
+            }
+        }
         // What the verification report is drawn from, read before the write (the write
         // re-checks the period; the report shows the period as the write leaves it).
         let before = match ask.step {

@@ -109,6 +109,11 @@ impl Projects {
         self.store.keep_in_memory(entries);
     }
 
+    /// Keeps evidence documents' bytes in `documents` (a folder, or S3); call before serving.
+    pub fn keep_documents_in(&mut self, documents: cwsm_platform::documents::DocumentStore) {
+        self.store.keep_documents_in(documents);
+    }
+
     /// Follows other replicas' changes to projects until `stop`, so that the projects kept in
     /// memory are forgotten when they change (PostgreSQL; returns at once on SQLite).
     pub async fn follow_changes(self, stop: tokio_util::sync::CancellationToken) {

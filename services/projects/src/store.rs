@@ -79,6 +79,9 @@ pub struct Store {
     /// Projects as last read (see [`crate::cache`]): every commit that changes a project
     /// forgets it there.
     pub(crate) cache: Arc<ProjectCache>,
+    /// Where evidence documents' bytes are kept ([`Store::keep_documents_in`]); none: uploads
+    /// are refused saying so.
+    pub(crate) documents: Option<cwsm_platform::documents::DocumentStore>,
 }
 
 /// Transitions GetProject shows as the stage history.
@@ -398,7 +401,13 @@ impl Store {
             db,
             encode,
             cache: Arc::new(ProjectCache::new(crate::cache::DEFAULT_ENTRIES, serving)),
+            documents: None,
         })
+    }
+
+    /// Keeps evidence documents' bytes in `documents`.
+    pub fn keep_documents_in(&mut self, documents: cwsm_platform::documents::DocumentStore) {
+        self.documents = Some(documents);
     }
 
     /// Keeps up to `entries` projects in memory (0: none).

@@ -6,7 +6,6 @@
 //! signed can be shown again, byte for byte.
 
 use rust_xlsxwriter::{Format, Workbook, XlsxError};
-use sha2::{Digest, Sha256};
 
 use cwsm_platform::{Error, Result};
 
@@ -55,9 +54,7 @@ pub struct Document {
     pub xlsx_sha256: String,
 }
 
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}
+use cwsm_platform::documents::sha256_hex;
 
 /// Text for HTML: `&`, `<`, `>`, `"` and `'` escaped.
 fn escape(text: &str) -> String {
