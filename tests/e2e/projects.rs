@@ -2500,6 +2500,150 @@ async fn a_guarantee_is_reconciled_over_the_contract_year_on_postgres() -> anyho
     a_guarantee_is_reconciled_over_the_contract_year(Backend::Postgres).await
 }
 
+/// Issue 12 §9: a contract year's report is archived when the year closes — its last period
+/// verified — with its SHA-256, and served as archived from then on; a dispute reopens the year
+/// (drawn again, not archived) and its resolution closes it again with a new archive.
+async fn a_closed_contract_year_is_archived(backend: Backend) -> anyhow::Result<()> {
+    let app = TestApp::start(backend).await?;
+    let parties = shared_savings(&app, &[]).await?;
+    let id = parties.project_id.clone();
+    // Twelve calendar months ending with last month: one contract year, every month a period.
+    let now = Calendar::now();
+    let (y, m, _) = civil_from_days(now.period_start);
+    let month = |k: i64| {
+        let n = y * 12 + (m - 1) - 11 + k; // months since year 0, k = 0 the first of the year
+        days_from_civil(n.div_euclid(12), n.rem_euclid(12) + 1, 1)
+    };
+    let first = month(0);
+    assert_eq!(month(11), now.period_start);
+    let cal = Calendar {
+        baseline_start: first - 365,
+        baseline_end: first - 1,
+        period_start: first,
+        period_end: now.period_end,
+    };
+    set_baseline(&app, &parties.user, &id, &cal).await?;
+    to_operating(&app, &parties).await?;
+    let meter = meter(&app, &parties.company, &id).await?;
+    let readings = (cal.baseline_start..=cal.period_end)
+        .map(|d| p::Reading {
+            read_time: Some(noon(d)),
+            value_litres: if d < first { 10_000 } else { 8_000 },
+            estimated: false,
+        })
+        .collect();
+    ingest(
+        &app,
+        &parties.company,
+        &meter.id,
+        p::ReadingValueKind::IntervalUse,
+        readings,
+    )
+    .await?;
+    let year = |format: p::ReportFormat| {
+        let (app, id, token) = (&app, id.clone(), parties.user.clone());
+        async move {
+            app.projects(&token)
+                .get_verification_report(p::GetVerificationReportRequest {
+                    project_id: id,
+                    contract_year_start_date: date(first),
+                    format: format as i32,
+                    ..Default::default()
+                })
+                .await
+                .map(|r| r.into_inner())
+        }
+    };
+    let mut periods = Vec::new();
+    for k in 0..12 {
+        let period = app
+            .projects(&parties.company)
+            .submit_period(p::SubmitPeriodRequest {
+                request_id: rid("submit"),
+                project_id: id.clone(),
+                start_date: date(month(k)),
+                note: String::new(),
+            })
+            .await?
+            .into_inner()
+            .period
+            .expect("period");
+        if k == 11 {
+            // Eleven months verified, the twelfth only submitted: the year is open.
+            let open = year(p::ReportFormat::Html).await?;
+            assert!(!open.archived, "an open year is drawn, not archived");
+        }
+        app.projects(&parties.verifier)
+            .verify_period(p::VerifyPeriodRequest {
+                request_id: rid("verify"),
+                period_id: period.id.clone(),
+                expected_version: 0,
+                note: String::new(),
+            })
+            .await?;
+        periods.push(period);
+    }
+    // The twelfth verification closed the year: archived, the same bytes at every read.
+    let closed = year(p::ReportFormat::Html).await?;
+    assert!(closed.archived, "archived when the year closed");
+    let page = String::from_utf8(closed.content.clone())?;
+    assert!(!page.contains("the year is not complete"), "{page}");
+    for period in &periods {
+        assert!(page.contains(&period.start_date), "{}", period.start_date);
+    }
+    assert_eq!(
+        closed.sha256,
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&closed.content))
+    );
+    let again = year(p::ReportFormat::Html).await?;
+    assert_eq!(
+        (again.sha256.as_str(), again.archived),
+        (closed.sha256.as_str(), true)
+    );
+    let book = year(p::ReportFormat::Xlsx).await?;
+    assert!(
+        book.archived && book.content.starts_with(b"PK"),
+        "the workbook too"
+    );
+    // A dispute reopens the year; the resolution closes it again: a new archive.
+    let march = &periods[2];
+    app.projects(&parties.user)
+        .dispute_period(p::DisputePeriodRequest {
+            request_id: rid("dispute"),
+            period_id: march.id.clone(),
+            expected_version: 0,
+            reason: "the meter was read late that month".into(),
+        })
+        .await?;
+    assert!(!year(p::ReportFormat::Html).await?.archived, "reopened");
+    app.projects(&parties.verifier)
+        .resolve_dispute(p::ResolveDisputeRequest {
+            request_id: rid("resolve"),
+            period_id: march.id.clone(),
+            expected_version: 0,
+            adjustment_litres: -1_000,
+            note: "agreed on site".into(),
+        })
+        .await?;
+    let reclosed = year(p::ReportFormat::Html).await?;
+    assert!(reclosed.archived);
+    assert_ne!(reclosed.sha256, closed.sha256, "the resolution's archive");
+    app.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_contract_year_is_archived_on_sqlite() -> anyhow::Result<()> {
+    a_closed_contract_year_is_archived(Backend::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_contract_year_is_archived_on_postgres() -> anyhow::Result<()> {
+    if !postgres_and_redis_available().await {
+        return Ok(());
+    }
+    a_closed_contract_year_is_archived(Backend::Postgres).await
+}
+
 /// Evidence documents (issue 12 §8): uploaded once by content, type-checked, size-limited, their
 /// bytes in the document store — the data folder on SQLite, a real S3-compatible server
 /// (s3s-fs) beside PostgreSQL — downloaded by the project's readers and cited by hash.

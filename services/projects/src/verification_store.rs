@@ -135,7 +135,8 @@ impl Store {
 }
 
 impl Store {
-    /// A contract year's report (drawn now), for whoever may read the project.
+    /// A contract year's report, for whoever may read the project: the archived one when the
+    /// year is closed (archived now if it was not yet), else drawn now.
     pub async fn contract_year_report(
         &self,
         project_id: &str,
@@ -170,6 +171,15 @@ impl Store {
                     && p.start_date.as_str() <= summary.end_date.as_str()
             })
             .collect();
+        let closed = year_closed(&summary, &periods);
+        let key = periods_key(&periods);
+        if closed
+            && let Some(served) = self
+                .archived_year(project_id, start_date, &key, xlsx)
+                .await?
+        {
+            return Ok(served);
+        }
         let ctx = Context::of(&project);
         let year = crate::verification::YearContext {
             project_title: ctx.project_title,
@@ -180,6 +190,21 @@ impl Store {
             periods,
         };
         let doc = crate::verification::render_year(&year, &generated_now())?;
+        if closed {
+            // Kept as the year closed; a concurrent reader's copy of the same closing wins.
+            with_db!(&self.db, pool => sqlx::query(
+                "INSERT INTO contract_year_reports (project_id, start_date, periods, html, xlsx, html_sha256, xlsx_sha256, created_at_ms) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (project_id, start_date, periods) DO NOTHING")
+                .bind(project_id).bind(start_date).bind(&key).bind(&doc.html).bind(&doc.xlsx)
+                .bind(&doc.html_sha256).bind(&doc.xlsx_sha256).bind(cwsm_platform::now_ms())
+                .execute(pool).await.map(|_| ())?);
+            if let Some(served) = self
+                .archived_year(project_id, start_date, &key, xlsx)
+                .await?
+            {
+                return Ok(served);
+            }
+        }
         Ok(if xlsx {
             ServedReport {
                 content: doc.xlsx,
@@ -194,6 +219,82 @@ impl Store {
             }
         })
     }
+
+    /// Archives the report of the contract year `period` falls in when that year is closed now
+    /// (the verification of its last open period). A failure is logged, not returned: the
+    /// verification is committed already, and the year is archived at its next read.
+    pub async fn archive_year_of(&self, period: &Period, who: &Principal) {
+        let Ok((_, report)) = self.savings_report(&period.project_id).await else {
+            return;
+        };
+        let Some(year) = report.contract_years.iter().find(|y| {
+            y.start_date.as_str() <= period.start_date.as_str()
+                && period.start_date.as_str() <= y.end_date.as_str()
+        }) else {
+            return;
+        };
+        let of_year: Vec<Period> = report
+            .periods
+            .iter()
+            .filter(|p| {
+                p.start_date.as_str() >= year.start_date.as_str()
+                    && p.start_date.as_str() <= year.end_date.as_str()
+            })
+            .cloned()
+            .collect();
+        if !year_closed(year, &of_year) {
+            return;
+        }
+        if let Err(e) = self
+            .contract_year_report(&period.project_id, &year.start_date, false, who)
+            .await
+        {
+            tracing::warn!(project_id = %period.project_id, year = %year.start_date, error = %e,
+                "the closed contract year's report was not archived; it will be at its next read");
+        }
+    }
+
+    async fn archived_year(
+        &self,
+        project_id: &str,
+        start_date: &str,
+        periods: &str,
+        xlsx: bool,
+    ) -> Result<Option<ServedReport>> {
+        let row: Option<(Vec<u8>, String)> = with_db!(&self.db, pool => sqlx::query_as(if xlsx {
+                "SELECT xlsx, xlsx_sha256 FROM contract_year_reports WHERE project_id = $1 AND start_date = $2 AND periods = $3"
+            } else {
+                "SELECT html, html_sha256 FROM contract_year_reports WHERE project_id = $1 AND start_date = $2 AND periods = $3"
+            })
+            .bind(project_id).bind(start_date).bind(periods).fetch_optional(pool).await?);
+        Ok(row.map(|(content, sha256)| ServedReport {
+            content,
+            sha256,
+            archived: true,
+        }))
+    }
+}
+
+/// Whether a contract year is closed: every day of it in reporting periods, each verified or
+/// settled (a disputed or submitted one keeps it open).
+fn year_closed(summary: &crate::ledger::SavingsSummary, periods: &[Period]) -> bool {
+    summary.complete
+        && !periods.is_empty()
+        && periods.iter().all(|p| {
+            matches!(
+                p.status,
+                crate::ledger::PeriodStatus::Verified | crate::ledger::PeriodStatus::Settled
+            )
+        })
+}
+
+/// The year's periods at their versions, "id@version,…": one archive per closing.
+fn periods_key(periods: &[Period]) -> String {
+    periods
+        .iter()
+        .map(|p| format!("{}@{}", p.id, p.version))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// When a report is drawn, for people (China Standard Time).
