@@ -34,6 +34,129 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
+/// The most an evidence document may hold.
+pub const MAX_DOCUMENT_BYTES: usize = 16 * 1024 * 1024;
+
+/// The media type of `content` named `file_name`, told from its first bytes: PDF, PNG, JPEG,
+/// or an Office Open XML file (a zip named .xlsx, .docx or .pptx); anything else is refused.
+pub fn media_type(file_name: &str, content: &[u8]) -> Result<&'static str> {
+    let name = file_name.to_lowercase();
+    let office = |ext: &str| name.ends_with(ext);
+    let kind = if content.starts_with(b"%PDF-") {
+        Some("application/pdf")
+    } else if content.starts_with(b"\x89PNG\r\n\x1a\n") {
+        Some("image/png")
+    } else if content.starts_with(b"\xff\xd8\xff") {
+        Some("image/jpeg")
+    } else if content.starts_with(b"PK\x03\x04") && office(".xlsx") {
+        Some("application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")
+    } else if content.starts_with(b"PK\x03\x04") && office(".docx") {
+        Some("application/vnd.openxmlformats-officedocument.wordprocessingml.document")
+    } else if content.starts_with(b"PK\x03\x04") && office(".pptx") {
+        Some("application/vnd.openxmlformats-officedocument.presentationml.presentation")
+    } else {
+        None
+    };
+    kind.ok_or_else(|| {
+        Error::invalid(
+            "chunk",
+            "not a PDF, PNG, JPEG or Office (.xlsx, .docx, .pptx) document: its first bytes say otherwise",
+        )
+    })
+}
+
+/// The documents `text` cites: each "sha256:" followed by 64 hexadecimal digits (lower-cased).
+pub fn cited(text: &str) -> Vec<String> {
+    text.match_indices("sha256:")
+        .filter_map(|(i, m)| {
+            let hex: String = text[i + m.len()..]
+                .chars()
+                .take_while(char::is_ascii_hexdigit)
+                .collect();
+            (hex.len() == 64).then(|| hex.to_lowercase())
+        })
+        .collect()
+}
+
+/// An upload as its stream's messages carried it: the first names what the document belongs
+/// to and its file; every message carries a chunk of it.
+#[derive(Debug)]
+pub struct Upload {
+    pub owner: String,
+    pub file_name: String,
+    pub content: Vec<u8>,
+}
+
+/// Gathers a client-streamed upload, each message's (owner, file name, chunk) told by `parts`:
+/// at most [`MAX_DOCUMENT_BYTES`] (INVALID_ARGUMENT naming the message past it), a file name
+/// required, and at least one message (else INVALID_ARGUMENT on `owner_field`).
+pub async fn gather_upload<M, F>(
+    stream: &mut tonic::Streaming<M>,
+    owner_field: &str,
+    max_file_name: usize,
+    mut parts: F,
+) -> std::result::Result<Upload, tonic::Status>
+where
+    F: FnMut(M) -> (String, String, Vec<u8>),
+{
+    let mut upload = Upload {
+        owner: String::new(),
+        file_name: String::new(),
+        content: Vec::new(),
+    };
+    let mut index = 0usize;
+    while let Some(m) = stream.message().await? {
+        let (owner, file_name, chunk) = parts(m);
+        if index == 0 {
+            if file_name.chars().count() > max_file_name {
+                return Err(Error::invalid(
+                    "file_name",
+                    format!("at most {max_file_name} characters"),
+                )
+                .into());
+            }
+            upload.owner = owner.trim().to_string();
+            upload.file_name = file_name.trim().to_string();
+            if upload.file_name.is_empty() {
+                return Err(Error::invalid("file_name", "required, e.g. 合同.pdf").into());
+            }
+        }
+        if upload.content.len().saturating_add(chunk.len()) > MAX_DOCUMENT_BYTES {
+            return Err(Error::invalid(
+                format!("messages[{index}].chunk"),
+                format!(
+                    "the document is beyond {} MiB",
+                    MAX_DOCUMENT_BYTES / (1024 * 1024)
+                ),
+            )
+            .into());
+        }
+        upload.content.extend_from_slice(&chunk);
+        index += 1;
+    }
+    if index == 0 {
+        return Err(Error::invalid(owner_field, "required: the stream sent no message").into());
+    }
+    Ok(upload)
+}
+
+/// A stored document's bytes as a server stream's messages: `first` (what it is), then its
+/// bytes in chunks of 1 MiB, each made a message by `chunk`.
+pub fn download_messages<M>(first: M, content: &[u8], chunk: impl Fn(Vec<u8>) -> M) -> Vec<M> {
+    let mut messages = vec![first];
+    messages.extend(content.chunks(1024 * 1024).map(|c| chunk(c.to_vec())));
+    messages
+}
+
+/// Checks a document hash given by a client: 64 hexadecimal digits, returned lower-cased.
+pub fn sha256_field(field: &str, text: &str) -> Result<String> {
+    let lower = text.trim().to_ascii_lowercase();
+    if !is_sha256(&lower) {
+        return Err(Error::invalid(field, "64 hexadecimal digits"));
+    }
+    Ok(lower)
+}
+
 fn is_sha256(text: &str) -> bool {
     text.len() == 64
         && text
@@ -198,6 +321,38 @@ mod tests {
             store.get("../../etc/passwd").await,
             Err(Error::InvalidArgument { .. })
         ));
+    }
+
+    #[test]
+    fn evidence_cites_documents_by_their_hash() {
+        let sha = "ab".repeat(32);
+        let text = format!(
+            "验收报告 sha256:{} and sha256:{sha}; sha256:abc",
+            sha.to_uppercase()
+        );
+        assert_eq!(cited(&text), vec![sha.clone(), sha]);
+        assert!(cited("site log 12").is_empty());
+    }
+
+    #[test]
+    fn documents_are_told_from_their_first_bytes() {
+        assert_eq!(
+            media_type("合同.pdf", b"%PDF-1.7 ...").ok(),
+            Some("application/pdf")
+        );
+        assert_eq!(
+            media_type("x", b"\x89PNG\r\n\x1a\n....").ok(),
+            Some("image/png")
+        );
+        assert_eq!(
+            media_type("meter.JPG", b"\xff\xd8\xff\xe0").ok(),
+            Some("image/jpeg")
+        );
+        assert!(media_type("bill.XLSX", b"PK\x03\x04...").is_ok_and(|m| m.contains("spreadsheet")));
+        // A zip that is not an Office file, a renamed executable, a script: refused.
+        assert!(media_type("archive.zip", b"PK\x03\x04...").is_err());
+        assert!(media_type("contract.pdf", b"MZ\x90\x00").is_err());
+        assert!(media_type("report.pdf", b"<script>").is_err());
     }
 
     #[test]

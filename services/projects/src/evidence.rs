@@ -10,36 +10,7 @@ use cwsm_platform::{Error, Result, now_ms, with_db};
 
 use crate::store::Store;
 
-/// The most an evidence document may hold.
-pub const MAX_DOCUMENT_BYTES: usize = 16 * 1024 * 1024;
-
-/// The media type of `content` named `file_name`, told from its first bytes: PDF, PNG, JPEG,
-/// or an Office Open XML file (a zip named .xlsx, .docx or .pptx); anything else is refused.
-pub fn media_type(file_name: &str, content: &[u8]) -> Result<&'static str> {
-    let name = file_name.to_lowercase();
-    let office = |ext: &str| name.ends_with(ext);
-    let kind = if content.starts_with(b"%PDF-") {
-        Some("application/pdf")
-    } else if content.starts_with(b"\x89PNG\r\n\x1a\n") {
-        Some("image/png")
-    } else if content.starts_with(b"\xff\xd8\xff") {
-        Some("image/jpeg")
-    } else if content.starts_with(b"PK\x03\x04") && office(".xlsx") {
-        Some("application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")
-    } else if content.starts_with(b"PK\x03\x04") && office(".docx") {
-        Some("application/vnd.openxmlformats-officedocument.wordprocessingml.document")
-    } else if content.starts_with(b"PK\x03\x04") && office(".pptx") {
-        Some("application/vnd.openxmlformats-officedocument.presentationml.presentation")
-    } else {
-        None
-    };
-    kind.ok_or_else(|| {
-        Error::invalid(
-            "chunk",
-            "not a PDF, PNG, JPEG or Office (.xlsx, .docx, .pptx) document: its first bytes say otherwise",
-        )
-    })
-}
+pub use cwsm_platform::documents::{MAX_DOCUMENT_BYTES, cited, media_type};
 
 /// An evidence document as a project has it.
 #[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
@@ -52,19 +23,6 @@ pub struct Document {
     pub uploaded_by: String,
     pub uploaded_by_org: String,
     pub created_at_ms: i64,
-}
-
-/// The documents `text` cites: each "sha256:" followed by 64 hexadecimal digits (lower-cased).
-pub fn cited(text: &str) -> Vec<String> {
-    text.match_indices("sha256:")
-        .filter_map(|(i, m)| {
-            let hex: String = text[i + m.len()..]
-                .chars()
-                .take_while(char::is_ascii_hexdigit)
-                .collect();
-            (hex.len() == 64).then(|| hex.to_lowercase())
-        })
-        .collect()
 }
 
 const SELECT: &str = "SELECT p.project_id, p.sha256, p.file_name, d.media_type, d.size_bytes, p.uploaded_by, p.uploaded_by_org, p.created_at_ms \
@@ -186,42 +144,5 @@ impl Store {
             .bind(project_id).bind(after_ms).bind(after_sha).bind(page.fetch_limit()).fetch_all(pool).await?);
         let next = page.finish(&mut rows, |d| format!("{}:{}", d.created_at_ms, d.sha256));
         Ok((rows, next))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn evidence_cites_documents_by_their_hash() {
-        let sha = "ab".repeat(32);
-        let text = format!(
-            "验收报告 sha256:{} and sha256:{sha}; sha256:abc",
-            sha.to_uppercase()
-        );
-        assert_eq!(cited(&text), vec![sha.clone(), sha]);
-        assert!(cited("site log 12").is_empty());
-    }
-
-    #[test]
-    fn documents_are_told_from_their_first_bytes() {
-        assert_eq!(
-            media_type("合同.pdf", b"%PDF-1.7 ...").ok(),
-            Some("application/pdf")
-        );
-        assert_eq!(
-            media_type("x", b"\x89PNG\r\n\x1a\n....").ok(),
-            Some("image/png")
-        );
-        assert_eq!(
-            media_type("meter.JPG", b"\xff\xd8\xff\xe0").ok(),
-            Some("image/jpeg")
-        );
-        assert!(media_type("bill.XLSX", b"PK\x03\x04...").is_ok_and(|m| m.contains("spreadsheet")));
-        // A zip that is not an Office file, a renamed executable, a script: refused.
-        assert!(media_type("archive.zip", b"PK\x03\x04...").is_err());
-        assert!(media_type("contract.pdf", b"MZ\x90\x00").is_err());
-        assert!(media_type("report.pdf", b"<script>").is_err());
     }
 }

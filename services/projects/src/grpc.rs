@@ -1701,39 +1701,17 @@ impl pb::projects_service_server::ProjectsService for ProjectsApi {
     ) -> Result<Response<pb::UploadEvidenceResponse>, Status> {
         let who = principal(&request)?;
         let mut stream = request.into_inner();
-        let (mut project_id, mut file_name) = (String::new(), String::new());
-        let mut content: Vec<u8> = Vec::new();
-        let mut index = 0usize;
-        while let Some(m) = stream.message().await? {
-            if index == 0 {
-                check_lengths(&[("file_name", &m.file_name, MAX_NAME)])?;
-                project_id = required_id("project_id", &m.project_id)?.to_string();
-                file_name = m.file_name.trim().to_string();
-                if file_name.is_empty() {
-                    return Err(Error::invalid("file_name", "required, e.g. 合同.pdf").into());
-                }
-            }
-            if content.len().saturating_add(m.chunk.len()) > crate::evidence::MAX_DOCUMENT_BYTES {
-                return Err(Error::invalid(
-                    format!("messages[{index}].chunk"),
-                    format!(
-                        "the document is beyond {} MiB",
-                        crate::evidence::MAX_DOCUMENT_BYTES / (1024 * 1024)
-                    ),
-                )
-                .into());
-            }
-            content.extend_from_slice(&m.chunk);
-            index += 1;
-        }
-        if index == 0 {
-            return Err(
-                Error::invalid("project_id", "required: the stream sent no message").into(),
-            );
-        }
+        let upload = cwsm_platform::documents::gather_upload(
+            &mut stream,
+            "project_id",
+            MAX_NAME,
+            |m: pb::UploadEvidenceRequest| (m.project_id, m.file_name, m.chunk),
+        )
+        .await?;
+        let project_id = required_id("project_id", &upload.owner)?;
         let (doc, already) = self
             .store
-            .upload_evidence(&project_id, &file_name, &content, &who)
+            .upload_evidence(project_id, &upload.file_name, &upload.content, &who)
             .await?;
         Ok(Response::new(pb::UploadEvidenceResponse {
             document: Some(document_to_pb(&doc)),
@@ -1748,24 +1726,18 @@ impl pb::projects_service_server::ProjectsService for ProjectsApi {
         let who = principal(&request)?;
         let r = request.into_inner();
         let project_id = required_id("project_id", &r.project_id)?;
-        if r.sha256.len() != 64 || !r.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(Error::invalid("sha256", "64 hexadecimal digits").into());
-        }
-        let (doc, content) = self
-            .store
-            .evidence(project_id, &r.sha256.to_lowercase(), &who)
-            .await?;
-        let mut messages = vec![pb::GetEvidenceResponse {
-            document: Some(document_to_pb(&doc)),
-            chunk: Vec::new(),
-        }];
-        messages.extend(
-            content
-                .chunks(1024 * 1024)
-                .map(|c| pb::GetEvidenceResponse {
-                    document: None,
-                    chunk: c.to_vec(),
-                }),
+        let sha256 = cwsm_platform::documents::sha256_field("sha256", &r.sha256)?;
+        let (doc, content) = self.store.evidence(project_id, &sha256, &who).await?;
+        let messages = cwsm_platform::documents::download_messages(
+            pb::GetEvidenceResponse {
+                document: Some(document_to_pb(&doc)),
+                chunk: Vec::new(),
+            },
+            &content,
+            |chunk| pb::GetEvidenceResponse {
+                document: None,
+                chunk,
+            },
         );
         Ok(Response::new(Box::pin(tokio_stream::iter(
             messages.into_iter().map(Ok),
