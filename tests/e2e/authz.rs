@@ -89,7 +89,7 @@ struct Rpc {
 /// Every RPC of the three services, from the descriptors compiled into `cwsm_proto`.
 fn every_rpc() -> anyhow::Result<BTreeMap<String, Rpc>> {
     let set = prost_types::FileDescriptorSet::decode(cwsm_proto::FILE_DESCRIPTOR_SET)?;
-    let mut out = BTreeMap::new();
+    let mut found = Vec::new();
     for file in &set.file {
         let package = file.package();
         if !package.starts_with("cwsm.")
@@ -101,16 +101,28 @@ fn every_rpc() -> anyhow::Result<BTreeMap<String, Rpc>> {
         for service in &file.service {
             for method in &service.method {
                 let path = format!("/{package}.{}/{}", service.name(), method.name());
-                out.insert(
+                found.push((
+                    service.name().to_string(),
                     method.name().to_string(),
                     Rpc {
                         path,
                         client_streaming: method.client_streaming(),
                         server_streaming: method.server_streaming(),
                     },
-                );
+                ));
             }
         }
+    }
+    // A row is named by its method, or by "Service.Method" where two services share the name.
+    let mut out = BTreeMap::new();
+    for (service, method, rpc) in &found {
+        let shared = found.iter().filter(|(_, m, _)| m == method).count() > 1;
+        let name = if shared {
+            format!("{service}.{method}")
+        } else {
+            method.clone()
+        };
+        out.insert(name, rpc.clone());
     }
     Ok(out)
 }
@@ -328,6 +340,8 @@ struct World {
     adjustment_id: String,
     /// The SHA-256 of an evidence document the company uploaded.
     evidence_sha256: String,
+    /// The SHA-256 of an evidence document of the Xinbei plan's achievements.
+    plan_evidence_sha256: String,
 }
 
 /// A project contracted through the marketplace with the test verifier assigned, measured
@@ -390,6 +404,17 @@ async fn world(app: &TestApp) -> anyhow::Result<World> {
         .into_inner()
         .document
         .ok_or_else(|| anyhow::anyhow!("no document"))?;
+    let plan_evidence = app
+        .reporting(&admin)
+        .upload_evidence(tokio_stream::iter(vec![r::UploadEvidenceRequest {
+            plan_code: "xinbei-2020".into(),
+            file_name: "申报表.pdf".into(),
+            chunk: b"%PDF-1.4 a declaration".to_vec(),
+        }]))
+        .await?
+        .into_inner()
+        .document
+        .ok_or_else(|| anyhow::anyhow!("no plan document"))?;
     let adjustment = app
         .projects(&contracted.company_token)
         .create_non_routine_adjustment(p::CreateNonRoutineAdjustmentRequest {
@@ -598,6 +623,7 @@ async fn world(app: &TestApp) -> anyhow::Result<World> {
         correction_id: correction.id,
         adjustment_id: adjustment.id,
         evidence_sha256: evidence.sha256,
+        plan_evidence_sha256: plan_evidence.sha256,
     })
 }
 
@@ -1532,7 +1558,7 @@ fn rows_for_people(w: &World) -> Vec<(&'static str, Vec<u8>, Expect)> {
         ),
         (
             // Not a document type: the uploaders get past the check to that.
-            "UploadEvidence",
+            "ProjectsService.UploadEvidence",
             p::UploadEvidenceRequest {
                 project_id: project_id.clone(),
                 file_name: "x.pdf".into(),
@@ -1542,7 +1568,7 @@ fn rows_for_people(w: &World) -> Vec<(&'static str, Vec<u8>, Expect)> {
             Expect::project(&[Admin, Company, User, Verifier], InvalidArgument),
         ),
         (
-            "GetEvidence",
+            "ProjectsService.GetEvidence",
             p::GetEvidenceRequest {
                 project_id: project_id.clone(),
                 sha256: w.evidence_sha256.clone(),
@@ -1551,7 +1577,7 @@ fn rows_for_people(w: &World) -> Vec<(&'static str, Vec<u8>, Expect)> {
             Expect::project_read(),
         ),
         (
-            "ListEvidence",
+            "ProjectsService.ListEvidence",
             p::ListEvidenceRequest {
                 project_id: project_id.clone(),
                 ..Default::default()
@@ -1817,6 +1843,38 @@ fn rows_for_people(w: &World) -> Vec<(&'static str, Vec<u8>, Expect)> {
             }
             .encode_to_vec(),
             // Public like the reports it is made of.
+            Expect::all(Ok),
+        ),
+        (
+            // Not a document type: those who record the plan's achievements get past the
+            // check to that; Wujin's administrators may not upload to Xinbei's plan.
+            "ReportingService.UploadEvidence",
+            r::UploadEvidenceRequest {
+                plan_code: "xinbei-2020".into(),
+                file_name: "x.pdf".into(),
+                chunk: b"MZ not a pdf".to_vec(),
+            }
+            .encode_to_vec(),
+            Expect::only(&[Admin], InvalidArgument, PermissionDenied)
+                .with(OtherDistrictAdmin, PermissionDenied),
+        ),
+        (
+            // Read like the achievements it backs: every signed-in caller.
+            "ReportingService.GetEvidence",
+            r::GetEvidenceRequest {
+                plan_code: "xinbei-2020".into(),
+                sha256: w.plan_evidence_sha256.clone(),
+            }
+            .encode_to_vec(),
+            Expect::all(Ok),
+        ),
+        (
+            "ReportingService.ListEvidence",
+            r::ListEvidenceRequest {
+                plan_code: "xinbei-2020".into(),
+                ..Default::default()
+            }
+            .encode_to_vec(),
             Expect::all(Ok),
         ),
     ]

@@ -792,6 +792,164 @@ async fn the_report_counts_exactly_the_demo_projects_that_should_count() -> anyh
 }
 
 // ---------------------------------------------------------------------------------------------
+// Evidence documents of achievements
+
+/// Issue 12 §8: an achievement's evidence is a document uploaded to its plan (a declaration, an
+/// acceptance report), kept in the document store (the data folder; a real S3 server beside
+/// PostgreSQL) and cited as "sha256:<hex>"; a citation of a document the plan does not have is
+/// INVALID_ARGUMENT on `evidence`, and every signed-in caller downloads what backs a count.
+async fn achievements_cite_uploaded_documents(backend: Backend) -> anyhow::Result<()> {
+    let s3 = match backend {
+        Backend::Postgres => cwsm_tests::s3::ObjectStorage::start().await?,
+        Backend::Sqlite => None,
+    };
+    let app = match &s3 {
+        Some(s3) => TestApp::start_with(backend, |s| s3.configure(s, "reporting")).await?,
+        None => TestApp::start(backend).await?,
+    };
+    let admin = app.token(Role::Admin, None);
+    let mut declaration = b"%PDF-1.7\n".to_vec();
+    declaration.extend((0..1_500_000u32).map(|i| (i % 241) as u8));
+    let messages: Vec<r::UploadEvidenceRequest> = declaration
+        .chunks(1024 * 1024)
+        .enumerate()
+        .map(|(i, c)| r::UploadEvidenceRequest {
+            plan_code: if i == 0 {
+                "xinbei-2020".into()
+            } else {
+                String::new()
+            },
+            file_name: if i == 0 {
+                "市级节水改造申报表.pdf".into()
+            } else {
+                String::new()
+            },
+            chunk: c.to_vec(),
+        })
+        .collect();
+    let uploaded = app
+        .reporting(&admin)
+        .upload_evidence(tokio_stream::iter(messages))
+        .await?
+        .into_inner();
+    let doc = uploaded.document.expect("document");
+    assert_eq!(
+        (
+            doc.media_type.as_str(),
+            doc.size_bytes,
+            uploaded.already_uploaded
+        ),
+        ("application/pdf", declaration.len() as i64, false)
+    );
+    let sha = doc.sha256.clone();
+    let key = format!("{}/{sha}", &sha[..2]);
+    let kept = match &s3 {
+        Some(s3) => s3.object_file(&format!("reporting/{key}")),
+        None => app.data_dir().join("documents").join(&key),
+    };
+    assert!(
+        std::fs::read(&kept)? == declaration,
+        "kept at {}",
+        kept.display()
+    );
+    // A company may not upload to a district's plan.
+    let company = app.token(
+        Role::Company,
+        Some(&cwsm_tests::credit_code("91320411MA1N2B3C4")),
+    );
+    let err = app
+        .reporting(&company)
+        .upload_evidence(tokio_stream::iter(vec![r::UploadEvidenceRequest {
+            plan_code: "xinbei-2020".into(),
+            file_name: "x.pdf".into(),
+            chunk: b"%PDF-1.7 x".to_vec(),
+        }]))
+        .await
+        .expect_err("not an administrator");
+    assert_eq!(err.code(), tonic::Code::PermissionDenied);
+    let record = |evidence: String| r::RecordAchievementRequest {
+        request_id: format!("a-{}", cwsm_platform::new_id()),
+        plan_code: "xinbei-2020".into(),
+        indicator_code: "A2-COMMUNITIES".into(),
+        unit_name: "三井街道社区".into(),
+        achieved_date: "2020-05-10".into(),
+        evidence,
+        value: 1.0,
+        department: "agri".into(),
+        town: "Sanjing".into(),
+        ..Default::default()
+    };
+    let err = app
+        .reporting(&admin)
+        .record_achievement(record(format!("申报表 sha256:{}", "0".repeat(64))))
+        .await
+        .expect_err("not uploaded");
+    assert_eq!(invalid_field(&err), "evidence");
+    let achievement = app
+        .reporting(&admin)
+        .record_achievement(record(format!("申报表 sha256:{sha}")))
+        .await?
+        .into_inner()
+        .achievement
+        .expect("achievement");
+    assert!(achievement.evidence.contains(&sha));
+    // Whoever reads the achievement downloads its evidence, byte for byte.
+    let mut stream = app
+        .reporting(&company)
+        .get_evidence(r::GetEvidenceRequest {
+            plan_code: "xinbei-2020".into(),
+            sha256: sha.to_uppercase(),
+        })
+        .await?
+        .into_inner();
+    let mut bytes = Vec::new();
+    let mut record_seen = None;
+    while let Some(m) = stream.message().await? {
+        if m.document.is_some() {
+            record_seen = m.document;
+        }
+        bytes.extend(m.chunk);
+    }
+    assert_eq!(
+        record_seen.map(|d| d.file_name),
+        Some("市级节水改造申报表.pdf".to_string())
+    );
+    assert!(bytes == declaration, "the same bytes back");
+    let listed = app
+        .reporting(&company)
+        .list_evidence(r::ListEvidenceRequest {
+            plan_code: "xinbei-2020".into(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    assert_eq!(listed.documents.len(), 1);
+    let err = app
+        .reporting(&company)
+        .get_evidence(r::GetEvidenceRequest {
+            plan_code: "xinbei-2020".into(),
+            sha256: "not a hash".into(),
+        })
+        .await
+        .expect_err("no hash");
+    assert_eq!(invalid_field(&err), "sha256");
+    app.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn achievements_cite_uploaded_documents_on_sqlite() -> anyhow::Result<()> {
+    achievements_cite_uploaded_documents(Backend::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn achievements_cite_uploaded_documents_on_postgres() -> anyhow::Result<()> {
+    if !postgres_and_redis_available().await {
+        return Ok(());
+    }
+    achievements_cite_uploaded_documents(Backend::Postgres).await
+}
+
+// ---------------------------------------------------------------------------------------------
 // Length limits and LIKE filters
 
 /// The field an INVALID_ARGUMENT names in its `BadRequest` details.

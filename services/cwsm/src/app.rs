@@ -341,6 +341,7 @@ pub async fn start(
         .await
         .context("starting reporting")?;
         reporting.limit_watchers_per_caller(settings.streams_per_caller);
+        reporting.keep_documents_in(settings.documents().context("the documents_url setting")?);
         if reporting.seed_default_plan().await? {
             tracing::info!("loaded the 2020 Xinbei action plan from seeds/");
         }
@@ -398,6 +399,11 @@ pub async fn start(
     limits.long_calls = vec![
         format!("/{}/IngestReadings", cwsm_projects::SERVICE_NAME),
         format!("/{}/WatchReport", cwsm_reporting::SERVICE_NAME),
+        // Up to 16 MiB each way, over whatever link a site office has.
+        format!("/{}/UploadEvidence", cwsm_projects::SERVICE_NAME),
+        format!("/{}/GetEvidence", cwsm_projects::SERVICE_NAME),
+        format!("/{}/UploadEvidence", cwsm_reporting::SERVICE_NAME),
+        format!("/{}/GetEvidence", cwsm_reporting::SERVICE_NAME),
     ];
     let server = tokio::spawn(server::serve(listener, routes, limits, shutdown.clone()));
     Ok(Running {

@@ -356,6 +356,18 @@ mod tests {
     }
 
     #[test]
+    fn sha256_known_vectors() {
+        assert_eq!(
+            sha256_hex(b""),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+        assert_eq!(
+            sha256_hex(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    #[test]
     fn locations_are_a_folder_a_file_url_or_an_s3_bucket() {
         assert!(DocumentStore::open("http://example.com/x").is_err());
         assert!(DocumentStore::open("s3://").is_err());

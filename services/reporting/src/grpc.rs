@@ -326,6 +326,18 @@ fn report_message(r: &Report) -> pb::Report {
     }
 }
 
+fn document_message(d: &crate::evidence::Document) -> pb::EvidenceDocument {
+    pb::EvidenceDocument {
+        plan_code: d.plan_code.clone(),
+        sha256: d.sha256.clone(),
+        file_name: d.file_name.clone(),
+        media_type: d.media_type.clone(),
+        size_bytes: d.size_bytes,
+        uploaded_by: d.uploaded_by.clone(),
+        create_time: Some(timestamp(d.created_at_ms)),
+    }
+}
+
 fn achievement_message(a: &Achievement) -> pb::Achievement {
     let current = a.current();
     pb::Achievement {
@@ -981,6 +993,79 @@ impl ReportingService for ReportingApi {
         }))
     }
 
+    async fn upload_evidence(
+        &self,
+        request: Request<tonic::Streaming<pb::UploadEvidenceRequest>>,
+    ) -> Result<Response<pb::UploadEvidenceResponse>, Status> {
+        let caller = principal(&request)?;
+        let mut stream = request.into_inner();
+        let upload = cwsm_platform::documents::gather_upload(
+            &mut stream,
+            "plan_code",
+            MAX_NAME,
+            |m: pb::UploadEvidenceRequest| (m.plan_code, m.file_name, m.chunk),
+        )
+        .await?;
+        check(&[("plan_code", &upload.owner, MAX_CODE)])?;
+        let (doc, already) = self
+            .reporting
+            .upload_evidence(&caller, &upload.owner, &upload.file_name, &upload.content)
+            .await?;
+        Ok(Response::new(pb::UploadEvidenceResponse {
+            document: Some(document_message(&doc)),
+            already_uploaded: already,
+        }))
+    }
+
+    async fn get_evidence(
+        &self,
+        request: Request<pb::GetEvidenceRequest>,
+    ) -> Result<Response<tonic::codegen::BoxStream<pb::GetEvidenceResponse>>, Status> {
+        principal(&request)?;
+        let req = request.into_inner();
+        check(&[("plan_code", &req.plan_code, MAX_CODE)])?;
+        let sha256 = cwsm_platform::documents::sha256_field("sha256", &req.sha256)?;
+        let (doc, content) = self
+            .reporting
+            .evidence(req.plan_code.trim(), &sha256)
+            .await?;
+        let messages = cwsm_platform::documents::download_messages(
+            pb::GetEvidenceResponse {
+                document: Some(document_message(&doc)),
+                chunk: Vec::new(),
+            },
+            &content,
+            |chunk| pb::GetEvidenceResponse {
+                document: None,
+                chunk,
+            },
+        );
+        Ok(Response::new(Box::pin(tokio_stream::iter(
+            messages.into_iter().map(Ok),
+        ))))
+    }
+
+    async fn list_evidence(
+        &self,
+        request: Request<pb::ListEvidenceRequest>,
+    ) -> Result<Response<pb::ListEvidenceResponse>, Status> {
+        principal(&request)?;
+        let req = request.into_inner();
+        check(&[
+            ("plan_code", &req.plan_code, MAX_CODE),
+            ("page_token", &req.page_token, MAX_TOKEN),
+        ])?;
+        let page = Page::from_request(req.page_size, &req.page_token)?;
+        let (rows, next) = self
+            .reporting
+            .evidence_list(req.plan_code.trim(), &page)
+            .await?;
+        Ok(Response::new(pb::ListEvidenceResponse {
+            documents: rows.iter().map(document_message).collect(),
+            next_page_token: next,
+        }))
+    }
+
     async fn export_report(
         &self,
         request: Request<pb::ExportReportRequest>,
@@ -1083,7 +1168,7 @@ pub fn plan_message_from_toml(toml: &str) -> Result<pb::Plan, Error> {
         version: 0,
         plan: parsed,
         document: toml.to_string(),
-        sha256: crate::sha256::hex_digest(toml.as_bytes()),
+        sha256: cwsm_platform::documents::sha256_hex(toml.as_bytes()),
         loaded_by: String::new(),
         loaded_at_ms: 0,
     }))

@@ -26,13 +26,13 @@
 pub mod achievement;
 pub mod bench;
 pub mod dashboard;
+pub mod evidence;
 pub mod export;
 pub mod grpc;
 pub mod kept;
 pub mod plan;
 pub mod report;
 pub mod rollup;
-pub mod sha256;
 pub mod store;
 pub mod watch;
 
@@ -75,6 +75,9 @@ pub struct Reporting {
     /// The platform's district (the `district_code` setting): where a milestone without a
     /// jurisdiction code is.
     district: cwsm_platform::jurisdiction::Jurisdiction,
+    /// Where evidence documents' bytes are kept ([`Reporting::keep_documents_in`]); none:
+    /// uploads are refused saying so.
+    documents: Option<cwsm_platform::documents::DocumentStore>,
 }
 
 /// `validate` has already refused an unknown indicator; an error, not a panic, if it did not.
@@ -122,6 +125,7 @@ impl Reporting {
             computations: Arc::new(AtomicU64::new(0)),
             kept: Arc::default(),
             feeds: Arc::default(),
+            documents: None,
         }
     }
 
@@ -150,7 +154,7 @@ impl Reporting {
                 )?,
                 &parsed,
                 plan::DEFAULT_PLAN_TOML,
-                &sha256::hex_digest(plan::DEFAULT_PLAN_TOML.as_bytes()),
+                &cwsm_platform::documents::sha256_hex(plan::DEFAULT_PLAN_TOML.as_bytes()),
                 "seed",
             )
             .await;
@@ -269,7 +273,7 @@ impl Reporting {
             cwsm_platform::grpc::request_id(request_id)?
         };
         let parsed = plan::parse(toml).map_err(|e| Error::invalid("plan_toml", e.to_string()))?;
-        let sha = sha256::hex_digest(toml.as_bytes());
+        let sha = cwsm_platform::documents::sha256_hex(toml.as_bytes());
         if validate_only {
             let version = match self.store.plan_by_code(&parsed.code, 0).await {
                 Ok(p) => p.version + 1,
@@ -614,6 +618,8 @@ impl Reporting {
             }
         }
         new.validate(&stored.plan, today())?;
+        self.check_cited(&stored.plan.code, "evidence", &new.evidence)
+            .await?;
         let state = match stored.plan.indicator(&new.indicator_code) {
             Some(indicator) => achievement::recording_state(
                 caller,
@@ -665,6 +671,8 @@ impl Reporting {
         let state =
             achievement::recording_state(caller, "correct achievements", &stored.plan, indicator)?;
         correction.check_against(&stored.plan, indicator, today())?;
+        self.check_cited(&stored.plan.code, "evidence", &correction.evidence)
+            .await?;
         self.store
             .correct_achievement(
                 &key,
