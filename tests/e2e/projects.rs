@@ -2833,7 +2833,7 @@ async fn evidence_documents_on_postgres() -> anyhow::Result<()> {
 
 /// Runs the `cwsm` binary's client command `args` against `app` with `token`; returns
 /// (success, stdout, stderr).
-async fn cli(
+pub(crate) async fn cli(
     app: &TestApp,
     token: &str,
     args: Vec<String>,

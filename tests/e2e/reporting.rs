@@ -933,6 +933,33 @@ async fn achievements_cite_uploaded_documents(backend: Backend) -> anyhow::Resul
         .await
         .expect_err("no hash");
     assert_eq!(invalid_field(&err), "sha256");
+    // The same through the CLI: a photo of the works uploaded, listed, saved back.
+    let dir = tempfile::tempdir()?;
+    let photo = dir.path().join("改造现场.png");
+    let png = [b"\x89PNG\r\n\x1a\n".as_slice(), &[7u8; 4096]].concat();
+    std::fs::write(&photo, &png)?;
+    let run = |args: &[&str]| {
+        let args: Vec<String> = ["report", "--plan", "xinbei-2020"]
+            .iter()
+            .chain(args)
+            .map(|a| a.to_string())
+            .collect();
+        crate::projects::cli(&app, &admin, args)
+    };
+    let photo_arg = photo.display().to_string();
+    let (ok, out, err) = run(&["evidence", "upload", &photo_arg]).await?;
+    assert!(ok && out.contains("image/png"), "{out}{err}");
+    let (ok, out, err) = run(&["--json", "evidence", "list"]).await?;
+    assert!(
+        ok && out.contains("改造现场.png") && out.contains(&sha),
+        "{out}{err}"
+    );
+    let png_sha = cwsm_platform::documents::sha256_hex(&png);
+    let saved = dir.path().join("saved.png");
+    let saved_arg = saved.display().to_string();
+    let (ok, out, err) = run(&["evidence", "get", &png_sha, "--out", &saved_arg]).await?;
+    assert!(ok, "{out}{err}");
+    assert!(std::fs::read(&saved)? == png, "saved byte for byte");
     app.stop().await
 }
 

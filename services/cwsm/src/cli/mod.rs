@@ -7,6 +7,7 @@
 //! signs itself an administrator token: whoever can read that file can sign any token anyway.
 
 mod accounts;
+mod evidence;
 mod health;
 mod load;
 mod matching;

@@ -272,34 +272,23 @@ pub enum EvidenceCommand {
 }
 
 fn document_rows(list: &[ppb::EvidenceDocument]) -> Output {
-    Output {
-        headers: vec!["sha256", "file", "type", "bytes", "uploaded by"],
-        rows: list
-            .iter()
-            .map(|d| {
-                vec![
-                    d.sha256.clone(),
-                    d.file_name.clone(),
-                    d.media_type.clone(),
-                    d.size_bytes.to_string(),
-                    d.uploaded_by_org.clone(),
-                ]
-            })
-            .collect(),
-    }
+    super::evidence::document_rows(list.iter().map(|d| {
+        [
+            d.sha256.clone(),
+            d.file_name.clone(),
+            d.media_type.clone(),
+            d.size_bytes.to_string(),
+            d.uploaded_by_org.clone(),
+        ]
+    }))
 }
 
 async fn evidence(c: &Clients, cmd: EvidenceCommand, json: bool) -> anyhow::Result<()> {
     match cmd {
         EvidenceCommand::Upload { project_id, file } => {
-            let content =
-                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
-            let name = file
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let messages: Vec<ppb::UploadEvidenceRequest> = content
-                .chunks(1024 * 1024)
+            let (name, chunks) = super::evidence::upload_parts(&file)?;
+            let messages: Vec<ppb::UploadEvidenceRequest> = chunks
+                .into_iter()
                 .enumerate()
                 .map(|(i, chunk)| ppb::UploadEvidenceRequest {
                     project_id: if i == 0 {
@@ -308,7 +297,7 @@ async fn evidence(c: &Clients, cmd: EvidenceCommand, json: bool) -> anyhow::Resu
                         String::new()
                     },
                     file_name: if i == 0 { name.clone() } else { String::new() },
-                    chunk: chunk.to_vec(),
+                    chunk,
                 })
                 .collect();
             let reply = c
@@ -326,33 +315,14 @@ async fn evidence(c: &Clients, cmd: EvidenceCommand, json: bool) -> anyhow::Resu
             sha256,
             out,
         } => {
-            let mut stream = c
+            let stream = c
                 .projects()
                 .get_evidence(ppb::GetEvidenceRequest { project_id, sha256 })
                 .await?
                 .into_inner();
-            let (mut record, mut bytes) = (None, Vec::new());
-            while let Some(m) = stream.message().await? {
-                if m.document.is_some() {
-                    record = m.document;
-                }
-                bytes.extend(m.chunk);
-            }
-            let record = record.unwrap_or_default();
-            // The stored name is another party's text: only its last part, in this folder.
-            let path = out.unwrap_or_else(|| {
-                std::path::Path::new(&record.file_name)
-                    .file_name()
-                    .map(PathBuf::from)
-                    .unwrap_or_else(|| PathBuf::from(format!("{}.bin", record.sha256)))
-            });
-            std::fs::write(&path, &bytes).with_context(|| format!("writing {}", path.display()))?;
-            println!(
-                "{} ({} bytes) written to {}",
-                record.sha256,
-                bytes.len(),
-                path.display()
-            );
+            let (record, bytes) =
+                super::evidence::collect_download(stream, |m| (m.document, m.chunk)).await?;
+            super::evidence::save_download(out, &record.file_name, &record.sha256, &bytes)?;
         }
         EvidenceCommand::List { project_id } => {
             let reply = c

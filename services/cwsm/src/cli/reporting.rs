@@ -118,6 +118,10 @@ pub enum ReportCommand {
         #[arg(long, default_value_t = 0)]
         year: i32,
     },
+    /// Evidence documents of the plan's achievements (--plan): upload one (administrators who
+    /// record them), save one, or list them. An achievement cites one as "sha256:<hex>".
+    #[command(subcommand)]
+    Evidence(EvidenceCommand),
     /// Rebuild the counts from the projects service's milestone log (administrators).
     Rebuild,
     /// Events the consumer set aside (undecodable, unknown milestone, no project).
@@ -410,6 +414,7 @@ pub async fn report(args: ReportArgs) -> anyhow::Result<()> {
         Some(ReportCommand::Rollup { jurisdiction, year }) => {
             rollup(&c, conn.json, jurisdiction, year, date).await
         }
+        Some(ReportCommand::Evidence(cmd)) => evidence(&c, &plan, cmd, conn.json).await,
         Some(ReportCommand::Rebuild) => {
             let r = c
                 .reporting()
@@ -829,5 +834,88 @@ async fn bench(facts: &[usize], calls: usize, json: bool) -> anyhow::Result<()> 
         rows,
     }
     .print(json);
+    Ok(())
+}
+
+#[derive(Subcommand)]
+pub enum EvidenceCommand {
+    /// Upload FILE (PDF, PNG, JPEG or Office; at most 16 MiB) to the plan.
+    Upload {
+        file: PathBuf,
+    },
+    /// Save the document to --out (default: its file name).
+    Get {
+        sha256: String,
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    List,
+}
+
+fn plan_document_row(d: &rpb::EvidenceDocument) -> [String; 5] {
+    [
+        d.sha256.clone(),
+        d.file_name.clone(),
+        d.media_type.clone(),
+        d.size_bytes.to_string(),
+        d.uploaded_by.clone(),
+    ]
+}
+
+async fn evidence(c: &Clients, plan: &str, cmd: EvidenceCommand, json: bool) -> anyhow::Result<()> {
+    match cmd {
+        EvidenceCommand::Upload { file } => {
+            let (name, chunks) = super::evidence::upload_parts(&file)?;
+            let messages: Vec<rpb::UploadEvidenceRequest> = chunks
+                .into_iter()
+                .enumerate()
+                .map(|(i, chunk)| rpb::UploadEvidenceRequest {
+                    plan_code: if i == 0 {
+                        plan.to_string()
+                    } else {
+                        String::new()
+                    },
+                    file_name: if i == 0 { name.clone() } else { String::new() },
+                    chunk,
+                })
+                .collect();
+            let reply = c
+                .reporting()
+                .upload_evidence(tokio_stream::iter(messages))
+                .await?
+                .into_inner();
+            if reply.already_uploaded {
+                eprintln!("the plan had this document already");
+            }
+            super::evidence::document_rows(reply.document.iter().map(plan_document_row))
+                .print(json);
+        }
+        EvidenceCommand::Get { sha256, out } => {
+            let stream = c
+                .reporting()
+                .get_evidence(rpb::GetEvidenceRequest {
+                    plan_code: plan.to_string(),
+                    sha256,
+                })
+                .await?
+                .into_inner();
+            let (record, bytes) =
+                super::evidence::collect_download(stream, |m| (m.document, m.chunk)).await?;
+            super::evidence::save_download(out, &record.file_name, &record.sha256, &bytes)?;
+        }
+        EvidenceCommand::List => {
+            let reply = c
+                .reporting()
+                .list_evidence(rpb::ListEvidenceRequest {
+                    plan_code: plan.to_string(),
+                    page_size: 1000,
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            super::evidence::document_rows(reply.documents.iter().map(plan_document_row))
+                .print(json);
+        }
+    }
     Ok(())
 }
