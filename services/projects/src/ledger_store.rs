@@ -412,9 +412,15 @@ impl Store {
             if submitted as usize != periods.len() {
                 return Err(Error::Aborted(format!("a period of project {} was submitted meanwhile; send the values again", project.id)));
             }
+            // The values stored now over the call's days, in one read (a call holds up to
+            // 10,000 days); a day given twice sees the first of them.
+            let first = values.iter().map(|(d, _)| d.as_str()).min().unwrap_or_default();
+            let last = values.iter().map(|(d, _)| d.as_str()).max().unwrap_or_default();
+            let stored: Vec<(String, f64)> = sqlx::query_as("SELECT day, value FROM driver_values WHERE project_id = $1 AND driver = $2 AND day BETWEEN $3 AND $4")
+                .bind(&project.id).bind(driver).bind(first).bind(last).fetch_all(&mut *tx).await?;
+            let mut stored: std::collections::HashMap<String, f64> = stored.into_iter().collect();
             for (day, value) in values {
-                let previous: Option<f64> = sqlx::query_scalar("SELECT value FROM driver_values WHERE project_id = $1 AND driver = $2 AND day = $3")
-                    .bind(&project.id).bind(driver).bind(day).fetch_optional(&mut *tx).await?;
+                let previous = stored.get(day).copied();
                 if previous == Some(*value) {
                     unchanged += 1;
                     continue;
@@ -433,6 +439,7 @@ impl Store {
                              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)")
                     .bind(new_id()).bind(&project.id).bind(driver).bind(day).bind(*value).bind(previous)
                     .bind(&who.subject).bind(&org).bind(now_ms()).execute(&mut *tx).await?;
+                stored.insert(day.clone(), *value);
                 changed += 1;
             }
             tx.commit().await?;
