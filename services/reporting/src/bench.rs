@@ -344,15 +344,26 @@ pub async fn run_rollup(
             .await?;
         placed.insert(code, district.code.clone());
     }
-    let place_plans = |mut plans: Vec<StoredPlan>| {
-        plans.retain_mut(|p| match placed.get(&p.plan.code) {
-            Some(j) => {
-                p.plan.jurisdiction = j.clone();
-                true
-            }
-            None => false,
-        });
+    // The synthetic districts are not in the builtin gazetteer the loader checks against: each
+    // plan is placed in its district once, and every call reads the latest plans (the query
+    // and the plans kept in memory, as a real roll-up does) and takes the placed copy of each.
+    let placed: HashMap<String, std::sync::Arc<StoredPlan>> = reporting
+        .store
+        .latest_plans()
+        .await?
+        .into_iter()
+        .filter_map(|p| {
+            let j = placed.get(&p.plan.code)?;
+            let mut p = StoredPlan::clone(&p);
+            p.plan.jurisdiction = j.clone();
+            Some((p.id.clone(), std::sync::Arc::new(p)))
+        })
+        .collect();
+    let place_plans = |plans: Vec<std::sync::Arc<StoredPlan>>| -> Vec<std::sync::Arc<StoredPlan>> {
         plans
+            .iter()
+            .filter_map(|p| placed.get(&p.id).cloned())
+            .collect()
     };
 
     let plans = place_plans(reporting.store.latest_plans().await?);

@@ -123,10 +123,11 @@ pub fn place<'g>(gazetteer: &'g Gazetteer, field: &str, code: &str) -> Result<&'
 pub fn select_cities<'p>(
     place: &Jurisdiction,
     year: i32,
-    plans: &'p [StoredPlan],
+    plans: &'p [Arc<StoredPlan>],
 ) -> Vec<&'p StoredPlan> {
     plans
         .iter()
+        .map(|p| &**p)
         .filter(|p| {
             let j = &p.plan.jurisdiction;
             p.plan.year == year && j.level() == Level::City && j != place && place.contains(j)
@@ -140,9 +141,14 @@ pub fn select<'p>(
     gazetteer: &Gazetteer,
     place: &Jurisdiction,
     year: i32,
-    plans: &'p [StoredPlan],
+    plans: &'p [Arc<StoredPlan>],
 ) -> (Vec<&'p StoredPlan>, Vec<&'p StoredPlan>) {
-    let of_year = || plans.iter().filter(move |p| p.plan.year == year);
+    let of_year = || {
+        plans
+            .iter()
+            .map(|p| &**p)
+            .filter(move |p| p.plan.year == year)
+    };
     let own = of_year()
         .filter(|p| &p.plan.jurisdiction == place)
         .collect();
@@ -182,11 +188,12 @@ pub fn build(
         let Some(district) = gazetteer.get(&report.plan.plan.jurisdiction) else {
             continue;
         };
+        let city = city_of(gazetteer, &district.code);
         for l in &report.lines {
             let i = &l.indicator;
             let row = Row {
                 district: district.clone(),
-                city: city_of(gazetteer, &district.code),
+                city: city.clone(),
                 indicator_code: i.code.clone(),
                 plan_code: report.plan.plan.code.clone(),
                 plan_version: report.plan.version,
@@ -431,11 +438,14 @@ mod tests {
         assert!(place(g, "jurisdiction_code", "320000").is_ok());
         let e = place(g, "jurisdiction_code", "320411").expect_err("a district");
         assert!(matches!(e, Error::InvalidArgument { field, .. } if field == "jurisdiction_code"));
-        let plans = vec![
+        let plans: Vec<Arc<StoredPlan>> = [
             stored("xinbei-2020", "320411", 1),
             stored("changzhou-2020", "320400", 1),
             stored("jiangsu-2020", "320000", 1),
-        ];
+        ]
+        .into_iter()
+        .map(Arc::new)
+        .collect();
         let city = Jurisdiction::parse("j", "320400").expect("code");
         let (own, districts) = select(g, &city, 2020, &plans);
         assert_eq!(own.len(), 1);

@@ -26,7 +26,7 @@ pub static MIGRATIONS: cwsm_platform::db::Migrations = cwsm_platform::db::Migrat
 pub struct Store {
     pub db: Db,
     /// Parsed plans by id: plans never change, so a plan read once is kept.
-    plans: std::sync::Arc<std::sync::RwLock<HashMap<String, StoredPlan>>>,
+    plans: std::sync::Arc<std::sync::RwLock<HashMap<String, std::sync::Arc<StoredPlan>>>>,
     /// The platform's district (the `district_code` setting): where facts stored before they
     /// carried a jurisdiction are.
     district: Jurisdiction,
@@ -538,8 +538,8 @@ macro_rules! all_rules {
                         .bind(&id)
                         .fetch_one(&mut *$tx)
                         .await?;
-                    let plan = StoredPlan::try_from(row)?;
-                    $self.cache_plan(&plan);
+                    let plan = std::sync::Arc::new(StoredPlan::try_from(row)?);
+                    $self.cache_plan(plan.clone());
                     plan
                 }
             };
@@ -594,13 +594,13 @@ impl Store {
         Ok(())
     }
 
-    fn cached_plan(&self, id: &str) -> Option<StoredPlan> {
+    fn cached_plan(&self, id: &str) -> Option<std::sync::Arc<StoredPlan>> {
         self.plans.read().ok().and_then(|m| m.get(id).cloned())
     }
 
-    fn cache_plan(&self, plan: &StoredPlan) {
+    fn cache_plan(&self, plan: std::sync::Arc<StoredPlan>) {
         if let Ok(mut m) = self.plans.write() {
-            m.insert(plan.id.clone(), plan.clone());
+            m.insert(plan.id.clone(), plan);
         }
     }
 
@@ -662,6 +662,11 @@ impl Store {
     }
 
     pub async fn plan_by_id(&self, id: &str) -> Result<StoredPlan> {
+        Ok(StoredPlan::clone(&*self.shared_plan(id).await?))
+    }
+
+    /// The plan `id` as kept in memory (read once: plans never change), without a copy.
+    pub async fn shared_plan(&self, id: &str) -> Result<std::sync::Arc<StoredPlan>> {
         if let Some(plan) = self.cached_plan(id) {
             return Ok(plan);
         }
@@ -670,7 +675,8 @@ impl Store {
         let plan: StoredPlan = row
             .ok_or_else(|| Error::not_found("plan", id))?
             .try_into()?;
-        self.cache_plan(&plan);
+        let plan = std::sync::Arc::new(plan);
+        self.cache_plan(plan.clone());
         Ok(plan)
     }
 
@@ -1122,13 +1128,15 @@ impl Store {
     // -- roll-up ------------------------------------------------------------------------------
 
     /// The latest version of every plan code (plans are kept parsed by id, so this reads ids).
-    pub async fn latest_plans(&self) -> Result<Vec<StoredPlan>> {
+    /// The latest version of every plan code, by code, as kept in memory (a province's
+    /// roll-up reads a hundred: copies of them were most of its time).
+    pub async fn latest_plans(&self) -> Result<Vec<std::sync::Arc<StoredPlan>>> {
         let ids: Vec<String> = with_db!(&self.db, pool => sqlx::query_scalar(
             "SELECT id FROM plans p WHERE version = (SELECT MAX(q.version) FROM plans q WHERE q.code = p.code) ORDER BY code")
             .fetch_all(pool).await?);
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
-            out.push(self.plan_by_id(&id).await?);
+            out.push(self.shared_plan(&id).await?);
         }
         Ok(out)
     }
