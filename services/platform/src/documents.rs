@@ -157,6 +157,38 @@ pub fn sha256_field(field: &str, text: &str) -> Result<String> {
     Ok(lower)
 }
 
+/// The document store a service was started with, or why a document cannot be kept.
+pub fn configured(documents: Option<&DocumentStore>) -> Result<&DocumentStore> {
+    documents.ok_or_else(|| {
+        Error::precondition(
+            "this server keeps no evidence documents: it was started without a document store (documents_url)",
+        )
+    })
+}
+
+/// A citation of a document `of` (e.g. "this project") does not have: INVALID_ARGUMENT on
+/// `field`.
+pub fn not_uploaded(field: &str, sha256: &str, of: &str) -> Error {
+    Error::invalid(
+        field,
+        format!("sha256:{sha256} names no evidence document of {of} (UploadEvidence first)"),
+    )
+}
+
+/// Where a page of documents (oldest first, by upload time then hash) starts: after the
+/// (milliseconds, sha256) of its token "ms:sha", or at the first.
+pub fn page_after(after: Option<&str>) -> (i64, String) {
+    after
+        .and_then(|t| t.split_once(':'))
+        .map(|(m, s)| (m.parse::<i64>().unwrap_or(i64::MIN), s.to_string()))
+        .unwrap_or((i64::MIN, String::new()))
+}
+
+/// The page token of a document uploaded at `created_at_ms` (see [`page_after`]).
+pub fn page_token(created_at_ms: i64, sha256: &str) -> String {
+    format!("{created_at_ms}:{sha256}")
+}
+
 fn is_sha256(text: &str) -> bool {
     text.len() == 64
         && text

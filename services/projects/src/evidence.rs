@@ -98,11 +98,7 @@ impl Store {
 
     /// Where documents' bytes are kept, or why none can be.
     fn documents(&self) -> Result<&cwsm_platform::documents::DocumentStore> {
-        self.documents.as_ref().ok_or_else(|| {
-            Error::precondition(
-                "this server keeps no evidence documents: it was started without a document store (documents_url)",
-            )
-        })
+        cwsm_platform::documents::configured(self.documents.as_ref())
     }
 
     /// Checks that every document `text` cites ([`cited`]) was uploaded to the project:
@@ -113,11 +109,10 @@ impl Store {
                 "SELECT sha256 FROM project_documents WHERE project_id = $1 AND sha256 = $2")
                 .bind(project_id).bind(&sha).fetch_optional(pool).await?);
             if found.is_none() {
-                return Err(Error::invalid(
+                return Err(cwsm_platform::documents::not_uploaded(
                     field,
-                    format!(
-                        "sha256:{sha} names no evidence document of this project (UploadEvidence first)"
-                    ),
+                    &sha,
+                    "this project",
                 ));
             }
         }
@@ -130,19 +125,16 @@ impl Store {
         project_id: &str,
         page: &Page,
     ) -> Result<(Vec<Document>, String)> {
-        // Keyset by (created, sha256) in one token: "ms:sha".
-        let after = page.after.clone().unwrap_or_default();
-        let (after_ms, after_sha) = after
-            .split_once(':')
-            .map(|(m, s)| (m.parse::<i64>().unwrap_or(i64::MIN), s.to_string()))
-            .unwrap_or((i64::MIN, String::new()));
+        let (after_ms, after_sha) = cwsm_platform::documents::page_after(page.after.as_deref());
         let sql = format!(
             "{SELECT} WHERE p.project_id = $1 AND (p.created_at_ms > $2 OR (p.created_at_ms = $2 AND p.sha256 > $3)) \
              ORDER BY p.created_at_ms, p.sha256 LIMIT $4"
         );
         let mut rows: Vec<Document> = with_db!(&self.db, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(project_id).bind(after_ms).bind(after_sha).bind(page.fetch_limit()).fetch_all(pool).await?);
-        let next = page.finish(&mut rows, |d| format!("{}:{}", d.created_at_ms, d.sha256));
+        let next = page.finish(&mut rows, |d| {
+            cwsm_platform::documents::page_token(d.created_at_ms, &d.sha256)
+        });
         Ok((rows, next))
     }
 }

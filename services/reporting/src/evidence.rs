@@ -32,11 +32,7 @@ impl Reporting {
     }
 
     fn documents(&self) -> Result<&DocumentStore> {
-        self.documents.as_ref().ok_or_else(|| {
-            Error::precondition(
-                "this server keeps no evidence documents: it was started without a document store (documents_url)",
-            )
-        })
+        cwsm_platform::documents::configured(self.documents.as_ref())
     }
 
     /// Stores `content` as an evidence document of plan `plan_code`, for those who may record
@@ -108,11 +104,10 @@ impl Reporting {
                 "SELECT sha256 FROM plan_documents WHERE plan_code = $1 AND sha256 = $2")
                 .bind(plan_code).bind(&sha).fetch_optional(pool).await?);
             if found.is_none() {
-                return Err(Error::invalid(
+                return Err(cwsm_platform::documents::not_uploaded(
                     field,
-                    format!(
-                        "sha256:{sha} names no evidence document of plan {plan_code} (UploadEvidence first)"
-                    ),
+                    &sha,
+                    &format!("plan {plan_code}"),
                 ));
             }
         }
@@ -132,19 +127,16 @@ impl Reporting {
             ));
         }
         let code = self.store.plan_by_code(plan_code, 0).await?.plan.code;
-        // Keyset by (created, sha256) in one token: "ms:sha".
-        let after = page.after.clone().unwrap_or_default();
-        let (after_ms, after_sha) = after
-            .split_once(':')
-            .map(|(m, s)| (m.parse::<i64>().unwrap_or(i64::MIN), s.to_string()))
-            .unwrap_or((i64::MIN, String::new()));
+        let (after_ms, after_sha) = cwsm_platform::documents::page_after(page.after.as_deref());
         let sql = format!(
             "{SELECT} WHERE p.plan_code = $1 AND (p.created_at_ms > $2 OR (p.created_at_ms = $2 AND p.sha256 > $3)) \
              ORDER BY p.created_at_ms, p.sha256 LIMIT $4"
         );
         let mut rows: Vec<Document> = with_db!(&self.store.db, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(&code).bind(after_ms).bind(after_sha).bind(page.fetch_limit()).fetch_all(pool).await?);
-        let next = page.finish(&mut rows, |d| format!("{}:{}", d.created_at_ms, d.sha256));
+        let next = page.finish(&mut rows, |d| {
+            cwsm_platform::documents::page_token(d.created_at_ms, &d.sha256)
+        });
         Ok((rows, next))
     }
 }
