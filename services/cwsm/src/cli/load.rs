@@ -7,8 +7,9 @@
 //! and a water user in accounts (approved by the operator's token), signs their registrants in
 //! (Ed25519 access tokens), seeds a small marketplace through the API and measures, with
 //! `--callers` concurrent callers for `--seconds`:
-//! - read: projects `GetProject` of the seeded project, as its water user (after a second of
-//!   it not counted, as for the echo: the seed's events still flow through the relays then);
+//! - read: projects `GetProject` of the seeded project, as its water user, in turns of one
+//!   second with the echo below (after a turn of each not counted), so that both see the same
+//!   machine: runs apart gave 48–87% for one build as the machine's speed moved between them;
 //! - write: matching `CreateOffering` with a fresh request id (the caller's right to act for
 //!   the company, then one transaction: the idempotency key claimed, the offering row inserted
 //!   and returned, and at commit the trigger's bump of the one-row `catalog_version`; no outbox
@@ -190,9 +191,19 @@ async fn drive<F>(callers: usize, seconds: u64, call: F) -> anyhow::Result<Figur
 where
     F: Fn(usize, u64) -> CallFuture + Send + Sync + 'static,
 {
-    let call = Arc::new(call);
+    let (times, elapsed) = timed(callers, Duration::from_secs(seconds), Arc::new(call)).await?;
+    Ok(figures(times, elapsed))
+}
+
+/// Each call's time, with `callers` calling `call` one after another for `span`, and the
+/// time it all took.
+async fn timed(
+    callers: usize,
+    span: Duration,
+    call: Arc<dyn Fn(usize, u64) -> CallFuture + Send + Sync>,
+) -> anyhow::Result<(Vec<Duration>, Duration)> {
     let started = Instant::now();
-    let until = started + Duration::from_secs(seconds);
+    let until = started + span;
     let mut tasks = tokio::task::JoinSet::new();
     for caller in 0..callers {
         let call = call.clone();
@@ -212,15 +223,44 @@ where
     while let Some(done) = tasks.join_next().await {
         all.extend(done.context("caller task")?.context("a call failed")?);
     }
-    let rps = all.len() as f64 / started.elapsed().as_secs_f64();
-    let calls = all.len();
-    let (p50_ms, p99_ms) = percentiles(all);
-    Ok(Figures {
+    Ok((all, started.elapsed()))
+}
+
+fn figures(times: Vec<Duration>, elapsed: Duration) -> Figures {
+    let rps = times.len() as f64 / elapsed.as_secs_f64().max(1e-9);
+    let calls = times.len();
+    let (p50_ms, p99_ms) = percentiles(times);
+    Figures {
         rps,
         p50_ms,
         p99_ms,
         calls,
-    })
+    }
+}
+
+/// `a` and `b` in turns of one second for `seconds` each, after a turn of each not counted:
+/// both see the same machine (a neighbour's load, the seed's events still relayed), so their
+/// ratio holds though the machine's speed moves between runs.
+async fn alternate(
+    callers: usize,
+    seconds: u64,
+    a: Arc<dyn Fn(usize, u64) -> CallFuture + Send + Sync>,
+    b: Arc<dyn Fn(usize, u64) -> CallFuture + Send + Sync>,
+) -> anyhow::Result<(Figures, Figures)> {
+    let turn = Duration::from_secs(1);
+    timed(callers, turn, a.clone()).await?;
+    timed(callers, turn, b.clone()).await?;
+    let (mut a_times, mut b_times) = (Vec::new(), Vec::new());
+    let (mut a_spent, mut b_spent) = (Duration::ZERO, Duration::ZERO);
+    for _ in 0..seconds.max(1) {
+        let (times, spent) = timed(callers, turn, a.clone()).await?;
+        a_times.extend(times);
+        a_spent += spent;
+        let (times, spent) = timed(callers, turn, b.clone()).await?;
+        b_times.extend(times);
+        b_spent += spent;
+    }
+    Ok((figures(a_times, a_spent), figures(b_times, b_spent)))
 }
 
 struct Servers {
@@ -522,27 +562,36 @@ async fn measure(
     // Read, as the water user (a party of the project) with its Ed25519 access token.
     let client = projects(&seeded.user_token)?;
     let project_id = seeded.project_id.clone();
-    let get_project = move |_, _| -> CallFuture {
-        let mut client = client.clone();
-        let project_id = project_id.clone();
-        Box::pin(async move {
-            client
-                .get_project(ppb::GetProjectRequest { project_id })
-                .await
-                .map(|_| ())
-        })
-    };
-    // A second of each first, not counted: the seed's events are still being relayed and
-    // consumed, and connections, caches and the verified-token set fill on the first calls.
-    drive(args.callers, 1, get_project.clone())
-        .await
-        .context("read warm-up")?;
-    let read = drive(args.callers, args.seconds, get_project)
-        .await
-        .context("read run")?;
-
-    // Echo ceiling: a bare tonic server with only the health service (warmed up the same way).
-    let echo = echo_ceiling(args).await.context("echo run")?;
+    let get_project: Arc<dyn Fn(usize, u64) -> CallFuture + Send + Sync> =
+        Arc::new(move |_, _| -> CallFuture {
+            let mut client = client.clone();
+            let project_id = project_id.clone();
+            Box::pin(async move {
+                client
+                    .get_project(ppb::GetProjectRequest { project_id })
+                    .await
+                    .map(|_| ())
+            })
+        });
+    // The echo ceiling: a bare tonic server with only the health service, measured in turns
+    // with the read.
+    let echo_server = EchoServer::start().await.context("echo server")?;
+    let echo_client = HealthClient::new(channel(echo_server.addr).await?);
+    let check: Arc<dyn Fn(usize, u64) -> CallFuture + Send + Sync> =
+        Arc::new(move |_, _| -> CallFuture {
+            let mut client = echo_client.clone();
+            Box::pin(async move {
+                client
+                    .check(HealthCheckRequest {
+                        service: String::new(),
+                    })
+                    .await
+                    .map(|_| ())
+            })
+        });
+    let measured = alternate(args.callers, args.seconds, get_project, check).await;
+    echo_server.stop().await?;
+    let (read, echo) = measured.context("read and echo runs")?;
 
     // Write.
     let client = matching(&seeded.company_token)?;
@@ -613,37 +662,34 @@ fn offering(company_id: &str) -> mpb::Offering {
     }
 }
 
-async fn echo_ceiling(args: &LoadArgs) -> anyhow::Result<Figures> {
-    let (listener, addr) = cwsm_platform::server::bind("127.0.0.1:0").await?;
-    let (_reporter, health) = tonic_health::server::health_reporter();
-    let stop = CancellationToken::new();
-    let server = tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(health)
-            .serve_with_incoming_shutdown(
-                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-                stop.clone().cancelled_owned(),
-            ),
-    );
-    let client = HealthClient::new(channel(addr).await?);
-    let check = move |_, _| -> CallFuture {
-        let mut client = client.clone();
-        Box::pin(async move {
-            client
-                .check(HealthCheckRequest {
-                    service: String::new(),
-                })
-                .await
-                .map(|_| ())
-        })
-    };
-    let figures = match drive(args.callers, 1, check.clone()).await {
-        Ok(_) => drive(args.callers, args.seconds, check).await,
-        Err(e) => Err(e),
-    };
-    stop.cancel();
-    server.await.context("echo server task")??;
-    figures
+/// A bare tonic server with only the health service: the ceiling of a call on this machine.
+struct EchoServer {
+    addr: SocketAddr,
+    stop: CancellationToken,
+    server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+impl EchoServer {
+    async fn start() -> anyhow::Result<EchoServer> {
+        let (listener, addr) = cwsm_platform::server::bind("127.0.0.1:0").await?;
+        let (_reporter, health) = tonic_health::server::health_reporter();
+        let stop = CancellationToken::new();
+        let server = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(health)
+                .serve_with_incoming_shutdown(
+                    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+                    stop.clone().cancelled_owned(),
+                ),
+        );
+        Ok(EchoServer { addr, stop, server })
+    }
+
+    async fn stop(self) -> anyhow::Result<()> {
+        self.stop.cancel();
+        self.server.await.context("echo server task")??;
+        Ok(())
+    }
 }
 
 /// pgbench's tps running the write's own transaction, or why there is none.
