@@ -90,7 +90,7 @@ impl Store {
         let (kept_in, content): (String, Vec<u8>) = with_db!(&self.db, pool => sqlx::query_as("SELECT kept_in, content FROM documents WHERE sha256 = $1")
             .bind(sha256).fetch_one(pool).await?);
         if kept_in == "database" {
-            // Uploaded before documents moved to the document store (migration 0014).
+            // Uploaded before documents moved to the document store (migration documents_in_object_store: sqlite 0014, postgres 0015).
             return Ok((doc, content));
         }
         Ok((doc, self.documents()?.get(sha256).await?))

@@ -7,7 +7,7 @@
 //! Who may do what (ARCHITECTURE.md, "Access rules"): the parties (each in its own role), the
 //! assigned verifier and administrators read a project and everything under it, and to anyone
 //! else it does not exist (NOT_FOUND); the company creates meters, sends readings and submits
-//! periods; the assigned verifier verifies; a party or the assigned verifier disputes; the
+//! periods; the assigned verifier verifies; a party (company or water user) disputes; the
 //! assigned verifier or an administrator resolves, never the dispute's raiser; the parties
 //! settle; an administrator assigns the verifier, or approves one a party proposed. A step
 //! refused to someone who may read the project is PERMISSION_DENIED saying why.

@@ -453,7 +453,7 @@ pub fn check_step(
         && period.disputed_by == raiser(who)
     {
         return Err(Error::denied(format!(
-            "the dispute on period {} was raised by {}; an administrator or the assigned verifier other than its raiser resolves it",
+            "the dispute on period {} was raised by {}; the assigned verifier or an administrator resolves it, never its raiser",
             period.id, period.disputed_by
         )));
     }

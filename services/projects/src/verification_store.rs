@@ -191,18 +191,25 @@ impl Store {
         };
         let doc = crate::verification::render_year(&year, &generated_now())?;
         if closed {
-            // Kept as the year closed; a concurrent reader's copy of the same closing wins.
-            with_db!(&self.db, pool => sqlx::query(
+            // Kept as the year closed; a concurrent reader's copy of the same closing wins. A
+            // read that cannot store it still serves what it drew (not archived).
+            let stored: Result<()> = async { with_db!(&self.db, pool => sqlx::query(
                 "INSERT INTO contract_year_reports (project_id, start_date, periods, html, xlsx, html_sha256, xlsx_sha256, created_at_ms) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (project_id, start_date, periods) DO NOTHING")
                 .bind(project_id).bind(start_date).bind(&key).bind(&doc.html).bind(&doc.xlsx)
                 .bind(&doc.html_sha256).bind(&doc.xlsx_sha256).bind(cwsm_platform::now_ms())
-                .execute(pool).await.map(|_| ())?);
-            if let Some(served) = self
-                .archived_year(project_id, start_date, &key, xlsx)
-                .await?
-            {
-                return Ok(served);
+                .execute(pool).await.map(|_| ())?); Ok(()) }.await;
+            match stored {
+                Ok(()) => {
+                    if let Some(served) = self
+                        .archived_year(project_id, start_date, &key, xlsx)
+                        .await?
+                    {
+                        return Ok(served);
+                    }
+                }
+                Err(e) => tracing::warn!(project_id, year = start_date, error = %e,
+                    "the closed contract year's report could not be archived; served as drawn"),
             }
         }
         Ok(if xlsx {

@@ -14,10 +14,12 @@ pub(crate) fn upload_parts(file: &Path) -> anyhow::Result<(String, Vec<Vec<u8>>)
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    Ok((
-        name,
-        content.chunks(1024 * 1024).map(<[u8]>::to_vec).collect(),
-    ))
+    let mut chunks: Vec<Vec<u8>> = content.chunks(1024 * 1024).map(<[u8]>::to_vec).collect();
+    if chunks.is_empty() {
+        // One empty message, so the server names the file empty rather than the stream.
+        chunks.push(Vec::new());
+    }
+    Ok((name, chunks))
 }
 
 /// A download's record (carried by its first message) and bytes, each message split by `parts`.

@@ -485,7 +485,7 @@ pub enum PeriodsCommand {
         #[arg(long, default_value = "")]
         note: String,
     },
-    /// Dispute a period (either party or the assigned verifier).
+    /// Dispute a period (the company or the water user; the assigned verifier resolves it).
     Dispute {
         period_id: String,
         #[arg(long)]
