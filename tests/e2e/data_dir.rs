@@ -23,12 +23,17 @@ fn files(dir: &Path) -> Vec<PathBuf> {
         .unwrap_or_default()
 }
 
-/// Asserts the folder is 0700 and every file in it 0600; returns the file names.
+/// Asserts the folder and every folder in it (evidence documents) are 0700 and every file 0600;
+/// returns the names in it.
 fn assert_private(dir: &Path) -> Vec<String> {
     assert_eq!(mode(dir), 0o700, "data folder {}", dir.display());
     let mut names = Vec::new();
     for file in files(dir) {
-        assert_eq!(mode(&file), 0o600, "{}", file.display());
+        if file.is_dir() {
+            assert_private(&file);
+        } else {
+            assert_eq!(mode(&file), 0o600, "{}", file.display());
+        }
         names.push(
             file.file_name()
                 .map(|n| n.to_string_lossy().into_owned())
@@ -72,6 +77,7 @@ async fn the_data_folder_and_its_files_are_private_on_sqlite() -> anyhow::Result
         "matching.db-shm",
         "projects.db",
         "reporting.db",
+        "documents",
     ] {
         assert!(
             names.iter().any(|n| n == expected),
@@ -82,11 +88,11 @@ async fn the_data_folder_and_its_files_are_private_on_sqlite() -> anyhow::Result
     assert_private(&dir);
 
     // Files an older version left open to others are made private when the app opens them.
-    for file in files(&dir) {
+    for file in files(&dir).into_iter().filter(|f| f.is_file()) {
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644))?;
     }
     let running = start(&dir).await?;
-    for file in files(&dir) {
+    for file in files(&dir).into_iter().filter(|f| f.is_file()) {
         assert_eq!(mode(&file), 0o600, "{} after a restart", file.display());
     }
     running.stop().await?;

@@ -27,6 +27,8 @@ pub struct DocumentStore {
     location: String,
     /// The prefix of every object (the path of an `s3://bucket/prefix` URL).
     prefix: String,
+    /// The folder of a store on the local filesystem: its files are made the owner's alone.
+    folder: Option<std::path::PathBuf>,
 }
 
 /// The lowercase hex SHA-256 of `bytes`.
@@ -189,6 +191,19 @@ pub fn page_token(created_at_ms: i64, sha256: &str) -> String {
     format!("{created_at_ms}:{sha256}")
 }
 
+/// Sets `path`'s permissions to `mode` (on Unix).
+fn private(path: &Path, mode: u32) -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .with_context(|| format!("making {} private", path.display()))?;
+    }
+    #[cfg(not(unix))]
+    let _ = (path, mode);
+    Ok(())
+}
+
 fn is_sha256(text: &str) -> bool {
     text.len() == 64
         && text
@@ -234,6 +249,7 @@ impl DocumentStore {
                 objects: Arc::new(s3),
                 location: location.to_string(),
                 prefix: prefix.trim_matches('/').to_string(),
+                folder: None,
             });
         }
         let folder = location.strip_prefix("file://").unwrap_or(location);
@@ -250,14 +266,15 @@ impl DocumentStore {
 
     /// The store in `folder` on the local filesystem (created if missing).
     pub fn in_folder(folder: &Path) -> anyhow::Result<DocumentStore> {
-        std::fs::create_dir_all(folder)
-            .with_context(|| format!("creating the documents folder {}", folder.display()))?;
+        // Contracts and invoices: the owner's alone, like the rest of the data folder.
+        crate::db::create_private_dir(folder)?;
         let local = object_store::local::LocalFileSystem::new_with_prefix(folder)
             .with_context(|| format!("the documents folder {}", folder.display()))?;
         Ok(DocumentStore {
             objects: Arc::new(local),
             location: folder.display().to_string(),
             prefix: String::new(),
+            folder: Some(folder.to_path_buf()),
         })
     }
 
@@ -289,6 +306,12 @@ impl DocumentStore {
             .put(&path, content.to_vec().into())
             .await
             .map_err(|e| self.failed("writing", &sha, e))?;
+        if let Some(folder) = &self.folder {
+            // object_store writes with the process's umask: tighten what it made.
+            private(&folder.join(&sha[..2]), 0o700)
+                .and_then(|()| private(&folder.join(&sha[..2]).join(&sha), 0o600))
+                .map_err(|e| Error::Internal(e.context(format!("document {sha}"))))?;
+        }
         Ok(sha)
     }
 
@@ -341,6 +364,17 @@ mod tests {
         assert_eq!(store.get(&sha).await.expect("get"), b"%PDF-1.7 contract");
         let file = dir.path().join(&sha[..2]).join(&sha);
         assert!(file.is_file(), "kept at {}", file.display());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = |p: &Path| std::fs::metadata(p).map(|m| m.permissions().mode() & 0o777);
+            assert_eq!(
+                mode(&file).ok(),
+                Some(0o600),
+                "the document is the owner's alone"
+            );
+            assert_eq!(mode(&dir.path().join(&sha[..2])).ok(), Some(0o700));
+        }
         // Someone edits the file in place: the read refuses it.
         std::fs::write(&file, b"%PDF-1.7 forged").expect("tamper");
         let err = store.get(&sha).await.expect_err("changed bytes");
