@@ -2026,7 +2026,7 @@ impl pb::projects_service_server::ProjectsService for ProjectsApi {
                 },
             )
             .await?;
-        self.store.archive_year_of(&period, &who).await;
+        self.store.archive_year_of(&period).await;
         (self.on_change)();
         Ok(Response::new(pb::VerifyPeriodResponse {
             period: Some(period_to_pb(&period)),
@@ -2091,7 +2091,7 @@ impl pb::projects_service_server::ProjectsService for ProjectsApi {
                 },
             )
             .await?;
-        self.store.archive_year_of(&period, &who).await;
+        self.store.archive_year_of(&period).await;
         (self.on_change)();
         Ok(Response::new(pb::ResolveDisputeResponse {
             period: Some(period_to_pb(&period)),

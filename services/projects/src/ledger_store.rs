@@ -705,11 +705,12 @@ impl Store {
             } else {
                 "note"
             };
-            let project = self
-                .project(&self.period(period_id).await?.project_id)
-                .await?;
-            // Others are told nothing of the project's documents (the step says NOT_FOUND).
+            let period = self.period(period_id).await?;
+            let project = self.project(&period.project_id).await?;
+            // Who may not take the step hears that first (checked again in the write); others
+            // are told nothing of the project's documents (the step says NOT_FOUND).
             if project.readable_by(who) {
+                check_step(&project, &period, who, ask.step)?;
                 self.check_cited(&project.id, field, &ask.text).await?;
             }
         }

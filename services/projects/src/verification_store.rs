@@ -148,29 +148,29 @@ impl Store {
         if !project.readable_by(who) {
             return Err(Error::not_found("project", project_id));
         }
-        let summary = report
-            .contract_years
-            .iter()
-            .find(|y| y.start_date == start_date)
-            .cloned()
-            .ok_or_else(|| {
-                let years: Vec<&str> = report.contract_years.iter().map(|y| y.start_date.as_str()).collect();
-                Error::invalid(
-                    "contract_year_start_date",
-                    format!(
-                        "no contract year of project {project_id} with a period starts on {start_date} (they start: {})",
-                        if years.is_empty() { "none yet".to_string() } else { years.join(", ") }
-                    ),
-                )
-            })?;
-        let periods: Vec<Period> = report
-            .periods
-            .into_iter()
-            .filter(|p| {
-                p.start_date.as_str() >= summary.start_date.as_str()
-                    && p.start_date.as_str() <= summary.end_date.as_str()
-            })
-            .collect();
+        self.year_report(&project, &report, start_date, xlsx).await
+    }
+
+    /// The report of `project`'s contract year starting `start_date`, from its savings
+    /// `report`: archived when the year is closed, else drawn.
+    async fn year_report(
+        &self,
+        project: &crate::domain::Project,
+        report: &crate::ledger::SavingsReport,
+        start_date: &str,
+        xlsx: bool,
+    ) -> Result<ServedReport> {
+        let project_id = project.id.as_str();
+        let (summary, periods) = year_of(report, start_date).ok_or_else(|| {
+            let years: Vec<&str> = report.contract_years.iter().map(|y| y.start_date.as_str()).collect();
+            Error::invalid(
+                "contract_year_start_date",
+                format!(
+                    "no contract year of project {project_id} with a period starts on {start_date} (they start: {})",
+                    if years.is_empty() { "none yet".to_string() } else { years.join(", ") }
+                ),
+            )
+        })?;
         let closed = year_closed(&summary, &periods);
         let key = periods_key(&periods);
         if closed
@@ -180,7 +180,7 @@ impl Store {
         {
             return Ok(served);
         }
-        let ctx = Context::of(&project);
+        let ctx = Context::of(project);
         let year = crate::verification::YearContext {
             project_title: ctx.project_title,
             company: ctx.company,
@@ -230,33 +230,28 @@ impl Store {
     /// Archives the report of the contract year `period` falls in when that year is closed now
     /// (the verification of its last open period). A failure is logged, not returned: the
     /// verification is committed already, and the year is archived at its next read.
-    pub async fn archive_year_of(&self, period: &Period, who: &Principal) {
-        let Ok((_, report)) = self.savings_report(&period.project_id).await else {
+    pub async fn archive_year_of(&self, period: &Period) {
+        let Ok((project, report)) = self.savings_report(&period.project_id).await else {
             return;
         };
-        let Some(year) = report.contract_years.iter().find(|y| {
-            y.start_date.as_str() <= period.start_date.as_str()
-                && period.start_date.as_str() <= y.end_date.as_str()
-        }) else {
-            return;
-        };
-        let of_year: Vec<Period> = report
-            .periods
+        let Some(start) = report
+            .contract_years
             .iter()
-            .filter(|p| {
-                p.start_date.as_str() >= year.start_date.as_str()
-                    && p.start_date.as_str() <= year.end_date.as_str()
+            .find(|y| {
+                y.start_date.as_str() <= period.start_date.as_str()
+                    && period.start_date.as_str() <= y.end_date.as_str()
             })
-            .cloned()
-            .collect();
-        if !year_closed(year, &of_year) {
+            .map(|y| y.start_date.clone())
+        else {
+            return;
+        };
+        let closed = year_of(&report, &start).is_some_and(|(y, p)| year_closed(&y, &p));
+        if !closed {
             return;
         }
-        if let Err(e) = self
-            .contract_year_report(&period.project_id, &year.start_date, false, who)
-            .await
-        {
-            tracing::warn!(project_id = %period.project_id, year = %year.start_date, error = %e,
+        // The report computed once: the closed year is drawn from it and archived.
+        if let Err(e) = self.year_report(&project, &report, &start, false).await {
+            tracing::warn!(project_id = %period.project_id, year = %start, error = %e,
                 "the closed contract year's report was not archived; it will be at its next read");
         }
     }
@@ -280,6 +275,28 @@ impl Store {
             archived: true,
         }))
     }
+}
+
+/// The summary of the contract year of `report` starting `start_date` and its periods.
+fn year_of(
+    report: &crate::ledger::SavingsReport,
+    start_date: &str,
+) -> Option<(crate::ledger::SavingsSummary, Vec<Period>)> {
+    let summary = report
+        .contract_years
+        .iter()
+        .find(|y| y.start_date == start_date)
+        .cloned()?;
+    let periods = report
+        .periods
+        .iter()
+        .filter(|p| {
+            p.start_date.as_str() >= summary.start_date.as_str()
+                && p.start_date.as_str() <= summary.end_date.as_str()
+        })
+        .cloned()
+        .collect();
+    Some((summary, periods))
 }
 
 /// Whether a contract year is closed: every day of it in reporting periods, each verified or

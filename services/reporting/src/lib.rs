@@ -618,8 +618,6 @@ impl Reporting {
             }
         }
         new.validate(&stored.plan, today())?;
-        self.check_cited(&stored.plan.code, "evidence", &new.evidence)
-            .await?;
         let state = match stored.plan.indicator(&new.indicator_code) {
             Some(indicator) => achievement::recording_state(
                 caller,
@@ -629,6 +627,8 @@ impl Reporting {
             )?,
             None => unreachable_indicator(&new.indicator_code)?,
         };
+        self.check_cited(&stored.plan.code, "evidence", &new.evidence)
+            .await?;
         let id = self
             .store
             .record_achievement(&key, &new, &caller.subject, state)

@@ -7,8 +7,14 @@ use anyhow::Context;
 
 use super::Output;
 
-/// The file's name and its content in chunks of 1 MiB (the upload's messages).
-pub(crate) fn upload_parts(file: &Path) -> anyhow::Result<(String, Vec<Vec<u8>>)> {
+/// The messages uploading `file` to `owner` (a project or a plan), each made by `message` of
+/// (owner, file name, chunk): the first names the owner and the file, every one carries a
+/// chunk of 1 MiB (an empty file: one empty chunk, so the server says the file is empty).
+pub(crate) fn upload_messages<M>(
+    file: &Path,
+    owner: &str,
+    message: impl Fn(String, String, Vec<u8>) -> M,
+) -> anyhow::Result<Vec<M>> {
     let content = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
     let name = file
         .file_name()
@@ -16,10 +22,24 @@ pub(crate) fn upload_parts(file: &Path) -> anyhow::Result<(String, Vec<Vec<u8>>)
         .unwrap_or_default();
     let mut chunks: Vec<Vec<u8>> = content.chunks(1024 * 1024).map(<[u8]>::to_vec).collect();
     if chunks.is_empty() {
-        // One empty message, so the server names the file empty rather than the stream.
         chunks.push(Vec::new());
     }
-    Ok((name, chunks))
+    Ok(chunks
+        .into_iter()
+        .enumerate()
+        .map(|(i, chunk)| {
+            let first = i == 0;
+            message(
+                if first {
+                    owner.to_string()
+                } else {
+                    String::new()
+                },
+                if first { name.clone() } else { String::new() },
+                chunk,
+            )
+        })
+        .collect())
 }
 
 /// A download's record (carried by its first message) and bytes, each message split by `parts`.

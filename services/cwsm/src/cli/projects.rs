@@ -286,20 +286,15 @@ fn document_rows(list: &[ppb::EvidenceDocument]) -> Output {
 async fn evidence(c: &Clients, cmd: EvidenceCommand, json: bool) -> anyhow::Result<()> {
     match cmd {
         EvidenceCommand::Upload { project_id, file } => {
-            let (name, chunks) = super::evidence::upload_parts(&file)?;
-            let messages: Vec<ppb::UploadEvidenceRequest> = chunks
-                .into_iter()
-                .enumerate()
-                .map(|(i, chunk)| ppb::UploadEvidenceRequest {
-                    project_id: if i == 0 {
-                        project_id.clone()
-                    } else {
-                        String::new()
-                    },
-                    file_name: if i == 0 { name.clone() } else { String::new() },
+            let messages = super::evidence::upload_messages(
+                &file,
+                &project_id,
+                |project_id, file_name, chunk| ppb::UploadEvidenceRequest {
+                    project_id,
+                    file_name,
                     chunk,
-                })
-                .collect();
+                },
+            )?;
             let reply = c
                 .projects()
                 .upload_evidence(tokio_stream::iter(messages))

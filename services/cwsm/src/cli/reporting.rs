@@ -865,20 +865,14 @@ fn plan_document_row(d: &rpb::EvidenceDocument) -> [String; 5] {
 async fn evidence(c: &Clients, plan: &str, cmd: EvidenceCommand, json: bool) -> anyhow::Result<()> {
     match cmd {
         EvidenceCommand::Upload { file } => {
-            let (name, chunks) = super::evidence::upload_parts(&file)?;
-            let messages: Vec<rpb::UploadEvidenceRequest> = chunks
-                .into_iter()
-                .enumerate()
-                .map(|(i, chunk)| rpb::UploadEvidenceRequest {
-                    plan_code: if i == 0 {
-                        plan.to_string()
-                    } else {
-                        String::new()
-                    },
-                    file_name: if i == 0 { name.clone() } else { String::new() },
-                    chunk,
-                })
-                .collect();
+            let messages =
+                super::evidence::upload_messages(&file, plan, |plan_code, file_name, chunk| {
+                    rpb::UploadEvidenceRequest {
+                        plan_code,
+                        file_name,
+                        chunk,
+                    }
+                })?;
             let reply = c
                 .reporting()
                 .upload_evidence(tokio_stream::iter(messages))
