@@ -89,6 +89,47 @@ async fn demo_reports_2020(backend: Backend) -> anyhow::Result<()> {
     };
     assert_eq!(report.as_of_date, "2020-12-31");
 
+    // A participating department's entries (the ecology and environment bureau's, signed in as
+    // its person): one waits for approval, the district office rejected the other with its
+    // reason; neither counts (A2-GOV-AGENCIES stays at 4 above).
+    let in_state = |state: r::AchievementState| {
+        let mut reporting = app.reporting(&admin);
+        async move {
+            anyhow::Ok(
+                reporting
+                    .list_achievements(r::ListAchievementsRequest {
+                        plan_code: "xinbei-2020".into(),
+                        state: state as i32,
+                        ..Default::default()
+                    })
+                    .await?
+                    .into_inner()
+                    .achievements,
+            )
+        }
+    };
+    let pending = in_state(r::AchievementState::Pending).await?;
+    let units: Vec<(&str, &str)> = pending
+        .iter()
+        .map(|a| (a.unit_name.as_str(), a.department.as_str()))
+        .collect();
+    assert_eq!(units, [("新北区生态环境局", "ecoenv")]);
+    let rejected = in_state(r::AchievementState::Rejected).await?;
+    let reasons: Vec<(&str, &str)> = rejected
+        .iter()
+        .map(|a| {
+            let reason = a.revisions.last().map_or("", |r| r.reason.as_str());
+            (a.unit_name.as_str(), reason)
+        })
+        .collect();
+    assert_eq!(
+        reasons,
+        [(
+            "新北区环境监测站",
+            "未附区节水办命名文件，自评报告不能作为命名依据"
+        )]
+    );
+
     // The roll-ups: Changzhou (320400) and Jiangsu (320000) show both districts, the totals the
     // sum of their rows.
     for place in ["320400", "320000"] {

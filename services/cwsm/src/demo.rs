@@ -186,6 +186,13 @@ struct AchievementData {
     department: String,
     #[serde(default)]
     town: String,
+    /// Recorded by a person of this department's office (one of [`DEMO_DEPARTMENTS`]) rather
+    /// than by the district office: a participating department's entry waits for approval.
+    #[serde(default)]
+    recorded_by: String,
+    /// Rejected by the district office with this reason (the entry must be pending).
+    #[serde(default)]
+    rejected: String,
 }
 
 /// The demo's plans besides the built-in Xinbei plan, loaded through LoadPlan.
@@ -412,6 +419,24 @@ pub const DEMO_JURISDICTION: &str = "320411";
 /// The first 17 characters of the district water office's credit code (a government agency).
 const DEMO_DISTRICT_OFFICE: &str = "11320411MB1A2B3C4";
 
+/// A demo office of a district department that records achievements itself: its department
+/// code as the plans name it, name, first 17 characters of its credit code, and the person who
+/// signs in with [`DEMO_PASSWORD`] (login, name).
+type DepartmentOffice = (&'static str, &'static str, &'static str, (&'static str, &'static str));
+
+/// The demo's departments' offices: a participating department's entries are pending until the
+/// district office (or a lead department) approves or rejects them.
+pub const DEMO_DEPARTMENTS: [DepartmentOffice; 1] = [(
+    "ecoenv",
+    "常州市新北区生态环境局",
+    "11320411MB1A2B3D5",
+    ("ecoenv@demo.cwsm.cn", "周科员 (区生态环境局)"),
+)];
+
+fn department_office(code: &str) -> Option<&'static DepartmentOffice> {
+    DEMO_DEPARTMENTS.iter().find(|d| d.0 == code)
+}
+
 /// The first 17 characters of the demo's verifier body (a public institution: a district water
 /// testing centre), whose verifier tokens verify the demo's periods.
 const DEMO_VERIFIER_BODY: &str = "123204117205K4X1A";
@@ -600,6 +625,15 @@ impl Marketplace {
             let what = format!("achievement {}", a.key);
             ensure!(keys.insert(format!("a:{}", a.key)), "{what}: duplicate key");
             ensure!(!a.evidence.trim().is_empty(), "{what}: no evidence");
+            ensure!(
+                a.recorded_by.is_empty() || department_office(&a.recorded_by).is_some(),
+                "{what}: recorded_by {:?} is none of the demo's departments",
+                a.recorded_by
+            );
+            ensure!(
+                a.rejected.is_empty() || !a.recorded_by.is_empty(),
+                "{what}: only a department's pending entry can be rejected"
+            );
         }
         Ok(())
     }
@@ -1223,8 +1257,24 @@ impl Loader<'_> {
         ];
         let admin = self.token("demo-admin", Role::Admin, None)?;
         for (code, name, kind, (login, person)) in organizations {
-            self.person(&admin, &code, name, kind, login, person)
+            self.person(&admin, &code, name, kind, "", (login, person))
                 .await?;
+            summary.people += 1;
+        }
+        // The departments' offices whose people record their own achievements.
+        let mut department_tokens: HashMap<&str, String> = HashMap::new();
+        for (department, name, body, person) in DEMO_DEPARTMENTS {
+            let code = credit_code(body)?;
+            self.person(
+                &admin,
+                &code,
+                name,
+                apb::OrganizationKind::DistrictOffice,
+                department,
+                person,
+            )
+            .await?;
+            department_tokens.insert(department, self.sign_in(person.0, &code).await?);
             summary.people += 1;
         }
 
@@ -1250,7 +1300,14 @@ impl Loader<'_> {
             summary.projects += 1;
         }
         for a in &data.achievements {
-            self.reporting(&admin)?
+            let recorder = match a.recorded_by.as_str() {
+                "" => &admin,
+                d => department_tokens
+                    .get(d)
+                    .ok_or_else(|| anyhow!("achievement {}: no department {d}", a.key))?,
+            };
+            let recorded = self
+                .reporting(recorder)?
                 .record_achievement(rpb::RecordAchievementRequest {
                     request_id: format!("demo:achievement:{}", a.key),
                     plan_code: a.plan.clone(),
@@ -1264,7 +1321,21 @@ impl Loader<'_> {
                     ..Default::default()
                 })
                 .await
-                .with_context(|| format!("recording achievement {}", a.key))?;
+                .with_context(|| format!("recording achievement {}", a.key))?
+                .into_inner()
+                .achievement
+                .ok_or_else(|| anyhow!("achievement {}: not returned", a.key))?;
+            if !a.rejected.is_empty() {
+                self.reporting(&admin)?
+                    .reject_achievement(rpb::RejectAchievementRequest {
+                        request_id: format!("demo:achievement-rejected:{}", a.key),
+                        achievement_id: recorded.id,
+                        expected_version: 0,
+                        reason: a.rejected.clone(),
+                    })
+                    .await
+                    .with_context(|| format!("rejecting achievement {}", a.key))?;
+            }
         }
 
         tracing::info!(%summary, "demo data loaded");
@@ -1279,8 +1350,8 @@ impl Loader<'_> {
         code: &str,
         name: &str,
         kind: apb::OrganizationKind,
-        login: &str,
-        display_name: &str,
+        department: &str,
+        (login, display_name): (&str, &str),
     ) -> Result<()> {
         let mut accounts =
             AccountsServiceClient::with_interceptor(self.channel.clone(), bearer(admin)?);
@@ -1297,7 +1368,7 @@ impl Loader<'_> {
                 // The demo is Xinbei's: every organization, the district office too, belongs
                 // to 320411, so the office's people administer Xinbei (and only Xinbei).
                 jurisdiction: DEMO_JURISDICTION.to_string(),
-                department: String::new(),
+                department: department.to_string(),
                 request_id: format!("demo:register:{code}"),
             })
             .await
@@ -1311,6 +1382,24 @@ impl Loader<'_> {
             .await
             .with_context(|| format!("approving {name} ({code})"))?;
         Ok(())
+    }
+
+    /// Signs `login` in with [`DEMO_PASSWORD`] for organization `code`: an access token that
+    /// carries the organization's department (the loader's own keys sign none that do).
+    async fn sign_in(&self, login: &str, code: &str) -> Result<String> {
+        let mut accounts = AccountsServiceClient::new(self.channel.clone());
+        let tokens = accounts
+            .sign_in(apb::SignInRequest {
+                login: login.to_string(),
+                password: DEMO_PASSWORD.to_string(),
+                credit_code: code.to_string(),
+            })
+            .await
+            .with_context(|| format!("signing {login} in"))?
+            .into_inner()
+            .tokens
+            .ok_or_else(|| anyhow!("signing {login} in: no tokens"))?;
+        Ok(tokens.access_token)
     }
 
     async fn company(&self, c: &CompanyData) -> Result<Party> {
