@@ -298,10 +298,26 @@ async fn the_dashboard_shows_late_statuses_and_the_rollup_over_the_demo() -> any
         .ok_or_else(|| anyhow::anyhow!("the dashboard never showed A7"))?;
         assert_eq!(a7["status"], "achieved_late", "{a7}");
         assert_eq!(a7["pill"], "逾期完成（晚18天）", "{a7}");
-        // The demo's ten Xinbei achievements, recorded by an administrator: approved (已通过).
+        // The demo's twelve Xinbei achievements: ten recorded by the district office, approved
+        // (已通过); of the ecology bureau's two, one waits (待审核) and the office rejected one
+        // (已驳回, with its reason).
         let states = a7["states"].as_array().cloned().unwrap_or_default();
-        assert_eq!(states.len(), 10, "{a7}");
-        assert!(states.iter().all(|s| s == "approved 已通过"), "{a7}");
+        assert_eq!(states.len(), 12, "{a7}");
+        let of = |state: &str| {
+            states
+                .iter()
+                .filter(|s| s.as_str().is_some_and(|s| s.starts_with(state)))
+                .count()
+        };
+        assert_eq!(
+            (
+                of("approved 已通过"),
+                of("pending 待审核"),
+                of("rejected 已驳回：未附区节水办命名文件")
+            ),
+            (10, 1, 1),
+            "{a7}"
+        );
         let link = a7["link"].as_str().unwrap_or("").to_string();
         assert!(
             link.starts_with("/dashboard/rollup?place=320400&year=2020"),

@@ -714,7 +714,10 @@ async fn the_report_counts_exactly_the_demo_projects_that_should_count() -> anyh
     // The marketplace's projects take effect today: counted by a plan for this year, loaded
     // after the demo (which records its 2020 achievements against the 2020 plan).
     cwsm_tests::count_this_year(app.reporting(&admin)).await?;
-    assert_eq!(summary.people, cwsm::demo::DEMO_PEOPLE.len());
+    assert_eq!(
+        summary.people,
+        cwsm::demo::DEMO_PEOPLE.len() + cwsm::demo::DEMO_DEPARTMENTS.len()
+    );
     // Each of the demo's people signs in with the demo password (README: "Sign in as each
     // role"), in the role of their organization, and the token is accepted.
     for ((login, _), role) in cwsm::demo::DEMO_PEOPLE.iter().zip([

@@ -422,7 +422,12 @@ const DEMO_DISTRICT_OFFICE: &str = "11320411MB1A2B3C4";
 /// A demo office of a district department that records achievements itself: its department
 /// code as the plans name it, name, first 17 characters of its credit code, and the person who
 /// signs in with [`DEMO_PASSWORD`] (login, name).
-type DepartmentOffice = (&'static str, &'static str, &'static str, (&'static str, &'static str));
+type DepartmentOffice = (
+    &'static str,
+    &'static str,
+    &'static str,
+    (&'static str, &'static str),
+);
 
 /// The demo's departments' offices: a participating department's entries are pending until the
 /// district office (or a lead department) approves or rejects them.

@@ -1804,6 +1804,7 @@ from = ["A8-CONTRACT-PROJECTS"]
             .expect("facts");
         let mut compared = 0;
         let mut nonzero = 0;
+        let mut completed = 0;
         let codes = [
             "xinbei-2020",
             "xinbei-remove",
@@ -1846,6 +1847,9 @@ from = ["A8-CONTRACT-PROJECTS"]
                         if a.actual > 0.0 {
                             nonzero += 1;
                         }
+                        if a.completed.is_some_and(|n| n > 0) {
+                            completed += 1;
+                        }
                         assert_eq!(
                             (
                                 a.actual,
@@ -1873,6 +1877,8 @@ from = ["A8-CONTRACT-PROJECTS"]
         // Every plan, version, date and counted indicator, most of them counting something.
         assert_eq!(compared, (1 + 6 * 2) * 6 * 2);
         assert!(nonzero > compared / 2, "{nonzero} of {compared}");
+        // Completion counts (handed over by the date) are compared on many of them too.
+        assert!(completed > compared / 4, "{completed} of {compared}");
         r.db().close().await;
         cleanup(&path);
     }

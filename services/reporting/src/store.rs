@@ -375,6 +375,64 @@ macro_rules! bump_plans_of_place {
     }};
 }
 
+/// Makes a counted unit's part of its indicator's completion count what its row and its
+/// project's hand-over say ([`completion_span`]), adding to `completion_days` only the
+/// difference from what the row recorded it added: safe after any change of the row or of the
+/// hand-over, and again. Nothing when the unit is not counted.
+macro_rules! settle_completion {
+    ($tx:expr, $plan_id:expr, $code:expr, $unit:expr) => {{
+        let row: Option<(i64, i64, i64, i64)> = sqlx::query_as(
+            "SELECT counted_day, removed_day, completed_from, completed_until FROM counted_projects WHERE plan_id = $1 AND indicator_code = $2 AND project_id = $3",
+        )
+        .bind($plan_id)
+        .bind($code)
+        .bind($unit)
+        .fetch_optional(&mut *$tx)
+        .await?;
+        if let Some((counted, removed, from, until)) = row {
+            let handed_over: Option<i64> = sqlx::query_scalar(
+                "SELECT effective_day FROM milestone_facts WHERE project_id = $1 AND milestone = $2",
+            )
+            .bind($unit)
+            .bind(Milestone::HandedOver.code())
+            .fetch_optional(&mut *$tx)
+            .await?;
+            let had = stored_span(from, until);
+            let wanted = completion_span(counted, removed, handed_over);
+            if had != wanted {
+                for (day, delta) in span_changes(had, -1).into_iter().chain(span_changes(wanted, 1)) {
+                    completion_change!($tx, $plan_id, $code, day, delta);
+                }
+                let (from, until) = span_columns(wanted);
+                sqlx::query("UPDATE counted_projects SET completed_from = $4, completed_until = $5 WHERE plan_id = $1 AND indicator_code = $2 AND project_id = $3")
+                    .bind($plan_id)
+                    .bind($code)
+                    .bind($unit)
+                    .bind(from)
+                    .bind(until)
+                    .execute(&mut *$tx)
+                    .await?;
+            }
+        }
+    }};
+}
+
+/// Adds `$delta` to an indicator's completion count from day `$day` on.
+macro_rules! completion_change {
+    ($tx:expr, $plan_id:expr, $code:expr, $day:expr, $delta:expr) => {
+        sqlx::query(
+            "INSERT INTO completion_days (plan_id, indicator_code, day, delta) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (plan_id, indicator_code, day) DO UPDATE SET delta = completion_days.delta + excluded.delta",
+        )
+        .bind($plan_id)
+        .bind($code)
+        .bind($day)
+        .bind($delta)
+        .execute(&mut *$tx)
+        .await?
+    };
+}
+
 /// Takes a counted project off a rule's count (it was terminated, effective on day `$at_day`,
 /// recorded at `$at_ms`): on the day of the termination, or the day it counted if that is
 /// later. Nothing when it does not count.
@@ -398,6 +456,7 @@ macro_rules! take_off {
                 .execute(&mut *$tx)
                 .await?;
             change_count!($tx, &$r.plan_id, &$r.indicator_code, day, &town, &sector, -amount, $at_ms);
+            settle_completion!($tx, &$r.plan_id, &$r.indicator_code, $project_id);
         }
     }};
 }
@@ -434,6 +493,17 @@ macro_rules! count_fact {
                         if removed != -1 {
                             change_count!($tx, &r.plan_id, &r.indicator_code, removed, &old_town, &old_sector, old_amount, fact.occurred_at_ms);
                         }
+                        let (from, until): (i64, i64) = sqlx::query_as(
+                            "SELECT completed_from, completed_until FROM counted_projects WHERE plan_id = $1 AND indicator_code = $2 AND project_id = $3",
+                        )
+                        .bind(&r.plan_id)
+                        .bind(&r.indicator_code)
+                        .bind(&unit)
+                        .fetch_one(&mut *$tx)
+                        .await?;
+                        for (day, delta) in span_changes(stored_span(from, until), -1) {
+                            completion_change!($tx, &r.plan_id, &r.indicator_code, day, delta);
+                        }
                         sqlx::query("DELETE FROM counted_projects WHERE plan_id = $1 AND indicator_code = $2 AND project_id = $3")
                             .bind(&r.plan_id)
                             .bind(&r.indicator_code)
@@ -460,6 +530,7 @@ macro_rules! count_fact {
                     .execute(&mut *$tx)
                     .await?;
                     change_count!($tx, &r.plan_id, &r.indicator_code, day, &fact.town, sector, amount, fact.occurred_at_ms);
+                    settle_completion!($tx, &r.plan_id, &r.indicator_code, &unit);
                     if r.rule.on_terminated == OnTerminated::Remove {
                         let terminated: Option<(i64, i64)> = sqlx::query_as(
                             "SELECT effective_day, occurred_at_ms FROM milestone_facts WHERE project_id = $1 AND milestone = $2",
@@ -477,6 +548,20 @@ macro_rules! count_fact {
             if fact.milestone == Milestone::Terminated && r.rule.on_terminated == OnTerminated::Remove {
                 // Rules that remove count projects (or their investment): the unit is the project.
                 take_off!($tx, r, &fact.project_id, fact.effective_day(), fact.occurred_at_ms);
+            }
+        }
+        if fact.milestone == Milestone::HandedOver {
+            // The project is completed from its hand-over on wherever it is counted (the rows
+            // of every plan: settling is idempotent, and counting one plan again touches no
+            // other plan's count).
+            let counted: Vec<(String, String)> = sqlx::query_as(
+                "SELECT plan_id, indicator_code FROM counted_projects WHERE project_id = $1",
+            )
+            .bind(&fact.project_id)
+            .fetch_all(&mut *$tx)
+            .await?;
+            for (plan_id, code) in counted {
+                settle_completion!($tx, &plan_id, &code, &fact.project_id);
             }
         }
     }};
@@ -784,15 +869,12 @@ impl Store {
                      WHERE plan_id = $1 AND day <= $2 GROUP BY indicator_code, town, sector")
                     .bind(plan_id).bind(day).fetch_all(&mut *tx).await?
             };
-            // Of the projects counted as of the day, those handed over (completed) by then. An
-            // uncorrelated IN, read once: as a join SQLite scanned the hand-overs by date for
-            // every counted project (quadratic: 3,000 facts took 10× the time of 1,000).
+            // Of the projects counted as of the day, those handed over (completed) by then: the
+            // kept changes of the completion counts up to the day (migration 0008).
             let completed: Vec<(String, i64)> = sqlx::query_as(
-                "SELECT cp.indicator_code, COUNT(*) FROM counted_projects cp \
-                 WHERE cp.plan_id = $1 AND cp.counted_day <= $2 AND (cp.removed_day = -1 OR cp.removed_day > $2) \
-                 AND cp.project_id IN (SELECT f.project_id FROM milestone_facts f WHERE f.milestone = $3 AND f.effective_day <= $2) \
-                 GROUP BY cp.indicator_code")
-                .bind(plan_id).bind(day).bind(Milestone::HandedOver.code()).fetch_all(&mut *tx).await?;
+                "SELECT indicator_code, CAST(SUM(delta) AS BIGINT) FROM completion_days \
+                 WHERE plan_id = $1 AND day <= $2 GROUP BY indicator_code")
+                .bind(plan_id).bind(day).fetch_all(&mut *tx).await?;
             tx.commit().await?;
             (changes, cells, completed)
         });
@@ -896,6 +978,7 @@ impl Store {
             sqlx::query("DELETE FROM count_changes").execute(&mut *tx).await?;
             sqlx::query("DELETE FROM count_cells").execute(&mut *tx).await?;
             sqlx::query("DELETE FROM count_days").execute(&mut *tx).await?;
+            sqlx::query("DELETE FROM completion_days").execute(&mut *tx).await?;
             sqlx::query("DELETE FROM pending_recounts").execute(&mut *tx).await?;
             bump_generations!(tx, None);
             tx.commit().await?;
@@ -1151,6 +1234,44 @@ impl Store {
     }
 }
 
+/// When a counted unit counts as completed, from the row and its project's hand-over: from
+/// the later of the day it counts and the hand-over's effective day, until the day it was taken
+/// off (`None`: still counted). Nothing when it is not handed over, or taken off by then.
+fn completion_span(
+    counted: i64,
+    removed: i64,
+    handed_over: Option<i64>,
+) -> Option<(i64, Option<i64>)> {
+    let from = counted.max(handed_over?);
+    match removed {
+        -1 => Some((from, None)),
+        until if until > from => Some((from, Some(until))),
+        _ => None,
+    }
+}
+
+/// A span as a row records it: (`completed_from`, `completed_until`), -1 for none and no end.
+fn span_columns(span: Option<(i64, Option<i64>)>) -> (i64, i64) {
+    match span {
+        None => (-1, -1),
+        Some((from, until)) => (from, until.unwrap_or(-1)),
+    }
+}
+
+/// The span a row records (the inverse of [`span_columns`]).
+fn stored_span(from: i64, until: i64) -> Option<(i64, Option<i64>)> {
+    (from != -1).then_some((from, (until != -1).then_some(until)))
+}
+
+/// The changes by day a span adds (`sign` 1) or takes back (`sign` -1).
+fn span_changes(span: Option<(i64, Option<i64>)>, sign: i64) -> Vec<(i64, i64)> {
+    match span {
+        None => Vec::new(),
+        Some((from, None)) => vec![(from, sign)],
+        Some((from, Some(until))) => vec![(from, sign), (until, -sign)],
+    }
+}
+
 /// The (day, change) pairs of one indicator's kept changes as `count_totals` reads them,
 /// "day:delta,day:delta" in day order.
 fn day_changes(text: &str) -> Result<Vec<(i64, i64)>> {
@@ -1194,6 +1315,26 @@ mod tests {
         for suffix in ["", "-wal", "-shm"] {
             let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
         }
+    }
+
+    #[test]
+    fn a_counted_project_is_completed_from_its_hand_over_until_taken_off() {
+        // Counted on day 10, handed over on 30: completed from 30 on.
+        assert_eq!(completion_span(10, -1, Some(30)), Some((30, None)));
+        // Handed over before it counted (a history entered late): from the day it counts.
+        assert_eq!(completion_span(10, -1, Some(5)), Some((10, None)));
+        // Taken off on day 40: completed on days 30..40 only.
+        assert_eq!(completion_span(10, 40, Some(30)), Some((30, Some(40))));
+        // Taken off before its hand-over, or not handed over: never completed.
+        assert_eq!(completion_span(10, 30, Some(30)), None);
+        assert_eq!(completion_span(10, -1, None), None);
+        // As the row records it, and the changes it makes.
+        for span in [None, Some((30, None)), Some((30, Some(40)))] {
+            let (from, until) = span_columns(span);
+            assert_eq!(stored_span(from, until), span);
+        }
+        assert_eq!(span_changes(Some((30, Some(40))), 1), [(30, 1), (40, -1)]);
+        assert_eq!(span_changes(Some((30, None)), -1), [(30, -1)]);
     }
 
     #[test]
