@@ -375,45 +375,41 @@ macro_rules! bump_plans_of_place {
     }};
 }
 
-/// Makes a counted unit's part of its indicator's completion count what its row and its
-/// project's hand-over say ([`completion_span`]), adding to `completion_days` only the
-/// difference from what the row recorded it added: safe after any change of the row or of the
-/// hand-over, and again. Nothing when the unit is not counted.
+/// Makes a counted project's part of its indicator's completion count `$wanted` (see
+/// [`completion_span`]) where its row recorded `$had`: adds the difference to
+/// `completion_days` and records the new span on the row. Kept for rules that count projects
+/// only (the report shows completions for those: [`keeps_completions`]).
 macro_rules! settle_completion {
-    ($tx:expr, $plan_id:expr, $code:expr, $unit:expr) => {{
-        let row: Option<(i64, i64, i64, i64)> = sqlx::query_as(
-            "SELECT counted_day, removed_day, completed_from, completed_until FROM counted_projects WHERE plan_id = $1 AND indicator_code = $2 AND project_id = $3",
+    ($tx:expr, $plan_id:expr, $code:expr, $unit:expr, $had:expr, $wanted:expr) => {{
+        let (had, wanted): (Span, Span) = ($had, $wanted);
+        if had != wanted {
+            for (day, delta) in span_changes(had, -1).into_iter().chain(span_changes(wanted, 1)) {
+                completion_change!($tx, $plan_id, $code, day, delta);
+            }
+            let (from, until) = span_columns(wanted);
+            sqlx::query("UPDATE counted_projects SET completed_from = $4, completed_until = $5 WHERE plan_id = $1 AND indicator_code = $2 AND project_id = $3")
+                .bind($plan_id)
+                .bind($code)
+                .bind($unit)
+                .bind(from)
+                .bind(until)
+                .execute(&mut *$tx)
+                .await?;
+        }
+    }};
+}
+
+/// The effective day of project `$project_id`'s hand-over, if it has one.
+macro_rules! handed_over_day {
+    ($tx:expr, $project_id:expr) => {{
+        let day: Option<i64> = sqlx::query_scalar(
+            "SELECT effective_day FROM milestone_facts WHERE project_id = $1 AND milestone = $2",
         )
-        .bind($plan_id)
-        .bind($code)
-        .bind($unit)
+        .bind($project_id)
+        .bind(Milestone::HandedOver.code())
         .fetch_optional(&mut *$tx)
         .await?;
-        if let Some((counted, removed, from, until)) = row {
-            let handed_over: Option<i64> = sqlx::query_scalar(
-                "SELECT effective_day FROM milestone_facts WHERE project_id = $1 AND milestone = $2",
-            )
-            .bind($unit)
-            .bind(Milestone::HandedOver.code())
-            .fetch_optional(&mut *$tx)
-            .await?;
-            let had = stored_span(from, until);
-            let wanted = completion_span(counted, removed, handed_over);
-            if had != wanted {
-                for (day, delta) in span_changes(had, -1).into_iter().chain(span_changes(wanted, 1)) {
-                    completion_change!($tx, $plan_id, $code, day, delta);
-                }
-                let (from, until) = span_columns(wanted);
-                sqlx::query("UPDATE counted_projects SET completed_from = $4, completed_until = $5 WHERE plan_id = $1 AND indicator_code = $2 AND project_id = $3")
-                    .bind($plan_id)
-                    .bind($code)
-                    .bind($unit)
-                    .bind(from)
-                    .bind(until)
-                    .execute(&mut *$tx)
-                    .await?;
-            }
-        }
+        day
     }};
 }
 
@@ -438,15 +434,15 @@ macro_rules! completion_change {
 /// later. Nothing when it does not count.
 macro_rules! take_off {
     ($tx:expr, $r:expr, $project_id:expr, $at_day:expr, $at_ms:expr) => {{
-        let row: Option<(i64, String, String, i64)> = sqlx::query_as(
-            "SELECT counted_day, town, sector, amount FROM counted_projects WHERE plan_id = $1 AND indicator_code = $2 AND project_id = $3 AND removed_day = -1",
+        let row: Option<(i64, String, String, i64, i64, i64)> = sqlx::query_as(
+            "SELECT counted_day, town, sector, amount, completed_from, completed_until FROM counted_projects WHERE plan_id = $1 AND indicator_code = $2 AND project_id = $3 AND removed_day = -1",
         )
         .bind(&$r.plan_id)
         .bind(&$r.indicator_code)
         .bind($project_id)
         .fetch_optional(&mut *$tx)
         .await?;
-        if let Some((counted_day, town, sector, amount)) = row {
+        if let Some((counted_day, town, sector, amount, from, until)) = row {
             let day = counted_day.max($at_day);
             sqlx::query("UPDATE counted_projects SET removed_day = $4 WHERE plan_id = $1 AND indicator_code = $2 AND project_id = $3")
                 .bind(&$r.plan_id)
@@ -456,7 +452,11 @@ macro_rules! take_off {
                 .execute(&mut *$tx)
                 .await?;
             change_count!($tx, &$r.plan_id, &$r.indicator_code, day, &town, &sector, -amount, $at_ms);
-            settle_completion!($tx, &$r.plan_id, &$r.indicator_code, $project_id);
+            if keeps_completions($r.rule.measure) {
+                let handed_over = handed_over_day!($tx, $project_id);
+                settle_completion!($tx, &$r.plan_id, &$r.indicator_code, $project_id,
+                    stored_span(from, until), completion_span(counted_day, day, handed_over));
+            }
         }
     }};
 }
@@ -468,14 +468,16 @@ macro_rules! take_off {
 macro_rules! count_fact {
     ($tx:expr, $rules:expr, $fact:expr) => {{
         let fact: &Fact = $fact;
+        // The project's hand-over day, once looked up.
+        let mut handed_over: Option<Option<i64>> = None;
         for r in $rules.iter() {
             let r: &PlanRule = r;
             if counts_for(&r.rule, &r.scope, fact) {
                 let day = fact.effective_day();
                 let sector = fact.sector.map(|s| s.code()).unwrap_or("");
                 let (unit, amount) = fact.unit_of(r.rule.measure);
-                let existing: Option<(i64, String, i64, String, String, i64)> = sqlx::query_as(
-                    "SELECT counted_day, event_id, removed_day, town, sector, amount FROM counted_projects WHERE plan_id = $1 AND indicator_code = $2 AND project_id = $3",
+                let existing: Option<(i64, String, i64, String, String, i64, i64, i64)> = sqlx::query_as(
+                    "SELECT counted_day, event_id, removed_day, town, sector, amount, completed_from, completed_until FROM counted_projects WHERE plan_id = $1 AND indicator_code = $2 AND project_id = $3",
                 )
                 .bind(&r.plan_id)
                 .bind(&r.indicator_code)
@@ -486,21 +488,13 @@ macro_rules! count_fact {
                     None => true,
                     // An earlier fact of a unit already counted (a site's earlier project, a
                     // history entered late): the unit counts from it instead.
-                    Some((old_day, old_event, removed, old_town, old_sector, old_amount))
+                    Some((old_day, old_event, removed, old_town, old_sector, old_amount, from, until))
                         if (day, fact.event_id.as_str()) < (old_day, old_event.as_str()) =>
                     {
                         change_count!($tx, &r.plan_id, &r.indicator_code, old_day, &old_town, &old_sector, -old_amount, fact.occurred_at_ms);
                         if removed != -1 {
                             change_count!($tx, &r.plan_id, &r.indicator_code, removed, &old_town, &old_sector, old_amount, fact.occurred_at_ms);
                         }
-                        let (from, until): (i64, i64) = sqlx::query_as(
-                            "SELECT completed_from, completed_until FROM counted_projects WHERE plan_id = $1 AND indicator_code = $2 AND project_id = $3",
-                        )
-                        .bind(&r.plan_id)
-                        .bind(&r.indicator_code)
-                        .bind(&unit)
-                        .fetch_one(&mut *$tx)
-                        .await?;
                         for (day, delta) in span_changes(stored_span(from, until), -1) {
                             completion_change!($tx, &r.plan_id, &r.indicator_code, day, delta);
                         }
@@ -515,9 +509,20 @@ macro_rules! count_fact {
                     Some(_) => false,
                 };
                 if fresh {
+                    // Completed from its hand-over on (looked up once for the fact).
+                    let completion = if keeps_completions(r.rule.measure) {
+                        let handed_over = match handed_over {
+                            Some(known) => known,
+                            None => *handed_over.insert(handed_over_day!($tx, &fact.project_id)),
+                        };
+                        completion_span(day, -1, handed_over)
+                    } else {
+                        None
+                    };
+                    let (from, until) = span_columns(completion);
                     sqlx::query(
-                        "INSERT INTO counted_projects (plan_id, indicator_code, project_id, event_id, counted_day, removed_day, town, sector, amount) \
-                         VALUES ($1, $2, $3, $4, $5, -1, $6, $7, $8)",
+                        "INSERT INTO counted_projects (plan_id, indicator_code, project_id, event_id, counted_day, removed_day, town, sector, amount, completed_from, completed_until) \
+                         VALUES ($1, $2, $3, $4, $5, -1, $6, $7, $8, $9, $10)",
                     )
                     .bind(&r.plan_id)
                     .bind(&r.indicator_code)
@@ -527,10 +532,14 @@ macro_rules! count_fact {
                     .bind(&fact.town)
                     .bind(sector)
                     .bind(amount)
+                    .bind(from)
+                    .bind(until)
                     .execute(&mut *$tx)
                     .await?;
                     change_count!($tx, &r.plan_id, &r.indicator_code, day, &fact.town, sector, amount, fact.occurred_at_ms);
-                    settle_completion!($tx, &r.plan_id, &r.indicator_code, &unit);
+                    for (day, delta) in span_changes(completion, 1) {
+                        completion_change!($tx, &r.plan_id, &r.indicator_code, day, delta);
+                    }
                     if r.rule.on_terminated == OnTerminated::Remove {
                         let terminated: Option<(i64, i64)> = sqlx::query_as(
                             "SELECT effective_day, occurred_at_ms FROM milestone_facts WHERE project_id = $1 AND milestone = $2",
@@ -551,17 +560,22 @@ macro_rules! count_fact {
             }
         }
         if fact.milestone == Milestone::HandedOver {
-            // The project is completed from its hand-over on wherever it is counted (the rows
-            // of every plan: settling is idempotent, and counting one plan again touches no
-            // other plan's count).
-            let counted: Vec<(String, String)> = sqlx::query_as(
-                "SELECT plan_id, indicator_code FROM counted_projects WHERE project_id = $1",
+            // The project is completed from its hand-over on where the given rules count it
+            // (a row counted after the hand-over was stored has it already: no change).
+            let counted: Vec<(String, String, i64, i64, i64, i64)> = sqlx::query_as(
+                "SELECT plan_id, indicator_code, counted_day, removed_day, completed_from, completed_until FROM counted_projects WHERE project_id = $1",
             )
             .bind(&fact.project_id)
             .fetch_all(&mut *$tx)
             .await?;
-            for (plan_id, code) in counted {
-                settle_completion!($tx, &plan_id, &code, &fact.project_id);
+            for (plan_id, code, counted_day, removed, from, until) in counted {
+                let ours = $rules.iter().any(|r: &PlanRule| {
+                    r.plan_id == plan_id && r.indicator_code == code && keeps_completions(r.rule.measure)
+                });
+                if ours {
+                    settle_completion!($tx, &plan_id, &code, &fact.project_id,
+                        stored_span(from, until), completion_span(counted_day, removed, Some(fact.effective_day())));
+                }
             }
         }
     }};
@@ -1234,6 +1248,15 @@ impl Store {
     }
 }
 
+/// A counted project's completion: from a day, until a day (`None`: no end); `None`: never.
+type Span = Option<(i64, Option<i64>)>;
+
+/// Whether a rule summing `measure` keeps completion counts: the report shows how many of the
+/// counted projects are handed over for rules that count projects.
+fn keeps_completions(measure: crate::plan::Measure) -> bool {
+    measure == crate::plan::Measure::Projects
+}
+
 /// When a counted unit counts as completed, from the row and its project's hand-over: from
 /// the later of the day it counts and the hand-over's effective day, until the day it was taken
 /// off (`None`: still counted). Nothing when it is not handed over, or taken off by then.
@@ -1251,7 +1274,7 @@ fn completion_span(
 }
 
 /// A span as a row records it: (`completed_from`, `completed_until`), -1 for none and no end.
-fn span_columns(span: Option<(i64, Option<i64>)>) -> (i64, i64) {
+fn span_columns(span: Span) -> (i64, i64) {
     match span {
         None => (-1, -1),
         Some((from, until)) => (from, until.unwrap_or(-1)),
@@ -1259,12 +1282,12 @@ fn span_columns(span: Option<(i64, Option<i64>)>) -> (i64, i64) {
 }
 
 /// The span a row records (the inverse of [`span_columns`]).
-fn stored_span(from: i64, until: i64) -> Option<(i64, Option<i64>)> {
+fn stored_span(from: i64, until: i64) -> Span {
     (from != -1).then_some((from, (until != -1).then_some(until)))
 }
 
 /// The changes by day a span adds (`sign` 1) or takes back (`sign` -1).
-fn span_changes(span: Option<(i64, Option<i64>)>, sign: i64) -> Vec<(i64, i64)> {
+fn span_changes(span: Span, sign: i64) -> Vec<(i64, i64)> {
     match span {
         None => Vec::new(),
         Some((from, None)) => vec![(from, sign)],
