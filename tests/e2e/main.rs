@@ -18,6 +18,7 @@ mod metrics;
 mod mv_check;
 mod oidc;
 mod projects;
+mod readme;
 mod reflection;
 mod reporting;
 mod rollup;

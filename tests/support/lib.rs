@@ -327,6 +327,8 @@ pub struct ServeProcess {
     child: std::sync::Mutex<Option<std::process::Child>>,
     /// `http://127.0.0.1:PORT`, from its start-up banner.
     pub url: String,
+    /// The lines it printed after the banner's first, as it prints them.
+    lines: std::sync::Mutex<std::sync::mpsc::Receiver<String>>,
 }
 
 impl ServeProcess {
@@ -335,6 +337,17 @@ impl ServeProcess {
         data_dir: &std::path::Path,
         secret: &str,
         log: &std::path::Path,
+    ) -> anyhow::Result<ServeProcess> {
+        Self::start_with(bin, data_dir, secret, log, &[])
+    }
+
+    /// [`ServeProcess::start`] with more arguments of `cwsm serve` (e.g. `--demo`).
+    pub fn start_with(
+        bin: &std::path::Path,
+        data_dir: &std::path::Path,
+        secret: &str,
+        log: &std::path::Path,
+        args: &[&str],
     ) -> anyhow::Result<ServeProcess> {
         use std::io::{BufRead, Write};
         let mut out = std::fs::OpenOptions::new()
@@ -348,6 +361,7 @@ impl ServeProcess {
             .arg("127.0.0.1:0")
             .arg("--data-dir")
             .arg(data_dir)
+            .args(args)
             // Only what this test sets: not a PostgreSQL or Redis of the environment.
             .env_remove("CWSM_CONFIG")
             .env_remove("CWSM_DATABASE_URL")
@@ -369,6 +383,7 @@ impl ServeProcess {
         // Read the banner for the address, then keep draining (into the log) so the child never
         // blocks on a full pipe; the thread ends when the child does.
         let (tx, rx) = std::sync::mpsc::channel();
+        let (lines_tx, lines) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let mut tx = Some(tx);
             for line in std::io::BufReader::new(stdout).lines() {
@@ -378,12 +393,15 @@ impl ServeProcess {
                     && let Some(tx) = tx.take()
                 {
                     let _ = tx.send(format!("http://{url}"));
+                } else {
+                    let _ = lines_tx.send(line);
                 }
             }
         });
         let mut process = ServeProcess {
             child: std::sync::Mutex::new(Some(child)),
             url: String::new(),
+            lines: std::sync::Mutex::new(lines),
         };
         match rx.recv_timeout(Duration::from_secs(30)) {
             Ok(url) => {
@@ -397,6 +415,33 @@ impl ServeProcess {
                     bin.display(),
                     log.display()
                 )
+            }
+        }
+    }
+
+    /// Waits for the line it prints that starts with `prefix` (trimmed), for at most `within`;
+    /// the lines before it are returned with it.
+    pub fn wait_for_line(&self, prefix: &str, within: Duration) -> anyhow::Result<Vec<String>> {
+        let lines = self
+            .lines
+            .lock()
+            .map_err(|_| anyhow::anyhow!("the output's reader panicked"))?;
+        let deadline = std::time::Instant::now() + within;
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match lines.recv_timeout(left) {
+                Ok(line) => {
+                    let starts = line.trim_start().starts_with(prefix);
+                    seen.push(line);
+                    if starts {
+                        return Ok(seen);
+                    }
+                }
+                Err(e) => anyhow::bail!(
+                    "no line starting {prefix:?} within {} s ({e}); it printed: {seen:?}",
+                    within.as_secs()
+                ),
             }
         }
     }

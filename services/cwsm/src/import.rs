@@ -27,13 +27,15 @@ pub fn read_table(name: &str, bytes: &[u8]) -> Result<Vec<TableRow>, String> {
     csv_rows(text)
 }
 
-/// The rows of CSV text.
+/// The rows of CSV text. A line starting with `#` is a comment (a file may say what its
+/// columns mean, as seeds/walkthrough's readings do).
 pub fn csv_rows(text: &str) -> Result<Vec<TableRow>, String> {
     // A spreadsheet's UTF-8 export often starts with a byte-order mark.
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
+        .comment(Some(b'#'))
         .trim(csv::Trim::All)
         .from_reader(text.as_bytes());
     // The line a byte offset is on (csv's own line count skips blank lines and CRLF pairs).
@@ -387,6 +389,26 @@ mod tests {
         assert!(csv_readings("2025-01-01T04:00:00Z,5\n", None).is_err());
         let err = csv_readings("m1,yesterday,5\n", None).expect_err("a bad time");
         assert!(err.contains("line 1"), "{err}");
+    }
+
+    #[test]
+    fn comment_lines_say_what_the_columns_mean_and_lines_still_count() {
+        let text = "# timestamp: the end of the day whose use value_m3 is\n\
+                    timestamp,value_m3\n\
+                    # a note in the middle\n\
+                    2025-01-02 00:00,1.5\n\
+                    2025-01-03 00:00,x\n";
+        let err = readings(&csv_rows(text).expect("rows"), Some("m1"), Unit::Litres)
+            .expect_err("x is not a number");
+        assert!(err.starts_with("line 5:"), "comments count as lines: {err}");
+        let rows = readings(
+            &csv_rows(&text[..text.len() - 19]).expect("rows"),
+            Some("m1"),
+            Unit::Litres,
+        )
+        .expect("parses");
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].value_litres, 1_500);
     }
 
     #[test]

@@ -135,7 +135,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", cwsm::cli::explain(&e));
             ExitCode::FAILURE
         }
     }

@@ -460,6 +460,18 @@ fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
     std::fs::write(path, text).with_context(|| format!("creating {}", path.display()))
 }
 
+/// The organization (credit code) a token says it acts for, read without checking its
+/// signature: for a client choosing defaults from its own token, never for a decision (the
+/// server verifies the token on every call). `None` for a token without one or not a JWT.
+pub fn token_org_unverified(token: &str) -> Option<String> {
+    let claims: serde_json::Value = jsonwebtoken::dangerous::insecure_decode_claims(token).ok()?;
+    claims
+        .get("org")?
+        .as_str()
+        .filter(|org| !org.is_empty())
+        .map(str::to_string)
+}
+
 /// The issuer of access tokens signed by the accounts service (EdDSA, with a `kid`).
 pub const ACCOUNTS_ISSUER: &str = "cwsm-accounts";
 /// The audience of those tokens: the cwsm services.
@@ -855,6 +867,29 @@ mod tests {
         assert!(!admin.is(Role::Company, "91320411MA1N2B3C4D"));
         let other = Keys::from_secret(&[8u8; 32]).expect("keys");
         assert!(other.verify(&token).is_err());
+    }
+
+    #[test]
+    fn a_client_reads_its_own_tokens_org_and_nothing_else_is_an_org() {
+        let keys = Keys::from_secret(&[7u8; 32]).expect("keys");
+        let company = keys
+            .issue(
+                "alice",
+                Role::Company,
+                Some("91320411MA1N2B3C4D"),
+                Duration::from_secs(60),
+            )
+            .expect("token");
+        assert_eq!(
+            token_org_unverified(&company).as_deref(),
+            Some("91320411MA1N2B3C4D")
+        );
+        let admin = keys
+            .issue("ops", Role::Admin, None, Duration::from_secs(60))
+            .expect("token");
+        assert_eq!(token_org_unverified(&admin), None);
+        assert_eq!(token_org_unverified("not a token"), None);
+        assert_eq!(token_org_unverified("a.b.c"), None);
     }
 
     fn jur(code: &str) -> Jurisdiction {

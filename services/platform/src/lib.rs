@@ -57,3 +57,8 @@ pub fn now_ms() -> i64 {
 pub fn new_id() -> String {
     uuid::Uuid::now_v7().to_string()
 }
+
+/// Whether `text` has the shape of an id [`new_id`] makes (a UUID).
+pub fn is_id(text: &str) -> bool {
+    uuid::Uuid::try_parse(text).is_ok()
+}

@@ -202,8 +202,20 @@ pub struct ClientTls {
     pub key: Option<PathBuf>,
 }
 
+/// A server address as a URL: `127.0.0.1:50051` (what `cwsm serve` prints as its listen
+/// address) means `http://127.0.0.1:50051`; an address with a scheme is kept as it is.
+pub fn server_url(address: &str) -> String {
+    let address = address.trim();
+    if address.contains("://") {
+        address.to_string()
+    } else {
+        format!("http://{address}")
+    }
+}
+
 /// An endpoint for `url` (`http://` plaintext, `https://` TLS with `tls`).
 pub fn client_endpoint(url: &str, tls: &ClientTls) -> anyhow::Result<tonic::transport::Endpoint> {
+    let url = &server_url(url);
     let endpoint = tonic::transport::Endpoint::from_shared(url.to_string())
         .with_context(|| format!("server URL {url:?}"))?;
     if !url.starts_with("https://") {
@@ -647,4 +659,21 @@ async fn wait_for_signal() {
 #[cfg(not(unix))]
 async fn wait_for_signal() {
     let _ = tokio::signal::ctrl_c().await;
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn an_address_without_a_scheme_is_plain_http() {
+        assert_eq!(
+            super::server_url("127.0.0.1:50061"),
+            "http://127.0.0.1:50061"
+        );
+        assert_eq!(super::server_url(" [::1]:50051 "), "http://[::1]:50051");
+        assert_eq!(
+            super::server_url("https://cwsm.example.cn"),
+            "https://cwsm.example.cn"
+        );
+        assert!(super::client_endpoint("127.0.0.1:50061", &super::ClientTls::default()).is_ok());
+    }
 }

@@ -333,6 +333,6 @@ pub async fn api_keys(args: ApiKeysArgs) -> anyhow::Result<()> {
         headers: KEY_HEADERS.to_vec(),
         rows: keys.iter().map(key_row).collect(),
     }
-    .print(conn.json);
+    .print(conn.format());
     Ok(())
 }

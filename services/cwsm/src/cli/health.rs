@@ -26,7 +26,7 @@ pub struct HealthArgs {
 
 pub async fn health(args: HealthArgs) -> anyhow::Result<()> {
     let timeout = Duration::from_secs(args.timeout.max(1));
-    let channel = Channel::from_shared(args.server.clone())
+    let channel = Channel::from_shared(cwsm_platform::server::server_url(&args.server))
         .with_context(|| format!("not a server address: {}", args.server))?
         .connect_timeout(timeout)
         .timeout(timeout)

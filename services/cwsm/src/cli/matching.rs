@@ -11,7 +11,10 @@ use cwsm_platform::vocab::{CertificationGrade, ContractModel, MvOption, Sector, 
 use cwsm_proto::matching::v1 as mpb;
 use cwsm_proto::types;
 
-use super::{Clients, Connection, Output, code_number, name_of, request_id, yuan};
+use super::{
+    Clients, Connection, Format, OrgKind, Output, code_number, name_of, request_id, stage_name,
+    yuan,
+};
 
 /// Parses repeated vocabulary codes into proto numbers, naming a bad one.
 fn numbers<T>(
@@ -28,6 +31,12 @@ fn numbers<T>(
 
 fn fen(yuan: f64) -> i64 {
     (yuan * 100.0).round() as i64
+}
+
+/// `m3` cubic metres in litres (the API's unit), refused rather than wrapped when too large.
+fn litres(flag: &str, m3: i64) -> anyhow::Result<i64> {
+    m3.checked_mul(1000)
+        .with_context(|| format!("--{flag} {m3}: too large a volume"))
 }
 
 fn bp(percent: f64) -> i32 {
@@ -57,8 +66,8 @@ pub struct ListArgs {
     pub page_token: String,
 }
 
-fn print_next_page(token: &str, json: bool) {
-    if !token.is_empty() && !json {
+fn print_next_page(token: &str, format: Format) {
+    if !token.is_empty() && format == Format::Table {
         println!("More: --page-token {token}");
     }
 }
@@ -135,6 +144,7 @@ pub enum OfferingsCommand {
     List {
         #[command(flatten)]
         list: ListArgs,
+        /// Only this company's (its credit code or name).
         #[arg(long, default_value = "")]
         company: String,
         #[arg(long, default_value = "")]
@@ -147,7 +157,8 @@ pub enum OfferingsCommand {
     },
     /// Create an offering of a company (as draft; --publish publishes it too).
     Create {
-        #[arg(long)]
+        /// The company (its credit code or name); default: the one you act for.
+        #[arg(long, default_value = "")]
         company: String,
         #[arg(long)]
         title: String,
@@ -237,6 +248,7 @@ pub enum RequestsCommand {
     List {
         #[command(flatten)]
         list: ListArgs,
+        /// Only this water user's (its credit code or name).
         #[arg(long, default_value = "")]
         water_user: String,
         #[arg(long, default_value = "")]
@@ -249,8 +261,10 @@ pub enum RequestsCommand {
     },
     /// Create a request (as draft) and open it to proposals.
     Create {
-        #[arg(long)]
+        /// The water user asking (its credit code or name); default: the one you act for.
+        #[arg(long, default_value = "")]
         water_user: String,
+        /// What the project is, e.g. 教学楼供水管网查漏修复.
         #[arg(long)]
         title: String,
         /// Yearly baseline use, m³.
@@ -274,7 +288,8 @@ pub enum RequestsCommand {
         /// Last day proposals are taken, YYYY-MM-DD.
         #[arg(long, default_value = "")]
         deadline: String,
-        /// Invite only these companies (ids; repeat); none makes the request public.
+        /// Invite only these companies (credit code or name; repeat); none makes the request
+        /// public.
         #[arg(long = "invite")]
         invited: Vec<String>,
     },
@@ -287,7 +302,8 @@ pub enum RequestsCommand {
     },
     /// For a company: the open requests that fit its offerings, best first.
     Fitting {
-        #[arg(long)]
+        /// The company (its credit code or name); default: the one you act for.
+        #[arg(long, default_value = "")]
         company: String,
         #[arg(long, default_value_t = 20)]
         limit: i32,
@@ -306,13 +322,16 @@ pub enum ProposalsCommand {
     List { request_id: String },
     /// Propose on a request, for a company.
     Create {
+        /// The request proposed on (its id).
         #[arg(long)]
         request: String,
-        #[arg(long)]
+        /// The company proposing (its credit code or name); default: the one you act for.
+        #[arg(long, default_value = "")]
         company: String,
         /// The offering it builds on.
         #[arg(long, default_value = "")]
         offering: String,
+        /// What the company will do, e.g. 管网听音检漏、更换老化管段.
         #[arg(long)]
         measures: String,
         #[arg(long, default_value_t = 0.0)]
@@ -470,7 +489,7 @@ pub async fn companies(args: CompaniesArgs) -> anyhow::Result<()> {
                 headers: COMPANY_HEADERS.to_vec(),
                 rows: vec![company_row(&created)],
             }
-            .print(conn.json);
+            .print(conn.format());
             return Ok(());
         }
         CompaniesCommand::ConfirmGrade {
@@ -505,7 +524,7 @@ pub async fn companies(args: CompaniesArgs) -> anyhow::Result<()> {
                 headers: COMPANY_HEADERS.to_vec(),
                 rows: vec![company_row(&confirmed)],
             }
-            .print(conn.json);
+            .print(conn.format());
             return Ok(());
         }
     };
@@ -537,8 +556,8 @@ pub async fn companies(args: CompaniesArgs) -> anyhow::Result<()> {
         headers: COMPANY_HEADERS.to_vec(),
         rows: reply.companies.iter().map(company_row).collect(),
     }
-    .print(conn.json);
-    print_next_page(&reply.next_page_token, conn.json);
+    .print(conn.format());
+    print_next_page(&reply.next_page_token, conn.format());
     Ok(())
 }
 
@@ -576,7 +595,7 @@ pub async fn offerings(args: OfferingsArgs) -> anyhow::Result<()> {
                 .list_offerings(mpb::ListOfferingsRequest {
                     page_size: a.limit,
                     page_token: a.page_token,
-                    company_id: company,
+                    company_id: c.org_filter(OrgKind::Company, "company", &company).await?,
                     sector: code_number("sector", &a.sector, Sector::from_code, Sector::number)?,
                     town: a.town,
                     technology: code_number(
@@ -617,7 +636,7 @@ pub async fn offerings(args: OfferingsArgs) -> anyhow::Result<()> {
                 .create_offering(mpb::CreateOfferingRequest {
                     request_id: request_id(),
                     offering: Some(mpb::Offering {
-                        company_id: company,
+                        company_id: c.org_id(OrgKind::Company, "company", &company).await?,
                         title,
                         description,
                         technologies: numbers(
@@ -730,8 +749,8 @@ pub async fn offerings(args: OfferingsArgs) -> anyhow::Result<()> {
         ],
         rows,
     }
-    .print(conn.json);
-    print_next_page(&next, conn.json);
+    .print(conn.format());
+    print_next_page(&next, conn.format());
     Ok(())
 }
 
@@ -795,8 +814,8 @@ pub async fn users(args: UsersArgs) -> anyhow::Result<()> {
                 headers: USER_HEADERS.to_vec(),
                 rows: reply.water_users.iter().map(user_row).collect(),
             }
-            .print(conn.json);
-            print_next_page(&reply.next_page_token, conn.json);
+            .print(conn.format());
+            print_next_page(&reply.next_page_token, conn.format());
         }
         UsersCommand::Create {
             credit_code,
@@ -834,7 +853,7 @@ pub async fn users(args: UsersArgs) -> anyhow::Result<()> {
                 headers: USER_HEADERS.to_vec(),
                 rows: vec![user_row(&created)],
             }
-            .print(conn.json);
+            .print(conn.format());
         }
     }
     Ok(())
@@ -896,7 +915,9 @@ pub async fn requests(args: RequestsArgs) -> anyhow::Result<()> {
                 .list_project_requests(mpb::ListProjectRequestsRequest {
                     page_size: a.limit,
                     page_token: a.page_token,
-                    water_user_id: water_user,
+                    water_user_id: c
+                        .org_filter(OrgKind::WaterUser, "water-user", &water_user)
+                        .await?,
                     sector: code_number("sector", &a.sector, Sector::from_code, Sector::number)?,
                     town: a.town,
                     technology: code_number(
@@ -952,8 +973,8 @@ pub async fn requests(args: RequestsArgs) -> anyhow::Result<()> {
                 ],
                 rows,
             }
-            .print(conn.json);
-            print_next_page(&reply.next_page_token, conn.json);
+            .print(conn.format());
+            print_next_page(&reply.next_page_token, conn.format());
         }
         RequestsCommand::Create {
             water_user,
@@ -968,12 +989,20 @@ pub async fn requests(args: RequestsArgs) -> anyhow::Result<()> {
             invited,
         } => {
             let mut m = c.matching();
+            let mut invited_company_ids = Vec::with_capacity(invited.len());
+            for named in &invited {
+                invited_company_ids.push(c.org_id(OrgKind::Company, "invite", named).await?);
+            }
             let draft = mpb::ProjectRequest {
-                water_user_id: water_user,
+                water_user_id: c
+                    .org_id(OrgKind::WaterUser, "water-user", &water_user)
+                    .await?,
                 title,
-                baseline_use_litres: baseline_m3 * 1000,
+                baseline_use_litres: litres("baseline-m3", baseline_m3)?,
                 expected_savings_bp: (savings_pct * 100.0).round() as i32,
-                investment_wanted_fen: investment_yuan * 100,
+                investment_wanted_fen: investment_yuan
+                    .checked_mul(100)
+                    .with_context(|| format!("--investment-yuan {investment_yuan}: too large"))?,
                 price_fen_per_m3: (price_yuan * 100.0).round() as i64,
                 preferred_contract_models: models
                     .iter()
@@ -993,7 +1022,7 @@ pub async fn requests(args: RequestsArgs) -> anyhow::Result<()> {
                 } else {
                     mpb::RequestVisibility::Invited as i32
                 },
-                invited_company_ids: invited,
+                invited_company_ids,
                 ..Default::default()
             };
             let created = m
@@ -1019,7 +1048,7 @@ pub async fn requests(args: RequestsArgs) -> anyhow::Result<()> {
                 headers: vec!["id", "title", "status"],
                 rows: vec![vec![opened.id, opened.title, "open".into()]],
             }
-            .print(conn.json);
+            .print(conn.format());
         }
         RequestsCommand::Rank {
             request_id: id,
@@ -1056,8 +1085,8 @@ pub async fn requests(args: RequestsArgs) -> anyhow::Result<()> {
                 headers: vec!["rank", "score", "company", "offering", "why"],
                 rows,
             }
-            .print(conn.json);
-            if !conn.json {
+            .print(conn.format());
+            if conn.format() == Format::Table {
                 println!(
                     "{} offerings passed the hard filters; {} excluded",
                     reply.ranked_total, reply.excluded_total
@@ -1078,7 +1107,7 @@ pub async fn requests(args: RequestsArgs) -> anyhow::Result<()> {
             let reply = c
                 .matching()
                 .list_fitting_requests(mpb::ListFittingRequestsRequest {
-                    company_id: company,
+                    company_id: c.org_id(OrgKind::Company, "company", &company).await?,
                     page_size: limit,
                     page_token,
                 })
@@ -1114,8 +1143,8 @@ pub async fn requests(args: RequestsArgs) -> anyhow::Result<()> {
                 ],
                 rows,
             }
-            .print(conn.json);
-            print_next_page(&reply.next_page_token, conn.json);
+            .print(conn.format());
+            print_next_page(&reply.next_page_token, conn.format());
         }
     }
     Ok(())
@@ -1184,7 +1213,7 @@ pub async fn proposals(args: ProposalsArgs) -> anyhow::Result<()> {
                 ],
                 rows,
             }
-            .print(conn.json);
+            .print(conn.format());
         }
         ProposalsCommand::Create {
             request,
@@ -1210,11 +1239,11 @@ pub async fn proposals(args: ProposalsArgs) -> anyhow::Result<()> {
                     request_id: request_id(),
                     proposal: Some(mpb::Proposal {
                         project_request_id: request,
-                        company_id: company,
+                        company_id: c.org_id(OrgKind::Company, "company", &company).await?,
                         offering_id: offering,
                         measures,
                         investment_fen: fen(investment_yuan),
-                        promised_savings_litres: savings_m3 * 1000,
+                        promised_savings_litres: litres("savings-m3", savings_m3)?,
                         promised_savings_bp: bp(savings_pct),
                         contract_model: code_number(
                             "model",
@@ -1225,7 +1254,7 @@ pub async fn proposals(args: ProposalsArgs) -> anyhow::Result<()> {
                         terms: Some(types::ContractTerms {
                             share_ratio_bp: bp(share_pct),
                             sharing_period_months: sharing_months,
-                            guaranteed_savings_litres: guaranteed_m3 * 1000,
+                            guaranteed_savings_litres: litres("guaranteed-m3", guaranteed_m3)?,
                             shortfall_price_fen_per_m3: fen(shortfall_yuan),
                             hosting_fee_fen: fen(hosting_fee_yuan),
                             ..Default::default()
@@ -1249,7 +1278,7 @@ pub async fn proposals(args: ProposalsArgs) -> anyhow::Result<()> {
                     "submitted".into(),
                 ]],
             }
-            .print(conn.json);
+            .print(conn.format());
         }
         ProposalsCommand::Decline {
             proposal_id,
@@ -1275,7 +1304,7 @@ pub async fn proposals(args: ProposalsArgs) -> anyhow::Result<()> {
                     declined.decline_reason,
                 ]],
             }
-            .print(conn.json);
+            .print(conn.format());
         }
         ProposalsCommand::Accept { proposal_id } => {
             let reply = c
@@ -1287,14 +1316,19 @@ pub async fn proposals(args: ProposalsArgs) -> anyhow::Result<()> {
                 })
                 .await?
                 .into_inner();
+            // The projects service starts the project from the acceptance event: wait for it,
+            // so that what the next command names exists.
+            let project = super::projects::wait_for_project(&c, &reply.project_id).await?;
             Output {
-                headers: vec!["proposal", "project"],
+                headers: vec!["project", "proposal", "title", "stage"],
                 rows: vec![vec![
+                    project.id,
                     reply.proposal.map(|p| p.id).unwrap_or_default(),
-                    reply.project_id,
+                    project.title,
+                    stage_name(project.stage),
                 ]],
             }
-            .print(conn.json);
+            .print(conn.format());
         }
     }
     Ok(())

@@ -85,6 +85,31 @@ pub struct Connection {
     /// Print JSON instead of a table.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Print only the ids of what the command made or listed, one a line (for scripts:
+    /// `PROJECT=$(cwsm proposals accept … -q)`).
+    #[arg(long, short, global = true, conflicts_with = "json")]
+    pub quiet: bool,
+}
+
+/// How a command prints what it got.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Format {
+    /// A table for people, with lines around it (what comes next, a chart).
+    Table,
+    /// The rows as JSON objects.
+    Json,
+    /// The first column of each row (a command's rows start with what it names).
+    Ids,
+}
+
+impl Connection {
+    pub(crate) fn format(&self) -> Format {
+        match (self.json, self.quiet) {
+            (true, _) => Format::Json,
+            (false, true) => Format::Ids,
+            (false, false) => Format::Table,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -127,6 +152,41 @@ pub async fn run(command: ClientCommand) -> anyhow::Result<()> {
         ClientCommand::SignIn(args) => accounts::sign_in(args).await,
         ClientCommand::ApiKeys(args) => accounts::api_keys(args).await,
         ClientCommand::Bench(args) => load::run(args).await,
+    }
+}
+
+/// An error as one plain sentence for the person at the terminal: the CLI's own context, then
+/// the server's message (not tonic's debug text of the status), then what to do about it.
+pub fn explain(error: &anyhow::Error) -> String {
+    let mut parts = Vec::new();
+    for cause in error.chain() {
+        if let Some(status) = cause.downcast_ref::<tonic::Status>() {
+            let message = status.message().trim();
+            parts.push(if message.is_empty() {
+                format!("{:?}", status.code())
+            } else {
+                message.to_string()
+            });
+            if let Some(next) = next_step(status.code()) {
+                parts.push(next.to_string());
+            }
+            break;
+        }
+        parts.push(cause.to_string());
+    }
+    parts.join(": ")
+}
+
+/// What to run next after a status whose message cannot know the command line.
+fn next_step(code: tonic::Code) -> Option<&'static str> {
+    match code {
+        tonic::Code::Unauthenticated => Some(
+            "sign in again (CWSM_TOKEN=$(cwsm sign-in --login …)), or give a token with --token",
+        ),
+        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded => {
+            Some("is `cwsm serve` running at the address of --server (CWSM_SERVER)?")
+        }
+        _ => None,
     }
 }
 
@@ -206,6 +266,122 @@ impl Clients {
     }
 }
 
+/// The kinds of organization a command's flag may name.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum OrgKind {
+    Company,
+    WaterUser,
+}
+
+impl OrgKind {
+    fn noun(self) -> &'static str {
+        match self {
+            OrgKind::Company => "service company",
+            OrgKind::WaterUser => "water user",
+        }
+    }
+    fn list_command(self) -> &'static str {
+        match self {
+            OrgKind::Company => "cwsm companies list --query",
+            OrgKind::WaterUser => "cwsm users list --query",
+        }
+    }
+}
+
+impl Clients {
+    /// The marketplace id of the organization `named` by its credit code or exact name (an id
+    /// is taken as it is); `named` empty: the caller's own organization, the one its token acts
+    /// for. People name organizations by credit code; the API takes ids.
+    pub(crate) async fn org_id(
+        &self,
+        kind: OrgKind,
+        flag: &str,
+        named: &str,
+    ) -> anyhow::Result<String> {
+        let named = named.trim();
+        if cwsm_platform::is_id(named) {
+            return Ok(named.to_string());
+        }
+        let named = if named.is_empty() {
+            cwsm_platform::auth::token_org_unverified(&self.token).with_context(|| {
+                format!(
+                    "--{flag}: name the {} by its credit code or name (your token acts for no \
+                     organization)",
+                    kind.noun()
+                )
+            })?
+        } else {
+            named.to_string()
+        };
+        let page_size = 20;
+        let found: Vec<(String, String, String)> = match kind {
+            OrgKind::Company => self
+                .matching()
+                .list_companies(cwsm_proto::matching::v1::ListCompaniesRequest {
+                    page_size,
+                    query: named.clone(),
+                    ..Default::default()
+                })
+                .await?
+                .into_inner()
+                .companies
+                .into_iter()
+                .map(|x| (x.id, x.credit_code, x.name))
+                .collect(),
+            OrgKind::WaterUser => self
+                .matching()
+                .list_water_users(cwsm_proto::matching::v1::ListWaterUsersRequest {
+                    page_size,
+                    query: named.clone(),
+                    ..Default::default()
+                })
+                .await?
+                .into_inner()
+                .water_users
+                .into_iter()
+                .map(|x| (x.id, x.credit_code, x.name))
+                .collect(),
+        };
+        let by_code: Vec<_> = found
+            .iter()
+            .filter(|(_, code, _)| code.eq_ignore_ascii_case(&named))
+            .collect();
+        let by_name: Vec<_> = found.iter().filter(|(_, _, name)| *name == named).collect();
+        match (by_code.as_slice(), by_name.as_slice()) {
+            ([(id, _, _)], _) | ([], [(id, _, _)]) => Ok(id.clone()),
+            ([], []) => anyhow::bail!(
+                "--{flag}: no {} has the credit code or name {named:?} (see `{} …`)",
+                kind.noun(),
+                kind.list_command()
+            ),
+            _ => anyhow::bail!(
+                "--{flag}: more than one {} is named {named:?}; name one by its credit code: {}",
+                kind.noun(),
+                by_code
+                    .iter()
+                    .chain(&by_name)
+                    .map(|(_, code, _)| code.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }
+    }
+
+    /// [`Clients::org_id`] for a filter: empty stays empty (no filter).
+    pub(crate) async fn org_filter(
+        &self,
+        kind: OrgKind,
+        flag: &str,
+        named: &str,
+    ) -> anyhow::Result<String> {
+        if named.trim().is_empty() {
+            Ok(String::new())
+        } else {
+            self.org_id(kind, flag, named).await
+        }
+    }
+}
+
 /// Rows for people or scripts.
 pub(crate) struct Output {
     pub(crate) headers: Vec<&'static str>,
@@ -213,8 +389,12 @@ pub(crate) struct Output {
 }
 
 impl Output {
-    pub(crate) fn print(&self, json: bool) {
-        if json {
+    pub(crate) fn print(&self, format: Format) {
+        if format == Format::Ids {
+            for row in &self.rows {
+                println!("{}", row.first().map(String::as_str).unwrap_or_default());
+            }
+        } else if format == Format::Json {
             let objects: Vec<serde_json::Value> = self
                 .rows
                 .iter()
@@ -292,4 +472,31 @@ pub(crate) fn cst(ms: Option<i64>) -> String {
 
 pub(crate) fn request_id() -> String {
     format!("cli:{}", cwsm_platform::new_id())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_reads_as_the_servers_sentence_and_what_to_do() {
+        let refused = anyhow::Error::new(tonic::Status::failed_precondition(
+            "project p is contracted; periods are submitted while it is operating",
+        ))
+        .context("submitting the period starting 2026-01-01");
+        assert_eq!(
+            explain(&refused),
+            "submitting the period starting 2026-01-01: project p is contracted; periods are \
+             submitted while it is operating"
+        );
+        let expired = anyhow::Error::new(tonic::Status::unauthenticated("token expired"));
+        assert!(explain(&expired).starts_with("token expired: sign in again"));
+        // No "status:", "message:", "details:" or "metadata:" of the status's debug text.
+        assert!(!explain(&refused).contains("metadata"));
+        let plain = anyhow::anyhow!("--register-digits 11: a register has 1 to 10 digits");
+        assert_eq!(
+            explain(&plain),
+            "--register-digits 11: a register has 1 to 10 digits"
+        );
+    }
 }

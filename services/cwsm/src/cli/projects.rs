@@ -13,7 +13,7 @@ use cwsm_projects::settle::{cubic_metres, yuan};
 use cwsm_proto::projects::v1 as ppb;
 use tokio_stream::StreamExt;
 
-use super::{Clients, Connection, Output, cst, name_of, request_id, stage_name};
+use super::{Clients, Connection, Format, Output, cst, name_of, request_id, stage_name};
 
 #[derive(Args)]
 pub struct ProjectsArgs {
@@ -283,7 +283,7 @@ fn document_rows(list: &[ppb::EvidenceDocument]) -> Output {
     }))
 }
 
-async fn evidence(c: &Clients, cmd: EvidenceCommand, json: bool) -> anyhow::Result<()> {
+async fn evidence(c: &Clients, cmd: EvidenceCommand, format: Format) -> anyhow::Result<()> {
     match cmd {
         EvidenceCommand::Upload { project_id, file } => {
             let messages = super::evidence::upload_messages(
@@ -303,7 +303,7 @@ async fn evidence(c: &Clients, cmd: EvidenceCommand, json: bool) -> anyhow::Resu
             if reply.already_uploaded {
                 eprintln!("the project had this document already");
             }
-            document_rows(&reply.document.into_iter().collect::<Vec<_>>()).print(json);
+            document_rows(&reply.document.into_iter().collect::<Vec<_>>()).print(format);
         }
         EvidenceCommand::Get {
             project_id,
@@ -329,7 +329,7 @@ async fn evidence(c: &Clients, cmd: EvidenceCommand, json: bool) -> anyhow::Resu
                 })
                 .await?
                 .into_inner();
-            document_rows(&reply.documents).print(json);
+            document_rows(&reply.documents).print(format);
         }
     }
     Ok(())
@@ -403,7 +403,7 @@ fn adjustment_rows(list: &[ppb::NonRoutineAdjustment]) -> Output {
     }
 }
 
-async fn adjustments(c: &Clients, cmd: AdjustmentsCommand, json: bool) -> anyhow::Result<()> {
+async fn adjustments(c: &Clients, cmd: AdjustmentsCommand, format: Format) -> anyhow::Result<()> {
     let list = match cmd {
         AdjustmentsCommand::Create {
             project_id,
@@ -461,7 +461,7 @@ async fn adjustments(c: &Clients, cmd: AdjustmentsCommand, json: bool) -> anyhow
                 .adjustments
         }
     };
-    adjustment_rows(&list).print(json);
+    adjustment_rows(&list).print(format);
     Ok(())
 }
 
@@ -605,7 +605,7 @@ pub async fn projects(args: ProjectsArgs) -> anyhow::Result<()> {
                 headers: vec!["id", "title", "company", "water_user", "model", "stage"],
                 rows,
             }
-            .print(conn.json);
+            .print(conn.format());
         }
         ProjectsCommand::Move {
             project_id,
@@ -644,7 +644,7 @@ pub async fn projects(args: ProjectsArgs) -> anyhow::Result<()> {
                     p.version.to_string(),
                 ]],
             }
-            .print(conn.json);
+            .print(conn.format());
         }
         ProjectsCommand::AssignVerifier {
             project_id,
@@ -666,7 +666,7 @@ pub async fn projects(args: ProjectsArgs) -> anyhow::Result<()> {
                 headers: vec!["id", "title", "verifier_org", "version"],
                 rows: vec![vec![p.id, p.title, p.verifier_org, p.version.to_string()]],
             }
-            .print(conn.json);
+            .print(conn.format());
         }
         ProjectsCommand::Baseline {
             project_id,
@@ -711,7 +711,7 @@ pub async fn projects(args: ProjectsArgs) -> anyhow::Result<()> {
                         .unwrap_or_default(),
                 ]],
             }
-            .print(conn.json);
+            .print(conn.format());
         }
         ProjectsCommand::Drivers {
             project_id,
@@ -743,19 +743,19 @@ pub async fn projects(args: ProjectsArgs) -> anyhow::Result<()> {
                 headers: vec!["driver", "sent", "recorded"],
                 rows: table,
             }
-            .print(conn.json);
+            .print(conn.format());
         }
-        ProjectsCommand::Meters(cmd) => meters(&c, cmd, conn.json).await?,
-        ProjectsCommand::Readings(cmd) => readings(&c, cmd, conn.json).await?,
+        ProjectsCommand::Meters(cmd) => meters(&c, cmd, conn.format()).await?,
+        ProjectsCommand::Readings(cmd) => readings(&c, cmd, conn.format()).await?,
         ProjectsCommand::Savings { project_id, svg } => {
-            savings(&c, &project_id, svg.as_deref(), conn.json).await?
+            savings(&c, &project_id, svg.as_deref(), conn.format()).await?
         }
-        ProjectsCommand::Periods(cmd) => periods(&c, cmd, conn.json).await?,
-        ProjectsCommand::Adjustments(cmd) => adjustments(&c, cmd, conn.json).await?,
-        ProjectsCommand::Evidence(cmd) => evidence(&c, cmd, conn.json).await?,
-        ProjectsCommand::Verifier(cmd) => verifier(&c, cmd, conn.json).await?,
+        ProjectsCommand::Periods(cmd) => periods(&c, cmd, conn.format()).await?,
+        ProjectsCommand::Adjustments(cmd) => adjustments(&c, cmd, conn.format()).await?,
+        ProjectsCommand::Evidence(cmd) => evidence(&c, cmd, conn.format()).await?,
+        ProjectsCommand::Verifier(cmd) => verifier(&c, cmd, conn.format()).await?,
         ProjectsCommand::Settlements { project_id } => {
-            settlements(&c, &project_id, conn.json).await?
+            settlements(&c, &project_id, conn.format()).await?
         }
         ProjectsCommand::Bench { .. } => {}
     }
@@ -786,7 +786,42 @@ fn meter_row(m: &ppb::Meter) -> Vec<String> {
     ]
 }
 
-async fn meters(c: &Clients, cmd: MetersCommand, json: bool) -> anyhow::Result<()> {
+/// The project `project_id` once the projects service has it: an accepted proposal's project
+/// is started from the acceptance event, a moment after the acceptance answers.
+pub(crate) async fn wait_for_project(
+    c: &Clients,
+    project_id: &str,
+) -> anyhow::Result<ppb::Project> {
+    const WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+    let started = std::time::Instant::now();
+    let mut client = c.projects();
+    loop {
+        match client
+            .get_project(ppb::GetProjectRequest {
+                project_id: project_id.to_string(),
+            })
+            .await
+        {
+            Ok(reply) => {
+                return reply
+                    .into_inner()
+                    .project
+                    .with_context(|| format!("project {project_id}: an empty reply"));
+            }
+            Err(status) if status.code() == tonic::Code::NotFound && started.elapsed() < WAIT => {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            Err(status) if status.code() == tonic::Code::NotFound => anyhow::bail!(
+                "the proposal is accepted, but project {project_id} did not start within {} s: \
+                 see `cwsm projects list` in a while, or the projects service's log",
+                WAIT.as_secs()
+            ),
+            Err(status) => return Err(status.into()),
+        }
+    }
+}
+
+async fn meters(c: &Clients, cmd: MetersCommand, format: Format) -> anyhow::Result<()> {
     let headers = vec!["id", "name", "site", "kind", "interval_s"];
     match cmd {
         MetersCommand::Create {
@@ -827,7 +862,7 @@ async fn meters(c: &Clients, cmd: MetersCommand, json: bool) -> anyhow::Result<(
                 headers,
                 rows: vec![meter_row(&m)],
             }
-            .print(json);
+            .print(format);
         }
         MetersCommand::List { project_id } => {
             let reply = c
@@ -843,7 +878,7 @@ async fn meters(c: &Clients, cmd: MetersCommand, json: bool) -> anyhow::Result<(
                 headers,
                 rows: reply.meters.iter().map(meter_row).collect(),
             }
-            .print(json);
+            .print(format);
         }
     }
     Ok(())
@@ -889,7 +924,7 @@ fn check_timestamps(
     Ok(mark)
 }
 
-async fn readings(c: &Clients, cmd: ReadingsCommand, json: bool) -> anyhow::Result<()> {
+async fn readings(c: &Clients, cmd: ReadingsCommand, format: Format) -> anyhow::Result<()> {
     match cmd {
         ReadingsCommand::Import {
             file,
@@ -990,8 +1025,8 @@ async fn readings(c: &Clients, cmd: ReadingsCommand, json: bool) -> anyhow::Resu
                     flags,
                 ]],
             }
-            .print(json);
-            if !json {
+            .print(format);
+            if format == Format::Table {
                 if reply.unknown_meters > 0 {
                     println!(
                         "{} unknown meters, e.g. {}",
@@ -1069,7 +1104,7 @@ async fn readings(c: &Clients, cmd: ReadingsCommand, json: bool) -> anyhow::Resu
                 ],
                 rows,
             }
-            .print(json);
+            .print(format);
         }
         ReadingsCommand::Correct {
             meter_id,
@@ -1107,7 +1142,7 @@ async fn readings(c: &Clients, cmd: ReadingsCommand, json: bool) -> anyhow::Resu
                 .into_inner()
                 .correction
                 .unwrap_or_default();
-            correction_rows(std::slice::from_ref(&c)).print(json);
+            correction_rows(std::slice::from_ref(&c)).print(format);
         }
         ReadingsCommand::Corrections { project_id } => {
             let reply = c
@@ -1119,7 +1154,7 @@ async fn readings(c: &Clients, cmd: ReadingsCommand, json: bool) -> anyhow::Resu
                 })
                 .await?
                 .into_inner();
-            correction_rows(&reply.corrections).print(json);
+            correction_rows(&reply.corrections).print(format);
         }
         ReadingsCommand::Decide {
             correction_id,
@@ -1143,7 +1178,7 @@ async fn readings(c: &Clients, cmd: ReadingsCommand, json: bool) -> anyhow::Resu
                 .into_inner()
                 .correction
                 .unwrap_or_default();
-            correction_rows(std::slice::from_ref(&c)).print(json);
+            correction_rows(std::slice::from_ref(&c)).print(format);
         }
     }
     Ok(())
@@ -1167,7 +1202,7 @@ async fn savings(
     c: &Clients,
     project_id: &str,
     svg: Option<&std::path::Path>,
-    json: bool,
+    format: Format,
 ) -> anyhow::Result<()> {
     let report = c
         .projects()
@@ -1209,8 +1244,8 @@ async fn savings(
         ],
         rows,
     }
-    .print(json);
-    if json {
+    .print(format);
+    if format == Format::Json {
         return Ok(());
     }
     match &report.baseline_fit {
@@ -1221,7 +1256,7 @@ async fn savings(
                 .map(|k| format!("{} {:.1} (± {:.1})", k.name, k.value, k.standard_error))
                 .collect();
             println!(
-                "Baseline model: use per day = {}; n = {} ({}), R² = {:.3}, CV(RMSE) = {:.1}%, NMBE = {:.2}%, ASHRAE Guideline 14: {}; residuals' ρ = {:.2}, n′ = {:.1}",
+                "Baseline model: use per day = {}; n = {} ({}), R² = {}, CV(RMSE) = {:.1}%, NMBE = {:.2}%, ASHRAE Guideline 14: {}; residuals' ρ = {:.2}, n′ = {:.1}",
                 terms.join(" + "),
                 f.observations,
                 if f.granularity == ppb::ModelGranularity::BillingPeriod as i32 {
@@ -1229,7 +1264,13 @@ async fn savings(
                 } else {
                     "days"
                 },
-                f.r_squared,
+                // A model of the intercept alone explains no variance by construction: its R²
+                // is 0 and says nothing of the fit.
+                if f.coefficients.len() > 1 {
+                    format!("{:.3}", f.r_squared)
+                } else {
+                    "— (no drivers: the mean day)".to_string()
+                },
                 f.cv_rmse * 100.0,
                 f.nmbe * 100.0,
                 if f.ashrae_g14_pass { "pass" } else { "FAIL" },
@@ -1237,7 +1278,34 @@ async fn savings(
                 f.effective_observations
             );
         }
-        _ => println!("Baseline model: none yet"),
+        _ => {
+            // Why there is none, and what to run: the baseline period is not set, or its days
+            // have no readings yet.
+            let project = c
+                .projects()
+                .get_project(ppb::GetProjectRequest {
+                    project_id: project_id.to_string(),
+                })
+                .await?
+                .into_inner()
+                .project
+                .unwrap_or_default();
+            if project.baseline_start_date.is_empty() {
+                println!(
+                    "Baseline model: none yet: the baseline period is not set. Set it while the \
+                     project is contracted: cwsm projects baseline {project_id} --start YYYY-MM-DD \
+                     --end YYYY-MM-DD"
+                );
+            } else {
+                println!(
+                    "Baseline model: none yet: no readings cover the baseline period {} to {}. \
+                     Register a meter (cwsm projects meters create {project_id} …) and import its \
+                     readings (cwsm projects readings import FILE --meter METER_ID); a reading's \
+                     time is the end of its interval",
+                    project.baseline_start_date, project.baseline_end_date
+                );
+            }
+        }
     }
     if let Some(s) = report
         .baseline_fit
@@ -1407,7 +1475,7 @@ fn verifier_decision(word: &str) -> anyhow::Result<ppb::VerifierDecision> {
     }
 }
 
-async fn verifier(c: &Clients, cmd: VerifierCommand, json: bool) -> anyhow::Result<()> {
+async fn verifier(c: &Clients, cmd: VerifierCommand, format: Format) -> anyhow::Result<()> {
     let rows = match cmd {
         VerifierCommand::Propose {
             project_id,
@@ -1474,11 +1542,11 @@ async fn verifier(c: &Clients, cmd: VerifierCommand, json: bool) -> anyhow::Resu
         ],
         rows,
     }
-    .print(json);
+    .print(format);
     Ok(())
 }
 
-async fn periods(c: &Clients, cmd: PeriodsCommand, json: bool) -> anyhow::Result<()> {
+async fn periods(c: &Clients, cmd: PeriodsCommand, format: Format) -> anyhow::Result<()> {
     let period = match cmd {
         PeriodsCommand::Submit {
             project_id,
@@ -1547,7 +1615,7 @@ async fn periods(c: &Clients, cmd: PeriodsCommand, json: bool) -> anyhow::Result
                 Some(start) => (String::new(), id, start),
                 None => (id, String::new(), String::new()),
             };
-            let format = if xlsx {
+            let kind = if xlsx {
                 ppb::ReportFormat::Xlsx
             } else {
                 ppb::ReportFormat::Html
@@ -1556,7 +1624,7 @@ async fn periods(c: &Clients, cmd: PeriodsCommand, json: bool) -> anyhow::Result
                 .projects()
                 .get_verification_report(ppb::GetVerificationReportRequest {
                     period_id,
-                    format: format as i32,
+                    format: kind as i32,
                     project_id,
                     contract_year_start_date,
                 })
@@ -1577,7 +1645,7 @@ async fn periods(c: &Clients, cmd: PeriodsCommand, json: bool) -> anyhow::Result
                     },
                 ]],
             }
-            .print(json);
+            .print(format);
             return Ok(());
         }
         PeriodsCommand::Waive {
@@ -1616,7 +1684,7 @@ async fn periods(c: &Clients, cmd: PeriodsCommand, json: bool) -> anyhow::Result
                     w.failure,
                 ]],
             }
-            .print(json);
+            .print(format);
             return Ok(());
         }
         PeriodsCommand::Settle { period_id } => {
@@ -1630,7 +1698,7 @@ async fn periods(c: &Clients, cmd: PeriodsCommand, json: bool) -> anyhow::Result
                 .await?
                 .into_inner();
             if let Some(s) = &reply.settlement {
-                print_settlements(std::slice::from_ref(s), json);
+                print_settlements(std::slice::from_ref(s), format);
             }
             return Ok(());
         }
@@ -1646,11 +1714,11 @@ async fn periods(c: &Clients, cmd: PeriodsCommand, json: bool) -> anyhow::Result
             period.version.to_string(),
         ]],
     }
-    .print(json);
+    .print(format);
     Ok(())
 }
 
-fn print_settlements(list: &[ppb::Settlement], json: bool) {
+fn print_settlements(list: &[ppb::Settlement], format: Format) {
     Output {
         headers: vec![
             "period",
@@ -1684,8 +1752,8 @@ fn print_settlements(list: &[ppb::Settlement], json: bool) {
             })
             .collect(),
     }
-    .print(json);
-    if !json {
+    .print(format);
+    if format == Format::Table {
         for s in list {
             println!("\nStatement {} (period {}):", s.id, s.period_id);
             for line in &s.statement_lines {
@@ -1695,7 +1763,7 @@ fn print_settlements(list: &[ppb::Settlement], json: bool) {
     }
 }
 
-async fn settlements(c: &Clients, project_id: &str, json: bool) -> anyhow::Result<()> {
+async fn settlements(c: &Clients, project_id: &str, format: Format) -> anyhow::Result<()> {
     let reply = c
         .projects()
         .list_settlements(ppb::ListSettlementsRequest {
@@ -1705,7 +1773,7 @@ async fn settlements(c: &Clients, project_id: &str, json: bool) -> anyhow::Resul
         })
         .await?
         .into_inner();
-    print_settlements(&reply.settlements, json);
+    print_settlements(&reply.settlements, format);
     Ok(())
 }
 

@@ -9,7 +9,7 @@ use clap::{Args, Subcommand};
 use cwsm_platform::vocab::Sector;
 use cwsm_proto::reporting::v1 as rpb;
 
-use super::{Clients, Connection, Output, code_number, request_id};
+use super::{Clients, Connection, Format, Output, code_number, request_id};
 
 #[derive(Args)]
 pub struct ReportArgs {
@@ -192,9 +192,9 @@ pub async fn report(args: ReportArgs) -> anyhow::Result<()> {
         rollup_facts,
     }) = &command
     {
-        bench(facts, *calls, conn.json).await?;
+        bench(facts, *calls, conn.format()).await?;
         if *rollup_districts > 0 {
-            return bench_rollup(*rollup_districts, *rollup_facts, *calls, conn.json).await;
+            return bench_rollup(*rollup_districts, *rollup_facts, *calls, conn.format()).await;
         }
         return Ok(());
     }
@@ -276,7 +276,7 @@ pub async fn report(args: ReportArgs) -> anyhow::Result<()> {
                 headers: vec!["code", "version", "title", "year", "loaded_by", "id"],
                 rows,
             }
-            .print(conn.json);
+            .print(conn.format());
             Ok(())
         }
         Some(ReportCommand::Record {
@@ -310,7 +310,7 @@ pub async fn report(args: ReportArgs) -> anyhow::Result<()> {
                 .into_inner()
                 .achievement
                 .context("empty reply")?;
-            print_achievements(&[a], conn.json);
+            print_achievements(&[a], conn.format());
             Ok(())
         }
         Some(ReportCommand::Achievements {
@@ -328,7 +328,7 @@ pub async fn report(args: ReportArgs) -> anyhow::Result<()> {
                 })
                 .await?
                 .into_inner();
-            print_achievements(&reply.achievements, conn.json);
+            print_achievements(&reply.achievements, conn.format());
             Ok(())
         }
         Some(ReportCommand::Correct {
@@ -370,7 +370,7 @@ pub async fn report(args: ReportArgs) -> anyhow::Result<()> {
                 .into_inner()
                 .achievement
                 .context("empty reply")?;
-            print_achievements(&[a], conn.json);
+            print_achievements(&[a], conn.format());
             Ok(())
         }
         Some(ReportCommand::Approve {
@@ -389,7 +389,7 @@ pub async fn report(args: ReportArgs) -> anyhow::Result<()> {
                 .into_inner()
                 .achievement
                 .context("empty reply")?;
-            print_achievements(&[a], conn.json);
+            print_achievements(&[a], conn.format());
             Ok(())
         }
         Some(ReportCommand::Reject {
@@ -408,13 +408,13 @@ pub async fn report(args: ReportArgs) -> anyhow::Result<()> {
                 .into_inner()
                 .achievement
                 .context("empty reply")?;
-            print_achievements(&[a], conn.json);
+            print_achievements(&[a], conn.format());
             Ok(())
         }
         Some(ReportCommand::Rollup { jurisdiction, year }) => {
-            rollup(&c, conn.json, jurisdiction, year, date).await
+            rollup(&c, conn.format(), jurisdiction, year, date).await
         }
-        Some(ReportCommand::Evidence(cmd)) => evidence(&c, &plan, cmd, conn.json).await,
+        Some(ReportCommand::Evidence(cmd)) => evidence(&c, &plan, cmd, conn.format()).await,
         Some(ReportCommand::Rebuild) => {
             let r = c
                 .reporting()
@@ -441,7 +441,7 @@ pub async fn report(args: ReportArgs) -> anyhow::Result<()> {
                     ]
                 })
                 .collect();
-            if !conn.json {
+            if conn.format() == Format::Table {
                 println!(
                     "read {} milestone events (last sequence {})",
                     r.events_read, r.last_sequence
@@ -451,7 +451,7 @@ pub async fn report(args: ReportArgs) -> anyhow::Result<()> {
                 headers: vec!["indicator", "before", "after"],
                 rows,
             }
-            .print(conn.json);
+            .print(conn.format());
             Ok(())
         }
         Some(ReportCommand::DeadLetters) => {
@@ -487,7 +487,7 @@ pub async fn report(args: ReportArgs) -> anyhow::Result<()> {
                 headers: vec!["event_id", "kind", "reason", "bytes", "received"],
                 rows,
             }
-            .print(conn.json);
+            .print(conn.format());
             Ok(())
         }
         Some(ReportCommand::Bench { .. }) => Ok(()),
@@ -496,7 +496,7 @@ pub async fn report(args: ReportArgs) -> anyhow::Result<()> {
 
 async fn rollup(
     c: &Clients,
-    json: bool,
+    format: Format,
     jurisdiction: String,
     year: i32,
     date: String,
@@ -512,7 +512,7 @@ async fn rollup(
         .into_inner()
         .rollup
         .context("empty reply")?;
-    if !json {
+    if format == Format::Table {
         if let Some(p) = &r.place {
             println!(
                 "{} {} ({}): plans of {} as of {}",
@@ -599,7 +599,7 @@ async fn rollup(
         ],
         rows,
     }
-    .print(json);
+    .print(format);
     Ok(())
 }
 
@@ -621,7 +621,7 @@ async fn table(
         .into_inner()
         .report
         .context("empty report")?;
-    if let (Some(p), false) = (&report.plan, conn.json) {
+    if let (Some(p), Format::Table) = (&report.plan, conn.format()) {
         println!("{} (v{}) as of {}", p.title, p.version, report.as_of_date);
     }
     let rows = report
@@ -661,8 +661,8 @@ async fn table(
         ],
         rows,
     }
-    .print(conn.json);
-    if !conn.json {
+    .print(conn.format());
+    if conn.format() == Format::Table {
         let mut counts = std::collections::BTreeMap::new();
         for s in &report.indicators {
             *counts.entry(status_code(s.status)).or_insert(0) += 1;
@@ -708,7 +708,7 @@ async fn export_to(
     Ok(())
 }
 
-fn print_achievements(list: &[rpb::Achievement], json: bool) {
+fn print_achievements(list: &[rpb::Achievement], format: Format) {
     let rows = list
         .iter()
         .map(|a| {
@@ -747,7 +747,7 @@ fn print_achievements(list: &[rpb::Achievement], json: bool) {
         ],
         rows,
     }
-    .print(json);
+    .print(format);
 }
 
 /// The roll-up case, printed beside its ceilings (a benchmark, not a test: nothing fails).
@@ -755,16 +755,16 @@ async fn bench_rollup(
     districts: usize,
     facts: usize,
     calls: usize,
-    json: bool,
+    format: Format,
 ) -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("cwsm-bench-{}", cwsm_platform::new_id()));
     let ms = |d: std::time::Duration| format!("{:.2}", d.as_secs_f64() * 1000.0);
-    if !json {
+    if format == Format::Table {
         eprintln!("bench: roll-up of a province of {districts} districts, {facts} facts each …");
     }
     let f = cwsm_reporting::bench::run_rollup(&dir, districts, facts, calls.max(1)).await?;
     let _ = std::fs::remove_dir_all(&dir);
-    if !json {
+    if format == Format::Table {
         eprintln!(
             "province ({} districts × {} facts each): A8 total {} = sum of the districts {}",
             f.districts,
@@ -789,16 +789,16 @@ async fn bench_rollup(
             })
             .collect(),
     }
-    .print(json);
+    .print(format);
     Ok(())
 }
 
-async fn bench(facts: &[usize], calls: usize, json: bool) -> anyhow::Result<()> {
+async fn bench(facts: &[usize], calls: usize, format: Format) -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("cwsm-bench-{}", cwsm_platform::new_id()));
     let ms = |d: std::time::Duration| format!("{:.2}", d.as_secs_f64() * 1000.0);
     let mut rows = Vec::new();
     for &n in facts {
-        if !json {
+        if format == Format::Table {
             eprintln!("bench: {n} facts …");
         }
         let f = cwsm_reporting::bench::run(&dir, n, calls.max(1)).await?;
@@ -833,7 +833,7 @@ async fn bench(facts: &[usize], calls: usize, json: bool) -> anyhow::Result<()> 
         ],
         rows,
     }
-    .print(json);
+    .print(format);
     Ok(())
 }
 
@@ -862,7 +862,12 @@ fn plan_document_row(d: &rpb::EvidenceDocument) -> [String; 5] {
     ]
 }
 
-async fn evidence(c: &Clients, plan: &str, cmd: EvidenceCommand, json: bool) -> anyhow::Result<()> {
+async fn evidence(
+    c: &Clients,
+    plan: &str,
+    cmd: EvidenceCommand,
+    format: Format,
+) -> anyhow::Result<()> {
     match cmd {
         EvidenceCommand::Upload { file } => {
             let messages =
@@ -882,7 +887,7 @@ async fn evidence(c: &Clients, plan: &str, cmd: EvidenceCommand, json: bool) -> 
                 eprintln!("the plan had this document already");
             }
             super::evidence::document_rows(reply.document.iter().map(plan_document_row))
-                .print(json);
+                .print(format);
         }
         EvidenceCommand::Get { sha256, out } => {
             let stream = c
@@ -908,7 +913,7 @@ async fn evidence(c: &Clients, plan: &str, cmd: EvidenceCommand, json: bool) -> 
                 .await?
                 .into_inner();
             super::evidence::document_rows(reply.documents.iter().map(plan_document_row))
-                .print(json);
+                .print(format);
         }
     }
     Ok(())
