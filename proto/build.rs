@@ -39,7 +39,13 @@ fn main() -> Result<(), Box<dyn Error>> {
         // An RPC of the contract that a service has not built yet answers UNIMPLEMENTED
         // instead of failing to compile; each service's module doc lists which.
         .generate_default_stubs(true)
-        .compile_fds(compiler.file_descriptor_set())?;
+        .compile_fds_with_config(compiler.file_descriptor_set(), {
+            // `prost::Name` on every message: its full name finds it in the descriptor set
+            // (the CLI's --json prints a reply as the API's JSON through it).
+            let mut config = prost_build::Config::new();
+            config.enable_type_names();
+            config
+        })?;
     Ok(())
 }
 

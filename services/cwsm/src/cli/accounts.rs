@@ -35,7 +35,7 @@ pub struct SignInArgs {
     #[arg(long)]
     pub provider: Option<String>,
     /// The organization to act for (its credit code), when you are a member of several.
-    #[arg(long, default_value = "")]
+    #[arg(long, default_value = "", hide_default_value = true)]
     pub org: String,
     #[command(flatten)]
     pub conn: Connection,
@@ -300,24 +300,16 @@ pub async fn api_keys(args: ApiKeysArgs) -> anyhow::Result<()> {
             return Ok(());
         }
         ApiKeysCommand::List { org } => {
-            let mut keys = Vec::new();
-            let mut page_token = String::new();
-            loop {
-                let page = accounts
-                    .list_api_keys(apb::ListApiKeysRequest {
-                        credit_code: org.clone(),
-                        page_size: 500,
-                        page_token,
-                    })
-                    .await
-                    .map_err(|s| anyhow::anyhow!("{}", s.message()))?
-                    .into_inner();
-                keys.extend(page.keys);
-                if page.next_page_token.is_empty() {
-                    break keys;
-                }
-                page_token = page.next_page_token;
-            }
+            every!(
+                c.accounts(),
+                list_api_keys,
+                apb::ListApiKeysRequest {
+                    credit_code: org.clone(),
+                    ..Default::default()
+                },
+                keys
+            )
+            .await?
         }
         ApiKeysCommand::Revoke { id } => vec![
             accounts

@@ -12,8 +12,8 @@ use cwsm_proto::matching::v1 as mpb;
 use cwsm_proto::types;
 
 use super::{
-    Clients, Connection, Format, OrgKind, Output, code_number, name_of, request_id, stage_name,
-    yuan,
+    Clients, Connection, Format, OrgKind, Output, Paging, api_json, api_json_list, code_number,
+    codes, more, name_of, request_id, stage_name, yuan,
 };
 
 /// Parses repeated vocabulary codes into proto numbers, naming a bad one.
@@ -47,29 +47,20 @@ fn contact(name: String, phone: String, email: String) -> Option<types::Contact>
     Some(types::Contact { name, phone, email })
 }
 
-#[derive(Args, Clone, Default)]
+#[derive(Args, Clone)]
 pub struct ListArgs {
-    /// Sector code, e.g. school, industrial_enterprise.
-    #[arg(long, default_value = "")]
+    /// Sector, e.g. school, industrial_enterprise.
+    #[arg(long, default_value = "", hide_default_value = true,
+          value_parser = codes(Sector::ALL, Sector::code, Sector::label))]
     pub sector: String,
     /// Town or sub-district.
-    #[arg(long, default_value = "")]
+    #[arg(long, default_value = "", hide_default_value = true)]
     pub town: String,
     /// Text in the name.
-    #[arg(long, default_value = "")]
+    #[arg(long, default_value = "", hide_default_value = true)]
     pub query: String,
-    /// Rows to show.
-    #[arg(long, default_value_t = 50)]
-    pub limit: i32,
-    /// Continue after a previous page (its next_page_token).
-    #[arg(long, default_value = "")]
-    pub page_token: String,
-}
-
-fn print_next_page(token: &str, format: Format) {
-    if !token.is_empty() && format == Format::Table {
-        println!("More: --page-token {token}");
-    }
+    #[command(flatten)]
+    pub page: Paging,
 }
 
 #[derive(Subcommand)]
@@ -78,14 +69,17 @@ pub enum CompaniesCommand {
     List {
         #[command(flatten)]
         list: ListArgs,
-        /// Confirmed at this grade or better: a, aa, aaa, aaaa, aaaaa.
-        #[arg(long, default_value = "")]
+        /// Confirmed at this grade or better.
+        #[arg(long, default_value = "", hide_default_value = true,
+              value_parser = codes(CertificationGrade::ALL, CertificationGrade::code, CertificationGrade::label))]
         min_grade: String,
-        /// With a published offering of this technology, e.g. leak_detection.
-        #[arg(long, default_value = "")]
+        /// With a published offering of this technology.
+        #[arg(long, default_value = "", hide_default_value = true,
+              value_parser = codes(Technology::ALL, Technology::code, Technology::label))]
         tech: String,
-        /// With a published offering supporting this contract model, e.g. shared_savings.
-        #[arg(long, default_value = "")]
+        /// With a published offering supporting this contract model.
+        #[arg(long, default_value = "", hide_default_value = true,
+              value_parser = codes(ContractModel::ALL, ContractModel::code, ContractModel::label))]
         model: String,
     },
     /// Register a company (as itself: a company token for its credit code, or an admin).
@@ -95,35 +89,35 @@ pub enum CompaniesCommand {
         credit_code: String,
         #[arg(long)]
         name: String,
-        #[arg(long, default_value = "")]
+        #[arg(long, default_value = "", hide_default_value = true)]
         description: String,
         /// Town or sub-district served (repeat), a gazetteer town by Chinese name or code
         /// (新桥街道 or 320411004); none means all.
         #[arg(long = "town")]
         towns: Vec<String>,
-        /// Sector served (repeat), e.g. school; none means all.
-        #[arg(long = "sector")]
+        /// Sector served (repeat); none means all.
+        #[arg(long = "sector", value_parser = codes(Sector::ALL, Sector::code, Sector::label))]
         sectors: Vec<String>,
-        /// Certification grade claimed: none, a, aa, aaa, aaaa, aaaaa (ranked once the district
-        /// confirms it).
-        #[arg(long, default_value = "none")]
+        /// Certification grade claimed (ranked once the district confirms it).
+        #[arg(long, default_value = "none",
+              value_parser = codes(CertificationGrade::ALL, CertificationGrade::code, CertificationGrade::label))]
         grade: String,
         /// What backs the claimed grade: certificate number and issuing body.
-        #[arg(long, default_value = "")]
+        #[arg(long, default_value = "", hide_default_value = true)]
         evidence: String,
         /// What the company can invest in projects, yuan.
         #[arg(long, default_value_t = 0.0)]
         financing_yuan: f64,
-        #[arg(long, default_value = "")]
+        #[arg(long, default_value = "", hide_default_value = true)]
         contact_name: String,
-        #[arg(long, default_value = "")]
+        #[arg(long, default_value = "", hide_default_value = true)]
         phone: String,
-        #[arg(long, default_value = "")]
+        #[arg(long, default_value = "", hide_default_value = true)]
         email: String,
         /// Where the company is registered: a district's (city's, province's) code, e.g.
         /// 320412; its administrators act for it and confirm its grade. Default: the
         /// platform's district.
-        #[arg(long, default_value = "")]
+        #[arg(long, default_value = "", hide_default_value = true)]
         jurisdiction: String,
     },
     /// Confirm a company's claimed certification grade (administrators of the company's
@@ -133,7 +127,7 @@ pub enum CompaniesCommand {
         /// none, a, aa, aaa, aaaa, aaaaa, or withdraw.
         grade: String,
         /// Why, for the record: e.g. the certificate checked.
-        #[arg(long, default_value = "")]
+        #[arg(long, default_value = "", hide_default_value = true)]
         note: String,
     },
 }
@@ -145,33 +139,34 @@ pub enum OfferingsCommand {
         #[command(flatten)]
         list: ListArgs,
         /// Only this company's (its credit code or name).
-        #[arg(long, default_value = "")]
+        #[arg(long, default_value = "", hide_default_value = true)]
         company: String,
-        #[arg(long, default_value = "")]
+        #[arg(long, default_value = "", hide_default_value = true, value_parser = codes(Technology::ALL, Technology::code, Technology::label))]
         tech: String,
-        #[arg(long, default_value = "")]
+        #[arg(long, default_value = "", hide_default_value = true, value_parser = codes(ContractModel::ALL, ContractModel::code, ContractModel::label))]
         model: String,
-        /// draft, published or withdrawn.
-        #[arg(long, default_value = "")]
+        /// Only offerings in this state.
+        #[arg(long, default_value = "", hide_default_value = true,
+              value_parser = ["", "draft", "published", "withdrawn"])]
         status: String,
     },
     /// Create an offering of a company (as draft; --publish publishes it too).
     Create {
         /// The company (its credit code or name); default: the one you act for.
-        #[arg(long, default_value = "")]
+        #[arg(long, default_value = "", hide_default_value = true)]
         company: String,
         #[arg(long)]
         title: String,
-        #[arg(long, default_value = "")]
+        #[arg(long, default_value = "", hide_default_value = true)]
         description: String,
         /// Technology code (repeat), e.g. leak_detection, smart_metering.
-        #[arg(long = "tech", required = true)]
+        #[arg(long = "tech", required = true, value_parser = codes(Technology::ALL, Technology::code, Technology::label))]
         technologies: Vec<String>,
         /// Contract model code (repeat), e.g. shared_savings, guaranteed_savings.
-        #[arg(long = "model", required = true)]
+        #[arg(long = "model", required = true, value_parser = codes(ContractModel::ALL, ContractModel::code, ContractModel::label))]
         models: Vec<String>,
         /// Sector served (repeat); none means the company's.
-        #[arg(long = "sector")]
+        #[arg(long = "sector", value_parser = codes(Sector::ALL, Sector::code, Sector::label))]
         sectors: Vec<String>,
         /// Town served (repeat), a gazetteer town by Chinese name or code; none means the
         /// company's.
@@ -196,7 +191,7 @@ pub enum OfferingsCommand {
     /// Withdraw a published offering.
     Withdraw {
         offering_id: String,
-        #[arg(long, default_value = "")]
+        #[arg(long, default_value = "", hide_default_value = true)]
         reason: String,
     },
 }
@@ -208,7 +203,7 @@ pub enum UsersCommand {
         #[command(flatten)]
         list: ListArgs,
         /// Exact unit type, e.g. university.
-        #[arg(long, default_value = "")]
+        #[arg(long, default_value = "", hide_default_value = true)]
         unit_type: String,
     },
     /// Register a water user (as itself: a water_user token for its credit code, or an admin).
@@ -218,10 +213,10 @@ pub enum UsersCommand {
         #[arg(long)]
         name: String,
         /// Sector code, e.g. school, hospital, industrial_enterprise.
-        #[arg(long)]
+        #[arg(long, value_parser = codes(Sector::ALL, Sector::code, Sector::label))]
         sector: String,
         /// Kind of unit, e.g. university, textile mill.
-        #[arg(long, default_value = "")]
+        #[arg(long, default_value = "", hide_default_value = true)]
         unit_type: String,
         /// Town or sub-district (镇/街道) of the gazetteer, by Chinese name or code (新桥街道 or
         /// 320411004); an unknown one is refused with the valid ones named.
@@ -233,11 +228,11 @@ pub enum UsersCommand {
         /// Planned-use quota, m³ a year.
         #[arg(long, default_value_t = 0)]
         annual_quota_m3: i64,
-        #[arg(long, default_value = "")]
+        #[arg(long, default_value = "", hide_default_value = true)]
         contact_name: String,
-        #[arg(long, default_value = "")]
+        #[arg(long, default_value = "", hide_default_value = true)]
         phone: String,
-        #[arg(long, default_value = "")]
+        #[arg(long, default_value = "", hide_default_value = true)]
         email: String,
     },
 }
@@ -249,20 +244,21 @@ pub enum RequestsCommand {
         #[command(flatten)]
         list: ListArgs,
         /// Only this water user's (its credit code or name).
-        #[arg(long, default_value = "")]
+        #[arg(long, default_value = "", hide_default_value = true)]
         water_user: String,
-        #[arg(long, default_value = "")]
+        #[arg(long, default_value = "", hide_default_value = true, value_parser = codes(Technology::ALL, Technology::code, Technology::label))]
         tech: String,
-        #[arg(long, default_value = "")]
+        #[arg(long, default_value = "", hide_default_value = true, value_parser = codes(ContractModel::ALL, ContractModel::code, ContractModel::label))]
         model: String,
-        /// draft, open, closed, awarded or cancelled.
-        #[arg(long, default_value = "")]
+        /// Only requests in this state.
+        #[arg(long, default_value = "", hide_default_value = true,
+              value_parser = ["", "draft", "open", "closed", "awarded", "cancelled"])]
         status: String,
     },
     /// Create a request (as draft) and open it to proposals.
     Create {
         /// The water user asking (its credit code or name); default: the one you act for.
-        #[arg(long, default_value = "")]
+        #[arg(long, default_value = "", hide_default_value = true)]
         water_user: String,
         /// What the project is, e.g. 教学楼供水管网查漏修复.
         #[arg(long)]
@@ -280,13 +276,13 @@ pub enum RequestsCommand {
         #[arg(long, default_value_t = 4.10)]
         price_yuan: f64,
         /// Preferred contract model codes, e.g. shared_savings.
-        #[arg(long = "model")]
+        #[arg(long = "model", value_parser = codes(ContractModel::ALL, ContractModel::code, ContractModel::label))]
         models: Vec<String>,
         /// Wanted technology codes, e.g. leak_detection.
-        #[arg(long = "tech")]
+        #[arg(long = "tech", value_parser = codes(Technology::ALL, Technology::code, Technology::label))]
         technologies: Vec<String>,
         /// Last day proposals are taken, YYYY-MM-DD.
-        #[arg(long, default_value = "")]
+        #[arg(long, default_value = "", hide_default_value = true)]
         deadline: String,
         /// Invite only these companies (credit code or name; repeat); none makes the request
         /// public.
@@ -303,12 +299,10 @@ pub enum RequestsCommand {
     /// For a company: the open requests that fit its offerings, best first.
     Fitting {
         /// The company (its credit code or name); default: the one you act for.
-        #[arg(long, default_value = "")]
+        #[arg(long, default_value = "", hide_default_value = true)]
         company: String,
-        #[arg(long, default_value_t = 20)]
-        limit: i32,
-        #[arg(long, default_value = "")]
-        page_token: String,
+        #[command(flatten)]
+        page: Paging,
     },
     /// Benchmark: rank one request against 1,000, 10,000 and 100,000 offerings (in process and
     /// over gRPC, then under load); prints p50/p99 per ranking. Needs no server: it starts its
@@ -326,10 +320,10 @@ pub enum ProposalsCommand {
         #[arg(long)]
         request: String,
         /// The company proposing (its credit code or name); default: the one you act for.
-        #[arg(long, default_value = "")]
+        #[arg(long, default_value = "", hide_default_value = true)]
         company: String,
         /// The offering it builds on.
-        #[arg(long, default_value = "")]
+        #[arg(long, default_value = "", hide_default_value = true)]
         offering: String,
         /// What the company will do, e.g. 管网听音检漏、更换老化管段.
         #[arg(long)]
@@ -343,7 +337,7 @@ pub enum ProposalsCommand {
         #[arg(long, default_value_t = 0.0)]
         savings_pct: f64,
         /// Contract model code, e.g. shared_savings.
-        #[arg(long)]
+        #[arg(long, value_parser = codes(ContractModel::ALL, ContractModel::code, ContractModel::label))]
         model: String,
         /// The company's share of the savings, percent (sharing models).
         #[arg(long, default_value_t = 0.0)]
@@ -362,7 +356,7 @@ pub enum ProposalsCommand {
         #[arg(long, default_value_t = 96)]
         term_months: i32,
         /// IPMVP option: a, b or c.
-        #[arg(long, default_value = "c")]
+        #[arg(long, default_value = "c", value_parser = codes(MvOption::ALL, MvOption::code, MvOption::label))]
         mv: String,
         /// Baseline driver (repeat), e.g. occupancy.
         #[arg(long = "driver")]
@@ -489,7 +483,7 @@ pub async fn companies(args: CompaniesArgs) -> anyhow::Result<()> {
                 headers: COMPANY_HEADERS.to_vec(),
                 rows: vec![company_row(&created)],
             }
-            .print(conn.format());
+            .print_or(conn.format(), || api_json(&created))?;
             return Ok(());
         }
         CompaniesCommand::ConfirmGrade {
@@ -524,40 +518,43 @@ pub async fn companies(args: CompaniesArgs) -> anyhow::Result<()> {
                 headers: COMPANY_HEADERS.to_vec(),
                 rows: vec![company_row(&confirmed)],
             }
-            .print(conn.format());
+            .print_or(conn.format(), || api_json(&confirmed))?;
             return Ok(());
         }
     };
-    let reply = c
-        .matching()
-        .list_companies(mpb::ListCompaniesRequest {
-            page_size: a.limit,
-            page_token: a.page_token,
-            sector: code_number("sector", &a.sector, Sector::from_code, Sector::number)?,
-            town: a.town,
-            query: a.query,
-            technology: code_number("tech", &tech, Technology::from_code, Technology::number)?,
-            contract_model: code_number(
-                "model",
-                &model,
-                ContractModel::from_code,
-                ContractModel::number,
-            )?,
-            min_certification_grade: code_number(
-                "min-grade",
-                &min_grade,
-                CertificationGrade::from_code,
-                CertificationGrade::number,
-            )?,
-        })
-        .await?
-        .into_inner();
+    let filter = mpb::ListCompaniesRequest {
+        sector: code_number("sector", &a.sector, Sector::from_code, Sector::number)?,
+        town: a.town,
+        query: a.query,
+        technology: code_number("tech", &tech, Technology::from_code, Technology::number)?,
+        contract_model: code_number(
+            "model",
+            &model,
+            ContractModel::from_code,
+            ContractModel::number,
+        )?,
+        min_certification_grade: code_number(
+            "min-grade",
+            &min_grade,
+            CertificationGrade::from_code,
+            CertificationGrade::number,
+        )?,
+        ..Default::default()
+    };
+    let (companies, next) = pages!(
+        a.page,
+        c.matching(),
+        list_companies,
+        mpb::ListCompaniesRequest { ..filter.clone() },
+        companies
+    )
+    .await?;
     Output {
         headers: COMPANY_HEADERS.to_vec(),
-        rows: reply.companies.iter().map(company_row).collect(),
+        rows: companies.iter().map(company_row).collect(),
     }
-    .print(conn.format());
-    print_next_page(&reply.next_page_token, conn.format());
+    .print_or(conn.format(), || api_json_list(&companies))?;
+    more(&next, conn.format());
     Ok(())
 }
 
@@ -590,32 +587,30 @@ pub async fn offerings(args: OfferingsArgs) -> anyhow::Result<()> {
             model,
             status,
         } => {
-            let reply = c
-                .matching()
-                .list_offerings(mpb::ListOfferingsRequest {
-                    page_size: a.limit,
-                    page_token: a.page_token,
-                    company_id: c.org_filter(OrgKind::Company, "company", &company).await?,
-                    sector: code_number("sector", &a.sector, Sector::from_code, Sector::number)?,
-                    town: a.town,
-                    technology: code_number(
-                        "tech",
-                        &tech,
-                        Technology::from_code,
-                        Technology::number,
-                    )?,
-                    contract_model: code_number(
-                        "model",
-                        &model,
-                        ContractModel::from_code,
-                        ContractModel::number,
-                    )?,
-                    status: offering_status(&status)?,
-                    query: a.query,
-                })
-                .await?
-                .into_inner();
-            (reply.offerings, reply.next_page_token)
+            let filter = mpb::ListOfferingsRequest {
+                company_id: c.org_filter(OrgKind::Company, "company", &company).await?,
+                sector: code_number("sector", &a.sector, Sector::from_code, Sector::number)?,
+                town: a.town,
+                technology: code_number("tech", &tech, Technology::from_code, Technology::number)?,
+                contract_model: code_number(
+                    "model",
+                    &model,
+                    ContractModel::from_code,
+                    ContractModel::number,
+                )?,
+                status: offering_status(&status)?,
+                query: a.query,
+                ..Default::default()
+            };
+            let (offerings, next) = pages!(
+                a.page,
+                c.matching(),
+                list_offerings,
+                mpb::ListOfferingsRequest { ..filter.clone() },
+                offerings
+            )
+            .await?;
+            (offerings, next)
         }
         OfferingsCommand::Create {
             company,
@@ -749,8 +744,8 @@ pub async fn offerings(args: OfferingsArgs) -> anyhow::Result<()> {
         ],
         rows,
     }
-    .print(conn.format());
-    print_next_page(&next, conn.format());
+    .print_or(conn.format(), || api_json_list(&offerings))?;
+    more(&next, conn.format());
     Ok(())
 }
 
@@ -798,24 +793,27 @@ pub async fn users(args: UsersArgs) -> anyhow::Result<()> {
     let c = Clients::connect(&conn).await?;
     match command {
         UsersCommand::List { list: a, unit_type } => {
-            let reply = c
-                .matching()
-                .list_water_users(mpb::ListWaterUsersRequest {
-                    page_size: a.limit,
-                    page_token: a.page_token,
-                    sector: code_number("sector", &a.sector, Sector::from_code, Sector::number)?,
-                    town: a.town,
-                    unit_type,
-                    query: a.query,
-                })
-                .await?
-                .into_inner();
+            let filter = mpb::ListWaterUsersRequest {
+                sector: code_number("sector", &a.sector, Sector::from_code, Sector::number)?,
+                town: a.town,
+                unit_type,
+                query: a.query,
+                ..Default::default()
+            };
+            let (water_users, next) = pages!(
+                a.page,
+                c.matching(),
+                list_water_users,
+                mpb::ListWaterUsersRequest { ..filter.clone() },
+                water_users
+            )
+            .await?;
             Output {
                 headers: USER_HEADERS.to_vec(),
-                rows: reply.water_users.iter().map(user_row).collect(),
+                rows: water_users.iter().map(user_row).collect(),
             }
-            .print(conn.format());
-            print_next_page(&reply.next_page_token, conn.format());
+            .print_or(conn.format(), || api_json_list(&water_users))?;
+            more(&next, conn.format());
         }
         UsersCommand::Create {
             credit_code,
@@ -853,7 +851,7 @@ pub async fn users(args: UsersArgs) -> anyhow::Result<()> {
                 headers: USER_HEADERS.to_vec(),
                 rows: vec![user_row(&created)],
             }
-            .print(conn.format());
+            .print_or(conn.format(), || api_json(&created))?;
         }
     }
     Ok(())
@@ -910,35 +908,32 @@ pub async fn requests(args: RequestsArgs) -> anyhow::Result<()> {
             model,
             status,
         } => {
-            let reply = c
-                .matching()
-                .list_project_requests(mpb::ListProjectRequestsRequest {
-                    page_size: a.limit,
-                    page_token: a.page_token,
-                    water_user_id: c
-                        .org_filter(OrgKind::WaterUser, "water-user", &water_user)
-                        .await?,
-                    sector: code_number("sector", &a.sector, Sector::from_code, Sector::number)?,
-                    town: a.town,
-                    technology: code_number(
-                        "tech",
-                        &tech,
-                        Technology::from_code,
-                        Technology::number,
-                    )?,
-                    contract_model: code_number(
-                        "model",
-                        &model,
-                        ContractModel::from_code,
-                        ContractModel::number,
-                    )?,
-                    status: request_status(&status)?,
-                    query: a.query,
-                })
-                .await?
-                .into_inner();
-            let rows = reply
-                .project_requests
+            let filter = mpb::ListProjectRequestsRequest {
+                water_user_id: c
+                    .org_filter(OrgKind::WaterUser, "water-user", &water_user)
+                    .await?,
+                sector: code_number("sector", &a.sector, Sector::from_code, Sector::number)?,
+                town: a.town,
+                technology: code_number("tech", &tech, Technology::from_code, Technology::number)?,
+                contract_model: code_number(
+                    "model",
+                    &model,
+                    ContractModel::from_code,
+                    ContractModel::number,
+                )?,
+                status: request_status(&status)?,
+                query: a.query,
+                ..Default::default()
+            };
+            let (project_requests, next) = pages!(
+                a.page,
+                c.matching(),
+                list_project_requests,
+                mpb::ListProjectRequestsRequest { ..filter.clone() },
+                project_requests
+            )
+            .await?;
+            let rows = project_requests
                 .iter()
                 .map(|r| {
                     vec![
@@ -973,8 +968,8 @@ pub async fn requests(args: RequestsArgs) -> anyhow::Result<()> {
                 ],
                 rows,
             }
-            .print(conn.format());
-            print_next_page(&reply.next_page_token, conn.format());
+            .print_or(conn.format(), || api_json_list(&project_requests))?;
+            more(&next, conn.format());
         }
         RequestsCommand::Create {
             water_user,
@@ -1046,9 +1041,9 @@ pub async fn requests(args: RequestsArgs) -> anyhow::Result<()> {
                 .context("empty reply")?;
             Output {
                 headers: vec!["id", "title", "status"],
-                rows: vec![vec![opened.id, opened.title, "open".into()]],
+                rows: vec![vec![opened.id.clone(), opened.title.clone(), "open".into()]],
             }
-            .print(conn.format());
+            .print_or(conn.format(), || api_json(&opened))?;
         }
         RequestsCommand::Rank {
             request_id: id,
@@ -1085,7 +1080,7 @@ pub async fn requests(args: RequestsArgs) -> anyhow::Result<()> {
                 headers: vec!["rank", "score", "company", "offering", "why"],
                 rows,
             }
-            .print(conn.format());
+            .print_or(conn.format(), || api_json(&reply))?;
             if conn.format() == Format::Table {
                 println!(
                     "{} offerings passed the hard filters; {} excluded",
@@ -1099,22 +1094,20 @@ pub async fn requests(args: RequestsArgs) -> anyhow::Result<()> {
                 }
             }
         }
-        RequestsCommand::Fitting {
-            company,
-            limit,
-            page_token,
-        } => {
-            let reply = c
-                .matching()
-                .list_fitting_requests(mpb::ListFittingRequestsRequest {
-                    company_id: c.org_id(OrgKind::Company, "company", &company).await?,
-                    page_size: limit,
-                    page_token,
-                })
-                .await?
-                .into_inner();
-            let rows = reply
-                .fitting_requests
+        RequestsCommand::Fitting { company, page } => {
+            let company_id = c.org_id(OrgKind::Company, "company", &company).await?;
+            let (fitting, next) = pages!(
+                page,
+                c.matching(),
+                list_fitting_requests,
+                mpb::ListFittingRequestsRequest {
+                    company_id: company_id.clone(),
+                    ..Default::default()
+                },
+                fitting_requests
+            )
+            .await?;
+            let rows = fitting
                 .iter()
                 .map(|f| {
                     let r = f.project_request.clone().unwrap_or_default();
@@ -1143,8 +1136,8 @@ pub async fn requests(args: RequestsArgs) -> anyhow::Result<()> {
                 ],
                 rows,
             }
-            .print(conn.format());
-            print_next_page(&reply.next_page_token, conn.format());
+            .print_or(conn.format(), || api_json_list(&fitting))?;
+            more(&next, conn.format());
         }
     }
     Ok(())
@@ -1213,7 +1206,7 @@ pub async fn proposals(args: ProposalsArgs) -> anyhow::Result<()> {
                 ],
                 rows,
             }
-            .print(conn.format());
+            .print_or(conn.format(), || api_json(&reply))?;
         }
         ProposalsCommand::Create {
             request,
@@ -1272,13 +1265,13 @@ pub async fn proposals(args: ProposalsArgs) -> anyhow::Result<()> {
             Output {
                 headers: vec!["proposal", "yuan_per_m3_saved", "payback_months", "status"],
                 rows: vec![vec![
-                    created.id,
+                    created.id.clone(),
                     yuan(created.cost_per_m3_saved_fen),
                     created.payback_months.to_string(),
                     "submitted".into(),
                 ]],
             }
-            .print(conn.format());
+            .print_or(conn.format(), || api_json(&created))?;
         }
         ProposalsCommand::Decline {
             proposal_id,
@@ -1299,12 +1292,12 @@ pub async fn proposals(args: ProposalsArgs) -> anyhow::Result<()> {
             Output {
                 headers: vec!["proposal", "status", "reason"],
                 rows: vec![vec![
-                    declined.id,
+                    declined.id.clone(),
                     "declined".into(),
-                    declined.decline_reason,
+                    declined.decline_reason.clone(),
                 ]],
             }
-            .print(conn.format());
+            .print_or(conn.format(), || api_json(&declined))?;
         }
         ProposalsCommand::Accept { proposal_id } => {
             let reply = c
@@ -1322,13 +1315,17 @@ pub async fn proposals(args: ProposalsArgs) -> anyhow::Result<()> {
             Output {
                 headers: vec!["project", "proposal", "title", "stage"],
                 rows: vec![vec![
-                    project.id,
-                    reply.proposal.map(|p| p.id).unwrap_or_default(),
-                    project.title,
+                    project.id.clone(),
+                    reply
+                        .proposal
+                        .as_ref()
+                        .map(|p| p.id.clone())
+                        .unwrap_or_default(),
+                    project.title.clone(),
                     stage_name(project.stage),
                 ]],
             }
-            .print(conn.format());
+            .print_or(conn.format(), || api_json(&project))?;
         }
     }
     Ok(())

@@ -6,6 +6,42 @@
 //! neither, and a signing key in the local data folder (the embedded mode on this machine), it
 //! signs itself an administrator token: whoever can read that file can sign any token anyway.
 
+/// The rows of a list RPC and the next page's token, one page or (`--all`) every page:
+/// `pages!(paging, client, rpc, request, field)` asks `client.rpc(request)` with the page's
+/// size and token set, and takes the rows from the reply's `field`. `request` is evaluated
+/// for each page (clone what it moves).
+macro_rules! pages {
+    ($paging:expr, $client:expr, $rpc:ident, $request:expr, $field:ident) => {
+        $paging.fetch(|page_size, page_token| {
+            let mut client = $client;
+            let mut ask = $request;
+            ask.page_size = page_size;
+            ask.page_token = page_token;
+            async move {
+                let reply = client.$rpc(ask).await?.into_inner();
+                Ok((reply.$field, reply.next_page_token))
+            }
+        })
+    };
+}
+
+/// Every row of a list RPC ([`pages!`] with every page): for lists a command reads whole.
+macro_rules! every {
+    ($client:expr, $rpc:ident, $request:expr, $field:ident) => {
+        async {
+            let (rows, _) = pages!(
+                $crate::cli::Paging::every(),
+                $client,
+                $rpc,
+                $request,
+                $field
+            )
+            .await?;
+            anyhow::Ok(rows)
+        }
+    };
+}
+
 mod accounts;
 mod evidence;
 mod health;
@@ -91,7 +127,69 @@ pub struct Connection {
     pub quiet: bool,
 }
 
-/// How a command prints what it got.
+/// How a list command pages: `--limit` rows from `--page-token` on, or `--all` of them.
+#[derive(Args, Clone, Debug)]
+pub struct Paging {
+    /// Rows to show (the server gives at most 500 a page).
+    #[arg(long, default_value_t = 50)]
+    pub limit: i32,
+    /// Go on where a list stopped: the token its last line names.
+    #[arg(long, default_value = "", hide_default_value = true)]
+    pub page_token: String,
+    /// Every row, page after page.
+    #[arg(long)]
+    pub all: bool,
+}
+
+impl Paging {
+    /// Every row: for lists a command reads whole (a project's meters, its settlements).
+    pub(crate) fn every() -> Paging {
+        Paging {
+            limit: 500,
+            page_token: String::new(),
+            all: true,
+        }
+    }
+
+    /// The rows of one page, or with `--all` of every page, and the token of the page after
+    /// (empty when none is left). `fetch(page_size, page_token)` asks the server for a page.
+    pub(crate) async fn fetch<T, F, Fut>(&self, mut fetch: F) -> anyhow::Result<(Vec<T>, String)>
+    where
+        F: FnMut(i32, String) -> Fut,
+        Fut: std::future::Future<Output = Result<(Vec<T>, String), tonic::Status>>,
+    {
+        let size = if self.all {
+            500
+        } else {
+            self.limit.clamp(1, 500)
+        };
+        let mut rows = Vec::new();
+        let mut token = self.page_token.clone();
+        // A server that kept answering the same token would loop: a page's token must move on.
+        let mut seen = std::collections::HashSet::new();
+        loop {
+            let (mut page, next) = fetch(size, token).await?;
+            rows.append(&mut page);
+            if !self.all || next.is_empty() {
+                return Ok((rows, next));
+            }
+            anyhow::ensure!(
+                seen.insert(next.clone()),
+                "the server gave the page token {next} twice"
+            );
+            token = next;
+        }
+    }
+}
+
+/// The line under a table that says the list goes on, and how to see the rest.
+pub(crate) fn more(next: &str, format: Format) {
+    if !next.is_empty() && format == Format::Table {
+        println!("More rows: add --page-token {next} (or --all for every row)");
+    }
+}
+
+/// How a command prints what it got./// How a command prints what it got.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Format {
     /// A table for people, with lines around it (what comes next, a chart).
@@ -382,6 +480,46 @@ impl Clients {
     }
 }
 
+/// A reply as the API's own JSON (the proto3 JSON mapping, read from the descriptor set):
+/// field names as in the `.proto`, enums by name, numbers as JSON numbers (int64 too: the
+/// volumes and amounts fit a double's 53 bits), every field, defaults included.
+pub(crate) fn api_json<M: prost::Message + prost::Name>(
+    message: &M,
+) -> anyhow::Result<serde_json::Value> {
+    use prost_reflect::{DescriptorPool, DynamicMessage, SerializeOptions};
+    static POOL: std::sync::OnceLock<Result<DescriptorPool, String>> = std::sync::OnceLock::new();
+    let pool = POOL
+        .get_or_init(|| {
+            DescriptorPool::decode(cwsm_proto::FILE_DESCRIPTOR_SET).map_err(|e| e.to_string())
+        })
+        .as_ref()
+        .map_err(|e| anyhow::anyhow!("the API's descriptor set: {e}"))?;
+    let name = M::full_name();
+    let descriptor = pool
+        .get_message_by_name(&name)
+        .with_context(|| format!("{name} is not in the API's descriptor set"))?;
+    let dynamic = DynamicMessage::decode(descriptor, message.encode_to_vec().as_slice())?;
+    let options = SerializeOptions::new()
+        .stringify_64_bit_integers(false)
+        .use_proto_field_name(true)
+        .skip_default_fields(false);
+    Ok(dynamic.serialize_with_options(serde_json::value::Serializer, &options)?)
+}
+
+/// Every one of `items` as the API's JSON ([`api_json`]), in an array.
+pub(crate) fn api_json_list<M: prost::Message + prost::Name>(
+    items: &[M],
+) -> anyhow::Result<serde_json::Value> {
+    Ok(serde_json::Value::Array(
+        items.iter().map(api_json).collect::<anyhow::Result<_>>()?,
+    ))
+}
+
+/// Below this a terminal's width is not believed ([`Output::table`]).
+const NARROWEST: u16 = 40;
+/// The width taken instead.
+const FALLBACK_WIDTH: u16 = 120;
+
 /// Rows for people or scripts.
 pub(crate) struct Output {
     pub(crate) headers: Vec<&'static str>,
@@ -389,6 +527,21 @@ pub(crate) struct Output {
 }
 
 impl Output {
+    /// Prints the rows, or with `--json` the API's JSON that `json` makes of the reply they
+    /// come from (what scripts should read: typed numbers, enums by name).
+    pub(crate) fn print_or(
+        &self,
+        format: Format,
+        json: impl FnOnce() -> anyhow::Result<serde_json::Value>,
+    ) -> anyhow::Result<()> {
+        if format == Format::Json {
+            println!("{}", json()?);
+        } else {
+            self.print(format);
+        }
+        Ok(())
+    }
+
     pub(crate) fn print(&self, format: Format) {
         if format == Format::Ids {
             for row in &self.rows {
@@ -410,17 +563,55 @@ impl Output {
                 .collect();
             println!("{}", serde_json::Value::Array(objects));
         } else {
-            let mut table = Table::new();
-            table
-                .load_preset(UTF8_FULL_CONDENSED)
-                .set_content_arrangement(ContentArrangement::Dynamic)
-                .set_header(self.headers.clone());
-            for row in &self.rows {
-                table.add_row(row.clone());
-            }
-            println!("{table}");
+            let detected = Table::new().width();
+            println!("{}", self.table(detected));
         }
     }
+
+    /// The rows as a table for a terminal `width` columns wide (`None`: not a terminal, so as
+    /// wide as the rows are). A terminal that says it is narrower than [`NARROWEST`] columns
+    /// (0 under `docker exec -t` or `script`) is taken as [`FALLBACK_WIDTH`]: at its word, each
+    /// column would get one character.
+    fn table(&self, width: Option<u16>) -> Table {
+        let mut table = Table::new();
+        table
+            .load_preset(UTF8_FULL_CONDENSED)
+            .set_content_arrangement(ContentArrangement::Dynamic)
+            .set_header(self.headers.clone());
+        if let Some(w) = width {
+            table.set_width(if w < NARROWEST { FALLBACK_WIDTH } else { w });
+        }
+        for row in &self.rows {
+            table.add_row(row.clone());
+        }
+        table
+    }
+}
+
+/// clap's parser of a vocabulary's codes: `--help` lists each with its name, and an unknown
+/// value is refused with the valid ones listed. The empty value stays allowed, unlisted: it is
+/// a flag's default, "not given".
+pub(crate) fn codes<T: Copy>(
+    all: &[T],
+    code: fn(T) -> &'static str,
+    label: fn(T) -> &'static str,
+) -> clap::builder::PossibleValuesParser {
+    use clap::builder::PossibleValue;
+    clap::builder::PossibleValuesParser::new(
+        std::iter::once(PossibleValue::new("").hide(true)).chain(
+            all.iter()
+                .map(|v| PossibleValue::new(code(*v)).help(label(*v))),
+        ),
+    )
+}
+
+/// The stages of a project as codes ([`codes`] for the projects service's own lifecycle).
+pub(crate) fn stages() -> clap::builder::PossibleValuesParser {
+    codes(
+        &cwsm_projects::domain::Stage::ALL,
+        |s| s.code(),
+        |s| s.code(),
+    )
 }
 
 pub(crate) fn code_number<T>(
@@ -477,6 +668,70 @@ pub(crate) fn request_id() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn two_rows() -> Output {
+        Output {
+            headers: vec!["id", "title", "company", "stage"],
+            rows: vec![
+                vec![
+                    "01a24263-288c-7053-b4fd-878893e6176d".into(),
+                    "教学楼供水管网查漏修复".into(),
+                    "常州清源节水科技有限公司".into(),
+                    "operating".into(),
+                ];
+                2
+            ],
+        }
+    }
+
+    /// Issue 13: a terminal reporting 0 columns collapsed every column to one character.
+    #[test]
+    fn a_terminal_of_no_width_gets_a_readable_table() {
+        let table = two_rows().table(Some(0)).to_string();
+        for word in ["title", "company", "operating", "教学楼供水管网查漏修复"] {
+            assert!(table.contains(word), "{word} broken up:\n{table}");
+        }
+        assert!(
+            table
+                .lines()
+                .all(|l| l.chars().count() <= usize::from(FALLBACK_WIDTH))
+        );
+        // A real 80-column terminal: every line fits.
+        let narrow = two_rows().table(Some(80)).to_string();
+        assert!(narrow.lines().all(|l| unicode_columns(l) <= 80), "{narrow}");
+    }
+
+    /// Columns a line takes on a terminal (CJK characters take two).
+    fn unicode_columns(line: &str) -> usize {
+        line.chars()
+            .map(|c| {
+                if ('\u{2E80}'..='\u{9FFF}').contains(&c) {
+                    2
+                } else {
+                    1
+                }
+            })
+            .sum()
+    }
+
+    /// Issue 13: `--json` printed every value as a formatted string ("25.0%"); it is the API's
+    /// JSON now: numbers as numbers, enums by name, the .proto's field names.
+    #[test]
+    fn json_is_the_apis_own_mapping() -> anyhow::Result<()> {
+        let project = ppb::Project {
+            id: "p1".into(),
+            stage: ppb::ProjectStage::Operating as i32,
+            investment_fen: 15_000_000,
+            ..Default::default()
+        };
+        let json = api_json(&project)?;
+        assert_eq!(json["id"], "p1");
+        assert_eq!(json["stage"], "PROJECT_STAGE_OPERATING");
+        assert_eq!(json["investment_fen"], 15_000_000);
+        let list = api_json_list(&[project.clone(), project])?;
+        assert_eq!(list.as_array().map(Vec::len), Some(2));
+        Ok(())
+    }
 
     #[test]
     fn an_error_reads_as_the_servers_sentence_and_what_to_do() {

@@ -13,7 +13,10 @@ use cwsm_projects::settle::{cubic_metres, yuan};
 use cwsm_proto::projects::v1 as ppb;
 use tokio_stream::StreamExt;
 
-use super::{Clients, Connection, Format, Output, cst, name_of, request_id, stage_name};
+use super::{
+    Clients, Connection, Format, Output, Paging, api_json, api_json_list, cst, more, name_of,
+    request_id, stage_name, stages,
+};
 
 #[derive(Args)]
 pub struct ProjectsArgs {
@@ -27,23 +30,30 @@ pub struct ProjectsArgs {
 pub enum ProjectsCommand {
     /// List projects, filtered by stage.
     List {
-        /// Stage code, e.g. operating.
-        #[arg(long, default_value = "")]
+        /// Only projects at this stage.
+        #[arg(long, default_value = "", hide_default_value = true, value_parser = stages())]
         stage: String,
+        /// Only projects whose title, company or water user has this text.
+        #[arg(long, default_value = "", hide_default_value = true)]
+        query: String,
+        #[command(flatten)]
+        page: Paging,
     },
     /// Move a project to a stage (implementing, commissioned, accepted, operating, handed_over, …).
     Move {
         project_id: String,
+        /// The stage it enters.
+        #[arg(value_parser = stages())]
         stage: String,
-        #[arg(long, default_value = "")]
+        #[arg(long, default_value = "", hide_default_value = true)]
         reason: String,
         /// Evidence, e.g. the post-installation verification report (required for accepted,
         /// and for a date before today).
-        #[arg(long, default_value = "")]
+        #[arg(long, default_value = "", hide_default_value = true)]
         evidence: String,
         /// The day the change took effect, YYYY-MM-DD (China Standard Time); today if not
         /// given. Not in the future, not before the project's earlier milestones.
-        #[arg(long, default_value = "")]
+        #[arg(long, default_value = "", hide_default_value = true)]
         effective_date: String,
     },
     /// Assign the verifier body (its credit code) that verifies a project (an administrator;
@@ -128,15 +138,15 @@ pub enum MetersCommand {
         project_id: String,
         #[arg(long)]
         name: String,
-        /// whole_site or sub_meter.
-        #[arg(long, default_value = "whole_site")]
+        /// The whole site's meter, or a sub-meter of part of it.
+        #[arg(long, default_value = "whole_site", value_parser = ["whole_site", "sub_meter"])]
         kind: String,
         /// Seconds between readings (86400 daily, 3600 hourly, 900 quarter-hourly).
         #[arg(long, default_value_t = 86_400)]
         interval: i32,
-        #[arg(long, default_value = "")]
+        #[arg(long, default_value = "", hide_default_value = true)]
         site: String,
-        #[arg(long, default_value = "")]
+        #[arg(long, default_value = "", hide_default_value = true)]
         serial: String,
         /// Digits of the register in m³ (a 5-digit register rolls over at 100,000 m³): a
         /// register that goes back is then a rollover when the water fits the time.
@@ -211,7 +221,7 @@ pub enum ReadingsCommand {
         #[arg(long)]
         reject: bool,
         /// Required to reject.
-        #[arg(long, default_value = "")]
+        #[arg(long, default_value = "", hide_default_value = true)]
         note: String,
     },
 }
@@ -320,16 +330,17 @@ async fn evidence(c: &Clients, cmd: EvidenceCommand, format: Format) -> anyhow::
             super::evidence::save_download(out, &record.file_name, &record.sha256, &bytes)?;
         }
         EvidenceCommand::List { project_id } => {
-            let reply = c
-                .projects()
-                .list_evidence(ppb::ListEvidenceRequest {
-                    project_id,
-                    page_size: 1000,
+            let documents = every!(
+                c.projects(),
+                list_evidence,
+                ppb::ListEvidenceRequest {
+                    project_id: project_id.clone(),
                     ..Default::default()
-                })
-                .await?
-                .into_inner();
-            document_rows(&reply.documents).print(format);
+                },
+                documents
+            )
+            .await?;
+            document_rows(&documents).print(format);
         }
     }
     Ok(())
@@ -343,7 +354,7 @@ pub enum AdjustmentsCommand {
         project_id: String,
         #[arg(long)]
         start: String,
-        #[arg(long, default_value = "")]
+        #[arg(long, default_value = "", hide_default_value = true)]
         end: String,
         /// Litres added to the adjusted baseline (negative when the event lowered use).
         #[arg(long, allow_hyphen_values = true)]
@@ -359,7 +370,7 @@ pub enum AdjustmentsCommand {
         #[arg(long)]
         reject: bool,
         /// Required to reject.
-        #[arg(long, default_value = "")]
+        #[arg(long, default_value = "", hide_default_value = true)]
         note: String,
     },
     List {
@@ -450,15 +461,16 @@ async fn adjustments(c: &Clients, cmd: AdjustmentsCommand, format: Format) -> an
             .into_iter()
             .collect(),
         AdjustmentsCommand::List { project_id } => {
-            c.projects()
-                .list_non_routine_adjustments(ppb::ListNonRoutineAdjustmentsRequest {
-                    project_id,
-                    page_size: 1000,
+            every!(
+                c.projects(),
+                list_non_routine_adjustments,
+                ppb::ListNonRoutineAdjustmentsRequest {
+                    project_id: project_id.clone(),
                     ..Default::default()
-                })
-                .await?
-                .into_inner()
-                .adjustments
+                },
+                adjustments
+            )
+            .await?
         }
     };
     adjustment_rows(&list).print(format);
@@ -471,13 +483,13 @@ pub enum PeriodsCommand {
     Submit {
         project_id: String,
         start_date: String,
-        #[arg(long, default_value = "")]
+        #[arg(long, default_value = "", hide_default_value = true)]
         note: String,
     },
     /// Verify a submitted period (the project's assigned verifier).
     Verify {
         period_id: String,
-        #[arg(long, default_value = "")]
+        #[arg(long, default_value = "", hide_default_value = true)]
         note: String,
     },
     /// Dispute a period (the company or the water user; the assigned verifier resolves it).
@@ -517,7 +529,8 @@ pub enum PeriodsCommand {
     Waive {
         project_id: String,
         start_date: String,
-        #[arg(long)]
+        /// The check: the baseline's fit (ASHRAE Guideline 14) or the savings' uncertainty.
+        #[arg(long, value_parser = ["baseline_g14", "savings_uncertainty"])]
         check: String,
         /// Why the failing check may stand (the report shows it).
         #[arg(long)]
@@ -533,7 +546,7 @@ pub enum VerifierCommand {
         project_id: String,
         verifier_org: String,
         /// Why this body, e.g. the contract clause that names it.
-        #[arg(long, default_value = "")]
+        #[arg(long, default_value = "", hide_default_value = true)]
         note: String,
     },
     /// A project's verifier proposals, oldest first.
@@ -542,9 +555,10 @@ pub enum VerifierCommand {
     Decide {
         proposal_id: String,
         /// approve or decline.
+        #[arg(value_parser = ["approve", "decline"])]
         decision: String,
         /// Why (required to decline).
-        #[arg(long, default_value = "")]
+        #[arg(long, default_value = "", hide_default_value = true)]
         reason: String,
     },
 }
@@ -561,7 +575,7 @@ pub async fn projects(args: ProjectsArgs) -> anyhow::Result<()> {
     }
     let c = Clients::connect(&conn).await?;
     match command {
-        ProjectsCommand::List { stage } => {
+        ProjectsCommand::List { stage, query, page } => {
             let stage_number = if stage.is_empty() {
                 0
             } else {
@@ -569,16 +583,19 @@ pub async fn projects(args: ProjectsArgs) -> anyhow::Result<()> {
                     .map(|s| s as i32)
                     .ok_or_else(|| anyhow::anyhow!("unknown stage {stage:?}"))?
             };
-            let reply = c
-                .projects()
-                .list_projects(ppb::ListProjectsRequest {
+            let (projects, next) = pages!(
+                page,
+                c.projects(),
+                list_projects,
+                ppb::ListProjectsRequest {
                     stage: stage_number,
+                    query: query.clone(),
                     ..Default::default()
-                })
-                .await?
-                .into_inner();
-            let rows = reply
-                .projects
+                },
+                projects
+            )
+            .await?;
+            let rows = projects
                 .iter()
                 .map(|p| {
                     vec![
@@ -605,7 +622,8 @@ pub async fn projects(args: ProjectsArgs) -> anyhow::Result<()> {
                 headers: vec!["id", "title", "company", "water_user", "model", "stage"],
                 rows,
             }
-            .print(conn.format());
+            .print_or(conn.format(), || api_json_list(&projects))?;
+            more(&next, conn.format());
         }
         ProjectsCommand::Move {
             project_id,
@@ -862,23 +880,24 @@ async fn meters(c: &Clients, cmd: MetersCommand, format: Format) -> anyhow::Resu
                 headers,
                 rows: vec![meter_row(&m)],
             }
-            .print(format);
+            .print_or(format, || api_json(&m))?;
         }
         MetersCommand::List { project_id } => {
-            let reply = c
-                .projects()
-                .list_meters(ppb::ListMetersRequest {
-                    project_id,
-                    page_size: 500,
+            let meters = every!(
+                c.projects(),
+                list_meters,
+                ppb::ListMetersRequest {
+                    project_id: project_id.clone(),
                     ..Default::default()
-                })
-                .await?
-                .into_inner();
+                },
+                meters
+            )
+            .await?;
             Output {
                 headers,
-                rows: reply.meters.iter().map(meter_row).collect(),
+                rows: meters.iter().map(meter_row).collect(),
             }
-            .print(format);
+            .print_or(format, || api_json_list(&meters))?;
         }
     }
     Ok(())
@@ -1145,16 +1164,17 @@ async fn readings(c: &Clients, cmd: ReadingsCommand, format: Format) -> anyhow::
             correction_rows(std::slice::from_ref(&c)).print(format);
         }
         ReadingsCommand::Corrections { project_id } => {
-            let reply = c
-                .projects()
-                .list_reading_corrections(ppb::ListReadingCorrectionsRequest {
-                    project_id,
-                    page_size: 1000,
+            let corrections = every!(
+                c.projects(),
+                list_reading_corrections,
+                ppb::ListReadingCorrectionsRequest {
+                    project_id: project_id.clone(),
                     ..Default::default()
-                })
-                .await?
-                .into_inner();
-            correction_rows(&reply.corrections).print(format);
+                },
+                corrections
+            )
+            .await?;
+            correction_rows(&corrections).print(format);
         }
         ReadingsCommand::Decide {
             correction_id,
@@ -1244,8 +1264,8 @@ async fn savings(
         ],
         rows,
     }
-    .print(format);
-    if format == Format::Json {
+    .print_or(format, || api_json(&report))?;
+    if format != Format::Table {
         return Ok(());
     }
     match &report.baseline_fit {
@@ -1496,19 +1516,19 @@ async fn verifier(c: &Clients, cmd: VerifierCommand, format: Format) -> anyhow::
                 .unwrap_or_default();
             vec![proposal_row(&p)]
         }
-        VerifierCommand::Proposals { project_id } => c
-            .projects()
-            .list_verifier_proposals(ppb::ListVerifierProposalsRequest {
-                project_id,
-                page_size: 500,
+        VerifierCommand::Proposals { project_id } => every!(
+            c.projects(),
+            list_verifier_proposals,
+            ppb::ListVerifierProposalsRequest {
+                project_id: project_id.clone(),
                 ..Default::default()
-            })
-            .await?
-            .into_inner()
-            .proposals
-            .iter()
-            .map(proposal_row)
-            .collect(),
+            },
+            proposals
+        )
+        .await?
+        .iter()
+        .map(proposal_row)
+        .collect(),
         VerifierCommand::Decide {
             proposal_id,
             decision,
@@ -1698,7 +1718,7 @@ async fn periods(c: &Clients, cmd: PeriodsCommand, format: Format) -> anyhow::Re
                 .await?
                 .into_inner();
             if let Some(s) = &reply.settlement {
-                print_settlements(std::slice::from_ref(s), format);
+                print_settlements(std::slice::from_ref(s), format)?;
             }
             return Ok(());
         }
@@ -1707,20 +1727,21 @@ async fn periods(c: &Clients, cmd: PeriodsCommand, format: Format) -> anyhow::Re
     Output {
         headers: vec!["id", "period", "status", "savings", "version"],
         rows: vec![vec![
-            period.id,
+            period.id.clone(),
             format!("{} – {}", period.start_date, period.end_date),
             status_name(period.status),
             cubic_metres(period.savings_litres),
             period.version.to_string(),
         ]],
     }
-    .print(format);
+    .print_or(format, || api_json(&period))?;
     Ok(())
 }
 
-fn print_settlements(list: &[ppb::Settlement], format: Format) {
+fn print_settlements(list: &[ppb::Settlement], format: Format) -> anyhow::Result<()> {
     Output {
         headers: vec![
+            "id",
             "period",
             "model",
             "savings",
@@ -1735,6 +1756,7 @@ fn print_settlements(list: &[ppb::Settlement], format: Format) {
             .iter()
             .map(|s| {
                 vec![
+                    s.id.clone(),
                     format!("{} – {}", s.period_start_date, s.period_end_date),
                     name_of(
                         s.contract_model,
@@ -1752,7 +1774,7 @@ fn print_settlements(list: &[ppb::Settlement], format: Format) {
             })
             .collect(),
     }
-    .print(format);
+    .print_or(format, || api_json_list(list))?;
     if format == Format::Table {
         for s in list {
             println!("\nStatement {} (period {}):", s.id, s.period_id);
@@ -1761,19 +1783,21 @@ fn print_settlements(list: &[ppb::Settlement], format: Format) {
             }
         }
     }
+    Ok(())
 }
 
 async fn settlements(c: &Clients, project_id: &str, format: Format) -> anyhow::Result<()> {
-    let reply = c
-        .projects()
-        .list_settlements(ppb::ListSettlementsRequest {
+    let settlements = every!(
+        c.projects(),
+        list_settlements,
+        ppb::ListSettlementsRequest {
             project_id: project_id.to_string(),
-            page_size: 500,
             ..Default::default()
-        })
-        .await?
-        .into_inner();
-    print_settlements(&reply.settlements, format);
+        },
+        settlements
+    )
+    .await?;
+    print_settlements(&settlements, format)?;
     Ok(())
 }
 

@@ -9,7 +9,7 @@ use clap::{Args, Subcommand};
 use cwsm_platform::vocab::Sector;
 use cwsm_proto::reporting::v1 as rpb;
 
-use super::{Clients, Connection, Format, Output, code_number, request_id};
+use super::{Clients, Connection, Format, Output, api_json, code_number, codes, request_id};
 
 #[derive(Args)]
 pub struct ReportArgs {
@@ -22,7 +22,7 @@ pub struct ReportArgs {
     #[arg(long, default_value_t = 0)]
     pub version: i64,
     /// Report as of this date (YYYY-MM-DD) [default: today].
-    #[arg(long, default_value = "")]
+    #[arg(long, default_value = "", hide_default_value = true)]
     pub date: String,
     /// Write the report to FILE instead: CSV (.csv) or an Excel workbook (.xlsx).
     #[arg(long, value_name = "FILE")]
@@ -63,19 +63,19 @@ pub enum ReportCommand {
         #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
         value: f64,
         /// Department code recording it, e.g. edu.
-        #[arg(long, default_value = "")]
+        #[arg(long, default_value = "", hide_default_value = true)]
         department: String,
-        #[arg(long, default_value = "")]
+        #[arg(long, default_value = "", hide_default_value = true)]
         town: String,
         /// Sector code, e.g. school.
-        #[arg(long, default_value = "")]
+        #[arg(long, default_value = "", hide_default_value = true, value_parser = codes(Sector::ALL, Sector::code, Sector::label))]
         sector: String,
-        #[arg(long, default_value = "")]
+        #[arg(long, default_value = "", hide_default_value = true)]
         note: String,
     },
     /// List recorded achievements.
     Achievements {
-        #[arg(long, default_value = "")]
+        #[arg(long, default_value = "", hide_default_value = true)]
         indicator: String,
         #[arg(long)]
         include_retracted: bool,
@@ -99,7 +99,7 @@ pub enum ReportCommand {
     Approve {
         achievement_id: String,
         /// Kept with the approval.
-        #[arg(long, default_value = "")]
+        #[arg(long, default_value = "", hide_default_value = true)]
         note: String,
     },
     /// Reject a pending achievement, with the reason (a lead department, or the district office).
@@ -249,17 +249,17 @@ pub async fn report(args: ReportArgs) -> anyhow::Result<()> {
             Ok(())
         }
         Some(ReportCommand::Plans { all_versions }) => {
-            let reply = c
-                .reporting()
-                .list_plans(rpb::ListPlansRequest {
-                    page_size: 100,
+            let plans = every!(
+                c.reporting(),
+                list_plans,
+                rpb::ListPlansRequest {
                     all_versions,
                     ..Default::default()
-                })
-                .await?
-                .into_inner();
-            let rows = reply
-                .plans
+                },
+                plans
+            )
+            .await?;
+            let rows = plans
                 .iter()
                 .map(|p| {
                     vec![
@@ -317,18 +317,19 @@ pub async fn report(args: ReportArgs) -> anyhow::Result<()> {
             indicator,
             include_retracted,
         }) => {
-            let reply = c
-                .reporting()
-                .list_achievements(rpb::ListAchievementsRequest {
-                    page_size: 100,
-                    plan_code: plan,
-                    indicator_code: indicator,
+            let achievements = every!(
+                c.reporting(),
+                list_achievements,
+                rpb::ListAchievementsRequest {
+                    plan_code: plan.clone(),
+                    indicator_code: indicator.clone(),
                     include_retracted,
                     ..Default::default()
-                })
-                .await?
-                .into_inner();
-            print_achievements(&reply.achievements, conn.format());
+                },
+                achievements
+            )
+            .await?;
+            print_achievements(&achievements, conn.format());
             Ok(())
         }
         Some(ReportCommand::Correct {
@@ -340,19 +341,20 @@ pub async fn report(args: ReportArgs) -> anyhow::Result<()> {
             retract,
         }) => {
             // Unchanged fields keep the current revision's values.
-            let current = c
-                .reporting()
-                .list_achievements(rpb::ListAchievementsRequest {
-                    page_size: 1000,
+            // Every page: the one corrected may be past the first 500.
+            let current = every!(
+                c.reporting(),
+                list_achievements,
+                rpb::ListAchievementsRequest {
                     include_retracted: true,
                     ..Default::default()
-                })
-                .await?
-                .into_inner()
-                .achievements
-                .into_iter()
-                .find(|a| a.id == achievement_id)
-                .with_context(|| format!("no achievement {achievement_id}"))?;
+                },
+                achievements
+            )
+            .await?
+            .into_iter()
+            .find(|a| a.id == achievement_id)
+            .with_context(|| format!("no achievement {achievement_id}"))?;
             let a = c
                 .reporting()
                 .correct_achievement(rpb::CorrectAchievementRequest {
@@ -455,16 +457,14 @@ pub async fn report(args: ReportArgs) -> anyhow::Result<()> {
             Ok(())
         }
         Some(ReportCommand::DeadLetters) => {
-            let reply = c
-                .reporting()
-                .list_dead_letters(rpb::ListDeadLettersRequest {
-                    page_size: 100,
-                    page_token: String::new(),
-                })
-                .await?
-                .into_inner();
-            let rows = reply
-                .dead_letters
+            let dead_letters = every!(
+                c.reporting(),
+                list_dead_letters,
+                rpb::ListDeadLettersRequest::default(),
+                dead_letters
+            )
+            .await?;
+            let rows = dead_letters
                 .iter()
                 .map(|d| {
                     vec![
@@ -661,7 +661,7 @@ async fn table(
         ],
         rows,
     }
-    .print(conn.format());
+    .print_or(conn.format(), || api_json(&report))?;
     if conn.format() == Format::Table {
         let mut counts = std::collections::BTreeMap::new();
         for s in &report.indicators {
@@ -903,17 +903,17 @@ async fn evidence(
             super::evidence::save_download(out, &record.file_name, &record.sha256, &bytes)?;
         }
         EvidenceCommand::List => {
-            let reply = c
-                .reporting()
-                .list_evidence(rpb::ListEvidenceRequest {
+            let documents = every!(
+                c.reporting(),
+                list_evidence,
+                rpb::ListEvidenceRequest {
                     plan_code: plan.to_string(),
-                    page_size: 1000,
                     ..Default::default()
-                })
-                .await?
-                .into_inner();
-            super::evidence::document_rows(reply.documents.iter().map(plan_document_row))
-                .print(format);
+                },
+                documents
+            )
+            .await?;
+            super::evidence::document_rows(documents.iter().map(plan_document_row)).print(format);
         }
     }
     Ok(())
