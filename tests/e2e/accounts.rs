@@ -14,7 +14,7 @@ use cwsm_proto::matching::v1 as m;
 use cwsm_proto::projects::v1 as p;
 use cwsm_proto::reporting::v1 as r;
 use cwsm_tests::{
-    Backend, Bearer, TestApp, credit_code, eventually, fresh_credit_code,
+    Backend, Bearer, TestApp, bearer, credit_code, eventually, fresh_credit_code,
     postgres_and_redis_available,
 };
 use tokio_util::sync::CancellationToken;
@@ -27,7 +27,7 @@ pub(crate) const PASSWORD: &str = "correct horse battery";
 type Client = AccountsServiceClient<InterceptedService<Channel, Bearer>>;
 
 pub(crate) fn accounts(channel: &Channel, token: &str) -> Client {
-    AccountsServiceClient::with_interceptor(channel.clone(), Bearer(token.to_string()))
+    AccountsServiceClient::with_interceptor(channel.clone(), bearer(token))
 }
 
 fn rid(label: &str) -> String {
@@ -517,7 +517,7 @@ impl Remote {
     async fn answer(&self, token: &str) -> Code {
         let mut c = m::matching_service_client::MatchingServiceClient::with_interceptor(
             self.channel.clone(),
-            Bearer(token.to_string()),
+            bearer(token),
         );
         match c.list_companies(m::ListCompaniesRequest::default()).await {
             Ok(_) => Code::Ok,

@@ -514,7 +514,7 @@ async fn world(app: &TestApp) -> anyhow::Result<World> {
     let mut accounts =
         cwsm_proto::accounts::v1::accounts_service_client::AccountsServiceClient::with_interceptor(
             app.channel.clone(),
-            cwsm_tests::Bearer(admin.clone()),
+            cwsm_tests::bearer(&admin),
         );
     accounts
         .register_organization(a::RegisterOrganizationRequest {
@@ -565,7 +565,7 @@ async fn world(app: &TestApp) -> anyhow::Result<World> {
     .await?;
     cwsm_proto::accounts::v1::accounts_service_client::AccountsServiceClient::with_interceptor(
         app.channel.clone(),
-        cwsm_tests::Bearer(signed_out.0.clone()),
+        cwsm_tests::bearer(&signed_out.0),
     )
     .sign_out_everywhere(a::SignOutEverywhereRequest::default())
     .await?;
@@ -2126,7 +2126,7 @@ async fn projects_read_by_their_own(backend: Backend) -> anyhow::Result<()> {
     let mut accounts =
         cwsm_proto::accounts::v1::accounts_service_client::AccountsServiceClient::with_interceptor(
             app.channel.clone(),
-            cwsm_tests::Bearer(parties.admin.clone()),
+            cwsm_tests::bearer(&parties.admin),
         );
     for (prefix, jurisdiction, expected) in [
         ("11320400MB", "320400", 4),

@@ -34,7 +34,7 @@ use cwsm_proto::reporting::v1 as r;
 use cwsm_proto::reporting::v1::reporting_service_client::ReportingServiceClient;
 use cwsm_proto::types;
 use cwsm_tests::{
-    Backend, Bearer, TestApp, contract_a_project, eventually, postgres_and_redis_available,
+    Backend, Bearer, TestApp, bearer, contract_a_project, eventually, postgres_and_redis_available,
     redis_url,
 };
 use tokio_util::sync::CancellationToken;
@@ -279,7 +279,7 @@ impl Node {
         &self,
         token: &str,
     ) -> ReportingServiceClient<InterceptedService<Channel, Bearer>> {
-        ReportingServiceClient::with_interceptor(self.channel.clone(), Bearer(token.to_string()))
+        ReportingServiceClient::with_interceptor(self.channel.clone(), bearer(token))
     }
 
     async fn stop(mut self) -> anyhow::Result<()> {

@@ -11,7 +11,7 @@ use cwsm_platform::bus::InProcessBus;
 use cwsm_platform::config::Settings;
 use cwsm_proto::reporting::v1 as r;
 use cwsm_proto::reporting::v1::reporting_service_client::ReportingServiceClient;
-use cwsm_tests::{Bearer, eventually};
+use cwsm_tests::{bearer, eventually};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
@@ -420,9 +420,8 @@ async fn streams_per_caller_are_limited() -> anyhow::Result<()> {
             .connect()
             .await?;
         let watcher = server.token("watcher", Role::Admin);
-        let reporting = |token: &str| {
-            ReportingServiceClient::with_interceptor(channel.clone(), Bearer(token.to_string()))
-        };
+        let reporting =
+            |token: &str| ReportingServiceClient::with_interceptor(channel.clone(), bearer(token));
         let watch = || r::WatchReportRequest {
             plan_code: "xinbei-2020".into(),
             ..Default::default()
@@ -458,9 +457,8 @@ async fn streams_per_caller_are_limited() -> anyhow::Result<()> {
         assert!(again.is_some(), "a closed stream frees its place");
 
         // IngestReadings: streams kept open by a sender that sends nothing.
-        let projects = |token: &str| {
-            ProjectsServiceClient::with_interceptor(channel.clone(), Bearer(token.to_string()))
-        };
+        let projects =
+            |token: &str| ProjectsServiceClient::with_interceptor(channel.clone(), bearer(token));
         let ingester = server.token("ingester", Role::Admin);
         let mut senders = Vec::new();
         let mut calls = Vec::new();
@@ -621,7 +619,7 @@ async fn rebuild_over(
     let admin = server
         .keys
         .issue("admin", Role::Admin, None, Duration::from_secs(600))?;
-    ReportingServiceClient::with_interceptor(channel, Bearer(admin))
+    ReportingServiceClient::with_interceptor(channel, bearer(&admin))
         .rebuild_counts(r::RebuildCountsRequest {
             request_id: format!("rebuild-{}", cwsm_platform::new_id()),
             plan_code: "xinbei-2020".into(),

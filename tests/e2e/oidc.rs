@@ -15,7 +15,9 @@ use cwsm_proto::matching::v1 as m;
 use cwsm_proto::types;
 use cwsm_tests::oidc::{IdentityProvider, Redirected, sign_in_in_browser};
 use cwsm_tests::web::{Browser, free_port};
-use cwsm_tests::{Backend, Bearer, TestApp, fresh_credit_code, postgres_and_redis_available};
+use cwsm_tests::{
+    Backend, Bearer, TestApp, bearer, fresh_credit_code, postgres_and_redis_available,
+};
 use tonic::Code;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
@@ -28,7 +30,7 @@ const PASSWORD: &str = "correct horse battery";
 type Client = AccountsServiceClient<InterceptedService<Channel, Bearer>>;
 
 fn accounts(app: &TestApp, token: &str) -> Client {
-    AccountsServiceClient::with_interceptor(app.channel.clone(), Bearer(token.to_string()))
+    AccountsServiceClient::with_interceptor(app.channel.clone(), bearer(token))
 }
 
 fn rid(label: &str) -> String {

@@ -3227,17 +3227,15 @@ async fn stage_through(
     token: &str,
     project_id: &str,
 ) -> anyhow::Result<p::ProjectStage> {
-    let project = ProjectsServiceClient::with_interceptor(
-        channel.clone(),
-        cwsm_tests::Bearer(token.to_string()),
-    )
-    .get_project(p::GetProjectRequest {
-        project_id: project_id.to_string(),
-    })
-    .await?
-    .into_inner()
-    .project
-    .ok_or_else(|| anyhow::anyhow!("GetProject carried no project"))?;
+    let project =
+        ProjectsServiceClient::with_interceptor(channel.clone(), cwsm_tests::bearer(token))
+            .get_project(p::GetProjectRequest {
+                project_id: project_id.to_string(),
+            })
+            .await?
+            .into_inner()
+            .project
+            .ok_or_else(|| anyhow::anyhow!("GetProject carried no project"))?;
     Ok(p::ProjectStage::try_from(project.stage)?)
 }
 
@@ -3280,7 +3278,7 @@ async fn a_project_changed_through_one_replica_is_seen_through_another() -> anyh
             let move_through = |stage: p::ProjectStage| {
                 let mut client = ProjectsServiceClient::with_interceptor(
                     other.clone(),
-                    cwsm_tests::Bearer(c.company_token.clone()),
+                    cwsm_tests::bearer(&c.company_token),
                 );
                 let id = c.project_id.clone();
                 async move {
@@ -3560,16 +3558,10 @@ async fn administrators_within(backend: Backend) -> anyhow::Result<()> {
         let (_, wujin) = crate::accounts::office_admin(&app, "320412", "").await?;
         let (_, city) = crate::accounts::office_admin(&app, "320400", "").await?;
         let projects = |token: &str| {
-            ProjectsServiceClient::with_interceptor(
-                app.channel.clone(),
-                cwsm_tests::Bearer(token.to_string()),
-            )
+            ProjectsServiceClient::with_interceptor(app.channel.clone(), cwsm_tests::bearer(token))
         };
         let matching = |token: &str| {
-            MatchingServiceClient::with_interceptor(
-                app.channel.clone(),
-                cwsm_tests::Bearer(token.to_string()),
-            )
+            MatchingServiceClient::with_interceptor(app.channel.clone(), cwsm_tests::bearer(token))
         };
         let get = p::GetProjectRequest {
             project_id: c.project_id.clone(),

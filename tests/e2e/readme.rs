@@ -76,7 +76,12 @@ fn the_walkthrough_finds_its_shell_and_only_that() -> anyhow::Result<()> {
 #[cfg(unix)]
 #[test]
 fn the_readme_walkthrough_runs_as_written_on_a_fresh_demo() -> anyhow::Result<()> {
-    let script = walkthrough(README)?;
+    // The walk-through as written, then where it left its request and project (for the
+    // language check below).
+    let script = format!(
+        "{}\necho \"$REQUEST $PROJECT\" > walkthrough.ids\n",
+        walkthrough(README)?
+    );
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .context("the tests' folder has no parent")?
@@ -105,6 +110,8 @@ fn the_readme_walkthrough_runs_as_written_on_a_fresh_demo() -> anyhow::Result<()
         .current_dir(&work)
         .env("PATH", path)
         .env("CWSM_SERVER", &server.url)
+        // The figures the README states are the English tables'.
+        .env("CWSM_LANG", "en")
         .env_remove("CWSM_TOKEN")
         .env_remove("CWSM_API_KEY")
         .env_remove("CWSM_PASSWORD")
@@ -113,7 +120,6 @@ fn the_readme_walkthrough_runs_as_written_on_a_fresh_demo() -> anyhow::Result<()
         .context("running bash")?;
     let stdout = String::from_utf8_lossy(&run.stdout);
     let stderr = String::from_utf8_lossy(&run.stderr);
-    server.kill();
     anyhow::ensure!(
         run.status.success(),
         "the README's walk-through failed ({}):\n--- stdout\n{stdout}\n--- stderr (each command \
@@ -135,5 +141,102 @@ fn the_readme_walkthrough_runs_as_written_on_a_fresh_demo() -> anyhow::Result<()
     let report = std::fs::read_to_string(work.join("verification.html"))?;
     assert!(report.contains("核查报告"), "{report:.400}");
     assert!(stdout.contains("yes (as verified)"), "{stdout}");
+    speaks_both_languages(&cwsm, &server.url, &work)?;
+    server.kill();
     Ok(())
+}
+
+/// Issue 13 §1: the report, a ranking and a settlement in Chinese say nothing in English (but
+/// codes, units and ids), and in English they are English.
+fn speaks_both_languages(cwsm: &Path, server: &str, work: &Path) -> anyhow::Result<()> {
+    let ids = std::fs::read_to_string(work.join("walkthrough.ids"))?;
+    let (request, project) = ids
+        .trim()
+        .split_once(' ')
+        .context("walkthrough.ids holds the request and the project")?;
+    let run = |lang: &str, login: &str, args: &[&str]| -> anyhow::Result<String> {
+        let env = |c: &mut Command| {
+            c.env("CWSM_SERVER", server)
+                .env("CWSM_PASSWORD", cwsm::demo::DEMO_PASSWORD)
+                .env_remove("CWSM_TOKEN")
+                .env_remove("CWSM_API_KEY")
+                .env_remove("CWSM_DATA_DIR")
+                .env_remove("CWSM_LANG")
+                .env("LANG", "C.UTF-8");
+        };
+        let mut sign_in = Command::new(cwsm);
+        env(sign_in.args(["sign-in", "--login", login]));
+        let token = sign_in.output()?;
+        anyhow::ensure!(token.status.success(), "sign-in: {token:?}");
+        let mut command = Command::new(cwsm);
+        env(&mut command);
+        command
+            .args(args)
+            .args(["--lang", lang])
+            .env("CWSM_TOKEN", String::from_utf8_lossy(&token.stdout).trim());
+        let out = command.output()?;
+        anyhow::ensure!(out.status.success(), "{args:?} in {lang}: {out:?}");
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let cases: [(&str, &[&str], &[&str]); 3] = [
+        (
+            "office@demo.cwsm.cn",
+            &["report", "--plan", "xinbei-2020"],
+            &["逾期完成", "截至"],
+        ),
+        (
+            "user@demo.cwsm.cn",
+            &["requests", "rank", request],
+            &["评分说明", "覆盖所需"],
+        ),
+        (
+            "company@demo.cwsm.cn",
+            &["projects", "settlements", project],
+            &["节水效益分享型", "企业分成", "1,789.87 元"],
+        ),
+    ];
+    for (login, args, said) in cases {
+        let zh = run("zh", login, args)?;
+        for words in said.iter() {
+            assert!(
+                zh.contains(words),
+                "{args:?} in Chinese lacks {words}:\n{zh}"
+            );
+        }
+        let words = without_codes(&zh);
+        let leaked = cwsm_platform::lang::english_words(&words, ALLOWED);
+        assert!(
+            leaked.is_empty(),
+            "{args:?} in Chinese says {leaked:?}:\n{zh}"
+        );
+        let en = run("en", login, args)?;
+        assert!(
+            !cwsm_platform::lang::english_words(&en, &[]).is_empty() && en != zh,
+            "{args:?} in English:\n{en}"
+        );
+    }
+    Ok(())
+}
+
+/// What a Chinese table may hold in Latin letters: standards' abbreviations (IPMVP, DMA:
+/// district metered area, as Chinese documents write it) and certification grades (AAA级).
+const ALLOWED: &[&str] = &[
+    "IPMVP", "SHA", "CV", "RMSE", "NMBE", "DMA", "AA", "AAA", "AAAA", "AAAAA",
+];
+
+/// `text` without what is data, not words: ids (UUIDs), hex digests, indicator codes
+/// (A8-CONTRACT-PROJECTS) and command-line flags (--page-token).
+fn without_codes(text: &str) -> String {
+    text.split(|c: char| c.is_whitespace() || "│┆，、：（）()".contains(c))
+        .filter(|token| {
+            let hexlike =
+                token.len() >= 8 && token.chars().all(|c| c.is_ascii_hexdigit() || c == '-');
+            let code = token.contains('-')
+                && token
+                    .chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '-');
+            !(hexlike || code || token.starts_with("--"))
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }

@@ -11,7 +11,7 @@ use cwsm_platform::db::Db;
 use cwsm_proto::matching::v1 as m;
 use cwsm_proto::matching::v1::matching_service_client::MatchingServiceClient;
 use cwsm_proto::types;
-use cwsm_tests::{Backend, Bearer, TestApp, fresh_credit_code, postgres_and_redis_available};
+use cwsm_tests::{Backend, TestApp, bearer, fresh_credit_code, postgres_and_redis_available};
 
 /// Matching on `sslmode=require`: its connections are encrypted (PostgreSQL says so in
 /// `pg_stat_ssl`) and it works as ever.
@@ -36,7 +36,7 @@ async fn a_service_talks_to_postgresql_over_tls() -> anyhow::Result<()> {
             assert!(encrypted, "the connection is encrypted");
             let code = fresh_credit_code("91320411MA");
             let token = app.token(Role::Company, Some(&code));
-            let mut client = MatchingServiceClient::with_interceptor(channel, Bearer(token));
+            let mut client = MatchingServiceClient::with_interceptor(channel, bearer(&token));
             let company = client
                 .create_company(m::CreateCompanyRequest {
                     request_id: cwsm_platform::new_id(),

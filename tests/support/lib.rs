@@ -302,21 +302,21 @@ impl Clients {
         &self,
         token: &str,
     ) -> MatchingServiceClient<InterceptedService<Channel, Bearer>> {
-        MatchingServiceClient::with_interceptor(self.channel.clone(), Bearer(token.to_string()))
+        MatchingServiceClient::with_interceptor(self.channel.clone(), bearer(token))
     }
 
     pub fn projects(
         &self,
         token: &str,
     ) -> ProjectsServiceClient<InterceptedService<Channel, Bearer>> {
-        ProjectsServiceClient::with_interceptor(self.channel.clone(), Bearer(token.to_string()))
+        ProjectsServiceClient::with_interceptor(self.channel.clone(), bearer(token))
     }
 
     pub fn reporting(
         &self,
         token: &str,
     ) -> ReportingServiceClient<InterceptedService<Channel, Bearer>> {
-        ReportingServiceClient::with_interceptor(self.channel.clone(), Bearer(token.to_string()))
+        ReportingServiceClient::with_interceptor(self.channel.clone(), bearer(token))
     }
 }
 
@@ -470,23 +470,11 @@ impl Drop for ServeProcess {
     }
 }
 
-/// Adds `authorization: Bearer …` to every call.
-#[derive(Clone)]
-pub struct Bearer(pub String);
+pub use cwsm_platform::auth::Bearer;
 
-impl tonic::service::Interceptor for Bearer {
-    fn call(
-        &mut self,
-        mut request: tonic::Request<()>,
-    ) -> Result<tonic::Request<()>, tonic::Status> {
-        if !self.0.is_empty() {
-            let value = format!("Bearer {}", self.0)
-                .parse()
-                .map_err(|_| tonic::Status::internal("token is not valid metadata"))?;
-            request.metadata_mut().insert("authorization", value);
-        }
-        Ok(request)
-    }
+/// The platform's [`Bearer`] for a test's token (an empty one adds no header).
+pub fn bearer(token: &str) -> Bearer {
+    Bearer::new(token).unwrap_or_else(|e| panic!("test token {token:?}: {e}"))
 }
 
 /// Retries `check` every 50 ms until it returns `Some`, for at most `within`.

@@ -39,11 +39,9 @@ use cwsm_proto::reporting::v1 as rpb;
 use cwsm_proto::reporting::v1::reporting_service_client::ReportingServiceClient;
 use cwsm_proto::types;
 use serde::Deserialize;
-use tonic::metadata::{Ascii, MetadataValue};
-use tonic::service::Interceptor;
+use tonic::Code;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
-use tonic::{Code, Request, Status};
 
 /// The demo data, embedded in the binary.
 const MARKETPLACE: &str = include_str!("../../../seeds/demo/marketplace.toml");
@@ -448,7 +446,7 @@ const DEMO_VERIFIER_BODY: &str = "123204117205K4X1A";
 
 /// The full 18-character code for the first 17 characters `body`: `body` plus its GB 32100
 /// check character.
-fn credit_code(body: &str) -> Result<String> {
+pub(crate) fn credit_code(body: &str) -> Result<String> {
     cwsm_platform::credit_code::with_check_character(body)
         .map_err(|why| anyhow!("credit code {body:?}: {why}"))
 }
@@ -684,73 +682,30 @@ struct GeneratedSector {
     indicator_tags: Vec<IndicatorTag>,
 }
 
-/// xorshift64: a tiny deterministic generator, enough for demo data.
-struct XorShift(u64);
+use cwsm_platform::sample::XorShift;
 
-impl XorShift {
-    fn new(seed: u64) -> Self {
-        XorShift(seed.max(1))
-    }
+/// One of `all`, drawn by `rng`.
+fn pick<'a, T>(rng: &mut XorShift, all: &'a [T]) -> Result<&'a T> {
+    rng.pick(all).ok_or_else(|| anyhow!("nothing to pick from"))
+}
 
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        if n == 0 {
-            0
-        } else {
-            (self.next() % n as u64) as usize
+/// The first 17 characters of a credit code starting with `prefix`, not in `taken`.
+fn fresh_credit_code(
+    rng: &mut XorShift,
+    prefix: &str,
+    taken: &mut HashSet<String>,
+) -> Result<String> {
+    let alphabet: Vec<char> = cwsm_platform::credit_code::ALPHABET.chars().collect();
+    for _ in 0..1000 {
+        let mut code = prefix.to_string();
+        while code.chars().count() < 17 {
+            code.push(*pick(rng, &alphabet)?);
+        }
+        if taken.insert(code.clone()) {
+            return Ok(code);
         }
     }
-
-    /// A number in `lo..=hi`.
-    fn between(&mut self, lo: i64, hi: i64) -> i64 {
-        if hi <= lo {
-            lo
-        } else {
-            lo + (self.next() % (hi - lo + 1) as u64) as i64
-        }
-    }
-
-    fn pick<'a, T>(&mut self, all: &'a [T]) -> Result<&'a T> {
-        all.get(self.below(all.len()))
-            .ok_or_else(|| anyhow!("nothing to pick from"))
-    }
-
-    /// One to `most` distinct items of `all`.
-    fn some<T: Clone + PartialEq>(&mut self, all: &[T], most: usize) -> Vec<T> {
-        let n = 1 + self.below(most.max(1));
-        let mut out: Vec<T> = Vec::new();
-        for _ in 0..n {
-            if let Some(v) = all.get(self.below(all.len()))
-                && !out.contains(v)
-            {
-                out.push(v.clone());
-            }
-        }
-        out
-    }
-
-    /// The first 17 characters of a credit code starting with `prefix`, not in `taken`.
-    fn credit_code(&mut self, prefix: &str, taken: &mut HashSet<String>) -> Result<String> {
-        let alphabet: Vec<char> = cwsm_platform::credit_code::ALPHABET.chars().collect();
-        for _ in 0..1000 {
-            let mut code = prefix.to_string();
-            while code.chars().count() < 17 {
-                code.push(*self.pick(&alphabet)?);
-            }
-            if taken.insert(code.clone()) {
-                return Ok(code);
-            }
-        }
-        bail!("no free credit code with prefix {prefix}")
-    }
+    bail!("no free credit code with prefix {prefix}")
 }
 
 /// `name`, or `name` with a number when it is taken.
@@ -810,8 +765,8 @@ impl Generated {
             Ok(ContactData {
                 name: format!(
                     "{}{}",
-                    rng.pick(&self.surnames)?,
-                    rng.pick(&self.given_names)?
+                    pick(rng, &self.surnames)?,
+                    pick(rng, &self.given_names)?
                 ),
                 phone: format!("+86 519 8{:03} {:04}", rng.below(1000), rng.below(10_000)),
                 email: String::new(),
@@ -822,13 +777,13 @@ impl Generated {
             let name = unique_name(
                 format!(
                     "常州{}{}{}",
-                    rng.pick(&self.company_places)?,
-                    rng.pick(&self.company_words)?,
-                    rng.pick(&self.company_suffixes)?
+                    pick(&mut rng, &self.company_places)?,
+                    pick(&mut rng, &self.company_words)?,
+                    pick(&mut rng, &self.company_suffixes)?
                 ),
                 &mut names,
             );
-            let credit_code = rng.credit_code("91320411MA2", &mut codes)?;
+            let credit_code = fresh_credit_code(&mut rng, "91320411MA2", &mut codes)?;
             let mut offerings = Vec::new();
             let mut services = Vec::new();
             for j in 0..1 + rng.below(2) {
@@ -856,7 +811,7 @@ impl Generated {
                         min + rng.between(20, 300) * 10_000_000
                     },
                     typical_savings_bp: rng.between(1500, 4000) as i32,
-                    typical_term_months: *rng.pick(&[60, 72, 84, 96, 120])?,
+                    typical_term_months: *pick(&mut rng, &[60, 72, 84, 96, 120])?,
                     sectors: vec![],
                     towns: vec![],
                 });
@@ -877,7 +832,7 @@ impl Generated {
                 } else {
                     rng.some(Sector::ALL, 4)
                 },
-                certification_grade: *rng.pick(CertificationGrade::ALL)?,
+                certification_grade: *pick(&mut rng, CertificationGrade::ALL)?,
                 financing_capacity_fen: rng.between(2_000, 80_000) * 100_000,
                 offerings,
             });
@@ -885,10 +840,10 @@ impl Generated {
 
         for i in 0..self.water_users {
             let s = &self.sectors[i % self.sectors.len()];
-            let [unit_type, ending] = rng.pick(&s.units)?.clone();
-            let town = rng.pick(&towns)?.clone();
+            let [unit_type, ending] = pick(&mut rng, &s.units)?.clone();
+            let town = pick(&mut rng, &towns)?.clone();
             let name = unique_name(
-                format!("{town}{}{ending}", rng.pick(&self.user_stems)?),
+                format!("{town}{}{ending}", pick(&mut rng, &self.user_stems)?),
                 &mut names,
             );
             let m3 = rng.between(s.annual_use_m3[0], s.annual_use_m3[1]);
@@ -916,7 +871,7 @@ impl Generated {
             }
             data.water_users.push(WaterUserData {
                 key,
-                credit_code: rng.credit_code(&s.code_prefix, &mut codes)?,
+                credit_code: fresh_credit_code(&mut rng, &s.code_prefix, &mut codes)?,
                 name,
                 sector: s.sector,
                 unit_type,
@@ -1064,26 +1019,14 @@ fn promised_savings_litres(request: &RequestData, p: &ProposalData) -> i64 {
 // The API, as each party
 // ------------------------------------------------------------------------------------------
 
-/// Adds a bearer token to every call.
-#[derive(Clone)]
-struct Bearer(MetadataValue<Ascii>);
-
-impl Interceptor for Bearer {
-    fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
-        req.metadata_mut().insert("authorization", self.0.clone());
-        Ok(req)
-    }
-}
+use cwsm_platform::auth::Bearer;
 
 type Matching = MatchingServiceClient<InterceptedService<Channel, Bearer>>;
 type Projects = ProjectsServiceClient<InterceptedService<Channel, Bearer>>;
 type Reporting = ReportingServiceClient<InterceptedService<Channel, Bearer>>;
 
 fn bearer(token: &str) -> Result<Bearer> {
-    let value: MetadataValue<Ascii> = format!("Bearer {token}")
-        .parse()
-        .map_err(|_| anyhow!("the token is not a valid header value"))?;
-    Ok(Bearer(value))
+    Ok(Bearer::new(token)?)
 }
 
 /// A party of the demo with its token.

@@ -1,6 +1,7 @@
 //! Protobuf ↔ domain for matching. Only this module and [`crate::grpc`] know wire types.
 
 use cwsm_platform::grpc::timestamp;
+use cwsm_platform::lang::Lang;
 use cwsm_platform::vocab::{
     CertificationGrade, ContractModel, IndicatorTag, MvOption, Sector, Technology,
 };
@@ -435,14 +436,15 @@ pub fn proposal(p: &Proposal, company: Option<&Company>, price_fen_per_m3: i64) 
     }
 }
 
-pub fn score_parts(parts: &[ScorePart]) -> Vec<pb::ScorePart> {
+/// The parts of a score, explained in `lang`.
+pub fn score_parts(parts: &[ScorePart], lang: Lang) -> Vec<pb::ScorePart> {
     parts
         .iter()
         .map(|p| pb::ScorePart {
             name: p.name.to_string(),
             weight: p.weight,
             value: p.value,
-            explanation: p.explanation.clone(),
+            explanation: p.explanation.get(lang).to_string(),
         })
         .collect()
 }

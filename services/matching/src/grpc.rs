@@ -20,6 +20,7 @@ use cwsm_platform::bus::{Envelope, topics};
 use cwsm_platform::grpc::{Page, timestamp};
 use cwsm_platform::idempotency::RequestKey;
 use cwsm_platform::jurisdiction::Jurisdiction;
+use cwsm_platform::lang::Lang;
 use cwsm_platform::vocab::{CertificationGrade, ContractModel, Sector, Technology};
 use cwsm_platform::{Error, Result, new_id, now_ms};
 use cwsm_proto::events::v1 as events;
@@ -1033,6 +1034,7 @@ impl MatchingService for MatchingApi {
         request: Request<pb::RankOfferingsRequest>,
     ) -> Reply<pb::RankOfferingsResponse> {
         let who = principal(&request)?;
+        let lang = Lang::of_metadata(request.metadata());
         let r = request.into_inner();
         let page = Page::from_request(r.page_size, "")?;
         let viewer = self.viewer(&who).await?;
@@ -1059,7 +1061,7 @@ impl MatchingService for MatchingApi {
                 offering: Some(convert::offering(&x.offering)),
                 company: Some(convert::company_summary(&x.company)),
                 score: x.score,
-                parts: convert::score_parts(&x.parts),
+                parts: convert::score_parts(&x.parts, lang),
                 rank: i32::try_from(i + 1).unwrap_or(i32::MAX),
             })
             .collect();
@@ -1072,7 +1074,7 @@ impl MatchingService for MatchingApi {
                 company_id: x.company.id.clone(),
                 company_name: x.company.profile.name.clone(),
                 filter: x.filter.to_string(),
-                explanation: x.explanation.clone(),
+                explanation: x.explanation.get(lang).to_string(),
             })
             .collect();
         Ok(Response::new(pb::RankOfferingsResponse {
@@ -1088,6 +1090,7 @@ impl MatchingService for MatchingApi {
         request: Request<pb::ListFittingRequestsRequest>,
     ) -> Reply<pb::ListFittingRequestsResponse> {
         let who = principal(&request)?;
+        let lang = Lang::of_metadata(request.metadata());
         let r = request.into_inner();
         let page = Page::from_request(r.page_size, &r.page_token)?;
         let after = page.after.as_deref().map(parse_fitting_key).transpose()?;
@@ -1137,7 +1140,7 @@ impl MatchingService for MatchingApi {
             .map(|(req, user, best)| pb::FittingRequest {
                 project_request: Some(convert::project_request(req, Some(user))),
                 score: best.score,
-                parts: convert::score_parts(&best.parts),
+                parts: convert::score_parts(&best.parts, lang),
                 offering_id: best.offering.id.clone(),
             })
             .collect();

@@ -15,6 +15,7 @@ use std::cmp::Ordering;
 use std::collections::HashMap;
 
 use crate::domain::{Company, Offering, OfferingStatus, ProjectRequest, Visibility, WaterUser};
+use cwsm_platform::lang::{Lang, Text};
 use cwsm_platform::vocab::CertificationGrade;
 
 #[derive(Clone, Debug, PartialEq)]
@@ -22,7 +23,8 @@ pub struct ScorePart {
     pub name: &'static str,
     pub weight: f64,
     pub value: f64,
-    pub explanation: String,
+    /// Why, in both languages.
+    pub explanation: Text,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -40,7 +42,8 @@ pub struct Excluded {
     /// The hard filter that failed: `status`, `not_invited`, `sector`, `town`,
     /// `contract_model`, `investment_range`, `capacity`.
     pub filter: &'static str,
-    pub explanation: String,
+    /// Why, in both languages.
+    pub explanation: Text,
 }
 
 /// A ranking cut to what is returned, with the totals.
@@ -415,51 +418,101 @@ fn filter_explanation(
     user: &WaterUser,
     offering: &Offering,
     company: &Company,
-) -> String {
+) -> Text {
     let o = &offering.draft;
     let r = &request.draft;
+    let sector = user.profile.sector;
+    let town = &user.profile.town;
+    let yuan = |fen: i64| fen / 100;
     match filter {
-        "status" => format!("the offering is {}, not published", offering.status.code()),
-        "not_invited" => "the request is open to invited companies only".into(),
-        "sector" => format!("does not serve the {} sector", user.profile.sector.code()),
-        "town" => format!("does not serve {}", user.profile.town),
-        "contract_model" => "supports none of the contract models the user prefers".into(),
-        "investment_range" => format!(
-            "invests {} to {} yuan; the user asks for {} yuan",
-            o.min_investment_fen / 100,
-            if o.max_investment_fen > 0 {
-                (o.max_investment_fen / 100).to_string()
+        "status" => Text::new(
+            format!("服务方案处于{}状态，未发布", offering.status.code()),
+            format!("the offering is {}, not published", offering.status.code()),
+        ),
+        "not_invited" => Text::new(
+            "该需求仅向受邀企业开放",
+            "the request is open to invited companies only",
+        ),
+        "sector" => Text::new(
+            format!("不服务{}领域", sector.name(Lang::Zh)),
+            format!("does not serve the {} sector", sector.code()),
+        ),
+        "town" => Text::new(format!("不服务{town}"), format!("does not serve {town}")),
+        "contract_model" => Text::new(
+            "不支持用水单位倾向的任何合同模式",
+            "supports none of the contract models the user prefers",
+        ),
+        "investment_range" => {
+            let (max_zh, max_en) = if o.max_investment_fen > 0 {
+                (
+                    format!("{} 元", yuan(o.max_investment_fen)),
+                    yuan(o.max_investment_fen).to_string(),
+                )
             } else {
-                "any amount".into()
-            },
-            r.investment_wanted_fen / 100
+                ("不限".to_string(), "any amount".to_string())
+            };
+            Text::new(
+                format!(
+                    "投资额 {} 元至 {max_zh}；用水单位需要 {} 元",
+                    yuan(o.min_investment_fen),
+                    yuan(r.investment_wanted_fen)
+                ),
+                format!(
+                    "invests {} to {max_en} yuan; the user asks for {} yuan",
+                    yuan(o.min_investment_fen),
+                    yuan(r.investment_wanted_fen)
+                ),
+            )
+        }
+        "capacity" => Text::new(
+            format!(
+                "融资能力 {} 元，低于所需的 {} 元",
+                yuan(company.profile.financing_capacity_fen),
+                yuan(r.investment_wanted_fen)
+            ),
+            format!(
+                "financing capacity {} yuan is below the {} yuan asked",
+                yuan(company.profile.financing_capacity_fen),
+                yuan(r.investment_wanted_fen)
+            ),
         ),
-        "capacity" => format!(
-            "financing capacity {} yuan is below the {} yuan asked",
-            company.profile.financing_capacity_fen / 100,
-            r.investment_wanted_fen / 100
+        other => Text::new(
+            format!("未通过 {other} 条件"),
+            format!("fails the {other} filter"),
         ),
-        other => format!("fails the {other} filter"),
     }
 }
 
 /// The certification part in words: what the district confirmed, and a claim it has not.
-fn certification_words(company: &Company) -> String {
+fn certification_words(company: &Company) -> Text {
     let claimed = company.profile.claimed_certification;
     let confirmed = company.confirmed_grade();
     if confirmed == CertificationGrade::None && claimed != CertificationGrade::None {
-        format!(
-            "claimed {}, not yet confirmed by the district",
-            claimed.label()
+        Text::new(
+            format!("自称{}，尚未经区里确认", claimed.name(Lang::Zh)),
+            format!(
+                "claimed {}, not yet confirmed by the district",
+                claimed.name(Lang::En)
+            ),
         )
     } else if confirmed < claimed {
-        format!(
-            "certification {} (confirmed by the district; claimed {})",
-            confirmed.label(),
-            claimed.label()
+        Text::new(
+            format!(
+                "资质{}（经区里确认；自称{}）",
+                confirmed.name(Lang::Zh),
+                claimed.name(Lang::Zh)
+            ),
+            format!(
+                "certification {} (confirmed by the district; claimed {})",
+                confirmed.name(Lang::En),
+                claimed.name(Lang::En)
+            ),
         )
     } else {
-        format!("certification {}", confirmed.label())
+        Text::new(
+            format!("资质{}", confirmed.name(Lang::Zh)),
+            format!("certification {}", confirmed.name(Lang::En)),
+        )
     }
 }
 
@@ -538,16 +591,17 @@ fn explain(request: &ProjectRequest, offering: &Offering, company: &Company) -> 
     let t = &company.track_record;
     let words = [
         if r.wanted_technologies.is_empty() {
-            "the request names no technology".to_string()
+            Text::new("需求未指定技术", "the request names no technology")
         } else {
             let covered = r
                 .wanted_technologies
                 .iter()
                 .filter(|t| o.technologies.contains(t))
                 .count();
-            format!(
-                "covers {covered} of {} wanted technologies",
-                r.wanted_technologies.len()
+            let wanted = r.wanted_technologies.len();
+            Text::new(
+                format!("覆盖所需 {wanted} 项技术中的 {covered} 项"),
+                format!("covers {covered} of {wanted} wanted technologies"),
             )
         },
         match r
@@ -555,39 +609,57 @@ fn explain(request: &ProjectRequest, offering: &Offering, company: &Company) -> 
             .iter()
             .position(|m| o.contract_models.contains(m))
         {
-            None => "the request states no preferred model".to_string(),
-            Some(i) => format!(
-                "offers {}, the user's preference #{}",
-                r.preferred_contract_models[i].code(),
-                i + 1
+            None => Text::new(
+                "需求未说明倾向的合同模式",
+                "the request states no preferred model",
             ),
+            Some(i) => {
+                let model = r.preferred_contract_models[i];
+                Text::new(
+                    format!("提供{}，为用水单位第 {} 倾向", model.name(Lang::Zh), i + 1),
+                    format!("offers {}, the user's preference #{}", model.code(), i + 1),
+                )
+            }
         },
         if r.investment_wanted_fen <= 0 {
-            "the user asks for no investment".to_string()
+            Text::new("用水单位不需要企业投资", "the user asks for no investment")
         } else {
-            format!(
-                "financing capacity is {:.1}× the investment asked",
-                company.profile.financing_capacity_fen as f64 / r.investment_wanted_fen as f64
+            let times =
+                company.profile.financing_capacity_fen as f64 / r.investment_wanted_fen as f64;
+            Text::new(
+                format!("融资能力为所需投资的 {times:.1} 倍"),
+                format!("financing capacity is {times:.1}× the investment asked"),
             )
         },
         certification_words(company),
         if t.projects_completed <= 0 || t.promised_savings_litres <= 0 {
-            "no verified projects yet: neutral, so a newcomer is ranked on its offer".to_string()
+            Text::new(
+                "尚无核查通过的项目：取中性值，新企业按其方案排名",
+                "no verified projects yet: neutral, so a newcomer is ranked on its offer",
+            )
         } else {
-            format!(
-                "{} projects completed; {:.0}% of promised savings verified",
-                t.projects_completed,
-                (t.verified_savings_litres as f64 / t.promised_savings_litres as f64).min(1.0)
-                    * 100.0
+            let verified = (t.verified_savings_litres as f64 / t.promised_savings_litres as f64)
+                .min(1.0)
+                * 100.0;
+            Text::new(
+                format!(
+                    "已完成 {} 个项目；承诺节水量的 {verified:.0}% 经核查",
+                    t.projects_completed
+                ),
+                format!(
+                    "{} projects completed; {verified:.0}% of promised savings verified",
+                    t.projects_completed
+                ),
             )
         },
         if r.expected_savings_bp <= 0 || o.typical_savings_bp <= 0 {
-            "no savings rate to compare".to_string()
+            Text::new("无节水率可比较", "no savings rate to compare")
         } else {
-            format!(
-                "typically saves {:.1}%, the user expects {:.1}%",
-                f64::from(o.typical_savings_bp) / 100.0,
-                f64::from(r.expected_savings_bp) / 100.0
+            let typical = f64::from(o.typical_savings_bp) / 100.0;
+            let expected = f64::from(r.expected_savings_bp) / 100.0;
+            Text::new(
+                format!("通常节水 {typical:.1}%，用水单位期望 {expected:.1}%"),
+                format!("typically saves {typical:.1}%, the user expects {expected:.1}%"),
             )
         },
     ];
@@ -729,7 +801,7 @@ mod tests {
         };
         assert_eq!(part(&ranked[1]).value, 0.0);
         assert_eq!(
-            part(&ranked[1]).explanation,
+            part(&ranked[1]).explanation.en,
             "claimed AAA, not yet confirmed by the district"
         );
 
@@ -739,7 +811,7 @@ mod tests {
         let (ranked, _) = rank(&r, &u, &candidates);
         assert_eq!(part(&ranked[0]).value, 0.4);
         assert_eq!(
-            part(&ranked[0]).explanation,
+            part(&ranked[0]).explanation.en,
             "certification AA (confirmed by the district; claimed AAA)"
         );
     }
@@ -805,6 +877,7 @@ mod tests {
         assert!(
             excluded[0]
                 .explanation
+                .en
                 .contains("800000 yuan is below the 1000000 yuan")
         );
     }
@@ -828,7 +901,7 @@ mod tests {
             x.parts
                 .iter()
                 .find(|p| p.name == "track_record")
-                .map(|p| (p.value, p.explanation.clone()))
+                .map(|p| (p.value, p.explanation.en.clone()))
                 .expect("track part")
         };
         assert_eq!(

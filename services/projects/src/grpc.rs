@@ -19,6 +19,7 @@ use cwsm_platform::input::{
     MAX_CODE, MAX_DATE, MAX_ITEMS, MAX_NAME, MAX_QUERY, MAX_TEXT, check_count, check_len,
     check_lengths,
 };
+use cwsm_platform::lang::Lang;
 use cwsm_platform::quantity;
 use cwsm_platform::vocab::{ContractModel, IndicatorTag, MvOption, Sector};
 use cwsm_platform::{Error, Result};
@@ -764,7 +765,8 @@ fn adjustment_to_pb(a: &NonRoutineAdjustment) -> pb::NonRoutineAdjustment {
     }
 }
 
-fn settlement_to_pb(s: &Settlement) -> pb::Settlement {
+/// A settlement, its statement in `lang`.
+fn settlement_to_pb(s: &Settlement, lang: Lang) -> pb::Settlement {
     pb::Settlement {
         id: s.id.clone(),
         project_id: s.project_id.clone(),
@@ -780,7 +782,11 @@ fn settlement_to_pb(s: &Settlement) -> pb::Settlement {
         shortfall_fen: s.shortfall_fen,
         hosting_fee_fen: s.hosting_fee_fen,
         water_bill_fen: s.water_bill_fen,
-        statement_lines: s.statement_lines.clone(),
+        statement_lines: s
+            .statement_lines
+            .iter()
+            .map(|l| l.get(lang).to_string())
+            .collect(),
         create_time: Some(timestamp(s.created_at_ms)),
         update_time: Some(timestamp(s.updated_at_ms)),
         version: s.version,
@@ -2103,6 +2109,7 @@ impl pb::projects_service_server::ProjectsService for ProjectsApi {
         request: Request<pb::SettlePeriodRequest>,
     ) -> Result<Response<pb::SettlePeriodResponse>, Status> {
         let who = principal(&request)?;
+        let lang = Lang::of_metadata(request.metadata());
         let r = request.into_inner();
         let key = RequestKey::new(&who, "SettlePeriod", &r.period_id, &r.request_id, &r)?;
         let (settlement, period) = self
@@ -2115,7 +2122,7 @@ impl pb::projects_service_server::ProjectsService for ProjectsApi {
             )
             .await?;
         Ok(Response::new(pb::SettlePeriodResponse {
-            settlement: Some(settlement_to_pb(&settlement)),
+            settlement: Some(settlement_to_pb(&settlement, lang)),
             period: Some(period_to_pb(&period)),
         }))
     }
@@ -2125,12 +2132,13 @@ impl pb::projects_service_server::ProjectsService for ProjectsApi {
         request: Request<pb::ListSettlementsRequest>,
     ) -> Result<Response<pb::ListSettlementsResponse>, Status> {
         let who = principal(&request)?;
+        let lang = Lang::of_metadata(request.metadata());
         let r = request.into_inner();
         let page = Page::from_request(r.page_size, &r.page_token)?;
         let project = self.readable_project(&who, &r.project_id).await?;
         let (rows, next) = self.store.settlements(&project.id, &page).await?;
         Ok(Response::new(pb::ListSettlementsResponse {
-            settlements: rows.iter().map(settlement_to_pb).collect(),
+            settlements: rows.iter().map(|s| settlement_to_pb(s, lang)).collect(),
             next_page_token: next,
         }))
     }

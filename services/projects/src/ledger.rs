@@ -589,7 +589,8 @@ pub struct Settlement {
     pub shortfall_fen: i64,
     pub hosting_fee_fen: i64,
     pub water_bill_fen: i64,
-    pub statement_lines: Vec<String>,
+    /// The statement as settled, a line each in both languages.
+    pub statement_lines: Vec<cwsm_platform::lang::Text>,
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
     pub version: i64,

@@ -169,6 +169,26 @@ struct SettlementRow {
     version: i64,
 }
 
+/// A statement line as stored: in both languages, or in English only (settled before
+/// statements were kept in both; shown as it was, in either language).
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum StoredLine {
+    Both(cwsm_platform::lang::Text),
+    English(String),
+}
+
+fn stored_statement(text: &str) -> Vec<cwsm_platform::lang::Text> {
+    serde_json::from_str::<Vec<StoredLine>>(text)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|line| match line {
+            StoredLine::Both(text) => text,
+            StoredLine::English(en) => cwsm_platform::lang::Text::same(en),
+        })
+        .collect()
+}
+
 impl From<SettlementRow> for Settlement {
     fn from(r: SettlementRow) -> Self {
         Settlement {
@@ -187,7 +207,7 @@ impl From<SettlementRow> for Settlement {
             shortfall_fen: r.shortfall_fen,
             hosting_fee_fen: r.hosting_fee_fen,
             water_bill_fen: r.water_bill_fen,
-            statement_lines: serde_json::from_str(&r.statement_lines).unwrap_or_default(),
+            statement_lines: stored_statement(&r.statement_lines),
             created_at_ms: r.created_at_ms,
             updated_at_ms: r.updated_at_ms,
             version: r.version,
@@ -906,5 +926,20 @@ impl Store {
         .into_iter().map(Settlement::from).collect();
         let next = page.finish(&mut rows, |s| s.id.clone());
         Ok((rows, next))
+    }
+}
+
+#[cfg(test)]
+mod statement_tests {
+    /// Statements settled before they were kept in both languages read as they were.
+    #[test]
+    fn a_statement_of_either_form_reads() {
+        let old = super::stored_statement(r#"["Verified savings: 1.000 m³"]"#);
+        assert_eq!(old[0].zh, "Verified savings: 1.000 m³");
+        let both = super::stored_statement(r#"[{"zh":"核定节水量","en":"Verified savings"}]"#);
+        assert_eq!(
+            (both[0].zh.as_str(), both[0].en.as_str()),
+            ("核定节水量", "Verified savings")
+        );
     }
 }

@@ -9,6 +9,7 @@
 //! the year to date less what earlier statements of the year settled, so a good month carries
 //! over; statements before the year's last are provisional.
 
+use cwsm_platform::lang::{Lang, Text};
 use cwsm_platform::quantity::{BasisPoints, Fen, Litres, Overflow};
 use cwsm_platform::vocab::ContractModel;
 
@@ -107,16 +108,27 @@ pub struct Figures {
     pub shortfall_fen: i64,
     pub hosting_fee_fen: i64,
     pub water_bill_fen: i64,
-    pub lines: Vec<String>,
+    /// The statement, a line each, in both languages (stored as settled; answered in the
+    /// language the caller asks).
+    pub lines: Vec<Text>,
 }
 
 pub use cwsm_platform::quantity::mul_div_round;
 
 /// Fen as yuan for people: "12,345.67 yuan".
 pub fn yuan(fen: i64) -> String {
+    format!("{} yuan", amount(fen))
+}
+
+/// Fen as 元: "12,345.67 元".
+fn yuan_zh(fen: i64) -> String {
+    format!("{} 元", amount(fen))
+}
+
+fn amount(fen: i64) -> String {
     let sign = if fen < 0 { "−" } else { "" };
     let abs = fen.unsigned_abs();
-    format!("{sign}{}.{:02} yuan", thousands(abs / 100), abs % 100)
+    format!("{sign}{}.{:02}", thousands(abs / 100), abs % 100)
 }
 
 /// Litres as m³ for people: "12,345.678 m³".
@@ -142,46 +154,91 @@ fn percent(bp: i64) -> String {
     format!("{}.{:02}%", bp / 100, bp % 100)
 }
 
+impl ShareOfYear {
+    /// "1/12 个月" or "31/366 天".
+    fn zh(&self) -> String {
+        let unit = if self.unit == "months" {
+            "个月"
+        } else {
+            "天"
+        };
+        format!("{}/{} {unit}", self.parts, self.of)
+    }
+    /// "1/12 months" or "31/366 days".
+    fn en(&self) -> String {
+        format!("{}/{} {}", self.parts, self.of, self.unit)
+    }
+}
+
 /// Computes a period's settlement and its statement. Every step is checked: figures beyond
 /// what can be stored are an [`Overflow`] naming the figure, never a wrapped amount.
 pub fn settle(i: &SettleInput) -> Result<Figures, Overflow> {
     let t = i.terms;
     let price = i.price_fen_per_m3;
     let savings = Litres(i.savings_litres);
+    let m3 = cubic_metres;
     let mut f = Figures::default();
     let mut lines = vec![
-        format!(
-            "Settlement of the period {} to {} ({} days), contract model: {}",
-            i.start_date,
-            i.end_date,
-            i.period_days,
-            i.model.label()
+        Text::new(
+            format!(
+                "结算期 {} 至 {}（{} 天），合同模式：{}",
+                i.start_date,
+                i.end_date,
+                i.period_days,
+                i.model.name(Lang::Zh)
+            ),
+            format!(
+                "Settlement of the period {} to {} ({} days), contract model: {}",
+                i.start_date,
+                i.end_date,
+                i.period_days,
+                i.model.label()
+            ),
         ),
-        format!(
-            "Verified savings: {} at {} per m³",
-            cubic_metres(i.savings_litres),
-            yuan(price)
+        Text::new(
+            format!(
+                "核定节水量：{}，水价每立方米 {}",
+                m3(i.savings_litres),
+                yuan_zh(price)
+            ),
+            format!(
+                "Verified savings: {} at {} per m³",
+                m3(i.savings_litres),
+                yuan(price)
+            ),
         ),
     ];
     f.savings_value_fen = savings.value_at(price, "savings_value_fen")?.0;
-    lines.push(format!(
-        "Savings value: {} × {} per m³ = {}",
-        cubic_metres(i.savings_litres),
-        yuan(price),
-        yuan(f.savings_value_fen)
+    lines.push(Text::new(
+        format!(
+            "节水效益：{} × 每立方米 {} = {}",
+            m3(i.savings_litres),
+            yuan_zh(price),
+            yuan_zh(f.savings_value_fen)
+        ),
+        format!(
+            "Savings value: {} × {} per m³ = {}",
+            m3(i.savings_litres),
+            yuan(price),
+            yuan(f.savings_value_fen)
+        ),
     ));
 
+    // What a company share is taken of: (zh, en).
     let sharing = |f: &mut Figures,
-                   lines: &mut Vec<String>,
+                   lines: &mut Vec<Text>,
                    value: i64,
-                   what: &str|
+                   what: (&str, &str)|
      -> Result<i64, Overflow> {
         let running = t.sharing_period_months <= 0
             || i.months_into_operation < i64::from(t.sharing_period_months);
         let share = if !running {
-            lines.push(format!(
-                "The sharing period of {} months is over: no company share",
-                t.sharing_period_months
+            lines.push(Text::new(
+                format!("{} 个月的分享期已满：企业不再分成", t.sharing_period_months),
+                format!(
+                    "The sharing period of {} months is over: no company share",
+                    t.sharing_period_months
+                ),
             ));
             0
         } else if value > 0 {
@@ -189,15 +246,27 @@ pub fn settle(i: &SettleInput) -> Result<Figures, Overflow> {
                 .share(BasisPoints(i64::from(t.share_ratio_bp)), "company_due_fen")?
                 .0
         } else {
-            lines.push("No positive savings: no company share".to_string());
+            lines.push(Text::new(
+                "无正节水量：企业无分成",
+                "No positive savings: no company share",
+            ));
             0
         };
         if share != 0 {
-            lines.push(format!(
-                "Company share {} of {what} {}: {}",
-                percent(i64::from(t.share_ratio_bp)),
-                yuan(value),
-                yuan(share)
+            let ratio = percent(i64::from(t.share_ratio_bp));
+            lines.push(Text::new(
+                format!(
+                    "企业分成：{} {} 的 {ratio}：{}",
+                    what.0,
+                    yuan_zh(value),
+                    yuan_zh(share)
+                ),
+                format!(
+                    "Company share {ratio} of {} {}: {}",
+                    what.1,
+                    yuan(value),
+                    yuan(share)
+                ),
             ));
         }
         f.company_due_fen = Fen(f.company_due_fen)
@@ -210,17 +279,23 @@ pub fn settle(i: &SettleInput) -> Result<Figures, Overflow> {
     let share = i.share_of_year;
     // The guarantee over the contract year to date: returns the year's savings above the
     // guarantee so far (litres, ≥ 0).
-    let guarantee = |f: &mut Figures, lines: &mut Vec<String>| -> Result<i64, Overflow> {
+    let guarantee = |f: &mut Figures, lines: &mut Vec<Text>| -> Result<i64, Overflow> {
         let guaranteed = Litres(t.guaranteed_savings_litres)
             .pro_rata(share.parts, share.of, "guaranteed_savings_litres")?
             .0;
-        lines.push(format!(
-            "Guaranteed savings: {} a year × {}/{} {} = {}",
-            cubic_metres(t.guaranteed_savings_litres),
-            share.parts,
-            share.of,
-            share.unit,
-            cubic_metres(guaranteed)
+        lines.push(Text::new(
+            format!(
+                "保证节水量：每年 {} × {} = {}",
+                m3(t.guaranteed_savings_litres),
+                share.zh(),
+                m3(guaranteed)
+            ),
+            format!(
+                "Guaranteed savings: {} a year × {} = {}",
+                m3(t.guaranteed_savings_litres),
+                share.en(),
+                m3(guaranteed)
+            ),
         ));
         let guaranteed_ytd = Litres(ytd.guaranteed_litres)
             .checked_add(Litres(guaranteed), "guaranteed_savings_litres")?;
@@ -241,41 +316,75 @@ pub fn settle(i: &SettleInput) -> Result<Figures, Overflow> {
             .checked_sub(Fen(ytd.shortfall_fen), "shortfall_fen")?
             .0;
         if !ytd.start_date.is_empty() {
-            lines.push(format!(
-                "Contract year {} to {}, to date: guaranteed {}, verified {}",
-                ytd.start_date,
-                ytd.end_date,
-                cubic_metres(guaranteed_ytd.0),
-                cubic_metres(savings_ytd.0)
+            lines.push(Text::new(
+                format!(
+                    "合同年度 {} 至 {}，截至本期：保证 {}，核定 {}",
+                    ytd.start_date,
+                    ytd.end_date,
+                    m3(guaranteed_ytd.0),
+                    m3(savings_ytd.0)
+                ),
+                format!(
+                    "Contract year {} to {}, to date: guaranteed {}, verified {}",
+                    ytd.start_date,
+                    ytd.end_date,
+                    m3(guaranteed_ytd.0),
+                    m3(savings_ytd.0)
+                ),
             ));
         }
         if short_ytd > 0 || ytd.shortfall_fen != 0 {
-            lines.push(format!(
-                "Shortfall to date: {} × {} per m³ = {}, less {} settled before: {}{}",
-                cubic_metres(short_ytd),
-                yuan(shortfall_price),
-                yuan(short_ytd_fen),
-                yuan(ytd.shortfall_fen),
-                yuan(f.shortfall_fen),
-                if f.shortfall_fen >= 0 {
-                    ", paid by the company to the water user"
-                } else {
-                    ", returned to the company (a good period carries over)"
-                }
+            let paid = f.shortfall_fen >= 0;
+            lines.push(Text::new(
+                format!(
+                    "截至本期差额：{} × 每立方米 {} = {}，减去此前已结 {}：{}{}",
+                    m3(short_ytd),
+                    yuan_zh(shortfall_price),
+                    yuan_zh(short_ytd_fen),
+                    yuan_zh(ytd.shortfall_fen),
+                    yuan_zh(f.shortfall_fen),
+                    if paid {
+                        "，由企业支付给用水单位"
+                    } else {
+                        "，退还企业（本期节水好于保证，结转）"
+                    }
+                ),
+                format!(
+                    "Shortfall to date: {} × {} per m³ = {}, less {} settled before: {}{}",
+                    m3(short_ytd),
+                    yuan(shortfall_price),
+                    yuan(short_ytd_fen),
+                    yuan(ytd.shortfall_fen),
+                    yuan(f.shortfall_fen),
+                    if paid {
+                        ", paid by the company to the water user"
+                    } else {
+                        ", returned to the company (a good period carries over)"
+                    }
+                ),
             ));
         } else {
-            lines.push("The guarantee is met: no shortfall".to_string());
+            lines.push(Text::new(
+                "达到保证节水量：无差额",
+                "The guarantee is met: no shortfall",
+            ));
         }
         if !ytd.start_date.is_empty() {
             lines.push(if ytd.closes {
-                format!(
-                    "This statement closes the contract year ending {}: final",
-                    ytd.end_date
+                Text::new(
+                    format!("本结算单结清截至 {} 的合同年度：为最终结算", ytd.end_date),
+                    format!(
+                        "This statement closes the contract year ending {}: final",
+                        ytd.end_date
+                    ),
                 )
             } else {
-                format!(
-                    "Provisional until the contract year closes on {}",
-                    ytd.end_date
+                Text::new(
+                    format!("合同年度于 {} 结束前，本结算为暂定", ytd.end_date),
+                    format!(
+                        "Provisional until the contract year closes on {}",
+                        ytd.end_date
+                    ),
                 )
             });
         }
@@ -285,7 +394,7 @@ pub fn settle(i: &SettleInput) -> Result<Figures, Overflow> {
             .max(0))
     };
 
-    let hosting = |f: &mut Figures, lines: &mut Vec<String>| -> Result<(), Overflow> {
+    let hosting = |f: &mut Figures, lines: &mut Vec<Text>| -> Result<(), Overflow> {
         f.hosting_fee_fen = Fen(t.hosting_fee_fen)
             .pro_rata(share.parts, share.of, "hosting_fee_fen")?
             .0;
@@ -295,39 +404,67 @@ pub fn settle(i: &SettleInput) -> Result<Figures, Overflow> {
             .0;
         let margin =
             Fen(f.hosting_fee_fen).checked_sub(Fen(f.water_bill_fen), "company_margin_fen")?;
-        lines.push(format!(
-            "Hosting fee: {} a year × {}/{} {} = {}, paid by the water user to the company",
-            yuan(t.hosting_fee_fen),
-            share.parts,
-            share.of,
-            share.unit,
-            yuan(f.hosting_fee_fen)
+        lines.push(Text::new(
+            format!(
+                "托管费：每年 {} × {} = {}，由用水单位支付给企业",
+                yuan_zh(t.hosting_fee_fen),
+                share.zh(),
+                yuan_zh(f.hosting_fee_fen)
+            ),
+            format!(
+                "Hosting fee: {} a year × {} = {}, paid by the water user to the company",
+                yuan(t.hosting_fee_fen),
+                share.en(),
+                yuan(f.hosting_fee_fen)
+            ),
         ));
-        lines.push(format!(
-            "Actual water bill: {} × {} per m³ = {}, paid by the company",
-            cubic_metres(i.actual_litres),
-            yuan(price),
-            yuan(f.water_bill_fen)
+        lines.push(Text::new(
+            format!(
+                "实际水费：{} × 每立方米 {} = {}，由企业支付",
+                m3(i.actual_litres),
+                yuan_zh(price),
+                yuan_zh(f.water_bill_fen)
+            ),
+            format!(
+                "Actual water bill: {} × {} per m³ = {}, paid by the company",
+                m3(i.actual_litres),
+                yuan(price),
+                yuan(f.water_bill_fen)
+            ),
         ));
-        lines.push(format!("Company margin: fee − bill = {}", yuan(margin.0)));
+        lines.push(Text::new(
+            format!("企业收益：托管费 − 水费 = {}", yuan_zh(margin.0)),
+            format!("Company margin: fee − bill = {}", yuan(margin.0)),
+        ));
         Ok(())
     };
 
     match i.model {
         ContractModel::SharedSavings | ContractModel::SavingsPlusWaterRights => {
             let value = f.savings_value_fen;
-            let share = sharing(&mut f, &mut lines, value, "the savings value")?;
+            let share = sharing(&mut f, &mut lines, value, ("节水效益", "the savings value"))?;
             f.user_due_fen = Fen(value).checked_sub(Fen(share), "user_due_fen")?.0;
-            lines.push(format!(
-                "The water user keeps: {} − {} = {}",
-                yuan(value),
-                yuan(share),
-                yuan(f.user_due_fen)
+            lines.push(Text::new(
+                format!(
+                    "用水单位留存：{} − {} = {}",
+                    yuan_zh(value),
+                    yuan_zh(share),
+                    yuan_zh(f.user_due_fen)
+                ),
+                format!(
+                    "The water user keeps: {} − {} = {}",
+                    yuan(value),
+                    yuan(share),
+                    yuan(f.user_due_fen)
+                ),
             ));
             if i.model == ContractModel::SavingsPlusWaterRights {
-                lines.push(format!(
-                    "Water-rights trading proceeds are split when traded (company {}), not in this period's figures",
-                    percent(i64::from(t.water_rights_share_bp))
+                let ratio = percent(i64::from(t.water_rights_share_bp));
+                lines.push(Text::new(
+                    format!("水权交易收益在交易时分配（企业 {ratio}），不计入本期"),
+                    format!(
+                        "Water-rights trading proceeds are split when traded (company {ratio}), not in this period's figures"
+                    ),
                 ));
             }
         }
@@ -342,23 +479,39 @@ pub fn settle(i: &SettleInput) -> Result<Figures, Overflow> {
                     .checked_sub(Fen(ytd.above_guarantee_fen), "company_due_fen")?
                     .0;
                 f.company_due_fen = bonus;
-                lines.push(format!(
-                    "Bonus: {} of the excess to date {} valued {} = {}, less {} settled before: {}",
-                    percent(i64::from(t.bonus_share_bp)),
-                    cubic_metres(excess),
-                    yuan(excess_value),
-                    yuan(bonus_ytd),
-                    yuan(ytd.above_guarantee_fen),
-                    yuan(bonus)
+                let ratio = percent(i64::from(t.bonus_share_bp));
+                lines.push(Text::new(
+                    format!(
+                        "奖励：截至本期超出保证的 {}（价值 {}）的 {ratio} = {}，减去此前已结 {}：{}",
+                        m3(excess),
+                        yuan_zh(excess_value),
+                        yuan_zh(bonus_ytd),
+                        yuan_zh(ytd.above_guarantee_fen),
+                        yuan_zh(bonus)
+                    ),
+                    format!(
+                        "Bonus: {ratio} of the excess to date {} valued {} = {}, less {} settled before: {}",
+                        m3(excess),
+                        yuan(excess_value),
+                        yuan(bonus_ytd),
+                        yuan(ytd.above_guarantee_fen),
+                        yuan(bonus)
+                    ),
                 ));
             }
             f.user_due_fen = Fen(f.savings_value_fen)
                 .checked_sub(Fen(f.company_due_fen), "user_due_fen")?
                 .checked_add(Fen(f.shortfall_fen), "user_due_fen")?
                 .0;
-            lines.push(format!(
-                "The water user keeps the savings value less any bonus, plus any shortfall: {}",
-                yuan(f.user_due_fen)
+            lines.push(Text::new(
+                format!(
+                    "用水单位留存节水效益减去奖励，加上差额：{}",
+                    yuan_zh(f.user_due_fen)
+                ),
+                format!(
+                    "The water user keeps the savings value less any bonus, plus any shortfall: {}",
+                    yuan(f.user_due_fen)
+                ),
             ));
         }
         ContractModel::WaterCostHosting | ContractModel::HostingPlusGuarantee => {
@@ -375,16 +528,26 @@ pub fn settle(i: &SettleInput) -> Result<Figures, Overflow> {
                 .checked_sub(Fen(f.hosting_fee_fen), "user_due_fen")?
                 .checked_add(Fen(f.shortfall_fen), "user_due_fen")?
                 .0;
-            lines.push(format!(
-                "The water user avoids its adjusted baseline bill {} for the fee {}{}: {}",
-                yuan(baseline_bill),
-                yuan(f.hosting_fee_fen),
-                if f.shortfall_fen > 0 {
-                    ", and receives the shortfall"
-                } else {
-                    ""
-                },
-                yuan(f.user_due_fen)
+            let short = f.shortfall_fen > 0;
+            lines.push(Text::new(
+                format!(
+                    "用水单位以托管费 {} 替代调整后基准水费 {}{}：{}",
+                    yuan_zh(f.hosting_fee_fen),
+                    yuan_zh(baseline_bill),
+                    if short { "，并获得差额" } else { "" },
+                    yuan_zh(f.user_due_fen)
+                ),
+                format!(
+                    "The water user avoids its adjusted baseline bill {} for the fee {}{}: {}",
+                    yuan(baseline_bill),
+                    yuan(f.hosting_fee_fen),
+                    if short {
+                        ", and receives the shortfall"
+                    } else {
+                        ""
+                    },
+                    yuan(f.user_due_fen)
+                ),
             ));
         }
         ContractModel::GuaranteePlusSharing => {
@@ -395,7 +558,10 @@ pub fn settle(i: &SettleInput) -> Result<Figures, Overflow> {
                     &mut f,
                     &mut lines,
                     excess_value,
-                    "the value above the guarantee to date",
+                    (
+                        "截至本期超出保证部分的价值",
+                        "the value above the guarantee to date",
+                    ),
                 )?
             } else {
                 0
@@ -405,10 +571,17 @@ pub fn settle(i: &SettleInput) -> Result<Figures, Overflow> {
                 .checked_sub(Fen(ytd.above_guarantee_fen), "company_due_fen")?
                 .0;
             if ytd.above_guarantee_fen != 0 {
-                lines.push(format!(
-                    "Less {} settled before: company share this period {}",
-                    yuan(ytd.above_guarantee_fen),
-                    yuan(share)
+                lines.push(Text::new(
+                    format!(
+                        "减去此前已结 {}：本期企业分成 {}",
+                        yuan_zh(ytd.above_guarantee_fen),
+                        yuan_zh(share)
+                    ),
+                    format!(
+                        "Less {} settled before: company share this period {}",
+                        yuan(ytd.above_guarantee_fen),
+                        yuan(share)
+                    ),
                 ));
             }
             f.company_due_fen = share;
@@ -416,16 +589,22 @@ pub fn settle(i: &SettleInput) -> Result<Figures, Overflow> {
                 .checked_sub(Fen(share), "user_due_fen")?
                 .checked_add(Fen(f.shortfall_fen), "user_due_fen")?
                 .0;
-            lines.push(format!(
-                "The water user keeps the savings value less the company share, plus any shortfall: {}",
-                yuan(f.user_due_fen)
+            lines.push(Text::new(
+                format!(
+                    "用水单位留存节水效益减去企业分成，加上差额：{}",
+                    yuan_zh(f.user_due_fen)
+                ),
+                format!(
+                    "The water user keeps the savings value less the company share, plus any shortfall: {}",
+                    yuan(f.user_due_fen)
+                ),
             ));
         }
     }
-    lines.push(
-        "Amounts in fen, rounded to the nearest fen at each line (halves away from zero); annual terms pro-rated by calendar months (1/12 a month) or by days over the contract year's days, as the contract says."
-            .to_string(),
-    );
+    lines.push(Text::new(
+        "金额以分为单位，逐行四舍五入到分（五入远离零）；年度条款按日历月（每月 1/12）或按合同年度天数折算，以合同约定为准。",
+        "Amounts in fen, rounded to the nearest fen at each line (halves away from zero); annual terms pro-rated by calendar months (1/12 a month) or by days over the contract year's days, as the contract says.",
+    ));
     f.lines = lines;
     Ok(f)
 }
@@ -541,11 +720,9 @@ mod tests {
         };
         let f1 = settle(&first);
         assert_eq!(f1.shortfall_fen, 50_000);
-        assert!(
-            f1.lines
-                .iter()
-                .any(|l| l.starts_with("Provisional until the contract year closes on 2025-12-31"))
-        );
+        assert!(f1.lines.iter().any(|l| {
+            l.en.starts_with("Provisional until the contract year closes on 2025-12-31")
+        }));
         // Month 2: 60,000 L over its guarantee: the year to date is short 40,000 L = 20,000
         // fen; 50,000 settled before, so 30,000 fen go back to the company.
         let mut second = input(
@@ -568,14 +745,14 @@ mod tests {
         assert!(
             f2.lines
                 .iter()
-                .any(|l| l.contains("returned to the company")),
+                .any(|l| l.en.contains("returned to the company")),
             "{:?}",
             f2.lines
         );
         assert!(
             f2.lines
                 .iter()
-                .any(|l| l.starts_with("This statement closes the contract year"))
+                .any(|l| l.en.starts_with("This statement closes the contract year"))
         );
         // The two statements together: the year's shortfall, 40,000 L × 5.00.
         assert_eq!(f1.shortfall_fen + f2.shortfall_fen, 20_000);
@@ -604,7 +781,11 @@ mod tests {
         assert_eq!(f.savings_value_fen, 50_617);
         assert_eq!(f.company_due_fen, 35_432);
         assert_eq!(f.user_due_fen, 50_617 - 35_432);
-        assert!(f.lines.iter().any(|l| l.contains("Company share 70.00%")));
+        assert!(
+            f.lines
+                .iter()
+                .any(|l| l.en.contains("Company share 70.00%"))
+        );
         // After the sharing period, the user keeps everything.
         let late = SettleInput {
             months_into_operation: 96,
@@ -651,7 +832,7 @@ mod tests {
         assert_eq!(f.company_due_fen, 3_100_000);
         // Baseline bill (1,200,000 L) 492,000 − fee.
         assert_eq!(f.user_due_fen, 492_000 - 3_100_000);
-        assert!(f.lines.iter().any(|l| l.contains("Company margin")));
+        assert!(f.lines.iter().any(|l| l.en.contains("Company margin")));
     }
 
     #[test]

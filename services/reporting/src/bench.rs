@@ -114,13 +114,7 @@ fn envelope(f: &Fact) -> Envelope {
     }
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-    sorted[rank - 1]
-}
+use cwsm_platform::sample::percentile;
 
 /// Runs the benchmark with `facts` milestone facts (a third each contracted, accepted and
 /// handed over) in a fresh database under `dir`.

@@ -7,6 +7,7 @@ mod bench;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
+use cwsm_platform::lang::Lang;
 use cwsm_platform::vocab::{CertificationGrade, ContractModel, MvOption, Sector, Technology};
 use cwsm_proto::matching::v1 as mpb;
 use cwsm_proto::types;
@@ -526,13 +527,8 @@ pub async fn companies(args: CompaniesArgs) -> anyhow::Result<()> {
         sector: code_number("sector", &a.sector, Sector::from_code, Sector::number)?,
         town: a.town,
         query: a.query,
-        technology: code_number("tech", &tech, Technology::from_code, Technology::number)?,
-        contract_model: code_number(
-            "model",
-            &model,
-            ContractModel::from_code,
-            ContractModel::number,
-        )?,
+        technology: technology(&tech)?,
+        contract_model: contract_model(&model)?,
         min_certification_grade: code_number(
             "min-grade",
             &min_grade,
@@ -545,7 +541,7 @@ pub async fn companies(args: CompaniesArgs) -> anyhow::Result<()> {
         a.page,
         c.matching(),
         list_companies,
-        mpb::ListCompaniesRequest { ..filter.clone() },
+        filter.clone(),
         companies
     )
     .await?;
@@ -564,6 +560,21 @@ pub struct OfferingsArgs {
     pub conn: Connection,
     #[command(subcommand)]
     pub command: OfferingsCommand,
+}
+
+/// A `--tech` filter as its proto number (0: any).
+fn technology(code: &str) -> anyhow::Result<i32> {
+    code_number("tech", code, Technology::from_code, Technology::number)
+}
+
+/// A `--model` filter as its proto number (0: any).
+fn contract_model(code: &str) -> anyhow::Result<i32> {
+    code_number(
+        "model",
+        code,
+        ContractModel::from_code,
+        ContractModel::number,
+    )
 }
 
 fn offering_status(code: &str) -> anyhow::Result<i32> {
@@ -591,13 +602,8 @@ pub async fn offerings(args: OfferingsArgs) -> anyhow::Result<()> {
                 company_id: c.org_filter(OrgKind::Company, "company", &company).await?,
                 sector: code_number("sector", &a.sector, Sector::from_code, Sector::number)?,
                 town: a.town,
-                technology: code_number("tech", &tech, Technology::from_code, Technology::number)?,
-                contract_model: code_number(
-                    "model",
-                    &model,
-                    ContractModel::from_code,
-                    ContractModel::number,
-                )?,
+                technology: technology(&tech)?,
+                contract_model: contract_model(&model)?,
                 status: offering_status(&status)?,
                 query: a.query,
                 ..Default::default()
@@ -606,7 +612,7 @@ pub async fn offerings(args: OfferingsArgs) -> anyhow::Result<()> {
                 a.page,
                 c.matching(),
                 list_offerings,
-                mpb::ListOfferingsRequest { ..filter.clone() },
+                filter.clone(),
                 offerings
             )
             .await?;
@@ -804,7 +810,7 @@ pub async fn users(args: UsersArgs) -> anyhow::Result<()> {
                 a.page,
                 c.matching(),
                 list_water_users,
-                mpb::ListWaterUsersRequest { ..filter.clone() },
+                filter.clone(),
                 water_users
             )
             .await?;
@@ -871,13 +877,25 @@ fn request_status(code: &str) -> anyhow::Result<i32> {
     })
 }
 
+/// A score part's name as a word of the CLI's table ([`super::text`]).
+fn part_word(name: &str) -> &'static str {
+    cwsm_matching::ranking::WEIGHTS
+        .iter()
+        .map(|(n, _)| *n)
+        .find(|n| *n == name)
+        .unwrap_or("score")
+}
+
 fn parts_text(parts: &[mpb::ScorePart]) -> String {
     parts
         .iter()
         .map(|p| {
             format!(
                 "{} {:.2}×{:.2}: {}",
-                p.name, p.weight, p.value, p.explanation
+                super::text::tr(part_word(&p.name)),
+                p.weight,
+                p.value,
+                p.explanation
             )
         })
         .collect::<Vec<_>>()
@@ -914,13 +932,8 @@ pub async fn requests(args: RequestsArgs) -> anyhow::Result<()> {
                     .await?,
                 sector: code_number("sector", &a.sector, Sector::from_code, Sector::number)?,
                 town: a.town,
-                technology: code_number("tech", &tech, Technology::from_code, Technology::number)?,
-                contract_model: code_number(
-                    "model",
-                    &model,
-                    ContractModel::from_code,
-                    ContractModel::number,
-                )?,
+                technology: technology(&tech)?,
+                contract_model: contract_model(&model)?,
                 status: request_status(&status)?,
                 query: a.query,
                 ..Default::default()
@@ -929,7 +942,7 @@ pub async fn requests(args: RequestsArgs) -> anyhow::Result<()> {
                 a.page,
                 c.matching(),
                 list_project_requests,
-                mpb::ListProjectRequestsRequest { ..filter.clone() },
+                filter.clone(),
                 project_requests
             )
             .await?;
@@ -1082,15 +1095,27 @@ pub async fn requests(args: RequestsArgs) -> anyhow::Result<()> {
             }
             .print_or(conn.format(), || api_json(&reply))?;
             if conn.format() == Format::Table {
-                println!(
-                    "{} offerings passed the hard filters; {} excluded",
-                    reply.ranked_total, reply.excluded_total
-                );
+                match super::text::lang() {
+                    Lang::Zh => println!(
+                        "{} 个服务方案通过硬性条件，{} 个被排除",
+                        reply.ranked_total, reply.excluded_total
+                    ),
+                    Lang::En => println!(
+                        "{} offerings passed the hard filters; {} excluded",
+                        reply.ranked_total, reply.excluded_total
+                    ),
+                }
                 for x in &reply.excluded_offerings {
-                    println!(
-                        "  {} / {}: {} ({})",
-                        x.company_name, x.offering_title, x.explanation, x.filter
-                    );
+                    match super::text::lang() {
+                        Lang::Zh => println!(
+                            "  {} / {}：{}",
+                            x.company_name, x.offering_title, x.explanation
+                        ),
+                        Lang::En => println!(
+                            "  {} / {}: {} ({})",
+                            x.company_name, x.offering_title, x.explanation, x.filter
+                        ),
+                    }
                 }
             }
         }

@@ -49,6 +49,7 @@ mod load;
 mod matching;
 mod projects;
 mod reporting;
+mod text;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -66,17 +67,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 /// Median and 99th percentile of `samples`, in milliseconds (the benchmarks' figures).
-pub(crate) fn percentiles(mut samples: Vec<Duration>) -> (f64, f64) {
-    if samples.is_empty() {
-        return (0.0, 0.0);
-    }
-    samples.sort();
-    let at = |q: usize| {
-        let i = (samples.len() * q / 100).min(samples.len() - 1);
-        samples[i].as_secs_f64() * 1000.0
-    };
-    (at(50), at(99))
-}
+pub(crate) use cwsm_platform::sample::p50_p99_ms as percentiles;
 
 #[derive(Args, Clone)]
 pub struct Connection {
@@ -125,6 +116,10 @@ pub struct Connection {
     /// `PROJECT=$(cwsm proposals accept … -q)`).
     #[arg(long, short, global = true, conflicts_with = "json")]
     pub quiet: bool,
+    /// The language of tables, names and the services' explanations: zh or en [default: the
+    /// locale's, zh for zh_*].
+    #[arg(long, global = true, env = "CWSM_LANG", value_parser = ["zh", "en"])]
+    pub lang: Option<String>,
 }
 
 /// How a list command pages: `--limit` rows from `--page-token` on, or `--all` of them.
@@ -185,7 +180,13 @@ impl Paging {
 /// The line under a table that says the list goes on, and how to see the rest.
 pub(crate) fn more(next: &str, format: Format) {
     if !next.is_empty() && format == Format::Table {
-        println!("More rows: add --page-token {next} (or --all for every row)");
+        println!(
+            "{}",
+            text::pick(
+                &format!("还有更多：加 --page-token {next} 看下一页（或 --all 看全部）"),
+                &format!("More rows: add --page-token {next} (or --all for every row)"),
+            )
+        );
     }
 }
 
@@ -288,12 +289,19 @@ fn next_step(code: tonic::Code) -> Option<&'static str> {
     }
 }
 
-pub(crate) type Auth =
-    Box<dyn FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Send>;
+pub(crate) type Auth = cwsm_platform::auth::Bearer;
 
 pub(crate) struct Clients {
     pub(crate) channel: Channel,
     pub(crate) token: String,
+    /// The token on every call, and the run's language.
+    bearer: Auth,
+}
+
+/// The language every command of this run speaks: `--lang`, else the locale's (set once, for
+/// the tables and for the `accept-language` the services answer in).
+pub(crate) fn speak(conn: &Connection) {
+    text::set_lang(text::lang_asked(conn.lang.as_deref()));
 }
 
 /// A connection to `conn.server` (TLS for `https://`, with the CA and client certificate given).
@@ -312,12 +320,13 @@ pub(crate) async fn channel(conn: &Connection) -> anyhow::Result<Channel> {
 
 impl Clients {
     pub(crate) async fn connect(conn: &Connection) -> anyhow::Result<Clients> {
+        speak(conn);
         let token = match (&conn.token, &conn.api_key) {
             (Some(t), _) => t.clone(),
             (None, Some(key)) => {
                 let channel = channel(conn).await?;
                 let token = accounts::exchange(&channel, key).await?;
-                return Ok(Clients { channel, token });
+                return Clients::new(channel, token);
             }
             (None, None) => {
                 let key = conn.data_dir.join(cwsm_platform::auth::KEY_FILE);
@@ -336,18 +345,21 @@ impl Clients {
             }
         };
         let channel = channel(conn).await?;
-        Ok(Clients { channel, token })
+        Clients::new(channel, token)
+    }
+
+    /// Clients over `channel` that send `token`, in the run's language.
+    pub(crate) fn new(channel: Channel, token: String) -> anyhow::Result<Clients> {
+        let bearer = Auth::new(&token)?.speaking(text::lang());
+        Ok(Clients {
+            channel,
+            token,
+            bearer,
+        })
     }
 
     pub(crate) fn auth(&self) -> Auth {
-        let header = format!("Bearer {}", self.token);
-        Box::new(move |mut request: tonic::Request<()>| {
-            let value = header
-                .parse()
-                .map_err(|_| tonic::Status::invalid_argument("token is not valid metadata"))?;
-            request.metadata_mut().insert("authorization", value);
-            Ok(request)
-        })
+        self.bearer.clone()
     }
 
     pub(crate) fn accounts(&self) -> AccountsServiceClient<InterceptedService<Channel, Auth>> {
@@ -577,7 +589,7 @@ impl Output {
         table
             .load_preset(UTF8_FULL_CONDENSED)
             .set_content_arrangement(ContentArrangement::Dynamic)
-            .set_header(self.headers.clone());
+            .set_header(self.headers.iter().map(|h| text::tr(h)).collect::<Vec<_>>());
         if let Some(w) = width {
             table.set_width(if w < NARROWEST { FALLBACK_WIDTH } else { w });
         }
@@ -636,18 +648,58 @@ pub(crate) fn name_of<T>(
     from(n).map(|v| code(v).to_string()).unwrap_or_default()
 }
 
+/// A vocabulary word (by its proto number) by its name in the run's language.
+pub(crate) fn word<T>(
+    n: i32,
+    from: fn(i32) -> Option<T>,
+    name: fn(T, cwsm_platform::lang::Lang) -> &'static str,
+) -> String {
+    from(n)
+        .map(|v| name(v, text::lang()).to_string())
+        .unwrap_or_default()
+}
+
+/// Fen as an amount in the run's language: "1,789.87 元" or "1,789.87 yuan".
+pub(crate) fn money(fen: i64) -> String {
+    let sign = if fen < 0 { "−" } else { "" };
+    let abs = fen.unsigned_abs();
+    let mut whole = (abs / 100).to_string();
+    let mut at = whole.len();
+    while at > 3 {
+        at -= 3;
+        whole.insert(at, ',');
+    }
+    format!(
+        "{sign}{whole}.{:02} {}",
+        abs % 100,
+        text::pick("元", "yuan")
+    )
+}
+
 pub(crate) fn yuan(fen: i64) -> String {
     format!("{:.2}", fen as f64 / 100.0)
 }
 
+/// A project stage by its name in the run's language (its code in English: what `projects
+/// move` takes).
 pub(crate) fn stage_name(n: i32) -> String {
-    ppb::ProjectStage::try_from(n)
+    let code = ppb::ProjectStage::try_from(n)
         .map(|s| {
             s.as_str_name()
                 .trim_start_matches("PROJECT_STAGE_")
                 .to_lowercase()
         })
-        .unwrap_or_default()
+        .unwrap_or_default();
+    match text::lang() {
+        cwsm_platform::lang::Lang::En => code,
+        cwsm_platform::lang::Lang::Zh => cwsm_projects::domain::Stage::from_code(&code)
+            .map(|s| {
+                s.milestone()
+                    .name(cwsm_platform::lang::Lang::Zh)
+                    .to_string()
+            })
+            .unwrap_or(code),
+    }
 }
 
 /// An instant (milliseconds) as China Standard Time, for people.

@@ -9,13 +9,13 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use cwsm_platform::vocab::ContractModel;
-use cwsm_projects::settle::{cubic_metres, yuan};
+use cwsm_projects::settle::cubic_metres;
 use cwsm_proto::projects::v1 as ppb;
 use tokio_stream::StreamExt;
 
 use super::{
-    Clients, Connection, Format, Output, Paging, api_json, api_json_list, cst, more, name_of,
-    request_id, stage_name, stages,
+    Clients, Connection, Format, Output, Paging, api_json, api_json_list, cst, money, more,
+    name_of, request_id, stage_name, stages, word,
 };
 
 #[derive(Args)]
@@ -1758,18 +1758,18 @@ fn print_settlements(list: &[ppb::Settlement], format: Format) -> anyhow::Result
                 vec![
                     s.id.clone(),
                     format!("{} – {}", s.period_start_date, s.period_end_date),
-                    name_of(
+                    word(
                         s.contract_model,
                         ContractModel::from_number,
-                        ContractModel::code,
+                        ContractModel::name,
                     ),
                     cubic_metres(s.savings_litres),
-                    yuan(s.savings_value_fen),
-                    yuan(s.company_due_fen),
-                    yuan(s.user_due_fen),
-                    yuan(s.shortfall_fen),
-                    yuan(s.hosting_fee_fen),
-                    yuan(s.water_bill_fen),
+                    money(s.savings_value_fen),
+                    money(s.company_due_fen),
+                    money(s.user_due_fen),
+                    money(s.shortfall_fen),
+                    money(s.hosting_fee_fen),
+                    money(s.water_bill_fen),
                 ]
             })
             .collect(),
@@ -1777,7 +1777,14 @@ fn print_settlements(list: &[ppb::Settlement], format: Format) -> anyhow::Result
     .print_or(format, || api_json_list(list))?;
     if format == Format::Table {
         for s in list {
-            println!("\nStatement {} (period {}):", s.id, s.period_id);
+            match super::text::lang() {
+                cwsm_platform::lang::Lang::Zh => {
+                    println!("\n结算单 {}（结算期 {}）：", s.id, s.period_id)
+                }
+                cwsm_platform::lang::Lang::En => {
+                    println!("\nStatement {} (period {}):", s.id, s.period_id)
+                }
+            }
             for line in &s.statement_lines {
                 println!("  {line}");
             }
@@ -1906,10 +1913,10 @@ mod bench {
         let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))?
             .connect()
             .await?;
-        let c = Clients {
+        let c = Clients::new(
             channel,
-            token: keys.issue("bench", Role::Admin, None, Duration::from_secs(3600))?,
-        };
+            keys.issue("bench", Role::Admin, None, Duration::from_secs(3600))?,
+        )?;
         let store = projects.store();
 
         // 1. Ingestion: one meter read every minute, ending now.

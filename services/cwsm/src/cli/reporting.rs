@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
+use cwsm_platform::lang::Lang;
 use cwsm_platform::vocab::Sector;
 use cwsm_proto::reporting::v1 as rpb;
 
@@ -162,9 +163,13 @@ fn status_label(s: &rpb::IndicatorStatus) -> String {
 /// [`status_label`] of a status number and its days late (a roll-up's rows).
 fn status_label_of(status: i32, days_late: i32) -> String {
     let code = status_code(status);
-    match cwsm_reporting::report::Status::from_code(&code) {
-        Some(status) => format!("{code} {}", status.label_zh_with(days_late)),
-        None => code,
+    match (
+        cwsm_reporting::report::Status::from_code(&code),
+        super::text::lang(),
+    ) {
+        (Some(status), Lang::Zh) => status.label_zh_with(days_late),
+        (Some(status), Lang::En) => format!("{code} {}", status.label_zh_with(days_late)),
+        (None, _) => code,
     }
 }
 
@@ -460,7 +465,10 @@ pub async fn report(args: ReportArgs) -> anyhow::Result<()> {
             let dead_letters = every!(
                 c.reporting(),
                 list_dead_letters,
-                rpb::ListDeadLettersRequest::default(),
+                rpb::ListDeadLettersRequest {
+                    page_size: 0,
+                    page_token: String::new(),
+                },
                 dead_letters
             )
             .await?;
@@ -621,9 +629,40 @@ async fn table(
         .into_inner()
         .report
         .context("empty report")?;
-    if let (Some(p), Format::Table) = (&report.plan, conn.format()) {
-        println!("{} (v{}) as of {}", p.title, p.version, report.as_of_date);
+    // The plan itself, for its Chinese title and its departments' names (the report names
+    // departments by code).
+    let full = match &report.plan {
+        Some(p) if conn.format() == Format::Table => {
+            c.reporting()
+                .get_plan(rpb::GetPlanRequest {
+                    plan_id: p.plan_id.clone(),
+                    ..Default::default()
+                })
+                .await?
+                .into_inner()
+                .plan
+        }
+        _ => None,
+    };
+    if let Some(p) = &full {
+        match super::text::lang() {
+            Lang::Zh => println!(
+                "{}（第 {} 版），截至 {}",
+                p.title_zh, p.version, report.as_of_date
+            ),
+            Lang::En => println!("{} (v{}) as of {}", p.title, p.version, report.as_of_date),
+        }
     }
+    // Departments by name in the run's language (the plan's codes in the data).
+    let department = |code: &str| {
+        full.as_ref()
+            .and_then(|p| p.departments.iter().find(|d| d.code == code))
+            .map(|d| match super::text::lang() {
+                Lang::Zh => d.name_zh.clone(),
+                Lang::En => d.name.clone(),
+            })
+            .unwrap_or_else(|| code.to_string())
+    };
     let rows = report
         .indicators
         .iter()
@@ -631,7 +670,10 @@ async fn table(
             let i = s.indicator.clone().unwrap_or_default();
             vec![
                 i.code,
-                format!("{} {}", i.name, i.name_zh),
+                match super::text::lang() {
+                    Lang::Zh => i.name_zh.clone(),
+                    Lang::En => format!("{} {}", i.name, i.name_zh),
+                },
                 num(i.target),
                 num(s.actual),
                 format!("{:.0}%", f64::from(s.progress_bp) / 100.0),
@@ -643,7 +685,11 @@ async fn table(
                 } else {
                     String::new()
                 },
-                i.lead_departments.join(", "),
+                i.lead_departments
+                    .iter()
+                    .map(|d| department(d))
+                    .collect::<Vec<_>>()
+                    .join(super::text::pick("、", ", ")),
             ]
         })
         .collect();
@@ -665,7 +711,15 @@ async fn table(
     if conn.format() == Format::Table {
         let mut counts = std::collections::BTreeMap::new();
         for s in &report.indicators {
-            *counts.entry(status_code(s.status)).or_insert(0) += 1;
+            let code = status_code(s.status);
+            let word = match (
+                cwsm_reporting::report::Status::from_code(&code),
+                super::text::lang(),
+            ) {
+                (Some(status), Lang::Zh) => status.label_zh().to_string(),
+                _ => code,
+            };
+            *counts.entry(word).or_insert(0) += 1;
         }
         let summary: Vec<String> = counts.iter().map(|(k, v)| format!("{k} {v}")).collect();
         println!("{}", summary.join(" · "));

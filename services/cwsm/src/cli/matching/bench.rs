@@ -53,41 +53,7 @@ pub struct BenchArgs {
     page_size: i32,
 }
 
-/// xorshift64: a tiny deterministic generator, enough for synthetic data.
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        if n == 0 { 0 } else { self.next() % n }
-    }
-
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-
-    /// Up to `most` distinct items of `all` (at least one).
-    fn some<T: Copy + PartialEq>(&mut self, all: &[T], most: u64) -> Vec<T> {
-        let n = 1 + self.below(most);
-        let mut out = Vec::new();
-        for _ in 0..n {
-            if let Some(v) = all.get(self.below(all.len() as u64) as usize)
-                && !out.contains(v)
-            {
-                out.push(*v);
-            }
-        }
-        out
-    }
-}
+use cwsm_platform::sample::XorShift;
 
 const TOWNS: [&str; 9] = [
     "新桥街道",
@@ -108,11 +74,11 @@ fn catalogue(from: usize, to: usize) -> (Vec<Company>, Vec<Offering>) {
     for i in from..to {
         let c = i / 4;
         let mut rng =
-            XorShift(0x9E37_79B9_7F4A_7C15 ^ (i as u64).wrapping_mul(0x2545_F491_4F6C_DD1D));
+            XorShift::new(0x9E37_79B9_7F4A_7C15 ^ (i as u64).wrapping_mul(0x2545_F491_4F6C_DD1D));
         let company_id = format!("bench-company-{c:06}");
         if i % 4 == 0 {
             let mut crng =
-                XorShift(0xC0FF_EE00_D15E_A5E5 ^ (c as u64 + 1).wrapping_mul(0x9E37_79B9));
+                XorShift::new(0xC0FF_EE00_D15E_A5E5 ^ (c as u64 + 1).wrapping_mul(0x9E37_79B9));
             let projects = crng.below(6) as i64;
             let promised = projects * 100_000_000;
             let mut company = Company {
@@ -133,7 +99,7 @@ fn catalogue(from: usize, to: usize) -> (Vec<Company>, Vec<Offering>) {
                         crng.some(Sector::ALL, 4)
                     },
                     claimed_certification: CertificationGrade::ALL
-                        [crng.below(CertificationGrade::ALL.len() as u64) as usize],
+                        [crng.below(CertificationGrade::ALL.len())],
                     certification_evidence: String::new(),
                     financing_capacity_fen: 10_000_000 * (1 + crng.below(500) as i64),
                     jurisdiction_code: String::new(),
@@ -268,7 +234,7 @@ async fn bench(args: &BenchArgs, running: &app::Running, keys: &Keys) -> anyhow:
         .connect()
         .await?;
     let token = keys.issue("bench", Role::Admin, None, Duration::from_secs(3600))?;
-    let clients = Clients { channel, token };
+    let clients = Clients::new(channel, token)?;
 
     // Written through the store, as the bench's own administrator.
     let bench = cwsm_platform::auth::Principal {
