@@ -22,6 +22,7 @@ mod readme;
 mod reflection;
 mod reporting;
 mod rollup;
+mod tidy;
 mod tls;
 mod trace_context;
 mod verifiers;

@@ -230,9 +230,13 @@ fn lists(ctx: &Context, period: &Period) -> Vec<(&'static str, Vec<String>)> {
     ]
 }
 
-/// The chart: adjusted baseline (line) and metered use (bars) per observation, litres a day,
-/// with axes, ticks and a legend.
-pub fn chart_svg(points: &[(f64, f64)], first: &str, last: &str) -> String {
+/// The unit of the reports' charts.
+const PER_DAY: &str = "升/天 L a day";
+
+/// The chart: adjusted baseline (line) and metered use (bars) per observation in the unit
+/// `axis` names (e.g. "升/天 L a day"), with axes, ticks, the first and last dates and a
+/// legend. The verification reports and the CLI's `savings --svg` draw it.
+pub fn chart_svg(points: &[(f64, f64)], first: &str, last: &str, axis: &str) -> String {
     let (w, h, left, bottom, top, right) = (720.0, 300.0, 80.0, 40.0, 30.0, 20.0);
     let max = points
         .iter()
@@ -266,9 +270,10 @@ pub fn chart_svg(points: &[(f64, f64)], first: &str, last: &str) -> String {
         ));
     }
     svg.push_str(&format!(
-        "<text x=\"14\" y=\"{:.1}\" font-size=\"11\" transform=\"rotate(-90 14 {:.1})\" text-anchor=\"middle\">升/天 L a day</text>",
+        "<text x=\"14\" y=\"{:.1}\" font-size=\"11\" transform=\"rotate(-90 14 {:.1})\" text-anchor=\"middle\">{}</text>",
         top + plot_h / 2.0,
-        top + plot_h / 2.0
+        top + plot_h / 2.0,
+        escape(axis)
     ));
     svg.push_str(&format!(
         "<text x=\"{left}\" y=\"{}\" font-size=\"11\">{}</text><text x=\"{}\" y=\"{}\" font-size=\"11\" text-anchor=\"end\">{}</text>",
@@ -350,6 +355,7 @@ pub fn html(ctx: &Context, period: &Period, generated: &str) -> String {
         &ctx.points,
         &period.start_date,
         &period.end_date,
+        PER_DAY,
     ));
     for (title, items) in lists(ctx, period) {
         out.push_str(&format!("<h2>{}</h2>", escape(title)));
@@ -517,6 +523,7 @@ pub fn render_year(y: &YearContext, generated: &str) -> Result<Document> {
         &points,
         &y.summary.start_date,
         &y.summary.end_date,
+        PER_DAY,
     ));
     page.push_str("<ul>");
     for p in &y.periods {

@@ -37,7 +37,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use chrono::NaiveDate;
 use cwsm_platform::Error;
-use cwsm_platform::auth::Keys;
+use cwsm_platform::auth::{Keys, Principal};
 use cwsm_platform::vocab::Sector;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -45,7 +45,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::Reporting;
-use crate::export::{self, FileFormat};
+use crate::export::FileFormat;
 use crate::report::{IndicatorReport, Report, Status, parse_date};
 use crate::store::PlanFilter;
 use crate::watch::{Snapshot, WatchKey};
@@ -243,7 +243,7 @@ fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
 
 enum Access {
     /// An administrator; `Some(token)` when it came in the query (to be kept in the cookie).
-    Admin(Option<String>),
+    Admin(Option<String>, Box<Principal>),
     Missing,
     Invalid,
     Forbidden(String),
@@ -265,7 +265,7 @@ fn access<B>(d: &Dashboard, request: &Request<B>, q: &HashMap<String, String>) -
         return Access::Missing;
     };
     match d.keys.verify(token.trim()) {
-        Ok(p) if p.is_admin() => Access::Admin(from_query),
+        Ok(p) if p.is_admin() => Access::Admin(from_query, Box::new(p)),
         Ok(p) => Access::Forbidden(p.role.to_string()),
         Err(_) => Access::Invalid,
     }
@@ -290,7 +290,7 @@ fn denied_page(status: StatusCode, reason_en: &str, reason_zh: &str) -> Response
 /// The response for a request that may not see the dashboard; `None` when it may.
 fn refuse(access: &Access, html: bool) -> Option<Response> {
     let (status, en, zh) = match access {
-        Access::Admin(_) => return None,
+        Access::Admin(..) => return None,
         Access::Missing => (
             StatusCode::UNAUTHORIZED,
             "This page is for administrators: open it with an administrator's token.",
@@ -584,7 +584,7 @@ fn html_page<B>(d: &Dashboard, request: &Request<B>, html: &'static str) -> Resp
         html,
     )
         .into_response();
-    if let Access::Admin(Some(token)) = &access
+    if let Access::Admin(Some(token), _) = &access
         && let Some(value) = session_cookie(token, is_https(request, d.trust_forwarded_proto))
     {
         response.headers_mut().insert(header::SET_COOKIE, value);
@@ -779,20 +779,25 @@ async fn events(State(d): State<Dashboard>, request: Request<Body>) -> Response 
 
 async fn export_file(d: Dashboard, request: Request<Body>, format: FileFormat) -> Response {
     let q = query(&request);
-    if let Some(refused) = refuse(&access(&d, &request, &q), true) {
+    let access = access(&d, &request, &q);
+    if let Some(refused) = refuse(&access, true) {
         return refused;
     }
+    let who = match &access {
+        Access::Admin(_, who) => Some(who.as_ref()),
+        _ => None,
+    };
+    // The page's language (the dashboard's `lang`), Chinese unless it asks for English.
+    let lang = q
+        .get("lang")
+        .and_then(|l| cwsm_platform::lang::Lang::parse(l))
+        .unwrap_or_default();
     let result = async {
         let w = wanted(&d, &q).await?;
-        let report = d
-            .reporting
-            .report(
-                &w.plan,
-                w.version,
-                d.reporting.as_of(&w.plan, w.version, w.date).await?,
-            )
-            .await?;
-        export::export(&report, format)
+        let as_of = d.reporting.as_of(&w.plan, w.version, w.date).await?;
+        d.reporting
+            .export(who, &w.plan, w.version, as_of, format, lang)
+            .await
     }
     .await;
     match result {

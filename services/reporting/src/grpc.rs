@@ -472,6 +472,7 @@ fn counted_project(f: &Fact) -> pb::CountedProject {
         sector: f.sector.map(|s| s.number()).unwrap_or(0),
         unit_type: f.unit_type.clone(),
         town: f.town.clone(),
+        effective_date: f.effective_date.format("%Y-%m-%d").to_string(),
     }
 }
 
@@ -1070,7 +1071,8 @@ impl ReportingService for ReportingApi {
         &self,
         request: Request<pb::ExportReportRequest>,
     ) -> Result<Response<pb::ExportReportResponse>, Status> {
-        principal(&request)?;
+        let who = principal(&request)?;
+        let lang = cwsm_platform::lang::Lang::of_metadata(request.metadata());
         let req = request.into_inner();
         check(&[
             ("plan_code", &req.plan_code, MAX_CODE),
@@ -1095,7 +1097,14 @@ impl ReportingService for ReportingApi {
             .await?;
         let file = self
             .reporting
-            .export(&req.plan_code, req.plan_version, as_of, format)
+            .export(
+                Some(&who),
+                &req.plan_code,
+                req.plan_version,
+                as_of,
+                format,
+                lang,
+            )
             .await?;
         Ok(Response::new(pb::ExportReportResponse {
             content: file.content,

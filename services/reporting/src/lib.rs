@@ -554,16 +554,68 @@ impl Reporting {
         self.store.dead_letter_count().await
     }
 
-    /// The report as a CSV or Excel file.
+    /// The report as a CSV or Excel file in `lang`. The workbook lists the projects counted
+    /// when `caller` may see them by name (an administrator of the plan's jurisdiction, as
+    /// [`Reporting::counted_projects`]); others get the report without that sheet.
     pub async fn export(
         &self,
+        caller: Option<&Principal>,
         code: &str,
         version: i64,
         as_of: NaiveDate,
         format: export::FileFormat,
+        lang: cwsm_platform::lang::Lang,
     ) -> Result<export::Exported> {
         let report = self.report(code, version, as_of).await?;
-        export::export(&report, format)
+        let plan = &report.plan.plan;
+        let may_see = caller.is_some_and(|c| {
+            achievement::require_plan_jurisdiction(c, "see the counted projects", plan).is_ok()
+        });
+        let counted = if may_see && format == export::FileFormat::Xlsx {
+            Some(self.counted_rows(plan, as_of).await?)
+        } else {
+            None
+        };
+        export::export(
+            &report,
+            format,
+            export::Ask {
+                lang,
+                counted: counted.as_deref(),
+            },
+        )
+    }
+
+    /// Every project each counted indicator of `plan` counts as of `as_of`, indicator by
+    /// indicator in the plan's order, oldest effective date first.
+    async fn counted_rows(
+        &self,
+        plan: &plan::Plan,
+        as_of: NaiveDate,
+    ) -> Result<Vec<export::CountedRow>> {
+        let scope = report::Scope::of(plan);
+        let mut rows = Vec::new();
+        for indicator in plan.goals.iter().chain(&plan.indicators) {
+            let Some(rule) = indicator.rule.as_ref().filter(|_| indicator.kind.counts()) else {
+                continue;
+            };
+            let facts = self.store.facts(&[rule.milestone]).await?;
+            let mut counted = report::counted(rule, &scope, &facts, as_of);
+            counted.sort_by(|a, b| {
+                (a.effective_date, &a.event_id).cmp(&(b.effective_date, &b.event_id))
+            });
+            rows.extend(counted.into_iter().map(|f| export::CountedRow {
+                indicator_code: indicator.code.clone(),
+                indicator: cwsm_platform::lang::Text::new(&indicator.name_zh, &indicator.name),
+                project_title: f.project_title.clone(),
+                water_user: f.water_user_name.clone(),
+                company: f.company_name.clone(),
+                town: f.town.clone(),
+                milestone: f.milestone,
+                effective_date: f.effective_date,
+            }));
+        }
+        Ok(rows)
     }
 
     /// The counts of the counted indicators of plan `code` (latest version) as of today (or
@@ -1007,7 +1059,14 @@ mod tests {
             e.payload = m.encode_to_vec();
             handler.handle(&e).await.expect("handled");
             let file = r
-                .export("xinbei-2020", 0, as_of, export::FileFormat::Csv)
+                .export(
+                    None,
+                    "xinbei-2020",
+                    0,
+                    as_of,
+                    export::FileFormat::Csv,
+                    cwsm_platform::lang::Lang::En,
+                )
                 .await
                 .expect("csv");
             let text = String::from_utf8(file.content).expect("utf-8");

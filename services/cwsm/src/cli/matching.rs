@@ -3,8 +3,6 @@
 //! registers, creates a request, sees the ranked offerings with the parts of each score,
 //! compares proposals and accepts one. `cwsm requests bench-rank` measures the ranking.
 
-mod bench;
-
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use cwsm_platform::lang::Lang;
@@ -308,7 +306,7 @@ pub enum RequestsCommand {
     /// Benchmark: rank one request against 1,000, 10,000 and 100,000 offerings (in process and
     /// over gRPC, then under load); prints p50/p99 per ranking. Needs no server: it starts its
     /// own matching service on a temporary SQLite file.
-    BenchRank(bench::BenchArgs),
+    BenchRank(crate::bench::rank::BenchArgs),
 }
 
 #[derive(Subcommand)]
@@ -913,7 +911,7 @@ pub struct RequestsArgs {
 pub async fn requests(args: RequestsArgs) -> anyhow::Result<()> {
     let RequestsArgs { conn, command } = args;
     if let RequestsCommand::BenchRank(bench) = command {
-        return bench::run(bench).await;
+        return crate::bench::rank::run(bench).await;
     }
     let c = Clients::connect(&conn).await?;
     match command {

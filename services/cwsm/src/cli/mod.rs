@@ -45,7 +45,6 @@ macro_rules! every {
 mod accounts;
 mod evidence;
 mod health;
-mod load;
 mod matching;
 mod projects;
 mod reporting;
@@ -65,9 +64,6 @@ use cwsm_proto::projects::v1::projects_service_client::ProjectsServiceClient;
 use cwsm_proto::reporting::v1::reporting_service_client::ReportingServiceClient;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
-
-/// Median and 99th percentile of `samples`, in milliseconds (the benchmarks' figures).
-pub(crate) use cwsm_platform::sample::p50_p99_ms as percentiles;
 
 #[derive(Args, Clone)]
 pub struct Connection {
@@ -235,7 +231,7 @@ pub enum ClientCommand {
     /// API keys of machine clients (a meter-data gateway): create, list, revoke.
     ApiKeys(accounts::ApiKeysArgs),
     /// Benchmarks that start their own servers: `cwsm bench load` (the load figures).
-    Bench(load::BenchArgs),
+    Bench(crate::bench::load::BenchArgs),
 }
 
 pub async fn run(command: ClientCommand) -> anyhow::Result<()> {
@@ -250,7 +246,7 @@ pub async fn run(command: ClientCommand) -> anyhow::Result<()> {
         ClientCommand::Health(args) => health::health(args).await,
         ClientCommand::SignIn(args) => accounts::sign_in(args).await,
         ClientCommand::ApiKeys(args) => accounts::api_keys(args).await,
-        ClientCommand::Bench(args) => load::run(args).await,
+        ClientCommand::Bench(args) => crate::bench::load::run(args).await,
     }
 }
 

@@ -125,6 +125,22 @@ pub enum ReportCommand {
     Evidence(EvidenceCommand),
     /// Rebuild the counts from the projects service's milestone log (administrators).
     Rebuild,
+    /// The projects a counted indicator counts, in the order they were counted (the plan's
+    /// administrators): project, water user, company, town, milestone and when it took effect.
+    Counted {
+        /// Indicator code, e.g. A8-CONTRACT-PROJECTS.
+        #[arg(long)]
+        indicator: String,
+        /// Only projects of this town or sub-district.
+        #[arg(long, default_value = "", hide_default_value = true)]
+        town: String,
+        /// Only projects of water users of this sector.
+        #[arg(long, default_value = "", hide_default_value = true,
+              value_parser = codes(Sector::ALL, Sector::code, Sector::label))]
+        sector: String,
+        #[command(flatten)]
+        page: super::Paging,
+    },
     /// Events the consumer set aside (undecodable, unknown milestone, no project).
     DeadLetters,
     /// Benchmark the report and event application on a scratch database (runs locally; no
@@ -197,9 +213,15 @@ pub async fn report(args: ReportArgs) -> anyhow::Result<()> {
         rollup_facts,
     }) = &command
     {
-        bench(facts, *calls, conn.format()).await?;
+        crate::bench::report::report(facts, *calls, conn.format()).await?;
         if *rollup_districts > 0 {
-            return bench_rollup(*rollup_districts, *rollup_facts, *calls, conn.format()).await;
+            return crate::bench::report::rollup(
+                *rollup_districts,
+                *rollup_facts,
+                *calls,
+                conn.format(),
+            )
+            .await;
         }
         return Ok(());
     }
@@ -459,6 +481,61 @@ pub async fn report(args: ReportArgs) -> anyhow::Result<()> {
                 rows,
             }
             .print(conn.format());
+            Ok(())
+        }
+        Some(ReportCommand::Counted {
+            indicator,
+            town,
+            sector,
+            page,
+        }) => {
+            let sector = code_number("sector", &sector, Sector::from_code, Sector::number)?;
+            let (counted, next) = pages!(
+                page,
+                c.reporting(),
+                list_counted_projects,
+                rpb::ListCountedProjectsRequest {
+                    plan_code: plan.clone(),
+                    indicator_code: indicator.clone(),
+                    town: town.clone(),
+                    sector,
+                    ..Default::default()
+                },
+                counted_projects
+            )
+            .await?;
+            let rows = counted
+                .iter()
+                .map(|p| {
+                    vec![
+                        p.project_id.clone(),
+                        p.project_title.clone(),
+                        p.water_user_name.clone(),
+                        p.company_name.clone(),
+                        p.town.clone(),
+                        super::word(
+                            p.milestone,
+                            cwsm_platform::vocab::Milestone::from_number,
+                            cwsm_platform::vocab::Milestone::name,
+                        ),
+                        p.effective_date.clone(),
+                    ]
+                })
+                .collect();
+            Output {
+                headers: vec![
+                    "project",
+                    "title",
+                    "water_user",
+                    "company",
+                    "town",
+                    "milestone",
+                    "effective",
+                ],
+                rows,
+            }
+            .print_or(conn.format(), || super::api_json_list(&counted))?;
+            super::more(&next, conn.format());
             Ok(())
         }
         Some(ReportCommand::DeadLetters) => {
@@ -802,93 +879,6 @@ fn print_achievements(list: &[rpb::Achievement], format: Format) {
         rows,
     }
     .print(format);
-}
-
-/// The roll-up case, printed beside its ceilings (a benchmark, not a test: nothing fails).
-async fn bench_rollup(
-    districts: usize,
-    facts: usize,
-    calls: usize,
-    format: Format,
-) -> anyhow::Result<()> {
-    let dir = std::env::temp_dir().join(format!("cwsm-bench-{}", cwsm_platform::new_id()));
-    let ms = |d: std::time::Duration| format!("{:.2}", d.as_secs_f64() * 1000.0);
-    if format == Format::Table {
-        eprintln!("bench: roll-up of a province of {districts} districts, {facts} facts each …");
-    }
-    let f = cwsm_reporting::bench::run_rollup(&dir, districts, facts, calls.max(1)).await?;
-    let _ = std::fs::remove_dir_all(&dir);
-    if format == Format::Table {
-        eprintln!(
-            "province ({} districts × {} facts each): A8 total {} = sum of the districts {}",
-            f.districts,
-            f.facts_per_district,
-            num(f.a8_total),
-            num(f.a8_sum_of_districts)
-        );
-    }
-    Output {
-        headers: vec!["case", "calls", "p50_ms", "p99_ms", "goal_p99_ms"],
-        rows: f
-            .cases
-            .iter()
-            .map(|c| {
-                vec![
-                    c.name.clone(),
-                    c.calls.to_string(),
-                    ms(c.p50),
-                    ms(c.p99),
-                    c.goal_p99.map(ms).unwrap_or_else(|| "-".into()),
-                ]
-            })
-            .collect(),
-    }
-    .print(format);
-    Ok(())
-}
-
-async fn bench(facts: &[usize], calls: usize, format: Format) -> anyhow::Result<()> {
-    let dir = std::env::temp_dir().join(format!("cwsm-bench-{}", cwsm_platform::new_id()));
-    let ms = |d: std::time::Duration| format!("{:.2}", d.as_secs_f64() * 1000.0);
-    let mut rows = Vec::new();
-    for &n in facts {
-        if format == Format::Table {
-            eprintln!("bench: {n} facts …");
-        }
-        let f = cwsm_reporting::bench::run(&dir, n, calls.max(1)).await?;
-        rows.push(vec![
-            f.facts.to_string(),
-            f.projects.to_string(),
-            f.calls.to_string(),
-            ms(f.report_p50),
-            ms(f.report_p99),
-            ms(f.report_max),
-            ms(f.midyear_p50),
-            ms(f.midyear_p99),
-            format!("{:.0}", f.apply_per_second),
-            ms(f.reflect_p50),
-            ms(f.reflect_p99),
-        ]);
-    }
-    let _ = std::fs::remove_dir_all(&dir);
-    Output {
-        headers: vec![
-            "facts",
-            "projects",
-            "calls",
-            "report_p50_ms",
-            "report_p99_ms",
-            "report_max_ms",
-            "midyear_p50_ms",
-            "midyear_p99_ms",
-            "events_applied_per_s",
-            "event_to_report_p50_ms",
-            "event_to_report_p99_ms",
-        ],
-        rows,
-    }
-    .print(format);
-    Ok(())
 }
 
 #[derive(Subcommand)]

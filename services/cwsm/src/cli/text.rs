@@ -96,6 +96,7 @@ const WORDS: &[(&str, &str)] = &[
     ("litres", "升"),
     ("loaded_by", "导入人"),
     ("meter", "水表"),
+    ("milestone", "节点"),
     ("midyear_p50_ms", "年中 p50（毫秒）"),
     ("midyear_p99_ms", "年中 p99（毫秒）"),
     ("model", "合同模式"),

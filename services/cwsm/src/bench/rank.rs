@@ -31,8 +31,9 @@ use cwsm_platform::vocab::{CertificationGrade, ContractModel, Sector, Technology
 use cwsm_proto::matching::v1 as mpb;
 use tokio_util::sync::CancellationToken;
 
-use super::super::{Clients, percentiles};
 use crate::app::{self, Services};
+use crate::cli::Clients;
+use cwsm_platform::sample::p50_p99_ms as percentiles;
 
 #[derive(Args, Clone)]
 pub struct BenchArgs {

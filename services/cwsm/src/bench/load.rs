@@ -49,8 +49,8 @@ use tonic::transport::Channel;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 
-use super::percentiles;
 use crate::app::{self, Running, Services};
+use cwsm_platform::sample::p50_p99_ms as percentiles;
 
 #[derive(Args)]
 pub struct BenchArgs {
