@@ -22,6 +22,7 @@
 //! - [`grpc`]: the adapter between `cwsm.projects.v1` and the domain.
 
 pub mod cache;
+pub mod convert;
 pub mod corrections;
 pub mod corrections_store;
 pub mod domain;

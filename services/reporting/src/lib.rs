@@ -25,7 +25,9 @@
 
 pub mod achievement;
 pub mod bench;
+pub mod convert;
 pub mod dashboard;
+pub mod events;
 pub mod evidence;
 pub mod export;
 pub mod grpc;
@@ -173,7 +175,7 @@ impl Reporting {
     /// The handler of `cwsm.events.v1.ProjectMilestone` events (topic
     /// `topics::PROJECT_MILESTONES`); other kinds are acknowledged and ignored.
     pub fn event_handler(&self) -> Arc<dyn cwsm_platform::bus::EventHandler> {
-        Arc::new(grpc::MilestoneHandler::new(self.clone()))
+        Arc::new(events::MilestoneHandler::new(self.clone()))
     }
 
     /// WatchReport streams open at once per caller; call before serving.
