@@ -46,7 +46,7 @@ use cwsm_platform::auth::Principal;
 use cwsm_platform::db::Db;
 use cwsm_platform::grpc::Page;
 use cwsm_platform::idempotency::RequestKey;
-use cwsm_platform::vocab::Sector;
+use cwsm_platform::vocab::{Milestone, Sector};
 use cwsm_platform::{Error, Result, now_ms};
 
 use crate::achievement::{Achievement, Correction, NewAchievement, State};
@@ -596,13 +596,19 @@ impl Reporting {
         as_of: NaiveDate,
     ) -> Result<Vec<export::CountedRow>> {
         let scope = report::Scope::of(plan);
+        // The facts of each milestone once, however many indicators count it.
+        let mut facts_of: std::collections::HashMap<Milestone, Vec<Fact>> = Default::default();
         let mut rows = Vec::new();
         for indicator in plan.goals.iter().chain(&plan.indicators) {
             let Some(rule) = indicator.rule.as_ref().filter(|_| indicator.kind.counts()) else {
                 continue;
             };
-            let facts = self.store.facts(&[rule.milestone]).await?;
-            let mut counted = report::counted(rule, &scope, &facts, as_of);
+            if let std::collections::hash_map::Entry::Vacant(slot) = facts_of.entry(rule.milestone)
+            {
+                slot.insert(self.store.facts(&[rule.milestone]).await?);
+            }
+            let facts = facts_of.get(&rule.milestone).map_or(&[][..], Vec::as_slice);
+            let mut counted = report::counted(rule, &scope, facts, as_of);
             counted.sort_by(|a, b| {
                 (a.effective_date, &a.event_id).cmp(&(b.effective_date, &b.event_id))
             });

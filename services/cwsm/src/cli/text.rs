@@ -174,15 +174,6 @@ const WORDS: &[(&str, &str)] = &[
     ("technology", "技术"),
     ("capacity", "融资能力"),
     ("contract_model", "合同模式"),
-    // Lines under the tables.
-    ("More rows", "还有更多"),
-    (
-        "offerings passed the hard filters",
-        "个服务方案通过硬性条件",
-    ),
-    ("excluded", "个被排除"),
-    ("Statement", "结算单"),
-    ("as of", "截至"),
 ];
 
 /// `en` in the language of this run: its Chinese from the table when the run is Chinese
