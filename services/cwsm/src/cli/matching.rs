@@ -399,18 +399,27 @@ fn company_row(x: &mpb::Company) -> Vec<String> {
 
 /// The grade as the marketplace trusts it: the confirmed one, and a claim beyond it.
 fn certification_text(x: &mpb::Company) -> String {
-    let label = |n: i32| CertificationGrade::from_number(n).map(|g| g.label());
+    let lang = super::text::lang();
+    let label = |n: i32| CertificationGrade::from_number(n).map(|g| g.name(lang));
     match (
         label(x.certification_grade),
         label(x.confirmed_certification_grade),
     ) {
         (Some(claimed), None) if x.certification_grade != CertificationGrade::None.number() => {
-            format!("{claimed} (claimed, unconfirmed)")
+            super::text::pick(
+                &format!("{claimed}（自称，未确认）"),
+                &format!("{claimed} (claimed, unconfirmed)"),
+            )
+            .to_string()
         }
         (Some(claimed), Some(confirmed))
             if x.certification_grade != x.confirmed_certification_grade =>
         {
-            format!("{confirmed} (claimed {claimed})")
+            super::text::pick(
+                &format!("{confirmed}（自称{claimed}）"),
+                &format!("{confirmed} (claimed {claimed})"),
+            )
+            .to_string()
         }
         (_, Some(confirmed)) => confirmed.to_string(),
         (claimed, None) => claimed.unwrap_or_default().to_string(),
@@ -718,12 +727,26 @@ pub async fn offerings(args: OfferingsArgs) -> anyhow::Result<()> {
                 o.title.clone(),
                 o.technologies
                     .iter()
-                    .map(|t| name_of(*t, Technology::from_number, Technology::code))
+                    .map(|t| {
+                        name_of(
+                            *t,
+                            Technology::from_number,
+                            Technology::code,
+                            Technology::name,
+                        )
+                    })
                     .collect::<Vec<_>>()
                     .join(", "),
                 o.contract_models
                     .iter()
-                    .map(|m| name_of(*m, ContractModel::from_number, ContractModel::code))
+                    .map(|m| {
+                        name_of(
+                            *m,
+                            ContractModel::from_number,
+                            ContractModel::code,
+                            ContractModel::name,
+                        )
+                    })
                     .collect::<Vec<_>>()
                     .join(", "),
                 format!("{:.1}%", f64::from(o.typical_savings_bp) / 100.0),
@@ -766,7 +789,7 @@ fn user_row(u: &mpb::WaterUser) -> Vec<String> {
         u.id.clone(),
         u.name.clone(),
         u.credit_code.clone(),
-        name_of(u.sector, Sector::from_number, Sector::code),
+        name_of(u.sector, Sector::from_number, Sector::code, Sector::name),
         u.unit_type.clone(),
         u.town.clone(),
         u.jurisdiction_code.clone(),
@@ -1201,6 +1224,7 @@ pub async fn proposals(args: ProposalsArgs) -> anyhow::Result<()> {
                             p.contract_model,
                             ContractModel::from_number,
                             ContractModel::code,
+                            ContractModel::name,
                         ),
                         yuan(p.investment_fen),
                         format!("{}", p.promised_savings_litres / 1000),

@@ -636,12 +636,20 @@ pub(crate) fn code_number<T>(
         .ok_or_else(|| anyhow::anyhow!("unknown {field} {code:?}"))
 }
 
+/// A vocabulary word (by its proto number) as a table shows it: its code in English (what the
+/// flags take), its name in Chinese.
 pub(crate) fn name_of<T>(
     n: i32,
     from: fn(i32) -> Option<T>,
     code: fn(T) -> &'static str,
+    name: fn(T, cwsm_platform::lang::Lang) -> &'static str,
 ) -> String {
-    from(n).map(|v| code(v).to_string()).unwrap_or_default()
+    from(n)
+        .map(|v| match text::lang() {
+            cwsm_platform::lang::Lang::En => code(v).to_string(),
+            cwsm_platform::lang::Lang::Zh => name(v, cwsm_platform::lang::Lang::Zh).to_string(),
+        })
+        .unwrap_or_default()
 }
 
 /// A vocabulary word (by its proto number) by its name in the run's language.

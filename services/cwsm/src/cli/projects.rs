@@ -611,6 +611,7 @@ pub async fn projects(args: ProjectsArgs) -> anyhow::Result<()> {
                             p.contract_model,
                             ContractModel::from_number,
                             ContractModel::code,
+                            ContractModel::name,
                         ),
                         stage_name(p.stage),
                     ]
