@@ -756,6 +756,7 @@ pub async fn offerings(args: OfferingsArgs) -> anyhow::Result<()> {
                             .trim_start_matches("OFFERING_STATUS_")
                             .to_lowercase()
                     })
+                    .map(|code| super::text::state(&code))
                     .unwrap_or_default(),
             ]
         })
@@ -985,6 +986,7 @@ pub async fn requests(args: RequestsArgs) -> anyhow::Result<()> {
                                     .trim_start_matches("PROJECT_REQUEST_STATUS_")
                                     .to_lowercase()
                             })
+                            .map(|code| super::text::state(&code))
                             .unwrap_or_default(),
                         r.proposal_count.to_string(),
                     ]
@@ -1236,6 +1238,7 @@ pub async fn proposals(args: ProposalsArgs) -> anyhow::Result<()> {
                                     .trim_start_matches("PROPOSAL_STATUS_")
                                     .to_lowercase()
                             })
+                            .map(|code| super::text::state(&code))
                             .unwrap_or_default(),
                     ]
                 })

@@ -402,6 +402,7 @@ fn adjustment_rows(list: &[ppb::NonRoutineAdjustment]) -> Output {
                                 .trim_start_matches("ADJUSTMENT_STATUS_")
                                 .to_lowercase()
                         })
+                        .map(|code| super::text::state(&code))
                         .unwrap_or_default(),
                     a.reason.clone(),
                     a.evidence.clone(),
@@ -1210,6 +1211,7 @@ fn status_name(n: i32) -> String {
                 .trim_start_matches("PERIOD_STATUS_")
                 .to_lowercase()
         })
+        .map(|code| super::text::state(&code))
         .unwrap_or_default()
 }
 
@@ -1451,6 +1453,7 @@ fn proposal_row(p: &ppb::VerifierProposal) -> Vec<String> {
                     .trim_start_matches("VERIFIER_PROPOSAL_STATE_")
                     .to_lowercase()
             })
+            .map(|code| super::text::state(&code))
             .unwrap_or_default(),
         format!("{} {}", p.proposer_role, p.proposer_org),
         p.decision_reason.clone(),

@@ -859,6 +859,7 @@ fn print_achievements(list: &[rpb::Achievement], format: Format) {
                             .trim_start_matches("ACHIEVEMENT_STATE_")
                             .to_lowercase()
                     })
+                    .map(|code| super::text::state(&code))
                     .unwrap_or_default(),
             ]
         })

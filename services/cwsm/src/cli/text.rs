@@ -176,6 +176,42 @@ const WORDS: &[(&str, &str)] = &[
     ("contract_model", "合同模式"),
 ];
 
+/// The states of offerings, requests, proposals, periods, adjustments, verifier proposals and
+/// achievements, by their codes.
+const STATES: &[(&str, &str)] = &[
+    ("draft", "草稿"),
+    ("published", "已发布"),
+    ("withdrawn", "已撤回"),
+    ("open", "征集中"),
+    ("closed", "已截止"),
+    ("awarded", "已选定"),
+    ("cancelled", "已取消"),
+    ("submitted", "已提交"),
+    ("accepted", "已接受"),
+    ("declined", "已拒绝"),
+    ("proposed", "待审核"),
+    ("pending", "待审核"),
+    ("approved", "已通过"),
+    ("rejected", "已驳回"),
+    ("reported", "待提交"),
+    ("verified", "已核查"),
+    ("disputed", "有争议"),
+    ("settled", "已结算"),
+];
+
+/// A state's code (`open`, `verified`, …) in the run's language: the code in English (what
+/// the flags take), its Chinese name in Chinese.
+pub(crate) fn state(code: &str) -> String {
+    match lang() {
+        Lang::En => code.to_string(),
+        Lang::Zh => STATES
+            .iter()
+            .find(|(c, _)| *c == code)
+            .map_or(code, |(_, zh)| *zh)
+            .to_string(),
+    }
+}
+
 /// `en` in the language of this run: its Chinese from the table when the run is Chinese
 /// (a word not in the table stays as it is; the test below keeps the headers in it).
 pub(crate) fn tr(en: &'static str) -> &'static str {
