@@ -327,13 +327,14 @@ fn excel_date(d: NaiveDate) -> std::result::Result<ExcelDateTime, XlsxError> {
 /// merged title row over the columns and the header row under it (`rows` 0 and 2).
 fn sheet_for_print(
     sheet: &mut Worksheet,
-    name: &str,
+    name: (&str, &str),
     title: &str,
     running_header: &str,
-    names: &[&str],
+    columns: &[(&'static str, &'static str)],
     lang: Lang,
 ) -> std::result::Result<(), XlsxError> {
-    sheet.set_name(name)?;
+    let names = headers(columns, lang);
+    sheet.set_name(lang.pick(name.0, name.1))?;
     let last = col(names.len().saturating_sub(1));
     let heading = Format::new()
         .set_bold()
@@ -372,6 +373,14 @@ fn sheet_for_print(
     Ok(())
 }
 
+/// How a breakdown's keys read.
+#[derive(Clone, Copy)]
+enum Named {
+    AsIs,
+    Sector,
+    Department,
+}
+
 fn workbook(report: &Report, ask: Ask) -> std::result::Result<Vec<u8>, XlsxError> {
     let lang = ask.lang;
     let plan = &report.plan.plan;
@@ -389,13 +398,12 @@ fn workbook(report: &Report, ask: Ask) -> std::result::Result<Vec<u8>, XlsxError
     let mut book = Workbook::new();
     {
         let sheet = book.add_worksheet();
-        let columns = headers(&COLUMNS, lang);
         sheet_for_print(
             sheet,
-            lang.pick("报告", "Report"),
+            ("报告", "Report"),
             &running,
             &running,
-            &columns,
+            &COLUMNS,
             lang,
         )?;
         let percent = Format::new().set_num_format("0%");
@@ -449,7 +457,7 @@ fn workbook(report: &Report, ask: Ask) -> std::result::Result<Vec<u8>, XlsxError
                 .set_maximum(ConditionalFormatType::Number, 1)
                 .set_fill_color(Color::RGB(0x2E86DE));
             sheet.add_conditional_format(3, 7, last, 7, &bars)?;
-            sheet.autofilter(2, 0, last, col(columns.len() - 1))?;
+            sheet.autofilter(2, 0, last, col(COLUMNS.len() - 1))?;
         }
         // Widths that print: the names and breakdowns wrap rather than run a page wide.
         let wrap = Format::new().set_text_wrap();
@@ -480,35 +488,38 @@ fn workbook(report: &Report, ask: Ask) -> std::result::Result<Vec<u8>, XlsxError
     }
     {
         let sheet = book.add_worksheet();
-        let columns = headers(
-            &[
-                ("code", "编码"),
-                ("dimension", "维度"),
-                ("key", "分项"),
-                ("actual", "实际值"),
-            ],
-            lang,
-        );
+        let columns = [
+            ("code", "编码"),
+            ("dimension", "维度"),
+            ("key", "分项"),
+            ("actual", "实际值"),
+        ];
+        let title = lang.pick("分项统计", "Breakdowns");
         sheet_for_print(
             sheet,
-            lang.pick("分项", "Breakdowns"),
-            lang.pick("分项统计", "Breakdowns"),
+            ("分项", "Breakdowns"),
+            title,
             &running,
             &columns,
             lang,
         )?;
         let mut r = 3;
         for line in &report.lines {
+            // Towns as the facts name them; sectors and departments by their names.
             for (dimension, list, named) in [
-                (lang.pick("镇（街道）", "town"), &line.by_town, 0),
-                (lang.pick("领域", "sector"), &line.by_sector, 1),
-                (lang.pick("部门", "department"), &line.by_department, 2),
+                (lang.pick("镇（街道）", "town"), &line.by_town, Named::AsIs),
+                (lang.pick("领域", "sector"), &line.by_sector, Named::Sector),
+                (
+                    lang.pick("部门", "department"),
+                    &line.by_department,
+                    Named::Department,
+                ),
             ] {
                 for (key, value) in list {
                     let key = match named {
-                        1 => names.sector(key),
-                        2 => names.department(key),
-                        _ => key.clone(),
+                        Named::Sector => names.sector(key),
+                        Named::Department => names.department(key),
+                        Named::AsIs => key.clone(),
                     };
                     sheet.write_string(xrow(r), 0, &line.indicator.code)?;
                     sheet.write_string(xrow(r), 1, dimension)?;
@@ -522,18 +533,9 @@ fn workbook(report: &Report, ask: Ask) -> std::result::Result<Vec<u8>, XlsxError
     }
     {
         let sheet = book.add_worksheet();
-        let columns = headers(
-            &[("code", "编码"), ("date", "日期"), ("actual", "实际值")],
-            lang,
-        );
-        sheet_for_print(
-            sheet,
-            lang.pick("历史", "History"),
-            lang.pick("完成情况历史", "History"),
-            &running,
-            &columns,
-            lang,
-        )?;
+        let columns = [("code", "编码"), ("date", "日期"), ("actual", "实际值")];
+        let title = lang.pick("完成情况历史", "History");
+        sheet_for_print(sheet, ("历史", "History"), title, &running, &columns, lang)?;
         let mut r = 3;
         for line in &report.lines {
             for (day, value) in &line.history {
@@ -548,23 +550,21 @@ fn workbook(report: &Report, ask: Ask) -> std::result::Result<Vec<u8>, XlsxError
     }
     {
         let sheet = book.add_worksheet();
-        let columns = headers(
-            &[
-                ("code", "编码"),
-                ("department", "部门"),
-                ("leads", "牵头指标"),
-                ("achieved", "已完成"),
-                ("open", "未完成"),
-            ],
-            lang,
+        let columns = [
+            ("code", "编码"),
+            ("department", "部门"),
+            ("leads", "牵头指标"),
+            ("achieved", "已完成"),
+            ("open", "未完成"),
+        ];
+        let title = lang.pick(
+            "各部门牵头指标完成情况",
+            "Departments and the indicators they lead",
         );
         sheet_for_print(
             sheet,
-            lang.pick("部门", "Departments"),
-            lang.pick(
-                "各部门牵头指标完成情况",
-                "Departments and the indicators they lead",
-            ),
+            ("部门", "Departments"),
+            title,
             &running,
             &columns,
             lang,
@@ -588,15 +588,9 @@ fn workbook(report: &Report, ask: Ask) -> std::result::Result<Vec<u8>, XlsxError
     }
     if let Some(counted) = ask.counted {
         let sheet = book.add_worksheet();
-        let columns = headers(&COUNTED_COLUMNS, lang);
-        sheet_for_print(
-            sheet,
-            lang.pick("计入项目", "Counted projects"),
-            lang.pick("计入指标的项目", "The projects the indicators count"),
-            &running,
-            &columns,
-            lang,
-        )?;
+        let title = lang.pick("计入指标的项目", "The projects the indicators count");
+        let name = ("计入项目", "Counted projects");
+        sheet_for_print(sheet, name, title, &running, &COUNTED_COLUMNS, lang)?;
         for (r, c) in counted.iter().enumerate() {
             let r = xrow(r + 3);
             sheet.write_string(r, 0, &c.indicator_code)?;
